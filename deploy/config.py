@@ -1,0 +1,341 @@
+"""Typed, validated settings for each environment, read once from `env/<name>.toml`.
+
+Every section is a frozen dataclass; the parser walks its fields, so a typo is caught
+when the file is read, with the file, the key and the allowed keys or values. A later
+primitive adds its keys by adding a field to its section, never by reading raw dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deploy.errors import SettingsError
+
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class EnvironmentSection:
+    kind: Literal["local", "remote"] = "remote"
+    description: str = ""
+    app_dir: str = "examples/app"          # the app project, relative to the project root
+    app_url: str = ""                      # public URL of the app for this environment
+    protected: bool = False                # destructive steps need --yes
+    requires_staging_run: bool = False     # production: the SHA must have a succeeded staging run
+    staging_env: str = "staging"
+    repo_url: str = ""                     # for --source-control-url links
+
+
+@dataclass(frozen=True)
+class LocalSection:
+    root: str = ".deploy/local"            # releases/, current, pidfile, logs
+    host: str = "127.0.0.1"
+    port: int = 0                          # 0: pick a free loopback port
+    keep_releases: int = 5
+    start_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseSection:
+    provider: Literal["sqlite", "postgresql", "none"] = "none"
+    url_var: str = "DATABASE_URL"          # variable that holds the URL (a secret for Postgres)
+    url: str = ""                          # allowed only for sqlite (no credentials)
+    migrations_dir: str = "prisma/migrations"
+    runner: Literal["builtin", "prisma"] = "builtin"
+    backup: bool = True
+    backup_dir: str = ".deploy/backups"
+    backup_keep: int = 5
+    admin_url_var: str = "DATABASE_ADMIN_URL"
+
+
+@dataclass(frozen=True)
+class HostsSection:
+    hosts: tuple[str, ...] = ()            # "user@host:port" or "host"
+    user: str = "deploy"
+    port: int = 22
+    key_file: str = ""
+    known_hosts: str = "~/.ssh/known_hosts"
+    deploy_to: str = "/srv/occ"
+    max_parallel: int = 16
+    keep_releases: int = 5
+    shared_files: tuple[str, ...] = (".env",)
+    before_switch: str = ""
+    restart: str = ""
+    health_url: str = ""                   # per host; "{host}" is replaced
+    connect_timeout: float = 10.0
+    lock_max_age_minutes: int = 120
+
+
+@dataclass(frozen=True)
+class ShopifySection:
+    config: str = ""                       # shopify.app.<config>.toml; empty: step skipped
+    token_var: str = "SHOPIFY_APP_AUTOMATION_TOKEN"
+    cli: str = "shopify"
+    allow_deletes: bool = False
+
+
+@dataclass(frozen=True)
+class LighthouseThresholds:
+    performance: float | None = None
+    accessibility: float | None = None
+    best_practices: float | None = None
+    seo: float | None = None
+    pwa: float | None = None
+
+
+@dataclass(frozen=True)
+class GateSection:
+    required: tuple[Literal["vitest", "playwright", "lighthouse"], ...] = ("vitest", "playwright", "lighthouse")
+    evidence_dir: str = "evidence"
+    max_failed: int = 0
+    allow_flaky: bool = True
+    max_age_hours: float = 72.0
+    lighthouse: LighthouseThresholds = field(default_factory=LighthouseThresholds)
+
+
+@dataclass(frozen=True)
+class ApprovalsSection:
+    required_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    url: str = ""
+    status: int = 200
+    contains: str = ""
+    json_field: str = ""                   # e.g. "release": must equal the release being deployed
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class SmokeSection:
+    checks: tuple[SmokeCheck, ...] = ()
+    retries: int = 3
+    backoff: float = 0.5
+
+
+@dataclass(frozen=True)
+class WatchSection:
+    window_seconds: float = 0.0
+    interval_seconds: float = 2.0
+    max_error_ratio: float = 0.2
+    max_p95_ms: float = 2000.0
+    decision_log_check: bool = False
+
+
+@dataclass(frozen=True)
+class LockSection:
+    max_age_minutes: int = 120             # a lock older than this may be broken with --force
+
+
+@dataclass(frozen=True)
+class DecisionLogSection:
+    url_var: str = "DECISION_LOG_DATABASE_URL"
+    table: str = "decision_log"
+    time_column: str = "created_at"
+    status_column: str = "status"
+    error_value: str = "error"
+    max_age_minutes: int = 60
+    max_errors_last_hour: int = 5
+
+
+@dataclass(frozen=True)
+class GoLiveSection:
+    backup_max_age_hours: float = 24.0
+    drill_max_age_days: int = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a flow needs to know about one environment."""
+
+    name: str
+    file: Path
+    root: Path
+    environment: EnvironmentSection = field(default_factory=EnvironmentSection)
+    local: LocalSection = field(default_factory=LocalSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    hosts: HostsSection = field(default_factory=HostsSection)
+    shopify: ShopifySection = field(default_factory=ShopifySection)
+    gate: GateSection = field(default_factory=GateSection)
+    approvals: ApprovalsSection = field(default_factory=ApprovalsSection)
+    smoke: SmokeSection = field(default_factory=SmokeSection)
+    watch: WatchSection = field(default_factory=WatchSection)
+    lock: LockSection = field(default_factory=LockSection)
+    decision_log: DecisionLogSection = field(default_factory=DecisionLogSection)
+    golive: GoLiveSection = field(default_factory=GoLiveSection)
+
+    @property
+    def is_local(self) -> bool:
+        return self.environment.kind == "local"
+
+    @property
+    def app_dir(self) -> Path:
+        return (self.root / self.environment.app_dir).resolve()
+
+    def path(self, rel: str) -> Path:
+        """A path from the settings, relative to the project root unless absolute."""
+        p = Path(os.path.expanduser(rel))
+        return p if p.is_absolute() else (self.root / p)
+
+
+_SECTIONS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("name", "file", "root")}
+
+
+# ---------------------------------------------------------------- parsing
+
+def project_root(start: Path | None = None) -> Path:
+    """The project root: `DEPLOY_ROOT`, else the nearest folder above `start` with `env/`."""
+    if os.environ.get("DEPLOY_ROOT"):
+        return Path(os.environ["DEPLOY_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "env").is_dir() and ((p / "tasks.py").exists() or (p / "pyproject.toml").exists()):
+            return p
+    return here
+
+
+def env_dir(root: Path) -> Path:
+    return root / "env"
+
+
+def environments(root: Path) -> list[str]:
+    """Names of the environments described in `env/`."""
+    d = env_dir(root)
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.toml") if ENV_NAME.match(p.stem) and p.stem != "variables")
+
+
+def load(name: str, root: Path | None = None) -> Settings:
+    """Read and validate `env/<name>.toml`."""
+    root = (root or project_root()).resolve()
+    if not isinstance(name, str) or not ENV_NAME.match(name or ""):
+        raise SettingsError(
+            f"{name!r} is not a valid environment name.",
+            "Use lower-case letters, digits, '-' or '_' (e.g. --env=staging).",
+        )
+    path = env_dir(root) / f"{name}.toml"
+    if not path.is_file():
+        known = environments(root)
+        if not env_dir(root).is_dir():
+            raise SettingsError(
+                f"No env/ folder under {root}: there are no environment settings to read.",
+                "Run from the project root, or set DEPLOY_ROOT to it.",
+            )
+        raise SettingsError(
+            f"Unknown environment {name!r}: {path} does not exist.",
+            f"Known environments: {', '.join(known) or '(none)'}.",
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{path}: not valid TOML ({e}).", "Fix the syntax and run again.") from None
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot be read ({e.strerror}).") from None
+    return parse(raw, name=name, file=path, root=root)
+
+
+def parse(raw: dict[str, Any], *, name: str, file: Path, root: Path) -> Settings:
+    """Build `Settings` from a parsed TOML table; every error names the file and key."""
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise SettingsError(
+            f"{file}: unknown section [{unknown[0]}].",
+            f"Allowed sections: {', '.join(sorted(_SECTIONS))}.",
+        )
+    values: dict[str, Any] = {}
+    hints = typing.get_type_hints(Settings)
+    for key, value in raw.items():
+        values[key] = _coerce(hints[key], value, file, key)
+    settings = Settings(name=name, file=file, root=root, **values)
+    _check(settings)
+    return settings
+
+
+def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SettingsError(f"{file}: [{key}] must be a table, not {type(value).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        hints = typing.get_type_hints(tp)
+        out = {}
+        for k, v in value.items():
+            if k not in fields:
+                raise SettingsError(
+                    f"{file}: unknown key {key}.{k}.",
+                    f"Allowed keys in [{key}]: {', '.join(fields)}.",
+                )
+            out[k] = _coerce(hints[k], v, file, f"{key}.{k}")
+        return tp(**out)
+    if origin is Literal:
+        if value not in args:
+            raise SettingsError(
+                f"{file}: {key} = {value!r} is not allowed.",
+                f"Allowed values: {', '.join(repr(a) for a in args)}.",
+            )
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, file, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise SettingsError(f"{file}: {key} must be a list, not {type(value).__name__} ({value!r}).")
+        return tuple(_coerce(args[0], v, file, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{file}: {key} must be true or false, not {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{file}: {key} must be a whole number, not {value!r}.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(f"{file}: {key} must be a number, not {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{file}: {key} must be a string, not {value!r}.")
+        return value
+    raise SettingsError(f"{file}: {key} has a type this version cannot read ({tp}).")
+
+
+def _check(s: Settings) -> None:
+    """Cross-field rules that a single field's type cannot express."""
+    f = s.file
+    if s.database.provider == "postgresql" and s.database.url:
+        raise SettingsError(
+            f"{f}: database.url is set for a Postgres database; its URL carries a password.",
+            f"Remove database.url and provide the URL in the {s.database.url_var} variable instead.",
+        )
+    if s.environment.kind == "remote" and not s.hosts.hosts and s.environment.app_url == "":
+        raise SettingsError(
+            f"{f}: a remote environment needs hosts.hosts or environment.app_url.",
+            "List the hosts under [hosts] (hosts = [\"deploy@10.0.0.5\"]).",
+        )
+    for lim, lo, hi in (("hosts.max_parallel", 1, 256), ("hosts.keep_releases", 1, 100), ("local.keep_releases", 1, 100)):
+        sec, key = lim.split(".")
+        v = getattr(getattr(s, sec), key)
+        if not lo <= v <= hi:
+            raise SettingsError(f"{f}: {lim} = {v} is out of range.", f"Use a value from {lo} to {hi}.")
+    for cat in dataclasses.fields(LighthouseThresholds):
+        v = getattr(s.gate.lighthouse, cat.name)
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise SettingsError(
+                f"{f}: gate.lighthouse.{cat.name} = {v} is out of range.", "Lighthouse scores are from 0 to 1."
+            )

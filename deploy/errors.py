@@ -1,0 +1,94 @@
+"""The toolkit's one error hierarchy.
+
+    DeployError                 anything the user can act on; message says what, where, what to do
+    ├── SettingsError           env/ files, variables, flags
+    ├── ToolMissing             an executable (node, npm, pg_dump, shopify) is not on PATH
+    ├── LockHeld                another run holds the environment's lock
+    ├── LedgerError             the ledger database cannot be reached or is inconsistent
+    ├── GateClosed              evidence missing, stale, malformed or failing
+    ├── BuildFailed             the app build failed
+    ├── MigrationFailed         a migration could not be read, applied or rolled back
+    ├── BackupFailed            a dump, verification or restore failed
+    ├── HostFailed              one or more hosts failed (carries every host's outcome)
+    ├── ShopifyFailed           the Shopify CLI failed or answered something unexpected
+    ├── SmokeFailed             smoke checks or watch triggers failed
+    ├── ApprovalMissing         required approvals or a staging run are missing
+    └── Aborted                 the user declined a confirmation
+
+Tasks turn a DeployError into one paragraph on stderr and a non-zero exit; any other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DeployError(Exception):
+    """An error the user can act on. `hint` says what to do next."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  -> {self.hint}"
+        return self.message
+
+
+class SettingsError(DeployError):
+    exit_code = 2
+
+
+class ToolMissing(DeployError):
+    exit_code = 3
+
+
+class LockHeld(DeployError):
+    exit_code = 4
+
+
+class LedgerError(DeployError):
+    pass
+
+
+class GateClosed(DeployError):
+    exit_code = 5
+
+
+class BuildFailed(DeployError):
+    pass
+
+
+class MigrationFailed(DeployError):
+    pass
+
+
+class BackupFailed(DeployError):
+    pass
+
+
+class HostFailed(DeployError):
+    """One or more hosts failed; `results` holds every host's outcome."""
+
+    def __init__(self, message: str, hint: str | None = None, results=None):
+        super().__init__(message, hint)
+        self.results = list(results or [])
+
+
+class ShopifyFailed(DeployError):
+    pass
+
+
+class SmokeFailed(DeployError):
+    pass
+
+
+class ApprovalMissing(DeployError):
+    exit_code = 6
+
+
+class Aborted(DeployError):
+    exit_code = 7

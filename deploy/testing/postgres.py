@@ -1,0 +1,1 @@
+"""postgres test helpers (filled in by its primitive)."""

@@ -1,0 +1,1 @@
+"""reports test helpers (filled in by its primitive)."""

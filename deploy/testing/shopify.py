@@ -1,0 +1,1 @@
+"""shopify test helpers (filled in by its primitive)."""

@@ -1,0 +1,1 @@
+"""sshd test helpers (filled in by its primitive)."""

@@ -1,0 +1,8 @@
+"""Fixtures that start real parts live in deploy/testing/ and are loaded here as plugins."""
+
+pytest_plugins = [
+    "deploy.testing.postgres",
+    "deploy.testing.sshd",
+    "deploy.testing.shopify",
+    "deploy.testing.reports",
+]
