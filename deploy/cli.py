@@ -1,0 +1,76 @@
+"""The edge between Invoke and the library: settings, ledger, output, exit codes.
+
+Kept free of heavy imports so `invoke --list` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+from deploy.errors import DeployError
+from deploy.redact import redact
+
+
+def root() -> Path:
+    from deploy.config import project_root
+
+    return project_root(Path(__file__).resolve().parent.parent)
+
+
+def settings(env: str | None):
+    from deploy.config import load
+    from deploy.errors import SettingsError
+
+    if not env:
+        raise SettingsError("No environment given.", "Pass --env=NAME (see env/*.toml for the names).")
+    return load(env, root())
+
+
+def ledger():
+    from deploy.ledger import Ledger
+
+    return Ledger.open(root())
+
+
+def out(text: str = "") -> None:
+    print(redact(text), flush=True)
+
+
+def emit_json(value) -> None:
+    print(redact(json.dumps(value, indent=2, default=str)), flush=True)
+
+
+def guarded(fn):
+    """Turn a DeployError into one clear paragraph on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from invoke.exceptions import Exit
+
+        try:
+            return fn(*args, **kwargs)
+        except DeployError as e:
+            print(redact(f"error: {e}"), file=sys.stderr, flush=True)
+            raise Exit(code=e.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise Exit(code=130) from None
+
+    return wrapper
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask unless --yes; refuse without a terminal."""
+    from deploy.errors import Aborted
+
+    if yes:
+        return
+    if not sys.stdin.isatty() or os.environ.get("CI"):
+        raise Aborted(f"{question} needs confirmation and there is no terminal to ask.", "Pass --yes to confirm.")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise Aborted("Not confirmed; nothing was changed.")

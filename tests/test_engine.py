@@ -1,0 +1,190 @@
+"""The engine against real ledgers (SQLite file and the Postgres fixture) and real
+child processes that are really killed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.engine import Console, Plan, Runner, Step
+from deploy.errors import DeployError, LockHeld
+from deploy.ledger import Ledger
+
+HERE = Path(__file__).parent
+CHILD = HERE / "engine_child.py"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.db"
+    return request.getfixturevalue("pg_url")
+
+
+def child(d: Path, url: str, mode: str, *extra: str, env: dict | None = None, wait=True):
+    e = dict(os.environ, DEPLOY_LEDGER_URL=url, PYTHONPATH=str(HERE.parent), **(env or {}))
+    p = subprocess.Popen([sys.executable, str(CHILD), str(d), mode, *extra], env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if wait:
+        out, err = p.communicate(timeout=60)
+        return p.returncode, out, err
+    return p
+
+
+def world(d: Path) -> list[str]:
+    f = d / "world"
+    return f.read_text().split() if f.exists() else []
+
+
+def wait_for(path: Path, timeout=30.0):
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def latest_run(url, d):
+    led = Ledger.open(d, url)
+    run = led.runs("test")[0]
+    return led, run
+
+
+def test_dry_run_table_runs_nothing(tmp_path):
+    ran = []
+    plan = Plan("promote", "test", [
+        Step("build", "npm run build", run=lambda c: ran.append("build")),
+        Step("shopify", "shopify app deploy", run=lambda c: ran.append("shopify"), skip="no Shopify config for local"),
+    ])
+    table = plan.table()
+    assert "npm run build" in table and "skipped: no Shopify config for local" in table
+    assert ran == [] and not (tmp_path / ".deploy").exists()
+
+
+def test_success_records_every_step_and_frees_the_lock(tmp_path, ledger_url):
+    rc, out, err = child(tmp_path, ledger_url, "run")
+    assert rc == 0, err
+    assert world(tmp_path) == ["preflight", "build", "migrate", "release", "smoke"]
+    led, run = latest_run(ledger_url, tmp_path)
+    assert run.status == "succeeded"
+    assert [s.status for s in led.steps(run.id)] == ["done"] * 5
+    assert all(s.finished_at >= s.started_at for s in led.steps(run.id))
+    assert led.lock("test") is None
+    assert "[5/5] smoke" in out
+
+
+def test_failure_undoes_completed_steps_in_reverse(tmp_path, ledger_url):
+    rc, out, err = child(tmp_path, ledger_url, "run", env={"FAIL_AT": "release"})
+    assert rc == 1
+    # release failed before writing, then its undo and the others ran in reverse order
+    assert world(tmp_path) == ["preflight", "build", "migrate", "-release", "-migrate", "-build"]
+    led, run = latest_run(ledger_url, tmp_path)
+    assert run.status == "rolled_back" and run.failed_step == "release"
+    assert "release broke on purpose" in run.error
+    steps = {s.name: s for s in led.steps(run.id)}
+    assert steps["release"].status == "failed" and steps["smoke"].status == "pending"
+    assert steps["build"].undo_status == "undone"
+    assert led.lock("test") is None
+
+
+def test_no_rollback_leaves_failure_in_place_and_abort_undoes_it_later(tmp_path, ledger_url):
+    rc, _, _ = child(tmp_path, ledger_url, "run", env={"FAIL_AT": "smoke", "NO_ROLLBACK": "1"})
+    assert rc == 1
+    assert world(tmp_path) == ["preflight", "build", "migrate", "release"]
+    led, run = latest_run(ledger_url, tmp_path)
+    assert run.status == "failed_in_place"
+    rc, out, err = child(tmp_path, ledger_url, "abort", run.id)
+    assert rc == 0, err
+    assert world(tmp_path)[4:] == ["-smoke", "-release", "-migrate", "-build"]
+    assert led.run(run.id).status == "aborted"
+
+
+def test_second_promoter_fails_at_once_naming_the_holder(tmp_path, ledger_url):
+    first = child(tmp_path, ledger_url, "run", env={"BLOCK_AT": "build"}, wait=False)
+    try:
+        wait_for(tmp_path / "blocked")
+        t0 = time.monotonic()
+        rc, out, err = child(tmp_path, ledger_url, "run")
+        assert rc == 4
+        assert time.monotonic() - t0 < 20
+        assert "locked by" in err and f"pid {first.pid}" in err and "since" in err
+    finally:
+        (tmp_path / "go").write_text("")
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    led = Ledger.open(tmp_path, ledger_url)
+    assert [r.status for r in led.runs("test")] == ["succeeded"]  # the refused one left no run behind
+
+
+@pytest.mark.parametrize("kill_at", ["build", "release"])
+def test_kill_mid_step_then_resume_finishes_the_run(tmp_path, ledger_url, kill_at):
+    p = child(tmp_path, ledger_url, "run", env={"BLOCK_AT": kill_at}, wait=False)
+    wait_for(tmp_path / "blocked")
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    led, run = latest_run(ledger_url, tmp_path)
+    assert run.status == "running"
+    assert {s.name: s.status for s in led.steps(run.id)}[kill_at] == "running"
+    # A fresh promotion is refused and told how to recover.
+    rc, _, err = child(tmp_path, ledger_url, "run")
+    assert rc == 4 and "--resume" in err
+    rc, out, err = child(tmp_path, ledger_url, "resume", run.id)
+    assert rc == 0, err
+    assert world(tmp_path)[-1] == "smoke" and world(tmp_path).count(kill_at) == 1
+    assert led.run(run.id).status == "succeeded" and led.lock("test") is None
+
+
+def test_kill_mid_step_then_abort_undoes_everything(tmp_path, ledger_url):
+    p = child(tmp_path, ledger_url, "run", env={"BLOCK_AT": "release"}, wait=False)
+    wait_for(tmp_path / "blocked")
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    led, run = latest_run(ledger_url, tmp_path)
+    rc, out, err = child(tmp_path, ledger_url, "abort", run.id)
+    assert rc == 0, err
+    assert world(tmp_path) == ["preflight", "build", "migrate", "-release", "-migrate", "-build"]
+    assert led.run(run.id).status == "aborted" and led.lock("test") is None
+
+
+def test_resume_refuses_a_run_whose_holder_is_alive(tmp_path, ledger_url):
+    p = child(tmp_path, ledger_url, "run", env={"BLOCK_AT": "build"}, wait=False)
+    try:
+        wait_for(tmp_path / "blocked")
+        led, run = latest_run(ledger_url, tmp_path)
+        rc, out, err = child(tmp_path, ledger_url, "resume", run.id)
+        assert rc == 4 and "locked by" in err
+    finally:
+        (tmp_path / "go").write_text("")
+        p.communicate(timeout=60)
+
+
+def test_break_lock_needs_force_and_a_dead_or_old_holder(tmp_path, ledger_url):
+    led = Ledger.open(tmp_path, ledger_url)
+    led.acquire_lock("test", run_id=None, purpose="promote")
+    with pytest.raises(LockHeld, match="--force"):
+        led.break_lock("test", max_age_seconds=3600, force=False)
+    with pytest.raises(LockHeld, match="live process"):
+        led.break_lock("test", max_age_seconds=3600, force=True)
+    # older than the limit: may be broken
+    assert led.break_lock("test", max_age_seconds=3600, force=True, now=time.time() + 7200) is not None
+    assert led.lock("test") is None
+
+
+def test_unexpected_exception_in_a_step_still_undoes(tmp_path):
+    led = Ledger.open(tmp_path, f"sqlite:///{tmp_path}/l.db")
+    trail = []
+
+    def boom(ctx):
+        raise ValueError("bug")
+
+    plan = Plan("promote", "test", [
+        Step("a", "a", run=lambda c: trail.append("a"), undo=lambda c: trail.append("-a")),
+        Step("b", "b", run=boom),
+    ])
+    import io
+    outcome = Runner(led, Console(io.StringIO())).execute(plan)
+    assert outcome.status == "rolled_back" and trail == ["a", "-a"]
+    assert "ValueError: bug" in outcome.error.message
