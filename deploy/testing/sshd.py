@@ -1,1 +1,310 @@
-"""sshd test helpers (filled in by its primitive)."""
+"""Real `sshd` hosts on 127.0.0.1 for tests and benchmarks.
+
+`SshdFarm` starts N `sshd -D` processes, each on a free loopback port with its own
+generated host key and its own host root directory (that host's "disk"). One client
+key logs in to all of them, and a known_hosts file lists every host key as
+`[127.0.0.1]:PORT`, so clients CHECK host keys instead of adding them.
+
+Who logs in: when the tests run as root, hosts are logged in to as a dedicated
+unprivileged user (`occdeploy`, created with useradd on first use), because root
+ignores file modes and a "read-only deploy path" test must really be refused.
+Otherwise the current user logs in (a non-root sshd can only authenticate itself).
+
+Fixtures (loaded as a pytest plugin by tests/conftest.py):
+- `sshd_farm`: one farm per test session; fails (does not skip) when sshd is missing.
+- `sshd_hosts`: a factory, `sshd_hosts(n) -> list[SshHost]`, handing out n hosts of
+  the session farm with fresh, empty host roots; processes a test started on a host
+  (pid files under its root) are killed and the roots wiped after the test.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LOGIN_USER = "occdeploy"
+
+
+class SshdMissing(RuntimeError):
+    pass
+
+
+class _Exited(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """One running sshd: where to connect, as whom, with which key, and its disk."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    root: Path           # this host's disk: deploy paths for it live under here
+    key_file: Path       # client private key
+    known_hosts: Path    # lists every farm host's key as [127.0.0.1]:PORT
+
+    @property
+    def address(self) -> str:
+        """`user@host:port`, the form env/*.toml lists hosts in."""
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def connect_kwargs(self) -> dict:
+        return {"key_filename": str(self.key_file), "look_for_keys": False, "allow_agent": False}
+
+    def connection(self, timeout: float = 10.0):
+        """An open-able Fabric Connection that rejects unknown host keys."""
+        from fabric import Connection
+        from paramiko import RejectPolicy
+
+        c = Connection(self.host, user=self.user, port=self.port, connect_timeout=timeout,
+                       connect_kwargs=self.connect_kwargs())
+        c.client.load_host_keys(str(self.known_hosts))
+        c.client.set_missing_host_key_policy(RejectPolicy())
+        return c
+
+
+def find_sshd() -> str:
+    for cand in ("/usr/sbin/sshd", shutil.which("sshd") or ""):
+        if cand and os.access(cand, os.X_OK):
+            # sshd refuses to re-exec itself from a relative path.
+            return os.path.abspath(cand)
+    raise SshdMissing(
+        "`sshd` was not found (/usr/sbin/sshd or PATH). The host tests need a real SSH server: "
+        "apt-get install -y openssh-server (Debian/Ubuntu)."
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ensure_login_user() -> pwd.struct_passwd:
+    """The account hosts are logged in to: a created unprivileged user under root."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    try:
+        return pwd.getpwnam(LOGIN_USER)
+    except KeyError:
+        pass
+    # `-p '*'`: no password, but not "locked" ('!'), which sshd refuses without PAM.
+    p = subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", LOGIN_USER], capture_output=True, text=True)
+    try:
+        return pwd.getpwnam(LOGIN_USER)
+    except KeyError:
+        raise RuntimeError(f"could not create the sshd login user {LOGIN_USER}: {p.stderr.strip()}") from None
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True)
+
+
+class SshdFarm:
+    """N sshd processes on loopback sharing one client key and one known_hosts file."""
+
+    def __init__(self, n: int = 1, base_dir: str | Path | None = None):
+        self.sshd = find_sshd()
+        if not shutil.which("ssh-keygen"):
+            raise SshdMissing("`ssh-keygen` was not found; apt-get install -y openssh-client.")
+        self.account = _ensure_login_user()
+        self.dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="occ-sshd-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)  # the login user must reach its host roots below
+        self.key_file = self.dir / "client_key"
+        _keygen(self.key_file, "occ-deploy-tests")
+        self.authorized_keys = self.dir / "authorized_keys"
+        shutil.copy(self.key_file.with_suffix(".pub"), self.authorized_keys)
+        os.chmod(self.authorized_keys, 0o644)
+        self.known_hosts = self.dir / "known_hosts"
+        self.known_hosts.touch()
+        self.hosts: list[SshHost] = []
+        self._procs: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._names = (f"host{i}" for i in itertools.count())
+        if os.geteuid() == 0:
+            # Privilege separation directory that Debian's unit normally creates.
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        atexit.register(self.stop)
+        self.grow(n)
+
+    def grow(self, n: int) -> list[SshHost]:
+        """Ensure at least n hosts run (started in parallel); returns the first n."""
+        with self._lock:
+            missing = n - len(self.hosts)
+            if missing > 0:
+                started = [self._spawn(next(self._names)) for _ in range(missing)]
+                for host, proc, log in started:
+                    for attempt in range(5):
+                        try:
+                            self._wait_ready(host, proc, log)
+                            break
+                        except _Exited:
+                            # Most likely the free port was taken meanwhile: try another one.
+                            if attempt == 4:
+                                raise
+                            host, proc, log = self._spawn(host.name, fresh=False)
+                    self._procs[host.port] = proc
+                    self.hosts.append(host)
+                with self.known_hosts.open("w") as f:
+                    for h in self.hosts:
+                        key = (self.dir / h.name / "host_key.pub").read_text().split()
+                        f.write(f"[{h.host}]:{h.port} {key[0]} {key[1]}\n")
+            return self.hosts[:n]
+
+    def _spawn(self, name: str, fresh: bool = True):
+        hdir = self.dir / name
+        root = hdir / "root"
+        if fresh:
+            hdir.mkdir()
+            _keygen(hdir / "host_key", name)
+            root.mkdir()
+            if os.geteuid() == 0:
+                os.chown(root, self.account.pw_uid, self.account.pw_gid)
+        port = _free_port()
+        cfg = hdir / "sshd_config"
+        cfg.write_text(
+            "\n".join([
+                f"ListenAddress 127.0.0.1:{port}",
+                f"HostKey {hdir / 'host_key'}",
+                f"PidFile {hdir / 'sshd.pid'}",
+                f"AuthorizedKeysFile {self.authorized_keys}",
+                f"AllowUsers {self.account.pw_name}",
+                # Keys live under a temp dir that root owns; the modes are ours to choose.
+                "StrictModes no",
+                "UsePAM no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin no",
+                # A release opens a few channels per host at once; a benchmark many hosts.
+                "MaxSessions 64",
+                "MaxStartups 200",
+                "UseDNS no",
+                "LogLevel ERROR",
+                "Subsystem sftp internal-sftp",
+                "",
+            ])
+        )
+        log = hdir / "sshd.log"
+        proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                stderr=log.open("ab"), start_new_session=True)
+        host = SshHost(name=name, host="127.0.0.1", port=port, user=self.account.pw_name, root=root,
+                       key_file=self.key_file, known_hosts=self.known_hosts)
+        return host, proc, log
+
+    def _wait_ready(self, host: SshHost, proc: subprocess.Popen, log: Path) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise _Exited(f"sshd for {host.name} exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection((host.host, host.port), timeout=1) as s:
+                    if s.recv(64).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"sshd for {host.name} did not answer on port {host.port}: {log.read_text()[-2000:]}")
+
+    def reset(self, host: SshHost) -> None:
+        """Kill what a test started on `host` (pid files under its root) and wipe its disk."""
+        for pidfile in glob.glob(str(host.root / "**" / "*.pid"), recursive=True):
+            try:
+                pid = int(Path(pidfile).read_text().strip() or 0)
+            except (OSError, ValueError):
+                continue
+            if pid > 1:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        # A test may have made parts read-only; give them back before wiping.
+        for dirpath, dirnames, _ in os.walk(host.root):
+            for d in dirnames:
+                try:
+                    os.chmod(os.path.join(dirpath, d), 0o755)
+                except OSError:
+                    pass
+        for child in host.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        os.chmod(host.root, 0o755)
+
+    def stop_host(self, host: SshHost) -> None:
+        """Stop one host's sshd (an "unreachable host"); it stays in `hosts`."""
+        proc = self._procs.pop(host.port, None)
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def stop(self, remove: bool = True) -> None:
+        """Kill every sshd this farm started and, by default, delete its directory."""
+        for port, proc in list(self._procs.items()):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            self._procs.pop(port, None)
+        for h in self.hosts:
+            if h.root.exists():
+                self.reset(h)
+        if remove and self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- pytest fixtures
+
+@pytest.fixture(scope="session")
+def sshd_farm():
+    farm = SshdFarm(1)
+    yield farm
+    farm.stop()
+
+
+@pytest.fixture
+def sshd_hosts(sshd_farm):
+    """`sshd_hosts(n)`: n real hosts with fresh, empty roots; cleaned after the test.
+
+    A test that stops a host (farm.stop_host) gets a replacement started for the next test.
+    """
+    handed: list[SshHost] = []
+
+    def make(n: int = 1) -> list[SshHost]:
+        hosts = sshd_farm.grow(n)
+        for h in hosts:
+            if h.port not in sshd_farm._procs:
+                _replace(sshd_farm, h)
+        hosts = sshd_farm.grow(n)
+        for h in hosts:
+            if h not in handed:
+                sshd_farm.reset(h)
+                handed.append(h)
+        return hosts
+
+    yield make
+    for h in handed:
+        sshd_farm.reset(h)
+
+
+def _replace(farm: SshdFarm, dead: SshHost) -> None:
+    """Drop a stopped host from the farm so grow() starts a fresh one in its place."""
+    with farm._lock:
+        farm.hosts = [h for h in farm.hosts if h.port != dead.port]
