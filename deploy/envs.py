@@ -241,7 +241,7 @@ def _parse_variable(file: Path, name: str, spec: Any, envs: tuple[str, ...]) -> 
         raise _fail(file, f"{k}.type", f"{kind!r} is not allowed.", f"Allowed values: {', '.join(KINDS)}.")
     values: tuple[str, ...] = ()
     if kind == "enum":
-        values = _str_list(file, f"{k}.values", spec.get("values"))
+        values = _str_list(file, f"{k}.values", spec.get("values", []))
         if not values:
             raise _fail(file, f"{k}.values", "an enum needs its allowed values.", 'e.g. values = ["mock", "live"]')
     elif "values" in spec:
@@ -730,7 +730,8 @@ def render_parity(report: ParityReport) -> str:
 # ---------------------------------------------------------------- env.matrix
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # GitHub markdown would take `<env>` for an HTML tag and drop it.
+    return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_matrix(matrix: Matrix) -> str:
