@@ -1,0 +1,158 @@
+"""Pure parts of the migration runner: checksums, lock file, status decisions, URLs."""
+
+import filecmp
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from deploy import dburl
+from deploy import migrations as M
+from deploy.errors import MigrationFailed, SettingsError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "migrations"
+T = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_checksum_is_prismas_sha256_hex():
+    # The value from prisma-engines' own test (schema-connector/src/checksum.rs).
+    assert M.checksum("hello") == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+
+@pytest.mark.parametrize("script, stored_from, matches", [
+    ("a\nb\n", "a\nb\n", True),
+    ("a\r\nb\r\n", "a\nb\n", True),
+    ("a\nb\n", "a\r\nb\r\n", True),
+    ("abc\n", "abc", False),
+    ("abc", "abcd", False),
+], ids=["same", "crlf-file-lf-row", "lf-file-crlf-row", "trailing-newline-differs", "different"])
+def test_checksum_comparison_tolerates_line_endings_only(script, stored_from, matches):
+    assert M.checksum_matches(script, M.checksum(stored_from)) is matches
+
+
+def test_checksum_comparison_accepts_prismas_old_unpadded_hex():
+    digest = hashlib.sha256(b"x").digest()
+    old = "".join(f"{b:x}" for b in digest)
+    assert len(old) < 64
+    assert M.checksum_matches("x", old)
+
+
+@pytest.mark.parametrize("text, provider", [
+    ('# comment\n# comment\nprovider = "postgresql"\n', "postgresql"),
+    ('provider = "sqlite"', "sqlite"),
+    ("# nothing here\n", "<PROVIDER NOT FOUND>"),
+], ids=["prisma-written", "bare", "no-provider-line"])
+def test_lock_file_provider_is_read_like_prisma(text, provider):
+    assert M.parse_lock_provider(text) == provider
+
+
+def _local(name, script="SELECT 1;", problem=""):
+    return M.LocalMigration(name, Path("/m") / name, script, M.checksum(script) if script is not None else None,
+                            False, problem)
+
+
+def _row(name, script="SELECT 1;", finished=True, rolled_back=False, logs=None):
+    return M.MigrationRecord("id-" + name, M.checksum(script), T if finished else None, name, logs,
+                             T if rolled_back else None, T, 1 if finished else 0)
+
+
+@pytest.mark.parametrize("local, rows, expected", [
+    ([_local("1_a")], [_row("1_a")], "applied"),
+    ([_local("1_a")], [], "pending"),
+    ([_local("1_a")], [_row("1_a", finished=False, logs="A migration failed...\n\nDatabase error:\nERROR: boom")],
+     "failed"),
+    ([_local("1_a", script="SELECT 2;")], [_row("1_a", script="SELECT 1;")], "checksum_changed"),
+    ([], [_row("1_a")], "missing_folder"),
+    ([_local("1_a")], [_row("1_a", rolled_back=True)], "pending"),
+    ([_local("1_a")], [_row("1_a", finished=False, rolled_back=True), _row("1_a")], "applied"),
+    ([_local("1_a", script=None, problem="migration.sql is missing")], [], "invalid"),
+], ids=["applied", "pending", "failed", "checksum-changed", "row-without-folder", "rolled-back-is-pending-again",
+        "resolved-then-applied", "folder-without-sql"])
+def test_status_state_of_one_migration(local, rows, expected):
+    (only,) = M.compute_status(local, rows)
+    assert only.state == expected
+    assert only.name == "1_a"
+
+
+def test_failed_status_shows_the_database_error():
+    (s,) = M.compute_status([_local("1_a")], [_row("1_a", finished=False,
+                                                       logs="A migration failed.\n\nDatabase error:\nERROR: boom\n")])
+    assert s.detail == "ERROR: boom"
+
+
+def test_pending_skips_names_with_a_not_rolled_back_row_only():
+    local = [_local("1_a"), _local("2_b"), _local("3_c")]
+    rows = [_row("1_a"), _row("2_b", rolled_back=True), _row("3_c", finished=False)]
+    assert [m.name for m in M.pending_migrations(local, rows)] == ["2_b"]
+
+
+def test_render_status_is_a_table_with_counts():
+    report = M.StatusReport("postgresql://u:***@h/db", "postgresql",
+                            M.compute_status([_local("1_a"), _local("2_b")], [_row("1_a")]), True)
+    text = M.render_status(report)
+    assert "1 applied, 1 pending, 0 failed, 0 drift" in text
+    assert "2_b" in text.splitlines()[-1] and "pending" in text.splitlines()[-1]
+
+
+def test_provider_mismatch_is_refused(tmp_path):
+    (tmp_path / "migration_lock.toml").write_text('provider = "sqlite"\n')
+    with pytest.raises(MigrationFailed, match="P3019") as e:
+        M.check_provider(tmp_path, "postgresql")
+    assert "'sqlite'" in str(e.value) and "runbooks" in e.value.hint
+
+
+def test_missing_migrations_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(MigrationFailed, match="does not exist"):
+        M.load_migrations(tmp_path / "nope")
+
+
+def test_prisma_deploy_argv_names_the_schema_beside_the_migrations(tmp_path):
+    (tmp_path / "prisma" / "migrations").mkdir(parents=True)
+    (tmp_path / "prisma" / "schema.prisma").write_text("")
+    assert M.prisma_deploy_argv(tmp_path / "prisma" / "migrations") == [
+        "npx", "--no", "prisma", "migrate", "deploy", "--schema", str(tmp_path / "prisma" / "schema.prisma")]
+
+
+# ---------------------------------------------------------------- URLs
+
+def test_postgres_url_drops_prisma_params_and_sets_search_path():
+    u = dburl.parse("postgresql://app:s3cret@db.example:6543/occ?schema=tenant_1&connection_limit=5&sslmode=require")
+    assert u.provider == "postgresql" and u.schema == "tenant_1" and u.database == "occ"
+    assert "s3cret" not in u.masked and "s3cret" not in repr(u)
+    info = u.conninfo()
+    assert "connection_limit" not in info and "schema=" not in info
+    assert "sslmode=require" in info and "search_path%3Dtenant_1" in info and "connect_timeout=5" in info
+
+
+@pytest.mark.parametrize("url, base, expected", [
+    ("file:./dev.db", "/app/prisma", "/app/prisma/dev.db"),
+    ("file:dev.db", "/app/prisma", "/app/prisma/dev.db"),
+    ("file:/var/lib/occ.db", "/app/prisma", "/var/lib/occ.db"),
+    ("sqlite:///var/lib/occ.db", "/app/prisma", "/var/lib/occ.db"),
+], ids=["prisma-relative", "bare-relative", "absolute", "sqlalchemy-style"])
+def test_sqlite_urls_resolve_like_prisma(url, base, expected):
+    assert dburl.parse(url, sqlite_base=base).sqlite_path == Path(expected)
+
+
+@pytest.mark.parametrize("url", ["mysql://u:topsecret@h/db", "", "postgresql://u:topsecret@h:notaport/db"],
+                         ids=["other-provider", "empty", "bad-port"])
+def test_bad_urls_are_settings_errors_without_the_password(url):
+    with pytest.raises(SettingsError) as e:
+        dburl.parse(url)
+    assert "topsecret" not in str(e.value)
+
+
+def test_committed_fixture_history_is_the_generators_output(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen", FIXTURES / "generate_postgres_history.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    names = gen.write(tmp_path)
+    assert len(names) >= 100
+    committed = FIXTURES / "postgres_history"
+    assert sorted(p.name for p in committed.iterdir() if p.is_dir()) == names
+    for n in names:
+        for f in ("migration.sql", "down.sql"):
+            assert filecmp.cmp(tmp_path / n / f, committed / n / f, shallow=False), f"{n}/{f} differs"
