@@ -457,6 +457,9 @@ class _Db:
             conn = sqlite3.connect(str(path), isolation_level=None, timeout=0.1)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as e:
+            if "locked" in str(e):
+                raise LockHeld(f"The SQLite database {path} is locked by another process ({e}).",
+                               "Stop the other migration run (or the app holding the file), then run again.") from None
             raise MigrationFailed(f"Cannot open SQLite database {path}: {e}.",
                                   "Check the path in the URL and the file's permissions.") from None
         return cls(url, conn)
