@@ -482,7 +482,7 @@ class EnvValues:
         """The value of `name`, or a SettingsError naming it, the environment and where to set it."""
         var = self.matrix.variable(name)
         if name not in self.values:
-            need = "required" if var.on(self.env).required else "optional and"
+            need = "required but" if var.on(self.env).required else "optional and"
             raise SettingsError(f"{name} is {need} not set for environment {self.env!r}.",
                                 where_to_set(self.matrix, var, self.env))
         return self.values[name]

@@ -206,7 +206,7 @@ def test_get_of_a_missing_variable_names_it_the_environment_and_where_to_set_it(
     values = envs.resolve(envs.load_matrix(project), "staging", project, {})
     with pytest.raises(SettingsError) as e:
         values.get("PORT")
-    assert "PORT is required not set for environment 'staging'" in str(e.value)
+    assert "PORT is required but not set for environment 'staging'" in str(e.value)
     assert "Add PORT=... to env/staging.env." in str(e.value)
     with pytest.raises(SettingsError) as e:
         values.get("API_TOKEN")
