@@ -1,0 +1,366 @@
+"""The `local` environment's release target: Capistrano's layout on this machine.
+
+    <root>/                    settings.local.root, default .deploy/local
+      releases/<release id>/   one unpacked artifact per deployment, plus a RELEASE file
+      current -> releases/<id> switched atomically (symlink to a temp name, then rename)
+      previous                 the release `current` pointed to before the last switch
+      revisions.log            one line per switch, as Capistrano writes
+      app.pid, app.port        the running server (started from current)
+      logs/app.log             its output
+
+Why rename and not `ln -sfn`: `ln -sfn` unlinks then creates, so for a moment there is
+no `current`; rename(2) replaces the link in one step (Capistrano's
+`lib/capistrano/tasks/deploy.rake`, `deploy:symlink:release`, does the same with `mv -T`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+from deploy import proc
+from deploy.build import Artifact, verify
+from deploy.errors import HostFailed, SettingsError
+from deploy.redact import reveal
+
+RELEASE_FILE = "RELEASE"
+_children: dict[int, subprocess.Popen] = {}   # servers this process started: reaped by stop()
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    pid: int
+    port: int
+    url: str              # http://host:port, no trailing slash
+    release_id: str | None
+    log: Path
+
+
+# ---------------------------------------------------------------- layout
+
+def ensure_root(root: str | Path) -> Path:
+    """Create the layout under `root`, or SettingsError naming the path when it cannot be written."""
+    root = Path(root)
+    try:
+        (root / "releases").mkdir(parents=True, exist_ok=True)
+        (root / "logs").mkdir(exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SettingsError(
+            f"{root}: the local release folder cannot be written ({e.strerror or e}).",
+            "Make it writable, or set [local] root in env/local.toml to a folder you can write.",
+        ) from None
+    return root
+
+
+def place(artifact: Artifact, root: str | Path, release_id: str) -> Path:
+    """Unpack `artifact` into `releases/<release_id>` and write its RELEASE file."""
+    _check_id(release_id)
+    root = ensure_root(root)
+    verify(artifact)
+    target = root / "releases" / release_id
+    if target.exists() and current(root) == release_id:
+        return target    # a resumed run placing what is already live: nothing to do
+    tmp = Path(tempfile.mkdtemp(prefix=f".{release_id}.", dir=root / "releases"))
+    try:
+        with tarfile.open(artifact.path, "r:gz") as tar:
+            # The "data" filter refuses absolute paths, `..`, and links leaving the folder.
+            tar.extractall(tmp, filter="data")
+        (tmp / RELEASE_FILE).write_text(release_id + "\n", encoding="utf-8")
+        tmp.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)   # a half-placed earlier attempt; never the live release (checked above)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def switch(root: str | Path, release_id: str) -> str | None:
+    """Point `current` at `releases/<release_id>` atomically; returns the previous release id."""
+    root = Path(root)
+    _check_id(release_id)
+    if not (root / "releases" / release_id).is_dir():
+        raise SettingsError(
+            f"Release {release_id} is not in {root / 'releases'}.",
+            f"Known releases: {', '.join(releases(root)) or '(none)'}.",
+        )
+    before = current(root)
+    tmp = root / f".current.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path("releases") / release_id, tmp)   # relative: the tree can be moved as a whole
+    os.replace(tmp, root / "current")
+    if before and before != release_id:
+        _write(root / "previous", before + "\n")
+    with open(root / "revisions.log", "a", encoding="utf-8") as log:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        log.write(f"{stamp} switched current from {before or '-'} to {release_id}\n")
+    return before
+
+
+def current(root: str | Path) -> str | None:
+    """The release id `current` points to, or None."""
+    link = Path(root) / "current"
+    try:
+        return Path(os.readlink(link)).name
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def previous(root: str | Path) -> str | None:
+    """The release that was current before the last switch (rollback target), if still present."""
+    try:
+        rid = (Path(root) / "previous").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return rid if rid and (Path(root) / "releases" / rid).is_dir() else None
+
+
+def releases(root: str | Path) -> list[str]:
+    """Placed release ids, oldest first (ids start with a UTC timestamp)."""
+    d = Path(root) / "releases"
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def prune(root: str | Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` releases, never `current` or `previous`; returns what was removed."""
+    if keep < 1:
+        raise SettingsError(f"keep_releases = {keep}: at least 1 release must be kept.", "Use local.keep_releases >= 1.")
+    root = Path(root)
+    protected = {current(root), previous(root)}
+    all_ids = releases(root)
+    doomed = [r for r in all_ids[:-keep] if r not in protected]
+    for rid in doomed:
+        shutil.rmtree(root / "releases" / rid)
+    for stale in (root / "releases").glob(".*"):   # temp folders of interrupted place() calls
+        shutil.rmtree(stale, ignore_errors=True)
+    return doomed
+
+
+def _check_id(release_id: str) -> None:
+    if not release_id or "/" in release_id or release_id in (".", "..") or release_id.startswith("."):
+        raise SettingsError(f"{release_id!r} is not a valid release id.", "Release ids look like 20240105093000-abc1234.")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- server
+
+def start(
+    root: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    timeout: float = 10.0,
+    env: Mapping[str, str] | None = None,
+) -> ServerInfo:
+    """Start `node server.mjs` from `current` and wait until /healthz answers.
+
+    `port=0` picks a free port (the last one used, when it is still free, so the URL stays
+    put across releases). `env` is passed to the server (e.g. DATABASE_URL)."""
+    root = ensure_root(root)
+    rid = current(root)
+    if rid is None:
+        raise SettingsError(f"{root}/current does not exist: no release to start.", "Deploy first: invoke promote --to=local.")
+    running = status(root, host)
+    if running is not None:
+        raise SettingsError(
+            f"The local app is already running (pid {running.pid}, {running.url}).",
+            "Use restart, or stop it first: invoke app.stop --env=local.",
+        )
+    node = proc.which("node", path=(env or {}).get("PATH", os.environ.get("PATH")))
+    port = _choose_port(root, host, port)
+    release_dir = (root / "current").resolve()
+    log_path = root / "logs" / "app.log"
+    child_env = {**os.environ, **{k: reveal(v) for k, v in (env or {}).items()}, "HOST": host, "PORT": str(port)}
+    with open(log_path, "ab") as log:
+        log.write(f"--- {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} starting {rid} on {host}:{port}\n".encode())
+        log.flush()
+        p = subprocess.Popen(
+            [node, "server.mjs"], cwd=release_dir, env=child_env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,   # outlives `invoke promote`; Ctrl-C in the terminal does not reach it
+        )
+    _children[p.pid] = p
+    _write(root / "app.pid", f"{p.pid}\n")
+    _write(root / "app.port", f"{port}\n")
+    url = f"http://{_url_host(host)}:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            break
+        if _healthy(url):
+            return ServerInfo(p.pid, port, url, rid, log_path)
+        time.sleep(0.05)
+    why = f"exited with code {p.returncode}" if p.poll() is not None else f"did not answer {url}/healthz within {timeout:g}s"
+    stop(root)
+    raise HostFailed(
+        f"The local app (release {rid}) {why}. Last lines of {log_path}:\n{_tail(log_path)}",
+        "Fix the app or the port; the previous release keeps running if you roll back (invoke rollback --env=local).",
+    )
+
+
+def stop(root: str | Path, timeout: float = 5.0) -> bool:
+    """Stop the server in the pidfile; True if one was running. Safe to call twice."""
+    root = Path(root)
+    pid = _read_int(root / "app.pid")
+    stopped = False
+    if pid and _alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            while _alive(pid) and time.monotonic() < deadline + 2:
+                time.sleep(0.02)
+        stopped = True
+    if pid in _children:
+        try:
+            _children.pop(pid).wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+    (root / "app.pid").unlink(missing_ok=True)
+    return stopped
+
+
+def restart(
+    root: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    timeout: float = 10.0,
+    env: Mapping[str, str] | None = None,
+) -> ServerInfo:
+    """Stop whatever runs, then start `current` (on the same port when `port` is 0 and it is free)."""
+    stop(root)
+    return start(root, host, port, timeout=timeout, env=env)
+
+
+def status(root: str | Path, host: str = "127.0.0.1") -> ServerInfo | None:
+    """The running server per the pidfile, or None (a stale pidfile counts as not running)."""
+    root = Path(root)
+    pid = _read_int(root / "app.pid")
+    if not pid or not _alive(pid):
+        return None
+    port = _read_int(root / "app.port") or 0
+    release = None
+    try:
+        release = (Path(f"/proc/{pid}/cwd").resolve() / RELEASE_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        pass
+    return ServerInfo(pid, port, f"http://{_url_host(host)}:{port}", release, root / "logs" / "app.log")
+
+
+def _choose_port(root: Path, host: str, port: int) -> int:
+    if port:
+        if not _port_free(host, port):
+            raise SettingsError(
+                f"Port {port} on {host} is already in use, so the local app cannot listen there.",
+                "Stop what uses it, or set [local] port = 0 in env/local.toml to pick a free port.",
+            )
+        return port
+    last = _read_int(root / "app.port")
+    if last and _port_free(host, last):
+        return last
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _port_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR as Node sets it: a port with only TIME_WAIT leftovers from our own
+    # previous server is free for Node, so it must be free for this probe too.
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise SettingsError(f"Cannot use {host}:{port}: {e.strerror}.", "Check [local] host in env/local.toml.") from None
+    return True
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with _opener.open(url + "/healthz", timeout=1.0) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never via a proxy
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie; our own children are reaped here when they have exited."""
+    if pid in _children and _children[pid].poll() is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] == "Z":
+            return False
+        # A recycled pid belongs to someone else: only a node server.mjs is ours to signal.
+        return b"server.mjs" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
