@@ -65,14 +65,19 @@ class HostsSection:
     port: int = 22
     key_file: str = ""
     known_hosts: str = "~/.ssh/known_hosts"
-    deploy_to: str = "/srv/occ"
+    deploy_to: str = "/srv/occ"            # "{host}", "{port}", "{user}", "{name}" are replaced per host
     max_parallel: int = 16
     keep_releases: int = 5
     shared_files: tuple[str, ...] = (".env",)
     before_switch: str = ""
     restart: str = ""
-    health_url: str = ""                   # per host; "{host}" is replaced
+    health_url: str = ""                   # per host; "{host}", "{port}", "{user}", "{name}" are replaced
+    health_urls: tuple[str, ...] = ()      # one per entry of `hosts`, in order; overrides health_url
+    health_command: str = ""               # alternative check, run on the host in <deploy_to>/current
+    health_timeout: float = 30.0           # seconds to wait for the health check to pass
     connect_timeout: float = 10.0
+    command_timeout: float = 600.0         # seconds for any one remote command (hooks included)
+    min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
     lock_max_age_minutes: int = 120
 
 
@@ -80,8 +85,9 @@ class HostsSection:
 class ShopifySection:
     config: str = ""                       # shopify.app.<config>.toml; empty: step skipped
     token_var: str = "SHOPIFY_APP_AUTOMATION_TOKEN"
-    cli: str = "shopify"
-    allow_deletes: bool = False
+    cli: str = "shopify"                   # the executable, or a command such as "npx shopify"
+    allow_deletes: bool = False            # also pass --allow-deletes (removes extensions without a prompt)
+    timeout: float = 900.0                 # seconds one CLI call may take (deploy builds extensions)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class SmokeCheck:
     status: int = 200
     contains: str = ""
     json_field: str = ""                   # e.g. "release": must equal the release being deployed
+    json_value: str = "{release}"          # expected value of json_field; "{release}" = the release id
     timeout: float = 5.0
 
 
@@ -131,6 +138,10 @@ class WatchSection:
     max_error_ratio: float = 0.2
     max_p95_ms: float = 2000.0
     decision_log_check: bool = False
+    urls: tuple[str, ...] = ("/healthz",)  # "/path": joined to the app URL and each host's URL
+    timeout_seconds: float = 5.0           # per request
+    max_consecutive_failures: int = 3      # one URL failing this many polls in a row fires at once
+    min_samples: int = 5                   # ratio and p95 are judged from this many samples on
 
 
 @dataclass(frozen=True)
