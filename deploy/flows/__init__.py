@@ -1,0 +1,1 @@
+"""Flows compose primitives into plans: promote, rollback, drills, go-live, status."""

@@ -1,0 +1,75 @@
+"""What every flow shares: git facts, the latest unfinished run, reporting an outcome."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from deploy import cli
+from deploy.errors import DeployError, SettingsError
+
+
+def git_sha(root: Path, ref: str | None = None) -> str:
+    """The full SHA of `ref` (default HEAD) in the project's repository."""
+    from deploy.proc import run
+
+    r = run(["git", "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"], cwd=root)
+    if not r.ok or not r.stdout.strip():
+        if ref:
+            raise SettingsError(f"--sha={ref} is not a commit of the repository at {root}.",
+                                "Pass a full or abbreviated SHA that `git rev-parse` knows (fetch first in CI).")
+        raise SettingsError(f"{root} has no git commit to deploy (not a git repository, or no commits yet).",
+                            "Run from a git checkout of the app, or pass --sha.")
+    return r.stdout.strip()
+
+
+def git_dirty(root: Path) -> list[str]:
+    """Tracked files with uncommitted changes (untracked files do not change what is built)."""
+    from deploy.proc import run
+
+    r = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root)
+    return [ln[3:] for ln in r.stdout.splitlines() if ln.strip()] if r.ok else []
+
+
+def unfinished_run(led, env: str, flow: str):
+    """The latest run of `flow` on `env` that a kill or --no-rollback left unfinished."""
+    for r in led.runs(env, flow=flow, limit=20):
+        if r.status in ("running", "failed_in_place"):
+            return r
+        if r.status in ("succeeded", "rolled_back", "aborted"):
+            break
+    raise DeployError(f"{env} has no interrupted {flow} run to resume or abort.",
+                      f"`invoke status` shows the environment's runs; start a new one with `invoke {flow} --to={env}`.")
+
+
+def report(settings, led, outcome, *, title: str, kind: str) -> None:
+    """Record the outcome everywhere it belongs: deployment log, CI summary, terminal."""
+    from deploy import feedback, summary
+
+    run = led.run(outcome.run_id)
+    steps = led.steps(outcome.run_id)
+    feedback.append(settings.root, feedback.Entry(
+        kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
+        release_id=run.release_id, duration=outcome.duration, run_id=run.id,
+        text=(f"failed at {outcome.failed_step}: {outcome.error.message}" if outcome.error and outcome.failed_step
+              else None),
+    ))
+    summary.write_github_summary(summary.markdown(run, steps, title=title))
+
+
+def fail_if_not_ok(outcome) -> None:
+    """Raise the run's error with what happened to the environment, unless it succeeded."""
+    if outcome.ok or outcome.status == "aborted":
+        return
+    err = outcome.error or DeployError(f"The run ended {outcome.status}.")
+    fate = {
+        "rolled_back": "every completed step was undone",
+        "failed_in_place": "the failed deploy was left in place (--no-rollback)",
+        "failed": "the undo did not finish; the lock is kept",
+    }.get(outcome.status, outcome.status)
+    raise DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
+                      err.hint)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,173 @@
+"""Invoke tasks: parse flags, load settings, call one flow or primitive, map the outcome
+to an exit code. Logic lives in deploy/; this file stays thin and cheap to import."""
+
+from invoke import Collection, task
+
+from deploy.cli import guarded
+
+ENV = "environment name: a file env/<name>.toml (local, dev, staging, production)"
+
+
+# ----------------------------------------------------------------------------- promote & rollback
+@task(help={
+    "to": ENV,
+    "sha": "git commit to promote (default: HEAD)",
+    "dry_run": "print the plan as a table and change nothing",
+    "skip_shopify": "do not push Shopify config; recorded as skipped",
+    "resume": "finish the latest interrupted run of this environment",
+    "abort": "undo the latest interrupted (or --no-rollback) run of this environment",
+    "yes": "answer yes to every confirmation (CI)",
+    "no_rollback": "on failure, leave the deploy in place for diagnosis (recorded); undo later with --abort",
+})
+@guarded
+def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
+            no_rollback=False):
+    """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
+    from deploy.flows import promote as flow
+
+    flow.main(to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
+              no_rollback=no_rollback)
+
+
+@task(help={
+    "env": ENV,
+    "to": "release id to go back to (default: the one before the live release)",
+    "db": "database: 'down' (down-migrations), 'restore' (pre-deploy backup) or 'keep' (default: keep)",
+    "skip_shopify": "leave the Shopify app version as it is",
+    "dry_run": "print the plan and change nothing",
+    "yes": "answer yes to every confirmation",
+})
+@guarded
+def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False):
+    """Put the previous (or a named) release back: hosts, Shopify version, optionally the database; then smoke."""
+    from deploy.flows import rollback as flow
+
+    flow.main(env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
+
+
+@task(help={"json": "print machine-readable JSON instead of a table"})
+@guarded
+def status(c, json=False):
+    """Where each environment stands: release, SHA, Shopify version, lock, last runs."""
+    from deploy.flows import status as flow
+
+    flow.main(as_json=json)
+
+
+@task(help={"env": ENV, "sha": "git commit approved (default: HEAD)", "by": "who approves",
+            "role": "the approver's role (e.g. product, manager)", "note": "optional note"})
+@guarded
+def approve(c, env, by, role, sha=None, note=None):
+    """Record an approval of a commit for an environment (production needs the roles its settings require)."""
+    from deploy.flows import approvals as flow
+
+    flow.approve(env, sha=sha, by=by, role=role, note=note)
+
+
+# ----------------------------------------------------------------------------- lock
+@task(name="release", help={"env": ENV, "force": "break a lock whose holder is dead or older than lock.max_age_minutes"})
+@guarded
+def lock_release(c, env, force=False):
+    """Break a stale lock of an environment (needs --force)."""
+    from deploy.flows import locks
+
+    locks.release(env, force=force)
+
+
+@task(name="status", help={"env": "only this environment (default: all)"})
+@guarded
+def lock_status(c, env=None):
+    """Who holds each environment's lock, and since when."""
+    from deploy.flows import locks
+
+    locks.status(env)
+
+
+# ----------------------------------------------------------------------------- app (local)
+@task(name="stop", help={"env": "the local environment (default: local)"})
+@guarded
+def app_stop(c, env="local"):
+    """Stop the app server that `promote --to=local` started."""
+    from deploy.flows import local_app
+
+    local_app.stop(env)
+
+
+@task(name="start", help={"env": "the local environment (default: local)"})
+@guarded
+def app_start(c, env="local"):
+    """Start (or restart) the local app server from the current release."""
+    from deploy.flows import local_app
+
+    local_app.start(env)
+
+
+# ----------------------------------------------------------------------------- env & secrets
+def _exit(code: int) -> None:
+    from invoke.exceptions import Exit
+
+    if code:
+        raise Exit(code=code)
+
+
+@task(name="check", help={"env": ENV})
+@guarded
+def env_check(c, env):
+    """Check an environment's variables against the matrix: present, typed, no placeholders, no secret in a file."""
+    from deploy.flows import envs
+
+    _exit(envs.check(env))
+
+
+@task(name="parity", help={"left": "the rehearsal environment (default: staging)",
+                           "right": "the environment it must mirror (default: production)"})
+@guarded
+def env_parity(c, left="staging", right="production"):
+    """Compare staging's toggles with production's under the matrix's parity rules."""
+    from deploy.flows import envs
+
+    _exit(envs.parity(left, right))
+
+
+@task(name="matrix")
+@guarded
+def env_matrix(c):
+    """Regenerate docs/deployment/env_matrix.md from env/variables.toml."""
+    from deploy.flows import envs
+
+    envs.matrix()
+
+
+@task(name="dotenv", help={"env": "environment whose values to write (default: dev)",
+                           "force": "overwrite an existing .env"})
+@guarded
+def env_dotenv(c, env="dev", force=False):
+    """Write the app's .env for local development from the matrix (secrets left empty, with where to get them)."""
+    from deploy.flows import envs
+
+    envs.dotenv(env, force)
+
+
+@task(name="rotation")
+@guarded
+def secrets_rotation(c):
+    """Each secret's age against its rotation period; fails when a production secret is overdue."""
+    from deploy.flows import envs
+
+    _exit(envs.rotation())
+
+
+@task(name="rotated", help={"name": "the secret's variable name", "env": ENV, "by": "who rotated it (default: you)"})
+@guarded
+def secrets_rotated(c, name, env, by=None):
+    """Record that a secret was rotated today."""
+    from deploy.flows import envs
+
+    envs.rotated(name, env, by)
+
+
+ns = Collection(promote, rollback, status, approve)
+ns.add_collection(Collection("env", env_check, env_parity, env_matrix, env_dotenv))
+ns.add_collection(Collection("secrets", secrets_rotation, secrets_rotated))
+ns.add_collection(Collection("lock", lock_release, lock_status))
+ns.add_collection(Collection("app", app_stop, app_start))
