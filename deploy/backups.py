@@ -1,0 +1,512 @@
+"""Verified database backups: take, verify, restore, prune; and provisioning a database.
+
+Postgres: `pg_dump --format=custom` to `<backup_dir>/<env>/<UTC timestamp>-<sha7>.dump`, with
+a `.sha256` sidecar (`sha256sum` format) and a `.json` manifest holding the per-table row
+counts. The counts are taken inside the very snapshot pg_dump dumps (`pg_export_snapshot()`
++ `pg_dump --snapshot`), so "verify" compares the restored copy with exactly what was
+dumped, even while the app keeps writing.
+
+- verify: checksum, then `pg_restore` into a scratch database on the same server, per-table
+  row counts compared with the manifest, scratch database dropped.
+- restore: `pg_restore` renders the dump as SQL; `psql --single-transaction` runs it after
+  dropping and recreating the dumped schemas, so the database is either exactly the dump
+  (objects created after the backup, such as a failed migration's tables, are gone) or,
+  on any error, unchanged.
+- SQLite: a consistent copy through SQLite's online backup API (`Connection.backup`),
+  verified by `PRAGMA integrity_check` and row counts; restore copies it back the same way.
+
+The password never reaches argv: the tools get the URL without it and `PGPASSWORD` in
+their environment.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from deploy import dburl, proc
+from deploy.errors import BackupFailed, SettingsError
+from deploy.redact import Secret, mask_url, redact, reveal
+
+STAMP = "%Y%m%dT%H%M%SZ"
+_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<sha>[0-9a-zA-Z]{1,40}|nosha)\.(?P<ext>dump|sqlite)$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+# ---------------------------------------------------------------- values
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    sha256: str
+    created_at: datetime
+    env: str
+    sha: str
+    tables: tuple[tuple[str, int], ...]       # (schema-qualified table, rows) at dump time
+
+
+@dataclass(frozen=True)
+class TableCount:
+    table: str
+    expected: int
+    actual: int | None                        # None: the table is missing in the restored copy
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.actual
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    backup: Backup
+    counts: tuple[TableCount, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.counts)
+
+    @property
+    def mismatches(self) -> tuple[TableCount, ...]:
+        return tuple(c for c in self.counts if not c.ok)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup: Backup
+    url: str                                  # masked
+    tables: tuple[tuple[str, int], ...]       # row counts after the restore
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    role: str
+    database: str
+    url: Secret                               # includes the generated password; write it only where secrets go
+    masked_url: str
+    created_role: bool
+    created_database: bool
+
+
+# ---------------------------------------------------------------- pure parts
+
+def backup_name(created_at: datetime, sha: str, ext: str = "dump") -> str:
+    """`<UTC timestamp>-<sha7>.<ext>`; names sort by time."""
+    stamp = created_at.astimezone(timezone.utc).strftime(STAMP)
+    short = re.sub(r"[^0-9a-zA-Z]", "", sha)[:7] or "nosha"
+    return f"{stamp}-{short}.{ext}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_tool_major(version_output: str) -> int:
+    """`pg_dump (PostgreSQL) 15.5 (Debian 15.5-1)` -> 15; `... 9.6.24` -> 9."""
+    m = re.search(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", version_output)
+    if not m:
+        raise BackupFailed(f"Cannot read the version from {version_output.strip()[:80]!r}.")
+    return int(m.group(1))
+
+
+def check_tool_version(tool: str, version_output: str, server_version_num: int) -> int:
+    """BackupFailed when the client tool's major version is older than the server's."""
+    tool_major = parse_tool_major(version_output)
+    server_major = server_version_num // 10000 if server_version_num >= 100000 else server_version_num // 100
+    if tool_major < server_major:
+        raise BackupFailed(
+            f"{tool} is version {tool_major} but the server runs PostgreSQL {server_major}; an older {tool} "
+            f"cannot read a newer server.",
+            f"Install postgresql-client-{server_major} (apt-get install -y postgresql-client-{server_major}) "
+            f"or set the tools folder to /usr/lib/postgresql/{server_major}/bin.",
+        )
+    return tool_major
+
+
+def select_to_prune(names: Sequence[str], keep: int) -> list[str]:
+    """The backup file names beyond the newest `keep` (names sort by time)."""
+    if keep < 1:
+        raise SettingsError(f"database.backup_keep = {keep}: keep at least one backup.")
+    ordered = sorted(n for n in names if _NAME.match(n))
+    return ordered[:-keep] if len(ordered) > keep else []
+
+
+# ---------------------------------------------------------------- tools
+
+def find_tool(name: str, server_major: int | None = None, bin_dir: str | Path | None = None) -> str:
+    """`name` from `bin_dir` if given; else the server's major version's Debian folder, the
+    newest installed one, then PATH."""
+    if bin_dir is not None:
+        return proc.which(name, path=str(bin_dir))
+    if server_major is not None:
+        cand = Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")
+        if cand.exists():
+            return str(cand)
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if found:
+        return found[-1]
+    return proc.which(name)
+
+
+def _tool_url_and_env(u: dburl.DbUrl) -> tuple[str, dict[str, str]]:
+    """The libpq URL without its password (for argv) and PGPASSWORD (for the environment)."""
+    parts = urlsplit(u.conninfo())
+    env: dict[str, str] = {}
+    if parts.password is not None:
+        from urllib.parse import unquote
+
+        env["PGPASSWORD"] = Secret(unquote(parts.password))
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
+    return urlunsplit(parts), env
+
+
+# ---------------------------------------------------------------- Postgres helpers
+
+def _connect(u: dburl.DbUrl, autocommit: bool = True):
+    import psycopg
+
+    from deploy.migrations import connection_error
+
+    try:
+        return psycopg.connect(u.conninfo(), autocommit=autocommit)
+    except psycopg.Error as e:
+        err = connection_error(u, e)
+        raise BackupFailed(err.message, err.hint) from None
+
+
+_TABLES_SQL = (
+    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+)
+
+
+def _pg_counts(conn) -> tuple[tuple[str, int], ...]:
+    from psycopg import sql
+
+    out = []
+    for schema, table in conn.execute(_TABLES_SQL).fetchall():
+        n = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+        out.append((f"{schema}.{table}", n.fetchone()[0]))
+    return tuple(out)
+
+
+def _sqlite_counts(conn: sqlite3.Connection) -> tuple[tuple[str, int], ...]:
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+    return tuple((n, conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names
+                 if not n.startswith("sqlite_"))
+
+
+def _write_sidecars(b: Backup) -> None:
+    b.path.with_name(b.path.name + ".sha256").write_text(f"{b.sha256}  {b.path.name}\n")
+    manifest = {
+        "env": b.env, "sha": b.sha, "created_at": b.created_at.isoformat(), "sha256": b.sha256,
+        "file": b.path.name, "tables": dict(b.tables),
+    }
+    b.path.with_name(b.path.name + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def load_backup(path: str | Path) -> Backup:
+    """A backup file and its sidecars; BackupFailed if they are missing or do not match."""
+    p = Path(path)
+    if not p.is_file():
+        raise BackupFailed(f"Backup {p} does not exist.", "List them with `invoke db.backup --env=<env> --list`, "
+                                                            "or take one with `invoke db.backup --env=<env>`.")
+    side = p.with_name(p.name + ".sha256")
+    if not side.is_file():
+        raise BackupFailed(f"Backup {p} has no {side.name} sidecar; its integrity cannot be checked.")
+    expected = side.read_text().split()[0] if side.read_text().split() else ""
+    actual = sha256_file(p)
+    if actual != expected:
+        raise BackupFailed(f"Backup {p} is corrupt: SHA-256 {actual[:12]}... but the sidecar says {expected[:12]}...",
+                           "Use another backup; this file was changed or truncated after it was written.")
+    meta_path = p.with_name(p.name + ".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    m = _NAME.match(p.name)
+    created = (datetime.fromisoformat(meta["created_at"]) if "created_at" in meta
+               else datetime.strptime(m.group("stamp"), STAMP).replace(tzinfo=timezone.utc) if m
+               else datetime.fromtimestamp(p.stat().st_mtime, timezone.utc))
+    return Backup(p, actual, created, meta.get("env", p.parent.name), meta.get("sha", m.group("sha") if m else ""),
+                  tuple(sorted((meta.get("tables") or {}).items())))
+
+
+def list_backups(backup_dir: str | Path, env: str) -> tuple[Path, ...]:
+    """Backup files of `env`, oldest first."""
+    d = Path(backup_dir) / env
+    if not d.is_dir():
+        return ()
+    return tuple(sorted(p for p in d.iterdir() if _NAME.match(p.name)))
+
+
+def latest(backup_dir: str | Path, env: str) -> Backup:
+    found = list_backups(backup_dir, env)
+    if not found:
+        raise BackupFailed(f"No backups of {env!r} in {Path(backup_dir) / env}.",
+                           f"Take one first: `invoke db.backup --env={env}`.")
+    return load_backup(found[-1])
+
+
+# ---------------------------------------------------------------- operations
+
+def backup(
+    url: str,
+    backup_dir: str | Path,
+    env: str,
+    sha: str,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    bin_dir: str | Path | None = None,
+    sqlite_base: str | Path | None = None,
+    timeout: float = 3600,
+) -> Backup:
+    """Take a backup of the database at `url` into `<backup_dir>/<env>/`."""
+    u = dburl.parse(url, sqlite_base=sqlite_base)
+    out_dir = Path(backup_dir) / env
+    out_dir.mkdir(parents=True, exist_ok=True)
+    created = now().astimezone(timezone.utc)
+    if u.provider == "sqlite":
+        return _backup_sqlite(u, out_dir, env, sha, created)
+    path = out_dir / backup_name(created, sha, "dump")
+    if path.exists():
+        raise BackupFailed(f"{path} already exists.", "Wait a second and run again, or remove the file.")
+    conn = _connect(u, autocommit=False)
+    try:
+        server = conn.info.server_version
+        pg_dump = find_tool("pg_dump", server // 10000, bin_dir)
+        ver = proc.run([pg_dump, "--version"], timeout=30)
+        check_tool_version("pg_dump", ver.stdout, server)
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        counts = _pg_counts(conn)
+        tool_url, env_vars = _tool_url_and_env(u)
+        tmp = path.with_name(path.name + ".partial")
+        res = proc.run([pg_dump, "--format=custom", "--no-password", f"--snapshot={snapshot}",
+                        f"--file={tmp}", f"--dbname={tool_url}"], env=env_vars, timeout=timeout)
+        if not res.ok:
+            tmp.unlink(missing_ok=True)
+            raise BackupFailed(f"pg_dump of {u.masked} failed (exit {res.returncode}):\n{res.tail()}",
+                               "Check the role's permissions on every table, and disk space in the backup folder.")
+        os.replace(tmp, path)
+    finally:
+        conn.close()
+    b = Backup(path, sha256_file(path), created, env, sha, counts)
+    _write_sidecars(b)
+    return b
+
+
+def _backup_sqlite(u: dburl.DbUrl, out_dir: Path, env: str, sha: str, created: datetime) -> Backup:
+    src_path = u.sqlite_path
+    assert src_path is not None
+    if not src_path.is_file():
+        raise BackupFailed(f"SQLite database {src_path} does not exist; nothing to back up.")
+    path = out_dir / backup_name(created, sha, "sqlite")
+    tmp = path.with_name(path.name + ".partial")
+    src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
+    dst = sqlite3.connect(tmp)
+    try:
+        src.backup(dst)                      # SQLite's online backup API: a consistent copy
+        counts = _sqlite_counts(dst)
+    except sqlite3.Error as e:
+        tmp.unlink(missing_ok=True)
+        raise BackupFailed(f"Backup of SQLite database {src_path} failed: {e}.") from None
+    finally:
+        dst.close()
+        src.close()
+    os.replace(tmp, path)
+    b = Backup(path, sha256_file(path), created, env, sha, counts)
+    _write_sidecars(b)
+    return b
+
+
+def verify(
+    backup_path: str | Path,
+    url: str | None = None,
+    *,
+    bin_dir: str | Path | None = None,
+    sqlite_base: str | Path | None = None,
+) -> VerifyResult:
+    """Restore the backup into a scratch copy and compare per-table row counts with the manifest.
+
+    For Postgres, `url` names the server (and credentials) on which the scratch database is
+    created and dropped; the role needs CREATEDB."""
+    b = load_backup(backup_path)
+    if b.path.suffix == ".sqlite":
+        try:
+            with sqlite3.connect(f"file:{b.path}?mode=ro", uri=True) as c:
+                check = c.execute("PRAGMA integrity_check").fetchone()[0]
+                counts = dict(_sqlite_counts(c))
+        except sqlite3.Error as e:
+            raise BackupFailed(f"Backup {b.path} cannot be opened as SQLite: {e}.") from None
+        if check != "ok":
+            raise BackupFailed(f"Backup {b.path} fails SQLite's integrity check: {check}.")
+        return VerifyResult(b, _compare(b.tables, counts))
+    if url is None:
+        raise SettingsError("Verifying a Postgres backup needs the server's URL (for the scratch database).")
+    u = dburl.parse(url, sqlite_base=sqlite_base)
+    scratch = f"occ_verify_{secrets.token_hex(4)}"
+    admin = _connect(u)
+    try:
+        server = admin.info.server_version
+        from psycopg import sql
+
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        except Exception as e:
+            raise BackupFailed(f"Cannot create the scratch database {scratch} on {u.masked}: {redact(e)}",
+                               "The role needs CREATEDB to verify backups.") from None
+        try:
+            su = u.with_database(scratch)
+            _pg_restore_into(b, su, server, bin_dir, clean=False)
+            with _connect(su) as conn:
+                counts = dict(_pg_counts(conn))
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+    finally:
+        admin.close()
+    return VerifyResult(b, _compare(b.tables, counts))
+
+
+def _compare(expected: Sequence[tuple[str, int]], actual: dict[str, int]) -> tuple[TableCount, ...]:
+    names = sorted(set(dict(expected)) | set(actual))
+    exp = dict(expected)
+    return tuple(TableCount(n, exp.get(n, 0) if n in exp else -1, actual.get(n)) for n in names)
+
+
+def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, clean: bool) -> None:
+    """Render the dump to SQL with pg_restore, run it with psql in ONE transaction."""
+    pg_restore = find_tool("pg_restore", server // 10000, bin_dir)
+    psql = find_tool("psql", server // 10000, bin_dir)
+    check_tool_version("pg_restore", proc.run([pg_restore, "--version"], timeout=30).stdout, server)
+    with tempfile.TemporaryDirectory(prefix="occ-restore-") as tmpd:
+        script = Path(tmpd) / "restore.sql"
+        res = proc.run([pg_restore, "--no-owner", "--no-privileges", f"--file={script}", str(b.path)], timeout=3600)
+        if not res.ok:
+            raise BackupFailed(f"pg_restore cannot read {b.path}:\n{res.tail()}")
+        body = script.read_text()
+        prefix = ""
+        if clean:
+            schemas = sorted({t.split(".", 1)[0] for t, _ in b.tables} | {"public"})
+            prefix = "".join(f'DROP SCHEMA IF EXISTS "{s}" CASCADE;\nCREATE SCHEMA "{s}";\n' for s in schemas)
+        # pg_dump >= 15 emits no CREATE SCHEMA public; older dumps may: tolerate it.
+        body = re.sub(r"^CREATE SCHEMA public;$", "CREATE SCHEMA IF NOT EXISTS public;", body, flags=re.M)
+        script.write_text(prefix + body)
+        tool_url, env_vars = _tool_url_and_env(target)
+        res = proc.run([psql, "-X", "-q", "--no-password", "--single-transaction", "-v", "ON_ERROR_STOP=1",
+                        f"--file={script}", f"--dbname={tool_url}"], env=env_vars, timeout=3600)
+        if not res.ok:
+            raise BackupFailed(f"Restoring {b.path.name} into {target.masked} failed; the database is unchanged "
+                               f"(one transaction):\n{res.tail()}")
+
+
+def restore(
+    backup_path: str | Path,
+    url: str,
+    *,
+    bin_dir: str | Path | None = None,
+    sqlite_base: str | Path | None = None,
+) -> RestoreResult:
+    """Replace the database at `url` with the backup (after checking its SHA-256).
+    The caller asks for confirmation (`--yes`) on protected environments."""
+    b = load_backup(backup_path)
+    u = dburl.parse(url, sqlite_base=sqlite_base)
+    if u.provider == "sqlite":
+        if b.path.suffix != ".sqlite":
+            raise BackupFailed(f"{b.path.name} is a Postgres dump; {u.masked} is SQLite.")
+        assert u.sqlite_path is not None
+        u.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        src = sqlite3.connect(f"file:{b.path}?mode=ro", uri=True)
+        dst = sqlite3.connect(u.sqlite_path)
+        try:
+            src.backup(dst)
+            counts = _sqlite_counts(dst)
+        except sqlite3.Error as e:
+            raise BackupFailed(f"Restoring {b.path.name} into {u.sqlite_path} failed: {e}.") from None
+        finally:
+            dst.close()
+            src.close()
+        return RestoreResult(b, u.masked, counts)
+    if b.path.suffix != ".dump":
+        raise BackupFailed(f"{b.path.name} is a SQLite copy; {u.masked} is Postgres.")
+    with _connect(u) as conn:
+        server = conn.info.server_version
+    _pg_restore_into(b, u, server, bin_dir, clean=True)
+    with _connect(u) as conn:
+        counts = _pg_counts(conn)
+    return RestoreResult(b, u.masked, counts)
+
+
+def prune(backup_dir: str | Path, env: str, keep: int) -> tuple[Path, ...]:
+    """Delete all but the newest `keep` backups of `env` (with their sidecars); returns what was removed."""
+    files = list_backups(backup_dir, env)
+    doomed = set(select_to_prune([p.name for p in files], keep))
+    removed = []
+    for p in files:
+        if p.name in doomed:
+            for f in (p, p.with_name(p.name + ".sha256"), p.with_name(p.name + ".json")):
+                f.unlink(missing_ok=True)
+            removed.append(p)
+    return tuple(removed)
+
+
+def provision(admin_url: str, db_name: str, role: str, *, schema: str = "public",
+              reset_password: bool = False) -> ProvisionResult:
+    """Create `role` (LOGIN, generated password) and `db_name` owned by it, if missing.
+
+    An existing role keeps its password unless `reset_password`; then the URL returned holds
+    the new one. The caller writes the URL only where secrets go and prints `masked_url`."""
+    for what, name in (("database", db_name), ("role", role)):
+        if not _IDENT.match(name or ""):
+            raise SettingsError(f"{what} name {name!r} is not allowed.",
+                                "Use lower-case letters, digits and underscores, starting with a letter.")
+    u = dburl.parse(admin_url)
+    if u.provider != "postgresql":
+        raise SettingsError("db.provision needs a Postgres admin URL.", "SQLite files need no provisioning.")
+    from psycopg import sql
+
+    password = secrets.token_urlsafe(24)
+    with _connect(u) as conn:
+        has_role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+        has_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,)).fetchone() is not None
+        if has_role and not reset_password:
+            raise BackupFailed(
+                f"Role {role!r} already exists on {u.masked}; its password is not known here.",
+                "Run again with --reset-password to set a new one (the old URL stops working), or use another role.",
+            )
+        stmt = "ALTER ROLE {} WITH LOGIN PASSWORD {}" if has_role else "CREATE ROLE {} WITH LOGIN PASSWORD {}"
+        conn.execute(sql.SQL(stmt).format(sql.Identifier(role), sql.Literal(password)))
+        if not has_db:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db_name), sql.Identifier(role)))
+        else:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db_name), sql.Identifier(role)))
+    parts = urlsplit(reveal(admin_url))
+    host = parts.netloc.rpartition("@")[2]
+    from urllib.parse import quote
+
+    plain = urlunsplit(("postgresql", f"{role}:{quote(password, safe='')}@{host}", f"/{db_name}",
+                        f"schema={schema}", ""))
+    secret = Secret(plain)
+    return ProvisionResult(role, db_name, secret, mask_url(plain), not has_role, not has_db)
+
+
+__all__ = [
+    "Backup", "TableCount", "VerifyResult", "RestoreResult", "ProvisionResult", "backup_name", "sha256_file",
+    "parse_tool_major", "check_tool_version", "select_to_prune", "find_tool", "load_backup", "list_backups",
+    "latest", "backup", "verify", "restore", "prune", "provision",
+]
