@@ -64,6 +64,18 @@ class SshHost:
         """`user@host:port`, the form env/*.toml lists hosts in."""
         return f"{self.user}@{self.host}:{self.port}"
 
+    def write(self, rel: str, text: str, mode: int = 0o644) -> Path:
+        """Create a file on this host's disk (parents too), owned by the login user."""
+        path = self.root / rel
+        owner = self.root.stat()
+        missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+        for p in (path, *missing):
+            os.chown(p, owner.st_uid, owner.st_gid)
+        return path
+
     def connect_kwargs(self) -> dict:
         return {"key_filename": str(self.key_file), "look_for_keys": False, "allow_agent": False}
 
@@ -161,6 +173,10 @@ class SshdFarm:
                             if attempt == 4:
                                 raise
                             host, proc, log = self._spawn(host.name, fresh=False)
+                    host.root.mkdir(parents=True)
+                    os.chmod(host.root.parent, 0o755)
+                    if os.geteuid() == 0:
+                        os.chown(host.root, self.account.pw_uid, self.account.pw_gid)
                     self._procs[host.port] = proc
                     self.hosts.append(host)
                 with self.known_hosts.open("w") as f:
@@ -171,14 +187,12 @@ class SshdFarm:
 
     def _spawn(self, name: str, fresh: bool = True):
         hdir = self.dir / name
-        root = hdir / "root"
         if fresh:
             hdir.mkdir()
             _keygen(hdir / "host_key", name)
-            root.mkdir()
-            if os.geteuid() == 0:
-                os.chown(root, self.account.pw_uid, self.account.pw_gid)
         port = _free_port()
+        # Roots are named by port so one settings template (`{port}`) reaches every host's disk.
+        root = self.dir / "roots" / str(port)
         cfg = hdir / "sshd_config"
         cfg.write_text(
             "\n".join([
@@ -222,6 +236,19 @@ class SshdFarm:
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError(f"sshd for {host.name} did not answer on port {host.port}: {log.read_text()[-2000:]}")
+
+    def deploy_to(self, sub: str = "srv/occ") -> str:
+        """A `hosts.deploy_to` template that resolves to `<host root>/<sub>` on every farm host."""
+        return f"{self.dir}/roots/{{port}}/{sub}"
+
+    def hosts_section(self, hosts: list[SshHost], **overrides):
+        """`HostsSection` settings that target `hosts` with this farm's key and known_hosts."""
+        from deploy.config import HostsSection
+
+        values = dict(hosts=tuple(h.address for h in hosts), user=hosts[0].user, key_file=str(self.key_file),
+                      known_hosts=str(self.known_hosts), deploy_to=self.deploy_to(), connect_timeout=5.0)
+        values.update(overrides)
+        return HostsSection(**values)
 
     def reset(self, host: SshHost) -> None:
         """Kill what a test started on `host` (pid files under its root) and wipe its disk."""
@@ -268,6 +295,86 @@ class SshdFarm:
                 self.reset(h)
         if remove and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- test artifacts
+
+# The restart hook of the test app, following examples/app's contract: run with cwd =
+# <deploy_to>/current, (re)start the server from there on shared/.env's PORT, pid in
+# shared/app.pid, exit 0 once it answers. Here the "app" is http.server serving the
+# release dir, so GET /RELEASE names the release that is live.
+RESTART_SCRIPT = r'''#!/usr/bin/env python3
+import os, signal, socket, subprocess, sys, time, urllib.request
+
+here = os.getcwd()  # the physical releases/<id> that `current` pointed at
+shared = os.path.join(os.path.dirname(os.path.dirname(here)), "shared")
+env = dict(l.split("=", 1) for l in open(os.path.join(shared, ".env")).read().splitlines() if "=" in l)
+port = int(env["PORT"])
+pidfile = os.path.join(shared, "app.pid")
+try:
+    os.kill(int(open(pidfile).read().strip()), signal.SIGKILL)
+except (OSError, ValueError):
+    pass
+deadline = time.time() + 10
+while True:  # the old server's socket is gone once its port binds again
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        s.close()
+        break
+    except OSError:
+        s.close()
+        if time.time() > deadline:
+            sys.exit(f"port {port} stays busy")
+        time.sleep(0.02)
+log = open(os.path.join(shared, "app.log"), "ab")
+p = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", here],
+                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+open(pidfile, "w").write(str(p.pid))
+want = open(os.path.join(here, "RELEASE")).read().strip()
+while time.time() < deadline:
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{port}/RELEASE", timeout=1).read().decode().strip() == want:
+            sys.exit(0)
+    except OSError:
+        pass
+    if p.poll() is not None:
+        sys.exit(f"server exited ({p.returncode})")
+    time.sleep(0.02)
+sys.exit("server did not answer within 10s")
+'''
+
+
+def make_artifact(out_dir: str | Path, release_id: str, *, files: dict[str, str] | None = None,
+                  padding_bytes: int = 0):
+    """A release tarball like deploy.build makes: the app at the top level, bin/restart
+    (RESTART_SCRIPT), index.html, and optionally `padding_bytes` of incompressible data."""
+    import hashlib
+    import io
+    import tarfile
+
+    from deploy.build import Artifact
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{release_id}.tar.gz"
+    content = {"bin/restart": RESTART_SCRIPT, "index.html": f"<h1>{release_id}</h1>\n", **(files or {})}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in content.items():
+            data = text.encode() if isinstance(text, str) else text
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.startswith("bin/") else 0o644
+            info.mtime = 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+        if padding_bytes:
+            data = os.urandom(padding_bytes)
+            info = tarfile.TarInfo("assets/blob.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Artifact(path=path, sha256=sha, release_id=release_id, git_sha="0" * 40, built_at="2024-01-01T00:00:00Z")
 
 
 # ---------------------------------------------------------------- pytest fixtures

@@ -1,0 +1,963 @@
+"""Web releases on hosts over SSH (Fabric), Capistrano's layout with Kamal's lock.
+
+On every host, under `deploy_to`:
+
+    releases/<release-id>/   one unpacked artifact each, with a RELEASE file (the id)
+    current -> releases/<id> switched atomically: `ln -s` to a temp name, then `mv -T`
+                             (rename(2) replaces the link in one step; rm + ln would leave
+                             a moment with no `current`; Capistrano's deploy:symlink:release)
+    shared/                  files linked into every release (`.env`, ...)
+    .deploy-lock/details     the remote lock: `mkdir` is the atomic step (Kamal's lock.rb)
+    revisions.log            one line per release, rollback and undo (Capistrano)
+
+`release()` runs in phases over all hosts in parallel (a thread per host, at most
+`max_parallel`), with a barrier between them:
+
+    1. connect, take the lock, read the host's state
+    2. prepare: upload the tarball, verify its sha256, unpack into releases/<id>,
+       link shared files, run `before_switch`
+    3. switch `current`, run `restart` in it, check health
+    4. finish: prune old releases, log, unlock
+
+A failure in 1-2 on any host leaves every host on its old release (half-made release
+dirs removed); a failure in 3 switches the hosts that switched back. Every host's
+outcome is collected and reported once (`HostFailed`, like Fabric's GroupException).
+
+Remote commands are built as argv lists and quoted in one place (`sh`); the configured
+hook strings are the operator's own shell and are run as written.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shlex
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from deploy.errors import DeployError, HostFailed, LockHeld, SettingsError
+
+__all__ = [
+    "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
+    "targets", "release", "undo_release", "rollback", "check", "releases", "current_release",
+    "lock_status", "break_lock", "validate_release_id", "sh",
+]
+
+RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
+_ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
+LOCK_DIR = ".deploy-lock"
+LOCK_HELD_EXIT = 75
+CHECKSUM_EXIT = 76
+SHARED_MISSING_EXIT = 77
+
+
+# ---------------------------------------------------------------- values
+
+@dataclass(frozen=True)
+class Target:
+    """One host as the settings describe it, with its placeholders resolved."""
+
+    name: str            # user@host:port, how messages name it
+    host: str
+    port: int
+    user: str
+    deploy_to: str
+    health_url: str = ""
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    ok: bool
+    release: str | None          # the release this host is on afterwards, as far as we know
+    previous: str | None         # the release it was on before
+    duration: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    host: str
+    ok: bool
+    writable: bool = False
+    free_mb: int | None = None
+    current: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class HostReleases:
+    host: str
+    releases: tuple[str, ...]
+    current: str | None
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    host: str
+    holder: str
+    run_id: str
+    acquired_at: datetime | None
+    release: str = ""
+
+    def age_minutes(self, now: datetime) -> float | None:
+        if self.acquired_at is None:
+            return None
+        return (now - self.acquired_at).total_seconds() / 60
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What phase 1 reads from a host: `current`, the release dirs, an earlier upload."""
+
+    current: str | None
+    releases: tuple[str, ...]
+    upload_sha256: str | None
+
+
+# ---------------------------------------------------------------- validation (pure)
+
+def validate_release_id(release_id: str) -> str:
+    """A release id is a directory name and a Shopify version: `[A-Za-z0-9._-]`, <= 100, no `..`."""
+    if not isinstance(release_id, str) or not RELEASE_ID.match(release_id) or ".." in release_id:
+        raise SettingsError(
+            f"Release id {release_id!r} is not allowed.",
+            "Use 1-100 of A-Z a-z 0-9 . _ - starting with a letter or digit, without '..' "
+            "(build ids look like 20240501120000-abc1234).",
+        )
+    return release_id
+
+
+def _validate_path(value: str, key: str, *, absolute: bool) -> str:
+    parts = value.split("/")
+    if (not value or not _SAFE_PATH.match(value) or ".." in parts
+            or (absolute and not value.startswith("/")) or (not absolute and value.startswith("/"))):
+        kind = "an absolute path" if absolute else "a relative path"
+        raise SettingsError(
+            f"hosts.{key} = {value!r} is not a safe path.",
+            f"Use {kind} of letters, digits and . _ / + - only, without '..'.",
+        )
+    return value
+
+
+def targets(section) -> list[Target]:
+    """The hosts of a `HostsSection`, parsed and validated, placeholders resolved."""
+    if not section.hosts:
+        raise SettingsError("hosts.hosts is empty: there is no host to release to.",
+                            'List the hosts under [hosts] (hosts = ["deploy@10.0.0.5"]).')
+    if section.health_urls and len(section.health_urls) != len(section.hosts):
+        raise SettingsError(
+            f"hosts.health_urls has {len(section.health_urls)} entries for {len(section.hosts)} hosts.",
+            "Give one health URL per host, in the order of hosts.hosts, or use health_url with {host}.",
+        )
+    for f in section.shared_files:
+        _validate_path(f, "shared_files", absolute=False)
+    out: list[Target] = []
+    for i, entry in enumerate(section.hosts):
+        m = _ADDRESS.match(entry.strip())
+        if not m:
+            raise SettingsError(f"hosts.hosts[{i}] = {entry!r} is not a host.", "Write host, user@host or user@host:port.")
+        user = m["user"] or section.user
+        host = m["host"].strip("[]")
+        port = int(m["port"] or section.port)
+        if not 0 < port < 65536:
+            raise SettingsError(f"hosts.hosts[{i}] = {entry!r}: port {port} is out of range.")
+        name = f"{user}@{host}:{port}"
+        fill = {"host": host, "port": port, "user": user, "name": name}
+        try:
+            deploy_to = section.deploy_to.format(**fill).rstrip("/")
+            health = (section.health_urls[i] if section.health_urls else section.health_url).format(**fill)
+        except (KeyError, IndexError, ValueError) as e:
+            raise SettingsError(f"hosts.deploy_to/health_url has an unknown placeholder ({e}).",
+                                "Placeholders: {host} {port} {user} {name}.") from None
+        _validate_path(deploy_to, "deploy_to", absolute=True)
+        out.append(Target(name=name, host=host, port=port, user=user, deploy_to=deploy_to, health_url=health))
+    if len({t.name for t in out}) != len(out):
+        raise SettingsError("hosts.hosts lists the same host twice.", "Remove the duplicate entry.")
+    return out
+
+
+# ---------------------------------------------------------------- commands as data
+
+def sh(*argv: object) -> str:
+    """The one place remote argv is quoted."""
+    return shlex.join(str(a) for a in argv)
+
+
+def _and(*cmds: str) -> str:
+    return " && ".join(c for c in cmds if c)
+
+
+def _fail(code: int, message: str) -> str:
+    return f"{{ {sh('echo', message)} >&2; exit {code}; }}"
+
+
+def _p(t: Target, *parts: str) -> str:
+    return "/".join((t.deploy_to, *parts))
+
+
+def lock_details(holder: str, run_id: str, release_id: str, now: datetime) -> str:
+    return f"holder={holder}\nrun_id={run_id}\nrelease={release_id}\nacquired_at={now.isoformat()}\n"
+
+
+def parse_lock_details(host: str, text: str) -> LockInfo:
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    try:
+        at = datetime.fromisoformat(values.get("acquired_at", ""))
+    except ValueError:
+        at = None
+    return LockInfo(host=host, holder=values.get("holder", "unknown"), run_id=values.get("run_id", ""),
+                    acquired_at=at, release=values.get("release", ""))
+
+
+def state_command(t: Target, upload: str | None = None) -> str:
+    """Print `current`, the release dirs and (optionally) an upload's sha256, in sections."""
+    parts = [
+        "echo '== current'", f"readlink {sh(_p(t, 'current'))} || true",
+        "echo '== releases'", f"ls -1 {sh(_p(t, 'releases'))} 2>/dev/null || true",
+        "echo '== upload'",
+    ]
+    if upload:
+        parts.append(f"sha256sum {sh(upload)} 2>/dev/null || true")
+    return "; ".join(parts)
+
+
+def parse_state(text: str) -> HostState:
+    sections: dict[str, list[str]] = {}
+    cur = None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            cur = line[3:].strip()
+            sections[cur] = []
+        elif cur is not None and line.strip():
+            sections[cur].append(line.strip())
+    link = (sections.get("current") or [""])[0]
+    current = link.rstrip("/").rsplit("/", 1)[-1] if link else None
+    rels = tuple(sorted(r for r in sections.get("releases", []) if not r.startswith(".")))
+    up = (sections.get("upload") or [""])[0].split()
+    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None)
+
+
+def lock_command(t: Target, details: str) -> str:
+    """mkdir is the atomic test-and-set; on contention print the holder's details."""
+    lock = _p(t, LOCK_DIR)
+    return (
+        f"mkdir -p {sh(_p(t, 'releases'))} {sh(_p(t, 'shared'))} {sh(_p(t, '.uploads'))} && "
+        f"if mkdir {sh(lock)} 2>/dev/null; then printf %s {sh(details)} > {sh(lock + '/details')}; "
+        f"else cat {sh(lock + '/details')} 2>/dev/null; exit {LOCK_HELD_EXIT}; fi"
+    )
+
+
+def unlock_command(t: Target) -> str:
+    return sh("rm", "-rf", _p(t, LOCK_DIR))
+
+
+def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previous: str | None,
+                   shared_files: Sequence[str]) -> str:
+    """Verify, unpack into a hidden partial dir, write RELEASE, link shared files, then rename into place."""
+    final = _p(t, "releases", release_id)
+    partial = _p(t, "releases", f".partial-{release_id}")
+    steps = [
+        f"{{ printf '%s  %s\\n' {sh(sha256)} {sh(upload)} | sha256sum -c --status || "
+        f"{_fail(CHECKSUM_EXIT, f'sha256 of the uploaded artifact does not match {sha256}')}; }}",
+        sh("rm", "-rf", partial, final),
+        sh("mkdir", "-p", partial),
+        sh("tar", "-xzf", upload, "-C", partial),
+        f"printf '%s\\n' {sh(release_id)} > {sh(partial + '/RELEASE')}",
+        f"printf '%s\\n' {sh(previous or '')} > {sh(partial + '/.previous')}",
+    ]
+    for f in shared_files:
+        src = _p(t, "shared", f)
+        dst = f"{partial}/{f}"
+        steps.append(f"{{ test -e {sh(src)} || {_fail(SHARED_MISSING_EXIT, f'shared file {src} is missing')}; }}")
+        steps.append(sh("mkdir", "-p", os.path.dirname(dst)))
+        steps.append(sh("rm", "-rf", dst))
+        steps.append(sh("ln", "-s", src, dst))
+    steps.append(sh("mv", "-T", partial, final))
+    steps.append(sh("rm", "-f", upload))
+    return _and(*steps)
+
+
+def switch_command(t: Target, release_id: str) -> str:
+    """Point `current` at releases/<id>: a new link under a temp name, renamed over `current`."""
+    tmp = _p(t, f".current-{release_id}")
+    return _and(
+        sh("test", "-d", _p(t, "releases", release_id)),
+        sh("ln", "-sfn", f"releases/{release_id}", tmp),
+        sh("mv", "-T", tmp, _p(t, "current")),
+    )
+
+
+def unlink_current_command(t: Target) -> str:
+    """A first release undone: there was no `current` before it."""
+    return sh("rm", "-f", _p(t, "current"))
+
+
+def hook_command(t: Target, hook: str, cwd: str, env: dict[str, str]) -> str:
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return f"cd {sh(cwd)} && export {exports} && {hook}"
+
+
+def prune_list(releases_: Iterable[str], keep: int, protect: Iterable[str]) -> list[str]:
+    """Releases to delete: all but the newest `keep` by name (ids start with a UTC stamp), never a protected one."""
+    ordered = sorted(set(releases_))
+    protect = {p for p in protect if p}
+    old = ordered[:-keep] if keep > 0 else ordered
+    return [r for r in old if r not in protect]
+
+
+def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool) -> str:
+    cmds = [f"printf '%s\\n' {sh(log_line)} >> {sh(_p(t, 'revisions.log'))}"]
+    if prune:
+        cmds.append(sh("rm", "-rf", *[_p(t, "releases", r) for r in prune]))
+    if unlock:
+        cmds.append(unlock_command(t))
+    return "; ".join(cmds)
+
+
+# ---------------------------------------------------------------- connections
+
+class _HostError(Exception):
+    """A step failed on one host; the message names what and is shown in the table."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _holder() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _connect(section, t: Target, config=None):
+    """An open Fabric Connection that refuses unknown or changed host keys."""
+    from fabric import Connection
+    from paramiko import RejectPolicy
+
+    known = os.path.expanduser(section.known_hosts)
+    kwargs: dict = {}
+    if section.key_file:
+        kwargs = {"key_filename": os.path.expanduser(section.key_file), "look_for_keys": False, "allow_agent": False}
+    c = Connection(t.host, user=t.user, port=t.port, config=config,
+                   connect_timeout=max(1, int(round(section.connect_timeout))), connect_kwargs=kwargs)
+    if not os.path.isfile(known):
+        raise _HostError(f"known_hosts file {known} does not exist, so the host key of {t.name} cannot be checked "
+                         "(set hosts.known_hosts)")
+    # Fabric adds unknown host keys by default (AutoAddPolicy); a deploy must not.
+    c.client.load_host_keys(known)
+    c.client.set_missing_host_key_policy(RejectPolicy())
+    try:
+        c.open()
+    except Exception as e:  # noqa: BLE001 - mapped to a message naming the host
+        c.close()
+        raise _HostError(_connect_error(section, t, e)) from None
+    return c
+
+
+def _connect_error(section, t: Target, e: Exception) -> str:
+    from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
+
+    known = os.path.expanduser(section.known_hosts)
+    if isinstance(e, BadHostKeyException):
+        return (f"host key of {t.name} does NOT match {known} (the host was reinstalled, or someone is in between); "
+                "refusing to connect: verify the new key, then update known_hosts")
+    if isinstance(e, AuthenticationException):
+        key = section.key_file or "the SSH agent / default keys"
+        return f"authentication as {t.user} on {t.host}:{t.port} failed with {key}: check the user and that the key is authorized"
+    if isinstance(e, SSHException) and "known_hosts" in str(e):
+        return (f"host {t.host}:{t.port} is not in {known}: add its verified key "
+                f"(ssh-keyscan -p {t.port} {t.host}, compare the fingerprint, append to known_hosts)")
+    if isinstance(e, (OSError, socket.timeout)):
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        if "Unable to connect" in str(e):
+            why = "connection refused"
+        return f"cannot reach {t.host}:{t.port} ({why}): is the host up and sshd listening?"
+    return f"SSH to {t.name} failed: {type(e).__name__}: {e}"
+
+
+def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...] = (0,)):
+    """Run one remote command; a non-listed exit code raises _HostError with stderr's tail."""
+    from invoke.exceptions import CommandTimedOut
+
+    try:
+        r = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=section.command_timeout)
+    except CommandTimedOut:
+        raise _HostError(f"{what} timed out after {section.command_timeout:g}s") from None
+    except (OSError, EOFError) as e:
+        raise _HostError(f"{what}: connection to {t.name} lost ({e})") from None
+    except Exception as e:  # paramiko's SSHException when the transport drops
+        raise _HostError(f"{what}: {type(e).__name__}: {e}") from None
+    if r.exited not in ok_codes:
+        tail = "\n".join((r.stderr.strip() or r.stdout.strip()).splitlines()[-6:])
+        raise _HostError(f"{what} failed (exit {r.exited}): {tail}".rstrip(": "))
+    return r
+
+
+def _redacted(text: str) -> str:
+    from deploy.redact import redact
+
+    return redact(text)
+
+
+# ---------------------------------------------------------------- parallel map
+
+@dataclass
+class _Host:
+    """Per-host bookkeeping for one operation (mutable; results are frozen)."""
+
+    t: Target
+    conn: object = None
+    state: HostState | None = None
+    locked: bool = False
+    prepared: bool = False
+    made_dir: bool = False
+    switched: bool = False
+    release: str | None = None
+    pending: str = ""                     # the release being prepared here
+    lock_info: LockInfo | None = None     # another run's lock found on this host
+    probe: tuple[bool, int | None] | None = None
+    error: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel: int) -> None:
+    """Run fn on every host that has no error yet; an error is recorded on the host."""
+    live = [h for h in hosts if not h.error]
+
+    def one(h: _Host) -> None:
+        try:
+            fn(h)
+        except _HostError as e:
+            h.error = _redacted(str(e))
+        except DeployError as e:
+            h.error = _redacted(e.message)
+        except Exception as e:  # noqa: BLE001 - one host's surprise must not hide the others'
+            h.error = _redacted(f"{type(e).__name__}: {e}")
+
+    if len(live) == 1:
+        one(live[0])
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(live)))) as pool:
+        list(pool.map(one, live))
+
+
+def _close(hosts: Sequence[_Host]) -> None:
+    for h in hosts:
+        if h.conn is not None:
+            try:
+                h.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _table(results: Sequence[HostResult]) -> str:
+    from tabulate import tabulate
+
+    rows = [(r.host, "ok" if r.ok else "FAILED", r.previous or "-", r.release or "-", f"{r.duration:.1f}s",
+             " ".join(r.error.split())[:600]) for r in results]
+    return tabulate(rows, headers=["host", "result", "before", "now on", "time", "error"],
+                    maxcolwidths=[None, None, None, None, None, 70])
+
+
+def _results(hosts: Sequence[_Host], *, failed_override: str = "") -> list[HostResult]:
+    out = []
+    for h in hosts:
+        prev = h.state.current if h.state else None
+        now_on = h.release if h.release is not None else prev
+        out.append(HostResult(host=h.t.name, ok=not h.error, release=now_on, previous=prev,
+                              duration=round(time.monotonic() - h.started, 3), error=h.error))
+    return out
+
+
+# ---------------------------------------------------------------- phase 1: connect, lock, read
+
+def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: datetime,
+              upload_name: str | None, lock: bool) -> None:
+    from fabric import Config
+
+    config = Config()
+    details = lock_details(_holder(), run_id, release_id, now)
+
+    def open_one(h: _Host) -> None:
+        h.conn = _connect(section, h.t, config)
+        if lock:
+            r = _run(h.conn, h.t, lock_command(h.t, details), section,
+                     f"taking the lock {_p(h.t, LOCK_DIR)}", ok_codes=(0, LOCK_HELD_EXIT))
+            if r.exited == LOCK_HELD_EXIT:
+                info = parse_lock_details(h.t.name, r.stdout)
+                if info.run_id != run_id:
+                    h.lock_info = info
+                    raise _HostError(f"locked by {info.holder} (run {info.run_id or '?'}, "
+                                     f"since {info.acquired_at or '?'})")
+            # Our own lock from a killed attempt of this run is taken over (resume).
+            h.locked = True
+        upload = _p(h.t, ".uploads", upload_name) if upload_name else None
+        r = _run(h.conn, h.t, state_command(h.t, upload), section, "reading the release state")
+        h.state = parse_state(r.stdout)
+
+    _parallel(hs, open_one, section.max_parallel)
+
+
+def _unlock_all(section, hs: Sequence[_Host]) -> None:
+    """Release the locks we hold; a host we cannot unlock keeps its error (and its lock)."""
+
+    def one(h: _Host) -> None:
+        try:
+            _run(h.conn, h.t, unlock_command(h.t), section, "releasing the lock")
+            h.locked = False
+        except _HostError as e:
+            h.error = (h.error + f"; lock not released: {e}").lstrip("; ")
+
+    held = [h for h in hs if h.locked and h.conn is not None]
+    if held:
+        with ThreadPoolExecutor(max_workers=max(1, min(section.max_parallel, len(held)))) as pool:
+            list(pool.map(one, held))
+
+
+def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
+    infos = [h.lock_info for h in hs if h.lock_info is not None]
+    if not infos:
+        return
+    _unlock_all(section, hs)
+    _close(hs)
+    who = "; ".join(
+        f"{i.host}: held by {i.holder}, run {i.run_id or '?'}"
+        + (f", for {i.age_minutes(now):.0f} min" if i.acquired_at else "")
+        for i in infos
+    )
+    raise LockHeld(
+        f"The deploy lock {LOCK_DIR} is held on {len(infos)} of {len(hs)} hosts ({who}).",
+        f"Wait for that run to finish. If it died, resume it with the same run id, or break the lock "
+        f"(older than {section.lock_max_age_minutes} min: break_lock; any age: break_lock(force=True)).",
+    )
+
+
+# ---------------------------------------------------------------- release
+
+def release(section, artifact, *, run_id: str, now: datetime | None = None,
+            env: dict[str, str] | None = None) -> list[HostResult]:
+    """Release `artifact` to every host; all switch, or none stays switched.
+
+    Returns one HostResult per host (in settings order) when every host is on the new
+    release and healthy; raises HostFailed carrying every host's outcome otherwise, and
+    LockHeld when another run holds a host's lock. A re-run with the same `run_id`
+    (after a crash) takes over its own lock and finishes the release.
+    """
+    release_id = validate_release_id(artifact.release_id)
+    if not re.fullmatch(r"[0-9a-f]{64}", artifact.sha256 or ""):
+        raise SettingsError(f"Artifact {artifact.path} has no valid sha256 ({artifact.sha256!r}).",
+                            "Rebuild the artifact; its checksum is verified on every host.")
+    local = Path(artifact.path)
+    if not local.is_file():
+        raise SettingsError(f"Artifact {local} does not exist.", "Build it first (invoke build).")
+    ts = targets(section)
+    now = now or _now()
+    hs = [_Host(t) for t in ts]
+    upload_name = f"{release_id}.tar.gz"
+    try:
+        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
+        _raise_if_locked(hs, section, now)
+        if any(h.error for h in hs):
+            _abort_before_switch(section, hs)
+            raise _failed(f"release {release_id}", hs, "before any host switched; every host stays on its release")
+
+        _parallel(hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env or {}),
+                  section.max_parallel)
+        if any(h.error for h in hs):
+            _abort_before_switch(section, hs)
+            raise _failed(f"release {release_id}", hs,
+                          "while preparing, before any host switched; every host stays on its release")
+
+        _parallel(hs, lambda h: _go_live(section, h, release_id, env or {}), section.max_parallel)
+        if any(h.error for h in hs):
+            _switch_back(section, hs, release_id, env or {})
+            _unlock_all(section, hs)
+            raise _failed(f"release {release_id}", hs, _after_switch_summary(hs))
+
+        def finish(h: _Host) -> None:
+            prev = h.state.current if h.state else None
+            prune = prune_list((*h.state.releases, release_id), section.keep_releases, (release_id, prev))
+            line = f"{now.isoformat()} release {release_id} (was {prev or '-'}) by {_holder()} run {run_id}"
+            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=True), section, "pruning and unlocking")
+            h.locked = False
+
+        _parallel(hs, finish, section.max_parallel)
+        results = _results(hs)
+        if any(not r.ok for r in results):
+            raise HostFailed(
+                f"release {release_id}: every host switched and is healthy, but finishing failed on some:\n"
+                + _table(results), "Check the lock and disk on those hosts.", results=results)
+        return results
+    finally:
+        _close(hs)
+
+
+def _failed(what: str, hs: Sequence[_Host], summary: str) -> HostFailed:
+    results = _results(hs)
+    bad = [r for r in results if not r.ok]
+    return HostFailed(
+        f"{what} failed on {len(bad)} of {len(results)} hosts {summary}.\n{_table(results)}",
+        "Fix the failing hosts (the error column says what), then run the release again.",
+        results=results,
+    )
+
+
+def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_name: str, env) -> None:
+    t = h.t
+    st = h.state
+    if st.current == release_id:
+        # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
+        return _hook_before_switch(section, h, release_id, env)
+    upload = _p(t, ".uploads", upload_name)
+    if st.upload_sha256 != artifact.sha256:
+        try:
+            h.conn.put(str(local), upload)
+        except Exception as e:  # noqa: BLE001 - SFTP errors are IOError or SSHException
+            raise _HostError(f"uploading {local.name} to {upload} failed: {e}") from None
+    h.pending = release_id
+    h.made_dir = True
+    _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
+         section, f"unpacking releases/{release_id}")
+    h.prepared = True
+    _hook_before_switch(section, h, release_id, env)
+
+
+def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:
+    return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": (h.state.current or "") if h.state else "",
+            "DEPLOY_TO": h.t.deploy_to, "DEPLOY_HOST": h.t.name, **extra}
+
+
+def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
+    if section.before_switch:
+        _run(h.conn, h.t, hook_command(h.t, section.before_switch, _p(h.t, "releases", release_id),
+                                       _hook_env(section, h, release_id, env)),
+             section, "before_switch hook")
+
+
+def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
+    """Remove the half-made release dirs and unlock; no host has switched."""
+    for h in hs:
+        if h.conn is None:
+            continue
+        try:
+            if h.made_dir and h.state and h.state.current != _release_of(h):
+                rid = _release_of(h)
+                _run(h.conn, h.t, sh("rm", "-rf", _p(h.t, "releases", rid), _p(h.t, "releases", f".partial-{rid}"),
+                                     _p(h.t, ".uploads", f"{rid}.tar.gz")), section, "cleaning up")
+        except _HostError as e:
+            h.error = h.error or f"cleanup failed: {e}"
+    _unlock_all(section, hs)
+
+
+def _release_of(h: _Host) -> str:
+    return h.pending
+
+
+def _go_live(section, h: _Host, release_id: str, env) -> None:
+    t = h.t
+    if h.state.current != release_id:
+        _run(h.conn, t, switch_command(t, release_id), section, "switching current")
+    h.switched = True
+    h.release = release_id
+    if section.restart:
+        _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env)),
+             section, "restart hook")
+    _health(section, h)
+
+
+def _health(section, h: _Host) -> None:
+    t = h.t
+    if section.health_command:
+        cmd = f"cd {sh(_p(t, 'current'))} && {section.health_command}"
+        deadline = time.monotonic() + section.health_timeout
+        while True:
+            try:
+                _run(h.conn, t, cmd, section, "health command")
+                return
+            except _HostError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+    if t.health_url:
+        err = http_health(t.health_url, section.health_timeout)
+        if err:
+            raise _HostError(f"health check {t.health_url} failed: {err}")
+
+
+def http_health(url: str, timeout: float, interval: float = 0.1) -> str:
+    """GET `url` until it answers 2xx/3xx or `timeout` passes; '' when healthy, else the last problem."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=min(5.0, max(0.5, timeout))) as r:
+                if 200 <= r.status < 400:
+                    return ""
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        if time.monotonic() >= deadline:
+            return f"{last} (waited {timeout:g}s)"
+        time.sleep(interval)
+
+
+def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
+    """Return every host that switched to its previous release (and restart it there)."""
+
+    def back(h: _Host) -> None:
+        if not h.switched or h.conn is None:
+            return
+        prev = h.state.current
+        if prev == release_id:
+            return
+        try:
+            _restore(section, h, prev, env)
+            h.release = prev
+            h.switched = False
+        except _HostError as e:
+            h.error = (h.error + f"; switching back to {prev or '(none)'} FAILED: {e}").lstrip("; ")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(section.max_parallel, len(hs)))) as pool:
+        list(pool.map(back, hs))
+
+
+def _restore(section, h: _Host, prev: str | None, env) -> None:
+    t = h.t
+    if prev:
+        _run(h.conn, t, switch_command(t, prev), section, f"switching back to {prev}")
+        if section.restart:
+            _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, prev, env)),
+                 section, "restart hook (after switching back)")
+    else:
+        _run(h.conn, t, unlink_current_command(t), section, "removing current (there was no previous release)")
+
+
+def _after_switch_summary(hs: Sequence[_Host]) -> str:
+    stuck = [h.t.name for h in hs if h.switched]
+    if stuck:
+        return (f"after switching; could NOT switch back {', '.join(stuck)} "
+                "(undo_release with the same run id will retry)")
+    return "after switching; every host that switched was returned to its previous release"
+
+
+# ---------------------------------------------------------------- undo, rollback
+
+def undo_release(section, release_id: str, *, run_id: str, now: datetime | None = None,
+                 env: dict[str, str] | None = None) -> list[HostResult]:
+    """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
+    on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
+    Safe to repeat, and to run after the release's process was killed (same run id)."""
+    validate_release_id(release_id)
+    now = now or _now()
+    hs = [_Host(t) for t in targets(section)]
+    try:
+        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=None, lock=True)
+        _raise_if_locked(hs, section, now)
+
+        def one(h: _Host) -> None:
+            t = h.t
+            cmd = _and(sh("rm", "-rf", _p(t, "releases", f".partial-{release_id}")),
+                       f"cat {sh(_p(t, 'releases', release_id, '.previous'))} 2>/dev/null || true")
+            r = _run(h.conn, t, cmd, section, "reading the previous release")
+            if h.state.current != release_id:
+                h.release = h.state.current
+                return
+            prev = (r.stdout.strip().splitlines() or [""])[0] or None
+            if prev is not None:
+                validate_release_id(prev)
+            _restore(section, h, prev, env or {})
+            h.release = prev
+            line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
+            _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
+
+        _parallel(hs, one, section.max_parallel)
+        _unlock_all(section, hs)
+        results = _results(hs)
+        # For an undo, `previous` is what the host was on before the undo.
+        if any(not r.ok for r in results):
+            raise HostFailed(f"undo of release {release_id} failed on {sum(not r.ok for r in results)} of "
+                             f"{len(results)} hosts.\n{_table(results)}",
+                             "Fix the failing hosts and run the undo again; it is safe to repeat.", results=results)
+        return results
+    finally:
+        _close(hs)
+
+
+def rollback(section, to: str | None = None, *, run_id: str, now: datetime | None = None,
+             env: dict[str, str] | None = None) -> list[HostResult]:
+    """Switch every host to release `to` (default: the release before current, which
+    must be the same on all hosts), restart and check health. Checks every host before
+    switching any; a failure after switching returns the switched hosts."""
+    if to is not None:
+        validate_release_id(to)
+    now = now or _now()
+    hs = [_Host(t) for t in targets(section)]
+    try:
+        _open_all(section, hs, run_id=run_id, release_id=to or "rollback", now=now, upload_name=None, lock=True)
+        _raise_if_locked(hs, section, now)
+        if not any(h.error for h in hs):
+            for h in hs:
+                target = to or previous_of(h.state)
+                if target is None:
+                    h.error = f"no release before {h.state.current or '(none)'} to roll back to"
+                elif target not in h.state.releases:
+                    h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
+            wanted = {to or previous_of(h.state) for h in hs}
+            if not any(h.error for h in hs) and len(wanted) > 1:
+                for h in hs:
+                    h.error = f"hosts disagree on the previous release (this one: {previous_of(h.state)})"
+        if any(h.error for h in hs):
+            _unlock_all(section, hs)
+            raise _failed("rollback", hs, "before any host switched; nothing changed")
+        target = to or previous_of(hs[0].state)
+        _parallel(hs, lambda h: _go_live(section, h, target, env or {}), section.max_parallel)
+        if any(h.error for h in hs):
+            _switch_back(section, hs, target, env or {})
+            _unlock_all(section, hs)
+            raise _failed(f"rollback to {target}", hs, _after_switch_summary(hs))
+
+        def log(h: _Host) -> None:
+            line = f"{now.isoformat()} rollback {h.state.current or '-'} -> {target} by {_holder()} run {run_id}"
+            _run(h.conn, h.t, finish_command(h.t, [], line, unlock=True), section, "logging and unlocking")
+            h.locked = False
+
+        _parallel(hs, log, section.max_parallel)
+        return _results(hs)
+    finally:
+        _close(hs)
+
+
+def previous_of(state: HostState) -> str | None:
+    """The release before current by name order (Capistrano's rollback target)."""
+    if state.current not in state.releases:
+        return None
+    i = state.releases.index(state.current)
+    return state.releases[i - 1] if i > 0 else None
+
+
+# ---------------------------------------------------------------- read-only views
+
+def _read_all(section, fn: Callable[[_Host], None]) -> list[_Host]:
+    hs = [_Host(t) for t in targets(section)]
+    try:
+        _open_all(section, hs, run_id="", release_id="", now=_now(), upload_name=None, lock=False)
+        _parallel(hs, fn, section.max_parallel)
+    finally:
+        _close(hs)
+    return hs
+
+
+def releases(section) -> list[HostReleases]:
+    """Every host's release dirs (name order) and which one is current."""
+    hs = _read_all(section, lambda h: None)
+    bad = [h for h in hs if h.error]
+    if bad:
+        raise _failed("listing releases", hs, "")
+    return [HostReleases(host=h.t.name, releases=h.state.releases, current=h.state.current) for h in hs]
+
+
+def current_release(section) -> dict[str, str | None]:
+    """host -> the release `current` points at (None: never released)."""
+    return {r.host: r.current for r in releases(section)}
+
+
+def check(section) -> list[HostCheck]:
+    """Can we release? Connect (host key checked), deploy_to writable, free space, current release."""
+
+    def one(h: _Host) -> None:
+        t = h.t
+        probe = _p(t, f".write-test-{os.getpid()}")
+        cmd = (f"mkdir -p {sh(t.deploy_to)} 2>/dev/null; "
+               f"if touch {sh(probe)} 2>/dev/null && rm -f {sh(probe)}; then echo writable=1; else echo writable=0; fi; "
+               f"df -Pk {sh(t.deploy_to)} 2>/dev/null | tail -n 1")
+        r = _run(h.conn, t, cmd, section, "checking deploy_to")
+        h.probe = parse_check(r.stdout)
+
+    hs = _read_all(section, one)
+    out = []
+    for h in hs:
+        if h.error:
+            out.append(HostCheck(host=h.t.name, ok=False, error=h.error))
+            continue
+        writable, free_mb = h.probe
+        problems = []
+        if not writable:
+            problems.append(f"{h.t.deploy_to} is not writable by {h.t.user}")
+        if free_mb is not None and free_mb < section.min_free_mb:
+            problems.append(f"only {free_mb} MB free under {h.t.deploy_to} (need {section.min_free_mb})")
+        out.append(HostCheck(host=h.t.name, ok=not problems, writable=writable, free_mb=free_mb,
+                             current=h.state.current, error="; ".join(problems)))
+    return out
+
+
+def parse_check(text: str) -> tuple[bool, int | None]:
+    """`writable=0|1` then a `df -Pk` data line -> (writable, free MB)."""
+    writable = "writable=1" in text
+    free = None
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 6 and cols[3].isdigit():
+            free = int(cols[3]) // 1024
+    return writable, free
+
+
+# ---------------------------------------------------------------- the lock
+
+def lock_status(section) -> list[LockInfo]:
+    """The hosts whose deploy lock is held, with holder, run id and time."""
+    found: list[LockInfo] = []
+
+    def one(h: _Host) -> None:
+        r = _run(h.conn, h.t, f"cat {sh(_p(h.t, LOCK_DIR, 'details'))} 2>/dev/null || "
+                              f"{{ test -d {sh(_p(h.t, LOCK_DIR))} && echo holder=unknown; }} || true",
+                 section, "reading the lock")
+        if r.stdout.strip():
+            found.append(parse_lock_details(h.t.name, r.stdout))
+
+    hs = _read_all(section, one)
+    if any(h.error for h in hs):
+        raise _failed("reading the lock", hs, "")
+    order = {t.name: i for i, t in enumerate(targets(section))}
+    return sorted(found, key=lambda i: order[i.host])
+
+
+def break_lock(section, *, now: datetime | None = None, force: bool = False) -> list[LockInfo]:
+    """Remove locks older than `lock_max_age_minutes` (any age with `force`); returns those removed.
+
+    Raises LockHeld naming the holders of the younger locks it left in place."""
+    now = now or _now()
+    held = lock_status(section)
+    stale = [i for i in held if force or (i.age_minutes(now) is not None and
+                                          i.age_minutes(now) >= section.lock_max_age_minutes)]
+    fresh = [i for i in held if i not in stale]
+    names = {i.host for i in stale}
+    if names:
+        def one(h: _Host) -> None:
+            if h.t.name in names:
+                _run(h.conn, h.t, unlock_command(h.t), section, "breaking the lock")
+
+        hs = _read_all(section, one)
+        if any(h.error for h in hs):
+            raise _failed("breaking the lock", hs, "")
+    if fresh:
+        raise LockHeld(
+            "Not breaking a lock younger than {} min: ".format(section.lock_max_age_minutes)
+            + "; ".join(f"{i.host} held by {i.holder}, run {i.run_id}, {i.age_minutes(now) or 0:.0f} min" for i in fresh),
+            "Wait for that run, or break it anyway with force=True if you know it is dead.",
+        )
+    return stale

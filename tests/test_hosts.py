@@ -1,0 +1,399 @@
+"""Releases over real SSH (sshd on loopback): all hosts switch, or none stays switched."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from deploy import hosts
+from deploy.errors import HostFailed, LockHeld, SettingsError
+from deploy.testing.sshd import make_artifact
+
+pytestmark = pytest.mark.sshd
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+R1, R2, R3, R4 = (f"2024050112000{i}-abc123{i}" for i in range(1, 5))
+SUB = "srv/occ"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Fleet:
+    """N sshd hosts with the test app's shared/.env in place, and settings aimed at them."""
+
+    def __init__(self, farm, hs, tmp: Path):
+        self.farm, self.hosts, self.tmp = farm, hs, tmp
+        self.app_ports = [_free_port() for _ in hs]
+        for h, port in zip(hs, self.app_ports):
+            h.write(f"{SUB}/shared/.env", f"PORT={port}\n")
+        self.section = farm.hosts_section(
+            hs, restart="bin/restart", health_timeout=5.0,
+            health_urls=tuple(f"http://127.0.0.1:{p}/RELEASE" for p in self.app_ports))
+        self.artifacts = {}
+
+    def settings(self, **kw):
+        from dataclasses import replace
+
+        return replace(self.section, **kw)
+
+    def artifact(self, rid: str, **kw):
+        if rid not in self.artifacts:
+            self.artifacts[rid] = make_artifact(self.tmp / "artifacts", rid, **kw)
+        return self.artifacts[rid]
+
+    def deploy_to(self, h) -> Path:
+        return h.root / SUB
+
+    def current(self, h) -> str | None:
+        link = self.deploy_to(h) / "current"
+        return os.readlink(link).split("/")[-1] if link.is_symlink() else None
+
+    def currents(self) -> list[str | None]:
+        return [self.current(h) for h in self.hosts]
+
+    def served(self) -> list[str]:
+        return [urllib.request.urlopen(f"http://127.0.0.1:{p}/RELEASE", timeout=5).read().decode().strip()
+                for p in self.app_ports]
+
+    def release_dirs(self, h) -> list[str]:
+        d = self.deploy_to(h) / "releases"
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+    def locked(self) -> list[bool]:
+        return [(self.deploy_to(h) / ".deploy-lock").exists() for h in self.hosts]
+
+
+@pytest.fixture
+def fleet(sshd_hosts, sshd_farm, tmp_path):
+    def make(n: int) -> Fleet:
+        return Fleet(sshd_farm, sshd_hosts(n), tmp_path)
+
+    return make
+
+
+# ---------------------------------------------------------------- happy paths
+
+def test_release_to_one_host_unpacks_switches_restarts_and_serves_it(fleet):
+    f = fleet(1)
+    (r,) = hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    assert r.ok and r.release == R1 and r.previous is None and r.error == ""
+    d = f.deploy_to(f.hosts[0])
+    assert os.readlink(d / "current") == f"releases/{R1}"
+    assert (d / "releases" / R1 / "RELEASE").read_text().strip() == R1
+    assert os.readlink(d / "releases" / R1 / ".env") == str(d / "shared" / ".env")
+    assert f.served() == [R1]
+    assert f.locked() == [False]
+    assert not list((d / ".uploads").iterdir())
+    assert f"release {R1} (was -)" in (d / "revisions.log").read_text()
+
+
+def test_release_to_four_hosts_puts_every_host_on_it_and_records_previous(fleet):
+    f = fleet(4)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    results = hosts.release(f.section, f.artifact(R2), run_id="run-2", now=T0)
+    assert [(r.ok, r.previous, r.release) for r in results] == [(True, R1, R2)] * 4
+    assert [r.host for r in results] == [h.address for h in f.hosts]
+    assert f.currents() == [R2] * 4
+    assert f.served() == [R2] * 4
+    assert hosts.current_release(f.section) == {h.address: R2 for h in f.hosts}
+    listed = hosts.releases(f.section)
+    assert [(x.releases, x.current) for x in listed] == [((R1, R2), R2)] * 4
+
+
+def test_check_reports_writable_space_and_current_release(fleet):
+    f = fleet(2)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    (f.deploy_to(f.hosts[1])).chmod(0o755)
+    os.chown(f.deploy_to(f.hosts[1]), 0, 0)  # root-owned: the login user cannot write it
+    checks = hosts.check(f.section)
+    assert [(c.ok, c.writable, c.current) for c in checks] == [(True, True, R1), (False, False, R1)]
+    assert checks[0].free_mb and checks[0].free_mb > 0
+    assert "not writable" in checks[1].error and f.hosts[1].user in checks[1].error
+
+
+# ---------------------------------------------------------------- failures before the switch
+
+def test_unreachable_host_fails_the_release_before_any_host_switches(fleet, sshd_farm):
+    f = fleet(3)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    sshd_farm.stop_host(f.hosts[1])
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.section, f.artifact(R2), run_id="run-2", now=T0)
+    msg = str(e.value)
+    assert f"cannot reach 127.0.0.1:{f.hosts[1].port}" in msg
+    assert "before any host switched" in msg
+    assert [r.ok for r in e.value.results] == [True, False, True]
+    assert f.currents() == [R1] * 3
+    for h in (f.hosts[0], f.hosts[2]):
+        assert f.release_dirs(h) == [R1]
+    assert f.locked() == [False, False, False]
+
+
+def test_read_only_releases_dir_on_one_host_leaves_every_host_on_the_old_release(fleet):
+    f = fleet(3)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    ro = f.deploy_to(f.hosts[2]) / "releases"
+    os.chown(ro, 0, 0)
+    ro.chmod(0o555)
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.section, f.artifact(R2), run_id="run-2", now=T0)
+    bad = e.value.results[2]
+    assert not bad.ok and "unpacking" in bad.error and "Permission denied" in bad.error
+    assert f.currents() == [R1] * 3
+    assert f.served() == [R1] * 3
+    for h in f.hosts:
+        assert f.release_dirs(h) == [R1], "half-made release dirs must be removed"
+    assert f.locked() == [False] * 3
+
+
+def test_failing_before_switch_hook_leaves_every_host_on_the_old_release(fleet):
+    f = fleet(2)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    s = f.settings(before_switch='test "$DEPLOY_HOST" != ' + f"'{f.hosts[1].address}' || {{ echo migrations refused >&2; exit 9; }}")
+    with pytest.raises(HostFailed) as e:
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
+    assert [r.ok for r in e.value.results] == [True, False]
+    assert "before_switch hook failed (exit 9): migrations refused" in e.value.results[1].error
+    assert f.currents() == [R1, R1]
+    assert [f.release_dirs(h) for h in f.hosts] == [[R1], [R1]]
+
+
+def test_missing_shared_file_fails_before_switch_naming_it(fleet):
+    f = fleet(1)
+    (f.deploy_to(f.hosts[0]) / "shared" / ".env").unlink()
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    assert "shared file" in e.value.results[0].error and "shared/.env is missing" in e.value.results[0].error
+    assert f.currents() == [None]
+
+
+def test_corrupted_upload_is_caught_by_the_checksum(fleet, tmp_path):
+    from dataclasses import replace
+
+    f = fleet(1)
+    art = f.artifact(R1)
+    lying = replace(art, sha256="0" * 64)
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.section, lying, run_id="run-1", now=T0)
+    assert "sha256 of the uploaded artifact does not match" in e.value.results[0].error
+    assert f.currents() == [None] and f.release_dirs(f.hosts[0]) == []
+
+
+# ---------------------------------------------------------------- failures after the switch
+
+def test_failed_health_after_switch_returns_switched_hosts_to_previous(fleet):
+    f = fleet(3)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    dead = _free_port()
+    urls = list(f.section.health_urls)
+    urls[1] = f"http://127.0.0.1:{dead}/healthz"
+    s = f.settings(health_urls=tuple(urls), health_timeout=1.0)
+    with pytest.raises(HostFailed) as e:
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
+    assert "after switching; every host that switched was returned" in str(e.value)
+    assert f"health check http://127.0.0.1:{dead}/healthz failed" in e.value.results[1].error
+    assert [r.release for r in e.value.results] == [R1] * 3
+    assert f.currents() == [R1] * 3
+    assert f.served() == [R1] * 3, "switched-back hosts must be restarted on the old release"
+    assert f.locked() == [False] * 3
+
+
+def test_undo_release_returns_every_host_to_the_release_before_it(fleet):
+    f = fleet(2)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    hosts.release(f.section, f.artifact(R2), run_id="run-2", now=T0)
+    results = hosts.undo_release(f.section, R2, run_id="run-2", now=T0)
+    assert [(r.ok, r.previous, r.release) for r in results] == [(True, R2, R1)] * 2
+    assert f.currents() == [R1, R1] and f.served() == [R1, R1]
+    again = hosts.undo_release(f.section, R2, run_id="run-2", now=T0)
+    assert [r.release for r in again] == [R1, R1], "undo is safe to repeat"
+
+
+def test_undo_of_a_first_release_removes_current(fleet):
+    f = fleet(1)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    hosts.undo_release(f.section, R1, run_id="run-1", now=T0)
+    assert f.currents() == [None]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from deploy import hosts
+    from deploy.config import HostsSection
+    from deploy.build import Artifact
+    from pathlib import Path
+    cfg, art = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    section = HostsSection(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    artifact = Artifact(**{**art, "path": Path(art["path"])})
+    hosts.release(section, artifact, run_id="run-killed")
+""")
+
+
+@pytest.mark.parametrize("then", ["undo", "rerun"])
+def test_release_killed_during_the_switch_is_made_consistent_by_undo_or_rerun(fleet, then):
+    import dataclasses
+    import json
+
+    f = fleet(3)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    art = f.artifact(R2)
+    # One host at a time; the first host's restart of R2 hangs, so the controller dies with
+    # that host switched and the others prepared but not switched.
+    hang = f.hosts[0].root / "hang"         # host roots are writable by the login user
+    marker = f.hosts[0].root / "switched"
+    restart = (f'if [ "$RELEASE_ID" = {R2} ] && [ ! -e {hang} ]; then touch {marker}; '
+               f'echo $$ > "$DEPLOY_TO/shared/hang.pid"; sleep 60; fi; bin/restart')
+    s = f.settings(max_parallel=1, restart=restart)
+    cfg = dataclasses.asdict(s)
+    art_json = {**dataclasses.asdict(art), "path": str(art.path)}
+    p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), json.dumps(art_json)],
+                         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert p.poll() is None, p.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    p.kill()
+    p.wait()
+    hang.touch()
+    states = f.currents()
+    assert states.count(R2) == 1 and states.count(R1) == 2, "each host is on one release, never half-switched"
+    with pytest.raises(LockHeld, match="run-killed"):
+        hosts.release(f.section, art, run_id="someone-else", now=T0)
+    if then == "undo":
+        hosts.undo_release(f.section, R2, run_id="run-killed")
+        assert f.currents() == [R1] * 3 and f.served() == [R1] * 3
+    else:
+        hosts.release(f.section, art, run_id="run-killed")
+        assert f.currents() == [R2] * 3 and f.served() == [R2] * 3
+    assert f.locked() == [False] * 3
+
+
+# ---------------------------------------------------------------- the lock
+
+def _hold_lock(f, h, holder="alice@ci-7", run_id="run-99", at=T0):
+    d = f.deploy_to(h) / ".deploy-lock"
+    h.write(f"{SUB}/.deploy-lock/details", hosts.lock_details(holder, run_id, R9, at))
+    return d
+
+
+R9 = "20240501120009-abc1239"
+
+
+def test_a_lock_held_by_another_run_stops_the_release_naming_the_holder(fleet):
+    f = fleet(3)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    _hold_lock(f, f.hosts[1])
+    with pytest.raises(LockHeld) as e:
+        hosts.release(f.section, f.artifact(R2), run_id="run-2", now=T0 + timedelta(minutes=5))
+    msg = str(e.value)
+    assert "alice@ci-7" in msg and "run-99" in msg and f.hosts[1].address in msg and "5 min" in msg
+    assert f.currents() == [R1] * 3
+    assert f.locked() == [False, True, False], "our locks on the other hosts are released"
+    [info] = hosts.lock_status(f.section)
+    assert (info.host, info.holder, info.run_id, info.acquired_at) == (f.hosts[1].address, "alice@ci-7", "run-99", T0)
+
+
+def test_break_lock_removes_only_a_stale_lock_unless_forced(fleet):
+    f = fleet(1)
+    _hold_lock(f, f.hosts[0])
+    with pytest.raises(LockHeld, match="younger than 120 min"):
+        hosts.break_lock(f.section, now=T0 + timedelta(minutes=30))
+    assert f.locked() == [True]
+    removed = hosts.break_lock(f.section, now=T0 + timedelta(hours=3))
+    assert [i.run_id for i in removed] == ["run-99"] and f.locked() == [False]
+    _hold_lock(f, f.hosts[0])
+    hosts.break_lock(f.section, now=T0, force=True)
+    assert f.locked() == [False]
+
+
+# ---------------------------------------------------------------- rollback, pruning
+
+def test_rollback_goes_to_the_previous_release_or_a_named_one(fleet):
+    f = fleet(2)
+    for i, rid in enumerate((R1, R2, R3)):
+        hosts.release(f.section, f.artifact(rid), run_id=f"run-{i}", now=T0)
+    results = hosts.rollback(f.section, run_id="rb-1", now=T0)
+    assert [(r.previous, r.release) for r in results] == [(R3, R2)] * 2
+    assert f.currents() == [R2, R2] and f.served() == [R2, R2]
+    hosts.rollback(f.section, to=R1, run_id="rb-2", now=T0)
+    assert f.currents() == [R1, R1] and f.served() == [R1, R1]
+    with pytest.raises(HostFailed, match="no release before"):
+        hosts.rollback(f.section, run_id="rb-3", now=T0)
+    with pytest.raises(HostFailed, match="is not on this host"):
+        hosts.rollback(f.section, to="20200101000000-nothere", run_id="rb-4", now=T0)
+    assert f.currents() == [R1, R1]
+
+
+def test_keep_releases_prunes_the_oldest_but_never_current_or_previous(fleet):
+    f = fleet(1)
+    s = f.settings(keep_releases=2)
+    for i, rid in enumerate((R1, R2, R3, R4)):
+        hosts.release(s, f.artifact(rid), run_id=f"run-{i}", now=T0)
+    assert f.release_dirs(f.hosts[0]) == [R3, R4]
+    hosts.rollback(s, to=R3, run_id="rb", now=T0)
+    hosts.release(s, f.artifact(R4), run_id="again", now=T0)
+    assert f.release_dirs(f.hosts[0]) == [R3, R4]
+
+
+# ---------------------------------------------------------------- input and trust
+
+@pytest.mark.parametrize("rid", ["../../etc", "a;touch /tmp/pwned", "$(id)", ".hidden", "a b", "", "x" * 101,
+                                 "a/b", "r..1"],
+                         ids=["dotdot", "semicolon", "subshell", "hidden", "space", "empty", "too-long", "slash",
+                              "inner-dotdot"])
+def test_hostile_release_id_is_rejected_before_connecting(fleet, rid):
+    from dataclasses import replace
+
+    f = fleet(1)
+    art = replace(f.artifact(R1), release_id=rid)
+    with pytest.raises(SettingsError, match="Release id"):
+        hosts.release(f.section, art, run_id="run-1", now=T0)
+    with pytest.raises(SettingsError):
+        hosts.rollback(f.section, to=rid, run_id="run-1", now=T0)
+    assert not (f.deploy_to(f.hosts[0]) / "releases").exists(), "nothing ran on the host"
+
+
+def test_a_changed_host_key_is_refused_naming_the_host(fleet, tmp_path):
+    f = fleet(2)
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    fake = other.with_suffix(".pub").read_text().split()
+    lines = f.hosts[0].known_hosts.read_text().splitlines()
+    lines = [f"[127.0.0.1]:{f.hosts[1].port} {fake[0]} {fake[1]}" if l.startswith(f"[127.0.0.1]:{f.hosts[1].port} ")
+             else l for l in lines]
+    kh = tmp_path / "known_hosts"
+    kh.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.settings(known_hosts=str(kh)), f.artifact(R1), run_id="run-1", now=T0)
+    assert f"host key of {f.hosts[1].address} does NOT match" in str(e.value)
+    assert f.currents() == [None, None]
+
+
+def test_a_host_missing_from_known_hosts_is_refused(fleet, tmp_path):
+    f = fleet(1)
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    checks = hosts.check(f.settings(known_hosts=str(kh)))
+    assert not checks[0].ok and f"host 127.0.0.1:{f.hosts[0].port} is not in {kh}" in checks[0].error
+
+
+def test_wrong_key_is_an_authentication_failure_naming_user_and_host(fleet, tmp_path):
+    f = fleet(1)
+    other = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    [c] = hosts.check(f.settings(key_file=str(other)))
+    assert not c.ok and f"authentication as {f.hosts[0].user} on 127.0.0.1:{f.hosts[0].port} failed" in c.error

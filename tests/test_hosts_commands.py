@@ -1,0 +1,92 @@
+"""The pure half of deploy.hosts: settings -> targets, commands built, facts parsed."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, strategies as st
+
+from deploy import hosts
+from deploy.config import HostsSection
+from deploy.errors import SettingsError
+
+
+def test_targets_resolve_user_port_and_placeholders():
+    s = HostsSection(hosts=("web1", "ops@10.0.0.6:2222"), user="deploy", port=22,
+                     deploy_to="/srv/{port}/occ", health_url="http://{host}:3000/healthz")
+    t1, t2 = hosts.targets(s)
+    assert (t1.name, t1.deploy_to, t1.health_url) == ("deploy@web1:22", "/srv/22/occ", "http://web1:3000/healthz")
+    assert (t2.user, t2.host, t2.port, t2.deploy_to) == ("ops", "10.0.0.6", 2222, "/srv/2222/occ")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(hosts=()), "hosts.hosts is empty"),
+    (dict(hosts=("a b",)), "is not a host"),
+    (dict(hosts=("h",), deploy_to="srv/occ"), "not a safe path"),
+    (dict(hosts=("h",), deploy_to="/srv/../etc"), "not a safe path"),
+    (dict(hosts=("h",), deploy_to="/srv/$(id)"), "not a safe path"),
+    (dict(hosts=("h",), shared_files=("../.ssh/authorized_keys",)), "not a safe path"),
+    (dict(hosts=("h", "i"), health_urls=("http://h/",)), "1 entries for 2 hosts"),
+    (dict(hosts=("h",), deploy_to="/srv/{nope}"), "unknown placeholder"),
+    (dict(hosts=("h", "deploy@h:22")), "same host twice"),
+], ids=["no-hosts", "bad-host", "relative-deploy-to", "dotdot", "shell", "shared-escape", "health-count",
+        "placeholder", "duplicate"])
+def test_bad_host_settings_are_refused_with_the_key(kw, match):
+    with pytest.raises(SettingsError, match=match):
+        hosts.targets(HostsSection(**kw))
+
+
+def _t(deploy_to="/srv/occ"):
+    return hosts.Target(name="d@h:22", host="h", port=22, user="d", deploy_to=deploy_to)
+
+
+def test_switch_is_a_temp_link_renamed_over_current_never_rm_then_ln():
+    cmd = hosts.switch_command(_t(), "20240501-abc")
+    assert "ln -sfn releases/20240501-abc /srv/occ/.current-20240501-abc" in cmd
+    assert "mv -T /srv/occ/.current-20240501-abc /srv/occ/current" in cmd
+    assert "rm " not in cmd
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_any_value_survives_the_one_quoting_helper(value):
+    assert shlex.split(hosts.sh("printf", "%s", value)) == ["printf", "%s", value]
+
+
+@pytest.mark.parametrize("releases, keep, protect, expected", [
+    (["r1", "r2", "r3", "r4"], 2, ["r4", "r3"], ["r1", "r2"]),
+    (["r1", "r2", "r3", "r4"], 2, ["r4", "r1"], ["r2"]),          # a rolled-back current stays
+    (["r1"], 5, ["r1"], []),
+], ids=["oldest-go", "protected-stays", "fewer-than-keep"])
+def test_prune_list(releases, keep, protect, expected):
+    assert hosts.prune_list(releases, keep, protect) == expected
+
+
+def test_parse_state_reads_current_releases_and_upload():
+    out = ("== current\nreleases/r2\n== releases\nr1\nr2\n.partial-r3\n== upload\n"
+           + "a" * 64 + "  /srv/occ/.uploads/r3.tar.gz\n")
+    st_ = hosts.parse_state(out)
+    assert (st_.current, st_.releases, st_.upload_sha256) == ("r2", ("r1", "r2"), "a" * 64)
+    empty = hosts.parse_state("== current\n== releases\n== upload\n")
+    assert (empty.current, empty.releases, empty.upload_sha256) == (None, (), None)
+
+
+def test_lock_details_round_trip():
+    at = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    info = hosts.parse_lock_details("h", hosts.lock_details("bob@ci", "run-7", "r1", at))
+    assert (info.holder, info.run_id, info.release, info.acquired_at) == ("bob@ci", "run-7", "r1", at)
+    assert info.age_minutes(datetime(2024, 5, 1, 13, tzinfo=timezone.utc)) == 60
+
+
+def test_parse_check_reads_df_available_kilobytes():
+    out = "writable=1\n/dev/sda1 1000000 200000 51200 80% /\n"
+    assert hosts.parse_check(out) == (True, 50)
+    assert hosts.parse_check("writable=0\n") == (False, None)
+
+
+def test_previous_of_is_the_release_before_current_by_name():
+    S = hosts.HostState
+    assert hosts.previous_of(S("r3", ("r1", "r2", "r3"), None)) == "r2"
+    assert hosts.previous_of(S("r1", ("r1", "r2"), None)) is None
+    assert hosts.previous_of(S(None, (), None)) is None
