@@ -86,16 +86,21 @@ class Banner:
     kind: str                        # success | info | warning | error | ...
     lines: tuple[str, ...]           # the text inside the box, frame removed, blank lines kept as ""
 
-    @property
-    def headline(self) -> str:
-        return next((ln for ln in self.lines if ln), "")
-
-    @property
-    def body(self) -> tuple[str, ...]:
+    def _split(self) -> tuple[list[str], list[str]]:
         rest = list(self.lines)
         while rest and not rest[0]:
             rest.pop(0)
-        return tuple(rest[1:])
+        end = rest.index("") if "" in rest else len(rest)
+        return rest[:end], rest[end:]
+
+    @property
+    def headline(self) -> str:
+        """The first paragraph, unwrapped (the CLI wraps at 74 columns)."""
+        return " ".join(self._split()[0])
+
+    @property
+    def body(self) -> tuple[str, ...]:
+        return tuple(self._split()[1])
 
 
 @dataclass(frozen=True)
