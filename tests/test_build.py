@@ -1,0 +1,201 @@
+"""Building the example app with real npm: once per commit, reproducible, verified."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from deploy import build as b
+from deploy.errors import BuildFailed, SettingsError, ToolMissing
+from deploy.testing.app import (  # noqa: F401  (fixtures)
+    BUILT_AT, SHA_A, SHA_B, app_artifact, copy_example_app, example_app,
+)
+
+
+def _set_build_script(app: Path, script: str) -> None:
+    pkg = json.loads((app / "package.json").read_text())
+    pkg["scripts"]["build"] = script
+    (app / "package.json").write_text(json.dumps(pkg, indent=2))
+
+
+# ---------------------------------------------------------------- release ids and git
+
+@pytest.mark.parametrize(
+    "sha, now, expected",
+    [
+        (SHA_A, datetime(2024, 3, 1, 12, 0, 5, tzinfo=timezone.utc), "20240301120005-a1b2c3d"),
+        (SHA_B, datetime(2024, 3, 1, 13, 0, 5, tzinfo=timezone(timedelta(hours=1))), "20240301120005-b2c3d4e"),
+        ("abcdef1", datetime(1999, 12, 31, 23, 59, 59, tzinfo=timezone.utc), "19991231235959-abcdef1"),
+    ],
+    ids=["utc", "offset-converted-to-utc", "short-sha"],
+)
+def test_release_id_is_utc_timestamp_and_sha7(sha, now, expected):
+    assert b.new_release_id(sha, now) == expected
+
+
+@pytest.mark.parametrize("sha", ["", "HEAD", "ABCDEF1", "abc", "g" * 40], ids=["empty", "ref", "upper", "short", "not-hex"])
+def test_release_id_refuses_what_is_not_a_sha(sha):
+    with pytest.raises(SettingsError, match="not a git commit SHA"):
+        b.new_release_id(sha, BUILT_AT)
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def test_git_head_and_cleanliness_of_a_real_repository(tmp_path):
+    _git(tmp_path, "init", "-q")
+    with pytest.raises(SettingsError, match="no commits yet"):
+        b.git_head(tmp_path)
+    (tmp_path / "a.txt").write_text("one\n")
+    assert not b.git_is_clean(tmp_path)
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    head = b.git_head(tmp_path)
+    assert head == _git(tmp_path, "rev-parse", "HEAD").strip() and len(head) == 40
+    assert b.git_is_clean(tmp_path)
+    (tmp_path / "a.txt").write_text("two\n")
+    assert b.git_dirty(tmp_path) == ["a.txt"]
+
+
+def test_git_head_outside_a_repository_says_so(tmp_path):
+    with pytest.raises(SettingsError, match="not inside a git repository") as e:
+        b.git_head(tmp_path)
+    assert str(tmp_path) in str(e.value)
+
+
+# ---------------------------------------------------------------- build once per commit
+
+def test_second_build_of_the_same_commit_reuses_the_artifact_without_npm(example_app, tmp_path):
+    store = tmp_path / "artifacts"
+    first = b.build(example_app, SHA_A, store, now=BUILT_AT)
+    assert not first.reused
+    assert first.commands == ("npm ci --no-audit --no-fund", "npm run build")
+    assert first.artifact.path == store / f"{first.artifact.sha256}.tar.gz"
+    assert json.loads((store / "by-sha" / f"{SHA_A}.json").read_text())["sha256"] == first.artifact.sha256
+    mtime = first.artifact.path.stat().st_mtime_ns
+
+    # Evidence that npm does not run again: its output folder is gone and the build
+    # script is now broken; a real build would recreate build/ or fail.
+    shutil.rmtree(example_app / "build")
+    _set_build_script(example_app, "node -e \"process.exit(1)\"")
+    second = b.build(example_app, SHA_A, store, now=BUILT_AT + timedelta(hours=1))
+
+    assert second.reused and second.commands == ()
+    assert second.artifact == first.artifact
+    assert second.artifact.path.stat().st_mtime_ns == mtime
+    assert not (example_app / "build").exists()
+
+
+def test_a_tampered_artifact_is_rebuilt_not_reused(example_app, tmp_path):
+    store = tmp_path / "artifacts"
+    first = b.build(example_app, SHA_A, store, now=BUILT_AT).artifact
+    with open(first.path, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BuildFailed, match="changed after it was built"):
+        b.verify(first)
+    assert b.find(store, SHA_A) is None
+    again = b.build(example_app, SHA_A, store, now=BUILT_AT)
+    assert not again.reused
+    assert again.artifact.sha256 == first.sha256   # same inputs, same bytes
+    b.verify(again.artifact)
+
+
+def test_same_sources_and_inputs_give_the_same_hash(tmp_path):
+    one = b.build(copy_example_app(tmp_path / "one"), SHA_A, tmp_path / "s1", now=BUILT_AT).artifact
+    two = b.build(copy_example_app(tmp_path / "two"), SHA_A, tmp_path / "s2", now=BUILT_AT).artifact
+    other_commit = b.build(copy_example_app(tmp_path / "three"), SHA_B, tmp_path / "s3", now=BUILT_AT).artifact
+    assert one.sha256 == two.sha256
+    assert one.path.read_bytes() == two.path.read_bytes()
+    assert other_commit.sha256 != one.sha256
+
+
+def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
+    raw = app_artifact.path.read_bytes()
+    assert raw[4:8] == b"\0\0\0\0"      # gzip MTIME field: no build clock in the header
+    with tarfile.open(app_artifact.path) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        manifest = json.loads(tar.extractfile("RELEASE.json").read())
+    assert names[:-1] == sorted(names[:-1]) and names[-1] == "RELEASE.json"
+    assert {"server.mjs", "bin/restart", "build.json", "prisma/schema.prisma",
+            "prisma/migrations/migration_lock.toml"} <= set(names)
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+    assert {m.mtime for m in members} == {int(BUILT_AT.timestamp())}
+    modes = {m.name: m.mode for m in members}
+    assert modes["bin/restart"] == 0o755 and modes["server.mjs"] == 0o644
+    assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
+    assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
+    regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
+    assert {f["path"] for f in manifest["files"]} == regular
+    with tarfile.open(app_artifact.path) as tar:
+        build_json = json.loads(tar.extractfile("build.json").read())
+        restart = tar.extractfile("bin/restart").read()
+    entry = next(f for f in manifest["files"] if f["path"] == "bin/restart")
+    assert entry["sha256"] == hashlib.sha256(restart).hexdigest() and entry["size"] == len(restart)
+    assert build_json["git_sha"] == SHA_A   # GIT_SHA reached the app's own build script
+
+
+# ---------------------------------------------------------------- failures
+
+def test_missing_node_is_named(example_app, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    with pytest.raises(ToolMissing, match="`node`"):
+        b.build(example_app, SHA_A, tmp_path / "artifacts", env={"PATH": str(empty)})
+
+
+def test_missing_npm_is_named_when_node_is_there(example_app, tmp_path):
+    only_node = tmp_path / "bin"
+    only_node.mkdir()
+    (only_node / "node").symlink_to(shutil.which("node"))
+    with pytest.raises(ToolMissing, match="`npm`") as e:
+        b.build(example_app, SHA_A, tmp_path / "artifacts", env={"PATH": str(only_node)})
+    assert "npm" in (e.value.hint or "")
+
+
+def test_failing_build_reports_the_last_lines_and_stores_nothing(example_app, tmp_path):
+    _set_build_script(example_app, "node -e \"console.error('step 1 ok'); console.error('boom: cannot find module x'); process.exit(3)\"")
+    store = tmp_path / "artifacts"
+    with pytest.raises(BuildFailed) as e:
+        b.build(example_app, SHA_A, store, now=BUILT_AT)
+    assert "npm run build" in str(e.value) and "boom: cannot find module x" in str(e.value)
+    assert list(store.glob("*.tar.gz")) == [] and b.find(store, SHA_A) is None
+
+
+def test_dependencies_without_a_lockfile_are_refused(example_app, tmp_path):
+    (example_app / "package-lock.json").unlink()
+    pkg = json.loads((example_app / "package.json").read_text())
+    pkg["dependencies"] = {"left-pad": "1.3.0"}
+    (example_app / "package.json").write_text(json.dumps(pkg))
+    with pytest.raises(BuildFailed, match="no package-lock.json"):
+        b.build(example_app, SHA_A, tmp_path / "artifacts")
+
+
+def test_a_build_writing_a_reserved_name_is_refused(example_app, tmp_path):
+    _set_build_script(example_app, "node scripts/build.mjs && node -e \"require('fs').writeFileSync('build/RELEASE','x')\"")
+    with pytest.raises(BuildFailed, match="must not write RELEASE"):
+        b.build(example_app, SHA_A, tmp_path / "artifacts", now=BUILT_AT)
+
+
+def test_unwritable_artifacts_folder_is_named(example_app, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SettingsError, match="cannot write there") as e:
+        b.build(example_app, SHA_A, blocker / "artifacts")
+    assert str(blocker / "artifacts") in str(e.value)
+
+
+def test_not_an_app_folder(tmp_path):
+    with pytest.raises(SettingsError, match="no package.json"):
+        b.build(tmp_path, SHA_A, tmp_path / "artifacts")
