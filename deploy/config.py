@@ -56,6 +56,8 @@ class DatabaseSection:
     backup_dir: str = ".deploy/backups"
     backup_keep: int = 5
     admin_url_var: str = "DATABASE_ADMIN_URL"
+    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369)
+    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql; empty: match the server's version
 
 
 @dataclass(frozen=True)
