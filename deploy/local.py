@@ -24,8 +24,6 @@ import subprocess
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -321,14 +319,15 @@ def _url_host(host: str) -> str:
 
 
 def _healthy(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never via a proxy
     try:
-        with _opener.open(url + "/healthz", timeout=1.0) as r:
+        with opener.open(url + "/healthz", timeout=1.0) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never via a proxy
 
 
 def _alive(pid: int) -> bool:
