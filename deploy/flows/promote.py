@@ -1,0 +1,86 @@
+"""`invoke promote --to=ENV`: the product's main job."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from deploy import cli
+from deploy.config import Settings
+from deploy.engine import Console, Plan, Runner
+from deploy.flows import common, steps
+
+
+def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None) -> Plan:
+    """Every step of a promotion of `sha` to `s`, in order; nothing runs here."""
+    environ = os.environ if environ is None else environ
+    seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify)]
+    if s.environment.requires_staging_run or s.approvals.required_roles:
+        seq.append(steps.approvals(s, sha, ledger))
+    if s.name == "production" or s.environment.protected:
+        seq.append(golive_step(s, sha, environ, ledger))
+    seq += [
+        steps.gate(s, sha),
+        steps.build(s, sha, release_id, ledger),
+        steps.backup(s, sha, environ),
+        steps.migrate(s, environ),
+        steps.release(s, release_id, environ),
+        steps.shopify_push(s, release_id, sha, environ, skip=skip_shopify),
+        steps.smoke_step(s, release_id),
+        steps.watch_step(s, environ),
+        steps.record(s, sha, release_id, ledger),
+    ]
+    header = [("environment", f"{s.name} ({s.environment.description or s.environment.kind})"),
+              ("commit", sha), ("release", release_id)]
+    return Plan("promote", s.name, seq, sha=sha, release_id=release_id,
+                args={"sha": sha, "release_id": release_id, "skip_shopify": skip_shopify}, header=header)
+
+
+def golive_step(s: Settings, sha: str, environ, ledger):
+    from deploy.engine import Step
+
+    def run(ctx):
+        from deploy import golive
+        from deploy.errors import ApprovalMissing
+
+        checklist = golive.run_checklist(s, ledger, sha, datetime.now(timezone.utc), environ)
+        if not checklist.ok:
+            raise ApprovalMissing(f"The go-live checklist is not green:\n{golive.render(checklist)}",
+                                  f"Fix each failing item (invoke golive.check --env={s.name} --sha={sha}).")
+        return f"{len(checklist.items)} items green"
+
+    return Step("golive", "go-live checklist: evidence, decision log, backup, drills, secrets, parity, approvals",
+                run=run)
+
+
+def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
+         no_rollback=False) -> None:
+    from deploy import build
+
+    s = cli.settings(env)
+    if resume and abort:
+        from deploy.errors import SettingsError
+
+        raise SettingsError("--resume and --abort contradict each other.", "Pass one of them.")
+    if resume or abort:
+        led = cli.ledger()
+        run = common.unfinished_run(led, s.name, "promote")
+        p = plan(s, ledger=led, **run.args)
+        runner = Runner(led, Console(), rollback=not no_rollback)
+        outcome = runner.resume(p, run.id) if resume else runner.abort(p, run.id)
+    else:
+        full = common.git_sha(s.app_dir if s.app_dir.exists() else s.root, sha)
+        release_id = build.new_release_id(full, datetime.now(timezone.utc))
+        if dry_run:
+            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify)
+            cli.out(p.table())
+            cli.out("\ndry run: nothing was changed.")
+            return
+        led = cli.ledger()
+        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, ledger=led)
+        if s.environment.protected:
+            cli.out(p.table() + "\n")
+            cli.confirm(f"Promote {full[:12]} to {s.name}?", yes)
+        outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
+    common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
+    common.fail_if_not_ok(outcome)

@@ -1,0 +1,432 @@
+"""The steps flows are made of. Each wraps one primitive: `run` does it and records what
+its `undo` needs in the run's state; `undo` is safe after a partial or repeated run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+from deploy.config import Settings
+from deploy.engine import Step, StepContext
+from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
+from deploy.redact import Secret
+
+
+# ----------------------------------------------------------------------------- facts
+
+def artifacts_dir(s: Settings) -> Path:
+    return s.root / ".deploy" / "artifacts"
+
+
+def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
+    """The database URL: committed for SQLite, from the environment (a Secret) for Postgres."""
+    db = s.database
+    if db.provider == "none":
+        return None
+    if db.url:
+        return db.url
+    value = environ.get(db.url_var, "")
+    if not value:
+        raise SettingsError(
+            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
+            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
+        )
+    return Secret(value)
+
+
+def migrations_dir(s: Settings, app: Path | None = None) -> Path:
+    return (app or s.app_dir) / s.database.migrations_dir
+
+
+def sqlite_base(s: Settings, app: Path | None = None) -> Path:
+    # Prisma resolves `file:` URLs relative to the folder of schema.prisma.
+    return migrations_dir(s, app).parent
+
+
+def base_urls(s: Settings, state: dict) -> list[str]:
+    """The app's URL and each host's origin, for smoke checks."""
+    urls = []
+    if s.is_local:
+        if state.get("app_url"):
+            urls.append(state["app_url"])
+    else:
+        if s.environment.app_url:
+            urls.append(s.environment.app_url)
+        if s.hosts.hosts and s.hosts.health_url:
+            from urllib.parse import urlsplit
+
+            from deploy import hosts
+
+            for t in hosts.targets(s.hosts):
+                if t.health_url:
+                    u = urlsplit(t.health_url)
+                    urls.append(f"{u.scheme}://{u.netloc}")
+    return urls
+
+
+def _artifact(state: dict):
+    from deploy.build import Artifact
+
+    a = state["artifact"]
+    return Artifact(Path(a["path"]), a["sha256"], a["release_id"], a["git_sha"], a["built_at"])
+
+
+# ----------------------------------------------------------------------------- preflight
+
+def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify: bool) -> Step:
+    def run(ctx: StepContext):
+        from deploy import proc
+
+        notes = []
+        matrix_file = s.root / "env" / "variables.toml"
+        if matrix_file.exists():
+            from deploy import envs
+
+            m = envs.load_matrix(s.root)
+            if s.name in m.environments:
+                report = envs.check(m, s.name, s.root, environ)
+                if not report.ok:
+                    raise SettingsError(
+                        f"env.check {s.name} found problems:\n{envs.render_check(report)}",
+                        f"Fix them, then re-run (details: invoke env.check --env={s.name}).",
+                    )
+                notes.append("variables ok")
+        tools = ["git", "node", "npm"]
+        if s.database.provider == "postgresql" and s.database.backup:
+            tools.append("pg_dump")
+        for t in tools:
+            proc.which(t)
+        notes.append("tools " + ",".join(tools))
+        if not s.is_local:
+            from deploy.flows.common import git_dirty
+
+            dirty = git_dirty(s.root)
+            if dirty:
+                raise SettingsError(
+                    f"The checkout at {s.root} has uncommitted changes ({', '.join(dirty[:5])}).",
+                    "Commit or stash them: a deploy to a shared environment runs from a clean tree.",
+                )
+        database_url(s, environ)
+        return f"{'; '.join(notes)}; sha {sha[:12]}"
+
+    return Step("preflight", "settings, variables (env.check), tools, clean tree, database URL", run=run)
+
+
+def approvals(s: Settings, sha: str, ledger) -> Step:
+    def run(ctx: StepContext):
+        return check_promotion_rights(s, sha, ledger)
+
+    return Step("approvals", f"staging passed {sha[:12]}; approvals {', '.join(s.approvals.required_roles) or '-'}",
+                run=run)
+
+
+def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
+    notes = []
+    if s.environment.requires_staging_run:
+        ok = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
+        if not ok:
+            raise ApprovalMissing(
+                f"{sha[:12]} has no succeeded {s.environment.staging_env} promotion in the ledger.",
+                f"Promote it to {s.environment.staging_env} first: invoke promote --to={s.environment.staging_env} --sha={sha}.",
+            )
+        notes.append(f"staging run {ok[0].id}")
+    need = set(s.approvals.required_roles)
+    if need:
+        have = {a["role"] for a in ledger.approvals(s.name, sha)}
+        missing = sorted(need - have)
+        if missing:
+            raise ApprovalMissing(
+                f"{s.name} needs approvals of {sha[:12]} by role(s) {', '.join(missing)}.",
+                f"Record them: invoke approve --env={s.name} --sha={sha} --role={missing[0]} --by=NAME.",
+            )
+        notes.append("approved by " + ", ".join(sorted(have)))
+    return "; ".join(notes) or "nothing required"
+
+
+# ----------------------------------------------------------------------------- gate
+
+def gate(s: Settings, sha: str) -> Step:
+    def run(ctx: StepContext):
+        from deploy import evidence
+
+        verdict = evidence.require(s, sha, now=datetime.now(timezone.utc))
+        ctx.note(evidence.render(verdict).replace("\n", "\n        "))
+        return f"{len(verdict.rows)} evidence item(s) passed"
+
+    kinds = ", ".join(s.gate.required) or "none"
+    return Step("gate", f"evidence for {sha[:12]}: {kinds}", run=run)
+
+
+# ----------------------------------------------------------------------------- build
+
+def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
+    def run(ctx: StepContext):
+        from deploy import build as b
+        from deploy.source import checkout
+
+        store = artifacts_dir(s)
+        art = b.find(store, sha)
+        reused = art is not None
+        if art is None:
+            src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
+            result = b.build(src, sha, store)
+            art, reused = result.artifact, result.reused
+        if s.environment.requires_staging_run and ledger is not None:
+            staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
+            want = staged[0].state.get("artifact", {}).get("sha256") if staged else None
+            if want and want != art.sha256:
+                raise BuildFailed(
+                    f"The artifact for {sha[:12]} is {art.sha256[:16]}, but {s.environment.staging_env} tested "
+                    f"{want[:16]}: production must get exactly what staging proved.",
+                    "Find out why the artifact changed (.deploy/artifacts), or promote this build to staging again.",
+                )
+        ctx.state["artifact"] = {"path": str(art.path), "sha256": art.sha256, "release_id": art.release_id,
+                                 "git_sha": art.git_sha, "built_at": art.built_at}
+        return f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
+
+    return Step("build", "npm ci && npm run build of the commit (reused when already built), packed once",
+                run=run)
+
+
+# ----------------------------------------------------------------------------- database
+
+def backup(s: Settings, sha: str, environ) -> Step:
+    def run(ctx: StepContext):
+        from deploy import backups, dburl
+
+        url = database_url(s, environ)
+        u = dburl.parse(url, sqlite_base=sqlite_base(s))
+        if u.provider == "sqlite" and not Path(u.path).exists():
+            ctx.state["backup"] = None
+            return "no database file yet: nothing to back up"
+        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s))
+        ctx.state["backup"] = str(b.path)
+        backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
+        rows = sum(n for _, n in b.tables)
+        return f"{b.path.name} ({len(b.tables)} tables, {rows} rows, sha256 {b.sha256[:12]})"
+
+    skip = None
+    if s.database.provider == "none":
+        skip = "no database for this environment"
+    elif not s.database.backup:
+        skip = f"database.backup = false in {s.file.name}"
+    return Step("backup", f"{'pg_dump' if s.database.provider == 'postgresql' else 'SQLite copy'} of the database",
+                run=run, skip=skip)
+
+
+def migrate(s: Settings, environ) -> Step:
+    def run(ctx: StepContext):
+        from deploy import migrations
+
+        url = database_url(s, environ)
+        mdir = migrations_dir(s)
+        if "migrations_before" not in ctx.state:
+            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s)).applied)
+        res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
+                                 url_var=s.database.url_var)
+        return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
+
+    def undo(ctx: StepContext):
+        from deploy import backups, migrations
+
+        if "migrations_before" not in ctx.state:
+            return "nothing was migrated"
+        url = database_url(s, environ)
+        mdir = migrations_dir(s)
+        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+        before = set(ctx.state["migrations_before"])
+        notes = []
+        for name in st.failed:  # a migration that failed in this run: its transaction left no trace
+            if name not in before:
+                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s))
+                notes.append(f"marked {name} rolled back")
+        ours = [n for n in st.applied if n not in before]
+        if not ours:
+            return "; ".join(notes) or "no migration of this run to undo"
+        local = {m.name: m for m in migrations.load_migrations(mdir)}
+        if all(local.get(n) and local[n].has_down for n in ours):
+            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s))
+            notes.append(f"down-migrated {', '.join(res.rolled_back)}")
+        elif ctx.state.get("backup"):
+            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s))
+            notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
+        else:
+            raise DeployError(
+                f"Cannot undo migrations {', '.join(ours)}: no down.sql and no backup.",
+                "Restore the database by hand (invoke db.restore) or write down.sql files.",
+            )
+        return "; ".join(notes)
+
+    skip = "no database for this environment" if s.database.provider == "none" else None
+    return Step("migrate", f"apply pending Prisma migrations ({s.database.runner})", run=run, undo=undo,
+                undo_does="down.sql of this run's migrations, else restore the backup", skip=skip)
+
+
+# ----------------------------------------------------------------------------- release
+
+def release(s: Settings, release_id: str, environ) -> Step:
+    if s.is_local:
+        return _release_local(s, release_id, environ)
+    return _release_hosts(s, release_id)
+
+
+def _local_env(s: Settings, environ) -> dict:
+    env = {}
+    if s.database.provider != "none":
+        env["DATABASE_URL"] = database_url(s, environ)
+    return env
+
+
+def _release_local(s: Settings, release_id: str, environ) -> Step:
+    root = s.path(s.local.root)
+
+    def run(ctx: StepContext):
+        from deploy import local
+
+        if "previous_release" not in ctx.state:
+            ctx.state["previous_release"] = local.current(root)
+        local.place(_artifact(ctx.state), root, release_id)
+        local.switch(root, release_id)
+        info = local.restart(root, s.local.host, s.local.port, timeout=s.local.start_timeout,
+                             env=_local_env(s, environ))
+        ctx.state["app_url"] = info.url
+        pruned = local.prune(root, s.local.keep_releases)
+        return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
+
+    def undo(ctx: StepContext):
+        from deploy import local
+
+        prev = ctx.state.get("previous_release")
+        if local.current(root) != release_id:
+            return "current is not this release: nothing to switch back"
+        if prev:
+            local.switch(root, prev)
+            info = local.restart(root, s.local.host, s.local.port, timeout=s.local.start_timeout,
+                                 env=_local_env(s, environ))
+            ctx.state["app_url"] = info.url
+            return f"back on {prev} ({info.url})"
+        local.stop(root)
+        (root / "current").unlink(missing_ok=True)
+        return "first release removed from current; server stopped"
+
+    return Step("release", f"unpack to {s.local.root}/releases/{release_id}, switch current, restart the server",
+                run=run, undo=undo, undo_does="switch current back, restart")
+
+
+def _release_hosts(s: Settings, release_id: str) -> Step:
+    def run(ctx: StepContext):
+        from deploy import hosts
+
+        art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
+        results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+        ctx.state["hosts_previous"] = {r.host: r.previous for r in results}
+        return f"{release_id} live on {len(results)} host(s)"
+
+    def undo(ctx: StepContext):
+        from deploy import hosts
+
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id)
+        return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
+
+    n = len(s.hosts.hosts)
+    return Step("release", f"upload, unpack, switch current, restart on {n} host(s) (max {s.hosts.max_parallel} at once)",
+                run=run, undo=undo, undo_does="switch switched hosts back, restart")
+
+
+# ----------------------------------------------------------------------------- shopify
+
+def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool) -> Step:
+    from deploy import shopify
+
+    reason = "--skip-shopify given" if skip else shopify.skip_reason(s)
+
+    def run(ctx: StepContext):
+        source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ)
+        ctx.state["shopify"] = {"version": res.version, "previous": res.previous}
+        return f"app version {res.version} live (was {res.previous or 'none'})"
+
+    def undo(ctx: StepContext):
+        info = ctx.state.get("shopify") or {}
+        prev = info.get("previous")
+        if not prev:
+            # A deploy that failed before recording: shopify.deploy already put the previous one back.
+            return "nothing to re-release"
+        active = shopify.active_version(shopify.versions(s, environ))
+        if active and active.version_tag == prev:
+            return f"{prev} already live"
+        shopify.release(s, prev, environ)
+        return f"re-released {prev}"
+
+    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id}",
+                run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason)
+
+
+# ----------------------------------------------------------------------------- smoke & watch
+
+def smoke_step(s: Settings, release_id: str) -> Step:
+    def run(ctx: StepContext):
+        from deploy import smoke
+
+        checks = smoke.checks_for(s.smoke, base_urls(s, ctx.state))
+        report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
+        smoke.require(report)
+        return f"{len(report.results)} check(s) passed; /version answers {release_id}"
+
+    return Step("smoke", "HTTP checks: /healthz, and /version names the new release", run=run)
+
+
+def watch_step(s: Settings, environ) -> Step:
+    def run(ctx: StepContext):
+        from deploy import smoke
+
+        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state))
+        extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
+        rep = smoke.watch(urls, window=s.watch.window_seconds, interval=s.watch.interval_seconds,
+                          max_error_ratio=s.watch.max_error_ratio, max_p95_ms=s.watch.max_p95_ms, extra_check=extra)
+        smoke.require(rep)
+        return f"{len(rep.samples)} samples, error ratio {rep.error_ratio:.2f}, p95 {rep.p95_ms:.0f} ms"
+
+    w = s.watch
+    skip = "watch.window_seconds = 0" if w.window_seconds <= 0 else None
+    return Step("watch", f"poll health for {w.window_seconds:g}s; triggers: error ratio > {w.max_error_ratio}, "
+                         f"p95 > {w.max_p95_ms:g} ms" + (", decision log" if w.decision_log_check else ""),
+                run=run, skip=skip)
+
+
+def _decision_log_check(s: Settings, environ):
+    def check():
+        from deploy import decisionlog
+
+        url = environ.get(s.decision_log.url_var)
+        if not url:
+            return f"{s.decision_log.url_var} is not set"
+        h = decisionlog.health(Secret(url), s.decision_log, datetime.now(timezone.utc))
+        return None if h.ok else "; ".join(h.reasons)
+
+    return check
+
+
+# ----------------------------------------------------------------------------- record
+
+def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
+    def run(ctx: StepContext):
+        art = ctx.state.get("artifact") or {}
+        ctx.state["previous_live"] = (ledger.live_release(s.name) or {}).get("release_id")
+        ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.get("sha256"),
+                              run_id=ctx.run_id, shopify_version=(ctx.state.get("shopify") or {}).get("version"))
+        return f"{release_id} recorded live"
+
+    def undo(ctx: StepContext):
+        ledger.set_release_status(s.name, release_id, "rolled_back")
+        prev = ctx.state.get("previous_live")
+        if prev:
+            ledger.set_release_status(s.name, prev, "live")
+        return f"{release_id} marked rolled back"
+
+    return Step("record", "ledger release row (the deployment log and CI summary follow the run)", run=run, undo=undo,
+                undo_does="mark the release rolled back")

@@ -1,0 +1,60 @@
+"""The exact sources of one commit, extracted once: what the build step builds.
+
+Building from `git archive <sha>` rather than the working tree means a dirty checkout can
+never produce an artifact that is cached under a commit it does not match.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from deploy.errors import BuildFailed, SettingsError
+from deploy.proc import run
+
+
+def repo_of(app_dir: Path) -> tuple[Path, str]:
+    """(repository top level, app_dir relative to it)."""
+    if not app_dir.is_dir():
+        raise SettingsError(f"The app folder {app_dir} does not exist.",
+                            "Set environment.app_dir in env/<name>.toml to the app's folder.")
+    r = run(["git", "-C", str(app_dir), "rev-parse", "--show-toplevel"])
+    if not r.ok:
+        raise SettingsError(f"{app_dir} is not inside a git repository, so no commit can be deployed from it.",
+                            "Deploy from a git checkout of the app.")
+    top = Path(r.stdout.strip()).resolve()
+    return top, os.path.relpath(app_dir.resolve(), top)
+
+
+def checkout(app_dir: Path, sha: str, dest_root: Path) -> Path:
+    """Extract `app_dir` as of `sha` under `dest_root/<sha>/` (once) and return its path."""
+    top, rel = repo_of(app_dir)
+    target = dest_root / sha
+    app = target / rel if rel != "." else target
+    if (target / ".complete").exists():
+        return app
+    dest_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=dest_root))
+    try:
+        p = subprocess.run(["git", "-C", str(top), "archive", "--format=tar", sha, "--", rel],
+                           capture_output=True, timeout=300)
+        if p.returncode != 0:
+            raise BuildFailed(f"git archive of {sha[:12]}:{rel} failed: {p.stderr.decode(errors='replace').strip()}",
+                              "Is the commit fetched, and does it contain the app folder?")
+        tar_path = tmp / ".src.tar"
+        tar_path.write_bytes(p.stdout)
+        with tarfile.open(tar_path) as tf:
+            tf.extractall(tmp, filter="data")
+        tar_path.unlink()
+        (tmp / ".complete").write_text(sha)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return app
