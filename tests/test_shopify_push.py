@@ -1,0 +1,245 @@
+"""The Shopify push run for real through the recording `shopify` stand-in on PATH:
+deploy, versions, the undo, resumed runs, failures, and the token kept out of argv and output."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from deploy import shopify
+from deploy.errors import SettingsError, ShopifyFailed, ToolMissing
+from deploy.redact import redact
+
+COMMIT = "https://github.com/occ/operator-control-center/commit/abc1234"
+
+
+def _commands(cli) -> list[str]:
+    return [" ".join(a[1:3]) if a[1] != "versions" else "versions list" for a in cli.argvs()]
+
+
+def test_deploy_releases_the_new_version_and_records_the_previous_one(shopify_cli):
+    shopify_cli.seed("20260801-0900-aaaaaaa", "20260814-0930-def5678")
+    s = shopify_cli.settings("staging")
+
+    result = shopify.deploy(s, "20260821-1400-abc1234", "staging abc1234 by ci", COMMIT)
+
+    assert result.version == "20260821-1400-abc1234"
+    assert result.previous == "20260814-0930-def5678"
+    assert result.url.startswith("https://dev.shopify.com/dashboard/4242/apps/777001/versions/")
+    assert not result.reused
+    assert shopify_cli.active() == "20260821-1400-abc1234"
+    newest = shopify_cli.versions()[0]
+    assert newest["message"] == "staging abc1234 by ci" and newest["sourceControlUrl"] == COMMIT
+    # versions (to learn the undo target), deploy, versions (to confirm it is live)
+    assert _commands(shopify_cli) == ["versions list", "deploy --config", "versions list"]
+    deploy_call = shopify_cli.calls()[1]
+    assert deploy_call["argv"] == ["app", "deploy", "--config", "staging", "--path", str(s.app_dir),
+                                   "--allow-updates", "--version", "20260821-1400-abc1234",
+                                   "--message", "staging abc1234 by ci", "--source-control-url", COMMIT,
+                                   "--no-color"]
+    assert deploy_call["cwd"] == str(s.app_dir)
+    assert deploy_call["ci"] == "1" and deploy_call["stdin_tty"] is False
+
+
+def test_undo_re_releases_the_previously_active_version(shopify_cli):
+    shopify_cli.seed("r1", "r2")
+    s = shopify_cli.settings("staging")
+    result = shopify.deploy(s, "r3")
+    assert shopify_cli.active() == "r3"
+
+    back = shopify.undo(s, result)
+
+    assert back.version == "r2" and back.previous == "r3"
+    assert shopify_cli.active() == "r2"
+    release_calls = [c["argv"] for c in shopify_cli.calls() if c["argv"][1] == "release"]
+    assert release_calls == [["app", "release", "--config", "staging", "--path", str(s.app_dir),
+                              "--version", "r2", "--allow-updates", "--no-color"]]
+
+
+def test_first_deploy_has_nothing_to_undo(shopify_cli):
+    s = shopify_cli.settings("staging")
+    result = shopify.deploy(s, "r1")
+    assert result.previous is None
+    with pytest.raises(ShopifyFailed, match="first released version"):
+        shopify.undo(s, result)
+    assert shopify_cli.active() == "r1"
+
+
+def test_versions_lists_newest_first_with_the_active_one(shopify_cli):
+    shopify_cli.seed("r1", "r2", "r3", active="r2")
+    got = shopify.versions(shopify_cli.settings("production"))
+    assert [(v.version_tag, v.status) for v in got] == [("r3", "inactive"), ("r2", "active"), ("r1", "inactive")]
+    assert shopify.active_version(got).version_tag == "r2"
+    assert shopify.previous_version(got).version_tag == "r1"
+    assert shopify_cli.argvs()[-1][:6] == ["app", "versions", "list", "--config", "production", "--path"]
+
+
+def test_rollback_without_a_version_releases_the_one_before_the_active(shopify_cli):
+    shopify_cli.seed("r1", "r2", "r3")
+    back = shopify.rollback(shopify_cli.settings("staging"))
+    assert (back.version, back.previous) == ("r2", "r3")
+    assert shopify_cli.active() == "r2"
+
+
+def test_release_of_an_unknown_version_fails_before_calling_release(shopify_cli):
+    shopify_cli.seed("r1")
+    with pytest.raises(ShopifyFailed, match="'nope' does not exist"):
+        shopify.release(shopify_cli.settings("staging"), "nope")
+    assert "release" not in [a[1] for a in shopify_cli.argvs()]
+
+
+def test_rerun_with_the_version_already_live_changes_nothing(shopify_cli):
+    shopify_cli.seed("r1", "r2")
+    s = shopify_cli.settings("staging")
+    result = shopify.deploy(s, "r2")
+    assert result.reused and result.previous == "r1"
+    assert [a[1] for a in shopify_cli.argvs()] == ["versions"]
+
+
+def test_resumed_run_releases_the_version_a_failed_deploy_created(shopify_cli):
+    shopify_cli.seed("r1")
+    s = shopify_cli.settings("staging")
+    shopify_cli.fail_next("deploy", "after_create", message="Network timeout while releasing")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.deploy(s, "r2")
+    assert "Network timeout while releasing" in e.value.message
+    assert [v["versionTag"] for v in shopify_cli.versions()] == ["r2", "r1"]
+    assert shopify_cli.active() == "r1"
+
+    result = shopify.deploy(s, "r2")
+
+    assert result.reused and result.previous == "r1"
+    assert shopify_cli.active() == "r2"
+    assert [a[1] for a in shopify_cli.argvs()].count("deploy") == 1
+
+
+@pytest.mark.parametrize(
+    "mode, message_part",
+    [
+        pytest.param("error", "failed (exit 1)", id="exit-1-nothing-created"),
+        pytest.param("after_create", "failed (exit 1)", id="exit-1-after-creating-a-version"),
+        pytest.param("not_released", "New version created, but not released.", id="exit-0-not-released"),
+        pytest.param("garbage", "unexpected output", id="exit-0-unexpected-output"),
+    ],
+)
+def test_failed_deploy_raises_with_the_cli_lines_and_leaves_the_old_version_live(shopify_cli, mode, message_part):
+    shopify_cli.seed("r1", "r2")
+    shopify_cli.fail_next("deploy", mode, message="Extension checkout-ui failed validation")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.deploy(shopify_cli.settings("staging"), "r3")
+    err = e.value
+    assert message_part in err.message
+    assert "shopify app deploy --config staging" in err.message
+    if mode != "garbage":
+        assert "Extension checkout-ui failed validation" in err.message
+    assert err.hint
+    assert shopify_cli.active() == "r2"
+
+
+def test_deploy_that_went_live_but_exited_non_zero_is_put_back(shopify_cli):
+    shopify_cli.seed("r1", "r2")
+    shopify_cli.fail_next("deploy", "after_release", message="Failed to update app identifiers")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.deploy(shopify_cli.settings("staging"), "r3")
+    assert "r3 had gone live anyway; r2 was released again" in e.value.message
+    assert shopify_cli.active() == "r2"
+
+
+def test_release_refused_by_shopify_with_exit_0_is_a_failure(shopify_cli):
+    shopify_cli.seed("r1", "r2")
+    shopify_cli.fail_next("release", "user_error", message="This version is being reviewed.")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.release(shopify_cli.settings("staging"), "r1")
+    assert "did not release the version" in e.value.message
+    assert "This version is being reviewed." in e.value.message
+    assert shopify_cli.active() == "r2"
+
+
+def test_versions_list_failure_and_garbage_are_clear_errors(shopify_cli):
+    s = shopify_cli.settings("staging")
+    shopify_cli.fail_next("versions list", "error", message="Invalid API Key: 0000staging")
+    with pytest.raises(ShopifyFailed, match="Invalid API Key"):
+        shopify.versions(s)
+    shopify_cli.fail_next("versions list", "garbage")
+    with pytest.raises(ShopifyFailed, match="printed no JSON list"):
+        shopify.versions(s)
+
+
+def test_refused_token_error_says_to_renew_it(shopify_cli):
+    s = shopify_cli.settings("staging")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.versions(s, environ={"SHOPIFY_APP_AUTOMATION_TOKEN": "an-expired-token-value"})
+    assert "can't be used for the App Management API" in e.value.message
+    assert "SHOPIFY_APP_AUTOMATION_TOKEN was refused" in e.value.hint and "Dev Dashboard" in e.value.hint
+    assert "an-expired-token-value" not in str(e.value)
+
+
+def test_token_never_appears_in_argv_results_errors_or_the_record(shopify_cli):
+    token = shopify_cli.token
+    shopify_cli.seed("r1")
+    s = shopify_cli.settings("staging")
+    result = shopify.deploy(s, "r2", f"message mentioning nothing secret", COMMIT)
+    back = shopify.undo(s, result)
+    shopify_cli.fail_next("deploy", "leak_token")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.deploy(s, "r3")
+
+    assert "Request failed with token ***" in e.value.message
+    seen = [json.dumps(shopify_cli.calls()), repr(result), repr(back), str(e.value), e.value.hint or "",
+            result.command, result.info, back.command]
+    for text in seen:
+        assert token not in text
+    # the CLI did get it, in the environment, under both names it reads
+    assert all(c["auth_env"] == ["SHOPIFY_APP_AUTOMATION_TOKEN", "SHOPIFY_CLI_PARTNERS_TOKEN"]
+               for c in shopify_cli.calls())
+    assert redact(token) == "***"
+
+
+def test_custom_token_variable_reaches_the_cli_as_the_automation_token(shopify_cli):
+    s = shopify_cli.settings("production", shopify={"token_var": "OCC_PRODUCTION_SHOPIFY_TOKEN"})
+    got = shopify.versions(s, environ={"OCC_PRODUCTION_SHOPIFY_TOKEN": shopify_cli.token})
+    assert got == []
+    assert shopify_cli.calls()[-1]["auth_env"] == ["SHOPIFY_APP_AUTOMATION_TOKEN", "SHOPIFY_CLI_PARTNERS_TOKEN"]
+
+
+def test_missing_token_fails_before_running_the_cli(shopify_cli):
+    with pytest.raises(SettingsError) as e:
+        shopify.deploy(shopify_cli.settings("staging"), "r1", environ={})
+    assert "SHOPIFY_APP_AUTOMATION_TOKEN is not set" in e.value.message
+    assert "1, 3 or 6 months" in e.value.hint
+    assert shopify_cli.calls() == []
+
+
+def test_environment_without_shopify_config_is_refused_and_runs_nothing(shopify_cli):
+    s = shopify_cli.settings("staging", shopify={"config": ""})
+    assert "no Shopify app config for 'staging'" in shopify.skip_reason(s)
+    with pytest.raises(SettingsError, match="not configured"):
+        shopify.deploy(s, "r1")
+    assert shopify_cli.calls() == []
+
+
+def test_check_names_the_missing_config_file(shopify_cli):
+    s = shopify_cli.settings("dev")
+    with pytest.raises(SettingsError) as e:
+        shopify.check(s)
+    assert "shopify.app.dev.toml" in e.value.message and "config link" in e.value.hint
+    shopify.check(shopify_cli.settings("staging"))
+
+
+def test_missing_cli_is_tool_missing(shopify_cli):
+    s = shopify_cli.settings("staging", shopify={"cli": "shopify-not-installed-here"})
+    with pytest.raises(ToolMissing, match="shopify-not-installed-here"):
+        shopify.check(s)
+
+
+def test_stand_in_rejects_flags_the_real_cli_does_not_have(shopify_cli):
+    from deploy import proc
+
+    r = proc.run(["shopify", "app", "deploy", "--config", "staging", "--bogus"], cwd=shopify_cli.app_dir, input="")
+    assert r.returncode == 2 and "Nonexistent flag: --bogus" in r.stderr
+    r = proc.run(["shopify", "app", "deploy", "--config", "staging", "--version", "r9"],
+                 cwd=shopify_cli.app_dir, input="", env={"CI": "1"})
+    assert r.returncode == 1 and "Flag not specified:" in r.stderr
+    assert os.environ["PATH"].startswith(str(shopify_cli.bin_dir))
