@@ -153,6 +153,22 @@ def prune(root: str | Path, keep: int) -> list[str]:
     return doomed
 
 
+def remove(root: str | Path, release_id: str) -> bool:
+    """Delete `releases/<release_id>` (the undo of `place`); refuses the live release."""
+    _check_id(release_id)
+    root = Path(root)
+    if current(root) == release_id:
+        raise SettingsError(
+            f"Release {release_id} is current in {root}; it cannot be removed.",
+            "Switch to another release first (invoke rollback --env=local).",
+        )
+    target = root / "releases" / release_id
+    if not target.exists():
+        return False
+    shutil.rmtree(target)
+    return True
+
+
 def _check_id(release_id: str) -> None:
     if not release_id or "/" in release_id or release_id in (".", "..") or release_id.startswith("."):
         raise SettingsError(f"{release_id!r} is not a valid release id.", "Release ids look like 20240105093000-abc1234.")

@@ -85,6 +85,17 @@ def test_prune_keeps_the_newest_and_never_current_or_previous(app_artifact, loca
     assert local.prune(local_root, keep=2) == []
 
 
+def test_remove_undoes_place_but_never_removes_current(app_artifact, local_root):
+    for rid in (R1, R2):
+        local.place(app_artifact, local_root, rid)
+    local.switch(local_root, R1)
+    assert local.remove(local_root, R2) is True and local.releases(local_root) == [R1]
+    assert local.remove(local_root, R2) is False
+    with pytest.raises(SettingsError, match="is current"):
+        local.remove(local_root, R1)
+    assert local.releases(local_root) == [R1]
+
+
 def test_place_refuses_an_artifact_whose_hash_does_not_verify(app_artifact, local_root, tmp_path):
     forged = Artifact(app_artifact.path, "0" * 64, app_artifact.release_id, app_artifact.git_sha, app_artifact.built_at)
     with pytest.raises(BuildFailed, match="expected 0000"):
