@@ -190,7 +190,10 @@ def watch_urls(section: WatchSection, base_urls: Iterable[str]) -> list[str]:
     bases = [b for b in dict.fromkeys(base_urls) if b]
     out: list[str] = []
     for u in section.urls:
-        out.extend(join_url(b, u) for b in bases) if u.startswith("/") else out.append(u)
+        if u.startswith("/"):
+            out.extend(join_url(b, u) for b in bases)
+        else:
+            out.append(u)
     return list(dict.fromkeys(out))
 
 
