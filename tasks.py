@@ -166,7 +166,87 @@ def secrets_rotated(c, name, env, by=None):
     envs.rotated(name, env, by)
 
 
+# ----------------------------------------------------------------------------- db
+@task(name="status", help={"env": ENV})
+@guarded
+def db_status(c, env):
+    """Applied, pending, failed and drifted migrations of an environment's database."""
+    from deploy.flows import db
+
+    _exit(db.status(env))
+
+
+@task(name="migrate", help={"env": ENV})
+@guarded
+def db_migrate(c, env):
+    """Apply pending Prisma migrations (recorded in _prisma_migrations as Prisma does)."""
+    from deploy.flows import db
+
+    db.migrate(env)
+
+
+@task(name="rollback", help={"env": ENV, "steps": "how many of the latest migrations to undo (default 1)",
+                             "yes": "confirm on a protected environment"})
+@guarded
+def db_rollback(c, env, steps=1, yes=False):
+    """Undo the latest migrations with their down.sql files."""
+    from deploy.flows import db
+
+    db.rollback(env, int(steps), yes)
+
+
+@task(name="resolve", help={"env": ENV, "applied": "mark this migration applied",
+                            "rolled_back": "mark this failed migration rolled back"})
+@guarded
+def db_resolve(c, env, applied=None, rolled_back=None):
+    """Mark a migration applied or rolled back, as `prisma migrate resolve` does."""
+    from deploy.flows import db
+
+    db.resolve(env, applied, rolled_back)
+
+
+@task(name="backup", help={"env": ENV})
+@guarded
+def db_backup(c, env):
+    """Back up an environment's database (pg_dump custom format or a SQLite copy) with a SHA-256 sidecar."""
+    from deploy.flows import db
+
+    db.backup(env)
+
+
+@task(name="verify-backup", help={"env": ENV, "file": "backup file (default: the latest)"})
+@guarded
+def db_verify_backup(c, env, file=None):
+    """Restore a backup into a scratch database and compare row counts per table."""
+    from deploy.flows import db
+
+    _exit(db.verify(env, file))
+
+
+@task(name="restore", help={"env": ENV, "file": "backup file (default: the latest)",
+                            "yes": "confirm replacing the environment's data"})
+@guarded
+def db_restore(c, env, file=None, yes=False):
+    """Restore a backup into an environment's database."""
+    from deploy.flows import db
+
+    db.restore(env, file, yes)
+
+
+@task(name="provision", help={"env": ENV, "admin_url_var": "variable holding an admin Postgres URL",
+                              "db_name": "database name (default occ_<env>)", "role": "role (default occ_<env>)",
+                              "reset_password": "give an existing role a new password"})
+@guarded
+def db_provision(c, env, admin_url_var="DATABASE_ADMIN_URL", db_name=None, role=None, reset_password=False):
+    """Create the role and database of a Postgres test/staging environment; the URL goes only to env/<env>.local.env."""
+    from deploy.flows import db
+
+    db.provision(env, admin_url_var, db_name, role, reset_password)
+
+
 ns = Collection(promote, rollback, status, approve)
+ns.add_collection(Collection("db", db_status, db_migrate, db_rollback, db_resolve, db_backup, db_verify_backup,
+                             db_restore, db_provision))
 ns.add_collection(Collection("env", env_check, env_parity, env_matrix, env_dotenv))
 ns.add_collection(Collection("secrets", secrets_rotation, secrets_rotated))
 ns.add_collection(Collection("lock", lock_release, lock_status))

@@ -5,4 +5,5 @@ pytest_plugins = [
     "deploy.testing.sshd",
     "deploy.testing.shopify",
     "deploy.testing.reports",
+    "deploy.testing.project",
 ]

@@ -48,12 +48,13 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
 
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)
-    feedback.append(settings.root, feedback.Entry(
+    if not settings.is_local:  # the team's log is for shared environments; the ledger has local runs
+      feedback.append(settings.root, feedback.Entry(
         kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
         release_id=run.release_id, duration=outcome.duration, run_id=run.id,
         text=(f"failed at {outcome.failed_step}: {outcome.error.message}" if outcome.error and outcome.failed_step
               else None),
-    ))
+      ))
     summary.write_github_summary(summary.markdown(run, steps, title=title))
 
 

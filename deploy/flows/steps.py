@@ -157,8 +157,9 @@ def gate(s: Settings, sha: str) -> Step:
         ctx.note(evidence.render(verdict).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
 
-    kinds = ", ".join(s.gate.required) or "none"
-    return Step("gate", f"evidence for {sha[:12]}: {kinds}", run=run)
+    kinds = ", ".join(s.gate.required)
+    skip = None if kinds else f"gate.required is empty in {s.file.name}"
+    return Step("gate", f"evidence for {sha[:12]}: {kinds}", run=run, skip=skip)
 
 
 # ----------------------------------------------------------------------------- build
@@ -200,7 +201,7 @@ def backup(s: Settings, sha: str, environ) -> Step:
 
         url = database_url(s, environ)
         u = dburl.parse(url, sqlite_base=sqlite_base(s))
-        if u.provider == "sqlite" and not Path(u.path).exists():
+        if u.provider == "sqlite" and not u.sqlite_path.exists():
             ctx.state["backup"] = None
             return "no database file yet: nothing to back up"
         b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s))

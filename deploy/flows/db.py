@@ -1,0 +1,138 @@
+"""`invoke db.*`: status, migrate, rollback, resolve, backup, verify, restore, provision."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deploy import cli
+from deploy.errors import SettingsError
+from deploy.flows.steps import database_url, migrations_dir, sqlite_base
+
+
+def _db(env: str):
+    s = cli.settings(env)
+    if s.database.provider == "none":
+        raise SettingsError(f"The {env} environment has no database (database.provider = \"none\" in {s.file.name}).")
+    return s, database_url(s, os.environ)
+
+
+def status(env: str) -> int:
+    from deploy import migrations
+
+    s, url = _db(env)
+    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s))
+    cli.out(migrations.render_status(report))
+    return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
+
+
+def migrate(env: str) -> None:
+    from deploy import migrations
+
+    s, url = _db(env)
+    res = migrations.migrate(url, migrations_dir(s), runner=s.database.runner, lock_timeout=s.database.lock_timeout,
+                             sqlite_base=sqlite_base(s), url_var=s.database.url_var)
+    cli.out(f"{env}: applied {len(res.applied)} migration(s)" + (": " + ", ".join(res.applied) if res.applied else ""))
+    for w in res.warnings:
+        cli.out(f"warning: {w}")
+
+
+def rollback(env: str, steps: int, yes: bool) -> None:
+    from deploy import migrations
+
+    s, url = _db(env)
+    if s.environment.protected:
+        cli.confirm(f"Roll back {steps} migration(s) on {env}?", yes)
+    res = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s))
+    cli.out(f"{env}: rolled back {', '.join(res.rolled_back) or 'nothing'}")
+
+
+def resolve(env: str, applied: str | None, rolled_back: str | None) -> None:
+    from deploy import migrations
+
+    if bool(applied) == bool(rolled_back):
+        raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
+    s, url = _db(env)
+    res = migrations.resolve(url, migrations_dir(s), applied=applied, rolled_back=rolled_back,
+                             sqlite_base=sqlite_base(s))
+    cli.out(f"{env}: {res.name} marked {res.action.replace('_', ' ')}")
+
+
+def backup(env: str) -> None:
+    from deploy import backups
+    from deploy.flows.common import git_sha
+
+    s, url = _db(env)
+    try:
+        sha = git_sha(s.root)
+    except SettingsError:
+        sha = "nosha"
+    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s),
+                       **({"bin_dir": s.database.bin_dir} if s.database.bin_dir else {}))
+    pruned = backups.prune(s.path(s.database.backup_dir), env, s.database.backup_keep)
+    cli.out(f"{env}: backup {b.path} ({len(b.tables)} tables, sha256 {b.sha256[:16]})"
+            + (f"; pruned {len(pruned)} old" if pruned else ""))
+
+
+def _backup_file(s, file: str | None) -> Path:
+    from deploy import backups
+
+    if file:
+        return Path(file)
+    return backups.latest(s.path(s.database.backup_dir), s.name).path
+
+
+def verify(env: str, file: str | None) -> int:
+    from tabulate import tabulate
+
+    from deploy import backups
+
+    s, url = _db(env)
+    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s))
+    rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
+            for c in res.counts]
+    cli.out(tabulate(rows, headers=("table", "rows at backup", "rows restored", "verdict")))
+    cli.out(f"{res.backup.path.name}: {'verified' if res.ok else 'NOT verified'}")
+    return 0 if res.ok else 1
+
+
+def restore(env: str, file: str | None, yes: bool) -> None:
+    from deploy import backups
+
+    s, url = _db(env)
+    path = _backup_file(s, file)
+    if s.environment.protected or not s.is_local:
+        cli.confirm(f"Restore {path.name} into the {env} database, replacing its data?", yes)
+    res = backups.restore(path, url, sqlite_base=sqlite_base(s))
+    cli.out(f"{env}: restored {res.backup.path.name} into {res.url} ({len(res.tables)} tables)")
+
+
+def provision(env: str, admin_url_var: str, db_name: str | None, role: str | None, reset_password: bool) -> None:
+    from deploy import backups
+
+    s = cli.settings(env)
+    admin = os.environ.get(admin_url_var)
+    if not admin:
+        raise SettingsError(f"{admin_url_var} is not set.",
+                            f"Export {admin_url_var}=postgresql://admin:...@host:5432/postgres (never commit it).")
+    from deploy.redact import Secret
+
+    res = backups.provision(Secret(admin), db_name or f"occ_{env}", role or f"occ_{env}",
+                            reset_password=reset_password)
+    secret_file = s.root / "env" / f"{env}.local.env"
+    if res.created_role or reset_password or not secret_file.exists():
+        _write_secret(secret_file, s.database.url_var, res.url.reveal())
+    cli.out(f"{env}: role {res.role} ({'created' if res.created_role else 'exists'}), database {res.database} "
+            f"({'created' if res.created_database else 'exists'})")
+    cli.out(f"{s.database.url_var}={res.masked_url}")
+    cli.out(f"the full URL is in {secret_file.relative_to(s.root)} (git-ignored); set it as the {env} "
+            f"environment's {s.database.url_var} secret in CI")
+
+
+def _write_secret(path: Path, key: str, value: str) -> None:
+    """Set KEY in a git-ignored dotenv file (mode 0600), keeping its other lines."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines = [ln for ln in lines if not ln.startswith(f"{key}=")] + [f"{key}='{value}'"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")

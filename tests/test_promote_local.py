@@ -1,0 +1,135 @@
+"""`invoke promote --to=local` end to end: the real CLI, the real example app, real HTTP."""
+
+import json
+import os
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def version(url: str) -> dict:
+    with urllib.request.urlopen(url.rstrip("/") + "/version", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def last_run(project, env="local"):
+    led = project.ledger()
+    run = led.runs(env)[0]
+    return led, run
+
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    for n in needles:
+        assert n in proc.stderr, proc.stderr
+
+
+def test_promote_serves_the_new_release_and_keeps_the_previous_one(project):
+    first = project.invoke("promote", "--to=local")
+    assert first.returncode == 0, first.stdout + first.stderr
+    led, run1 = last_run(project)
+    assert run1.status == "succeeded"
+    assert version(run1.state["app_url"])["release"] == run1.release_id
+
+    second = project.invoke("promote", "--to=local")
+    assert second.returncode == 0, second.stdout + second.stderr
+    led, run2 = last_run(project)
+    assert run2.release_id != run1.release_id
+    assert version(run2.state["app_url"])["release"] == run2.release_id
+    releases = sorted(p.name for p in (project.root / ".deploy/local/releases").iterdir())
+    assert releases == sorted([run1.release_id, run2.release_id])
+    assert os.readlink(project.root / ".deploy/local/current").endswith(run2.release_id)
+    steps = {s.name: s for s in led.steps(run2.id)}
+    assert steps["shopify"].status == "skipped" and "no Shopify" in steps["shopify"].result
+    assert steps["build"].result.startswith("reused")  # same commit: never built twice
+    assert all(s.status in ("done", "skipped") for s in steps.values())
+    for line in ("[1/10] preflight", "gate", "migrate", "release", "smoke", "succeeded"):
+        assert line in second.stdout
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(project):
+    r = project.invoke("promote", "--to=local", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    for step in ("preflight", "gate", "build", "backup", "migrate", "release", "shopify", "smoke", "watch", "record"):
+        assert step in r.stdout
+    assert "skipped: no Shopify app config" in r.stdout
+    assert not (project.root / ".deploy").exists()
+
+
+def test_smoke_failure_after_switch_restores_the_previous_release(project):
+    ok = project.invoke("promote", "--to=local")
+    assert ok.returncode == 0, ok.stderr
+    led, good = last_run(project)
+    # A release whose /version names some other release: the smoke check must catch it.
+    server = project.root / "examples/app/server.mjs"
+    text = server.read_text()
+    assert "RELEASE" in text
+    server.write_text(text.replace("/version", "/version-moved"))
+    project.commit("break /version")
+    bad = project.invoke("promote", "--to=local")
+    assert_clean_error(bad, "smoke")
+    led, run = last_run(project)
+    assert run.status == "rolled_back" and run.failed_step == "smoke"
+    assert os.readlink(project.root / ".deploy/local/current").endswith(good.release_id)
+    assert version(run.state["app_url"])["release"] == good.release_id
+    assert {s.name: s.undo_status for s in led.steps(run.id)}["release"] == "undone"
+    assert led.lock("local") is None
+
+
+def test_unknown_environment_is_one_clear_error(project):
+    r = project.invoke("promote", "--to=stagng")
+    assert_clean_error(r, "Unknown environment 'stagng'", "Known environments:")
+    assert r.returncode == 2
+
+
+def test_missing_env_folder_is_one_clear_error(tmp_path, project):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = project.invoke("promote", "--to=local", extra_env={"DEPLOY_ROOT": str(empty)})
+    assert_clean_error(r, "No env/ folder")
+
+
+def test_missing_node_is_named(project, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    import shutil
+    import sys
+    for tool in ("git",):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    os.symlink(sys.executable, bin_dir / "python3")
+    r = project.invoke("promote", "--to=local", extra_env={"PATH": str(bin_dir)})
+    assert_clean_error(r, "`node` was not found", "Install Node.js")
+    assert not (project.root / ".deploy/local/current").exists()
+
+
+def test_port_in_use_is_named(project):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        cfg = project.root / "env/local.toml"
+        cfg.write_text(cfg.read_text().replace("port = 0 ", f"port = {port} "))
+        project.commit("fixed port")
+        r = project.invoke("promote", "--to=local")
+        assert_clean_error(r, str(port))
+        led, run = last_run(project)
+        assert run.status == "rolled_back" and run.failed_step == "release"
+    finally:
+        s.close()
+
+
+def test_unwritable_deploy_folder_is_named(project):
+    (project.root / ".deploy").write_text("a file where the folder should be")
+    r = project.invoke("promote", "--to=local")
+    assert_clean_error(r, ".deploy")
+
+
+def test_bad_setting_names_file_key_and_allowed_values(project):
+    cfg = project.root / "env/local.toml"
+    cfg.write_text(cfg.read_text().replace('provider = "sqlite"', 'provider = "mysql"'))
+    r = project.invoke("promote", "--to=local", "--dry-run")
+    assert_clean_error(r, "local.toml", "database.provider", "'sqlite'")
