@@ -273,7 +273,9 @@ def test_release_output_fixture(case, released, detail):
     ],
 )
 def test_recorded_cli_errors_are_read_as_error_banners(case, first_line):
-    out = shopify.parse_cli_output((FIXTURES / "errors" / f"{case}.stderr.txt").read_text(encoding="utf-8"))
+    text = (FIXTURES / "errors" / f"{case}.stderr.txt").read_text(encoding="utf-8")
+    out = shopify.parse_cli_output(text)
     assert [b.kind for b in out.banners] == ["error"]
     assert out.banners[0].headline == first_line
-    assert not shopify.parse_deploy_output("").released
+    deployed = shopify.parse_deploy_output(text)
+    assert not deployed.released and not deployed.created

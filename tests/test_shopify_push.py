@@ -180,7 +180,7 @@ def test_token_never_appears_in_argv_results_errors_or_the_record(shopify_cli):
     token = shopify_cli.token
     shopify_cli.seed("r1")
     s = shopify_cli.settings("staging")
-    result = shopify.deploy(s, "r2", f"message mentioning nothing secret", COMMIT)
+    result = shopify.deploy(s, "r2", "message mentioning nothing secret", COMMIT)
     back = shopify.undo(s, result)
     shopify_cli.fail_next("deploy", "leak_token")
     with pytest.raises(ShopifyFailed) as e:
