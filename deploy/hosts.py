@@ -364,6 +364,12 @@ def _connect(section, t: Target, config=None):
     except Exception as e:  # noqa: BLE001 - mapped to a message naming the host
         c.close()
         raise _HostError(_connect_error(section, t, e)) from None
+    # Paramiko leaves Nagle on; with the peer's delayed ACKs every short command then
+    # stalls ~40 ms (measured: 45 ms -> 12 ms per `run` on loopback).
+    try:
+        c.transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # a gateway/proxy socket; correctness does not depend on it
     return c
 
 
@@ -493,8 +499,11 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
 
     def open_one(h: _Host) -> None:
         h.conn = _connect(section, h.t, config)
+        upload = _p(h.t, ".uploads", upload_name) if upload_name else None
+        state = state_command(h.t, upload)
         if lock:
-            r = _run(h.conn, h.t, lock_command(h.t, details), section,
+            # One round trip: take the lock, then read the state under it.
+            r = _run(h.conn, h.t, f"{lock_command(h.t, details)} && {{ {state}; }}", section,
                      f"taking the lock {_p(h.t, LOCK_DIR)}", ok_codes=(0, LOCK_HELD_EXIT))
             if r.exited == LOCK_HELD_EXIT:
                 info = parse_lock_details(h.t.name, r.stdout)
@@ -502,10 +511,11 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
                     h.lock_info = info
                     raise _HostError(f"locked by {info.holder} (run {info.run_id or '?'}, "
                                      f"since {info.acquired_at or '?'})")
-            # Our own lock from a killed attempt of this run is taken over (resume).
+                # Our own lock from a killed attempt of this run is taken over (resume).
+                r = _run(h.conn, h.t, state, section, "reading the release state")
             h.locked = True
-        upload = _p(h.t, ".uploads", upload_name) if upload_name else None
-        r = _run(h.conn, h.t, state_command(h.t, upload), section, "reading the release state")
+        else:
+            r = _run(h.conn, h.t, state, section, "reading the release state")
         h.state = parse_state(r.stdout)
 
     _parallel(hs, open_one, section.max_parallel)
