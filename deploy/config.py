@@ -104,10 +104,11 @@ class LighthouseThresholds:
 @dataclass(frozen=True)
 class GateSection:
     required: tuple[Literal["vitest", "playwright", "lighthouse"], ...] = ("vitest", "playwright", "lighthouse")
-    evidence_dir: str = "evidence"
+    evidence_dir: str = "evidence"         # holds manifest.json (written by `invoke evidence.collect`)
     max_failed: int = 0
-    allow_flaky: bool = True
-    max_age_hours: float = 72.0
+    allow_flaky: bool = True               # flaky = passed on a retry; production should set false
+    max_age_hours: float = 72.0            # 0 turns the age check off
+    bind_to_sha: bool = True               # false only for `local`: gate on committed sample evidence
     lighthouse: LighthouseThresholds = field(default_factory=LighthouseThresholds)
 
 
