@@ -244,7 +244,83 @@ def db_provision(c, env, admin_url_var="DATABASE_ADMIN_URL", db_name=None, role=
     db.provision(env, admin_url_var, db_name, role, reset_password)
 
 
-ns = Collection(promote, rollback, status, approve)
+# ----------------------------------------------------------------------------- hosts, shopify, smoke
+@task(name="check", help={"env": ENV})
+@guarded
+def hosts_check(c, env):
+    """Connect to every host (host keys checked): deploy path writable, free space, current release."""
+    from deploy.flows import remote
+
+    _exit(remote.hosts_check(env))
+
+
+@task(name="releases", help={"env": ENV})
+@guarded
+def hosts_releases(c, env):
+    """List each host's releases, the current one in brackets."""
+    from deploy.flows import remote
+
+    remote.hosts_releases(env)
+
+
+@task(name="release", help={"env": ENV, "sha": "commit whose built artifact to release (default: HEAD)"})
+@guarded
+def hosts_release(c, env, sha=None):
+    """Release an already-built artifact to every host in parallel (promote does this after the gate)."""
+    from deploy.flows import remote
+
+    remote.hosts_release(env, sha)
+
+
+@task(name="rollback", help={"env": ENV, "to": "release id (default: the one before current)"})
+@guarded
+def hosts_rollback(c, env, to=None):
+    """Switch every host back to the previous (or named) release and restart."""
+    from deploy.flows import remote
+
+    remote.hosts_rollback(env, to)
+
+
+@task(name="versions", help={"env": ENV})
+@guarded
+def shopify_versions(c, env):
+    """List the app's Shopify versions (shopify app versions list --json)."""
+    from deploy.flows import remote
+
+    remote.shopify_versions(env)
+
+
+@task(name="deploy", help={"env": ENV, "version": "version tag (default: a new release id)",
+                           "message": "version message (<= 200 characters)"})
+@guarded
+def shopify_deploy(c, env, version=None, message=None):
+    """Push the app's Shopify configuration and extensions as a new version and release it."""
+    from deploy.flows import remote
+
+    remote.shopify_deploy(env, version, message)
+
+
+@task(name="release", help={"env": ENV, "version": "the version tag to make live"})
+@guarded
+def shopify_release(c, env, version):
+    """Make an existing Shopify app version live (the undo of shopify.deploy)."""
+    from deploy.flows import remote
+
+    remote.shopify_release(env, version)
+
+
+@task(help={"env": ENV, "release": "release id /version must name (local: the running one)"})
+@guarded
+def smoke(c, env, release=None):
+    """Run the environment's smoke checks now and print every target's result."""
+    from deploy.flows import remote
+
+    _exit(remote.smoke(env, release))
+
+
+ns = Collection(promote, rollback, status, approve, smoke)
+ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release, hosts_rollback))
+ns.add_collection(Collection("shopify", shopify_versions, shopify_deploy, shopify_release))
 ns.add_collection(Collection("db", db_status, db_migrate, db_rollback, db_resolve, db_backup, db_verify_backup,
                              db_restore, db_provision))
 ns.add_collection(Collection("env", env_check, env_parity, env_matrix, env_dotenv))

@@ -165,8 +165,9 @@ class DecisionLogSection:
 
 @dataclass(frozen=True)
 class GoLiveSection:
-    backup_max_age_hours: float = 24.0
-    drill_max_age_days: int = 30
+    backup_max_age_hours: float = 24.0     # the newest verified backup must be younger than this
+    drill_max_age_days: int = 30           # a rollback or hotfix drill must have passed within this
+    backup_verify_url_var: str = ""        # server to restore the backup into for verification; "" = database.url_var
 
 
 @dataclass(frozen=True)

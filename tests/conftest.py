@@ -6,4 +6,5 @@ pytest_plugins = [
     "deploy.testing.shopify",
     "deploy.testing.reports",
     "deploy.testing.project",
+    "deploy.testing.app",
 ]

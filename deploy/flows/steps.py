@@ -111,6 +111,11 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or stash them: a deploy to a shared environment runs from a clean tree.",
                 )
         database_url(s, environ)
+        from deploy import shopify
+
+        if not skip_shopify and shopify.skip_reason(s) is None:
+            shopify.check(s, environ)
+            notes.append("shopify cli and token ok")
         return f"{'; '.join(notes)}; sha {sha[:12]}"
 
     return Step("preflight", "settings, variables (env.check), tools, clean tree, database URL", run=run)
@@ -277,7 +282,13 @@ def release(s: Settings, release_id: str, environ) -> Step:
 
 def _local_env(s: Settings, environ) -> dict:
     env = {}
-    if s.database.provider != "none":
+    if s.database.provider == "sqlite":
+        from deploy import dburl
+
+        # Absolute: a relative file: URL would resolve inside the release folder.
+        path = dburl.parse(database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        env["DATABASE_URL"] = f"file:{path}"
+    elif s.database.provider == "postgresql":
         env["DATABASE_URL"] = database_url(s, environ)
     return env
 
@@ -303,6 +314,7 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
 
         prev = ctx.state.get("previous_release")
         if local.current(root) != release_id:
+            local.remove(root, release_id)  # placed but never switched to
             return "current is not this release: nothing to switch back"
         if prev:
             local.switch(root, prev)
@@ -312,7 +324,8 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
             return f"back on {prev} ({info.url})"
         local.stop(root)
         (root / "current").unlink(missing_ok=True)
-        return "first release removed from current; server stopped"
+        local.remove(root, release_id)
+        return "first release removed; server stopped"
 
     return Step("release", f"unpack to {s.local.root}/releases/{release_id}, switch current, restart the server",
                 run=run, undo=undo, undo_does="switch current back, restart")
@@ -387,8 +400,11 @@ def watch_step(s: Settings, environ) -> Step:
 
         urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state))
         extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
-        rep = smoke.watch(urls, window=s.watch.window_seconds, interval=s.watch.interval_seconds,
-                          max_error_ratio=s.watch.max_error_ratio, max_p95_ms=s.watch.max_p95_ms, extra_check=extra)
+        w = s.watch
+        rep = smoke.watch(urls, window=w.window_seconds, interval=w.interval_seconds,
+                          max_error_ratio=w.max_error_ratio, max_p95_ms=w.max_p95_ms, extra_check=extra,
+                          timeout=w.timeout_seconds, max_consecutive_failures=w.max_consecutive_failures,
+                          min_samples=w.min_samples)
         smoke.require(rep)
         return f"{len(rep.samples)} samples, error ratio {rep.error_ratio:.2f}, p95 {rep.p95_ms:.0f} ms"
 

@@ -1,0 +1,93 @@
+"""`invoke status`: one table for all environments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+
+from deploy import cli
+from deploy.errors import DeployError
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
+
+
+def gather(root, led, environ, now: float) -> list[dict]:
+    from deploy.config import environments, load
+
+    rotation = {}
+    try:
+        from deploy import envs, secrets
+
+        m = envs.load_matrix(root)
+        rep = secrets.rotation_report(m, dt.datetime.fromtimestamp(now, dt.UTC).date(),
+                                      secrets.read_rotations(secrets.rotation_log_path(m)))
+        for r in rep.rows:
+            if r.status in ("overdue", "invalid"):
+                rotation.setdefault(r.env, []).append(r.variable)
+    except DeployError:
+        rotation = {}
+    rows = []
+    for name in environments(root):
+        try:
+            s = load(name, root)
+        except DeployError as e:
+            rows.append({"env": name, "error": e.message})
+            continue
+        live = led.live_release(name) or {}
+        run = led.run(live["run_id"]) if live.get("run_id") else None
+        lock = led.lock(name)
+        drills = led.drills(env=name, limit=1)
+        failed = [r for r in led.runs(name, since=now - 86400, limit=100)
+                  if r.status in ("failed", "rolled_back", "failed_in_place")]
+        rows.append({
+            "env": name,
+            "release": live.get("release_id"),
+            "sha": (live.get("sha") or "")[:12] or None,
+            "deployed_at": _when(live.get("created_at")) if live else None,
+            "by": run.who if run else None,
+            "shopify_version": live.get("shopify_version"),
+            "pending_migrations": _pending(s, environ),
+            "lock": lock.describe(now) if lock else None,
+            "last_drill": (f"{_when(drills[0]['started_at'])} {drills[0]['procedure']} {drills[0]['outcome']}"
+                           if drills else None),
+            "overdue_secrets": rotation.get(name, []),
+            "failed_runs_24h": len(failed),
+        })
+    return rows
+
+
+def _pending(s, environ) -> int | str | None:
+    """Pending migrations, when the database can be reached from here."""
+    if s.database.provider == "none":
+        return None
+    from deploy.flows.steps import database_url, migrations_dir, sqlite_base
+
+    try:
+        url = database_url(s, environ)
+        from deploy import migrations
+
+        return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s)).pending)
+    except DeployError:
+        return "?"
+
+
+def main(as_json: bool) -> None:
+    from tabulate import tabulate
+
+    root = cli.root()
+    led = cli.ledger()
+    rows = gather(root, led, os.environ, time.time())
+    if as_json:
+        cli.emit_json(rows)
+        return
+    table = [(r["env"], r.get("release") or "-", r.get("sha") or "-", r.get("deployed_at") or "-", r.get("by") or "-",
+              r.get("shopify_version") or "-", "-" if r.get("pending_migrations") is None else r["pending_migrations"],
+              r.get("lock") or "free", r.get("last_drill") or "never",
+              ", ".join(r.get("overdue_secrets") or []) or "none", r.get("failed_runs_24h", 0))
+             if "error" not in r else (r["env"], "settings error: " + r["error"], *["-"] * 9)
+             for r in rows]
+    cli.out(tabulate(table, headers=("env", "release", "sha", "deployed (UTC)", "by", "shopify", "pending migr.",
+                                     "lock", "last drill", "overdue secrets", "failed 24h")))
