@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "OperatorSession" DROP COLUMN "expiresAt";

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "OperatorSession" ADD COLUMN     "expiresAt" TIMESTAMP(3);
