@@ -43,7 +43,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from typing import TYPE_CHECKING
+
 from deploy.errors import DeployError, HostFailed, LockHeld, SettingsError
+
+if TYPE_CHECKING:
+    from deploy.build import Artifact
+    from deploy.config import HostsSection
 
 __all__ = [
     "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
@@ -149,7 +155,7 @@ def _validate_path(value: str, key: str, *, absolute: bool) -> str:
     return value
 
 
-def targets(section) -> list[Target]:
+def targets(section: HostsSection) -> list[Target]:
     """The hosts of a `HostsSection`, parsed and validated, placeholders resolved."""
     if not section.hosts:
         raise SettingsError("hosts.hosts is empty: there is no host to release to.",
@@ -303,6 +309,10 @@ def unlink_current_command(t: Target) -> str:
 
 
 def hook_command(t: Target, hook: str, cwd: str, env: dict[str, str]) -> str:
+    """`cd` then the operator's hook with release variables exported.
+
+    The exports are part of the remote command line (visible in the host's `ps`), so
+    no secret may be among them: `_check_env` refuses `Secret` values."""
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     return f"cd {sh(cwd)} && export {exports} && {hook}"
 
@@ -557,7 +567,7 @@ def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
 
 # ---------------------------------------------------------------- release
 
-def release(section, artifact, *, run_id: str, now: datetime | None = None,
+def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
             env: dict[str, str] | None = None) -> list[HostResult]:
     """Release `artifact` to every host; all switch, or none stays switched.
 
@@ -567,6 +577,7 @@ def release(section, artifact, *, run_id: str, now: datetime | None = None,
     (after a crash) takes over its own lock and finishes the release.
     """
     release_id = validate_release_id(artifact.release_id)
+    env = _check_env(env)
     if not re.fullmatch(r"[0-9a-f]{64}", artifact.sha256 or ""):
         raise SettingsError(f"Artifact {artifact.path} has no valid sha256 ({artifact.sha256!r}).",
                             "Rebuild the artifact; its checksum is verified on every host.")
@@ -643,6 +654,21 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
          section, f"unpacking releases/{release_id}")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
+
+
+def _check_env(env: dict[str, str] | None) -> dict[str, str]:
+    from deploy.redact import Secret
+
+    env = dict(env or {})
+    for k, v in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise SettingsError(f"Hook variable name {k!r} is not a shell variable name.")
+        if isinstance(v, Secret):
+            raise SettingsError(
+                f"Hook variable {k} holds a secret; hook variables travel on the remote command line.",
+                "Keep secrets in <deploy_to>/shared/.env on the host (linked into every release).",
+            )
+    return env
 
 
 def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:
@@ -767,12 +793,13 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 
 # ---------------------------------------------------------------- undo, rollback
 
-def undo_release(section, release_id: str, *, run_id: str, now: datetime | None = None,
+def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
                  env: dict[str, str] | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
     validate_release_id(release_id)
+    env = _check_env(env)
     now = now or _now()
     hs = [_Host(t) for t in targets(section)]
     try:
@@ -808,13 +835,14 @@ def undo_release(section, release_id: str, *, run_id: str, now: datetime | None 
         _close(hs)
 
 
-def rollback(section, to: str | None = None, *, run_id: str, now: datetime | None = None,
+def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: datetime | None = None,
              env: dict[str, str] | None = None) -> list[HostResult]:
     """Switch every host to release `to` (default: the release before current, which
     must be the same on all hosts), restart and check health. Checks every host before
     switching any; a failure after switching returns the switched hosts."""
     if to is not None:
         validate_release_id(to)
+    env = _check_env(env)
     now = now or _now()
     hs = [_Host(t) for t in targets(section)]
     try:
@@ -872,7 +900,7 @@ def _read_all(section, fn: Callable[[_Host], None]) -> list[_Host]:
     return hs
 
 
-def releases(section) -> list[HostReleases]:
+def releases(section: HostsSection) -> list[HostReleases]:
     """Every host's release dirs (name order) and which one is current."""
     hs = _read_all(section, lambda h: None)
     bad = [h for h in hs if h.error]
@@ -881,12 +909,12 @@ def releases(section) -> list[HostReleases]:
     return [HostReleases(host=h.t.name, releases=h.state.releases, current=h.state.current) for h in hs]
 
 
-def current_release(section) -> dict[str, str | None]:
+def current_release(section: HostsSection) -> dict[str, str | None]:
     """host -> the release `current` points at (None: never released)."""
     return {r.host: r.current for r in releases(section)}
 
 
-def check(section) -> list[HostCheck]:
+def check(section: HostsSection) -> list[HostCheck]:
     """Can we release? Connect (host key checked), deploy_to writable, free space, current release."""
 
     def one(h: _Host) -> None:
@@ -928,7 +956,7 @@ def parse_check(text: str) -> tuple[bool, int | None]:
 
 # ---------------------------------------------------------------- the lock
 
-def lock_status(section) -> list[LockInfo]:
+def lock_status(section: HostsSection) -> list[LockInfo]:
     """The hosts whose deploy lock is held, with holder, run id and time."""
     found: list[LockInfo] = []
 
@@ -946,7 +974,7 @@ def lock_status(section) -> list[LockInfo]:
     return sorted(found, key=lambda i: order[i.host])
 
 
-def break_lock(section, *, now: datetime | None = None, force: bool = False) -> list[LockInfo]:
+def break_lock(section: HostsSection, *, now: datetime | None = None, force: bool = False) -> list[LockInfo]:
     """Remove locks older than `lock_max_age_minutes` (any age with `force`); returns those removed.
 
     Raises LockHeld naming the holders of the younger locks it left in place."""

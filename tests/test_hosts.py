@@ -397,3 +397,15 @@ def test_wrong_key_is_an_authentication_failure_naming_user_and_host(fleet, tmp_
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     [c] = hosts.check(f.settings(key_file=str(other)))
     assert not c.ok and f"authentication as {f.hosts[0].user} on 127.0.0.1:{f.hosts[0].port} failed" in c.error
+
+
+def test_hook_variables_reach_the_hook_and_secrets_are_refused(fleet):
+    from deploy.redact import Secret
+
+    f = fleet(1)
+    s = f.settings(before_switch='printf "%s %s" "$RELEASE_ID" "$DEPLOY_REASON" > HOOK_SAW')
+    hosts.release(s, f.artifact(R1), run_id="run-1", now=T0, env={"DEPLOY_REASON": "it's a test"})
+    assert (f.deploy_to(f.hosts[0]) / "releases" / R1 / "HOOK_SAW").read_text() == f"{R1} it's a test"
+    with pytest.raises(SettingsError, match="holds a secret"):
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0, env={"TOKEN": Secret("hunter2")})
+    assert f.currents() == [R1]
