@@ -255,7 +255,7 @@ def test_release_killed_during_the_switch_is_made_consistent_by_undo_or_rerun(fl
     hang = f.hosts[0].root / "hang"         # host roots are writable by the login user
     marker = f.hosts[0].root / "switched"
     restart = (f'if [ "$RELEASE_ID" = {R2} ] && [ ! -e {hang} ]; then touch {marker}; '
-               f'echo $$ > "$DEPLOY_TO/shared/hang.pid"; sleep 60; fi; bin/restart')
+               f'echo $$ > "$DEPLOY_TO/shared/hang.pid"; exec sleep 60; fi; bin/restart')
     s = f.settings(max_parallel=1, restart=restart)
     cfg = dataclasses.asdict(s)
     art_json = {**dataclasses.asdict(art), "path": str(art.path)}
