@@ -1,9 +1,17 @@
 """Invoke tasks: parse flags, load settings, call one flow or primitive, map the outcome
 to an exit code. Logic lives in deploy/; this file stays thin and cheap to import."""
 
-from invoke import Collection, task
+from invoke import Collection
+from invoke import task as _task
 
-from deploy.cli import guarded
+from deploy.cli import guarded, need
+
+
+def task(*args, **kwargs):
+    """Invoke's @task with every argument a flag: `invoke promote --help` must show help,
+    not take "--help" as a positional environment name."""
+    kwargs.setdefault("positional", [])
+    return _task(*args, **kwargs)
 
 ENV = "environment name: a file env/<name>.toml (local, dev, staging, production)"
 
@@ -61,6 +69,7 @@ def approve(c, env, by, role, sha=None, note=None):
     """Record an approval of a commit for an environment (production needs the roles its settings require)."""
     from deploy.flows import approvals as flow
 
+    need(by=by, role=role)
     flow.approve(env, sha=sha, by=by, role=role, note=note)
 
 
@@ -163,6 +172,7 @@ def secrets_rotated(c, name, env, by=None):
     """Record that a secret was rotated today."""
     from deploy.flows import envs
 
+    need(name=name, env=env)
     envs.rotated(name, env, by)
 
 
@@ -306,6 +316,7 @@ def shopify_release(c, env, version):
     """Make an existing Shopify app version live (the undo of shopify.deploy)."""
     from deploy.flows import remote
 
+    need(version=version)
     remote.shopify_release(env, version)
 
 
@@ -318,7 +329,32 @@ def smoke(c, env, release=None):
     _exit(remote.smoke(env, release))
 
 
-ns = Collection(promote, rollback, status, approve, smoke)
+# ----------------------------------------------------------------------------- evidence
+@task(name="collect", iterable=["files"], help={
+    "sha": "the commit the reports were made for (40 hex characters)",
+    "files": "a report file or Lighthouse CI folder; repeat for each (default: everything in the evidence folder)",
+    "out": "manifest path (default: evidence/manifest.json, or the environment's gate.evidence_dir)",
+    "env": "use this environment's gate.evidence_dir for the manifest"})
+@guarded
+def evidence_collect(c, sha, files=None, out=None, env=None):
+    """Bind test reports to a commit: writes the evidence manifest (kind, time, SHA-256 of each file)."""
+    from deploy.flows import gate as flow
+
+    need(sha=sha)
+    flow.collect(sha, list(files or []), out, env)
+
+
+@task(name="gate", help={"env": ENV, "sha": "commit to judge (default: HEAD)"})
+@guarded
+def gate_task(c, env, sha=None):
+    """Judge the evidence for a commit against an environment's gate policy; non-zero when closed."""
+    from deploy.flows import gate as flow
+
+    _exit(flow.gate(env, sha))
+
+
+ns = Collection(promote, rollback, status, approve, smoke, gate_task)
+ns.add_collection(Collection("evidence", evidence_collect))
 ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release, hosts_rollback))
 ns.add_collection(Collection("shopify", shopify_versions, shopify_deploy, shopify_release))
 ns.add_collection(Collection("db", db_status, db_migrate, db_rollback, db_resolve, db_backup, db_verify_backup,

@@ -63,6 +63,15 @@ def guarded(fn):
     return wrapper
 
 
+def need(**flags) -> None:
+    """A SettingsError naming every required flag that was not given."""
+    from deploy.errors import SettingsError
+
+    missing = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is None or v == ""]
+    if missing:
+        raise SettingsError(f"Missing {', '.join(missing)}.", "See `invoke <task> --help` for every flag.")
+
+
 def confirm(question: str, yes: bool) -> None:
     """Ask unless --yes; refuse without a terminal."""
     from deploy.errors import Aborted

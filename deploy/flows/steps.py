@@ -158,7 +158,7 @@ def gate(s: Settings, sha: str) -> Step:
     def run(ctx: StepContext):
         from deploy import evidence
 
-        verdict = evidence.require(s, sha, now=datetime.now(timezone.utc))
+        verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
         ctx.note(evidence.render(verdict).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
 
