@@ -48,6 +48,8 @@ class EvidenceError(GateClosed):
 class TestCounts:
     """Test outcomes counted one by one. `failed` includes `did_not_run`."""
 
+    __test__ = False         # not a pytest test class
+
     total: int = 0
     passed: int = 0
     failed: int = 0
@@ -73,6 +75,8 @@ class TestCounts:
 @dataclass(frozen=True)
 class TestReport:
     """A Vitest or Playwright run, from its JSON or JUnit XML report."""
+
+    __test__ = False
 
     kind: Kind
     format: str                      # vitest-json, vitest-junit, playwright-json, playwright-junit
@@ -149,8 +153,10 @@ def load_json(data: bytes | str, name: str) -> Any:
     except UnicodeDecodeError:
         raise EvidenceError(name, "not a JSON report: the file is not UTF-8 text.") from None
     except json.JSONDecodeError as e:
-        if e.pos >= len(e.doc.rstrip()):
-            raise EvidenceError(name, f"truncated JSON: the file ends before the report does ({e.msg} at byte {e.pos}).") from None
+        # An unterminated string has no closing quote anywhere after it: the file was cut off.
+        if e.pos >= len(e.doc.rstrip()) or e.msg.startswith("Unterminated string"):
+            raise EvidenceError(name, f"truncated JSON: the file ends before the report does "
+                                      f"({e.msg}, line {e.lineno} column {e.colno}).") from None
         raise EvidenceError(name, f"not a JSON report: {e.msg} at line {e.lineno} column {e.colno}.") from None
     except RecursionError:
         raise EvidenceError(name, "not a report: the JSON is nested too deeply to be one.") from None
@@ -405,12 +411,13 @@ def _playwright(obj: dict, name: str) -> TestReport:
     failures: list[str] = []
     errors: list[str] = []
     spec_title = "?"
-    stack = list(reversed(suites))
+    # (suite, describe titles above it); an explicit stack, so deep nesting cannot overflow
+    stack: list[tuple[Any, str]] = [(s, "") for s in reversed(suites)]   # file suites: no describe prefix
     try:
         while stack:
-            suite = stack.pop()
+            suite, prefix = stack.pop()
             for spec in suite["specs"]:
-                spec_title = f"{spec.get('file', '?')} > {spec['title']}"
+                spec_title = f"{spec.get('file', '?')} > {prefix}{spec['title']}"
                 for t in spec["tests"]:
                     exp = t["expectedStatus"]
                     if exp not in _PW_RESULT:
@@ -437,7 +444,7 @@ def _playwright(obj: dict, name: str) -> TestReport:
                             failures.append(f"{_first_line(spec_title)}{f' [{project}]' if project else ''}{label}")
             children = suite.get("suites")
             if children:
-                stack.extend(reversed(children))
+                stack.extend((c, f"{prefix}{c['title']} > ") for c in reversed(children))   # describe blocks
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise EvidenceError(name, f"not a valid Playwright JSON report near spec {_short(spec_title, 80)}: "
                                   f"{type(e).__name__}: {_first_line(e, 80)}.") from None

@@ -10,6 +10,7 @@ that writes a green Vitest + Playwright + Lighthouse CI set and collects it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -172,7 +173,7 @@ def playwright_json(tests: Iterable[PwTest], *, start: datetime = T0, errors: Se
         stats[status] += 1
         spec = next((s for s in suite["specs"] if s["title"] == name and s["line"] == t.line), None)
         if spec is None:
-            spec = {"title": name, "ok": True, "tags": [], "tests": [], "id": f"{k:08x}-{abs(hash(name)) % 10**8:08d}",
+            spec = {"title": name, "ok": True, "tags": [], "tests": [], "id": hashlib.sha1(f"{t.file} {name}".encode()).hexdigest()[:20] + f"-{k:x}",
                     "file": t.file, "line": t.line, "column": 5}
             suite["specs"].append(spec)
         spec["ok"] = spec["ok"] and status != "unexpected"
