@@ -34,6 +34,7 @@ class EnvironmentSection:
     requires_staging_run: bool = False     # production: the SHA must have a succeeded staging run
     staging_env: str = "staging"
     repo_url: str = ""                     # for --source-control-url links
+    golive_required: bool = False          # production: the go-live checklist is a step of every promotion
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,14 @@ def checkout(app_dir: Path, sha: str, dest_root: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return app
+
+
+def commit_time(app_dir: Path, sha: str):
+    """The commit's time (UTC): the build's `built_at`, so rebuilding a commit reproduces
+    its artifact byte for byte (the SOURCE_DATE_EPOCH idea)."""
+    from datetime import datetime, timezone
+
+    r = run(["git", "-C", str(app_dir), "show", "-s", "--format=%ct", sha])
+    if not r.ok or not r.stdout.strip().isdigit():
+        raise BuildFailed(f"Cannot read the time of commit {sha[:12]}: {r.tail()}", "Is the commit fetched?")
+    return datetime.fromtimestamp(int(r.stdout.strip()), timezone.utc)

@@ -7,4 +7,5 @@ pytest_plugins = [
     "deploy.testing.reports",
     "deploy.testing.project",
     "deploy.testing.app",
+    "deploy.testing.stage",
 ]

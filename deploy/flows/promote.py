@@ -17,7 +17,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
     seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify)]
     if s.environment.requires_staging_run or s.approvals.required_roles:
         seq.append(steps.approvals(s, sha, ledger))
-    if s.name == "production" or s.environment.protected:
+    if s.environment.golive_required:
         seq.append(golive_step(s, sha, environ, ledger))
     seq += [
         steps.gate(s, sha),

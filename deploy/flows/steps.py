@@ -56,7 +56,7 @@ def base_urls(s: Settings, state: dict) -> list[str]:
     else:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
-        if s.hosts.hosts and s.hosts.health_url:
+        if s.hosts.hosts and (s.hosts.health_url or s.hosts.health_urls):
             from urllib.parse import urlsplit
 
             from deploy import hosts
@@ -172,14 +172,14 @@ def gate(s: Settings, sha: str) -> Step:
 def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
     def run(ctx: StepContext):
         from deploy import build as b
-        from deploy.source import checkout
+        from deploy.source import checkout, commit_time
 
         store = artifacts_dir(s)
         art = b.find(store, sha)
         reused = art is not None
         if art is None:
             src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
-            result = b.build(src, sha, store)
+            result = b.build(src, sha, store, now=commit_time(s.app_dir, sha))
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)

@@ -1,0 +1,139 @@
+"""A staging-like environment for end-to-end tests: the throwaway project, Postgres from
+the fixture cluster, two sshd hosts that run the example app, the Shopify stand-in, and
+evidence for the project's HEAD collected through the real CLI."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.testing.project import Project
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stage:
+    project: Project
+    hosts: list
+    app_ports: list[int]
+    db_url: str
+    shopify: object
+    farm: object
+
+    def host_dirs(self) -> list[Path]:
+        return [h.root / "srv/occ" for h in self.hosts]
+
+    def currents(self) -> list[str | None]:
+        out = []
+        for d in self.host_dirs():
+            cur = d / "current"
+            out.append(Path(cur.readlink()).name if cur.is_symlink() else None)
+        return out
+
+    def versions(self) -> list[str]:
+        import json
+        import urllib.request
+
+        out = []
+        for p in self.app_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p}/version", timeout=5) as r:
+                out.append(json.loads(r.read())["release"])
+        return out
+
+    def collect_evidence(self, sha: str | None = None):
+        from datetime import datetime, timedelta, timezone
+
+        from deploy.testing.reports import write_passing
+
+        folder = self.project.root / "evidence"
+        folder.mkdir(exist_ok=True)
+        files = write_passing(folder, datetime.now(timezone.utc) - timedelta(minutes=10))
+        args = ["evidence.collect", f"--sha={sha or self.project.head}", "--env=staging"]
+        for f in files:
+            args.append(f"--files={f}")
+        r = self.project.invoke(*args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r
+
+
+def stage_toml(farm, hosts, ports, name="staging", extra="") -> str:
+    addrs = ", ".join(f'"{h.address}"' for h in hosts)
+    health = ", ".join(f'"http://127.0.0.1:{p}/healthz"' for p in ports)
+    return f'''
+[environment]
+kind = "remote"
+description = "test {name}: two sshd hosts, Postgres fixture, Shopify stand-in"
+app_dir = "examples/app"
+{extra}
+
+[hosts]
+hosts = [{addrs}]
+user = "{hosts[0].user}"
+key_file = "{farm.key_file}"
+known_hosts = "{farm.known_hosts}"
+deploy_to = "{farm.deploy_to()}"
+restart = "bin/restart"
+health_urls = [{health}]
+health_timeout = 15.0
+shared_files = [".env"]
+
+[database]
+provider = "postgresql"
+migrations_dir = "prisma/postgres/migrations"
+backup_dir = ".deploy/backups"
+
+[shopify]
+config = "staging"
+
+[gate]
+required = ["vitest", "playwright", "lighthouse"]
+evidence_dir = "evidence"
+max_age_hours = 24
+
+[smoke]
+retries = 2
+backoff = 0.2
+
+[watch]
+window_seconds = 1
+interval_seconds = 0.2
+min_samples = 2
+'''
+
+
+def secrets_env(project: Project, env: str, db_url: str) -> dict:
+    """A value for every secret the matrix requires in `env` (fake but well-formed)."""
+    from deploy import envs
+
+    m = envs.load_matrix(project.root)
+    out = {}
+    for v in m.variables:
+        rule = v.on(env)
+        if rule.secret and rule.required:
+            kind = getattr(v.type, "kind", "string")
+            out[v.name] = "postgresql://x:y@127.0.0.1:1/x" if kind == "url" else f"test-secret-{v.name.lower()}-x9"
+    out["DATABASE_URL"] = db_url
+    return out
+
+
+@pytest.fixture
+def stage(project, sshd_farm, sshd_hosts, pg_url, shopify_cli):
+    hosts = sshd_hosts(2)
+    ports = [free_port() for _ in hosts]
+    for h, p in zip(hosts, ports):
+        h.write("srv/occ/shared/.env", f"PORT={p}\nHOST=127.0.0.1\n")
+    project.write_env("staging", stage_toml(sshd_farm, hosts, ports))
+    (project.root / "examples/app/shopify.app.staging.toml").exists() or None
+    project.commit("staging on test hosts")
+    project.env.update(secrets_env(project, "staging", pg_url))
+    project.env["SHOPIFY_APP_AUTOMATION_TOKEN"] = shopify_cli.token
+    project.env["PATH"] = f"{shopify_cli.bin_dir}:{__import__('os').environ['PATH']}"
+    return Stage(project, hosts, ports, pg_url, shopify_cli, sshd_farm)

@@ -1,0 +1,143 @@
+"""`invoke promote --to=staging` end to end: Postgres from the fixture, two real sshd
+hosts running the example app, the Shopify stand-in, evidence bound to the commit."""
+
+import psycopg
+import pytest
+
+
+def applied(url):
+    with psycopg.connect(url) as c:
+        try:
+            return [r[0] for r in c.execute(
+                "SELECT migration_name FROM _prisma_migrations WHERE rolled_back_at IS NULL "
+                "AND finished_at IS NOT NULL ORDER BY migration_name")]
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def run_of(stage, env="staging"):
+    led = stage.project.ledger()
+    return led, led.runs(env)[0]
+
+
+def promote(stage, *args):
+    return stage.project.invoke("promote", "--to=staging", *args)
+
+
+def test_promotion_puts_the_new_release_on_both_hosts(stage):
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode == 0, r.stdout + r.stderr
+    led, run = run_of(stage)
+    assert run.status == "succeeded"
+    assert stage.currents() == [run.release_id] * 2
+    assert stage.versions() == [run.release_id] * 2
+    assert stage.shopify.active() == run.release_id
+    assert len(applied(stage.db_url)) == 3
+    assert led.live_release("staging")["release_id"] == run.release_id
+    log = (stage.project.root / "feedback/deployment.md").read_text()
+    assert f"release {run.release_id}" in log and "succeeded" in log
+
+
+def test_gate_closes_on_evidence_for_another_commit(stage):
+    stage.collect_evidence()
+    (stage.project.root / "examples/app/README.md").write_text("changed\n")
+    stage.project.commit("a newer commit without evidence")
+    r = promote(stage)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "not" in r.stderr and "commit being deployed" in r.stdout + r.stderr
+    led, run = run_of(stage)
+    assert run.failed_step == "gate"
+    assert stage.currents() == [None, None] and stage.shopify.active() is None
+
+
+def test_failing_migration_stops_before_any_host_switches(stage):
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, good = run_of(stage)
+    bad = stage.project.root / "examples/app/prisma/postgres/migrations/20250101000000_broken"
+    bad.mkdir()
+    (bad / "migration.sql").write_text('ALTER TABLE "Shop" ADD COLUMN "x" TEXT;\nALTER TABLE "Nope" ADD COLUMN "y" INT;\n')
+    stage.project.commit("a broken migration")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "20250101000000_broken" in r.stdout + r.stderr
+    led, run = run_of(stage)
+    assert run.failed_step == "migrate" and run.status == "rolled_back"
+    assert stage.currents() == [good.release_id] * 2
+    assert stage.shopify.active() == good.release_id
+    with psycopg.connect(stage.db_url) as c:
+        cols = [r[0] for r in c.execute("SELECT column_name FROM information_schema.columns WHERE table_name='Shop'")]
+        assert "x" not in cols  # the failed migration's transaction left no trace
+        failed = c.execute("SELECT count(*) FROM _prisma_migrations WHERE finished_at IS NULL "
+                           "AND rolled_back_at IS NULL").fetchone()[0]
+        assert failed == 0  # resolved as rolled back by the undo, so the next deploy is not blocked
+
+
+def test_smoke_failure_after_switch_rolls_back_hosts_shopify_and_database(stage):
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, good = run_of(stage)
+    app = stage.project.root / "examples/app"
+    mig = app / "prisma/postgres/migrations/20250201000000_shop_region"
+    mig.mkdir()
+    (mig / "migration.sql").write_text('-- AlterTable\nALTER TABLE "Shop" ADD COLUMN "region" TEXT;\n')
+    (mig / "down.sql").write_text('-- AlterTable\nALTER TABLE "Shop" DROP COLUMN "region";\n')
+    server = app / "server.mjs"
+    server.write_text(server.read_text().replace("/version", "/version-moved"))
+    stage.project.commit("a release that answers the wrong /version")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    led, run = run_of(stage)
+    assert run.failed_step == "smoke" and run.status == "rolled_back", run.error
+    assert stage.currents() == [good.release_id] * 2
+    assert stage.versions() == [good.release_id] * 2
+    assert stage.shopify.active() == good.release_id
+    assert "20250201000000_shop_region" not in applied(stage.db_url)
+    with psycopg.connect(stage.db_url) as c:
+        cols = [r[0] for r in c.execute("SELECT column_name FROM information_schema.columns WHERE table_name='Shop'")]
+    assert "region" not in cols
+    undone = {s.name: s.undo_status for s in led.steps(run.id)}
+    assert undone["release"] == undone["shopify"] == undone["migrate"] == "undone"
+
+
+def test_watch_trigger_rolls_back(stage):
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, good = run_of(stage)
+    # A release that dies a moment after answering its smoke checks.
+    server = stage.project.root / "examples/app/server.mjs"
+    server.write_text(server.read_text() + "\nsetTimeout(() => process.exit(3), 400);\n")
+    cfg = stage.project.root / "env/staging.toml"
+    cfg.write_text(cfg.read_text().replace("window_seconds = 1\n", "window_seconds = 4\n"))
+    stage.project.commit("a release that crashes under watch")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode != 0
+    led, run = run_of(stage)
+    assert run.failed_step == "watch", run.error
+    assert "trigger" in run.error.lower()
+    assert stage.currents() == [good.release_id] * 2
+    assert stage.versions() == [good.release_id] * 2
+
+
+def test_rollback_task_returns_to_the_previous_release(stage):
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, first = run_of(stage)
+    (stage.project.root / "examples/app/README.md").write_text("v2\n")
+    stage.project.commit("v2")
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, second = run_of(stage)
+    assert stage.versions() == [second.release_id] * 2
+    r = stage.project.invoke("rollback", "--env=staging", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "time to rollback" in r.stdout
+    assert stage.versions() == [first.release_id] * 2
+    assert stage.shopify.active() == first.release_id
+    assert led.live_release("staging")["release_id"] == first.release_id
+    rb = led.runs("staging", flow="rollback")[0]
+    assert rb.status == "succeeded" and rb.duration is not None
