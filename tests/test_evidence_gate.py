@@ -266,3 +266,20 @@ def test_the_example_apps_evidence_does_not_open_a_bound_gate():
     local = config.load("local", ROOT)
     v = gate(settings.gate, OTHER, evidence_dir(local), T0 + timedelta(hours=1))
     assert not v.ok and "not 89e6c98d9288, the commit being deployed" in reasons(v)
+
+
+def test_naive_clock_is_read_as_utc(passing_evidence):
+    v = gate(replace(LOOSE, max_age_hours=24), SHA, passing_evidence(SHA), (T0 + timedelta(hours=30)).replace(tzinfo=None))
+    assert "stale: made 30.0 h ago" in reasons(v)
+
+
+def test_collected_manifest_renders_as_a_table(passing_evidence):
+    from deploy.evidence import render_manifest
+    text = render_manifest(read_manifest(passing_evidence(SHA) / "manifest.json"))
+    assert "lighthouse-ci" in text and f"evidence for commit {SHA}" in text
+
+
+def test_public_api_is_exported():
+    import deploy.evidence as ev
+    assert sorted(ev.__all__) == sorted(set(ev.__all__))
+    assert all(hasattr(ev, name) for name in ev.__all__)

@@ -7,7 +7,7 @@ for this exact commit are present, intact, fresh and passing.
 """
 
 from deploy.evidence._manifest import (MANIFEST, Manifest, ManifestEntry, check_sha, collect, evidence_dir,
-                                       gate, read_manifest, require, write_manifest)
+                                       gate, read_manifest, render_manifest, require, write_manifest)
 from deploy.evidence._policy import (GateRow, GateVerdict, error_row, judge, judge_lighthouse, judge_tests,
                                      missing_rows, render, thresholds, verdict)
 from deploy.evidence._reports import (KINDS, EvidenceError, LighthousePage, LighthouseReport, LighthouseRun,
@@ -21,6 +21,6 @@ __all__ = [
     "parse_lhci", "representative_run",
     "GateRow", "GateVerdict", "judge", "judge_tests", "judge_lighthouse", "error_row", "missing_rows",
     "verdict", "thresholds", "render",
-    "Manifest", "ManifestEntry", "check_sha", "collect", "write_manifest", "read_manifest", "evidence_dir",
+    "Manifest", "ManifestEntry", "check_sha", "collect", "write_manifest", "read_manifest", "render_manifest", "evidence_dir",
     "gate", "require",
 ]

@@ -182,6 +182,15 @@ def write_manifest(manifest: Manifest, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def render_manifest(manifest: Manifest) -> str:
+    """What `collect` recorded, as a table for the task to print."""
+    from tabulate import tabulate
+
+    rows = [[e.kind, e.format, e.path, _iso(e.created_at), e.sha256[:16], f"{e.size:,}"] for e in manifest.entries]
+    return (tabulate(rows, headers=["kind", "format", "path", "made", "sha256", "bytes"], tablefmt="simple")
+            + f"\nevidence for commit {manifest.sha}, collected {_iso(manifest.collected_at)}")
+
+
 def read_manifest(path: Path, shown: str = MANIFEST) -> Manifest:
     """Read and validate evidence/manifest.json; every problem is an EvidenceError naming it."""
     content, _, _, _ = _load(path, shown)
@@ -316,4 +325,4 @@ def require(gate_settings: GateSection, sha: str | None, evidence_dir: str | Pat
 
 
 __all__ = ["MANIFEST", "Manifest", "ManifestEntry", "check_sha", "collect", "evidence_dir", "gate",
-           "read_manifest", "require", "write_manifest"]
+           "read_manifest", "render_manifest", "require", "write_manifest"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from deploy.config import GateSection, LighthouseThresholds
 from deploy.evidence._reports import LighthouseReport, Report, TestCounts, TestReport
@@ -57,6 +57,8 @@ def thresholds(gate: GateSection) -> dict[str, float]:
 def _age_reason(made: datetime | None, now: datetime, gate: GateSection) -> str | None:
     if gate.max_age_hours <= 0 or made is None:
         return None
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
     age = now - made
     if age < -CLOCK_SKEW:
         return f"made {made:%Y-%m-%d %H:%M} UTC, in the future of this machine's clock"
