@@ -30,6 +30,7 @@ class GateRow:
     verdict: str = "pass"                       # pass, fail, error, missing
     reasons: tuple[str, ...] = ()
     url: str = ""                               # Lighthouse rows: the page judged
+    tool: str = ""                              # e.g. "1.48.2 (playwright-json)"
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,10 @@ def _age_reason(made: datetime | None, now: datetime, gate: GateSection) -> str 
     return None
 
 
+def _tool(report: Report) -> str:
+    return f"{report.tool_version} ({report.format})" if report.tool_version else report.format
+
+
 def judge_tests(report: TestReport, file: str, gate: GateSection, now: datetime | None = None) -> GateRow:
     """One row for a Vitest or Playwright report."""
     c = report.counts
@@ -88,7 +93,7 @@ def judge_tests(report: TestReport, file: str, gate: GateSection, now: datetime 
             reasons.append(age)
     flaky = "flaky allowed" if gate.allow_flaky else "no flaky"
     return GateRow(kind=report.kind, file=file, counts=c, threshold=f"failed <= {max_failed}, {flaky}",
-                   verdict="fail" if reasons else "pass", reasons=tuple(reasons))
+                   verdict="fail" if reasons else "pass", reasons=tuple(reasons), tool=_tool(report))
 
 
 def judge_lighthouse(report: LighthouseReport, file: str, gate: GateSection,
@@ -119,7 +124,7 @@ def judge_lighthouse(report: LighthouseReport, file: str, gate: GateSection,
         runs = f" (median of {len(page.runs)} runs)" if len(page.runs) > 1 else ""
         rows.append(GateRow(kind="lighthouse", file=file, scores=dict(run.scores), threshold=wanted,
                             verdict="fail" if reasons else "pass", reasons=tuple(reasons),
-                            url=page.url + runs))
+                            url=page.url + runs, tool=_tool(report)))
     if not rows:
         rows.append(error_row("lighthouse", file, "the report holds no Lighthouse runs"))
     return rows
@@ -162,12 +167,12 @@ def render(v: GateVerdict) -> str:
     from tabulate import tabulate
 
     table = [
-        [r.kind, r.file + (f"\n{r.url}" if r.url else ""), r.counts.describe() if r.counts else "",
+        [r.kind + (f"\n{r.tool}" if r.tool else ""), r.file + (f"\n{r.url}" if r.url else ""), r.counts.describe() if r.counts else "",
          _scores(r.scores), r.threshold, r.verdict.upper(), "\n".join(f"- {x}" for x in r.reasons)]
         for r in v.rows
     ]
     text = tabulate(table, headers=["kind", "file", "counts", "scores", "threshold", "verdict", "reasons"],
-                    tablefmt="simple_grid", maxcolwidths=[None, 34, 26, None, 22, None, 60])
+                    tablefmt="simple_grid", maxcolwidths=[22, 34, 26, None, 22, None, 60])
     lines = [text]
     lines += [f"note: {n}" for n in v.notes]
     target = f" for {v.sha[:12]}" if v.sha else ""
