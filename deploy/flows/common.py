@@ -68,8 +68,10 @@ def fail_if_not_ok(outcome) -> None:
         "failed_in_place": "the failed deploy was left in place (--no-rollback)",
         "failed": "the undo did not finish; the lock is kept",
     }.get(outcome.status, outcome.status)
-    raise DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
-                      err.hint)
+    final = DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
+                        err.hint)
+    final.exit_code = err.exit_code if isinstance(err, DeployError) else 1
+    raise final
 
 
 def now() -> float:

@@ -142,7 +142,7 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
     need = set(s.approvals.required_roles)
     if need:
         have = {a["role"] for a in ledger.approvals(s.name, sha)}
-        missing = sorted(need - have)
+        missing = [r for r in s.approvals.required_roles if r not in have]
         if missing:
             raise ApprovalMissing(
                 f"{s.name} needs approvals of {sha[:12]} by role(s) {', '.join(missing)}.",

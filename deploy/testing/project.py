@@ -32,7 +32,7 @@ class Project:
     env: dict = field(default_factory=dict)
 
     def invoke(self, *args: str, timeout: float = 180, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        e = dict(os.environ, DEPLOY_ROOT=str(self.root), PYTHONPATH=str(REPO), **self.env, **(extra_env or {}))
+        e = {**os.environ, "DEPLOY_ROOT": str(self.root), "PYTHONPATH": str(REPO), **self.env, **(extra_env or {})}
         e.pop("DEPLOY_LEDGER_URL", None) if "DEPLOY_LEDGER_URL" not in self.env else None
         e.pop("GITHUB_STEP_SUMMARY", None) if "GITHUB_STEP_SUMMARY" not in (extra_env or {}) else None
         return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args], cwd=self.root, env=e,

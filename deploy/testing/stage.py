@@ -137,3 +137,39 @@ def stage(project, sshd_farm, sshd_hosts, pg_url, shopify_cli):
     project.env["SHOPIFY_APP_AUTOMATION_TOKEN"] = shopify_cli.token
     project.env["PATH"] = f"{shopify_cli.bin_dir}:{__import__('os').environ['PATH']}"
     return Stage(project, hosts, ports, pg_url, shopify_cli, sshd_farm)
+
+
+@dataclass
+class Production:
+    stage: Stage
+    app_ports: list[int]
+    db_url: str
+
+    def versions(self) -> list[str]:
+        import json
+        import urllib.request
+
+        out = []
+        for p in self.app_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p}/version", timeout=5) as r:
+                out.append(json.loads(r.read())["release"])
+        return out
+
+
+@pytest.fixture
+def production(stage, pg_cluster):
+    """A production environment beside `stage`: same hosts, its own deploy path, ports and
+    database; staging run and approvals of product and manager required."""
+    ports = [free_port() for _ in stage.hosts]
+    for h, p in zip(stage.hosts, ports):
+        h.write("srv/occ-prod/shared/.env", f"PORT={p}\nHOST=127.0.0.1\n")
+    text = stage_toml(stage.farm, stage.hosts, ports, name="production",
+                      extra='protected = true\nrequires_staging_run = true\nstaging_env = "staging"')
+    text = text.replace(f'deploy_to = "{stage.farm.deploy_to()}"', f'deploy_to = "{stage.farm.deploy_to("srv/occ-prod")}"')
+    text = text.replace('config = "staging"', 'config = "production"')
+    text += '\n[approvals]\nrequired_roles = ["product", "manager"]\n'
+    stage.project.write_env("production", text)
+    stage.project.commit("production on test hosts")
+    url = pg_cluster.create_database()
+    stage.project.env["PRODUCTION_DATABASE_URL"] = url
+    return Production(stage, ports, url)
