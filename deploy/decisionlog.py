@@ -79,6 +79,8 @@ class DecisionLogHealth:
             return f"{where}: not readable"
         if not self.table_exists:
             return f"{where}: table not found"
+        if self.newest_at is None and self.errors_last_hour is None:
+            return f"{where}: table found, not readable as configured"
         parts = []
         if self.newest_at is not None and self.now is not None:
             age = (self.now - self.newest_at).total_seconds()

@@ -35,7 +35,7 @@ __all__ = [
     "DOC_FILE", "ITEMS", "Item", "Checklist", "BackupFacts", "DrillFacts",
     "judge_evidence", "judge_decision_log", "judge_backup", "judge_rollback_triggers", "judge_drills",
     "judge_secrets", "judge_parity", "judge_approvals",
-    "gather_backup", "run_checklist", "render", "render_markdown", "write_markdown",
+    "gather_backup", "run_checklist", "require", "render", "render_markdown", "write_markdown",
 ]
 
 DOC_FILE = "docs/deployment/go_live_checklist.md"
@@ -414,6 +414,16 @@ def run_checklist(settings: Settings, ledger, sha: str, now: datetime, environ: 
                                               settings.name, sha)),
     ]
     return Checklist(settings.name, sha, now, tuple(_guard(name, fn) for name, fn in checks))
+
+
+def require(checklist: Checklist) -> Checklist:
+    """The checklist if every item passes; else a DeployError carrying the table (for the promote flow)."""
+    if checklist.ok:
+        return checklist
+    raise DeployError(
+        f"The go-live checklist for {checklist.env} at {checklist.sha[:12]} fails:\n{render(checklist)}",
+        f"Fix each failing item as its reason says, then run `invoke golive.check --env={checklist.env}` again.",
+    )
 
 
 # ---------------------------------------------------------------- rendering

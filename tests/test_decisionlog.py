@@ -80,6 +80,7 @@ def test_missing_column_names_the_setting_and_the_columns_there_are(pg_url):
     h = health(pg_url, dataclasses.replace(SECTION, status_column="state"), NOW)
     assert not h.ok and h.table_exists
     assert "decision_log.status_column = 'state'" in h.reasons[0]
+    assert h.describe().endswith("table found, not readable as configured")
     assert "id, shopId, operator, action, status, detail, created_at" in h.reasons[0]
 
 

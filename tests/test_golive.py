@@ -17,6 +17,7 @@ import pytest
 
 from deploy import backups, config, evidence, golive
 from deploy.config import SmokeSection
+from deploy.errors import DeployError
 from deploy.ledger import Ledger
 from deploy.testing.decisionlog import create_decision_log
 
@@ -145,6 +146,7 @@ def test_all_items_met_is_go_and_each_item_shows_its_evidence(world):
     assert "staging vs production" in ev["staging parity"]
     assert "product: pat" in ev["approvals"] and "manager: morgan" in ev["approvals"]
     assert all(i.reason == "" for i in cl.items)
+    assert golive.require(cl) is cl
 
 
 def _stale_log(w: World) -> None:
@@ -245,6 +247,9 @@ def test_each_missing_item_fails_alone_with_its_own_reason(world, breaker, item,
         assert f in reason, reason
     text = golive.render(cl)
     assert "NO GO" in text and item in text
+    with pytest.raises(DeployError) as e:
+        golive.require(cl)
+    assert f"NO GO: 1 of 8 items fail ({item})" in str(e.value)
 
 
 def test_too_many_decision_log_errors_fail_the_item(world):
