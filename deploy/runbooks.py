@@ -309,12 +309,17 @@ class RunbookReport:
         if self.ok:
             return head + ": all good."
         rows = [(f.where, f.kind, f.name, f.suggestion) for f in self.findings]
-        return head + f", {len(self.findings)} problems:\n" + tabulate(
+        text = head + f", {len(self.findings)} problems:\n" + tabulate(
             rows, headers=("where", "problem", "name", "closest real name / what to do"), tablefmt="github")
+        unknown = sorted({f.name for f in self.findings if f.kind == "unknown-task"})
+        if unknown:
+            text += "\n\ntasks named but not in tasks.py: " + ", ".join(unknown)
+        return text
 
 
 def _closest(name: str, candidates: Iterable[str]) -> str:
-    near = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    # 0.7: close enough to be a typo or a rename (lock.relase -> lock.release), not just a shared suffix
+    near = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
     return near[0] if near else ""
 
 
