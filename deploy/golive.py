@@ -123,7 +123,7 @@ def _same_commit(a: str, b: str) -> bool:
 
 # ---------------------------------------------------------------- evidence
 
-def judge_evidence(verdict: Any, sha: str, evidence_dir: str) -> Item:
+def judge_evidence(verdict: Any, sha: str, evidence_dir: str, env: str = "<env>") -> Item:
     """The gate's verdict (anything with `.ok` and `.reasons`, e.g. evidence.GateVerdict) as an item."""
     rows = tuple(getattr(verdict, "rows", ()) or ())
     kinds = sorted({getattr(r, "kind", "?") for r in rows} - {"manifest"})
@@ -135,7 +135,7 @@ def judge_evidence(verdict: Any, sha: str, evidence_dir: str) -> Item:
         return _ok("evidence", ev)
     reasons = list(getattr(verdict, "reasons", ()) or ()) or ["the gate is closed"]
     return _fail("evidence", ev, "evidence gate closed: " + "; ".join(reasons)
-                 + f" (see `invoke gate --env=<env> --sha={sha[:12]}`)")
+                 + f" (see `invoke gate --env={env} --sha={sha[:12]}`)")
 
 
 # ---------------------------------------------------------------- decision log
@@ -154,6 +154,7 @@ class BackupFacts:
     """The newest backup of the environment and what checking it showed."""
 
     backup_dir: str
+    env: str = "<env>"
     file: str = ""                     # "" when there is none
     created_at: datetime | None = None
     count: int = 0                     # backups of this environment on disk
@@ -168,12 +169,12 @@ def judge_backup(f: BackupFacts, now: datetime, max_age_hours: float) -> Item:
         return _ok("backup", "no database (database.provider = \"none\"): nothing to back up")
     if not f.file or f.created_at is None:
         return _fail("backup", f"no backups in {f.backup_dir}",
-                     f"no backup of this environment in {f.backup_dir}: take one with `invoke db.backup --env=<env>`")
+                     f"no backup of {f.env} in {f.backup_dir}: take one with `invoke db.backup --env={f.env}`")
     age = (_utc(now) - _utc(f.created_at)).total_seconds()
     ev = f"{f.file} ({f.count} on disk), taken {_stamp(f.created_at)}, {_age(age)} old"
     if age > max_age_hours * 3600:
         return _fail("backup", ev, f"the newest backup is {_age(age)} old (limit golive.backup_max_age_hours = "
-                                   f"{max_age_hours:g}): take a fresh one with `invoke db.backup --env=<env>`")
+                                   f"{max_age_hours:g}): take a fresh one with `invoke db.backup --env={f.env}`")
     if age < -300:
         return _fail("backup", ev, f"the newest backup is dated {_age(-age)} in the future: a clock is wrong")
     if f.problem:
@@ -194,18 +195,19 @@ def gather_backup(settings: Settings, environ: Mapping[str, str],
 
     db = settings.database
     if db.provider == "none":
-        return BackupFacts("", database="none")
+        return BackupFacts("", settings.name, database="none")
     folder = settings.path(db.backup_dir)
-    shown = str(folder / settings.name)
+    shown = _rel(folder / settings.name, settings.root)
     found = backups.list_backups(folder, settings.name)
     if not found:
-        return BackupFacts(shown)
+        return BackupFacts(shown, settings.name)
     newest = found[-1]
     try:
         b = backups.load_backup(newest)            # checks the .sha256 sidecar
     except DeployError as e:
-        return BackupFacts(shown, newest.name, _created_from_name(newest.name), len(found), problem=e.message)
-    facts = BackupFacts(shown, newest.name, b.created_at, len(found))
+        return BackupFacts(shown, settings.name, newest.name, _created_from_name(newest.name), len(found),
+                           problem=e.message)
+    facts = BackupFacts(shown, settings.name, newest.name, b.created_at, len(found))
     if verify is None:
         var = settings.golive.backup_verify_url_var or db.url_var
         url = environ.get(var) or ""
@@ -224,6 +226,13 @@ def gather_backup(settings: Settings, environ: Mapping[str, str],
         bad = ", ".join(f"{c.table} expected {c.expected} rows, restored {c.actual}" for c in result.mismatches[:5])
         return _replace(facts, problem=f"{newest.name} does not restore to what was dumped: {bad}")
     return _replace(facts, verified_tables=len(result.counts), verified_rows=sum(c.actual or 0 for c in result.counts))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _created_from_name(name: str) -> datetime | None:
@@ -401,7 +410,7 @@ def run_checklist(settings: Settings, ledger, sha: str, now: datetime, environ: 
         return judge_drills(DrillFacts(envs_, rows), now, settings.golive.drill_max_age_days)
 
     checks: list[tuple[str, Callable[[], Item]]] = [
-        ("evidence", lambda: judge_evidence(gate(settings, sha, now), sha, settings.gate.evidence_dir)),
+        ("evidence", lambda: judge_evidence(gate(settings, sha, now), sha, settings.gate.evidence_dir, settings.name)),
         ("decision log", lambda: judge_decision_log(
             decisionlog.health(Secret(environ[dl.url_var]) if environ.get(dl.url_var) else None, dl, now))),
         ("backup", lambda: judge_backup(gather_backup(settings, environ, verify_backup), now,

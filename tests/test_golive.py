@@ -217,7 +217,7 @@ BREAKERS: list[tuple[str, Callable[[World], None], str, tuple[str, ...]]] = [
                                                           table="decision_log_v2"), None, ()),
     ("decision-log-unset", lambda w: w.environ.pop("DECISION_LOG_DATABASE_URL"), "decision log",
      ("DECISION_LOG_DATABASE_URL is not set",)),
-    ("backup-missing", _no_backup, "backup", ("no backup of this environment", "invoke db.backup")),
+    ("backup-missing", _no_backup, "backup", ("no backup of production in .deploy/backups/production", "invoke db.backup --env=production")),
     ("backup-old", _old_backup, "backup", ("30h00m old", "backup_max_age_hours = 24")),
     ("backup-corrupt", _corrupt_backup, "backup", ("is corrupt",)),
     ("backup-restores-differently", _backup_differs, "backup", ("public.Shop expected 26 rows, restored 25",)),
@@ -354,3 +354,16 @@ def test_judge_drills(drills, ok, fragment):
 def test_rollback_triggers_from_the_shipped_production_settings():
     item = golive.judge_rollback_triggers(config.load("production", REPO))
     assert item.ok and "watch 300s" in item.evidence
+
+
+@pytest.mark.parametrize("facts, ok, fragment", [
+    (golive.BackupFacts("", "production", database="none"), True, "nothing to back up"),
+    (golive.BackupFacts("b/production", "production", "x.dump", NOW + timedelta(hours=2), 1, verified_tables=3,
+                        verified_rows=9), False, "in the future"),
+    (golive.BackupFacts("b/production", "production", "x.dump", NOW - timedelta(hours=1), 1), False, "not verified"),
+    (golive.BackupFacts("b/production", "production", "x.dump", NOW - timedelta(hours=24), 1, verified_tables=3,
+                        verified_rows=9), True, "24h00m old"),
+], ids=["no-database", "future", "unverified", "age-at-limit"])
+def test_judge_backup(facts, ok, fragment):
+    item = golive.judge_backup(facts, NOW, 24)
+    assert item.ok is ok and fragment in item.evidence + item.reason
