@@ -353,7 +353,28 @@ def gate_task(c, env, sha=None):
     _exit(flow.gate(env, sha))
 
 
-ns = Collection(promote, rollback, status, approve, smoke, gate_task)
+# ----------------------------------------------------------------------------- drills
+@task(name="drill", help={"env": "the rehearsal environment (default: staging; never production)",
+                          "sha": "the hotfix candidate commit (default: HEAD)"})
+@guarded
+def hotfix_drill(c, env="staging", sha=None):
+    """Rehearse hotfix and rollback end to end, timed per phase and recorded in the ledger."""
+    from deploy.flows import drill
+
+    drill.drill(env, sha=sha)
+
+
+@task(help={"days": "flag a procedure with no passed drill in this many days (default 30)"})
+@guarded
+def drills(c, days=30):
+    """List recorded drills; non-zero when hotfix or rollback was not exercised recently."""
+    from deploy.flows import drill
+
+    _exit(drill.listing(int(days)))
+
+
+ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills)
+ns.add_collection(Collection("hotfix", hotfix_drill))
 ns.add_collection(Collection("evidence", evidence_collect))
 ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release, hosts_rollback))
 ns.add_collection(Collection("shopify", shopify_versions, shopify_deploy, shopify_release))

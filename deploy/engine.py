@@ -7,10 +7,16 @@ reverse order. A run killed mid-step leaves the ledger saying where it was: `res
 re-runs the interrupted step and continues, `abort()` undoes the interrupted and the
 completed steps. So every `run` must be safe to repeat after a kill, and every `undo`
 safe to call after a partial or a repeated `run`.
+
+Fault injection for the reliability suite: `DEPLOY_FAULT=before:<step>` (or
+`after:<step>`, comma-separated) makes the runner SIGKILL its own process at that
+boundary, so tests kill a real promotion at an exact point and then resume or abort it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -106,6 +112,13 @@ class Console:
         self.line(f"        {text}")
 
 
+def _fault(point: str) -> None:
+    """SIGKILL this process at `point` when DEPLOY_FAULT names it (tests only)."""
+    faults = os.environ.get("DEPLOY_FAULT")
+    if faults and point in faults.split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Runner:
     """Applies plans under a lock, records them in the ledger, undoes on failure."""
 
@@ -192,6 +205,7 @@ class Runner:
                                         started_at=time.time(), finished_at=time.time())
                 self.console.step(i + 1, n, step.name, "skipped", None, step.skip)
                 continue
+            _fault(f"before:{step.name}")
             t0 = time.monotonic()
             self.ledger.update_step(run_id, i, status="running", started_at=time.time(), error=None)
             try:
@@ -205,11 +219,13 @@ class Runner:
                 err = DeployError(f"Step {step.name} failed unexpectedly: {type(e).__name__}: {e}",
                                   "This is a bug in the toolkit; the completed steps were undone. Please report it.")
                 return self._fail(plan, run_id, ctx, i, err, done, started, t0)
+            _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
             elapsed = time.monotonic() - t0
             self.ledger.update_step(run_id, i, status="done", finished_at=time.time(), result=str(result or ""))
             self.ledger.update_run(run_id, state=ctx.state)
             self.console.step(i + 1, n, step.name, "done", elapsed, result or "")
             done.append(i)
+            _fault(f"after:{step.name}")
         duration = time.monotonic() - started
         self.ledger.update_run(run_id, status="succeeded", finished_at=time.time(), state=ctx.state)
         self.ledger.release_lock(plan.env, run_id=run_id)

@@ -1,0 +1,132 @@
+"""`invoke hotfix.drill --env=staging` and `invoke drills`: the hotfix and rollback
+procedures exercised for real and recorded, so "exercised" is a fact in the ledger.
+
+Phases, each timed: baseline (the drill environment runs what production runs), deploy
+(a hotfix candidate through the gated fast path, watch shortened), detect (a rollback
+trigger is forced, as on-call would on a bad hotfix), rollback (`invoke rollback`'s own
+plan), verify (smoke proves the restored release answers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from datetime import datetime, timezone
+
+from deploy import build, cli, feedback
+from deploy.engine import Console, Runner
+from deploy.errors import DeployError, SettingsError
+from deploy.flows import common, promote, rollback
+
+
+def _phase(durations: dict, name: str, fn):
+    t0 = time.monotonic()
+    try:
+        return fn()
+    finally:
+        durations[name] = round(time.monotonic() - t0, 3)
+
+
+def _run(led, plan, durations, name):
+    outcome = _phase(durations, name, lambda: Runner(led, Console()).execute(plan))
+    if not outcome.ok:
+        common.fail_if_not_ok(outcome)
+    return outcome
+
+
+def drill(env: str, *, sha: str | None, production: str = "production", watch_seconds: float = 2.0) -> dict:
+    s = cli.settings(env)
+    if s.environment.protected or env == production:
+        raise SettingsError(f"{env} is protected: drills run on a rehearsal environment.",
+                            "Run the drill on staging: invoke hotfix.drill --env=staging.")
+    led = cli.ledger()
+    # The fast path: gates still required, the watch window shortened.
+    fast = dataclasses.replace(s, watch=dataclasses.replace(s.watch, window_seconds=min(s.watch.window_seconds or 0,
+                                                                                        watch_seconds)))
+    durations: dict[str, float] = {}
+    started = time.time()
+    outcome, note = "failed", None
+    candidate = common.git_sha(s.root, sha)
+    prod_live = led.live_release(production)
+    baseline_sha = (prod_live or led.live_release(env) or {}).get("sha")
+    try:
+        if not baseline_sha:
+            raise DeployError(f"Neither {production} nor {env} has a live release to drill from.",
+                              f"Promote once first: invoke promote --to={env}.")
+        # 1. baseline: what production runs, on the drill environment (its gate was passed when it shipped).
+        live = led.live_release(env) or {}
+        if live.get("sha") != baseline_sha:
+            rid = build.new_release_id(baseline_sha, datetime.now(timezone.utc))
+            plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led)
+            for st in plan.steps:
+                if st.name == "gate":
+                    st.skip = f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}"
+            _run(led, plan, durations, "baseline")
+        else:
+            durations["baseline"] = 0.0
+        baseline = led.live_release(env)["release_id"]
+        # 2. deploy the hotfix candidate through the gated fast path.
+        rid = build.new_release_id(candidate, datetime.now(timezone.utc))
+        if rid == baseline:
+            time.sleep(1.0)  # release ids have one-second resolution
+            rid = build.new_release_id(candidate, datetime.now(timezone.utc))
+        _run(led, promote.plan(fast, sha=candidate, release_id=rid, ledger=led), durations, "deploy")
+        # 3. detect: the drill forces the trigger on-call would pull on a bad hotfix.
+        _phase(durations, "detect", lambda: cli.out(f"drill: forcing a rollback trigger on {rid}"))
+        # 4. rollback with the on-call plan, 5. verify smoke on the restored release.
+        rb = rollback.plan(s, led, to=baseline, db="down", skip_shopify=False, environ=os.environ)
+        verify_idx = [i for i, st in enumerate(rb.steps) if st.name == "smoke"][0]
+        smoke_step = rb.steps.pop(verify_idx)
+        _run(led, rb, durations, "rollback")
+        from deploy.engine import StepContext
+
+        ctx = StepContext(run_id=None, env=env, state={}, console=Console())
+        _phase(durations, "verify", lambda: smoke_step.run(ctx))
+        outcome = "passed"
+    except DeployError as e:
+        note = e.message.splitlines()[0][:300]
+        raise
+    finally:
+        finished = time.time()
+        total = round(finished - started, 3)
+        rec = dict(durations, total=total)
+        led.record_drill(env=env, procedure="hotfix", started_at=started, finished_at=finished, outcome=outcome,
+                         durations=rec, note=note)
+        if "rollback" in durations:
+            led.record_drill(env=env, procedure="rollback", started_at=started, finished_at=finished,
+                             outcome=outcome, durations={k: durations[k] for k in ("rollback", "verify")
+                                                         if k in durations}, note=note)
+        feedback.append(s.root, feedback.Entry(kind="drill", env=env, outcome=outcome, who=_who(), sha=candidate,
+                                               duration=total, text=" ".join(f"{k} {v:.1f}s" for k, v in
+                                                                            durations.items()) + (f"; {note}" if note else "")))
+        cli.out("drill " + outcome + ": " + ", ".join(f"{k} {v:.2f}s" for k, v in rec.items()))
+    return rec
+
+
+def _who() -> str:
+    from deploy.ledger import whoami
+
+    return whoami()
+
+
+def listing(days: int) -> int:
+    from tabulate import tabulate
+
+    led = cli.ledger()
+    now = time.time()
+    rows = []
+    for d in led.drills(limit=100):
+        rows.append((time.strftime("%Y-%m-%d %H:%M", time.gmtime(d["started_at"])), d["env"], d["procedure"],
+                     d["outcome"], d["who"], ", ".join(f"{k} {v:.1f}s" for k, v in d["durations"].items())))
+    cli.out(tabulate(rows, headers=("when (UTC)", "env", "procedure", "outcome", "who", "durations")) if rows
+            else "No drill has been recorded.")
+    stale = []
+    for proc in ("hotfix", "rollback"):
+        ok = [d for d in led.drills(procedure=proc, limit=50) if d["outcome"] == "passed"]
+        if not ok or now - ok[0]["started_at"] > days * 86400:
+            stale.append(proc)
+    for proc in stale:
+        cli.out(f"NOT EXERCISED: no passed {proc} drill in the last {days} days "
+                f"(run: invoke hotfix.drill --env=staging)")
+    return 1 if stale else 0
