@@ -77,7 +77,7 @@ class World:
     def backup(self, at: datetime) -> backups.Backup:
         return backups.backup(self.app_url, self.backup_dir, "production", SHA, now=lambda: at)
 
-    def drill(self, at: datetime, outcome: str = "succeeded", env: str = "staging", procedure: str = "hotfix"):
+    def drill(self, at: datetime, outcome: str = "passed", env: str = "staging", procedure: str = "hotfix"):
         self.ledger.record_drill(env=env, procedure=procedure, started_at=ts(at), finished_at=ts(at) + 95,
                                  outcome=outcome, durations={"deploy": 40.0, "detect": 12.0, "rollback": 9.0,
                                                              "verify": 3.0})
@@ -332,7 +332,7 @@ def test_no_required_roles_is_ok_and_says_so():
     assert item.ok and "none required" in item.evidence
 
 
-def _drill(days, outcome="succeeded", env="staging", procedure="rollback"):
+def _drill(days, outcome="passed", env="staging", procedure="rollback"):
     at = ts(NOW - timedelta(days=days))
     return {"env": env, "procedure": procedure, "outcome": outcome, "started_at": at, "finished_at": at + 60,
             "who": "riley"}
