@@ -373,7 +373,46 @@ def drills(c, days=30):
     _exit(drill.listing(int(days)))
 
 
-ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills)
+# ----------------------------------------------------------------------------- operations
+@task(name="check", help={"env": "environment (default: production)", "sha": "commit to go live (default: HEAD)"})
+@guarded
+def golive_check(c, env="production", sha=None):
+    """Run the go-live checklist (evidence, decision log, backup, drills, secrets, parity, approvals)."""
+    from deploy.flows import ops
+
+    _exit(ops.golive_check(env, sha))
+
+
+@task(name="bootstrap")
+@guarded
+def bootstrap_task(c):
+    """Set up a working local app: tools checked, .env written, database migrated and seeded. Safe to re-run."""
+    from deploy.flows import ops
+
+    _exit(ops.bootstrap())
+
+
+@task(name="blocker", help={"env": ENV, "text": "what blocks the release"})
+@guarded
+def log_blocker(c, env, text=None):
+    """Record a blocker in feedback/deployment.md."""
+    from deploy.flows import ops
+
+    ops.log_entry("blocker", env, text)
+
+
+@task(name="readiness", help={"env": ENV, "text": "the readiness statement"})
+@guarded
+def log_readiness(c, env, text=None):
+    """Record a readiness statement in feedback/deployment.md."""
+    from deploy.flows import ops
+
+    ops.log_entry("readiness", env, text)
+
+
+ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task)
+ns.add_collection(Collection("golive", golive_check))
+ns.add_collection(Collection("log", log_blocker, log_readiness))
 ns.add_collection(Collection("hotfix", hotfix_drill))
 ns.add_collection(Collection("evidence", evidence_collect))
 ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release, hosts_rollback))

@@ -16,6 +16,9 @@ from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsErr
 from deploy.redact import Secret
 
 
+TOOLKIT_RECORDS = ("env/rotations.log",)
+
+
 # ----------------------------------------------------------------------------- facts
 
 def artifacts_dir(s: Settings) -> Path:
@@ -104,11 +107,14 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
         if not s.is_local:
             from deploy.flows.common import git_dirty
 
-            dirty = git_dirty(s.root)
+            # The build comes from `git archive` of the commit, so only uncommitted settings
+            # could make this deploy differ from what the commit says; the toolkit's own
+            # records (deployment log, rotation log) change by design.
+            dirty = [f for f in git_dirty(s.root) if f.startswith("env/") and f not in TOOLKIT_RECORDS]
             if dirty:
                 raise SettingsError(
-                    f"The checkout at {s.root} has uncommitted changes ({', '.join(dirty[:5])}).",
-                    "Commit or stash them: a deploy to a shared environment runs from a clean tree.",
+                    f"The settings in {s.root} have uncommitted changes ({', '.join(dirty[:5])}).",
+                    "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
         from deploy import shopify
