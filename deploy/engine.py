@@ -35,9 +35,16 @@ class StepContext:
     state: dict[str, Any]
     console: "Console"
     dry_run: bool = False
+    save: Callable[[dict], None] | None = None
 
     def note(self, text: str) -> None:
         self.console.note(text)
+
+    def checkpoint(self) -> None:
+        """Persist the state now, before changing the world, so an undo after a kill
+        inside this step knows what to undo."""
+        if self.save is not None:
+            self.save(self.state)
 
 
 StepFn = Callable[[StepContext], "str | None"]
@@ -153,7 +160,8 @@ class Runner:
         """Undo a killed (or failed-in-place) run: the interrupted step and every completed one."""
         run, steps = self._adopt(plan, run_id, "abort")
         started = time.monotonic()
-        ctx = StepContext(run_id=run_id, env=plan.env, state=dict(run.state), console=self.console)
+        ctx = StepContext(run_id=run_id, env=plan.env, state=dict(run.state), console=self.console,
+                          save=self._saver(run_id))
         touched = [s.idx for s in steps if s.status in ("done", "running", "failed") and s.undo_status != "undone"]
         self.console.line(f"abort {plan.env}: run {run_id}, undoing {len(touched)} step(s)")
         undo_errors = self._undo(plan, run_id, ctx, touched)
@@ -193,8 +201,11 @@ class Runner:
             self.ledger.update_run(run_id, status="running")
         return run, steps
 
+    def _saver(self, run_id: str):
+        return lambda state: self.ledger.update_run(run_id, state=state)
+
     def _apply(self, plan: Plan, run_id: str, *, state: dict, start_at: int, started: float) -> Outcome:
-        ctx = StepContext(run_id=run_id, env=plan.env, state=state, console=self.console)
+        ctx = StepContext(run_id=run_id, env=plan.env, state=state, console=self.console, save=self._saver(run_id))
         n = len(plan.steps)
         done: list[int] = [i for i in range(start_at)
                            if not plan.steps[i].skip]

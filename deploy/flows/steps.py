@@ -238,6 +238,7 @@ def migrate(s: Settings, environ) -> Step:
         mdir = migrations_dir(s)
         if "migrations_before" not in ctx.state:
             ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s)).applied)
+            ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                  url_var=s.database.url_var)
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
@@ -307,6 +308,7 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
 
         if "previous_release" not in ctx.state:
             ctx.state["previous_release"] = local.current(root)
+            ctx.checkpoint()
         local.place(_artifact(ctx.state), root, release_id)
         local.switch(root, release_id)
         info = local.restart(root, s.local.host, s.local.port, timeout=s.local.start_timeout,
@@ -366,19 +368,23 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
     def run(ctx: StepContext):
         source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+        if "shopify" not in ctx.state:
+            active = shopify.active_version(shopify.versions(s, environ))
+            ctx.state["shopify"] = {"version": None, "previous": active.version_tag if active else None}
+            ctx.checkpoint()
         res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ)
-        ctx.state["shopify"] = {"version": res.version, "previous": res.previous}
+        prev = ctx.state["shopify"]["previous"]
+        ctx.state["shopify"] = {"version": res.version, "previous": prev if res.reused else res.previous}
         return f"app version {res.version} live (was {res.previous or 'none'})"
 
     def undo(ctx: StepContext):
         info = ctx.state.get("shopify") or {}
         prev = info.get("previous")
-        if not prev:
-            # A deploy that failed before recording: shopify.deploy already put the previous one back.
-            return "nothing to re-release"
         active = shopify.active_version(shopify.versions(s, environ))
-        if active and active.version_tag == prev:
-            return f"{prev} already live"
+        if active is None or active.version_tag != release_id:
+            return f"{release_id} is not live ({active.version_tag if active else 'none'} is): nothing to undo"
+        if not prev:
+            return f"{release_id} was the app's first version: there is no earlier one to re-release"
         shopify.release(s, prev, environ)
         return f"re-released {prev}"
 
@@ -439,12 +445,16 @@ def _decision_log_check(s: Settings, environ):
 def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
     def run(ctx: StepContext):
         art = ctx.state.get("artifact") or {}
-        ctx.state["previous_live"] = (ledger.live_release(s.name) or {}).get("release_id")
+        if "previous_live" not in ctx.state:
+            ctx.state["previous_live"] = (ledger.live_release(s.name) or {}).get("release_id")
+            ctx.checkpoint()
         ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.get("sha256"),
                               run_id=ctx.run_id, shopify_version=(ctx.state.get("shopify") or {}).get("version"))
         return f"{release_id} recorded live"
 
     def undo(ctx: StepContext):
+        if not any(r["release_id"] == release_id for r in ledger.releases(s.name, limit=100)):
+            return "no release row was written"
         ledger.set_release_status(s.name, release_id, "rolled_back")
         prev = ctx.state.get("previous_live")
         if prev:
