@@ -410,7 +410,26 @@ def log_readiness(c, env, text=None):
     ops.log_entry("readiness", env, text)
 
 
+@task(name="check")
+@guarded
+def runbooks_check(c):
+    """Fail when a runbook names a task or flag that does not exist, or a task is in no runbook."""
+    from deploy.flows import ops
+
+    _exit(ops.runbooks_check())
+
+
+@task(name="stamp")
+@guarded
+def runbooks_stamp(c):
+    """Update the "Last exercised" lines of the hotfix and rollback runbooks from the ledger's drills."""
+    from deploy.flows import ops
+
+    ops.runbooks_stamp()
+
+
 ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task)
+ns.add_collection(Collection("runbooks", runbooks_check, runbooks_stamp))
 ns.add_collection(Collection("golive", golive_check))
 ns.add_collection(Collection("log", log_blocker, log_readiness))
 ns.add_collection(Collection("hotfix", hotfix_drill))

@@ -48,3 +48,19 @@ def log_entry(kind: str, env: str, text: str) -> None:
         raise SettingsError("--text is empty.", f'Say what the {kind} is: --text="..."')
     path = feedback.append(s.root, feedback.Entry(kind=kind, env=env, outcome=kind, who=_who(), text=text))
     cli.out(f"logged {kind} for {env} in {path.relative_to(s.root)}")
+
+
+def runbooks_check() -> int:
+    from deploy import runbooks
+
+    report = runbooks.check(cli.root())
+    cli.out(report.render())
+    return report.exit_code
+
+
+def runbooks_stamp() -> None:
+    from deploy import runbooks
+
+    root = cli.root()
+    changed = runbooks.stamp(root, cli.ledger())
+    cli.out("\n".join(f"stamped {p.relative_to(root)}" for p in changed) or "runbooks already current")
