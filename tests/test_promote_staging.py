@@ -141,3 +141,28 @@ def test_rollback_task_returns_to_the_previous_release(stage):
     assert led.live_release("staging")["release_id"] == first.release_id
     rb = led.runs("staging", flow="rollback")[0]
     assert rb.status == "succeeded" and rb.duration is not None
+
+
+def test_lock_release_force_frees_a_killed_runs_ledger_and_host_locks(stage):
+    stage.collect_evidence()
+    killed = stage.project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:release"})
+    assert killed.returncode == -9
+    run = stage.project.ledger().runs("staging")[0]
+    # What a kill inside the release step leaves on each host: the run's lock directory.
+    from datetime import datetime, timezone
+
+    from deploy.hosts import LOCK_DIR, lock_details
+    for h in stage.hosts:
+        h.write(f"srv/occ/{LOCK_DIR}/details",
+                lock_details("root@ci", run.id, run.release_id, datetime.now(timezone.utc)))
+    st = stage.project.invoke("lock.status", "--env=staging")
+    assert st.returncode == 0 and "holder gone" in st.stdout and "occdeploy@127.0.0.1" in st.stdout
+    refused = stage.project.invoke("promote", "--to=staging")
+    assert refused.returncode == 4 and "--resume" in refused.stderr
+    assert stage.project.invoke("lock.release", "--env=staging").returncode == 4  # needs --force
+    r = stage.project.invoke("lock.release", "--env=staging", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "broke the ledger lock" in r.stdout and r.stdout.count("broke the deploy lock") == 2
+    led = stage.project.ledger()
+    assert led.lock("staging") is None
+    assert led.runs("staging")[0].status == "failed"

@@ -12,9 +12,30 @@ def release(env: str, *, force: bool) -> None:
     led = cli.ledger()
     held = led.break_lock(s.name, max_age_seconds=s.lock.max_age_minutes * 60, force=force)
     if held is None:
-        cli.out(f"{s.name}: no lock held; nothing to do.")
+        cli.out(f"{s.name}: no ledger lock held.")
     else:
-        cli.out(f"{s.name}: broke the lock held by {held.describe()}.")
+        cli.out(f"{s.name}: broke the ledger lock held by {held.describe()}.")
+    if s.hosts.hosts and not s.is_local:
+        _release_hosts(s, held.run_id if held else None)
+
+
+def _release_hosts(s, dead_run: str | None) -> None:
+    """Host locks of the run whose ledger lock was just broken go too; others only when
+    older than hosts.lock_max_age_minutes (a runner on another machine may hold them)."""
+    from deploy import hosts
+
+    locks = hosts.lock_status(s.hosts)
+    if not locks:
+        cli.out(f"{s.name}: no host holds a deploy lock.")
+        return
+    mine = bool(dead_run) and all(lk.run_id == dead_run for lk in locks)
+    broken = hosts.break_lock(s.hosts, force=mine)
+    for lk in broken:
+        cli.out(f"{lk.host}: broke the deploy lock of run {lk.run_id or '?'} ({lk.holder})")
+    left = [lk for lk in locks if lk.host not in {b.host for b in broken}]
+    for lk in left:
+        cli.out(f"{lk.host}: lock of run {lk.run_id or '?'} ({lk.holder}) kept: it is younger than "
+                f"hosts.lock_max_age_minutes and not the broken run's")
 
 
 def status(env: str | None) -> None:
@@ -30,6 +51,15 @@ def status(env: str | None) -> None:
         rows.append((lk.env, f"{lk.who}@{lk.hostname}", lk.pid, lk.run_id or "-", lk.purpose,
                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lk.acquired_at)), state))
     if not rows:
-        cli.out("No environment is locked.")
-        return
-    cli.out(tabulate(rows, headers=("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state")))
+        cli.out("No environment is locked in the ledger.")
+    else:
+        cli.out(tabulate(rows, headers=("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state")))
+    if env:
+        s = cli.settings(env)
+        if s.hosts.hosts and not s.is_local:
+            from deploy import hosts
+
+            host_locks = hosts.lock_status(s.hosts)
+            cli.out(tabulate([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
+                             headers=("host", "holder", "run", "since", "release")) if host_locks
+                    else f"{env}: no host holds a deploy lock.")
