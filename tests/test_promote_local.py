@@ -133,3 +133,19 @@ def test_bad_setting_names_file_key_and_allowed_values(project):
     cfg.write_text(cfg.read_text().replace('provider = "sqlite"', 'provider = "mysql"'))
     r = project.invoke("promote", "--to=local", "--dry-run")
     assert_clean_error(r, "local.toml", "database.provider", "'sqlite'")
+
+
+def test_rollback_puts_the_previous_local_release_back(project):
+    assert project.invoke("promote", "--to=local").returncode == 0
+    led, first = last_run(project)
+    (project.root / "examples/app/README.md").write_text("second\n")
+    project.commit("second")
+    assert project.invoke("promote", "--to=local").returncode == 0
+    led, second = last_run(project)
+    r = project.invoke("rollback", "--env=local")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "time to rollback" in r.stdout
+    assert version(second.state["app_url"])["release"] == first.release_id
+    assert led.live_release("local")["release_id"] == first.release_id
+    again = project.invoke("rollback", "--env=local", "--to=nonexistent-1")
+    assert again.returncode != 0 and "not in" in again.stderr and "Traceback" not in again.stderr
