@@ -88,6 +88,14 @@ def verify(env: str, file: str | None) -> int:
     from deploy import backups
 
     s, url = _db(env)
+    var = s.golive.backup_verify_url_var
+    if var and s.database.provider == "postgresql":
+        if not os.environ.get(var):
+            raise SettingsError(f"{var} is not set (golive.backup_verify_url_var in {s.file.name}).",
+                                f"Export {var}: a Postgres server where a scratch database may be created.")
+        from deploy.redact import Secret
+
+        url = Secret(os.environ[var])  # a server whose role may CREATE DATABASE for the scratch copy
     res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s))
     rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
             for c in res.counts]
