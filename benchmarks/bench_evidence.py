@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tabulate import tabulate  # noqa: E402
 
+from benchmarks._common import claim, write_claims  # noqa: E402
+
 from deploy.config import GateSection  # noqa: E402
 from deploy.evidence import collect, gate  # noqa: E402
 from deploy.testing.reports import T0, PwTest, playwright_json, vitest_json, write_json  # noqa: E402
@@ -59,6 +61,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tests", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--claims-out", help="write the claims as JSON here (benchmarks/run.py)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -88,6 +91,8 @@ def main() -> int:
     ], headers=["", "median ms", "best ms", "ratio"], tablefmt="simple"))
     print(f"\n{args.tests:,} Playwright tests + {args.tests:,} Vitest assertions, {sizes:.1f} MB, "
           f"median of {args.runs} runs; target ratio <= 1.50: {'met' if ratio <= 1.5 else 'NOT met'}")
+    write_claims(args.claims_out, [claim("evidence", f"gate / json.load, {args.tests:,}+{args.tests:,} results",
+                                         f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5)])
     return 0
 
 
