@@ -145,6 +145,12 @@ class PostgresCluster:
         if remove and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server on the same port (pg_ctl reuses postmaster.opts); `fast`
+        terminates every open session, as a database failover or a crash recovery would."""
+        self._run("pg_ctl", "restart", "-w", "-t", "60", "-D", str(self.data), "-m", mode, "-l", str(self.log))
+        self._running = True
+
     # ------------------------------------------------------------ public
 
     @property
