@@ -385,10 +385,11 @@ def _read(path: Path) -> str:
         raise RunbookError(f"Cannot read {path}: {e.strerror}.") from None
 
 
-def check(root: Path) -> RunbookReport:
-    """Check docs/runbooks/*.md and .github/workflows/*.yml against the tasks of root/tasks.py."""
+def check(root: Path, tasks_root: Path | None = None) -> RunbookReport:
+    """Check docs/runbooks/*.md and .github/workflows/*.yml under `root` against the tasks
+    of `tasks_root`/tasks.py (default: root)."""
     root = Path(root)
-    tasks = tasks_of(load_collection(root))
+    tasks = tasks_of(load_collection(tasks_root or root))
     refs: list[Ref] = []
     runbook_files: list[str] = []
     rdir = root / RUNBOOK_DIR

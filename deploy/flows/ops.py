@@ -53,7 +53,11 @@ def log_entry(kind: str, env: str, text: str) -> None:
 def runbooks_check() -> int:
     from deploy import runbooks
 
-    report = runbooks.check(cli.root())
+    from pathlib import Path
+
+    root = cli.root()
+    toolkit = Path(__file__).resolve().parents[2]  # the tasks.py this toolkit runs from
+    report = runbooks.check(root, root if (root / "tasks.py").exists() else toolkit)
     cli.out(report.render())
     return report.exit_code
 

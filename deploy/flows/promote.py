@@ -84,3 +84,5 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome)
+    if s.is_local and outcome.state.get("app_url"):
+        cli.out(f"the app: {outcome.state['app_url']}/version  (stop it with: invoke app.stop --env={s.name})")

@@ -62,6 +62,9 @@ def make_project(dest: Path) -> Project:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "examples" / "app", dest / "examples" / "app",
                     ignore=shutil.ignore_patterns("node_modules", "build", ".env"))
+    shutil.copytree(REPO / "docs", dest / "docs")
+    (dest / "feedback").mkdir()
+    shutil.copy2(REPO / "feedback" / "deployment.md", dest / "feedback" / "deployment.md")
     (dest / "env").mkdir()
     for f in (REPO / "env").iterdir():
         if f.is_file() and not f.name.endswith(".local.env"):
