@@ -89,3 +89,21 @@ def test_promotes_the_artifact_staging_proved(production):
     assert stage.versions() == [staged.release_id] * 2  # staging untouched
     log = (stage.project.root / "feedback/deployment.md").read_text()
     assert "approval | production | approved as manager" in log and "promote | production | succeeded" in log
+
+
+def test_go_live_checklist_gates_the_promotion_when_required(production):
+    stage = production.stage
+    cfg = stage.project.root / "env/production.toml"
+    cfg.write_text(cfg.read_text().replace("protected = true", "protected = true\ngolive_required = true"))
+    stage.project.commit("production requires the go-live checklist")
+    staging_ok(stage)
+    approve(stage, "product")
+    approve(stage, "manager")
+    r = prod(production, "--yes")
+    assert r.returncode == 6 and "Traceback" not in r.stderr
+    assert "go-live checklist is not green" in r.stderr
+    led = stage.project.ledger()
+    run = led.runs("production")[0]
+    assert run.failed_step == "golive"
+    steps = {s.name: s.status for s in led.steps(run.id)}
+    assert steps["build"] == steps["release"] == "pending"
