@@ -61,3 +61,16 @@ def test_runbooks_stamp_writes_the_last_drill_into_the_runbooks(stage):
     assert "already current" in again.stdout
     check = stage.project.invoke("runbooks.check")
     assert check.returncode == 0, check.stdout
+
+
+def test_bootstrap_sets_up_the_local_app_and_a_second_run_changes_nothing(project):
+    first = project.invoke("bootstrap")
+    assert first.returncode == 0, first.stdout + first.stderr
+    env_file = project.root / "examples/app/.env"
+    assert env_file.exists()
+    before = env_file.read_bytes(), env_file.stat().st_mtime_ns
+    second = project.invoke("bootstrap")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (env_file.read_bytes(), env_file.stat().st_mtime_ns) == before
+    assert "done" in first.stdout and "unchanged" in second.stdout
+    assert " done " not in second.stdout.replace("|", " ")
