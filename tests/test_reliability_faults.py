@@ -28,6 +28,9 @@ import pytest
 from deploy.testing.project import REPO
 
 TIER = "20250301000000_shop_tier"
+# Found by these tests (deploy/engine.py, the lead's; not fixed here).
+ABORT_REFUSES_FAILED = ("engine: a run whose undo failed ends `failed` and its message says to finish with --abort, "
+                        "but --abort only adopts `running`/`failed_in_place` runs")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -223,8 +226,7 @@ def test_host_dropping_during_release_leaves_every_host_on_the_old_release(deplo
         outputs.append((r.stdout, r.stderr))
         if r.returncode != 0 and "no interrupted promote run" in r.stderr:
             assert leaks(stage, outputs) == []
-            pytest.xfail("engine: a run whose undo failed ends `failed` and its message says --abort, "
-                         "but --abort only adopts `running`/`failed_in_place` runs")
+            pytest.xfail(ABORT_REFUSES_FAILED)
         assert r.returncode == 0, r.stdout + r.stderr
     else:
         bring_back(farm, h2)
@@ -232,3 +234,212 @@ def test_host_dropping_during_release_leaves_every_host_on_the_old_release(deplo
         outputs.append((r.stdout, r.stderr))
     assert_on_release(stage, a.release_id, tier=False)
     assert leaks(stage, outputs) == []
+
+
+# ----------------------------------------------------------------------------- Postgres restarts
+
+def test_postgres_restarted_during_migrate_rolls_back_or_aborts_cleanly(deployed, pg_cluster):
+    stage, a = deployed
+    project = stage.project
+    # A slow migration, so the restart lands inside it; its transaction must leave no trace.
+    add_tier_migration(project, 'SELECT pg_sleep(20);\nALTER TABLE "Shop" ADD COLUMN "tier" TEXT;\n')
+    project.commit("B: a slow migration")
+    stage.collect_evidence()
+    p = spawn(project, "promote", "--to=staging")
+
+    def sleeping():
+        rows = pg_cluster.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' "
+                                  "AND pid <> pg_backend_pid()")
+        return rows[0][0] > 0
+
+    wait_for(sleeping, 60, "the migration to start")
+    pg_cluster.restart("fast")
+    out, err = p.communicate(timeout=180)
+    outputs = [(out, err)]
+    assert p.returncode not in (0, -9) and "Traceback" not in err, out + err
+    run = latest(stage)
+    assert run.failed_step == "migrate"
+    known = []
+    if TIER not in err:
+        known.append("migrations: a connection lost inside a migration escapes as psycopg OperationalError "
+                     "(reported as a toolkit bug) instead of MigrationFailed naming the migration")
+    if run.status != "rolled_back":
+        # The undo ran while the server was still shutting down: the run keeps its lock
+        # and says to finish with --abort.
+        assert "--abort" in err
+        r = project.invoke("promote", "--to=staging", "--abort")
+        outputs.append((r.stdout, r.stderr))
+        if r.returncode != 0 and "no interrupted promote run" in r.stderr:
+            known.append(ABORT_REFUSES_FAILED)
+            # What the abort would have done, by hand, to check that nothing was lost.
+            assert project.invoke("lock.release", "--env=staging", "--force").returncode == 0
+            assert project.invoke("db.resolve", "--env=staging", f"--rolled-back={TIER}").returncode in (0, 1)
+        else:
+            assert r.returncode == 0, r.stdout + r.stderr
+    assert_on_release(stage, a.release_id, tier=False)
+    assert leaks(stage, outputs) == []
+    if known:
+        pytest.xfail("; ".join(known))
+    # Nothing lost: the next promotion (fast migration) goes through.
+    add = project.root / "examples/app/prisma/postgres/migrations" / TIER / "migration.sql"
+    add.write_text('ALTER TABLE "Shop" ADD COLUMN "tier" TEXT;\n')
+    project.commit("B2: the migration without the sleep")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_on_release(stage, latest(stage).release_id, tier=True)
+
+
+# ----------------------------------------------------------------------------- Shopify CLI
+
+@pytest.mark.parametrize("mode", ["after_create", "after_release"])
+def test_shopify_cli_failing_after_making_a_version_rolls_everything_back(deployed, mode):
+    stage, a = deployed
+    add_tier_migration(stage.project)
+    stage.project.commit("B: shop tier")
+    stage.collect_evidence()
+    stage.shopify.fail_next("deploy", mode, exit_code=1, message="Something went wrong on Shopify's side.")
+    r = promote(stage)
+    assert r.returncode not in (0, -9) and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "shopify" in r.stderr.lower() and "Something went wrong" in r.stdout + r.stderr
+    run = latest(stage)
+    assert run.failed_step == "shopify" and run.status == "rolled_back", run.error
+    assert_on_release(stage, a.release_id, tier=False)
+    # The version the CLI made is kept (Shopify cannot delete versions), just not live.
+    assert run.release_id in [v["versionTag"] for v in stage.shopify.versions()]
+    assert leaks(stage, [(r.stdout, r.stderr)]) == []
+    # And a retry of the same commit goes through (the existing version is reused, not re-created).
+    r = promote(stage)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_on_release(stage, latest(stage).release_id, tier=True)
+
+
+# ----------------------------------------------------------------------------- smoke endpoint
+
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """First request: answers after 1.5 s (slow); second: 500; then: never answers."""
+
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        with self.lock:
+            n = len(self.seen)
+            kind = ("slow", "500", "hang")[min(n, 2)]
+            self.seen.append(kind)
+        if kind == "slow":
+            time.sleep(1.5)
+            self._send(200, b'{"ok":true}')
+        elif kind == "500":
+            self._send(500, b"internal error")
+        else:
+            time.sleep(10)
+
+    def _send(self, code, body):
+        try:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (its timeout): that is the point
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def misbehaving_endpoint():
+    _Misbehaving.seen = []
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Misbehaving)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/healthz", _Misbehaving.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_smoke_endpoint_slow_then_500_then_hanging_rolls_back(deployed, misbehaving_endpoint):
+    stage, a = deployed
+    url, seen = misbehaving_endpoint
+    add_tier_migration(stage.project)
+    edit_settings(stage.project, "[watch]\n", f'[[smoke.checks]]\nurl = "{url}"\ntimeout = 0.5\n\n[watch]\n')
+    stage.project.commit("B: shop tier, smoke against the misbehaving endpoint")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode not in (0, -9) and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert seen == ["slow", "500", "hang"]  # every retry was spent, each on a different failure
+    assert url in r.stderr and "timed out after 0.5s" in r.stderr
+    run = latest(stage)
+    assert run.failed_step == "smoke" and run.status == "rolled_back", run.error
+    assert_on_release(stage, a.release_id, tier=False)
+    assert leaks(stage, [(r.stdout, r.stderr)]) == []
+
+
+# ----------------------------------------------------------------------------- full disk
+
+def _mount_tmpfs(path: Path, size: str, uid: int, gid: int) -> str | None:
+    """Mount a size-limited tmpfs at `path`; the reason when this machine cannot."""
+    if os.geteuid() != 0:
+        return "mounting a size-limited tmpfs needs root"
+    path.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755,uid={uid},gid={gid}", "tmpfs",
+                        str(path)], capture_output=True, text=True)
+    return None if p.returncode == 0 else f"mount -t tmpfs failed here: {p.stderr.strip()}"
+
+
+@pytest.fixture
+def small_disk_stage(stage):
+    """Staging whose second host's deploy_to is a 3 MiB tmpfs (its own full-able disk)."""
+    h2 = stage.hosts[1]
+    deploy_to = h2.root / "srv/occ"
+    env_text = (deploy_to / "shared/.env").read_text()
+    owner = h2.root.stat()
+    why = _mount_tmpfs(deploy_to, "3m", owner.st_uid, owner.st_gid)
+    if why:
+        pytest.skip(why)
+    try:
+        h2.write("srv/occ/shared/.env", env_text)
+        yield stage, deploy_to
+    finally:
+        stage.farm.reset(h2)  # stops the app served from the tmpfs, so it can be unmounted
+        subprocess.run(["umount", "-l", str(deploy_to)], capture_output=True)
+
+
+def test_full_disk_on_one_host_stops_the_release_before_any_switch(small_disk_stage):
+    stage, disk = small_disk_stage
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a = latest(stage)
+    add_tier_migration(stage.project)
+    stage.project.commit("B: shop tier")
+    stage.collect_evidence()
+    # Fill the host's disk, leaving a few KiB: less than one release needs.
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - 8 * 1024))
+    r = promote(stage)
+    outputs = [(r.stdout, r.stderr)]
+    assert r.returncode not in (0, -9) and "Traceback" not in r.stderr, r.stdout + r.stderr
+    h2 = stage.hosts[1]
+    assert f"{h2.host}:{h2.port}" in r.stderr
+    assert "upload" in r.stderr or "No space left on device" in r.stderr, r.stderr
+    known = [] if "space" in r.stderr.lower() else [
+        "hosts: a full disk during upload is reported as paramiko's 'size mismatch in put!', "
+        "without saying the host's disk is full (a df check of deploy_to would)"]
+    run = latest(stage)
+    assert run.failed_step == "release" and run.status == "rolled_back", run.error
+    assert_on_release(stage, a.release_id, tier=False)
+    assert not (disk / "releases" / run.release_id).exists()
+    assert not (disk / "releases" / f".partial-{run.release_id}").exists()
+    assert not (disk / ".deploy-lock").exists()
+    # Space freed: the same commit now goes through.
+    filler.unlink()
+    r = promote(stage)
+    outputs.append((r.stdout, r.stderr))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_on_release(stage, latest(stage).release_id, tier=True)
+    assert leaks(stage, outputs) == []
+    if known:
+        pytest.xfail("; ".join(known))
