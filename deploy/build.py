@@ -261,17 +261,9 @@ def _atomic_write(target: Path, data: bytes) -> None:
 
 
 def _writable_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise SettingsError(
-            f"{path}: cannot write there ({e.strerror}).",
-            "Point the artifacts folder at a writable place (default .deploy/artifacts under the project root).",
-        ) from None
-    return path.resolve()
+    return proc.ensure_writable(
+        path, "the artifacts folder",
+        "Point the artifacts folder at a writable place (default .deploy/artifacts under the project root).")
 
 
 # ---------------------------------------------------------------- pack

@@ -20,6 +20,8 @@ server's clock is not used, so a test needs no sleeping.
 
 from __future__ import annotations
 
+from deploy import clock
+
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -84,7 +86,7 @@ class DecisionLogHealth:
         parts = []
         if self.newest_at is not None and self.now is not None:
             age = (self.now - self.newest_at).total_seconds()
-            parts.append(f"newest row {_age(age)} ago ({self.newest_at:%Y-%m-%d %H:%M:%S} UTC)")
+            parts.append(f"newest row {clock.age(age)} ago ({self.newest_at:%Y-%m-%d %H:%M:%S} UTC)")
         elif self.newest_at is None:
             parts.append("no rows")
         if self.errors_last_hour is not None:
@@ -111,18 +113,6 @@ def _utc(t: datetime | date | None) -> datetime | None:
         return datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
-
-def _age(seconds: float) -> str:
-    s = int(seconds)
-    if s < 0:
-        return f"-{_age(-s)}"
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400} days"
 
 
 def judge(facts: DecisionLogFacts, section: DecisionLogSection, now: datetime) -> DecisionLogHealth:
@@ -159,10 +149,10 @@ def judge(facts: DecisionLogFacts, section: DecisionLogSection, now: datetime) -
         age = now - facts.newest_at
         limit = timedelta(minutes=section.max_age_minutes)
         if age > limit:
-            reasons.append(f"the newest row of {where} is {_age(age.total_seconds())} old "
+            reasons.append(f"the newest row of {where} is {clock.age(age.total_seconds())} old "
                            f"(limit decision_log.max_age_minutes = {section.max_age_minutes}): is logging stuck?")
         elif -age > FUTURE_SKEW:
-            reasons.append(f"the newest row of {where} is dated {_age(-age.total_seconds())} in the future "
+            reasons.append(f"the newest row of {where} is dated {clock.age(-age.total_seconds())} in the future "
                            f"({facts.newest_at:%Y-%m-%d %H:%M:%S} UTC): a clock is wrong, so its age says nothing")
     if facts.errors_last_hour is not None and facts.errors_last_hour > section.max_errors_last_hour:
         reasons.append(f"{facts.errors_last_hour} rows of {where} with {section.status_column} = "

@@ -20,6 +20,8 @@ circulation) happen at the edge; both go through `redact`.
 
 from __future__ import annotations
 
+from deploy import clock
+
 import os
 import tempfile
 from dataclasses import dataclass
@@ -99,15 +101,6 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def _age(seconds: float) -> str:
-    s = int(max(seconds, 0))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400} days"
 
 
 def _stamp(t: datetime) -> str:
@@ -171,12 +164,12 @@ def judge_backup(f: BackupFacts, now: datetime, max_age_hours: float) -> Item:
         return _fail("backup", f"no backups in {f.backup_dir}",
                      f"no backup of {f.env} in {f.backup_dir}: take one with `invoke db.backup --env={f.env}`")
     age = (_utc(now) - _utc(f.created_at)).total_seconds()
-    ev = f"{f.file} ({f.count} on disk), taken {_stamp(f.created_at)}, {_age(age)} old"
+    ev = f"{f.file} ({f.count} on disk), taken {_stamp(f.created_at)}, {clock.age(age)} old"
     if age > max_age_hours * 3600:
-        return _fail("backup", ev, f"the newest backup is {_age(age)} old (limit golive.backup_max_age_hours = "
+        return _fail("backup", ev, f"the newest backup is {clock.age(age)} old (limit golive.backup_max_age_hours = "
                                    f"{max_age_hours:g}): take a fresh one with `invoke db.backup --env={f.env}`")
     if age < -300:
-        return _fail("backup", ev, f"the newest backup is dated {_age(-age)} in the future: a clock is wrong")
+        return _fail("backup", ev, f"the newest backup is dated {clock.age(-age)} in the future: a clock is wrong")
     if f.problem:
         return _fail("backup", ev, f.problem)
     if f.verified_tables is None:
@@ -294,11 +287,11 @@ def judge_drills(f: DrillFacts, now: datetime, max_age_days: int) -> Item:
     at = d["started_at"]
     age = now_ts - at
     ev = (f"last passed: {d['procedure']} drill on {d['env']} by {d.get('who', '?')}, "
-          f"{_stamp(datetime.fromtimestamp(at, timezone.utc))} ({_age(age)} ago)")
+          f"{_stamp(datetime.fromtimestamp(at, timezone.utc))} ({clock.age(age)} ago)")
     if relevant[0] is not d:
         ev += f"; a later drill ended {relevant[0]['outcome']}"
     if age > max_age_days * 86400:
-        return _fail("rollback drill", ev, f"the last successful drill is {_age(age)} old (limit "
+        return _fail("rollback drill", ev, f"the last successful drill is {clock.age(age)} old (limit "
                                            f"golive.drill_max_age_days = {max_age_days}): run "
                                            f"`invoke hotfix.drill --env={f.envs[-1]}`")
     return _ok("rollback drill", ev)

@@ -9,6 +9,8 @@ SQLAlchemy is imported when a ledger is opened, never at start-up.
 
 from __future__ import annotations
 
+from deploy import clock
+
 import getpass
 import json
 import os
@@ -168,16 +170,9 @@ class LockRow:
         age = (now or time.time()) - self.acquired_at
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
         run = f", run {self.run_id}" if self.run_id else ""
-        return f"{self.who}@{self.hostname} (pid {self.pid}{run}, {self.purpose}) since {since} ({_age(age)} ago)"
+        return f"{self.who}@{self.hostname} (pid {self.pid}{run}, {self.purpose}) since {since} ({clock.age(age)} ago)"
 
 
-def _age(seconds: float) -> str:
-    s = int(max(seconds, 0))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def pid_alive(pid: int) -> bool:

@@ -51,18 +51,15 @@ class ServerInfo:
 
 def ensure_root(root: str | Path) -> Path:
     """Create the layout under `root`, or SettingsError naming the path when it cannot be written."""
-    root = Path(root)
+    root = proc.ensure_writable(
+        Path(root), "the local release folder",
+        "Make it writable, or set [local] root in env/local.toml to a folder you can write.")
     try:
-        (root / "releases").mkdir(parents=True, exist_ok=True)
+        (root / "releases").mkdir(exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=root)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as e:
-        raise SettingsError(
-            f"{root}: the local release folder cannot be written ({e.strerror or e}).",
-            "Make it writable, or set [local] root in env/local.toml to a folder you can write.",
-        ) from None
+        raise SettingsError(f"{root}: the local release folder cannot be written ({e.strerror or e}).",
+                            "Make it writable, or set [local] root in env/local.toml to a folder you can write.") from None
     return root
 
 

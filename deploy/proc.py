@@ -91,3 +91,19 @@ def run(
     except FileNotFoundError:
         raise ToolMissing(f"`{argv[0]}` was not found.", _INSTALL_HINTS.get(argv[0])) from None
     return CommandResult(tuple(argv), rc, out, err, time.monotonic() - start)
+
+
+def ensure_writable(path: Path, what: str, hint: str) -> Path:
+    """Create `path` if needed and prove a file can be written in it; SettingsError if not."""
+    import tempfile
+
+    from deploy.errors import SettingsError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SettingsError(f"{path}: {what} cannot be written ({e.strerror or e}).", hint) from None
+    return path

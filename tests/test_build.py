@@ -191,7 +191,7 @@ def test_a_build_writing_a_reserved_name_is_refused(example_app, tmp_path):
 def test_unwritable_artifacts_folder_is_named(example_app, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(SettingsError, match="cannot write there") as e:
+    with pytest.raises(SettingsError, match="the artifacts folder cannot be written") as e:
         b.build(example_app, SHA_A, blocker / "artifacts")
     assert str(blocker / "artifacts") in str(e.value)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from deploy import cli
 from deploy.errors import DeployError, SettingsError
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import os
 
 from deploy import cli
-from deploy.errors import DeployError, SettingsError
 
 
 def _matrix():

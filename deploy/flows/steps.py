@@ -4,8 +4,6 @@ its `undo` needs in the run's state; `undo` is safe after a partial or repeated 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
