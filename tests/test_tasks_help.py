@@ -1,0 +1,56 @@
+"""Every task has a one-line help and every flag a description; start-up stays light."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def all_tasks():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(ROOT))
+    out = {}
+
+    def walk(coll, prefix=""):
+        for name, t in coll.tasks.items():
+            out[prefix + name] = t
+        for name, sub in coll.collections.items():
+            walk(sub, prefix + name + ".")
+
+    walk(tasks.ns)
+    return out
+
+
+TASKS = all_tasks()
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_has_a_one_line_help_and_every_flag_a_description(name):
+    t = TASKS[name]
+    assert (t.__doc__ or "").strip(), f"{name} has no docstring"
+    args = [a for a in t.get_arguments() if a.name != "help"]
+    missing = [a.name for a in args if not a.help]
+    assert not missing, f"{name}: flags without help: {missing}"
+    assert t.positional == [], f"{name}: positional arguments would swallow --help"
+
+
+def test_help_of_a_task_prints_its_flags():
+    r = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "promote", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--dry-run" in r.stdout and "--no-rollback" in r.stdout
+
+
+def test_invoke_list_does_not_import_heavy_libraries():
+    code = ("import sys, runpy; sys.argv=['invoke','-r',%r,'--list']\n"
+            "from invoke.main import program\n"
+            "try:\n    program.run()\nexcept SystemExit:\n    pass\n"
+            "heavy=[m for m in ('sqlalchemy','fabric','paramiko','psycopg','tabulate') if m in sys.modules]\n"
+            "print('HEAVY', heavy)") % str(ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
