@@ -53,4 +53,5 @@ def test_invoke_list_does_not_import_heavy_libraries():
             "heavy=[m for m in ('sqlalchemy','fabric','paramiko','psycopg','tabulate') if m in sys.modules]\n"
             "print('HEAVY', heavy)") % str(ROOT)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "promote" in r.stdout and "db.migrate" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
     assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
