@@ -428,6 +428,18 @@ def runbooks_stamp(c):
     ops.runbooks_stamp()
 
 
+@task(name="report", help={"out": "where to write the report (default: docs/reliability.md)"})
+@guarded
+def reliability_report(c, out="docs/reliability.md"):
+    """Run the reliability suite (kill points, concurrency, faults, hostile input, leaks, remote) and regenerate docs/reliability.md."""
+    from pathlib import Path
+
+    from deploy import cli, reliability
+
+    f = reliability.report(Path(__file__).resolve().parent, out=out)
+    cli.out(f"{out}: {f.all_cases.line()}; kill points resume {f.kill_resume.line()}, abort {f.kill_abort.line()}")
+
+
 ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task)
 ns.add_collection(Collection("runbooks", runbooks_check, runbooks_stamp))
 ns.add_collection(Collection("golive", golive_check))
@@ -442,3 +454,4 @@ ns.add_collection(Collection("env", env_check, env_parity, env_matrix, env_doten
 ns.add_collection(Collection("secrets", secrets_rotation, secrets_rotated))
 ns.add_collection(Collection("lock", lock_release, lock_status))
 ns.add_collection(Collection("app", app_stop, app_start))
+ns.add_collection(Collection("reliability", reliability_report))

@@ -1,0 +1,245 @@
+"""The reliability report: run the reliability suite, read its JUnit XML, publish the
+figures in docs/reliability.md (`invoke reliability.report`).
+
+The suite is ordinary pytest: tests/test_kill_points.py, tests/test_secret_leaks.py and
+tests/test_reliability_*.py. Its outcome per test case is read from pytest's own
+`--junitxml` output (pytest's junitxml.py: a `<skipped type="pytest.xfail">` child marks
+an expected failure, `<failure>`/`<error>` a real one), so the figures are counted from
+what ran, never typed in.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from deploy.errors import DeployError
+
+SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_reliability_concurrency.py",
+         "tests/test_reliability_faults.py", "tests/test_reliability_hostile.py", "tests/test_reliability_fuzz.py",
+         "tests/test_reliability_remote.py")
+DOC = "docs/reliability.md"
+
+
+@dataclass(frozen=True)
+class Case:
+    file: str          # tests/test_x.py
+    name: str          # test name with its parameter id
+    outcome: str       # passed | failed | xfailed | skipped
+    message: str = ""
+
+    @property
+    def param(self) -> str:
+        m = re.search(r"\[(.*)\]$", self.name)
+        return m.group(1) if m else ""
+
+
+@dataclass(frozen=True)
+class Tally:
+    passed: int = 0
+    failed: int = 0
+    xfailed: int = 0
+    skipped: int = 0
+    known: tuple[str, ...] = ()      # reasons of the expected failures
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.xfailed + self.skipped
+
+    def line(self) -> str:
+        parts = [f"{self.passed}/{self.total} passed"]
+        if self.xfailed:
+            parts.append(f"{self.xfailed} known failure(s)")
+        if self.failed:
+            parts.append(f"{self.failed} FAILED")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Figures:
+    kill_resume: Tally
+    kill_abort: Tally
+    concurrency: dict[str, Tally]
+    faults: dict[str, Tally]
+    hostile_corpus: Tally
+    fuzz: Tally
+    fuzz_examples: int
+    leak_scenarios: int
+    leaks_found: int
+    remote: Tally
+    all_cases: Tally
+    findings: tuple[str, ...] = field(default=())
+
+
+# ----------------------------------------------------------------------------- parsing (pure)
+
+def parse_junit(text: str) -> list[Case]:
+    """pytest's JUnit XML -> one Case per test case."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise DeployError(f"The pytest JUnit report cannot be read ({e}).", "Run the suite again.") from None
+    out = []
+    for tc in root.iter("testcase"):
+        classname = tc.get("classname", "")
+        file = classname.replace(".", "/") + ".py" if classname else ""
+        name = tc.get("name", "")
+        outcome, message = "passed", ""
+        for child in tc:
+            if child.tag in ("failure", "error"):
+                outcome, message = "failed", child.get("message", "") or (child.text or "")[:500]
+                break
+            if child.tag == "skipped":
+                xfail = child.get("type") == "pytest.xfail"
+                outcome = "xfailed" if xfail else "skipped"
+                message = child.get("message", "")
+        out.append(Case(file, name, outcome, message))
+    return out
+
+
+def tally(cases: list[Case]) -> Tally:
+    c = Counter(x.outcome for x in cases)
+    known = tuple(dict.fromkeys(x.message for x in cases if x.outcome == "xfailed" and x.message))
+    return Tally(c["passed"], c["failed"], c["xfailed"], c["skipped"], known)
+
+
+def _in(cases: list[Case], file: str) -> list[Case]:
+    return [c for c in cases if c.file.endswith(file)]
+
+
+def figures(cases: list[Case], fuzz_examples_per_test: int = 150) -> Figures:
+    kills = _in(cases, "test_kill_points.py")
+    conc = _in(cases, "test_reliability_concurrency.py")
+    faults = _in(cases, "test_reliability_faults.py")
+    fuzz = _in(cases, "test_reliability_fuzz.py")
+    leaks = _in(cases, "test_secret_leaks.py")
+    # Every fault scenario scans its outputs and files for secrets; a leak fails it with
+    # the `leaks(...) == []` assertion, so a failure naming that is a leak found.
+    leak_cases = leaks + faults
+    leaks_found = sum(1 for c in leak_cases if c.outcome == "failed" and "leak" in c.message.lower())
+    by_kind: dict[str, list[Case]] = {}
+    for c in conc:
+        by_kind.setdefault(c.param or c.name, []).append(c)
+    by_fault: dict[str, list[Case]] = {}
+    for c in faults:
+        by_fault.setdefault(re.sub(r"^test_", "", c.name).replace("_", " "), []).append(c)
+    findings = tuple(dict.fromkeys(c.message for c in cases if c.outcome == "xfailed" and c.message))
+    return Figures(
+        kill_resume=tally([c for c in kills if "resume" in c.param]),
+        kill_abort=tally([c for c in kills if "abort" in c.param]),
+        concurrency={k: tally(v) for k, v in by_kind.items()},
+        faults={k: tally(v) for k, v in by_fault.items()},
+        hostile_corpus=tally(_in(cases, "test_reliability_hostile.py")),
+        fuzz=tally(fuzz),
+        fuzz_examples=len(fuzz) * fuzz_examples_per_test,
+        leak_scenarios=len(leak_cases),
+        leaks_found=leaks_found,
+        remote=tally(_in(cases, "test_reliability_remote.py")),
+        all_cases=tally(cases),
+        findings=findings,
+    )
+
+
+def machine() -> str:
+    cpu = os.cpu_count() or 0
+    return f"{platform.node()} ({platform.system()} {platform.release()}, {platform.machine()}, {cpu} CPUs, " \
+           f"Python {platform.python_version()})"
+
+
+def render(f: Figures, *, when: datetime, where: str, command: str, duration: float | None = None) -> str:
+    """docs/reliability.md from the figures."""
+    from tabulate import tabulate
+
+    rows = [
+        ("kill points, then --resume", f.kill_resume.line()),
+        ("kill points, then --abort", f.kill_abort.line()),
+        *[(f"8 promoters at once: {k}", t.line() + (" (exactly one proceeded, 7 LockHeld naming the holder)"
+                                                     if t.passed == t.total and t.total else ""))
+          for k, t in f.concurrency.items()],
+        *[(f"fault: {k}", t.line()) for k, t in f.faults.items()],
+        ("hostile input corpus (real CLI / primitive)", f.hostile_corpus.line()),
+        (f"fuzzing (hypothesis, up to {f.fuzz_examples} examples)", f.fuzz.line()),
+        ("leak scan", f"{f.leak_scenarios} scenarios scanned, {f.leaks_found} leak(s) found"),
+        ("remote-side security", f.remote.line()),
+    ]
+    lines = [
+        "# Reliability",
+        "",
+        "Generated by `invoke reliability.report` (deploy/reliability.py); do not edit by hand.",
+        "",
+        f"- date: {when.strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {where}",
+        f"- command: `{command}`" + (f" ({duration:.0f} s)" if duration is not None else ""),
+        f"- all cases: {f.all_cases.line()}",
+        "",
+        tabulate(rows, headers=("what", "outcome"), tablefmt="github"),
+        "",
+        "A known failure is a test that states the intended behaviour and is marked `xfail` with",
+        "the reason found; it passes (and must then lose its marker) once the cause is fixed.",
+        "",
+        "## Known failures found by the suite",
+        "",
+    ]
+    lines += [f"- {r}" for r in f.findings] or ["- none"]
+    lines += [
+        "",
+        "## What each part does",
+        "",
+        "- **Kill points** (tests/test_kill_points.py): a staging promotion (two sshd hosts, Postgres) SIGKILLed",
+        "  before steps and after a step's work, then `--resume` or `--abort`: every host on one release, schema,",
+        "  Shopify version and ledger matching, lock free.",
+        "- **Concurrency** (tests/test_reliability_concurrency.py): 8 `invoke promote` processes started at once",
+        "  against one SQLite ledger, one Postgres ledger, and two Postgres ledgers sharing only the hosts' lock.",
+        "- **Faults** (tests/test_reliability_faults.py): a host dropped during the release, Postgres restarted",
+        "  inside a migration, Shopify CLI failing after creating / releasing a version, a smoke endpoint that is",
+        "  slow then 500 then hangs, a full (size-limited tmpfs) disk on one host.",
+        "- **Hostile input** (tests/test_reliability_hostile.py, tests/fixtures/hostile/; tests/test_reliability_fuzz.py).",
+        "- **Secrets** (tests/test_secret_leaks.py and every fault scenario): stdout, stderr, ledger, deployment log.",
+        "- **Remote side** (tests/test_reliability_remote.py): hostile release ids, a changed host key, release",
+        "  file modes, a planted symlinked or hostile lock.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- running
+
+def run_suite(root: Path, files: tuple[str, ...] = SUITE, *, timeout: float = 3600) -> tuple[list[Case], float]:
+    """Run pytest on the suite and return its cases (from --junitxml) and the wall time."""
+    from deploy import proc
+
+    with tempfile.TemporaryDirectory(prefix="occ-reliability-") as d:
+        junit = Path(d) / "junit.xml"
+        argv = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+                "-o", "junit_family=xunit1"]
+        r = proc.run(argv, cwd=root, timeout=timeout)
+        if not junit.exists():
+            raise DeployError(f"pytest wrote no JUnit report (exit {r.returncode}):\n{r.tail()}",
+                              "Run the same pytest command by hand to see why.")
+        return parse_junit(junit.read_text(encoding="utf-8")), r.duration
+
+
+def report(root: Path, *, out: str = DOC, files: tuple[str, ...] = SUITE, now: datetime | None = None) -> Figures:
+    """Run the suite, write `out` (docs/reliability.md); DeployError when a case failed unexpectedly."""
+    cases, duration = run_suite(root, files)
+    f = figures(cases)
+    when = now or datetime.now(timezone.utc)
+    command = "invoke reliability.report  # pytest " + " ".join(files)
+    path = root / out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(f, when=when, where=machine(), command=command, duration=duration), encoding="utf-8")
+    if f.all_cases.failed:
+        bad = [f"{c.file}::{c.name}" for c in cases if c.outcome == "failed"]
+        raise DeployError(f"{len(bad)} reliability case(s) failed (written to {out} anyway): " + ", ".join(bad[:10]),
+                          "Run them with pytest -x to see the failure.")
+    return f
