@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def main() -> None:
             bare.append(timed(lambda: subprocess.run(argv, check=True, capture_output=True)))
     finally:
         cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     med = statistics.median
     beyond = med(status) - med(connect)
