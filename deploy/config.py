@@ -210,6 +210,18 @@ _SECTIONS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("
 
 # ---------------------------------------------------------------- parsing
 
+def read_text(path: Path) -> str:
+    """A settings file's text; SettingsError naming the file when it is not UTF-8.
+    (FileNotFoundError is left to the caller, which knows what a missing file means.)"""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}).",
+                            "Save the file as UTF-8 and run again.") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{path} is a folder, not a file.") from None
+
+
 def project_root(start: Path | None = None) -> Path:
     """The project root: `DEPLOY_ROOT`, else the nearest folder above `start` with `env/`."""
     if os.environ.get("DEPLOY_ROOT"):
@@ -254,7 +266,7 @@ def load(name: str, root: Path | None = None) -> Settings:
             f"Known environments: {', '.join(known) or '(none)'}.",
         )
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: not valid TOML ({e}).", "Fix the syntax and run again.") from None
     except OSError as e:

@@ -187,7 +187,8 @@ class Runner:
 
     def _adopt(self, plan: Plan, run_id: str, verb: str):
         run = self.ledger.run(run_id)
-        if run.status not in ("running", "failed_in_place"):
+        allowed = ("running", "failed_in_place", "failed") if verb == "abort" else ("running", "failed_in_place")
+        if run.status not in allowed:
             raise DeployError(f"Run {run_id} is {run.status}; there is nothing to {verb}.",
                               "See `invoke status` for the environment's runs.")
         steps = self.ledger.steps(run_id)
@@ -197,7 +198,7 @@ class Runner:
                               "Use the toolkit version that started the run, or break the lock and restore by hand.")
         self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id)
         self.ledger.adopt_run(run_id)
-        if run.status == "failed_in_place":
+        if run.status in ("failed_in_place", "failed"):
             self.ledger.update_run(run_id, status="running")
         return run, steps
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
+from deploy.config import read_text
 from deploy.errors import SettingsError
 from deploy.redact import MASK, Secret, redact, reveal
 
@@ -152,7 +153,7 @@ def load_matrix(root: Path) -> Matrix:
     """Read and validate `env/variables.toml` under the project root."""
     path = Path(root) / MATRIX_FILE
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_text(path))
     except FileNotFoundError:
         raise SettingsError(f"{path} does not exist: there is no variable matrix.",
                             "Run from the project root, or set DEPLOY_ROOT to it.") from None
@@ -399,7 +400,7 @@ def _read_dotenv(path: Path) -> _EnvFile:
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     # interpolate=False: `${X}` must not pull values out of os.environ behind the caller's back.
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     lines: dict[str, int] = {}

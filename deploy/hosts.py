@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -560,9 +560,53 @@ def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
     )
     raise LockHeld(
         f"The deploy lock {LOCK_DIR} is held on {len(infos)} of {len(hs)} hosts ({who}).",
-        f"Wait for that run to finish. If it died, resume it with the same run id, or break the lock "
-        f"(older than {section.lock_max_age_minutes} min: break_lock; any age: break_lock(force=True)).",
+        f"Wait for that run to finish (`invoke lock.status --env=<env>` shows it). If it died, finish it with "
+        f"`invoke promote --to=<env> --resume` or `--abort`, or break the lock with "
+        f"`invoke lock.release --env=<env> --force` (host locks older than {section.lock_max_age_minutes} min go).",
     )
+
+
+# ---------------------------------------------------------------- the run's lock on its own
+
+def acquire_lock(section: HostsSection, *, run_id: str, release_id: str = "", now: datetime | None = None) -> list[str]:
+    """Take the deploy lock for `run_id` on every host (re-entrant for the same run), or
+    none: LockHeld naming the holder, HostFailed when a host cannot be reached.
+
+    The first host is the primary and is locked before the others (as Kamal locks its
+    primary), so two runners that share no ledger cannot each win half of the hosts."""
+    now = now or _now()
+    hs = [_Host(t) for t in targets(section)]
+    try:
+        for group in (hs[:1], hs[1:]):
+            if not group:
+                continue
+            _open_all(section, group, run_id=run_id, release_id=release_id or "-", now=now, upload_name=None,
+                      lock=True)
+            _raise_if_locked(hs, section, now)
+            if any(h.error for h in hs):
+                _unlock_all(section, hs)
+                raise _failed("taking the deploy lock", hs, "; no host was changed")
+        return [h.t.name for h in hs]
+    finally:
+        _close(hs)
+
+
+def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
+    """Release the deploy lock on every host where `run_id` holds it; others are left alone."""
+    freed: list[str] = []
+
+    def one(h: _Host) -> None:
+        r = _run(h.conn, h.t, f"cat {sh(_p(h.t, LOCK_DIR, 'details'))} 2>/dev/null || true", section,
+                 "reading the lock")
+        if r.stdout.strip() and parse_lock_details(h.t.name, r.stdout).run_id == run_id:
+            _run(h.conn, h.t, unlock_command(h.t), section, "releasing the lock")
+            freed.append(h.t.name)
+
+    hs = _read_all(section, one)
+    bad = [h for h in hs if h.error]
+    if bad:
+        raise _failed("releasing the deploy lock", hs, "")
+    return freed
 
 
 # ---------------------------------------------------------------- release

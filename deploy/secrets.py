@@ -105,7 +105,9 @@ def parse_rotations(text: str, file: Path) -> tuple[Rotation, ...]:
 def read_rotations(path: Path) -> tuple[Rotation, ...]:
     """The record at `path`; no file means no rotations yet."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        from deploy.config import read_text
+
+        text = read_text(Path(path))
     except FileNotFoundError:
         return ()
     return parse_rotations(text, Path(path))

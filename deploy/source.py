@@ -51,9 +51,13 @@ def checkout(app_dir: Path, sha: str, dest_root: Path) -> Path:
             tf.extractall(tmp, filter="data")
         tar_path.unlink()
         (tmp / ".complete").write_text(sha)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process finished the same checkout first (only complete checkouts are
+            # renamed into place): use theirs, never remove it under them.
+            if not (target / ".complete").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -32,11 +32,13 @@ def git_dirty(root: Path) -> list[str]:
 
 def unfinished_run(led, env: str, flow: str):
     """The latest run of `flow` on `env` that a kill or --no-rollback left unfinished."""
+    lock = led.lock(env)
     for r in led.runs(env, flow=flow, limit=20):
         if r.status in ("running", "failed_in_place"):
             return r
-        if r.status in ("succeeded", "rolled_back", "aborted"):
-            break
+        if r.status == "failed" and lock is not None and lock.run_id == r.id:
+            return r  # its undo did not finish, so it kept the lock: --abort finishes the undo
+        break
     raise DeployError(f"{env} has no interrupted {flow} run to resume or abort.",
                       f"`invoke status` shows the environment's runs; start a new one with `invoke {flow} --to={env}`.")
 

@@ -15,6 +15,8 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
     """Every step of a promotion of `sha` to `s`, in order; nothing runs here."""
     environ = os.environ if environ is None else environ
     seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify)]
+    if not s.is_local and s.hosts.hosts:
+        seq.append(steps.lock_hosts(s, release_id))
     if s.environment.requires_staging_run or s.approvals.required_roles:
         seq.append(steps.approvals(s, sha, ledger))
     if s.environment.golive_required:

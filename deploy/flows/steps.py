@@ -156,6 +156,28 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
     return "; ".join(notes) or "nothing required"
 
 
+# ----------------------------------------------------------------------------- hosts lock
+
+def lock_hosts(s: Settings, release_id: str) -> Step:
+    """The remote lock, taken before anything changes: runners that share no ledger
+    (another CI system, a laptop) still exclude each other, and the loser stops here."""
+
+    def run(ctx: StepContext):
+        from deploy import hosts
+
+        names = hosts.acquire_lock(s.hosts, run_id=ctx.run_id, release_id=release_id)
+        return f"deploy lock held on {len(names)} host(s)"
+
+    def undo(ctx: StepContext):
+        from deploy import hosts
+
+        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
+
+    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock)", run=run,
+                undo=undo, undo_does="release this run's host locks")
+
+
 # ----------------------------------------------------------------------------- gate
 
 def gate(s: Settings, sha: str) -> Step:
@@ -340,15 +362,23 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
 def _release_hosts(s: Settings, release_id: str) -> Step:
     def run(ctx: StepContext):
         from deploy import hosts
+        from deploy.errors import LockHeld
 
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
-        results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+        ctx.state.pop("hosts_locked_out", None)
+        try:
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+        except LockHeld:
+            ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
+            raise
         ctx.state["hosts_previous"] = {r.host: r.previous for r in results}
         return f"{release_id} live on {len(results)} host(s)"
 
     def undo(ctx: StepContext):
         from deploy import hosts
 
+        if ctx.state.get("hosts_locked_out"):
+            return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
