@@ -531,6 +531,22 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
     _parallel(hs, open_one, section.max_parallel)
 
 
+def _space_note(section, h: _Host, local: Path, upload: str) -> str:
+    """Why an upload failed, when the reason is the host's disk (SFTP only says "size mismatch")."""
+    try:
+        # The partial upload goes first: it is useless and holds the space.
+        r = _run(h.conn, h.t, f"rm -f {sh(upload)}; "
+                              f"df -Pk {sh(h.t.deploy_to)} 2>/dev/null | tail -n 1", section, "checking free space")
+        free_kb = int(r.stdout.split()[3])
+    except Exception:  # noqa: BLE001 - best effort: the upload error is reported either way
+        return ""
+    need_kb = local.stat().st_size // 1024 + 1
+    if free_kb < need_kb * 2:
+        return (f" (no space left on device: {free_kb // 1024} MB free under {h.t.deploy_to}, the artifact "
+                f"needs {need_kb // 1024 + 1} MB plus room to unpack; free space on the host, then run again)")
+    return ""
+
+
 def _unlock_all(section, hs: Sequence[_Host]) -> None:
     """Release the locks we hold; a host we cannot unlock keeps its error (and its lock)."""
 
@@ -691,7 +707,7 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
         try:
             h.conn.put(str(local), upload)
         except Exception as e:  # noqa: BLE001 - SFTP errors are IOError or SSHException
-            raise _HostError(f"uploading {local.name} to {upload} failed: {e}") from None
+            raise _HostError(f"uploading {local.name} to {upload} failed: {e}{_space_note(section, h, local, upload)}") from None
     h.pending = release_id
     h.made_dir = True
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),

@@ -759,23 +759,45 @@ def migrate(
     db = _Db.open(parsed, create=True)
     assert db is not None
     applied: list[str] = []
-    with db:
-        db.acquire_lock(lock_timeout)
-        try:
-            db.initialize()
-            rows = db.rows()
-            _refuse_failed(rows, parsed.masked)
-            todo = pending_migrations(local, rows)
-            _refuse_invalid(todo)
-            warnings = tuple(
-                f"{s.name}: {s.detail}" for s in compute_status(local, rows) if s.is_drift
-            )
-            for m in todo:
-                _apply_one(db, m)
-                applied.append(m.name)
-        finally:
-            db.release_lock()
+    current: str | None = None
+    try:
+        with db:
+            db.acquire_lock(lock_timeout)
+            try:
+                db.initialize()
+                rows = db.rows()
+                _refuse_failed(rows, parsed.masked)
+                todo = pending_migrations(local, rows)
+                _refuse_invalid(todo)
+                warnings = tuple(
+                    f"{s.name}: {s.detail}" for s in compute_status(local, rows) if s.is_drift
+                )
+                for m in todo:
+                    current = m.name
+                    _apply_one(db, m)
+                    applied.append(m.name)
+                current = None
+            finally:
+                try:
+                    db.release_lock()
+                except Exception:  # a lost connection: the server freed the session's advisory lock
+                    pass
+    except MigrationFailed:
+        raise
+    except Exception as e:
+        if not _is_db_error(e):
+            raise
+        where = f" while applying {current}" if current else ""
+        raise MigrationFailed(
+            f"The connection to {parsed.masked} failed{where}: {redact(str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__}."
+            + (f" Applied before it: {', '.join(applied)}." if applied else ""),
+            (f"The server rolled back {current}'s transaction. Check the database is up, then "
+             f"`invoke db.status --env=<env>`; a row left unfinished is cleared with "
+             f"`invoke db.resolve --env=<env> --rolled-back {current}`.") if current else
+            "Check the database is up and reachable, then run again.",
+        ) from None
     return MigrateResult(parsed.masked, "builtin", tuple(applied), warnings, time.monotonic() - start)
+
 
 
 def _apply_one(db: _Db, m: LocalMigration) -> None:
@@ -785,7 +807,16 @@ def _apply_one(db: _Db, m: LocalMigration) -> None:
     if error is None:
         return
     code, text = _db_error_text(error, m.script)
-    db.record_failed(rid, _P3018.format(name=m.name, code=code, error=text))
+    try:
+        db.record_failed(rid, _P3018.format(name=m.name, code=code, error=text))
+    except Exception as e:
+        if not _is_db_error(e):
+            raise
+        raise MigrationFailed(
+            f"Migration {m.name} was cut off on {db.url.masked} (database error {code}): {redact(text)}",
+            f"The connection was lost, so the server rolled the migration back and its row is left unfinished. "
+            f"When the database is back: `invoke db.resolve --env=<env> --rolled-back {m.name}`, then migrate again.",
+        ) from None
     hint = (
         f"Nothing of it was applied. Fix {m.path / SCRIPT}, then run "
         f"`invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again."
