@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
+from deploy.testing.stage import free_port
 
 from deploy import hosts
 from deploy.errors import HostFailed, LockHeld, SettingsError
@@ -26,9 +27,7 @@ SUB = "srv/occ"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 class Fleet:

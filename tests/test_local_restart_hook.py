@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.testing.stage import free_port
+
 from deploy import local
 from deploy.testing.app import app_artifact  # noqa: F401  (fixture)
 
@@ -20,9 +22,7 @@ R1, R2 = "20240301120000-a1b2c3d", "20240302120000-a1b2c3d"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture

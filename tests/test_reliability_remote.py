@@ -102,9 +102,6 @@ def test_planted_lock_cannot_make_the_toolkit_delete_outside_deploy_to(stage, pl
         # promotion, naming the host; the link is not followed into deleting anything.
         assert r.returncode == 4 and f"{h.host}:{h.port}" in r.stderr, r.stdout + r.stderr
         assert os.path.islink(lock) and (outside / "data.txt").read_text() == "keep me\n"
-        if p.returncode == 1 and "Undo failed for: release" in p.stderr:
-            pytest.xfail("flows/steps: a release refused with LockHeld is then 'undone', the undo asks for the "
-                         "same lock, fails, and the run ends `failed` (exit 1, ledger lock kept) instead of LockHeld")
         assert p.returncode == 4 and f"{h.host}:{h.port}" in p.stderr, p.stdout + p.stderr
         assert os.path.islink(lock)
     else:

@@ -14,9 +14,20 @@ from deploy.testing.project import Project
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port for an app server the test starts later. Picked below the
+    kernel's ephemeral range (32768+), so no `bind(0)` elsewhere in the run (sshd, Postgres,
+    clients) can take it between now and then."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 @dataclass
