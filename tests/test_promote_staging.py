@@ -166,3 +166,17 @@ def test_lock_release_force_frees_a_killed_runs_ledger_and_host_locks(stage):
     led = stage.project.ledger()
     assert led.lock("staging") is None
     assert led.runs("staging")[0].status == "failed"
+
+
+def test_rollback_from_a_runner_without_the_ledger_asks_the_hosts(stage):
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, first = run_of(stage)
+    (stage.project.root / "examples/app/README.md").write_text("v2\n")
+    stage.project.commit("v2")
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    (stage.project.root / ".deploy/ledger.db").unlink()  # another runner: no shared ledger
+    r = stage.project.invoke("rollback", "--env=staging", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stage.versions() == [first.release_id] * 2

@@ -41,7 +41,28 @@ def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
     if to:
         return to, (live or {}).get("release_id")
     rels = [r for r in led.releases(s.name, limit=50) if r["status"] in ("superseded",)]
-    return (rels[0]["release_id"] if rels else None), (live or {}).get("release_id")
+    if rels and live:
+        return rels[0]["release_id"], live["release_id"]
+    return _from_hosts(s)
+
+
+def _from_hosts(s: Settings) -> tuple[str | None, str | None]:
+    """(previous, current) as the hosts see them: for a runner that does not share the
+    ledger that made the releases. Every host must agree on current."""
+    if not s.hosts.hosts:
+        return None, None
+    from deploy import hosts
+
+    seen = hosts.releases(s.hosts)
+    currents = {h.current for h in seen}
+    if len(currents) != 1 or None in currents:
+        raise DeployError(
+            "The hosts are not on one release: " + ", ".join(f"{h.host}: {h.current or '-'}" for h in seen),
+            f"Name the release to go back to: invoke rollback --env={s.name} --to=RELEASE.")
+    current = currents.pop()
+    common = sorted(set.intersection(*(set(h.releases) for h in seen)))
+    older = [r for r in common if r < current]
+    return (older[-1] if older else None), current
 
 
 def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, environ) -> Plan:
