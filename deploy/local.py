@@ -347,19 +347,12 @@ def _alive(pid: int) -> bool:
     """Alive and not a zombie; our own children are reaped here when they have exited."""
     if pid in _children and _children[pid].poll() is not None:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not proc.pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] == "Z":
-            return False
         # A recycled pid belongs to someone else: only a node server.mjs is ours to signal.
         return b"server.mjs" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
+    except OSError:
         return True
 
 

@@ -107,3 +107,18 @@ def ensure_writable(path: Path, what: str, hint: str) -> Path:
     except OSError as e:
         raise SettingsError(f"{path}: {what} cannot be written ({e.strerror or e}).", hint) from None
     return path
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed child not yet reaped is not alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
