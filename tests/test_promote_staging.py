@@ -2,7 +2,6 @@
 hosts running the example app, the Shopify stand-in, evidence bound to the commit."""
 
 import psycopg
-import pytest
 
 
 def applied(url):
@@ -123,15 +122,21 @@ def test_watch_trigger_rolls_back(stage):
     assert stage.versions() == [good.release_id] * 2
 
 
-def test_rollback_task_returns_to_the_previous_release(stage):
+def two_releases(stage):
+    """Staging promoted twice: (first run, second run)."""
     stage.collect_evidence()
     assert promote(stage).returncode == 0
-    led, first = run_of(stage)
+    first = run_of(stage)[1]
     (stage.project.root / "examples/app/README.md").write_text("v2\n")
     stage.project.commit("v2")
     stage.collect_evidence()
     assert promote(stage).returncode == 0
-    led, second = run_of(stage)
+    return first, run_of(stage)[1]
+
+
+def test_rollback_task_returns_to_the_previous_release(stage):
+    first, second = two_releases(stage)
+    led = stage.project.ledger()
     assert stage.versions() == [second.release_id] * 2
     r = stage.project.invoke("rollback", "--env=staging", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -169,13 +174,7 @@ def test_lock_release_force_frees_a_killed_runs_ledger_and_host_locks(stage):
 
 
 def test_rollback_from_a_runner_without_the_ledger_asks_the_hosts(stage):
-    stage.collect_evidence()
-    assert promote(stage).returncode == 0
-    led, first = run_of(stage)
-    (stage.project.root / "examples/app/README.md").write_text("v2\n")
-    stage.project.commit("v2")
-    stage.collect_evidence()
-    assert promote(stage).returncode == 0
+    first, _ = two_releases(stage)
     (stage.project.root / ".deploy/ledger.db").unlink()  # another runner: no shared ledger
     r = stage.project.invoke("rollback", "--env=staging", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
