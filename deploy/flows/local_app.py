@@ -26,9 +26,8 @@ def stop(env: str) -> None:
 
 def start(env: str) -> None:
     from deploy import local
-    from deploy.flows.steps import _local_env
+    from deploy.flows.steps import restart_local
 
     s = _local(env)
-    info = local.restart(s.path(s.local.root), s.local.host, s.local.port, timeout=s.local.start_timeout,
-                         env=_local_env(s, os.environ))
+    info = restart_local(s, os.environ)
     cli.out(f"{env}: serving {local.current(s.path(s.local.root))} on {info.url} (pid {info.pid})")

@@ -82,8 +82,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             root = s.path(s.local.root)
             if local.current(root) != target:
                 local.switch(root, target)
-            info = local.restart(root, s.local.host, s.local.port, timeout=s.local.start_timeout,
-                                 env=steps._local_env(s, environ))
+            info = steps.restart_local(s, environ)
             ctx.state["app_url"] = info.url
             return f"{current or '-'} -> {target} ({info.url})"
         from deploy import hosts
@@ -120,11 +119,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def smoke_after(ctx: StepContext):
-        from deploy import smoke
-
-        checks = smoke.checks_for(s.smoke, steps.base_urls(s, ctx.state))
-        report = smoke.check(checks, release_id=target, retries=s.smoke.retries, backoff=s.smoke.backoff)
-        smoke.require(report)
+        report = steps.run_smoke(s, ctx.state, target)
         return f"{len(report.results)} check(s) passed on {target}"
 
     def record(ctx: StepContext):

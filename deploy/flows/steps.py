@@ -320,6 +320,24 @@ def _local_env(s: Settings, environ) -> dict:
     return env
 
 
+def restart_local(s: Settings, environ):
+    """(Re)start the local server from `current` as the settings say; its ServerInfo."""
+    from deploy import local
+
+    return local.restart(s.path(s.local.root), s.local.host, s.local.port, timeout=s.local.start_timeout,
+                         env=_local_env(s, environ))
+
+
+def run_smoke(s: Settings, state: dict, release_id: str | None):
+    """The environment's smoke checks against the app and each host; SmokeFailed with every result."""
+    from deploy import smoke
+
+    checks = smoke.checks_for(s.smoke, base_urls(s, state))
+    report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
+    smoke.require(report)
+    return report
+
+
 def _release_local(s: Settings, release_id: str, environ) -> Step:
     root = s.path(s.local.root)
 
@@ -331,8 +349,7 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
             ctx.checkpoint()
         local.place(_artifact(ctx.state), root, release_id)
         local.switch(root, release_id)
-        info = local.restart(root, s.local.host, s.local.port, timeout=s.local.start_timeout,
-                             env=_local_env(s, environ))
+        info = restart_local(s, environ)
         ctx.state["app_url"] = info.url
         pruned = local.prune(root, s.local.keep_releases)
         return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
@@ -346,8 +363,7 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
             return "current is not this release: nothing to switch back"
         if prev:
             local.switch(root, prev)
-            info = local.restart(root, s.local.host, s.local.port, timeout=s.local.start_timeout,
-                                 env=_local_env(s, environ))
+            info = restart_local(s, environ)
             ctx.state["app_url"] = info.url
             return f"back on {prev} ({info.url})"
         local.stop(root)
@@ -424,11 +440,7 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
 def smoke_step(s: Settings, release_id: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import smoke
-
-        checks = smoke.checks_for(s.smoke, base_urls(s, ctx.state))
-        report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
-        smoke.require(report)
+        report = run_smoke(s, ctx.state, release_id)
         return f"{len(report.results)} check(s) passed; /version answers {release_id}"
 
     return Step("smoke", "HTTP checks: /healthz, and /version names the new release", run=run)
