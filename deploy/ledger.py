@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.errors import LedgerError, LockHeld
-from deploy.redact import mask_url, redact
+from deploy.errors import DeployError, LedgerError, LockHeld
+from deploy.dburl import mask as dburl_mask
+from deploy.redact import redact
 
 RUN_ACTIVE = ("running",)
 RUN_FINAL = ("succeeded", "failed", "rolled_back", "aborted", "failed_in_place")
@@ -229,11 +230,18 @@ class Ledger:
                 ) from None
             kwargs["connect_args"] = {"timeout": 30}
         elif url.startswith("postgresql+psycopg://"):
+            from deploy import dburl
+
+            # libpq's reading of the URL: a raw '@' or '/' in the password is refused, masked.
+            try:
+                dburl.parse("postgresql://" + url[len("postgresql+psycopg://"):])
+            except DeployError as e:
+                raise LedgerError(f"DEPLOY_LEDGER_URL: {e.message}", e.hint) from None
             kwargs["connect_args"] = {"connect_timeout": 10}
             kwargs["pool_pre_ping"] = True
         else:
             raise LedgerError(
-                f"DEPLOY_LEDGER_URL {mask_url(url)!r} is neither sqlite:/// nor postgresql://.",
+                f"DEPLOY_LEDGER_URL {dburl_mask(url)!r} is neither sqlite:/// nor postgresql://.",
                 "Use sqlite:///path/ledger.db or postgresql://user:pass@host/db.",
             )
         try:
@@ -249,7 +257,7 @@ class Ledger:
             md.create_all(engine)
         except SQLAlchemyError as e:
             raise LedgerError(
-                f"Cannot open the ledger at {mask_url(url)}: {redact(str(e.orig if hasattr(e, 'orig') else e)).strip().splitlines()[0]}",
+                f"Cannot open the ledger at {dburl_mask(url)}: {redact(str(e.orig if hasattr(e, 'orig') else e)).strip().splitlines()[0]}",
                 "Check DEPLOY_LEDGER_URL (host, credentials, database) or unset it to use the local SQLite ledger.",
             ) from None
         return cls(engine, tables)

@@ -202,6 +202,22 @@ class PostgresCluster:
         return f"PostgresCluster(port={self.port}, dir={self.dir})"
 
 
+# What psql's `\\dn+` shows (describe.c, listSchemas): name, owner, access privileges, description.
+DN_PLUS_SQL = (
+    "SELECT n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), "
+    "pg_catalog.array_to_string(n.nspacl, E'\\n'), pg_catalog.obj_description(n.oid, 'pg_namespace') "
+    "FROM pg_catalog.pg_namespace n WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' ORDER BY 1"
+)
+
+
+def schemas(url: str) -> list[tuple]:
+    """`\\dn+` of the database at `url`, as rows (name, owner, access privileges, description)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(DN_PLUS_SQL).fetchall()
+
+
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
