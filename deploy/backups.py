@@ -302,8 +302,18 @@ def backup(
         ver = proc.run([pg_dump, "--version"], timeout=30)
         check_tool_version("pg_dump", ver.stdout, server)
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if lock_timeout > 0:  # the row counts wait on a table a migration or the app holds locked
+            conn.execute(lock_timeout_sql(lock_timeout).strip())
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        counts = _pg_counts(conn)
+        try:
+            counts = _pg_counts(conn)
+        except Exception as e:
+            if not type(e).__module__.startswith("psycopg"):
+                raise
+            first = redact(str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackupFailed(f"Counting the rows of {u.masked} for the backup failed: {first}.",
+                               "A lock timeout means another session holds a table locked (a migration, a console): "
+                               "let it finish, or raise database.lock_timeout, then run again.") from None
         tool_url, env_vars = _tool_url_and_env(u)
         tmp = path.with_name(path.name + ".partial")
         res = proc.run(pg_dump_argv(pg_dump, snapshot, tmp, tool_url, lock_timeout), env=env_vars, timeout=timeout)
@@ -331,7 +341,7 @@ def _tool_settings(db: DatabaseSection | None, bin_dir) -> tuple[str | Path | No
     """(bin_dir, lock_timeout) from the environment's database settings, when given."""
     if db is None:
         return bin_dir, 0.0
-    return (db.bin_dir or bin_dir or None), db.lock_timeout
+    return (os.path.expanduser(db.bin_dir) if db.bin_dir else bin_dir), db.lock_timeout
 
 
 def _backup_sqlite(u: dburl.DbUrl, out_dir: Path, env: str, sha: str, created: datetime) -> Backup:

@@ -57,8 +57,14 @@ class DatabaseSection:
     backup_dir: str = ".deploy/backups"
     backup_keep: int = 5
     admin_url_var: str = "DATABASE_ADMIN_URL"
-    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369)
-    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql; empty: match the server's version
+    direct_url_var: str = "DIRECT_URL"     # Prisma's directUrl: the session (non-pooled) URL for migrations,
+                                           # backups, restores and the lock; unset variable: url_var's URL is used
+    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369) and,
+                                           # as Postgres' lock_timeout, for any table lock a migration, rollback,
+                                           # restore or pg_dump needs (the app's queries queue behind such a wait)
+    statement_timeout: float = 900.0       # seconds one migration or down.sql statement may run; 0: no limit
+    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql (an absolute path, ~ expanded);
+                                           # empty: the server's major version's tools
 
 
 @dataclass(frozen=True)
@@ -361,6 +367,12 @@ def _check(s: Settings) -> None:
         v = getattr(getattr(s, sec), key)
         if not lo <= v <= hi:
             raise SettingsError(f"{f}: {lim} = {v} is out of range.", f"Use a value from {lo} to {hi}.")
+    if not s.database.lock_timeout > 0:
+        raise SettingsError(f"{f}: database.lock_timeout = {s.database.lock_timeout:g} must be more than 0.",
+                            "It bounds how long a migration, restore or backup waits for a lock; e.g. 10.")
+    if s.database.statement_timeout < 0:
+        raise SettingsError(f"{f}: database.statement_timeout = {s.database.statement_timeout:g} is negative.",
+                            "Use seconds (e.g. 900), or 0 for no limit.")
     for cat in dataclasses.fields(LighthouseThresholds):
         v = getattr(s.gate.lighthouse, cat.name)
         if v is not None and not 0.0 <= v <= 1.0:

@@ -107,6 +107,32 @@ class DbUrl:
         return None
 
 
+def session_url(environ, url_var: str, direct_url_var: str) -> tuple[str, str]:
+    """(value, variable) of the URL for session-level work: migrations, backups, restores and
+    Prisma's advisory lock need ONE server session from start to end. That is Prisma's
+    `directUrl` (`direct_url_var`, DIRECT_URL by convention) when set, else `url_var`'s URL.
+    SettingsError (URL masked) when the chosen URL is a transaction pooler: there a session
+    advisory lock can be taken on one backend and released on another, `SET` is lost between
+    statements, and pg_dump's snapshot cannot be shared. Empty string: neither is set."""
+    direct = environ.get(direct_url_var, "") if direct_url_var else ""
+    var, value = (direct_url_var, direct) if direct else (url_var, environ.get(url_var, ""))
+    if not value or not reveal(value).strip().lower().startswith(("postgresql://", "postgres://")):
+        return value, var
+    u = parse(value)
+    why = u.transaction_pooler
+    if why:
+        raise SettingsError(
+            f"{var} ({u.masked}) points at a transaction pooler ({why}); migrations, backups, restores and the "
+            "migrate lock need one database session from start to end, which a transaction pooler does not keep.",
+            (f"Set {direct_url_var} (database.direct_url_var) to the direct connection or the session-mode pooler "
+             "(Supabase: port 5432; Prisma's directUrl) and keep the pooled URL in " + url_var + " for the app."
+             ) if var != direct_url_var else
+            f"{direct_url_var} must be the direct connection or the session-mode pooler (Supabase: port 5432), "
+            "not the transaction pooler (port 6543, pgbouncer=true).",
+        )
+    return value, var
+
+
 def _replace_path(after_scheme: str, name: str) -> str:
     head, sep, query = after_scheme.partition("?")
     at = head.rfind("@")

@@ -21,8 +21,12 @@ def status(env: str) -> int:
     from deploy import migrations
 
     s, url = _db(env)
-    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s))
+    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database)
     cli.out(migrations.render_status(report))
+    from deploy import dburl
+
+    for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
+        cli.out(f"note: {note}")
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
 
@@ -30,8 +34,8 @@ def migrate(env: str) -> None:
     from deploy import migrations
 
     s, url = _db(env)
-    res = migrations.migrate(url, migrations_dir(s), runner=s.database.runner, lock_timeout=s.database.lock_timeout,
-                             sqlite_base=sqlite_base(s), url_var=s.database.url_var)
+    res = migrations.migrate(url, migrations_dir(s), runner=s.database.runner, sqlite_base=sqlite_base(s),
+                             url_var=s.database.url_var, db=s.database)
     cli.out(f"{env}: applied {len(res.applied)} migration(s)" + (": " + ", ".join(res.applied) if res.applied else ""))
     for w in res.warnings:
         cli.out(f"warning: {w}")
@@ -43,7 +47,7 @@ def rollback(env: str, steps: int, yes: bool) -> None:
     s, url = _db(env)
     if s.environment.protected:
         cli.confirm(f"Roll back {steps} migration(s) on {env}?", yes)
-    res = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s))
+    res = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s), db=s.database)
     cli.out(f"{env}: rolled back {', '.join(res.rolled_back) or 'nothing'}")
 
 
@@ -54,7 +58,7 @@ def resolve(env: str, applied: str | None, rolled_back: str | None) -> None:
         raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
     s, url = _db(env)
     res = migrations.resolve(url, migrations_dir(s), applied=applied, rolled_back=rolled_back,
-                             sqlite_base=sqlite_base(s))
+                             sqlite_base=sqlite_base(s), db=s.database)
     cli.out(f"{env}: {res.name} marked {res.action.replace('_', ' ')}")
 
 
@@ -67,8 +71,7 @@ def backup(env: str) -> None:
         sha = git_sha(s.root)
     except SettingsError:
         sha = "nosha"
-    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s),
-                       **({"bin_dir": s.database.bin_dir} if s.database.bin_dir else {}))
+    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s), db=s.database)
     pruned = backups.prune(s.path(s.database.backup_dir), env, s.database.backup_keep)
     cli.out(f"{env}: backup {b.path} ({len(b.tables)} tables, sha256 {b.sha256[:16]})"
             + (f"; pruned {len(pruned)} old" if pruned else ""))
@@ -96,7 +99,7 @@ def verify(env: str, file: str | None) -> int:
         from deploy.redact import Secret
 
         url = Secret(os.environ[var])  # a server whose role may CREATE DATABASE for the scratch copy
-    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s))
+    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s), db=s.database)
     rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
             for c in res.counts]
     cli.out(tabulate(rows, headers=("table", "rows at backup", "rows restored", "verdict")))
@@ -111,7 +114,7 @@ def restore(env: str, file: str | None, yes: bool) -> None:
     path = _backup_file(s, file)
     if s.environment.protected or not s.is_local:
         cli.confirm(f"Restore {path.name} into the {env} database, replacing its data?", yes)
-    res = backups.restore(path, url, sqlite_base=sqlite_base(s))
+    res = backups.restore(path, url, sqlite_base=sqlite_base(s), db=s.database)
     cli.out(f"{env}: restored {res.backup.path.name} into {res.url} ({len(res.tables)} tables)")
 
 

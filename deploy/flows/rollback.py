@@ -108,14 +108,14 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             if not b or not Path(b).exists():
                 raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
                                   "Restore a specific file with `invoke db.restore --env=... --file=...`.")
-            backups.restore(b, url, sqlite_base=base)
+            backups.restore(b, url, sqlite_base=base, db=s.database)
             return f"restored {Path(b).name}"
         before = set(live_run.get("migrations_before", []))
-        st = migrations.status(url, mdir, sqlite_base=base)
+        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base)
+        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def smoke_after(ctx: StepContext):

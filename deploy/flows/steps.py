@@ -24,7 +24,28 @@ def artifacts_dir(s: Settings) -> Path:
 
 
 def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
-    """The database URL: committed for SQLite, from the environment (a Secret) for Postgres."""
+    """The URL of the toolkit's own database work (migrations, backups, restores, the migrate
+    lock): committed for SQLite; for Postgres the session URL from the environment (a Secret):
+    database.direct_url_var's (Prisma's directUrl) when set, else database.url_var's; refused
+    when it points at a transaction pooler (dburl.session_url)."""
+    from deploy import dburl
+
+    db = s.database
+    if db.provider == "none":
+        return None
+    if db.url:
+        return db.url
+    value, var = dburl.session_url(environ, db.url_var, db.direct_url_var)
+    if not value:
+        raise SettingsError(
+            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
+            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
+        )
+    return Secret(value)
+
+
+def app_database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
+    """The URL the app itself connects with (database.url_var: the pooled one on Supabase)."""
     db = s.database
     if db.provider == "none":
         return None
@@ -235,7 +256,8 @@ def backup(s: Settings, sha: str, environ) -> Step:
         if u.provider == "sqlite" and not u.sqlite_path.exists():
             ctx.state["backup"] = None
             return "no database file yet: nothing to back up"
-        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s))
+        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
+                           db=s.database)
         ctx.state["backup"] = str(b.path)
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
@@ -257,10 +279,11 @@ def migrate(s: Settings, environ) -> Step:
         url = database_url(s, environ)
         mdir = migrations_dir(s)
         if "migrations_before" not in ctx.state:
-            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s)).applied)
+            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s),
+                                                                    db=s.database).applied)
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
-                                 url_var=s.database.url_var)
+                                 url_var=s.database.url_var, db=s.database)
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
@@ -270,22 +293,22 @@ def migrate(s: Settings, environ) -> Step:
             return "nothing was migrated"
         url = database_url(s, environ)
         mdir = migrations_dir(s)
-        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
         for name in st.failed:  # a migration that failed in this run: its transaction left no trace
             if name not in before:
-                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s))
+                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s), db=s.database)
                 notes.append(f"marked {name} rolled back")
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return "; ".join(notes) or "no migration of this run to undo"
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s))
+            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif ctx.state.get("backup"):
-            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s))
+            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
         else:
             raise DeployError(
@@ -313,10 +336,10 @@ def _local_env(s: Settings, environ) -> dict:
         from deploy import dburl
 
         # Absolute: a relative file: URL would resolve inside the release folder.
-        path = dburl.parse(database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
         env["DATABASE_URL"] = f"file:{path}"
     elif s.database.provider == "postgresql":
-        env["DATABASE_URL"] = database_url(s, environ)
+        env["DATABASE_URL"] = app_database_url(s, environ)
     return env
 
 

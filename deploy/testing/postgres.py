@@ -218,6 +218,43 @@ def schemas(url: str) -> list[tuple]:
         return conn.execute(DN_PLUS_SQL).fetchall()
 
 
+class TableLock:
+    """Another session holding `LOCK TABLE ... IN <mode> MODE` in an open transaction, as an app
+    transaction or a console session would. It gives the lock up after `release_after` seconds
+    at the latest, so code that waits unbounded makes its test fail (the wait then succeeds)
+    instead of hanging the suite."""
+
+    def __init__(self, url: str, table: str, mode: str = "ACCESS EXCLUSIVE", release_after: float = 60.0):
+        import threading
+
+        import psycopg
+        from psycopg import sql
+
+        self.conn = psycopg.connect(url)
+        self.conn.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE").format(sql.Identifier(table)))
+        self.pid = self.conn.info.backend_pid
+        self.released = threading.Event()
+        self._timer = threading.Timer(release_after, self.release)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def release(self) -> None:
+        if not self.released.is_set():
+            self.released.set()
+            try:
+                self.conn.rollback()
+                self.conn.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> "TableLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        self.release()
+
+
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
