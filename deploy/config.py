@@ -113,6 +113,8 @@ class GateSection:
     required: tuple[Literal["vitest", "playwright", "lighthouse"], ...] = ("vitest", "playwright", "lighthouse")
     evidence_dir: str = "evidence"         # holds manifest.json (written by `invoke evidence.collect`)
     max_failed: int = 0
+    max_skipped_ratio: float = 0.5         # share of a report's tests that may be skipped or todo (0..1); a report
+                                           # in which no test ran closes the gate whatever this says
     allow_flaky: bool = True               # flaky = passed on a retry; production should set false
     max_age_hours: float = 72.0            # 0 turns the age check off
     bind_to_sha: bool = True               # false only for `local`: gate on committed sample evidence
@@ -373,6 +375,9 @@ def _check(s: Settings) -> None:
     if s.database.statement_timeout < 0:
         raise SettingsError(f"{f}: database.statement_timeout = {s.database.statement_timeout:g} is negative.",
                             "Use seconds (e.g. 900), or 0 for no limit.")
+    if not 0.0 <= s.gate.max_skipped_ratio <= 1.0:
+        raise SettingsError(f"{f}: gate.max_skipped_ratio = {s.gate.max_skipped_ratio:g} is out of range.",
+                            "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     for cat in dataclasses.fields(LighthouseThresholds):
         v = getattr(s.gate.lighthouse, cat.name)
         if v is not None and not 0.0 <= v <= 1.0:
