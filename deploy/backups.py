@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from deploy import dburl, proc
 from deploy.config import DatabaseSection
-from deploy.errors import BackupFailed, SettingsError
+from deploy.errors import BackupFailed, SettingsError, ToolMissing
 from deploy.redact import Secret, mask_url, redact, reveal
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -152,7 +152,13 @@ def find_tool(name: str, server_major: int | None = None, bin_dir: str | Path | 
     """`name` from `bin_dir` if given; else the server's major version's Debian folder, the
     newest installed one, then PATH."""
     if bin_dir is not None:
-        return proc.which(name, path=str(bin_dir))
+        try:
+            return proc.which(name, path=str(bin_dir))
+        except ToolMissing as e:
+            raise ToolMissing(f"`{name}` is not in {bin_dir} (database.bin_dir).",
+                              f"Point database.bin_dir at the folder holding pg_dump, pg_restore and psql "
+                              f"(e.g. /usr/lib/postgresql/<server major>/bin), or empty it to pick them by the "
+                              f"server's version. {e.hint or ''}".strip()) from None
     if server_major is not None:
         cand = Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")
         if cand.exists():
