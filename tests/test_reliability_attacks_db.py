@@ -201,7 +201,14 @@ def test_promote_migration_behind_a_table_lock_fails_within_lock_timeout_and_und
                   'ALTER TABLE "Shop" DROP COLUMN "billing_note";\n')
     project.commit("a migration on a busy table")
     stage.collect_evidence()
+    # A console session holding the table: already the backup's row count gives up within the bound.
     with TableLock(stage.db_url, "Shop") as app_session:
+        r = project.invoke("promote", "--to=staging")
+        assert not app_session.released.is_set()
+    failed_clearly(r, "backup", "lock timeout")
+    # An app transaction reading the table (ACCESS SHARE): the backup reads beside it, the
+    # migration's ALTER TABLE must not queue every later query of the app behind it.
+    with TableLock(stage.db_url, "Shop", mode="ACCESS SHARE") as app_session:
         r = project.invoke("promote", "--to=staging")
         assert not app_session.released.is_set()
     failed_clearly(r, "20990101000000_shop_billing_note", "database.lock_timeout (1 s)")
