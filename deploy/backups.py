@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from deploy import dburl, proc
 from deploy.errors import BackupFailed, SettingsError
+from deploy.private import create_private, make_private, private_dir, write_private
 from deploy.redact import Secret, mask_url, redact, reveal
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -214,13 +215,24 @@ def _sqlite_counts(conn: sqlite3.Connection) -> tuple[tuple[str, int], ...]:
                  if not n.startswith("sqlite_"))
 
 
+def _private_backup_dir(backup_dir: Path, env: str) -> Path:
+    """`<backup_dir>/<env>/`, both 0700, and every file already in it 0600: fixed on every
+    backup, so folders and dumps an older version left 0755/0644 do not stay readable."""
+    private_dir(backup_dir)
+    out_dir = private_dir(backup_dir / env)
+    for p in out_dir.iterdir():
+        if p.is_file() and not p.is_symlink():
+            make_private(p)
+    return out_dir
+
+
 def _write_sidecars(b: Backup) -> None:
-    b.path.with_name(b.path.name + ".sha256").write_text(f"{b.sha256}  {b.path.name}\n")
+    write_private(b.path.with_name(b.path.name + ".sha256"), f"{b.sha256}  {b.path.name}\n")
     manifest = {
         "env": b.env, "sha": b.sha, "created_at": b.created_at.isoformat(), "sha256": b.sha256,
         "file": b.path.name, "tables": dict(b.tables),
     }
-    b.path.with_name(b.path.name + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_private(b.path.with_name(b.path.name + ".json"), json.dumps(manifest, indent=2) + "\n")
 
 
 def load_backup(path: str | Path) -> Backup:
@@ -278,8 +290,7 @@ def backup(
 ) -> Backup:
     """Take a backup of the database at `url` into `<backup_dir>/<env>/`."""
     u = dburl.parse(url, sqlite_base=sqlite_base)
-    out_dir = Path(backup_dir) / env
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _private_backup_dir(Path(backup_dir), env)
     created = now().astimezone(timezone.utc)
     if u.provider == "sqlite":
         return _backup_sqlite(u, out_dir, env, sha, created)
@@ -296,7 +307,7 @@ def backup(
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counts = _pg_counts(conn)
         tool_url, env_vars = _tool_url_and_env(u)
-        tmp = path.with_name(path.name + ".partial")
+        tmp = create_private(path.with_name(path.name + ".partial"))   # 0600 before pg_dump writes data
         res = proc.run([pg_dump, "--format=custom", "--no-password", f"--snapshot={snapshot}",
                         f"--file={tmp}", f"--dbname={tool_url}"], env=env_vars, timeout=timeout)
         if not res.ok:
@@ -317,7 +328,7 @@ def _backup_sqlite(u: dburl.DbUrl, out_dir: Path, env: str, sha: str, created: d
     if not src_path.is_file():
         raise BackupFailed(f"SQLite database {src_path} does not exist; nothing to back up.")
     path = out_dir / backup_name(created, sha, "sqlite")
-    tmp = path.with_name(path.name + ".partial")
+    tmp = create_private(path.with_name(path.name + ".partial"))   # SQLite keeps an existing file's mode
     src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
     dst = sqlite3.connect(tmp)
     try:
