@@ -756,6 +756,7 @@ def _upload(section, h: _Host, local: Path, upload: str) -> None:
         chan.invoke_subsystem("sftp")
         sftp = SFTPClient(chan)
         sftp.put(str(local), upload, callback=lambda done, _total: sent.__setitem__(0, done), confirm=True)
+        sftp.chmod(upload, local.stat().st_mode & 0o777)    # as Fabric's put(preserve_mode=True) did
     except Exception as e:  # noqa: BLE001 - SFTP errors are IOError, EOFError, socket.timeout or SSHException
         if expired.is_set():
             why = (f"did not finish within {overall:g}s (hosts.upload_timeout; {sent[0]} of {size} bytes sent)")
