@@ -86,6 +86,10 @@ class HostsSection:
     health_timeout: float = 30.0           # seconds to wait for the health check to pass
     connect_timeout: float = 10.0
     command_timeout: float = 600.0         # seconds for any one remote command (hooks included)
+    upload_timeout: float = 1800.0         # seconds the artifact upload to one host may take in all
+    upload_stall_timeout: float = 60.0     # seconds an upload may go without progress (a frozen host) before it fails
+    hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
+                                           # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
     lock_max_age_minutes: int = 120
 

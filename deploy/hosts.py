@@ -703,17 +703,95 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
         # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
         return _hook_before_switch(section, h, release_id, env)
     upload = _p(t, ".uploads", upload_name)
-    if st.upload_sha256 != artifact.sha256:
-        try:
-            h.conn.put(str(local), upload)
-        except Exception as e:  # noqa: BLE001 - SFTP errors are IOError or SSHException
-            raise _HostError(f"uploading {local.name} to {upload} failed: {e}{_space_note(section, h, local, upload)}") from None
+    # Set before the upload: a failed upload's partial file is removed by the cleanup too.
     h.pending = release_id
     h.made_dir = True
+    if st.upload_sha256 != artifact.sha256:
+        _upload(section, h, local, upload)
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
          section, f"unpacking releases/{release_id}")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
+
+
+class _UploadWedged(_HostError):
+    """The upload stopped making progress or ran out of time: the connection is unusable."""
+
+
+def _upload(section, h: _Host, local: Path, upload: str) -> None:
+    """SFTP `local` to `upload` on h's host, bounded: a stall (no reply or send window for
+    hosts.upload_stall_timeout s) or the whole upload passing hosts.upload_timeout s fails
+    with a message naming the host, and the frozen connection is replaced for the cleanup.
+
+    Fabric's `put` has no bound at all (paramiko opens the channel with a 1-hour timeout,
+    then waits on SFTP replies forever), so the channel is opened here: its timeout bounds
+    every single wait (paramiko's Channel.settimeout covers recv and the send window),
+    and a timer closes the transport when the overall deadline passes, which wakes every
+    wait that has no timeout of its own (`invoke_subsystem`)."""
+    import threading
+
+    from paramiko import SFTPClient
+
+    t = h.t
+    stall = max(1.0, float(section.upload_stall_timeout))
+    overall = max(stall, float(section.upload_timeout))
+    transport = h.conn.transport
+    # Keepalives keep NAT and firewall state of a long upload's connection alive.
+    transport.set_keepalive(max(1, int(stall // 3)))
+    size = local.stat().st_size
+    sent = [0]
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        transport.close()
+
+    timer = threading.Timer(overall, expire)
+    timer.daemon = True
+    timer.start()
+    sftp = None
+    try:
+        chan = transport.open_session(timeout=stall)
+        chan.settimeout(stall)
+        chan.invoke_subsystem("sftp")
+        sftp = SFTPClient(chan)
+        sftp.put(str(local), upload, callback=lambda done, _total: sent.__setitem__(0, done), confirm=True)
+        sftp.chmod(upload, local.stat().st_mode & 0o777)    # as Fabric's put(preserve_mode=True) did
+    except Exception as e:  # noqa: BLE001 - SFTP errors are IOError, EOFError, socket.timeout or SSHException
+        if expired.is_set():
+            why = (f"did not finish within {overall:g}s (hosts.upload_timeout; {sent[0]} of {size} bytes sent)")
+        elif isinstance(e, (TimeoutError, socket.timeout)):
+            why = (f"stalled: no progress for {stall:g}s after {sent[0]} of {size} bytes "
+                   f"(hosts.upload_stall_timeout)")
+        else:
+            why = ""
+        if why:
+            _replace_connection(section, h)
+            raise _UploadWedged(f"uploading {local.name} to {t.name} {why}: the host or the network froze; "
+                                f"check the host, then run again") from None
+        raise _HostError(f"uploading {local.name} to {t.name}:{upload} failed: {e}"
+                         f"{_space_note(section, h, local, upload)}") from None
+    finally:
+        timer.cancel()
+        if sftp is not None and not expired.is_set():
+            try:
+                sftp.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _replace_connection(section, h: _Host) -> None:
+    """Drop a frozen connection and open a fresh one for the cleanup (unlock, remove the
+    partial upload); if the host cannot be reached again, the cleanup skips it."""
+    try:
+        h.conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+    h.conn = None
+    try:
+        h.conn = _connect(section, h.t)
+    except Exception:  # noqa: BLE001 - the upload error is what the table shows
+        h.conn = None
 
 
 def _check_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -729,6 +807,29 @@ def _check_env(env: dict[str, str] | None) -> dict[str, str]:
                 "Keep secrets in <deploy_to>/shared/.env on the host (linked into every release).",
             )
     return env
+
+
+def hook_env(section: HostsSection, environ) -> dict[str, str]:
+    """The deployer's variables that hosts.hook_env names, for the before_switch and
+    restart hooks (which get these, the release variables and the host login's own
+    environment: nothing else of the deployer's). SettingsError for an unset name or a
+    value holding a secret: hook variables travel on the remote command line."""
+    from deploy.redact import Secret, redact
+
+    out: dict[str, str] = {}
+    for name in section.hook_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SettingsError(f"hosts.hook_env: {name!r} is not a shell variable name.")
+        value = environ.get(name)
+        if value is None:
+            raise SettingsError(f"hosts.hook_env names {name}, but {name} is not set.",
+                                f"Export {name}, or remove it from hosts.hook_env.")
+        if isinstance(value, Secret) or redact(value) != value:
+            raise SettingsError(
+                f"hosts.hook_env names {name}, which holds a secret; hook variables travel on the remote "
+                "command line.", "Keep secrets in <deploy_to>/shared/.env on the host (linked into every release).")
+        out[name] = str(value)
+    return out
 
 
 def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:

@@ -196,6 +196,21 @@ def default_url(root: Path) -> str:
     return os.environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
 
 
+def _private_ledger(path: Path, root: Path) -> None:
+    """The SQLite ledger holds the deploy history: 0600 (with its -wal/-shm), set on every
+    open so a file an older version left 0644 is fixed. Its folder is made 0700 when it is
+    the project's `.deploy/` or did not exist; a folder someone chose for it is left alone."""
+    from deploy.private import create_private, make_private, private_dir
+
+    folder = path.parent
+    if not folder.exists() or folder.resolve() == (root / ".deploy").resolve():
+        private_dir(folder)
+    if not path.exists():
+        create_private(path)    # SQLite then creates -wal/-shm with the database file's mode
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        make_private(p)
+
+
 class Ledger:
     """Access to the ledger database. Open with `Ledger.open(root)`."""
 
@@ -219,7 +234,7 @@ class Ledger:
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _private_ledger(path, root)
                 probe = path.parent / f".write-probe-{os.getpid()}"
                 probe.write_text("")
                 probe.unlink()

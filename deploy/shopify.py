@@ -431,7 +431,11 @@ def _token_hint(var: str) -> str:
 
 
 def auth_env(settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child environment for the CLI: the token (as a Secret) and no TTY."""
+    """The CLI's whole child environment: proc's minimal base (PATH for node, HOME for its
+    config, proxies, CA certificates), the token (as a Secret, under the names the CLI
+    reads) and CI=1 (no TTY, no prompt). Nothing else of the deployer's: no database URL,
+    no API secret, no other token; and no SHOPIFY_FLAG_* variables, which the CLI would
+    read as flags the toolkit did not choose."""
     environ = os.environ if environ is None else environ
     var = settings.shopify.token_var
     value = environ.get(var, "")
@@ -443,7 +447,9 @@ def auth_env(settings, environ: Mapping[str, str] | None = None) -> dict[str, st
             _token_hint(var),
         )
     token = value if isinstance(value, Secret) else Secret(value)
-    return {AUTOMATION_TOKEN_VAR: token, PARTNERS_TOKEN_VAR: token, "CI": "1"}
+    # SHOPIFY_CLI_NO_ANALYTICS: the CLI's opt-out of usage reporting, which CI may set.
+    return proc.child_env(environ, names=("SHOPIFY_CLI_NO_ANALYTICS",),
+                          extra={AUTOMATION_TOKEN_VAR: token, PARTNERS_TOKEN_VAR: token, "CI": "1"})
 
 
 def _app_dir(settings) -> Path:

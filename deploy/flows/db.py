@@ -144,6 +144,7 @@ def _write_secret(path: Path, key: str, value: str) -> None:
     """Set KEY in a git-ignored dotenv file (mode 0600), keeping its other lines."""
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [ln for ln in lines if not ln.startswith(f"{key}=")] + [f"{key}='{value}'"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    from deploy.private import write_private
+
+    # 0600 on every write: an existing 0644 file (made by hand, or by an older version) is fixed too.
+    write_private(path, "\n".join(lines) + "\n")

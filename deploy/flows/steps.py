@@ -136,6 +136,10 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
+        if not s.is_local and s.hosts.hook_env:
+            from deploy import hosts
+
+            hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
         from deploy import shopify
 
         if not skip_shopify and shopify.skip_reason(s) is None:
@@ -327,7 +331,7 @@ def migrate(s: Settings, environ) -> Step:
 def release(s: Settings, release_id: str, environ) -> Step:
     if s.is_local:
         return _release_local(s, release_id, environ)
-    return _release_hosts(s, release_id)
+    return _release_hosts(s, release_id, environ)
 
 
 def _local_env(s: Settings, environ) -> dict:
@@ -398,7 +402,7 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
                 run=run, undo=undo, undo_does="switch current back, restart")
 
 
-def _release_hosts(s: Settings, release_id: str) -> Step:
+def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import hosts
         from deploy.errors import LockHeld
@@ -406,7 +410,7 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
         ctx.state.pop("hosts_locked_out", None)
         try:
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id, env=hosts.hook_env(s.hosts, environ))
         except LockHeld:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
@@ -418,7 +422,7 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
 
         if ctx.state.get("hosts_locked_out"):
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id)
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, env=hosts.hook_env(s.hosts, environ))
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     n = len(s.hosts.hosts)

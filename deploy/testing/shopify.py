@@ -8,7 +8,8 @@ flag rule, the version tag rules), keeps the app's versions in a state file, and
 what the real CLI prints: the boxed banners of `services/deploy.ts` and
 `services/release.ts`, link footnotes, and the `versions list --json` array of
 `services/versions-list.ts` in the App Management API's shape. Every call is appended
-to a JSONL file with its argv and the NAMES of the auth variables that were set.
+to a JSONL file with its argv, the NAMES of the auth variables that were set and the
+environment it received (the token's value masked), for the leak tests.
 
 `real_shopify_cli` (fixture) installs the real `@shopify/cli@3` with npm once into a
 cache folder and returns its executable; it skips only when npm is missing.
@@ -133,6 +134,9 @@ def record(argv):
         "argv": argv, "cwd": os.getcwd(),
         "auth_env": [v for v in AUTH_VARS if os.environ.get(v)],
         "ci": os.environ.get("CI", ""), "stdin_tty": sys.stdin.isatty() if sys.stdin else False,
+        # The whole environment it was given, so tests can prove no other secret reached
+        # it; the token itself (which it must get) is recorded as a mark, not its value.
+        "env": {k: ("<token>" if k in AUTH_VARS else v) for k, v in os.environ.items()},
     }
     with open(CALLS, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
@@ -310,6 +314,10 @@ class ShopifyStandIn:
         if not p.exists():
             return []
         return [json.loads(ln) for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    def environments(self) -> list[dict[str, str]]:
+        """The environment of every call (the token's value shown as `<token>`)."""
+        return [c.get("env", {}) for c in self.calls()]
 
     def argvs(self) -> list[list[str]]:
         return [c["argv"] for c in self.calls()]
