@@ -81,6 +81,7 @@ class Plan:
     release_id: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     header: list[tuple[str, str]] = field(default_factory=list)   # facts shown above the table
+    failed_status: str = "rolled_back"  # a failure whose undo finished ("failed" for one-step tasks: nothing to undo)
     resume_cmd: str | None = None     # the command that finishes a killed run, for hints
     abort_cmd: str | None = None      # the command that undoes a killed run, for hints
 
@@ -439,15 +440,7 @@ class Runner:
             self.console.line(f"{self._sig.received} arrived after the last step: the run is complete.")
         self._sig.phase = "undo"  # finishing: nothing left to stop
         duration = time.monotonic() - started
-        for i, step in enumerate(plan.steps):
-            if step.finish and not step.skip:
-                try:
-                    note = step.finish(ctx)
-                    if note:
-                        self.console.note(f"{step.name}: {note}")
-                except Exception as e:  # the run succeeded; say what is left behind
-                    msg = e.message if isinstance(e, DeployError) else f"{type(e).__name__}: {e}"
-                    self.console.line(f"warning: finishing {step.name} failed: {msg}")
+        self._finish_steps(plan, ctx, range(n))
         try:
             self.ledger.update_run(run_id, status="succeeded", finished_at=time.time(), state=ctx.state)
             self.ledger.release_lock(plan.env, run_id=run_id)
@@ -458,6 +451,21 @@ class Runner:
             return Outcome(run_id, "failed", err, None, duration, ctx.state)
         self.console.line(f"{plan.flow} {plan.env}: succeeded in {duration:.2f}s (run {run_id})")
         return Outcome(run_id, "succeeded", None, None, duration, ctx.state)
+
+    def _finish_steps(self, plan: Plan, ctx: StepContext, indexes) -> None:
+        """The run ends with its lock released: steps that hold something until then
+        (the hosts' deploy lock) let go of it."""
+        for i in indexes:
+            step = plan.steps[i]
+            if step.finish is None or step.skip:
+                continue
+            try:
+                note = step.finish(ctx)
+                if note:
+                    self.console.note(f"{step.name}: {note}")
+            except Exception as e:  # the outcome stands; say what is left behind
+                msg = e.message if isinstance(e, DeployError) else f"{type(e).__name__}: {e}"
+                self.console.line(f"warning: finishing {step.name} failed: {msg}")
 
     @staticmethod
     def _bug(step: Step, e: BaseException) -> DeployError:
@@ -477,6 +485,7 @@ class Runner:
         if not self.rollback:
             self._finish_run(run_id, status="failed_in_place", finished_at=time.time(),
                              state=ctx.state, error=str(err), failed_step=step.name)
+            self._finish_steps(plan, ctx, [*done, i] if ran else list(done))
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
             self.console.line(f"--no-rollback: left in place for diagnosis; undo later with --abort (run {run_id}).")
             if self._ledger_errors:
@@ -485,7 +494,7 @@ class Runner:
         # The failed step may have changed part of the world before failing: undo it too
         # (undos tolerate a partial run), then the completed steps in reverse.
         undo_errors = self._undo(plan, run_id, ctx, [*done, i] if ran else list(done))
-        status = "rolled_back" if not undo_errors else "failed"
+        status = plan.failed_status if not undo_errors else "failed"
         msg = str(err)
         if undo_errors:
             msg += "\nUndo also failed: " + "; ".join(undo_errors)
