@@ -352,9 +352,13 @@ class Runner:
     def _quietly(self, fn, *args, **kwargs) -> bool:
         """Bookkeeping during a failure or an undo: a ledger that cannot be written must not
         stop the undo; what it could not record is reported at the end."""
+        from deploy.facts import StateError
+
         try:
             fn(*args, **kwargs)
             return True
+        except StateError:
+            return False  # the run already fails with it; the last storable state stays
         except DeployError as e:
             if e.message not in self._ledger_errors:
                 self._ledger_errors.append(e.message)
