@@ -628,13 +628,14 @@ def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
 # ---------------------------------------------------------------- release
 
 def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
-            env: dict[str, str] | None = None) -> list[HostResult]:
+            env: dict[str, str] | None = None, keep_lock: bool = False) -> list[HostResult]:
     """Release `artifact` to every host; all switch, or none stays switched.
 
     Returns one HostResult per host (in settings order) when every host is on the new
     release and healthy; raises HostFailed carrying every host's outcome otherwise, and
     LockHeld when another run holds a host's lock. A re-run with the same `run_id`
     (after a crash) takes over its own lock and finishes the release.
+    `keep_lock`: the run took the lock itself (acquire_lock) and releases it when it ends.
     """
     release_id = validate_release_id(artifact.release_id)
     env = _check_env(env)
@@ -652,28 +653,30 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
         _raise_if_locked(hs, section, now)
         if any(h.error for h in hs):
-            _abort_before_switch(section, hs)
+            _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs, "before any host switched; every host stays on its release")
 
         _parallel(hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env or {}),
                   section.max_parallel)
         if any(h.error for h in hs):
-            _abort_before_switch(section, hs)
+            _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs,
                           "while preparing, before any host switched; every host stays on its release")
 
         _parallel(hs, lambda h: _go_live(section, h, release_id, env or {}), section.max_parallel)
         if any(h.error for h in hs):
             _switch_back(section, hs, release_id, env or {})
-            _unlock_all(section, hs)
+            if not keep_lock:
+                _unlock_all(section, hs)
             raise _failed(f"release {release_id}", hs, _after_switch_summary(hs))
 
         def finish(h: _Host) -> None:
             prev = h.state.current if h.state else None
             prune = prune_list((*h.state.releases, release_id), section.keep_releases, (release_id, prev))
             line = f"{now.isoformat()} release {release_id} (was {prev or '-'}) by {_holder()} run {run_id}"
-            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=True), section, "pruning and unlocking")
-            h.locked = False
+            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=not keep_lock), section,
+                 "pruning and unlocking")
+            h.locked = keep_lock
 
         _parallel(hs, finish, section.max_parallel)
         results = _results(hs)
@@ -844,7 +847,7 @@ def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
              section, "before_switch hook")
 
 
-def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
+def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> None:
     """Remove the half-made release dirs and unlock; no host has switched."""
     for h in hs:
         if h.conn is None:
@@ -856,7 +859,8 @@ def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
                                      _p(h.t, ".uploads", f"{rid}.tar.gz")), section, "cleaning up")
         except _HostError as e:
             h.error = h.error or f"cleanup failed: {e}"
-    _unlock_all(section, hs)
+    if unlock:
+        _unlock_all(section, hs)
 
 
 def _release_of(h: _Host) -> str:
@@ -955,7 +959,7 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 # ---------------------------------------------------------------- undo, rollback
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
-                 env: dict[str, str] | None = None) -> list[HostResult]:
+                 env: dict[str, str] | None = None, keep_lock: bool = False) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
@@ -984,7 +988,8 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
             _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
 
         _parallel(hs, one, section.max_parallel)
-        _unlock_all(section, hs)
+        if not keep_lock:
+            _unlock_all(section, hs)
         results = _results(hs)
         # For an undo, `previous` is what the host was on before the undo.
         if any(not r.ok for r in results):

@@ -185,7 +185,9 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
 
 def lock_hosts(s: Settings, release_id: str) -> Step:
     """The remote lock, taken before anything changes: runners that share no ledger
-    (another CI system, a laptop) still exclude each other, and the loser stops here."""
+    (another CI system, a laptop) still exclude each other, and the loser stops here.
+    It lasts until the run ends: released when the whole run has succeeded (after
+    `record`), or by this step's undo, the last of the undo chain; never at the release."""
 
     def run(ctx: StepContext):
         from deploy import hosts
@@ -199,8 +201,14 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
 
-    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock)", run=run,
-                undo=undo, undo_does="release this run's host locks")
+    def finish(ctx: StepContext):
+        from deploy import hosts
+
+        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        return f"deploy lock released on {len(freed)} host(s)"
+
+    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
+                run=run, undo=undo, undo_does="release this run's host locks", finish=finish)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -410,7 +418,9 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
         ctx.state.pop("hosts_locked_out", None)
         try:
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id, env=hosts.hook_env(s.hosts, environ))
+            # The lock step holds the hosts' lock until the run ends.
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ))
         except LockHeld:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
@@ -422,7 +432,8 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
 
         if ctx.state.get("hosts_locked_out"):
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, env=hosts.hook_env(s.hosts, environ))
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ))
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     n = len(s.hosts.hosts)
