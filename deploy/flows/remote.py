@@ -98,6 +98,8 @@ def shopify_release(env: str, version: str) -> None:
     s = cli.settings(env)
     res = shopify.release(s, version, os.environ)
     cli.out(f"{env}: app version {res.version} live (was {res.previous or 'none'})")
+    if res.note:
+        cli.out(f"note: {res.note}")
 
 
 def smoke(env: str, release: str | None) -> int:
