@@ -307,3 +307,15 @@ def test_stand_in_rejects_flags_the_real_cli_does_not_have(shopify_cli):
                  cwd=shopify_cli.app_dir, input="", env={"CI": "1"})
     assert r.returncode == 1 and "Flag not specified:" in r.stderr
     assert os.environ["PATH"].startswith(str(shopify_cli.bin_dir))
+
+
+def test_invoke_shopify_release_reaches_the_3rd_oldest_of_25_versions(project, shopify_cli):
+    shopify_cli.deploy_versions(TAGS)
+    r = project.invoke("shopify.release", "--env=staging", "--version=v03")
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 0, out
+    assert shopify_cli.active() == "v03"
+    assert "staging: app version v03 live (was v25)" in out
+    assert "older than the newest 20" in out, "the output says how the release was confirmed"
+    release = [c for c in shopify_cli.calls() if c["argv"][1] == "release"]
+    assert [c["argv"][c["argv"].index("--version") + 1] for c in release] == ["v03"]
