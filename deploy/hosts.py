@@ -55,6 +55,7 @@ __all__ = [
     "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
     "targets", "release", "undo_release", "rollback", "check", "releases", "current_release",
     "lock_status", "break_lock", "validate_release_id", "sh",
+    "resolve_login", "known_hosts_files", "parse_known_hosts", "KnownHostsText",
 ]
 
 RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
