@@ -70,10 +70,14 @@ class DatabaseSection:
 @dataclass(frozen=True)
 class HostsSection:
     hosts: tuple[str, ...] = ()            # "user@host:port" or "host"
-    user: str = "deploy"
-    port: int = 22
-    key_file: str = ""
-    known_hosts: str = "~/.ssh/known_hosts"
+    # Empty/0 = not set: the entry (user@host:port) wins, then these, then the host's
+    # ~/.ssh/config block (User, Port), then "deploy" and 22.
+    user: str = ""
+    port: int = 0
+    key_file: str = ""                     # "": ssh_config's IdentityFile, the agent, ~/.ssh/id_*
+    # "": the files ssh reads for the host (UserKnownHostsFile, default ~/.ssh/known_hosts[2],
+    # then GlobalKnownHostsFile, default /etc/ssh/ssh_known_hosts[2]); set: only these (space-separated).
+    known_hosts: str = ""
     deploy_to: str = "/srv/occ"            # "{host}", "{port}", "{user}", "{name}" are replaced per host
     max_parallel: int = 16
     keep_releases: int = 5

@@ -141,6 +141,8 @@ def shopify_release(env: str, version: str) -> None:
     one_step(s, "shopify.release", f"shopify app release --version {version}", run, args={"version": version})
     res = done["res"]
     cli.out(f"{env}: app version {res.version} live (was {res.previous or 'none'})")
+    if res.note:
+        cli.out(f"note: {res.note}")
 
 
 def smoke(env: str, release: str | None) -> int:

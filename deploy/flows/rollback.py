@@ -96,7 +96,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
 
         version = target_row.get("shopify_version")
         res = shopify.rollback(s, version, environ)
-        return f"app version {res.version} live (was {res.previous or '-'})"
+        return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
 
     def database_back(ctx: StepContext):
         from deploy import backups, migrations

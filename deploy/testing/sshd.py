@@ -77,6 +77,11 @@ class SshHost:
             os.chown(p, owner.st_uid, owner.st_gid)
         return path
 
+    def known_hosts_line(self) -> str:
+        """This host's line of the farm's known_hosts (`[127.0.0.1]:PORT keytype key`)."""
+        prefix = f"[{self.host}]:{self.port} "
+        return next(ln for ln in self.known_hosts.read_text().splitlines() if ln.startswith(prefix))
+
     def connect_kwargs(self) -> dict:
         return {"key_filename": str(self.key_file), "look_for_keys": False, "allow_agent": False}
 
@@ -405,6 +410,26 @@ while True:
 child.stdin.close()
 sys.exit(child.wait())
 '''
+
+
+def ssh_home(home: str | Path, farm: "SshdFarm", config: str, files: dict[str, str] | None = None) -> Path:
+    """A HOME with a real `~/.ssh/config` (`config`, where `{key}` is the farm's client key
+    copied to ~/.ssh/id_deploy and `{ssh}` the ~/.ssh folder) and `files` (name -> text)
+    written in ~/.ssh, with the modes ssh expects. Point a child's HOME at it."""
+    home = Path(home)
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    os.chmod(ssh, 0o700)
+    key = ssh / "id_deploy"
+    shutil.copy(farm.key_file, key)
+    os.chmod(key, 0o600)
+    for name, text in (files or {}).items():
+        (ssh / name).write_text(text)
+        os.chmod(ssh / name, 0o600)
+    (ssh / "config").write_text(config.replace("{key}", str(key)).replace("{ssh}", str(ssh)))
+    os.chmod(ssh / "config", 0o600)
+    return home
 
 
 # ---------------------------------------------------------------- test artifacts
