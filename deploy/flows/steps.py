@@ -270,7 +270,16 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         if "migrations_before" not in ctx.state:
             fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
             ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
-            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s)).applied)
+            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+            # Fail closed before changing anything when this run could not be undone: a
+            # database with data, migrations without down.sql, and no backup to restore.
+            no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
+            if no_down and not fp.empty and not ctx.state.get("backup"):
+                raise DeployError(
+                    f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
+                    f"{s.name}'s database, so they could not be undone. Nothing was applied.",
+                    f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
+            ctx.state["migrations_before"] = list(st.applied)
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                  url_var=s.database.url_var)
