@@ -276,17 +276,21 @@ def _kind(name: str, value: str) -> str:
 def _variables(f: AppFacts) -> list[dict]:
     """One entry per variable the app reads: from .env.example, the Shopify app config, the
     datasource, and the toolkit's own (the automation token). Values per environment."""
-    db_var = (f.datasource.url_var if f.datasource else "") or ""
+    # A literal `url = "file:dev.sqlite"` (the template's) still means DATABASE_URL elsewhere:
+    # Postgres needs `url = env("DATABASE_URL")`, which the staging settings point out.
+    db_var = ((f.datasource.url_var or "DATABASE_URL") if f.datasource else "")
     direct = (f.datasource.direct_url_var if f.datasource else "") or ""
     by: dict[str, dict] = {}
 
-    def add(name, description, *, value="", kind=None, secret=None, parity="differs", source=None,
-            local_value=None, values=None):
+    def add(name, description, *, value="", kind=None, secret=None, parity=None, source=None,
+            local_value=None, values=None, known=False):
+        """`known`: the toolkit knows this variable better than a .env.example comment does."""
         v = by.setdefault(name, {"name": name, "values": {}})
-        v.setdefault("description", description)
+        if known or "description" not in v:
+            v["description"] = description
         v["kind"] = kind or v.get("kind") or _kind(name, value)
         v["secret"] = _is_secret(name) if secret is None else secret
-        v["parity"] = v.get("parity") or parity
+        v["parity"] = parity or v.get("parity") or "differs"
         v["source"] = source or v.get("source")
         if local_value is not None and not v["values"].get("local"):
             v["values"]["local"] = local_value
@@ -305,12 +309,12 @@ def _variables(f: AppFacts) -> list[dict]:
             continue
         add("SHOPIFY_API_KEY", "Client ID of the environment's Shopify app (client_id of its shopify.app toml; "
                                "public)", kind="string", secret=False, source="shopify-partners",
-            values={env: c.client_id})
+            parity="differs", values={env: c.client_id}, known=True)
         add("SHOPIFY_APP_URL", "Public HTTPS URL of the app (application_url of its shopify.app toml)",
-            kind="url", secret=False, values={env: c.application_url})
+            kind="url", secret=False, parity="differs", values={env: c.application_url}, known=True)
         if c.scopes:
             add("SCOPES", "Access scopes the app requests (access_scopes.scopes)", kind="string", secret=False,
-                parity="same", values={env: c.scopes})
+                parity="same", values={env: c.scopes}, known=True)
     if f.shopify:
         add("SHOPIFY_API_SECRET", "Client secret of the environment's Shopify app", kind="string", secret=True,
             source="shopify-partners")
@@ -320,7 +324,8 @@ def _variables(f: AppFacts) -> list[dict]:
     if db_var:
         local_url = f.datasource.url or (by.get(db_var, {}).get("values", {}).get("local")) or "file:./dev.sqlite"
         add(db_var, "Prisma datasource URL of the app database (a SQLite file locally; a secret elsewhere)",
-            kind="url", secret=True, local_value=local_url if local_url.startswith("file:") else None)
+            kind="url", secret=True, source="runner", local_value=local_url if local_url.startswith("file:") else None,
+            known=True)
     if direct:
         add(direct, "Direct (session) connection for migrations and pg_dump (Prisma's directUrl)", kind="url",
             secret=True)
@@ -401,7 +406,7 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
     provider = ds.provider if ds and ds.provider in ("sqlite", "postgresql") else "none"
     shop = f.shopify_config(env)
     mig = f.migrations_dir or "prisma/migrations"
-    out = [f"# `{env}`: written by `invoke init` for the app in {app_rel}. Every path below says its base.",
+    out = [f"# `{env}`: written by `invoke init` for the app at `{app_rel}`. Every path below says its base.",
            "", "[environment]"]
     if env == "local":
         out += ['kind = "local"', f'description = "this machine: {app_rel}, SQLite"']
@@ -463,8 +468,10 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
 
 
 _WORKFLOW = """\
-# Push to main -> the app's tests -> `invoke promote --to={env}` ({what}).
-# Written by `invoke init`; every command is a toolkit task (invoke --list).
+# {what} -> the app's tests make the evidence -> `invoke promote --to={env}`.
+# Written by `invoke init`; every command is a toolkit task (`invoke --list`).
+# Hardening, as the toolkit's own workflows: actions pinned to commit SHAs, each secret given
+# to the one step that needs it, workflow values reach `run:` scripts through `env:` only.
 name: deploy-{env}
 
 on:
@@ -488,50 +495,59 @@ jobs:
       group: deploy-{env}
       cancel-in-progress: false   # never kill a promotion half way; the next one waits
     env:
-{secrets}      DEPLOY_LEDGER_URL: ${{{{ secrets.DEPLOY_LEDGER_URL }}}}
+      SHA: ${{{{ github.sha }}}}
       DEPLOY_WHO: ${{{{ github.actor }}}}
+      DEPLOY_TOOLKIT: ${{{{ vars.DEPLOY_TOOLKIT }}}}   # pip requirement, e.g. git+https://github.com/ORG/TOOLKIT@TAG
     steps:
-      - uses: actions/checkout@v4
+      - uses: actions/checkout@11d5960a326750d5838078e36cf38b85af677262 # v4.4.0
         with:
-          fetch-depth: 0
+          fetch-depth: 0   # promote resolves the SHA and checks the tree is clean
+          persist-credentials: false
 
-      - uses: actions/setup-node@v4
+      - uses: actions/setup-node@49933ea5288caeca8642d1e84afbd3f7d6820020 # v4.4.0
         with:
           node-version: 20
 
-      - uses: actions/setup-python@v5
+      - uses: actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065 # v5.6.0
         with:
           python-version: "3.11"
 
       - name: Install the deploy toolkit
         run: pip install "$DEPLOY_TOOLKIT"
-        env:
-          DEPLOY_TOOLKIT: ${{{{ vars.DEPLOY_TOOLKIT }}}}   # e.g. git+https://github.com/<org>/<toolkit>@<tag>
 
-      - name: Install the app and make the evidence
+      - name: Install the Shopify CLI
+        run: npm install --global @shopify/cli@3
+
+      - name: Install the app and make the evidence (Vitest JSON)
         working-directory: ${{{{ env.APP_DIR }}}}
         run: |
           {install}
           mkdir -p "$GITHUB_WORKSPACE/evidence"
           npx vitest run --reporter=default --reporter=json --outputFile.json="$GITHUB_WORKSPACE/evidence/vitest.json"
 
-      - name: Bind the reports to this commit
-        run: invoke evidence.collect --sha=${{{{ github.sha }}}} --env={env} --files=evidence/vitest.json
+      - name: Bind the reports to this commit (invoke evidence.collect)
+        run: invoke evidence.collect --sha="$SHA" --env={env} --files=evidence/vitest.json
 
-      - name: Check the variables
-        run: invoke env.check --env={env}
+      - name: Check the variables (invoke env.check)
+        env:
+{secrets}        run: invoke env.check --env={env}
 
-      - name: Promote
-        run: invoke promote --to={env} --sha=${{{{ github.sha }}}} --yes
+      - name: Promote (invoke promote)
+        env:
+{secrets}          DEPLOY_LEDGER_URL: ${{{{ secrets.DEPLOY_LEDGER_URL }}}}
+        run: invoke promote --to={env} --sha="$SHA" --yes
 """
 
 
 def _workflow(f: AppFacts, env: str, app_rel: str) -> str:
     trigger = "  push:\n    branches: [main]" if env == "staging" else "  workflow_dispatch:"
-    secrets = "".join(f"      {v['name']}: ${{{{ secrets.{v['name']} }}}}\n" for v in _variables(f) if v["secret"])
-    return _WORKFLOW.format(env=env, app=app_rel, trigger=trigger, secrets=secrets,
+    names = [v["name"] for v in _variables(f) if v["secret"]]
+    secrets = "".join(f"          {n}: ${{{{ secrets.{n} }}}}\n" for n in names)
+    # An empty env: mapping is invalid YAML for actions: a comment keeps the shape when there is none.
+    return _WORKFLOW.format(env=env, app=app_rel, trigger=trigger,
+                            secrets=secrets or "          NO_SECRETS: \"\"\n",
                             install=" ".join(install_argv(f.package_manager)),
-                            what="on every push to main" if env == "staging" else "by hand, after staging")
+                            what="Push to main" if env == "staging" else "Run by hand after staging")
 
 
 def _runbook(f: AppFacts, app_rel: str) -> str:
