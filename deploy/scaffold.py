@@ -121,10 +121,11 @@ def package_manager(app: Path) -> PackageManager:
     return "npm"
 
 
-def install_argv(pm: PackageManager, *, production: bool = False) -> tuple[str, ...]:
-    """The clean, lockfile-exact install for `pm` (npm without a lockfile: plain install)."""
+def install_argv(pm: PackageManager, *, production: bool = False, lockfile: bool = True) -> tuple[str, ...]:
+    """The clean, lockfile-exact install for `pm` (npm without a lockfile: `npm install`)."""
     if pm == "npm":
-        return ("npm", "ci", "--no-audit", "--no-fund") + (("--omit=dev",) if production else ())
+        return ("npm", "ci" if lockfile else "install", "--no-audit", "--no-fund") + \
+            (("--omit=dev",) if production else ())
     if pm == "yarn":
         return ("yarn", "install", "--frozen-lockfile") + (("--production",) if production else ())
     if pm == "pnpm":

@@ -491,7 +491,8 @@ def install_argv(app: Path) -> list[str] | None:
         return None
     if not isinstance(package, dict) or not (package.get("dependencies") or package.get("devDependencies")):
         return None
-    return list(scaffold.install_argv(scaffold.package_manager(app)))
+    locked = any((app / name).is_file() for name, _ in scaffold.LOCKFILES)
+    return list(scaffold.install_argv(scaffold.package_manager(app), lockfile=locked))
 
 
 def prepare(settings, path: Path) -> str:

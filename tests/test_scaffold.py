@@ -53,13 +53,13 @@ def test_parse_env_example_keeps_names_values_and_comments():
     ("yarn.lock", "yarn", ("yarn", "install", "--frozen-lockfile")),
     ("pnpm-lock.yaml", "pnpm", ("pnpm", "install", "--frozen-lockfile")),
     ("bun.lockb", "bun", ("bun", "install", "--frozen-lockfile")),
-    (None, "npm", ("npm", "ci", "--no-audit", "--no-fund")),
+    (None, "npm", ("npm", "install", "--no-audit", "--no-fund")),
 ], ids=["npm", "yarn", "pnpm", "bun", "none"])
 def test_package_manager_comes_from_the_lockfile(tmp_path, lockfile, pm, argv):
     if lockfile:
         (tmp_path / lockfile).write_text("")
     assert scaffold.package_manager(tmp_path) == pm
-    assert scaffold.install_argv(pm) == argv
+    assert scaffold.install_argv(pm, lockfile=lockfile is not None) == argv
 
 
 def test_detect_reads_a_react_router_template_app():
