@@ -1,5 +1,15 @@
 """Typed, validated settings for each environment, read once from `env/<name>.toml`.
 
+Path settings and their base (also in docs/adopting.md):
+- the project root (DEPLOY_ROOT, or the folder with env/): environment.app_dir, local.root,
+  database.backup_dir, gate.evidence_dir (all through `Settings.path`);
+- environment.app_dir: database.migrations_dir, shopify.config (a file name there);
+- the folder of schema.prisma, i.e. the parent of migrations_dir in the working tree's
+  app_dir (Prisma's own rule): a relative SQLite `file:` URL in database.url;
+- on each host: hosts.deploy_to (absolute), hosts.shared_files (under <deploy_to>/shared);
+- the folder `invoke` runs in, after `~` expansion: hosts.key_file, hosts.known_hosts,
+  database.bin_dir (use absolute paths or `~`).
+
 Every section is a frozen dataclass; the parser walks its fields, so a typo is caught
 when the file is read, with the file, the key and the allowed keys or values. A later
 primitive adds its keys by adding a field to its section, never by reading raw dicts.
@@ -28,7 +38,7 @@ ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 class EnvironmentSection:
     kind: Literal["local", "remote"] = "remote"
     description: str = ""
-    app_dir: str = "examples/app"          # the app project, relative to the project root
+    app_dir: str = "examples/app"          # the app project, relative to the project root (may be its own git repo)
     app_url: str = ""                      # public URL of the app for this environment
     protected: bool = False                # destructive steps need --yes
     requires_staging_run: bool = False     # production: the SHA must have a succeeded staging run
@@ -39,7 +49,7 @@ class EnvironmentSection:
 
 @dataclass(frozen=True)
 class LocalSection:
-    root: str = ".deploy/local"            # releases/, current, pidfile, logs
+    root: str = ".deploy/local"            # releases/, current, pidfile, logs; relative to the project root
     host: str = "127.0.0.1"
     port: int = 0                          # 0: pick a free loopback port
     keep_releases: int = 5
@@ -50,11 +60,12 @@ class LocalSection:
 class DatabaseSection:
     provider: Literal["sqlite", "postgresql", "none"] = "none"
     url_var: str = "DATABASE_URL"          # variable that holds the URL (a secret for Postgres)
-    url: str = ""                          # allowed only for sqlite (no credentials)
-    migrations_dir: str = "prisma/migrations"
+    url: str = ""                          # allowed only for sqlite (no credentials); a relative file: path is
+                                           # relative to the parent of migrations_dir in app_dir (Prisma's rule)
+    migrations_dir: str = "prisma/migrations"  # relative to app_dir; read from the promoted commit's checkout
     runner: Literal["builtin", "prisma"] = "builtin"
     backup: bool = True
-    backup_dir: str = ".deploy/backups"
+    backup_dir: str = ".deploy/backups"    # relative to the project root
     backup_keep: int = 5
     admin_url_var: str = "DATABASE_ADMIN_URL"
     direct_url_var: str = "DIRECT_URL"     # Prisma's directUrl: the session (non-pooled) URL for migrations,
@@ -100,7 +111,7 @@ class HostsSection:
 
 @dataclass(frozen=True)
 class ShopifySection:
-    config: str = ""                       # shopify.app.<config>.toml; empty: step skipped
+    config: str = ""                       # shopify.app.<config>.toml in app_dir (of the promoted commit); empty: skipped
     token_var: str = "SHOPIFY_APP_AUTOMATION_TOKEN"
     cli: str = "shopify"                   # the executable, or a command such as "npx shopify"
     allow_deletes: bool = False            # also pass --allow-deletes (removes extensions without a prompt)
@@ -119,7 +130,7 @@ class LighthouseThresholds:
 @dataclass(frozen=True)
 class GateSection:
     required: tuple[Literal["vitest", "playwright", "lighthouse"], ...] = ("vitest", "playwright", "lighthouse")
-    evidence_dir: str = "evidence"         # holds manifest.json (written by `invoke evidence.collect`)
+    evidence_dir: str = "evidence"         # holds manifest.json (`invoke evidence.collect`); relative to the project root
     max_failed: int = 0
     max_skipped_ratio: float = 0.5         # share of a report's tests that may be skipped or todo (0..1); a report
                                            # in which no test ran closes the gate whatever this says

@@ -319,3 +319,44 @@ def test_invoke_shopify_release_reaches_the_3rd_oldest_of_25_versions(project, s
     assert "older than the newest 20" in out, "the output says how the release was confirmed"
     release = [c for c in shopify_cli.calls() if c["argv"][1] == "release"]
     assert [c["argv"][c["argv"].index("--version") + 1] for c in release] == ["v03"]
+
+
+def test_deploy_from_a_checkout_reads_that_folders_config(shopify_cli, tmp_path):
+    checkout = tmp_path / "src" / "abc1234"
+    checkout.mkdir(parents=True)
+    (checkout / "shopify.app.staging.toml").write_text('client_id = "from-the-commit"\n')
+    s = shopify_cli.settings("staging")
+    result = shopify.deploy(s, "r1", path=checkout)
+    assert shopify_cli.active() == "r1" and result.version == "r1"
+    calls = shopify_cli.calls()
+    assert all(c["cwd"] == str(checkout) for c in calls)
+    deploy_argv = next(c["argv"] for c in calls if c["argv"][1] == "deploy")
+    assert deploy_argv[deploy_argv.index("--path") + 1] == str(checkout)
+    assert shopify_cli.versions()[0]["config"] == 'client_id = "from-the-commit"\n'
+
+
+def test_prepare_installs_the_checkouts_dependencies_once(shopify_cli, tmp_path):
+    # A file: dependency installs without a registry: a real npm install, offline.
+    ext = tmp_path / "vendor-ext"
+    ext.mkdir()
+    (ext / "package.json").write_text(json.dumps({"name": "vendor-ext", "version": "1.0.0"}))
+    app = tmp_path / "checkout"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True,
+                                                  "dependencies": {"vendor-ext": f"file:{ext}"}}))
+    s = shopify_cli.settings("staging")
+    assert shopify.install_argv(app) == ["npm", "install", "--no-audit", "--no-fund"]    # no lockfile yet
+    import subprocess
+
+    subprocess.run(["npm", "install", "--package-lock-only", "--no-audit", "--no-fund"], cwd=app, check=True,
+                   capture_output=True, timeout=120)
+    assert "installed dependencies (npm ci --no-audit --no-fund)" == shopify.prepare(s, app)
+    assert (app / "node_modules" / "vendor-ext" / "package.json").exists()
+    assert shopify.prepare(s, app) == "dependencies already installed"
+
+
+def test_prepare_without_dependencies_installs_nothing(shopify_cli, tmp_path):
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "scripts": {"build": "x"}}))
+    assert shopify.install_argv(tmp_path) is None
+    assert shopify.prepare(shopify_cli.settings("staging"), tmp_path) == "no dependencies to install"
+    assert not (tmp_path / "node_modules").exists()

@@ -88,11 +88,11 @@ def resolve(env: str, applied: str | None, rolled_back: str | None) -> None:
 
 def backup(env: str) -> None:
     from deploy import backups
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s, url = _db(env)
     try:
-        sha = git_sha(s.root)
+        sha = app_sha(s)
     except SettingsError:
         sha = "nosha"
     b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s), db=s.database)

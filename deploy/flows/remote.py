@@ -47,11 +47,11 @@ def hosts_release(env: str, sha: str | None) -> None:
     import dataclasses
 
     from deploy import build, hosts
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
     from deploy.flows.steps import artifacts_dir
 
     s = _remote(env)
-    full = git_sha(s.root, sha)
+    full = app_sha(s, sha)
     art = build.find(artifacts_dir(s), full)
     if art is None:
         raise SettingsError(f"No artifact has been built for {full[:12]}.",
@@ -109,13 +109,13 @@ def shopify_versions(env: str) -> None:
 
 def shopify_deploy(env: str, version: str | None, message: str | None) -> None:
     from deploy import build, shopify
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s = cli.settings(env)
     reason = shopify.skip_reason(s)
     if reason:
         raise SettingsError(reason)
-    full = git_sha(s.root)
+    full = app_sha(s)
     rid = version or build.new_release_id(full, datetime.now(timezone.utc))
     done = {}
 

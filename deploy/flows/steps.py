@@ -65,8 +65,18 @@ def migrations_dir(s: Settings, app: Path | None = None) -> Path:
 
 
 def sqlite_base(s: Settings, app: Path | None = None) -> Path:
-    # Prisma resolves `file:` URLs relative to the folder of schema.prisma.
+    # Prisma resolves `file:` URLs relative to the folder of schema.prisma. Always the
+    # working tree's app folder (never a commit's checkout): the environment has one
+    # database, whichever commit is promoted, and `invoke bootstrap` migrates the same file.
     return migrations_dir(s, app).parent
+
+
+def source_dir(s: Settings, sha: str) -> Path:
+    """The app folder as of commit `sha` (`git archive`, extracted once under .deploy/src):
+    where a promotion reads its migrations and Shopify config, never the working tree."""
+    from deploy.source import checkout
+
+    return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
 
 
 def base_urls(s: Settings, state: dict) -> list[str]:
@@ -143,7 +153,8 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
         from deploy import shopify
 
         if not skip_shopify and shopify.skip_reason(s) is None:
-            shopify.check(s, environ)
+            # The config the push will use is the commit's, so that is the one checked.
+            shopify.check(s, environ, path=source_dir(s, sha), commit=sha)
             notes.append("shopify cli and token ok")
         return f"{'; '.join(notes)}; sha {sha[:12]}"
 
@@ -284,15 +295,25 @@ def backup(s: Settings, sha: str, environ) -> Step:
                 run=run, skip=skip)
 
 
-def migrate(s: Settings, environ) -> Step:
+def migrate(s: Settings, environ, sha: str) -> Step:
     def run(ctx: StepContext):
         from deploy import migrations
 
         url = database_url(s, environ)
-        mdir = migrations_dir(s)
+        mdir = migrations_dir(s, source_dir(s, sha))
         if "migrations_before" not in ctx.state:
-            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s),
-                                                                    db=s.database).applied)
+            fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
+            ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
+            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+            # Fail closed before changing anything when this run could not be undone: a
+            # database with data, migrations without down.sql, and no backup to restore.
+            no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
+            if no_down and not fp.empty and not ctx.state.get("backup"):
+                raise DeployError(
+                    f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
+                    f"{s.name}'s database, so they could not be undone. Nothing was applied.",
+                    f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
+            ctx.state["migrations_before"] = list(st.applied)
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                  url_var=s.database.url_var, db=s.database)
@@ -304,7 +325,14 @@ def migrate(s: Settings, environ) -> Step:
         if "migrations_before" not in ctx.state:
             return "nothing was migrated"
         url = database_url(s, environ)
-        mdir = migrations_dir(s)
+        mdir = migrations_dir(s, source_dir(s, sha))
+        before_db = ctx.state.get("database_before")
+        if before_db and before_db["empty"]:
+            # A first promotion: there was nothing before, so undo means nothing again (no
+            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
+            fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
+            return "the database was empty before this run: " + migrations.empty_database(
+                url, fp, sqlite_base=sqlite_base(s))
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
@@ -320,6 +348,7 @@ def migrate(s: Settings, environ) -> Step:
             res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif ctx.state.get("backup"):
+            # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
             backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
         else:
@@ -330,8 +359,9 @@ def migrate(s: Settings, environ) -> Step:
         return "; ".join(notes)
 
     skip = "no database for this environment" if s.database.provider == "none" else None
-    return Step("migrate", f"apply pending Prisma migrations ({s.database.runner})", run=run, undo=undo,
-                undo_does="down.sql of this run's migrations, else restore the backup", skip=skip)
+    return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
+                undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
+                                     "else restore the backup", skip=skip)
 
 
 # ----------------------------------------------------------------------------- release
@@ -450,27 +480,31 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
     def run(ctx: StepContext):
         source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+        app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
         if "shopify" not in ctx.state:
-            active = shopify.active_version(shopify.versions(s, environ))
+            active = shopify.active_version(shopify.versions(s, environ, path=app))
             ctx.state["shopify"] = {"version": None, "previous": active.version_tag if active else None}
             ctx.checkpoint()
-        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ)
+        installed = shopify.prepare(s, app)
+        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ, path=app)
         prev = ctx.state["shopify"]["previous"]
         ctx.state["shopify"] = {"version": res.version, "previous": prev if res.reused else res.previous}
-        return f"app version {res.version} live (was {res.previous or 'none'})"
+        return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
 
     def undo(ctx: StepContext):
         info = ctx.state.get("shopify") or {}
         prev = info.get("previous")
-        active = shopify.active_version(shopify.versions(s, environ))
+        app = source_dir(s, sha)
+        active = shopify.active_version(shopify.versions(s, environ, path=app))
         if active is None or active.version_tag != release_id:
             return f"{release_id} is not live ({active.version_tag if active else 'none'} is): nothing to undo"
         if not prev:
             return f"{release_id} was the app's first version: there is no earlier one to re-release"
-        shopify.release(s, prev, environ)
+        shopify.release(s, prev, environ, path=app)
         return f"re-released {prev}"
 
-    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id}",
+    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id} "
+                           f"--path <checkout of {sha[:12]}>",
                 run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason)
 
 

@@ -223,6 +223,7 @@ def main():
     if mode == "garbage":
         sys.stdout.write("unexpected output from a stand-in that was told to misbehave\n")
         sys.exit(0)
+    flags["_config_file"] = os.path.join(app_dir, name)
     {"deploy": deploy, "release": release, "versions list": versions}[cmd](state, flags, mode, code, why)
 
 
@@ -236,7 +237,10 @@ def deploy(state, flags, mode, code, why):
     v = {"versionId": str(state["next_id"]), "versionTag": tag or "%s-%d" % (state["app_handle"], state["next_id"]),
          "createdAt": stamp(state).isoformat(), "createdBy": state["created_by"],
          "message": flags.get("message", ""), "sourceControlUrl": flags.get("source-control-url", ""),
-         "status": "inactive"}
+         "status": "inactive",
+         # What Shopify keeps of a deploy (include_config_on_deploy): the app configuration as
+         # read from --path, and the app folder it came from.
+         "config": open(flags["_config_file"], encoding="utf-8").read(), "path": os.path.dirname(flags["_config_file"])}
     if release_it:
         for old in state["versions"]:
             old["status"] = "inactive"
