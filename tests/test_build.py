@@ -80,7 +80,7 @@ def test_second_build_of_the_same_commit_reuses_the_artifact_without_npm(example
     store = tmp_path / "artifacts"
     first = b.build(example_app, SHA_A, store, now=BUILT_AT)
     assert not first.reused
-    assert first.commands == ("npm ci --no-audit --no-fund", "npm run build")
+    assert first.commands == ("npm run build",)   # no dependencies: nothing to install or prune
     assert first.artifact.path == store / f"{first.artifact.sha256}.tar.gz"
     assert json.loads((store / "by-sha" / f"{SHA_A}.json").read_text())["sha256"] == first.artifact.sha256
     mtime = first.artifact.path.stat().st_mtime_ns
@@ -128,21 +128,23 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
         names = [m.name for m in members]
         manifest = json.loads(tar.extractfile("RELEASE.json").read())
     assert names[:-1] == sorted(names[:-1]) and names[-1] == "RELEASE.json"
-    assert {"server.mjs", "bin/restart", "build.json", "prisma/schema.prisma",
-            "prisma/migrations/migration_lock.toml"} <= set(names)
+    # The app tree at the commit plus the build output: what the release runs from.
+    assert {"package.json", "server.mjs", "build/server.mjs", "build/build.json", "prisma/schema.prisma",
+            "prisma/migrations/migration_lock.toml", "scripts/build.mjs"} <= set(names)
+    assert not any(n.startswith("bin/") for n in names)
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
     assert {m.mtime for m in members} == {int(BUILT_AT.timestamp())}
     modes = {m.name: m.mode for m in members}
-    assert modes["bin/restart"] == 0o755 and modes["server.mjs"] == 0o644
+    assert modes["build"] == 0o755 and modes["server.mjs"] == 0o644
     assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
     with tarfile.open(app_artifact.path) as tar:
-        build_json = json.loads(tar.extractfile("build.json").read())
-        restart = tar.extractfile("bin/restart").read()
-    entry = next(f for f in manifest["files"] if f["path"] == "bin/restart")
-    assert entry["sha256"] == hashlib.sha256(restart).hexdigest() and entry["size"] == len(restart)
+        build_json = json.loads(tar.extractfile("build/build.json").read())
+        server = tar.extractfile("build/server.mjs").read()
+    entry = next(f for f in manifest["files"] if f["path"] == "build/server.mjs")
+    assert entry["sha256"] == hashlib.sha256(server).hexdigest() and entry["size"] == len(server)
     assert build_json["git_sha"] == SHA_A   # GIT_SHA reached the app's own build script
 
 
@@ -178,12 +180,13 @@ def test_dependencies_without_a_lockfile_are_refused(example_app, tmp_path):
     pkg = json.loads((example_app / "package.json").read_text())
     pkg["dependencies"] = {"left-pad": "1.3.0"}
     (example_app / "package.json").write_text(json.dumps(pkg))
-    with pytest.raises(BuildFailed, match="no package-lock.json"):
+    with pytest.raises(BuildFailed, match="no lockfile is committed") as e:
         b.build(example_app, SHA_A, tmp_path / "artifacts")
+    assert "package-lock.json" in str(e.value)
 
 
 def test_a_build_writing_a_reserved_name_is_refused(example_app, tmp_path):
-    _set_build_script(example_app, "node scripts/build.mjs && node -e \"require('fs').writeFileSync('build/RELEASE','x')\"")
+    _set_build_script(example_app, "node scripts/build.mjs && node -e \"require('fs').writeFileSync('RELEASE','x')\"")
     with pytest.raises(BuildFailed, match="must not write RELEASE"):
         b.build(example_app, SHA_A, tmp_path / "artifacts", now=BUILT_AT)
 

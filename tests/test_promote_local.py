@@ -39,9 +39,9 @@ def test_promote_serves_the_new_release_and_keeps_the_previous_one(project):
     led, run2 = last_run(project)
     assert run2.release_id != run1.release_id
     assert version(run2.state["app_url"])["release"] == run2.release_id
-    releases = sorted(p.name for p in (project.root / ".deploy/local/releases").iterdir())
+    releases = sorted(p.name for p in (project.local_root() / "releases").iterdir())
     assert releases == sorted([run1.release_id, run2.release_id])
-    assert os.readlink(project.root / ".deploy/local/current").endswith(run2.release_id)
+    assert os.readlink(project.local_root() / "current").endswith(run2.release_id)
     steps = {s.name: s for s in led.steps(run2.id)}
     assert steps["shopify"].status == "skipped" and "no Shopify" in steps["shopify"].result
     assert steps["build"].result.startswith("reused")  # same commit: never built twice
@@ -73,7 +73,7 @@ def test_smoke_failure_after_switch_restores_the_previous_release(project):
     assert_clean_error(bad, "smoke")
     led, run = last_run(project)
     assert run.status == "rolled_back" and run.failed_step == "smoke"
-    assert os.readlink(project.root / ".deploy/local/current").endswith(good.release_id)
+    assert os.readlink(project.local_root() / "current").endswith(good.release_id)
     assert version(run.state["app_url"])["release"] == good.release_id
     assert {s.name: s.undo_status for s in led.steps(run.id)}["release"] == "undone"
     assert led.lock("local") is None
@@ -102,7 +102,7 @@ def test_missing_node_is_named(project, tmp_path):
     os.symlink(sys.executable, bin_dir / "python3")
     r = project.invoke("promote", "--to=local", extra_env={"PATH": str(bin_dir)})
     assert_clean_error(r, "`node` was not found", "Install Node.js")
-    assert not (project.root / ".deploy/local/current").exists()
+    assert not (project.local_root() / "current").exists()
 
 
 def test_port_in_use_is_named(project):

@@ -103,18 +103,19 @@ def shopify_release(env: str, version: str) -> None:
 def smoke(env: str, release: str | None) -> int:
     from deploy import smoke as sm
     from deploy.flows.steps import base_urls
+    from deploy.flows.steps import local_root as steps_local_root
 
     s = cli.settings(env)
     state = {}
     if s.is_local:
         from deploy import local
 
-        info = local.status(s.path(s.local.root), s.local.host)
+        info = local.status(steps_local_root(s), s.local.host)
         if info is None:
             raise SettingsError(f"The {env} app is not running.", f"Start it: invoke app.start --env={env}.")
         state["app_url"] = info.url
         release = release or info.release_id
-    report = sm.check(sm.checks_for(s.smoke, base_urls(s, state)), release_id=release, retries=s.smoke.retries,
+    report = sm.check(sm.checks_for(s.smoke, base_urls(s, state), s.app.health_path), release_id=release, retries=s.smoke.retries,
                       backoff=s.smoke.backoff)
     cli.out(report.table())
     return 0 if report.ok else 1

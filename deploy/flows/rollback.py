@@ -23,7 +23,7 @@ def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
     if s.is_local:
         from deploy import local
 
-        root = s.path(s.local.root)
+        root = steps.local_root(s)   # this app's releases only
         now = local.current(root)
         if to:
             if to not in local.releases(root):
@@ -79,7 +79,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         if s.is_local:
             from deploy import local
 
-            root = s.path(s.local.root)
+            root = steps.local_root(s)
             if local.current(root) != target:
                 local.switch(root, target)
             info = steps.restart_local(s, environ)
@@ -144,7 +144,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         Step("database", {"down": "down.sql of the rolled-back release's migrations",
                           "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep"),
              run=database_back, skip=db_skip),
-        Step("smoke", f"HTTP checks: /version answers {target}", run=smoke_after),
+        Step("smoke", f"HTTP checks against {target}", run=smoke_after),
         Step("record", "ledger: target live, current rolled back", run=record),
     ]
     if target is None:
