@@ -205,24 +205,31 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
 
 
 def start_command(contract: AppSection | None, release_dir: str | Path) -> list[str]:
-    """The argv that starts a release: `app.start`, or the package.json `start` script run as
-    `sh -c SCRIPT` (what `npm run start` runs, minus npm: the app is then the process the
-    toolkit supervises, and its signals reach node, not an npm wrapper)."""
+    """The argv that starts the release in `release_dir` (see `start_argv`)."""
     from deploy.config import AppSection
 
     c = contract or AppSection()
     if isinstance(c.start, tuple):
         return list(c.start)
-    pkg = package_json(release_dir)
-    script = (pkg.get("scripts") or {}).get("start") if isinstance(pkg.get("scripts"), dict) else None
-    if not script:
-        if (Path(release_dir) / "server.js").is_file():
-            return ["node", "server.js"]   # npm's own default when there is no start script
-        raise SettingsError(
-            f"{Path(release_dir)}/package.json has no start script, so the toolkit does not know how to start the app.",
-            'Add "start" to package.json scripts, or set [app] start = ["node", "build/server.js"] in env/<name>.toml.',
-        )
-    return ["sh", "-c", script]
+    return start_argv(c, package_json(release_dir), str(release_dir), (Path(release_dir) / "server.js").is_file())
+
+
+def start_argv(contract: AppSection, pkg: dict, where: str, has_server_js: bool = False) -> list[str]:
+    """`app.start`, or the package.json `start` script run as `sh -c SCRIPT`: what `npm run
+    start` runs, minus npm, so the app is the process the toolkit supervises and signals
+    reach node, not an npm wrapper (node_modules/.bin goes first on PATH, as npm puts it)."""
+    if isinstance(contract.start, tuple):
+        return list(contract.start)
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    script = scripts.get("start")
+    if isinstance(script, str) and script.strip():
+        return ["sh", "-c", script]
+    if has_server_js:
+        return ["node", "server.js"]   # npm's own default when there is no start script
+    raise SettingsError(
+        f"{where}/package.json has no start script, so the toolkit does not know how to start the app.",
+        'Add "start" to package.json scripts, or set [app] start = ["node", "build/server.js"] in env/<name>.toml.',
+    )
 
 
 def start_path(release_dir: str | Path, path: str) -> str:

@@ -58,7 +58,8 @@ def hosts_release(env: str, sha: str | None) -> None:
                             f"Build it through a promotion (invoke promote --to={env} --sha={full[:12]}), "
                             "which also runs the gate.")
     rid = build.new_release_id(full, datetime.now(timezone.utc))
-    results = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=uuid.uuid4().hex[:12])
+    results = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=uuid.uuid4().hex[:12],
+                            app=s.app)
     cli.out(_results(results))
 
 
@@ -66,7 +67,7 @@ def hosts_rollback(env: str, to: str | None) -> None:
     from deploy import hosts
 
     s = _remote(env)
-    cli.out(_results(hosts.rollback(s.hosts, to, run_id=uuid.uuid4().hex[:12])))
+    cli.out(_results(hosts.rollback(s.hosts, to, run_id=uuid.uuid4().hex[:12], app=s.app)))
 
 
 def shopify_versions(env: str) -> None:

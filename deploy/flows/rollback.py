@@ -87,7 +87,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             return f"{current or '-'} -> {target} ({info.url})"
         from deploy import hosts
 
-        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id)
+        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id, app=s.app)
         return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
 
     def shopify_back(ctx: StepContext):

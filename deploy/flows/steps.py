@@ -57,12 +57,12 @@ def base_urls(s: Settings, state: dict) -> list[str]:
     else:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
-        if s.hosts.hosts and (s.hosts.health_url or s.hosts.health_urls):
+        if s.hosts.hosts:
             from urllib.parse import urlsplit
 
             from deploy import hosts
 
-            for t in hosts.targets(s.hosts):
+            for t in hosts.targets(s.hosts, s.app):
                 if t.health_url:
                     u = urlsplit(t.health_url)
                     urls.append(f"{u.scheme}://{u.netloc}")
@@ -439,7 +439,7 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
         ctx.state.pop("hosts_locked_out", None)
         try:
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id, app=s.app)
         except LockHeld:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
@@ -451,12 +451,14 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
 
         if ctx.state.get("hosts_locked_out"):
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id)
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, app=s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     n = len(s.hosts.hosts)
-    return Step("release", f"upload, unpack, switch current, restart on {n} host(s) (max {s.hosts.max_parallel} at once)",
-                run=run, undo=undo, undo_does="switch switched hosts back, restart")
+    how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
+    return Step("release", f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on {n} "
+                           f"host(s) (max {s.hosts.max_parallel} at once)",
+                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none")
 
 
 # ----------------------------------------------------------------------------- shopify
