@@ -368,12 +368,12 @@ log="$root/logs/app.log"
 
 # Any process of group $1 that is not a zombie (fields after "comm)": state ppid pgrp ...).
 group_alive() {
+  g=$1
   for f in /proc/[0-9]*/stat; do
-    read -r s < "$f" 2>/dev/null || continue
+    read -r s 2>/dev/null < "$f" || continue
     s=${s##*) }
-    set -- $s "$1"
-    [ "$3" = "$4" ] && [ "$1" != Z ] && return 0
-    set -- "$4"
+    set -- $s
+    [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
   done
   return 1
 }
@@ -1134,6 +1134,8 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
     if prev:
         _run(h.conn, t, switch_command(t, prev), section, f"switching back to {prev}")
         _start_app(section, h, prev, env, "after switching back")
+        if not section.restart:
+            _health(section, h)   # the supervisor returns at once; a hook returns when its app is up
     else:
         # There was no release before: no app may be left running (the hook's app is the
         # operator's to stop; the toolkit's supervisor or unit is stopped here).
