@@ -49,7 +49,7 @@ from deploy.errors import DeployError, HostFailed, LockHeld, SettingsError
 
 if TYPE_CHECKING:
     from deploy.build import Artifact
-    from deploy.config import HostsSection
+    from deploy.config import AppSection, HostsSection
 
 __all__ = [
     "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
@@ -79,6 +79,7 @@ class Target:
     user: str
     deploy_to: str
     health_url: str = ""
+    app_port: int = 0    # the port the app listens on there (app.port, or hosts.app_ports[i])
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,18 @@ def _validate_path(value: str, key: str, *, absolute: bool) -> str:
     return value
 
 
-def targets(section: HostsSection, ssh_config=None) -> list[Target]:
-    """The hosts of a `HostsSection`, parsed and validated, placeholders resolved.
+def targets(section: HostsSection, app: AppSection | None = None, ssh_config=None) -> list[Target]:
+    """The hosts of a `HostsSection`, parsed and validated, placeholders resolved; the health
+    URL defaults to http://{host}:{app_port}<app.health_path>.
 
     User and port come from the entry (user@host:port), else the settings, else the
     host's `~/.ssh/config` block (`ssh_config`: anything with `lookup(host) -> dict`,
     default the user's and the system's ssh_config as Fabric reads them), else
     `deploy` and 22. The host stays as written (an ssh_config alias is fine: HostName,
     IdentityFile, ProxyJump and the known hosts files are applied when connecting)."""
+    from deploy.config import AppSection
+
+    app = app or AppSection()
     if not section.hosts:
         raise SettingsError("hosts.hosts is empty: there is no host to release to.",
                             'List the hosts under [hosts] (hosts = ["deploy@10.0.0.5"]).')
@@ -185,15 +190,20 @@ def targets(section: HostsSection, ssh_config=None) -> list[Target]:
         user, port = resolve_login(m["user"], int(m["port"] or 0), section.user, section.port,
                                    ssh_config.lookup(host), where=f"hosts.hosts[{i}] = {entry!r}")
         name = f"{user}@{host}:{port}"
-        fill = {"host": host, "port": port, "user": user, "name": name}
+        app_port = section.app_ports[i] if section.app_ports else app.port
+        fill = {"host": host, "port": port, "user": user, "name": name, "app_port": app_port}
+        url_host = f"[{host}]" if ":" in host else host
         try:
             deploy_to = section.deploy_to.format(**fill).rstrip("/")
             health = (section.health_urls[i] if section.health_urls else section.health_url).format(**fill)
         except (KeyError, IndexError, ValueError) as e:
             raise SettingsError(f"hosts.deploy_to/health_url has an unknown placeholder ({e}).",
-                                "Placeholders: {host} {port} {user} {name}.") from None
+                                "Placeholders: {host} {port} {app_port} {user} {name}.") from None
+        if not health and not section.health_command:
+            health = f"http://{url_host}:{app_port}{app.health_path}"
         _validate_path(deploy_to, "deploy_to", absolute=True)
-        out.append(Target(name=name, host=host, port=port, user=user, deploy_to=deploy_to, health_url=health))
+        out.append(Target(name=name, host=host, port=port, user=user, deploy_to=deploy_to, health_url=health,
+                          app_port=app_port))
     if len({t.name for t in out}) != len(out):
         raise SettingsError("hosts.hosts lists the same host twice.", "Remove the duplicate entry.")
     return out
@@ -441,6 +451,224 @@ def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool)
     if unlock:
         cmds.append(unlock_command(t))
     return "; ".join(cmds)
+
+
+# ---------------------------------------------------------------- supervising the app (commands as data)
+
+# The toolkit's own supervisor, installed as <deploy_to>/bin/app on every release: hosts
+# need nothing from the app beyond the [app] contract. POSIX sh, setsid and /proc only.
+SUPERVISOR = r'''#!/bin/sh
+# The app supervisor the deploy toolkit installs as <deploy_to>/bin/app (rewritten on every
+# release; do not edit). It needs only POSIX sh, setsid and /proc.
+#
+#   app start|restart PORT_VAR PORT -- ARGV...  stop the app, then start ARGV in <deploy_to>/current,
+#                                               in its own session (pid = process group, in run/app.pid)
+#   app stop                                    TERM the app's process group; KILL what is left after 10 s
+#   app status                                  "running PID" (exit 0) or "stopped" (exit 3)
+#   app run PORT_VAR PORT -- ARGV...            exec ARGV with the app's environment (a systemd unit runs this)
+#
+# The app's environment is explicit: PATH (node_modules/.bin first), HOME, LANG, the
+# variables in shared/.env, PORT_VAR=PORT, and DEPLOY_APP_ROOT (how stop() knows its app);
+# nothing else of the SSH session. Output goes to logs/app.log.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd -P) || exit 1
+pidfile="$root/run/app.pid"
+log="$root/logs/app.log"
+
+# Any process of group $1 that is not a zombie (fields after "comm)": state ppid pgrp ...).
+group_alive() {
+  g=$1
+  for f in /proc/[0-9]*/stat; do
+    read -r s 2>/dev/null < "$f" || continue
+    s=${s##*) }
+    set -- $s
+    [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+
+# The pid in the pidfile, if its group is alive and its leader (when still there) is this root's app.
+app_pid() {
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  case $pid in ''|*[!0-9]*) return 1 ;; esac
+  if [ -r "/proc/$pid/environ" ]; then
+    tr '\000' '\n' < "/proc/$pid/environ" | grep -qxF "DEPLOY_APP_ROOT=$root" || return 1
+  fi
+  group_alive "$pid" || return 1
+  echo "$pid"
+}
+
+stop() {
+  if pid=$(app_pid); then
+    kill -TERM -"$pid" 2>/dev/null
+    i=0
+    while group_alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if group_alive "$pid"; then
+      kill -KILL -"$pid" 2>/dev/null
+      i=0
+      while group_alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    fi
+    echo "stopped $pid"
+  fi
+  rm -f "$pidfile"
+}
+
+start() {
+  [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
+  stop >/dev/null
+  mkdir -p "$root/run" "$root/logs"
+  cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
+  printf -- '--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cat RELEASE 2>/dev/null)" "$2" >> "$log"
+  # In the background of a non-interactive shell the child is no group leader, so setsid
+  # makes it one without forking: $! is the app's pid, session and process group.
+  DEPLOY_APP_ROOT=$root setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
+  echo $! > "$pidfile"
+  echo "started $!"
+}
+
+run() {
+  port_var=$1 port=$2
+  shift 3
+  cd "$root/current" || exit 1
+  here=$(pwd -P)   # this release, not whatever `current` points to later
+  exec env -i "PATH=$here/node_modules/.bin:${PATH:-/usr/local/bin:/usr/bin:/bin}" "HOME=${HOME:-/}" \
+    "LANG=${LANG:-C.UTF-8}" "DEPLOY_APP_ROOT=$root" "$root/bin/app" _exec "$port_var" "$port" -- "$@"
+}
+
+# With a clean environment: the variables of shared/.env, then the port, then the app.
+_exec() {
+  port_var=$1 port=$2
+  shift 3
+  cr=$(printf '\r')
+  if [ -r "$root/shared/.env" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      line=${line%"$cr"}
+      line=${line#"${line%%[![:space:]]*}"}
+      case $line in '' | '#'*) continue ;; esac
+      case $line in 'export '*) line=${line#export } ;; esac
+      case $line in *=*) ;; *) continue ;; esac
+      key=${line%%=*} val=${line#*=}
+      key=${key%"${key##*[![:space:]]}"}
+      val=${val#"${val%%[![:space:]]*}"}
+      case $key in '' | [0-9]* | *[!A-Za-z0-9_]*) continue ;; esac
+      case $val in
+        \"*\") val=${val#\"} val=${val%\"} ;;
+        \'*\') val=${val#\'} val=${val%\'} ;;
+      esac
+      export "$key=$val"
+    done < "$root/shared/.env"
+  fi
+  export "$port_var=$port" "DEPLOY_APP_ROOT=$root"
+  exec "$@"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  start | restart) start "$@" ;;
+  stop) stop ;;
+  status) if pid=$(app_pid); then echo "running $pid"; else echo stopped; exit 3; fi ;;
+  run) run "$@" ;;
+  _exec) _exec "$@" ;;
+  *) echo "usage: app start|restart|stop|status|run" >&2; exit 2 ;;
+esac
+'''
+APP_STOPPED_EXIT = 3
+
+
+def supervisor_path(t: Target) -> str:
+    return _p(t, "bin", "app")
+
+
+def install_supervisor_command(t: Target) -> str:
+    """Write bin/app (temp name, then rename: a running `app` is never half-written)."""
+    tmp = _p(t, "bin", ".app.new")
+    return _and(sh("mkdir", "-p", _p(t, "bin")), f"printf %s {sh(SUPERVISOR)} > {sh(tmp)}",
+                sh("chmod", "755", tmp), sh("mv", "-f", tmp, supervisor_path(t)))
+
+
+def supervise_command(t: Target, action: str, port_var: str = "", port: int = 0,
+                      argv: Sequence[str] = ()) -> str:
+    """`bin/app start|restart PORT_VAR PORT -- ARGV` / `bin/app stop|status`."""
+    if action in ("start", "restart"):
+        return sh(supervisor_path(t), action, port_var, port, "--", *argv)
+    if action in ("stop", "status"):
+        return sh(supervisor_path(t), action)
+    raise ValueError(f"unknown supervisor action {action!r}")
+
+
+def unit_name(t: Target) -> str:
+    """The systemd user unit of the app under this deploy_to (one per deploy_to)."""
+    import hashlib
+
+    return f"occ-app-{hashlib.sha256(t.deploy_to.encode()).hexdigest()[:12]}.service"
+
+
+def _systemd_quote(arg: str) -> str:
+    # systemd.service(5) "Command lines": double quotes, backslash escapes, and "$"/"%"
+    # doubled so that neither variable expansion nor specifiers touch the argument.
+    esc = str(arg).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{esc}"'
+
+
+def unit_text(t: Target, port_var: str, port: int, argv: Sequence[str]) -> str:
+    """A user unit that runs the app through `bin/app run` (the same explicit environment as
+    the sh supervisor), restarted on failure, stopped as a whole control group."""
+    cmd = " ".join(_systemd_quote(a) for a in (supervisor_path(t), "run", port_var, str(port), "--", *argv))
+    return ("[Unit]\n"
+            f"Description=app released by the deploy toolkit under {t.deploy_to}\n"
+            "[Service]\n"
+            f"WorkingDirectory={t.deploy_to}/current\n"
+            f"ExecStart={cmd}\n"
+            "Restart=on-failure\n"
+            "KillMode=control-group\n"
+            f"StandardOutput=append:{t.deploy_to}/logs/app.log\n"
+            f"StandardError=append:{t.deploy_to}/logs/app.log\n"
+            "[Install]\n"
+            "WantedBy=default.target\n")
+
+
+def systemd_restart_command(t: Target, unit: str) -> str:
+    """Install the unit (if changed, systemd reloads it) and restart it."""
+    name = unit_name(t)
+    path = f'"$HOME"/.config/systemd/user/{name}'
+    return _and('mkdir -p "$HOME"/.config/systemd/user', sh("mkdir", "-p", _p(t, "logs")),
+                f"printf %s {sh(unit)} > {path}", "systemctl --user daemon-reload",
+                sh("systemctl", "--user", "restart", name))
+
+
+def stop_app_command(t: Target) -> str:
+    """Stop the app whichever way it was supervised (the undo of a first release)."""
+    return (f"if [ -x {sh(supervisor_path(t))} ]; then {supervise_command(t, 'stop')}; fi; "
+            f"if command -v systemctl >/dev/null 2>&1; then "
+            f"{sh('systemctl', '--user', 'stop', unit_name(t))} 2>/dev/null; fi; true")
+
+
+def start_facts_command(t: Target, release_id: str, *, want_package: bool, probe_systemd: bool) -> str:
+    """What choosing the start needs from the host, in sections: can this user run a
+    systemd user unit; the release's package.json (for the start script)."""
+    parts = []
+    if probe_systemd:
+        parts += ["echo '== supervisor'",
+                  "if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; "
+                  "then echo systemd; else echo sh; fi"]
+    if want_package:
+        pkg = _p(t, "releases", release_id, "package.json")
+        parts += ["echo '== package'", f"cat {sh(pkg)} 2>/dev/null || true"]
+    return "; ".join(parts)
+
+
+def parse_start_facts(text: str) -> tuple[str | None, str | None]:
+    """(supervisor "systemd"/"sh" or None, package.json text or None)."""
+    sup, pkg, cur = None, [], None
+    for line in text.splitlines():
+        if line in ("== supervisor", "== package"):
+            cur = line[3:]
+        elif cur == "supervisor" and line.strip():
+            sup = line.strip()
+        elif cur == "package":
+            pkg.append(line)
+    return sup, ("\n".join(pkg) if cur == "package" or pkg else None)
 
 
 # ---------------------------------------------------------------- connections
@@ -722,6 +950,8 @@ class _Host:
     probe: tuple[bool, int | None] | None = None
     error: str = ""
     started: float = field(default_factory=time.monotonic)
+    app: AppSection | None = None         # the release contract: start, port_var, health
+    supervisor: str = ""                  # "systemd" or "sh" once chosen for this host
 
 
 def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel: int) -> None:
@@ -903,7 +1133,8 @@ def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
 # ---------------------------------------------------------------- release
 
 def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
-            env: dict[str, str] | None = None, keep_lock: bool = False) -> list[HostResult]:
+            env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
     """Release `artifact` to every host; all switch, or none stays switched.
 
     Returns one HostResult per host (in settings order) when every host is on the new
@@ -920,9 +1151,9 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
     local = Path(artifact.path)
     if not local.is_file():
         raise SettingsError(f"Artifact {local} does not exist.", "Build it first (invoke build).")
-    ts = targets(section)
+    ts = targets(section, app)
     now = now or _now()
-    hs = [_Host(t) for t in ts]
+    hs = [_Host(t, app=app) for t in ts]
     upload_name = f"{release_id}.tar.gz"
     try:
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
@@ -1148,17 +1379,67 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
         _run(h.conn, t, switch_command(t, release_id), section, "switching current")
     h.switched = True
     h.release = release_id
+    _start_app(section, h, release_id, env, "restart")
+    _health(section, h)
+
+
+def _contract(h: _Host) -> AppSection:
+    from deploy.config import AppSection
+
+    return h.app or AppSection()
+
+
+def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
+    """Restart the app on `current`: the operator's restart hook when one is set, else the
+    toolkit's supervisor (a systemd user unit where usable, else bin/app)."""
+    t = h.t
     if section.restart:
         _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env)),
-             section, "restart hook")
-    _health(section, h)
+             section, f"{what} hook" if what == "restart" else f"restart hook ({what})")
+        return
+    from deploy.build import start_argv
+
+    app = _contract(h)
+    want_pkg = not isinstance(app.start, tuple)
+    probe = section.supervisor == "auto" and not h.supervisor
+    pkg_text = None
+    if want_pkg or probe:
+        r = _run(h.conn, t, start_facts_command(t, release_id, want_package=want_pkg, probe_systemd=probe),
+                 section, "reading the start command")
+        found, pkg_text = parse_start_facts(r.stdout)
+        if probe:
+            h.supervisor = found or "sh"
+    h.supervisor = h.supervisor or section.supervisor
+    pkg = {}
+    if want_pkg:
+        import json
+
+        try:
+            pkg = json.loads(pkg_text or "")
+        except ValueError:
+            raise _HostError(f"releases/{release_id}/package.json is missing or not JSON, so the start script "
+                             "is unknown (set [app] start)") from None
+    try:
+        argv = start_argv(app, pkg if isinstance(pkg, dict) else {}, f"releases/{release_id}")
+    except SettingsError as e:
+        raise _HostError(e.message) from None
+    if h.supervisor == "systemd":
+        cmd = _and(install_supervisor_command(t), systemd_restart_command(t, unit_text(t, app.port_var, t.app_port, argv)))
+    else:
+        cmd = _and(install_supervisor_command(t), supervise_command(t, "restart", app.port_var, t.app_port, argv))
+    _run(h.conn, t, cmd, section, f"starting the app ({what})")
+
+
+def _ready_timeout(section, h: _Host) -> float:
+    return section.health_timeout or _contract(h).ready_timeout
 
 
 def _health(section, h: _Host) -> None:
     t = h.t
+    timeout = _ready_timeout(section, h)
     if section.health_command:
         cmd = f"cd {sh(_p(t, 'current'))} && {section.health_command}"
-        deadline = time.monotonic() + section.health_timeout
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 _run(h.conn, t, cmd, section, "health command")
@@ -1168,25 +1449,42 @@ def _health(section, h: _Host) -> None:
                     raise
                 time.sleep(0.2)
     if t.health_url:
-        err = http_health(t.health_url, section.health_timeout)
-        if err:
-            raise _HostError(f"health check {t.health_url} failed: {err}")
+        supervised = not section.restart and h.supervisor == "sh"
+        deadline = time.monotonic() + timeout
+        while True:
+            err = http_health(t.health_url, min(1.0, max(0.1, deadline - time.monotonic())))
+            if not err:
+                return
+            # Between probes, ask the supervisor: an app that exited fails now, not after the timeout.
+            gone = supervised and _run(h.conn, t, supervise_command(t, "status"), section, "app status",
+                                       ok_codes=(0, APP_STOPPED_EXIT)).exited == APP_STOPPED_EXIT
+            if gone or time.monotonic() >= deadline:
+                why = "the app exited" if gone else f"{err}, waited {timeout:g}s"
+                raise _HostError(f"health check {t.health_url} failed ({why}){_app_log_tail(section, h)}")
+
+
+def _app_log_tail(section, h: _Host) -> str:
+    """The last lines of the app's log on the host, for the error message (best effort)."""
+    if section.restart:
+        return ""
+    try:
+        r = _run(h.conn, h.t, f"tail -n 8 {sh(_p(h.t, 'logs', 'app.log'))} 2>/dev/null || true", section, "reading the log")
+    except _HostError:
+        return ""
+    text = r.stdout.strip()
+    return f"; last lines of {_p(h.t, 'logs', 'app.log')}:\n{text}" if text else ""
 
 
 def http_health(url: str, timeout: float, interval: float = 0.1) -> str:
-    """GET `url` until it answers 2xx/3xx or `timeout` passes; '' when healthy, else the last problem."""
+    """GET `url` until it answers 2xx/3xx (redirects not followed) or `timeout` passes;
+    '' when healthy, else the last problem."""
+    from deploy.smoke import probe
+
     deadline = time.monotonic() + timeout
-    last = "no answer"
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=min(5.0, max(0.5, timeout))) as r:
-                if 200 <= r.status < 400:
-                    return ""
-                last = f"HTTP {r.status}"
-        except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError) as e:
-            last = str(getattr(e, "reason", e))
+        last = probe(url, timeout=min(5.0, max(0.5, timeout)))
+        if not last:
+            return ""
         if time.monotonic() >= deadline:
             return f"{last} (waited {timeout:g}s)"
         time.sleep(interval)
@@ -1216,11 +1514,14 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
     t = h.t
     if prev:
         _run(h.conn, t, switch_command(t, prev), section, f"switching back to {prev}")
-        if section.restart:
-            _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, prev, env)),
-                 section, "restart hook (after switching back)")
+        _start_app(section, h, prev, env, "after switching back")
+        if not section.restart:
+            _health(section, h)   # the supervisor returns at once; a hook returns when its app is up
     else:
-        _run(h.conn, t, unlink_current_command(t), section, "removing current (there was no previous release)")
+        # There was no release before: no app may be left running (the hook's app is the
+        # operator's to stop; the toolkit's supervisor or unit is stopped here).
+        cmd = unlink_current_command(t) if section.restart else _and(stop_app_command(t), unlink_current_command(t))
+        _run(h.conn, t, cmd, section, "stopping the app and removing current (there was no previous release)")
 
 
 def _after_switch_summary(hs: Sequence[_Host]) -> str:
@@ -1234,14 +1535,15 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 # ---------------------------------------------------------------- undo, rollback
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
-                 env: dict[str, str] | None = None, keep_lock: bool = False) -> list[HostResult]:
+                 env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
     validate_release_id(release_id)
     env = _check_env(env)
     now = now or _now()
-    hs = [_Host(t) for t in targets(section)]
+    hs = [_Host(t, app=app) for t in targets(section, app)]
     try:
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=None, lock=True)
         _raise_if_locked(hs, section, now)
@@ -1277,7 +1579,7 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
 
 
 def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: datetime | None = None,
-             env: dict[str, str] | None = None) -> list[HostResult]:
+             env: dict[str, str] | None = None, app: AppSection | None = None) -> list[HostResult]:
     """Switch every host to release `to` (default: the release before current, which
     must be the same on all hosts), restart and check health. Checks every host before
     switching any; a failure after switching returns the switched hosts."""
@@ -1285,7 +1587,7 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
         validate_release_id(to)
     env = _check_env(env)
     now = now or _now()
-    hs = [_Host(t) for t in targets(section)]
+    hs = [_Host(t, app=app) for t in targets(section, app)]
     try:
         _open_all(section, hs, run_id=run_id, release_id=to or "rollback", now=now, upload_name=None, lock=True)
         _raise_if_locked(hs, section, now)

@@ -109,9 +109,10 @@ def test_watch_trigger_rolls_back(stage):
     stage.collect_evidence()
     assert promote(stage).returncode == 0
     led, good = run_of(stage)
-    # A release that dies a moment after answering its smoke checks.
+    # A release that dies right after answering its smoke check of /version (no clock involved).
     server = stage.project.root / "examples/app/server.mjs"
-    server.write_text(server.read_text() + "\nsetTimeout(() => process.exit(3), 400);\n")
+    server.write_text(server.read_text() + '\nserver.on("request", (req) => { if ((req.url || "").startsWith("/version")) '
+                                           'setTimeout(() => process.exit(3), 50); });\n')
     cfg = stage.project.root / "env/staging.toml"
     cfg.write_text(cfg.read_text().replace("window_seconds = 1\n", "window_seconds = 4\n"))
     stage.project.commit("a release that crashes under watch")

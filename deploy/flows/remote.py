@@ -63,7 +63,7 @@ def hosts_release(env: str, sha: str | None) -> None:
 
     def run(ctx):
         done["results"] = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=ctx.run_id,
-                                          env=hosts.hook_env(s.hosts, os.environ))
+                                          env=hosts.hook_env(s.hosts, os.environ), app=s.app)
         led.record_release(env=s.name, release_id=rid, sha=full, artifact_sha256=art.sha256, run_id=ctx.run_id)
         return f"{rid} live on {len(done['results'])} host(s)"
 
@@ -83,7 +83,7 @@ def hosts_rollback(env: str, to: str | None) -> None:
 
     def run(ctx):
         done["results"] = results = hosts.rollback(s.hosts, to, run_id=ctx.run_id,
-                                                          env=hosts.hook_env(s.hosts, os.environ))
+                                                          env=hosts.hook_env(s.hosts, os.environ), app=s.app)
         target = results[0].release if results else None
         known = {r["release_id"] for r in led.releases(s.name, limit=100)}
         if target in known:  # keep `status` and `invoke rollback` true to the hosts
@@ -148,18 +148,19 @@ def shopify_release(env: str, version: str) -> None:
 def smoke(env: str, release: str | None) -> int:
     from deploy import smoke as sm
     from deploy.flows.steps import base_urls
+    from deploy.flows.steps import local_root as steps_local_root
 
     s = cli.settings(env)
     state = {}
     if s.is_local:
         from deploy import local
 
-        info = local.status(s.path(s.local.root), s.local.host)
+        info = local.status(steps_local_root(s), s.local.host)
         if info is None:
             raise SettingsError(f"The {env} app is not running.", f"Start it: invoke app.start --env={env}.")
         state["app_url"] = info.url
         release = release or info.release_id
-    report = sm.check(sm.checks_for(s.smoke, base_urls(s, state)), release_id=release, retries=s.smoke.retries,
+    report = sm.check(sm.checks_for(s.smoke, base_urls(s, state), s.app.health_path), release_id=release, retries=s.smoke.retries,
                       backoff=s.smoke.backoff)
     cli.out(report.table())
     return 0 if report.ok else 1
