@@ -55,6 +55,72 @@ _INSTALL_HINTS = {
 }
 
 
+# The base every child gets: what makes a tool run the same as in the deployer's shell,
+# and nothing that authenticates anyone. Each name, and why it is here:
+BASE_NAMES = (
+    "PATH",                  # find node, npm, git, pg_dump, shopify
+    "HOME",                  # npm's cache, git's config, the Shopify CLI's config folder
+    "USER", "LOGNAME",       # who runs it: git and libpq default to it (a name, not a credential)
+    "LANG", "LC_ALL",        # locale: output decoding and sorting as in the deployer's shell (LC_* below too)
+    "TZ",                    # timestamps written by builds and tools
+    "TMPDIR",                # where tools put temp files (CI runners point it at a work disk)
+    "TERM", "NO_COLOR", "FORCE_COLOR",   # colour decisions only
+    "CI",                    # tools switch to non-interactive mode (the Shopify CLI reads it)
+    "NODE_OPTIONS",          # e.g. --max-old-space-size for builds; how to run node, not a secret
+    # Trust stores: without them npm and the Shopify CLI fail TLS behind a company CA.
+    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    # Proxies: every network-speaking child (npm install, the Shopify CLI) needs them where
+    # they are set. A proxy URL may hold a proxy password: that is infrastructure the
+    # deployer's network already requires, not a deploy secret, so it passes (redaction
+    # still masks URL passwords wherever text is shown).
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    # Per-user config and cache folders (the Shopify CLI keeps its settings under XDG_CONFIG_HOME).
+    "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR",
+)
+# Name prefixes passed along: locale categories, and npm's own settings (registry, cache,
+# offline, engine-strict...), which CI sets as variables; see `_is_credential` for the
+# npm settings that are held back.
+BASE_PREFIXES = ("LC_", "npm_config_", "NPM_CONFIG_")
+# npm settings that authenticate (`_authToken`, `_auth`, `_password`, `//host/:_authToken`,
+# `username`, `email` with `always-auth`): a build that needs one names it in settings.
+_CREDENTIAL_WORDS = ("auth", "token", "password", "username", "email", "cert", "key")
+
+
+def _is_credential(name: str) -> bool:
+    low = name.lower()
+    if not low.startswith("npm_config_"):
+        return False
+    rest = low[len("npm_config_"):]
+    return "//" in rest or any(w in rest for w in _CREDENTIAL_WORDS)
+
+
+def child_env(
+    environ: Mapping[str, str] | None = None,
+    names: Sequence[str] = (),
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The explicit environment of a child process.
+
+    The minimal base above, taken from `environ` (default: this process's environment),
+    plus the variables listed in `names` (if set in `environ`), plus `extra`. Values in
+    `extra` may be `Secret`s: they stay `Secret`s here (so this dict never displays a
+    value) and are revealed by `run`, into the child's environment only. Everything else
+    in `environ` (database URLs, API keys, session secrets, tokens) stays out.
+    """
+    environ = os.environ if environ is None else environ
+    env: dict[str, str] = {}
+    for name, value in environ.items():
+        if name in BASE_NAMES or (name.startswith(BASE_PREFIXES) and not _is_credential(name)):
+            env[name] = value
+    for name in names:
+        if name in environ:
+            env[name] = environ[name]
+    if extra:
+        env.update(extra)
+    return env
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -65,13 +131,17 @@ def run(
 ) -> CommandResult:
     """Run `argv` and return its result; never raises for a non-zero exit.
 
-    `env` is added to the current environment; values may be `Secret`s, whose plain
-    value goes to the child and nowhere else.
+    The child's environment is the minimal base of `child_env()` (this process's PATH,
+    HOME, locale...) plus `env`: never this process's whole environment, so a secret
+    reaches a child only when its caller passes it. Values may be `Secret`s, whose plain
+    value goes to the child and nowhere else. The child runs in its own session: on a
+    timeout (exit 124) or an interrupt of this process its whole process group is killed,
+    so grandchildren (an npm script's node, a shell's background job) cannot outlive it.
     """
     import time
 
     argv = [reveal(a) if not isinstance(a, Path) else str(a) for a in argv]
-    full_env = dict(os.environ)
+    full_env = {k: reveal(v) for k, v in child_env(os.environ).items()}
     if env:
         full_env.update({k: reveal(v) for k, v in env.items()})
     exe = shutil.which(argv[0], path=full_env.get("PATH")) if os.sep not in argv[0] else argv[0]
@@ -79,18 +149,45 @@ def run(
         which(argv[0], path=full_env.get("PATH"))
     start = time.monotonic()
     try:
-        p = subprocess.run(
-            argv, cwd=cwd, env=full_env, input=input, capture_output=True, text=True,
-            timeout=timeout, errors="replace",
+        p = subprocess.Popen(
+            argv, cwd=cwd, env=full_env, text=True, errors="replace",
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,   # its own process group, so a timeout can kill all of it
         )
-        rc, out, err = p.returncode, p.stdout, p.stderr
-    except subprocess.TimeoutExpired as e:
-        rc = 124
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = f"timed out after {timeout}s"
     except FileNotFoundError:
         raise ToolMissing(f"`{argv[0]}` was not found.", _INSTALL_HINTS.get(argv[0])) from None
-    return CommandResult(tuple(argv), rc, out, err, time.monotonic() - start)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        out = _kill_group(p)
+        rc, err = 124, f"timed out after {timeout}s"
+    except BaseException:
+        _kill_group(p)          # Ctrl-C, SIGTERM's exception: no orphaned children
+        raise
+    return CommandResult(tuple(argv), rc, out or "", err or "", time.monotonic() - start)
+
+
+def _kill_group(p: subprocess.Popen) -> str:
+    """Kill the child's whole process group; return what it wrote to stdout so far."""
+    import signal
+
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        out, _ = p.communicate(timeout=5)
+    except (subprocess.TimeoutExpired, ValueError):
+        # A process that left the group (setsid) still holds the pipes: stop reading.
+        p.kill()
+        for f in (p.stdout, p.stderr, p.stdin):
+            if f:
+                f.close()
+        p.wait()
+        out = ""
+    return out or ""
 
 
 def ensure_writable(path: Path, what: str, hint: str) -> Path:

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / rb.WORKFLOW_DIR
 STAGING = WORKFLOWS / "deploy-staging.yml"
 PRODUCTION = WORKFLOWS / "deploy-production.yml"
+ROLLBACK = WORKFLOWS / "rollback.yml"
+HOTFIX = WORKFLOWS / "hotfix.yml"
+ALL = [STAGING, PRODUCTION, ROLLBACK, HOTFIX]
 BUILTIN_SECRETS = {"GITHUB_TOKEN"}
 
 
@@ -90,7 +93,7 @@ def actionlint():
     return cmd
 
 
-@pytest.mark.parametrize("path", [STAGING, PRODUCTION], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_workflow_passes_actionlint(actionlint, path):
     r = _lint(actionlint, path)
     assert r.returncode == 0, f"actionlint {path.name}:\n{r.stdout}{r.stderr}"
@@ -108,7 +111,7 @@ def test_actionlint_really_checks_a_broken_copy(actionlint, tmp_path):
 
 # ---------------------------------------------------------------- invoke commands and secrets
 
-@pytest.mark.parametrize("path", [STAGING, PRODUCTION], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_every_invoke_command_in_the_workflow_exists(path):
     tasks = rb.tasks_of(rb.load_collection(ROOT))
     refs = [rb.Ref(r.line, r.task, r.flags, r.args, r.short, path.name, r.text)
@@ -123,7 +126,7 @@ def _secrets(path: Path) -> set[str]:
     return set(re.findall(r"\$\{\{\s*secrets\.([A-Za-z0-9_]+)\s*\}\}", path.read_text()))
 
 
-@pytest.mark.parametrize("path", [STAGING, PRODUCTION], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_every_secret_the_workflow_reads_is_a_variable_of_the_matrix(path):
     matrix = load_matrix(ROOT)
     unknown = sorted(_secrets(path) - set(matrix.names) - BUILTIN_SECRETS)
@@ -131,16 +134,67 @@ def test_every_secret_the_workflow_reads_is_a_variable_of_the_matrix(path):
                          "declare them there (with rotation_days) or stop using them")
 
 
-@pytest.mark.parametrize("path, job, env", [(STAGING, "deploy", "staging"), (PRODUCTION, "deploy", "production")],
-                         ids=["staging", "production"])
-def test_the_deploy_job_gets_every_secret_of_its_environment_under_its_own_name(path, job, env):
+def _step_named(job: dict, prefix: str) -> dict:
+    found = [s for s in _steps(job) if s.get("name", "").startswith(prefix)]
+    assert len(found) == 1, f"expected one step named {prefix!r}, found {[s.get('name') for s in found]}"
+    return found[0]
+
+
+@pytest.mark.parametrize("path, job, env", [(STAGING, "deploy", "staging"), (PRODUCTION, "deploy", "production"),
+                                            (HOTFIX, "staging", "staging"), (HOTFIX, "production", "production")],
+                         ids=["staging", "production", "hotfix-staging", "hotfix-production"])
+def test_the_promote_step_gets_every_secret_of_its_environment_under_its_own_name(path, job, env):
     matrix = load_matrix(ROOT)
     wanted = {v.name for v in matrix.variables if v.on(env).secret and v.on(env).required}
-    given = _load(path)["jobs"][job]["env"]
+    given = _step_named(_load(path)["jobs"][job], "Promote")["env"]
     missing = sorted(wanted - set(given))
-    assert not missing, f"{path.name} job {job} does not pass {missing} (secrets of {env} in the matrix)"
+    assert not missing, f"{path.name} job {job}: the promote step does not get {missing} (secrets of {env})"
     for name in wanted:
         assert re.fullmatch(r"\$\{\{\s*secrets\." + name + r"\s*\}\}", given[name]), (name, given[name])
+
+
+# ---------------------------------------------------------------- hardening
+
+_EXPR = re.compile(r"\$\{\{(.*?)\}\}")
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_secrets_are_given_to_steps_never_to_a_whole_job_or_workflow(path):
+    doc = _load(path)
+    assert not any("secrets." in str(v) for v in (doc.get("env") or {}).values()), f"{path.name}: workflow-level secret"
+    for name, job in doc["jobs"].items():
+        leaked = sorted(k for k, v in (job.get("env") or {}).items() if "secrets." in str(v))
+        assert not leaked, f"{path.name} job {name} gives {leaked} to every step; move them to the steps that need them"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_no_expression_is_interpolated_into_a_run_script(path):
+    """`${{ inputs.x }}` inside `run:` is pasted into the script before the shell parses it
+    (script injection); values reach scripts through `env:` instead."""
+    doc = _load(path)
+    bad = [(name, s.get("name", "?"), m.group(0)) for name, job in doc["jobs"].items() for s in _steps(job)
+           for m in _EXPR.finditer(s.get("run", ""))]
+    assert not bad, f"{path.name}: expressions in run scripts: {bad}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_full_commit_sha(path):
+    doc = _load(path)
+    uses = [s["uses"] for job in doc["jobs"].values() for s in _steps(job) if "uses" in s]
+    assert uses, f"{path.name} uses no action"
+    loose = [u for u in uses if not re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u)]
+    assert not loose, f"{path.name}: actions pinned to a tag or branch, not a commit: {loose}"
+    # the tag each pin stands for is written beside it, for whoever updates it
+    text = path.read_text()
+    assert all(re.search(re.escape(u) + r" # v\d+\.\d+\.\d+", text) for u in uses)
+
+
+@pytest.mark.parametrize("path", [STAGING, PRODUCTION, ROLLBACK, HOTFIX], ids=lambda p: p.name)
+def test_the_shopify_cli_is_installed_at_one_pinned_version(path):
+    doc = _load(path)
+    assert re.fullmatch(r"3\.\d+\.\d+", str(doc["env"]["SHOPIFY_CLI_VERSION"]))
+    installs = [s["run"] for job in doc["jobs"].values() for s in _steps(job) if "@shopify/cli" in s.get("run", "")]
+    assert installs and all('"@shopify/cli@$SHOPIFY_CLI_VERSION"' in r for r in installs), installs
 
 
 # ---------------------------------------------------------------- shape
@@ -159,7 +213,7 @@ def test_staging_runs_on_push_to_main_tests_then_deploys_under_one_concurrency_g
     assert "lhci" in runs and ".lighthouseci" in runs              # Lighthouse CI folder
     collect = [r for r in rb.workflow_references(runs) if r.task == "evidence.collect"]
     assert len(collect) == 1 and {"sha", "files"} <= set(collect[0].flags)
-    assert "${{github.sha}}" in collect[0].text
+    assert "--sha=$SHA" in collect[0].text and test["env"]["SHA"] == "${{ github.sha }}"
     upload = _uses(test, "actions/upload-artifact")
     assert upload and upload[0]["with"]["include-hidden-files"] is True   # .lighthouseci is a dot-folder
 
@@ -169,7 +223,10 @@ def test_staging_runs_on_push_to_main_tests_then_deploys_under_one_concurrency_g
     assert "pip install -e ." in _runs(deploy)
     promote = [r for r in rb.workflow_references(_runs(deploy)) if r.task == "promote"]
     assert len(promote) == 1 and "--to=staging" in promote[0].text and "yes" in promote[0].flags
-    assert deploy["env"]["DEPLOY_LEDGER_URL"] == "${{ secrets.DEPLOY_LEDGER_URL }}"
+    assert _step_named(deploy, "Promote")["env"]["DEPLOY_LEDGER_URL"] == "${{ secrets.DEPLOY_LEDGER_URL }}"
+    keep = _step_named(deploy, "Keep the artifact")
+    assert keep["uses"].startswith("actions/upload-artifact@") and keep["with"]["if-no-files-found"] == "error"
+    assert keep["with"]["name"] == "deploy-artifact-${{ github.sha }}" and keep["with"]["path"] == ".deploy/artifacts/"
 
 
 def test_production_is_dispatched_with_a_sha_and_bound_to_the_production_environment():
@@ -182,7 +239,59 @@ def test_production_is_dispatched_with_a_sha_and_bound_to_the_production_environ
     assert deploy["concurrency"] == {"group": "deploy-production", "cancel-in-progress": False}
     promote = [r for r in rb.workflow_references(_runs(deploy)) if r.task == "promote"]
     assert len(promote) == 1
-    assert promote[0].text == "invoke promote --to=production --sha ${{inputs.sha}} --yes"
+    assert promote[0].text == "invoke promote --to=production --sha=$SHA --yes"
+    assert deploy["env"]["SHA"] == "${{ inputs.sha }}"
+
+
+def test_production_gates_on_the_evidence_and_artifact_of_the_staging_run_it_names():
+    doc = _load(PRODUCTION)
+    run_id = doc["on"]["workflow_dispatch"]["inputs"]["staging_run_id"]
+    assert run_id["required"] is True
+    assert doc["permissions"] == {"contents": "read", "actions": "read"}
+    deploy = doc["jobs"]["deploy"]
+    downloads = {s["with"]["name"]: s for s in _uses(deploy, "actions/download-artifact")}
+    assert set(downloads) == {"evidence-${{ inputs.sha }}", "deploy-artifact-${{ inputs.sha }}"}
+    for s in downloads.values():
+        assert s["with"]["run-id"] == "${{ inputs.staging_run_id }}" and s["with"]["github-token"] == "${{ github.token }}"
+    assert downloads["deploy-artifact-${{ inputs.sha }}"]["with"]["path"] == ".deploy/artifacts/"
+    assert not _uses(deploy, "actions/cache/restore"), "an evictable cache is no source for production's artifact"
+    names = [s.get("name", s.get("uses", "")) for s in _steps(deploy)]
+    gate = next(i for i, n in enumerate(names) if "invoke gate" in n)
+    promote = next(i for i, n in enumerate(names) if n.startswith("Promote"))
+    assert max(i for i, s in enumerate(_steps(deploy)) if "download-artifact" in s.get("uses", "")) < gate < promote
+    gate_refs = [r for r in rb.workflow_references(_runs(deploy)) if r.task == "gate"]
+    assert [r.text for r in gate_refs] == ["invoke gate --env=production --sha=$SHA"]
+
+
+def test_rollback_is_dispatched_behind_the_chosen_environment_with_release_and_db_mode():
+    doc = _load(ROLLBACK)
+    inputs = doc["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["environment"]["options"] == ["staging", "production"]
+    assert inputs["db"]["options"] == ["keep", "down", "restore"] and inputs["db"]["default"] == "keep"
+    assert inputs["release"]["required"] is False
+    job = doc["jobs"]["rollback"]
+    assert job["environment"]["name"] == "${{ inputs.environment }}"          # its reviewers gate it
+    assert job["concurrency"] == {"group": "deploy-${{ inputs.environment }}", "cancel-in-progress": False}
+    refs = [r for r in rb.workflow_references(_runs(job)) if r.task == "rollback"]
+    assert {r.text for r in refs} == {
+        "invoke rollback --env=$TARGET --db=$DB_MODE --to=$RELEASE --dry-run",
+        "invoke rollback --env=$TARGET --db=$DB_MODE --dry-run",
+        "invoke rollback --env=$TARGET --db=$DB_MODE --to=$RELEASE --yes",
+        "invoke rollback --env=$TARGET --db=$DB_MODE --yes",
+    }
+
+
+def test_hotfix_runs_the_gated_path_staging_then_production_with_this_runs_artifact():
+    doc = _load(HOTFIX)
+    inputs = doc["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["sha"]["required"] is True and inputs["environment"]["options"] == ["staging", "production"]
+    jobs = doc["jobs"]
+    assert jobs["staging"]["needs"] == "test" and jobs["production"]["needs"] == "staging"
+    assert jobs["production"]["if"] == "inputs.environment == 'production'"
+    assert jobs["staging"]["environment"]["name"] == "staging"
+    assert jobs["production"]["environment"]["name"] == "production"
+    tasks = [r.task for name in ("test", "staging", "production") for r in rb.workflow_references(_runs(jobs[name]))]
+    assert tasks == ["evidence.collect", "gate", "promote", "gate", "golive.check", "promote", "status"]
 
 
 def test_the_staging_runbook_names_every_task_the_pipelines_run():
@@ -191,3 +300,100 @@ def test_the_staging_runbook_names_every_task_the_pipelines_run():
     for path in (STAGING, PRODUCTION):
         ran = {r.task for r in rb.workflow_references(path.read_text())}
         assert ran <= doc_tasks, f"{path.name} runs {sorted(ran - doc_tasks)}, not in deployment_staging.md"
+
+
+# ---------------------------------------------------------------- replay against a stage
+
+_SECRET = re.compile(r"\$\{\{\s*secrets\.([A-Za-z0-9_]+)\s*\}\}")
+
+
+def _expand(value: object, ctx: dict, secrets: dict) -> str:
+    """A workflow `env:` value with its `${{ }}` expressions filled in as GitHub would; an
+    expression this replayer does not know fails the test, so a new one is noticed."""
+    def one(m: re.Match) -> str:
+        expr = m.group(1).strip()
+        if expr.startswith("secrets."):
+            return secrets.get(expr[len("secrets."):], "")
+        if expr.startswith("vars."):
+            return ""
+        if expr in ctx:
+            return ctx[expr]
+        raise AssertionError(f"the replayer does not know ${{{{ {expr} }}}}")
+    return _EXPR.sub(one, str(value))
+
+
+def _replay(path: Path, jobs: list[str], project, *, ctx: dict, secrets: dict, bin_dir: Path) -> list[str]:
+    """Run, in order, every `run:` step of `jobs` that calls invoke, with exactly the
+    environment the workflow gives that step (workflow, job and step `env:`), and `invoke`
+    resolving to the toolkit of this checkout pointed at `project`. Returns what ran."""
+    doc = _load(path)
+    secret_names = set(secrets)
+    base = {k: v for k, v in os.environ.items() if k not in secret_names and not k.startswith("DEPLOY_")}
+    base.update(PATH=f"{bin_dir}:{project.env['PATH']}", DEPLOY_ROOT=str(project.root), PYTHONPATH=str(ROOT),
+                GITHUB_WORKSPACE=str(project.root), CI="true")
+    ran = []
+    for name in jobs:
+        job = doc["jobs"][name]
+        for step in _steps(job):
+            script = step.get("run", "")
+            if not re.search(r"(^|\s)invoke\s", script):
+                continue
+            env = dict(base)
+            for scope in (doc.get("env") or {}, job.get("env") or {}, step.get("env") or {}):
+                for k, v in scope.items():
+                    env[k] = _expand(v, {**ctx, **{f"env.{a}": b for a, b in env.items()}}, secrets)
+            r = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=project.root, env=env,
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, f"{path.name} {name} / {step.get('name')}: exit {r.returncode}\n{r.stdout}{r.stderr}"
+            ran.append(f"{name}: {step.get('name')}")
+    return ran
+
+
+@pytest.fixture
+def invoke_shim(tmp_path) -> Path:
+    """`invoke` on PATH as the workflow calls it, running this checkout's tasks."""
+    import sys
+
+    d = tmp_path / "shim"
+    d.mkdir()
+    exe = d / "invoke"
+    exe.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m invoke -r {shlex.quote(str(ROOT))} "$@"\n')
+    exe.chmod(0o755)
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.sshd
+@pytest.mark.postgres
+def test_the_staging_and_rollback_workflows_replay_in_order_against_a_staging_environment(stage, invoke_shim):
+    """The `run:` steps that call invoke, with the secrets given step by step: two pushes to
+    main promote two commits to staging; the rollback workflow then returns the first."""
+    from deploy.testing.reports import write_passing
+    from datetime import datetime, timedelta, timezone
+
+    project = stage.project
+    secrets = {k: v for k, v in project.env.items() if k != "PATH"}
+    releases = []
+    for n in (1, 2):
+        if n == 2:
+            (project.root / "examples/app/CHANGES.md").write_text("second release\n")
+            project.commit("a second commit on main")
+        sha = project.head
+        write_passing(project.root / "evidence", datetime.now(timezone.utc) - timedelta(minutes=5))
+        ctx = {"github.sha": sha, "github.actor": "replay", "github.workspace": str(project.root)}
+        ran = _replay(STAGING, ["test", "deploy"], project, ctx=ctx, secrets=secrets, bin_dir=invoke_shim)
+        assert ran == ["test: Bind the reports to this commit (invoke evidence.collect)",
+                       "test: Judge the evidence (invoke gate)",
+                       "deploy: Check the environment's variables (invoke env.check)",
+                       "deploy: Promote (invoke promote)",
+                       "deploy: Where staging stands (invoke status)"]
+        live = project.ledger().live_release("staging")
+        assert live["sha"] == sha
+        releases.append(live["release_id"])
+        assert stage.currents() == [live["release_id"]] * len(stage.hosts)
+
+    ctx = {"inputs.environment": "staging", "inputs.release": "", "inputs.db": "keep", "github.actor": "replay"}
+    ran = _replay(ROLLBACK, ["rollback"], project, ctx=ctx, secrets=secrets, bin_dir=invoke_shim)
+    assert ran[1] == "rollback: Roll back (invoke rollback)"
+    assert stage.currents() == [releases[0]] * len(stage.hosts)
+    assert project.ledger().live_release("staging")["release_id"] == releases[0]

@@ -1,0 +1,49 @@
+"""proc: the one place children get their environment, and process-group timeouts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from deploy import proc
+from deploy.redact import Secret
+
+DEPLOYER = {
+    "PATH": "/usr/bin:/bin", "HOME": "/home/rel", "USER": "rel", "LANG": "C.UTF-8", "LC_TIME": "C",
+    "TZ": "UTC", "TMPDIR": "/tmp", "CI": "1", "NO_COLOR": "1", "NODE_OPTIONS": "--max-old-space-size=4096",
+    "npm_config_registry": "https://registry.example.test/", "NPM_CONFIG_OFFLINE": "false",
+    "npm_config__authToken": "npm-secret-token", "npm_config_//registry.example.test/:_authToken": "t2",
+    "DATABASE_URL": "postgresql://app:pw@db/app", "SUPABASE_SERVICE_ROLE_KEY": "srk",
+    "SESSION_SECRET": "sess", "SHOPIFY_API_SECRET": "api", "SHOPIFY_APP_AUTOMATION_TOKEN": "tok",
+    "AWS_SECRET_ACCESS_KEY": "aws",
+}
+
+
+def test_child_env_is_the_base_without_deploy_secrets():
+    env = proc.child_env(DEPLOYER)
+    assert env == {k: DEPLOYER[k] for k in (
+        "PATH", "HOME", "USER", "LANG", "LC_TIME", "TZ", "TMPDIR", "CI", "NO_COLOR", "NODE_OPTIONS",
+        "npm_config_registry", "NPM_CONFIG_OFFLINE")}
+
+
+def test_child_env_adds_named_variables_and_extra_secrets():
+    env = proc.child_env(DEPLOYER, names=("SHOPIFY_APP_AUTOMATION_TOKEN", "NOT_SET"),
+                         extra={"DATABASE_URL": Secret("postgresql://x:y@h/d")})
+    assert env["SHOPIFY_APP_AUTOMATION_TOKEN"] == "tok" and "NOT_SET" not in env
+    assert isinstance(env["DATABASE_URL"], Secret) and "SESSION_SECRET" not in env
+
+
+def test_run_never_passes_the_whole_environment(monkeypatch):
+    monkeypatch.setenv("SESSION_SECRET", "do-not-pass-me")
+    dump = [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+    seen = json.loads(proc.run(dump).stdout)
+    assert "SESSION_SECRET" not in seen and seen["PATH"]
+    seen = json.loads(proc.run(dump, env={"ONLY_THIS": Secret("s3cr3t-value")}).stdout)
+    assert seen["ONLY_THIS"] == "s3cr3t-value" and "SESSION_SECRET" not in seen
+
+
+def test_run_returns_exit_codes_and_feeds_input():
+    r = proc.run([sys.executable, "-c", "import sys; print(sys.stdin.read().upper()); sys.exit(3)"], input="hi")
+    assert r.returncode == 3 and r.stdout.strip() == "HI"
