@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy import proc
+
 SHOPIFY_APP = Path(__file__).resolve().parents[2] / "examples" / "shopify-app"
 CHROMIUM = "/usr/bin/chromium"
 # What a copy of the sources leaves out: installs, build output, test output, sample evidence.
@@ -39,14 +41,10 @@ def copy_shopify_app(dest: Path, *, with_node_modules: Path | None = None) -> Pa
 
 
 def node_env(**extra: str) -> dict[str, str]:
-    """An explicit environment for npm/node children: PATH, HOME (npm's cache), the npm
-    registry settings a machine may carry, and `extra`; nothing else of ours."""
-    keep = ("PATH", "HOME", "LANG", "TZ", "npm_config_registry", "NPM_CONFIG_REGISTRY", "npm_config_cache",
-            "NPM_CONFIG_CACHE", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update({"npm_config_update_notifier": "false", "npm_config_fund": "false", "npm_config_audit": "false"})
-    env.update(extra)
-    return env
+    """An explicit environment for npm/node children (deploy.proc.child_env's minimal base:
+    PATH, HOME for npm's cache, npm settings, proxies) plus `extra`; nothing else of ours."""
+    return proc.child_env(extra={"npm_config_update_notifier": "false", "npm_config_fund": "false",
+                                 "npm_config_audit": "false", **extra})
 
 
 def npm(app: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
