@@ -667,8 +667,11 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     root = Path(build_dir)
     store = Path(artifacts_dir)
     entries = _walk(root, tuple(include))
+    # Mode as packed (644 or 755): hosts link an unchanged file from an earlier release only
+    # when path, sha256, size and mode all match (deploy.hosts delta uploads).
     files = [
-        {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size}
+        {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size,
+         "mode": 0o755 if p.stat().st_mode & 0o111 else 0o644}
         for rel, p in entries if p.is_file() and not p.is_symlink()
     ]
     manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files}

@@ -153,6 +153,10 @@ class HostsSection:
     command_timeout: float = 600.0         # seconds for any one remote command (hooks included)
     upload_timeout: float = 1800.0         # seconds the artifact upload to one host may take in all
     upload_stall_timeout: float = 60.0     # seconds an upload may go without progress (a frozen host) before it fails
+    # true: a host holding an earlier release gets only the files it lacks (unchanged ones are
+    # hard-linked from that release, the whole tree is verified against the manifest before the
+    # switch; a mismatch sends the full artifact). false: every host gets the whole artifact.
+    delta: bool = True
     hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
                                            # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
