@@ -1236,12 +1236,12 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
             raise _failed(f"release {release_id}", hs,
                           "while preparing, before any host switched; every host stays on its release")
 
-        _parallel(hs, lambda h: _go_live(section, h, release_id, env or {}), section.max_parallel)
+        stopped = _roll_out(section, hs, release_id, env or {})
         if any(h.error for h in hs):
             _switch_back(section, hs, release_id, env or {})
             if not keep_lock:
                 _unlock_all(section, hs)
-            raise _failed(f"release {release_id}", hs, _after_switch_summary(hs))
+            raise _failed(f"release {release_id}", hs, stopped + _after_switch_summary(hs))
 
         def finish(h: _Host) -> None:
             prev = h.state.current if h.state else None
@@ -1702,6 +1702,43 @@ def _release_of(h: _Host) -> str:
     return h.pending
 
 
+def batches(n: int, batch_size: int | str) -> list[range]:
+    """Index ranges of `n` hosts in rollout batches: `batch_size` hosts each (an int), or a
+    share of them ("25%": rounded up, at least 1)."""
+    if isinstance(batch_size, str):
+        m = re.fullmatch(r"\s*(\d{1,3})\s*%\s*", batch_size)
+        if not m or not 1 <= int(m[1]) <= 100:
+            raise SettingsError(f"hosts.batch_size = {batch_size!r} is not a share of the hosts.",
+                                'Use a whole number of hosts (e.g. 1) or a percentage from "1%" to "100%".')
+        size = max(1, -(-n * int(m[1]) // 100))
+    else:
+        if isinstance(batch_size, bool) or batch_size < 1:
+            raise SettingsError(f"hosts.batch_size = {batch_size!r}: a batch needs at least 1 host.",
+                                'Use a whole number of hosts (e.g. 1) or a percentage such as "25%".')
+        size = batch_size
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _roll_out(section, hs: Sequence[_Host], release_id: str, env) -> str:
+    """Switch, restart and health-check the hosts: all at once (hosts.rollout = "all"), or in
+    batches (hosts.rollout = "rolling", hosts.batch_size), each batch healthy before the next
+    starts, so a load balancer always has the other hosts to send requests to. The first
+    batch with a failing host stops the rollout; later batches are not touched. Returns a
+    note for the failure message ('' when all at once or nothing failed)."""
+    if section.rollout != "rolling":
+        _parallel(hs, lambda h: _go_live(section, h, release_id, env), section.max_parallel)
+        return ""
+    groups = batches(len(hs), section.batch_size)
+    for k, idx in enumerate(groups, 1):
+        group = [hs[i] for i in idx]
+        _parallel(group, lambda h: _go_live(section, h, release_id, env), section.max_parallel)
+        if any(h.error for h in group):
+            left = len(hs) - idx.stop
+            return (f"in rolling batch {k} of {len(groups)} (the rollout stopped there"
+                    + (f"; {left} host(s) of later batches were not touched" if left else "") + "), ")
+    return ""
+
+
 def _go_live(section, h: _Host, release_id: str, env) -> None:
     t = h.t
     if h.state.current != release_id:
@@ -1935,11 +1972,11 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
             _unlock_all(section, hs)
             raise _failed("rollback", hs, "before any host switched; nothing changed")
         target = to or previous_of(hs[0].state)
-        _parallel(hs, lambda h: _go_live(section, h, target, env or {}), section.max_parallel)
+        stopped = _roll_out(section, hs, target, env or {})
         if any(h.error for h in hs):
             _switch_back(section, hs, target, env or {})
             _unlock_all(section, hs)
-            raise _failed(f"rollback to {target}", hs, _after_switch_summary(hs))
+            raise _failed(f"rollback to {target}", hs, stopped + _after_switch_summary(hs))
 
         def log(h: _Host) -> None:
             line = f"{now.isoformat()} rollback {h.state.current or '-'} -> {target} by {_holder()} run {run_id}"

@@ -636,3 +636,56 @@ def test_delta_off_sends_the_whole_artifact_every_time(fleet):
     two = _packed(f, R2, padding_bytes=MB)
     (r,) = hosts.release(s, two, run_id="run-2", now=T0)
     assert r.transfer == "full" and r.uploaded == two.path.stat().st_size
+
+
+# ---------------------------------------------------------------- rolling restarts
+
+@pytest.mark.parametrize("n, size, expected", [
+    (4, 1, [[0], [1], [2], [3]]),
+    (4, "50%", [[0, 1], [2, 3]]),
+    (16, "25%", [list(range(i, i + 4)) for i in range(0, 16, 4)]),
+    (3, "25%", [[0], [1], [2]]),          # rounded up, at least one host
+    (5, 2, [[0, 1], [2, 3], [4]]),
+    (2, "100%", [[0, 1]]),
+], ids=["one-by-one", "halves", "quarters-of-16", "share-rounds-up", "remainder", "all"])
+def test_rollout_batches(n, size, expected):
+    assert [list(r) for r in hosts.batches(n, size)] == expected
+
+
+@pytest.mark.parametrize("size", [0, "0%", "150%", "a quarter", -2])
+def test_a_bad_batch_size_is_a_settings_error(size):
+    with pytest.raises(SettingsError, match="hosts.batch_size"):
+        hosts.batches(4, size)
+
+
+def _app_pid(f: Fleet, h) -> str:
+    return (f.deploy_to(h) / "shared" / "app.pid").read_text().strip()
+
+
+def test_rolling_release_restarts_batch_after_batch(fleet):
+    f = fleet(4)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    results = hosts.release(f.settings(rollout="rolling", batch_size="50%"), f.artifact(R2), run_id="run-2", now=T0)
+    assert [r.release for r in results] == [R2] * 4 and f.served() == [R2] * 4
+    started = [(f.deploy_to(h) / "shared" / "app.pid").stat().st_mtime_ns for h in f.hosts]
+    assert max(started[:2]) < min(started[2:]), "the second batch started before the first was healthy"
+
+
+def test_a_rolling_release_stopped_by_a_failing_batch_leaves_every_host_on_the_previous_release(fleet):
+    f = fleet(4)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    pids = [_app_pid(f, h) for h in f.hosts]
+    dead = _free_port()
+    urls = list(f.section.health_urls)
+    urls[1] = f"http://127.0.0.1:{dead}/healthz"
+    s = f.settings(rollout="rolling", batch_size=1, health_urls=tuple(urls), health_timeout=1.0)
+    with pytest.raises(HostFailed) as e:
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
+    msg = str(e.value)
+    assert "rolling batch 2 of 4" in msg and "2 host(s) of later batches were not touched" in msg
+    assert "every host that switched was returned" in msg
+    assert [r.release for r in e.value.results] == [R1] * 4
+    assert f.currents() == [R1] * 4 and f.served() == [R1] * 4 and f.locked() == [False] * 4
+    # Batches 3 and 4 never restarted: the same app processes still serve there.
+    assert [_app_pid(f, h) for h in f.hosts[2:]] == pids[2:]
+    assert _app_pid(f, f.hosts[0]) != pids[0], "batch 1 switched, restarted, and was switched back"
