@@ -1,5 +1,15 @@
 """Typed, validated settings for each environment, read once from `env/<name>.toml`.
 
+Path settings and their base (also in docs/adopting.md):
+- the project root (DEPLOY_ROOT, or the folder with env/): environment.app_dir, local.root,
+  database.backup_dir, gate.evidence_dir (all through `Settings.path`);
+- environment.app_dir: database.migrations_dir, shopify.config (a file name there);
+- the folder of schema.prisma, i.e. the parent of migrations_dir in the working tree's
+  app_dir (Prisma's own rule): a relative SQLite `file:` URL in database.url;
+- on each host: hosts.deploy_to (absolute), hosts.shared_files (under <deploy_to>/shared);
+- the folder `invoke` runs in, after `~` expansion: hosts.key_file, hosts.known_hosts,
+  database.bin_dir (use absolute paths or `~`).
+
 Every section is a frozen dataclass; the parser walks its fields, so a typo is caught
 when the file is read, with the file, the key and the allowed keys or values. A later
 primitive adds its keys by adding a field to its section, never by reading raw dicts.
@@ -28,7 +38,7 @@ ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 class EnvironmentSection:
     kind: Literal["local", "remote"] = "remote"
     description: str = ""
-    app_dir: str = "examples/app"          # the app project, relative to the project root
+    app_dir: str = "examples/app"          # the app project, relative to the project root (may be its own git repo)
     app_url: str = ""                      # public URL of the app for this environment
     protected: bool = False                # destructive steps need --yes
     requires_staging_run: bool = False     # production: the SHA must have a succeeded staging run
@@ -92,24 +102,35 @@ class AppSection:
 class DatabaseSection:
     provider: Literal["sqlite", "postgresql", "none"] = "none"
     url_var: str = "DATABASE_URL"          # variable that holds the URL (a secret for Postgres)
-    url: str = ""                          # allowed only for sqlite (no credentials)
-    migrations_dir: str = "prisma/migrations"
+    url: str = ""                          # allowed only for sqlite (no credentials); a relative file: path is
+                                           # relative to the parent of migrations_dir in app_dir (Prisma's rule)
+    migrations_dir: str = "prisma/migrations"  # relative to app_dir; read from the promoted commit's checkout
     runner: Literal["builtin", "prisma"] = "builtin"
     backup: bool = True
-    backup_dir: str = ".deploy/backups"
+    backup_dir: str = ".deploy/backups"    # relative to the project root
     backup_keep: int = 5
     admin_url_var: str = "DATABASE_ADMIN_URL"
-    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369)
-    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql; empty: match the server's version
+    direct_url_var: str = "DIRECT_URL"     # Prisma's directUrl: the session (non-pooled) URL for migrations,
+                                           # backups, restores and the lock; unset variable: url_var's URL is used
+    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369) and,
+                                           # as Postgres' lock_timeout, for any table lock a migration, rollback,
+                                           # restore or pg_dump needs (the app's queries queue behind such a wait)
+    statement_timeout: float = 900.0       # seconds one migration or down.sql statement may run; 0: no limit
+    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql (an absolute path, ~ expanded);
+                                           # empty: the server's major version's tools
 
 
 @dataclass(frozen=True)
 class HostsSection:
     hosts: tuple[str, ...] = ()            # "user@host:port" or "host"
-    user: str = "deploy"
-    port: int = 22
-    key_file: str = ""
-    known_hosts: str = "~/.ssh/known_hosts"
+    # Empty/0 = not set: the entry (user@host:port) wins, then these, then the host's
+    # ~/.ssh/config block (User, Port), then "deploy" and 22.
+    user: str = ""
+    port: int = 0
+    key_file: str = ""                     # "": ssh_config's IdentityFile, the agent, ~/.ssh/id_*
+    # "": the files ssh reads for the host (UserKnownHostsFile, default ~/.ssh/known_hosts[2],
+    # then GlobalKnownHostsFile, default /etc/ssh/ssh_known_hosts[2]); set: only these (space-separated).
+    known_hosts: str = ""
     deploy_to: str = "/srv/occ"            # "{host}", "{port}", "{user}", "{name}" are replaced per host
     max_parallel: int = 16
     keep_releases: int = 5
@@ -126,13 +147,17 @@ class HostsSection:
     health_timeout: float = 0.0            # seconds to wait for the health check to pass; 0: app.ready_timeout
     connect_timeout: float = 10.0
     command_timeout: float = 600.0         # seconds for any one remote command (hooks included)
+    upload_timeout: float = 1800.0         # seconds the artifact upload to one host may take in all
+    upload_stall_timeout: float = 60.0     # seconds an upload may go without progress (a frozen host) before it fails
+    hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
+                                           # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
     lock_max_age_minutes: int = 120
 
 
 @dataclass(frozen=True)
 class ShopifySection:
-    config: str = ""                       # shopify.app.<config>.toml; empty: step skipped
+    config: str = ""                       # shopify.app.<config>.toml in app_dir (of the promoted commit); empty: skipped
     token_var: str = "SHOPIFY_APP_AUTOMATION_TOKEN"
     cli: str = "shopify"                   # the executable, or a command such as "npx shopify"
     allow_deletes: bool = False            # also pass --allow-deletes (removes extensions without a prompt)
@@ -151,8 +176,10 @@ class LighthouseThresholds:
 @dataclass(frozen=True)
 class GateSection:
     required: tuple[Literal["vitest", "playwright", "lighthouse"], ...] = ("vitest", "playwright", "lighthouse")
-    evidence_dir: str = "evidence"         # holds manifest.json (written by `invoke evidence.collect`)
+    evidence_dir: str = "evidence"         # holds manifest.json (`invoke evidence.collect`); relative to the project root
     max_failed: int = 0
+    max_skipped_ratio: float = 0.5         # share of a report's tests that may be skipped or todo (0..1); a report
+                                           # in which no test ran closes the gate whatever this says
     allow_flaky: bool = True               # flaky = passed on a retry; production should set false
     max_age_hours: float = 72.0            # 0 turns the age check off
     bind_to_sha: bool = True               # false only for `local`: gate on committed sample evidence
@@ -425,6 +452,15 @@ def _check(s: Settings) -> None:
         v = getattr(getattr(s, sec), key)
         if not lo <= v <= hi:
             raise SettingsError(f"{f}: {lim} = {v} is out of range.", f"Use a value from {lo} to {hi}.")
+    if not s.database.lock_timeout > 0:
+        raise SettingsError(f"{f}: database.lock_timeout = {s.database.lock_timeout:g} must be more than 0.",
+                            "It bounds how long a migration, restore or backup waits for a lock; e.g. 10.")
+    if s.database.statement_timeout < 0:
+        raise SettingsError(f"{f}: database.statement_timeout = {s.database.statement_timeout:g} is negative.",
+                            "Use seconds (e.g. 900), or 0 for no limit.")
+    if not 0.0 <= s.gate.max_skipped_ratio <= 1.0:
+        raise SettingsError(f"{f}: gate.max_skipped_ratio = {s.gate.max_skipped_ratio:g} is out of range.",
+                            "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     _check_app(s)
     if s.hosts.app_ports and len(s.hosts.app_ports) != len(s.hosts.hosts):
         raise SettingsError(f"{f}: hosts.app_ports has {len(s.hosts.app_ports)} entries for {len(s.hosts.hosts)} hosts.",

@@ -55,6 +55,7 @@ __all__ = [
     "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
     "targets", "release", "undo_release", "rollback", "check", "releases", "current_release",
     "lock_status", "break_lock", "validate_release_id", "sh",
+    "resolve_login", "known_hosts_files", "parse_known_hosts", "KnownHostsText",
 ]
 
 RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -156,9 +157,15 @@ def _validate_path(value: str, key: str, *, absolute: bool) -> str:
     return value
 
 
-def targets(section: HostsSection, app: AppSection | None = None) -> list[Target]:
+def targets(section: HostsSection, app: AppSection | None = None, ssh_config=None) -> list[Target]:
     """The hosts of a `HostsSection`, parsed and validated, placeholders resolved; the health
-    URL defaults to http://{host}:{app_port}<app.health_path>."""
+    URL defaults to http://{host}:{app_port}<app.health_path>.
+
+    User and port come from the entry (user@host:port), else the settings, else the
+    host's `~/.ssh/config` block (`ssh_config`: anything with `lookup(host) -> dict`,
+    default the user's and the system's ssh_config as Fabric reads them), else
+    `deploy` and 22. The host stays as written (an ssh_config alias is fine: HostName,
+    IdentityFile, ProxyJump and the known hosts files are applied when connecting)."""
     from deploy.config import AppSection
 
     app = app or AppSection()
@@ -172,16 +179,16 @@ def targets(section: HostsSection, app: AppSection | None = None) -> list[Target
         )
     for f in section.shared_files:
         _validate_path(f, "shared_files", absolute=False)
+    if ssh_config is None:
+        ssh_config = _ssh_config()
     out: list[Target] = []
     for i, entry in enumerate(section.hosts):
         m = _ADDRESS.match(entry.strip())
         if not m:
             raise SettingsError(f"hosts.hosts[{i}] = {entry!r} is not a host.", "Write host, user@host or user@host:port.")
-        user = m["user"] or section.user
         host = m["host"].strip("[]")
-        port = int(m["port"] or section.port)
-        if not 0 < port < 65536:
-            raise SettingsError(f"hosts.hosts[{i}] = {entry!r}: port {port} is out of range.")
+        user, port = resolve_login(m["user"], int(m["port"] or 0), section.user, section.port,
+                                   ssh_config.lookup(host), where=f"hosts.hosts[{i}] = {entry!r}")
         name = f"{user}@{host}:{port}"
         app_port = section.app_ports[i] if section.app_ports else app.port
         fill = {"host": host, "port": port, "user": user, "name": name, "app_port": app_port}
@@ -200,6 +207,108 @@ def targets(section: HostsSection, app: AppSection | None = None) -> list[Target
     if len({t.name for t in out}) != len(out):
         raise SettingsError("hosts.hosts lists the same host twice.", "Remove the duplicate entry.")
     return out
+
+
+# ---------------------------------------------------------------- ssh_config (pure parts)
+
+DEFAULT_USER = "deploy"
+DEFAULT_PORT = 22
+# ssh_config(5): the defaults OpenSSH reads when UserKnownHostsFile/GlobalKnownHostsFile are not set.
+USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+
+
+def resolve_login(entry_user: str | None, entry_port: int, settings_user: str, settings_port: int,
+                  ssh_options: dict, *, where: str = "") -> tuple[str, int]:
+    """(user, port) for one host: the entry, else the settings (set explicitly), else its
+    ssh_config block (`User`, `Port`), else `deploy` and 22."""
+    user = entry_user or settings_user or str(ssh_options.get("user") or "") or DEFAULT_USER
+    raw = ssh_options.get("port")
+    cfg_port = 0
+    if raw not in (None, ""):
+        try:
+            cfg_port = int(str(raw).strip())
+        except ValueError:
+            cfg_port = -1
+        if not 0 < cfg_port < 65536:
+            raise SettingsError(
+                f"{where or 'a host'}: ssh_config (~/.ssh/config or /etc/ssh/ssh_config) gives Port {raw!r}, "
+                "which is not a port.",
+                "Fix the Port line of that Host block, or set the port in the entry (user@host:port).")
+    port = entry_port or settings_port or cfg_port or DEFAULT_PORT
+    if not 0 < port < 65536:
+        raise SettingsError(f"{where or 'a host'}: port {port} is out of range.", "Use a port from 1 to 65535.")
+    return user, port
+
+
+def _ssh_config():
+    """The user's (~/.ssh/config) and the system's ssh_config, read as Fabric reads them."""
+    from fabric import Config
+
+    return Config().base_ssh_config
+
+
+def _expand_ssh_path(path: str, home: str, local_user: str) -> str:
+    """`~`, `%d` (home) and `%u` (local user) as ssh_config(5) expands them in file names."""
+    if path.startswith("~"):
+        path = home + path[1:]
+    return path.replace("%d", home).replace("%u", local_user).replace("%%", "%")
+
+
+def known_hosts_files(settings_value: str, ssh_options: dict, *, home: str, local_user: str = "") -> tuple[tuple[str, ...], bool]:
+    """The known hosts files for one host and whether the settings named them.
+
+    `hosts.known_hosts` (set: one or more paths separated by spaces) replaces
+    everything; otherwise the host's UserKnownHostsFile (default ~/.ssh/known_hosts and
+    ~/.ssh/known_hosts2) then GlobalKnownHostsFile (default /etc/ssh/ssh_known_hosts and
+    /etc/ssh/ssh_known_hosts2), as ssh reads them. "none" names no file."""
+    if settings_value.strip():
+        return tuple(_expand_ssh_path(p, home, local_user) for p in settings_value.split()), True
+    out: list[str] = []
+    for key, default in (("userknownhostsfile", USER_KNOWN_HOSTS), ("globalknownhostsfile", GLOBAL_KNOWN_HOSTS)):
+        value = ssh_options.get(key)
+        paths = str(value).split() if value else list(default)
+        out += [_expand_ssh_path(p, home, local_user) for p in paths if p.lower() != "none"]
+    return tuple(dict.fromkeys(out)), False
+
+
+@dataclass(frozen=True)
+class KnownHostsText:
+    """One known_hosts file, read tolerantly: plain entries, revoked keys, lines skipped."""
+
+    entries: tuple[tuple[tuple[str, ...], str, str], ...]   # (host names or |1| hashes, key type, base64 key)
+    revoked: tuple[tuple[str, str], ...]                    # (key type, base64 key) of @revoked lines
+    skipped: tuple[int, ...] = ()                           # line numbers of @cert-authority and malformed lines
+
+
+def parse_known_hosts(text: str) -> KnownHostsText:
+    """sshd(8)'s known_hosts format. `@cert-authority` lines (certificates are not
+    checked here) and lines that are not `names keytype base64 [comment]` are skipped
+    instead of failing the whole file, as paramiko's loader does ("Incorrect padding")."""
+    import base64
+    import binascii
+
+    entries, revoked, skipped = [], [], []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        marker = fields.pop(0) if fields[0].startswith("@") else ""
+        ok = len(fields) >= 3 and marker in ("", "@revoked")
+        if ok:
+            try:
+                base64.b64decode(fields[2], validate=True)
+            except (binascii.Error, ValueError):
+                ok = False
+        if not ok:
+            skipped.append(n)
+        elif marker == "@revoked":
+            revoked.append((fields[1], fields[2]))
+        else:
+            names = tuple(h for h in fields[0].split(",") if h and not h.startswith("!"))
+            entries.append((names, fields[1], fields[2]))
+    return KnownHostsText(tuple(entries), tuple(revoked), tuple(skipped))
 
 
 # ---------------------------------------------------------------- commands as data
@@ -581,27 +690,29 @@ def _holder() -> str:
 
 
 def _connect(section, t: Target, config=None):
-    """An open Fabric Connection that refuses unknown or changed host keys."""
-    from fabric import Connection
-    from paramiko import RejectPolicy
+    """An open Fabric Connection that refuses unknown, changed or revoked host keys:
+    the known hosts files ssh would read for the host (or hosts.known_hosts), and the
+    same rule for every ProxyJump gateway on the way (Fabric's own gateways add
+    unknown keys). HostName, IdentityFile, ProxyCommand come from ssh_config."""
+    from fabric import Config
 
-    known = os.path.expanduser(section.known_hosts)
+    config = config or Config()
+    opts = config.base_ssh_config.lookup(t.host)
     kwargs: dict = {}
     if section.key_file:
         kwargs = {"key_filename": os.path.expanduser(section.key_file), "look_for_keys": False, "allow_agent": False}
-    c = Connection(t.host, user=t.user, port=t.port, config=config,
-                   connect_timeout=max(1, int(round(section.connect_timeout))), connect_kwargs=kwargs)
-    if not os.path.isfile(known):
-        raise _HostError(f"known_hosts file {known} does not exist, so the host key of {t.name} cannot be checked "
-                         "(set hosts.known_hosts)")
-    # Fabric adds unknown host keys by default (AutoAddPolicy); a deploy must not.
-    c.client.load_host_keys(known)
-    c.client.set_missing_host_key_policy(RejectPolicy())
+    label = t.name if opts.get("hostname", t.host) == t.host else f"{t.name} (HostName {opts['hostname']})"
+    gateway = _gateway(section, config, t.host, opts, kwargs, label, depth=0)
+    try:
+        c = _strict_connection(section, config, t.host, t.user, t.port, kwargs, gateway, opts, label)
+    except _HostError:
+        _close_chain(gateway)
+        raise
     try:
         c.open()
     except Exception as e:  # noqa: BLE001 - mapped to a message naming the host
         c.close()
-        raise _HostError(_connect_error(section, t, e)) from None
+        raise _HostError(_ssh_error(section, t, label, e)) from None
     # Paramiko leaves Nagle on; with the peer's delayed ACKs every short command then
     # stalls ~40 ms (measured: 45 ms -> 12 ms per `run` on loopback).
     try:
@@ -609,6 +720,170 @@ def _connect(section, t: Target, config=None):
     except (OSError, AttributeError):
         pass  # a gateway/proxy socket; correctness does not depend on it
     return c
+
+
+class _KeyRefused(Exception):
+    """Raised by the host key policy: the server's key is unknown or revoked."""
+
+
+_CONNECTION_CLASS = None
+
+
+def _connection_class():
+    """Fabric's Connection, closing its gateway chain with it (Fabric leaves it open)."""
+    global _CONNECTION_CLASS
+    if _CONNECTION_CLASS is None:
+        from fabric import Connection
+
+        class StrictConnection(Connection):
+            def close(self):
+                try:
+                    super().close()
+                finally:
+                    if isinstance(self.gateway, Connection):
+                        self.gateway.close()
+
+        _CONNECTION_CLASS = StrictConnection
+    return _CONNECTION_CLASS
+
+
+def _close_chain(conn) -> None:
+    if conn is not None and not isinstance(conn, (str, bool)):
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _strict_connection(section, config, host: str, user, port, kwargs: dict, gateway, opts: dict, label: str):
+    """A not-yet-open Connection to `host` (an alias is fine) whose client knows exactly
+    the keys of its known hosts files, minus revoked ones, and rejects every other key."""
+    from paramiko import MissingHostKeyPolicy
+    from paramiko.hostkeys import HostKeyEntry
+
+    files, explicit = known_hosts_files(section.known_hosts, opts, home=os.path.expanduser("~"),
+                                        local_user=_local_user())
+    present = [f for f in files if os.path.isfile(f)]
+    missing = [f for f in files if f not in present]
+    if explicit and missing:
+        raise _HostError(f"known_hosts file {', '.join(missing)} does not exist, so the host key of {label} cannot be "
+                         "checked: fix hosts.known_hosts, or remove it to use the files ssh_config names")
+    if not present:
+        raise _HostError(f"no known hosts file exists for {label} (looked in {', '.join(files) or 'none'}), so its host "
+                         "key cannot be checked: add the host's verified key to ~/.ssh/known_hosts "
+                         "(ssh-keyscan, compare the fingerprint), or set hosts.known_hosts")
+    revoked: set[tuple[str, str]] = set()
+    keys = []
+    for f in present:
+        try:
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                parsed = parse_known_hosts(fh.read())
+        except OSError as e:
+            raise _HostError(f"known hosts file {f} cannot be read ({e.strerror}): fix its permissions") from None
+        revoked.update(parsed.revoked)
+        keys += parsed.entries
+
+    class Policy(MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            if (key.get_name(), key.get_base64()) in revoked:
+                raise _KeyRefused(f"host key of {label} is REVOKED (an @revoked line in {', '.join(present)}); "
+                                  "refusing to connect: the host must get a new key, then add the verified new key")
+            raise _KeyRefused(f"host {c.host}:{c.port} is not in {' or '.join(present)} ({label}): add its verified "
+                              f"key (ssh-keyscan -p {c.port} {c.host}, compare the fingerprint, append it to "
+                              f"{present[0]})")
+
+    Connection = _connection_class()
+    c = Connection(host, user=user, port=port, config=config, gateway=gateway if gateway is not None else False,
+                   connect_timeout=max(1, int(round(section.connect_timeout))), connect_kwargs=dict(kwargs))
+    table = c.client.get_host_keys()
+    for names, keytype, blob in keys:
+        if (keytype, blob) in revoked:
+            continue  # a revoked key is never trusted, whatever other line lists it
+        try:
+            entry = HostKeyEntry.from_line(f"{','.join(names)} {keytype} {blob}")
+        except Exception:  # noqa: BLE001 - an undecodable key: skipped like a malformed line
+            continue
+        if entry is None:
+            continue
+        for name in names:
+            if keytype not in (table.lookup(name) or {}):   # the first file that lists it wins
+                table.add(name, keytype, entry.key)
+    c.client.set_missing_host_key_policy(Policy())
+    return c
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+MAX_JUMPS = 8
+
+
+def _gateway(section, config, host: str, opts: dict, kwargs: dict, label: str, depth: int):
+    """What `host` is reached through: an OPEN strict Connection chain for ProxyJump
+    (hops left to right; the first hop's own ssh_config ProxyJump applies to it, as
+    `ssh -J` does), the ProxyCommand string, or None."""
+    jump = str(opts.get("proxyjump") or "").strip()
+    if jump.lower() == "none":
+        jump = ""
+    if not jump:
+        cmd = str(opts.get("proxycommand") or "").strip()
+        return cmd if cmd and cmd.lower() != "none" else None
+    if depth >= MAX_JUMPS:
+        raise _HostError(f"ProxyJump for {label} goes through more than {MAX_JUMPS} gateways (a loop in "
+                         "~/.ssh/config?): fix the ProxyJump lines")
+    prev = None
+    try:
+        for i, hop in enumerate(h.strip() for h in jump.split(",") if h.strip()):
+            m = _ADDRESS.match(hop.removeprefix("ssh://"))
+            if not m:
+                raise _HostError(f"ProxyJump {hop!r} for {label} is not a host (ssh_config): write [user@]host[:port]")
+            hop_host = m["host"].strip("[]")
+            if hop_host == host:
+                return None  # a wildcard block naming the host as its own gateway (Fabric does the same)
+            hop_opts = config.base_ssh_config.lookup(hop_host)
+            hop_label = f"gateway {hop} for {label}"
+            gw = prev if i else _gateway(section, config, hop_host, hop_opts, kwargs, hop_label, depth + 1)
+            prev = gw
+            conn = _strict_connection(section, config, hop_host, m["user"] or None,
+                                      int(m["port"]) if m["port"] else None, kwargs, gw, hop_opts, hop_label)
+            prev = conn
+            try:
+                conn.open()
+            except Exception as e:  # noqa: BLE001 - mapped to a message naming the gateway
+                raise _HostError(_gateway_error(hop_label, conn, e)) from None
+        return prev
+    except _HostError:
+        _close_chain(prev)
+        raise
+
+
+def _gateway_error(label: str, conn, e: Exception) -> str:
+    from paramiko.ssh_exception import AuthenticationException, BadHostKeyException
+
+    if isinstance(e, _KeyRefused):
+        return str(e)
+    if isinstance(e, BadHostKeyException):
+        return (f"host key of {label} ({conn.host}:{conn.port}) does NOT match the known hosts files; refusing to "
+                "connect: verify the new key, then update known_hosts")
+    if isinstance(e, AuthenticationException):
+        return f"authentication as {conn.user} on {label} ({conn.host}:{conn.port}) failed: check the user and key"
+    why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return f"cannot reach {label} ({conn.host}:{conn.port}): {why}"
+
+
+def _ssh_error(section, t: Target, label: str, e: Exception) -> str:
+    from paramiko.ssh_exception import BadHostKeyException
+
+    if isinstance(e, _KeyRefused):
+        return str(e)
+    if isinstance(e, BadHostKeyException):
+        return (f"host key of {label} does NOT match the known hosts files (the host was reinstalled, or someone is "
+                "in between); refusing to connect: verify the new key, then update known_hosts")
+    return _connect_error(section, t, e)
 
 
 def _connect_error(section, t: Target, e: Exception) -> str:
@@ -858,13 +1133,15 @@ def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
 # ---------------------------------------------------------------- release
 
 def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
-            env: dict[str, str] | None = None, app: AppSection | None = None) -> list[HostResult]:
+            env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
     """Release `artifact` to every host; all switch, or none stays switched.
 
     Returns one HostResult per host (in settings order) when every host is on the new
     release and healthy; raises HostFailed carrying every host's outcome otherwise, and
     LockHeld when another run holds a host's lock. A re-run with the same `run_id`
     (after a crash) takes over its own lock and finishes the release.
+    `keep_lock`: the run took the lock itself (acquire_lock) and releases it when it ends.
     """
     release_id = validate_release_id(artifact.release_id)
     env = _check_env(env)
@@ -882,28 +1159,30 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
         _raise_if_locked(hs, section, now)
         if any(h.error for h in hs):
-            _abort_before_switch(section, hs)
+            _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs, "before any host switched; every host stays on its release")
 
         _parallel(hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env or {}),
                   section.max_parallel)
         if any(h.error for h in hs):
-            _abort_before_switch(section, hs)
+            _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs,
                           "while preparing, before any host switched; every host stays on its release")
 
         _parallel(hs, lambda h: _go_live(section, h, release_id, env or {}), section.max_parallel)
         if any(h.error for h in hs):
             _switch_back(section, hs, release_id, env or {})
-            _unlock_all(section, hs)
+            if not keep_lock:
+                _unlock_all(section, hs)
             raise _failed(f"release {release_id}", hs, _after_switch_summary(hs))
 
         def finish(h: _Host) -> None:
             prev = h.state.current if h.state else None
             prune = prune_list((*h.state.releases, release_id), section.keep_releases, (release_id, prev))
             line = f"{now.isoformat()} release {release_id} (was {prev or '-'}) by {_holder()} run {run_id}"
-            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=True), section, "pruning and unlocking")
-            h.locked = False
+            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=not keep_lock), section,
+                 "pruning and unlocking")
+            h.locked = keep_lock
 
         _parallel(hs, finish, section.max_parallel)
         results = _results(hs)
@@ -933,17 +1212,95 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
         # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
         return _hook_before_switch(section, h, release_id, env)
     upload = _p(t, ".uploads", upload_name)
-    if st.upload_sha256 != artifact.sha256:
-        try:
-            h.conn.put(str(local), upload)
-        except Exception as e:  # noqa: BLE001 - SFTP errors are IOError or SSHException
-            raise _HostError(f"uploading {local.name} to {upload} failed: {e}{_space_note(section, h, local, upload)}") from None
+    # Set before the upload: a failed upload's partial file is removed by the cleanup too.
     h.pending = release_id
     h.made_dir = True
+    if st.upload_sha256 != artifact.sha256:
+        _upload(section, h, local, upload)
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
          section, f"unpacking releases/{release_id}")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
+
+
+class _UploadWedged(_HostError):
+    """The upload stopped making progress or ran out of time: the connection is unusable."""
+
+
+def _upload(section, h: _Host, local: Path, upload: str) -> None:
+    """SFTP `local` to `upload` on h's host, bounded: a stall (no reply or send window for
+    hosts.upload_stall_timeout s) or the whole upload passing hosts.upload_timeout s fails
+    with a message naming the host, and the frozen connection is replaced for the cleanup.
+
+    Fabric's `put` has no bound at all (paramiko opens the channel with a 1-hour timeout,
+    then waits on SFTP replies forever), so the channel is opened here: its timeout bounds
+    every single wait (paramiko's Channel.settimeout covers recv and the send window),
+    and a timer closes the transport when the overall deadline passes, which wakes every
+    wait that has no timeout of its own (`invoke_subsystem`)."""
+    import threading
+
+    from paramiko import SFTPClient
+
+    t = h.t
+    stall = max(1.0, float(section.upload_stall_timeout))
+    overall = max(stall, float(section.upload_timeout))
+    transport = h.conn.transport
+    # Keepalives keep NAT and firewall state of a long upload's connection alive.
+    transport.set_keepalive(max(1, int(stall // 3)))
+    size = local.stat().st_size
+    sent = [0]
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        transport.close()
+
+    timer = threading.Timer(overall, expire)
+    timer.daemon = True
+    timer.start()
+    sftp = None
+    try:
+        chan = transport.open_session(timeout=stall)
+        chan.settimeout(stall)
+        chan.invoke_subsystem("sftp")
+        sftp = SFTPClient(chan)
+        sftp.put(str(local), upload, callback=lambda done, _total: sent.__setitem__(0, done), confirm=True)
+        sftp.chmod(upload, local.stat().st_mode & 0o777)    # as Fabric's put(preserve_mode=True) did
+    except Exception as e:  # noqa: BLE001 - SFTP errors are IOError, EOFError, socket.timeout or SSHException
+        if expired.is_set():
+            why = (f"did not finish within {overall:g}s (hosts.upload_timeout; {sent[0]} of {size} bytes sent)")
+        elif isinstance(e, (TimeoutError, socket.timeout)):
+            why = (f"stalled: no progress for {stall:g}s after {sent[0]} of {size} bytes "
+                   f"(hosts.upload_stall_timeout)")
+        else:
+            why = ""
+        if why:
+            _replace_connection(section, h)
+            raise _UploadWedged(f"uploading {local.name} to {t.name} {why}: the host or the network froze; "
+                                f"check the host, then run again") from None
+        raise _HostError(f"uploading {local.name} to {t.name}:{upload} failed: {e}"
+                         f"{_space_note(section, h, local, upload)}") from None
+    finally:
+        timer.cancel()
+        if sftp is not None and not expired.is_set():
+            try:
+                sftp.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _replace_connection(section, h: _Host) -> None:
+    """Drop a frozen connection and open a fresh one for the cleanup (unlock, remove the
+    partial upload); if the host cannot be reached again, the cleanup skips it."""
+    try:
+        h.conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+    h.conn = None
+    try:
+        h.conn = _connect(section, h.t)
+    except Exception:  # noqa: BLE001 - the upload error is what the table shows
+        h.conn = None
 
 
 def _check_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -961,6 +1318,29 @@ def _check_env(env: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def hook_env(section: HostsSection, environ) -> dict[str, str]:
+    """The deployer's variables that hosts.hook_env names, for the before_switch and
+    restart hooks (which get these, the release variables and the host login's own
+    environment: nothing else of the deployer's). SettingsError for an unset name or a
+    value holding a secret: hook variables travel on the remote command line."""
+    from deploy.redact import Secret, redact
+
+    out: dict[str, str] = {}
+    for name in section.hook_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SettingsError(f"hosts.hook_env: {name!r} is not a shell variable name.")
+        value = environ.get(name)
+        if value is None:
+            raise SettingsError(f"hosts.hook_env names {name}, but {name} is not set.",
+                                f"Export {name}, or remove it from hosts.hook_env.")
+        if isinstance(value, Secret) or redact(value) != value:
+            raise SettingsError(
+                f"hosts.hook_env names {name}, which holds a secret; hook variables travel on the remote "
+                "command line.", "Keep secrets in <deploy_to>/shared/.env on the host (linked into every release).")
+        out[name] = str(value)
+    return out
+
+
 def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:
     return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": (h.state.current or "") if h.state else "",
             "DEPLOY_TO": h.t.deploy_to, "DEPLOY_HOST": h.t.name, **extra}
@@ -973,7 +1353,7 @@ def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
              section, "before_switch hook")
 
 
-def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
+def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> None:
     """Remove the half-made release dirs and unlock; no host has switched."""
     for h in hs:
         if h.conn is None:
@@ -985,7 +1365,8 @@ def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
                                      _p(h.t, ".uploads", f"{rid}.tar.gz")), section, "cleaning up")
         except _HostError as e:
             h.error = h.error or f"cleanup failed: {e}"
-    _unlock_all(section, hs)
+    if unlock:
+        _unlock_all(section, hs)
 
 
 def _release_of(h: _Host) -> str:
@@ -1154,7 +1535,8 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 # ---------------------------------------------------------------- undo, rollback
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
-                 env: dict[str, str] | None = None, app: AppSection | None = None) -> list[HostResult]:
+                 env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
@@ -1183,7 +1565,8 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
             _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
 
         _parallel(hs, one, section.max_parallel)
-        _unlock_all(section, hs)
+        if not keep_lock:
+            _unlock_all(section, hs)
         results = _results(hs)
         # For an undo, `previous` is what the host was on before the undo.
         if any(not r.ok for r in results):

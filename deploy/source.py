@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.errors import BuildFailed, SettingsError
-from deploy.proc import run
+from deploy.proc import child_env, run
 
 
 def repo_of(app_dir: Path) -> tuple[Path, str]:
@@ -41,7 +41,7 @@ def checkout(app_dir: Path, sha: str, dest_root: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=dest_root))
     try:
         p = subprocess.run(["git", "-C", str(top), "archive", "--format=tar", sha, "--", rel],
-                           capture_output=True, timeout=300)
+                           capture_output=True, timeout=300, env=child_env())
         if p.returncode != 0:
             raise BuildFailed(f"git archive of {sha[:12]}:{rel} failed: {p.stderr.decode(errors='replace').strip()}",
                               "Is the commit fetched, and does it contain the app folder?")

@@ -87,7 +87,8 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             return f"{current or '-'} -> {target} ({info.url})"
         from deploy import hosts
 
-        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id, app=s.app)
+        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id,
+                                 env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
 
     def shopify_back(ctx: StepContext):
@@ -95,7 +96,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
 
         version = target_row.get("shopify_version")
         res = shopify.rollback(s, version, environ)
-        return f"app version {res.version} live (was {res.previous or '-'})"
+        return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
 
     def database_back(ctx: StepContext):
         from deploy import backups, migrations
@@ -108,14 +109,14 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             if not b or not Path(b).exists():
                 raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
                                   "Restore a specific file with `invoke db.restore --env=... --file=...`.")
-            backups.restore(b, url, sqlite_base=base)
+            backups.restore(b, url, sqlite_base=base, db=s.database)
             return f"restored {Path(b).name}"
         before = set(live_run.get("migrations_before", []))
-        st = migrations.status(url, mdir, sqlite_base=base)
+        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base)
+        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def smoke_after(ctx: StepContext):

@@ -24,7 +24,28 @@ def artifacts_dir(s: Settings) -> Path:
 
 
 def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
-    """The database URL: committed for SQLite, from the environment (a Secret) for Postgres."""
+    """The URL of the toolkit's own database work (migrations, backups, restores, the migrate
+    lock): committed for SQLite; for Postgres the session URL from the environment (a Secret):
+    database.direct_url_var's (Prisma's directUrl) when set, else database.url_var's; refused
+    when it points at a transaction pooler (dburl.session_url)."""
+    from deploy import dburl
+
+    db = s.database
+    if db.provider == "none":
+        return None
+    if db.url:
+        return db.url
+    value, var = dburl.session_url(environ, db.url_var, db.direct_url_var)
+    if not value:
+        raise SettingsError(
+            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
+            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
+        )
+    return Secret(value)
+
+
+def app_database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
+    """The URL the app itself connects with (database.url_var: the pooled one on Supabase)."""
     db = s.database
     if db.provider == "none":
         return None
@@ -44,8 +65,18 @@ def migrations_dir(s: Settings, app: Path | None = None) -> Path:
 
 
 def sqlite_base(s: Settings, app: Path | None = None) -> Path:
-    # Prisma resolves `file:` URLs relative to the folder of schema.prisma.
+    # Prisma resolves `file:` URLs relative to the folder of schema.prisma. Always the
+    # working tree's app folder (never a commit's checkout): the environment has one
+    # database, whichever commit is promoted, and `invoke bootstrap` migrates the same file.
     return migrations_dir(s, app).parent
+
+
+def source_dir(s: Settings, sha: str) -> Path:
+    """The app folder as of commit `sha` (`git archive`, extracted once under .deploy/src):
+    where a promotion reads its migrations and Shopify config, never the working tree."""
+    from deploy.source import checkout
+
+    return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
 
 
 def base_urls(s: Settings, state: dict) -> list[str]:
@@ -115,10 +146,15 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
+        if not s.is_local and s.hosts.hook_env:
+            from deploy import hosts
+
+            hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
         from deploy import shopify
 
         if not skip_shopify and shopify.skip_reason(s) is None:
-            shopify.check(s, environ)
+            # The config the push will use is the commit's, so that is the one checked.
+            shopify.check(s, environ, path=source_dir(s, sha), commit=sha)
             notes.append("shopify cli and token ok")
         return f"{'; '.join(notes)}; sha {sha[:12]}"
 
@@ -160,7 +196,9 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
 
 def lock_hosts(s: Settings, release_id: str) -> Step:
     """The remote lock, taken before anything changes: runners that share no ledger
-    (another CI system, a laptop) still exclude each other, and the loser stops here."""
+    (another CI system, a laptop) still exclude each other, and the loser stops here.
+    It lasts until the run ends: released when the whole run has succeeded (after
+    `record`), or by this step's undo, the last of the undo chain; never at the release."""
 
     def run(ctx: StepContext):
         from deploy import hosts
@@ -174,8 +212,14 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
 
-    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock)", run=run,
-                undo=undo, undo_does="release this run's host locks")
+    def finish(ctx: StepContext):
+        from deploy import hosts
+
+        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        return f"deploy lock released on {len(freed)} host(s)"
+
+    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
+                run=run, undo=undo, undo_does="release this run's host locks", finish=finish)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -255,7 +299,8 @@ def backup(s: Settings, sha: str, environ) -> Step:
         if u.provider == "sqlite" and not u.sqlite_path.exists():
             ctx.state["backup"] = None
             return "no database file yet: nothing to back up"
-        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s))
+        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
+                           db=s.database)
         ctx.state["backup"] = str(b.path)
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
@@ -270,17 +315,28 @@ def backup(s: Settings, sha: str, environ) -> Step:
                 run=run, skip=skip)
 
 
-def migrate(s: Settings, environ) -> Step:
+def migrate(s: Settings, environ, sha: str) -> Step:
     def run(ctx: StepContext):
         from deploy import migrations
 
         url = database_url(s, environ)
-        mdir = migrations_dir(s)
+        mdir = migrations_dir(s, source_dir(s, sha))
         if "migrations_before" not in ctx.state:
-            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s)).applied)
+            fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
+            ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
+            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+            # Fail closed before changing anything when this run could not be undone: a
+            # database with data, migrations without down.sql, and no backup to restore.
+            no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
+            if no_down and not fp.empty and not ctx.state.get("backup"):
+                raise DeployError(
+                    f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
+                    f"{s.name}'s database, so they could not be undone. Nothing was applied.",
+                    f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
+            ctx.state["migrations_before"] = list(st.applied)
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
-                                 url_var=s.database.url_var)
+                                 url_var=s.database.url_var, db=s.database)
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
@@ -289,23 +345,31 @@ def migrate(s: Settings, environ) -> Step:
         if "migrations_before" not in ctx.state:
             return "nothing was migrated"
         url = database_url(s, environ)
-        mdir = migrations_dir(s)
-        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+        mdir = migrations_dir(s, source_dir(s, sha))
+        before_db = ctx.state.get("database_before")
+        if before_db and before_db["empty"]:
+            # A first promotion: there was nothing before, so undo means nothing again (no
+            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
+            fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
+            return "the database was empty before this run: " + migrations.empty_database(
+                url, fp, sqlite_base=sqlite_base(s))
+        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
         for name in st.failed:  # a migration that failed in this run: its transaction left no trace
             if name not in before:
-                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s))
+                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s), db=s.database)
                 notes.append(f"marked {name} rolled back")
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return "; ".join(notes) or "no migration of this run to undo"
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s))
+            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif ctx.state.get("backup"):
-            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s))
+            # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
+            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
         else:
             raise DeployError(
@@ -315,8 +379,9 @@ def migrate(s: Settings, environ) -> Step:
         return "; ".join(notes)
 
     skip = "no database for this environment" if s.database.provider == "none" else None
-    return Step("migrate", f"apply pending Prisma migrations ({s.database.runner})", run=run, undo=undo,
-                undo_does="down.sql of this run's migrations, else restore the backup", skip=skip)
+    return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
+                undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
+                                     "else restore the backup", skip=skip)
 
 
 # ----------------------------------------------------------------------------- release
@@ -324,7 +389,7 @@ def migrate(s: Settings, environ) -> Step:
 def release(s: Settings, release_id: str, environ) -> Step:
     if s.is_local:
         return _release_local(s, release_id, environ)
-    return _release_hosts(s, release_id)
+    return _release_hosts(s, release_id, environ)
 
 
 def local_root(s: Settings) -> Path:
@@ -348,10 +413,10 @@ def _local_env(s: Settings, environ) -> dict:
         from deploy import dburl
 
         # Absolute: a relative file: URL would resolve inside the release folder.
-        path = dburl.parse(database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
         env["DATABASE_URL"] = f"file:{path}"
     elif s.database.provider == "postgresql":
-        env["DATABASE_URL"] = database_url(s, environ)
+        env["DATABASE_URL"] = app_database_url(s, environ)
     return env
 
 
@@ -431,7 +496,7 @@ def _start_text(s: Settings) -> str:
     return " ".join(s.app.start) if isinstance(s.app.start, tuple) else "the start script"
 
 
-def _release_hosts(s: Settings, release_id: str) -> Step:
+def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import hosts
         from deploy.errors import LockHeld
@@ -439,7 +504,9 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
         ctx.state.pop("hosts_locked_out", None)
         try:
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id, app=s.app)
+            # The lock step holds the hosts' lock until the run ends.
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
         except LockHeld:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
@@ -451,7 +518,8 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
 
         if ctx.state.get("hosts_locked_out"):
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, app=s.app)
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     n = len(s.hosts.hosts)
@@ -470,27 +538,31 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
     def run(ctx: StepContext):
         source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+        app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
         if "shopify" not in ctx.state:
-            active = shopify.active_version(shopify.versions(s, environ))
+            active = shopify.active_version(shopify.versions(s, environ, path=app))
             ctx.state["shopify"] = {"version": None, "previous": active.version_tag if active else None}
             ctx.checkpoint()
-        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ)
+        installed = shopify.prepare(s, app)
+        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ, path=app)
         prev = ctx.state["shopify"]["previous"]
         ctx.state["shopify"] = {"version": res.version, "previous": prev if res.reused else res.previous}
-        return f"app version {res.version} live (was {res.previous or 'none'})"
+        return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
 
     def undo(ctx: StepContext):
         info = ctx.state.get("shopify") or {}
         prev = info.get("previous")
-        active = shopify.active_version(shopify.versions(s, environ))
+        app = source_dir(s, sha)
+        active = shopify.active_version(shopify.versions(s, environ, path=app))
         if active is None or active.version_tag != release_id:
             return f"{release_id} is not live ({active.version_tag if active else 'none'} is): nothing to undo"
         if not prev:
             return f"{release_id} was the app's first version: there is no earlier one to re-release"
-        shopify.release(s, prev, environ)
+        shopify.release(s, prev, environ, path=app)
         return f"re-released {prev}"
 
-    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id}",
+    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id} "
+                           f"--path <checkout of {sha[:12]}>",
                 run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason)
 
 

@@ -76,7 +76,8 @@ def make_project(dest: Path) -> Project:
     for f in (REPO / "env").iterdir():
         if f.is_file() and not f.name.endswith(".local.env"):
             shutil.copy2(f, dest / "env" / f.name)
-    (dest / ".gitignore").write_text("/.deploy/\n/evidence/\n.env\nnode_modules/\n/examples/app/build/\n")
+    (dest / ".gitignore").write_text("/.deploy/\n/evidence/\n.env\nnode_modules/\n/examples/app/build/\n"
+                                     "/examples/app/prisma/*.sqlite*\n")
     _git(dest, "init", "-q", "-b", "main")
     p = Project(dest)
     p.commit("initial")

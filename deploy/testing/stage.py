@@ -138,6 +138,7 @@ def secrets_env(project: Project, env: str, db_url: str) -> dict:
             kind = getattr(v.type, "kind", "string")
             out[v.name] = "postgresql://x:y@127.0.0.1:1/x" if kind == "url" else f"test-secret-{v.name.lower()}-x9"
     out["DATABASE_URL"] = db_url
+    out["DIRECT_URL"] = db_url   # Prisma's directUrl: the fixture has no pooler, so the same server session URL
     return out
 
 
