@@ -274,7 +274,8 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
 
 
 def kept_shas(s: Settings, ledger) -> set[str]:
-    """Git SHAs whose builds must survive pruning: live and previous in every environment."""
+    """Git SHAs whose builds must survive pruning: live and previous in every environment,
+    and those of runs still in progress (another environment's promotion may be building)."""
     if ledger is None:
         return set()
     from deploy import config
@@ -285,6 +286,7 @@ def kept_shas(s: Settings, ledger) -> set[str]:
         live = [r for r in rows if r["status"] == "live"]
         older = [r for r in rows if r["status"] == "superseded"]
         out.update(r["sha"] for r in (live + older[:1]) if r.get("sha"))
+    out.update(r.sha for r in ledger.runs(status="running", limit=100) if r.sha)
     return out
 
 
