@@ -137,6 +137,7 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
     modes = {m.name: m.mode for m in members}
     assert modes["build"] == 0o755 and modes["server.mjs"] == 0o644
     assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
+    assert manifest["app"] == "occ-example-app"   # package.json's name: which app the release is
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
