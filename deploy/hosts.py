@@ -515,6 +515,7 @@ stop() {
 
 start() {
   [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
+  command -v setsid >/dev/null 2>&1 || { echo "setsid is not installed on this host (util-linux)" >&2; exit 1; }
   stop >/dev/null
   mkdir -p "$root/run" "$root/logs"
   cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
