@@ -111,6 +111,7 @@ def test_a_tampered_artifact_is_rebuilt_not_reused(example_app, tmp_path):
     b.verify(again.artifact)
 
 
+@pytest.mark.slow
 def test_same_sources_and_inputs_give_the_same_hash(tmp_path):
     one = b.build(copy_example_app(tmp_path / "one"), SHA_A, tmp_path / "s1", now=BUILT_AT).artifact
     two = b.build(copy_example_app(tmp_path / "two"), SHA_A, tmp_path / "s2", now=BUILT_AT).artifact
