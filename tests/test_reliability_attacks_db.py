@@ -218,6 +218,61 @@ def test_promote_migration_behind_a_table_lock_fails_within_lock_timeout_and_und
     ok(project.invoke("promote", "--to=staging"))
 
 
+def _set_database(project, env: str, lines: str) -> None:
+    """Add `lines` to [database] of env/<env>.toml and commit (a shared environment deploys
+    committed settings only)."""
+    path = project.root / "env" / f"{env}.toml"
+    text = path.read_text()
+    path.write_text(text.replace('backup_dir = ".deploy/backups"', f'backup_dir = ".deploy/backups"\n{lines}', 1))
+    project.commit(f"{env}: {lines}")
+
+
+def _columns(url, table="Shop") -> set[str]:
+    return {c for (c,) in q(url, f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'")}
+
+
+def test_promote_undo_restores_with_the_tools_of_database_bin_dir(stage, pg_cluster, tmp_path):
+    """A folder holding pg_dump only: the backup step takes it from there, and the undo that
+    must restore (no down.sql) looks there for pg_restore too and says it is missing."""
+    project = stage.project
+    tools = tmp_path / "only-pg-dump"
+    tools.mkdir()
+    (tools / "pg_dump").symlink_to(pg_cluster.tool("pg_dump"))
+    _set_database(project, "staging", f'bin_dir = "{tools}"')
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n')
+    add_migration(project.root, "20990101000001_broken", 'ALTER TABLE "NoSuchTable" ADD COLUMN x int;\n')
+    project.commit("a migration without down.sql, then a broken one")
+    stage.collect_evidence()
+    r = project.invoke("promote", "--to=staging")
+    failed_clearly(r, "20990101000001_broken", "pg_restore", str(tools), "Undo")
+    assert list((project.root / ".deploy/backups/staging").glob("*.dump"))   # pg_dump came from bin_dir
+
+
+def test_rollback_flow_honours_bin_dir_and_lock_timeout(stage, tmp_path):
+    project = stage.project
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n',
+                  'ALTER TABLE "Shop" DROP COLUMN "billing_note";\n')
+    project.commit("billing note")
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))
+    assert "billing_note" in _columns(stage.db_url)
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    _set_database(project, "staging", f'bin_dir = "{empty}"\nlock_timeout = 1.0')
+    r = project.invoke("rollback", "--env=staging", "--db=restore", "--yes")
+    failed_clearly(r, "pg_restore", str(empty))
+    assert "billing_note" in _columns(stage.db_url)
+    with TableLock(stage.db_url, "Shop", mode="ACCESS SHARE") as app_session:
+        r = project.invoke("rollback", "--env=staging", "--db=down", "--yes")
+        assert not app_session.released.is_set()
+    failed_clearly(r, "20990101000000_billing", "database.lock_timeout (1 s)")
+    assert "billing_note" in _columns(stage.db_url)
+    ok(project.invoke("rollback", "--env=staging", "--db=down", "--yes"))
+    assert "billing_note" not in _columns(stage.db_url)
+
+
 # ---------------------------------------------------------------- #9 gates over reports where nothing ran
 
 @pytest.mark.parametrize("kind, fixture", [
