@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 from deploy import dburl, proc
 from deploy.config import DatabaseSection
 from deploy.errors import BackupFailed, SettingsError, ToolMissing
+from deploy.private import create_private, make_private, private_dir, write_private
 from deploy.redact import Secret, mask_url, redact, reveal
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -224,13 +225,24 @@ def _sqlite_counts(conn: sqlite3.Connection) -> tuple[tuple[str, int], ...]:
                  if not n.startswith("sqlite_"))
 
 
+def _private_backup_dir(backup_dir: Path, env: str) -> Path:
+    """`<backup_dir>/<env>/`, both 0700, and every file already in it 0600: fixed on every
+    backup, so folders and dumps an older version left 0755/0644 do not stay readable."""
+    private_dir(backup_dir)
+    out_dir = private_dir(backup_dir / env)
+    for p in out_dir.iterdir():
+        if p.is_file() and not p.is_symlink():
+            make_private(p)
+    return out_dir
+
+
 def _write_sidecars(b: Backup) -> None:
-    b.path.with_name(b.path.name + ".sha256").write_text(f"{b.sha256}  {b.path.name}\n")
+    write_private(b.path.with_name(b.path.name + ".sha256"), f"{b.sha256}  {b.path.name}\n")
     manifest = {
         "env": b.env, "sha": b.sha, "created_at": b.created_at.isoformat(), "sha256": b.sha256,
         "file": b.path.name, "tables": dict(b.tables),
     }
-    b.path.with_name(b.path.name + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_private(b.path.with_name(b.path.name + ".json"), json.dumps(manifest, indent=2) + "\n")
 
 
 def load_backup(path: str | Path) -> Backup:
@@ -293,8 +305,7 @@ def backup(
     --lock-wait-timeout: a table locked by a migration or the app fails the dump, not hangs it)."""
     bin_dir, lock_timeout = _tool_settings(db, bin_dir)
     u = dburl.parse(url, sqlite_base=sqlite_base)
-    out_dir = Path(backup_dir) / env
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _private_backup_dir(Path(backup_dir), env)
     created = now().astimezone(timezone.utc)
     if u.provider == "sqlite":
         return _backup_sqlite(u, out_dir, env, sha, created)
@@ -321,7 +332,7 @@ def backup(
                                "A lock timeout means another session holds a table locked (a migration, a console): "
                                "let it finish, or raise database.lock_timeout, then run again.") from None
         tool_url, env_vars = _tool_url_and_env(u)
-        tmp = path.with_name(path.name + ".partial")
+        tmp = create_private(path.with_name(path.name + ".partial"))   # 0600 before pg_dump writes data
         res = proc.run(pg_dump_argv(pg_dump, snapshot, tmp, tool_url, lock_timeout), env=env_vars, timeout=timeout)
         if not res.ok:
             tmp.unlink(missing_ok=True)
@@ -356,7 +367,7 @@ def _backup_sqlite(u: dburl.DbUrl, out_dir: Path, env: str, sha: str, created: d
     if not src_path.is_file():
         raise BackupFailed(f"SQLite database {src_path} does not exist; nothing to back up.")
     path = out_dir / backup_name(created, sha, "sqlite")
-    tmp = path.with_name(path.name + ".partial")
+    tmp = create_private(path.with_name(path.name + ".partial"))   # SQLite keeps an existing file's mode
     src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
     dst = sqlite3.connect(tmp)
     try:

@@ -1098,8 +1098,104 @@ def resolve(
             db.release_lock()
 
 
+# ---------------------------------------------------------------- first promotion: back to empty
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a database held before a run, for taking it back to nothing: whether it existed
+    (a SQLite file), whether it was empty (no table, `_prisma_migrations` included, in the
+    target schema), and (Postgres) the schemas there were."""
+
+    existed: bool
+    empty: bool
+    schemas: tuple[str, ...] = ()
+
+
+_PG_SCHEMAS = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+               "AND nspname <> 'information_schema' ORDER BY 1")
+
+
+def footprint(url: str, *, sqlite_base: str | Path | None = None) -> Footprint:
+    """The database's footprint now (read-only; a missing SQLite file is not created)."""
+    parsed = dburl.parse(url, sqlite_base=sqlite_base)
+    db = _Db.open(parsed, create=False)
+    if db is None:
+        return Footprint(existed=False, empty=True)
+    with db:
+        empty = not db.user_tables() and not db.table_exists()
+        schemas = tuple(r[0] for r in db.query(_PG_SCHEMAS)) if db.pg else ()
+    return Footprint(existed=True, empty=empty, schemas=schemas)
+
+
+def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None) -> str:
+    """Take a database that was empty before a run back to empty: remove the SQLite file the
+    run created (or drop every table in it), or drop what the run created in Postgres: the
+    schemas that did not exist, and every object of the target schema. Says what it did.
+    Only for a database whose `before.empty` is true: anything there now came from the run."""
+    if not before.empty:
+        raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
+                              "Restore its backup instead (invoke db.restore).")
+    parsed = dburl.parse(url, sqlite_base=sqlite_base)
+    if parsed.provider == "sqlite":
+        path = parsed.sqlite_path
+        assert path is not None
+        if not before.existed:
+            gone = [f for f in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm")))
+                    if f.exists()]
+            for f in gone:
+                f.unlink()
+            return f"removed {path.name}, which this run created" if gone else f"{path.name} is already gone"
+        db = _Db.open(parsed, create=False)
+        if db is None:
+            return f"{path.name} is already gone"
+        with db:
+            tables = db.query("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
+                              "AND name NOT LIKE 'sqlite_%' ORDER BY type DESC")
+            for kind, name in tables:  # views first, then tables (their indexes and triggers go with them)
+                db.query(f'DROP {kind.upper()} IF EXISTS "{name.replace(chr(34), chr(34) * 2)}"')
+        return f"dropped {len(tables)} table(s) from {path.name}: empty again" if tables else f"{path.name} is empty"
+    from psycopg import sql
+
+    db = _Db.open(parsed, create=False)
+    assert db is not None
+    with db:
+        new = [n for (n,) in db.query(_PG_SCHEMAS) if n not in before.schemas]
+        with db.conn.transaction():
+            for n in new:
+                db.conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(n)))
+            # Tables (with their sequences, indexes and constraints), views, then the types and
+            # functions a migration made: everything in the target schema, which was empty.
+            objs = db.query(
+                "SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
+                "WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
+                "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+                "AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND c.relkind = 'S')", (parsed.schema,))
+            for kind, name in objs:
+                db.conn.execute(sql.SQL(f"DROP {kind} IF EXISTS {{}}.{{}} CASCADE").format(
+                    sql.Identifier(parsed.schema), sql.Identifier(name)))
+            types = db.query(
+                "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = %s AND t.typtype IN ('e', 'd', 'r', 'm') "
+                "OR (n.nspname = %s AND t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class c "
+                "WHERE c.oid = t.typrelid AND c.relkind = 'c'))", (parsed.schema, parsed.schema))
+            for (name,) in types:
+                db.conn.execute(sql.SQL("DROP TYPE IF EXISTS {}.{} CASCADE").format(
+                    sql.Identifier(parsed.schema), sql.Identifier(name)))
+            funcs = db.query(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = %s AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+                "WHERE d.objid = p.oid AND d.deptype = 'e')", (parsed.schema,))
+            for (sig,) in funcs:
+                db.conn.execute(f"DROP ROUTINE IF EXISTS {sig} CASCADE")
+    what = [f"{len(objs)} relation(s)"] + ([f"{len(types)} type(s)"] if types else []) + \
+        ([f"{len(funcs)} routine(s)"] if funcs else []) + ([f"schema(s) {', '.join(new)}"] if new else [])
+    return f"dropped {', '.join(what)} this run created in {parsed.masked}: empty again"
+
+
 __all__ = [
-    "ADVISORY_LOCK_ID", "LocalMigration", "MigrationRecord", "MigrationStatus", "StatusReport", "MigrateResult",
+    "ADVISORY_LOCK_ID", "Footprint", "footprint", "empty_database", "LocalMigration", "MigrationRecord", "MigrationStatus", "StatusReport", "MigrateResult",
     "RollbackResult", "ResolveResult", "checksum", "checksum_matches", "parse_lock_provider", "load_migrations",
     "lock_provider", "check_provider", "compute_status", "pending_migrations", "render_status",
     "prisma_deploy_argv", "status", "migrate", "rollback", "resolve", "POSTGRES_TABLE_DDL", "SQLITE_TABLE_DDL",

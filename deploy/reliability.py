@@ -25,7 +25,8 @@ from deploy.errors import DeployError
 
 SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_reliability_concurrency.py",
          "tests/test_reliability_faults.py", "tests/test_reliability_hostile.py", "tests/test_reliability_fuzz.py",
-         "tests/test_reliability_remote.py", "tests/test_reliability_attacks_db.py")
+         "tests/test_reliability_remote.py", "tests/test_reliability_attacks_db.py",
+         "tests/test_reliability_attacks_children.py")
 DOC = "docs/reliability.md"
 
 
@@ -229,7 +230,9 @@ def run_suite(root: Path, files: tuple[str, ...] = SUITE, *, timeout: float = 36
         junit = Path(d) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                 "-o", "junit_family=xunit1"]
-        r = proc.run(argv, cwd=root, timeout=timeout)
+        # Our own test suite, run for the report: it gets the developer's whole environment
+        # on purpose (fixtures read PG*/DEPLOY_* variables), and says so here.
+        r = proc.run(argv, cwd=root, timeout=timeout, env=dict(os.environ))
         if not junit.exists():
             raise DeployError(f"pytest wrote no JUnit report (exit {r.returncode}):\n{r.tail()}",
                               "Run the same pytest command by hand to see why.")
