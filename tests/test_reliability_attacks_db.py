@@ -239,6 +239,8 @@ def test_promote_undo_restores_with_the_tools_of_database_bin_dir(stage, pg_clus
     tools.mkdir()
     (tools / "pg_dump").symlink_to(pg_cluster.tool("pg_dump"))
     _set_database(project, "staging", f'bin_dir = "{tools}"')
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))          # the database has data from here on
     add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n')
     add_migration(project.root, "20990101000001_broken", 'ALTER TABLE "NoSuchTable" ADD COLUMN x int;\n')
     project.commit("a migration without down.sql, then a broken one")
