@@ -105,6 +105,8 @@ def test_failed_db_restore_says_why_changes_nothing_and_releases_the_lock(projec
     assert pg_cluster.password not in text
     q(pg_cluster.url, f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
     assert q(url, 'SELECT count(*) FROM "Shop"') == [(1,)]
+    assert "No environment is locked" in ok(project.invoke("lock.status", "--env=test")).stdout
+    assert project.ledger().runs("test")[0].status in ("failed", "rolled_back")
     # nothing is left held: the next restore runs at once
     ok(project.invoke("db.restore", "--env=test", "--yes", extra_env=env))
     assert q(url, 'SELECT count(*) FROM "Shop"') == [(0,)]
