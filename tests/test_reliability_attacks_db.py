@@ -340,6 +340,15 @@ def test_prisma_schema_keeps_its_case_and_multi_host_urls_connect(project, pg_cl
     assert q(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'myschema'") == [(0,)]
 
 
+def test_a_users_libpq_options_reach_the_server(project, pg_url):
+    use_env(project)
+    # options=-c default_transaction_read_only=on: if it is kept, the migration cannot write.
+    url = pg_url + "?schema=public&options=-c%20default_transaction_read_only%3Don"
+    r = project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": url})
+    failed_clearly(r, "read-only transaction")
+    ok(project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": pg_url + "?schema=public"}))
+
+
 def test_session_work_uses_direct_url_and_refuses_a_transaction_pooler(project, pg_url):
     use_env(project)
     pooled = "postgresql://app:pool-pw-7731@127.0.0.1:6543/occ?pgbouncer=true&connection_limit=1"
