@@ -346,6 +346,11 @@ def test_a_users_libpq_options_reach_the_server(project, pg_url):
     url = pg_url + "?schema=public&options=-c%20default_transaction_read_only%3Don"
     r = project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": url})
     failed_clearly(r, "read-only transaction")
+    r = ok(project.invoke("db.status", "--env=test",
+                          extra_env={"DATABASE_URL": pg_url + "?schema=public&connection_limit=5&pool_timeout=20"}))
+    # Prisma-only parameters are taken out for libpq, and said so
+    assert "note: connection_limit=5: Prisma Client's pool size; not passed to libpq" in r.stdout
+    assert "note: pool_timeout=20" in r.stdout
     ok(project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": pg_url + "?schema=public"}))
 
 
