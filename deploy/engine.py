@@ -415,6 +415,8 @@ class Runner:
                 return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
             try:
                 self._sig.phase = "step"
+                if self._sig.received:  # it arrived while this step was being recorded as started
+                    raise Interrupted(self._sig.received)
                 result = step.run(ctx) if step.run else None
                 self._sig.phase = "book"
                 _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
