@@ -116,14 +116,16 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
     summary.write_github_summary(summary.markdown(run, steps, title=title))
 
 
-def fail_if_not_ok(outcome) -> None:
+def fail_if_not_ok(outcome, flow: str = "promote") -> None:
     """Raise the run's error with what happened to the environment, unless it succeeded."""
     if outcome.ok or outcome.status == "aborted":
         return
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
+    kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
+            f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
     fate = {
         "rolled_back": "every completed step was undone",
-        "failed_in_place": "the failed deploy was left in place (--no-rollback)",
+        "failed_in_place": kept,
         "failed": "the undo did not finish; the lock is kept",
     }.get(outcome.status, outcome.status)
     final = DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
