@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy import facts
-from deploy.errors import LedgerError, LockHeld
+from deploy.errors import DeployError, LedgerError, LockHeld
+from deploy.dburl import mask as dburl_mask
 from deploy.redact import mask_url, redact
 
 SCHEMA_VERSION = 2
@@ -302,6 +303,21 @@ def default_url(root: Path) -> str:
     return os.environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
 
 
+def _private_ledger(path: Path, root: Path) -> None:
+    """The SQLite ledger holds the deploy history: 0600 (with its -wal/-shm), set on every
+    open so a file an older version left 0644 is fixed. Its folder is made 0700 when it is
+    the project's `.deploy/` or did not exist; a folder someone chose for it is left alone."""
+    from deploy.private import create_private, make_private, private_dir
+
+    folder = path.parent
+    if not folder.exists() or folder.resolve() == (root / ".deploy").resolve():
+        private_dir(folder)
+    if not path.exists():
+        create_private(path)    # SQLite then creates -wal/-shm with the database file's mode
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        make_private(p)
+
+
 class Ledger:
     """Access to the ledger database. Open with `Ledger.open(root)`."""
 
@@ -325,7 +341,7 @@ class Ledger:
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _private_ledger(path, root)
                 probe = path.parent / f".write-probe-{os.getpid()}"
                 probe.write_text("")
                 probe.unlink()
@@ -336,11 +352,18 @@ class Ledger:
                 ) from None
             kwargs["connect_args"] = {"timeout": 30}
         elif url.startswith("postgresql+psycopg://"):
+            from deploy import dburl
+
+            # libpq's reading of the URL: a raw '@' or '/' in the password is refused, masked.
+            try:
+                dburl.parse("postgresql://" + url[len("postgresql+psycopg://"):])
+            except DeployError as e:
+                raise LedgerError(f"DEPLOY_LEDGER_URL: {e.message}", e.hint) from None
             kwargs["connect_args"] = {"connect_timeout": 10}
             kwargs["pool_pre_ping"] = True
         else:
             raise LedgerError(
-                f"DEPLOY_LEDGER_URL {mask_url(url)!r} is neither sqlite:/// nor postgresql://.",
+                f"DEPLOY_LEDGER_URL {dburl_mask(url)!r} is neither sqlite:/// nor postgresql://.",
                 "Use sqlite:///path/ledger.db or postgresql://user:pass@host/db.",
             )
         try:
@@ -356,7 +379,7 @@ class Ledger:
             _prepare_schema(engine, md, tables, mask_url(url))
         except SQLAlchemyError as e:
             raise LedgerError(
-                f"Cannot open the ledger at {mask_url(url)}: {redact(str(e.orig if hasattr(e, 'orig') else e)).strip().splitlines()[0]}",
+                f"Cannot open the ledger at {dburl_mask(url)}: {redact(str(e.orig if hasattr(e, 'orig') else e)).strip().splitlines()[0]}",
                 "Check DEPLOY_LEDGER_URL (host, credentials, database) or unset it to use the local SQLite ledger.",
             ) from None
         return cls(engine, tables)

@@ -48,7 +48,7 @@ def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | Non
 
 
 def git_sha(root: Path, ref: str | None = None) -> str:
-    """The full SHA of `ref` (default HEAD) in the project's repository."""
+    """The full SHA of `ref` (default HEAD) in the repository that holds `root`."""
     from deploy.proc import run
 
     r = run(["git", "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"], cwd=root)
@@ -59,6 +59,13 @@ def git_sha(root: Path, ref: str | None = None) -> str:
         raise SettingsError(f"{root} has no git commit to deploy (not a git repository, or no commits yet).",
                             "Run from a git checkout of the app, or pass --sha.")
     return r.stdout.strip()
+
+
+def app_sha(s, ref: str | None = None) -> str:
+    """The full SHA of `ref` in the app's repository: the commit gate, evidence, build and
+    promote all name. When `environment.app_dir` is its own git repository (not the
+    toolkit project's), that is the app's commit, never the project's HEAD."""
+    return git_sha(s.app_dir if s.app_dir.is_dir() else s.root, ref)
 
 
 def git_dirty(root: Path) -> list[str]:

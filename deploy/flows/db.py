@@ -22,8 +22,12 @@ def status(env: str) -> int:
     from deploy import migrations
 
     s, url = _db(env)
-    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s))
+    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database)
     cli.out(migrations.render_status(report))
+    from deploy import dburl
+
+    for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
+        cli.out(f"note: {note}")
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
 
@@ -35,8 +39,8 @@ def migrate(env: str) -> None:
 
     def run(ctx):
         done["res"] = migrations.migrate(url, migrations_dir(s), runner=s.database.runner,
-                                         lock_timeout=s.database.lock_timeout, sqlite_base=sqlite_base(s),
-                                         url_var=s.database.url_var)
+                                         sqlite_base=sqlite_base(s),
+                                         url_var=s.database.url_var, db=s.database)
         return f"applied {len(done['res'].applied)}"
 
     one_step(s, "db.migrate", "apply pending Prisma migrations", run)
@@ -55,7 +59,7 @@ def rollback(env: str, steps: int, yes: bool) -> None:
     done = {}
 
     def run(ctx):
-        done["res"] = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s))
+        done["res"] = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s), db=s.database)
         return f"rolled back {', '.join(done['res'].rolled_back) or 'nothing'}"
 
     one_step(s, "db.rollback", f"down.sql of the latest {steps} migration(s)", run, args={"steps": steps})
@@ -73,7 +77,7 @@ def resolve(env: str, applied: str | None, rolled_back: str | None) -> None:
 
     def run(ctx):
         done["res"] = migrations.resolve(url, migrations_dir(s), applied=applied, rolled_back=rolled_back,
-                                         sqlite_base=sqlite_base(s))
+                                         sqlite_base=sqlite_base(s), db=s.database)
         return f"{done['res'].name} marked {done['res'].action.replace('_', ' ')}"
 
     one_step(s, "db.resolve", "mark a migration applied or rolled back", run,
@@ -84,15 +88,14 @@ def resolve(env: str, applied: str | None, rolled_back: str | None) -> None:
 
 def backup(env: str) -> None:
     from deploy import backups
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s, url = _db(env)
     try:
-        sha = git_sha(s.root)
+        sha = app_sha(s)
     except SettingsError:
         sha = "nosha"
-    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s),
-                       **({"bin_dir": s.database.bin_dir} if s.database.bin_dir else {}))
+    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s), db=s.database)
     pruned = backups.prune(s.path(s.database.backup_dir), env, s.database.backup_keep)
     cli.out(f"{env}: backup {b.path} ({len(b.tables)} tables, sha256 {b.sha256[:16]})"
             + (f"; pruned {len(pruned)} old" if pruned else ""))
@@ -120,7 +123,7 @@ def verify(env: str, file: str | None) -> int:
         from deploy.redact import Secret
 
         url = Secret(os.environ[var])  # a server whose role may CREATE DATABASE for the scratch copy
-    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s))
+    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s), db=s.database)
     rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
             for c in res.counts]
     cli.out(tabulate(rows, headers=("table", "rows at backup", "rows restored", "verdict")))
@@ -138,7 +141,7 @@ def restore(env: str, file: str | None, yes: bool) -> None:
     done = {}
 
     def run(ctx):
-        done["res"] = backups.restore(path, url, sqlite_base=sqlite_base(s))
+        done["res"] = backups.restore(path, url, sqlite_base=sqlite_base(s), db=s.database)
         return f"restored {path.name}"
 
     one_step(s, "db.restore", f"restore {path.name} into the database", run, args={"file": str(path)})
@@ -172,6 +175,7 @@ def _write_secret(path: Path, key: str, value: str) -> None:
     """Set KEY in a git-ignored dotenv file (mode 0600), keeping its other lines."""
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [ln for ln in lines if not ln.startswith(f"{key}=")] + [f"{key}='{value}'"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    from deploy.private import write_private
+
+    # 0600 on every write: an existing 0644 file (made by hand, or by an older version) is fixed too.
+    write_private(path, "\n".join(lines) + "\n")

@@ -25,7 +25,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
         steps.gate(s, sha),
         steps.build(s, sha, release_id, ledger),
         steps.backup(s, sha, environ),
-        steps.migrate(s, environ),
+        steps.migrate(s, environ, sha),
         steps.release(s, release_id, environ),
         steps.shopify_push(s, release_id, sha, environ, skip=skip_shopify),
         steps.smoke_step(s, release_id),
@@ -78,7 +78,7 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
     else:
-        full = common.git_sha(s.app_dir if s.app_dir.exists() else s.root, sha)
+        full = common.app_sha(s, sha)
         release_id = build.new_release_id(full, datetime.now(timezone.utc))
         if dry_run:
             p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify)

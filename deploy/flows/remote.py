@@ -47,11 +47,11 @@ def hosts_release(env: str, sha: str | None) -> None:
     import dataclasses
 
     from deploy import build, hosts
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
     from deploy.flows.steps import artifacts_dir
 
     s = _remote(env)
-    full = git_sha(s.root, sha)
+    full = app_sha(s, sha)
     art = build.find(artifacts_dir(s), full)
     if art is None:
         raise SettingsError(f"No artifact has been built for {full[:12]}.",
@@ -62,7 +62,8 @@ def hosts_release(env: str, sha: str | None) -> None:
     done = {}
 
     def run(ctx):
-        done["results"] = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=ctx.run_id)
+        done["results"] = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=ctx.run_id,
+                                          env=hosts.hook_env(s.hosts, os.environ), app=s.app)
         led.record_release(env=s.name, release_id=rid, sha=full, artifact_sha256=art.sha256, run_id=ctx.run_id)
         return f"{rid} live on {len(done['results'])} host(s)"
 
@@ -81,7 +82,8 @@ def hosts_rollback(env: str, to: str | None) -> None:
     done = {}
 
     def run(ctx):
-        done["results"] = results = hosts.rollback(s.hosts, to, run_id=ctx.run_id)
+        done["results"] = results = hosts.rollback(s.hosts, to, run_id=ctx.run_id,
+                                                          env=hosts.hook_env(s.hosts, os.environ), app=s.app)
         target = results[0].release if results else None
         known = {r["release_id"] for r in led.releases(s.name, limit=100)}
         if target in known:  # keep `status` and `invoke rollback` true to the hosts
@@ -107,13 +109,13 @@ def shopify_versions(env: str) -> None:
 
 def shopify_deploy(env: str, version: str | None, message: str | None) -> None:
     from deploy import build, shopify
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s = cli.settings(env)
     reason = shopify.skip_reason(s)
     if reason:
         raise SettingsError(reason)
-    full = git_sha(s.root)
+    full = app_sha(s)
     rid = version or build.new_release_id(full, datetime.now(timezone.utc))
     done = {}
 
@@ -139,23 +141,26 @@ def shopify_release(env: str, version: str) -> None:
     one_step(s, "shopify.release", f"shopify app release --version {version}", run, args={"version": version})
     res = done["res"]
     cli.out(f"{env}: app version {res.version} live (was {res.previous or 'none'})")
+    if res.note:
+        cli.out(f"note: {res.note}")
 
 
 def smoke(env: str, release: str | None) -> int:
     from deploy import smoke as sm
     from deploy.flows.steps import base_urls
+    from deploy.flows.steps import local_root as steps_local_root
 
     s = cli.settings(env)
     state = {}
     if s.is_local:
         from deploy import local
 
-        info = local.status(s.path(s.local.root), s.local.host)
+        info = local.status(steps_local_root(s), s.local.host)
         if info is None:
             raise SettingsError(f"The {env} app is not running.", f"Start it: invoke app.start --env={env}.")
         state["app_url"] = info.url
         release = release or info.release_id
-    report = sm.check(sm.checks_for(s.smoke, base_urls(s, state)), release_id=release, retries=s.smoke.retries,
+    report = sm.check(sm.checks_for(s.smoke, base_urls(s, state), s.app.health_path), release_id=release, retries=s.smoke.retries,
                       backoff=s.smoke.backoff)
     cli.out(report.table())
     return 0 if report.ok else 1
