@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.errors import DeployError, SettingsError
+from deploy.facts import fact
+
+
+@fact
+@dataclass(frozen=True)
+class PromotionRecord:
+    """What a promotion recorded for whoever undoes it later (rollback, drill): read from its
+    run in the ledger, typed, instead of another flow's state keys."""
+
+    run_id: str
+    env: str
+    release_id: str | None
+    sha: str | None
+    artifact_sha256: str | None = None
+    backup: str | None = None                      # the pg_dump/SQLite copy taken before it migrated
+    migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
+    shopify_previous: str | None = None            # the app version active before its push
+    shopify_version: str | None = None
+
+    @classmethod
+    def of(cls, run) -> "PromotionRecord":
+        st = run.state or {}
+        art = st.get("artifact") or {}
+        shop = st.get("shopify") or {}
+        before = st.get("migrations_before")
+        return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
+                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else getattr(art, "sha256", None),
+                   backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
+                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))
+
+
+def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
+    """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
+    row = next((r for r in led.releases(env, limit=100) if r["release_id"] == release_id), None)
+    if not row or not row.get("run_id"):
+        return None
+    run = led.run(row["run_id"])
+    return PromotionRecord.of(run) if run.flow == "promote" else None
 
 
 def git_sha(root: Path, ref: str | None = None) -> str:
@@ -84,14 +123,16 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
     summary.write_github_summary(summary.markdown(run, steps, title=title))
 
 
-def fail_if_not_ok(outcome) -> None:
+def fail_if_not_ok(outcome, flow: str = "promote") -> None:
     """Raise the run's error with what happened to the environment, unless it succeeded."""
     if outcome.ok or outcome.status == "aborted":
         return
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
+    kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
+            f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
     fate = {
         "rolled_back": "every completed step was undone",
-        "failed_in_place": "the failed deploy was left in place (--no-rollback)",
+        "failed_in_place": kept,
         "failed": "the undo did not finish; the lock is kept",
     }.get(outcome.status, outcome.status)
     final = DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
