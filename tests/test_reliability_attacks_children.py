@@ -142,6 +142,10 @@ def test_upload_to_a_host_that_freezes_mid_upload_fails_within_the_bound(stage):
     for h in stage.hosts:
         assert sorted(p.name for p in (h.root / "srv/occ/releases").iterdir()) == [before[0]]
         assert not (h.root / "srv/occ/.deploy-lock").exists()
+    # Once the host answers again, the same promotion goes through: nothing was left half done.
+    r = stage.project.invoke("promote", "--to=staging")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stage.currents()[0] != before[0] and len(set(stage.currents())) == 1
 
 
 @pytest.mark.sshd
