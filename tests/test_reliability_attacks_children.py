@@ -121,13 +121,17 @@ def test_hook_env_naming_a_secret_fails_before_anything_changes(stage):
 
 @pytest.mark.sshd
 @pytest.mark.postgres
-def test_upload_to_a_host_that_freezes_mid_upload_fails_within_the_bound(stage):
+@pytest.mark.parametrize("bound, settings", [
+    ("hosts.upload_stall_timeout", dict(upload_stall_timeout=2, upload_timeout=60)),
+    ("hosts.upload_timeout", dict(upload_stall_timeout=60, upload_timeout=3)),
+], ids=["stall", "overall"])
+def test_upload_to_a_host_that_freezes_mid_upload_fails_within_the_bound(stage, bound, settings):
     r = _promote(stage)
     assert r.returncode == 0, r.stdout + r.stderr
     before = stage.currents()
     assert before[0] and before == before[::-1]
 
-    _set(stage, "hosts", upload_stall_timeout=2, upload_timeout=30, command_timeout=60)
+    _set(stage, "hosts", command_timeout=90, **settings)
     frozen = stage.hosts[1]
     with stage.farm.frozen_uploads(frozen, after_bytes=512):
         # Unbounded, this would hang until the invoke timeout below raises.
@@ -136,7 +140,7 @@ def test_upload_to_a_host_that_freezes_mid_upload_fails_within_the_bound(stage):
     out = r.stdout + r.stderr
     assert froze, "the host was never frozen: no upload reached it"
     assert r.returncode != 0 and "Traceback" not in out
-    assert f"to {frozen.address}" in out and "hosts.upload_stall_timeout" in out
+    assert f"to {frozen.address}" in out and bound in out
     # Nothing switched: both hosts on their release, serving it, no half release, no lock left.
     assert stage.currents() == before and stage.versions() == before
     for h in stage.hosts:
