@@ -1243,7 +1243,7 @@ def _upload(section, h: _Host, local: Path, upload: str) -> None:
 
     t = h.t
     stall = max(1.0, float(section.upload_stall_timeout))
-    overall = max(stall, float(section.upload_timeout))
+    overall = max(1.0, float(section.upload_timeout))   # two bounds: whichever ends first
     transport = h.conn.transport
     # Keepalives keep NAT and firewall state of a long upload's connection alive.
     transport.set_keepalive(max(1, int(stall // 3)))
