@@ -26,15 +26,17 @@ ENV = "environment name: a file env/<name>.toml (local, dev, staging, production
     "abort": "undo the latest interrupted (or --no-rollback) run of this environment",
     "yes": "answer yes to every confirmation (CI)",
     "no_rollback": "on failure, leave the deploy in place for diagnosis (recorded); undo later with --abort",
+    "break_lock": "with --resume/--abort: take over the killed run's lock even though its holder ran on another "
+                  "machine; refused unless that holder has shown no sign of life for 2 min (holder and age shown)",
 })
 @guarded
 def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
-            no_rollback=False):
+            no_rollback=False, break_lock=False):
     """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
     from deploy.flows import promote as flow
 
     flow.main(to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
-              no_rollback=no_rollback)
+              no_rollback=no_rollback, break_lock=break_lock)
 
 
 @task(help={

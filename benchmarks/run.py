@@ -35,6 +35,7 @@ SUITE = {
     "evidence": ("bench_evidence.py", ["--tests", "50000", "--runs", "7"], ["--tests", "50000", "--runs", "3"]),
     "migrations": ("bench_migrations.py", ["--repeat", "5"], ["--repeat", "3"]),
     "backups": ("bench_backups.py", ["--size-mb", "200", "--runs", "3"], ["--quick"]),
+    "build": ("bench_build.py", ["--runs", "3"], ["--runs", "1"]),
 }
 
 

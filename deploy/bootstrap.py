@@ -294,7 +294,7 @@ def _migrations(settings: Settings, url: str, migrations_dir: Path) -> Action:
             drift = f"; drift: {', '.join(m.name for m in before.drift)}" if before.drift else ""
             return Action("migrations", "unchanged", f"{len(before.applied)} applied, none pending{drift}")
         result = migrations.migrate(url, migrations_dir, runner=settings.database.runner,
-                                    url_var=settings.database.url_var)
+                                    url_var=settings.database.url_var, db=settings.database)
     except DeployError as e:
         return Action("migrations", "failed", e.message + (f" ({e.hint})" if e.hint else ""))
     names = ", ".join(result.applied)

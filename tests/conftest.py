@@ -7,5 +7,6 @@ pytest_plugins = [
     "deploy.testing.reports",
     "deploy.testing.project",
     "deploy.testing.app",
+    "deploy.testing.shopify_app",
     "deploy.testing.stage",
 ]

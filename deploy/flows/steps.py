@@ -24,7 +24,28 @@ def artifacts_dir(s: Settings) -> Path:
 
 
 def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
-    """The database URL: committed for SQLite, from the environment (a Secret) for Postgres."""
+    """The URL of the toolkit's own database work (migrations, backups, restores, the migrate
+    lock): committed for SQLite; for Postgres the session URL from the environment (a Secret):
+    database.direct_url_var's (Prisma's directUrl) when set, else database.url_var's; refused
+    when it points at a transaction pooler (dburl.session_url)."""
+    from deploy import dburl
+
+    db = s.database
+    if db.provider == "none":
+        return None
+    if db.url:
+        return db.url
+    value, var = dburl.session_url(environ, db.url_var, db.direct_url_var)
+    if not value:
+        raise SettingsError(
+            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
+            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
+        )
+    return Secret(value)
+
+
+def app_database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
+    """The URL the app itself connects with (database.url_var: the pooled one on Supabase)."""
     db = s.database
     if db.provider == "none":
         return None
@@ -67,12 +88,12 @@ def base_urls(s: Settings, state: dict) -> list[str]:
     else:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
-        if s.hosts.hosts and (s.hosts.health_url or s.hosts.health_urls):
+        if s.hosts.hosts:
             from urllib.parse import urlsplit
 
             from deploy import hosts
 
-            for t in hosts.targets(s.hosts):
+            for t in hosts.targets(s.hosts, s.app):
                 if t.health_url:
                     u = urlsplit(t.health_url)
                     urls.append(f"{u.scheme}://{u.netloc}")
@@ -125,6 +146,10 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
+        if not s.is_local and s.hosts.hook_env:
+            from deploy import hosts
+
+            hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
         from deploy import shopify
 
         if not skip_shopify and shopify.skip_reason(s) is None:
@@ -171,7 +196,9 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
 
 def lock_hosts(s: Settings, release_id: str) -> Step:
     """The remote lock, taken before anything changes: runners that share no ledger
-    (another CI system, a laptop) still exclude each other, and the loser stops here."""
+    (another CI system, a laptop) still exclude each other, and the loser stops here.
+    It lasts until the run ends: released when the whole run has succeeded (after
+    `record`), or by this step's undo, the last of the undo chain; never at the release."""
 
     def run(ctx: StepContext):
         from deploy import hosts
@@ -185,8 +212,14 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
 
-    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock)", run=run,
-                undo=undo, undo_does="release this run's host locks")
+    def finish(ctx: StepContext):
+        from deploy import hosts
+
+        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        return f"deploy lock released on {len(freed)} host(s)"
+
+    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
+                run=run, undo=undo, undo_does="release this run's host locks", finish=finish)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -209,6 +242,7 @@ def gate(s: Settings, sha: str) -> Step:
 def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
     def run(ctx: StepContext):
         from deploy import build as b
+        from deploy import source
         from deploy.source import checkout, commit_time
 
         store = artifacts_dir(s)
@@ -216,7 +250,7 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
         reused = art is not None
         if art is None:
             src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
-            result = b.build(src, sha, store, now=commit_time(s.app_dir, sha))
+            result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha))
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
@@ -229,10 +263,29 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
                 )
         ctx.state["artifact"] = {"path": str(art.path), "sha256": art.sha256, "release_id": art.release_id,
                                  "git_sha": art.git_sha, "built_at": art.built_at}
-        return f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
+        keep = {sha, *kept_shas(s, ledger)}
+        pruned = b.prune(store, s.app.keep_builds, keep)
+        pruned += source.prune(s.root / ".deploy" / "src", s.app.keep_builds, keep)
+        return (f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
+                + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
 
-    return Step("build", "npm ci && npm run build of the commit (reused when already built), packed once",
-                run=run)
+    return Step("build", "the app's release contract ([app]: install, build, prune dev deps) of the commit, "
+                         "reused when already built, packed once", run=run)
+
+
+def kept_shas(s: Settings, ledger) -> set[str]:
+    """Git SHAs whose builds must survive pruning: live and previous in every environment."""
+    if ledger is None:
+        return set()
+    from deploy import config
+
+    out: set[str] = set()
+    for env in config.environments(s.root):
+        rows = ledger.releases(env, limit=20)
+        live = [r for r in rows if r["status"] == "live"]
+        older = [r for r in rows if r["status"] == "superseded"]
+        out.update(r["sha"] for r in (live + older[:1]) if r.get("sha"))
+    return out
 
 
 # ----------------------------------------------------------------------------- database
@@ -246,7 +299,8 @@ def backup(s: Settings, sha: str, environ) -> Step:
         if u.provider == "sqlite" and not u.sqlite_path.exists():
             ctx.state["backup"] = None
             return "no database file yet: nothing to back up"
-        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s))
+        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
+                           db=s.database)
         ctx.state["backup"] = str(b.path)
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
@@ -270,7 +324,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         if "migrations_before" not in ctx.state:
             fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
             ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
-            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
             # Fail closed before changing anything when this run could not be undone: a
             # database with data, migrations without down.sql, and no backup to restore.
             no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
@@ -282,7 +336,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             ctx.state["migrations_before"] = list(st.applied)
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
-                                 url_var=s.database.url_var)
+                                 url_var=s.database.url_var, db=s.database)
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
@@ -299,23 +353,23 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
             return "the database was empty before this run: " + migrations.empty_database(
                 url, fp, sqlite_base=sqlite_base(s))
-        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
         for name in st.failed:  # a migration that failed in this run: its transaction left no trace
             if name not in before:
-                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s))
+                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s), db=s.database)
                 notes.append(f"marked {name} rolled back")
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return "; ".join(notes) or "no migration of this run to undo"
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s))
+            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif ctx.state.get("backup"):
             # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
-            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s))
+            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
         else:
             raise DeployError(
@@ -335,42 +389,71 @@ def migrate(s: Settings, environ, sha: str) -> Step:
 def release(s: Settings, release_id: str, environ) -> Step:
     if s.is_local:
         return _release_local(s, release_id, environ)
-    return _release_hosts(s, release_id)
+    return _release_hosts(s, release_id, environ)
+
+
+def local_root(s: Settings) -> Path:
+    """This app's release root under [local] root: `<root>/<app folder>-<hash of app_dir>`.
+    One root per app, so `current`, `previous` and every undo or rollback only ever name
+    releases of the app the settings deploy, never another app's."""
+    import hashlib
+    import os
+    import re
+
+    key = os.path.normpath(s.environment.app_dir)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key).name).strip(".-") or "app"
+    return s.path(s.local.root) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def _local_env(s: Settings, environ) -> dict:
-    env = {}
+    """What the locally started app gets besides the minimal base: DATABASE_URL and the
+    variables [app] runtime_env names. Nothing else of the deployer's environment."""
+    env = {n: environ[n] for n in s.app.runtime_env if n in environ}
     if s.database.provider == "sqlite":
         from deploy import dburl
 
         # Absolute: a relative file: URL would resolve inside the release folder.
-        path = dburl.parse(database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
         env["DATABASE_URL"] = f"file:{path}"
     elif s.database.provider == "postgresql":
-        env["DATABASE_URL"] = database_url(s, environ)
+        env["DATABASE_URL"] = app_database_url(s, environ)
     return env
 
 
-def restart_local(s: Settings, environ):
-    """(Re)start the local server from `current` as the settings say; its ServerInfo."""
+def stop_local(s: Settings) -> bool:
+    """Stop the local environment's app: this app's, and any other app's still running from
+    the same [local] root (one local environment serves one app)."""
     from deploy import local
 
-    return local.restart(s.path(s.local.root), s.local.host, s.local.port, timeout=s.local.start_timeout,
-                         env=_local_env(s, environ))
+    base = s.path(s.local.root)
+    stopped = local.stop(local_root(s))
+    if base.is_dir():
+        for d in [base, *sorted(p for p in base.iterdir() if p.is_dir())]:
+            if (d / "app.pid").exists():
+                stopped = local.stop(d) or stopped
+    return stopped
+
+
+def restart_local(s: Settings, environ):
+    """(Re)start the local app from this app's `current` as the settings say; its ServerInfo."""
+    from deploy import local
+
+    stop_local(s)
+    return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=_local_env(s, environ))
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):
     """The environment's smoke checks against the app and each host; SmokeFailed with every result."""
     from deploy import smoke
 
-    checks = smoke.checks_for(s.smoke, base_urls(s, state))
+    checks = smoke.checks_for(s.smoke, base_urls(s, state), s.app.health_path)
     report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
     smoke.require(report)
     return report
 
 
 def _release_local(s: Settings, release_id: str, environ) -> Step:
-    root = s.path(s.local.root)
+    root = local_root(s)
 
     def run(ctx: StepContext):
         from deploy import local
@@ -392,21 +475,28 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
         if local.current(root) != release_id:
             local.remove(root, release_id)  # placed but never switched to
             return "current is not this release: nothing to switch back"
-        if prev:
+        if prev and prev in local.releases(root):
+            # `root` holds this app's releases only: prev is this app's previous release.
             local.switch(root, prev)
             info = restart_local(s, environ)
             ctx.state["app_url"] = info.url
             return f"back on {prev} ({info.url})"
-        local.stop(root)
+        stop_local(s)
         (root / "current").unlink(missing_ok=True)
         local.remove(root, release_id)
-        return "first release removed; server stopped"
+        return "first release of this app removed; the app is stopped"
 
-    return Step("release", f"unpack to {s.local.root}/releases/{release_id}, switch current, restart the server",
-                run=run, undo=undo, undo_does="switch current back, restart")
+    return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
+                           f"{release_id}, switch current, start `{_start_text(s)}`, wait for {s.app.health_path}",
+                run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
+                                              "or stop the app if it had none")
 
 
-def _release_hosts(s: Settings, release_id: str) -> Step:
+def _start_text(s: Settings) -> str:
+    return " ".join(s.app.start) if isinstance(s.app.start, tuple) else "the start script"
+
+
+def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import hosts
         from deploy.errors import LockHeld
@@ -414,7 +504,9 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
         ctx.state.pop("hosts_locked_out", None)
         try:
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+            # The lock step holds the hosts' lock until the run ends.
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
         except LockHeld:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
@@ -426,12 +518,15 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
 
         if ctx.state.get("hosts_locked_out"):
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id)
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     n = len(s.hosts.hosts)
-    return Step("release", f"upload, unpack, switch current, restart on {n} host(s) (max {s.hosts.max_parallel} at once)",
-                run=run, undo=undo, undo_does="switch switched hosts back, restart")
+    how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
+    return Step("release", f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on {n} "
+                           f"host(s) (max {s.hosts.max_parallel} at once)",
+                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none")
 
 
 # ----------------------------------------------------------------------------- shopify
@@ -476,16 +571,18 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 def smoke_step(s: Settings, release_id: str) -> Step:
     def run(ctx: StepContext):
         report = run_smoke(s, ctx.state, release_id)
-        return f"{len(report.results)} check(s) passed; /version answers {release_id}"
+        return f"{len(report.results)} check(s) passed on {release_id}"
 
-    return Step("smoke", "HTTP checks: /healthz, and /version names the new release", run=run)
+    what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
+            else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
+    return Step("smoke", f"{what} against the app and each host", run=run)
 
 
 def watch_step(s: Settings, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import smoke
 
-        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state))
+        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state), s.app.health_path)
         extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
         w = s.watch
         rep = smoke.watch(urls, window=w.window_seconds, interval=w.interval_seconds,

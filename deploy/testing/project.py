@@ -52,6 +52,13 @@ class Project:
         p.write_text(text)
         return p
 
+    def local_root(self, env: str = "local") -> Path:
+        """The release root of the app `env` deploys (one per app under [local] root)."""
+        from deploy import config
+        from deploy.flows.steps import local_root
+
+        return local_root(config.load(env, self.root))
+
     def ledger(self):
         from deploy.ledger import Ledger
 
