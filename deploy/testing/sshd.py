@@ -218,6 +218,8 @@ class SshdFarm:
                 "MaxSessions 64",
                 "MaxStartups 200",
                 "UseDNS no",
+                # Hosts also serve as ProxyJump gateways (direct-tcpip channels) in tests.
+                "AllowTcpForwarding yes",
                 "LogLevel ERROR",
                 "Subsystem sftp internal-sftp",
                 "",
