@@ -158,6 +158,16 @@ def package_json(app_dir: str | Path) -> dict:
     return data
 
 
+def app_name(app_dir: str | Path) -> str:
+    """The app's identity in its releases: package.json's name, else the folder's name."""
+    try:
+        name = package_json(app_dir).get("name")
+    except (SettingsError, BuildFailed):
+        name = None
+    name = name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9@/._-]{1,214}", name or "") else ""
+    return name or Path(app_dir).name
+
+
 def package_manager(app_dir: str | Path) -> str | None:
     """npm, pnpm or yarn, from the committed lockfile; None when there is none."""
     for name, pm in LOCKFILES:
@@ -313,7 +323,7 @@ def build(
             raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                               "Make the build write it, or remove it from [app] include.")
     artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                    include=plan.include)
+                    include=plan.include, app=app_name(app))
     _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
@@ -434,7 +444,7 @@ def _writable_dir(path: Path) -> Path:
 # ---------------------------------------------------------------- pack
 
 def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
-         include: Iterable[str] = ()) -> Artifact:
+         include: Iterable[str] = (), app: str = "") -> Artifact:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz`.
 
@@ -448,6 +458,8 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
         for rel, p in entries if p.is_file() and not p.is_symlink()
     ]
     manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files}
+    if app:
+        manifest["app"] = app   # which app this is: an undo never starts another app's release
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 

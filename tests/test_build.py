@@ -138,6 +138,7 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
     modes = {m.name: m.mode for m in members}
     assert modes["build"] == 0o755 and modes["server.mjs"] == 0o644
     assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
+    assert manifest["app"] == "occ-example-app"   # package.json's name: which app the release is
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
@@ -312,3 +313,26 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
     assert [sha for sha in shas if b.find(store, sha)] == [shas[0], shas[3], shas[4]]
     assert len(list(store.glob("*.tar.gz"))) == 3
     assert b.prune(store, keep=2, protect=[shas[0]]) == []
+
+
+def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path):
+    from deploy import source
+
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    shas = []
+    for i in range(4):
+        (repo / "app" / "package.json").write_text(json.dumps({"name": "a", "version": f"1.0.{i}"}))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", f"v{i}")
+        shas.append(_git(repo, "rev-parse", "HEAD").strip())
+    dest = tmp_path / "src"
+    for i, sha in enumerate(shas):
+        app = source.checkout(repo / "app", sha, dest)
+        assert json.loads((app / "package.json").read_text())["version"] == f"1.0.{i}"
+        os.utime(dest / sha / ".complete", (1_700_000_000 + i, 1_700_000_000 + i))
+    (dest / ".abc123-partial").mkdir()      # a checkout another build is still extracting
+    removed = source.prune(dest, keep=2, protect=[shas[0]])
+    assert sorted(removed) == sorted([shas[1]])
+    assert sorted(p.name for p in dest.iterdir()) == sorted([shas[0], shas[2], shas[3], ".abc123-partial"])
