@@ -26,15 +26,17 @@ ENV = "environment name: a file env/<name>.toml (local, dev, staging, production
     "abort": "undo the latest interrupted (or --no-rollback) run of this environment",
     "yes": "answer yes to every confirmation (CI)",
     "no_rollback": "on failure, leave the deploy in place for diagnosis (recorded); undo later with --abort",
+    "break_lock": "with --resume/--abort: take over the killed run's lock even though its holder ran on another "
+                  "machine; refused unless that holder has shown no sign of life for 2 min (holder and age shown)",
 })
 @guarded
 def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
-            no_rollback=False):
+            no_rollback=False, break_lock=False):
     """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
     from deploy.flows import promote as flow
 
     flow.main(to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
-              no_rollback=no_rollback)
+              no_rollback=no_rollback, break_lock=break_lock)
 
 
 @task(help={
@@ -331,7 +333,7 @@ def smoke(c, env, release=None):
 
 # ----------------------------------------------------------------------------- evidence
 @task(name="collect", iterable=["files"], help={
-    "sha": "the commit the reports were made for (40 hex characters)",
+    "sha": "the commit the reports were made for: a full SHA, or a ref (HEAD) resolved in the app's repository (--env's app_dir)",
     "files": "a report file or Lighthouse CI folder; repeat for each (default: everything in the evidence folder)",
     "out": "manifest path (default: evidence/manifest.json, or the environment's gate.evidence_dir)",
     "env": "use this environment's gate.evidence_dir for the manifest"})
@@ -392,6 +394,19 @@ def bootstrap_task(c):
     _exit(ops.bootstrap())
 
 
+@task(name="init", help={
+    "app": "the app folder to set up (with package.json; relative to the current folder or absolute)",
+    "force": "replace files that already exist (without it they are kept, and listed)"})
+@guarded
+def init_task(c, app, force=False):
+    """Write the starting files for an existing app: env/<local,staging,production>.toml and .env, the
+    variable matrix (from .env.example and shopify.app*.toml), GitHub workflows, a runbook. Safe to re-run."""
+    from deploy.flows import adopt
+
+    need(app=app)
+    adopt.init(app, force=force)
+
+
 @task(name="blocker", help={"env": ENV, "text": "what blocks the release"})
 @guarded
 def log_blocker(c, env, text=None):
@@ -440,7 +455,7 @@ def reliability_report(c, out="docs/reliability.md"):
     cli.out(f"{out}: {f.all_cases.line()}; kill points resume {f.kill_resume.line()}, abort {f.kill_abort.line()}")
 
 
-ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task)
+ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task, init_task)
 ns.add_collection(Collection("runbooks", runbooks_check, runbooks_stamp))
 ns.add_collection(Collection("golive", golive_check))
 ns.add_collection(Collection("log", log_blocker, log_readiness))

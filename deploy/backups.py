@@ -36,7 +36,9 @@ from typing import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from deploy import dburl, proc
-from deploy.errors import BackupFailed, SettingsError
+from deploy.config import DatabaseSection
+from deploy.errors import BackupFailed, SettingsError, ToolMissing
+from deploy.private import create_private, make_private, private_dir, write_private
 from deploy.redact import Secret, mask_url, redact, reveal
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -151,7 +153,13 @@ def find_tool(name: str, server_major: int | None = None, bin_dir: str | Path | 
     """`name` from `bin_dir` if given; else the server's major version's Debian folder, the
     newest installed one, then PATH."""
     if bin_dir is not None:
-        return proc.which(name, path=str(bin_dir))
+        try:
+            return proc.which(name, path=str(bin_dir))
+        except ToolMissing as e:
+            raise ToolMissing(f"`{name}` is not in {bin_dir} (database.bin_dir).",
+                              f"Point database.bin_dir at the folder holding pg_dump, pg_restore and psql "
+                              f"(e.g. /usr/lib/postgresql/<server major>/bin), or empty it to pick them by the "
+                              f"server's version. {e.hint or ''}".strip()) from None
     if server_major is not None:
         cand = Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")
         if cand.exists():
@@ -164,17 +172,20 @@ def find_tool(name: str, server_major: int | None = None, bin_dir: str | Path | 
 
 
 def _tool_url_and_env(u: dburl.DbUrl) -> tuple[str, dict[str, str]]:
-    """The libpq URL without its password (for argv) and PGPASSWORD (for the environment)."""
-    parts = urlsplit(u.conninfo())
-    env: dict[str, str] = {}
-    if parts.password is not None:
-        from urllib.parse import unquote
+    """The libpq conninfo without its password (for argv) and PGPASSWORD (for the environment)."""
+    from psycopg.conninfo import make_conninfo
 
-        env["PGPASSWORD"] = Secret(unquote(parts.password))
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
-    return urlunsplit(parts), env
+    params = u.params()
+    env: dict[str, str] = {}
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = Secret(password)
+    return make_conninfo("", **params), env
+
+
+def lock_timeout_sql(seconds: float) -> str:
+    """`SET lock_timeout` for a tool session (0: wait as long as it takes)."""
+    return f"SET lock_timeout = '{int(max(seconds, 0) * 1000)}ms';\n"
 
 
 # ---------------------------------------------------------------- Postgres helpers
@@ -214,13 +225,24 @@ def _sqlite_counts(conn: sqlite3.Connection) -> tuple[tuple[str, int], ...]:
                  if not n.startswith("sqlite_"))
 
 
+def _private_backup_dir(backup_dir: Path, env: str) -> Path:
+    """`<backup_dir>/<env>/`, both 0700, and every file already in it 0600: fixed on every
+    backup, so folders and dumps an older version left 0755/0644 do not stay readable."""
+    private_dir(backup_dir)
+    out_dir = private_dir(backup_dir / env)
+    for p in out_dir.iterdir():
+        if p.is_file() and not p.is_symlink():
+            make_private(p)
+    return out_dir
+
+
 def _write_sidecars(b: Backup) -> None:
-    b.path.with_name(b.path.name + ".sha256").write_text(f"{b.sha256}  {b.path.name}\n")
+    write_private(b.path.with_name(b.path.name + ".sha256"), f"{b.sha256}  {b.path.name}\n")
     manifest = {
         "env": b.env, "sha": b.sha, "created_at": b.created_at.isoformat(), "sha256": b.sha256,
         "file": b.path.name, "tables": dict(b.tables),
     }
-    b.path.with_name(b.path.name + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_private(b.path.with_name(b.path.name + ".json"), json.dumps(manifest, indent=2) + "\n")
 
 
 def load_backup(path: str | Path) -> Backup:
@@ -275,11 +297,15 @@ def backup(
     bin_dir: str | Path | None = None,
     sqlite_base: str | Path | None = None,
     timeout: float = 3600,
+    db: DatabaseSection | None = None,
 ) -> Backup:
-    """Take a backup of the database at `url` into `<backup_dir>/<env>/`."""
+    """Take a backup of the database at `url` into `<backup_dir>/<env>/`.
+
+    `db` (the environment's settings) supplies `bin_dir` and `lock_timeout` (pg_dump's
+    --lock-wait-timeout: a table locked by a migration or the app fails the dump, not hangs it)."""
+    bin_dir, lock_timeout = _tool_settings(db, bin_dir)
     u = dburl.parse(url, sqlite_base=sqlite_base)
-    out_dir = Path(backup_dir) / env
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _private_backup_dir(Path(backup_dir), env)
     created = now().astimezone(timezone.utc)
     if u.provider == "sqlite":
         return _backup_sqlite(u, out_dir, env, sha, created)
@@ -293,12 +319,21 @@ def backup(
         ver = proc.run([pg_dump, "--version"], timeout=30)
         check_tool_version("pg_dump", ver.stdout, server)
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if lock_timeout > 0:  # the row counts wait on a table a migration or the app holds locked
+            conn.execute(lock_timeout_sql(lock_timeout).strip())
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        counts = _pg_counts(conn)
+        try:
+            counts = _pg_counts(conn)
+        except Exception as e:
+            if not type(e).__module__.startswith("psycopg"):
+                raise
+            first = redact(str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackupFailed(f"Counting the rows of {u.masked} for the backup failed: {first}.",
+                               "A lock timeout means another session holds a table locked (a migration, a console): "
+                               "let it finish, or raise database.lock_timeout, then run again.") from None
         tool_url, env_vars = _tool_url_and_env(u)
-        tmp = path.with_name(path.name + ".partial")
-        res = proc.run([pg_dump, "--format=custom", "--no-password", f"--snapshot={snapshot}",
-                        f"--file={tmp}", f"--dbname={tool_url}"], env=env_vars, timeout=timeout)
+        tmp = create_private(path.with_name(path.name + ".partial"))   # 0600 before pg_dump writes data
+        res = proc.run(pg_dump_argv(pg_dump, snapshot, tmp, tool_url, lock_timeout), env=env_vars, timeout=timeout)
         if not res.ok:
             tmp.unlink(missing_ok=True)
             raise BackupFailed(f"pg_dump of {u.masked} failed (exit {res.returncode}):\n{res.tail()}",
@@ -311,13 +346,28 @@ def backup(
     return b
 
 
+def pg_dump_argv(pg_dump: str, snapshot: str, out: Path, conninfo: str, lock_timeout: float = 0) -> list[str]:
+    """pg_dump of one exported snapshot into `out` (custom format); `conninfo` holds no password."""
+    argv = [pg_dump, "--format=custom", "--no-password", f"--snapshot={snapshot}", f"--file={out}"]
+    if lock_timeout > 0:
+        argv.append(f"--lock-wait-timeout={int(lock_timeout * 1000)}ms")
+    return argv + [f"--dbname={conninfo}"]
+
+
+def _tool_settings(db: DatabaseSection | None, bin_dir) -> tuple[str | Path | None, float]:
+    """(bin_dir, lock_timeout) from the environment's database settings, when given."""
+    if db is None:
+        return bin_dir, 0.0
+    return (os.path.expanduser(db.bin_dir) if db.bin_dir else bin_dir), db.lock_timeout
+
+
 def _backup_sqlite(u: dburl.DbUrl, out_dir: Path, env: str, sha: str, created: datetime) -> Backup:
     src_path = u.sqlite_path
     assert src_path is not None
     if not src_path.is_file():
         raise BackupFailed(f"SQLite database {src_path} does not exist; nothing to back up.")
     path = out_dir / backup_name(created, sha, "sqlite")
-    tmp = path.with_name(path.name + ".partial")
+    tmp = create_private(path.with_name(path.name + ".partial"))   # SQLite keeps an existing file's mode
     src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
     dst = sqlite3.connect(tmp)
     try:
@@ -341,6 +391,7 @@ def verify(
     *,
     bin_dir: str | Path | None = None,
     sqlite_base: str | Path | None = None,
+    db: DatabaseSection | None = None,
 ) -> VerifyResult:
     """Restore the backup into a scratch copy and compare per-table row counts with the manifest.
 
@@ -357,6 +408,7 @@ def verify(
         if check != "ok":
             raise BackupFailed(f"Backup {b.path} fails SQLite's integrity check: {check}.")
         return VerifyResult(b, _compare(b.tables, counts))
+    bin_dir, _ = _tool_settings(db, bin_dir)
     if url is None:
         raise SettingsError("Verifying a Postgres backup needs the server's URL (for the scratch database).")
     u = dburl.parse(url, sqlite_base=sqlite_base)
@@ -389,7 +441,102 @@ def _compare(expected: Sequence[tuple[str, int]], actual: dict[str, int]) -> tup
     return tuple(TableCount(n, exp.get(n, 0) if n in exp else -1, actual.get(n)) for n in names)
 
 
-def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, clean: bool) -> None:
+@dataclass(frozen=True)
+class SchemaFacts:
+    """One schema of the target database before a restore (what `\\dn+` shows, and more)."""
+
+    name: str
+    owner: str
+    acl: str | None                               # nspacl as text; None: the default (owner only)
+    grants: tuple[tuple[str, str, bool], ...] = ()  # (grantee or PUBLIC, privilege, grantable), in ACL order
+    comment: str | None = None
+    droppable: bool = True                        # the restoring role is a member of the owner
+    extension: bool = False                       # created by an extension (pg_dump never dumps it)
+
+
+_CREATE_SCHEMA = re.compile(r'^CREATE SCHEMA (?P<name>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*);$', re.M)
+SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema)$")
+
+_SCHEMAS_SQL = """
+SELECT n.nspname, pg_get_userbyid(n.nspowner), n.nspacl::text, obj_description(n.oid, 'pg_namespace'),
+       pg_has_role(n.nspowner, 'USAGE'),
+       EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
+               AND d.deptype = 'e'),
+       coalesce((SELECT array_agg(ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                                        a.privilege_type, a.is_grantable::text] ORDER BY a.ord)
+                 FROM aclexplode(n.nspacl) WITH ORDINALITY AS a(grantor, grantee, privilege_type, is_grantable, ord)),
+                '{}')
+FROM pg_namespace n
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+ORDER BY 1
+"""
+
+
+def dump_schemas(script: str) -> tuple[str, ...]:
+    """The schemas a rendered dump creates (pg_restore writes `CREATE SCHEMA name;` for each)."""
+    out = []
+    for m in _CREATE_SCHEMA.finditer(script):
+        n = m.group("name")
+        out.append(n[1:-1].replace('""', '"') if n.startswith('"') else n)
+    return tuple(out)
+
+
+def schema_facts(conn) -> tuple[SchemaFacts, ...]:
+    """Every non-system schema of the database `conn` is connected to."""
+    out = []
+    for name, owner, acl, comment, member, ext, grants in conn.execute(_SCHEMAS_SQL).fetchall():
+        out.append(SchemaFacts(name, owner, acl, tuple((g, p, v == "true") for g, p, v in grants), comment,
+                               bool(member), bool(ext)))
+    return tuple(out)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def restore_sql(created: Sequence[str], table_schemas: Sequence[str],
+                existing: Sequence[SchemaFacts]) -> tuple[str, str]:
+    """(before, after) the dump's SQL, so that the database ends up as the dump and nothing else.
+
+    Before: drop every schema the dump holds and every schema created since (not the ones an
+    extension owns, nor ones owned by roles the restoring role is no member of), then create
+    the dumped schemas the dump itself does not create (`public`: pg_dump >= 15 never writes
+    its CREATE). After: the owner, grants and comment of every schema the dump does not
+    create, as they were (`public` keeps `pg_database_owner` and PUBLIC's USAGE); the dump is
+    rendered with --no-owner --no-privileges, so nothing else would bring them back."""
+    dumped = set(created) | set(table_schemas) | {"public"}
+    before: list[str] = []
+    after: list[str] = []
+    by_name = {f.name: f for f in existing}
+    for f in existing:
+        if SYSTEM_SCHEMA.match(f.name) or f.extension:
+            continue
+        if f.name in dumped or f.droppable:
+            before.append(f"DROP SCHEMA IF EXISTS {_ident(f.name)} CASCADE;")
+    for name in sorted(dumped - set(created)):
+        before.append(f"CREATE SCHEMA {_ident(name)};")
+        f = by_name.get(name)
+        if f is None:
+            continue
+        if f.comment is not None:
+            after.append(f"COMMENT ON SCHEMA {_ident(name)} IS {_literal(f.comment)};")
+        after.append(f"ALTER SCHEMA {_ident(name)} OWNER TO {_ident(f.owner)};")
+        if f.acl is not None:
+            after.append(f"REVOKE ALL ON SCHEMA {_ident(name)} FROM PUBLIC;")
+            after.append(f"REVOKE ALL ON SCHEMA {_ident(name)} FROM {_ident(f.owner)};")
+            for grantee, privilege, grantable in f.grants:
+                who = "PUBLIC" if grantee == "PUBLIC" else _ident(grantee)
+                after.append(f"GRANT {privilege} ON SCHEMA {_ident(name)} TO {who}"
+                             + (" WITH GRANT OPTION;" if grantable else ";"))
+    return "".join(x + "\n" for x in before), "".join(x + "\n" for x in after)
+
+
+def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, clean: bool,
+                     lock_timeout: float = 0) -> None:
     """Render the dump to SQL with pg_restore, run it with psql in ONE transaction."""
     pg_restore = find_tool("pg_restore", server // 10000, bin_dir)
     psql = find_tool("psql", server // 10000, bin_dir)
@@ -400,19 +547,25 @@ def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, cl
         if not res.ok:
             raise BackupFailed(f"pg_restore cannot read {b.path}:\n{res.tail()}")
         body = script.read_text()
-        prefix = ""
-        if clean:
-            schemas = sorted({t.split(".", 1)[0] for t, _ in b.tables} | {"public"})
-            prefix = "".join(f'DROP SCHEMA IF EXISTS "{s}" CASCADE;\nCREATE SCHEMA "{s}";\n' for s in schemas)
         # pg_dump >= 15 emits no CREATE SCHEMA public; older dumps may: tolerate it.
         body = re.sub(r"^CREATE SCHEMA public;$", "CREATE SCHEMA IF NOT EXISTS public;", body, flags=re.M)
-        script.write_text(prefix + body)
+        before = after = ""
+        if clean:
+            with _connect(target) as conn:
+                existing = schema_facts(conn)
+            before, after = restore_sql(dump_schemas(body), [t.split(".", 1)[0] for t, _ in b.tables], existing)
+        prefix = lock_timeout_sql(lock_timeout) if lock_timeout else ""
+        fd = os.open(script, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(prefix + before + body + "\n" + after)
         tool_url, env_vars = _tool_url_and_env(target)
         res = proc.run([psql, "-X", "-q", "--no-password", "--single-transaction", "-v", "ON_ERROR_STOP=1",
                         f"--file={script}", f"--dbname={tool_url}"], env=env_vars, timeout=3600)
         if not res.ok:
             raise BackupFailed(f"Restoring {b.path.name} into {target.masked} failed; the database is unchanged "
-                               f"(one transaction):\n{res.tail()}")
+                               f"(one transaction):\n{res.tail()}",
+                               "Read the psql error above (a lock timeout: stop what holds the tables and run "
+                               "again; permission denied: restore as the role that owns the schemas).")
 
 
 def restore(
@@ -421,9 +574,12 @@ def restore(
     *,
     bin_dir: str | Path | None = None,
     sqlite_base: str | Path | None = None,
+    db: DatabaseSection | None = None,
 ) -> RestoreResult:
-    """Replace the database at `url` with the backup (after checking its SHA-256).
-    The caller asks for confirmation (`--yes`) on protected environments."""
+    """Replace the database at `url` with the backup (after checking its SHA-256): afterwards it
+    holds exactly the dump's schemas and objects (see `restore_sql`). `db` supplies `bin_dir`
+    and `lock_timeout`. The caller asks for confirmation (`--yes`) on protected environments."""
+    bin_dir, lock_timeout = _tool_settings(db, bin_dir)
     b = load_backup(backup_path)
     u = dburl.parse(url, sqlite_base=sqlite_base)
     if u.provider == "sqlite":
@@ -446,7 +602,7 @@ def restore(
         raise BackupFailed(f"{b.path.name} is a SQLite copy; {u.masked} is Postgres.")
     with _connect(u) as conn:
         server = conn.info.server_version
-    _pg_restore_into(b, u, server, bin_dir, clean=True)
+    _pg_restore_into(b, u, server, bin_dir, clean=True, lock_timeout=lock_timeout)
     with _connect(u) as conn:
         counts = _pg_counts(conn)
     return RestoreResult(b, u.masked, counts)
@@ -508,5 +664,6 @@ def provision(admin_url: str, db_name: str, role: str, *, schema: str = "public"
 __all__ = [
     "Backup", "TableCount", "VerifyResult", "RestoreResult", "ProvisionResult", "backup_name", "sha256_file",
     "parse_tool_major", "check_tool_version", "select_to_prune", "find_tool", "load_backup", "list_backups",
-    "latest", "backup", "verify", "restore", "prune", "provision",
+    "latest", "backup", "verify", "restore", "prune", "provision", "SchemaFacts", "schema_facts", "dump_schemas",
+    "restore_sql", "pg_dump_argv",
 ]

@@ -14,8 +14,10 @@ missing (a tool is not installed: says how to install it) or failed (with the re
 
 A second run finds everything in place and changes nothing: every action says
 `unchanged`, and the summary says so. Which database: DATABASE_URL from the caller's
-environment if set (that is how a developer opts into Postgres), else the one in the
-app's .env (what the app itself will read), else database.url from env/local.toml.
+environment if set (that is how a developer opts into Postgres), else database.url of the
+environment (env/local.toml: the very file `invoke promote --to=local` migrates), else the
+one in the app's .env, else `file:./dev.db`. When the app's .env names another database
+than the environment's, the database line says so (the app would read that one).
 """
 
 from __future__ import annotations
@@ -202,14 +204,35 @@ def _database_url(settings: Settings, dotenv: Path, environ: Mapping[str, str]) 
     var = settings.database.url_var
     if environ.get(var):
         return Secret(reveal(environ[var])), f"{var} from the environment"
+    if settings.database.url:
+        # One database per environment: the one `promote --to=<this env>` migrates.
+        return settings.database.url, f"database.url in {settings.file.name}"
     if dotenv.is_file():
         value = _dotenv_values(dotenv).get(var)
         if value:
             # A Postgres URL with a password is a secret; a SQLite path is not (and must stay readable).
             return (Secret(value) if urlsplit(value).password else value), f"{var} in {dotenv.name}"
-    if settings.database.url:
-        return settings.database.url, f"database.url in {settings.file.name}"
     return "file:./dev.db", "the default"
+
+
+def _dotenv_disagrees(settings: Settings, dotenv: Path, url: str, sqlite_base: Path) -> str:
+    """A note when the app's .env names another database than the one prepared, else ""."""
+    from deploy import dburl
+    from deploy.errors import SettingsError as _Bad
+
+    if not dotenv.is_file():
+        return ""
+    value = _dotenv_values(dotenv).get(settings.database.url_var)
+    if not value:
+        return ""
+    try:
+        if _db_key(value, sqlite_base) == _db_key(url, sqlite_base):
+            return ""
+        shown = dburl.parse(value, sqlite_base=sqlite_base).masked
+    except _Bad:
+        shown = "an unreadable URL"
+    return (f"; note: {dotenv.name} names {shown} ({settings.database.url_var}), which the app reads in "
+            f"`npm run dev`: make it the same database")
 
 
 def _database(url: str, origin: str, sqlite_base: Path, root: Path) -> tuple[Action, bool]:
@@ -271,7 +294,7 @@ def _migrations(settings: Settings, url: str, migrations_dir: Path) -> Action:
             drift = f"; drift: {', '.join(m.name for m in before.drift)}" if before.drift else ""
             return Action("migrations", "unchanged", f"{len(before.applied)} applied, none pending{drift}")
         result = migrations.migrate(url, migrations_dir, runner=settings.database.runner,
-                                    url_var=settings.database.url_var)
+                                    url_var=settings.database.url_var, db=settings.database)
     except DeployError as e:
         return Action("migrations", "failed", e.message + (f" ({e.hint})" if e.hint else ""))
     names = ", ".join(result.applied)
@@ -351,6 +374,10 @@ def bootstrap(root: Path, settings: Settings, environ: Mapping[str, str], now: d
     sqlite_base = migrations_dir.parent            # Prisma resolves file: URLs against prisma/
     url, origin = _database_url(settings, dotenv, environ)
     db_action, created = _database(url, origin, sqlite_base, root)
+    if db_action.status != "failed":
+        note = _dotenv_disagrees(settings, dotenv, url, sqlite_base)
+        if note:
+            db_action = Action(db_action.name, db_action.status, db_action.detail + note, db_action.required)
     actions.append(db_action)
     if db_action.status == "failed":
         actions.append(Action("migrations", "failed", "skipped: the database is not available"))

@@ -1,8 +1,15 @@
 """Build the app once per commit and pack it into a content-addressed artifact.
 
     artifacts/
-      <sha256>.tar.gz          the packed build/ plus RELEASE.json; named by its own hash
+      <sha256>.tar.gz          the packed app plus RELEASE.json; named by its own hash
       by-sha/<git sha>.json    index: which tarball holds this commit's build
+
+What is built and packed is the `[app]` release contract (config.AppSection): in the
+commit's checkout, the package manager's clean install, the build script, then the
+devDependencies pruned; the artifact holds the app tree at the commit, the build output
+and the production node_modules, installed once here, so the bytes staging proved are
+the bytes production runs. The build gets an explicit environment (`build_environment`):
+no deploy secret reaches a build script unless `app.build_env` names it.
 
 A commit is built at most once: `build()` first looks the commit up in the index and
 reuses the tarball if its hash still verifies. The tarball is reproducible (sorted
@@ -25,10 +32,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from deploy import proc
 from deploy.errors import BuildFailed, SettingsError
+
+if TYPE_CHECKING:
+    from deploy.config import AppSection
 
 DEFAULT_ARTIFACTS_DIR = ".deploy/artifacts"
 MANIFEST = "RELEASE.json"
@@ -105,22 +115,145 @@ def _check_sha(git_sha: str) -> None:
         )
 
 
+# ---------------------------------------------------------------- the recipe (pure)
+
+# Lockfile -> package manager, in the order npm itself would prefer them.
+LOCKFILES = (("package-lock.json", "npm"), ("npm-shrinkwrap.json", "npm"),
+             ("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn"))
+INSTALL = {
+    # ci / --frozen-lockfile: the lockfile is the truth and is never rewritten by a deploy.
+    "npm": ("npm", "ci", "--no-audit", "--no-fund"),
+    "pnpm": ("pnpm", "install", "--frozen-lockfile"),
+    "yarn": ("yarn", "install", "--frozen-lockfile"),
+}
+PRUNE = {
+    "npm": ("npm", "prune", "--omit=dev", "--no-audit", "--no-fund"),
+    "pnpm": ("pnpm", "prune", "--prod"),
+    "yarn": ("yarn", "install", "--production", "--frozen-lockfile"),   # yarn 1 has no prune
+}
+SKIP_TOP = (".git", ".complete")   # never shipped: git metadata, deploy.source's checkout marker
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What building one app runs, as data: each command an argv run in the app folder."""
+
+    pm: str | None                          # npm | pnpm | yarn, None when there is nothing to install
+    commands: tuple[tuple[str, ...], ...]   # install, build, prune, in order
+    include: tuple[str, ...]                # what the artifact holds, relative to the app folder; () = all
+
+
+def package_json(app_dir: str | Path) -> dict:
+    """The app's package.json as a dict; BuildFailed naming the file when it cannot be read."""
+    f = Path(app_dir) / "package.json"
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{Path(app_dir)}: no package.json, so there is no app to build here.",
+                            "Set environment.app_dir in env/<name>.toml to the app's folder.") from None
+    except (OSError, ValueError) as e:
+        raise BuildFailed(f"{f} cannot be read: {e}.", "Fix package.json and commit it.") from None
+    if not isinstance(data, dict):
+        raise BuildFailed(f"{f} is not a JSON object.", "Fix package.json and commit it.")
+    return data
+
+
+def package_manager(app_dir: str | Path) -> str | None:
+    """npm, pnpm or yarn, from the committed lockfile; None when there is none."""
+    for name, pm in LOCKFILES:
+        if (Path(app_dir) / name).is_file():
+            return pm
+    return None
+
+
+def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
+    """The commands a fresh build of `app_dir` runs under the `[app]` contract."""
+    from deploy.config import AppSection
+
+    c = contract or AppSection()
+    app = Path(app_dir)
+    pkg = package_json(app)
+    pm = package_manager(app)
+    deps = any(pkg.get(k) for k in ("dependencies", "devDependencies", "optionalDependencies"))
+    cmds: list[tuple[str, ...]] = []
+    installed = False
+    if c.install == "auto":
+        if deps:
+            if pm is None:
+                raise BuildFailed(
+                    f"{app}/package.json declares dependencies but no lockfile is committed "
+                    "(package-lock.json, pnpm-lock.yaml or yarn.lock).",
+                    "Run your package manager's install (e.g. `npm install`) and commit the lockfile: "
+                    "a deploy builds only from a lockfile.",
+                )
+            cmds.append(INSTALL[pm])
+            installed = True
+    elif c.install != "none":
+        cmds.append(tuple(c.install))
+        installed = True
+    if c.build == "auto":
+        if isinstance(pkg.get("scripts"), dict) and pkg["scripts"].get("build"):
+            cmds.append((pm or "npm", "run", "build"))
+    elif c.build != "none":
+        cmds.append(tuple(c.build))
+    if c.prune == "auto":
+        if installed and pm and pkg.get("devDependencies"):
+            cmds.append(PRUNE[pm])
+    elif c.prune != "none":
+        cmds.append(tuple(c.prune))
+    return Recipe(pm=pm, commands=tuple(cmds), include=tuple(c.include))
+
+
+def start_command(contract: AppSection | None, release_dir: str | Path) -> list[str]:
+    """The argv that starts the release in `release_dir` (see `start_argv`)."""
+    from deploy.config import AppSection
+
+    c = contract or AppSection()
+    if isinstance(c.start, tuple):
+        return list(c.start)
+    return start_argv(c, package_json(release_dir), str(release_dir), (Path(release_dir) / "server.js").is_file())
+
+
+def start_argv(contract: AppSection, pkg: dict, where: str, has_server_js: bool = False) -> list[str]:
+    """`app.start`, or the package.json `start` script run as `sh -c SCRIPT`: what `npm run
+    start` runs, minus npm, so the app is the process the toolkit supervises and signals
+    reach node, not an npm wrapper (node_modules/.bin goes first on PATH, as npm puts it)."""
+    if isinstance(contract.start, tuple):
+        return list(contract.start)
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    script = scripts.get("start")
+    if isinstance(script, str) and script.strip():
+        return ["sh", "-c", script]
+    if has_server_js:
+        return ["node", "server.js"]   # npm's own default when there is no start script
+    raise SettingsError(
+        f"{where}/package.json has no start script, so the toolkit does not know how to start the app.",
+        'Add "start" to package.json scripts, or set [app] start = ["node", "build/server.js"] in env/<name>.toml.',
+    )
+
+
+def start_path(release_dir: str | Path, path: str) -> str:
+    """PATH for the started app: node_modules/.bin first, as npm run sets it."""
+    return f"{Path(release_dir) / 'node_modules' / '.bin'}:{path}"
+
+
+def build_environment(environ: Mapping[str, str], contract: AppSection | None = None,
+                      extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The build's explicit environment: the minimal base (PATH, HOME, locale, TMPDIR, proxies,
+    CA files, npm_config_* without credentials), NODE_ENV when set, the names in
+    `app.build_env`, and `extra`. Never a deploy secret the settings do not name."""
+    from deploy.config import AppSection
+
+    c = contract or AppSection()
+    names = ("NODE_ENV", *c.build_env)
+    return proc.child_env(environ, names, extra)
+
+
 # ---------------------------------------------------------------- build
 
-def build_commands(app_dir: str | Path) -> list[list[str]]:
+def build_commands(app_dir: str | Path, contract: AppSection | None = None) -> list[list[str]]:
     """The commands a fresh build runs in `app_dir`, as data."""
-    app = Path(app_dir)
-    cmds: list[list[str]] = []
-    if (app / "package-lock.json").is_file():
-        # ci, not install: the lockfile is the truth and is never rewritten by a deploy.
-        cmds.append(["npm", "ci", "--no-audit", "--no-fund"])
-    elif _has_dependencies(app):
-        raise BuildFailed(
-            f"{app}/package.json declares dependencies but there is no package-lock.json.",
-            "Run `npm install` and commit package-lock.json: a deploy builds only from a lockfile.",
-        )
-    cmds.append(["npm", "run", "build"])
-    return cmds
+    return [list(c) for c in recipe(app_dir, contract).commands]
 
 
 def build(
@@ -128,12 +261,19 @@ def build(
     git_sha: str,
     artifacts_dir: str | Path,
     *,
+    contract: AppSection | None = None,
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
-    timeout: float = 900.0,
+    timeout: float | None = None,
 ) -> BuildResult:
-    """The artifact for `git_sha`: reused if already built and verified, else built with
-    npm in `app_dir` (which must hold that commit's sources) and packed."""
+    """The artifact for `git_sha`: reused if already built and verified, else built in
+    `app_dir` (which must hold that commit's sources) under the `[app]` contract and packed.
+
+    `env` is the deployer's environment (default: this process's) from which the build's
+    explicit environment is picked (`build_environment`)."""
+    from deploy.config import AppSection
+
+    contract = contract or AppSection()
     started = time.monotonic()
     _check_sha(git_sha)
     app = Path(app_dir).resolve()
@@ -142,47 +282,72 @@ def build(
     if existing is not None:
         return BuildResult(existing, True, time.monotonic() - started)
 
-    if not (app / "package.json").is_file():
-        raise SettingsError(
-            f"{app}: no package.json, so there is no app to build here.",
-            "Set environment.app_dir in env/<name>.toml to the app's folder.",
-        )
-    path = (env or {}).get("PATH", os.environ.get("PATH"))
-    proc.which("node", path=path)   # npm is itself a node script: name node first
-    proc.which("npm", path=path)
-
+    plan = recipe(app, contract)
+    environ = os.environ if env is None else env
     built = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
     built_at = built.strftime("%Y-%m-%dT%H:%M:%SZ")
-    child_env = {
-        **(env or {}),
+    child_env = build_environment(environ, contract, {
         "GIT_SHA": git_sha,
         "BUILT_AT": built_at,
         "SOURCE_DATE_EPOCH": str(int(built.timestamp())),
         "npm_config_update_notifier": "false",
-    }
+    })
+    path = child_env.get("PATH", "")
+    tools = [a[0] for a in plan.commands]
+    if any(t in ("npm", "pnpm", "yarn", "npx", "node") for t in tools):
+        proc.which("node", path=path)   # npm is itself a node script: name node first
+    for t in dict.fromkeys(tools):
+        if os.sep not in t:
+            proc.which(t, path=path)
     ran = []
-    for argv in build_commands(app):
-        r = proc.run(argv, cwd=app, env=child_env, timeout=timeout)
+    for argv in plan.commands:
+        r = proc.run(argv, cwd=app, env=child_env, timeout=timeout or contract.build_timeout)
         ran.append(r.display)
         if not r.ok:
             raise BuildFailed(
                 f"`{r.display}` failed in {app} (exit {r.returncode}):\n{r.tail(20)}",
                 "Fix the build (run the same command in the app folder to see it all), then run again.",
             )
-    out = app / "build"
-    if not out.is_dir():
-        raise BuildFailed(f"`npm run build` succeeded but wrote no {out}/.", "Make the build script write build/.")
-    artifact = pack(out, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built))
+    for rel in plan.include:
+        if not (app / rel).exists():
+            raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
+                              "Make the build write it, or remove it from [app] include.")
+    artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
+                    include=plan.include)
     _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
 
-def _has_dependencies(app: Path) -> bool:
-    try:
-        pkg = json.loads((app / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BuildFailed(f"{app}/package.json cannot be read: {e}.") from None
-    return any(pkg.get(k) for k in ("dependencies", "devDependencies", "optionalDependencies"))
+def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete all but the newest `keep` builds (by build time), never one whose git SHA is in
+    `protect` (live or previous somewhere, or just built); returns the git SHAs removed.
+    Tarballs no kept index points to (an interrupted pack) go too."""
+    store = Path(artifacts_dir)
+    by_sha = store / "by-sha"
+    if keep < 1:
+        raise SettingsError(f"keep = {keep}: at least 1 build must be kept.", "Use app.keep_builds >= 1.")
+    if not by_sha.is_dir():
+        return []
+    rows = []
+    for f in by_sha.glob("*.json"):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            rows.append((str(data["built_at"]), f.stem, str(data["sha256"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            rows.append(("", f.stem, ""))
+    rows.sort(reverse=True)
+    protect = set(protect)
+    kept = rows[:keep] + [r for r in rows[keep:] if r[1] in protect]
+    doomed = [r for r in rows[keep:] if r[1] not in protect]
+    live_tars = {r[2] for r in kept}
+    for _, sha, _ in doomed:
+        (by_sha / f"{sha}.json").unlink(missing_ok=True)
+    for tar in store.glob("*.tar.gz"):
+        if tar.name[:-len(".tar.gz")] not in live_tars:
+            tar.unlink(missing_ok=True)
+    for tmp in store.glob(".pack-*"):
+        tmp.unlink(missing_ok=True)
+    return [sha for _, sha, _ in doomed]
 
 
 # ---------------------------------------------------------------- store
@@ -268,14 +433,16 @@ def _writable_dir(path: Path) -> Path:
 
 # ---------------------------------------------------------------- pack
 
-def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str) -> Artifact:
-    """Pack `build_dir` plus a RELEASE.json into `<artifacts_dir>/<sha256>.tar.gz`.
+def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
+         include: Iterable[str] = ()) -> Artifact:
+    """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
+    `<artifacts_dir>/<sha256>.tar.gz`.
 
     The bytes depend only on the files' contents, their executable bits and the
     manifest: same build output, same hash."""
     root = Path(build_dir)
     store = Path(artifacts_dir)
-    entries = _walk(root)
+    entries = _walk(root, tuple(include))
     files = [
         {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size}
         for rel, p in entries if p.is_file() and not p.is_symlink()
@@ -288,7 +455,7 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     try:
         with os.fdopen(fd, "wb") as raw:
             # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     for rel, p in entries:
                         info = _tarinfo(rel, p, mtime)
@@ -309,13 +476,23 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     return Artifact(path=final, sha256=digest, release_id=release_id, git_sha=git_sha, built_at=built_at)
 
 
-def _walk(root: Path) -> list[tuple[str, Path]]:
+def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
     out = []
+    wanted = [p.strip("/") for p in include]
+
+    def chosen(rel: str) -> bool:
+        if not wanted:
+            return rel.split("/", 1)[0] not in SKIP_TOP
+        # A path is packed when it is an included path, inside one, or a folder leading to one.
+        return any(rel == w or rel.startswith(w + "/") or w.startswith(rel + "/") for w in wanted)
+
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if chosen((Path(dirpath) / d).relative_to(root).as_posix()))
         for name in sorted(dirnames + filenames):
             p = Path(dirpath) / name
             rel = p.relative_to(root).as_posix()
+            if not chosen(rel):
+                continue
             if rel in RESERVED:
                 raise BuildFailed(
                     f"{p}: the build must not write {rel}; the deploy tool writes that name.",
@@ -327,7 +504,7 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
                 if os.path.isabs(target) or not resolved.is_relative_to(root.resolve()):
                     raise BuildFailed(
                         f"{p} is a symlink to {target}, outside the build folder.",
-                        "Copy the file into build/ instead: a release must not depend on the build machine.",
+                        "Copy the file into the app folder instead: a release must not depend on the build machine.",
                     )
             out.append((rel, p))
     return sorted(out)

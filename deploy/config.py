@@ -1,5 +1,15 @@
 """Typed, validated settings for each environment, read once from `env/<name>.toml`.
 
+Path settings and their base (also in docs/adopting.md):
+- the project root (DEPLOY_ROOT, or the folder with env/): environment.app_dir, local.root,
+  database.backup_dir, gate.evidence_dir (all through `Settings.path`);
+- environment.app_dir: database.migrations_dir, shopify.config (a file name there);
+- the folder of schema.prisma, i.e. the parent of migrations_dir in the working tree's
+  app_dir (Prisma's own rule): a relative SQLite `file:` URL in database.url;
+- on each host: hosts.deploy_to (absolute), hosts.shared_files (under <deploy_to>/shared);
+- the folder `invoke` runs in, after `~` expansion: hosts.key_file, hosts.known_hosts,
+  database.bin_dir (use absolute paths or `~`).
+
 Every section is a frozen dataclass; the parser walks its fields, so a typo is caught
 when the file is read, with the file, the key and the allowed keys or values. A later
 primitive adds its keys by adding a field to its section, never by reading raw dicts.
@@ -28,7 +38,7 @@ ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 class EnvironmentSection:
     kind: Literal["local", "remote"] = "remote"
     description: str = ""
-    app_dir: str = "examples/app"          # the app project, relative to the project root
+    app_dir: str = "examples/app"          # the app project, relative to the project root (may be its own git repo)
     app_url: str = ""                      # public URL of the app for this environment
     protected: bool = False                # destructive steps need --yes
     requires_staging_run: bool = False     # production: the SHA must have a succeeded staging run
@@ -39,54 +49,115 @@ class EnvironmentSection:
 
 @dataclass(frozen=True)
 class LocalSection:
-    root: str = ".deploy/local"            # releases/, current, pidfile, logs
+    # Relative to the project root. Each app gets its own folder under it
+    # (<root>/<app folder name>-<hash>/: releases/, current, previous, pidfile, logs), so an
+    # undo or rollback can only ever start a release of the app being deployed.
+    root: str = ".deploy/local"
     host: str = "127.0.0.1"
-    port: int = 0                          # 0: pick a free loopback port
+    port: int = 0                          # 0: pick a free loopback port (the last one while it is free)
     keep_releases: int = 5
-    start_timeout: float = 10.0
+
+
+Command = typing.Union[tuple[str, ...], Literal["auto", "none"]]
+
+
+@dataclass(frozen=True)
+class AppSection:
+    """The release contract: how the app is built, what its artifact holds, how it runs.
+    The same for local and remote environments; hosts need nothing from the app beyond it.
+
+    Commands are argv lists (no shell). Build commands run with cwd = the app folder of the
+    commit's checkout (.deploy/src/<sha>/<app_dir>); the start command runs with cwd = the
+    release folder (<root>/current locally, <deploy_to>/current on hosts)."""
+
+    # "auto": the package manager's clean install, found from the lockfile
+    # (package-lock.json: npm ci; pnpm-lock.yaml: pnpm install --frozen-lockfile; yarn.lock:
+    # yarn install --frozen-lockfile); nothing when package.json declares no dependencies;
+    # refused when it declares some but no lockfile is committed. "none": skip.
+    install: Command = "auto"
+    # "auto": `<pm> run build` when package.json has a build script, else nothing.
+    build: Command = "auto"
+    # "auto": after the build, remove devDependencies (npm prune --omit=dev, pnpm prune
+    # --prod, yarn install --production --frozen-lockfile) so the artifact carries exactly
+    # the production node_modules that run on every host. "none": ship node_modules as built.
+    prune: Command = "auto"
+    # Paths relative to the app folder that the artifact holds; empty: the whole app tree at
+    # the commit plus what the build wrote (build output, node_modules), without .git.
+    include: tuple[str, ...] = ()
+    # "auto": the package.json `start` script, run as npm would (sh -c with
+    # node_modules/.bin on PATH) but without npm in between, so the app is the process the
+    # toolkit supervises and signals. Or an argv, e.g. ["node", "build/server.js"].
+    start: Command = "auto"
+    port_var: str = "PORT"                 # the variable the app reads its port from
+    port: int = 3000                       # the port on hosts (hosts.app_ports overrides per host); local: [local] port
+    health_path: str = "/"                 # passes on 2xx/3xx, redirects not followed (a Shopify app's / redirects)
+    ready_timeout: float = 30.0            # seconds a started app has to answer health_path
+    build_env: tuple[str, ...] = ()        # names of the deployer's variables the build may see (none by default)
+    runtime_env: tuple[str, ...] = ()      # names the locally started app gets (hosts: put them in shared/.env)
+    build_timeout: float = 900.0           # seconds each build command may take
+    keep_builds: int = 5                   # artifacts and .deploy/src checkouts kept (live/previous always kept)
 
 
 @dataclass(frozen=True)
 class DatabaseSection:
     provider: Literal["sqlite", "postgresql", "none"] = "none"
     url_var: str = "DATABASE_URL"          # variable that holds the URL (a secret for Postgres)
-    url: str = ""                          # allowed only for sqlite (no credentials)
-    migrations_dir: str = "prisma/migrations"
+    url: str = ""                          # allowed only for sqlite (no credentials); a relative file: path is
+                                           # relative to the parent of migrations_dir in app_dir (Prisma's rule)
+    migrations_dir: str = "prisma/migrations"  # relative to app_dir; read from the promoted commit's checkout
     runner: Literal["builtin", "prisma"] = "builtin"
     backup: bool = True
-    backup_dir: str = ".deploy/backups"
+    backup_dir: str = ".deploy/backups"    # relative to the project root
     backup_keep: int = 5
     admin_url_var: str = "DATABASE_ADMIN_URL"
-    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369)
-    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql; empty: match the server's version
+    direct_url_var: str = "DIRECT_URL"     # Prisma's directUrl: the session (non-pooled) URL for migrations,
+                                           # backups, restores and the lock; unset variable: url_var's URL is used
+    lock_timeout: float = 10.0             # seconds to wait for Prisma's migrate lock (advisory lock 72707369) and,
+                                           # as Postgres' lock_timeout, for any table lock a migration, rollback,
+                                           # restore or pg_dump needs (the app's queries queue behind such a wait)
+    statement_timeout: float = 900.0       # seconds one migration or down.sql statement may run; 0: no limit
+    bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql (an absolute path, ~ expanded);
+                                           # empty: the server's major version's tools
 
 
 @dataclass(frozen=True)
 class HostsSection:
     hosts: tuple[str, ...] = ()            # "user@host:port" or "host"
-    user: str = "deploy"
-    port: int = 22
-    key_file: str = ""
-    known_hosts: str = "~/.ssh/known_hosts"
+    # Empty/0 = not set: the entry (user@host:port) wins, then these, then the host's
+    # ~/.ssh/config block (User, Port), then "deploy" and 22.
+    user: str = ""
+    port: int = 0
+    key_file: str = ""                     # "": ssh_config's IdentityFile, the agent, ~/.ssh/id_*
+    # "": the files ssh reads for the host (UserKnownHostsFile, default ~/.ssh/known_hosts[2],
+    # then GlobalKnownHostsFile, default /etc/ssh/ssh_known_hosts[2]); set: only these (space-separated).
+    known_hosts: str = ""
     deploy_to: str = "/srv/occ"            # "{host}", "{port}", "{user}", "{name}" are replaced per host
     max_parallel: int = 16
     keep_releases: int = 5
     shared_files: tuple[str, ...] = (".env",)
     before_switch: str = ""
-    restart: str = ""
-    health_url: str = ""                   # per host; "{host}", "{port}", "{user}", "{name}" are replaced
+    restart: str = ""                      # custom restart hook (shell, cwd = current); empty: the toolkit supervises
+    supervisor: Literal["auto", "systemd", "sh"] = "auto"   # auto: a systemd user unit where usable, else the sh supervisor
+    app_ports: tuple[int, ...] = ()        # one app port per entry of `hosts`; empty: app.port on every host
+    # Per host; "{host}", "{port}" (ssh), "{app_port}", "{user}", "{name}" are replaced.
+    # Empty: http://{host}:{app_port}<app.health_path>.
+    health_url: str = ""
     health_urls: tuple[str, ...] = ()      # one per entry of `hosts`, in order; overrides health_url
     health_command: str = ""               # alternative check, run on the host in <deploy_to>/current
-    health_timeout: float = 30.0           # seconds to wait for the health check to pass
+    health_timeout: float = 0.0            # seconds to wait for the health check to pass; 0: app.ready_timeout
     connect_timeout: float = 10.0
     command_timeout: float = 600.0         # seconds for any one remote command (hooks included)
+    upload_timeout: float = 1800.0         # seconds the artifact upload to one host may take in all
+    upload_stall_timeout: float = 60.0     # seconds an upload may go without progress (a frozen host) before it fails
+    hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
+                                           # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
     lock_max_age_minutes: int = 120
 
 
 @dataclass(frozen=True)
 class ShopifySection:
-    config: str = ""                       # shopify.app.<config>.toml; empty: step skipped
+    config: str = ""                       # shopify.app.<config>.toml in app_dir (of the promoted commit); empty: skipped
     token_var: str = "SHOPIFY_APP_AUTOMATION_TOKEN"
     cli: str = "shopify"                   # the executable, or a command such as "npx shopify"
     allow_deletes: bool = False            # also pass --allow-deletes (removes extensions without a prompt)
@@ -105,8 +176,10 @@ class LighthouseThresholds:
 @dataclass(frozen=True)
 class GateSection:
     required: tuple[Literal["vitest", "playwright", "lighthouse"], ...] = ("vitest", "playwright", "lighthouse")
-    evidence_dir: str = "evidence"         # holds manifest.json (written by `invoke evidence.collect`)
+    evidence_dir: str = "evidence"         # holds manifest.json (`invoke evidence.collect`); relative to the project root
     max_failed: int = 0
+    max_skipped_ratio: float = 0.5         # share of a report's tests that may be skipped or todo (0..1); a report
+                                           # in which no test ran closes the gate whatever this says
     allow_flaky: bool = True               # flaky = passed on a retry; production should set false
     max_age_hours: float = 72.0            # 0 turns the age check off
     bind_to_sha: bool = True               # false only for `local`: gate on committed sample evidence
@@ -121,7 +194,7 @@ class ApprovalsSection:
 @dataclass(frozen=True)
 class SmokeCheck:
     url: str = ""
-    status: int = 200
+    status: int = 200                      # 0: any 2xx or 3xx (redirects are not followed)
     contains: str = ""
     json_field: str = ""                   # e.g. "release": must equal the release being deployed
     json_value: str = "{release}"          # expected value of json_field; "{release}" = the release id
@@ -142,7 +215,7 @@ class WatchSection:
     max_error_ratio: float = 0.2
     max_p95_ms: float = 2000.0
     decision_log_check: bool = False
-    urls: tuple[str, ...] = ("/healthz",)  # "/path": joined to the app URL and each host's URL
+    urls: tuple[str, ...] = ()             # "/path": joined to the app URL and each host's URL; empty: app.health_path
     timeout_seconds: float = 5.0           # per request
     max_consecutive_failures: int = 3      # one URL failing this many polls in a row fires at once
     min_samples: int = 5                   # ratio and p95 are judged from this many samples on
@@ -180,6 +253,7 @@ class Settings:
     root: Path
     environment: EnvironmentSection = field(default_factory=EnvironmentSection)
     local: LocalSection = field(default_factory=LocalSection)
+    app: AppSection = field(default_factory=AppSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
     hosts: HostsSection = field(default_factory=HostsSection)
     shopify: ShopifySection = field(default_factory=ShopifySection)
@@ -319,7 +393,16 @@ def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, file, key)
+        if len(inner) == 1:
+            return _coerce(inner[0], value, file, key)
+        errors = []
+        for a in inner:   # the first alternative that accepts the value
+            try:
+                return _coerce(a, value, file, key)
+            except SettingsError as e:
+                errors.append(e.message)
+        raise SettingsError(f"{file}: {key} = {value!r} is not allowed.",
+                            "It may be: " + "; or ".join(_describe(a) for a in inner) + ".")
     if origin is tuple:
         if not isinstance(value, list):
             raise SettingsError(f"{file}: {key} must be a list, not {type(value).__name__} ({value!r}).")
@@ -343,6 +426,14 @@ def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
     raise SettingsError(f"{file}: {key} has a type this version cannot read ({tp}).")
 
 
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list of strings (an argv)"
+    return getattr(tp, "__name__", str(tp))
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules that a single field's type cannot express."""
     f = s.file
@@ -361,9 +452,57 @@ def _check(s: Settings) -> None:
         v = getattr(getattr(s, sec), key)
         if not lo <= v <= hi:
             raise SettingsError(f"{f}: {lim} = {v} is out of range.", f"Use a value from {lo} to {hi}.")
+    if not s.database.lock_timeout > 0:
+        raise SettingsError(f"{f}: database.lock_timeout = {s.database.lock_timeout:g} must be more than 0.",
+                            "It bounds how long a migration, restore or backup waits for a lock; e.g. 10.")
+    if s.database.statement_timeout < 0:
+        raise SettingsError(f"{f}: database.statement_timeout = {s.database.statement_timeout:g} is negative.",
+                            "Use seconds (e.g. 900), or 0 for no limit.")
+    if not 0.0 <= s.gate.max_skipped_ratio <= 1.0:
+        raise SettingsError(f"{f}: gate.max_skipped_ratio = {s.gate.max_skipped_ratio:g} is out of range.",
+                            "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
+    _check_app(s)
+    if s.hosts.app_ports and len(s.hosts.app_ports) != len(s.hosts.hosts):
+        raise SettingsError(f"{f}: hosts.app_ports has {len(s.hosts.app_ports)} entries for {len(s.hosts.hosts)} hosts.",
+                            "Give one port per host, in the order of hosts.hosts, or use app.port for all.")
     for cat in dataclasses.fields(LighthouseThresholds):
         v = getattr(s.gate.lighthouse, cat.name)
         if v is not None and not 0.0 <= v <= 1.0:
             raise SettingsError(
                 f"{f}: gate.lighthouse.{cat.name} = {v} is out of range.", "Lighthouse scores are from 0 to 1."
             )
+
+
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_app(s: Settings) -> None:
+    f, a = s.file, s.app
+    for key in ("install", "build", "prune", "start"):
+        v = getattr(a, key)
+        if isinstance(v, tuple) and (not v or not all(v)):
+            raise SettingsError(f"{f}: app.{key} is an empty command.",
+                                f'Give an argv such as ["npm", "run", "{key}"], or "auto" or "none".')
+    if a.start == "none":
+        raise SettingsError(f"{f}: app.start = \"none\": a release needs a start command.",
+                            'Use "auto" (the package.json start script) or an argv.')
+    names = [("app.port_var", a.port_var)]
+    names += [(f"app.build_env[{i}]", v) for i, v in enumerate(a.build_env)]
+    names += [(f"app.runtime_env[{i}]", v) for i, v in enumerate(a.runtime_env)]
+    for key, v in names:
+        if not _VAR.match(v):
+            raise SettingsError(f"{f}: {key} = {v!r} is not a variable name.", "Use letters, digits and _.")
+    for i, p in enumerate(a.include):
+        parts = p.split("/")
+        if not p or p.startswith("/") or ".." in parts:
+            raise SettingsError(f"{f}: app.include[{i}] = {p!r} is not a path inside the app folder.",
+                                "Use paths relative to the app folder (environment.app_dir), e.g. \"build\".")
+    if not a.health_path.startswith("/"):
+        raise SettingsError(f"{f}: app.health_path = {a.health_path!r} must start with /.", 'E.g. "/" or "/healthz".')
+    for name, v in (("app.port", a.port), *((f"hosts.app_ports[{i}]", p) for i, p in enumerate(s.hosts.app_ports))):
+        if not 0 < v < 65536:
+            raise SettingsError(f"{f}: {name} = {v} is out of range.", "Use a port from 1 to 65535.")
+    if a.ready_timeout <= 0 or a.build_timeout <= 0:
+        raise SettingsError(f"{f}: app.ready_timeout and app.build_timeout must be more than 0 seconds.")
+    if not 1 <= a.keep_builds <= 100:
+        raise SettingsError(f"{f}: app.keep_builds = {a.keep_builds} is out of range.", "Use a value from 1 to 100.")

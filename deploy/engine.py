@@ -8,6 +8,15 @@ re-runs the interrupted step and continues, `abort()` undoes the interrupted and
 completed steps. So every `run` must be safe to repeat after a kill, and every `undo`
 safe to call after a partial or a repeated `run`.
 
+Signals: SIGTERM (what CI runners and `timeout` send) and SIGINT stop a run like a failure:
+the step in progress is interrupted, the completed steps are undone and the lock released.
+A second signal during the undo is ignored with a message: an undo cut in half is the one
+state that needs a person. If the process is killed anyway, `--abort` finishes the undo.
+
+Bookkeeping: a ledger that cannot be written (disk full under `.deploy/`, a shared ledger
+gone) stops the run like a failed step; the undo still runs, and the final message says
+what the ledger could not record and the exact command that finishes it.
+
 Fault injection for the reliability suite: `DEPLOY_FAULT=before:<step>` (or
 `after:<step>`, comma-separated) makes the runner SIGKILL its own process at that
 boundary, so tests kill a real promotion at an exact point and then resume or abort it.
@@ -15,9 +24,11 @@ boundary, so tests kill a real promotion at an exact point and then resume or ab
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
@@ -58,6 +69,7 @@ class Step:
     undo: StepFn | None = None
     undo_does: str = ""               # what the undo does, for the plan table
     skip: str | None = None           # a reason: the step is shown and recorded as skipped
+    finish: StepFn | None = None      # when the whole run has succeeded (e.g. release a lock the run held)
 
 
 @dataclass
@@ -69,6 +81,31 @@ class Plan:
     release_id: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     header: list[tuple[str, str]] = field(default_factory=list)   # facts shown above the table
+    failed_status: str = "rolled_back"  # a failure whose undo finished ("failed" for one-step tasks: nothing to undo)
+    resume_cmd: str | None = None     # the command that finishes a killed run, for hints
+    abort_cmd: str | None = None      # the command that undoes a killed run, for hints
+
+    def replace(self, name: str, step: "Step") -> "Step":
+        """Put `step` where the step called `name` is; the step it replaced."""
+        for i, s in enumerate(self.steps):
+            if s.name == name:
+                self.steps[i] = step
+                return s
+        raise KeyError(name)
+
+    def remove(self, name: str) -> "Step":
+        """Take the step called `name` out of the plan; that step."""
+        for i, s in enumerate(self.steps):
+            if s.name == name:
+                return self.steps.pop(i)
+        raise KeyError(name)
+
+    def lock_hint(self) -> str:
+        """What to do when this plan's run kept the lock (its undo did not finish)."""
+        if self.abort_cmd:
+            return f"The lock is kept. Fix the cause, then `{self.abort_cmd}` to finish the undo (safe to repeat)."
+        return (f"The lock is kept. Fix the cause and finish by hand what the undo could not, then free the lock "
+                f"with `invoke lock.release --env={self.env} --force` and run the {self.flow} again.")
 
     def table(self) -> str:
         from tabulate import tabulate
@@ -107,8 +144,14 @@ class Console:
         self.quiet = quiet
 
     def line(self, text: str = "") -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             print(redact(text), file=self.out, flush=True)
+        except BrokenPipeError:
+            # The reader went away (`| head`): a deploy does not stop half-way for that.
+            self.quiet = True
+            _silence(self.out)
 
     def step(self, i: int, n: int, name: str, status: str, elapsed: float | None, detail: str = "") -> None:
         t = f"{elapsed:6.2f}s" if elapsed is not None else " " * 7
@@ -117,6 +160,99 @@ class Console:
 
     def note(self, text: str) -> None:
         self.line(f"        {text}")
+
+
+def _silence(out) -> None:
+    """Point a closed output at /dev/null so the interpreter's last flush does not fail."""
+    try:
+        fd = out.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived during a step (raised from the signal handler)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+class _Signals:
+    """SIGINT/SIGTERM while a run is applied or undone (main thread only; elsewhere a no-op).
+
+    phase "step": the first signal interrupts the step (raises Interrupted); "book" (between
+    steps): it is noted and the loop stops at the next boundary; "undo": ignored with a message."""
+
+    def __init__(self, console: "Console"):
+        self.console = console
+        self.received: str | None = None
+        self.phase = "book"
+        self._prev: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._prev[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, prev in self._prev.items():
+            signal.signal(sig, prev)
+        return False
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.phase == "undo" or self.received:
+            self.console.line(f"{name} received while undoing: ignored, the undo finishes first "
+                              f"(if this process is killed anyway, --abort finishes it).")
+            return
+        self.received = name
+        self.console.line(f"{name} received: stopping the run and undoing what it did.")
+        if self.phase == "step":
+            raise Interrupted(name)
+
+
+class _Heartbeat:
+    """Refreshes the run's lock every HEARTBEAT_SECONDS, so a runner on another machine can
+    tell a live holder from a dead one (the staleness bound of --break-lock)."""
+
+    def __init__(self, ledger, env: str, run_id: str):
+        self.ledger, self.env, self.run_id = ledger, env, run_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        heartbeat = getattr(self.ledger, "heartbeat", None)
+        if heartbeat is None:
+            return self
+        from deploy.ledger import HEARTBEAT_SECONDS
+
+        def beat():
+            while not self._stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    heartbeat(self.env, self.run_id)
+                except Exception:  # the next step's bookkeeping reports a broken ledger
+                    pass
+
+        self._thread = threading.Thread(target=beat, name=f"heartbeat-{self.run_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return False
+
+
+def _disk_full(e: OSError, step: str) -> DeployError:
+    where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+    return DeployError(f"Step {step}: no space left on the device{where}.",
+                       "Free space there (.deploy/ holds artifacts, sources, backups and the ledger).")
 
 
 def _fault(point: str) -> None:
@@ -133,6 +269,8 @@ class Runner:
         self.ledger = ledger
         self.console = console or Console()
         self.rollback = rollback
+        self._sig = _Signals(self.console)
+        self._ledger_errors: list[str] = []
 
     # ------------------------------------------------------------------ entry points
     def execute(self, plan: Plan) -> Outcome:
@@ -142,50 +280,50 @@ class Runner:
         try:
             run_id = self.ledger.start_run(env=plan.env, flow=plan.flow, sha=plan.sha, steps=names,
                                            args=plan.args, release_id=plan.release_id)
-            self._bind_lock(plan.env, run_id)
+            self.ledger.bind_lock(plan.env, run_id)
         except BaseException:
             self.ledger.release_lock(plan.env)
             raise
         self.console.line(f"{plan.flow} {plan.env}: run {run_id}" + (f", sha {plan.sha[:12]}" if plan.sha else ""))
-        return self._apply(plan, run_id, state={}, start_at=0, started=time.monotonic())
+        with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
+            return self._apply(plan, run_id, state={}, start_at=0, started=time.monotonic())
 
-    def resume(self, plan: Plan, run_id: str) -> Outcome:
+    def resume(self, plan: Plan, run_id: str, *, break_lock: bool = False) -> Outcome:
         """Finish a killed run: re-run its interrupted step, then the rest."""
-        run, steps = self._adopt(plan, run_id, "resume")
+        run, steps = self._adopt(plan, run_id, "resume", break_lock)
         first = next((s.idx for s in steps if s.status not in ("done", "skipped")), len(steps))
         self.console.line(f"resume {plan.env}: run {run_id} from step {first + 1}/{len(steps)}")
-        return self._apply(plan, run_id, state=dict(run.state), start_at=first, started=time.monotonic())
+        with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
+            return self._apply(plan, run_id, state=dict(run.state), start_at=first, started=time.monotonic())
 
-    def abort(self, plan: Plan, run_id: str) -> Outcome:
+    def abort(self, plan: Plan, run_id: str, *, break_lock: bool = False) -> Outcome:
         """Undo a killed (or failed-in-place) run: the interrupted step and every completed one."""
-        run, steps = self._adopt(plan, run_id, "abort")
+        run, steps = self._adopt(plan, run_id, "abort", break_lock)
         started = time.monotonic()
         ctx = StepContext(run_id=run_id, env=plan.env, state=dict(run.state), console=self.console,
                           save=self._saver(run_id))
         touched = [s.idx for s in steps if s.status in ("done", "running", "failed") and s.undo_status != "undone"]
         self.console.line(f"abort {plan.env}: run {run_id}, undoing {len(touched)} step(s)")
-        undo_errors = self._undo(plan, run_id, ctx, touched)
+        with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
+            self._sig.phase = "undo"
+            undo_errors = self._undo(plan, run_id, ctx, touched)
         status = "aborted"
         err = None
         if undo_errors:
             err = DeployError(f"Abort of run {run_id} could not undo: {'; '.join(undo_errors)}",
                               "Fix the cause and run the same --abort again: undo steps are safe to repeat.")
             status = "failed"
-        self.ledger.update_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
-                               error=str(err) if err else run.error)
+        self._finish_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
+                         error=str(err) if err else run.error)
         if not undo_errors:
-            self.ledger.release_lock(plan.env, run_id=run_id)
+            self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
+        if self._ledger_errors:
+            err = self._ledger_failed(plan, err or DeployError(f"Run {run_id} was undone."))
+            status = "failed"
         return Outcome(run_id, status, err, None, time.monotonic() - started, ctx.state)
 
     # ------------------------------------------------------------------ internals
-    def _bind_lock(self, env: str, run_id: str) -> None:
-        t = self.ledger.t["locks"]
-        import os
-
-        with self.ledger.engine.begin() as c:
-            c.execute(t.update().where((t.c.env == env) & (t.c.pid == os.getpid())).values(run_id=run_id))
-
-    def _adopt(self, plan: Plan, run_id: str, verb: str):
+    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False):
         run = self.ledger.run(run_id)
         allowed = ("running", "failed_in_place", "failed") if verb == "abort" else ("running", "failed_in_place")
         if run.status not in allowed:
@@ -196,7 +334,13 @@ class Runner:
             raise DeployError(f"Run {run_id} had steps {[s.name for s in steps]}, but this version plans "
                               f"{[s.name for s in plan.steps]}; it cannot {verb} it safely.",
                               "Use the toolkit version that started the run, or break the lock and restore by hand.")
-        self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id)
+        taken = self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id,
+                                         break_lock=break_lock)
+        if taken is not None and taken.holder_alive() is None:
+            from deploy import clock
+
+            self.console.line(f"--break-lock: took over the {plan.env} lock from {taken.describe()} "
+                              f"(silent for {clock.age(taken.silent_for())})")
         self.ledger.adopt_run(run_id)
         if run.status in ("failed_in_place", "failed"):
             self.ledger.update_run(run_id, status="running")
@@ -205,75 +349,174 @@ class Runner:
     def _saver(self, run_id: str):
         return lambda state: self.ledger.update_run(run_id, state=state)
 
+    def _quietly(self, fn, *args, **kwargs) -> bool:
+        """Bookkeeping during a failure or an undo: a ledger that cannot be written must not
+        stop the undo; what it could not record is reported at the end."""
+        from deploy.facts import StateError
+
+        try:
+            fn(*args, **kwargs)
+            return True
+        except StateError:
+            return False  # the run already fails with it; the last storable state stays
+        except DeployError as e:
+            if e.message not in self._ledger_errors:
+                self._ledger_errors.append(e.message)
+            return False
+
+    def _finish_run(self, run_id: str, **values) -> None:
+        """The run's final row; when its state cannot be stored (a bug: a Secret in it), the
+        outcome is still recorded, with the last state that could be."""
+        if not self._quietly(self.ledger.update_run, run_id, **values) and "state" in values:
+            values.pop("state")
+            self._quietly(self.ledger.update_run, run_id, **values)
+
+    def _ledger_failed(self, plan: Plan, err: DeployError) -> DeployError:
+        what = "; ".join(dict.fromkeys(self._ledger_errors))
+        cmd = plan.abort_cmd or f"invoke lock.release --env={plan.env} --force"
+        e = DeployError(
+            f"{err.message}\nThe ledger could not record all of it: {what}",
+            f"Fix the ledger first (free space under .deploy/, or bring the shared ledger back), then run "
+            f"`{cmd}`: it records the run's end and repeats any undo safely.",
+        )
+        e.exit_code = err.exit_code
+        return e
+
+    def _stop_error(self, where: str) -> DeployError:
+        e = DeployError(f"Stopped by {self._sig.received} {where}.",
+                        "The run was undone; start it again when ready.")
+        e.exit_code = 1
+        return e
+
     def _apply(self, plan: Plan, run_id: str, *, state: dict, start_at: int, started: float) -> Outcome:
         ctx = StepContext(run_id=run_id, env=plan.env, state=state, console=self.console, save=self._saver(run_id))
         n = len(plan.steps)
         done: list[int] = [i for i in range(start_at)
                            if not plan.steps[i].skip]
+        self._sig.phase = "book"
         for i in range(start_at, n):
             step = plan.steps[i]
+            t0 = time.monotonic()
+            if self._sig.received:
+                return self._fail(plan, run_id, ctx, i, self._stop_error(f"before step {step.name}"), done,
+                                  started, t0, ran=False)
             if step.skip:
-                self.ledger.update_step(run_id, i, status="skipped", result=f"skipped: {step.skip}",
-                                        started_at=time.time(), finished_at=time.time())
+                try:
+                    self.ledger.update_step(run_id, i, status="skipped", result=f"skipped: {step.skip}",
+                                            started_at=time.time(), finished_at=time.time())
+                except DeployError as e:
+                    return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
                 self.console.step(i + 1, n, step.name, "skipped", None, step.skip)
                 continue
             _fault(f"before:{step.name}")
-            t0 = time.monotonic()
-            self.ledger.update_step(run_id, i, status="running", started_at=time.time(), error=None)
             try:
-                result = step.run(ctx) if step.run else None
-            except KeyboardInterrupt:
-                err = DeployError(f"Interrupted during step {step.name}.")
-                return self._fail(plan, run_id, ctx, i, err, done, started, t0)
+                self.ledger.update_step(run_id, i, status="running", started_at=time.time(), error=None)
             except DeployError as e:
+                return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
+            try:
+                self._sig.phase = "step"
+                result = step.run(ctx) if step.run else None
+                self._sig.phase = "book"
+                _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
+                self.ledger.update_run(run_id, state=ctx.state)  # exact; a Secret in it is refused
+                self.ledger.update_step(run_id, i, status="done", finished_at=time.time(), result=str(result or ""))
+            except (Interrupted, KeyboardInterrupt) as e:
+                self._sig.phase = "book"
+                self._sig.received = self._sig.received or getattr(e, "name", "SIGINT")
+                return self._fail(plan, run_id, ctx, i, self._stop_error(f"during step {step.name}"), done,
+                                  started, t0)
+            except DeployError as e:
+                self._sig.phase = "book"
                 return self._fail(plan, run_id, ctx, i, e, done, started, t0)
+            except OSError as e:
+                self._sig.phase = "book"
+                if e.errno == errno.ENOSPC:
+                    return self._fail(plan, run_id, ctx, i, _disk_full(e, step.name), done, started, t0)
+                return self._fail(plan, run_id, ctx, i, self._bug(step, e), done, started, t0)
             except Exception as e:  # a bug in a step must still not leave the environment half-changed
-                err = DeployError(f"Step {step.name} failed unexpectedly: {type(e).__name__}: {e}",
-                                  "This is a bug in the toolkit; the completed steps were undone. Please report it.")
-                return self._fail(plan, run_id, ctx, i, err, done, started, t0)
-            _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
+                self._sig.phase = "book"
+                return self._fail(plan, run_id, ctx, i, self._bug(step, e), done, started, t0)
             elapsed = time.monotonic() - t0
-            self.ledger.update_step(run_id, i, status="done", finished_at=time.time(), result=str(result or ""))
-            self.ledger.update_run(run_id, state=ctx.state)
             self.console.step(i + 1, n, step.name, "done", elapsed, result or "")
             done.append(i)
             _fault(f"after:{step.name}")
+        if self._sig.received:
+            self.console.line(f"{self._sig.received} arrived after the last step: the run is complete.")
+        self._sig.phase = "undo"  # finishing: nothing left to stop
         duration = time.monotonic() - started
-        self.ledger.update_run(run_id, status="succeeded", finished_at=time.time(), state=ctx.state)
-        self.ledger.release_lock(plan.env, run_id=run_id)
+        self._finish_steps(plan, ctx, range(n))
+        try:
+            self.ledger.update_run(run_id, status="succeeded", finished_at=time.time(), state=ctx.state)
+            self.ledger.release_lock(plan.env, run_id=run_id)
+        except DeployError as e:
+            cmd = plan.resume_cmd or f"invoke lock.release --env={plan.env} --force"
+            err = DeployError(f"Every step of run {run_id} succeeded, but the ledger could not record it: {e.message}",
+                              f"Fix the ledger (free space under .deploy/), then `{cmd}` to record the end.")
+            return Outcome(run_id, "failed", err, None, duration, ctx.state)
         self.console.line(f"{plan.flow} {plan.env}: succeeded in {duration:.2f}s (run {run_id})")
         return Outcome(run_id, "succeeded", None, None, duration, ctx.state)
 
-    def _fail(self, plan, run_id, ctx, i, err: DeployError, done, started, t0) -> Outcome:
+    def _finish_steps(self, plan: Plan, ctx: StepContext, indexes) -> None:
+        """The run ends with its lock released: steps that hold something until then
+        (the hosts' deploy lock) let go of it."""
+        for i in indexes:
+            step = plan.steps[i]
+            if step.finish is None or step.skip:
+                continue
+            try:
+                note = step.finish(ctx)
+                if note:
+                    self.console.note(f"{step.name}: {note}")
+            except Exception as e:  # the outcome stands; say what is left behind
+                msg = e.message if isinstance(e, DeployError) else f"{type(e).__name__}: {e}"
+                self.console.line(f"warning: finishing {step.name} failed: {msg}")
+
+    @staticmethod
+    def _bug(step: Step, e: BaseException) -> DeployError:
+        return DeployError(f"Step {step.name} failed unexpectedly: {type(e).__name__}: {e}",
+                           "This is a bug in the toolkit; the completed steps were undone. Please report it.")
+
+    def _fail(self, plan, run_id, ctx, i, err: DeployError, done, started, t0, *, ran: bool = True) -> Outcome:
+        self._sig.phase = "undo"
         step = plan.steps[i]
         n = len(plan.steps)
-        self.ledger.update_step(run_id, i, status="failed", finished_at=time.time(), error=str(err))
-        self.console.step(i + 1, n, step.name, "FAILED", time.monotonic() - t0, err.message)
+        if ran:
+            self._quietly(self.ledger.update_step, run_id, i, status="failed", finished_at=time.time(),
+                          error=str(err))
+            self.console.step(i + 1, n, step.name, "FAILED", time.monotonic() - t0, err.message)
+        else:
+            self.console.line(f"stopped before step {i + 1}/{n} {step.name}: {err.message}")
         if not self.rollback:
-            self.ledger.update_run(run_id, status="failed_in_place", finished_at=time.time(), state=ctx.state,
-                                   error=str(err), failed_step=step.name)
-            self.ledger.release_lock(plan.env, run_id=run_id)
+            self._finish_run(run_id, status="failed_in_place", finished_at=time.time(),
+                             state=ctx.state, error=str(err), failed_step=step.name)
+            self._finish_steps(plan, ctx, [*done, i] if ran else list(done))
+            self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
             self.console.line(f"--no-rollback: left in place for diagnosis; undo later with --abort (run {run_id}).")
+            if self._ledger_errors:
+                err = self._ledger_failed(plan, err)
             return Outcome(run_id, "failed_in_place", err, step.name, time.monotonic() - started, ctx.state)
         # The failed step may have changed part of the world before failing: undo it too
         # (undos tolerate a partial run), then the completed steps in reverse.
-        undo_errors = self._undo(plan, run_id, ctx, [*done, i])
-        status = "rolled_back" if not undo_errors else "failed"
+        undo_errors = self._undo(plan, run_id, ctx, [*done, i] if ran else list(done))
+        status = plan.failed_status if not undo_errors else "failed"
         msg = str(err)
         if undo_errors:
             msg += "\nUndo also failed: " + "; ".join(undo_errors)
-        self.ledger.update_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
-                               error=msg, failed_step=step.name)
+        self._finish_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
+                         error=msg, failed_step=step.name)
         if not undo_errors:
-            self.ledger.release_lock(plan.env, run_id=run_id)
+            self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
         else:
-            err = DeployError(
-                f"{err.message}\nUndo failed for: {'; '.join(undo_errors)}",
-                f"The lock is kept. Fix the cause, then `invoke {plan.flow} --to={plan.env} --abort` to finish the undo.",
-            )
+            exit_code = err.exit_code
+            err = DeployError(f"{err.message}\nUndo failed for: {'; '.join(undo_errors)}", plan.lock_hint())
+            err.exit_code = exit_code
+        if self._ledger_errors:
+            err = self._ledger_failed(plan, err)
+            status = "failed"
         return Outcome(run_id, status, err, step.name, time.monotonic() - started, ctx.state)
 
     def _undo(self, plan: Plan, run_id: str, ctx: StepContext, indexes: list[int]) -> list[str]:
+        self._sig.phase = "undo"
         errors = []
         n = len(plan.steps)
         for i in sorted(set(indexes), reverse=True):
@@ -284,12 +527,14 @@ class Runner:
             try:
                 result = step.undo(ctx)
             except Exception as e:
+                if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                    e = _disk_full(e, step.name)
                 msg = e.message if isinstance(e, DeployError) else f"{type(e).__name__}: {e}"
-                self.ledger.update_step(run_id, i, undo_status="undo_failed", undo_result=msg)
+                self._quietly(self.ledger.update_step, run_id, i, undo_status="undo_failed", undo_result=msg)
                 self.console.step(i + 1, n, step.name, "UNDO-ERR", time.monotonic() - t0, msg)
                 errors.append(f"{step.name}: {msg}")
                 continue
-            self.ledger.update_step(run_id, i, undo_status="undone", undo_result=str(result or ""))
-            self.ledger.update_run(run_id, state=ctx.state)
+            self._quietly(self.ledger.update_step, run_id, i, undo_status="undone", undo_result=str(result or ""))
+            self._quietly(self.ledger.update_run, run_id, state=ctx.state)
             self.console.step(i + 1, n, step.name, "undone", time.monotonic() - t0, result or "")
         return errors

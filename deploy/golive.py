@@ -202,7 +202,8 @@ def gather_backup(settings: Settings, environ: Mapping[str, str],
                            problem=e.message)
     facts = BackupFacts(shown, settings.name, newest.name, b.created_at, len(found))
     if verify is None:
-        var = settings.golive.backup_verify_url_var or db.url_var
+        var = settings.golive.backup_verify_url_var or (
+            db.direct_url_var if db.direct_url_var and environ.get(db.direct_url_var) else db.url_var)
         url = environ.get(var) or ""
         if newest.suffix == ".dump" and not url:
             return _replace(facts, problem=f"cannot verify {newest.name}: {var} is not set (the server to restore "
@@ -210,7 +211,7 @@ def gather_backup(settings: Settings, environ: Mapping[str, str],
 
         def verify(p: Path):
             # A SQLite copy is checked in place (integrity_check, row counts); a dump needs a server.
-            return backups.verify(p, Secret(url) if p.suffix == ".dump" else None)
+            return backups.verify(p, Secret(url) if p.suffix == ".dump" else None, db=db)
     try:
         result = verify(newest)
     except DeployError as e:

@@ -49,12 +49,13 @@ from deploy.errors import DeployError, HostFailed, LockHeld, SettingsError
 
 if TYPE_CHECKING:
     from deploy.build import Artifact
-    from deploy.config import HostsSection
+    from deploy.config import AppSection, HostsSection
 
 __all__ = [
     "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
     "targets", "release", "undo_release", "rollback", "check", "releases", "current_release",
     "lock_status", "break_lock", "validate_release_id", "sh",
+    "resolve_login", "known_hosts_files", "parse_known_hosts", "KnownHostsText",
 ]
 
 RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -78,6 +79,7 @@ class Target:
     user: str
     deploy_to: str
     health_url: str = ""
+    app_port: int = 0    # the port the app listens on there (app.port, or hosts.app_ports[i])
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,18 @@ def _validate_path(value: str, key: str, *, absolute: bool) -> str:
     return value
 
 
-def targets(section: HostsSection) -> list[Target]:
-    """The hosts of a `HostsSection`, parsed and validated, placeholders resolved."""
+def targets(section: HostsSection, app: AppSection | None = None, ssh_config=None) -> list[Target]:
+    """The hosts of a `HostsSection`, parsed and validated, placeholders resolved; the health
+    URL defaults to http://{host}:{app_port}<app.health_path>.
+
+    User and port come from the entry (user@host:port), else the settings, else the
+    host's `~/.ssh/config` block (`ssh_config`: anything with `lookup(host) -> dict`,
+    default the user's and the system's ssh_config as Fabric reads them), else
+    `deploy` and 22. The host stays as written (an ssh_config alias is fine: HostName,
+    IdentityFile, ProxyJump and the known hosts files are applied when connecting)."""
+    from deploy.config import AppSection
+
+    app = app or AppSection()
     if not section.hosts:
         raise SettingsError("hosts.hosts is empty: there is no host to release to.",
                             'List the hosts under [hosts] (hosts = ["deploy@10.0.0.5"]).')
@@ -167,29 +179,136 @@ def targets(section: HostsSection) -> list[Target]:
         )
     for f in section.shared_files:
         _validate_path(f, "shared_files", absolute=False)
+    if ssh_config is None:
+        ssh_config = _ssh_config()
     out: list[Target] = []
     for i, entry in enumerate(section.hosts):
         m = _ADDRESS.match(entry.strip())
         if not m:
             raise SettingsError(f"hosts.hosts[{i}] = {entry!r} is not a host.", "Write host, user@host or user@host:port.")
-        user = m["user"] or section.user
         host = m["host"].strip("[]")
-        port = int(m["port"] or section.port)
-        if not 0 < port < 65536:
-            raise SettingsError(f"hosts.hosts[{i}] = {entry!r}: port {port} is out of range.")
+        user, port = resolve_login(m["user"], int(m["port"] or 0), section.user, section.port,
+                                   ssh_config.lookup(host), where=f"hosts.hosts[{i}] = {entry!r}")
         name = f"{user}@{host}:{port}"
-        fill = {"host": host, "port": port, "user": user, "name": name}
+        app_port = section.app_ports[i] if section.app_ports else app.port
+        fill = {"host": host, "port": port, "user": user, "name": name, "app_port": app_port}
+        url_host = f"[{host}]" if ":" in host else host
         try:
             deploy_to = section.deploy_to.format(**fill).rstrip("/")
             health = (section.health_urls[i] if section.health_urls else section.health_url).format(**fill)
         except (KeyError, IndexError, ValueError) as e:
             raise SettingsError(f"hosts.deploy_to/health_url has an unknown placeholder ({e}).",
-                                "Placeholders: {host} {port} {user} {name}.") from None
+                                "Placeholders: {host} {port} {app_port} {user} {name}.") from None
+        if not health and not section.health_command:
+            health = f"http://{url_host}:{app_port}{app.health_path}"
         _validate_path(deploy_to, "deploy_to", absolute=True)
-        out.append(Target(name=name, host=host, port=port, user=user, deploy_to=deploy_to, health_url=health))
+        out.append(Target(name=name, host=host, port=port, user=user, deploy_to=deploy_to, health_url=health,
+                          app_port=app_port))
     if len({t.name for t in out}) != len(out):
         raise SettingsError("hosts.hosts lists the same host twice.", "Remove the duplicate entry.")
     return out
+
+
+# ---------------------------------------------------------------- ssh_config (pure parts)
+
+DEFAULT_USER = "deploy"
+DEFAULT_PORT = 22
+# ssh_config(5): the defaults OpenSSH reads when UserKnownHostsFile/GlobalKnownHostsFile are not set.
+USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+
+
+def resolve_login(entry_user: str | None, entry_port: int, settings_user: str, settings_port: int,
+                  ssh_options: dict, *, where: str = "") -> tuple[str, int]:
+    """(user, port) for one host: the entry, else the settings (set explicitly), else its
+    ssh_config block (`User`, `Port`), else `deploy` and 22."""
+    user = entry_user or settings_user or str(ssh_options.get("user") or "") or DEFAULT_USER
+    raw = ssh_options.get("port")
+    cfg_port = 0
+    if raw not in (None, ""):
+        try:
+            cfg_port = int(str(raw).strip())
+        except ValueError:
+            cfg_port = -1
+        if not 0 < cfg_port < 65536:
+            raise SettingsError(
+                f"{where or 'a host'}: ssh_config (~/.ssh/config or /etc/ssh/ssh_config) gives Port {raw!r}, "
+                "which is not a port.",
+                "Fix the Port line of that Host block, or set the port in the entry (user@host:port).")
+    port = entry_port or settings_port or cfg_port or DEFAULT_PORT
+    if not 0 < port < 65536:
+        raise SettingsError(f"{where or 'a host'}: port {port} is out of range.", "Use a port from 1 to 65535.")
+    return user, port
+
+
+def _ssh_config():
+    """The user's (~/.ssh/config) and the system's ssh_config, read as Fabric reads them."""
+    from fabric import Config
+
+    return Config().base_ssh_config
+
+
+def _expand_ssh_path(path: str, home: str, local_user: str) -> str:
+    """`~`, `%d` (home) and `%u` (local user) as ssh_config(5) expands them in file names."""
+    if path.startswith("~"):
+        path = home + path[1:]
+    return path.replace("%d", home).replace("%u", local_user).replace("%%", "%")
+
+
+def known_hosts_files(settings_value: str, ssh_options: dict, *, home: str, local_user: str = "") -> tuple[tuple[str, ...], bool]:
+    """The known hosts files for one host and whether the settings named them.
+
+    `hosts.known_hosts` (set: one or more paths separated by spaces) replaces
+    everything; otherwise the host's UserKnownHostsFile (default ~/.ssh/known_hosts and
+    ~/.ssh/known_hosts2) then GlobalKnownHostsFile (default /etc/ssh/ssh_known_hosts and
+    /etc/ssh/ssh_known_hosts2), as ssh reads them. "none" names no file."""
+    if settings_value.strip():
+        return tuple(_expand_ssh_path(p, home, local_user) for p in settings_value.split()), True
+    out: list[str] = []
+    for key, default in (("userknownhostsfile", USER_KNOWN_HOSTS), ("globalknownhostsfile", GLOBAL_KNOWN_HOSTS)):
+        value = ssh_options.get(key)
+        paths = str(value).split() if value else list(default)
+        out += [_expand_ssh_path(p, home, local_user) for p in paths if p.lower() != "none"]
+    return tuple(dict.fromkeys(out)), False
+
+
+@dataclass(frozen=True)
+class KnownHostsText:
+    """One known_hosts file, read tolerantly: plain entries, revoked keys, lines skipped."""
+
+    entries: tuple[tuple[tuple[str, ...], str, str], ...]   # (host names or |1| hashes, key type, base64 key)
+    revoked: tuple[tuple[str, str], ...]                    # (key type, base64 key) of @revoked lines
+    skipped: tuple[int, ...] = ()                           # line numbers of @cert-authority and malformed lines
+
+
+def parse_known_hosts(text: str) -> KnownHostsText:
+    """sshd(8)'s known_hosts format. `@cert-authority` lines (certificates are not
+    checked here) and lines that are not `names keytype base64 [comment]` are skipped
+    instead of failing the whole file, as paramiko's loader does ("Incorrect padding")."""
+    import base64
+    import binascii
+
+    entries, revoked, skipped = [], [], []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        marker = fields.pop(0) if fields[0].startswith("@") else ""
+        ok = len(fields) >= 3 and marker in ("", "@revoked")
+        if ok:
+            try:
+                base64.b64decode(fields[2], validate=True)
+            except (binascii.Error, ValueError):
+                ok = False
+        if not ok:
+            skipped.append(n)
+        elif marker == "@revoked":
+            revoked.append((fields[1], fields[2]))
+        else:
+            names = tuple(h for h in fields[0].split(",") if h and not h.startswith("!"))
+            entries.append((names, fields[1], fields[2]))
+    return KnownHostsText(tuple(entries), tuple(revoked), tuple(skipped))
 
 
 # ---------------------------------------------------------------- commands as data
@@ -334,6 +453,224 @@ def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool)
     return "; ".join(cmds)
 
 
+# ---------------------------------------------------------------- supervising the app (commands as data)
+
+# The toolkit's own supervisor, installed as <deploy_to>/bin/app on every release: hosts
+# need nothing from the app beyond the [app] contract. POSIX sh, setsid and /proc only.
+SUPERVISOR = r'''#!/bin/sh
+# The app supervisor the deploy toolkit installs as <deploy_to>/bin/app (rewritten on every
+# release; do not edit). It needs only POSIX sh, setsid and /proc.
+#
+#   app start|restart PORT_VAR PORT -- ARGV...  stop the app, then start ARGV in <deploy_to>/current,
+#                                               in its own session (pid = process group, in run/app.pid)
+#   app stop                                    TERM the app's process group; KILL what is left after 10 s
+#   app status                                  "running PID" (exit 0) or "stopped" (exit 3)
+#   app run PORT_VAR PORT -- ARGV...            exec ARGV with the app's environment (a systemd unit runs this)
+#
+# The app's environment is explicit: PATH (node_modules/.bin first), HOME, LANG, the
+# variables in shared/.env, PORT_VAR=PORT, and DEPLOY_APP_ROOT (how stop() knows its app);
+# nothing else of the SSH session. Output goes to logs/app.log.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd -P) || exit 1
+pidfile="$root/run/app.pid"
+log="$root/logs/app.log"
+
+# Any process of group $1 that is not a zombie (fields after "comm)": state ppid pgrp ...).
+group_alive() {
+  g=$1
+  for f in /proc/[0-9]*/stat; do
+    read -r s 2>/dev/null < "$f" || continue
+    s=${s##*) }
+    set -- $s
+    [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+
+# The pid in the pidfile, if its group is alive and its leader (when still there) is this root's app.
+app_pid() {
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  case $pid in ''|*[!0-9]*) return 1 ;; esac
+  if [ -r "/proc/$pid/environ" ]; then
+    tr '\000' '\n' < "/proc/$pid/environ" | grep -qxF "DEPLOY_APP_ROOT=$root" || return 1
+  fi
+  group_alive "$pid" || return 1
+  echo "$pid"
+}
+
+stop() {
+  if pid=$(app_pid); then
+    kill -TERM -"$pid" 2>/dev/null
+    i=0
+    while group_alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if group_alive "$pid"; then
+      kill -KILL -"$pid" 2>/dev/null
+      i=0
+      while group_alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    fi
+    echo "stopped $pid"
+  fi
+  rm -f "$pidfile"
+}
+
+start() {
+  [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
+  stop >/dev/null
+  mkdir -p "$root/run" "$root/logs"
+  cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
+  printf -- '--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cat RELEASE 2>/dev/null)" "$2" >> "$log"
+  # In the background of a non-interactive shell the child is no group leader, so setsid
+  # makes it one without forking: $! is the app's pid, session and process group.
+  DEPLOY_APP_ROOT=$root setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
+  echo $! > "$pidfile"
+  echo "started $!"
+}
+
+run() {
+  port_var=$1 port=$2
+  shift 3
+  cd "$root/current" || exit 1
+  here=$(pwd -P)   # this release, not whatever `current` points to later
+  exec env -i "PATH=$here/node_modules/.bin:${PATH:-/usr/local/bin:/usr/bin:/bin}" "HOME=${HOME:-/}" \
+    "LANG=${LANG:-C.UTF-8}" "DEPLOY_APP_ROOT=$root" "$root/bin/app" _exec "$port_var" "$port" -- "$@"
+}
+
+# With a clean environment: the variables of shared/.env, then the port, then the app.
+_exec() {
+  port_var=$1 port=$2
+  shift 3
+  cr=$(printf '\r')
+  if [ -r "$root/shared/.env" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      line=${line%"$cr"}
+      line=${line#"${line%%[![:space:]]*}"}
+      case $line in '' | '#'*) continue ;; esac
+      case $line in 'export '*) line=${line#export } ;; esac
+      case $line in *=*) ;; *) continue ;; esac
+      key=${line%%=*} val=${line#*=}
+      key=${key%"${key##*[![:space:]]}"}
+      val=${val#"${val%%[![:space:]]*}"}
+      case $key in '' | [0-9]* | *[!A-Za-z0-9_]*) continue ;; esac
+      case $val in
+        \"*\") val=${val#\"} val=${val%\"} ;;
+        \'*\') val=${val#\'} val=${val%\'} ;;
+      esac
+      export "$key=$val"
+    done < "$root/shared/.env"
+  fi
+  export "$port_var=$port" "DEPLOY_APP_ROOT=$root"
+  exec "$@"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  start | restart) start "$@" ;;
+  stop) stop ;;
+  status) if pid=$(app_pid); then echo "running $pid"; else echo stopped; exit 3; fi ;;
+  run) run "$@" ;;
+  _exec) _exec "$@" ;;
+  *) echo "usage: app start|restart|stop|status|run" >&2; exit 2 ;;
+esac
+'''
+APP_STOPPED_EXIT = 3
+
+
+def supervisor_path(t: Target) -> str:
+    return _p(t, "bin", "app")
+
+
+def install_supervisor_command(t: Target) -> str:
+    """Write bin/app (temp name, then rename: a running `app` is never half-written)."""
+    tmp = _p(t, "bin", ".app.new")
+    return _and(sh("mkdir", "-p", _p(t, "bin")), f"printf %s {sh(SUPERVISOR)} > {sh(tmp)}",
+                sh("chmod", "755", tmp), sh("mv", "-f", tmp, supervisor_path(t)))
+
+
+def supervise_command(t: Target, action: str, port_var: str = "", port: int = 0,
+                      argv: Sequence[str] = ()) -> str:
+    """`bin/app start|restart PORT_VAR PORT -- ARGV` / `bin/app stop|status`."""
+    if action in ("start", "restart"):
+        return sh(supervisor_path(t), action, port_var, port, "--", *argv)
+    if action in ("stop", "status"):
+        return sh(supervisor_path(t), action)
+    raise ValueError(f"unknown supervisor action {action!r}")
+
+
+def unit_name(t: Target) -> str:
+    """The systemd user unit of the app under this deploy_to (one per deploy_to)."""
+    import hashlib
+
+    return f"occ-app-{hashlib.sha256(t.deploy_to.encode()).hexdigest()[:12]}.service"
+
+
+def _systemd_quote(arg: str) -> str:
+    # systemd.service(5) "Command lines": double quotes, backslash escapes, and "$"/"%"
+    # doubled so that neither variable expansion nor specifiers touch the argument.
+    esc = str(arg).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{esc}"'
+
+
+def unit_text(t: Target, port_var: str, port: int, argv: Sequence[str]) -> str:
+    """A user unit that runs the app through `bin/app run` (the same explicit environment as
+    the sh supervisor), restarted on failure, stopped as a whole control group."""
+    cmd = " ".join(_systemd_quote(a) for a in (supervisor_path(t), "run", port_var, str(port), "--", *argv))
+    return ("[Unit]\n"
+            f"Description=app released by the deploy toolkit under {t.deploy_to}\n"
+            "[Service]\n"
+            f"WorkingDirectory={t.deploy_to}/current\n"
+            f"ExecStart={cmd}\n"
+            "Restart=on-failure\n"
+            "KillMode=control-group\n"
+            f"StandardOutput=append:{t.deploy_to}/logs/app.log\n"
+            f"StandardError=append:{t.deploy_to}/logs/app.log\n"
+            "[Install]\n"
+            "WantedBy=default.target\n")
+
+
+def systemd_restart_command(t: Target, unit: str) -> str:
+    """Install the unit (if changed, systemd reloads it) and restart it."""
+    name = unit_name(t)
+    path = f'"$HOME"/.config/systemd/user/{name}'
+    return _and('mkdir -p "$HOME"/.config/systemd/user', sh("mkdir", "-p", _p(t, "logs")),
+                f"printf %s {sh(unit)} > {path}", "systemctl --user daemon-reload",
+                sh("systemctl", "--user", "restart", name))
+
+
+def stop_app_command(t: Target) -> str:
+    """Stop the app whichever way it was supervised (the undo of a first release)."""
+    return (f"if [ -x {sh(supervisor_path(t))} ]; then {supervise_command(t, 'stop')}; fi; "
+            f"if command -v systemctl >/dev/null 2>&1; then "
+            f"{sh('systemctl', '--user', 'stop', unit_name(t))} 2>/dev/null; fi; true")
+
+
+def start_facts_command(t: Target, release_id: str, *, want_package: bool, probe_systemd: bool) -> str:
+    """What choosing the start needs from the host, in sections: can this user run a
+    systemd user unit; the release's package.json (for the start script)."""
+    parts = []
+    if probe_systemd:
+        parts += ["echo '== supervisor'",
+                  "if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; "
+                  "then echo systemd; else echo sh; fi"]
+    if want_package:
+        pkg = _p(t, "releases", release_id, "package.json")
+        parts += ["echo '== package'", f"cat {sh(pkg)} 2>/dev/null || true"]
+    return "; ".join(parts)
+
+
+def parse_start_facts(text: str) -> tuple[str | None, str | None]:
+    """(supervisor "systemd"/"sh" or None, package.json text or None)."""
+    sup, pkg, cur = None, [], None
+    for line in text.splitlines():
+        if line in ("== supervisor", "== package"):
+            cur = line[3:]
+        elif cur == "supervisor" and line.strip():
+            sup = line.strip()
+        elif cur == "package":
+            pkg.append(line)
+    return sup, ("\n".join(pkg) if cur == "package" or pkg else None)
+
+
 # ---------------------------------------------------------------- connections
 
 class _HostError(Exception):
@@ -353,27 +690,29 @@ def _holder() -> str:
 
 
 def _connect(section, t: Target, config=None):
-    """An open Fabric Connection that refuses unknown or changed host keys."""
-    from fabric import Connection
-    from paramiko import RejectPolicy
+    """An open Fabric Connection that refuses unknown, changed or revoked host keys:
+    the known hosts files ssh would read for the host (or hosts.known_hosts), and the
+    same rule for every ProxyJump gateway on the way (Fabric's own gateways add
+    unknown keys). HostName, IdentityFile, ProxyCommand come from ssh_config."""
+    from fabric import Config
 
-    known = os.path.expanduser(section.known_hosts)
+    config = config or Config()
+    opts = config.base_ssh_config.lookup(t.host)
     kwargs: dict = {}
     if section.key_file:
         kwargs = {"key_filename": os.path.expanduser(section.key_file), "look_for_keys": False, "allow_agent": False}
-    c = Connection(t.host, user=t.user, port=t.port, config=config,
-                   connect_timeout=max(1, int(round(section.connect_timeout))), connect_kwargs=kwargs)
-    if not os.path.isfile(known):
-        raise _HostError(f"known_hosts file {known} does not exist, so the host key of {t.name} cannot be checked "
-                         "(set hosts.known_hosts)")
-    # Fabric adds unknown host keys by default (AutoAddPolicy); a deploy must not.
-    c.client.load_host_keys(known)
-    c.client.set_missing_host_key_policy(RejectPolicy())
+    label = t.name if opts.get("hostname", t.host) == t.host else f"{t.name} (HostName {opts['hostname']})"
+    gateway = _gateway(section, config, t.host, opts, kwargs, label, depth=0)
+    try:
+        c = _strict_connection(section, config, t.host, t.user, t.port, kwargs, gateway, opts, label)
+    except _HostError:
+        _close_chain(gateway)
+        raise
     try:
         c.open()
     except Exception as e:  # noqa: BLE001 - mapped to a message naming the host
         c.close()
-        raise _HostError(_connect_error(section, t, e)) from None
+        raise _HostError(_ssh_error(section, t, label, e)) from None
     # Paramiko leaves Nagle on; with the peer's delayed ACKs every short command then
     # stalls ~40 ms (measured: 45 ms -> 12 ms per `run` on loopback).
     try:
@@ -381,6 +720,170 @@ def _connect(section, t: Target, config=None):
     except (OSError, AttributeError):
         pass  # a gateway/proxy socket; correctness does not depend on it
     return c
+
+
+class _KeyRefused(Exception):
+    """Raised by the host key policy: the server's key is unknown or revoked."""
+
+
+_CONNECTION_CLASS = None
+
+
+def _connection_class():
+    """Fabric's Connection, closing its gateway chain with it (Fabric leaves it open)."""
+    global _CONNECTION_CLASS
+    if _CONNECTION_CLASS is None:
+        from fabric import Connection
+
+        class StrictConnection(Connection):
+            def close(self):
+                try:
+                    super().close()
+                finally:
+                    if isinstance(self.gateway, Connection):
+                        self.gateway.close()
+
+        _CONNECTION_CLASS = StrictConnection
+    return _CONNECTION_CLASS
+
+
+def _close_chain(conn) -> None:
+    if conn is not None and not isinstance(conn, (str, bool)):
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _strict_connection(section, config, host: str, user, port, kwargs: dict, gateway, opts: dict, label: str):
+    """A not-yet-open Connection to `host` (an alias is fine) whose client knows exactly
+    the keys of its known hosts files, minus revoked ones, and rejects every other key."""
+    from paramiko import MissingHostKeyPolicy
+    from paramiko.hostkeys import HostKeyEntry
+
+    files, explicit = known_hosts_files(section.known_hosts, opts, home=os.path.expanduser("~"),
+                                        local_user=_local_user())
+    present = [f for f in files if os.path.isfile(f)]
+    missing = [f for f in files if f not in present]
+    if explicit and missing:
+        raise _HostError(f"known_hosts file {', '.join(missing)} does not exist, so the host key of {label} cannot be "
+                         "checked: fix hosts.known_hosts, or remove it to use the files ssh_config names")
+    if not present:
+        raise _HostError(f"no known hosts file exists for {label} (looked in {', '.join(files) or 'none'}), so its host "
+                         "key cannot be checked: add the host's verified key to ~/.ssh/known_hosts "
+                         "(ssh-keyscan, compare the fingerprint), or set hosts.known_hosts")
+    revoked: set[tuple[str, str]] = set()
+    keys = []
+    for f in present:
+        try:
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                parsed = parse_known_hosts(fh.read())
+        except OSError as e:
+            raise _HostError(f"known hosts file {f} cannot be read ({e.strerror}): fix its permissions") from None
+        revoked.update(parsed.revoked)
+        keys += parsed.entries
+
+    class Policy(MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            if (key.get_name(), key.get_base64()) in revoked:
+                raise _KeyRefused(f"host key of {label} is REVOKED (an @revoked line in {', '.join(present)}); "
+                                  "refusing to connect: the host must get a new key, then add the verified new key")
+            raise _KeyRefused(f"host {c.host}:{c.port} is not in {' or '.join(present)} ({label}): add its verified "
+                              f"key (ssh-keyscan -p {c.port} {c.host}, compare the fingerprint, append it to "
+                              f"{present[0]})")
+
+    Connection = _connection_class()
+    c = Connection(host, user=user, port=port, config=config, gateway=gateway if gateway is not None else False,
+                   connect_timeout=max(1, int(round(section.connect_timeout))), connect_kwargs=dict(kwargs))
+    table = c.client.get_host_keys()
+    for names, keytype, blob in keys:
+        if (keytype, blob) in revoked:
+            continue  # a revoked key is never trusted, whatever other line lists it
+        try:
+            entry = HostKeyEntry.from_line(f"{','.join(names)} {keytype} {blob}")
+        except Exception:  # noqa: BLE001 - an undecodable key: skipped like a malformed line
+            continue
+        if entry is None:
+            continue
+        for name in names:
+            if keytype not in (table.lookup(name) or {}):   # the first file that lists it wins
+                table.add(name, keytype, entry.key)
+    c.client.set_missing_host_key_policy(Policy())
+    return c
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+MAX_JUMPS = 8
+
+
+def _gateway(section, config, host: str, opts: dict, kwargs: dict, label: str, depth: int):
+    """What `host` is reached through: an OPEN strict Connection chain for ProxyJump
+    (hops left to right; the first hop's own ssh_config ProxyJump applies to it, as
+    `ssh -J` does), the ProxyCommand string, or None."""
+    jump = str(opts.get("proxyjump") or "").strip()
+    if jump.lower() == "none":
+        jump = ""
+    if not jump:
+        cmd = str(opts.get("proxycommand") or "").strip()
+        return cmd if cmd and cmd.lower() != "none" else None
+    if depth >= MAX_JUMPS:
+        raise _HostError(f"ProxyJump for {label} goes through more than {MAX_JUMPS} gateways (a loop in "
+                         "~/.ssh/config?): fix the ProxyJump lines")
+    prev = None
+    try:
+        for i, hop in enumerate(h.strip() for h in jump.split(",") if h.strip()):
+            m = _ADDRESS.match(hop.removeprefix("ssh://"))
+            if not m:
+                raise _HostError(f"ProxyJump {hop!r} for {label} is not a host (ssh_config): write [user@]host[:port]")
+            hop_host = m["host"].strip("[]")
+            if hop_host == host:
+                return None  # a wildcard block naming the host as its own gateway (Fabric does the same)
+            hop_opts = config.base_ssh_config.lookup(hop_host)
+            hop_label = f"gateway {hop} for {label}"
+            gw = prev if i else _gateway(section, config, hop_host, hop_opts, kwargs, hop_label, depth + 1)
+            prev = gw
+            conn = _strict_connection(section, config, hop_host, m["user"] or None,
+                                      int(m["port"]) if m["port"] else None, kwargs, gw, hop_opts, hop_label)
+            prev = conn
+            try:
+                conn.open()
+            except Exception as e:  # noqa: BLE001 - mapped to a message naming the gateway
+                raise _HostError(_gateway_error(hop_label, conn, e)) from None
+        return prev
+    except _HostError:
+        _close_chain(prev)
+        raise
+
+
+def _gateway_error(label: str, conn, e: Exception) -> str:
+    from paramiko.ssh_exception import AuthenticationException, BadHostKeyException
+
+    if isinstance(e, _KeyRefused):
+        return str(e)
+    if isinstance(e, BadHostKeyException):
+        return (f"host key of {label} ({conn.host}:{conn.port}) does NOT match the known hosts files; refusing to "
+                "connect: verify the new key, then update known_hosts")
+    if isinstance(e, AuthenticationException):
+        return f"authentication as {conn.user} on {label} ({conn.host}:{conn.port}) failed: check the user and key"
+    why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return f"cannot reach {label} ({conn.host}:{conn.port}): {why}"
+
+
+def _ssh_error(section, t: Target, label: str, e: Exception) -> str:
+    from paramiko.ssh_exception import BadHostKeyException
+
+    if isinstance(e, _KeyRefused):
+        return str(e)
+    if isinstance(e, BadHostKeyException):
+        return (f"host key of {label} does NOT match the known hosts files (the host was reinstalled, or someone is "
+                "in between); refusing to connect: verify the new key, then update known_hosts")
+    return _connect_error(section, t, e)
 
 
 def _connect_error(section, t: Target, e: Exception) -> str:
@@ -447,6 +950,8 @@ class _Host:
     probe: tuple[bool, int | None] | None = None
     error: str = ""
     started: float = field(default_factory=time.monotonic)
+    app: AppSection | None = None         # the release contract: start, port_var, health
+    supervisor: str = ""                  # "systemd" or "sh" once chosen for this host
 
 
 def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel: int) -> None:
@@ -628,13 +1133,15 @@ def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
 # ---------------------------------------------------------------- release
 
 def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
-            env: dict[str, str] | None = None) -> list[HostResult]:
+            env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
     """Release `artifact` to every host; all switch, or none stays switched.
 
     Returns one HostResult per host (in settings order) when every host is on the new
     release and healthy; raises HostFailed carrying every host's outcome otherwise, and
     LockHeld when another run holds a host's lock. A re-run with the same `run_id`
     (after a crash) takes over its own lock and finishes the release.
+    `keep_lock`: the run took the lock itself (acquire_lock) and releases it when it ends.
     """
     release_id = validate_release_id(artifact.release_id)
     env = _check_env(env)
@@ -644,36 +1151,38 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
     local = Path(artifact.path)
     if not local.is_file():
         raise SettingsError(f"Artifact {local} does not exist.", "Build it first (invoke build).")
-    ts = targets(section)
+    ts = targets(section, app)
     now = now or _now()
-    hs = [_Host(t) for t in ts]
+    hs = [_Host(t, app=app) for t in ts]
     upload_name = f"{release_id}.tar.gz"
     try:
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
         _raise_if_locked(hs, section, now)
         if any(h.error for h in hs):
-            _abort_before_switch(section, hs)
+            _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs, "before any host switched; every host stays on its release")
 
         _parallel(hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env or {}),
                   section.max_parallel)
         if any(h.error for h in hs):
-            _abort_before_switch(section, hs)
+            _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs,
                           "while preparing, before any host switched; every host stays on its release")
 
         _parallel(hs, lambda h: _go_live(section, h, release_id, env or {}), section.max_parallel)
         if any(h.error for h in hs):
             _switch_back(section, hs, release_id, env or {})
-            _unlock_all(section, hs)
+            if not keep_lock:
+                _unlock_all(section, hs)
             raise _failed(f"release {release_id}", hs, _after_switch_summary(hs))
 
         def finish(h: _Host) -> None:
             prev = h.state.current if h.state else None
             prune = prune_list((*h.state.releases, release_id), section.keep_releases, (release_id, prev))
             line = f"{now.isoformat()} release {release_id} (was {prev or '-'}) by {_holder()} run {run_id}"
-            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=True), section, "pruning and unlocking")
-            h.locked = False
+            _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=not keep_lock), section,
+                 "pruning and unlocking")
+            h.locked = keep_lock
 
         _parallel(hs, finish, section.max_parallel)
         results = _results(hs)
@@ -703,17 +1212,95 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
         # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
         return _hook_before_switch(section, h, release_id, env)
     upload = _p(t, ".uploads", upload_name)
-    if st.upload_sha256 != artifact.sha256:
-        try:
-            h.conn.put(str(local), upload)
-        except Exception as e:  # noqa: BLE001 - SFTP errors are IOError or SSHException
-            raise _HostError(f"uploading {local.name} to {upload} failed: {e}{_space_note(section, h, local, upload)}") from None
+    # Set before the upload: a failed upload's partial file is removed by the cleanup too.
     h.pending = release_id
     h.made_dir = True
+    if st.upload_sha256 != artifact.sha256:
+        _upload(section, h, local, upload)
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
          section, f"unpacking releases/{release_id}")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
+
+
+class _UploadWedged(_HostError):
+    """The upload stopped making progress or ran out of time: the connection is unusable."""
+
+
+def _upload(section, h: _Host, local: Path, upload: str) -> None:
+    """SFTP `local` to `upload` on h's host, bounded: a stall (no reply or send window for
+    hosts.upload_stall_timeout s) or the whole upload passing hosts.upload_timeout s fails
+    with a message naming the host, and the frozen connection is replaced for the cleanup.
+
+    Fabric's `put` has no bound at all (paramiko opens the channel with a 1-hour timeout,
+    then waits on SFTP replies forever), so the channel is opened here: its timeout bounds
+    every single wait (paramiko's Channel.settimeout covers recv and the send window),
+    and a timer closes the transport when the overall deadline passes, which wakes every
+    wait that has no timeout of its own (`invoke_subsystem`)."""
+    import threading
+
+    from paramiko import SFTPClient
+
+    t = h.t
+    stall = max(1.0, float(section.upload_stall_timeout))
+    overall = max(stall, float(section.upload_timeout))
+    transport = h.conn.transport
+    # Keepalives keep NAT and firewall state of a long upload's connection alive.
+    transport.set_keepalive(max(1, int(stall // 3)))
+    size = local.stat().st_size
+    sent = [0]
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        transport.close()
+
+    timer = threading.Timer(overall, expire)
+    timer.daemon = True
+    timer.start()
+    sftp = None
+    try:
+        chan = transport.open_session(timeout=stall)
+        chan.settimeout(stall)
+        chan.invoke_subsystem("sftp")
+        sftp = SFTPClient(chan)
+        sftp.put(str(local), upload, callback=lambda done, _total: sent.__setitem__(0, done), confirm=True)
+        sftp.chmod(upload, local.stat().st_mode & 0o777)    # as Fabric's put(preserve_mode=True) did
+    except Exception as e:  # noqa: BLE001 - SFTP errors are IOError, EOFError, socket.timeout or SSHException
+        if expired.is_set():
+            why = (f"did not finish within {overall:g}s (hosts.upload_timeout; {sent[0]} of {size} bytes sent)")
+        elif isinstance(e, (TimeoutError, socket.timeout)):
+            why = (f"stalled: no progress for {stall:g}s after {sent[0]} of {size} bytes "
+                   f"(hosts.upload_stall_timeout)")
+        else:
+            why = ""
+        if why:
+            _replace_connection(section, h)
+            raise _UploadWedged(f"uploading {local.name} to {t.name} {why}: the host or the network froze; "
+                                f"check the host, then run again") from None
+        raise _HostError(f"uploading {local.name} to {t.name}:{upload} failed: {e}"
+                         f"{_space_note(section, h, local, upload)}") from None
+    finally:
+        timer.cancel()
+        if sftp is not None and not expired.is_set():
+            try:
+                sftp.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _replace_connection(section, h: _Host) -> None:
+    """Drop a frozen connection and open a fresh one for the cleanup (unlock, remove the
+    partial upload); if the host cannot be reached again, the cleanup skips it."""
+    try:
+        h.conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+    h.conn = None
+    try:
+        h.conn = _connect(section, h.t)
+    except Exception:  # noqa: BLE001 - the upload error is what the table shows
+        h.conn = None
 
 
 def _check_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -731,6 +1318,29 @@ def _check_env(env: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def hook_env(section: HostsSection, environ) -> dict[str, str]:
+    """The deployer's variables that hosts.hook_env names, for the before_switch and
+    restart hooks (which get these, the release variables and the host login's own
+    environment: nothing else of the deployer's). SettingsError for an unset name or a
+    value holding a secret: hook variables travel on the remote command line."""
+    from deploy.redact import Secret, redact
+
+    out: dict[str, str] = {}
+    for name in section.hook_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SettingsError(f"hosts.hook_env: {name!r} is not a shell variable name.")
+        value = environ.get(name)
+        if value is None:
+            raise SettingsError(f"hosts.hook_env names {name}, but {name} is not set.",
+                                f"Export {name}, or remove it from hosts.hook_env.")
+        if isinstance(value, Secret) or redact(value) != value:
+            raise SettingsError(
+                f"hosts.hook_env names {name}, which holds a secret; hook variables travel on the remote "
+                "command line.", "Keep secrets in <deploy_to>/shared/.env on the host (linked into every release).")
+        out[name] = str(value)
+    return out
+
+
 def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:
     return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": (h.state.current or "") if h.state else "",
             "DEPLOY_TO": h.t.deploy_to, "DEPLOY_HOST": h.t.name, **extra}
@@ -743,7 +1353,7 @@ def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
              section, "before_switch hook")
 
 
-def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
+def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> None:
     """Remove the half-made release dirs and unlock; no host has switched."""
     for h in hs:
         if h.conn is None:
@@ -755,7 +1365,8 @@ def _abort_before_switch(section, hs: Sequence[_Host]) -> None:
                                      _p(h.t, ".uploads", f"{rid}.tar.gz")), section, "cleaning up")
         except _HostError as e:
             h.error = h.error or f"cleanup failed: {e}"
-    _unlock_all(section, hs)
+    if unlock:
+        _unlock_all(section, hs)
 
 
 def _release_of(h: _Host) -> str:
@@ -768,17 +1379,67 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
         _run(h.conn, t, switch_command(t, release_id), section, "switching current")
     h.switched = True
     h.release = release_id
+    _start_app(section, h, release_id, env, "restart")
+    _health(section, h)
+
+
+def _contract(h: _Host) -> AppSection:
+    from deploy.config import AppSection
+
+    return h.app or AppSection()
+
+
+def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
+    """Restart the app on `current`: the operator's restart hook when one is set, else the
+    toolkit's supervisor (a systemd user unit where usable, else bin/app)."""
+    t = h.t
     if section.restart:
         _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env)),
-             section, "restart hook")
-    _health(section, h)
+             section, f"{what} hook" if what == "restart" else f"restart hook ({what})")
+        return
+    from deploy.build import start_argv
+
+    app = _contract(h)
+    want_pkg = not isinstance(app.start, tuple)
+    probe = section.supervisor == "auto" and not h.supervisor
+    pkg_text = None
+    if want_pkg or probe:
+        r = _run(h.conn, t, start_facts_command(t, release_id, want_package=want_pkg, probe_systemd=probe),
+                 section, "reading the start command")
+        found, pkg_text = parse_start_facts(r.stdout)
+        if probe:
+            h.supervisor = found or "sh"
+    h.supervisor = h.supervisor or section.supervisor
+    pkg = {}
+    if want_pkg:
+        import json
+
+        try:
+            pkg = json.loads(pkg_text or "")
+        except ValueError:
+            raise _HostError(f"releases/{release_id}/package.json is missing or not JSON, so the start script "
+                             "is unknown (set [app] start)") from None
+    try:
+        argv = start_argv(app, pkg if isinstance(pkg, dict) else {}, f"releases/{release_id}")
+    except SettingsError as e:
+        raise _HostError(e.message) from None
+    if h.supervisor == "systemd":
+        cmd = _and(install_supervisor_command(t), systemd_restart_command(t, unit_text(t, app.port_var, t.app_port, argv)))
+    else:
+        cmd = _and(install_supervisor_command(t), supervise_command(t, "restart", app.port_var, t.app_port, argv))
+    _run(h.conn, t, cmd, section, f"starting the app ({what})")
+
+
+def _ready_timeout(section, h: _Host) -> float:
+    return section.health_timeout or _contract(h).ready_timeout
 
 
 def _health(section, h: _Host) -> None:
     t = h.t
+    timeout = _ready_timeout(section, h)
     if section.health_command:
         cmd = f"cd {sh(_p(t, 'current'))} && {section.health_command}"
-        deadline = time.monotonic() + section.health_timeout
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 _run(h.conn, t, cmd, section, "health command")
@@ -788,25 +1449,42 @@ def _health(section, h: _Host) -> None:
                     raise
                 time.sleep(0.2)
     if t.health_url:
-        err = http_health(t.health_url, section.health_timeout)
-        if err:
-            raise _HostError(f"health check {t.health_url} failed: {err}")
+        supervised = not section.restart and h.supervisor == "sh"
+        deadline = time.monotonic() + timeout
+        while True:
+            err = http_health(t.health_url, min(1.0, max(0.1, deadline - time.monotonic())))
+            if not err:
+                return
+            # Between probes, ask the supervisor: an app that exited fails now, not after the timeout.
+            gone = supervised and _run(h.conn, t, supervise_command(t, "status"), section, "app status",
+                                       ok_codes=(0, APP_STOPPED_EXIT)).exited == APP_STOPPED_EXIT
+            if gone or time.monotonic() >= deadline:
+                why = "the app exited" if gone else f"{err}, waited {timeout:g}s"
+                raise _HostError(f"health check {t.health_url} failed ({why}){_app_log_tail(section, h)}")
+
+
+def _app_log_tail(section, h: _Host) -> str:
+    """The last lines of the app's log on the host, for the error message (best effort)."""
+    if section.restart:
+        return ""
+    try:
+        r = _run(h.conn, h.t, f"tail -n 8 {sh(_p(h.t, 'logs', 'app.log'))} 2>/dev/null || true", section, "reading the log")
+    except _HostError:
+        return ""
+    text = r.stdout.strip()
+    return f"; last lines of {_p(h.t, 'logs', 'app.log')}:\n{text}" if text else ""
 
 
 def http_health(url: str, timeout: float, interval: float = 0.1) -> str:
-    """GET `url` until it answers 2xx/3xx or `timeout` passes; '' when healthy, else the last problem."""
+    """GET `url` until it answers 2xx/3xx (redirects not followed) or `timeout` passes;
+    '' when healthy, else the last problem."""
+    from deploy.smoke import probe
+
     deadline = time.monotonic() + timeout
-    last = "no answer"
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=min(5.0, max(0.5, timeout))) as r:
-                if 200 <= r.status < 400:
-                    return ""
-                last = f"HTTP {r.status}"
-        except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError) as e:
-            last = str(getattr(e, "reason", e))
+        last = probe(url, timeout=min(5.0, max(0.5, timeout)))
+        if not last:
+            return ""
         if time.monotonic() >= deadline:
             return f"{last} (waited {timeout:g}s)"
         time.sleep(interval)
@@ -836,11 +1514,14 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
     t = h.t
     if prev:
         _run(h.conn, t, switch_command(t, prev), section, f"switching back to {prev}")
-        if section.restart:
-            _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, prev, env)),
-                 section, "restart hook (after switching back)")
+        _start_app(section, h, prev, env, "after switching back")
+        if not section.restart:
+            _health(section, h)   # the supervisor returns at once; a hook returns when its app is up
     else:
-        _run(h.conn, t, unlink_current_command(t), section, "removing current (there was no previous release)")
+        # There was no release before: no app may be left running (the hook's app is the
+        # operator's to stop; the toolkit's supervisor or unit is stopped here).
+        cmd = unlink_current_command(t) if section.restart else _and(stop_app_command(t), unlink_current_command(t))
+        _run(h.conn, t, cmd, section, "stopping the app and removing current (there was no previous release)")
 
 
 def _after_switch_summary(hs: Sequence[_Host]) -> str:
@@ -854,14 +1535,15 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 # ---------------------------------------------------------------- undo, rollback
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
-                 env: dict[str, str] | None = None) -> list[HostResult]:
+                 env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
     validate_release_id(release_id)
     env = _check_env(env)
     now = now or _now()
-    hs = [_Host(t) for t in targets(section)]
+    hs = [_Host(t, app=app) for t in targets(section, app)]
     try:
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=None, lock=True)
         _raise_if_locked(hs, section, now)
@@ -883,7 +1565,8 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
             _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
 
         _parallel(hs, one, section.max_parallel)
-        _unlock_all(section, hs)
+        if not keep_lock:
+            _unlock_all(section, hs)
         results = _results(hs)
         # For an undo, `previous` is what the host was on before the undo.
         if any(not r.ok for r in results):
@@ -896,7 +1579,7 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
 
 
 def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: datetime | None = None,
-             env: dict[str, str] | None = None) -> list[HostResult]:
+             env: dict[str, str] | None = None, app: AppSection | None = None) -> list[HostResult]:
     """Switch every host to release `to` (default: the release before current, which
     must be the same on all hosts), restart and check health. Checks every host before
     switching any; a failure after switching returns the switched hosts."""
@@ -904,7 +1587,7 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
         validate_release_id(to)
     env = _check_env(env)
     now = now or _now()
-    hs = [_Host(t) for t in targets(section)]
+    hs = [_Host(t, app=app) for t in targets(section, app)]
     try:
         _open_all(section, hs, run_id=run_id, release_id=to or "rollback", now=now, upload_name=None, lock=True)
         _raise_if_locked(hs, section, now)

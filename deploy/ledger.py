@@ -5,6 +5,16 @@ runner at one Postgres so they share locks and history. Times are stored as UTC 
 seconds (floats): comparable and portable across both databases.
 
 SQLAlchemy is imported when a ledger is opened, never at start-up.
+
+The schema is versioned (`deploy_schema`, one row) and migrated forward when a ledger is
+opened, before anything else reads or writes it: ordered migrations in MIGRATIONS, each a
+small DDL change. A ledger made before versioning (no `deploy_schema`) gets the columns it
+lacks when they are nullable, or a clear error naming the table and column; a ledger newer
+than this toolkit is refused. (Alembic would do the same with more machinery; this schema is
+six tables and a handful of additive changes, and it must stay out of `invoke --list`.)
+
+Run state is stored exactly (deploy/facts.py: no redaction, typed facts, no `Secret`);
+the text fields (errors, step results) are messages and are redacted like any output.
 """
 
 from __future__ import annotations
@@ -17,12 +27,25 @@ import os
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.errors import LedgerError, LockHeld
+from deploy import facts
+from deploy.errors import DeployError, LedgerError, LockHeld
+from deploy.dburl import mask as dburl_mask
 from deploy.redact import mask_url, redact
+
+SCHEMA_VERSION = 2
+# Ordered forward migrations: (version it makes, what it adds, [(table, column)]). Version 1
+# is the schema as it was before versioning; its missing nullable columns are filled in too.
+MIGRATIONS = [
+    (2, "deploy_locks.heartbeat_at: the holder's last sign of life (the staleness bound of --break-lock)",
+     [("deploy_locks", "heartbeat_at")]),
+]
+HEARTBEAT_SECONDS = 10.0     # a running runner refreshes its lock this often
+STALE_AFTER_SECONDS = 120.0  # a lock on another machine silent this long may be taken over with --break-lock
 
 RUN_ACTIVE = ("running",)
 RUN_FINAL = ("succeeded", "failed", "rolled_back", "aborted", "failed_in_place")
@@ -84,6 +107,13 @@ def _schema():
         Column("pid", Integer, nullable=False),
         Column("acquired_at", Float, nullable=False),
         Column("purpose", String(64), nullable=False),
+        Column("heartbeat_at", Float),
+    )
+    schema = Table(
+        "deploy_schema", md,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("version", Integer, nullable=False),
+        Column("migrated_at", Float, nullable=False),
     )
     approvals = Table(
         "deploy_approvals", md,
@@ -109,7 +139,72 @@ def _schema():
         Column("run_id", String(32)),
         Column("note", Text),
     )
-    return md, dict(runs=runs, steps=steps, releases=releases, locks=locks, approvals=approvals, drills=drills)
+    return md, dict(runs=runs, steps=steps, releases=releases, locks=locks, approvals=approvals, drills=drills,
+                    schema=schema)
+
+
+def _prepare_schema(engine, md, tables, where: str) -> None:
+    """Create a fresh ledger, or migrate an older one forward; LedgerError (before any
+    change) for a newer or unrecognisable one."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(2):  # two runners migrating at once: the loser re-checks
+        try:
+            insp = inspect(engine)
+            existing = set(insp.get_table_names())
+            ours = {t.name for t in tables.values()}
+            if not existing & ours:
+                md.create_all(engine)
+                with engine.begin() as c:
+                    c.execute(tables["schema"].insert().values(id=1, version=SCHEMA_VERSION, migrated_at=time.time()))
+                return
+            version = 1
+            if "deploy_schema" in existing:
+                with engine.connect() as c:
+                    row = c.execute(text("SELECT max(version) FROM deploy_schema")).first()
+                version = int(row[0]) if row and row[0] is not None else 1
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"The ledger at {where} has schema version {version}, newer than this toolkit knows "
+                    f"({SCHEMA_VERSION}); nothing was changed.",
+                    "Use the toolkit version that wrote it (pull the latest main), or point DEPLOY_LEDGER_URL "
+                    "at another ledger.",
+                )
+            todo = []  # (table, Column) to add
+            for name, t in tables.items():
+                if t.name not in existing:
+                    continue  # created below
+                have = {c["name"] for c in insp.get_columns(t.name)}
+                for col in t.columns:
+                    if col.name in have:
+                        continue
+                    added_by = next((v for v, _, cols in MIGRATIONS if (t.name, col.name) in cols), None)
+                    if added_by is not None and added_by <= version:
+                        raise LedgerError(
+                            f"The ledger at {where} says schema version {version} but its table {t.name} lacks "
+                            f"column {col.name}; nothing was changed.",
+                            "Someone altered it by hand: restore the ledger from a backup, or add the column back.")
+                    if not col.nullable:
+                        raise LedgerError(
+                            f"The ledger at {where} is older than this toolkit and its table {t.name} lacks the "
+                            f"required column {col.name}, which cannot be filled in; nothing was changed.",
+                            "Move it aside (it keeps the old history) so a new ledger is created, or restore one "
+                            "written by this toolkit.")
+                    todo.append((t, col))
+            if version == SCHEMA_VERSION and not todo and set(t.name for t in tables.values()) <= existing:
+                return
+            with engine.begin() as c:
+                md.create_all(c, checkfirst=True)
+                for t, col in todo:
+                    ddl = col.type.compile(dialect=engine.dialect)
+                    c.execute(text(f'ALTER TABLE {t.name} ADD COLUMN {col.name} {ddl}'))
+                c.execute(tables["schema"].delete())
+                c.execute(tables["schema"].insert().values(id=1, version=SCHEMA_VERSION, migrated_at=time.time()))
+            return
+        except (IntegrityError, OperationalError, ProgrammingError):
+            if attempt:
+                raise
 
 
 @dataclass(frozen=True)
@@ -159,6 +254,15 @@ class LockRow:
     pid: int
     acquired_at: float
     purpose: str
+    heartbeat_at: float | None = None
+
+    @property
+    def last_seen(self) -> float:
+        """The holder's last sign of life: its heartbeat, else when it took the lock."""
+        return max(self.acquired_at, self.heartbeat_at or 0.0)
+
+    def silent_for(self, now: float | None = None) -> float:
+        return (now or time.time()) - self.last_seen
 
     def holder_alive(self) -> bool | None:
         """True/False when the holder runs on this host; None when it is elsewhere."""
@@ -170,7 +274,11 @@ class LockRow:
         age = (now or time.time()) - self.acquired_at
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
         run = f", run {self.run_id}" if self.run_id else ""
-        return f"{self.who}@{self.hostname} (pid {self.pid}{run}, {self.purpose}) since {since} ({clock.age(age)} ago)"
+        seen = ""
+        if self.heartbeat_at:
+            seen = f", last seen {clock.age(self.silent_for(now))} ago"
+        return (f"{self.who}@{self.hostname} (pid {self.pid}{run}, {self.purpose}) since {since} "
+                f"({clock.age(age)} ago{seen})")
 
 
 
@@ -193,6 +301,21 @@ def whoami() -> str:
 
 def default_url(root: Path) -> str:
     return os.environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
+
+
+def _private_ledger(path: Path, root: Path) -> None:
+    """The SQLite ledger holds the deploy history: 0600 (with its -wal/-shm), set on every
+    open so a file an older version left 0644 is fixed. Its folder is made 0700 when it is
+    the project's `.deploy/` or did not exist; a folder someone chose for it is left alone."""
+    from deploy.private import create_private, make_private, private_dir
+
+    folder = path.parent
+    if not folder.exists() or folder.resolve() == (root / ".deploy").resolve():
+        private_dir(folder)
+    if not path.exists():
+        create_private(path)    # SQLite then creates -wal/-shm with the database file's mode
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        make_private(p)
 
 
 class Ledger:
@@ -218,7 +341,7 @@ class Ledger:
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _private_ledger(path, root)
                 probe = path.parent / f".write-probe-{os.getpid()}"
                 probe.write_text("")
                 probe.unlink()
@@ -229,11 +352,18 @@ class Ledger:
                 ) from None
             kwargs["connect_args"] = {"timeout": 30}
         elif url.startswith("postgresql+psycopg://"):
+            from deploy import dburl
+
+            # libpq's reading of the URL: a raw '@' or '/' in the password is refused, masked.
+            try:
+                dburl.parse("postgresql://" + url[len("postgresql+psycopg://"):])
+            except DeployError as e:
+                raise LedgerError(f"DEPLOY_LEDGER_URL: {e.message}", e.hint) from None
             kwargs["connect_args"] = {"connect_timeout": 10}
             kwargs["pool_pre_ping"] = True
         else:
             raise LedgerError(
-                f"DEPLOY_LEDGER_URL {mask_url(url)!r} is neither sqlite:/// nor postgresql://.",
+                f"DEPLOY_LEDGER_URL {dburl_mask(url)!r} is neither sqlite:/// nor postgresql://.",
                 "Use sqlite:///path/ledger.db or postgresql://user:pass@host/db.",
             )
         try:
@@ -246,10 +376,10 @@ class Ledger:
                     cur.execute("PRAGMA busy_timeout=30000")
                     cur.close()
             md, tables = _schema()
-            md.create_all(engine)
+            _prepare_schema(engine, md, tables, mask_url(url))
         except SQLAlchemyError as e:
             raise LedgerError(
-                f"Cannot open the ledger at {mask_url(url)}: {redact(str(e.orig if hasattr(e, 'orig') else e)).strip().splitlines()[0]}",
+                f"Cannot open the ledger at {dburl_mask(url)}: {redact(str(e.orig if hasattr(e, 'orig') else e)).strip().splitlines()[0]}",
                 "Check DEPLOY_LEDGER_URL (host, credentials, database) or unset it to use the local SQLite ledger.",
             ) from None
         return cls(engine, tables)
@@ -257,16 +387,37 @@ class Ledger:
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextmanager
+    def _tx(self, what: str = "be written", *, read: bool = False):
+        """A transaction (or a read connection); a database failure (disk full, server gone)
+        becomes one LedgerError saying what could not be done."""
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+        try:
+            with (self.engine.connect() if read else self.engine.begin()) as c:
+                yield c
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as e:
+            first = (redact(str(getattr(e, "orig", None) or e)).strip().splitlines() or [type(e).__name__])[0]
+            full = "full" in first.lower() or "no space" in first.lower()
+            raise LedgerError(
+                f"The ledger could not {'be read' if read else what}: {first}",
+                "The disk holding the ledger is full (.deploy/ by default): free space there." if full else
+                "Check the ledger database (DEPLOY_LEDGER_URL, or .deploy/ledger.db) and try again.",
+            ) from None
+
     # ------------------------------------------------------------ runs and steps
     def start_run(self, *, env: str, flow: str, sha: str | None, steps: list[str], args: dict,
                   release_id: str | None = None, status: str = "running") -> str:
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
-        with self.engine.begin() as c:
+        args_json = facts.dumps(args)  # exact; a Secret in a run's arguments is refused
+        with self._tx(f"record the start of a {flow} run") as c:
             c.execute(self.t["runs"].insert().values(
                 id=run_id, env=env, flow=flow, sha=sha, release_id=release_id, status=status,
                 who=whoami(), hostname=socket.gethostname(), pid=os.getpid(), started_at=now,
-                args=json.dumps(args, default=str), state="{}",
+                args=args_json, state="{}",
             ))
             if steps:
                 c.execute(self.t["steps"].insert(), [
@@ -276,10 +427,10 @@ class Ledger:
 
     def update_run(self, run_id: str, **values) -> None:
         if "state" in values:
-            values["state"] = redact(json.dumps(values["state"], default=str))
+            values["state"] = facts.dumps(values["state"])  # exact; a Secret in it is refused
         if "error" in values and values["error"] is not None:
             values["error"] = redact(values["error"])
-        with self.engine.begin() as c:
+        with self._tx(f"record run {run_id}") as c:
             c.execute(self.t["runs"].update().where(self.t["runs"].c.id == run_id).values(**values))
 
     def adopt_run(self, run_id: str) -> None:
@@ -291,12 +442,12 @@ class Ledger:
             if values.get(k) is not None:
                 values[k] = redact(values[k])[:4000]
         t = self.t["steps"]
-        with self.engine.begin() as c:
+        with self._tx(f"record step {idx + 1} of run {run_id}") as c:
             c.execute(t.update().where((t.c.run_id == run_id) & (t.c.idx == idx)).values(**values))
 
     def run(self, run_id: str) -> RunRow:
         t = self.t["runs"]
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             row = c.execute(t.select().where(t.c.id == run_id)).mappings().first()
         if row is None:
             raise LedgerError(f"No run {run_id!r} in the ledger.", "List runs with `invoke status`.")
@@ -304,7 +455,7 @@ class Ledger:
 
     def steps(self, run_id: str) -> list[StepRow]:
         t = self.t["steps"]
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             rows = c.execute(t.select().where(t.c.run_id == run_id).order_by(t.c.idx)).mappings().all()
         return [StepRow(**dict(r)) for r in rows]
 
@@ -323,14 +474,14 @@ class Ledger:
         if since is not None:
             q = q.where(t.c.started_at >= since)
         q = q.order_by(t.c.started_at.desc()).limit(limit)
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             return [_run_row(r) for r in c.execute(q).mappings().all()]
 
     # ------------------------------------------------------------ releases
     def record_release(self, *, env: str, release_id: str, sha: str, artifact_sha256: str | None,
                        run_id: str | None, status: str = "live", shopify_version: str | None = None) -> None:
         t = self.t["releases"]
-        with self.engine.begin() as c:
+        with self._tx() as c:
             if status == "live":
                 c.execute(t.update().where((t.c.env == env) & (t.c.status == "live")).values(status="superseded"))
             existing = c.execute(t.select().where((t.c.env == env) & (t.c.release_id == release_id))).first()
@@ -343,72 +494,126 @@ class Ledger:
 
     def set_release_status(self, env: str, release_id: str, status: str) -> None:
         t = self.t["releases"]
-        with self.engine.begin() as c:
+        with self._tx() as c:
             if status == "live":
                 c.execute(t.update().where((t.c.env == env) & (t.c.status == "live")).values(status="superseded"))
             c.execute(t.update().where((t.c.env == env) & (t.c.release_id == release_id)).values(status=status))
 
     def releases(self, env: str, limit: int = 20) -> list[dict]:
         t = self.t["releases"]
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             rows = c.execute(t.select().where(t.c.env == env).order_by(t.c.created_at.desc()).limit(limit)).mappings()
             return [dict(r) for r in rows]
 
     def live_release(self, env: str) -> dict | None:
         t = self.t["releases"]
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             r = c.execute(t.select().where((t.c.env == env) & (t.c.status == "live"))).mappings().first()
         return dict(r) if r else None
 
     # ------------------------------------------------------------ locks
-    def acquire_lock(self, env: str, *, run_id: str | None, purpose: str, takeover_run: str | None = None) -> None:
+    def acquire_lock(self, env: str, *, run_id: str | None, purpose: str, takeover_run: str | None = None,
+                     break_lock: bool = False, now: float | None = None) -> LockRow | None:
         """Take the environment's lock, or raise LockHeld naming the holder.
 
-        `takeover_run`: the lock may be taken over from that run when its holder is dead
-        (resume/abort of a killed run)."""
+        `takeover_run`: the lock may be taken over from that run (resume/abort of a killed
+        run) when its holder is known dead: a gone pid on this machine. A holder on another
+        machine cannot be checked from here, so it is taken over only with `break_lock`
+        (`--break-lock`) and only when it has shown no sign of life (heartbeat) for
+        STALE_AFTER_SECONDS. Returns the lock row that was taken over, if any."""
         from sqlalchemy.exc import IntegrityError
 
         t = self.t["locks"]
+        now = now or time.time()
         row = dict(env=env, run_id=run_id, who=whoami(), hostname=socket.gethostname(), pid=os.getpid(),
-                   acquired_at=time.time(), purpose=purpose)
+                   acquired_at=now, purpose=purpose, heartbeat_at=now)
         try:
-            with self.engine.begin() as c:
+            with self._tx(f"take the {env} lock") as c:
                 c.execute(t.insert().values(**row))
-            return
+            return None
         except IntegrityError:
             pass
         held = self.lock(env)
         if held is None:  # released between our insert and our read: try once more
-            return self.acquire_lock(env, run_id=run_id, purpose=purpose, takeover_run=takeover_run)
-        if takeover_run and held.run_id == takeover_run and held.holder_alive() is not True:
-            with self.engine.begin() as c:
-                res = c.execute(t.update().where((t.c.env == env) & (t.c.pid == held.pid) & (t.c.run_id == takeover_run))
-                                .values(**row))
-                if res.rowcount == 1:
-                    return
-            held = self.lock(env) or held
+            return self.acquire_lock(env, run_id=run_id, purpose=purpose, takeover_run=takeover_run,
+                                     break_lock=break_lock)
+        if takeover_run and held.run_id == takeover_run:
+            alive = held.holder_alive()
+            silent = held.silent_for(now)
+            if alive is None and break_lock and silent < STALE_AFTER_SECONDS:
+                raise LockHeld(
+                    f"The {env} environment is locked by {held.describe(now)} on another machine, which showed "
+                    f"life {clock.age(silent)} ago: less than the {clock.age(STALE_AFTER_SECONDS)} staleness bound "
+                    "of --break-lock, so it may still be running. Nothing was changed.",
+                    f"Wait for it (see `invoke status`); --break-lock takes over only a lock silent for "
+                    f"{clock.age(STALE_AFTER_SECONDS)}.",
+                )
+            if alive is False or (alive is None and break_lock):
+                with self._tx(f"take over the {env} lock") as c:
+                    res = c.execute(t.update().where((t.c.env == env) & (t.c.pid == held.pid)
+                                                     & (t.c.hostname == held.hostname)
+                                                     & (t.c.run_id == takeover_run)).values(**row))
+                    if res.rowcount == 1:
+                        return held
+                held = self.lock(env) or held
         raise LockHeld(
             f"The {env} environment is locked by {held.describe()}.",
             self._lock_hint(env, held),
         )
 
+    def heartbeat(self, env: str, run_id: str) -> None:
+        """This run is alive: refresh its lock's heartbeat."""
+        t = self.t["locks"]
+        with self._tx(f"refresh the {env} lock") as c:
+            c.execute(t.update().where((t.c.env == env) & (t.c.run_id == run_id)).values(heartbeat_at=time.time()))
+
+    def bind_lock(self, env: str, run_id: str) -> None:
+        """The lock this process took before its run existed now names the run."""
+        t = self.t["locks"]
+        with self._tx(f"bind the {env} lock to run {run_id}") as c:
+            c.execute(t.update().where((t.c.env == env) & (t.c.pid == os.getpid())
+                                       & (t.c.hostname == socket.gethostname())).values(run_id=run_id))
+
+    def _flow_of(self, held: LockRow) -> str | None:
+        if not held.run_id:
+            return None
+        try:
+            return self.run(held.run_id).flow
+        except LedgerError:
+            return None
+
     def _lock_hint(self, env: str, held: LockRow) -> str:
         alive = held.holder_alive()
-        if alive is False and held.run_id:
+        flow = self._flow_of(held)
+        resumable = flow == "promote"  # the one flow with --resume/--abort
+        if alive is False and held.run_id and resumable:
             return (f"That process is gone. Finish its run with `invoke promote --to={env} --resume`, undo it with "
-                    f"`--abort`, or break the lock with `invoke lock.release --env={env} --force`.")
+                    f"`invoke promote --to={env} --abort`, or break the lock with "
+                    f"`invoke lock.release --env={env} --force`.")
+        if alive is False and held.run_id:
+            return (f"That process is gone and its {flow or 'run'} {held.run_id} did not finish. Break the lock with "
+                    f"`invoke lock.release --env={env} --force`, check `invoke status`, then run the "
+                    f"{flow or 'task'} again (it is safe to repeat).")
         if alive is False:
             return f"That process is gone; break the lock with `invoke lock.release --env={env} --force`."
+        if alive is None:
+            bound = clock.age(STALE_AFTER_SECONDS)
+            how = (f"take it over with `invoke promote --to={env} --abort --break-lock` (or `--resume --break-lock`)"
+                   if resumable else f"break it with `invoke lock.release --env={env} --force`")
+            return (f"The holder runs on another machine ({held.hostname}), so this one cannot tell whether it is "
+                    f"alive; it showed life {clock.age(held.silent_for())} ago. Wait for it (see `invoke status`). "
+                    f"Only if that machine's run is really gone, {how}: refused while the holder showed life within "
+                    f"the last {bound}.")
         return "Wait for it to finish (see `invoke status`), or ask its owner."
 
     def lock(self, env: str) -> LockRow | None:
         t = self.t["locks"]
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             r = c.execute(t.select().where(t.c.env == env)).mappings().first()
         return LockRow(**dict(r)) if r else None
 
     def locks(self) -> list[LockRow]:
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             return [LockRow(**dict(r)) for r in c.execute(self.t["locks"].select()).mappings()]
 
     def release_lock(self, env: str, *, run_id: str | None = None) -> bool:
@@ -416,7 +621,7 @@ class Ledger:
         t = self.t["locks"]
         cond = t.c.env == env
         cond = cond & ((t.c.run_id == run_id) if run_id else (t.c.pid == os.getpid()))
-        with self.engine.begin() as c:
+        with self._tx() as c:
             return c.execute(t.delete().where(cond)).rowcount > 0
 
     def break_lock(self, env: str, *, max_age_seconds: float, force: bool, now: float | None = None) -> LockRow | None:
@@ -437,7 +642,7 @@ class Ledger:
                 f"(now {int(max_age_seconds // 60)} minutes).",
             )
         t = self.t["locks"]
-        with self.engine.begin() as c:
+        with self._tx() as c:
             c.execute(t.delete().where((t.c.env == env) & (t.c.acquired_at == held.acquired_at)))
         if held.run_id:
             run = self.run(held.run_id)
@@ -451,7 +656,7 @@ class Ledger:
         from sqlalchemy.exc import IntegrityError
 
         try:
-            with self.engine.begin() as c:
+            with self._tx() as c:
                 c.execute(self.t["approvals"].insert().values(env=env, sha=sha, role=role, by=by, at=time.time(), note=note))
         except IntegrityError:
             pass  # the same person approving the same role twice is one approval
@@ -461,12 +666,12 @@ class Ledger:
         q = t.select().where(t.c.env == env)
         if sha:
             q = q.where(t.c.sha == sha)
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             return [dict(r) for r in c.execute(q.order_by(t.c.at)).mappings()]
 
     def record_drill(self, *, env: str, procedure: str, started_at: float, finished_at: float, outcome: str,
                      durations: dict, run_id: str | None = None, note: str | None = None) -> int:
-        with self.engine.begin() as c:
+        with self._tx() as c:
             res = c.execute(self.t["drills"].insert().values(
                 env=env, procedure=procedure, who=whoami(), started_at=started_at, finished_at=finished_at,
                 outcome=outcome, durations=json.dumps(durations), run_id=run_id, note=note))
@@ -479,7 +684,7 @@ class Ledger:
             q = q.where(t.c.env == env)
         if procedure:
             q = q.where(t.c.procedure == procedure)
-        with self.engine.connect() as c:
+        with self._tx(read=True) as c:
             rows = c.execute(q.order_by(t.c.started_at.desc()).limit(limit)).mappings()
             return [dict(r, durations=json.loads(r["durations"] or "{}")) for r in rows]
 
@@ -487,5 +692,5 @@ class Ledger:
 def _run_row(r) -> RunRow:
     d = dict(r)
     d["args"] = json.loads(d.get("args") or "{}")
-    d["state"] = json.loads(d.get("state") or "{}")
+    d["state"] = facts.loads(d.get("state"))
     return RunRow(**d)

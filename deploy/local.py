@@ -5,8 +5,12 @@
       current -> releases/<id> switched atomically (symlink to a temp name, then rename)
       previous                 the release `current` pointed to before the last switch
       revisions.log            one line per switch, as Capistrano writes
-      app.pid, app.port        the running server (started from current)
+      app.pid, app.port        the running app (started from current; the pid leads its own
+                               process group, which stop() signals as a whole)
       logs/app.log             its output
+
+One root holds the releases of one app (the flows give each app its own root under
+[local] root), so `current`, `previous` and an undo only ever name this app's releases.
 
 Why rename and not `ln -sfn`: `ln -sfn` unlinks then creates, so for a moment there is
 no `current`; rename(2) replaces the link in one step (Capistrano's
@@ -27,12 +31,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from deploy import proc
 from deploy.build import Artifact, verify
 from deploy.errors import HostFailed, SettingsError
 from deploy.redact import reveal
+
+if TYPE_CHECKING:
+    from deploy.config import AppSection
 
 RELEASE_FILE = "RELEASE"
 _children: dict[int, subprocess.Popen] = {}   # servers this process started: reaped by stop()
@@ -179,18 +186,31 @@ def _write(path: Path, text: str) -> None:
 
 # ---------------------------------------------------------------- server
 
+MARKER = "DEPLOY_LOCAL_ROOT"   # in the app's environment: which release root started it
+
+
 def start(
     root: str | Path,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    timeout: float = 10.0,
+    app: AppSection | None = None,
+    timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServerInfo:
-    """Start `node server.mjs` from `current` and wait until /healthz answers.
+    """Start the release `current` points at with the `[app]` contract's start command
+    (cwd = the release folder, the port in `app.port_var`) and wait until `app.health_path`
+    answers 2xx/3xx, for at most `timeout` (default `app.ready_timeout`) seconds.
 
     `port=0` picks a free port (the last one used, when it is still free, so the URL stays
-    put across releases). `env` is passed to the server (e.g. DATABASE_URL)."""
+    put across releases). The app's environment is explicit: the minimal base (PATH, HOME,
+    locale...), `env` (DATABASE_URL, the runtime_env values), HOST and the port; nothing else
+    of this process's environment."""
+    from deploy.build import start_command, start_path
+    from deploy.config import AppSection
+
+    app = app or AppSection()
+    timeout = app.ready_timeout if timeout is None else timeout
     root = ensure_root(root)
     rid = current(root)
     if rid is None:
@@ -201,57 +221,62 @@ def start(
             f"The local app is already running (pid {running.pid}, {running.url}).",
             "Use restart, or stop it first: invoke app.stop --env=local.",
         )
-    node = proc.which("node", path=(env or {}).get("PATH", os.environ.get("PATH")))
-    port = _choose_port(root, host, port)
     release_dir = (root / "current").resolve()
+    argv = start_command(app, release_dir)
+    child_env = {k: reveal(v) for k, v in proc.child_env(os.environ, (), env).items()}
+    child_env["PATH"] = start_path(release_dir, child_env.get("PATH", os.defpath))
+    exe = proc.which(argv[0], path=child_env["PATH"]) if os.sep not in argv[0] else argv[0]
+    port = _choose_port(root, host, port)
+    child_env.update({"HOST": host, app.port_var: str(port), MARKER: str(root.resolve())})
     log_path = root / "logs" / "app.log"
-    child_env = {**os.environ, **{k: reveal(v) for k, v in (env or {}).items()}, "HOST": host, "PORT": str(port)}
     with open(log_path, "ab") as log:
         log.write(f"--- {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} starting {rid} on {host}:{port}\n".encode())
         log.flush()
         p = subprocess.Popen(
-            [node, "server.mjs"], cwd=release_dir, env=child_env,
+            [exe, *argv[1:]], cwd=release_dir, env=child_env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,   # outlives `invoke promote`; Ctrl-C in the terminal does not reach it
+            # Its own session and process group: it outlives `invoke promote`, Ctrl-C in the
+            # terminal does not reach it, and stop() signals the whole group (sh -c, node...).
+            start_new_session=True,
         )
     _children[p.pid] = p
     _write(root / "app.pid", f"{p.pid}\n")
     _write(root / "app.port", f"{port}\n")
     url = f"http://{_url_host(host)}:{port}"
+    health = url + app.health_path
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if p.poll() is not None:
             break
-        if _healthy(url):
+        last = _probe(health)
+        if not last:
             return ServerInfo(p.pid, port, url, rid, log_path)
         time.sleep(0.05)
-    why = f"exited with code {p.returncode}" if p.poll() is not None else f"did not answer {url}/healthz within {timeout:g}s"
+    why = (f"exited with code {p.returncode}" if p.poll() is not None
+           else f"did not answer {health} with 2xx/3xx within {timeout:g}s (last: {last})")
     stop(root)
     raise HostFailed(
-        f"The local app (release {rid}) {why}. Last lines of {log_path}:\n{_tail(log_path)}",
-        "Fix the app or the port; the previous release keeps running if you roll back (invoke rollback --env=local).",
+        f"The local app (release {rid}, `{' '.join(argv)}`) {why}. Last lines of {log_path}:\n{_tail(log_path)}",
+        "Fix the app, its [app] start/health_path settings or the port; "
+        "a failed promotion goes back to the app's previous release by itself.",
     )
 
 
 def stop(root: str | Path, timeout: float = 5.0) -> bool:
-    """Stop the server in the pidfile; True if one was running. Safe to call twice."""
+    """Stop the app in the pidfile (its whole process group: TERM, then KILL); True if one
+    was running. Safe to call twice."""
     root = Path(root)
     pid = _read_int(root / "app.pid")
     stopped = False
-    if pid and _alive(pid):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    if pid and _ours(pid, root):
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while _group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            while _alive(pid) and time.monotonic() < deadline + 2:
+        if _group_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            while _group_alive(pid) and time.monotonic() < deadline + 2:
                 time.sleep(0.02)
         stopped = True
     if pid in _children:
@@ -268,19 +293,21 @@ def restart(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    timeout: float = 10.0,
+    app: AppSection | None = None,
+    timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServerInfo:
     """Stop whatever runs, then start `current` (on the same port when `port` is 0 and it is free)."""
     stop(root)
-    return start(root, host, port, timeout=timeout, env=env)
+    return start(root, host, port, app=app, timeout=timeout, env=env)
 
 
 def status(root: str | Path, host: str = "127.0.0.1") -> ServerInfo | None:
-    """The running server per the pidfile, or None (a stale pidfile counts as not running)."""
+    """The running app per the pidfile, or None (a stale pidfile, or a pid now used by a
+    process this root did not start, counts as not running)."""
     root = Path(root)
     pid = _read_int(root / "app.pid")
-    if not pid or not _alive(pid):
+    if not pid or not _ours(pid, root):
         return None
     port = _read_int(root / "app.port") or 0
     release = None
@@ -289,6 +316,69 @@ def status(root: str | Path, host: str = "127.0.0.1") -> ServerInfo | None:
     except OSError:
         pass
     return ServerInfo(pid, port, f"http://{_url_host(host)}:{port}", release, root / "logs" / "app.log")
+
+
+def _ours(pid: int, root: Path) -> bool:
+    """`pid` is alive and is the app this root started: it leads its own process group (we
+    start it with a new session) and it runs inside this root's releases, or carries this
+    root in its environment. A recycled pid belongs to someone else and is never signalled."""
+    if pid <= 1:
+        return False
+    if pid in _children and _children[pid].poll() is not None:
+        return False
+    if not proc.pid_alive(pid):
+        return False
+    try:
+        if os.getpgid(pid) != pid:
+            return False
+    except ProcessLookupError:
+        return False
+    here = Path(root).resolve()
+    try:
+        if Path(f"/proc/{pid}/cwd").resolve().is_relative_to(here / "releases"):
+            return True
+    except OSError:
+        pass
+    try:
+        marker = f"{MARKER}={here}".encode()
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any process of the group is left (zombies of our own child are reaped here)."""
+    child = _children.get(pgid)
+    if child is not None:
+        child.poll()
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # killpg(0) succeeds while only zombies remain; the leader's own state decides then.
+    return proc.pid_alive(pgid) or _group_has_live_member(pgid)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _choose_port(root: Path, host: str, port: int) -> int:
@@ -331,29 +421,10 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _healthy(url: str) -> bool:
-    import urllib.error
-    import urllib.request
+def _probe(url: str) -> str:
+    from deploy.smoke import probe
 
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never via a proxy
-    try:
-        with opener.open(url + "/healthz", timeout=1.0) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie; our own children are reaped here when they have exited."""
-    if pid in _children and _children[pid].poll() is not None:
-        return False
-    if not proc.pid_alive(pid):
-        return False
-    try:
-        # A recycled pid belongs to someone else: only a node server.mjs is ours to signal.
-        return b"server.mjs" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
+    return probe(url, timeout=1.0)
 
 
 def _read_int(path: Path) -> int | None:

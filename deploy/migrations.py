@@ -74,12 +74,14 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from deploy import dburl
+from deploy.config import DatabaseSection
 from deploy.errors import LockHeld, MigrationFailed, SettingsError
 from deploy.redact import redact
 
 MIGRATIONS_TABLE = "_prisma_migrations"
 ADVISORY_LOCK_ID = 72707369          # flavour/postgres.rs: "a unique number we chose to identify Migrate"
 DEFAULT_LOCK_TIMEOUT = 10.0          # flavour/postgres.rs: ADVISORY_LOCK_TIMEOUT
+DEFAULT_STATEMENT_TIMEOUT = DatabaseSection.statement_timeout
 LOCK_FILE = "migration_lock.toml"
 SCRIPT = "migration.sql"
 DOWN_SCRIPT = "down.sql"
@@ -233,6 +235,30 @@ class ResolveResult:
     action: Literal["applied", "rolled_back"]
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a migration session waits, in seconds: for the migrate lock and any table lock
+    (`lock_timeout`), and for one statement (`statement_timeout`, 0: no limit)."""
+
+    lock: float = DEFAULT_LOCK_TIMEOUT
+    statement: float = DEFAULT_STATEMENT_TIMEOUT
+
+    @classmethod
+    def of(cls, db: DatabaseSection | None, lock: float | None = None) -> "Timeouts":
+        """From the environment's database settings (when given), else the defaults."""
+        if db is not None:
+            return cls(db.lock_timeout, db.statement_timeout)
+        return cls(DEFAULT_LOCK_TIMEOUT if lock is None else lock)
+
+
+def session_settings_sql(t: Timeouts) -> list[str]:
+    """`SET` statements for a Postgres migration session: a statement waiting on a table lock
+    (an app transaction, a long SELECT) fails after `lock_timeout` instead of queueing every
+    later query of the app behind it (Postgres' lock queue)."""
+    return [f"SET lock_timeout = '{int(t.lock * 1000)}ms'",
+            f"SET statement_timeout = '{int(t.statement * 1000)}ms'"]
+
+
 # ---------------------------------------------------------------- pure parts
 
 def checksum(script: str) -> str:
@@ -363,6 +389,16 @@ def compute_status(
     return tuple(out)
 
 
+# sql-schema-connector/src/sql_schema_differ_flavour/postgres.rs, table_should_be_ignored: PostGIS's
+# tables, which Prisma never counts as the user's (so PostGIS in `public` is no P3005).
+_IGNORED_TABLES = re.compile(r"^(spatial_ref_sys|geometry_columns)$", re.I)
+
+
+def table_should_be_ignored(name: str) -> bool:
+    """Prisma's rule for Postgres tables that are not the app's (PostGIS's)."""
+    return bool(_IGNORED_TABLES.match(name))
+
+
 def _failure_summary(logs: str | None) -> str:
     if not logs:
         return ""
@@ -426,25 +462,30 @@ def _sqlite_time(v) -> datetime | None:
 class _Db:
     """One open connection to the target database, Postgres or SQLite."""
 
-    def __init__(self, url: dburl.DbUrl, conn):
+    def __init__(self, url: dburl.DbUrl, conn, timeouts: Timeouts | None = None):
         self.url = url
         self.conn = conn
+        self.timeouts = timeouts or Timeouts()
         self.pg = url.provider == "postgresql"
         self.server_major = conn.info.server_version // 10000 if self.pg else None
 
     # -- connection
 
     @classmethod
-    def open(cls, url: dburl.DbUrl, *, create: bool = True) -> "_Db | None":
-        """Connect; for SQLite a missing file is created only when `create` (else None)."""
+    def open(cls, url: dburl.DbUrl, *, create: bool = True, timeouts: Timeouts | None = None) -> "_Db | None":
+        """Connect; for SQLite a missing file is created only when `create` (else None).
+        A Postgres session gets the timeouts' lock_timeout and statement_timeout."""
+        timeouts = timeouts or Timeouts()
         if url.provider == "postgresql":
             import psycopg
 
             try:
                 conn = psycopg.connect(url.conninfo(), autocommit=True)
+                for stmt in session_settings_sql(timeouts):
+                    conn.execute(stmt)
             except psycopg.Error as e:
                 raise connection_error(url, e) from None
-            return cls(url, conn)
+            return cls(url, conn, timeouts)
         import sqlite3
 
         path = url.sqlite_path
@@ -462,7 +503,7 @@ class _Db:
                                "Stop the other migration run (or the app holding the file), then run again.") from None
             raise MigrationFailed(f"Cannot open SQLite database {path}: {e}.",
                                   "Check the path in the URL and the file's permissions.") from None
-        return cls(url, conn)
+        return cls(url, conn, timeouts)
 
     def close(self) -> None:
         try:
@@ -494,12 +535,15 @@ class _Db:
     def user_tables(self) -> list[str]:
         """Tables in the target schema other than _prisma_migrations (for Prisma's P3005)."""
         if self.pg:
+            # Tables an extension created (pg_depend deptype 'e') are not the app's.
             rows = self.query(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() ORDER BY 1"
+                "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() AND NOT EXISTS ("
+                "SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+                "AND d.deptype = 'e') ORDER BY 1"
             )
-        else:
-            rows = self.query("SELECT name FROM sqlite_master WHERE type='table' ORDER BY 1")
+            return [r[0] for r in rows if r[0] != MIGRATIONS_TABLE and not table_should_be_ignored(r[0])]
+        rows = self.query("SELECT name FROM sqlite_master WHERE type='table' ORDER BY 1")
         return [r[0] for r in rows if r[0] != MIGRATIONS_TABLE and not r[0].startswith("sqlite_")]
 
     def rows(self) -> list[MigrationRecord]:
@@ -679,6 +723,21 @@ def _db_error_text(e: Exception, script: str) -> tuple[str, str]:
     return code, str(e)
 
 
+_TIMEOUT_HINT = ("Nothing of it was applied (its transaction rolled back). Find what holds the lock "
+                 "(pg_stat_activity, pg_locks: a long transaction of the app or a console session), let it finish "
+                 "or stop it, or raise database.lock_timeout / database.statement_timeout in env/<env>.toml.")
+
+
+def _timeout_note(code: str, t: Timeouts) -> str:
+    """Why a statement was cancelled, when it was one of our bounds (SQLSTATE 55P03 / 57014)."""
+    if code == "55P03":
+        return (f": it waited for a table lock held by another session longer than database.lock_timeout "
+                f"({t.lock:g} s)")
+    if code == "57014" and t.statement > 0:
+        return f": a statement ran longer than database.statement_timeout ({t.statement:g} s)"
+    return ""
+
+
 def _position(script: str, pos: int) -> str:
     """Like Prisma's "Position:" block (without the ANSI colours): the failing line and 5 before it."""
     # The position is in characters of the script as sent.
@@ -690,9 +749,10 @@ def _position(script: str, pos: int) -> str:
     return f"\n\nPosition:\n{shown}"
 
 
-def _open(url: str, migrations_dir: str | Path, sqlite_base: str | Path | None, *, create: bool):
+def _open(url: str, migrations_dir: str | Path, sqlite_base: str | Path | None, *, create: bool,
+          timeouts: Timeouts | None = None):
     parsed = dburl.parse(url, sqlite_base=sqlite_base if sqlite_base is not None else Path(migrations_dir).parent)
-    return parsed, _Db.open(parsed, create=create)
+    return parsed, _Db.open(parsed, create=create, timeouts=timeouts)
 
 
 def _refuse_invalid(local: Sequence[LocalMigration], names: Iterable[str] | None = None) -> None:
@@ -726,10 +786,11 @@ def _refuse_failed(rows: Sequence[MigrationRecord], masked: str) -> None:
 
 # ---------------------------------------------------------------- public operations
 
-def status(url: str, migrations_dir: str | Path, *, sqlite_base: str | Path | None = None) -> StatusReport:
+def status(url: str, migrations_dir: str | Path, *, sqlite_base: str | Path | None = None,
+           db: DatabaseSection | None = None) -> StatusReport:
     """Applied, pending, failed and drifted migrations of the database at `url`."""
     local = load_migrations(migrations_dir)
-    parsed, db = _open(url, migrations_dir, sqlite_base, create=False)
+    parsed, db = _open(url, migrations_dir, sqlite_base, create=False, timeouts=Timeouts.of(db))
     check_provider(migrations_dir, parsed.provider)
     if db is None:  # SQLite file not created yet: everything is pending
         return StatusReport(parsed.masked, parsed.provider, compute_status(local, []), False)
@@ -748,21 +809,25 @@ def migrate(
     sqlite_base: str | Path | None = None,
     url_var: str = "DATABASE_URL",
     npx: str = "npx",
+    db: DatabaseSection | None = None,
 ) -> MigrateResult:
-    """Apply pending migrations in order, as `prisma migrate deploy` does (see the module doc)."""
+    """Apply pending migrations in order, as `prisma migrate deploy` does (see the module doc).
+    `db` (the environment's settings) supplies the lock and statement timeouts."""
     start = time.monotonic()
     if runner == "prisma":
-        return _migrate_with_prisma(url, migrations_dir, url_var=url_var, npx=npx, start=start)
+        extra = {db.direct_url_var: url} if db is not None and db.direct_url_var else {}
+        return _migrate_with_prisma(url, migrations_dir, url_var=url_var, npx=npx, start=start, extra_env=extra)
     local = load_migrations(migrations_dir)
+    timeouts = Timeouts.of(db, lock_timeout)
     parsed = dburl.parse(url, sqlite_base=sqlite_base if sqlite_base is not None else Path(migrations_dir).parent)
     check_provider(migrations_dir, parsed.provider)
-    db = _Db.open(parsed, create=True)
+    db = _Db.open(parsed, create=True, timeouts=timeouts)
     assert db is not None
     applied: list[str] = []
     current: str | None = None
     try:
         with db:
-            db.acquire_lock(lock_timeout)
+            db.acquire_lock(timeouts.lock)
             try:
                 db.initialize()
                 rows = db.rows()
@@ -821,6 +886,12 @@ def _apply_one(db: _Db, m: LocalMigration) -> None:
         f"Nothing of it was applied. Fix {m.path / SCRIPT}, then run "
         f"`invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again."
     )
+    waited = _timeout_note(code, db.timeouts)
+    if waited:
+        raise MigrationFailed(
+            f"Migration {m.name} failed on {db.url.masked}{waited} (P3018, database error code {code}):\n{redact(text)}",
+            _TIMEOUT_HINT + f" Then `invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again.",
+        )
     if code == "55P04":
         hint = ("Postgres cannot use an enum value added by ALTER TYPE ... ADD VALUE in the same transaction. "
                 "Move the ADD VALUE into its own, earlier migration (as `prisma migrate dev` does), then "
@@ -861,7 +932,8 @@ def _try_script(db: _Db, script: str, rid: str) -> Exception | None:
     return None
 
 
-def _migrate_with_prisma(url: str, migrations_dir, *, url_var: str, npx: str, start: float) -> MigrateResult:
+def _migrate_with_prisma(url: str, migrations_dir, *, url_var: str, npx: str, start: float,
+                         extra_env: dict | None = None) -> MigrateResult:
     from deploy import proc
 
     parsed = dburl.parse(url, sqlite_base=Path(migrations_dir).parent)
@@ -869,7 +941,8 @@ def _migrate_with_prisma(url: str, migrations_dir, *, url_var: str, npx: str, st
     argv = prisma_deploy_argv(migrations_dir, npx=npx)
     # cwd: the project that holds prisma/, so npx finds the project's own prisma package.
     project = Path(migrations_dir).resolve().parent.parent
-    res = proc.run(argv, cwd=project, env={url_var: url}, timeout=1800)
+    # The session URL under both names: a schema.prisma with `directUrl = env("DIRECT_URL")` needs it set.
+    res = proc.run(argv, cwd=project, env={**(extra_env or {}), url_var: url}, timeout=1800)
     out = redact(res.stdout + res.stderr)
     if not res.ok:
         raise MigrationFailed(
@@ -889,6 +962,7 @@ def rollback(
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     sqlite_base: str | Path | None = None,
+    db: DatabaseSection | None = None,
 ) -> RollbackResult:
     """Undo the last `steps` applied migrations with their down.sql, newest first, each in a
     transaction with its row's `rolled_back_at`. Refuses, before touching anything, when one of
@@ -896,14 +970,15 @@ def rollback(
     if steps < 1:
         raise SettingsError(f"--steps={steps}: roll back at least one migration.", "Use --steps=1 or more.")
     local = {m.name: m for m in load_migrations(migrations_dir)}
+    timeouts = Timeouts.of(db, lock_timeout)
     parsed = dburl.parse(url, sqlite_base=sqlite_base if sqlite_base is not None else Path(migrations_dir).parent)
     check_provider(migrations_dir, parsed.provider)
-    db = _Db.open(parsed, create=False)
+    db = _Db.open(parsed, create=False, timeouts=timeouts)
     if db is None:
         raise MigrationFailed(f"The SQLite database {parsed.sqlite_path} does not exist: nothing to roll back.")
     done: list[str] = []
     with db:
-        db.acquire_lock(lock_timeout)
+        db.acquire_lock(timeouts.lock)
         try:
             rows = db.rows()
             _refuse_failed(rows, parsed.masked)
@@ -943,9 +1018,11 @@ def rollback(
                     if not _is_db_error(e):
                         raise
                     code, text = _db_error_text(e, down)
+                    waited = _timeout_note(code, timeouts)
                     raise MigrationFailed(
-                        f"down.sql of {n} failed on {parsed.masked} ({code}); that migration is unchanged. "
+                        f"down.sql of {n} failed on {parsed.masked} ({code}){waited}; that migration is unchanged. "
                         f"Rolled back before it: {', '.join(done) or 'none'}.\n{redact(text)}",
+                        _TIMEOUT_HINT if waited else
                         f"Fix {m.path / DOWN_SCRIPT} and run the rollback again, or restore the backup.",
                     ) from None
                 done.append(n)
@@ -969,6 +1046,7 @@ def resolve(
     rolled_back: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     sqlite_base: str | Path | None = None,
+    db: DatabaseSection | None = None,
 ) -> ResolveResult:
     """`prisma migrate resolve --applied NAME` or `--rolled-back NAME`."""
     if (applied is None) == (rolled_back is None):
@@ -976,13 +1054,14 @@ def resolve(
     name = applied or rolled_back
     assert name is not None
     local = {m.name: m for m in load_migrations(migrations_dir)}
+    timeouts = Timeouts.of(db, lock_timeout)
     parsed = dburl.parse(url, sqlite_base=sqlite_base if sqlite_base is not None else Path(migrations_dir).parent)
     check_provider(migrations_dir, parsed.provider)
-    db = _Db.open(parsed, create=applied is not None)
+    db = _Db.open(parsed, create=applied is not None, timeouts=timeouts)
     if db is None:
         raise MigrationFailed(f"Migration {name} cannot be rolled back: {parsed.sqlite_path} does not exist (P3011).")
     with db:
-        db.acquire_lock(lock_timeout)
+        db.acquire_lock(timeouts.lock)
         try:
             if applied is not None:
                 m = local.get(name)
@@ -1019,9 +1098,106 @@ def resolve(
             db.release_lock()
 
 
+# ---------------------------------------------------------------- first promotion: back to empty
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a database held before a run, for taking it back to nothing: whether it existed
+    (a SQLite file), whether it was empty (no table, `_prisma_migrations` included, in the
+    target schema), and (Postgres) the schemas there were."""
+
+    existed: bool
+    empty: bool
+    schemas: tuple[str, ...] = ()
+
+
+_PG_SCHEMAS = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+               "AND nspname <> 'information_schema' ORDER BY 1")
+
+
+def footprint(url: str, *, sqlite_base: str | Path | None = None) -> Footprint:
+    """The database's footprint now (read-only; a missing SQLite file is not created)."""
+    parsed = dburl.parse(url, sqlite_base=sqlite_base)
+    db = _Db.open(parsed, create=False)
+    if db is None:
+        return Footprint(existed=False, empty=True)
+    with db:
+        empty = not db.user_tables() and not db.table_exists()
+        schemas = tuple(r[0] for r in db.query(_PG_SCHEMAS)) if db.pg else ()
+    return Footprint(existed=True, empty=empty, schemas=schemas)
+
+
+def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None) -> str:
+    """Take a database that was empty before a run back to empty: remove the SQLite file the
+    run created (or drop every table in it), or drop what the run created in Postgres: the
+    schemas that did not exist, and every object of the target schema. Says what it did.
+    Only for a database whose `before.empty` is true: anything there now came from the run."""
+    if not before.empty:
+        raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
+                              "Restore its backup instead (invoke db.restore).")
+    parsed = dburl.parse(url, sqlite_base=sqlite_base)
+    if parsed.provider == "sqlite":
+        path = parsed.sqlite_path
+        assert path is not None
+        if not before.existed:
+            gone = [f for f in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm")))
+                    if f.exists()]
+            for f in gone:
+                f.unlink()
+            return f"removed {path.name}, which this run created" if gone else f"{path.name} is already gone"
+        db = _Db.open(parsed, create=False)
+        if db is None:
+            return f"{path.name} is already gone"
+        with db:
+            tables = db.query("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
+                              "AND name NOT LIKE 'sqlite_%' ORDER BY type DESC")
+            for kind, name in tables:  # views first, then tables (their indexes and triggers go with them)
+                db.query(f'DROP {kind.upper()} IF EXISTS "{name.replace(chr(34), chr(34) * 2)}"')
+        return f"dropped {len(tables)} table(s) from {path.name}: empty again" if tables else f"{path.name} is empty"
+    from psycopg import sql
+
+    db = _Db.open(parsed, create=False)
+    assert db is not None
+    with db:
+        new = [n for (n,) in db.query(_PG_SCHEMAS) if n not in before.schemas]
+        with db.conn.transaction():
+            for n in new:
+                db.conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(n)))
+            # Tables (with their sequences, indexes and constraints), views, then the types and
+            # functions a migration made: everything in the target schema, which was empty.
+            objs = db.query(
+                "SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
+                "WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
+                "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+                "AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND c.relkind = 'S')", (parsed.schema,))
+            for kind, name in objs:
+                db.conn.execute(sql.SQL(f"DROP {kind} IF EXISTS {{}}.{{}} CASCADE").format(
+                    sql.Identifier(parsed.schema), sql.Identifier(name)))
+            types = db.query(
+                "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = %s AND t.typtype IN ('e', 'd', 'r', 'm') "
+                "OR (n.nspname = %s AND t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class c "
+                "WHERE c.oid = t.typrelid AND c.relkind = 'c'))", (parsed.schema, parsed.schema))
+            for (name,) in types:
+                db.conn.execute(sql.SQL("DROP TYPE IF EXISTS {}.{} CASCADE").format(
+                    sql.Identifier(parsed.schema), sql.Identifier(name)))
+            funcs = db.query(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = %s AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+                "WHERE d.objid = p.oid AND d.deptype = 'e')", (parsed.schema,))
+            for (sig,) in funcs:
+                db.conn.execute(f"DROP ROUTINE IF EXISTS {sig} CASCADE")
+    what = [f"{len(objs)} relation(s)"] + ([f"{len(types)} type(s)"] if types else []) + \
+        ([f"{len(funcs)} routine(s)"] if funcs else []) + ([f"schema(s) {', '.join(new)}"] if new else [])
+    return f"dropped {', '.join(what)} this run created in {parsed.masked}: empty again"
+
+
 __all__ = [
-    "ADVISORY_LOCK_ID", "LocalMigration", "MigrationRecord", "MigrationStatus", "StatusReport", "MigrateResult",
+    "ADVISORY_LOCK_ID", "Footprint", "footprint", "empty_database", "LocalMigration", "MigrationRecord", "MigrationStatus", "StatusReport", "MigrateResult",
     "RollbackResult", "ResolveResult", "checksum", "checksum_matches", "parse_lock_provider", "load_migrations",
     "lock_provider", "check_provider", "compute_status", "pending_migrations", "render_status",
     "prisma_deploy_argv", "status", "migrate", "rollback", "resolve", "POSTGRES_TABLE_DDL", "SQLITE_TABLE_DDL",
+    "Timeouts", "session_settings_sql",
 ]

@@ -70,6 +70,9 @@ BASE_NAMES = (
     # Trust stores: without them npm and the Shopify CLI fail TLS behind a company CA.
     "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
+    # libpq's TLS trust and connect settings for pg_dump/psql (not PGPASSWORD/PGPASSFILE, nor
+    # the client certificate and key: credentials travel only where a caller puts them).
+    "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCRL", "PGCONNECT_TIMEOUT",
     # Proxies: every network-speaking child (npm install, the Shopify CLI) needs them where
     # they are set. A proxy URL may hold a proxy password: that is infrastructure the
     # deployer's network already requires, not a deploy secret, so it passes (redaction

@@ -6,8 +6,22 @@ real value is only reachable through `.reveal()`, which is what goes into a chil
 process's environment.
 
 `register()` records secret values process-wide; `redact()` masks every registered value
-(and any password inside a URL) in a text before it is printed, stored in the ledger,
-appended to the deployment log or written to a step summary. Short secrets are masked too.
+(and any password inside a URL) in a text before it is shown or logged: the terminal, the
+deployment log, a step summary, an error message, a step's result line in the ledger.
+
+Redaction is for display only. Stored run state is never redacted (a masked migration name
+or path read back as the truth would corrupt an undo); it holds no secret by type instead
+(the ledger refuses a `Secret` in it).
+
+How short a secret is masked (the trade-off):
+- shorter than MIN_LENGTH (4) characters: not masked by value. A 1-character "secret" would
+  turn every `1` of every message into `***`, and such a value protects nothing anyway
+  (it is guessed in a few tries). A `Secret` object still always displays as `***`.
+- MIN_LENGTH up to WORD_LENGTH-1 (4..7) characters: masked where it stands as a whole token
+  (not inside a longer run of letters and digits), so `SESSION_SECRET=2024` does not mask the
+  `2024` inside `20240105093000_init`. The cost: a short secret glued to other letters or
+  digits is shown; the leak suite's minimum is this same MIN_LENGTH.
+- WORD_LENGTH (8) characters and longer: masked wherever it appears.
 """
 
 from __future__ import annotations
@@ -17,6 +31,8 @@ import threading
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
+MIN_LENGTH = 4     # shorter values are not masked by value (see the module docstring)
+WORD_LENGTH = 8    # shorter values are masked as whole tokens only
 
 _lock = threading.Lock()
 _values: set[str] = set()
@@ -57,13 +73,20 @@ def register(value: str | None) -> None:
     if not value:
         return
     plain = str.__str__(value)
-    if plain.strip() == "" or plain in _values:
+    if plain.strip() == "" or len(plain) < MIN_LENGTH or plain in _values:
         return
     with _lock:
         _values.add(plain)
         # Longest first, so a secret that contains another is masked whole.
         ordered = sorted(_values, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        _pattern = re.compile("|".join(_alternative(v) for v in ordered))
+
+
+def _alternative(value: str) -> str:
+    if len(value) >= WORD_LENGTH:
+        return re.escape(value)
+    # A short value only as a whole token: no letter or digit right before or after it.
+    return rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])"
 
 
 def forget_all() -> None:

@@ -25,7 +25,8 @@ from deploy.errors import DeployError
 
 SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_reliability_concurrency.py",
          "tests/test_reliability_faults.py", "tests/test_reliability_hostile.py", "tests/test_reliability_fuzz.py",
-         "tests/test_reliability_remote.py")
+         "tests/test_reliability_remote.py", "tests/test_reliability_attacks_db.py",
+         "tests/test_reliability_attacks_children.py")
 DOC = "docs/reliability.md"
 
 
@@ -79,6 +80,7 @@ class Figures:
     remote: Tally
     all_cases: Tally
     findings: tuple[str, ...] = field(default=())
+    db_attacks: Tally = field(default_factory=Tally)
 
 
 # ----------------------------------------------------------------------------- parsing (pure)
@@ -147,6 +149,7 @@ def figures(cases: list[Case], fuzz_examples_per_test: int = 150) -> Figures:
         remote=tally(_in(cases, "test_reliability_remote.py")),
         all_cases=tally(cases),
         findings=findings,
+        db_attacks=tally(_in(cases, "test_reliability_attacks_db.py")),
     )
 
 
@@ -171,6 +174,7 @@ def render(f: Figures, *, when: datetime, where: str, command: str, duration: fl
         (f"fuzzing (hypothesis, up to {f.fuzz_examples} examples)", f.fuzz.line()),
         ("leak scan", f"{f.leak_scenarios} scenarios scanned, {f.leaks_found} leak(s) found"),
         ("remote-side security", f.remote.line()),
+        ("database attacks (restore, lock waits, skipped reports, URLs)", f.db_attacks.line()),
     ]
     lines = [
         "# Reliability",
@@ -207,6 +211,10 @@ def render(f: Figures, *, when: datetime, where: str, command: str, duration: fl
         "- **Secrets** (tests/test_secret_leaks.py and every fault scenario): stdout, stderr, ledger, deployment log.",
         "- **Remote side** (tests/test_reliability_remote.py): hostile release ids, a changed host key, release",
         "  file modes, a planted symlinked or hostile lock.",
+        "- **Database attacks** (tests/test_reliability_attacks_db.py): restore over later schemas, function-only",
+        "  schemas and `public`'s grants; migrations, rollbacks, backups and restores behind a held table lock;",
+        "  `database.bin_dir` on every path; gates over all-skipped reports; URLs with raw `@`/`/`, `?schema=`,",
+        "  several hosts, and a transaction pooler (Supabase's `DIRECT_URL`).",
         "",
     ]
     return "\n".join(lines)
@@ -222,7 +230,9 @@ def run_suite(root: Path, files: tuple[str, ...] = SUITE, *, timeout: float = 36
         junit = Path(d) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                 "-o", "junit_family=xunit1"]
-        r = proc.run(argv, cwd=root, timeout=timeout)
+        # Our own test suite, run for the report: it gets the developer's whole environment
+        # on purpose (fixtures read PG*/DEPLOY_* variables), and says so here.
+        r = proc.run(argv, cwd=root, timeout=timeout, env=dict(os.environ))
         if not junit.exists():
             raise DeployError(f"pytest wrote no JUnit report (exit {r.returncode}):\n{r.tail()}",
                               "Run the same pytest command by hand to see why.")

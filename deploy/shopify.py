@@ -41,8 +41,8 @@ __all__ = [
     "skip_reason", "config_file_name", "validate_version", "clip_message", "clean_source_url",
     "deploy_argv", "release_argv", "versions_argv",
     "parse_cli_output", "parse_versions", "parse_deploy_output", "parse_release_output",
-    "active_version", "previous_version",
-    "auth_env", "check", "versions", "deploy", "release", "undo", "rollback",
+    "active_version", "previous_version", "confirm_release", "check_client_id", "LISTED_MAX",
+    "auth_env", "check", "versions", "deploy", "release", "undo", "rollback", "install_argv", "prepare",
 ]
 
 # The CLI reads `SHOPIFY_APP_AUTOMATION_TOKEN ?? SHOPIFY_CLI_PARTNERS_TOKEN`
@@ -52,6 +52,7 @@ AUTOMATION_TOKEN_VAR = "SHOPIFY_APP_AUTOMATION_TOKEN"
 PARTNERS_TOKEN_VAR = "SHOPIFY_CLI_PARTNERS_TOKEN"
 
 VERSION_MAX = 100     # validations/version-name.ts
+LISTED_MAX = 20       # `app versions list` asks for `versions(first: 20)`: only the newest 20 come back
 MESSAGE_MAX = 200     # validations/message.ts (a JavaScript length: UTF-16 code units)
 _VERSION_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
 
@@ -143,8 +144,9 @@ class ShopifyDeployResult:
 class ShopifyReleaseResult:
     version: str
     url: str
-    previous: str | None
+    previous: str | None             # None also when the active version was older than the newest 20 listed
     command: str
+    note: str = ""                   # how the release was confirmed, when not by the versions list
 
 
 # ---------------------------------------------------------------- commands as data
@@ -404,6 +406,23 @@ def _snippet(text: str, n: int = 200) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def confirm_release(after: Sequence[AppVersion], version: str, command: str) -> str:
+    """After `app release --version V` succeeded: '' when the list shows V active;
+    ShopifyFailed when it shows V but another version active; a note saying the CLI's
+    word was taken when V is older than the newest versions the list returns."""
+    if any(v.version_tag == version for v in after):
+        now = active_version(after)
+        if now is None or now.version_tag != version:
+            raise ShopifyFailed(
+                f"`{command}` reported success but the active version is "
+                f"{now.version_tag if now else 'none'!r}, not {version!r}.",
+                "Check the app's versions in the Dev Dashboard before retrying.",
+            )
+        return ""
+    return (f"{version} is older than the newest {len(after)} versions `shopify app versions list` returns, "
+            f"so the release was confirmed by the CLI's exit status and its {VERSION_RELEASED!r} banner only")
+
+
 def active_version(items: Sequence[AppVersion]) -> AppVersion | None:
     """The version users have now (status "active")."""
     return next((v for v in items if v.active), None)
@@ -431,7 +450,11 @@ def _token_hint(var: str) -> str:
 
 
 def auth_env(settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child environment for the CLI: the token (as a Secret) and no TTY."""
+    """The CLI's whole child environment: proc's minimal base (PATH for node, HOME for its
+    config, proxies, CA certificates), the token (as a Secret, under the names the CLI
+    reads) and CI=1 (no TTY, no prompt). Nothing else of the deployer's: no database URL,
+    no API secret, no other token; and no SHOPIFY_FLAG_* variables, which the CLI would
+    read as flags the toolkit did not choose."""
     environ = os.environ if environ is None else environ
     var = settings.shopify.token_var
     value = environ.get(var, "")
@@ -443,7 +466,9 @@ def auth_env(settings, environ: Mapping[str, str] | None = None) -> dict[str, st
             _token_hint(var),
         )
     token = value if isinstance(value, Secret) else Secret(value)
-    return {AUTOMATION_TOKEN_VAR: token, PARTNERS_TOKEN_VAR: token, "CI": "1"}
+    # SHOPIFY_CLI_NO_ANALYTICS: the CLI's opt-out of usage reporting, which CI may set.
+    return proc.child_env(environ, names=("SHOPIFY_CLI_NO_ANALYTICS",),
+                          extra={AUTOMATION_TOKEN_VAR: token, PARTNERS_TOKEN_VAR: token, "CI": "1"})
 
 
 def _app_dir(settings) -> Path:
@@ -456,20 +481,85 @@ def _app_dir(settings) -> Path:
     return d
 
 
-def check(settings, environ: Mapping[str, str] | None = None) -> None:
-    """Preflight: config file, token and CLI present; raises the error a deploy would hit later."""
+def check(settings, environ: Mapping[str, str] | None = None, *, path: Path | None = None,
+          commit: str = "") -> None:
+    """Preflight: config file (in `path`, the commit's checkout, else the working tree),
+    token and CLI present; raises the error a deploy would hit later."""
     reason = skip_reason(settings)
     if reason:
         raise SettingsError(f"Shopify push for {settings.name!r} is not configured: {reason}.")
-    d = _app_dir(settings)
+    d = path or _app_dir(settings)
     name = config_file_name(settings.shopify.config)
     if not (d / name).is_file():
+        where = f"commit {commit[:12]} has no {name} in {settings.environment.app_dir}" if commit else \
+            f"{d / name} does not exist"
         raise SettingsError(
-            f"{settings.file}: shopify.config = {settings.shopify.config!r} but {d / name} does not exist.",
+            f"{settings.file}: shopify.config = {settings.shopify.config!r} but {where}.",
             f"Create it with `shopify app config link --config {settings.shopify.config}` in {d}, or fix shopify.config.",
         )
+    check_client_id(d / name, settings.shopify.config)
     auth_env(settings, environ)
     proc.which(shlex.split(settings.shopify.cli)[0])
+
+
+def check_client_id(path: Path, config: str) -> str:
+    """The app's `client_id` from its shopify.app.<config>.toml; SettingsError naming the
+    file when it is missing or empty (the template ships `client_id = ""`, which the CLI
+    only reports after asking Shopify)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SettingsError(f"{path}: cannot be read as TOML ({e}).",
+                            "Fix the file (Shopify CLI reads it for --config) and run again.") from None
+    value = data.get("client_id")
+    if not isinstance(value, str) or not value.strip():
+        what = "is empty" if isinstance(value, str) else ("is missing" if value is None else "is not a string")
+        raise SettingsError(
+            f"{path}: client_id {what}, so Shopify CLI cannot tell which app to push.",
+            f"Set client_id to the app's Client ID (Dev Dashboard > your app > Settings), or run "
+            f"`shopify app config link --config {config}` in {path.parent}; then commit the file.",
+        )
+    return value.strip()
+
+
+INSTALLED_MARK = ".deploy-full-install"   # in node_modules/: a full (dev included) install finished here
+
+
+def install_argv(app: Path) -> list[str] | None:
+    """The clean install the Shopify CLI needs in `app` (extensions build with the app's dev
+    dependencies, and `npx shopify` runs the app's pinned CLI), or None when package.json
+    declares no dependencies. The package manager is the one its lockfile names."""
+    from deploy import scaffold
+
+    try:
+        package = json.loads((app / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(package, dict) or not (package.get("dependencies") or package.get("devDependencies")):
+        return None
+    locked = any((app / name).is_file() for name, _ in scaffold.LOCKFILES)
+    return list(scaffold.install_argv(scaffold.package_manager(app), lockfile=locked))
+
+
+def prepare(settings, path: Path) -> str:
+    """Install `path`'s dependencies once (a checkout of the promoted commit), so the CLI
+    builds that commit's extensions; what it did, for the step's record."""
+    argv = install_argv(path)
+    if argv is None:
+        return "no dependencies to install"
+    mark = path / "node_modules" / INSTALLED_MARK
+    if mark.exists():
+        return "dependencies already installed"
+    r = proc.run(argv, cwd=path, env={"CI": "1"}, timeout=settings.shopify.timeout, input="")
+    if not r.ok:
+        raise ShopifyFailed(f"`{r.display}` failed (exit {r.returncode}) in {path}:\n{r.tail()}",
+                            "The Shopify CLI needs the app's dependencies to build its extensions: "
+                            "run the install by hand in a clean checkout of the commit to see why.")
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(shlex.join(argv) + "\n")
+    return f"installed dependencies ({shlex.join(argv)})"
 
 
 def _hint_for(text: str, settings) -> str:
@@ -481,8 +571,9 @@ def _hint_for(text: str, settings) -> str:
         return f"Check environment.app_dir and that {config_file_name(settings.shopify.config)} is there."
     if "nonexistent flag" in t or "unexpected argument" in t:
         return "This Shopify CLI does not know a flag the toolkit passes: use Shopify CLI 3.x (npm install -g @shopify/cli@3)."
-    if "version not found" in t:
-        return "List the versions with `invoke shopify.versions` and release one that exists."
+    if "version not found" in t or "not found for tag" in t:
+        return ("Check the tag: `invoke shopify.versions` lists the newest 20 versions; older ones are in the "
+                "Dev Dashboard (your app > Versions) and are released by tag the same way.")
     return f"Run the command by hand in {settings.app_dir} with --verbose to see the whole output."
 
 
@@ -495,9 +586,9 @@ def _tail(result: proc.CommandResult, lines: int = 12) -> str:
     return redact("\n".join(flat[-lines:]))
 
 
-def _run(settings, argv: list[str], env: Mapping[str, str]) -> proc.CommandResult:
+def _run(settings, argv: list[str], env: Mapping[str, str], path: Path | None = None) -> proc.CommandResult:
     # stdin is empty and CI=1, so the CLI can never wait on a prompt.
-    return proc.run(argv, cwd=_app_dir(settings), env=env, timeout=settings.shopify.timeout, input="")
+    return proc.run(argv, cwd=path or _app_dir(settings), env=env, timeout=settings.shopify.timeout, input="")
 
 
 def _failed(what: str, result: proc.CommandResult, settings, extra: str = "") -> ShopifyFailed:
@@ -513,49 +604,45 @@ def _require_configured(settings) -> None:
         raise SettingsError(f"Shopify push for {settings.name!r} is not configured: {reason}.")
 
 
-def versions(settings, environ: Mapping[str, str] | None = None) -> list[AppVersion]:
-    """The app's versions as Shopify lists them, newest first."""
+def versions(settings, environ: Mapping[str, str] | None = None, *, path: Path | None = None) -> list[AppVersion]:
+    """The app's versions as Shopify lists them, newest first (`path`: the app folder to
+    run in, e.g. the promoted commit's checkout; default the working tree's app_dir)."""
     _require_configured(settings)
     env = auth_env(settings, environ)
-    r = _run(settings, versions_argv(settings.shopify, path=settings.app_dir), env)
+    r = _run(settings, versions_argv(settings.shopify, path=path or settings.app_dir), env, path)
     if not r.ok:
         raise _failed("failed", r, settings)
     return parse_versions(r.stdout)
 
 
-def release(settings, version: str, environ: Mapping[str, str] | None = None) -> ShopifyReleaseResult:
+def release(settings, version: str, environ: Mapping[str, str] | None = None, *,
+            path: Path | None = None) -> ShopifyReleaseResult:
     """Make the existing app version `version` the live one (the undo of a deploy)."""
     _require_configured(settings)
     env = auth_env(settings, environ)
-    argv = release_argv(settings.shopify, version, path=settings.app_dir)
-    before = versions(settings, environ)
+    argv = release_argv(settings.shopify, version, path=path or settings.app_dir)
+    # `versions list` shows only the newest LISTED_MAX versions; `app release --version`
+    # looks the tag up itself, so the list is read for what was live, not to gate the release.
+    before = versions(settings, environ, path=path)
     prev = active_version(before)
-    if not any(v.version_tag == version for v in before):
-        known = ", ".join(v.version_tag for v in before[:5] if v.version_tag) or "(none)"
-        raise ShopifyFailed(
-            f"App version {version!r} does not exist for {settings.name!r} (newest: {known}).",
-            "List them with `invoke shopify.versions` and release one that exists.",
-        )
-    r = _run(settings, argv, env)
+    r = _run(settings, argv, env, path)
     if not r.ok:
         raise _failed("failed", r, settings)
     outcome = parse_release_output(r.stdout)
     if not outcome.released:
         raise _failed("did not release the version", r, settings,
                       outcome.detail or f"unexpected output (no {VERSION_RELEASED!r})")
-    now = active_version(versions(settings, environ))
-    if now is None or now.version_tag != version:
-        raise ShopifyFailed(
-            f"`{r.display}` reported success but the active version is "
-            f"{now.version_tag if now else 'none'!r}, not {version!r}.",
-            "Check the app's versions in the Dev Dashboard before retrying.",
-        )
-    return ShopifyReleaseResult(version, outcome.url, prev.version_tag if prev else None, r.display)
+    note = confirm_release(versions(settings, environ, path=path), version, r.display)
+    return ShopifyReleaseResult(version, outcome.url, prev.version_tag if prev else None, r.display, note=note)
 
 
 def deploy(settings, release_id: str, message: str = "", source_control_url: str = "",
-           environ: Mapping[str, str] | None = None) -> ShopifyDeployResult:
+           environ: Mapping[str, str] | None = None, *, path: Path | None = None) -> ShopifyDeployResult:
     """Create app version `release_id` from the environment's config and release it.
+
+    `path` is the app folder the CLI reads the config and extensions from: a promotion
+    passes the checkout of the promoted commit (`prepare` installs its dependencies), so
+    what Shopify gets is that commit's, never the working tree's.
 
     The active version beforehand is recorded as `previous` (what `undo` re-releases).
     A version that already exists (a resumed run) is released, not created twice. If the
@@ -564,8 +651,8 @@ def deploy(settings, release_id: str, message: str = "", source_control_url: str
     """
     _require_configured(settings)
     env = auth_env(settings, environ)
-    argv = deploy_argv(settings.shopify, release_id, message, source_control_url, path=settings.app_dir)
-    before = versions(settings, environ)
+    argv = deploy_argv(settings.shopify, release_id, message, source_control_url, path=path or settings.app_dir)
+    before = versions(settings, environ, path=path)
     prev = active_version(before)
     prev_tag = prev.version_tag if prev else None
     if prev_tag == release_id:
@@ -573,10 +660,10 @@ def deploy(settings, release_id: str, message: str = "", source_control_url: str
         return ShopifyDeployResult(release_id, "", earlier.version_tag if earlier else None,
                                    redact(shlex.join(argv)), reused=True, info="already active")
     if any(v.version_tag == release_id for v in before):
-        rel = release(settings, release_id, environ)
+        rel = release(settings, release_id, environ, path=path)
         return ShopifyDeployResult(release_id, rel.url, prev_tag, rel.command, reused=True,
                                    info="existing version released")
-    r = _run(settings, argv, env)
+    r = _run(settings, argv, env, path)
     outcome = parse_deploy_output(r.stdout) if r.ok else None
     if outcome is None or not outcome.released:
         if r.ok and outcome is not None and outcome.created:
@@ -586,9 +673,9 @@ def deploy(settings, release_id: str, message: str = "", source_control_url: str
         else:
             extra = ""
         err = _failed("failed" if not r.ok else "did not release a new version", r, settings, extra)
-        _restore(settings, prev_tag, release_id, environ, err)
+        _restore(settings, prev_tag, release_id, environ, err, path)
         raise err
-    now = active_version(versions(settings, environ))
+    now = active_version(versions(settings, environ, path=path))
     if now is None or now.version_tag != release_id:
         raise ShopifyFailed(
             f"`{r.display}` reported {RELEASED!r} but the active version is "
@@ -599,17 +686,18 @@ def deploy(settings, release_id: str, message: str = "", source_control_url: str
     return ShopifyDeployResult(release_id, outcome.url, prev_tag, r.display, info=redact(info))
 
 
-def _restore(settings, prev_tag: str | None, release_id: str, environ, err: ShopifyFailed) -> None:
+def _restore(settings, prev_tag: str | None, release_id: str, environ, err: ShopifyFailed,
+             path: Path | None = None) -> None:
     """After a failed deploy: if our version went live anyway, put the previous one back."""
     try:
-        now = active_version(versions(settings, environ))
+        now = active_version(versions(settings, environ, path=path))
     except ShopifyFailed as e:
         err.message += f"\n(could not check which version is live afterwards: {e.message.splitlines()[0]})"
         return
     if now is None or now.version_tag != release_id or not prev_tag:
         return
     try:
-        release(settings, prev_tag, environ)
+        release(settings, prev_tag, environ, path=path)
         err.message += f"\n{release_id} had gone live anyway; {prev_tag} was released again."
     except ShopifyFailed as e:
         err.message += f"\n{release_id} is live and re-releasing {prev_tag} failed too: {e.message.splitlines()[0]}"
@@ -633,10 +721,13 @@ def rollback(settings, version: str | None = None, environ: Mapping[str, str] | 
         prev = previous_version(items)
         if prev is None or not prev.version_tag:
             act = active_version(items)
+            beyond = act is None and len(items) >= LISTED_MAX
             raise ShopifyFailed(
                 f"No earlier tagged app version to go back to for {settings.name!r} "
-                f"(active: {act.version_tag if act else 'none'}).",
-                "Pass --version=<tag> (see `invoke shopify.versions`).",
+                + (f"(the active version is older than the newest {len(items)} the CLI lists)." if beyond
+                   else f"(active: {act.version_tag if act else 'none'})."),
+                "Pass --version=<tag> (see `invoke shopify.versions`, or the Dev Dashboard's Versions page "
+                "for older tags: any tag can be released).",
             )
         version = prev.version_tag
     return release(settings, version, environ)

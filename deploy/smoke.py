@@ -86,7 +86,10 @@ class WatchReport:
 
 def judge(check: SmokeCheck, status: int | None, body: bytes, release_id: str | None = None) -> str | None:
     """What is wrong with this answer to `check`, or None when it passes."""
-    if status != check.status:
+    if check.status == 0:
+        if status is None or not 200 <= status < 400:
+            return f"expected a 2xx or 3xx answer, got {status}"
+    elif status != check.status:
         return f"expected status {check.status}, got {status}"
     text = body.decode("utf-8", errors="replace")
     if check.contains and check.contains not in text:
@@ -163,20 +166,17 @@ def join_url(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/") if path.startswith("/") else path
 
 
-def default_checks(base_url: str) -> list[SmokeCheck]:
-    """/healthz answers, and /version names the release being deployed."""
-    return [
-        SmokeCheck(url=join_url(base_url, "/healthz"), status=200, contains='"ok":true'),
-        SmokeCheck(url=join_url(base_url, "/version"), status=200, json_field="release"),
-    ]
+def default_checks(base_url: str, health_path: str = "/") -> list[SmokeCheck]:
+    """The app's health path (app.health_path) answers 2xx or 3xx: the release contract's check."""
+    return [SmokeCheck(url=join_url(base_url, health_path), status=0)]
 
 
-def checks_for(section: SmokeSection, base_urls: Iterable[str]) -> list[SmokeCheck]:
+def checks_for(section: SmokeSection, base_urls: Iterable[str], health_path: str = "/") -> list[SmokeCheck]:
     """The checks to run: configured ones whose url is a "/path" are run against every base
-    URL (the app and each host), absolute ones as they are; none configured: the defaults."""
+    URL (the app and each host), absolute ones as they are; none configured: the health path."""
     bases = [b for b in dict.fromkeys(base_urls) if b]
     if not section.checks:
-        return [c for b in bases for c in default_checks(b)]
+        return [c for b in bases for c in default_checks(b, health_path)]
     out = []
     for c in section.checks:
         if c.url.startswith("/"):
@@ -186,10 +186,11 @@ def checks_for(section: SmokeSection, base_urls: Iterable[str]) -> list[SmokeChe
     return out
 
 
-def watch_urls(section: WatchSection, base_urls: Iterable[str]) -> list[str]:
+def watch_urls(section: WatchSection, base_urls: Iterable[str], health_path: str = "/") -> list[str]:
+    """The URLs the watch polls: watch.urls ("/path" joined to every base), or the health path."""
     bases = [b for b in dict.fromkeys(base_urls) if b]
     out: list[str] = []
-    for u in section.urls:
+    for u in section.urls or (health_path,):
         if u.startswith("/"):
             out.extend(join_url(b, u) for b in bases)
         else:
@@ -243,6 +244,15 @@ def _get(url: str, timeout: float) -> tuple[int | None, bytes, float, str | None
         return None, b"", (time.perf_counter() - start) * 1000, f"no answer: {why}"
     except (OSError, ValueError) as e:   # reset mid-body, bad URL, bad status line
         return None, b"", (time.perf_counter() - start) * 1000, f"no answer: {e}"
+
+
+def probe(url: str, timeout: float = 1.0) -> str:
+    """One health probe: '' when `url` answers 2xx or 3xx (redirects are not followed: a
+    Shopify app's / redirects to its auth), else what was wrong."""
+    status, _, _, err = _get(url, timeout)
+    if status is not None and 200 <= status < 400:
+        return ""
+    return err or f"HTTP {status}"
 
 
 def _pool_map(fn, items: list, workers: int = 16) -> list:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.errors import BuildFailed, SettingsError
-from deploy.proc import run
+from deploy.proc import child_env, run
 
 
 def repo_of(app_dir: Path) -> tuple[Path, str]:
@@ -41,7 +41,7 @@ def checkout(app_dir: Path, sha: str, dest_root: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=dest_root))
     try:
         p = subprocess.run(["git", "-C", str(top), "archive", "--format=tar", sha, "--", rel],
-                           capture_output=True, timeout=300)
+                           capture_output=True, timeout=300, env=child_env())
         if p.returncode != 0:
             raise BuildFailed(f"git archive of {sha[:12]}:{rel} failed: {p.stderr.decode(errors='replace').strip()}",
                               "Is the commit fetched, and does it contain the app folder?")
@@ -73,3 +73,25 @@ def commit_time(app_dir: Path, sha: str):
     if not r.ok or not r.stdout.strip().isdigit():
         raise BuildFailed(f"Cannot read the time of commit {sha[:12]}: {r.tail()}", "Is the commit fetched?")
     return datetime.fromtimestamp(int(r.stdout.strip()), timezone.utc)
+
+
+def prune(dest_root: Path, keep: int, protect=()) -> list[str]:
+    """Delete all but the newest `keep` finished checkouts under `dest_root` (a real app's
+    source plus node_modules is hundreds of MB per commit), never one whose SHA is in
+    `protect`; returns the SHAs removed. Checkouts still being extracted (hidden temp
+    folders) belong to a running build and are left alone."""
+    if keep < 1:
+        raise SettingsError(f"keep = {keep}: at least 1 checkout must be kept.", "Use app.keep_builds >= 1.")
+    if not dest_root.is_dir():
+        return []
+    done = []
+    for d in dest_root.iterdir():
+        marker = d / ".complete"
+        if d.is_dir() and not d.name.startswith(".") and marker.is_file():
+            done.append((marker.stat().st_mtime, d.name))
+    done.sort(reverse=True)
+    protect = set(protect)
+    doomed = [sha for _, sha in done[keep:] if sha not in protect]
+    for sha in doomed:
+        shutil.rmtree(dest_root / sha, ignore_errors=True)
+    return doomed

@@ -97,6 +97,82 @@ def test_restore_brings_back_data_and_removes_later_objects(app_db, tmp_path):
     assert M.status(app_db, HISTORY).up_to_date
 
 
+PG15_PUBLIC = B.SchemaFacts("public", "pg_database_owner",
+                            "{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}",
+                            (("pg_database_owner", "USAGE", False), ("pg_database_owner", "CREATE", False),
+                             ("PUBLIC", "USAGE", False)), "standard public schema")
+
+
+@pytest.mark.parametrize("created, tables, existing, before, after", [
+    ((), ("public",), (PG15_PUBLIC,),
+     ['DROP SCHEMA IF EXISTS "public" CASCADE;', 'CREATE SCHEMA "public";'],
+     ["COMMENT ON SCHEMA \"public\" IS 'standard public schema';",
+      'ALTER SCHEMA "public" OWNER TO "pg_database_owner";',
+      'REVOKE ALL ON SCHEMA "public" FROM PUBLIC;', 'REVOKE ALL ON SCHEMA "public" FROM "pg_database_owner";',
+      'GRANT USAGE ON SCHEMA "public" TO "pg_database_owner";',
+      'GRANT CREATE ON SCHEMA "public" TO "pg_database_owner";', 'GRANT USAGE ON SCHEMA "public" TO PUBLIC;']),
+    (("extensions",), ("public",), (B.SchemaFacts("extensions", "app", None), B.SchemaFacts("public", "app", None)),
+     ['DROP SCHEMA IF EXISTS "extensions" CASCADE;', 'DROP SCHEMA IF EXISTS "public" CASCADE;',
+      'CREATE SCHEMA "public";'],
+     ['ALTER SCHEMA "public" OWNER TO "app";']),
+    ((), ("public",), (B.SchemaFacts("audit", "app", None), B.SchemaFacts("public", "app", None),
+                       B.SchemaFacts("postgis_topology", "app", None, extension=True),
+                       B.SchemaFacts("vault", "supabase_admin", None, droppable=False)),
+     ['DROP SCHEMA IF EXISTS "audit" CASCADE;', 'DROP SCHEMA IF EXISTS "public" CASCADE;',
+      'CREATE SCHEMA "public";'],
+     ['ALTER SCHEMA "public" OWNER TO "app";']),
+    (("MySchema",), ("MySchema",), (), ['CREATE SCHEMA "public";'], []),
+], ids=["pg15-public-kept-as-it-was", "function-only-schema-dropped-then-created-by-the-dump",
+        "later-schema-dropped-extension-and-foreign-kept", "empty-target"])
+def test_restore_sql_drops_what_the_dump_does_not_hold_and_keeps_public_as_it_was(
+        created, tables, existing, before, after):
+    pre, post = B.restore_sql(created, tables, existing)
+    assert pre.splitlines() == before
+    assert post.splitlines() == after
+
+
+def test_dump_schemas_reads_quoted_and_plain_names():
+    body = 'CREATE SCHEMA extensions;\nCREATE SCHEMA "My""Schema";\nCREATE TABLE public.x (id int);\n'
+    assert B.dump_schemas(body) == ("extensions", 'My"Schema')
+
+
+def test_restore_returns_schemas_owner_and_grants_exactly(app_db, tmp_path):
+    from deploy.testing.postgres import schemas
+
+    # Supabase keeps functions in their own schema: one that holds no table at all.
+    q(app_db, "CREATE SCHEMA extensions; CREATE FUNCTION extensions.gen_id() RETURNS text LANGUAGE sql "
+              "AS $$ SELECT md5(random()::text) $$")
+    at_backup = schemas(app_db)
+    assert ("public", "pg_database_owner", "pg_database_owner=UC/pg_database_owner\n=U/pg_database_owner",
+            "standard public schema") in at_backup
+    b = B.backup(app_db, tmp_path, "staging", "abc1234", now=lambda: T0)
+    # What a failed deploy leaves: a new schema with a table, changed rows.
+    q(app_db, 'CREATE SCHEMA audit; CREATE TABLE audit.events (id int); DELETE FROM "Session"')
+    r = B.restore(b.path, app_db)
+    assert schemas(app_db) == at_backup
+    assert dict(r.tables)["public.Session"] == 250 and "audit.events" not in dict(r.tables)
+    assert len(q(app_db, "SELECT extensions.gen_id()")[0][0]) == 32
+    # and again: a restore over a restored database is no special case
+    B.restore(b.path, app_db)
+    assert schemas(app_db) == at_backup
+
+
+def test_restore_as_the_database_owner_keeps_public_as_postgres_15_made_it(pg_cluster, tmp_path):
+    from deploy.testing.postgres import schemas
+
+    name = "own_" + __import__("secrets").token_hex(3)
+    q(pg_cluster.url, f"DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN PASSWORD 'ownerpw'")
+    q(pg_cluster.url, f'CREATE DATABASE "{name}" OWNER {name}')
+    url = pg_cluster.url_for(name, user=name, password="ownerpw")
+    M.migrate(url, HISTORY)
+    q(url, "CREATE SCHEMA extensions; CREATE FUNCTION extensions.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+    at_backup = schemas(url)
+    b = B.backup(url, tmp_path, "staging", "abc1234", now=lambda: T0)
+    q(url, "CREATE SCHEMA later")
+    B.restore(b.path, url)
+    assert schemas(url) == at_backup
+
+
 def test_failed_restore_leaves_the_database_unchanged(app_db, tmp_path, pg_cluster):
     b = B.backup(app_db, tmp_path, "staging", "abc1234", now=lambda: T0)
     q(app_db, 'DELETE FROM "Session" WHERE id::int > 100')

@@ -109,7 +109,7 @@ def test_shopify_cli_on_path_is_reported_with_its_version(local, tmp_path):
     assert report.action("shopify").detail == "Shopify CLI 3.94.0"
 
 
-def test_existing_env_is_never_overwritten_and_its_database_is_the_one_prepared(local):
+def test_existing_env_is_never_overwritten_and_the_environments_database_is_the_one_prepared(local):
     root, app, settings, environ = local
     mine = "# mine\nSESSION_SECRET=my-own-value\nDATABASE_URL=file:./mine.db\n"
     (app / ".env").write_text(mine)
@@ -118,8 +118,18 @@ def test_existing_env_is_never_overwritten_and_its_database_is_the_one_prepared(
     env_action = report.action(".env")
     assert env_action.status == "unchanged" and "not overwritten" in env_action.detail
     assert "missing NODE_ENV, PORT" in env_action.detail and "--force" in env_action.detail
-    assert (app / "prisma" / "mine.db").is_file() and not (app / "prisma" / "dev.sqlite").exists()
-    assert "DATABASE_URL in .env" in report.action("database").detail
+    # One database per environment: env/local.toml's, the file `promote --to=local` migrates.
+    assert (app / "prisma" / "dev.sqlite").is_file() and not (app / "prisma" / "mine.db").exists()
+    detail = report.action("database").detail
+    assert "database.url in local.toml" in detail
+    assert ".env names file:./mine.db" in detail and "make it the same database" in detail
+
+
+def test_database_url_of_the_environment_wins_over_the_apps_env(local):
+    root, app, settings, environ = local
+    (app / ".env").write_text("DATABASE_URL=file:./dev.sqlite\n")
+    report = bootstrap(root, settings, environ, NOW)
+    assert "names" not in report.action("database").detail      # the same file: nothing to say
 
 
 def test_missing_node_and_npm_fail_the_run_and_say_how_to_install(local, tmp_path):

@@ -80,7 +80,7 @@ def test_second_build_of_the_same_commit_reuses_the_artifact_without_npm(example
     store = tmp_path / "artifacts"
     first = b.build(example_app, SHA_A, store, now=BUILT_AT)
     assert not first.reused
-    assert first.commands == ("npm ci --no-audit --no-fund", "npm run build")
+    assert first.commands == ("npm run build",)   # no dependencies: nothing to install or prune
     assert first.artifact.path == store / f"{first.artifact.sha256}.tar.gz"
     assert json.loads((store / "by-sha" / f"{SHA_A}.json").read_text())["sha256"] == first.artifact.sha256
     mtime = first.artifact.path.stat().st_mtime_ns
@@ -128,21 +128,23 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
         names = [m.name for m in members]
         manifest = json.loads(tar.extractfile("RELEASE.json").read())
     assert names[:-1] == sorted(names[:-1]) and names[-1] == "RELEASE.json"
-    assert {"server.mjs", "bin/restart", "build.json", "prisma/schema.prisma",
-            "prisma/migrations/migration_lock.toml"} <= set(names)
+    # The app tree at the commit plus the build output: what the release runs from.
+    assert {"package.json", "server.mjs", "build/server.mjs", "build/build.json", "prisma/schema.prisma",
+            "prisma/migrations/migration_lock.toml", "scripts/build.mjs"} <= set(names)
+    assert not any(n.startswith("bin/") for n in names)
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
     assert {m.mtime for m in members} == {int(BUILT_AT.timestamp())}
     modes = {m.name: m.mode for m in members}
-    assert modes["bin/restart"] == 0o755 and modes["server.mjs"] == 0o644
+    assert modes["build"] == 0o755 and modes["server.mjs"] == 0o644
     assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
     with tarfile.open(app_artifact.path) as tar:
-        build_json = json.loads(tar.extractfile("build.json").read())
-        restart = tar.extractfile("bin/restart").read()
-    entry = next(f for f in manifest["files"] if f["path"] == "bin/restart")
-    assert entry["sha256"] == hashlib.sha256(restart).hexdigest() and entry["size"] == len(restart)
+        build_json = json.loads(tar.extractfile("build/build.json").read())
+        server = tar.extractfile("build/server.mjs").read()
+    entry = next(f for f in manifest["files"] if f["path"] == "build/server.mjs")
+    assert entry["sha256"] == hashlib.sha256(server).hexdigest() and entry["size"] == len(server)
     assert build_json["git_sha"] == SHA_A   # GIT_SHA reached the app's own build script
 
 
@@ -178,12 +180,13 @@ def test_dependencies_without_a_lockfile_are_refused(example_app, tmp_path):
     pkg = json.loads((example_app / "package.json").read_text())
     pkg["dependencies"] = {"left-pad": "1.3.0"}
     (example_app / "package.json").write_text(json.dumps(pkg))
-    with pytest.raises(BuildFailed, match="no package-lock.json"):
+    with pytest.raises(BuildFailed, match="no lockfile is committed") as e:
         b.build(example_app, SHA_A, tmp_path / "artifacts")
+    assert "package-lock.json" in str(e.value)
 
 
 def test_a_build_writing_a_reserved_name_is_refused(example_app, tmp_path):
-    _set_build_script(example_app, "node scripts/build.mjs && node -e \"require('fs').writeFileSync('build/RELEASE','x')\"")
+    _set_build_script(example_app, "node scripts/build.mjs && node -e \"require('fs').writeFileSync('RELEASE','x')\"")
     with pytest.raises(BuildFailed, match="must not write RELEASE"):
         b.build(example_app, SHA_A, tmp_path / "artifacts", now=BUILT_AT)
 
@@ -199,3 +202,112 @@ def test_unwritable_artifacts_folder_is_named(example_app, tmp_path):
 def test_not_an_app_folder(tmp_path):
     with pytest.raises(SettingsError, match="no package.json"):
         b.build(tmp_path, SHA_A, tmp_path / "artifacts")
+
+
+# ---------------------------------------------------------------- the recipe: [app] settings -> commands (data)
+
+from deploy.config import AppSection  # noqa: E402
+
+
+def _pkg(tmp_path: Path, pkg: dict, *lockfiles: str) -> Path:
+    app = tmp_path / "pkg"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps(pkg))
+    for f in lockfiles:
+        (app / f).write_text("")
+    return app
+
+
+FULL = {"dependencies": {"react": "1"}, "devDependencies": {"vite": "1"}, "scripts": {"build": "vite build"}}
+
+
+@pytest.mark.parametrize("pkg, lockfiles, contract, expected", [
+    (FULL, ["package-lock.json"], AppSection(),
+     [("npm", "ci", "--no-audit", "--no-fund"), ("npm", "run", "build"), ("npm", "prune", "--omit=dev", "--no-audit", "--no-fund")]),
+    (FULL, ["pnpm-lock.yaml"], AppSection(),
+     [("pnpm", "install", "--frozen-lockfile"), ("pnpm", "run", "build"), ("pnpm", "prune", "--prod")]),
+    (FULL, ["yarn.lock"], AppSection(),
+     [("yarn", "install", "--frozen-lockfile"), ("yarn", "run", "build"), ("yarn", "install", "--production", "--frozen-lockfile")]),
+    ({"dependencies": {"react": "1"}, "scripts": {"build": "x"}}, ["package-lock.json"], AppSection(),
+     [("npm", "ci", "--no-audit", "--no-fund"), ("npm", "run", "build")]),
+    ({"scripts": {"build": "x"}}, ["package-lock.json"], AppSection(), [("npm", "run", "build")]),
+    ({"dependencies": {"a": "1"}}, ["package-lock.json"], AppSection(), [("npm", "ci", "--no-audit", "--no-fund")]),
+    (FULL, ["package-lock.json"], AppSection(install="none", build=("make", "web"), prune="none"), [("make", "web")]),
+    (FULL, ["package-lock.json"], AppSection(install=("npm", "ci", "--ignore-scripts"), prune=("true",)),
+     [("npm", "ci", "--ignore-scripts"), ("npm", "run", "build"), ("true",)]),
+], ids=["npm", "pnpm", "yarn", "no-dev-deps-no-prune", "no-deps-no-install", "no-build-script",
+        "custom-build-nothing-else", "custom-install-and-prune"])
+def test_recipe_from_the_lockfile_and_the_app_settings(tmp_path, pkg, lockfiles, contract, expected):
+    app = _pkg(tmp_path, pkg, *lockfiles)
+    assert list(b.recipe(app, contract).commands) == expected
+
+
+@pytest.mark.parametrize("contract, pkg, server_js, expected", [
+    (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}}, False,
+     ["sh", "-c", "react-router-serve ./build/server/index.js"]),
+    (AppSection(start=("node", "build/server.mjs")), {}, False, ["node", "build/server.mjs"]),
+    (AppSection(), {"scripts": {}}, True, ["node", "server.js"]),
+], ids=["start-script-without-npm", "explicit-argv", "npm-default-server-js"])
+def test_start_argv(contract, pkg, server_js, expected):
+    assert b.start_argv(contract, pkg, "x", server_js) == expected
+
+
+def test_no_start_script_is_a_clear_settings_error():
+    with pytest.raises(SettingsError, match="no start script") as e:
+        b.start_argv(AppSection(), {"scripts": {"build": "x"}}, "releases/r1")
+    assert "[app] start" in e.value.hint
+
+
+def test_include_packs_only_the_named_paths(example_app, tmp_path):
+    art = b.build(example_app, SHA_A, tmp_path / "artifacts", now=BUILT_AT,
+                  contract=AppSection(include=("build", "package.json"))).artifact
+    with tarfile.open(art.path) as tar:
+        names = sorted(tar.getnames())
+    assert names == ["RELEASE.json", "build", "build/build.json", "build/server.mjs", "package.json"]
+
+
+def test_include_of_a_path_the_build_did_not_write_is_refused(example_app, tmp_path):
+    with pytest.raises(BuildFailed, match="app.include names dist"):
+        b.build(example_app, SHA_A, tmp_path / "artifacts", now=BUILT_AT, contract=AppSection(include=("dist",)))
+
+
+# ---------------------------------------------------------------- the build's environment
+
+def test_the_build_sees_no_deploy_secret_unless_named(example_app, tmp_path):
+    """A build script that dumps process.env into its output: the artifact holds no secret."""
+    _set_build_script(example_app, "node scripts/build.mjs && node -e \"require('fs').writeFileSync("
+                                   "'build/env.json', JSON.stringify(process.env))\"")
+    secrets = {"DATABASE_URL": "postgresql://u:hunter2-db@h/db", "SHOPIFY_API_SECRET": "shpss_topsecret77",
+               "SHOPIFY_APP_AUTOMATION_TOKEN": "atkn_secret_123", "SESSION_SECRET": "sess-secret-9",
+               "npm_config__authToken": "npm-token-xyz", "PUBLIC_FLAG": "visible-1"}
+    environ = {**os.environ, **secrets}
+    art = b.build(example_app, SHA_A, tmp_path / "artifacts", now=BUILT_AT, env=environ,
+                  contract=AppSection(build_env=("PUBLIC_FLAG",))).artifact
+    with tarfile.open(art.path) as tar:
+        raw = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isreg())
+        seen = json.loads(tar.extractfile("build/env.json").read())
+    for name, value in secrets.items():
+        if name == "PUBLIC_FLAG":
+            assert seen[name] == value   # named in app.build_env: passed
+        else:
+            assert name not in seen and value.encode() not in raw, name
+    assert seen["GIT_SHA"] == SHA_A and "PATH" in seen
+
+
+# ---------------------------------------------------------------- pruning old builds
+
+def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    shas = [f"{i:x}" * 40 for i in range(1, 6)]
+    for i, sha in enumerate(shas):
+        out = tmp_path / f"out{i}"
+        out.mkdir()
+        (out / "f.txt").write_text(sha)
+        art = b.pack(out, store, git_sha=sha, built_at=f"2024-03-0{i + 1}T00:00:00Z", release_id=f"r{i}")
+        b._write_index(store, art)
+    removed = b.prune(store, keep=2, protect=[shas[0]])
+    assert sorted(removed) == sorted(shas[1:3])
+    assert [sha for sha in shas if b.find(store, sha)] == [shas[0], shas[3], shas[4]]
+    assert len(list(store.glob("*.tar.gz"))) == 3
+    assert b.prune(store, keep=2, protect=[shas[0]]) == []

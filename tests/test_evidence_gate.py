@@ -283,3 +283,40 @@ def test_public_api_is_exported():
     import deploy.evidence as ev
     assert sorted(ev.__all__) == sorted(set(ev.__all__))
     assert all(hasattr(ev, name) for name in ev.__all__)
+
+
+# ---------------------------------------------------------------- reports where nothing ran
+
+@pytest.mark.parametrize("rel, kind, total", [
+    ("playwright/all_skipped.json", "playwright", 8),
+    ("vitest/all_skipped.json", "vitest", 4),
+    ("junit/playwright_all_skipped.xml", "playwright", 4),
+], ids=["playwright-json-all-test-skip", "vitest-json-all-skipped", "playwright-junit-all-skipped"])
+def test_a_report_in_which_no_test_ran_closes_the_gate(rel, kind, total):
+    from deploy.evidence import judge_tests, parse_report
+
+    report = parse_report((FIX / rel).read_bytes(), rel)
+    assert report.kind == kind and report.counts.failed == 0 and report.counts.total == total
+    row = judge_tests(report, rel, GateSection(max_skipped_ratio=1.0))
+    assert not row.ok
+    assert row.reasons == (f"no tests ran: all {total} tests in the report were skipped or never started",)
+
+
+@pytest.mark.parametrize("ratio, ok", [(0.5, True), (0.4, True), (0.3, False), (0.0, False)],
+                         ids=["default", "staging-and-production", "stricter", "no-skips-allowed"])
+def test_max_skipped_ratio_bounds_the_share_of_skipped_tests(ratio, ok):
+    from deploy.evidence import judge_tests, parse_report
+
+    # 5 tests: 3 passed, 1 skipped, 1 todo: 40 % did not run.
+    report = parse_report((FIX / "vitest/passing.json").read_bytes(), "vitest.json")
+    row = judge_tests(report, "vitest.json", GateSection(max_skipped_ratio=ratio))
+    assert row.ok is ok, row.reasons
+    if not ok:
+        assert row.reasons == (f"2 of 5 tests skipped or todo (40%), more than gate.max_skipped_ratio = {ratio:g} "
+                               "allows",)
+
+
+def test_max_skipped_ratio_out_of_range_is_a_settings_error(tmp_path):
+    with pytest.raises(config.SettingsError, match="gate.max_skipped_ratio = 1.5 is out of range"):
+        config.parse({"gate": {"max_skipped_ratio": 1.5}, "environment": {"kind": "local"}},
+                     name="t", file=tmp_path / "t.toml", root=tmp_path)

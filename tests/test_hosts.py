@@ -408,3 +408,118 @@ def test_hook_variables_reach_the_hook_and_secrets_are_refused(fleet):
     with pytest.raises(SettingsError, match="holds a secret"):
         hosts.release(s, f.artifact(R2), run_id="run-2", now=T0, env={"TOKEN": Secret("hunter2")})
     assert f.currents() == [R1]
+
+
+# ---------------------------------------------------------------- the toolkit's supervisor on real hosts
+
+from deploy.testing.app import BUILT_AT, SHA_B, app_artifact, copy_example_app  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def crashing_artifact(tmp_path_factory):
+    """The example app whose server exits at start (a release whose start command fails)."""
+    from deploy.build import build
+
+    base = tmp_path_factory.mktemp("crashing")
+    app = copy_example_app(base / "app")
+    server = app / "server.mjs"
+    server.write_text("console.error('fatal: missing SHOPIFY_API_KEY'); process.exit(3);\n" + server.read_text())
+    return build(app, SHA_B, base / "artifacts", now=BUILT_AT).artifact
+
+
+class NodeFleet(Fleet):
+    """Hosts running the real example app through the supervisor: no restart hook."""
+
+    def __init__(self, farm, hs, tmp):
+        from deploy.config import AppSection
+
+        super().__init__(farm, hs, tmp)
+        for h in hs:
+            h.write(f"{SUB}/shared/.env", "HOST=127.0.0.1\n")
+        self.section = farm.hosts_section(hs, app_ports=tuple(self.app_ports))
+        self.app = AppSection(health_path="/healthz", ready_timeout=15.0)
+
+    def served(self) -> list[str]:
+        import json
+
+        return [json.loads(urllib.request.urlopen(f"http://127.0.0.1:{p}/version", timeout=5).read())["release"]
+                for p in self.app_ports]
+
+    def app_pids(self) -> list[int | None]:
+        out = []
+        for h in self.hosts:
+            f = self.deploy_to(h) / "run" / "app.pid"
+            out.append(int(f.read_text()) if f.exists() else None)
+        return out
+
+    def running(self, pid: int) -> bool:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[2] == str(pid) and fields[0] != "Z":
+                return True
+        return False
+
+
+def _as(art, rid):
+    from dataclasses import replace
+
+    return replace(art, release_id=rid)
+
+
+def test_supervisor_starts_restarts_and_rolls_back_a_real_node_app_over_ssh(sshd_hosts, sshd_farm, tmp_path,
+                                                                            app_artifact):
+    f = NodeFleet(sshd_farm, sshd_hosts(2), tmp_path)
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    assert f.served() == [R1, R1]
+    first = f.app_pids()
+    assert all(first) and all(f.running(p) for p in first)
+    for h in f.hosts:
+        assert os.access(f.deploy_to(h) / "bin" / "app", os.X_OK)
+        assert "node" in Path(f"/proc/{f.app_pids()[f.hosts.index(h)]}/cmdline").read_bytes().decode()
+
+    hosts.release(f.section, _as(app_artifact, R2), run_id="run-2", now=T0, app=f.app)
+    second = f.app_pids()
+    assert f.served() == [R2, R2]
+    assert all(p2 != p1 for p1, p2 in zip(first, second)) and not any(f.running(p) for p in first)
+
+    hosts.rollback(f.section, run_id="rb", now=T0, app=f.app)
+    assert f.served() == [R1, R1] and not any(f.running(p) for p in second)
+
+
+def test_a_release_whose_start_command_exits_goes_back_to_the_previous_release(sshd_hosts, sshd_farm, tmp_path,
+                                                                               app_artifact, crashing_artifact):
+    f = NodeFleet(sshd_farm, sshd_hosts(2), tmp_path)
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.section, _as(crashing_artifact, R2), run_id="run-2", now=T0, app=f.app)
+    err = " ".join(r.error for r in e.value.results)
+    assert "the app exited" in err and "fatal: missing SHOPIFY_API_KEY" in err
+    assert f.currents() == [R1, R1] and f.served() == [R1, R1]
+    assert f.locked() == [False, False]
+
+
+def test_a_failed_first_release_leaves_no_app_running(sshd_hosts, sshd_farm, tmp_path, crashing_artifact):
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    with pytest.raises(HostFailed):
+        hosts.release(f.section, _as(crashing_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    assert f.currents() == [None] and f.locked() == [False]
+    assert f.app_pids() == [None]
+
+
+def test_health_that_never_answers_2xx_goes_back_and_a_first_release_undo_stops_the_app(sshd_hosts, sshd_farm,
+                                                                                     tmp_path, app_artifact):
+    from dataclasses import replace
+
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    never = replace(f.app, health_path="/no-such-page", ready_timeout=1.5)   # the example answers 404 there
+    with pytest.raises(HostFailed) as e:
+        hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=never)
+    assert "HTTP 404" in e.value.results[0].error
+    assert f.currents() == [None] and f.app_pids() == [None] and f.locked() == [False]
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-2", now=T0, app=f.app)
+    (pid,) = f.app_pids()
+    hosts.undo_release(f.section, R1, run_id="run-2", now=T0, app=f.app)
+    assert f.currents() == [None] and not f.running(pid), "undoing a first release stops the app"

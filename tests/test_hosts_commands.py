@@ -90,3 +90,87 @@ def test_previous_of_is_the_release_before_current_by_name():
     assert hosts.previous_of(S("r3", ("r1", "r2", "r3"), None)) == "r2"
     assert hosts.previous_of(S("r1", ("r1", "r2"), None)) is None
     assert hosts.previous_of(S(None, (), None)) is None
+
+
+# ---------------------------------------------------------------- the app's supervisor (commands as data)
+
+def test_default_health_url_is_the_app_port_and_health_path_per_host():
+    from deploy.config import AppSection
+
+    s = HostsSection(hosts=("web1", "ops@10.0.0.6:2222", "[::1]"), app_ports=(3001, 3002, 3003))
+    t1, t2, t3 = hosts.targets(s, AppSection(health_path="/healthz"))
+    assert (t1.app_port, t1.health_url) == (3001, "http://web1:3001/healthz")
+    assert (t2.app_port, t2.health_url) == (3002, "http://10.0.0.6:3002/healthz")
+    assert t3.health_url == "http://[::1]:3003/healthz"
+    (only,) = hosts.targets(HostsSection(hosts=("web1",)))
+    assert (only.app_port, only.health_url) == (3000, "http://web1:3000/")
+    (named,) = hosts.targets(HostsSection(hosts=("web1",), health_url="https://{host}.example.com:{app_port}/up"))
+    assert named.health_url == "https://web1.example.com:3000/up"
+
+
+def test_supervise_commands_are_one_quoted_argv_each():
+    t = _t()
+    assert hosts.supervise_command(t, "restart", "PORT", 3000, ["sh", "-c", "react-router-serve ./build/server/index.js"]) == (
+        "/srv/occ/bin/app restart PORT 3000 -- sh -c 'react-router-serve ./build/server/index.js'")
+    assert hosts.supervise_command(t, "start", "APP_PORT", 8080, ["node", "build/server.mjs"]) == (
+        "/srv/occ/bin/app start APP_PORT 8080 -- node build/server.mjs")
+    assert hosts.supervise_command(t, "stop") == "/srv/occ/bin/app stop"
+    assert hosts.supervise_command(t, "status") == "/srv/occ/bin/app status"
+    with pytest.raises(ValueError):
+        hosts.supervise_command(t, "reload")
+
+
+def test_install_supervisor_writes_a_temp_file_then_renames_it():
+    cmd = hosts.install_supervisor_command(_t())
+    assert cmd == ("mkdir -p /srv/occ/bin && printf %s " + shlex.quote(hosts.SUPERVISOR)
+                   + " > /srv/occ/bin/.app.new && chmod 755 /srv/occ/bin/.app.new"
+                   " && mv -f /srv/occ/bin/.app.new /srv/occ/bin/app")
+    assert hosts.SUPERVISOR.startswith("#!/bin/sh\n")
+
+
+def test_stop_app_command_stops_the_supervised_app_or_the_unit():
+    name = hosts.unit_name(_t())
+    assert hosts.stop_app_command(_t()) == (
+        "if [ -x /srv/occ/bin/app ]; then /srv/occ/bin/app stop; fi; "
+        f"if command -v systemctl >/dev/null 2>&1; then systemctl --user stop {name} 2>/dev/null; fi; true")
+
+
+def test_systemd_unit_quotes_every_argument_against_expansion():
+    t = _t()
+    assert hosts.unit_name(t) == hosts.unit_name(_t()) and hosts.unit_name(t) != hosts.unit_name(_t("/srv/other"))
+    assert hosts.unit_name(t).startswith("occ-app-") and hosts.unit_name(t).endswith(".service")
+    text = hosts.unit_text(t, "PORT", 3000, ["sh", "-c", 'echo "$HOME" 100% \\ ok'])
+    assert text == (
+        "[Unit]\n"
+        "Description=app released by the deploy toolkit under /srv/occ\n"
+        "[Service]\n"
+        "WorkingDirectory=/srv/occ/current\n"
+        'ExecStart="/srv/occ/bin/app" "run" "PORT" "3000" "--" "sh" "-c" "echo \\"$$HOME\\" 100%% \\\\ ok"\n'
+        "Restart=on-failure\n"
+        "KillMode=control-group\n"
+        "StandardOutput=append:/srv/occ/logs/app.log\n"
+        "StandardError=append:/srv/occ/logs/app.log\n"
+        "[Install]\n"
+        "WantedBy=default.target\n")
+
+
+def test_systemd_restart_installs_the_unit_reloads_and_restarts():
+    t = _t()
+    name = hosts.unit_name(t)
+    assert hosts.systemd_restart_command(t, "UNIT") == (
+        'mkdir -p "$HOME"/.config/systemd/user && mkdir -p /srv/occ/logs && '
+        f'printf %s UNIT > "$HOME"/.config/systemd/user/{name} && systemctl --user daemon-reload && '
+        f"systemctl --user restart {name}")
+
+
+def test_start_facts_command_and_its_parser():
+    t = _t()
+    assert hosts.start_facts_command(t, "r1", want_package=True, probe_systemd=True) == (
+        "echo '== supervisor'; if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment "
+        ">/dev/null 2>&1; then echo systemd; else echo sh; fi; echo '== package'; "
+        "cat /srv/occ/releases/r1/package.json 2>/dev/null || true")
+    assert hosts.start_facts_command(t, "r1", want_package=False, probe_systemd=False) == ""
+    assert hosts.parse_start_facts('== supervisor\nsh\n== package\n{"scripts":\n {"start": "x"}}\n') == (
+        "sh", '{"scripts":\n {"start": "x"}}')
+    assert hosts.parse_start_facts("== supervisor\nsystemd\n") == ("systemd", None)
+    assert hosts.parse_start_facts("== package\n") == (None, "")

@@ -47,7 +47,7 @@ def test_place_unpacks_into_its_own_release_folder_with_a_release_file(app_artif
     path = local.place(app_artifact, local_root, R1)
     assert path == local_root / "releases" / R1
     assert (path / "RELEASE").read_text() == R1 + "\n"
-    assert (path / "server.mjs").is_file() and os.access(path / "bin" / "restart", os.X_OK)
+    assert (path / "build" / "server.mjs").is_file() and (path / "package.json").is_file()
     assert json.loads((path / "RELEASE.json").read_text())["git_sha"] == app_artifact.git_sha
     assert local.releases(local_root) == [R1]
     assert [p.name for p in (local_root / "releases").iterdir()] == [R1]   # no temp folder left behind
@@ -188,7 +188,7 @@ def test_start_without_a_release_says_to_deploy_first(local_root):
 
 def test_a_server_that_crashes_at_start_fails_with_its_log_and_leaves_nothing_running(app_artifact, local_root):
     path = local.place(app_artifact, local_root, R3)
-    (path / "server.mjs").write_text("console.error('fatal: cannot open database'); process.exit(4);\n")
+    (path / "build" / "server.mjs").write_text("console.error('fatal: cannot open database'); process.exit(4);\n")
     local.switch(local_root, R3)
     with pytest.raises(HostFailed, match="exited with code 4") as e:
         local.start(local_root, timeout=5)
@@ -200,10 +200,10 @@ def test_server_gets_extra_environment_and_a_secret_stays_out_of_files(app_artif
     from deploy.redact import Secret
 
     path = local.place(app_artifact, local_root, R1)
-    (path / "server.mjs").write_text(
-        (path / "server.mjs").read_text().replace(
-            'release: readText("RELEASE") || "unreleased",',
-            'release: (readText("RELEASE") || "unreleased") + ":" + (process.env.DATABASE_URL ? "db" : "nodb"),',
+    (path / "build" / "server.mjs").write_text(
+        (path / "build" / "server.mjs").read_text().replace(
+            'release: readText("RELEASE", process.cwd()) || "unreleased",',
+            'release: (readText("RELEASE", process.cwd()) || "unreleased") + ":" + (process.env.DATABASE_URL ? "db" : "nodb"),',
         )
     )
     local.switch(local_root, R1)

@@ -270,6 +270,67 @@ def test_migrate_waits_for_prismas_advisory_lock_then_says_who_holds_it(pg_url, 
     assert M.migrate(pg_url, d).applied == ("20240101000000_a",)
 
 
+def test_migration_waiting_on_a_table_lock_fails_within_lock_timeout_naming_both(pg_url, tmp_path):
+    from deploy.config import DatabaseSection
+    from deploy.testing.postgres import TableLock
+
+    d = write_migrations(tmp_path, {"20240101000000_a": GOOD,
+                                    "20240102000000_add_col": 'ALTER TABLE "A" ADD COLUMN "b" TEXT;'})
+    M.migrate(pg_url, d, lock_timeout=5)
+    d = write_migrations(tmp_path, {"20240103000000_add_more": 'ALTER TABLE "A" ADD COLUMN "c" TEXT;'})
+    settings = DatabaseSection(provider="postgresql", lock_timeout=0.5)
+    with TableLock(pg_url, "A") as app_session:
+        with pytest.raises(MigrationFailed) as e:
+            M.migrate(pg_url, d, db=settings)
+        assert not app_session.released.is_set()      # it gave up; nobody let go of the lock for it
+    text = str(e.value)
+    assert "20240103000000_add_more" in text and "55P03" in text
+    assert "table lock held by another session longer than database.lock_timeout (0.5 s)" in text
+    assert "db.resolve" in e.value.hint
+    assert "c" not in {r[0] for r in q(pg_url, "select column_name from information_schema.columns "
+                                               "where table_name = 'A'")}
+    assert M.status(pg_url, d).failed == ("20240103000000_add_more",)
+
+
+def test_statement_running_past_statement_timeout_fails_the_migration(pg_url, tmp_path):
+    from deploy.config import DatabaseSection
+
+    d = write_migrations(tmp_path, {"20240101000000_slow": "SELECT pg_sleep(60);"})
+    with pytest.raises(MigrationFailed) as e:
+        M.migrate(pg_url, d, db=DatabaseSection(provider="postgresql", statement_timeout=0.5))
+    assert "database.statement_timeout (0.5 s)" in str(e.value) and "57014" in str(e.value)
+
+
+def test_rollback_waiting_on_a_table_lock_fails_within_lock_timeout(pg_url, tmp_path):
+    from deploy.config import DatabaseSection
+    from deploy.testing.postgres import TableLock
+
+    d = write_migrations(tmp_path, {"20240101000000_a": (GOOD, 'DROP TABLE "A";')})
+    M.migrate(pg_url, d)
+    with TableLock(pg_url, "A") as app_session:
+        with pytest.raises(MigrationFailed) as e:
+            M.rollback(pg_url, d, db=DatabaseSection(provider="postgresql", lock_timeout=0.5))
+        assert not app_session.released.is_set()
+    assert "database.lock_timeout (0.5 s)" in str(e.value) and "20240101000000_a" in str(e.value)
+    assert "A" in tables(pg_url)
+
+
+def test_postgis_tables_do_not_make_a_database_non_empty(pg_url, tmp_path):
+    # What CREATE EXTENSION postgis leaves in `public`; prisma-engines' table_should_be_ignored.
+    q(pg_url, "CREATE TABLE spatial_ref_sys (srid int PRIMARY KEY); CREATE TABLE geometry_columns (x int)")
+    d = write_migrations(tmp_path, {"20240101000000_a": GOOD})
+    assert M.migrate(pg_url, d).applied == ("20240101000000_a",)
+
+
+def test_a_real_table_beside_postgis_still_makes_a_database_non_empty(pg_cluster, tmp_path):
+    url = pg_cluster.create_database()
+    q(url, 'CREATE TABLE spatial_ref_sys (srid int); CREATE TABLE "Mine" (id int)')
+    d = write_migrations(tmp_path, {"20240101000000_a": GOOD})
+    with pytest.raises(MigrationFailed, match=r"P3005") as e:
+        M.migrate(url, d)
+    assert "Mine" in str(e.value) and "spatial_ref_sys" not in str(e.value)
+
+
 def test_concurrent_migrate_applies_each_migration_once(pg_url):
     results, errors = [], []
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from psycopg.conninfo import conninfo_to_dict
+
 from deploy import dburl
 from deploy import migrations as M
 from deploy.errors import MigrationFailed, SettingsError
@@ -120,9 +122,59 @@ def test_postgres_url_drops_prisma_params_and_sets_search_path():
     u = dburl.parse("postgresql://app:s3cret@db.example:6543/occ?schema=tenant_1&connection_limit=5&sslmode=require")
     assert u.provider == "postgresql" and u.schema == "tenant_1" and u.database == "occ"
     assert "s3cret" not in u.masked and "s3cret" not in repr(u)
-    info = u.conninfo()
-    assert "connection_limit" not in info and "schema=" not in info
-    assert "sslmode=require" in info and "search_path%3Dtenant_1" in info and "connect_timeout=5" in info
+    info = conninfo_to_dict(u.conninfo())
+    assert "connection_limit" not in info and "schema" not in info
+    assert info["sslmode"] == "require" and info["options"] == '-c search_path="tenant_1"'
+    assert info["connect_timeout"] == "5"
+    assert u.notes == ("connection_limit=5: Prisma Client's pool size; not passed to libpq",)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://app:pw@h/db?schema=MySchema",
+     {"host": "h", "dbname": "db", "user": "app", "options": '-c search_path="MySchema"'}),
+    ("postgresql://app:pw@h/db?options=-c%20statement_timeout%3D5s&schema=s1",
+     {"options": '-c statement_timeout=5s -c search_path="s1"'}),
+    ("postgresql://app:pw@h1:5432,h2:5433/db?target_session_attrs=read-write",
+     {"host": "h1,h2", "port": "5432,5433", "target_session_attrs": "read-write"}),
+    ("postgresql://app:p%40ss%2Fw@h/db", {"password": "p@ss/w", "host": "h"}),
+    ("postgres://app@/db?host=/var/run/postgresql", {"host": "/var/run/postgresql", "user": "app"}),
+    ("postgresql://app:pw@h:6543/db?pgbouncer=true&connect_timeout=12", {"port": "6543", "connect_timeout": "12"}),
+], ids=["schema-case-kept-quoted", "user-options-kept", "multi-host", "encoded-at-and-slash", "socket-dir",
+        "pgbouncer-stripped"])
+def test_postgres_urls_are_read_by_libpq(url, expected):
+    info = conninfo_to_dict(dburl.parse(url).conninfo())
+    assert "pgbouncer" not in info and "schema" not in info
+    for k, v in expected.items():
+        assert info[k] == v, k
+
+
+def test_pgbouncer_and_the_transaction_pooler_port_are_flagged():
+    assert dburl.parse("postgresql://a:b@h:6543/db").transaction_pooler.startswith("it uses port 6543")
+    u = dburl.parse("postgresql://a:b@h:5432/db?pgbouncer=true")
+    assert u.pgbouncer and u.transaction_pooler == "it has pgbouncer=true"
+    assert u.notes == ("pgbouncer=true: Prisma's transaction-pooler mode; not passed to libpq",)
+    assert dburl.parse("postgresql://a:b@h:5432/db").transaction_pooler is None
+
+
+@pytest.mark.parametrize("url, what", [
+    ("postgresql://app:Zq9@top:secret@db.example:5432/occ", "raw '@'"),
+    ("postgresql://app:Zq9/top:secret@db.example:5432/occ", "raw '/'"),
+    ("postgresql://app:Zq9top:secret@db.example:5432/occ?bogus=1", "invalid URI query parameter"),
+], ids=["raw-at", "raw-slash", "unknown-parameter"])
+def test_urls_libpq_would_misread_are_refused_with_the_password_masked(url, what):
+    with pytest.raises(SettingsError) as e:
+        dburl.parse(url)
+    text = str(e.value) + e.value.hint
+    assert what in text and "Zq9" not in text and "secret" not in text and "postgresql://app:***@" in text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://app:Zq9@top@db.example:5432/occ", "postgresql://app:***@db.example:5432/occ"),
+    ("postgresql+psycopg://app:Zq9/top@db.example/occ", "postgresql+psycopg://app:***@db.example/occ"),
+    ("postgresql://db.example/occ?user=app&password=Zq9top", "postgresql://db.example/occ?user=app&password=***"),
+], ids=["raw-at", "raw-slash", "password-parameter"])
+def test_mask_hides_every_form_of_password(url, shown):
+    assert dburl.mask(url) == shown
 
 
 @pytest.mark.parametrize("url, base, expected", [

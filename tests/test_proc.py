@@ -47,3 +47,31 @@ def test_run_never_passes_the_whole_environment(monkeypatch):
 def test_run_returns_exit_codes_and_feeds_input():
     r = proc.run([sys.executable, "-c", "import sys; print(sys.stdin.read().upper()); sys.exit(3)"], input="hi")
     assert r.returncode == 3 and r.stdout.strip() == "HI"
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    r = proc.run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout=1)
+    assert r.returncode == 124 and "timed out after 1s" in r.stderr
+    grandchild = int(pidfile.read_text())
+    alive = proc.pid_alive(grandchild)
+    if alive:
+        import os
+        os.kill(grandchild, 9)
+    assert not alive
+
+
+def test_hook_env_passes_named_variables_and_refuses_unset_or_secret_ones():
+    from deploy import hosts
+    from deploy.config import HostsSection
+    from deploy.errors import SettingsError
+
+    section = HostsSection(hosts=("h",), hook_env=("APP_BANNER",))
+    assert hosts.hook_env(section, {"APP_BANNER": "blue", "SESSION_SECRET": "s"}) == {"APP_BANNER": "blue"}
+    assert hosts.hook_env(HostsSection(hosts=("h",)), {"SESSION_SECRET": "s"}) == {}
+    with pytest.raises(SettingsError, match="APP_BANNER is not set"):
+        hosts.hook_env(section, {})
+    with pytest.raises(SettingsError, match="holds a secret"):
+        hosts.hook_env(section, {"APP_BANNER": Secret("hook-secret-value")})
+    with pytest.raises(SettingsError, match="holds a secret"):
+        hosts.hook_env(section, {"APP_BANNER": "postgresql://u:pw-in-url@db/x"})

@@ -39,9 +39,9 @@ def test_promote_serves_the_new_release_and_keeps_the_previous_one(project):
     led, run2 = last_run(project)
     assert run2.release_id != run1.release_id
     assert version(run2.state["app_url"])["release"] == run2.release_id
-    releases = sorted(p.name for p in (project.root / ".deploy/local/releases").iterdir())
+    releases = sorted(p.name for p in (project.local_root() / "releases").iterdir())
     assert releases == sorted([run1.release_id, run2.release_id])
-    assert os.readlink(project.root / ".deploy/local/current").endswith(run2.release_id)
+    assert os.readlink(project.local_root() / "current").endswith(run2.release_id)
     steps = {s.name: s for s in led.steps(run2.id)}
     assert steps["shopify"].status == "skipped" and "no Shopify" in steps["shopify"].result
     assert steps["build"].result.startswith("reused")  # same commit: never built twice
@@ -73,7 +73,7 @@ def test_smoke_failure_after_switch_restores_the_previous_release(project):
     assert_clean_error(bad, "smoke")
     led, run = last_run(project)
     assert run.status == "rolled_back" and run.failed_step == "smoke"
-    assert os.readlink(project.root / ".deploy/local/current").endswith(good.release_id)
+    assert os.readlink(project.local_root() / "current").endswith(good.release_id)
     assert version(run.state["app_url"])["release"] == good.release_id
     assert {s.name: s.undo_status for s in led.steps(run.id)}["release"] == "undone"
     assert led.lock("local") is None
@@ -102,7 +102,7 @@ def test_missing_node_is_named(project, tmp_path):
     os.symlink(sys.executable, bin_dir / "python3")
     r = project.invoke("promote", "--to=local", extra_env={"PATH": str(bin_dir)})
     assert_clean_error(r, "`node` was not found", "Install Node.js")
-    assert not (project.root / ".deploy/local/current").exists()
+    assert not (project.local_root() / "current").exists()
 
 
 def test_port_in_use_is_named(project):
@@ -149,3 +149,71 @@ def test_rollback_puts_the_previous_local_release_back(project):
     assert led.live_release("local")["release_id"] == first.release_id
     again = project.invoke("rollback", "--env=local", "--to=nonexistent-1")
     assert again.returncode != 0 and "not in" in again.stderr and "Traceback" not in again.stderr
+
+
+# ---------------------------------------------------------------- a failed release goes back to the same app
+
+def refused(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=2)
+    except OSError:
+        return True
+    return False
+
+
+def test_a_release_whose_start_command_exits_goes_back_to_the_apps_previous_release(project):
+    assert project.invoke("promote", "--to=local").returncode == 0
+    led, good = last_run(project)
+    server = project.root / "examples/app/server.mjs"
+    server.write_text("console.error('fatal: cannot read config'); process.exit(4);\n" + server.read_text())
+    project.commit("a release that cannot start")
+    bad = project.invoke("promote", "--to=local")
+    assert_clean_error(bad, "exited with code 4", "fatal: cannot read config")
+    led, run = last_run(project)
+    assert run.status == "rolled_back" and run.failed_step == "release"
+    assert os.readlink(project.local_root() / "current").endswith(good.release_id)
+    assert version(good.state["app_url"])["release"] == good.release_id
+    assert led.lock("local") is None
+
+
+def test_a_release_whose_health_path_never_answers_goes_back(project):
+    assert project.invoke("promote", "--to=local").returncode == 0
+    led, good = last_run(project)
+    server = project.root / "examples/app/server.mjs"
+    server.write_text(server.read_text().replace('send(res, 200, { ok: true });', 'send(res, 503, { ok: false });'))
+    cfg = project.root / "env/local.toml"
+    cfg.write_text(cfg.read_text().replace('health_path = "/healthz"\n', 'health_path = "/healthz"\nready_timeout = 2.0\n'))
+    project.commit("a release whose health check fails")
+    bad = project.invoke("promote", "--to=local")
+    assert_clean_error(bad, "did not answer", "/healthz")
+    led, run = last_run(project)
+    assert run.status == "rolled_back" and run.failed_step == "release"
+    assert version(good.state["app_url"])["release"] == good.release_id
+    assert led.lock("local") is None
+
+
+def test_a_failed_first_release_of_another_app_never_starts_the_first_apps_release(project):
+    """The bug this guards: a failed release of app B was "undone" by starting app A's
+    previous release on that port. Now each app has its own releases; B had none, so the
+    undo leaves no app running, and A's releases stay untouched for A."""
+    import shutil
+
+    assert project.invoke("promote", "--to=local").returncode == 0
+    led, a = last_run(project)
+    a_root = project.local_root()
+    b = project.root / "examples/app-b"
+    shutil.copytree(project.root / "examples/app", b, ignore=shutil.ignore_patterns("node_modules", "build"))
+    (b / "server.mjs").write_text("console.error('app B cannot start'); process.exit(5);\n")
+    cfg = project.root / "env/local.toml"
+    cfg.write_text(cfg.read_text().replace('app_dir = "examples/app"', 'app_dir = "examples/app-b"'))
+    project.commit("local now deploys app B")
+    bad = project.invoke("promote", "--to=local")
+    assert_clean_error(bad, "exited with code 5")
+    led, run = last_run(project)
+    assert run.status == "rolled_back" and led.lock("local") is None
+    b_root = project.local_root()
+    assert b_root != a_root and not (b_root / "current").exists()
+    assert refused(a.state["app_url"]), "no app may be left running: B had no earlier release"
+    assert os.readlink(a_root / "current").endswith(a.release_id)   # A's own releases are A's
+    r = project.invoke("app.start", "--env=local")
+    assert r.returncode != 0 and "no release to start" in r.stderr

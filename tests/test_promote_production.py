@@ -6,7 +6,7 @@ import pytest
 
 
 def prod(production, *args, db=True):
-    env = {"DATABASE_URL": production.db_url} if db else {}
+    env = {"DATABASE_URL": production.db_url, "DIRECT_URL": production.db_url} if db else {"DIRECT_URL": ""}
     return production.stage.project.invoke("promote", "--to=production", *args, extra_env=env)
 
 

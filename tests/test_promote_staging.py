@@ -1,6 +1,9 @@
 """`invoke promote --to=staging` end to end: Postgres from the fixture, two real sshd
 hosts running the example app, the Shopify stand-in, evidence bound to the commit."""
 
+import json
+import re
+
 import psycopg
 
 
@@ -106,9 +109,10 @@ def test_watch_trigger_rolls_back(stage):
     stage.collect_evidence()
     assert promote(stage).returncode == 0
     led, good = run_of(stage)
-    # A release that dies a moment after answering its smoke checks.
+    # A release that dies right after answering its smoke check of /version (no clock involved).
     server = stage.project.root / "examples/app/server.mjs"
-    server.write_text(server.read_text() + "\nsetTimeout(() => process.exit(3), 400);\n")
+    server.write_text(server.read_text() + '\nserver.on("request", (req) => { if ((req.url || "").startsWith("/version")) '
+                                           'setTimeout(() => process.exit(3), 50); });\n')
     cfg = stage.project.root / "env/staging.toml"
     cfg.write_text(cfg.read_text().replace("window_seconds = 1\n", "window_seconds = 4\n"))
     stage.project.commit("a release that crashes under watch")
@@ -146,6 +150,35 @@ def test_rollback_task_returns_to_the_previous_release(stage):
     assert led.live_release("staging")["release_id"] == first.release_id
     rb = led.runs("staging", flow="rollback")[0]
     assert rb.status == "succeeded" and rb.duration is not None
+
+
+def test_rollback_reaches_a_shopify_version_older_than_the_newest_20(stage):
+    first, second = two_releases(stage)
+    # 25 more app versions since (Shopify CLI's `versions list` returns the newest 20 only).
+    stage.shopify.deploy_versions([f"later-{i:02d}" for i in range(25)])
+    listed = [v["versionTag"] for v in json.loads(stage.shopify.run("app", "versions", "list", "--config",
+                                                                    "staging", "--json").stdout)]
+    assert len(listed) == 20 and first.release_id not in listed
+    r = stage.project.invoke("rollback", "--env=staging", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stage.shopify.active() == first.release_id
+    assert stage.versions() == [first.release_id] * 2
+
+
+def test_empty_client_id_is_refused_by_preflight_before_anything_changes(stage):
+    f = stage.project.root / "examples/app/shopify.app.staging.toml"
+    f.write_text(re.sub(r'(?m)^client_id = ".*"$', 'client_id = ""', f.read_text()))
+    stage.project.commit("the template's empty client_id")
+    stage.collect_evidence()
+    r = promote(stage)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "shopify.app.staging.toml: client_id is empty" in out and "shopify app config link" in out, out
+    led, run = run_of(stage)
+    assert run.failed_step == "preflight", run.error
+    assert stage.currents() == [None, None]
+    assert applied(stage.db_url) == []
+    assert stage.shopify.calls() == []
 
 
 def test_lock_release_force_frees_a_killed_runs_ledger_and_host_locks(stage):

@@ -197,7 +197,7 @@ def test_host_dropping_during_release_leaves_every_host_on_the_old_release(deplo
     # The second host's before_switch hook signals, then blocks: the upload is on the host,
     # nothing has switched, and the test drops that host at exactly this point.
     hook = (f'if [ "$DEPLOY_HOST" = "{h2.user}@{h2.host}:{h2.port}" ]; then touch {marker}; sleep 60; fi')
-    edit_settings(project, 'restart = "bin/restart"\n', f'restart = "bin/restart"\nbefore_switch = \'{hook}\'\n')
+    edit_settings(project, 'shared_files = [".env"]\n', f'shared_files = [".env"]\nbefore_switch = \'{hook}\'\n')
     project.commit("B: shop tier, and a before_switch hook")
     stage.collect_evidence()
     p = spawn(project, "promote", "--to=staging")

@@ -70,8 +70,9 @@ def test_released_files_have_the_intended_modes(stage):
                 continue  # shared files are links into shared/
             assert not st.st_mode & 0o022, f"{p} is group/world-writable ({oct(st.st_mode)})"
             assert st.st_uid == h.root.stat().st_uid, f"{p} is not owned by the login user"
-        assert os.access(rel / "bin/restart", os.X_OK)
-        assert stat.S_IMODE(os.stat(rel / "bin/restart").st_mode) & 0o100
+        supervisor = h.root / "srv/occ/bin/app"   # the toolkit's supervisor, installed by the release
+        assert os.access(supervisor, os.X_OK) and stat.S_IMODE(os.stat(supervisor).st_mode) == 0o755
+        assert not os.lstat(rel / "package.json").st_mode & 0o111   # data files stay non-executable
         assert (rel / ".env").is_symlink() and os.readlink(rel / ".env") == str(h.root / "srv/occ/shared/.env")
 
 

@@ -1,19 +1,8 @@
 """No secret is ever written: a whole staging promotion, a failing one and a rollback run
 with known secret values, then every byte they wrote is scanned."""
 
-import re
-from urllib.parse import urlsplit
-
-
-def secret_values(stage):
-    values = {k: v for k, v in stage.project.env.items()
-              if k not in ("PATH", "DEPLOY_LEDGER_URL", "PRODUCTION_DATABASE_URL") and v}
-    out = set(values.values())
-    pw = urlsplit(stage.db_url).password
-    assert pw and len(pw) >= 6
-    out.add(pw)
-    out.add(stage.shopify.token)
-    return {v for v in out if len(v) >= 4}
+from deploy.testing import leaks as scan
+from deploy.testing.leaks import secret_values
 
 
 def written_files(stage, summary):
@@ -28,6 +17,7 @@ def test_no_secret_in_any_output_of_promote_failure_and_rollback(stage, tmp_path
     outputs = []
     env = {"GITHUB_STEP_SUMMARY": str(summary), "SHOPIFY_API_SECRET": "shpss_a1b2"}  # short secrets too
     stage.project.env.update(env)
+    scan.dump_env_in_build(stage.project)   # a build script that writes process.env into build/
     stage.collect_evidence()
     outputs.append(stage.project.invoke("promote", "--to=staging", extra_env=env))
     assert outputs[-1].returncode == 0, outputs[-1].stderr
@@ -55,6 +45,13 @@ def test_no_secret_in_any_output_of_promote_failure_and_rollback(stage, tmp_path
     for f in written_files(stage, summary):
         data = f.read_bytes()
         leaks += [f"{f.name}: {s[:4]}…" for s in secrets if s.encode() in data]
+    # the artifacts' bytes (unpacked), every file on the hosts, what the Shopify CLI was given
+    built = scan.artifacts(stage.project.root)
+    assert built and all(scan.scan_file(a, ["GIT_SHA"]) for a in built), "the build dumped no environment"
+    leaks += scan.scan_artifacts(stage.project.root, secrets)
+    leaks += scan.scan_hosts(stage, secrets)
+    assert stage.shopify.environments() and all(e.get("PATH") for e in stage.shopify.environments())
+    leaks += scan.scan_shopify_env(stage.shopify, secrets)
     assert leaks == []
     # and the redaction is visible where a secret would have been
     assert "***" in outputs[1].stdout + outputs[1].stderr

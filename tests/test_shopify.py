@@ -279,3 +279,26 @@ def test_recorded_cli_errors_are_read_as_error_banners(case, first_line):
     assert out.banners[0].headline == first_line
     deployed = shopify.parse_deploy_output(text)
     assert not deployed.released and not deployed.created
+
+
+# ---------------------------------------------------------------- confirming a release (pure)
+
+def _v(tag, status="inactive"):
+    return shopify.AppVersion(version_tag=tag, status=status, created_at=None)
+
+
+@pytest.mark.parametrize("after, outcome", [
+    ([_v("r2", "active"), _v("r1")], ""),
+    ([_v("r3", "active"), _v("r2"), _v("r1")], "raises"),
+    ([_v("r3"), _v("r1")], "raises"),
+    ([_v(f"n{i}") for i in range(20)], "note"),
+], ids=["listed and active", "listed, another active", "listed, none active", "older than the listed 20"])
+def test_confirm_release(after, outcome):
+    if outcome == "raises":
+        with pytest.raises(ShopifyFailed, match="reported success but the active version is"):
+            shopify.confirm_release(after, "r2" if len(after) == 3 else "r1", "shopify app release")
+        return
+    note = shopify.confirm_release(after, "r2", "shopify app release")
+    assert (note == "") is (outcome == "")
+    if outcome == "note":
+        assert "newest 20" in note and "exit status" in note

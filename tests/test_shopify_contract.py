@@ -114,3 +114,12 @@ def test_real_cli_rejects_an_unknown_flag_as_the_stand_in_does(real_shopify_cli,
     assert p.returncode == 2
     banner = shopify.parse_cli_output(p.stderr).banners[0]
     assert (banner.kind, banner.headline) == ("error", "Nonexistent flag: --bogus See more help with --help")
+
+
+def test_versions_list_asks_for_as_many_versions_as_the_stand_in_lists(real_shopify_cli):
+    from deploy.testing.shopify import LISTED_MAX
+
+    # The App Management query behind `app versions list`: `versions(first: N) { edges { node ...`.
+    firsts = set(re.findall(r'value:"versions"\},arguments:\[\{kind:"Argument",name:\{kind:"Name",value:"first"\},'
+                            r'value:\{kind:"IntValue",value:"(\d+)"\}', _bundle(real_shopify_cli)))
+    assert firsts == {str(LISTED_MAX)} and shopify.LISTED_MAX == LISTED_MAX, firsts

@@ -83,11 +83,52 @@ def test_rollback_without_a_version_releases_the_one_before_the_active(shopify_c
     assert shopify_cli.active() == "r2"
 
 
-def test_release_of_an_unknown_version_fails_before_calling_release(shopify_cli):
+def test_release_of_an_unknown_tag_is_refused_by_the_cli_and_changes_nothing(shopify_cli):
     shopify_cli.seed("r1")
-    with pytest.raises(ShopifyFailed, match="'nope' does not exist"):
+    with pytest.raises(ShopifyFailed) as e:
         shopify.release(shopify_cli.settings("staging"), "nope")
-    assert "release" not in [a[1] for a in shopify_cli.argvs()]
+    assert "Version not found for tag: nope" in e.value.message
+    assert "Dev Dashboard" in e.value.hint and "by tag" in e.value.hint
+    assert shopify_cli.active() == "r1"
+
+
+# ---------------------------------------------------------------- the CLI lists only the newest 20
+
+TAGS = [f"v{i:02d}" for i in range(1, 26)]     # 25 versions, v01 oldest
+
+
+def test_versions_list_returns_only_the_newest_20_like_the_real_cli(shopify_cli):
+    shopify_cli.deploy_versions(TAGS)
+    listed = shopify.versions(shopify_cli.settings("staging"))
+    assert [v.version_tag for v in listed] == TAGS[::-1][:20]
+    assert len(shopify_cli.versions()) == 25 and shopify.active_version(listed).version_tag == "v25"
+
+
+def test_release_and_rollback_by_tag_reach_versions_older_than_the_newest_20(shopify_cli):
+    shopify_cli.deploy_versions(TAGS)
+    s = shopify_cli.settings("staging")
+
+    res = shopify.release(s, "v03")
+    assert shopify_cli.active() == "v03"
+    assert res.previous == "v25"
+    assert "older than the newest 20" in res.note and "exit status" in res.note
+
+    back = shopify.rollback(s, "v02")
+    assert shopify_cli.active() == "v02" and back.note
+    assert back.previous is None, "the active v03 was not in the list: unknown, not guessed"
+
+    again = shopify.release(s, "v25")            # listed: confirmed by the list, no note
+    assert shopify_cli.active() == "v25" and again.note == ""
+
+
+def test_rollback_without_a_version_when_the_active_one_is_not_listed_says_to_pass_one(shopify_cli):
+    shopify_cli.deploy_versions(TAGS)
+    s = shopify_cli.settings("staging")
+    shopify.release(s, "v01")
+    with pytest.raises(ShopifyFailed) as e:
+        shopify.rollback(s)
+    assert "older than the newest 20" in e.value.message and "--version=<tag>" in e.value.hint
+    assert shopify_cli.active() == "v01"
 
 
 def test_rerun_with_the_version_already_live_changes_nothing(shopify_cli):
@@ -228,6 +269,29 @@ def test_check_names_the_missing_config_file(shopify_cli):
     shopify.check(shopify_cli.settings("staging"))
 
 
+@pytest.mark.parametrize("line, says", [
+    ('client_id = ""', "client_id is empty"),
+    ('client_id = "   "', "client_id is empty"),
+    ("", "client_id is missing"),
+    ("client_id = 42", "client_id is not a string"),
+], ids=["template's empty value", "blank", "missing", "not a string"])
+def test_check_refuses_an_app_config_without_client_id(shopify_cli, line, says):
+    f = shopify_cli.app_dir / "shopify.app.staging.toml"
+    f.write_text(f'{line}\nname = "occ-staging"\napplication_url = "https://staging.example.test"\n')
+    with pytest.raises(SettingsError) as e:
+        shopify.check(shopify_cli.settings("staging"))
+    assert str(f) in e.value.message and says in e.value.message
+    assert "Client ID" in e.value.hint and "shopify app config link --config staging" in e.value.hint
+    assert shopify_cli.calls() == []
+
+
+def test_check_names_an_app_config_that_is_not_toml(shopify_cli):
+    f = shopify_cli.app_dir / "shopify.app.staging.toml"
+    f.write_text('client_id = "abc\n')
+    with pytest.raises(SettingsError, match="cannot be read as TOML"):
+        shopify.check(shopify_cli.settings("staging"))
+
+
 def test_missing_cli_is_tool_missing(shopify_cli):
     s = shopify_cli.settings("staging", shopify={"cli": "shopify-not-installed-here"})
     with pytest.raises(ToolMissing, match="shopify-not-installed-here"):
@@ -243,3 +307,56 @@ def test_stand_in_rejects_flags_the_real_cli_does_not_have(shopify_cli):
                  cwd=shopify_cli.app_dir, input="", env={"CI": "1"})
     assert r.returncode == 1 and "Flag not specified:" in r.stderr
     assert os.environ["PATH"].startswith(str(shopify_cli.bin_dir))
+
+
+def test_invoke_shopify_release_reaches_the_3rd_oldest_of_25_versions(project, shopify_cli):
+    shopify_cli.deploy_versions(TAGS)
+    r = project.invoke("shopify.release", "--env=staging", "--version=v03")
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 0, out
+    assert shopify_cli.active() == "v03"
+    assert "staging: app version v03 live (was v25)" in out
+    assert "older than the newest 20" in out, "the output says how the release was confirmed"
+    release = [c for c in shopify_cli.calls() if c["argv"][1] == "release"]
+    assert [c["argv"][c["argv"].index("--version") + 1] for c in release] == ["v03"]
+
+
+def test_deploy_from_a_checkout_reads_that_folders_config(shopify_cli, tmp_path):
+    checkout = tmp_path / "src" / "abc1234"
+    checkout.mkdir(parents=True)
+    (checkout / "shopify.app.staging.toml").write_text('client_id = "from-the-commit"\n')
+    s = shopify_cli.settings("staging")
+    result = shopify.deploy(s, "r1", path=checkout)
+    assert shopify_cli.active() == "r1" and result.version == "r1"
+    calls = shopify_cli.calls()
+    assert all(c["cwd"] == str(checkout) for c in calls)
+    deploy_argv = next(c["argv"] for c in calls if c["argv"][1] == "deploy")
+    assert deploy_argv[deploy_argv.index("--path") + 1] == str(checkout)
+    assert shopify_cli.versions()[0]["config"] == 'client_id = "from-the-commit"\n'
+
+
+def test_prepare_installs_the_checkouts_dependencies_once(shopify_cli, tmp_path):
+    # A file: dependency installs without a registry: a real npm install, offline.
+    ext = tmp_path / "vendor-ext"
+    ext.mkdir()
+    (ext / "package.json").write_text(json.dumps({"name": "vendor-ext", "version": "1.0.0"}))
+    app = tmp_path / "checkout"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True,
+                                                  "dependencies": {"vendor-ext": f"file:{ext}"}}))
+    s = shopify_cli.settings("staging")
+    assert shopify.install_argv(app) == ["npm", "install", "--no-audit", "--no-fund"]    # no lockfile yet
+    import subprocess
+
+    subprocess.run(["npm", "install", "--package-lock-only", "--no-audit", "--no-fund"], cwd=app, check=True,
+                   capture_output=True, timeout=120)
+    assert "installed dependencies (npm ci --no-audit --no-fund)" == shopify.prepare(s, app)
+    assert (app / "node_modules" / "vendor-ext" / "package.json").exists()
+    assert shopify.prepare(s, app) == "dependencies already installed"
+
+
+def test_prepare_without_dependencies_installs_nothing(shopify_cli, tmp_path):
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "scripts": {"build": "x"}}))
+    assert shopify.install_argv(tmp_path) is None
+    assert shopify.prepare(shopify_cli.settings("staging"), tmp_path) == "no dependencies to install"
+    assert not (tmp_path / "node_modules").exists()

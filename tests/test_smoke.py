@@ -188,14 +188,21 @@ def test_no_checks_at_all_is_an_error_not_a_pass():
 
 # ---------------------------------------------------------------- settings to targets
 
-def test_checks_for_defaults_to_healthz_and_release_on_every_base_url():
-    checks = smoke.checks_for(SmokeSection(), ["https://app.example.com/", "http://10.0.0.5:3000", "https://app.example.com/"])
-    assert [(c.url, c.json_field) for c in checks] == [
-        ("https://app.example.com/healthz", ""),
-        ("https://app.example.com/version", "release"),
-        ("http://10.0.0.5:3000/healthz", ""),
-        ("http://10.0.0.5:3000/version", "release"),
-    ]
+@pytest.mark.parametrize("health_path, expected", [
+    ("/", ["https://app.example.com/", "http://10.0.0.5:3000/"]),
+    ("/healthz", ["https://app.example.com/healthz", "http://10.0.0.5:3000/healthz"]),
+], ids=["root", "healthz"])
+def test_checks_for_defaults_to_the_app_health_path_on_every_base_url(health_path, expected):
+    checks = smoke.checks_for(SmokeSection(), ["https://app.example.com/", "http://10.0.0.5:3000", "https://app.example.com/"],
+                              health_path)
+    assert [(c.url, c.status, c.json_field) for c in checks] == [(u, 0, "") for u in expected]
+
+
+@pytest.mark.parametrize("status, ok", [(200, True), (204, True), (302, True), (399, True), (404, False),
+                                        (500, False), (None, False)],
+                         ids=["200", "204", "redirect", "399", "404", "500", "no-answer"])
+def test_a_status_0_check_passes_any_2xx_or_3xx(status, ok):
+    assert (smoke.judge(SmokeCheck(url="u", status=0), status, b"") is None) == ok
 
 
 def test_checks_for_expands_paths_and_keeps_absolute_urls():
@@ -205,7 +212,9 @@ def test_checks_for_expands_paths_and_keeps_absolute_urls():
 
 
 def test_watch_urls_join_paths_to_each_base():
-    assert smoke.watch_urls(WatchSection(), ["http://h1:3000/", "http://h2:3000"]) == ["http://h1:3000/healthz", "http://h2:3000/healthz"]
+    assert smoke.watch_urls(WatchSection(), ["http://h1:3000/", "http://h2:3000"], "/healthz") == [
+        "http://h1:3000/healthz", "http://h2:3000/healthz"]
+    assert smoke.watch_urls(WatchSection(), ["http://h1:3000"]) == ["http://h1:3000/"]
 
 
 # ---------------------------------------------------------------- watch: pure judging

@@ -77,8 +77,15 @@ def judge_tests(report: TestReport, file: str, gate: GateSection, now: datetime 
     c = report.counts
     max_failed = max(0, gate.max_failed)
     reasons: list[str] = []
+    ran = c.passed + c.flaky + (c.failed - c.did_not_run)
+    not_run = c.skipped + c.todo
     if c.total == 0:
         reasons.append("no tests ran (zero tests in the report)")
+    elif ran == 0:
+        reasons.append(f"no tests ran: all {c.total} tests in the report were skipped or never started")
+    elif c.total and not_run / c.total > gate.max_skipped_ratio:
+        reasons.append(f"{not_run} of {c.total} tests skipped or todo ({not_run / c.total:.0%}), more than "
+                       f"gate.max_skipped_ratio = {gate.max_skipped_ratio:g} allows")
     if c.failed > max_failed:
         reasons.append(f"{c.failed} failed test{'s' if c.failed != 1 else ''}"
                        f"{f' ({c.did_not_run} never ran)' if c.did_not_run else ''}, at most {max_failed} allowed"
@@ -92,7 +99,8 @@ def judge_tests(report: TestReport, file: str, gate: GateSection, now: datetime 
         if age:
             reasons.append(age)
     flaky = "flaky allowed" if gate.allow_flaky else "no flaky"
-    return GateRow(kind=report.kind, file=file, counts=c, threshold=f"failed <= {max_failed}, {flaky}",
+    return GateRow(kind=report.kind, file=file, counts=c,
+                   threshold=f"failed <= {max_failed}, skipped <= {gate.max_skipped_ratio:.0%}, {flaky}",
                    verdict="fail" if reasons else "pass", reasons=tuple(reasons), tool=_tool(report))
 
 

@@ -6,7 +6,7 @@ import re
 
 from deploy import cli, feedback
 from deploy.errors import SettingsError
-from deploy.flows.common import git_sha
+from deploy.flows.common import app_sha
 
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -17,7 +17,7 @@ def approve(env: str, *, sha: str | None, by: str, role: str, note: str | None) 
         raise SettingsError(f"--role={role!r} is not a role name.", "Use a lower-case word such as product or manager.")
     if not (by or "").strip():
         raise SettingsError("--by is empty.", "Name who approves: --by=alice.")
-    full = git_sha(s.root, sha)
+    full = app_sha(s, sha)
     required = s.approvals.required_roles
     led = cli.ledger()
     led.approve(env=env, sha=full, role=role, by=by.strip(), note=note)

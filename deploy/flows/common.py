@@ -9,7 +9,7 @@ from deploy.errors import DeployError, SettingsError
 
 
 def git_sha(root: Path, ref: str | None = None) -> str:
-    """The full SHA of `ref` (default HEAD) in the project's repository."""
+    """The full SHA of `ref` (default HEAD) in the repository that holds `root`."""
     from deploy.proc import run
 
     r = run(["git", "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"], cwd=root)
@@ -20,6 +20,13 @@ def git_sha(root: Path, ref: str | None = None) -> str:
         raise SettingsError(f"{root} has no git commit to deploy (not a git repository, or no commits yet).",
                             "Run from a git checkout of the app, or pass --sha.")
     return r.stdout.strip()
+
+
+def app_sha(s, ref: str | None = None) -> str:
+    """The full SHA of `ref` in the app's repository: the commit gate, evidence, build and
+    promote all name. When `environment.app_dir` is its own git repository (not the
+    toolkit project's), that is the app's commit, never the project's HEAD."""
+    return git_sha(s.app_dir if s.app_dir.is_dir() else s.root, ref)
 
 
 def git_dirty(root: Path) -> list[str]:
@@ -41,6 +48,24 @@ def unfinished_run(led, env: str, flow: str):
         break
     raise DeployError(f"{env} has no interrupted {flow} run to resume or abort.",
                       f"`invoke status` shows the environment's runs; start a new one with `invoke {flow} --to={env}`.")
+
+
+def one_step(s, name: str, does: str, fn, *, led=None, args: dict | None = None, release_id: str | None = None,
+             sha: str | None = None):
+    """Run a single primitive that changes an environment as a one-step plan: under the
+    environment's lock (LockHeld naming the holder while another run has it), recorded in
+    the ledger as a run of flow `name` (e.g. db.restore). `fn(ctx)` returns the result line.
+    Raises the primitive's own error when it fails; returns the Outcome otherwise."""
+    from deploy import cli
+    from deploy.engine import Console, Plan, Runner, Step
+
+    led = led or cli.ledger()
+    plan = Plan(name, s.name, [Step(name.split(".")[-1], does, run=fn)], sha=sha, release_id=release_id,
+                args=args or {}, failed_status="failed")
+    outcome = Runner(led, Console(quiet=True)).execute(plan)
+    if not outcome.ok:
+        raise outcome.error or DeployError(f"{name} on {s.name} ended {outcome.status} (run {outcome.run_id}).")
+    return outcome
 
 
 def report(settings, led, outcome, *, title: str, kind: str) -> None:

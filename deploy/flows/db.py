@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deploy import cli
 from deploy.errors import SettingsError
+from deploy.flows.common import one_step
 from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 
 
@@ -21,8 +22,12 @@ def status(env: str) -> int:
     from deploy import migrations
 
     s, url = _db(env)
-    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s))
+    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database)
     cli.out(migrations.render_status(report))
+    from deploy import dburl
+
+    for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
+        cli.out(f"note: {note}")
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
 
@@ -30,8 +35,16 @@ def migrate(env: str) -> None:
     from deploy import migrations
 
     s, url = _db(env)
-    res = migrations.migrate(url, migrations_dir(s), runner=s.database.runner, lock_timeout=s.database.lock_timeout,
-                             sqlite_base=sqlite_base(s), url_var=s.database.url_var)
+    done = {}
+
+    def run(ctx):
+        done["res"] = migrations.migrate(url, migrations_dir(s), runner=s.database.runner,
+                                         sqlite_base=sqlite_base(s),
+                                         url_var=s.database.url_var, db=s.database)
+        return f"applied {len(done['res'].applied)}"
+
+    one_step(s, "db.migrate", "apply pending Prisma migrations", run)
+    res = done["res"]
     cli.out(f"{env}: applied {len(res.applied)} migration(s)" + (": " + ", ".join(res.applied) if res.applied else ""))
     for w in res.warnings:
         cli.out(f"warning: {w}")
@@ -43,7 +56,14 @@ def rollback(env: str, steps: int, yes: bool) -> None:
     s, url = _db(env)
     if s.environment.protected:
         cli.confirm(f"Roll back {steps} migration(s) on {env}?", yes)
-    res = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s))
+    done = {}
+
+    def run(ctx):
+        done["res"] = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s), db=s.database)
+        return f"rolled back {', '.join(done['res'].rolled_back) or 'nothing'}"
+
+    one_step(s, "db.rollback", f"down.sql of the latest {steps} migration(s)", run, args={"steps": steps})
+    res = done["res"]
     cli.out(f"{env}: rolled back {', '.join(res.rolled_back) or 'nothing'}")
 
 
@@ -53,22 +73,29 @@ def resolve(env: str, applied: str | None, rolled_back: str | None) -> None:
     if bool(applied) == bool(rolled_back):
         raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
     s, url = _db(env)
-    res = migrations.resolve(url, migrations_dir(s), applied=applied, rolled_back=rolled_back,
-                             sqlite_base=sqlite_base(s))
+    done = {}
+
+    def run(ctx):
+        done["res"] = migrations.resolve(url, migrations_dir(s), applied=applied, rolled_back=rolled_back,
+                                         sqlite_base=sqlite_base(s), db=s.database)
+        return f"{done['res'].name} marked {done['res'].action.replace('_', ' ')}"
+
+    one_step(s, "db.resolve", "mark a migration applied or rolled back", run,
+             args={"applied": applied, "rolled_back": rolled_back})
+    res = done["res"]
     cli.out(f"{env}: {res.name} marked {res.action.replace('_', ' ')}")
 
 
 def backup(env: str) -> None:
     from deploy import backups
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s, url = _db(env)
     try:
-        sha = git_sha(s.root)
+        sha = app_sha(s)
     except SettingsError:
         sha = "nosha"
-    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s),
-                       **({"bin_dir": s.database.bin_dir} if s.database.bin_dir else {}))
+    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s), db=s.database)
     pruned = backups.prune(s.path(s.database.backup_dir), env, s.database.backup_keep)
     cli.out(f"{env}: backup {b.path} ({len(b.tables)} tables, sha256 {b.sha256[:16]})"
             + (f"; pruned {len(pruned)} old" if pruned else ""))
@@ -96,7 +123,7 @@ def verify(env: str, file: str | None) -> int:
         from deploy.redact import Secret
 
         url = Secret(os.environ[var])  # a server whose role may CREATE DATABASE for the scratch copy
-    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s))
+    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s), db=s.database)
     rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
             for c in res.counts]
     cli.out(tabulate(rows, headers=("table", "rows at backup", "rows restored", "verdict")))
@@ -111,7 +138,14 @@ def restore(env: str, file: str | None, yes: bool) -> None:
     path = _backup_file(s, file)
     if s.environment.protected or not s.is_local:
         cli.confirm(f"Restore {path.name} into the {env} database, replacing its data?", yes)
-    res = backups.restore(path, url, sqlite_base=sqlite_base(s))
+    done = {}
+
+    def run(ctx):
+        done["res"] = backups.restore(path, url, sqlite_base=sqlite_base(s), db=s.database)
+        return f"restored {path.name}"
+
+    one_step(s, "db.restore", f"restore {path.name} into the database", run, args={"file": str(path)})
+    res = done["res"]
     cli.out(f"{env}: restored {res.backup.path.name} into {res.url} ({len(res.tables)} tables)")
 
 
@@ -141,6 +175,7 @@ def _write_secret(path: Path, key: str, value: str) -> None:
     """Set KEY in a git-ignored dotenv file (mode 0600), keeping its other lines."""
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [ln for ln in lines if not ln.startswith(f"{key}=")] + [f"{key}='{value}'"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    from deploy.private import write_private
+
+    # 0600 on every write: an existing 0644 file (made by hand, or by an older version) is fixed too.
+    write_private(path, "\n".join(lines) + "\n")

@@ -47,7 +47,7 @@ def drill(env: str, *, sha: str | None, production: str = "production", watch_se
     durations: dict[str, float] = {}
     started = time.time()
     outcome, note = "failed", None
-    candidate = common.git_sha(s.root, sha)
+    candidate = common.app_sha(s, sha)
     prod_live = led.live_release(production)
     baseline_sha = (prod_live or led.live_release(env) or {}).get("sha")
     try:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from deploy import cli
+
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 def collect(sha: str, files: list[str], out: str | None, env: str | None) -> None:
     from deploy import evidence
 
     root = cli.root()
+    if not FULL_SHA.match(sha or ""):
+        # A ref (HEAD, a branch, a short SHA): the commit it names in the app's repository,
+        # the same one `invoke gate` and `invoke promote` resolve it to.
+        from deploy.flows.common import app_sha, git_sha
+
+        sha = app_sha(cli.settings(env), sha) if env else git_sha(root, sha)
     if out:
         target = Path(out)
     elif env:
@@ -32,10 +41,10 @@ def collect(sha: str, files: list[str], out: str | None, env: str | None) -> Non
 
 def gate(env: str, sha: str | None) -> int:
     from deploy import evidence
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s = cli.settings(env)
-    full = git_sha(s.root, sha)
+    full = app_sha(s, sha)
     v = evidence.gate(s.gate, full, evidence.evidence_dir(s), datetime.now(timezone.utc))
     cli.out(evidence.render(v))
     return 0 if v.ok else 5

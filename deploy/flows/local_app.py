@@ -17,17 +17,17 @@ def _local(env: str):
 
 
 def stop(env: str) -> None:
-    from deploy import local
+    from deploy.flows.steps import stop_local
 
     s = _local(env)
-    stopped = local.stop(s.path(s.local.root))
+    stopped = stop_local(s)
     cli.out(f"{env}: app server stopped" if stopped else f"{env}: no app server was running")
 
 
 def start(env: str) -> None:
     from deploy import local
-    from deploy.flows.steps import restart_local
+    from deploy.flows.steps import local_root, restart_local
 
     s = _local(env)
     info = restart_local(s, os.environ)
-    cli.out(f"{env}: serving {local.current(s.path(s.local.root))} on {info.url} (pid {info.pid})")
+    cli.out(f"{env}: serving {local.current(local_root(s))} on {info.url} (pid {info.pid})")

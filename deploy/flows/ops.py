@@ -10,11 +10,11 @@ from deploy import cli, feedback
 
 def golive_check(env: str, sha: str | None) -> int:
     from deploy import golive
-    from deploy.flows.common import git_sha
+    from deploy.flows.common import app_sha
 
     s = cli.settings(env)
     led = cli.ledger()
-    full = git_sha(s.root, sha)
+    full = app_sha(s, sha)
     cl = golive.run_checklist(s, led, full, datetime.now(timezone.utc), os.environ)
     cli.out(golive.render(cl))
     path = golive.write_markdown(cl, s.root)

@@ -25,7 +25,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
         steps.gate(s, sha),
         steps.build(s, sha, release_id, ledger),
         steps.backup(s, sha, environ),
-        steps.migrate(s, environ),
+        steps.migrate(s, environ, sha),
         steps.release(s, release_id, environ),
         steps.shopify_push(s, release_id, sha, environ, skip=skip_shopify),
         steps.smoke_step(s, release_id),
@@ -35,7 +35,8 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
     header = [("environment", f"{s.name} ({s.environment.description or s.environment.kind})"),
               ("commit", sha), ("release", release_id)]
     return Plan("promote", s.name, seq, sha=sha, release_id=release_id,
-                args={"sha": sha, "release_id": release_id, "skip_shopify": skip_shopify}, header=header)
+                args={"sha": sha, "release_id": release_id, "skip_shopify": skip_shopify}, header=header,
+                resume_cmd=f"invoke promote --to={s.name} --resume", abort_cmd=f"invoke promote --to={s.name} --abort")
 
 
 def golive_step(s: Settings, sha: str, environ, ledger):
@@ -56,7 +57,7 @@ def golive_step(s: Settings, sha: str, environ, ledger):
 
 
 def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
-         no_rollback=False) -> None:
+         no_rollback=False, break_lock=False) -> None:
     from deploy import build
 
     s = cli.settings(env)
@@ -64,14 +65,20 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         from deploy.errors import SettingsError
 
         raise SettingsError("--resume and --abort contradict each other.", "Pass one of them.")
+    if break_lock and not (resume or abort):
+        from deploy.errors import SettingsError
+
+        raise SettingsError("--break-lock only goes with --resume or --abort (it takes over a killed run's lock).",
+                            f"Pass --abort or --resume too, e.g. invoke promote --to={env} --abort --break-lock.")
     if resume or abort:
         led = cli.ledger()
         run = common.unfinished_run(led, s.name, "promote")
         p = plan(s, ledger=led, **run.args)
         runner = Runner(led, Console(), rollback=not no_rollback)
-        outcome = runner.resume(p, run.id) if resume else runner.abort(p, run.id)
+        outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
+                   else runner.abort(p, run.id, break_lock=break_lock))
     else:
-        full = common.git_sha(s.app_dir if s.app_dir.exists() else s.root, sha)
+        full = common.app_sha(s, sha)
         release_id = build.new_release_id(full, datetime.now(timezone.utc))
         if dry_run:
             p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify)

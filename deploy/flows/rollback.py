@@ -23,7 +23,7 @@ def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
     if s.is_local:
         from deploy import local
 
-        root = s.path(s.local.root)
+        root = steps.local_root(s)   # this app's releases only
         now = local.current(root)
         if to:
             if to not in local.releases(root):
@@ -79,7 +79,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         if s.is_local:
             from deploy import local
 
-            root = s.path(s.local.root)
+            root = steps.local_root(s)
             if local.current(root) != target:
                 local.switch(root, target)
             info = steps.restart_local(s, environ)
@@ -87,7 +87,8 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             return f"{current or '-'} -> {target} ({info.url})"
         from deploy import hosts
 
-        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id)
+        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id,
+                                 env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
 
     def shopify_back(ctx: StepContext):
@@ -95,7 +96,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
 
         version = target_row.get("shopify_version")
         res = shopify.rollback(s, version, environ)
-        return f"app version {res.version} live (was {res.previous or '-'})"
+        return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
 
     def database_back(ctx: StepContext):
         from deploy import backups, migrations
@@ -108,14 +109,14 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             if not b or not Path(b).exists():
                 raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
                                   "Restore a specific file with `invoke db.restore --env=... --file=...`.")
-            backups.restore(b, url, sqlite_base=base)
+            backups.restore(b, url, sqlite_base=base, db=s.database)
             return f"restored {Path(b).name}"
         before = set(live_run.get("migrations_before", []))
-        st = migrations.status(url, mdir, sqlite_base=base)
+        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base)
+        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def smoke_after(ctx: StepContext):
@@ -144,7 +145,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         Step("database", {"down": "down.sql of the rolled-back release's migrations",
                           "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep"),
              run=database_back, skip=db_skip),
-        Step("smoke", f"HTTP checks: /version answers {target}", run=smoke_after),
+        Step("smoke", f"HTTP checks against {target}", run=smoke_after),
         Step("record", "ledger: target live, current rolled back", run=record),
     ]
     if target is None:

@@ -69,7 +69,7 @@ def _pending(s, environ) -> int | str | None:
         url = database_url(s, environ)
         from deploy import migrations
 
-        return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s)).pending)
+        return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database).pending)
     except DeployError:
         return "?"
 

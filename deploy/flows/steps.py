@@ -24,7 +24,28 @@ def artifacts_dir(s: Settings) -> Path:
 
 
 def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
-    """The database URL: committed for SQLite, from the environment (a Secret) for Postgres."""
+    """The URL of the toolkit's own database work (migrations, backups, restores, the migrate
+    lock): committed for SQLite; for Postgres the session URL from the environment (a Secret):
+    database.direct_url_var's (Prisma's directUrl) when set, else database.url_var's; refused
+    when it points at a transaction pooler (dburl.session_url)."""
+    from deploy import dburl
+
+    db = s.database
+    if db.provider == "none":
+        return None
+    if db.url:
+        return db.url
+    value, var = dburl.session_url(environ, db.url_var, db.direct_url_var)
+    if not value:
+        raise SettingsError(
+            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
+            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
+        )
+    return Secret(value)
+
+
+def app_database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
+    """The URL the app itself connects with (database.url_var: the pooled one on Supabase)."""
     db = s.database
     if db.provider == "none":
         return None
@@ -44,8 +65,18 @@ def migrations_dir(s: Settings, app: Path | None = None) -> Path:
 
 
 def sqlite_base(s: Settings, app: Path | None = None) -> Path:
-    # Prisma resolves `file:` URLs relative to the folder of schema.prisma.
+    # Prisma resolves `file:` URLs relative to the folder of schema.prisma. Always the
+    # working tree's app folder (never a commit's checkout): the environment has one
+    # database, whichever commit is promoted, and `invoke bootstrap` migrates the same file.
     return migrations_dir(s, app).parent
+
+
+def source_dir(s: Settings, sha: str) -> Path:
+    """The app folder as of commit `sha` (`git archive`, extracted once under .deploy/src):
+    where a promotion reads its migrations and Shopify config, never the working tree."""
+    from deploy.source import checkout
+
+    return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
 
 
 def base_urls(s: Settings, state: dict) -> list[str]:
@@ -57,12 +88,12 @@ def base_urls(s: Settings, state: dict) -> list[str]:
     else:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
-        if s.hosts.hosts and (s.hosts.health_url or s.hosts.health_urls):
+        if s.hosts.hosts:
             from urllib.parse import urlsplit
 
             from deploy import hosts
 
-            for t in hosts.targets(s.hosts):
+            for t in hosts.targets(s.hosts, s.app):
                 if t.health_url:
                     u = urlsplit(t.health_url)
                     urls.append(f"{u.scheme}://{u.netloc}")
@@ -115,10 +146,15 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
+        if not s.is_local and s.hosts.hook_env:
+            from deploy import hosts
+
+            hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
         from deploy import shopify
 
         if not skip_shopify and shopify.skip_reason(s) is None:
-            shopify.check(s, environ)
+            # The config the push will use is the commit's, so that is the one checked.
+            shopify.check(s, environ, path=source_dir(s, sha), commit=sha)
             notes.append("shopify cli and token ok")
         return f"{'; '.join(notes)}; sha {sha[:12]}"
 
@@ -160,7 +196,9 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
 
 def lock_hosts(s: Settings, release_id: str) -> Step:
     """The remote lock, taken before anything changes: runners that share no ledger
-    (another CI system, a laptop) still exclude each other, and the loser stops here."""
+    (another CI system, a laptop) still exclude each other, and the loser stops here.
+    It lasts until the run ends: released when the whole run has succeeded (after
+    `record`), or by this step's undo, the last of the undo chain; never at the release."""
 
     def run(ctx: StepContext):
         from deploy import hosts
@@ -174,8 +212,14 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
 
-    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock)", run=run,
-                undo=undo, undo_does="release this run's host locks")
+    def finish(ctx: StepContext):
+        from deploy import hosts
+
+        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        return f"deploy lock released on {len(freed)} host(s)"
+
+    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
+                run=run, undo=undo, undo_does="release this run's host locks", finish=finish)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -198,6 +242,7 @@ def gate(s: Settings, sha: str) -> Step:
 def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
     def run(ctx: StepContext):
         from deploy import build as b
+        from deploy import source
         from deploy.source import checkout, commit_time
 
         store = artifacts_dir(s)
@@ -205,7 +250,7 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
         reused = art is not None
         if art is None:
             src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
-            result = b.build(src, sha, store, now=commit_time(s.app_dir, sha))
+            result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha))
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
@@ -218,10 +263,29 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
                 )
         ctx.state["artifact"] = {"path": str(art.path), "sha256": art.sha256, "release_id": art.release_id,
                                  "git_sha": art.git_sha, "built_at": art.built_at}
-        return f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
+        keep = {sha, *kept_shas(s, ledger)}
+        pruned = b.prune(store, s.app.keep_builds, keep)
+        pruned += source.prune(s.root / ".deploy" / "src", s.app.keep_builds, keep)
+        return (f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
+                + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
 
-    return Step("build", "npm ci && npm run build of the commit (reused when already built), packed once",
-                run=run)
+    return Step("build", "the app's release contract ([app]: install, build, prune dev deps) of the commit, "
+                         "reused when already built, packed once", run=run)
+
+
+def kept_shas(s: Settings, ledger) -> set[str]:
+    """Git SHAs whose builds must survive pruning: live and previous in every environment."""
+    if ledger is None:
+        return set()
+    from deploy import config
+
+    out: set[str] = set()
+    for env in config.environments(s.root):
+        rows = ledger.releases(env, limit=20)
+        live = [r for r in rows if r["status"] == "live"]
+        older = [r for r in rows if r["status"] == "superseded"]
+        out.update(r["sha"] for r in (live + older[:1]) if r.get("sha"))
+    return out
 
 
 # ----------------------------------------------------------------------------- database
@@ -235,7 +299,8 @@ def backup(s: Settings, sha: str, environ) -> Step:
         if u.provider == "sqlite" and not u.sqlite_path.exists():
             ctx.state["backup"] = None
             return "no database file yet: nothing to back up"
-        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s))
+        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
+                           db=s.database)
         ctx.state["backup"] = str(b.path)
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
@@ -250,17 +315,28 @@ def backup(s: Settings, sha: str, environ) -> Step:
                 run=run, skip=skip)
 
 
-def migrate(s: Settings, environ) -> Step:
+def migrate(s: Settings, environ, sha: str) -> Step:
     def run(ctx: StepContext):
         from deploy import migrations
 
         url = database_url(s, environ)
-        mdir = migrations_dir(s)
+        mdir = migrations_dir(s, source_dir(s, sha))
         if "migrations_before" not in ctx.state:
-            ctx.state["migrations_before"] = list(migrations.status(url, mdir, sqlite_base=sqlite_base(s)).applied)
+            fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
+            ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
+            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+            # Fail closed before changing anything when this run could not be undone: a
+            # database with data, migrations without down.sql, and no backup to restore.
+            no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
+            if no_down and not fp.empty and not ctx.state.get("backup"):
+                raise DeployError(
+                    f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
+                    f"{s.name}'s database, so they could not be undone. Nothing was applied.",
+                    f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
+            ctx.state["migrations_before"] = list(st.applied)
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
-                                 url_var=s.database.url_var)
+                                 url_var=s.database.url_var, db=s.database)
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
@@ -269,23 +345,31 @@ def migrate(s: Settings, environ) -> Step:
         if "migrations_before" not in ctx.state:
             return "nothing was migrated"
         url = database_url(s, environ)
-        mdir = migrations_dir(s)
-        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s))
+        mdir = migrations_dir(s, source_dir(s, sha))
+        before_db = ctx.state.get("database_before")
+        if before_db and before_db["empty"]:
+            # A first promotion: there was nothing before, so undo means nothing again (no
+            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
+            fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
+            return "the database was empty before this run: " + migrations.empty_database(
+                url, fp, sqlite_base=sqlite_base(s))
+        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
         for name in st.failed:  # a migration that failed in this run: its transaction left no trace
             if name not in before:
-                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s))
+                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s), db=s.database)
                 notes.append(f"marked {name} rolled back")
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return "; ".join(notes) or "no migration of this run to undo"
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s))
+            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif ctx.state.get("backup"):
-            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s))
+            # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
+            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
         else:
             raise DeployError(
@@ -295,8 +379,9 @@ def migrate(s: Settings, environ) -> Step:
         return "; ".join(notes)
 
     skip = "no database for this environment" if s.database.provider == "none" else None
-    return Step("migrate", f"apply pending Prisma migrations ({s.database.runner})", run=run, undo=undo,
-                undo_does="down.sql of this run's migrations, else restore the backup", skip=skip)
+    return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
+                undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
+                                     "else restore the backup", skip=skip)
 
 
 # ----------------------------------------------------------------------------- release
@@ -304,42 +389,71 @@ def migrate(s: Settings, environ) -> Step:
 def release(s: Settings, release_id: str, environ) -> Step:
     if s.is_local:
         return _release_local(s, release_id, environ)
-    return _release_hosts(s, release_id)
+    return _release_hosts(s, release_id, environ)
+
+
+def local_root(s: Settings) -> Path:
+    """This app's release root under [local] root: `<root>/<app folder>-<hash of app_dir>`.
+    One root per app, so `current`, `previous` and every undo or rollback only ever name
+    releases of the app the settings deploy, never another app's."""
+    import hashlib
+    import os
+    import re
+
+    key = os.path.normpath(s.environment.app_dir)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key).name).strip(".-") or "app"
+    return s.path(s.local.root) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def _local_env(s: Settings, environ) -> dict:
-    env = {}
+    """What the locally started app gets besides the minimal base: DATABASE_URL and the
+    variables [app] runtime_env names. Nothing else of the deployer's environment."""
+    env = {n: environ[n] for n in s.app.runtime_env if n in environ}
     if s.database.provider == "sqlite":
         from deploy import dburl
 
         # Absolute: a relative file: URL would resolve inside the release folder.
-        path = dburl.parse(database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
         env["DATABASE_URL"] = f"file:{path}"
     elif s.database.provider == "postgresql":
-        env["DATABASE_URL"] = database_url(s, environ)
+        env["DATABASE_URL"] = app_database_url(s, environ)
     return env
 
 
-def restart_local(s: Settings, environ):
-    """(Re)start the local server from `current` as the settings say; its ServerInfo."""
+def stop_local(s: Settings) -> bool:
+    """Stop the local environment's app: this app's, and any other app's still running from
+    the same [local] root (one local environment serves one app)."""
     from deploy import local
 
-    return local.restart(s.path(s.local.root), s.local.host, s.local.port, timeout=s.local.start_timeout,
-                         env=_local_env(s, environ))
+    base = s.path(s.local.root)
+    stopped = local.stop(local_root(s))
+    if base.is_dir():
+        for d in [base, *sorted(p for p in base.iterdir() if p.is_dir())]:
+            if (d / "app.pid").exists():
+                stopped = local.stop(d) or stopped
+    return stopped
+
+
+def restart_local(s: Settings, environ):
+    """(Re)start the local app from this app's `current` as the settings say; its ServerInfo."""
+    from deploy import local
+
+    stop_local(s)
+    return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=_local_env(s, environ))
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):
     """The environment's smoke checks against the app and each host; SmokeFailed with every result."""
     from deploy import smoke
 
-    checks = smoke.checks_for(s.smoke, base_urls(s, state))
+    checks = smoke.checks_for(s.smoke, base_urls(s, state), s.app.health_path)
     report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
     smoke.require(report)
     return report
 
 
 def _release_local(s: Settings, release_id: str, environ) -> Step:
-    root = s.path(s.local.root)
+    root = local_root(s)
 
     def run(ctx: StepContext):
         from deploy import local
@@ -361,21 +475,28 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
         if local.current(root) != release_id:
             local.remove(root, release_id)  # placed but never switched to
             return "current is not this release: nothing to switch back"
-        if prev:
+        if prev and prev in local.releases(root):
+            # `root` holds this app's releases only: prev is this app's previous release.
             local.switch(root, prev)
             info = restart_local(s, environ)
             ctx.state["app_url"] = info.url
             return f"back on {prev} ({info.url})"
-        local.stop(root)
+        stop_local(s)
         (root / "current").unlink(missing_ok=True)
         local.remove(root, release_id)
-        return "first release removed; server stopped"
+        return "first release of this app removed; the app is stopped"
 
-    return Step("release", f"unpack to {s.local.root}/releases/{release_id}, switch current, restart the server",
-                run=run, undo=undo, undo_does="switch current back, restart")
+    return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
+                           f"{release_id}, switch current, start `{_start_text(s)}`, wait for {s.app.health_path}",
+                run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
+                                              "or stop the app if it had none")
 
 
-def _release_hosts(s: Settings, release_id: str) -> Step:
+def _start_text(s: Settings) -> str:
+    return " ".join(s.app.start) if isinstance(s.app.start, tuple) else "the start script"
+
+
+def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import hosts
         from deploy.errors import LockHeld
@@ -383,7 +504,9 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
         art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
         ctx.state.pop("hosts_locked_out", None)
         try:
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id)
+            # The lock step holds the hosts' lock until the run ends.
+            results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
         except LockHeld:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
@@ -395,12 +518,15 @@ def _release_hosts(s: Settings, release_id: str) -> Step:
 
         if ctx.state.get("hosts_locked_out"):
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id)
+        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
+                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     n = len(s.hosts.hosts)
-    return Step("release", f"upload, unpack, switch current, restart on {n} host(s) (max {s.hosts.max_parallel} at once)",
-                run=run, undo=undo, undo_does="switch switched hosts back, restart")
+    how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
+    return Step("release", f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on {n} "
+                           f"host(s) (max {s.hosts.max_parallel} at once)",
+                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none")
 
 
 # ----------------------------------------------------------------------------- shopify
@@ -412,27 +538,31 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
     def run(ctx: StepContext):
         source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+        app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
         if "shopify" not in ctx.state:
-            active = shopify.active_version(shopify.versions(s, environ))
+            active = shopify.active_version(shopify.versions(s, environ, path=app))
             ctx.state["shopify"] = {"version": None, "previous": active.version_tag if active else None}
             ctx.checkpoint()
-        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ)
+        installed = shopify.prepare(s, app)
+        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ, path=app)
         prev = ctx.state["shopify"]["previous"]
         ctx.state["shopify"] = {"version": res.version, "previous": prev if res.reused else res.previous}
-        return f"app version {res.version} live (was {res.previous or 'none'})"
+        return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
 
     def undo(ctx: StepContext):
         info = ctx.state.get("shopify") or {}
         prev = info.get("previous")
-        active = shopify.active_version(shopify.versions(s, environ))
+        app = source_dir(s, sha)
+        active = shopify.active_version(shopify.versions(s, environ, path=app))
         if active is None or active.version_tag != release_id:
             return f"{release_id} is not live ({active.version_tag if active else 'none'} is): nothing to undo"
         if not prev:
             return f"{release_id} was the app's first version: there is no earlier one to re-release"
-        shopify.release(s, prev, environ)
+        shopify.release(s, prev, environ, path=app)
         return f"re-released {prev}"
 
-    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id}",
+    return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id} "
+                           f"--path <checkout of {sha[:12]}>",
                 run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason)
 
 
@@ -441,16 +571,18 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 def smoke_step(s: Settings, release_id: str) -> Step:
     def run(ctx: StepContext):
         report = run_smoke(s, ctx.state, release_id)
-        return f"{len(report.results)} check(s) passed; /version answers {release_id}"
+        return f"{len(report.results)} check(s) passed on {release_id}"
 
-    return Step("smoke", "HTTP checks: /healthz, and /version names the new release", run=run)
+    what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
+            else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
+    return Step("smoke", f"{what} against the app and each host", run=run)
 
 
 def watch_step(s: Settings, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import smoke
 
-        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state))
+        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state), s.app.health_path)
         extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
         w = s.watch
         rep = smoke.watch(urls, window=w.window_seconds, interval=w.interval_seconds,

@@ -202,6 +202,59 @@ class PostgresCluster:
         return f"PostgresCluster(port={self.port}, dir={self.dir})"
 
 
+# What psql's `\\dn+` shows (describe.c, listSchemas): name, owner, access privileges, description.
+DN_PLUS_SQL = (
+    "SELECT n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), "
+    "pg_catalog.array_to_string(n.nspacl, E'\\n'), pg_catalog.obj_description(n.oid, 'pg_namespace') "
+    "FROM pg_catalog.pg_namespace n WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' ORDER BY 1"
+)
+
+
+def schemas(url: str) -> list[tuple]:
+    """`\\dn+` of the database at `url`, as rows (name, owner, access privileges, description)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(DN_PLUS_SQL).fetchall()
+
+
+class TableLock:
+    """Another session holding `LOCK TABLE ... IN <mode> MODE` in an open transaction, as an app
+    transaction or a console session would. It gives the lock up after `release_after` seconds
+    at the latest, so code that waits unbounded makes its test fail (the wait then succeeds)
+    instead of hanging the suite."""
+
+    def __init__(self, url: str, table: str, mode: str = "ACCESS EXCLUSIVE", release_after: float = 60.0):
+        import threading
+
+        import psycopg
+        from psycopg import sql
+
+        self.conn = psycopg.connect(url)
+        self.conn.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE").format(sql.Identifier(table)))
+        self.pid = self.conn.info.backend_pid
+        self.released = threading.Event()
+        self._timer = threading.Timer(release_after, self.release)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def release(self) -> None:
+        if not self.released.is_set():
+            self.released.set()
+            try:
+                self.conn.rollback()
+                self.conn.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> "TableLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        self.release()
+
+
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,13 @@ class Project:
         p.write_text(text)
         return p
 
+    def local_root(self, env: str = "local") -> Path:
+        """The release root of the app `env` deploys (one per app under [local] root)."""
+        from deploy import config
+        from deploy.flows.steps import local_root
+
+        return local_root(config.load(env, self.root))
+
     def ledger(self):
         from deploy.ledger import Ledger
 
@@ -69,7 +76,8 @@ def make_project(dest: Path) -> Project:
     for f in (REPO / "env").iterdir():
         if f.is_file() and not f.name.endswith(".local.env"):
             shutil.copy2(f, dest / "env" / f.name)
-    (dest / ".gitignore").write_text("/.deploy/\n/evidence/\n.env\nnode_modules/\n/examples/app/build/\n")
+    (dest / ".gitignore").write_text("/.deploy/\n/evidence/\n.env\nnode_modules/\n/examples/app/build/\n"
+                                     "/examples/app/prisma/*.sqlite*\n")
     _git(dest, "init", "-q", "-b", "main")
     p = Project(dest)
     p.commit("initial")

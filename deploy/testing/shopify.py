@@ -7,8 +7,10 @@ CLI checks before talking to Shopify (the config file, a token variable, the non
 flag rule, the version tag rules), keeps the app's versions in a state file, and prints
 what the real CLI prints: the boxed banners of `services/deploy.ts` and
 `services/release.ts`, link footnotes, and the `versions list --json` array of
-`services/versions-list.ts` in the App Management API's shape. Every call is appended
-to a JSONL file with its argv and the NAMES of the auth variables that were set.
+`services/versions-list.ts` in the App Management API's shape, capped like the real
+CLI at the newest 20 (`app release --version` finds any tag). Every call is appended
+to a JSONL file with its argv, the NAMES of the auth variables that were set and the
+environment it received (the token's value masked), for the leak tests.
 
 `real_shopify_cli` (fixture) installs the real `@shopify/cli@3` with npm once into a
 cache folder and returns its executable; it skips only when npm is missing.
@@ -39,6 +41,7 @@ COMMAND_FLAGS = {
     "versions list": {**COMMON_FLAGS, "json": False},
 }
 SHORT_FLAGS = {"c": "config", "f": "force", "j": "json"}
+LISTED_MAX = 20   # `app versions list` returns the newest 20 (Shopify CLI 3.94.3: `versions(first: 20)`)
 
 _SCRIPT = r'''
 import hashlib, json, os, re, sys, textwrap
@@ -48,6 +51,7 @@ STATE_DIR = __STATE_DIR__
 FLAGS = __FLAGS__
 SHORT = __SHORT__
 AUTH_VARS = __AUTH_VARS__
+LISTED_MAX = __LISTED_MAX__
 STATE = os.path.join(STATE_DIR, "state.json")
 CONTROL = os.path.join(STATE_DIR, "control.json")
 CALLS = os.path.join(STATE_DIR, "calls.jsonl")
@@ -133,6 +137,9 @@ def record(argv):
         "argv": argv, "cwd": os.getcwd(),
         "auth_env": [v for v in AUTH_VARS if os.environ.get(v)],
         "ci": os.environ.get("CI", ""), "stdin_tty": sys.stdin.isatty() if sys.stdin else False,
+        # The whole environment it was given, so tests can prove no other secret reached
+        # it; the token itself (which it must get) is recorded as a mark, not its value.
+        "env": {k: ("<token>" if k in AUTH_VARS else v) for k, v in os.environ.items()},
     }
     with open(CALLS, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
@@ -216,6 +223,7 @@ def main():
     if mode == "garbage":
         sys.stdout.write("unexpected output from a stand-in that was told to misbehave\n")
         sys.exit(0)
+    flags["_config_file"] = os.path.join(app_dir, name)
     {"deploy": deploy, "release": release, "versions list": versions}[cmd](state, flags, mode, code, why)
 
 
@@ -229,7 +237,10 @@ def deploy(state, flags, mode, code, why):
     v = {"versionId": str(state["next_id"]), "versionTag": tag or "%s-%d" % (state["app_handle"], state["next_id"]),
          "createdAt": stamp(state).isoformat(), "createdBy": state["created_by"],
          "message": flags.get("message", ""), "sourceControlUrl": flags.get("source-control-url", ""),
-         "status": "inactive"}
+         "status": "inactive",
+         # What Shopify keeps of a deploy (include_config_on_deploy): the app configuration as
+         # read from --path, and the app folder it came from.
+         "config": open(flags["_config_file"], encoding="utf-8").read(), "path": os.path.dirname(flags["_config_file"])}
     if release_it:
         for old in state["versions"]:
             old["status"] = "inactive"
@@ -268,8 +279,10 @@ def release(state, flags, mode, code, why):
 
 
 def versions(state, flags, mode, code, why):
+    # Like Shopify CLI 3.94.3, which asks for `versions(first: 20)`: the newest 20 only.
+    newest = sorted(state["versions"], key=lambda v: v["createdAt"], reverse=True)[:LISTED_MAX]
     rows = [{"createdAt": fmt(v["createdAt"]), "createdBy": v["createdBy"], "versionTag": v["versionTag"],
-             "status": v["status"], "versionId": v["versionId"], "message": v["message"]} for v in state["versions"]]
+             "status": v["status"], "versionId": v["versionId"], "message": v["message"]} for v in newest]
     if flags.get("json"):
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
         return
@@ -279,6 +292,8 @@ def versions(state, flags, mode, code, why):
     for r in rows:
         star = "\u2605 " if r["status"] == "active" else ""
         sys.stdout.write("%s  %s%s  %s  %s  %s\n" % (r["versionTag"], star, r["status"], r["message"], r["createdAt"], r["createdBy"]))
+    sys.stdout.write("\nView all %d app versions in the Dev Dashboard ( %s )\n"
+                     % (len(state["versions"]), url(state, {"versionId": ""}).rstrip("/")))
 
 
 main()
@@ -310,6 +325,10 @@ class ShopifyStandIn:
         if not p.exists():
             return []
         return [json.loads(ln) for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    def environments(self) -> list[dict[str, str]]:
+        """The environment of every call (the token's value shown as `<token>`)."""
+        return [c.get("env", {}) for c in self.calls()]
 
     def argvs(self) -> list[list[str]]:
         return [c["argv"] for c in self.calls()]
@@ -345,6 +364,19 @@ class ShopifyStandIn:
         for v in state["versions"]:
             v["status"] = "active" if v["versionTag"] == active else "inactive"
         self._save(state)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        """`shopify <args>` run as a user would: in the app folder, no TTY, with the token."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CI": "1", **self.environ}
+        return subprocess.run([str(self.executable), *args], cwd=self.app_dir, env=env, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+    def deploy_versions(self, tags, config: str = "staging") -> None:
+        """Create (and release) one app version per tag, oldest first, through `shopify app deploy`."""
+        for tag in tags:
+            p = self.run("app", "deploy", "--config", config, "--allow-updates", "--version", tag)
+            if p.returncode != 0:
+                raise RuntimeError(f"stand-in deploy of {tag} failed: {p.stderr[-500:]}")
 
     def fail_next(self, command: str = "deploy", mode: str = "error", *, exit_code: int = 1,
                   message: str | None = None) -> None:
@@ -388,7 +420,8 @@ def install_stand_in(base: Path, token: str, configs: tuple[str, ...] = ("stagin
               .replace("__STATE_DIR__", repr(str(state_dir)))
               .replace("__FLAGS__", repr(COMMAND_FLAGS))
               .replace("__SHORT__", repr(SHORT_FLAGS))
-              .replace("__AUTH_VARS__", repr(AUTH_VARS)))
+              .replace("__AUTH_VARS__", repr(AUTH_VARS))
+              .replace("__LISTED_MAX__", repr(LISTED_MAX)))
     exe = bin_dir / "shopify"
     exe.write_text(f"#!{sys.executable}\n{script}", encoding="utf-8")
     exe.chmod(0o755)

@@ -20,6 +20,7 @@ Fixtures (loaded as a pytest plugin by tests/conftest.py):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import itertools
 import os
@@ -75,6 +76,11 @@ class SshHost:
         for p in (path, *missing):
             os.chown(p, owner.st_uid, owner.st_gid)
         return path
+
+    def known_hosts_line(self) -> str:
+        """This host's line of the farm's known_hosts (`[127.0.0.1]:PORT keytype key`)."""
+        prefix = f"[{self.host}]:{self.port} "
+        return next(ln for ln in self.known_hosts.read_text().splitlines() if ln.startswith(prefix))
 
     def connect_kwargs(self) -> dict:
         return {"key_filename": str(self.key_file), "look_for_keys": False, "allow_agent": False}
@@ -212,6 +218,8 @@ class SshdFarm:
                 "MaxSessions 64",
                 "MaxStartups 200",
                 "UseDNS no",
+                # Hosts also serve as ProxyJump gateways (direct-tcpip channels) in tests.
+                "AllowTcpForwarding yes",
                 "LogLevel ERROR",
                 "Subsystem sftp internal-sftp",
                 "",
@@ -283,6 +291,55 @@ class SshdFarm:
             proc.kill()
             proc.wait(10)
 
+    @contextlib.contextmanager
+    def frozen_uploads(self, host: SshHost, after_bytes: int = 512):
+        """While active, an SFTP session on `host` freezes mid-transfer: once the client has
+        sent `after_bytes`, the host's sshd session process serving it is SIGSTOPped (a host
+        that hangs in the middle of an upload; the client sees no reply and no window).
+        New connections and commands still work. On exit the frozen processes are killed
+        and the host serves SFTP normally again.
+
+        How: this host's sshd runs its sftp subsystem through FREEZE_SFTP (a proxy in front
+        of the real sftp-server) until the context ends; the config is swapped with SIGHUP,
+        which makes sshd re-exec itself with the new config."""
+        hdir = self.dir / host.name
+        cfg = hdir / "sshd_config"
+        wrapper = hdir / "freeze_sftp.py"
+        wrapper.write_text(FREEZE_SFTP)
+        wrapper.chmod(0o644)
+        normal = cfg.read_text()
+        frozen = normal.replace("Subsystem sftp internal-sftp",
+                                f"Subsystem sftp /usr/bin/env python3 {wrapper} {int(after_bytes)} {host.root}")
+        assert frozen != normal, "unexpected sshd_config"
+        self._reload(host, cfg, frozen)
+        try:
+            yield host
+        finally:
+            for name in ("frozen-sshd.pid", "freeze-proxy.pid"):
+                pidfile = host.root / name
+                try:
+                    os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+            self._reload(host, cfg, normal)
+
+    def _reload(self, host: SshHost, cfg: Path, text: str) -> None:
+        """Write `cfg` and make the host's sshd re-exec with it; return once the new
+        listener (a new socket: another inode) accepts connections."""
+        proc = self._procs[host.port]
+        before = _listen_inode(host.port)
+        cfg.write_text(text)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            now = _listen_inode(host.port)
+            if now is not None and now != before:
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd for {host.name} exited on reload ({proc.returncode})")
+            time.sleep(0.02)
+        raise RuntimeError(f"sshd for {host.name} did not come back after reload")
+
     def stop(self, remove: bool = True) -> None:
         """Kill every sshd this farm started and, by default, delete its directory."""
         for port, proc in list(self._procs.items()):
@@ -295,6 +352,86 @@ class SshdFarm:
                 self.reset(h)
         if remove and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _listen_inode(port: int) -> str | None:
+    """The inode of the socket listening on 127.0.0.1:`port` (from /proc/net/tcp)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for ln in lines:
+        f = ln.split()
+        if len(f) > 9 and f[1] == want and f[3] == "0A":
+            return f[9]
+    return None
+
+
+# The sftp subsystem of a host in `frozen_uploads`: the real sftp-server behind a proxy
+# that forwards the client's bytes until `after` of them passed, then SIGSTOPs the sshd
+# session process above it (pid in <root>/frozen-sshd.pid) and stops forwarding.
+FREEZE_SFTP = r'''
+import os, signal, subprocess, sys
+
+after, root = int(sys.argv[1]), sys.argv[2]
+server = next(p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
+                          "/usr/libexec/sftp-server") if os.path.exists(p))
+child = subprocess.Popen([server], stdin=subprocess.PIPE)
+with open(os.path.join(root, "freeze-proxy.pid"), "w") as f:
+    f.write(str(os.getpid()))
+
+
+def sshd_session():
+    pid = os.getppid()
+    while pid > 1:
+        with open("/proc/%d/comm" % pid) as f:
+            if f.read().startswith("sshd"):
+                return pid
+        with open("/proc/%d/stat" % pid) as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+    raise SystemExit("no sshd above the sftp proxy")
+
+
+seen = 0
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    take = data[:max(0, after - seen)] if seen + len(data) >= after else data
+    child.stdin.write(take)
+    child.stdin.flush()
+    seen += len(data)
+    if seen >= after:
+        pid = sshd_session()
+        with open(os.path.join(root, "frozen-sshd.pid"), "w") as f:
+            f.write(str(pid))
+        os.kill(pid, signal.SIGSTOP)
+        while True:
+            signal.pause()
+child.stdin.close()
+sys.exit(child.wait())
+'''
+
+
+def ssh_home(home: str | Path, farm: "SshdFarm", config: str, files: dict[str, str] | None = None) -> Path:
+    """A HOME with a real `~/.ssh/config` (`config`, where `{key}` is the farm's client key
+    copied to ~/.ssh/id_deploy and `{ssh}` the ~/.ssh folder) and `files` (name -> text)
+    written in ~/.ssh, with the modes ssh expects. Point a child's HOME at it."""
+    home = Path(home)
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    os.chmod(ssh, 0o700)
+    key = ssh / "id_deploy"
+    shutil.copy(farm.key_file, key)
+    os.chmod(key, 0o600)
+    for name, text in (files or {}).items():
+        (ssh / name).write_text(text)
+        os.chmod(ssh / name, 0o600)
+    (ssh / "config").write_text(config.replace("{key}", str(key)).replace("{ssh}", str(ssh)))
+    os.chmod(ssh / "config", 0o600)
+    return home
 
 
 # ---------------------------------------------------------------- test artifacts

@@ -76,8 +76,11 @@ class Stage:
 
 
 def stage_toml(farm, hosts, ports, name="staging", extra="") -> str:
+    """Settings for an environment on the test hosts. The app is started by the toolkit's
+    supervisor (no restart hook), each host's app on its own loopback port (`app_ports`),
+    health on http://127.0.0.1:<port>/healthz (the hosts are all 127.0.0.1)."""
     addrs = ", ".join(f'"{h.address}"' for h in hosts)
-    health = ", ".join(f'"http://127.0.0.1:{p}/healthz"' for p in ports)
+    app_ports = ", ".join(str(p) for p in ports)
     return f'''
 [environment]
 kind = "remote"
@@ -85,15 +88,17 @@ description = "test {name}: two sshd hosts, Postgres fixture, Shopify stand-in"
 app_dir = "examples/app"
 {extra}
 
+[app]
+health_path = "/healthz"
+ready_timeout = 15.0
+
 [hosts]
 hosts = [{addrs}]
 user = "{hosts[0].user}"
 key_file = "{farm.key_file}"
 known_hosts = "{farm.known_hosts}"
 deploy_to = "{farm.deploy_to()}"
-restart = "bin/restart"
-health_urls = [{health}]
-health_timeout = 15.0
+app_ports = [{app_ports}]
 shared_files = [".env"]
 
 [database]
@@ -110,6 +115,7 @@ evidence_dir = "evidence"
 max_age_hours = 24
 
 [smoke]
+checks = [{{ url = "/healthz" }}, {{ url = "/version", json_field = "release" }}]   # the example names its release
 retries = 2
 backoff = 0.2
 
@@ -132,6 +138,7 @@ def secrets_env(project: Project, env: str, db_url: str) -> dict:
             kind = getattr(v.type, "kind", "string")
             out[v.name] = "postgresql://x:y@127.0.0.1:1/x" if kind == "url" else f"test-secret-{v.name.lower()}-x9"
     out["DATABASE_URL"] = db_url
+    out["DIRECT_URL"] = db_url   # Prisma's directUrl: the fixture has no pooler, so the same server session URL
     return out
 
 
@@ -139,8 +146,8 @@ def secrets_env(project: Project, env: str, db_url: str) -> dict:
 def stage(project, sshd_farm, sshd_hosts, pg_url, shopify_cli):
     hosts = sshd_hosts(2)
     ports = [free_port() for _ in hosts]
-    for h, p in zip(hosts, ports):
-        h.write("srv/occ/shared/.env", f"PORT={p}\nHOST=127.0.0.1\n")
+    for h in hosts:
+        h.write("srv/occ/shared/.env", "HOST=127.0.0.1\n")   # the port comes from the settings
     project.write_env("staging", stage_toml(sshd_farm, hosts, ports))
     (project.root / "examples/app/shopify.app.staging.toml").exists() or None
     project.commit("staging on test hosts")
@@ -172,8 +179,8 @@ def production(stage, pg_cluster):
     """A production environment beside `stage`: same hosts, its own deploy path, ports and
     database; staging run and approvals of product and manager required."""
     ports = [free_port() for _ in stage.hosts]
-    for h, p in zip(stage.hosts, ports):
-        h.write("srv/occ-prod/shared/.env", f"PORT={p}\nHOST=127.0.0.1\n")
+    for h in stage.hosts:
+        h.write("srv/occ-prod/shared/.env", "HOST=127.0.0.1\n")
     text = stage_toml(stage.farm, stage.hosts, ports, name="production",
                       extra='protected = true\nrequires_staging_run = true\nstaging_env = "staging"')
     text = text.replace(f'deploy_to = "{stage.farm.deploy_to()}"', f'deploy_to = "{stage.farm.deploy_to("srv/occ-prod")}"')

@@ -3,9 +3,9 @@
 // GET /healthz  -> 200 {"ok": true}
 // GET /version  -> 200 {"release", "sha", "built_at"}
 //
-// `release` comes from a file named RELEASE beside this file, written by the deploy
-// tool's release step (one id per deployment); `sha` and `built_at` come from the
-// build manifest (build.json) that `npm run build` writes. Both are read once at
+// `release` comes from the file RELEASE in the working directory (the release folder the
+// deploy toolkit starts the app in, one id per deployment); `sha` and `built_at` come
+// from the build manifest (build.json) that `npm run build` writes beside this file. Both are read once at
 // start-up: a running server keeps answering for the release it was started from,
 // which is what a smoke check after a switch must be able to tell apart.
 import { createServer } from "node:http";
@@ -15,9 +15,9 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-function readText(name) {
+function readText(name, dir = here) {
   try {
-    return readFileSync(join(here, name), "utf8").trim();
+    return readFileSync(join(dir, name), "utf8").trim();
   } catch {
     return null;
   }
@@ -35,7 +35,7 @@ function readJson(name) {
 
 const manifest = readJson("build.json");
 const version = {
-  release: readText("RELEASE") || "unreleased",
+  release: readText("RELEASE", process.cwd()) || "unreleased",
   sha: manifest.git_sha || "unknown",
   built_at: manifest.built_at || null,
 };

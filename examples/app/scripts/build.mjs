@@ -1,11 +1,12 @@
-// `npm run build`: writes build/ with the server, the restart hook, a copy of prisma/
-// and a build manifest (build.json).
+// `npm run build`: writes build/ with the server and a build manifest (build.json).
+// The deploy toolkit packs the whole app tree with it (package.json, prisma/, ...), and
+// starts the release with the package's start script (`node build/server.mjs`).
 //
 // Reproducible on purpose: the output depends only on the sources, GIT_SHA and
 // BUILT_AT (or SOURCE_DATE_EPOCH, the reproducible-builds.org convention), never on
 // the clock, so the deploy tool's content-addressed artifact gets the same hash for
 // the same inputs.
-import { chmodSync, cpSync, mkdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -27,15 +28,9 @@ if (gitSha !== "unknown" && !/^[0-9a-f]{7,64}$/.test(gitSha)) {
 }
 
 rmSync(out, { recursive: true, force: true });
-mkdirSync(join(out, "bin"), { recursive: true });
+mkdirSync(out, { recursive: true });
 
 cpSync(join(app, "server.mjs"), join(out, "server.mjs"));
-cpSync(join(app, "bin", "restart"), join(out, "bin", "restart"));
-chmodSync(join(out, "bin", "restart"), 0o755);
-cpSync(join(app, "prisma"), join(out, "prisma"), { recursive: true });
-for (const name of ["package.json", "shopify.app.toml", "shopify.app.staging.toml"]) {
-  if (existsSync(join(app, name))) cpSync(join(app, name), join(out, name));
-}
 
 const manifest = { name: "occ-example-app", git_sha: gitSha, built_at: builtAt() };
 writeFileSync(join(out, "build.json"), JSON.stringify(manifest, null, 2) + "\n");

@@ -1,0 +1,612 @@
+"""`invoke init`: the starting files for putting the toolkit on an existing app.
+
+Two halves, as everywhere in the toolkit: `detect` reads an app folder into `AppFacts`
+(package manager from the lockfile, start/build scripts, Prisma provider and migrations
+folder from `schema.prisma`, the Shopify configs `shopify.app[.<name>].toml`, the
+variables of `.env.example`), and `render` turns those facts into files (relative path ->
+text) without touching anything. `write` is the only part that changes the disk: it never
+replaces an existing file unless `force`, and says which files it kept.
+
+The parsers are deliberately small: they read what Shopify's React Router template and
+Prisma write (`datasource db { provider = "sqlite" url = "file:dev.sqlite" }`, dotenv
+lines, the top-level keys of the app TOML), not every syntax those formats allow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal, Mapping
+
+from deploy.errors import SettingsError
+
+__all__ = [
+    "PackageManager", "LOCKFILES", "EnvVar", "Datasource", "ShopifyConfig", "AppFacts", "WriteResult",
+    "package_manager", "install_argv", "parse_datasource", "parse_env_example", "parse_shopify_config",
+    "detect", "render", "write", "ENVIRONMENTS",
+]
+
+PackageManager = Literal["npm", "yarn", "pnpm", "bun"]
+
+# The lockfile names the package manager (the order is the tie-break when several exist).
+LOCKFILES: tuple[tuple[str, PackageManager], ...] = (
+    ("package-lock.json", "npm"), ("npm-shrinkwrap.json", "npm"), ("pnpm-lock.yaml", "pnpm"),
+    ("yarn.lock", "yarn"), ("bun.lockb", "bun"), ("bun.lock", "bun"),
+)
+
+ENVIRONMENTS = ("local", "staging", "production")
+
+# Names that hold credentials wherever they appear (a key that is public, such as
+# SHOPIFY_API_KEY, the app's client id, is listed apart).
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|_KEY$|^KEY$|DATABASE_URL$|DIRECT_URL$")
+_PUBLIC = {"SHOPIFY_API_KEY", "SHOPIFY_APP_URL", "SCOPES", "PORT", "NODE_ENV", "HOST"}
+
+
+# ---------------------------------------------------------------- values
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One line of `.env.example`: the name, its example value, the comment above it."""
+
+    name: str
+    value: str = ""
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Datasource:
+    provider: str                    # sqlite | postgresql | mysql | ...
+    url: str = ""                    # a literal URL (`url = "file:dev.sqlite"`), else ""
+    url_var: str = ""                # `url = env("DATABASE_URL")` -> DATABASE_URL
+    direct_url_var: str = ""         # `directUrl = env("DIRECT_URL")`
+
+
+@dataclass(frozen=True)
+class ShopifyConfig:
+    name: str                        # "" for shopify.app.toml, else the <name> of shopify.app.<name>.toml
+    file: str
+    client_id: str = ""
+    application_url: str = ""
+    scopes: str = ""
+
+
+@dataclass(frozen=True)
+class AppFacts:
+    """What `detect` found in an app folder; every path is relative to the app folder."""
+
+    app: Path
+    package_manager: PackageManager = "npm"
+    lockfile: str = ""
+    scripts: Mapping[str, str] = field(default_factory=dict)
+    node_engine: str = ""
+    schema: str = ""                 # prisma/schema.prisma
+    datasource: Datasource | None = None
+    migrations_dir: str = ""         # prisma/migrations (beside the schema, as Prisma looks for it)
+    shopify: tuple[ShopifyConfig, ...] = ()
+    env_example: tuple[EnvVar, ...] = ()
+
+    @property
+    def start_script(self) -> str:
+        return self.scripts.get("start", "")
+
+    def shopify_config(self, env: str) -> ShopifyConfig | None:
+        """The config an environment deploys with: shopify.app.<env>.toml, and production
+        falls back to shopify.app.toml (the template's only file)."""
+        by = {c.name: c for c in self.shopify}
+        if env in by:
+            return by[env]
+        if env == "production":
+            return by.get("")
+        return None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: tuple[str, ...]
+    kept: tuple[str, ...]            # existed and were left alone (no --force)
+
+
+# ---------------------------------------------------------------- detection (pure over text)
+
+def package_manager(app: Path) -> PackageManager:
+    """The package manager whose lockfile `app` holds; npm when there is none."""
+    for name, pm in LOCKFILES:
+        if (Path(app) / name).is_file():
+            return pm
+    return "npm"
+
+
+def install_argv(pm: PackageManager, *, production: bool = False, lockfile: bool = True) -> tuple[str, ...]:
+    """The clean, lockfile-exact install for `pm` (npm without a lockfile: `npm install`)."""
+    if pm == "npm":
+        return ("npm", "ci" if lockfile else "install", "--no-audit", "--no-fund") + \
+            (("--omit=dev",) if production else ())
+    if pm == "yarn":
+        return ("yarn", "install", "--frozen-lockfile") + (("--production",) if production else ())
+    if pm == "pnpm":
+        return ("pnpm", "install", "--frozen-lockfile") + (("--prod",) if production else ())
+    return ("bun", "install", "--frozen-lockfile") + (("--production",) if production else ())
+
+
+_BLOCK = re.compile(r"datasource\s+\w+\s*\{(?P<body>[^}]*)\}", re.S)
+_STR = r'"((?:[^"\\]|\\.)*)"'
+_ENV_CALL = re.compile(r'env\(\s*' + _STR + r'\s*\)')
+
+
+def _field(body: str, key: str) -> str | None:
+    m = re.search(rf"^\s*{key}\s*=\s*(.+?)\s*(?://.*)?$", body, re.M)
+    return m.group(1).strip() if m else None
+
+
+def parse_datasource(text: str) -> Datasource | None:
+    """The `datasource` block of a schema.prisma (comments ignored), or None."""
+    text = re.sub(r"^\s*//.*$", "", text, flags=re.M)
+    m = _BLOCK.search(text)
+    if not m:
+        return None
+    body = m.group("body")
+    prov = _field(body, "provider") or ""
+    pm = re.fullmatch(_STR, prov)
+    provider = pm.group(1) if pm else prov
+    out = {"url": "", "url_var": "", "direct_url_var": ""}
+    for key, lit, var in (("url", "url", "url_var"), ("directUrl", None, "direct_url_var")):
+        raw = _field(body, key)
+        if not raw:
+            continue
+        env = _ENV_CALL.fullmatch(raw)
+        if env:
+            out[var] = env.group(1)
+        elif lit:
+            s = re.fullmatch(_STR, raw)
+            out[lit] = s.group(1) if s else ""
+    return Datasource(provider, out["url"], out["url_var"], out["direct_url_var"])
+
+
+def parse_env_example(text: str) -> tuple[EnvVar, ...]:
+    """The variables of a `.env.example` (dotenv syntax: `NAME=value`, `export NAME=value`,
+    quotes stripped, `# comment` lines kept as the next variable's description)."""
+    out: list[EnvVar] = []
+    comment: list[str] = []
+    seen = set()
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            comment = []
+            continue
+        if s.startswith("#"):
+            comment.append(s.lstrip("#").strip())
+            continue
+        m = re.match(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$", s)
+        if not m:
+            comment = []
+            continue
+        name, value = m.group(1).upper(), m.group(2).strip()
+        if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) >= 2:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        if name not in seen:
+            seen.add(name)
+            out.append(EnvVar(name, value, " ".join(c for c in comment if c)))
+        comment = []
+    return tuple(out)
+
+
+def parse_shopify_config(file_name: str, text: str) -> ShopifyConfig:
+    """The keys of a shopify.app[.<name>].toml the toolkit seeds variables from."""
+    m = re.fullmatch(r"shopify\.app(?:\.([-\w]+))?\.toml", file_name)
+    name = (m.group(1) or "") if m else ""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{file_name}: not valid TOML ({e}).", "Fix it (shopify app config link rewrites it).") \
+            from None
+    scopes = raw.get("access_scopes", {}).get("scopes", "") if isinstance(raw.get("access_scopes"), dict) else ""
+    return ShopifyConfig(name, file_name, str(raw.get("client_id", "") or ""),
+                         str(raw.get("application_url", "") or ""), str(scopes or ""))
+
+
+def detect(app: Path) -> AppFacts:
+    """Read an app folder into `AppFacts`; SettingsError naming the file when one is unreadable."""
+    app = Path(app)
+    if not (app / "package.json").is_file():
+        raise SettingsError(f"{app} has no package.json: it is not a Node app folder.",
+                            "Pass --app=PATH pointing at the app (the folder with package.json and shopify.app.toml).")
+    try:
+        package = json.loads((app / "package.json").read_text(encoding="utf-8"))
+        if not isinstance(package, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        raise SettingsError(f"{app / 'package.json'} is not valid JSON ({e}).") from None
+    pm = package_manager(app)
+    lock = next((n for n, _ in LOCKFILES if (app / n).is_file()), "")
+    scripts = {k: v for k, v in (package.get("scripts") or {}).items() if isinstance(v, str)}
+    engines = package.get("engines") if isinstance(package.get("engines"), dict) else {}
+
+    schema_rel = ""
+    prisma = package.get("prisma") if isinstance(package.get("prisma"), dict) else {}
+    for cand in ([prisma["schema"]] if isinstance(prisma.get("schema"), str) else []) + ["prisma/schema.prisma"]:
+        if (app / cand).is_file():
+            schema_rel = cand
+            break
+    ds = parse_datasource((app / schema_rel).read_text(encoding="utf-8")) if schema_rel else None
+    mig = ""
+    if schema_rel:
+        cand = (Path(schema_rel).parent / "migrations").as_posix()
+        mig = cand if (app / cand).is_dir() or ds is not None else ""
+
+    configs = []
+    for p in sorted(app.glob("shopify.app*.toml")):
+        if re.fullmatch(r"shopify\.app(\.[-\w]+)?\.toml", p.name):
+            configs.append(parse_shopify_config(p.name, p.read_text(encoding="utf-8")))
+    env_vars: tuple[EnvVar, ...] = ()
+    for name in (".env.example", ".env.sample", "example.env"):
+        if (app / name).is_file():
+            env_vars = parse_env_example((app / name).read_text(encoding="utf-8"))
+            break
+    return AppFacts(app, pm, lock, scripts, str(engines.get("node", "") or ""), schema_rel, ds, mig,
+                    tuple(configs), env_vars)
+
+
+# ---------------------------------------------------------------- rendering (pure: facts -> files)
+
+def _q(s: str) -> str:
+    return json.dumps(s)
+
+
+def _is_secret(name: str) -> bool:
+    return name not in _PUBLIC and bool(_SECRET_NAME.search(name))
+
+
+def _kind(name: str, value: str) -> str:
+    v = value.strip()
+    if name.endswith("_URL") or re.match(r"^(https?|postgres(ql)?|file|mysql|redis)://?", v) or v.startswith("file:"):
+        return "url"
+    if name == "PORT" or (v.isdigit() and len(v) < 10):
+        return "int"
+    if v.lower() in ("true", "false"):
+        return "bool"
+    return "string"
+
+
+def _variables(f: AppFacts) -> list[dict]:
+    """One entry per variable the app reads: from .env.example, the Shopify app config, the
+    datasource, and the toolkit's own (the automation token). Values per environment."""
+    # A literal `url = "file:dev.sqlite"` (the template's) still means DATABASE_URL elsewhere:
+    # Postgres needs `url = env("DATABASE_URL")`, which the staging settings point out.
+    db_var = ((f.datasource.url_var or "DATABASE_URL") if f.datasource else "")
+    direct = (f.datasource.direct_url_var if f.datasource else "") or ""
+    by: dict[str, dict] = {}
+
+    def add(name, description, *, value="", kind=None, secret=None, parity=None, source=None,
+            local_value=None, values=None, known=False):
+        """`known`: the toolkit knows this variable better than a .env.example comment does."""
+        v = by.setdefault(name, {"name": name, "values": {}})
+        if known or "description" not in v:
+            v["description"] = description
+        v["kind"] = kind or v.get("kind") or _kind(name, value)
+        v["secret"] = _is_secret(name) if secret is None else secret
+        v["parity"] = parity or v.get("parity") or "differs"
+        v["source"] = source or v.get("source")
+        if local_value is not None and not v["values"].get("local"):
+            v["values"]["local"] = local_value
+        for env, val in (values or {}).items():
+            if val and not v["values"].get(env):
+                v["values"][env] = val
+
+    for e in f.env_example:
+        kind = _kind(e.name, e.value)
+        add(e.name, e.comment or f"{e.name} (from the app's .env.example)", value=e.value, kind=kind,
+            parity="free" if not _is_secret(e.name) else "differs",
+            local_value=e.value if e.value and not _is_secret(e.name) else None)
+    for env in ENVIRONMENTS:
+        c = f.shopify_config(env) if env != "local" else next((x for x in f.shopify if x.name in ("", "dev")), None)
+        if c is None:
+            continue
+        add("SHOPIFY_API_KEY", "Client ID of the environment's Shopify app (client_id of its shopify.app toml; "
+                               "public)", kind="string", secret=False, source="shopify-partners",
+            parity="differs", values={env: c.client_id}, known=True)
+        add("SHOPIFY_APP_URL", "Public HTTPS URL of the app (application_url of its shopify.app toml)",
+            kind="url", secret=False, parity="differs", values={env: c.application_url}, known=True)
+        if c.scopes:
+            add("SCOPES", "Access scopes the app requests (access_scopes.scopes)", kind="string", secret=False,
+                parity="same", values={env: c.scopes}, known=True)
+    if f.shopify:
+        add("SHOPIFY_API_SECRET", "Client secret of the environment's Shopify app", kind="string", secret=True,
+            source="shopify-partners")
+        add("SHOPIFY_APP_AUTOMATION_TOKEN", "App Automation Token the deploy uses for `shopify app deploy` "
+                                            "(Dev Dashboard; expires after 1, 3 or 6 months)",
+            kind="string", secret=True, source="shopify-partners")
+    if db_var:
+        local_url = f.datasource.url or (by.get(db_var, {}).get("values", {}).get("local")) or "file:./dev.sqlite"
+        add(db_var, "Prisma datasource URL of the app database (a SQLite file locally; a secret elsewhere)",
+            kind="url", secret=True, source="runner", local_value=local_url if local_url.startswith("file:") else None,
+            known=True)
+    if direct:
+        add(direct, "Direct (session) connection for migrations and pg_dump (Prisma's directUrl)", kind="url",
+            secret=True)
+    return list(by.values())
+
+
+def _matrix(f: AppFacts, today: date) -> str:
+    lines = [
+        "# The variable matrix of this app: one [variables.NAME] table per variable the app or the",
+        "# deploy reads (seeded by `invoke init` from the app's .env.example, its shopify.app*.toml and",
+        "# schema.prisma). Per variable: description, owner, type, parity (same | differs | free,",
+        "# staging against production) and, per environment, required / secret / source.",
+        "# Plain values live in env/<env>.env, secrets in the process environment (GitHub environment",
+        "# secrets in CI) or the git-ignored env/<env>.local.env. Check with `invoke env.check --env=NAME`.",
+        "#",
+        f"# last_rotated = {today.isoformat()} below is the day `invoke init` ran: set it to the day each",
+        "# secret's current value was issued.",
+        "",
+        "[matrix]",
+        f"environments = [{', '.join(_q(e) for e in ENVIRONMENTS)}]",
+        '''production = ["production"]''',
+        '''local_files = ["local"]''',
+    ]
+    for v in _variables(f):
+        name = v["name"]
+        lines += ["", f"[variables.{name}]", f"description = {_q(v['description'])}", 'owner = "team"',
+                  f"type = {_q(v['kind'])}", f"parity = {_q(v['parity'])}"]
+        if v["secret"]:
+            lines += ["secret = true", "rotation_days = 90",
+                      f"source = {_q(v['source'] or 'runner')}"]
+            # Locally nothing is a secret: a SQLite file, dev credentials (or none at all).
+            local_has = bool(v["values"].get("local"))
+            lines.append(f"local = {{ secret = false, source = \"dotenv\"{'' if local_has else ', required = false'} }}")
+            for env in ENVIRONMENTS[1:]:
+                lines.append(f"{env} = {{ last_rotated = {today.isoformat()} }}")
+        else:
+            if v["source"] and v["source"] != "dotenv":
+                lines.append(f"source = {_q(v['source'])}")
+            for env in ENVIRONMENTS:
+                if env == "local" and not v["values"].get("local"):
+                    lines.append("local = { required = false }")
+    return "\n".join(lines) + "\n"
+
+
+def _dotenv(f: AppFacts, env: str) -> str:
+    head = {
+        "local": "# Plain values for `local` (this machine), python-dotenv syntax; nothing here is a secret.",
+        "staging": "# Plain (non-secret) values for `staging`. Secrets come from the GitHub environment \"staging\".",
+        "production": "# Plain (non-secret) values for `production`. Secrets come from the GitHub environment "
+                      "\"production\".",
+    }[env]
+    lines = [head, "# Declared in env/variables.toml; check with `invoke env.check --env=" + env + "`."]
+    for v in _variables(f):
+        if v["secret"] and env != "local":
+            continue
+        val = v["values"].get(env, "")
+        if env == "local" and not val:
+            continue
+        if not val:
+            lines.append(f"# {v['name']}=   (fill in: {v['description']})")
+        else:
+            lines.append(f"{v['name']}={val}")
+    return "\n".join(lines) + "\n"
+
+
+def _local_db_url(f: AppFacts) -> str:
+    ds = f.datasource
+    if ds and ds.url.startswith("file:"):
+        return ds.url
+    for e in f.env_example:
+        if ds and e.name == ds.url_var and e.value.startswith("file:"):
+            return e.value
+    return "file:./dev.sqlite"
+
+
+def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
+    ds = f.datasource
+    provider = ds.provider if ds and ds.provider in ("sqlite", "postgresql") else "none"
+    shop = f.shopify_config(env)
+    mig = f.migrations_dir or "prisma/migrations"
+    out = [f"# `{env}`: written by `invoke init` for the app at `{app_rel}`. Every path below says its base.",
+           "", "[environment]"]
+    if env == "local":
+        out += ['kind = "local"', f'description = "this machine: {app_rel}, SQLite"']
+    else:
+        out += ['kind = "remote"', f'description = "{env}"']
+    out += [f"app_dir = {_q(app_rel)}                 # the app folder, relative to the project root (DEPLOY_ROOT)"]
+    if env != "local":
+        out += [f'app_url = "https://{env}.example.com"     # the public URL of the app in {env}']
+    if env == "production":
+        out += ["protected = true", "requires_staging_run = true", 'staging_env = "staging"']
+    if env == "local":
+        out += ["", "[local]", 'root = ".deploy/local"           # releases/, current, logs; relative to the project root',
+                'host = "127.0.0.1"', "port = 0                         # a free loopback port, kept across releases"]
+    else:
+        out += ["", "[hosts]", f'hosts = ["deploy@{env}-1.example.internal"]   # user@host[:port], one per server',
+                'deploy_to = "/srv/app"                # on each host (absolute)',
+                'shared_files = [".env"]               # relative to <deploy_to>/shared/, linked into each release',
+                'health_url = "http://{host}:3000/"    # per host; the app answers here once it is up']
+    out += ["", "[database]"]
+    if env == "local":
+        sqlite = provider == "sqlite" or provider == "none"
+        out += [f'provider = "{"sqlite" if sqlite and ds else provider}"' if ds else 'provider = "none"']
+        if ds and provider in ("sqlite", "none"):
+            out += [f"url = {_q(_local_db_url(f))}             # Prisma style: relative to the folder of "
+                    f"schema.prisma ({app_rel}/{Path(mig).parent.as_posix()})"]
+        elif ds:
+            out += [f'url_var = "{ds.url_var or "DATABASE_URL"}"']
+    else:
+        if ds:
+            out += ['provider = "postgresql"                 # staging and production run on Postgres',
+                    f'url_var = "{(ds.url_var if ds else "") or "DATABASE_URL"}"               '
+                    "# the variable holding the URL (a secret)"]
+        else:
+            out += ['provider = "none"']
+    if ds:
+        pg_mig = mig
+        if env != "local" and provider == "sqlite":
+            pg_mig = (Path(mig).parent / "postgres" / "migrations").as_posix()
+            out += [f"# {app_rel}/{mig} is written for SQLite: keep a Postgres schema and its migrations",
+                    "# beside it (docs/runbooks/prisma_staging_postgres.md) and point migrations_dir there."]
+        out += [f"migrations_dir = {_q(pg_mig)}   # relative to app_dir (Prisma's migrations folder)",
+                'backup_dir = ".deploy/backups"              # relative to the project root']
+    out += ["", "[shopify]"]
+    if env == "local" or shop is None:
+        why = "no Shopify push from a laptop" if env == "local" else f"no shopify.app.{env}.toml in the app yet"
+        out += [f'config = ""                     # {why}: the Shopify step is skipped']
+    else:
+        out += [f"config = {_q(shop.name or 'shopify.app.toml')}        # {shop.file} in app_dir"]
+    out += ["", "[gate]"]
+    if env == "local":
+        out += ["required = []                  # the laptop promotes without evidence; staging gates"]
+    else:
+        out += ['required = ["vitest"]          # add "playwright", "lighthouse" once CI writes them',
+                'evidence_dir = "evidence"      # relative to the project root', "max_age_hours = 24"]
+    out += ["", "[smoke]", "retries = 5", "", "[watch]",
+            f"window_seconds = {2 if env == 'local' else 60}",
+            'urls = ["/"]                   # joined to the app URL and each host']
+    return "\n".join(out) + "\n"
+
+
+_WORKFLOW = """\
+# {what} -> the app's tests make the evidence -> `invoke promote --to={env}`.
+# Written by `invoke init`; every command is a toolkit task (`invoke --list`).
+# Hardening, as the toolkit's own workflows: actions pinned to commit SHAs, each secret given
+# to the one step that needs it, workflow values reach `run:` scripts through `env:` only.
+name: deploy-{env}
+
+on:
+{trigger}
+
+permissions:
+  contents: read
+
+env:
+  APP_DIR: {app}
+  PYTHONUNBUFFERED: "1"
+
+jobs:
+  deploy:
+    name: promote to {env}
+    runs-on: ubuntu-24.04
+    timeout-minutes: 45
+    environment:
+      name: {env}
+    concurrency:
+      group: deploy-{env}
+      cancel-in-progress: false   # never kill a promotion half way; the next one waits
+    env:
+      SHA: ${{{{ github.sha }}}}
+      DEPLOY_WHO: ${{{{ github.actor }}}}
+      DEPLOY_TOOLKIT: ${{{{ vars.DEPLOY_TOOLKIT }}}}   # pip requirement, e.g. git+https://github.com/ORG/TOOLKIT@TAG
+    steps:
+      - uses: actions/checkout@11d5960a326750d5838078e36cf38b85af677262 # v4.4.0
+        with:
+          fetch-depth: 0   # promote resolves the SHA and checks the tree is clean
+          persist-credentials: false
+
+      - uses: actions/setup-node@49933ea5288caeca8642d1e84afbd3f7d6820020 # v4.4.0
+        with:
+          node-version: 20
+
+      - uses: actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065 # v5.6.0
+        with:
+          python-version: "3.11"
+
+      - name: Install the deploy toolkit
+        run: pip install "$DEPLOY_TOOLKIT"
+
+      - name: Install the Shopify CLI
+        run: npm install --global @shopify/cli@3
+
+      - name: Install the app and make the evidence (Vitest JSON)
+        working-directory: ${{{{ env.APP_DIR }}}}
+        run: |
+          {install}
+          mkdir -p "$GITHUB_WORKSPACE/evidence"
+          npx vitest run --reporter=default --reporter=json --outputFile.json="$GITHUB_WORKSPACE/evidence/vitest.json"
+
+      - name: Bind the reports to this commit (invoke evidence.collect)
+        run: invoke evidence.collect --sha="$SHA" --env={env} --files=evidence/vitest.json
+
+      - name: Check the variables (invoke env.check)
+        env:
+{secrets}        run: invoke env.check --env={env}
+
+      - name: Promote (invoke promote)
+        env:
+{secrets}          DEPLOY_LEDGER_URL: ${{{{ secrets.DEPLOY_LEDGER_URL }}}}
+        run: invoke promote --to={env} --sha="$SHA" --yes
+"""
+
+
+def _workflow(f: AppFacts, env: str, app_rel: str) -> str:
+    trigger = "  push:\n    branches: [main]" if env == "staging" else "  workflow_dispatch:"
+    names = [v["name"] for v in _variables(f) if v["secret"]]
+    secrets = "".join(f"          {n}: ${{{{ secrets.{n} }}}}\n" for n in names)
+    # An empty env: mapping is invalid YAML for actions: a comment keeps the shape when there is none.
+    return _WORKFLOW.format(env=env, app=app_rel, trigger=trigger,
+                            secrets=secrets or "          NO_SECRETS: \"\"\n",
+                            install=" ".join(install_argv(f.package_manager)),
+                            what="Push to main" if env == "staging" else "Run by hand after staging")
+
+
+def _runbook(f: AppFacts, app_rel: str) -> str:
+    pm = f.package_manager
+    db = f.datasource.provider if f.datasource else "none"
+    shop = ", ".join(c.file for c in f.shopify) or "none"
+    return f"""# Runbook: deploying {app_rel}
+
+Written by `invoke init`. What was found in the app: package manager **{pm}**
+({f.lockfile or 'no lockfile'}), start script `{f.start_script or '(none)'}`, Prisma provider
+**{db}** with migrations in `{f.migrations_dir or '(none)'}`, Shopify configs {shop}.
+
+## Every day
+
+```sh
+invoke env.check --env=staging
+invoke promote --to=local
+invoke promote --to=staging
+invoke status
+```
+
+## When something breaks
+
+```sh
+invoke rollback --env=staging
+invoke promote --to=staging --abort
+invoke lock.status --env=staging
+```
+
+A promotion takes everything from one commit: the artifact, the migrations and the Shopify
+configuration. Migrations are forward-only (Prisma writes no down.sql): the undo restores the
+backup taken just before, or empties the database again after a first promotion.
+"""
+
+
+def render(f: AppFacts, app_rel: str, today: date) -> dict[str, str]:
+    """Every starting file for the app at `app_rel` (relative to the project root): path -> text."""
+    files = {f"env/{env}.toml": _env_toml(f, env, app_rel) for env in ENVIRONMENTS}
+    files["env/variables.toml"] = _matrix(f, today)
+    for env in ENVIRONMENTS:
+        files[f"env/{env}.env"] = _dotenv(f, env)
+    for env in ENVIRONMENTS[1:]:
+        files[f".github/workflows/deploy-{env}.yml"] = _workflow(f, env, app_rel)
+    files["docs/runbooks/deploy.md"] = _runbook(f, app_rel)
+    return files
+
+
+def write(root: Path, files: Mapping[str, str], *, force: bool = False) -> WriteResult:
+    """Write `files` under `root`; an existing file is kept unless `force` (then replaced)."""
+    written, kept = [], []
+    for rel, text in files.items():
+        p = Path(root) / rel
+        if p.exists() and not force:
+            kept.append(rel)
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.init-tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+        written.append(rel)
+    return WriteResult(tuple(written), tuple(kept))

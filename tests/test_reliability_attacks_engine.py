@@ -1,0 +1,405 @@
+"""Attacks on the engine, the ledger and the CLI edge (issue 13), through the real command
+line against real parts (two sshd hosts, Postgres, the Shopify stand-in):
+
+- a short secret value must not corrupt the run state an --abort or --resume reads back;
+- --abort/--resume never take over a lock whose holder runs on another machine, unless
+  --break-lock is given and the holder has been silent past the staleness bound;
+- single-primitive tasks that change an environment respect its lock;
+- the hosts' deploy lock lasts until the run ends;
+- SIGTERM undoes like a failure, a second signal does not cut the undo in half;
+- an older ledger is migrated forward, a newer one refused, before anything changes;
+- a full disk under .deploy/ mid-run ends in the undo and a precise hint, no traceback;
+- a closed output pipe ends a task quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from deploy.testing.project import REPO
+from test_reliability_faults import TIER, add_tier_migration, applied, assert_on_release, edit_settings, spawn
+
+A_MIGRATIONS = {"20240105093000_init", "20240212141500_decision_log", "20240318080000_session_expiry"}
+
+
+def ok(r):
+    text = r.stdout + r.stderr
+    assert r.returncode == 0, text
+    assert "Traceback" not in text, text
+    return text
+
+
+def refused(r, code: int | None = None):
+    text = r.stdout + r.stderr
+    assert r.returncode != 0, text
+    if code is not None:
+        assert r.returncode == code, text
+    assert "Traceback" not in text, text
+    return text
+
+
+def promote_a(stage):
+    stage.collect_evidence()
+    ok(stage.project.invoke("promote", "--to=staging"))
+    return stage.project.ledger().runs("staging")[0]
+
+
+def commit_b(stage):
+    add_tier_migration(stage.project)
+    stage.project.commit("B: shop tier")
+    stage.collect_evidence()
+
+
+def shops(url: str) -> int:
+    with psycopg.connect(url) as c:
+        return c.execute('SELECT count(*) FROM "Shop"').fetchone()[0]
+
+
+def add_shops(url: str, n: int) -> None:
+    with psycopg.connect(url) as c:
+        c.execute('INSERT INTO "Shop" (id, domain, name) SELECT \'s\' || g, \'shop\' || g || \'.example\', '
+                  '\'Shop \' || g FROM generate_series(1, %s) g', (n,))
+
+
+def read_until(proc, *words: str, lines: list[str]) -> str:
+    """Read the child's stdout line by line until one holds every word (no sleeping)."""
+    for line in proc.stdout:
+        lines.append(line)
+        if all(w in line for w in words):
+            return line
+    raise AssertionError(f"the run ended before printing {words}:\n" + "".join(lines) + proc.stderr.read())
+
+
+def finish(proc, lines: list[str], timeout: float = 180) -> str:
+    """The rest of a child that `read_until` read from: everything it printed, once it ended."""
+    rest, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=timeout)
+    return "".join(lines) + rest + err
+
+
+# ----------------------------------------------------------------------------- 1. short secrets
+
+@pytest.mark.parametrize("mode", ["abort", "resume"])
+@pytest.mark.parametrize("value", ["2024", "1"])
+def test_short_secret_value_does_not_corrupt_the_run_state_resume_and_abort_read(stage, value, mode):
+    stage.project.env["SESSION_SECRET"] = value  # registered as a secret by preflight's env.check
+    a = promote_a(stage)
+    add_shops(stage.db_url, 500)
+    commit_b(stage)
+    killed = stage.project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:shopify"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    led = stage.project.ledger()
+    b = led.runs("staging")[0]
+    # Stored exactly: the names, the path and the checksum as they are.
+    assert set(b.state["migrations_before"]) == A_MIGRATIONS
+    art = b.state["artifact"]
+    assert os.path.isfile(art["path"]) and len(art["sha256"]) == 64 and art["git_sha"] == b.sha
+    text = ok(stage.project.invoke("promote", "--to=staging", f"--{mode}"))
+    if mode == "abort":
+        assert_on_release(stage, a.release_id, tier=False)
+        assert applied(stage.db_url) == A_MIGRATIONS  # only this run's migration was undone
+        assert led.run(b.id).status == "aborted"
+    else:
+        assert_on_release(stage, b.release_id, tier=True)
+        assert led.run(b.id).status == "succeeded"
+    assert shops(stage.db_url) == 500, text
+
+
+def test_a_secret_in_run_state_is_refused_and_the_run_undone(tmp_path):
+    """A step that records a Secret as a fact (a bug) stops the run before it is written:
+    the undo runs and the ledger holds no trace of the value."""
+    from deploy.engine import Console, Plan, Runner, Step
+    from deploy.ledger import Ledger
+    from deploy.redact import Secret
+
+    led = Ledger.open(tmp_path)
+    undone = []
+
+    def leak(ctx):
+        ctx.state["token"] = Secret("tok-9f8e7d6c5b4a")
+
+    steps = [Step("one", "first", run=lambda ctx: "ok", undo=lambda ctx: undone.append("one")),
+             Step("two", "records a secret", run=leak)]
+    out = Runner(led, Console(quiet=True)).execute(Plan("promote", "t", steps))
+    assert out.status == "rolled_back" and undone == ["one"]
+    assert "a Secret was put into the run state at state.token" in out.error.message
+    assert b"tok-9f8e7d6c5b4a" not in (tmp_path / ".deploy/ledger.db").read_bytes()
+    assert led.lock("t") is None
+
+
+# ----------------------------------------------------------------------------- 2. another machine's lock
+
+def test_abort_never_takes_over_a_lock_held_on_another_machine_without_break_lock(stage, pg_cluster):
+    url = pg_cluster.create_database()
+    stage.project.env["DEPLOY_LEDGER_URL"] = url  # the shared ledger CI runners use
+    promote_a(stage)
+    commit_b(stage)
+    killed = stage.project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:watch"})
+    assert killed.returncode == -9
+    b = stage.project.ledger().runs("staging")[0]
+    with psycopg.connect(url) as c:  # the holder is runner 1, on another machine, alive a moment ago
+        c.execute("UPDATE deploy_locks SET hostname = 'ci-runner-1', heartbeat_at = %s WHERE env = 'staging'",
+                  (time.time(),))
+
+    def untouched():
+        assert stage.currents() == [b.release_id] * 2
+        assert stage.shopify.active() == b.release_id
+        assert TIER in applied(stage.db_url)
+        assert stage.project.ledger().lock("staging").hostname == "ci-runner-1"
+
+    for args in (["--abort"], ["--resume"]):
+        text = refused(stage.project.invoke("promote", "--to=staging", *args), 4)
+        assert "ci-runner-1" in text and "--break-lock" in text, text
+        untouched()
+    # --break-lock shows the bound and refuses a holder that showed life within it.
+    text = refused(stage.project.invoke("promote", "--to=staging", "--abort", "--break-lock"), 4)
+    assert "ci-runner-1" in text and "staleness bound" in text, text
+    untouched()
+    # Silent for ten minutes: --break-lock takes it over, says from whom, and the abort finishes.
+    with psycopg.connect(url) as c:
+        c.execute("UPDATE deploy_locks SET acquired_at = acquired_at - 600, heartbeat_at = %s WHERE env = 'staging'",
+                  (time.time() - 600,))
+    a = stage.project.ledger().runs("staging", status="succeeded")[0]
+    text = ok(stage.project.invoke("promote", "--to=staging", "--abort", "--break-lock"))
+    assert "took over" in text and "ci-runner-1" in text, text
+    assert stage.project.ledger().run(b.id).status == "aborted"
+    assert_on_release_shared(stage, a.release_id)
+
+
+def assert_on_release_shared(stage, release_id):
+    assert stage.currents() == [release_id] * 2
+    assert stage.shopify.active() == release_id
+    assert TIER not in applied(stage.db_url)
+    led = stage.project.ledger()
+    assert led.lock("staging") is None and led.live_release("staging")["release_id"] == release_id
+
+
+# ----------------------------------------------------------------------------- 4. one-step tasks take the lock
+
+def test_single_primitive_tasks_refuse_while_another_run_holds_the_lock(stage):
+    a = promote_a(stage)
+    stage.project.invoke("db.backup", "--env=staging")
+    commit_b(stage)
+    killed = stage.project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:watch"})
+    assert killed.returncode == -9
+    b = stage.project.ledger().runs("staging")[0]
+    for args in (["db.restore", "--env=staging", "--yes"], ["hosts.rollback", "--env=staging"],
+                 ["shopify.release", "--env=staging", f"--version={a.release_id}"],
+                 ["db.rollback", "--env=staging", "--yes"]):
+        text = refused(stage.project.invoke(*args), 4)
+        assert "locked by" in text and b.id in text, (args, text)
+    assert stage.currents() == [b.release_id] * 2
+    assert stage.shopify.active() == b.release_id
+    assert TIER in applied(stage.db_url)
+    ok(stage.project.invoke("promote", "--to=staging", "--abort"))
+    # Free again: a one-step task runs, under the lock, and leaves a ledger record.
+    ok(stage.project.invoke("db.migrate", "--env=staging"))
+    led = stage.project.ledger()
+    run = led.runs("staging", flow="db.migrate")[0]
+    assert run.status == "succeeded" and [s.status for s in led.steps(run.id)] == ["done"]
+    assert led.lock("staging") is None and TIER in applied(stage.db_url)
+
+
+# ----------------------------------------------------------------------------- 5. host lock until the end
+
+def test_host_lock_lasts_until_the_run_ends(stage, pg_cluster):
+    project = stage.project
+    edit_settings(project, "window_seconds = 1\n", "window_seconds = 20\n")
+    project.commit("a long watch")
+    stage.collect_evidence()
+    first = spawn(project, "promote", "--to=staging")  # the project's own SQLite ledger
+    lines: list[str] = []
+    read_until(first, "smoke", "done", lines=lines)  # runner 1 is now in its watch window
+    lock_dirs = [h.root / "srv/occ/.deploy-lock" for h in stage.hosts]
+    assert all(d.is_dir() for d in lock_dirs)
+    # Runner 2 shares nothing with runner 1 but the hosts: its own (Postgres) ledger.
+    other = project.invoke("promote", "--to=staging", extra_env={"DEPLOY_LEDGER_URL": pg_cluster.create_database()})
+    text = refused(other, 4)
+    assert ".deploy-lock" in text, text
+    text = finish(first, lines)
+    assert first.returncode == 0 and "Traceback" not in text, text
+    run = project.ledger().runs("staging")[0]
+    assert run.status == "succeeded" and stage.currents() == [run.release_id] * 2
+    assert not any(d.exists() for d in lock_dirs)  # released when the run ended
+
+
+# ----------------------------------------------------------------------------- 10. SIGTERM
+
+@pytest.mark.parametrize("second", ["SIGTERM", "SIGKILL"])
+def test_sigterm_during_watch_undoes_and_a_second_signal_does_not_cut_the_undo(stage, second):
+    project = stage.project
+    a = promote_a(stage)
+    edit_settings(project, "window_seconds = 1\n", "window_seconds = 60\n")
+    commit_b(stage)
+    proc = spawn(project, "promote", "--to=staging")
+    lines: list[str] = []
+    read_until(proc, "smoke", "done", lines=lines)
+    proc.send_signal(signal.SIGTERM)
+    read_until(proc, "watch", "FAILED", lines=lines)  # the undo starts now
+    proc.send_signal(getattr(signal, second))
+    text = finish(proc, lines)
+    assert "Traceback" not in text, text
+    led = project.ledger()
+    b = led.runs("staging")[0]
+    if second == "SIGTERM":
+        assert proc.returncode == 1, text
+        assert "SIGTERM received while undoing: ignored" in text, text
+        assert "Stopped by SIGTERM during step watch" in text, text
+        assert b.status == "rolled_back"
+    else:
+        assert proc.returncode == -9
+        ok(project.invoke("promote", "--to=staging", "--abort"))
+        assert led.run(b.id).status == "aborted"
+    assert_on_release(stage, a.release_id, tier=False)
+    assert not any((h.root / "srv/occ/.deploy-lock").exists() for h in stage.hosts)
+
+
+# ----------------------------------------------------------------------------- 12. ledger schema
+
+def ledger_db(project):
+    return project.root / ".deploy/ledger.db"
+
+
+def sql(project, *statements):
+    c = sqlite3.connect(ledger_db(project))
+    try:
+        for s in statements:
+            c.execute(s)
+        c.commit()
+    finally:
+        c.close()
+
+
+def dump(project) -> list[str]:
+    c = sqlite3.connect(ledger_db(project))
+    try:
+        return list(c.iterdump())
+    finally:
+        c.close()
+
+
+def columns(project, table):
+    with sqlite3.connect(ledger_db(project)) as c:
+        return {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+
+
+def test_older_ledger_is_migrated_forward_before_anything_runs(project):
+    ok(project.invoke("status"))
+    # The schema as the previous code made it: no version table, no lock heartbeat, and a
+    # nullable column that an even older ledger lacked.
+    sql(project, "DROP TABLE deploy_schema", "ALTER TABLE deploy_locks DROP COLUMN heartbeat_at",
+        "ALTER TABLE deploy_releases DROP COLUMN shopify_version")
+    ok(project.invoke("status"))
+    assert "heartbeat_at" in columns(project, "deploy_locks")
+    assert "shopify_version" in columns(project, "deploy_releases")
+    ok(project.invoke("promote", "--to=local"))
+    led = project.ledger()
+    run = led.runs("local")[0]
+    assert run.status == "succeeded" and led.live_release("local")["release_id"] == run.release_id
+    with sqlite3.connect(ledger_db(project)) as c:
+        assert c.execute("SELECT version FROM deploy_schema").fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize("damage", ["newer", "required-column-missing"])
+def test_newer_or_unmigratable_ledger_is_a_clear_error_before_anything_changes(project, damage):
+    ok(project.invoke("promote", "--to=local"))
+    if damage == "newer":
+        sql(project, "UPDATE deploy_schema SET version = 99")
+        want = "schema version 99, newer than this toolkit knows"
+    else:
+        sql(project, "DROP TABLE deploy_schema", "ALTER TABLE deploy_runs DROP COLUMN who")
+        want = "lacks the required column who"
+    before = dump(project)
+    releases = sorted((project.root / ".deploy").rglob("releases/*"))
+    for args in (["promote", "--to=local"], ["status"], ["promote", "--to=local", "--abort"], ["lock.status"]):
+        text = refused(project.invoke(*args))
+        assert want in text, (args, text)
+    assert dump(project) == before
+    assert sorted((project.root / ".deploy").rglob("releases/*")) == releases
+
+
+# ----------------------------------------------------------------------------- 13. full disk
+
+@pytest.fixture
+def small_deploy_dir(stage):
+    """`.deploy/` of the project on its own 64 MiB tmpfs (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = stage.project.root / ".deploy"
+    d.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(d)], check=True)
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def fill(folder) -> os.PathLike:
+    """Fill the file system holding `folder` to the last byte."""
+    path = folder / "filler"
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            block = b"\0" * size
+            while True:
+                try:
+                    f.write(block)
+                except OSError:
+                    break
+    return path
+
+
+def test_disk_full_under_deploy_mid_run_undoes_and_says_how_to_finish(stage, small_deploy_dir):
+    project = stage.project
+    a = promote_a(stage)
+    edit_settings(project, "window_seconds = 1\n", "window_seconds = 8\n")
+    commit_b(stage)
+    proc = spawn(project, "promote", "--to=staging")
+    lines: list[str] = []
+    read_until(proc, "smoke", "done", lines=lines)
+    filler = fill(small_deploy_dir)  # during the watch: the ledger cannot record its end
+    text = finish(proc, lines)
+    assert proc.returncode != 0 and "Traceback" not in text, text
+    assert "full" in text and "invoke promote --to=staging --abort" in text, text
+    # The undo ran although the ledger could not record it.
+    assert stage.currents() == [a.release_id] * 2 and stage.shopify.active() == a.release_id
+    assert TIER not in applied(stage.db_url)
+    os.unlink(filler)
+    ok(project.invoke("promote", "--to=staging", "--abort"))
+    assert_on_release(stage, a.release_id, tier=False)
+
+
+# ----------------------------------------------------------------------------- 14. closed pipe
+
+@pytest.mark.parametrize("args", [["db.status", "--env=local"], ["status"], ["lock.status"]], ids=" ".join)
+def test_a_closed_output_pipe_ends_the_task_quietly(project, args):
+    env = {**os.environ, "DEPLOY_ROOT": str(project.root), "PYTHONPATH": str(REPO), **project.env}
+    env.pop("DEPLOY_LEDGER_URL", None)
+    p = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), *args], cwd=project.root, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the task writes (`| head -0`)
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert p.returncode == 0, err
+
+
+# ----------------------------------------------------------------------------- issue 14: hints
+
+def test_a_killed_rollback_is_not_sent_to_promote_resume(stage):
+    a = promote_a(stage)
+    stage.collect_evidence()
+    ok(stage.project.invoke("promote", "--to=staging"))
+    killed = stage.project.invoke("rollback", "--env=staging", "--yes", extra_env={"DEPLOY_FAULT": "before:smoke"})
+    assert killed.returncode == -9
+    text = refused(stage.project.invoke("promote", "--to=staging"), 4)
+    assert "promote --to=staging --resume" not in text and "lock.release --env=staging --force" in text, text
+    assert "rollback" in text
+    ok(stage.project.invoke("lock.release", "--env=staging", "--force"))
+    ok(stage.project.invoke("rollback", "--env=staging", f"--to={a.release_id}", "--yes"))
+    assert stage.currents() == [a.release_id] * 2

@@ -1,0 +1,209 @@
+"""`invoke init`: detection and rendering as data, then the real CLI on an app in the shape of
+Shopify's React Router template, used the way docs/adopting.md says (its own git repository,
+a tasks.py that imports the toolkit's tasks), whose settings `env.check` and `promote
+--dry-run` accept."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from deploy import config, envs, scaffold
+from deploy.testing.project import REPO, _git
+
+FIXTURE = REPO / "tests/fixtures/rr_app"
+TODAY = date(2026, 11, 30)
+
+
+# ---------------------------------------------------------------- detection (data)
+
+@pytest.mark.parametrize("text, expected", [
+    ('datasource db {\n  provider = "sqlite"\n  url      = "file:dev.sqlite"\n}\n',
+     scaffold.Datasource("sqlite", "file:dev.sqlite")),
+    ('datasource db {\n  provider  = "postgresql"\n  url       = env("DATABASE_URL")\n'
+     '  directUrl = env("DIRECT_URL")\n}\n', scaffold.Datasource("postgresql", "", "DATABASE_URL", "DIRECT_URL")),
+    ('// datasource old { provider = "mysql" }\ndatasource db {\n  provider = "postgresql" // Supabase\n'
+     '  url = env("POSTGRES_PRISMA_URL")\n}\n', scaffold.Datasource("postgresql", "", "POSTGRES_PRISMA_URL")),
+    ('generator client {\n  provider = "prisma-client-js"\n}\n', None),
+], ids=["template-sqlite-literal", "postgres-with-direct-url", "comments-ignored", "no-datasource"])
+def test_parse_datasource(text, expected):
+    assert scaffold.parse_datasource(text) == expected
+
+
+def test_parse_env_example_keeps_names_values_and_comments():
+    text = ('# Shopify app\nSHOPIFY_API_KEY=\nexport SCOPES="write_products,read_orders"\n\n'
+            "DATABASE_URL='file:dev.sqlite'\nPORT=3000 # the dev port\nnot a line\nPORT=4000\n")
+    assert scaffold.parse_env_example(text) == (
+        scaffold.EnvVar("SHOPIFY_API_KEY", "", "Shopify app"),
+        scaffold.EnvVar("SCOPES", "write_products,read_orders"),
+        scaffold.EnvVar("DATABASE_URL", "file:dev.sqlite"),
+        scaffold.EnvVar("PORT", "3000"),
+    )
+
+
+@pytest.mark.parametrize("lockfile, pm, argv", [
+    ("package-lock.json", "npm", ("npm", "ci", "--no-audit", "--no-fund")),
+    ("yarn.lock", "yarn", ("yarn", "install", "--frozen-lockfile")),
+    ("pnpm-lock.yaml", "pnpm", ("pnpm", "install", "--frozen-lockfile")),
+    ("bun.lockb", "bun", ("bun", "install", "--frozen-lockfile")),
+    (None, "npm", ("npm", "install", "--no-audit", "--no-fund")),
+], ids=["npm", "yarn", "pnpm", "bun", "none"])
+def test_package_manager_comes_from_the_lockfile(tmp_path, lockfile, pm, argv):
+    if lockfile:
+        (tmp_path / lockfile).write_text("")
+    assert scaffold.package_manager(tmp_path) == pm
+    assert scaffold.install_argv(pm, lockfile=lockfile is not None) == argv
+
+
+def test_detect_reads_a_react_router_template_app():
+    f = scaffold.detect(FIXTURE)
+    assert (f.package_manager, f.lockfile) == ("npm", "package-lock.json")
+    assert f.start_script == "react-router-serve ./build/server/index.js"
+    assert f.scripts["build"] == "react-router build"
+    assert f.schema == "prisma/schema.prisma" and f.migrations_dir == "prisma/migrations"
+    assert f.datasource == scaffold.Datasource("sqlite", "file:dev.sqlite")
+    assert [(c.name, c.file) for c in f.shopify] == [("staging", "shopify.app.staging.toml"), ("", "shopify.app.toml")]
+    assert f.shopify_config("production").file == "shopify.app.toml"     # the template's only file
+    assert f.shopify_config("staging").client_id == "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
+    assert [e.name for e in f.env_example] == ["SHOPIFY_API_KEY", "SHOPIFY_API_SECRET", "SHOPIFY_APP_URL", "SCOPES",
+                                               "DATABASE_URL", "PORT", "NODE_ENV"]
+
+
+def test_detect_refuses_a_folder_without_package_json(tmp_path):
+    with pytest.raises(Exception) as e:
+        scaffold.detect(tmp_path)
+    assert "no package.json" in str(e.value)
+
+
+# ---------------------------------------------------------------- rendering (data)
+
+@pytest.fixture
+def rendered(tmp_path):
+    files = scaffold.render(scaffold.detect(FIXTURE), "app", TODAY)
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    return tmp_path, files
+
+
+def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
+    root, files = rendered
+    assert sorted(files) == [".github/workflows/deploy-production.yml", ".github/workflows/deploy-staging.yml",
+                             "docs/runbooks/deploy.md", "env/local.env", "env/local.toml", "env/production.env",
+                             "env/production.toml", "env/staging.env", "env/staging.toml", "env/variables.toml"]
+    local = config.load("local", root)
+    assert local.is_local and local.environment.app_dir == "app"
+    assert (local.database.provider, local.database.url) == ("sqlite", "file:dev.sqlite")
+    assert local.database.migrations_dir == "prisma/migrations" and local.shopify.config == ""
+    staging = config.load("staging", root)
+    assert staging.database.provider == "postgresql" and staging.shopify.config == "staging"
+    assert staging.database.migrations_dir == "prisma/postgres/migrations"   # the SQLite folder cannot serve Postgres
+    production = config.load("production", root)
+    assert production.shopify.config == "shopify.app.toml" and production.environment.requires_staging_run
+    assert "react-router-serve ./build/server/index.js" in files["docs/runbooks/deploy.md"]
+
+
+def test_rendered_matrix_is_seeded_from_env_example_and_shopify_configs(rendered):
+    root, files = rendered
+    m = envs.load_matrix(root)
+    by = {v.name: v for v in m.variables}
+    assert {"SHOPIFY_API_KEY", "SHOPIFY_API_SECRET", "SHOPIFY_APP_URL", "SCOPES", "DATABASE_URL", "PORT", "NODE_ENV",
+            "SHOPIFY_APP_AUTOMATION_TOKEN"} <= set(by)
+    assert by["SHOPIFY_API_SECRET"].on("staging").secret and not by["SHOPIFY_API_SECRET"].on("local").secret
+    assert by["DATABASE_URL"].on("production").secret and by["SCOPES"].parity == "same"
+    assert "SHOPIFY_API_KEY=0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e" in files["env/staging.env"]
+    assert "DATABASE_URL=file:dev.sqlite" in files["env/local.env"]
+    assert "SECRET" not in files["env/staging.env"].replace("# ", "")     # secrets never in committed files
+    assert envs.check(m, "local", root, {}).ok
+    yaml = pytest.importorskip("yaml")
+    for name in ("deploy-staging", "deploy-production"):
+        doc = yaml.safe_load(files[f".github/workflows/{name}.yml"])
+        steps = doc["jobs"]["deploy"]["steps"]
+        assert all("@" in s["uses"] and len(s["uses"].split("@")[1]) == 40 for s in steps if "uses" in s)
+    wf = files[".github/workflows/deploy-staging.yml"]
+    assert "SHOPIFY_API_SECRET: ${{ secrets.SHOPIFY_API_SECRET }}" in wf and "npm ci" in wf
+    assert "${{ github.sha }}" not in wf.split("run:", 1)[1].split("\n", 1)[0]
+
+
+def test_write_keeps_existing_files_unless_forced(tmp_path):
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env/local.toml").write_text("# mine\n")
+    files = {"env/local.toml": "new\n", "env/staging.toml": "new\n"}
+    r = scaffold.write(tmp_path, files)
+    assert r.written == ("env/staging.toml",) and r.kept == ("env/local.toml",)
+    assert (tmp_path / "env/local.toml").read_text() == "# mine\n"
+    r = scaffold.write(tmp_path, files, force=True)
+    assert r.written == ("env/local.toml", "env/staging.toml") and (tmp_path / "env/local.toml").read_text() == "new\n"
+
+
+# ---------------------------------------------------------------- the real CLI, as an adopting team
+
+def team_invoke(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """`invoke` run in the team's repository with its own tasks.py; the toolkit importable
+    as if pip-installed (no DEPLOY_ROOT: the project is found from the current folder)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DEPLOY_ROOT", "DEPLOY_LEDGER_URL")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def team_app(tmp_path):
+    root = tmp_path / "shop-app"
+    shutil.copytree(FIXTURE, root)
+    (root / "tasks.py").write_text("from deploy.tasks import ns  # the toolkit's tasks (docs/adopting.md)\n")
+    (root / ".gitignore").write_text("/.deploy/\n.env\nnode_modules/\n/build/\nprisma/*.sqlite*\n")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "the app")
+    return root
+
+
+def test_init_writes_settings_that_env_check_and_promote_dry_run_accept(team_app):
+    r = team_invoke(team_app, "init", "--app=.")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "npm (package-lock.json)" in r.stdout and "Prisma sqlite (prisma/migrations)" in r.stdout
+    assert "wrote env/variables.toml" in r.stdout
+    assert tomllib.loads((team_app / "env/local.toml").read_text())["environment"]["app_dir"] == "."
+    _git(team_app, "add", "-A")
+    _git(team_app, "commit", "-qm", "deploy settings from invoke init")
+
+    r = team_invoke(team_app, "env.check", "--env=local")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = team_invoke(team_app, "promote", "--to=local", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"commit: {_git(team_app, 'rev-parse', 'HEAD')}" in r.stdout and "dry run: nothing was changed" in r.stdout
+    r = team_invoke(team_app, "promote", "--to=staging", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "--config staging" in r.stdout
+    r = team_invoke(team_app, "env.check", "--env=staging")          # what is left to fill in, named
+    assert r.returncode != 0 and "PORT" in r.stdout and "SHOPIFY_APP_AUTOMATION_TOKEN" in r.stdout
+    assert not (team_app / ".deploy").exists()
+
+
+def test_init_is_idempotent_and_never_overwrites_without_force(team_app):
+    assert team_invoke(team_app, "init", "--app=.").returncode == 0
+    mine = team_app / "env/staging.toml"
+    mine.write_text(mine.read_text().replace("staging-1.example.internal", "10.0.0.5"))
+    before = {p: p.read_text() for p in (team_app / "env").iterdir()}
+    r = team_invoke(team_app, "init", "--app=.")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" not in r.stdout and "kept  env/staging.toml (exists; --force replaces it)" in r.stdout
+    assert {p: p.read_text() for p in (team_app / "env").iterdir()} == before
+    r = team_invoke(team_app, "init", "--app=.", "--force")
+    assert "wrote env/staging.toml" in r.stdout and "10.0.0.5" not in mine.read_text()
+
+
+def test_init_on_a_folder_that_is_not_an_app_is_one_clear_error(team_app, tmp_path):
+    r = team_invoke(team_app, "init", f"--app={tmp_path / 'nothing'}")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "is not a folder" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = team_invoke(team_app, "init", f"--app={tmp_path / 'empty'}")
+    assert r.returncode != 0 and "no package.json" in r.stderr
