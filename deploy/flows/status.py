@@ -100,4 +100,4 @@ def main(as_json: bool) -> None:
                               "lock", "last drill", "overdue secrets", "failed 24h"),
                       optional=("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")))
     if any(r.get("pending_migrations_error") for r in rows):
-        cli.out("pending migr. ?: the database could not be read from here (invoke status --json says why)")
+        cli.out("?: the database cannot be read from here (`invoke status --json` says why)")
