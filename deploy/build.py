@@ -311,7 +311,7 @@ def build(
             proc.which(t, path=path)
     ran = []
     for argv in plan.commands:
-        r = proc.run(argv, cwd=app, env=child_env, timeout=timeout or contract.build_timeout)
+        r = proc.run(argv, cwd=app, env=child_env, timeout=timeout or contract.build_timeout, stream="build")
         ran.append(r.display)
         if not r.ok:
             raise BuildFailed(

@@ -136,6 +136,9 @@ class Outcome:
         return self.status == "succeeded"
 
 
+DETAIL_MAX = 160   # characters of a step's result shown on its progress line
+
+
 class Console:
     """One progress line per step; everything printed goes through redaction."""
 
@@ -154,9 +157,16 @@ class Console:
             _silence(self.out)
 
     def step(self, i: int, n: int, name: str, status: str, elapsed: float | None, detail: str = "") -> None:
+        from deploy.display import colour
+
         t = f"{elapsed:6.2f}s" if elapsed is not None else " " * 7
-        detail = " ".join(str(detail or "").split())
-        self.line(f"[{i}/{n}] {name:<12} {status:<8} {t}  {detail}".rstrip())
+        # One line per step: a long detail (a failure's table, a CLI's output) is shown once,
+        # whole, by the final error message; here only its first line, cut short.
+        lines = [ln for ln in str(detail or "").splitlines() if ln.strip()]
+        detail = " ".join(lines[0].split()) if lines else ""
+        if len(detail) > DETAIL_MAX or len(lines) > 1:
+            detail = detail[:DETAIL_MAX].rstrip() + " [...]"
+        self.line(f"[{i}/{n}] {name:<12} {colour(f'{status:<8}', status, self.out)} {t}  {detail}".rstrip())
 
     def note(self, text: str) -> None:
         self.line(f"        {text}")

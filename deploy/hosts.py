@@ -940,6 +940,9 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     """Run one remote command; a non-listed exit code raises _HostError with stderr's tail."""
     from invoke.exceptions import CommandTimedOut
 
+    from deploy.proc import echo
+
+    echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
     try:
         r = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=section.command_timeout)
     except CommandTimedOut:

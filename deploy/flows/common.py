@@ -108,35 +108,57 @@ def one_step(s, name: str, does: str, fn, *, led=None, args: dict | None = None,
 
 
 def report(settings, led, outcome, *, title: str, kind: str) -> None:
-    """Record the outcome everywhere it belongs: deployment log, CI summary, terminal."""
+    """Record the outcome everywhere it belongs: deployment log, CI summary, terminal.
+    A run that failed before any step completed (a failed preflight) changed nothing, so
+    it leaves the tracked deployment log alone: the ledger and the terminal have it."""
     from deploy import feedback, summary
 
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)
-    if not settings.is_local:  # the team's log is for shared environments; the ledger has local runs
-      feedback.append(settings.root, feedback.Entry(
-        kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
-        release_id=run.release_id, duration=outcome.duration, run_id=run.id,
-        text=(f"failed at {outcome.failed_step}: {outcome.error.message}" if outcome.error and outcome.failed_step
-              else None),
-      ))
+    changed = outcome.ok or any(s.status == "done" for s in steps)
+    if not settings.is_local and changed:  # the team's log is for shared environments; the ledger has local runs
+        first = (outcome.error.message.strip().splitlines() or [""])[0] if outcome.error else ""
+        feedback.append(settings.root, feedback.Entry(
+            kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
+            release_id=run.release_id, duration=outcome.duration, run_id=run.id,
+            text=(f"failed at {outcome.failed_step}: {_short(first)}" if outcome.error and outcome.failed_step
+                  else None),
+        ))
     summary.write_github_summary(summary.markdown(run, steps, title=title))
 
 
-def fail_if_not_ok(outcome, flow: str = "promote") -> None:
-    """Raise the run's error with what happened to the environment, unless it succeeded."""
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
+
+
+def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
+    """Raise the run's error with what happened to the environment, unless it succeeded.
+    With the ledger, say whether anything had been done (and undone) before the failure."""
     if outcome.ok or outcome.status == "aborted":
         return
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
     kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
             f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
-    fate = {
-        "rolled_back": "every completed step was undone",
-        "failed_in_place": kept,
-        "failed": "the undo did not finish; the lock is kept",
-    }.get(outcome.status, outcome.status)
-    final = DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
-                        err.hint)
+    undone = None
+    if led is not None:
+        steps = led.steps(outcome.run_id)
+        undone = sum(1 for s in steps if s.undo_status == "undone")
+        completed = sum(1 for s in steps if s.status == "done")
+    if outcome.status == "rolled_back" and undone is not None and completed == 0 and undone == 0:
+        fate = "nothing had been changed yet"
+    elif outcome.status == "rolled_back" and undone:
+        fate = f"the {undone} step(s) that had changed something were undone"
+    else:
+        fate = {
+            "rolled_back": "every completed step was undone",
+            "failed_in_place": kept,
+            "failed": "the undo did not finish; the lock is kept",
+        }.get(outcome.status, outcome.status)
+    if outcome.failed_step:
+        head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"
+    else:   # an --abort whose undo failed, or a ledger that could not record the end
+        head = f"Run {outcome.run_id} did not finish ({outcome.status})"
+    final = DeployError(f"{head}:\n{err.message}", err.hint)
     final.exit_code = err.exit_code if isinstance(err, DeployError) else 1
     raise final
 

@@ -31,7 +31,7 @@ def _phase(durations: dict, name: str, fn):
 def _run(led, plan, durations, name):
     outcome = _phase(durations, name, lambda: Runner(led, Console()).execute(plan))
     if not outcome.ok:
-        common.fail_if_not_ok(outcome)
+        common.fail_if_not_ok(outcome, led)
     return outcome
 
 

@@ -178,4 +178,4 @@ def main(env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes
     common.report(s, led, outcome, title=f"rollback {s.name}", kind="rollback")
     if outcome.ok:
         cli.out(f"time to rollback: {outcome.duration:.1f}s")
-    common.fail_if_not_ok(outcome, flow="rollback")
+    common.fail_if_not_ok(outcome, led, flow="rollback")
