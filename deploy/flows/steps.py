@@ -226,10 +226,10 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
 def gate(s: Settings, sha: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import evidence
+        from deploy import cli, evidence
 
         verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
-        ctx.note(evidence.render(verdict).replace("\n", "\n        "))
+        ctx.note(evidence.render(verdict, width=max(60, cli.width() - 8)).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
 
     kinds = ", ".join(s.gate.required)
@@ -324,7 +324,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
         if "migrations_before" not in ctx.state:
-            fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
+            fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
             ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
             st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
             # Fail closed before changing anything when this run could not be undone: a
@@ -354,7 +354,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
             fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
             return "the database was empty before this run: " + migrations.empty_database(
-                url, fp, sqlite_base=sqlite_base(s))
+                url, fp, sqlite_base=sqlite_base(s), db=s.database)
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
