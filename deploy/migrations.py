@@ -1115,19 +1115,21 @@ _PG_SCHEMAS = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'
                "AND nspname <> 'information_schema' ORDER BY 1")
 
 
-def footprint(url: str, *, sqlite_base: str | Path | None = None) -> Footprint:
+def footprint(url: str, *, sqlite_base: str | Path | None = None,
+              db: DatabaseSection | None = None) -> Footprint:
     """The database's footprint now (read-only; a missing SQLite file is not created)."""
     parsed = dburl.parse(url, sqlite_base=sqlite_base)
-    db = _Db.open(parsed, create=False)
-    if db is None:
+    conn = _Db.open(parsed, create=False, timeouts=Timeouts.of(db))
+    if conn is None:
         return Footprint(existed=False, empty=True)
-    with db:
-        empty = not db.user_tables() and not db.table_exists()
-        schemas = tuple(r[0] for r in db.query(_PG_SCHEMAS)) if db.pg else ()
+    with conn:
+        empty = not conn.user_tables() and not conn.table_exists()
+        schemas = tuple(r[0] for r in conn.query(_PG_SCHEMAS)) if conn.pg else ()
     return Footprint(existed=True, empty=empty, schemas=schemas)
 
 
-def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None) -> str:
+def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None,
+                   db: DatabaseSection | None = None) -> str:
     """Take a database that was empty before a run back to empty: remove the SQLite file the
     run created (or drop every table in it), or drop what the run created in Postgres: the
     schemas that did not exist, and every object of the target schema. Says what it did.
@@ -1136,6 +1138,7 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
         raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
                               "Restore its backup instead (invoke db.restore).")
     parsed = dburl.parse(url, sqlite_base=sqlite_base)
+    timeouts = Timeouts.of(db)
     if parsed.provider == "sqlite":
         path = parsed.sqlite_path
         assert path is not None
@@ -1145,10 +1148,10 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
             for f in gone:
                 f.unlink()
             return f"removed {path.name}, which this run created" if gone else f"{path.name} is already gone"
-        db = _Db.open(parsed, create=False)
-        if db is None:
+        conn = _Db.open(parsed, create=False, timeouts=timeouts)
+        if conn is None:
             return f"{path.name} is already gone"
-        with db:
+        with conn as db:
             tables = db.query("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
                               "AND name NOT LIKE 'sqlite_%' ORDER BY type DESC")
             for kind, name in tables:  # views first, then tables (their indexes and triggers go with them)
@@ -1156,9 +1159,9 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
         return f"dropped {len(tables)} table(s) from {path.name}: empty again" if tables else f"{path.name} is empty"
     from psycopg import sql
 
-    db = _Db.open(parsed, create=False)
-    assert db is not None
-    with db:
+    conn = _Db.open(parsed, create=False, timeouts=timeouts)
+    assert conn is not None
+    with conn as db:
         new = [n for (n,) in db.query(_PG_SCHEMAS) if n not in before.schemas]
         with db.conn.transaction():
             for n in new:

@@ -322,7 +322,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
         if "migrations_before" not in ctx.state:
-            fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
+            fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
             ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
             st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
             # Fail closed before changing anything when this run could not be undone: a
@@ -352,7 +352,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
             fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
             return "the database was empty before this run: " + migrations.empty_database(
-                url, fp, sqlite_base=sqlite_base(s))
+                url, fp, sqlite_base=sqlite_base(s), db=s.database)
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
