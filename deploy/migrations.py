@@ -412,9 +412,9 @@ def pending_migrations(local: Sequence[LocalMigration], rows: Sequence[Migration
     return [m for m in local if m.name not in active]
 
 
-def render_status(report: StatusReport) -> str:
-    """The status as a table (for the task's output)."""
-    from tabulate import tabulate
+def render_status(report: StatusReport, width: int | None = None) -> str:
+    """The status as a table (for the task's output), no wider than `width`."""
+    from deploy.display import fit
 
     rows = [
         (m.name, m.state.replace("_", " "), m.applied_at.strftime("%Y-%m-%d %H:%M:%S") if m.applied_at else "", m.detail)
@@ -422,7 +422,8 @@ def render_status(report: StatusReport) -> str:
     ]
     head = (f"{report.url} ({report.provider}): {len(report.applied)} applied, {len(report.pending)} pending, "
             f"{len(report.failed)} failed, {len(report.drift)} drift")
-    return head + "\n" + tabulate(rows, headers=["migration", "state", "applied at (UTC)", "detail"])
+    return head + "\n" + fit(rows, ["migration", "state", "applied at (UTC)", "detail"], width,
+                             optional=("applied at (UTC)",))
 
 
 def prisma_deploy_argv(migrations_dir: str | Path, npx: str = "npx") -> list[str]:
@@ -1115,16 +1116,15 @@ _PG_SCHEMAS = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'
                "AND nspname <> 'information_schema' ORDER BY 1")
 
 
-def footprint(url: str, *, sqlite_base: str | Path | None = None,
-              db: DatabaseSection | None = None) -> Footprint:
+def footprint(url: str, *, sqlite_base: str | Path | None = None, db: DatabaseSection | None = None) -> Footprint:
     """The database's footprint now (read-only; a missing SQLite file is not created)."""
     parsed = dburl.parse(url, sqlite_base=sqlite_base)
-    conn = _Db.open(parsed, create=False, timeouts=Timeouts.of(db))
-    if conn is None:
+    db = _Db.open(parsed, create=False, timeouts=Timeouts.of(db))
+    if db is None:
         return Footprint(existed=False, empty=True)
-    with conn:
-        empty = not conn.user_tables() and not conn.table_exists()
-        schemas = tuple(r[0] for r in conn.query(_PG_SCHEMAS)) if conn.pg else ()
+    with db:
+        empty = not db.user_tables() and not db.table_exists()
+        schemas = tuple(r[0] for r in db.query(_PG_SCHEMAS)) if db.pg else ()
     return Footprint(existed=True, empty=empty, schemas=schemas)
 
 
@@ -1134,11 +1134,11 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
     run created (or drop every table in it), or drop what the run created in Postgres: the
     schemas that did not exist, and every object of the target schema. Says what it did.
     Only for a database whose `before.empty` is true: anything there now came from the run."""
+    timeouts = Timeouts.of(db)
     if not before.empty:
         raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
                               "Restore its backup instead (invoke db.restore).")
     parsed = dburl.parse(url, sqlite_base=sqlite_base)
-    timeouts = Timeouts.of(db)
     if parsed.provider == "sqlite":
         path = parsed.sqlite_path
         assert path is not None
@@ -1148,10 +1148,10 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
             for f in gone:
                 f.unlink()
             return f"removed {path.name}, which this run created" if gone else f"{path.name} is already gone"
-        conn = _Db.open(parsed, create=False, timeouts=timeouts)
-        if conn is None:
+        db = _Db.open(parsed, create=False, timeouts=timeouts)
+        if db is None:
             return f"{path.name} is already gone"
-        with conn as db:
+        with db:
             tables = db.query("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
                               "AND name NOT LIKE 'sqlite_%' ORDER BY type DESC")
             for kind, name in tables:  # views first, then tables (their indexes and triggers go with them)
@@ -1159,9 +1159,9 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
         return f"dropped {len(tables)} table(s) from {path.name}: empty again" if tables else f"{path.name} is empty"
     from psycopg import sql
 
-    conn = _Db.open(parsed, create=False, timeouts=timeouts)
-    assert conn is not None
-    with conn as db:
+    db = _Db.open(parsed, create=False, timeouts=timeouts)
+    assert db is not None
+    with db:
         new = [n for (n,) in db.query(_PG_SCHEMAS) if n not in before.schemas]
         with db.conn.transaction():
             for n in new:
