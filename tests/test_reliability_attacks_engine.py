@@ -441,3 +441,16 @@ def test_undo_failed_hint_names_a_command_the_flow_has(tmp_path, flow, abort):
         assert abort in out.error.hint
     else:
         assert "--abort" not in out.error.hint and "invoke lock.release --env=t --force" in out.error.hint
+
+
+def test_step_facts_are_stored_exactly_and_read_back_by_type(tmp_path):
+    from deploy.flows.steps import RecordFacts
+    from deploy.ledger import Ledger
+    from deploy.redact import Secret
+
+    Secret("1"), Secret("2024")  # registered: display redaction must not reach stored state
+    led = Ledger.open(tmp_path)
+    run = led.start_run(env="t", flow="promote", sha="a" * 40, steps=["record"], args={})
+    state = {"record": RecordFacts("20240105093000-1abc"), "migrations_before": ["20240105093000_init"]}
+    led.update_run(run, state=state)
+    assert led.run(run).state == state and isinstance(led.run(run).state["record"], RecordFacts)
