@@ -532,7 +532,7 @@ def install_argv(app: Path) -> list[str] | None:
     """The clean install the Shopify CLI needs in `app` (extensions build with the app's dev
     dependencies, and `npx shopify` runs the app's pinned CLI), or None when package.json
     declares no dependencies. The package manager is the one its lockfile names."""
-    from deploy import scaffold
+    from deploy import build
 
     try:
         package = json.loads((app / "package.json").read_text(encoding="utf-8"))
@@ -540,8 +540,8 @@ def install_argv(app: Path) -> list[str] | None:
         return None
     if not isinstance(package, dict) or not (package.get("dependencies") or package.get("devDependencies")):
         return None
-    locked = any((app / name).is_file() for name, _ in scaffold.LOCKFILES)
-    return list(scaffold.install_argv(scaffold.package_manager(app), lockfile=locked))
+    pm = build.package_manager(app)
+    return list(build.INSTALL[pm]) if pm else ["npm", "install", "--no-audit", "--no-fund"]
 
 
 def prepare(settings, path: Path) -> str:

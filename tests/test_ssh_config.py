@@ -35,14 +35,14 @@ class _Cfg:
 ], ids=["built-in defaults", "ssh_config beats defaults", "explicit settings beat ssh_config",
         "the entry beats everything", "entry port, ssh_config user", "entry user, settings port"])
 def test_user_and_port_precedence(entry, settings, block, want):
-    (t,) = hosts.targets(HostsSection(hosts=(entry,), **settings), _Cfg(app=block))
+    (t,) = hosts.targets(HostsSection(hosts=(entry,), **settings), ssh_config=_Cfg(app=block))
     assert (t.user, t.port) == want
     assert t.host == "app" and t.name == f"{want[0]}@app:{want[1]}"
 
 
 def test_a_bad_port_in_ssh_config_names_the_entry_and_the_fix():
     with pytest.raises(SettingsError, match=r"hosts.hosts\[0\] = 'app'.*Port 'ssh'") as e:
-        hosts.targets(HostsSection(hosts=("app",)), _Cfg(app={"port": "ssh"}))
+        hosts.targets(HostsSection(hosts=("app",)), ssh_config=_Cfg(app={"port": "ssh"}))
     assert "Port line" in e.value.hint
 
 

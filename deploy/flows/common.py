@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.errors import DeployError, SettingsError
+from deploy.facts import fact
+
+
+@fact
+@dataclass(frozen=True)
+class PromotionRecord:
+    """What a promotion recorded for whoever undoes it later (rollback, drill): read from its
+    run in the ledger, typed, instead of another flow's state keys."""
+
+    run_id: str
+    env: str
+    release_id: str | None
+    sha: str | None
+    artifact_sha256: str | None = None
+    backup: str | None = None                      # the pg_dump/SQLite copy taken before it migrated
+    migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
+    shopify_previous: str | None = None            # the app version active before its push
+    shopify_version: str | None = None
+
+    @classmethod
+    def of(cls, run) -> "PromotionRecord":
+        st = run.state or {}
+        art = st.get("artifact") or {}
+        shop = st.get("shopify") or {}
+        before = st.get("migrations_before")
+        return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
+                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else getattr(art, "sha256", None),
+                   backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
+                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))
+
+
+def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
+    """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
+    row = next((r for r in led.releases(env, limit=100) if r["release_id"] == release_id), None)
+    if not row or not row.get("run_id"):
+        return None
+    run = led.run(row["run_id"])
+    return PromotionRecord.of(run) if run.flow == "promote" else None
 
 
 def git_sha(root: Path, ref: str | None = None) -> str:
@@ -92,12 +131,14 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
 
 
-def fail_if_not_ok(outcome, led=None) -> None:
+def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
     """Raise the run's error with what happened to the environment, unless it succeeded.
     With the ledger, say whether anything had been done (and undone) before the failure."""
     if outcome.ok or outcome.status == "aborted":
         return
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
+    kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
+            f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
     undone = None
     if led is not None:
         steps = led.steps(outcome.run_id)
@@ -110,7 +151,7 @@ def fail_if_not_ok(outcome, led=None) -> None:
     else:
         fate = {
             "rolled_back": "every completed step was undone",
-            "failed_in_place": "the failed deploy was left in place (--no-rollback)",
+            "failed_in_place": kept,
             "failed": "the undo did not finish; the lock is kept",
         }.get(outcome.status, outcome.status)
     if outcome.failed_step:
