@@ -379,3 +379,21 @@ def test_hints_name_the_real_environment_instead_of_a_placeholder(project):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "<env>" not in r.stderr
     assert "invoke db.backup --env=local" in r.stderr
+
+
+def test_the_shopify_cli_streams_its_lines_with_the_token_masked(shopify_cli, capfd):
+    from deploy import shopify
+
+    shopify_cli.seed("r1", "r2")
+    s = shopify_cli.settings("staging")
+    shopify.deploy(s, "r3")
+    shown = capfd.readouterr().err
+    assert "  shopify | " in shown and "r3" in shown            # the deploy's own lines, as they came
+    assert "versionTag" not in shown                            # the JSON listing is read, not shown
+
+    shopify_cli.fail_next("deploy", "leak_token")
+    with pytest.raises(errors.ShopifyFailed):
+        shopify.deploy(s, "r4")
+    shown = capfd.readouterr().err
+    assert "  shopify | " in shown
+    assert shopify_cli.token not in shown and "***" in shown
