@@ -245,10 +245,10 @@ def _run_streamed(p: subprocess.Popen, argv, input, timeout, label: str, start: 
         shown.close()
         raise
     for r in readers:
+        # A grandchild that left the group may hold the pipes open: stop waiting for it after a
+        # bound. Its reader thread (a daemon) is left blocked; closing the pipe under it could
+        # deadlock on the reader's buffer lock.
         r.join(timeout=5)
-    if any(r.is_alive() for r in readers):   # a grandchild that left the group holds the pipes
-        for f in (p.stdout, p.stderr):
-            f.close()
     shown.close()
     out, err = "".join(chunks["out"]), "".join(chunks["err"])
     return CommandResult(tuple(argv), rc, out, timed_out or err, time.monotonic() - start)

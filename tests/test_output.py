@@ -397,3 +397,10 @@ def test_the_shopify_cli_streams_its_lines_with_the_token_masked(shopify_cli, ca
     shown = capfd.readouterr().err
     assert "  shopify | " in shown
     assert shopify_cli.token not in shown and "***" in shown
+
+
+def test_a_streamed_child_whose_grandchild_keeps_the_pipe_open_still_returns(capfd):
+    code = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); "
+            "time.sleep(8)']); print('parent done', flush=True)")
+    r = proc.run([sys.executable, "-c", code], stream="build", timeout=20)
+    assert r.ok and "parent done" in r.stdout
