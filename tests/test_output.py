@@ -400,7 +400,15 @@ def test_the_shopify_cli_streams_its_lines_with_the_token_masked(shopify_cli, ca
 
 
 def test_a_streamed_child_whose_grandchild_keeps_the_pipe_open_still_returns(capfd):
-    code = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); "
-            "time.sleep(8)']); print('parent done', flush=True)")
-    r = proc.run([sys.executable, "-c", code], stream="build", timeout=20)
-    assert r.ok and "parent done" in r.stdout
+    """The grandchild leaves the process group and sleeps for ten minutes holding the pipes:
+    the run returns when its child exits (were it to wait for the pipes, this test would hang)."""
+    import signal
+
+    code = ("import subprocess, sys; g = subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); "
+            "time.sleep(600)']); print('grandchild', g.pid, flush=True)")
+    r = proc.run([sys.executable, "-c", code], stream="build")
+    pid = int(r.stdout.split()[1])
+    try:
+        assert r.ok and r.stdout.startswith("grandchild ")
+    finally:
+        os.kill(pid, signal.SIGKILL)
