@@ -50,6 +50,14 @@ def test_invoke_dry_refuses_a_task_that_changes_things_and_has_no_dry_run(projec
     assert not (project.root / leftover).exists()
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--abort"])
+def test_invoke_dry_with_resume_or_abort_is_refused(project, flag):
+    r = project.invoke("--dry", "promote", "--to=local", flag)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"cannot go with {flag}" in r.stderr
+    assert not (project.root / ".deploy").exists()
+
+
 def test_invoke_dry_runs_a_read_only_task(project):
     r = project.invoke("--dry", "db.status", "--env=local", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
