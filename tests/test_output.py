@@ -242,6 +242,10 @@ def test_status_json_has_stable_types(project):
         assert row["pending_migrations"] is None or isinstance(row["pending_migrations"], int)
         assert isinstance(row["overdue_secrets"], list) and isinstance(row["failed_runs_24h"], int)
     assert rows["local"]["pending_migrations"] == 3 and rows["local"]["pending_migrations_error"] is None
+    assert project.invoke("promote", "--to=local").returncode == 0
+    live = {x["env"]: x for x in json.loads(project.invoke("status", "--json").stdout)}["local"]
+    assert live["pending_migrations"] == 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", live["deployed_at"])
+    assert isinstance(live["release"], str) and len(live["sha"]) == 12
     assert rows["staging"]["pending_migrations"] is None
     assert "DATABASE_URL" in rows["staging"]["pending_migrations_error"]
 
