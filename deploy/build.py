@@ -160,6 +160,16 @@ def package_json(app_dir: str | Path) -> dict:
     return data
 
 
+def app_name(app_dir: str | Path) -> str:
+    """The app's identity in its releases: package.json's name, else the folder's name."""
+    try:
+        name = package_json(app_dir).get("name")
+    except (SettingsError, BuildFailed):
+        name = None
+    name = name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9@/._-]{1,214}", name or "") else ""
+    return name or Path(app_dir).name
+
+
 def package_manager(app_dir: str | Path) -> str | None:
     """npm, pnpm or yarn, from the committed lockfile; None when there is none."""
     for name, pm in LOCKFILES:
@@ -217,21 +227,21 @@ def start_command(contract: AppSection | None, release_dir: str | Path) -> list[
     c = contract or AppSection()
     if isinstance(c.start, tuple):
         return list(c.start)
-    return start_argv(c, package_json(release_dir), str(release_dir), (Path(release_dir) / "server.js").is_file())
+    return start_argv(c, package_json(release_dir), str(release_dir))
 
 
-def start_argv(contract: AppSection, pkg: dict, where: str, has_server_js: bool = False) -> list[str]:
+def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:
     """`app.start`, or the package.json `start` script run as `sh -c SCRIPT`: what `npm run
     start` runs, minus npm, so the app is the process the toolkit supervises and signals
-    reach node, not an npm wrapper (node_modules/.bin goes first on PATH, as npm puts it)."""
+    reach node, not an npm wrapper (node_modules/.bin goes first on PATH, as npm puts it).
+    No start script is an error, locally and on hosts alike (npm's `node server.js`
+    fallback is not guessed)."""
     if isinstance(contract.start, tuple):
         return list(contract.start)
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
     script = scripts.get("start")
     if isinstance(script, str) and script.strip():
         return ["sh", "-c", script]
-    if has_server_js:
-        return ["node", "server.js"]   # npm's own default when there is no start script
     raise SettingsError(
         f"{where}/package.json has no start script, so the toolkit does not know how to start the app.",
         'Add "start" to package.json scripts, or set [app] start = ["node", "build/server.js"] in env/<name>.toml.',
@@ -318,7 +328,7 @@ def build(
             raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                               "Make the build write it, or remove it from [app] include.")
     artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                    include=plan.include)
+                    include=plan.include, app=app_name(app))
     _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
@@ -432,7 +442,7 @@ def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | Non
 
 
 def _step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float) -> str:
-    r = proc.run(list(argv), cwd=app, env=env, timeout=timeout)
+    r = proc.run(list(argv), cwd=app, env=env, timeout=timeout, stream="build")
     if not r.ok:
         raise BuildFailed(
             f"`{r.display}` failed in {app} (exit {r.returncode}):\n{r.tail(20)}",
@@ -661,7 +671,7 @@ def _writable_dir(path: Path) -> Path:
 # ---------------------------------------------------------------- pack
 
 def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
-         include: Iterable[str] = ()) -> Artifact:
+         include: Iterable[str] = (), app: str = "") -> Artifact:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz`.
 
@@ -684,6 +694,8 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     empty = [rel for rel, p in entries if p.is_dir() and not p.is_symlink() and rel not in parents]
     manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files,
                 "symlinks": links, "empty_dirs": empty}
+    if app:
+        manifest["app"] = app   # which app this is: an undo never starts another app's release
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 

@@ -574,6 +574,7 @@ stop() {
 
 start() {
   [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
+  command -v setsid >/dev/null 2>&1 || { echo "setsid is not installed on this host (util-linux)" >&2; exit 1; }
   stop >/dev/null
   mkdir -p "$root/run" "$root/logs"
   cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
@@ -701,6 +702,34 @@ def stop_app_command(t: Target) -> str:
     return (f"if [ -x {sh(supervisor_path(t))} ]; then {supervise_command(t, 'stop')}; fi; "
             f"if command -v systemctl >/dev/null 2>&1; then "
             f"{sh('systemctl', '--user', 'stop', unit_name(t))} 2>/dev/null; fi; true")
+
+
+_APP_LINE = r's/^  "app": "\(.*\)",\{0,1\}$/\1/p'
+
+
+def app_of_command(t: Target, *release_ids: str) -> str:
+    """Print `<release id> <app>` per release, the app read from its RELEASE.json (the build
+    writes it with sorted keys, two-space indent, so `"app"` is a line of its own)."""
+    parts = []
+    for rid in release_ids:
+        manifest = _p(t, "releases", rid, "RELEASE.json")
+        parts.append(f"printf '%s ' {sh(rid)}; {{ sed -n {sh(_APP_LINE)} {sh(manifest)} 2>/dev/null | head -n 1 | tr -d '\\n'; echo; }}")
+    return "; ".join(parts)
+
+
+def parse_app_of(text: str) -> dict[str, str]:
+    """release id -> app ('' when the release does not say: built before releases named their app)."""
+    out = {}
+    for line in text.splitlines():
+        rid, _, name = line.strip().partition(" ")
+        if rid:
+            out[rid] = name.strip()
+    return out
+
+
+def same_app(apps: dict[str, str], a: str, b: str) -> bool:
+    """Two releases are of the same app unless both name their app and the names differ."""
+    return not (apps.get(a) and apps.get(b) and apps[a] != apps[b])
 
 
 def start_facts_command(t: Target, release_id: str, *, want_package: bool, probe_systemd: bool) -> str:
@@ -970,6 +999,9 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     """Run one remote command; a non-listed exit code raises _HostError with stderr's tail."""
     from invoke.exceptions import CommandTimedOut
 
+    from deploy.proc import echo
+
+    echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
     try:
         r = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=section.command_timeout)
     except CommandTimedOut:
@@ -1582,7 +1614,7 @@ def _upload(section, h: _Host, local: Path, upload: str) -> None:
 
     t = h.t
     stall = max(1.0, float(section.upload_stall_timeout))
-    overall = max(stall, float(section.upload_timeout))
+    overall = max(1.0, float(section.upload_timeout))   # two bounds: whichever ends first
     transport = h.conn.transport
     # Keepalives keep NAT and firewall state of a long upload's connection alive.
     transport.set_keepalive(max(1, int(stall // 3)))
@@ -1915,6 +1947,7 @@ def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
         if prev == release_id:
             return
         try:
+            prev = _if_same_app(section, h, release_id, prev) if prev else None
             _restore(section, h, prev, env)
             h.release = prev
             h.switched = False
@@ -1939,6 +1972,14 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
         _run(h.conn, t, cmd, section, "stopping the app and removing current (there was no previous release)")
 
 
+def _if_same_app(section, h: _Host, release_id: str, prev: str) -> str | None:
+    """`prev` when it is a release of the same app as `release_id`, else None: going back to
+    another app's release (the environment switched apps) would start the wrong app, so the
+    undo stops the app instead, as after a first release."""
+    r = _run(h.conn, h.t, app_of_command(h.t, release_id, prev), section, "reading which app the releases are")
+    return prev if same_app(parse_app_of(r.stdout), release_id, prev) else None
+
+
 def _after_switch_summary(hs: Sequence[_Host]) -> str:
     stuck = [h.t.name for h in hs if h.switched]
     if stuck:
@@ -1951,7 +1992,7 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
                  env: dict[str, str] | None = None, keep_lock: bool = False,
-            app: AppSection | None = None) -> list[HostResult]:
+                 app: AppSection | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
@@ -1974,6 +2015,7 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
             prev = (r.stdout.strip().splitlines() or [""])[0] or None
             if prev is not None:
                 validate_release_id(prev)
+                prev = _if_same_app(section, h, release_id, prev)
             _restore(section, h, prev, env or {})
             h.release = prev
             line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
@@ -2013,6 +2055,15 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
                     h.error = f"no release before {h.state.current or '(none)'} to roll back to"
                 elif target not in h.state.releases:
                     h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
+            for h in hs:
+                target = to or previous_of(h.state)
+                if not h.error and h.state.current and target != h.state.current:
+                    r = _run(h.conn, h.t, app_of_command(h.t, h.state.current, target), section,
+                             "reading which app the releases are")
+                    apps = parse_app_of(r.stdout)
+                    if not same_app(apps, h.state.current, target):
+                        h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
+                                   f"of app {apps[h.state.current]}: a rollback never starts another app")
             wanted = {to or previous_of(h.state) for h in hs}
             if not any(h.error for h in hs) and len(wanted) > 1:
                 for h in hs:

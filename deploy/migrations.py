@@ -412,9 +412,9 @@ def pending_migrations(local: Sequence[LocalMigration], rows: Sequence[Migration
     return [m for m in local if m.name not in active]
 
 
-def render_status(report: StatusReport) -> str:
-    """The status as a table (for the task's output)."""
-    from tabulate import tabulate
+def render_status(report: StatusReport, width: int | None = None) -> str:
+    """The status as a table (for the task's output), no wider than `width`."""
+    from deploy.display import fit
 
     rows = [
         (m.name, m.state.replace("_", " "), m.applied_at.strftime("%Y-%m-%d %H:%M:%S") if m.applied_at else "", m.detail)
@@ -422,7 +422,8 @@ def render_status(report: StatusReport) -> str:
     ]
     head = (f"{report.url} ({report.provider}): {len(report.applied)} applied, {len(report.pending)} pending, "
             f"{len(report.failed)} failed, {len(report.drift)} drift")
-    return head + "\n" + tabulate(rows, headers=["migration", "state", "applied at (UTC)", "detail"])
+    return head + "\n" + fit(rows, ["migration", "state", "applied at (UTC)", "detail"], width,
+                             optional=("applied at (UTC)",))
 
 
 def prisma_deploy_argv(migrations_dir: str | Path, npx: str = "npx") -> list[str]:
@@ -1115,10 +1116,10 @@ _PG_SCHEMAS = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'
                "AND nspname <> 'information_schema' ORDER BY 1")
 
 
-def footprint(url: str, *, sqlite_base: str | Path | None = None) -> Footprint:
+def footprint(url: str, *, sqlite_base: str | Path | None = None, db: DatabaseSection | None = None) -> Footprint:
     """The database's footprint now (read-only; a missing SQLite file is not created)."""
     parsed = dburl.parse(url, sqlite_base=sqlite_base)
-    db = _Db.open(parsed, create=False)
+    db = _Db.open(parsed, create=False, timeouts=Timeouts.of(db))
     if db is None:
         return Footprint(existed=False, empty=True)
     with db:
@@ -1127,11 +1128,13 @@ def footprint(url: str, *, sqlite_base: str | Path | None = None) -> Footprint:
     return Footprint(existed=True, empty=empty, schemas=schemas)
 
 
-def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None) -> str:
+def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None,
+                   db: DatabaseSection | None = None) -> str:
     """Take a database that was empty before a run back to empty: remove the SQLite file the
     run created (or drop every table in it), or drop what the run created in Postgres: the
     schemas that did not exist, and every object of the target schema. Says what it did.
     Only for a database whose `before.empty` is true: anything there now came from the run."""
+    timeouts = Timeouts.of(db)
     if not before.empty:
         raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
                               "Restore its backup instead (invoke db.restore).")
@@ -1145,7 +1148,7 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
             for f in gone:
                 f.unlink()
             return f"removed {path.name}, which this run created" if gone else f"{path.name} is already gone"
-        db = _Db.open(parsed, create=False)
+        db = _Db.open(parsed, create=False, timeouts=timeouts)
         if db is None:
             return f"{path.name} is already gone"
         with db:
@@ -1156,7 +1159,7 @@ def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | Non
         return f"dropped {len(tables)} table(s) from {path.name}: empty again" if tables else f"{path.name} is empty"
     from psycopg import sql
 
-    db = _Db.open(parsed, create=False)
+    db = _Db.open(parsed, create=False, timeouts=timeouts)
     assert db is not None
     with db:
         new = [n for (n,) in db.query(_PG_SCHEMAS) if n not in before.schemas]

@@ -250,3 +250,14 @@ def test_sqlite_backup_verify_restore(tmp_path):
     b.path.write_bytes(b.path.read_bytes()[:-10])
     with pytest.raises(BackupFailed, match="corrupt"):
         B.verify(b.path)
+
+
+@pytest.mark.parametrize("lock_timeout, tail", [
+    (0, []), (2.5, ["--lock-wait-timeout=2500ms"]),
+], ids=["no-bound", "lock-timeout-from-settings"])
+def test_pg_dump_argv_dumps_the_snapshot_without_a_password(lock_timeout, tail):
+    argv = B.pg_dump_argv("/usr/lib/postgresql/15/bin/pg_dump", "00000003-0000001B-1", Path("/b/x.dump.partial"),
+                          "user=app dbname=occ host=db port=5432", lock_timeout)
+    assert argv == ["/usr/lib/postgresql/15/bin/pg_dump", "--format=custom", "--no-password",
+                    "--snapshot=00000003-0000001B-1", "--file=/b/x.dump.partial", *tail,
+                    "--dbname=user=app dbname=occ host=db port=5432"]

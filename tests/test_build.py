@@ -111,6 +111,7 @@ def test_a_tampered_artifact_is_rebuilt_not_reused(example_app, tmp_path):
     b.verify(again.artifact)
 
 
+@pytest.mark.slow
 def test_same_sources_and_inputs_give_the_same_hash(tmp_path):
     one = b.build(copy_example_app(tmp_path / "one"), SHA_A, tmp_path / "s1", now=BUILT_AT).artifact
     two = b.build(copy_example_app(tmp_path / "two"), SHA_A, tmp_path / "s2", now=BUILT_AT).artifact
@@ -137,6 +138,7 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
     modes = {m.name: m.mode for m in members}
     assert modes["build"] == 0o755 and modes["server.mjs"] == 0o644
     assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
+    assert manifest["app"] == "occ-example-app"   # package.json's name: which app the release is
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
@@ -244,14 +246,14 @@ def test_recipe_from_the_lockfile_and_the_app_settings(tmp_path, pkg, lockfiles,
     assert list(b.recipe(app, contract).commands) == expected
 
 
-@pytest.mark.parametrize("contract, pkg, server_js, expected", [
-    (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}}, False,
+@pytest.mark.parametrize("contract, pkg, expected", [
+    (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}},
      ["sh", "-c", "react-router-serve ./build/server/index.js"]),
-    (AppSection(start=("node", "build/server.mjs")), {}, False, ["node", "build/server.mjs"]),
-    (AppSection(), {"scripts": {}}, True, ["node", "server.js"]),
-], ids=["start-script-without-npm", "explicit-argv", "npm-default-server-js"])
-def test_start_argv(contract, pkg, server_js, expected):
-    assert b.start_argv(contract, pkg, "x", server_js) == expected
+    (AppSection(start=("node", "build/server.mjs")), {}, ["node", "build/server.mjs"]),
+    (AppSection(start=("node", "build/server.mjs")), {"scripts": {"start": "x"}}, ["node", "build/server.mjs"]),
+], ids=["start-script-without-npm", "explicit-argv", "explicit-argv-wins"])
+def test_start_argv(contract, pkg, expected):
+    assert b.start_argv(contract, pkg, "x") == expected
 
 
 def test_no_start_script_is_a_clear_settings_error():
@@ -313,6 +315,29 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
     assert [sha for sha in shas if b.find(store, sha)] == [shas[0], shas[3], shas[4]]
     assert len(list(store.glob("*.tar.gz"))) == 3
     assert b.prune(store, keep=2, protect=[shas[0]]) == []
+
+
+def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path):
+    from deploy import source
+
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    shas = []
+    for i in range(4):
+        (repo / "app" / "package.json").write_text(json.dumps({"name": "a", "version": f"1.0.{i}"}))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", f"v{i}")
+        shas.append(_git(repo, "rev-parse", "HEAD").strip())
+    dest = tmp_path / "src"
+    for i, sha in enumerate(shas):
+        app = source.checkout(repo / "app", sha, dest)
+        assert json.loads((app / "package.json").read_text())["version"] == f"1.0.{i}"
+        os.utime(dest / sha / ".complete", (1_700_000_000 + i, 1_700_000_000 + i))
+    (dest / ".abc123-partial").mkdir()      # a checkout another build is still extracting
+    removed = source.prune(dest, keep=2, protect=[shas[0]])
+    assert sorted(removed) == sorted([shas[1]])
+    assert sorted(p.name for p in dest.iterdir()) == sorted([shas[0], shas[2], shas[3], ".abc123-partial"])
 
 
 # ---------------------------------------------------------------- dependency cache

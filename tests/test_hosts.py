@@ -525,6 +525,54 @@ def test_health_that_never_answers_2xx_goes_back_and_a_first_release_undo_stops_
     assert f.currents() == [None] and not f.running(pid), "undoing a first release stops the app"
 
 
+@pytest.fixture(scope="module")
+def other_app_crashing(tmp_path_factory):
+    """Another app (its own package name) whose server exits at start."""
+    import json as _json
+
+    from deploy.build import build
+
+    base = tmp_path_factory.mktemp("other-app")
+    app = copy_example_app(base / "app")
+    pkg = _json.loads((app / "package.json").read_text())
+    (app / "package.json").write_text(_json.dumps({**pkg, "name": "other-app"}))
+    (app / "server.mjs").write_text("console.error('other app cannot start'); process.exit(5);\n")
+    return build(app, SHA_B, base / "artifacts", now=BUILT_AT).artifact
+
+
+def test_a_failed_first_release_of_another_app_never_starts_the_first_apps_release(sshd_hosts, sshd_farm, tmp_path,
+                                                                                   app_artifact, other_app_crashing):
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    (pid_a,) = f.app_pids()
+    with pytest.raises(HostFailed):
+        hosts.release(f.section, _as(other_app_crashing, R2), run_id="run-2", now=T0, app=f.app)
+    assert f.currents() == [None] and f.app_pids() == [None] and not f.running(pid_a)
+    assert R1 in f.release_dirs(f.hosts[0]) and f.locked() == [False]
+    with pytest.raises(OSError):
+        f.served()
+
+
+def test_a_rollback_to_another_apps_release_is_refused_before_any_host_switches(sshd_hosts, sshd_farm, tmp_path,
+                                                                              app_artifact):
+    import json as _json
+
+    from deploy.build import build
+
+    app = copy_example_app(tmp_path / "other")
+    pkg = _json.loads((app / "package.json").read_text())
+    (app / "package.json").write_text(_json.dumps({**pkg, "name": "other-app"}))
+    other = build(app, SHA_B, tmp_path / "other-artifacts", now=BUILT_AT).artifact
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    hosts.release(f.section, _as(other, R2), run_id="run-2", now=T0, app=f.app)   # the environment switched apps
+    with pytest.raises(HostFailed, match="before any host switched") as e:
+        hosts.rollback(f.section, run_id="rb", now=T0, app=f.app)
+    err = e.value.results[0].error
+    assert "never starts another app" in err and "of app occ-example-app" in err and "of app other-app" in err
+    assert f.currents() == [R2] and f.served() == [R2] and f.locked() == [False]
+
+
 # ---------------------------------------------------------------- delta uploads
 
 def _tree(root: Path) -> dict[str, tuple]:

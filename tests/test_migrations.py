@@ -398,6 +398,7 @@ NPX = """#!/bin/sh
 # Stand-in for npx: records its argv and whether DATABASE_URL arrived, answers like Prisma.
 printf '%s\\n' "$@" > "$NPX_LOG.argv"
 [ "$DATABASE_URL" = "$EXPECTED_URL" ] && echo yes > "$NPX_LOG.env" || echo no > "$NPX_LOG.env"
+[ "$DIRECT_URL" = "$EXPECTED_URL" ] && echo yes > "$NPX_LOG.direct" || echo no > "$NPX_LOG.direct"
 if [ -n "$NPX_FAIL" ]; then
   echo "Error: P3009" >&2
   echo "migrate found failed migrations in the target database, url $DATABASE_URL" >&2
@@ -424,29 +425,45 @@ OUT
 
 @pytest.fixture
 def npx(tmp_path):
+    """Factory: the stand-in, its knobs written into it (children get an explicit environment,
+    so the test's own variables would not reach it)."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     exe = bindir / "npx"
-    exe.write_text(NPX)
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
+
+    def make(log: Path, expected_url: str, fail: bool = False) -> Path:
+        head = f"#!/bin/sh\nNPX_LOG='{log}'\nEXPECTED_URL='{expected_url}'\nNPX_FAIL='{'1' if fail else ''}'\n"
+        exe.write_text(head + NPX.split("\n", 1)[1])
+        exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+        return exe
+
+    return make
 
 
-def test_prisma_runner_runs_migrate_deploy_with_the_url_in_the_environment(npx, tmp_path, monkeypatch):
+def test_prisma_runner_runs_migrate_deploy_with_the_url_in_the_environment(npx, tmp_path):
     d = write_migrations(tmp_path / "app", {"20240101000000_a": GOOD, "20240102000000_b": GOOD})
     (d.parent / "schema.prisma").write_text('datasource db { provider = "postgresql" url = env("DATABASE_URL") }\n')
     url = "postgresql://app:pr1sma-secret@127.0.0.1:1/occ?schema=public"
     log = tmp_path / "npx"
-    monkeypatch.setenv("NPX_LOG", str(log))  # the stand-in's own knobs, not our code's
-    monkeypatch.setenv("EXPECTED_URL", url)
-    result = M.migrate(url, d, runner="prisma", npx=str(npx))
+    result = M.migrate(url, d, runner="prisma", npx=str(npx(log, url)))
     assert log.with_suffix(".argv").read_text().split() == [
         "--no", "prisma", "migrate", "deploy", "--schema", str(d.parent / "schema.prisma")]
     assert log.with_suffix(".env").read_text().strip() == "yes"
     assert result.runner == "prisma" and result.applied == ("20240101000000_a", "20240102000000_b")
     assert "pr1sma-secret" not in result.url + result.output
 
-    monkeypatch.setenv("NPX_FAIL", "1")
     with pytest.raises(MigrationFailed) as e:
-        M.migrate(url, d, runner="prisma", npx=str(npx))
+        M.migrate(url, d, runner="prisma", npx=str(npx(log, url, fail=True)))
     assert "P3009" in str(e.value) and "pr1sma-secret" not in str(e.value)
+
+
+def test_prisma_runner_gets_the_session_url_as_directurl_too(npx, tmp_path):
+    from deploy.config import DatabaseSection
+
+    d = write_migrations(tmp_path / "app", {"20240101000000_a": GOOD})
+    (d.parent / "schema.prisma").write_text('datasource db { provider = "postgresql" url = env("DATABASE_URL") '
+                                            'directUrl = env("DIRECT_URL") }\n')
+    url = "postgresql://app:pr1sma-secret@127.0.0.1:1/occ"
+    log = tmp_path / "npx"
+    M.migrate(url, d, runner="prisma", npx=str(npx(log, url)), db=DatabaseSection(provider="postgresql", runner="prisma"))
+    assert log.with_suffix(".direct").read_text().strip() == "yes"

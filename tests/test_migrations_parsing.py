@@ -195,6 +195,7 @@ def test_bad_urls_are_settings_errors_without_the_password(url):
     assert "topsecret" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_committed_fixture_history_is_the_generators_output(tmp_path):
     import importlib.util
 
@@ -208,3 +209,41 @@ def test_committed_fixture_history_is_the_generators_output(tmp_path):
     for n in names:
         for f in ("migration.sql", "down.sql"):
             assert filecmp.cmp(tmp_path / n / f, committed / n / f, shallow=False), f"{n}/{f} differs"
+
+
+# ---------------------------------------------------------------- session URL and timeouts
+
+POOLED = "postgresql://app:pool-pw@aws-0.pooler.supabase.com:6543/postgres?pgbouncer=true&connection_limit=1"
+DIRECT = "postgresql://app:direct-pw@db.abc.supabase.co:5432/postgres"
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({"DATABASE_URL": POOLED, "DIRECT_URL": DIRECT}, (DIRECT, "DIRECT_URL")),
+    ({"DATABASE_URL": DIRECT}, (DIRECT, "DATABASE_URL")),
+    ({"DATABASE_URL": DIRECT, "DIRECT_URL": ""}, (DIRECT, "DATABASE_URL")),
+    ({"DATABASE_URL": "file:./dev.db"}, ("file:./dev.db", "DATABASE_URL")),
+    ({}, ("", "DATABASE_URL")),
+], ids=["supabase-two-urls", "direct-only", "empty-direct", "sqlite", "nothing-set"])
+def test_session_url_prefers_prismas_direct_url(environ, expected):
+    assert dburl.session_url(environ, "DATABASE_URL", "DIRECT_URL") == expected
+
+
+@pytest.mark.parametrize("environ, var", [
+    ({"DATABASE_URL": POOLED}, "DATABASE_URL"),
+    ({"DATABASE_URL": DIRECT, "DIRECT_URL": POOLED}, "DIRECT_URL"),
+    ({"DATABASE_URL": "postgresql://app:pool-pw@h:5432/db?pgbouncer=true"}, "DATABASE_URL"),
+], ids=["pooled-url-only", "direct-url-is-the-pooler", "pgbouncer-flag-on-5432"])
+def test_session_work_on_a_transaction_pooler_is_refused(environ, var):
+    with pytest.raises(SettingsError) as e:
+        dburl.session_url(environ, "DATABASE_URL", "DIRECT_URL")
+    text = str(e.value)
+    assert text.startswith(f"{var} (postgresql://app:***@") and "transaction pooler" in text
+    assert "pool-pw" not in text and "DIRECT_URL" in e.value.hint
+
+
+def test_migration_sessions_are_bounded_by_the_settings():
+    from deploy.config import DatabaseSection
+
+    t = M.Timeouts.of(DatabaseSection(lock_timeout=2.5, statement_timeout=0))
+    assert M.session_settings_sql(t) == ["SET lock_timeout = '2500ms'", "SET statement_timeout = '0ms'"]
+    assert M.Timeouts.of(None, 0.3) == M.Timeouts(0.3, 900.0)

@@ -105,6 +105,8 @@ def test_failed_db_restore_says_why_changes_nothing_and_releases_the_lock(projec
     assert pg_cluster.password not in text
     q(pg_cluster.url, f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
     assert q(url, 'SELECT count(*) FROM "Shop"') == [(1,)]
+    assert "No environment is locked" in ok(project.invoke("lock.status", "--env=test")).stdout
+    assert project.ledger().runs("test")[0].status in ("failed", "rolled_back")
     # nothing is left held: the next restore runs at once
     ok(project.invoke("db.restore", "--env=test", "--yes", extra_env=env))
     assert q(url, 'SELECT count(*) FROM "Shop"') == [(0,)]
@@ -218,6 +220,63 @@ def test_promote_migration_behind_a_table_lock_fails_within_lock_timeout_and_und
     ok(project.invoke("promote", "--to=staging"))
 
 
+def _set_database(project, env: str, lines: str) -> None:
+    """Add `lines` to [database] of env/<env>.toml and commit (a shared environment deploys
+    committed settings only)."""
+    path = project.root / "env" / f"{env}.toml"
+    text = path.read_text()
+    path.write_text(text.replace('backup_dir = ".deploy/backups"', f'backup_dir = ".deploy/backups"\n{lines}', 1))
+    project.commit(f"{env}: {lines}")
+
+
+def _columns(url, table="Shop") -> set[str]:
+    return {c for (c,) in q(url, f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'")}
+
+
+def test_promote_undo_restores_with_the_tools_of_database_bin_dir(stage, pg_cluster, tmp_path):
+    """A folder holding pg_dump only: the backup step takes it from there, and the undo that
+    must restore (no down.sql) looks there for pg_restore too and says it is missing."""
+    project = stage.project
+    tools = tmp_path / "only-pg-dump"
+    tools.mkdir()
+    (tools / "pg_dump").symlink_to(pg_cluster.tool("pg_dump"))
+    _set_database(project, "staging", f'bin_dir = "{tools}"')
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))          # the database has data from here on
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n')
+    add_migration(project.root, "20990101000001_broken", 'ALTER TABLE "NoSuchTable" ADD COLUMN x int;\n')
+    project.commit("a migration without down.sql, then a broken one")
+    stage.collect_evidence()
+    r = project.invoke("promote", "--to=staging")
+    failed_clearly(r, "20990101000001_broken", "pg_restore", str(tools), "Undo")
+    assert list((project.root / ".deploy/backups/staging").glob("*.dump"))   # pg_dump came from bin_dir
+
+
+def test_rollback_flow_honours_bin_dir_and_lock_timeout(stage, tmp_path):
+    project = stage.project
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n',
+                  'ALTER TABLE "Shop" DROP COLUMN "billing_note";\n')
+    project.commit("billing note")
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))
+    assert "billing_note" in _columns(stage.db_url)
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    _set_database(project, "staging", f'bin_dir = "{empty}"\nlock_timeout = 1.0')
+    r = project.invoke("rollback", "--env=staging", "--db=restore", "--yes")
+    failed_clearly(r, "pg_restore", str(empty))
+    assert "billing_note" in _columns(stage.db_url)
+    with TableLock(stage.db_url, "Shop", mode="ACCESS SHARE") as app_session:
+        r = project.invoke("rollback", "--env=staging", "--db=down", "--yes")
+        assert not app_session.released.is_set()
+    failed_clearly(r, "20990101000000_billing", "database.lock_timeout (1 s)")
+    assert "billing_note" in _columns(stage.db_url)
+    ok(project.invoke("rollback", "--env=staging", "--db=down", "--yes"))
+    assert "billing_note" not in _columns(stage.db_url)
+
+
 # ---------------------------------------------------------------- #9 gates over reports where nothing ran
 
 @pytest.mark.parametrize("kind, fixture", [
@@ -279,6 +338,20 @@ def test_prisma_schema_keeps_its_case_and_multi_host_urls_connect(project, pg_cl
     ok(project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": multi}))
     assert q(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'MySchema'") == [(4,)]
     assert q(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'myschema'") == [(0,)]
+
+
+def test_a_users_libpq_options_reach_the_server(project, pg_url):
+    use_env(project)
+    # options=-c default_transaction_read_only=on: if it is kept, the migration cannot write.
+    url = pg_url + "?schema=public&options=-c%20default_transaction_read_only%3Don"
+    r = project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": url})
+    failed_clearly(r, "read-only transaction")
+    r = ok(project.invoke("db.status", "--env=test",
+                          extra_env={"DATABASE_URL": pg_url + "?schema=public&connection_limit=5&pool_timeout=20"}))
+    # Prisma-only parameters are taken out for libpq, and said so
+    assert "note: connection_limit=5: Prisma Client's pool size; not passed to libpq" in r.stdout
+    assert "note: pool_timeout=20" in r.stdout
+    ok(project.invoke("db.migrate", "--env=test", extra_env={"DATABASE_URL": pg_url + "?schema=public"}))
 
 
 def test_session_work_uses_direct_url_and_refuses_a_transaction_pooler(project, pg_url):

@@ -52,9 +52,8 @@ def test_parse_env_example_keeps_names_values_and_comments():
     ("package-lock.json", "npm", ("npm", "ci", "--no-audit", "--no-fund")),
     ("yarn.lock", "yarn", ("yarn", "install", "--frozen-lockfile")),
     ("pnpm-lock.yaml", "pnpm", ("pnpm", "install", "--frozen-lockfile")),
-    ("bun.lockb", "bun", ("bun", "install", "--frozen-lockfile")),
     (None, "npm", ("npm", "install", "--no-audit", "--no-fund")),
-], ids=["npm", "yarn", "pnpm", "bun", "none"])
+], ids=["npm", "yarn", "pnpm", "none"])
 def test_package_manager_comes_from_the_lockfile(tmp_path, lockfile, pm, argv):
     if lockfile:
         (tmp_path / lockfile).write_text("")
@@ -102,6 +101,8 @@ def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
     assert local.is_local and local.environment.app_dir == "app"
     assert (local.database.provider, local.database.url) == ("sqlite", "file:dev.sqlite")
     assert local.database.migrations_dir == "prisma/migrations" and local.shopify.config == ""
+    assert (local.app.start, local.app.port_var, local.app.health_path) == ("auto", "PORT", "/")
+    assert "start `react-router-serve ./build/server/index.js`" in files["env/local.toml"]
     staging = config.load("staging", root)
     assert staging.database.provider == "postgresql" and staging.shopify.config == "staging"
     assert staging.database.migrations_dir == "prisma/postgres/migrations"   # the SQLite folder cannot serve Postgres
@@ -130,6 +131,21 @@ def test_rendered_matrix_is_seeded_from_env_example_and_shopify_configs(rendered
     wf = files[".github/workflows/deploy-staging.yml"]
     assert "SHOPIFY_API_SECRET: ${{ secrets.SHOPIFY_API_SECRET }}" in wf and "npm ci" in wf
     assert "${{ github.sha }}" not in wf.split("run:", 1)[1].split("\n", 1)[0]
+
+
+def test_ignore_rules_cover_state_local_secrets_and_the_sqlite_file():
+    f = scaffold.detect(FIXTURE)
+    assert scaffold.ignore_rules(f, ".") == {".deploy/ledger.db": "/.deploy/", "env/local.local.env": "/env/*.local.env",
+                                             "prisma/dev.sqlite": "/prisma/dev.sqlite*"}
+    assert scaffold.ignore_rules(f, "web")["web/prisma/dev.sqlite"] == "/web/prisma/dev.sqlite*"
+
+
+def test_init_names_the_gitignore_rules_that_are_missing(team_app):
+    (team_app / ".gitignore").write_text("node_modules/\n")
+    r = team_invoke(team_app, "init", "--app=.")
+    assert "add to .gitignore" in r.stdout and "/.deploy/ /env/*.local.env /prisma/dev.sqlite*" in r.stdout
+    (team_app / ".gitignore").write_text("/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n")
+    assert "add to .gitignore" not in team_invoke(team_app, "init", "--app=.").stdout
 
 
 def test_write_keeps_existing_files_unless_forced(tmp_path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from tabulate import tabulate
-
 from deploy import cli
 from deploy.errors import SettingsError
 from deploy.flows.common import one_step
@@ -20,13 +18,20 @@ def _remote(env: str):
     return s
 
 
-def hosts_check(env: str) -> int:
+def hosts_check(env: str, as_json: bool = False) -> int:
     from deploy import hosts
 
-    rows = hosts.check(_remote(env).hosts)
-    cli.out(tabulate([(r.host, "ok" if r.ok else "FAIL", "yes" if r.writable else "no",
-                       r.free_mb if r.free_mb is not None else "-", r.current or "-", r.error or "")
-                      for r in rows], headers=("host", "verdict", "writable", "free MB", "current", "problem")))
+    s = _remote(env)
+    rows = hosts.check(s.hosts)
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.hosts_check(rows, s.name))
+    else:
+        cli.out(cli.table([(r.host, "ok" if r.ok else "FAIL", "yes" if r.writable else "no",
+                            r.free_mb if r.free_mb is not None else "-", r.current or "-", r.error or "")
+                           for r in rows], ("host", "verdict", "writable", "free MB", "current", "problem"),
+                          optional=("free MB", "writable", "current")))
     return 0 if all(r.ok for r in rows) else 1
 
 
@@ -38,8 +43,9 @@ def hosts_releases(env: str) -> None:
 
 
 def _results(results) -> str:
-    return tabulate([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-", f"{r.duration:.2f}s",
-                      r.error) for r in results], headers=("host", "verdict", "before", "after", "time", "problem"))
+    return cli.table([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-", f"{r.duration:.2f}s",
+                       r.error) for r in results], ("host", "verdict", "before", "after", "time", "problem"),
+                     optional=("time", "before"))
 
 
 def hosts_release(env: str, sha: str | None) -> None:
@@ -98,13 +104,18 @@ def hosts_rollback(env: str, to: str | None) -> None:
     cli.out(_results(done["results"]))
 
 
-def shopify_versions(env: str) -> None:
+def shopify_versions(env: str, as_json: bool = False) -> None:
     from deploy import shopify
 
     s = cli.settings(env)
     items = shopify.versions(s, os.environ)
-    cli.out(tabulate([(v.version_tag or "-", v.status, v.created_at, v.created_by, v.message) for v in items],
-                     headers=("version", "status", "created", "by", "message")))
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.shopify_versions(items, s.name))
+        return
+    cli.out(cli.table([(v.version_tag or "-", v.status, v.created_at, v.created_by, v.message) for v in items],
+                      ("version", "status", "created", "by", "message"), optional=("by", "created")))
 
 
 def shopify_deploy(env: str, version: str | None, message: str | None) -> None:

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from deploy.config import Settings
 from deploy.engine import Step, StepContext
+from deploy.facts import fact
 from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
 from deploy.redact import Secret
 
@@ -226,10 +227,10 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
 def gate(s: Settings, sha: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import evidence
+        from deploy import cli, evidence
 
         verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
-        ctx.note(evidence.render(verdict).replace("\n", "\n        "))
+        ctx.note(evidence.render(verdict, width=max(60, cli.width() - 8)).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
 
     kinds = ", ".join(s.gate.required)
@@ -274,7 +275,8 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
 
 
 def kept_shas(s: Settings, ledger) -> set[str]:
-    """Git SHAs whose builds must survive pruning: live and previous in every environment."""
+    """Git SHAs whose builds must survive pruning: live and previous in every environment,
+    and those of runs still in progress (another environment's promotion may be building)."""
     if ledger is None:
         return set()
     from deploy import config
@@ -285,6 +287,7 @@ def kept_shas(s: Settings, ledger) -> set[str]:
         live = [r for r in rows if r["status"] == "live"]
         older = [r for r in rows if r["status"] == "superseded"]
         out.update(r["sha"] for r in (live + older[:1]) if r.get("sha"))
+    out.update(r.sha for r in ledger.runs(status="running", limit=100) if r.sha)
     return out
 
 
@@ -322,7 +325,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
         if "migrations_before" not in ctx.state:
-            fp = migrations.footprint(url, sqlite_base=sqlite_base(s))
+            fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
             ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
             st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
             # Fail closed before changing anything when this run could not be undone: a
@@ -352,7 +355,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
             fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
             return "the database was empty before this run: " + migrations.empty_database(
-                url, fp, sqlite_base=sqlite_base(s))
+                url, fp, sqlite_base=sqlite_base(s), db=s.database)
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
         before = set(ctx.state["migrations_before"])
         notes = []
@@ -487,13 +490,13 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
         return "first release of this app removed; the app is stopped"
 
     return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
-                           f"{release_id}, switch current, start `{_start_text(s)}`, wait for {s.app.health_path}",
+                           f"{release_id}, switch current, start {_start_text(s)}, wait for {s.app.health_path}",
                 run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
                                               "or stop the app if it had none")
 
 
 def _start_text(s: Settings) -> str:
-    return " ".join(s.app.start) if isinstance(s.app.start, tuple) else "the start script"
+    return f"`{' '.join(s.app.start)}`" if isinstance(s.app.start, tuple) else "the package's start script"
 
 
 def _release_hosts(s: Settings, release_id: str, environ) -> Step:
@@ -577,7 +580,7 @@ def smoke_step(s: Settings, release_id: str) -> Step:
 
     what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
             else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
-    return Step("smoke", f"{what} against the app and each host", run=run)
+    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run)
 
 
 def watch_step(s: Settings, environ) -> Step:
@@ -616,11 +619,19 @@ def _decision_log_check(s: Settings, environ):
 
 # ----------------------------------------------------------------------------- record
 
+@fact
+@dataclasses.dataclass(frozen=True)
+class RecordFacts:
+    """What `record` needs to undo itself: the release that was live before this one."""
+
+    previous_live: str | None
+
+
 def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
     def run(ctx: StepContext):
         art = ctx.state.get("artifact") or {}
-        if "previous_live" not in ctx.state:
-            ctx.state["previous_live"] = (ledger.live_release(s.name) or {}).get("release_id")
+        if not isinstance(ctx.state.get("record"), RecordFacts):
+            ctx.state["record"] = RecordFacts((ledger.live_release(s.name) or {}).get("release_id"))
             ctx.checkpoint()
         ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.get("sha256"),
                               run_id=ctx.run_id, shopify_version=(ctx.state.get("shopify") or {}).get("version"))
@@ -630,7 +641,8 @@ def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
         if not any(r["release_id"] == release_id for r in ledger.releases(s.name, limit=100)):
             return "no release row was written"
         ledger.set_release_status(s.name, release_id, "rolled_back")
-        prev = ctx.state.get("previous_live")
+        facts = ctx.state.get("record")
+        prev = facts.previous_live if isinstance(facts, RecordFacts) else ctx.state.get("previous_live")
         if prev:
             ledger.set_release_status(s.name, prev, "live")
         return f"{release_id} marked rolled back"
