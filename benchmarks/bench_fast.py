@@ -44,7 +44,8 @@ from benchmarks._common import claim, write_claims  # noqa: E402
 from deploy import build as B  # noqa: E402
 from deploy import hosts as H  # noqa: E402
 from deploy import proc, source  # noqa: E402
-from deploy.testing.shopify_app import copy_shopify_app, free_port  # noqa: E402
+from deploy.testing.shopify_app import copy_shopify_app  # noqa: E402
+from deploy.testing.stage import free_port  # noqa: E402
 from deploy.testing.sshd import SshdFarm  # noqa: E402
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false"]

@@ -1820,8 +1820,44 @@ def _roll_out(section, hs: Sequence[_Host], release_id: str, env) -> str:
     return ""
 
 
+SWITCH_FAILED_EXIT = 79
+HOOK_FAILED_EXIT = 81
+HEALTH_PENDING_EXIT = 82
+
+
+def go_live_command(t: Target, release_id: str, switch: bool, hook: str, health_command: str) -> str:
+    """With a restart hook, one round trip: switch `current`, run the hook, try the health
+    command once. Exit SWITCH_FAILED_EXIT (nothing switched), HOOK_FAILED_EXIT (its own code
+    on stderr as `__hook_exit=N`) or HEALTH_PENDING_EXIT (not healthy yet: keep checking)."""
+    parts = []
+    if switch:
+        parts.append(f"{{ {switch_command(t, release_id)}; }} || exit {SWITCH_FAILED_EXIT}")
+    parts.append(f"( {hook} ) || {{ rc=$?; echo __hook_exit=$rc >&2; exit {HOOK_FAILED_EXIT}; }}")
+    if health_command:
+        parts.append(f"( cd {sh(_p(t, 'current'))} && {health_command} ) >/dev/null 2>&1 || exit {HEALTH_PENDING_EXIT}")
+    return "; ".join(parts)
+
+
 def _go_live(section, h: _Host, release_id: str, env) -> None:
     t = h.t
+    if section.restart:
+        hook = hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env))
+        r = _run(h.conn, t, go_live_command(t, release_id, h.state.current != release_id, hook,
+                                            section.health_command),
+                 section, "switching current and restarting",
+                 ok_codes=(0, SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT))
+        lines = (r.stderr.strip() or r.stdout.strip()).splitlines()
+        if r.exited == SWITCH_FAILED_EXIT:
+            raise _HostError(f"switching current failed: {' '.join(lines[-3:])}".rstrip(": "))
+        h.switched = True
+        h.release = release_id
+        if r.exited == HOOK_FAILED_EXIT:
+            code = next((ln.split("=", 1)[1] for ln in reversed(lines) if ln.startswith("__hook_exit=")), "?")
+            tail = "\n".join([ln for ln in lines if not ln.startswith("__hook_exit=")][-6:])
+            raise _HostError(f"restart hook failed (exit {code}): {tail}".rstrip(": "))
+        if r.exited == 0 and (section.health_command or not t.health_url):
+            return
+        return _health(section, h)
     if h.state.current != release_id:
         _run(h.conn, t, switch_command(t, release_id), section, "switching current")
     h.switched = True

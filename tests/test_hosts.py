@@ -748,3 +748,13 @@ def test_the_manifest_describes_the_same_tree_as_the_tarball(tmp_path):
     key = lambda e: (e.path, e.kind)  # noqa: E731
     assert sorted(from_manifest, key=key) == sorted(hosts._scan_tree(art.path), key=key)
     assert {e.path for e in from_manifest if e.kind == "f"} >= {"RELEASE.json", "bin/restart", "assets/blob.bin"}
+
+
+def test_a_failing_restart_hook_is_named_with_its_exit_code_and_every_host_goes_back(fleet):
+    f = fleet(2)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    s = f.settings(restart='if [ "$RELEASE_ID" = ' + f"'{R2}'" + ' ]; then echo boom >&2; exit 7; fi; bin/restart')
+    with pytest.raises(HostFailed) as e:
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
+    assert all("restart hook failed (exit 7): boom" in r.error for r in e.value.results)
+    assert f.currents() == [R1, R1] and f.served() == [R1, R1]
