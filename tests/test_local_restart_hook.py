@@ -162,8 +162,9 @@ def test_an_app_that_cannot_listen_is_reported_stopped_with_its_error_logged(app
         assert app(deploy_to, "start", "PORT", str(port), "--", *START).returncode == 0
         import time
 
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120   # a guard against a hang on a loaded machine, not a timing check
         while app(deploy_to, "status").returncode == 0:
-            assert time.monotonic() < deadline, "the app should exit: its port is taken"
+            assert time.monotonic() < deadline, (deploy_to / "logs" / "app.log").read_text()
             time.sleep(0.05)
-    assert "EADDRINUSE" in (deploy_to / "logs" / "app.log").read_text()
+    log = (deploy_to / "logs" / "app.log").read_text()
+    assert "EADDRINUSE" in log, log
