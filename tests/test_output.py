@@ -438,3 +438,11 @@ def test_a_streamed_child_whose_grandchild_keeps_the_pipe_open_still_returns(cap
         assert r.ok and r.stdout.startswith("grandchild ")
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_empty_optional_and_reason_columns_are_left_out_of_a_fitted_table():
+    rows = [["vitest", "vitest.json", "", "PASS", ""], ["playwright", "playwright.json", "", "PASS", ""]]
+    text = display.fit(rows, ["kind", "file", "scores", "verdict", "reasons"], 80, optional=("scores",),
+                       wide=("reasons",))
+    assert text.splitlines()[0].split() == ["kind", "file", "verdict"]
+    assert "not shown" not in text
