@@ -101,4 +101,4 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)
     if s.is_local and outcome.state.get("app_url"):
-        cli.out(f"the app: {outcome.state['app_url']}/version  (stop it with: invoke app.stop --env={s.name})")
+        cli.out(f"the app: {outcome.state['app_url']}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")
