@@ -431,13 +431,14 @@ def _source_stamp(app: Path) -> str:
 
 
 def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | None:
-    out = {}
-    for tool in dict.fromkeys(("node", plan.install[0])):
-        r = proc.run([tool, "--version"], env=env, timeout=60)
-        if not r.ok:
-            return None
-        out[tool] = r.stdout.strip()
-    return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    tools = list(dict.fromkeys(("node", plan.install[0])))
+    with ThreadPoolExecutor(len(tools)) as pool:   # each is a node start-up: ask both at once
+        results = list(pool.map(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools))
+    if not all(r.ok for r in results):
+        return None
+    return {tool: r.stdout.strip() for tool, r in zip(tools, results)}
 
 
 def _step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float) -> str:
@@ -486,7 +487,9 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
             _fs(["cp", "-al", str(entry / "prod" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
             ran.append(f"(dependency cache {key[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
         finally:
-            intact = _entry_ok(entry)
+            # Only `full` was in the checkout while the build ran; `prod` is read by the pack
+            # (and checked again before its next use).
+            intact = _entry_ok(entry, parts=("full",))
         if intact:
             _touch(entry)
             prune_deps_cache(cache_root, keep, protect=(key,))
@@ -539,10 +542,10 @@ def _source_files(app: Path) -> set[str]:
     return out
 
 
-def _entry_ok(entry: Path) -> bool:
+def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full", "prod")) -> bool:
     try:
         stamp = json.loads((entry / "stamp.json").read_text())
-        return stamp == {"full": tree_stamp(entry / "full"), "prod": tree_stamp(entry / "prod")}
+        return isinstance(stamp, dict) and all(stamp.get(k) == tree_stamp(entry / k) for k in parts)
     except (OSError, ValueError):
         return False
 
@@ -684,7 +687,13 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
          "mode": 0o755 if p.stat().st_mode & 0o111 else 0o644}
         for rel, p in entries if p.is_file() and not p.is_symlink()
     ]
-    manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files}
+    # Symlinks and empty folders too, so the manifest describes the whole unpacked tree
+    # (hosts verify a release built from a delta against it).
+    links = [{"path": rel, "target": os.readlink(p)} for rel, p in entries if p.is_symlink()]
+    parents = {rel.rsplit("/", 1)[0] for rel, _ in entries if "/" in rel}
+    empty = [rel for rel, p in entries if p.is_dir() and not p.is_symlink() and rel not in parents]
+    manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files,
+                "symlinks": links, "empty_dirs": empty}
     if app:
         manifest["app"] = app   # which app this is: an undo never starts another app's release
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
@@ -696,6 +705,11 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
             # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    # The manifest first: a reader (a delta upload) gets it without
+                    # decompressing the whole tarball.
+                    info = _info(MANIFEST, tarfile.REGTYPE, 0o644, mtime)
+                    info.size = len(manifest_bytes)
+                    tar.addfile(info, io.BytesIO(manifest_bytes))
                     for rel, p in entries:
                         info = _tarinfo(rel, p, mtime)
                         if info.isreg():
@@ -703,9 +717,6 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
                                 tar.addfile(info, f)
                         else:
                             tar.addfile(info)
-                    info = _info(MANIFEST, tarfile.REGTYPE, 0o644, mtime)
-                    info.size = len(manifest_bytes)
-                    tar.addfile(info, io.BytesIO(manifest_bytes))
         digest = sha256_file(tmp)
         final = store / f"{digest}.tar.gz"
         os.replace(tmp, final)   # same name means same bytes, so replacing an existing one is harmless

@@ -21,7 +21,11 @@ def init(app: str, *, force: bool = False) -> None:
         raise SettingsError(f"--app={app}: {folder} is not a folder.", "Pass the app's folder (with package.json).")
     facts = scaffold.detect(folder)
     rel = os.path.relpath(folder, root)
-    files = scaffold.render(facts, rel, datetime.now(timezone.utc).date())
+    from deploy import runbooks
+    from deploy.tasks import ns
+
+    tasks = runbooks.user_facing(runbooks.tasks_of(ns))
+    files = scaffold.render(facts, rel, datetime.now(timezone.utc).date(), tasks)
     result = scaffold.write(root, files, force=force)
     ds = facts.datasource
     cli.out(f"app {rel}: {facts.package_manager} ({facts.lockfile or 'no lockfile'}), "
@@ -33,5 +37,21 @@ def init(app: str, *, force: bool = False) -> None:
         cli.out(f"wrote {f}")
     for f in result.kept:
         cli.out(f"kept  {f} (exists; --force replaces it)")
+    missing = _not_ignored(root, scaffold.ignore_rules(facts, rel))
+    if missing:
+        cli.out("add to .gitignore (state, local secrets and the local database stay out of git): "
+                + " ".join(missing))
     cli.out("next: fill in env/staging.env, env/production.env and [hosts] in env/<env>.toml, then "
             "`invoke env.check --env=local` and `invoke promote --to=local`")
+
+
+def _not_ignored(root: Path, rules: dict[str, str]) -> list[str]:
+    """The rules whose sample path git does not ignore yet (none outside a git repository)."""
+    from deploy import proc
+
+    out = []
+    for sample, rule in rules.items():
+        r = proc.run(["git", "-C", str(root), "check-ignore", "-q", "--no-index", sample])
+        if r.returncode == 1:
+            out.append(rule)
+    return out
