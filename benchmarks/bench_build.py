@@ -51,10 +51,13 @@ def toolkit(app: Path, sha: str, store: Path):
     """What the promote flow's build step does: the commit's sources (git archive, once),
     then the build of that checkout, or the stored artifact for the commit."""
     from deploy.build import build
+    from deploy.config import AppSection
     from deploy.source import checkout, commit_time
 
     src = checkout(app, sha, store.parent / "src")
-    return build(src, sha, store, env=node_env(), now=commit_time(app, sha))
+    # The contract's defaults: npm ci, npm run build, npm prune --omit=dev, the artifact =
+    # the app tree at the commit + build/ + production node_modules.
+    return build(src, sha, store, contract=AppSection(), env=node_env(), now=commit_time(app, sha))
 
 
 def timed(fn):

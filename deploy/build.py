@@ -227,21 +227,21 @@ def start_command(contract: AppSection | None, release_dir: str | Path) -> list[
     c = contract or AppSection()
     if isinstance(c.start, tuple):
         return list(c.start)
-    return start_argv(c, package_json(release_dir), str(release_dir), (Path(release_dir) / "server.js").is_file())
+    return start_argv(c, package_json(release_dir), str(release_dir))
 
 
-def start_argv(contract: AppSection, pkg: dict, where: str, has_server_js: bool = False) -> list[str]:
+def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:
     """`app.start`, or the package.json `start` script run as `sh -c SCRIPT`: what `npm run
     start` runs, minus npm, so the app is the process the toolkit supervises and signals
-    reach node, not an npm wrapper (node_modules/.bin goes first on PATH, as npm puts it)."""
+    reach node, not an npm wrapper (node_modules/.bin goes first on PATH, as npm puts it).
+    No start script is an error, locally and on hosts alike (npm's `node server.js`
+    fallback is not guessed)."""
     if isinstance(contract.start, tuple):
         return list(contract.start)
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
     script = scripts.get("start")
     if isinstance(script, str) and script.strip():
         return ["sh", "-c", script]
-    if has_server_js:
-        return ["node", "server.js"]   # npm's own default when there is no start script
     raise SettingsError(
         f"{where}/package.json has no start script, so the toolkit does not know how to start the app.",
         'Add "start" to package.json scripts, or set [app] start = ["node", "build/server.js"] in env/<name>.toml.',

@@ -33,6 +33,7 @@ def colour(text: str, word: str | None = None, stream=None) -> str:
 
 MIN_COLUMN = 8        # a column is never wrapped narrower than this (or its header's longest word)
 COMFORTABLE = 18      # before any optional column is dropped, none is wrapped narrower than this
+WIDE = 60             # ... and a `wide` column (the reasons) first not narrower than this
 
 
 def _cell(v) -> str:
@@ -56,13 +57,14 @@ def _visible_width(text: str) -> int:
 
 
 def fit(rows: Sequence[Sequence], headers: Sequence[str], width: int | None, *, fmt: str = "simple",
-        optional: Sequence[str] = ()) -> str:
+        optional: Sequence[str] = (), wide: Sequence[str] = ()) -> str:
     """Render `rows` under `headers` no wider than `width` (None: as wide as it comes).
 
     First the widest columns are wrapped (none below COMFORTABLE characters); if that is
     not enough, the `optional` columns are dropped in the order given; then the rest are
     wrapped down to MIN_COLUMN. A last line names what was dropped. Every cell of the
-    columns kept is shown whole, wrapped."""
+    columns kept is shown whole, wrapped. The `wide` columns (the reasons) are wrapped
+    only once the others are at their floor."""
     import textwrap
 
     table = [[_cell(v) for v in r] for r in rows]
@@ -73,13 +75,13 @@ def fit(rows: Sequence[Sequence], headers: Sequence[str], width: int | None, *, 
         table = [[c for i, c in enumerate(r) if i not in empty] for r in table]
     headers = list(headers)
     text = None
-    for floor in (COMFORTABLE, MIN_COLUMN):
+    for floor, wide_floor in ((COMFORTABLE, WIDE), (COMFORTABLE, COMFORTABLE), (MIN_COLUMN, MIN_COLUMN)):
         keep = list(range(len(headers)))
         dropped: list[str] = []
         while True:
             h = [headers[i] for i in keep]
             t = [[r[i] for i in keep] for r in table]
-            text = _shrink(t, h, fmt, width, floor)
+            text = _shrink(t, h, fmt, width, floor, [x in wide for x in h], wide_floor)
             if text is not None or not any(o in h for o in optional):
                 break
             victim = next(o for o in optional if o in h)
@@ -101,20 +103,22 @@ def _word(header: str) -> int:
 
 
 def _shrink(rows: list[list[str]], headers: list[str], fmt: str, width: int | None,
-            floor: int = MIN_COLUMN) -> str | None:
+            floor: int = MIN_COLUMN, last: list[bool] | None = None, last_floor: int = MIN_COLUMN) -> str | None:
     """The table wrapped to `width`, or None when it cannot get that narrow."""
     text = _render(rows, headers, fmt, None)
     if width is None or _visible_width(text) <= width:
         return text
     widths = _natural(rows, headers)
     overhead = _visible_width(text) - sum(widths)
-    floors = [min(w, max(floor, _word(h))) for w, h in zip(widths, headers)]
+    last = last or [False] * len(widths)
+    floors = [min(w, max(last_floor if wide else floor, _word(h))) for w, h, wide in zip(widths, headers, last)]
     budget = width - overhead
     if sum(floors) > budget:
         return None
-    # Take one character at a time from the widest column still above its floor.
+    # Take one character at a time from the widest column still above its floor (the
+    # `last` columns only when no other one can give any more).
     while sum(widths) > budget:
-        i = max((j for j in range(len(widths)) if widths[j] > floors[j]), key=lambda j: widths[j])
+        i = max((j for j in range(len(widths)) if widths[j] > floors[j]), key=lambda j: (not last[j], widths[j]))
         widths[i] -= 1
     for _ in range(8):   # wrapping at word boundaries can leave a line a little wider: tighten
         text = _render(rows, headers, fmt, widths)
@@ -124,6 +128,6 @@ def _shrink(rows: list[list[str]], headers: list[str], fmt: str, width: int | No
         shrinkable = [j for j in range(len(widths)) if widths[j] > floors[j]]
         if not shrinkable:
             return None
-        i = max(shrinkable, key=lambda j: widths[j])
+        i = max(shrinkable, key=lambda j: (not last[j], widths[j]))
         widths[i] = max(floors[i], widths[i] - over)
     return None

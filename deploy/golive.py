@@ -436,7 +436,8 @@ def render(checklist: Checklist, width: int | None = 160) -> str:
     from deploy.display import fit
 
     rows = [[i.name, i.verdict.upper(), i.evidence, i.reason] for i in checklist.items]
-    table = fit(rows, ["item", "verdict", "evidence", "reason"], width, fmt="simple_grid", optional=("evidence",))
+    table = fit(rows, ["item", "verdict", "evidence", "reason"], width, fmt="simple_grid", optional=("evidence",),
+                wide=("reason",))
     n_ok = sum(i.ok for i in checklist.items)
     head = f"go-live checklist for {checklist.env} at {checklist.sha[:12]} ({_stamp(checklist.at)})"
     tail = (f"GO: all {n_ok} items pass" if checklist.ok else

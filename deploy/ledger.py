@@ -149,7 +149,7 @@ def _prepare_schema(engine, md, tables, where: str) -> None:
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    for attempt in range(2):  # two runners migrating at once: the loser re-checks
+    for attempt in range(3):  # runners creating or migrating at once: the losers re-check
         try:
             insp = inspect(engine)
             existing = set(insp.get_table_names())
@@ -203,7 +203,7 @@ def _prepare_schema(engine, md, tables, where: str) -> None:
                 c.execute(tables["schema"].insert().values(id=1, version=SCHEMA_VERSION, migrated_at=time.time()))
             return
         except (IntegrityError, OperationalError, ProgrammingError):
-            if attempt:
+            if attempt == 2:
                 raise
 
 

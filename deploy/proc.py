@@ -244,11 +244,12 @@ def _run_streamed(p: subprocess.Popen, argv, input, timeout, label: str, start: 
         _kill_group_only(p)
         shown.close()
         raise
+    deadline = time.monotonic() + 5
     for r in readers:
-        r.join(timeout=5)
-    if any(r.is_alive() for r in readers):   # a grandchild that left the group holds the pipes
-        for f in (p.stdout, p.stderr):
-            f.close()
+        # A grandchild that left the group may hold the pipes open: stop waiting for it after a
+        # bound. Its reader thread (a daemon) is left blocked; closing the pipe under it could
+        # deadlock on the reader's buffer lock.
+        r.join(timeout=max(0.0, deadline - time.monotonic()))
     shown.close()
     out, err = "".join(chunks["out"]), "".join(chunks["err"])
     return CommandResult(tuple(argv), rc, out, timed_out or err, time.monotonic() - start)

@@ -28,7 +28,7 @@ from deploy.errors import SettingsError
 __all__ = [
     "PackageManager", "EnvVar", "Datasource", "ShopifyConfig", "AppFacts", "WriteResult",
     "package_manager", "install_argv", "parse_datasource", "parse_env_example", "parse_shopify_config",
-    "detect", "render", "write", "ENVIRONMENTS",
+    "detect", "render", "write", "ignore_rules", "ENVIRONMENTS",
 ]
 
 PackageManager = Literal["npm", "yarn", "pnpm"]   # what deploy.build knows how to install with
@@ -592,6 +592,21 @@ def render(f: AppFacts, app_rel: str, today: date) -> dict[str, str]:
         files[f".github/workflows/deploy-{env}.yml"] = _workflow(f, env, app_rel)
     files["docs/runbooks/deploy.md"] = _runbook(f, app_rel)
     return files
+
+
+def ignore_rules(f: AppFacts, app_rel: str) -> dict[str, str]:
+    """What must stay out of git, as (a path to test with `git check-ignore`) -> (the rule to
+    add to .gitignore): the toolkit's state, local secrets, the local SQLite database."""
+    rules = {".deploy/ledger.db": "/.deploy/", "env/local.local.env": "/env/*.local.env"}
+    if f.datasource and f.datasource.provider == "sqlite" and f.schema:
+        url = _local_db_url(f)
+        name = url.split(":", 1)[1].split("?", 1)[0]
+        if name and not name.startswith("/"):
+            base = (Path(app_rel) / Path(f.schema).parent).as_posix()
+            db = Path(os.path.normpath(f"{base}/{name}")).as_posix()
+            if not db.startswith("../"):           # an app outside the project has its own .gitignore
+                rules[db] = f"/{db}*"
+    return rules
 
 
 def write(root: Path, files: Mapping[str, str], *, force: bool = False) -> WriteResult:

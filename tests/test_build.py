@@ -244,14 +244,14 @@ def test_recipe_from_the_lockfile_and_the_app_settings(tmp_path, pkg, lockfiles,
     assert list(b.recipe(app, contract).commands) == expected
 
 
-@pytest.mark.parametrize("contract, pkg, server_js, expected", [
-    (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}}, False,
+@pytest.mark.parametrize("contract, pkg, expected", [
+    (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}},
      ["sh", "-c", "react-router-serve ./build/server/index.js"]),
-    (AppSection(start=("node", "build/server.mjs")), {}, False, ["node", "build/server.mjs"]),
-    (AppSection(), {"scripts": {}}, True, ["node", "server.js"]),
-], ids=["start-script-without-npm", "explicit-argv", "npm-default-server-js"])
-def test_start_argv(contract, pkg, server_js, expected):
-    assert b.start_argv(contract, pkg, "x", server_js) == expected
+    (AppSection(start=("node", "build/server.mjs")), {}, ["node", "build/server.mjs"]),
+    (AppSection(start=("node", "build/server.mjs")), {"scripts": {"start": "x"}}, ["node", "build/server.mjs"]),
+], ids=["start-script-without-npm", "explicit-argv", "explicit-argv-wins"])
+def test_start_argv(contract, pkg, expected):
+    assert b.start_argv(contract, pkg, "x") == expected
 
 
 def test_no_start_script_is_a_clear_settings_error():

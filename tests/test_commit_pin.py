@@ -135,3 +135,22 @@ def test_gate_evidence_and_promote_name_the_app_repositorys_commit(split):
     run = project.ledger().runs("local")[0]
     assert run.sha == app_head
     assert (project.root / ".deploy/src" / app_head).is_dir()
+
+
+def test_rollback_db_down_runs_the_down_sql_of_the_rolled_back_commit(project):
+    assert project.invoke("promote", "--to=local").returncode == 0
+    mig = project.root / "examples/app/prisma/migrations" / NEW_MIGRATION
+    mig.mkdir()
+    (mig / "migration.sql").write_text('ALTER TABLE "Shop" ADD COLUMN "head_only" TEXT;\n')
+    (mig / "down.sql").write_text('ALTER TABLE "Shop" DROP COLUMN "head_only";\n')
+    project.commit("B: a migration with its down.sql")
+    assert project.invoke("promote", "--to=local").returncode == 0
+    db = project.root / "examples/app/prisma/dev.sqlite"
+    assert NEW_MIGRATION in applied_sqlite(db)
+    shutil.rmtree(mig)                        # the working tree moved on: the folder is gone here
+    project.commit("C: the migration folder removed")
+    r = project.invoke("rollback", "--env=local", "--db=down", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert NEW_MIGRATION not in applied_sqlite(db)
+    with sqlite3.connect(db) as c:
+        assert "head_only" not in [row[1] for row in c.execute('PRAGMA table_info("Shop")')]

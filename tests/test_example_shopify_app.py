@@ -16,7 +16,8 @@ import pytest
 from deploy import migrations
 from deploy.config import GateSection, LighthouseThresholds
 from deploy.evidence import collect, gate, parse_playwright, parse_report, parse_vitest
-from deploy.testing.shopify_app import CHROMIUM, SHOPIFY_APP, copy_shopify_app, free_port, http_get, node_env, npm, serve
+from deploy.testing.shopify_app import CHROMIUM, SHOPIFY_APP, copy_shopify_app, http_get, node_env, npm, serve
+from deploy.testing.stage import free_port
 
 SQLITE_MIGRATIONS = "prisma/migrations"
 PG_MIGRATIONS = "prisma/postgres/migrations"

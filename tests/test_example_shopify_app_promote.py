@@ -91,3 +91,27 @@ def test_the_app_in_its_own_repository_is_promoted_twice_and_rolled_back(project
     assert served_release(url2) == run1.release_id
     assert "Orders, decisions" in http_get(url2 + "/")[1]
     assert project.ledger().live_release("local")["release_id"] == run1.release_id
+
+
+def test_a_release_whose_server_dies_at_start_goes_back_to_the_apps_previous_release(project, app_repo, tmp_path):
+    db = tmp_path / "data" / "app.db"
+    db.parent.mkdir()
+    text = (ENV / "local.toml").read_text().replace("{app_dir}", str(app_repo)).replace("{db}", str(db))
+    project.write_env("local", text)
+    project.commit("the shopify app's local environment")
+    good = project.invoke("promote", "--to=local", timeout=900)
+    assert good.returncode == 0, good.stdout + good.stderr
+    run1 = project.ledger().runs("local")[0]
+
+    # The server bundle throws when react-router-serve imports it: the process exits at start.
+    entry = app_repo / "app" / "entry.server.jsx"
+    entry.write_text(entry.read_text() + '\nthrow new Error("the server cannot start");\n')
+    git(app_repo, "commit", "-qam", "a server that cannot start")
+    bad = project.invoke("promote", "--to=local", timeout=900)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr + bad.stdout
+    led = project.ledger()
+    run2 = led.runs("local")[0]
+    assert run2.status == "rolled_back" and run2.failed_step == "release", (run2.status, run2.failed_step)
+    assert served_release(run1.state["app_url"]) == run1.release_id
+    assert led.live_release("local")["release_id"] == run1.release_id
+    assert led.lock("local") is None

@@ -50,6 +50,14 @@ def test_invoke_dry_refuses_a_task_that_changes_things_and_has_no_dry_run(projec
     assert not (project.root / leftover).exists()
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--abort"])
+def test_invoke_dry_with_resume_or_abort_is_refused(project, flag):
+    r = project.invoke("--dry", "promote", "--to=local", flag)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"cannot go with {flag}" in r.stderr
+    assert not (project.root / ".deploy").exists()
+
+
 def test_invoke_dry_runs_a_read_only_task(project):
     r = project.invoke("--dry", "db.status", "--env=local", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -234,6 +242,10 @@ def test_status_json_has_stable_types(project):
         assert row["pending_migrations"] is None or isinstance(row["pending_migrations"], int)
         assert isinstance(row["overdue_secrets"], list) and isinstance(row["failed_runs_24h"], int)
     assert rows["local"]["pending_migrations"] == 3 and rows["local"]["pending_migrations_error"] is None
+    assert project.invoke("promote", "--to=local").returncode == 0
+    live = {x["env"]: x for x in json.loads(project.invoke("status", "--json").stdout)}["local"]
+    assert live["pending_migrations"] == 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", live["deployed_at"])
+    assert isinstance(live["release"], str) and len(live["sha"]) == 12
     assert rows["staging"]["pending_migrations"] is None
     assert "DATABASE_URL" in rows["staging"]["pending_migrations_error"]
 
@@ -379,3 +391,36 @@ def test_hints_name_the_real_environment_instead_of_a_placeholder(project):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "<env>" not in r.stderr
     assert "invoke db.backup --env=local" in r.stderr
+
+
+def test_the_shopify_cli_streams_its_lines_with_the_token_masked(shopify_cli, capfd):
+    from deploy import shopify
+
+    shopify_cli.seed("r1", "r2")
+    s = shopify_cli.settings("staging")
+    shopify.deploy(s, "r3")
+    shown = capfd.readouterr().err
+    assert "  shopify | " in shown and "r3" in shown            # the deploy's own lines, as they came
+    assert "versionTag" not in shown                            # the JSON listing is read, not shown
+
+    shopify_cli.fail_next("deploy", "leak_token")
+    with pytest.raises(errors.ShopifyFailed):
+        shopify.deploy(s, "r4")
+    shown = capfd.readouterr().err
+    assert "  shopify | " in shown
+    assert shopify_cli.token not in shown and "***" in shown
+
+
+def test_a_streamed_child_whose_grandchild_keeps_the_pipe_open_still_returns(capfd):
+    """The grandchild leaves the process group and sleeps for ten minutes holding the pipes:
+    the run returns when its child exits (were it to wait for the pipes, this test would hang)."""
+    import signal
+
+    code = ("import subprocess, sys; g = subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); "
+            "time.sleep(600)']); print('grandchild', g.pid, flush=True)")
+    r = proc.run([sys.executable, "-c", code], stream="build")
+    pid = int(r.stdout.split()[1])
+    try:
+        assert r.ok and r.stdout.startswith("grandchild ")
+    finally:
+        os.kill(pid, signal.SIGKILL)

@@ -418,3 +418,39 @@ def test_a_killed_rollback_is_not_sent_to_promote_resume(stage):
     ok(stage.project.invoke("lock.release", "--env=staging", "--force"))
     ok(stage.project.invoke("rollback", "--env=staging", f"--to={a.release_id}", "--yes"))
     assert stage.currents() == [a.release_id] * 2
+
+
+@pytest.mark.parametrize("flow,abort", [("promote", "invoke promote --to=t --abort"), ("rollback", None)])
+def test_undo_failed_hint_names_a_command_the_flow_has(tmp_path, flow, abort):
+    from deploy.engine import Console, Plan, Runner, Step
+    from deploy.errors import DeployError
+    from deploy.ledger import Ledger
+
+    def broken(ctx):
+        raise DeployError("host gone")
+
+    def fail(ctx):
+        raise DeployError("smoke failed")
+
+    led = Ledger.open(tmp_path)
+    plan = Plan(flow, "t", [Step("release", "switch", run=lambda ctx: "ok", undo=broken), Step("smoke", "x", run=fail)],
+                abort_cmd=abort)
+    out = Runner(led, Console(quiet=True)).execute(plan)
+    assert out.status == "failed" and led.lock("t") is not None
+    if abort:
+        assert abort in out.error.hint
+    else:
+        assert "--abort" not in out.error.hint and "invoke lock.release --env=t --force" in out.error.hint
+
+
+def test_step_facts_are_stored_exactly_and_read_back_by_type(tmp_path):
+    from deploy.flows.steps import RecordFacts
+    from deploy.ledger import Ledger
+    from deploy.redact import Secret
+
+    Secret("1"), Secret("2024")  # registered: display redaction must not reach stored state
+    led = Ledger.open(tmp_path)
+    run = led.start_run(env="t", flow="promote", sha="a" * 40, steps=["record"], args={})
+    state = {"record": RecordFacts("20240105093000-1abc"), "migrations_before": ["20240105093000_init"]}
+    led.update_run(run, state=state)
+    assert led.run(run).state == state and isinstance(led.run(run).state["record"], RecordFacts)

@@ -133,6 +133,21 @@ def test_rendered_matrix_is_seeded_from_env_example_and_shopify_configs(rendered
     assert "${{ github.sha }}" not in wf.split("run:", 1)[1].split("\n", 1)[0]
 
 
+def test_ignore_rules_cover_state_local_secrets_and_the_sqlite_file():
+    f = scaffold.detect(FIXTURE)
+    assert scaffold.ignore_rules(f, ".") == {".deploy/ledger.db": "/.deploy/", "env/local.local.env": "/env/*.local.env",
+                                             "prisma/dev.sqlite": "/prisma/dev.sqlite*"}
+    assert scaffold.ignore_rules(f, "web")["web/prisma/dev.sqlite"] == "/web/prisma/dev.sqlite*"
+
+
+def test_init_names_the_gitignore_rules_that_are_missing(team_app):
+    (team_app / ".gitignore").write_text("node_modules/\n")
+    r = team_invoke(team_app, "init", "--app=.")
+    assert "add to .gitignore" in r.stdout and "/.deploy/ /env/*.local.env /prisma/dev.sqlite*" in r.stdout
+    (team_app / ".gitignore").write_text("/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n")
+    assert "add to .gitignore" not in team_invoke(team_app, "init", "--app=.").stdout
+
+
 def test_write_keeps_existing_files_unless_forced(tmp_path):
     (tmp_path / "env").mkdir()
     (tmp_path / "env/local.toml").write_text("# mine\n")

@@ -181,7 +181,7 @@ def render(v: GateVerdict, width: int | None = 160) -> str:
         for r in v.rows
     ]
     text = fit(table, ["kind", "file", "counts", "scores", "threshold", "verdict", "reasons"], width,
-               fmt="simple_grid", optional=("threshold", "scores", "counts"))
+               fmt="simple_grid", optional=("threshold", "scores", "counts"), wide=("reasons",))
     lines = [text]
     lines += [f"note: {n}" for n in v.notes]
     target = f" for {v.sha[:12]}" if v.sha else ""

@@ -33,5 +33,21 @@ def init(app: str, *, force: bool = False) -> None:
         cli.out(f"wrote {f}")
     for f in result.kept:
         cli.out(f"kept  {f} (exists; --force replaces it)")
+    missing = _not_ignored(root, scaffold.ignore_rules(facts, rel))
+    if missing:
+        cli.out("add to .gitignore (state, local secrets and the local database stay out of git): "
+                + " ".join(missing))
     cli.out("next: fill in env/staging.env, env/production.env and [hosts] in env/<env>.toml, then "
             "`invoke env.check --env=local` and `invoke promote --to=local`")
+
+
+def _not_ignored(root: Path, rules: dict[str, str]) -> list[str]:
+    """The rules whose sample path git does not ignore yet (none outside a git repository)."""
+    from deploy import proc
+
+    out = []
+    for sample, rule in rules.items():
+        r = proc.run(["git", "-C", str(root), "check-ignore", "-q", "--no-index", sample])
+        if r.returncode == 1:
+            out.append(rule)
+    return out

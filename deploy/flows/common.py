@@ -139,12 +139,9 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
     kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
             f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
-    undone = None
-    if led is not None:
-        steps = led.steps(outcome.run_id)
-        undone = sum(1 for s in steps if s.undo_status == "undone")
-        completed = sum(1 for s in steps if s.status == "done")
-    if outcome.status == "rolled_back" and undone is not None and completed == 0 and undone == 0:
+    # Every step that changes an environment has an undo, so the steps undone are the changes.
+    undone = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.undo_status == "undone")
+    if outcome.status == "rolled_back" and undone == 0:
         fate = "nothing had been changed yet"
     elif outcome.status == "rolled_back" and undone:
         fate = f"the {undone} step(s) that had changed something were undone"

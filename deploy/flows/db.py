@@ -115,8 +115,6 @@ def _backup_file(s, file: str | None) -> Path:
 
 
 def verify(env: str, file: str | None) -> int:
-    from tabulate import tabulate
-
     from deploy import backups
 
     s, url = _db(env)
@@ -131,7 +129,7 @@ def verify(env: str, file: str | None) -> int:
     res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s), db=s.database)
     rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
             for c in res.counts]
-    cli.out(tabulate(rows, headers=("table", "rows at backup", "rows restored", "verdict")))
+    cli.out(cli.table(rows, ("table", "rows at backup", "rows restored", "verdict")))
     cli.out(f"{res.backup.path.name}: {'verified' if res.ok else 'NOT verified'}")
     return 0 if res.ok else 1
 

@@ -110,15 +110,13 @@ def _who() -> str:
 
 
 def listing(days: int) -> int:
-    from tabulate import tabulate
-
     led = cli.ledger()
     now = time.time()
     rows = []
     for d in led.drills(limit=100):
         rows.append((time.strftime("%Y-%m-%d %H:%M", time.gmtime(d["started_at"])), d["env"], d["procedure"],
                      d["outcome"], d["who"], ", ".join(f"{k} {v:.1f}s" for k, v in d["durations"].items())))
-    cli.out(tabulate(rows, headers=("when (UTC)", "env", "procedure", "outcome", "who", "durations")) if rows
+    cli.out(cli.table(rows, ("when (UTC)", "env", "procedure", "outcome", "who", "durations"), optional=("who",)) if rows
             else "No drill has been recorded.")
     stale = []
     for proc in ("hotfix", "rollback"):

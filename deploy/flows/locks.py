@@ -39,8 +39,6 @@ def _release_hosts(s, dead_run: str | None) -> None:
 
 
 def status(env: str | None, as_json: bool = False) -> None:
-    from tabulate import tabulate
-
     led = cli.ledger()
     if as_json:
         from deploy.flows import shapes
@@ -74,6 +72,6 @@ def status(env: str | None, as_json: bool = False) -> None:
             from deploy import hosts
 
             host_locks = hosts.lock_status(s.hosts)
-            cli.out(tabulate([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
-                             headers=("host", "holder", "run", "since", "release")) if host_locks
+            cli.out(cli.table([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
+                              ("host", "holder", "run", "since", "release"), optional=("since", "release")) if host_locks
                     else f"{env}: no host holds a deploy lock.")

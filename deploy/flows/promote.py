@@ -65,6 +65,13 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         from deploy.errors import SettingsError
 
         raise SettingsError("--resume and --abort contradict each other.", "Pass one of them.")
+    if dry_run and (resume or abort):
+        from deploy.errors import SettingsError
+
+        raise SettingsError(f"--dry-run (or invoke --dry) cannot go with --{'resume' if resume else 'abort'}: "
+                            "finishing or undoing a killed run has no dry run.",
+                            f"`invoke lock.status --env={env}` and `invoke status` show the run; drop --dry to "
+                            f"{'finish' if resume else 'undo'} it.")
     if break_lock and not (resume or abort):
         from deploy.errors import SettingsError
 
@@ -94,4 +101,4 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)
     if s.is_local and outcome.state.get("app_url"):
-        cli.out(f"the app: {outcome.state['app_url']}/version  (stop it with: invoke app.stop --env={s.name})")
+        cli.out(f"the app: {outcome.state['app_url']}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from tabulate import tabulate
-
 from deploy import cli
 from deploy.errors import SettingsError
 from deploy.flows.common import one_step
@@ -45,8 +43,9 @@ def hosts_releases(env: str) -> None:
 
 
 def _results(results) -> str:
-    return tabulate([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-", f"{r.duration:.2f}s",
-                      r.error) for r in results], headers=("host", "verdict", "before", "after", "time", "problem"))
+    return cli.table([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-", f"{r.duration:.2f}s",
+                       r.error) for r in results], ("host", "verdict", "before", "after", "time", "problem"),
+                     optional=("time", "before"))
 
 
 def hosts_release(env: str, sha: str | None) -> None:

@@ -102,7 +102,9 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         from deploy import backups, migrations
 
         url = steps.database_url(s, environ)
-        mdir = steps.migrations_dir(s)
+        # The down.sql files of the release being rolled back are in its commit, not
+        # necessarily in the working tree.
+        mdir = steps.migrations_dir(s, steps.source_dir(s, live["sha"]) if live.get("sha") else None)
         base = steps.sqlite_base(s)
         if db == "restore":
             b = fled.backup if fled else None

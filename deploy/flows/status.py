@@ -46,7 +46,8 @@ def gather(root, led, environ, now: float) -> list[dict]:
             "env": name,
             "release": live.get("release_id"),
             "sha": (live.get("sha") or "")[:12] or None,
-            "deployed_at": _when(live.get("created_at")) if live else None,
+            "deployed_at": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(live["created_at"]))
+                            if live.get("created_at") else None),
             "by": run.who if run else None,
             "shopify_version": live.get("shopify_version"),
             **dict(zip(("pending_migrations", "pending_migrations_error"), _pending(s, environ))),
@@ -90,7 +91,7 @@ def main(as_json: bool) -> None:
     if as_json:
         cli.emit_json(shapes.status(rows))
         return
-    table = [(r["env"], r.get("release") or "-", r.get("sha") or "-", r.get("deployed_at") or "-", r.get("by") or "-",
+    table = [(r["env"], r.get("release") or "-", r.get("sha") or "-", (r.get("deployed_at") or "-")[:16].replace("T", " "), r.get("by") or "-",
               r.get("shopify_version") or "-", _pending_cell(r),
               r.get("lock") or "free", r.get("last_drill") or "never",
               ", ".join(r.get("overdue_secrets") or []) or "none", r.get("failed_runs_24h", 0))

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from deploy.config import Settings
 from deploy.engine import Step, StepContext
+from deploy.facts import fact
 from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
 from deploy.redact import Secret
 
@@ -616,11 +617,19 @@ def _decision_log_check(s: Settings, environ):
 
 # ----------------------------------------------------------------------------- record
 
+@fact
+@dataclasses.dataclass(frozen=True)
+class RecordFacts:
+    """What `record` needs to undo itself: the release that was live before this one."""
+
+    previous_live: str | None
+
+
 def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
     def run(ctx: StepContext):
         art = ctx.state.get("artifact") or {}
-        if "previous_live" not in ctx.state:
-            ctx.state["previous_live"] = (ledger.live_release(s.name) or {}).get("release_id")
+        if not isinstance(ctx.state.get("record"), RecordFacts):
+            ctx.state["record"] = RecordFacts((ledger.live_release(s.name) or {}).get("release_id"))
             ctx.checkpoint()
         ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.get("sha256"),
                               run_id=ctx.run_id, shopify_version=(ctx.state.get("shopify") or {}).get("version"))
@@ -630,7 +639,8 @@ def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
         if not any(r["release_id"] == release_id for r in ledger.releases(s.name, limit=100)):
             return "no release row was written"
         ledger.set_release_status(s.name, release_id, "rolled_back")
-        prev = ctx.state.get("previous_live")
+        facts = ctx.state.get("record")
+        prev = facts.previous_live if isinstance(facts, RecordFacts) else ctx.state.get("previous_live")
         if prev:
             ledger.set_release_status(s.name, prev, "live")
         return f"{release_id} marked rolled back"

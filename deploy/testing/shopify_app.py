@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -68,12 +67,6 @@ def shopify_app_installed(tmp_path_factory) -> Path:
     return install(copy_shopify_app(tmp_path_factory.mktemp("shopify-app") / "app"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
     """(status, body) of a GET, errors included; no proxy."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -109,6 +102,8 @@ class Server:
 def serve(app: Path, database_url: str, *, timeout: float = 30) -> Server:
     """`npm start` (react-router-serve ./build/server/index.js) in a built `app`, PORT from
     the environment, until "/" answers; stop it with .stop() or a `with` block."""
+    from deploy.testing.stage import free_port  # below the ephemeral range: no bind(0) takes it first
+
     port = free_port()
     log = app / f"server-{port}.log"
     env = node_env(PORT=str(port), HOST="127.0.0.1", DATABASE_URL=database_url, NODE_ENV="production")
