@@ -96,7 +96,7 @@ from deploy.migrations._status import (MigrationRecord, MigrationStatus, State, 
 from deploy.redact import redact
 
 # The one place a provider picks its backend.
-BACKENDS: dict[str, type[Db]] = {"postgresql": PostgresDb, "sqlite": SqliteDb}
+BACKENDS: dict[str, type[Db]] = {b.provider: b for b in (PostgresDb, SqliteDb)}
 
 # user-facing-errors (schema_engine.rs, ApplyMigrationError / P3018): the text Prisma writes to `logs`.
 _P3018 = (
