@@ -531,6 +531,9 @@ SUPERVISOR = r'''#!/bin/sh
 # nothing else of the SSH session. Output goes to logs/app.log.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd -P) || exit 1
+# Every process forked from here carries the marker from its first instant (/proc/PID/environ
+# of a forked child is its parent's until it execs).
+export DEPLOY_APP_ROOT="$root"
 pidfile="$root/run/app.pid"
 log="$root/logs/app.log"
 
@@ -544,6 +547,14 @@ group_alive() {
     [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
   done
   return 1
+}
+
+# Process $1 exists and has not exited (a zombie has).
+not_zombie() {
+  read -r s 2>/dev/null < "/proc/$1/stat" || return 1
+  s=${s##*) }
+  set -- $s
+  [ "$1" != Z ]
 }
 
 # The pid in the pidfile, if its group is alive and its leader (when still there) is this root's app.
@@ -581,9 +592,14 @@ start() {
   printf -- '--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cat RELEASE 2>/dev/null)" "$2" >> "$log"
   # In the background of a non-interactive shell the child is no group leader, so setsid
   # makes it one without forking: $! is the app's pid, session and process group.
-  DEPLOY_APP_ROOT=$root setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
-  echo $! > "$pidfile"
-  echo "started $!"
+  setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
+  pid=$!
+  echo "$pid" > "$pidfile"
+  # Return once the child leads its own process group (setsid has run), so a status or stop
+  # right after this sees the app; or once it is gone.
+  i=0
+  while [ $i -lt 500 ] && not_zombie "$pid" && ! group_alive "$pid"; do sleep 0.01; i=$((i + 1)); done
+  echo "started $pid"
 }
 
 run() {
