@@ -244,3 +244,16 @@ def test_a_failed_first_promotion_leaves_no_app_running_on_the_hosts(stage):
     assert stage.currents() == [None, None]
     assert not any((d / "run" / "app.pid").exists() for d in stage.host_dirs())
     assert not any((d / ".deploy-lock").exists() for d in stage.host_dirs())
+
+
+def test_a_second_promotion_sends_only_the_changed_files_and_links_the_rest(stage):
+    first, second = two_releases(stage)
+    led = stage.project.ledger()
+    (release,) = [s for s in led.steps(second.id) if s.name == "release"]
+    assert release.status == "done" and "(2 as a delta)" in (release.result or ""), release.result
+    for d in stage.host_dirs():
+        one, two = d / "releases" / first.release_id, d / "releases" / second.release_id
+        # An unchanged file of the app is the first release's own inode; the changed one is new.
+        assert (two / "package.json").stat().st_ino == (one / "package.json").stat().st_ino
+        assert (two / "README.md").read_text() == "v2\n"
+        assert (two / "README.md").stat().st_ino != (one / "README.md").stat().st_ino
