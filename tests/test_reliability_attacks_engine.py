@@ -404,6 +404,23 @@ def test_a_closed_output_pipe_ends_the_task_quietly(project, args):
     assert p.returncode == 0, err
 
 
+def test_a_promotion_whose_reader_goes_away_still_finishes_and_frees_the_lock(project):
+    """`invoke promote ... | head -1`: the run must not stop half-way (lock held, state
+    "running") because nobody reads its progress any more."""
+    env = {**os.environ, "DEPLOY_ROOT": str(project.root), "PYTHONPATH": str(REPO), **project.env}
+    env.pop("DEPLOY_LEDGER_URL", None)
+    p = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), "promote", "--to=local"],
+                         cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=300)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    led = project.ledger()
+    run = led.runs("local")[0]
+    assert run.status == "succeeded" and led.lock("local") is None, err
+    assert led.live_release("local")["release_id"] == run.release_id
+
+
 # ----------------------------------------------------------------------------- issue 14: hints
 
 def test_a_killed_rollback_is_not_sent_to_promote_resume(stage):
