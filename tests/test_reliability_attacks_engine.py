@@ -166,6 +166,7 @@ def test_abort_never_takes_over_a_lock_held_on_another_machine_without_break_loc
         assert TIER in applied(stage.db_url)
         assert stage.project.ledger().lock("staging").hostname == "ci-runner-1"
 
+    assert "other host, seen" in ok(stage.project.invoke("lock.status", "--env=staging"))
     for args in (["--abort"], ["--resume"]):
         text = refused(stage.project.invoke("promote", "--to=staging", *args), 4)
         assert "ci-runner-1" in text and "--break-lock" in text, text
