@@ -18,12 +18,13 @@ from deploy.redact import redact
 
 def root() -> Path:
     """The project whose env/ the tasks read: DEPLOY_ROOT; else the nearest folder at or above
-    the current one with env/ (an app that adopted the toolkit, see docs/adopting.md); else
-    the toolkit's own checkout (its example project)."""
+    the current one with env/<name>.toml files (an app that adopted the toolkit, see
+    docs/adopting.md); else the toolkit's own checkout (its example project)."""
     from deploy.config import project_root
 
     here = project_root(Path.cwd())
-    if os.environ.get("DEPLOY_ROOT") or (here / "env").is_dir():
+    # env/*.toml, not just env/: a virtualenv is often called env/ too.
+    if os.environ.get("DEPLOY_ROOT") or any((here / "env").glob("*.toml")):
         return here
     return project_root(Path(__file__).resolve().parent.parent)
 

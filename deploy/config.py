@@ -18,6 +18,7 @@ primitive adds its keys by adding a field to its section, never by reading raw d
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import re
 import tomllib
@@ -436,7 +437,18 @@ def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
         if not isinstance(value, str):
             raise SettingsError(f"{file}: {key} must be a string, not {value!r}.")
         return value
+    if tp is datetime.date:
+        # TOML's local date (2026-10-01, unquoted); a date-time or a quoted string is not one.
+        if isinstance(value, datetime.datetime) or not isinstance(value, datetime.date):
+            raise SettingsError(f"{file}: {key} must be a date like 2026-10-01 (no quotes), not {value!r}.")
+        return value
     raise SettingsError(f"{file}: {key} has a type this version cannot read ({tp}).")
+
+
+def parse_table(tp: Any, value: Any, file: Path, key: str) -> Any:
+    """One TOML table parsed into the frozen dataclass `tp` by the settings' own validator
+    (unknown keys, types, allowed values, each error naming the file and the key)."""
+    return _coerce(tp, value, file, key)
 
 
 def _describe(tp: Any) -> str:

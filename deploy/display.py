@@ -68,8 +68,10 @@ def fit(rows: Sequence[Sequence], headers: Sequence[str], width: int | None, *, 
     import textwrap
 
     table = [[_cell(v) for v in r] for r in rows]
-    # An optional column with nothing in it costs width and says nothing: leave it out.
-    empty = [i for i, h in enumerate(headers) if h in optional and table and not any(r[i].strip() for r in table)]
+    # An optional or wide column with nothing in it (no reasons: all passed) costs width and
+    # says nothing: leave it out.
+    empty = [i for i, h in enumerate(headers)
+             if (h in optional or h in wide) and table and not any(r[i].strip() for r in table)]
     if width is not None and empty:
         headers = [h for i, h in enumerate(headers) if i not in empty]
         table = [[c for i, c in enumerate(r) if i not in empty] for r in table]

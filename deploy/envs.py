@@ -27,12 +27,13 @@ import re
 import tempfile
 import tomllib
 import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from deploy.config import read_text
+from deploy.config import parse_table, read_text
 from deploy.errors import SettingsError
 from deploy.redact import MASK, Secret, redact, reveal
 
@@ -48,9 +49,12 @@ MATRIX_FILE = "env/variables.toml"
 DOC_FILE = "docs/deployment/env_matrix.md"
 REGENERATE = "invoke env.matrix"
 
-KINDS = ("string", "url", "int", "bool", "enum")
-PARITY_RULES = ("same", "differs", "free")
-SOURCES = ("dotenv", "runner", "supabase", "shopify-partners")
+Kind = Literal["string", "url", "int", "bool", "enum"]
+Parity = Literal["same", "differs", "free"]
+Source = Literal["dotenv", "runner", "supabase", "shopify-partners"]
+KINDS: tuple[str, ...] = typing.get_args(Kind)
+PARITY_RULES: tuple[str, ...] = typing.get_args(Parity)
+SOURCES: tuple[str, ...] = typing.get_args(Source)
 SOURCE_TEXT = {
     "dotenv": "the committed env/<env>.env file",
     "runner": "the CI runner (GitHub environment secret, Settings > Environments)",
@@ -66,7 +70,7 @@ _ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 @dataclass(frozen=True)
 class VarType:
-    kind: Literal["string", "url", "int", "bool", "enum"] = "string"
+    kind: Kind = "string"
     values: tuple[str, ...] = ()           # enum only
     min: int | None = None                 # int only
     max: int | None = None
@@ -86,7 +90,7 @@ class EnvRule:
 
     required: bool
     secret: bool
-    source: str
+    source: Source
     last_rotated: dt.date | None = None
 
 
@@ -96,7 +100,7 @@ class Variable:
     description: str
     owner: str
     type: VarType
-    parity: Literal["same", "differs", "free"]
+    parity: Parity
     rotation_days: int | None
     where: str
     rules: tuple[tuple[str, EnvRule], ...]
@@ -166,24 +170,52 @@ def _fail(file: Path, key: str, message: str, hint: str | None = None) -> Settin
     return SettingsError(f"{file}: {key}: {message}", hint)
 
 
-def _str_list(file: Path, key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(file, key, f"must be a list of strings, not {value!r}.")
-    if len(set(value)) != len(value):
+# The matrix as written: typed like the settings and parsed by the settings' own validator
+# (config.parse_table: unknown keys, types, allowed values). What one field's type cannot
+# say (an enum needs values, a secret needs a rotation period, ...) is checked below.
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """[matrix]"""
+
+    environments: tuple[str, ...] = ()
+    production: tuple[str, ...] = ()
+    local_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """[variables.NAME], without its environment tables."""
+
+    description: str = ""
+    owner: str = ""
+    parity: Parity | None = None
+    type: Kind = "string"
+    values: tuple[str, ...] = ()
+    min: int | None = None
+    max: int | None = None
+    pattern: str | None = None
+    source: Source = "dotenv"
+    secret: bool = False
+    required: bool = True
+    rotation_days: int | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """[variables.NAME.<env>]: what differs in one environment (None: the variable's value)."""
+
+    required: bool | None = None
+    secret: bool | None = None
+    source: Source | None = None
+    last_rotated: dt.date | None = None
+
+
+def _unique(file: Path, key: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(names)) != len(names):
         raise _fail(file, key, "lists a name twice.")
-    return tuple(value)
-
-
-def _typed(file: Path, key: str, value: Any, tp: type, what: str) -> Any:
-    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
-    if not ok:
-        raise _fail(file, key, f"must be {what}, not {value!r}.")
-    return value
-
-
-_VAR_KEYS = ("description", "owner", "type", "values", "min", "max", "pattern", "parity",
-             "source", "secret", "required", "rotation_days", "where")
-_RULE_KEYS = ("required", "secret", "source", "last_rotated")
+    return names
 
 
 def parse_matrix(raw: Mapping[str, Any], *, file: Path) -> Matrix:
@@ -192,31 +224,26 @@ def parse_matrix(raw: Mapping[str, Any], *, file: Path) -> Matrix:
     unknown = sorted(set(raw) - {"matrix", "variables"})
     if unknown:
         raise _fail(file, unknown[0], "unknown top-level key.", "Allowed: [matrix] and [variables.NAME] tables.")
-    head = raw.get("matrix")
-    if not isinstance(head, dict):
+    if not isinstance(raw.get("matrix"), dict):
         raise _fail(file, "matrix", "the [matrix] table is missing.", 'Add [matrix] with environments = ["local", ...].')
-    for k in head:
-        if k not in ("environments", "production", "local_files"):
-            raise _fail(file, f"matrix.{k}", "unknown key.", "Allowed keys: environments, production, local_files.")
-    envs = _str_list(file, "matrix.environments", head.get("environments"))
+    head = parse_table(MatrixSpec, raw["matrix"], file, "matrix")
+    envs = _unique(file, "matrix.environments", head.environments)
     if not envs:
         raise _fail(file, "matrix.environments", "must name at least one environment.")
     for e in envs:
         if not _ENV_NAME.match(e):
             raise _fail(file, "matrix.environments", f"{e!r} is not a valid environment name.",
                         "Use lower-case letters, digits, '-' or '_'.")
-    subsets = {}
     for k in ("production", "local_files"):
-        subsets[k] = _str_list(file, f"matrix.{k}", head.get(k, []))
-        for e in subsets[k]:
+        for e in _unique(file, f"matrix.{k}", getattr(head, k)):
             if e not in envs:
                 raise _fail(file, f"matrix.{k}", f"{e!r} is not one of matrix.environments ({', '.join(envs)}).")
     table = raw.get("variables", {})
     if not isinstance(table, dict) or not table:
         raise _fail(file, "variables", "no variables declared.", "Add one [variables.NAME] table per variable.")
     variables = tuple(_parse_variable(file, name, spec, envs) for name, spec in table.items())
-    return Matrix(file=file, environments=envs, production=subsets["production"],
-                  local_files=subsets["local_files"], variables=variables)
+    return Matrix(file=file, environments=envs, production=head.production,
+                  local_files=head.local_files, variables=variables)
 
 
 def _parse_variable(file: Path, name: str, spec: Any, envs: tuple[str, ...]) -> Variable:
@@ -225,83 +252,51 @@ def _parse_variable(file: Path, name: str, spec: Any, envs: tuple[str, ...]) -> 
         raise _fail(file, k, "variable names are upper-case letters, digits and '_' (e.g. DATABASE_URL).")
     if not isinstance(spec, dict):
         raise _fail(file, k, f"must be a table, not {spec!r}.")
-    for key in spec:
-        if key not in _VAR_KEYS and key not in envs:
-            raise _fail(file, f"{k}.{key}", "unknown key.",
-                        f"Allowed keys: {', '.join(_VAR_KEYS)}, or an environment table ({', '.join(envs)}).")
+    own = {key: v for key, v in spec.items() if key not in envs}
+    try:
+        var = parse_table(VariableSpec, own, file, k)
+    except SettingsError as e:
+        if e.message.startswith(f"{file}: unknown key"):
+            raise SettingsError(e.message, f"{e.hint} Or an environment table: {', '.join(envs)}.") from None
+        raise
     for req in ("description", "owner", "parity"):
-        if not spec.get(req):
-            raise _fail(file, f"{k}.{req}", "is missing.", f"Every variable needs description, owner and parity.")
-    description = _typed(file, f"{k}.description", spec["description"], str, "a string")
-    owner = _typed(file, f"{k}.owner", spec["owner"], str, "a string")
-    parity_rule = spec["parity"]
-    if parity_rule not in PARITY_RULES:
-        raise _fail(file, f"{k}.parity", f"{parity_rule!r} is not allowed.", f"Allowed values: {', '.join(PARITY_RULES)}.")
-    kind = spec.get("type", "string")
-    if kind not in KINDS:
-        raise _fail(file, f"{k}.type", f"{kind!r} is not allowed.", f"Allowed values: {', '.join(KINDS)}.")
-    values: tuple[str, ...] = ()
-    if kind == "enum":
-        values = _str_list(file, f"{k}.values", spec.get("values", []))
-        if not values:
+        if not getattr(var, req):
+            raise _fail(file, f"{k}.{req}", "is missing.", "Every variable needs description, owner and parity.")
+    assert var.parity is not None
+    if var.type == "enum":
+        if not _unique(file, f"{k}.values", var.values):
             raise _fail(file, f"{k}.values", "an enum needs its allowed values.", 'e.g. values = ["mock", "live"]')
-    elif "values" in spec:
-        raise _fail(file, f"{k}.values", f"only an enum has values (type is {kind!r}).")
-    lo = hi = None
+    elif "values" in own:
+        raise _fail(file, f"{k}.values", f"only an enum has values (type is {var.type!r}).")
     for bound in ("min", "max"):
-        if bound in spec:
-            if kind != "int":
-                raise _fail(file, f"{k}.{bound}", f"only an int has {bound} (type is {kind!r}).")
-            _typed(file, f"{k}.{bound}", spec[bound], int, "a whole number")
-    lo, hi = spec.get("min"), spec.get("max")
-    pattern = spec.get("pattern")
-    if pattern is not None:
-        if kind != "string":
-            raise _fail(file, f"{k}.pattern", f"only a string has a pattern (type is {kind!r}).")
-        _typed(file, f"{k}.pattern", pattern, str, "a regular expression string")
+        if bound in own and var.type != "int":
+            raise _fail(file, f"{k}.{bound}", f"only an int has {bound} (type is {var.type!r}).")
+    if var.pattern is not None:
+        if var.type != "string":
+            raise _fail(file, f"{k}.pattern", f"only a string has a pattern (type is {var.type!r}).")
         try:
-            re.compile(pattern)
+            re.compile(var.pattern)
         except re.error as e:
             raise _fail(file, f"{k}.pattern", f"not a valid regular expression ({e}).") from None
-    rotation = spec.get("rotation_days")
-    if rotation is not None:
-        _typed(file, f"{k}.rotation_days", rotation, int, "a whole number of days")
-        if not 1 <= rotation <= 3650:
-            raise _fail(file, f"{k}.rotation_days", f"{rotation} is out of range.", "Use 1 to 3650 days.")
-    where = _typed(file, f"{k}.where", spec.get("where", ""), str, "a string")
-
-    defaults = {
-        "required": _typed(file, f"{k}.required", spec.get("required", True), bool, "true or false"),
-        "secret": _typed(file, f"{k}.secret", spec.get("secret", False), bool, "true or false"),
-        "source": spec.get("source", "dotenv"),
-    }
+    rotation = var.rotation_days
+    if rotation is not None and not 1 <= rotation <= 3650:
+        raise _fail(file, f"{k}.rotation_days", f"{rotation} is out of range.", "Use 1 to 3650 days.")
     rules = []
     for env in envs:
-        over = spec.get(env, {})
         ek = f"{k}.{env}"
-        if not isinstance(over, dict):
-            raise _fail(file, ek, f"must be a table, not {over!r}.", "e.g. staging = { required = false }")
-        for key in over:
-            if key not in _RULE_KEYS:
-                raise _fail(file, f"{ek}.{key}", "unknown key.", f"Allowed keys: {', '.join(_RULE_KEYS)}.")
-        required = _typed(file, f"{ek}.required", over.get("required", defaults["required"]), bool, "true or false")
-        secret = _typed(file, f"{ek}.secret", over.get("secret", defaults["secret"]), bool, "true or false")
-        source = over.get("source", defaults["source"])
-        if source not in SOURCES:
-            raise _fail(file, f"{ek if 'source' in over else k}.source", f"{source!r} is not allowed.",
-                        f"Allowed values: {', '.join(SOURCES)}.")
+        over = parse_table(RuleSpec, spec.get(env, {}), file, ek)
+        required = var.required if over.required is None else over.required
+        secret = var.secret if over.secret is None else over.secret
+        source = var.source if over.source is None else over.source
+        last = over.last_rotated
         if secret and source == "dotenv":
             raise _fail(file, f"{ek}.source", "a secret cannot come from a committed dotenv file.",
                         "Use runner, supabase or shopify-partners, or mark it secret = false here.")
         if not secret and source == "runner":
             raise _fail(file, f"{ek}.source", "non-secret values are read from env/<env>.env, not from the runner.",
                         "Use dotenv (or the service that issues the value), or mark the variable secret.")
-        last = over.get("last_rotated")
-        if last is not None:
-            if isinstance(last, dt.datetime) or not isinstance(last, dt.date):
-                raise _fail(file, f"{ek}.last_rotated", f"must be a date like 2026-10-01 (no quotes), not {last!r}.")
-            if not secret:
-                raise _fail(file, f"{ek}.last_rotated", f"{name} is not a secret in {env}; it has no rotation date.")
+        if last is not None and not secret:
+            raise _fail(file, f"{ek}.last_rotated", f"{name} is not a secret in {env}; it has no rotation date.")
         if secret and rotation is None:
             raise _fail(file, f"{k}.rotation_days", f"{name} is a secret in {env} but has no rotation period.",
                         "Add rotation_days = N (how often it must be rotated).")
@@ -309,9 +304,9 @@ def _parse_variable(file: Path, name: str, spec: Any, envs: tuple[str, ...]) -> 
             raise _fail(file, f"{ek}.last_rotated", f"{name} is a required secret in {env} with no last-rotated date.",
                         f"Add {env} = {{ last_rotated = YYYY-MM-DD }} (the date the current value was issued).")
         rules.append((env, EnvRule(required=required, secret=secret, source=source, last_rotated=last)))
-    return Variable(name=name, description=description, owner=owner,
-                    type=VarType(kind=kind, values=values, min=lo, max=hi, pattern=pattern),
-                    parity=parity_rule, rotation_days=rotation, where=where, rules=tuple(rules))
+    return Variable(name=name, description=var.description, owner=var.owner,
+                    type=VarType(kind=var.type, values=var.values, min=var.min, max=var.max, pattern=var.pattern),
+                    parity=var.parity, rotation_days=rotation, where=var.where, rules=tuple(rules))
 
 
 # ---------------------------------------------------------------- value rules (pure)

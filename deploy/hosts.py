@@ -531,6 +531,9 @@ SUPERVISOR = r'''#!/bin/sh
 # nothing else of the SSH session. Output goes to logs/app.log.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd -P) || exit 1
+# Every process forked from here carries the marker from its first instant (/proc/PID/environ
+# of a forked child is its parent's until it execs).
+export DEPLOY_APP_ROOT="$root"
 pidfile="$root/run/app.pid"
 log="$root/logs/app.log"
 
@@ -544,6 +547,14 @@ group_alive() {
     [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
   done
   return 1
+}
+
+# Process $1 exists and has not exited (a zombie has).
+not_zombie() {
+  read -r s 2>/dev/null < "/proc/$1/stat" || return 1
+  s=${s##*) }
+  set -- $s
+  [ "$1" != Z ]
 }
 
 # The pid in the pidfile, if its group is alive and its leader (when still there) is this root's app.
@@ -581,9 +592,14 @@ start() {
   printf -- '--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cat RELEASE 2>/dev/null)" "$2" >> "$log"
   # In the background of a non-interactive shell the child is no group leader, so setsid
   # makes it one without forking: $! is the app's pid, session and process group.
-  DEPLOY_APP_ROOT=$root setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
-  echo $! > "$pidfile"
-  echo "started $!"
+  setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
+  pid=$!
+  echo "$pid" > "$pidfile"
+  # Return once the child leads its own process group (setsid has run), so a status or stop
+  # right after this sees the app; or once it is gone.
+  i=0
+  while [ $i -lt 500 ] && not_zombie "$pid" && ! group_alive "$pid"; do sleep 0.01; i=$((i + 1)); done
+  echo "started $pid"
 }
 
 run() {
@@ -1357,8 +1373,48 @@ def _safe_member(name: str) -> bool:
 
 def artifact_tree(path: str | Path) -> list[TreeEntry] | None:
     """What unpacking the artifact gives, entry by entry (files with mode, size and sha256;
-    symlinks; empty dirs), read from the tarball itself; None when a delta cannot describe
-    it (a hard link, a device, a name sha256sum or find would print differently)."""
+    symlinks; empty dirs); None when a delta cannot describe it (a hard link, a device, a
+    name sha256sum or find would print differently).
+
+    From the RELEASE.json that deploy.build.pack writes as the tarball's first member (read
+    without decompressing the rest); else from the tarball itself, file by file. A manifest
+    that lies about its tarball only costs time: the host checks the tree it builds against
+    it, and a mismatch sends the whole tarball."""
+    import hashlib
+    import tarfile
+
+    from deploy.build import MANIFEST
+
+    with tarfile.open(path, "r:gz") as tar:
+        first = tar.next()
+        if first is not None and first.isreg() and first.name == MANIFEST:
+            raw = tar.extractfile(first).read()
+            found = _manifest_tree(raw)
+            if found is not None:
+                return [TreeEntry(MANIFEST, "f", 0o644, len(raw), hashlib.sha256(raw).hexdigest()), *found]
+    return _scan_tree(path)
+
+
+def _manifest_tree(raw: bytes) -> list[TreeEntry] | None:
+    import json
+
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        files = [TreeEntry(str(f["path"]), "f", int(f["mode"]), int(f["size"]), str(f["sha256"]))
+                 for f in data["files"]]
+        links = [TreeEntry(str(x["path"]), "l", target=str(x["target"])) for x in data["symlinks"]]
+        empty = [TreeEntry(str(d), "d") for d in data["empty_dirs"]]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None   # an older manifest (no modes, symlinks or folders): read the tarball
+    entries = files + links + empty
+    if not all(_safe_member(e.path) and "\n" not in e.target for e in entries):
+        return None
+    if not all(re.fullmatch(r"[0-9a-f]{64}", e.sha256) and e.mode in (0o644, 0o755) for e in files):
+        return None
+    return entries
+
+
+def _scan_tree(path: str | Path) -> list[TreeEntry] | None:
     import hashlib
     import tarfile
 
@@ -1495,16 +1551,22 @@ class _Delta:
                     info = tarfile.TarInfo(f"ctl/{name}")
                     info.size, info.mode = len(data), 0o644
                     dst.addfile(info, io.BytesIO(data))
+                # Symlinks and empty folders from the tree; files from the tarball, which is
+                # read only as far as the last one to send (pack sorts by path).
+                for e in entries:
+                    if e.kind != "f":
+                        info = tarfile.TarInfo(f"files/{e.path}")
+                        info.type = tarfile.SYMTYPE if e.kind == "l" else tarfile.DIRTYPE
+                        info.mode, info.linkname = (0o777, e.target) if e.kind == "l" else (0o755, "")
+                        dst.addfile(info)
                 for m in src:
+                    if not want:
+                        break
                     name = (m.name[2:] if m.name.startswith("./") else m.name).rstrip("/")
                     if m.isreg() and name in want:
+                        want.discard(name)
                         m.name = f"files/{name}"
                         dst.addfile(m, src.extractfile(m))
-                    elif m.issym() or m.isdir():
-                        if name in ("", "."):
-                            continue
-                        m.name = f"files/{name}"
-                        dst.addfile(m)
             self._tars[key] = out
             return out
 
@@ -1521,11 +1583,14 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     from deploy.build import MANIFEST
 
     t = h.t
+    # The base's manifest first: a host whose releases carry none (older builds) costs one
+    # SFTP stat, and the artifact's tree is not read at all.
+    base_map = base_files(_sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b"")
+    if not base_map:
+        return False
     entries = delta.tree()
     if not entries:
         return False
-    manifest = _sftp_read(section, h, _p(t, "releases", base, MANIFEST))
-    base_map = base_files(manifest or b"")
     linked, sent = delta_plan(entries, base_map)
     if not linked:
         h.transfer = f"delta from {base}: nothing to link"
@@ -1771,8 +1836,44 @@ def _roll_out(section, hs: Sequence[_Host], release_id: str, env) -> str:
     return ""
 
 
+SWITCH_FAILED_EXIT = 79
+HOOK_FAILED_EXIT = 81
+HEALTH_PENDING_EXIT = 82
+
+
+def go_live_command(t: Target, release_id: str, switch: bool, hook: str, health_command: str) -> str:
+    """With a restart hook, one round trip: switch `current`, run the hook, try the health
+    command once. Exit SWITCH_FAILED_EXIT (nothing switched), HOOK_FAILED_EXIT (its own code
+    on stderr as `__hook_exit=N`) or HEALTH_PENDING_EXIT (not healthy yet: keep checking)."""
+    parts = []
+    if switch:
+        parts.append(f"{{ {switch_command(t, release_id)}; }} || exit {SWITCH_FAILED_EXIT}")
+    parts.append(f"( {hook} ) || {{ rc=$?; echo __hook_exit=$rc >&2; exit {HOOK_FAILED_EXIT}; }}")
+    if health_command:
+        parts.append(f"( cd {sh(_p(t, 'current'))} && {health_command} ) >/dev/null 2>&1 || exit {HEALTH_PENDING_EXIT}")
+    return "; ".join(parts)
+
+
 def _go_live(section, h: _Host, release_id: str, env) -> None:
     t = h.t
+    if section.restart:
+        hook = hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env))
+        r = _run(h.conn, t, go_live_command(t, release_id, h.state.current != release_id, hook,
+                                            section.health_command),
+                 section, "switching current and restarting",
+                 ok_codes=(0, SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT))
+        lines = (r.stderr.strip() or r.stdout.strip()).splitlines()
+        if r.exited == SWITCH_FAILED_EXIT:
+            raise _HostError(f"switching current failed: {' '.join(lines[-3:])}".rstrip(": "))
+        h.switched = True
+        h.release = release_id
+        if r.exited == HOOK_FAILED_EXIT:
+            code = next((ln.split("=", 1)[1] for ln in reversed(lines) if ln.startswith("__hook_exit=")), "?")
+            tail = "\n".join([ln for ln in lines if not ln.startswith("__hook_exit=")][-6:])
+            raise _HostError(f"restart hook failed (exit {code}): {tail}".rstrip(": "))
+        if r.exited == 0 and (section.health_command or not t.health_url):
+            return
+        return _health(section, h)
     if h.state.current != release_id:
         _run(h.conn, t, switch_command(t, release_id), section, "switching current")
     h.switched = True

@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 from deploy.errors import SettingsError
 
@@ -549,48 +549,120 @@ def _workflow(f: AppFacts, env: str, app_rel: str) -> str:
                             what="Push to main" if env == "staging" else "Run by hand after staging")
 
 
-def _runbook(f: AppFacts, app_rel: str) -> str:
+def _runbooks(f: AppFacts, app_rel: str, tasks: Sequence[str]) -> dict[str, str]:
+    """The runbooks `invoke runbooks.check` expects (deploy.runbooks.RUNBOOKS), written for this
+    app: each procedure step is a real task; the staging runbook lists every task, so each is
+    in some runbook."""
     pm = f.package_manager
     db = f.datasource.provider if f.datasource else "none"
     shop = ", ".join(c.file for c in f.shopify) or "none"
-    return f"""# Runbook: deploying {app_rel}
+    found = (f"Detected by `invoke init` in `{app_rel}`: package manager **{pm}** ({f.lockfile or 'no lockfile'}), "
+             f"start script `{f.start_script or '(none)'}`, Prisma provider **{db}** with migrations in "
+             f"`{f.migrations_dir or '(none)'}`, Shopify configs {shop}.")
+    every = "\n".join(f"invoke {name} --help" for name in tasks)
+    return {
+        "deployment_staging.md": f"""# Runbook: deploying to staging
 
-Written by `invoke init`. What was found in the app: package manager **{pm}**
-({f.lockfile or 'no lockfile'}), start script `{f.start_script or '(none)'}`, Prisma provider
-**{db}** with migrations in `{f.migrations_dir or '(none)'}`, Shopify configs {shop}.
+{found}
 
-## Every day
+A promotion takes everything from one commit of the app: the artifact (built once, reused), the
+migrations and the Shopify configuration (`shopify app deploy --path` on that commit's checkout).
 
 ```sh
 invoke env.check --env=staging
-invoke promote --to=local
+invoke evidence.collect --sha=HEAD --env=staging --files=evidence/vitest.json
+invoke gate --env=staging
+invoke promote --to=staging --dry-run
 invoke promote --to=staging
 invoke status
 ```
 
-## When something breaks
+If a promotion was killed: `invoke promote --to=staging --resume` finishes it,
+`invoke promote --to=staging --abort` undoes it. `invoke lock.status --env=staging` shows who
+holds the environment.
+
+## Every task
 
 ```sh
-invoke rollback --env=staging
-invoke promote --to=staging --abort
-invoke lock.status --env=staging
+{every}
+```
+""",
+        "rollback.md": """# Runbook: rolling back
+
+```sh
+invoke rollback --env=staging --dry-run
+invoke rollback --env=staging --yes
+invoke rollback --env=production --db=restore --yes
+invoke hosts.releases --env=production
+invoke shopify.versions --env=production
 ```
 
-A promotion takes everything from one commit: the artifact, the migrations and the Shopify
-configuration. Migrations are forward-only (Prisma writes no down.sql): the undo restores the
-backup taken just before, or empties the database again after a first promotion.
-"""
+`--db=keep` (default) leaves the database; `--db=restore` loads the backup taken before the
+release being rolled back (Prisma migrations are forward-only: no down.sql).
+""",
+        "hotfix.md": """# Runbook: a hotfix
+
+Rehearse it on staging first; the drill is recorded and timed:
+
+```sh
+invoke hotfix.drill --env=staging
+invoke promote --to=staging --sha=HOTFIX_SHA
+invoke promote --to=production --sha=HOTFIX_SHA
+```
+""",
+        "local_bootstrap.md": f"""# Runbook: a working local app
+
+```sh
+invoke bootstrap
+invoke promote --to=local
+invoke app.stop --env=local
+invoke rollback --env=local
+```
+
+`invoke bootstrap` and `invoke promote --to=local` use the same database: `database.url` of
+`env/local.toml` (relative to the folder of `{f.schema or 'prisma/schema.prisma'}`).
+""",
+        "prisma_staging_postgres.md": f"""# Runbook: the Prisma database on staging and production
+
+Migrations in `{f.migrations_dir or 'prisma/migrations'}` are {db}; staging and production run
+Postgres, with their own migrations folder (`database.migrations_dir` in env/<env>.toml,
+relative to the app folder).
+
+```sh
+invoke db.status --env=staging
+invoke db.backup --env=staging
+invoke db.verify-backup --env=staging
+invoke db.migrate --env=staging
+invoke db.restore --env=staging --yes
+```
+
+Prisma writes no down.sql: a failed promotion restores the backup taken just before it, or,
+after a first promotion, empties the database again.
+""",
+        "go_live.md": """# Runbook: going live (production)
+
+```sh
+invoke approve --env=production --role=product --by=NAME
+invoke golive.check --env=production
+invoke promote --to=production --yes
+```
+
+Production gets exactly the artifact staging proved, after the approvals its settings require.
+""",
+    }
 
 
-def render(f: AppFacts, app_rel: str, today: date) -> dict[str, str]:
-    """Every starting file for the app at `app_rel` (relative to the project root): path -> text."""
+def render(f: AppFacts, app_rel: str, today: date, tasks: Sequence[str] = ()) -> dict[str, str]:
+    """Every starting file for the app at `app_rel` (relative to the project root): path ->
+    text. `tasks`: the task names the runbooks list (the toolkit's, at `invoke init`)."""
     files = {f"env/{env}.toml": _env_toml(f, env, app_rel) for env in ENVIRONMENTS}
     files["env/variables.toml"] = _matrix(f, today)
     for env in ENVIRONMENTS:
         files[f"env/{env}.env"] = _dotenv(f, env)
     for env in ENVIRONMENTS[1:]:
         files[f".github/workflows/deploy-{env}.yml"] = _workflow(f, env, app_rel)
-    files["docs/runbooks/deploy.md"] = _runbook(f, app_rel)
+    for name, text in _runbooks(f, app_rel, tasks).items():
+        files[f"docs/runbooks/{name}"] = text
     return files
 
 

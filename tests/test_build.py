@@ -128,7 +128,7 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
         members = tar.getmembers()
         names = [m.name for m in members]
         manifest = json.loads(tar.extractfile("RELEASE.json").read())
-    assert names[:-1] == sorted(names[:-1]) and names[-1] == "RELEASE.json"
+    assert names[1:] == sorted(names[1:]) and names[0] == "RELEASE.json"   # the manifest first: cheap to read
     # The app tree at the commit plus the build output: what the release runs from.
     assert {"package.json", "server.mjs", "build/server.mjs", "build/build.json", "prisma/schema.prisma",
             "prisma/migrations/migration_lock.toml", "scripts/build.mjs"} <= set(names)
@@ -142,6 +142,8 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
+    assert {f["mode"] for f in manifest["files"]} <= {0o644, 0o755}
+    assert {(x["path"], x["target"]) for x in manifest["symlinks"]} == {(m.name, m.linkname) for m in members if m.issym()}
     with tarfile.open(app_artifact.path) as tar:
         build_json = json.loads(tar.extractfile("build/build.json").read())
         server = tar.extractfile("build/server.mjs").read()

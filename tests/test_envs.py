@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import stat
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from deploy import envs
+from deploy import config, envs
 from deploy.errors import SettingsError
 from deploy.redact import Secret, forget_all
 
@@ -61,6 +62,33 @@ def test_malformed_matrix_is_a_settings_error_naming_the_file_and_key(tmp_path, 
     assert "env/variables.toml" in str(e.value)
     assert expect in str(e.value)
 
+
+
+# One validator: the matrix is parsed by the settings' own (config.parse_table), so the same
+# mistake reads the same in env/variables.toml and in env/<name>.toml.
+@pytest.mark.parametrize("matrix_key, value, settings_section, settings_key, says", [
+    ("required", "yes", config.EnvironmentSection, "protected", "must be true or false, not 'yes'."),
+    ("rotation_days", "30", config.LocalSection, "port", "must be a whole number, not '30'."),
+    ("where", 3, config.EnvironmentSection, "description", "must be a string, not 3."),
+], ids=["bool", "int", "string"])
+def test_matrix_and_settings_reject_a_wrong_type_in_the_same_words(matrix_key, value, settings_section,
+                                                                 settings_key, says):
+    spec = {"description": "d", "owner": "o", "parity": "same", matrix_key: value}
+    raw = {"matrix": {"environments": ["local"]}, "variables": {"PORT": spec}}
+    with pytest.raises(SettingsError) as matrix_error:
+        envs.parse_matrix(raw, file=Path("env/variables.toml"))
+    with pytest.raises(SettingsError) as settings_error:
+        config.parse_table(settings_section, {settings_key: value}, Path("env/staging.toml"), "section")
+    assert matrix_error.value.message == f"env/variables.toml: variables.PORT.{matrix_key} {says}"
+    assert settings_error.value.message == f"env/staging.toml: section.{settings_key} {says}"
+
+
+def test_a_last_rotated_date_time_is_not_a_date():
+    spec = {"description": "d", "owner": "o", "parity": "same", "secret": True, "source": "runner",
+            "rotation_days": 90, "local": {"last_rotated": datetime.datetime(2026, 1, 1, 12, 0)}}
+    with pytest.raises(SettingsError, match=r"variables.PORT.local.last_rotated must be a date like 2026-10-01"):
+        envs.parse_matrix({"matrix": {"environments": ["local"]}, "variables": {"PORT": spec}},
+                          file=Path("env/variables.toml"))
 
 def test_matrix_applies_defaults_and_per_environment_overrides(project):
     m = envs.load_matrix(project)

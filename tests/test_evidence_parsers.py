@@ -188,6 +188,37 @@ def test_kind_is_detected_from_content(rel, kind, tmp_path):
     assert detect(renamed.read_bytes(), "report.json") == kind
 
 
+
+# One table dispatches every format: what the content is decides the parser, and the
+# report says which parser read it.
+@pytest.mark.parametrize("rel, fmt", [
+    ("vitest/passing.json", "vitest-json"),
+    ("playwright/passing.json", "playwright-json"),
+    ("lighthouse/lhr_passing.json", "lighthouse-lhr"),
+    ("junit/vitest.xml", "vitest-junit"),
+    ("junit/playwright.xml", "playwright-junit"),
+    ("lighthouse/lhci_plain", "lighthouse-ci"),
+    ("lighthouse/lhci_manifest", "lighthouse-ci"),
+])
+def test_parse_report_dispatches_each_format_through_the_one_table(rel, fmt):
+    content = folder(rel) if (FIX / rel).is_dir() else read(rel)
+    assert parse_report(content, rel).format == fmt
+
+
+def test_the_dispatch_table_has_one_parser_per_format_and_every_json_shape_is_in_it():
+    from deploy.evidence._common import SHAPES
+    from deploy.evidence._reports import PARSERS
+
+    assert set(PARSERS) == {"vitest-json", "playwright-json", "lighthouse-lhr", "junit", "lighthouse-ci"}
+    # The manifest.json of a Lighthouse CI folder is recognised only to say "collect the folder".
+    assert {s.format for s in SHAPES} - set(PARSERS) == {"lighthouse-ci-manifest"}
+
+
+def test_a_folder_asked_for_as_test_evidence_is_refused():
+    with pytest.raises(EvidenceError, match="expected vitest evidence, but this is a folder"):
+        parse_report(folder("lighthouse/lhci_plain"), "lhci", "vitest")
+
+
 # ---------------------------------------------------------------- malformed input: each its own reason
 
 PW_OK = read("playwright/passing.json")

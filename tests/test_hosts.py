@@ -737,3 +737,24 @@ def test_a_rolling_release_stopped_by_a_failing_batch_leaves_every_host_on_the_p
     # Batches 3 and 4 never restarted: the same app processes still serve there.
     assert [_app_pid(f, h) for h in f.hosts[2:]] == pids[2:]
     assert _app_pid(f, f.hosts[0]) != pids[0], "batch 1 switched, restarted, and was switched back"
+
+
+def test_the_manifest_describes_the_same_tree_as_the_tarball(tmp_path):
+    from deploy.testing.sshd import packed_artifact
+
+    src_files = {"node_modules/.bin/tool": "#!/bin/sh\n", "build/app.js": "x", "empty/.keep": ""}
+    art = packed_artifact(tmp_path, R1, files=src_files, padding_bytes=1000)
+    from_manifest = hosts.artifact_tree(art.path)
+    key = lambda e: (e.path, e.kind)  # noqa: E731
+    assert sorted(from_manifest, key=key) == sorted(hosts._scan_tree(art.path), key=key)
+    assert {e.path for e in from_manifest if e.kind == "f"} >= {"RELEASE.json", "bin/restart", "assets/blob.bin"}
+
+
+def test_a_failing_restart_hook_is_named_with_its_exit_code_and_every_host_goes_back(fleet):
+    f = fleet(2)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    s = f.settings(restart='if [ "$RELEASE_ID" = ' + f"'{R2}'" + ' ]; then echo boom >&2; exit 7; fi; bin/restart')
+    with pytest.raises(HostFailed) as e:
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
+    assert all("restart hook failed (exit 7): boom" in r.error for r in e.value.results)
+    assert f.currents() == [R1, R1] and f.served() == [R1, R1]

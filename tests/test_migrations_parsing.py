@@ -247,3 +247,44 @@ def test_migration_sessions_are_bounded_by_the_settings():
     t = M.Timeouts.of(DatabaseSection(lock_timeout=2.5, statement_timeout=0))
     assert M.session_settings_sql(t) == ["SET lock_timeout = '2500ms'", "SET statement_timeout = '0ms'"]
     assert M.Timeouts.of(None, 0.3) == M.Timeouts(0.3, 900.0)
+
+
+# ---------------------------------------------------------------- backends: picked once, from the URL
+
+@pytest.mark.parametrize("url, backend", [
+    ("postgresql://occ:pw@db.example:5432/occ?schema=public", "PostgresDb"),
+    ("postgres://occ:pw@db.example/occ", "PostgresDb"),
+    ("file:./dev.db", "SqliteDb"),
+    ("sqlite:///var/lib/occ.db", "SqliteDb"),
+], ids=["postgresql", "postgres-alias", "sqlite-file", "sqlite-absolute"])
+def test_the_url_picks_one_backend(url, backend):
+    assert M.backend_for(dburl.parse(url, sqlite_base="/app/prisma")).__name__ == backend
+
+
+# The same bookkeeping statement per backend: Prisma's SQL, the driver's placeholders, and
+# the time as each stores it (TIMESTAMPTZ; epoch milliseconds in SQLite, as quaint writes it).
+@pytest.mark.parametrize("provider, url, sql, stamp", [
+    ("postgresql", "postgresql://u:p@h/db",
+     "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1, finished_at = %s WHERE id = %s",
+     datetime),
+    ("sqlite", "file:./dev.db",
+     "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1, finished_at = ? WHERE id = ?",
+     int),
+], ids=["postgres", "sqlite"])
+def test_each_backend_writes_the_finished_row_with_its_placeholders_and_time_type(provider, url, sql, stamp):
+    parsed = dburl.parse(url, sqlite_base="/app/prisma")
+    db = M.BACKENDS[provider](parsed, conn=None)
+    text, (finished_at, rid) = db.finish_sql("row-1")
+    assert (text, rid) == (sql, "row-1")
+    assert isinstance(finished_at, stamp)
+    text, (rolled_back_at, _) = db.rolled_back_sql("row-1")
+    assert text == sql.split(" SET ")[0] + " SET rolled_back_at = " + sql.split("finished_at = ")[1]
+    assert isinstance(rolled_back_at, stamp)
+
+
+def test_the_provider_is_checked_before_any_connection_is_opened(tmp_path):
+    (tmp_path / "migration_lock.toml").write_text('provider = "sqlite"\n')
+    # Port 1 on loopback refuses connections: P3019 must come first, from the files alone.
+    for op in (M.status, M.migrate, M.rollback):
+        with pytest.raises(MigrationFailed, match="P3019"):
+            op("postgresql://u:p@127.0.0.1:1/db", tmp_path)

@@ -365,6 +365,20 @@ def test_a_failed_staging_preflight_prints_its_table_once_and_changes_nothing_tr
                           capture_output=True, text=True).stdout == ""
 
 
+def test_a_rolled_back_promotion_says_how_many_changes_were_undone(project):
+    assert project.invoke("promote", "--to=local").returncode == 0
+    server = project.root / "examples/app/server.mjs"
+    server.write_text(server.read_text().replace("/version", "/version-moved"))   # smoke will fail
+    project.commit("break /version")
+    r = project.invoke("promote", "--to=local")
+    assert r.returncode == 1, r.stdout + r.stderr
+    led = project.ledger()
+    run = led.runs("local")[0]
+    undone = [s.name for s in led.steps(run.id) if s.undo_status == "undone"]
+    assert "release" in undone
+    assert f"Step smoke failed, and the {len(undone)} step(s) that had changed something were undone" in r.stderr
+
+
 def test_a_run_that_failed_without_a_step_says_so():
     from deploy.engine import Outcome
     from deploy.flows.common import fail_if_not_ok
@@ -424,3 +438,11 @@ def test_a_streamed_child_whose_grandchild_keeps_the_pipe_open_still_returns(cap
         assert r.ok and r.stdout.startswith("grandchild ")
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_empty_optional_and_reason_columns_are_left_out_of_a_fitted_table():
+    rows = [["vitest", "vitest.json", "", "PASS", ""], ["playwright", "playwright.json", "", "PASS", ""]]
+    text = display.fit(rows, ["kind", "file", "scores", "verdict", "reasons"], 80, optional=("scores",),
+                       wide=("reasons",))
+    assert text.splitlines()[0].split() == ["kind", "file", "verdict"]
+    assert "not shown" not in text

@@ -94,9 +94,12 @@ def rendered(tmp_path):
 
 def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
     root, files = rendered
-    assert sorted(files) == [".github/workflows/deploy-production.yml", ".github/workflows/deploy-staging.yml",
-                             "docs/runbooks/deploy.md", "env/local.env", "env/local.toml", "env/production.env",
-                             "env/production.toml", "env/staging.env", "env/staging.toml", "env/variables.toml"]
+    from deploy.runbooks import RUNBOOKS
+
+    assert sorted(files) == sorted([".github/workflows/deploy-production.yml", ".github/workflows/deploy-staging.yml",
+                                    *(f"docs/runbooks/{n}" for n in RUNBOOKS), "env/local.env", "env/local.toml",
+                                    "env/production.env", "env/production.toml", "env/staging.env",
+                                    "env/staging.toml", "env/variables.toml"])
     local = config.load("local", root)
     assert local.is_local and local.environment.app_dir == "app"
     assert (local.database.provider, local.database.url) == ("sqlite", "file:dev.sqlite")
@@ -108,7 +111,7 @@ def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
     assert staging.database.migrations_dir == "prisma/postgres/migrations"   # the SQLite folder cannot serve Postgres
     production = config.load("production", root)
     assert production.shopify.config == "shopify.app.toml" and production.environment.requires_staging_run
-    assert "react-router-serve ./build/server/index.js" in files["docs/runbooks/deploy.md"]
+    assert "react-router-serve ./build/server/index.js" in files["docs/runbooks/deployment_staging.md"]
 
 
 def test_rendered_matrix_is_seeded_from_env_example_and_shopify_configs(rendered):
@@ -199,6 +202,8 @@ def test_init_writes_settings_that_env_check_and_promote_dry_run_accept(team_app
     r = team_invoke(team_app, "promote", "--to=staging", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "--config staging" in r.stdout
+    r = team_invoke(team_app, "runbooks.check")       # the runbooks name only real tasks, and every task
+    assert r.returncode == 0, r.stdout + r.stderr
     r = team_invoke(team_app, "env.check", "--env=staging")          # what is left to fill in, named
     assert r.returncode != 0 and "PORT" in r.stdout and "SHOPIFY_APP_AUTOMATION_TOKEN" in r.stdout
     assert not (team_app / ".deploy").exists()

@@ -1,7 +1,8 @@
 """Evidence gates: no deploy starts unless the Vitest, Playwright and Lighthouse reports
 for this exact commit are present, intact, fresh and passing.
 
-    _reports    pure parsers: report bytes in, frozen report values out (EvidenceError otherwise)
+    _reports    pure parsers: report bytes in, frozen report values out (EvidenceError otherwise);
+                one module per format (_vitest, _playwright, _junit, _lhr, _lhci) behind one table
     _policy     pure judging against `[gate]` settings: GateRow, GateVerdict, render()
     _manifest   evidence/manifest.json (collect) and the gate that reads it (gate, require)
 """

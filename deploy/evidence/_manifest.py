@@ -29,7 +29,7 @@ from typing import Iterable
 from deploy.config import GateSection, Settings
 from deploy.errors import GateClosed
 from deploy.evidence._policy import GateRow, GateVerdict, error_row, judge, render, verdict
-from deploy.evidence._reports import KINDS, EvidenceError, Report, load_json, parse_lhci, parse_report
+from deploy.evidence._reports import KINDS, EvidenceError, Report, load_json, parse_report
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "occ-deploy evidence manifest"
@@ -87,12 +87,6 @@ def _load(path: Path, shown: str) -> tuple[bytes | dict[str, bytes], str, int, t
     return data, _sha256(data), len(data), ()
 
 
-def _parse(content: bytes | dict[str, bytes], shown: str, kind: str | None = None) -> Report:
-    if isinstance(content, dict):
-        if kind and kind != "lighthouse":
-            raise EvidenceError(shown, f"expected {kind} evidence, but this is a folder (Lighthouse CI output).")
-        return parse_lhci(content, shown)
-    return parse_report(content, shown, kind)
 
 
 def _format(report: Report) -> str:
@@ -130,7 +124,7 @@ def collect(sha: str, files: Iterable[str | Path], *, out: str | Path = Path("ev
     taken: dict[str, Path] = {}
     for src in given:
         content, digest, size, listing = _load(src, str(src))
-        report = _parse(content, str(src))
+        report = parse_report(content, str(src))
         try:
             rel = src.resolve().relative_to(folder.resolve())
         except ValueError:
@@ -267,7 +261,7 @@ def _check_entry(entry: ManifestEntry, folder: Path, gate: GateSection, now: dat
     if digest != entry.sha256:
         return [error_row(entry.kind, entry.path, _tamper_reason(entry, digest, listing))]
     try:
-        report = _parse(content, entry.path, entry.kind)
+        report = parse_report(content, entry.path, entry.kind)
     except EvidenceError as e:
         return [error_row(entry.kind, entry.path, e.problem)]
     if report.started_at is None:

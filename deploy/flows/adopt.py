@@ -21,7 +21,11 @@ def init(app: str, *, force: bool = False) -> None:
         raise SettingsError(f"--app={app}: {folder} is not a folder.", "Pass the app's folder (with package.json).")
     facts = scaffold.detect(folder)
     rel = os.path.relpath(folder, root)
-    files = scaffold.render(facts, rel, datetime.now(timezone.utc).date())
+    from deploy import runbooks
+    from deploy.tasks import ns
+
+    tasks = runbooks.user_facing(runbooks.tasks_of(ns))
+    files = scaffold.render(facts, rel, datetime.now(timezone.utc).date(), tasks)
     result = scaffold.write(root, files, force=force)
     ds = facts.datasource
     cli.out(f"app {rel}: {facts.package_manager} ({facts.lockfile or 'no lockfile'}), "

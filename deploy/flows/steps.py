@@ -514,7 +514,9 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
             ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
             raise
         ctx.state["hosts_previous"] = {r.host: r.previous for r in results}
-        return f"{release_id} live on {len(results)} host(s)"
+        deltas = sum(r.transfer.startswith("delta") and "sent in full" not in r.transfer for r in results)
+        return (f"{release_id} live on {len(results)} host(s); sent {sum(r.uploaded for r in results) // 1024} KiB"
+                + (f" ({deltas} as a delta)" if deltas else ""))
 
     def undo(ctx: StepContext):
         from deploy import hosts

@@ -1,0 +1,439 @@
+"""Fast releases of the real React Router example (examples/shopify-app), issue 16:
+
+- build:    a new commit with an unchanged lockfile, through deploy.build.build with the
+            dependency cache filled by the previous commit's build, against a bare
+            `npm run build` in an already-installed tree (target <= 1.3x);
+- release:  that commit to 1, 4 and 16 sshd hosts holding the previous commit's release:
+            the toolkit (delta upload) against `rsync -a --link-dest` over ssh of the same
+            unpacked tree plus the same switch (target <= 1.2x), and against the toolkit
+            sending the full artifact (target >= 10x faster at 16 hosts). Every side runs
+            the same restart hook and health command (`true`, `test -f package.json`), so
+            the figures compare getting the tree there and switching;
+- rollback: the toolkit's rollback on 16 hosts against a bare parallel switch + the same
+            restart (target <= 1.1x);
+- requests: a steady request loop through nginx (Debian's package; upstreams = 4 sshd
+            hosts running the app under the toolkit's supervisor; passive health checks,
+            proxy_next_upstream) while the toolkit releases: all at once against rolling,
+            one host per batch (target: 0 failed requests with rolling).
+
+Ratios, not absolute times, are the result: every side runs on this machine in the same run.
+The first build runs `npm ci` of the example's pinned lockfile (about a minute here).
+
+    python benchmarks/bench_fast.py [--runs 3] [--hosts 1,4,16] [--only build,release,rollback,requests]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import claim, write_claims  # noqa: E402
+from deploy import build as B  # noqa: E402
+from deploy import hosts as H  # noqa: E402
+from deploy import proc, source  # noqa: E402
+from deploy.testing.shopify_app import copy_shopify_app  # noqa: E402
+from deploy.testing.stage import free_port  # noqa: E402
+from deploy.testing.sshd import SshdFarm  # noqa: E402
+
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false"]
+
+
+def git(repo: Path, *args: str) -> str:
+    r = subprocess.run([*GIT, "-C", str(repo), *args], capture_output=True, text=True, env=proc.child_env())
+    if r.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {r.stderr}")
+    return r.stdout.strip()
+
+
+def commit_change(repo: Path, n: int) -> str:
+    """A new commit that changes the app's landing page, not its dependencies."""
+    page = repo / "app" / "routes" / "_index.jsx"
+    page.write_text(page.read_text().replace("Orders, decisions", f"Orders (rev {n}), decisions", 1)
+                    if n == 1 else page.read_text().replace(f"(rev {n - 1})", f"(rev {n})"))
+    git(repo, "commit", "-qam", f"landing page rev {n}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+class Work:
+    def __init__(self, root: Path):
+        self.root = root
+        self.repo = copy_shopify_app(root / "repo")
+        git(self.repo, "init", "-q")
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-qm", "app")
+        self.shas = [git(self.repo, "rev-parse", "HEAD")]
+        self.store = root / "artifacts"
+        self.cache = root / "cache"
+        self.arts: list = []
+
+    def build(self, sha: str):
+        src = source.checkout(self.repo, sha, self.root / "src")
+        return B.build(src, sha, self.store, deps_cache=self.cache, now=source.commit_time(self.repo, sha))
+
+
+# ---------------------------------------------------------------- build
+
+def bench_build(w: Work, runs: int) -> list:
+    t = time.perf_counter()
+    first = w.build(w.shas[0])
+    print(f"first build (npm ci, build, prune, fill the cache): {time.perf_counter() - t:.1f}s", flush=True)
+    w.arts.append(first.artifact)
+    tool, bare = [], []
+    (key,) = [d for d in w.cache.iterdir() if not d.name.startswith(".")]
+    installed = w.root / "installed"
+    for i in range(runs):
+        sha = commit_change(w.repo, len(w.shas))
+        w.shas.append(sha)
+        t = time.perf_counter()
+        r = w.build(sha)
+        tool.append(time.perf_counter() - t)
+        assert r.commands and r.commands[0].startswith("(dependency cache"), r.commands
+        w.arts.append(r.artifact)
+        # The baseline: the same commit's sources with its dependencies already installed.
+        shutil.rmtree(installed, ignore_errors=True)
+        shutil.copytree(source.checkout(w.repo, sha, w.root / "src"), installed,
+                        ignore=shutil.ignore_patterns("node_modules", "build"))
+        subprocess.run(["cp", "-a", str(key / "full" / "node_modules"), str(installed / "node_modules")], check=True)
+        env = B.build_environment(os.environ, extra={"npm_config_update_notifier": "false"})
+        t = time.perf_counter()
+        rr = proc.run(["npm", "run", "build"], cwd=installed, env=env, timeout=900)
+        bare.append(time.perf_counter() - t)
+        assert rr.ok, rr.tail(20)
+        print(f"build run {i + 1}: toolkit {tool[-1]:.2f}s  bare npm run build {bare[-1]:.2f}s", flush=True)
+    ratio = statistics.median(tool) / statistics.median(bare)
+    print(f"build of a new commit, unchanged lockfile: toolkit {statistics.median(tool):.2f}s, "
+          f"bare npm run build {statistics.median(bare):.2f}s -> {ratio:.2f}x", flush=True)
+    return [claim("fast", "build, new commit, same lockfile / bare npm run build", f"{ratio:.2f}x", "<= 1.3x",
+                  ratio <= 1.3)]
+
+
+# ---------------------------------------------------------------- release
+
+def unpack_tree(art, dest: Path) -> Path:
+    if not dest.exists():
+        dest.mkdir(parents=True)
+        with tarfile.open(art.path) as tar:
+            tar.extractall(dest, filter="tar")
+    return dest
+
+
+def ssh_argv(farm, h) -> list[str]:
+    return ["ssh", "-i", str(farm.key_file), "-p", str(h.port), "-o", f"UserKnownHostsFile={farm.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+
+
+def switch_script(deploy_to: str, rid: str) -> str:
+    """What the bare sides run after the tree is there: RELEASE, the shared link, the switch,
+    then the same restart hook and health command as the toolkit."""
+    rel = f"{deploy_to}/releases/{rid}"
+    return (f"echo {rid} > {rel}/RELEASE && ln -sfn {deploy_to}/shared/.env {rel}/.env"
+            f" && ln -sfn releases/{rid} {deploy_to}/.cur && mv -T {deploy_to}/.cur {deploy_to}/current"
+            f" && cd {deploy_to}/current && true && test -f package.json")
+
+
+def rsync_release(farm, hs, sub: str, tree: Path, rid: str, prev: str | None) -> None:
+    errors = []
+
+    def one(h):
+        d = str(h.root / sub)
+        link = [f"--link-dest={d}/releases/{prev}"] if prev else []
+        r = subprocess.run(["rsync", "-a", "--delete", *link, "-e", " ".join(ssh_argv(farm, h)),
+                            f"{tree}/", f"{h.user}@{h.host}:{d}/releases/{rid}/"], capture_output=True, text=True)
+        if r.returncode == 0:
+            r = subprocess.run([*ssh_argv(farm, h), f"{h.user}@{h.host}", switch_script(d, rid)],
+                               capture_output=True, text=True)
+        if r.returncode != 0:
+            errors.append(f"{h.name}: {r.stderr[-500:]}")
+
+    threads = [threading.Thread(target=one, args=(h,)) for h in hs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+
+
+def keep_current_and(hs, sub: str, also: str | None = None) -> None:
+    """Outside the timing: keep the current release (and `also`), so disks stay small."""
+    for h in hs:
+        d = h.root / sub / "releases"
+        cur = os.readlink(h.root / sub / "current").split("/")[-1] if (h.root / sub / "current").is_symlink() else None
+        for p in d.iterdir() if d.is_dir() else []:
+            if p.name not in (cur, also):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def bench_release(w: Work, farm, counts: list[int], runs: int, do_rollback: bool) -> list:
+    claims = []
+    trees = [unpack_tree(a, w.root / "trees" / a.sha256[:16]) for a in w.arts[:2]]
+    size = w.arts[1].path.stat().st_size
+    print(f"artifact: {size / 1e6:.1f} MB packed, {sum(1 for _ in trees[1].rglob('*'))} entries", flush=True)
+    seq = iter(range(1, 10_000))
+    for n in counts:
+        hs = farm.hosts[:n]
+        for h in hs:
+            for sub in ("toolkit", "full", "rsync"):
+                h.write(f"bench/{sub}/shared/.env", "PORT=1\n")
+            h.write("bench/rsync/releases/.keep", "")
+        common = dict(restart="true", health_command="test -f package.json", max_parallel=max(16, n),
+                      keep_releases=2, health_timeout=10.0)
+        delta = farm.hosts_section(hs, deploy_to=farm.deploy_to("bench/toolkit"), **common)
+        full = farm.hosts_section(hs, deploy_to=farm.deploy_to("bench/full"), delta=False, **common)
+        times = {"toolkit": [], "rsync": [], "full": []}
+        sent = []
+        prev_rsync = None
+        for i in range(runs + 1):   # run 0: the first release of the previous commit (whole artifact)
+            k = 0 if i % 2 == 0 else 1
+            rid = f"20240601{n:02d}{next(seq):04d}-{w.arts[k].git_sha[:7]}"
+            art = dataclasses.replace(w.arts[k], release_id=rid)
+            t = time.perf_counter()
+            res = H.release(delta, art, run_id=f"d-{n}-{i}")
+            dt_delta = time.perf_counter() - t
+            t = time.perf_counter()
+            H.release(full, art, run_id=f"f-{n}-{i}")
+            dt_full = time.perf_counter() - t
+            t = time.perf_counter()
+            rsync_release(farm, hs, "bench/rsync", trees[k], rid, prev_rsync)
+            dt_rsync = time.perf_counter() - t
+            prev_rsync = rid
+            if i:
+                assert all(r.transfer.startswith("delta from") for r in res), [r.transfer for r in res]
+                times["toolkit"].append(dt_delta)
+                times["full"].append(dt_full)
+                times["rsync"].append(dt_rsync)
+                sent.append(statistics.mean(r.uploaded for r in res))
+            for sub in ("full", "rsync"):
+                keep_current_and(hs, f"bench/{sub}")
+        med = {m: statistics.median(v) for m, v in times.items()}
+        tr, ft = med["toolkit"] / med["rsync"], med["full"] / med["toolkit"]
+        print(f"{n:>3} hosts: toolkit {med['toolkit']:.3f}s (sent {statistics.median(sent) / 1e3:.0f} kB/host of "
+              f"{size / 1e6:.1f} MB)  rsync {med['rsync']:.3f}s  full artifact {med['full']:.3f}s  "
+              f"toolkit/rsync {tr:.2f}x  full/toolkit {ft:.1f}x", flush=True)
+        claims.append(claim("fast", f"release new commit, toolkit/rsync --link-dest @{n} hosts", f"{tr:.2f}x",
+                            "<= 1.2x", tr <= 1.2))
+        claims.append(claim("fast", f"release new commit, full upload/toolkit @{n} hosts", f"{ft:.1f}x",
+                            ">= 10x" if n == 16 else "", (ft >= 10) if n == 16 else None))
+        if do_rollback and n == max(counts):
+            claims += bench_rollback(farm, hs, delta, runs)
+    return claims
+
+
+def bench_rollback(farm, hs, section, runs: int) -> list:
+    tool, bare = [], []
+    sub = "bench/toolkit"
+    for i in range(runs):
+        rels = H.releases(section)[0]
+        newest, prev = rels.releases[-1], rels.releases[-2]
+        t = time.perf_counter()
+        H.rollback(section, run_id=f"rb-{i}")
+        tool.append(time.perf_counter() - t)
+        H.rollback(section, to=newest, run_id=f"fw-{i}")
+
+        def one(h, target):
+            d = str(h.root / sub)
+            with h.connection() as c:
+                c.run(f"ln -sfn releases/{target} {d}/.cur && mv -T {d}/.cur {d}/current"
+                      f" && cd {d}/current && true && test -f package.json", hide=True, in_stream=False)
+
+        def bare_switch(target):
+            threads = [threading.Thread(target=one, args=(h, target)) for h in hs]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+
+        t = time.perf_counter()
+        bare_switch(prev)
+        bare.append(time.perf_counter() - t)
+        bare_switch(newest)
+    ratio = statistics.median(tool) / statistics.median(bare)
+    print(f"rollback @{len(hs)} hosts: toolkit {statistics.median(tool):.3f}s, bare parallel switch + restart "
+          f"{statistics.median(bare):.3f}s -> {ratio:.2f}x", flush=True)
+    return [claim("fast", f"rollback @{len(hs)} hosts / bare parallel switch + restart", f"{ratio:.2f}x", "<= 1.1x",
+                  ratio <= 1.1)]
+
+
+# ---------------------------------------------------------------- requests through nginx
+
+NGINX = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+user root;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  upstream app {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://app;
+      proxy_connect_timeout 1s;
+      proxy_read_timeout 10s;
+      proxy_next_upstream error timeout http_502 http_503 http_504;
+      proxy_next_upstream_tries 4;
+    }}
+  }}
+}}
+"""
+
+
+class Loop:
+    """GET / through the balancer every `interval` s from a thread; counts what failed."""
+
+    def __init__(self, port: int, interval: float = 0.01):
+        self.port, self.interval = port, interval
+        self.sent = self.failed = 0
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            self.sent += 1
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                c.request("GET", "/")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status >= 400:
+                    self.failed += 1
+                    self.errors.append(str(r.status))
+            except OSError as e:
+                self.failed += 1
+                self.errors.append(type(e).__name__)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def bench_requests(w: Work, farm, runs: int) -> list:
+    hs = farm.hosts[:4]
+    ports = [free_port() for _ in hs]
+    for h in hs:
+        h.write("bench/lb/shared/.env", f"DATABASE_URL=file:{h.root}/bench/lb/shared/sessions.sqlite\n"
+                                         "HOST=127.0.0.1\nNODE_ENV=production\n")
+    from deploy.config import AppSection
+
+    app = AppSection(health_path="/", ready_timeout=60.0)
+    base = farm.hosts_section(hs, deploy_to=farm.deploy_to("bench/lb"), app_ports=tuple(ports), supervisor="sh",
+                              keep_releases=2, health_timeout=60.0)
+    lb_dir = w.root / "nginx"
+    lb_dir.mkdir(exist_ok=True)
+    lb_port = free_port()
+    (lb_dir / "nginx.conf").write_text(NGINX.format(
+        dir=lb_dir, port=lb_port,
+        servers="\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in ports)))
+    nginx = subprocess.Popen(["nginx", "-p", str(lb_dir), "-c", str(lb_dir / "nginx.conf"), "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    claims = []
+    seq = iter(range(1, 10_000))
+    try:
+        first = dataclasses.replace(w.arts[0], release_id=f"2024070100{next(seq):04d}-{w.arts[0].git_sha[:7]}")
+        H.release(base, first, run_id="lb-0", app=app)
+        results = {}
+        for mode in ("all", "rolling"):
+            section = dataclasses.replace(base, rollout=mode, batch_size=1)
+            failed = sent = 0
+            errors: list[str] = []
+            for i in range(runs):
+                k = 1 if i % 2 == 0 else 0
+                art = dataclasses.replace(w.arts[k], release_id=f"2024070100{next(seq):04d}-{w.arts[k].git_sha[:7]}")
+                time.sleep(1.0)   # let the balancer forget earlier failures (fail_timeout)
+                with Loop(lb_port) as loop:
+                    time.sleep(0.5)
+                    H.release(section, art, run_id=f"lb-{mode}-{i}", app=app)
+                    time.sleep(0.5)
+                failed += loop.failed
+                sent += loop.sent
+                errors += loop.errors
+            results[mode] = (failed, sent)
+            print(f"requests during {runs} release(s), rollout={mode}: {failed} failed of {sent}"
+                  + (f" ({', '.join(sorted(set(errors)))})" if errors else ""), flush=True)
+        claims.append(claim("fast", "failed requests during a release via nginx, all at once",
+                            f"{results['all'][0]}/{results['all'][1]}"))
+        claims.append(claim("fast", "failed requests during a release via nginx, rolling (batch 1)",
+                            f"{results['rolling'][0]}/{results['rolling'][1]}", "0", results["rolling"][0] == 0))
+    finally:
+        nginx.terminate()
+        try:
+            nginx.wait(10)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+        for h in hs:
+            try:
+                with h.connection() as c:
+                    c.run(f"{h.root}/bench/lb/bin/app stop", hide=True, warn=True, in_stream=False)
+            except Exception:  # noqa: BLE001 - best effort; the farm's reset kills what is left
+                pass
+    return claims
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--hosts", default="1,4,16")
+    ap.add_argument("--only", default="build,release,rollback,requests")
+    ap.add_argument("--claims-out")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    counts = [int(x) for x in args.hosts.split(",")]
+    for tool in ("rsync", "nginx", "npm"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            print(f"{tool} is missing: apt-get install -y rsync nginx-light (npm: nodejs)", file=sys.stderr)
+            return 2
+    root = Path(tempfile.mkdtemp(prefix="occ-bench-fast-"))
+    claims: list = []
+    farm = None
+    try:
+        w = Work(root)
+        claims += bench_build(w, max(1, args.runs))
+        write_claims(args.claims_out, claims)
+        if only & {"release", "rollback", "requests"}:
+            farm = SshdFarm(max(counts + [4]))
+            if "release" in only:
+                claims += bench_release(w, farm, counts, max(1, args.runs), "rollback" in only)
+                write_claims(args.claims_out, claims)
+            if "requests" in only:
+                claims += bench_requests(w, farm, max(1, args.runs))
+        write_claims(args.claims_out, claims)
+        from tabulate import tabulate
+
+        print()
+        print(tabulate([(c.figure, c.value, c.target or "-", "-" if c.met is None else ("met" if c.met else "MISSED"))
+                        for c in claims], headers=["figure", "value", "target", "met?"]))
+        return 0 if all(c.met is not False for c in claims) else 1
+    finally:
+        write_claims(args.claims_out, claims)
+        if farm is not None:
+            farm.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,489 @@
+"""Prisma-compatible migrations for Postgres (psycopg 3) and SQLite (stdlib sqlite3).
+
+The Prisma CLI needs a separately downloaded schema engine, so deploy runners carry this
+runner, which reads `prisma/migrations/<timestamp>_<name>/migration.sql` and reads and
+writes `_prisma_migrations` exactly as Prisma's schema engine does (prisma/prisma-engines):
+
+- table DDL: `schema-engine/connectors/sql-schema-connector/src/flavour/postgres.rs` and
+  `.../flavour/sqlite.rs` (`create_migrations_table`), copied column for column;
+- rows: `.../sql-schema-connector/src/sql_migration_persistence.rs`: a UUID v4 `id`, the
+  checksum, `started_at` from the client clock at start, `applied_steps_count += 1` and
+  `finished_at` on success, the error text in `logs` on failure. `resolve --applied`
+  inserts `started_at = finished_at = now`, `logs = ''` and leaves `applied_steps_count`
+  at its default 0. On SQLite, Prisma's driver (quaint `connector/sqlite/conversion.rs`)
+  stores DateTime values as integer epoch milliseconds; so do we.
+- checksum: `schema-connector/src/checksum.rs`: SHA-256 hex of `migration.sql`; a stored
+  checksum also matches the script with CRLF turned to LF or LF to CRLF, and old
+  non-zero-padded hex is accepted.
+- `migrate deploy`: `schema-engine/core/src/commands/apply_migrations.rs`: provider check
+  against `migration_lock.toml` (P3019), `pg_advisory_lock(72707369)` with a 10 s timeout,
+  non-empty schema without the table refused (P3005), any unfinished, not-rolled-back row
+  stops everything (P3009), then every folder without a not-rolled-back row is applied in
+  name order, stopping at the first failure (P3018). `deploy` never compares checksums.
+- `resolve`: `schema-engine/core/src/commands/mark_migration_applied.rs` and
+  `mark_migration_rolled_back.rs` (P3017, P3008, P3011, P3012).
+
+Where we differ, deliberately:
+
+- Transactions. Prisma sends the whole script in one simple-query message
+  (`flavour/postgres/connection.rs`, `apply_migration_script`), which Postgres runs as one
+  implicit transaction, but records the row's success in a separate statement. We run the
+  script (still one simple-query execution: psycopg uses the simple protocol when there
+  are no parameters) and the row's `finished_at` update in ONE explicit transaction, so a
+  migration is either applied and recorded, or not applied at all (and then recorded as
+  failed with the database error in `logs`, in Prisma's P3018 wording). The started row is
+  inserted before, in its own statement, as Prisma does, so a killed runner leaves the
+  same "failed" trace Prisma would.
+- `ALTER TYPE ... ADD VALUE` and other statements that refuse a transaction block. On
+  Postgres >= 12 ADD VALUE runs inside a transaction; only *using* the new value in the
+  same transaction fails (SQLSTATE 55P04) - Prisma's migrations fail there too, which is
+  why `prisma migrate dev` writes enum additions as their own migration. On Postgres < 12
+  (ADD VALUE) and for `CREATE INDEX CONCURRENTLY` the server answers SQLSTATE 25001 inside
+  a transaction block. Then our transaction has rolled back (schema untouched) and we run
+  the script exactly as Prisma does: one simple-query execution outside any explicit
+  transaction (a single statement then runs on its own, several share an implicit one).
+  So every script that `prisma migrate deploy` can apply, we can apply.
+- SQLite. Prisma runs `execute_batch(script)` with no transaction. We wrap the script and
+  the bookkeeping in `BEGIN ... COMMIT` (SQLite DDL is transactional), so a failing script
+  leaves the file untouched. `PRAGMA foreign_keys=OFF` (in Prisma's redefine-table
+  migrations) is a no-op inside a transaction, but foreign keys are off by default on a
+  fresh sqlite3 connection, so the effect is the same. A script with its own
+  BEGIN/COMMIT is not supported (Prisma never writes one). The SQLite "lock" is Prisma's
+  `PRAGMA main.locking_mode=EXCLUSIVE` plus an immediate write transaction.
+- Empty migration.sql (only whitespace) is refused: it is nearly always a half-written
+  migration. Prisma's own intentionally-empty migrations carry a comment
+  (`-- This is an empty migration.`) and are accepted.
+- `rollback` (Prisma has none): runs `down.sql` (Prisma's documented down-migration file)
+  and sets `rolled_back_at` on the applied row in the same transaction; a later `deploy`,
+  ours or Prisma's, applies the migration again, because deploy skips only names that
+  have a row with `rolled_back_at IS NULL`.
+
+Public functions take the database URL (a `str` or `Secret`) and the migrations folder;
+they never read the process environment. Results are frozen dataclasses.
+
+    _files      the migration folders, migration_lock.toml, Prisma's checksum (pure or read-only)
+    _status     `_prisma_migrations` rows and each migration's state (pure)
+    _backend    the backend interface (`Db`) and the row bookkeeping both backends share
+    _postgres   PostgresDb: psycopg, pg_advisory_lock, lock/statement timeouts, 25001 fallback
+    _sqlite     SqliteDb: sqlite3, exclusive locking mode, epoch-millisecond times
+
+The backend is picked once, from the URL's provider (`BACKENDS`); every operation that
+changes the database runs inside one `_Session`: parse -> provider check -> open -> lock,
+then unlock and close whatever happens.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from deploy import dburl
+from deploy.config import DatabaseSection
+from deploy.errors import MigrationFailed, SettingsError
+from deploy.migrations._backend import (DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, MIGRATIONS_TABLE, TIMEOUT_HINT,
+                                        Db, Timeouts, connection_error, db_error_text, is_db_error, timeout_note)
+from deploy.migrations._files import (DOWN_SCRIPT, LOCK_FILE, SCRIPT, LocalMigration, check_provider, checksum,
+                                      checksum_matches, load_migrations, lock_provider, parse_lock_provider,
+                                      refuse_invalid)
+from deploy.migrations._postgres import (ADVISORY_LOCK_ID, POSTGRES_TABLE_DDL, PostgresDb, session_settings_sql,
+                                         table_should_be_ignored)
+from deploy.migrations._sqlite import SQLITE_TABLE_DDL, SqliteDb
+from deploy.migrations._status import (MigrationRecord, MigrationStatus, State, StatusReport, compute_status,
+                                       pending_migrations, refuse_failed, render_status)
+from deploy.redact import redact
+
+# The one place a provider picks its backend.
+BACKENDS: dict[str, type[Db]] = {b.provider: b for b in (PostgresDb, SqliteDb)}
+
+# user-facing-errors (schema_engine.rs, ApplyMigrationError / P3018): the text Prisma writes to `logs`.
+_P3018 = (
+    "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
+    "Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve"
+    "\n\nMigration name: {name}\n\nDatabase error code: {code}\n\nDatabase error:\n{error}"
+)
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class MigrateResult:
+    url: str
+    runner: Literal["builtin", "prisma"]
+    applied: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    duration: float = 0.0
+    output: str = ""                     # the prisma runner's redacted output
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    url: str
+    rolled_back: tuple[str, ...]         # newest first, in the order undone
+
+
+@dataclass(frozen=True)
+class ResolveResult:
+    url: str
+    name: str
+    action: Literal["applied", "rolled_back"]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a database held before a run, for taking it back to nothing: whether it existed
+    (a SQLite file), whether it was empty (no table, `_prisma_migrations` included, in the
+    target schema), and (Postgres) the schemas there were."""
+
+    existed: bool
+    empty: bool
+    schemas: tuple[str, ...] = ()
+
+
+def prisma_deploy_argv(migrations_dir: str | Path, npx: str = "npx") -> list[str]:
+    """`npx prisma migrate deploy` for the schema beside the migrations folder."""
+    schema = Path(migrations_dir).parent / "schema.prisma"
+    argv = [npx, "--no", "prisma", "migrate", "deploy"]
+    if schema.is_file():
+        argv += ["--schema", str(schema)]
+    return argv
+
+
+# ---------------------------------------------------------------- one session
+
+def backend_for(url: dburl.DbUrl) -> type[Db]:
+    """The backend class for a parsed URL's provider."""
+    return BACKENDS[url.provider]
+
+
+def open_db(url: dburl.DbUrl, *, create: bool, timeouts: Timeouts | None = None) -> Db | None:
+    """Open the URL's database with its backend; None for a SQLite file that does not exist
+    when `create` is false."""
+    return backend_for(url).open(url, create=create, timeouts=timeouts)
+
+
+class _Session:
+    """parse the URL -> check migration_lock.toml's provider (P3019), at construction; then, as
+    a context manager, open -> take the migrate lock, and release the lock and close on the way
+    out, whatever happened. `missing`: the error for a SQLite file that is not there (with
+    `{path}`); without it such a session yields None (nothing to read)."""
+
+    def __init__(self, url: str, migrations_dir: str | Path, *, sqlite_base: str | Path | None,
+                 timeouts: Timeouts, create: bool = False, lock: bool = True, missing: str | None = None):
+        self.url = dburl.parse(url, sqlite_base=sqlite_base if sqlite_base is not None else Path(migrations_dir).parent)
+        check_provider(migrations_dir, self.url.provider)
+        self.timeouts, self.create, self.lock, self.missing = timeouts, create, lock, missing
+        self.db: Db | None = None
+
+    def __enter__(self) -> Db | None:
+        self.db = open_db(self.url, create=self.create, timeouts=self.timeouts)
+        if self.db is None:
+            if self.missing is not None:
+                raise MigrationFailed(self.missing.replace("{path}", str(self.url.sqlite_path)))
+            return None
+        if self.lock:
+            try:
+                self.db.acquire_lock(self.timeouts.lock)
+            except BaseException:
+                self.db.close()
+                raise
+        return self.db
+
+    def __exit__(self, *exc) -> None:
+        if self.db is None:
+            return
+        try:
+            if self.lock:
+                self.db.release_lock()
+        finally:
+            self.db.close()
+
+
+# ---------------------------------------------------------------- public operations
+
+def status(url: str, migrations_dir: str | Path, *, sqlite_base: str | Path | None = None,
+           db: DatabaseSection | None = None) -> StatusReport:
+    """Applied, pending, failed and drifted migrations of the database at `url`."""
+    local = load_migrations(migrations_dir)
+    session = _Session(url, migrations_dir, sqlite_base=sqlite_base, timeouts=Timeouts.of(db), lock=False)
+    with session as conn:
+        exists = conn is not None and conn.table_exists()
+        rows = conn.rows() if exists else []
+    return StatusReport(session.url.masked, session.url.provider, compute_status(local, rows), exists)
+
+
+def migrate(
+    url: str,
+    migrations_dir: str | Path,
+    *,
+    runner: Literal["builtin", "prisma"] = "builtin",
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    sqlite_base: str | Path | None = None,
+    url_var: str = "DATABASE_URL",
+    npx: str = "npx",
+    db: DatabaseSection | None = None,
+) -> MigrateResult:
+    """Apply pending migrations in order, as `prisma migrate deploy` does (see the module doc).
+    `db` (the environment's settings) supplies the lock and statement timeouts."""
+    start = time.monotonic()
+    if runner == "prisma":
+        extra = {db.direct_url_var: url} if db is not None and db.direct_url_var else {}
+        return _migrate_with_prisma(url, migrations_dir, url_var=url_var, npx=npx, start=start, extra_env=extra)
+    local = load_migrations(migrations_dir)
+    session = _Session(url, migrations_dir, sqlite_base=sqlite_base, timeouts=Timeouts.of(db, lock_timeout),
+                       create=True)
+    applied: list[str] = []
+    current: str | None = None
+    try:
+        with session as conn:
+            assert conn is not None
+            conn.initialize()
+            rows = conn.rows()
+            refuse_failed(rows, session.url.masked)
+            todo = pending_migrations(local, rows)
+            refuse_invalid(todo)
+            warnings = tuple(f"{s.name}: {s.detail}" for s in compute_status(local, rows) if s.is_drift)
+            for m in todo:
+                current = m.name
+                _apply_one(conn, m)
+                applied.append(m.name)
+            current = None
+    except MigrationFailed:
+        raise
+    except Exception as e:
+        if not is_db_error(e):
+            raise
+        where = f" while applying {current}" if current else ""
+        raise MigrationFailed(
+            f"The connection to {session.url.masked} failed{where}: "
+            f"{redact(str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__}."
+            + (f" Applied before it: {', '.join(applied)}." if applied else ""),
+            (f"The server rolled back {current}'s transaction. Check the database is up, then "
+             f"`invoke db.status --env=<env>`; a row left unfinished is cleared with "
+             f"`invoke db.resolve --env=<env> --rolled-back {current}`.") if current else
+            "Check the database is up and reachable, then run again.",
+        ) from None
+    return MigrateResult(session.url.masked, "builtin", tuple(applied), warnings, time.monotonic() - start)
+
+
+def _apply_one(db: Db, m: LocalMigration) -> None:
+    assert m.script is not None and m.checksum is not None
+    rid = db.record_started(m.name, m.checksum)
+    error = db.apply(m.script, rid)
+    if error is None:
+        return
+    code, text = db_error_text(error, m.script)
+    try:
+        db.record_failed(rid, _P3018.format(name=m.name, code=code, error=text))
+    except Exception as e:
+        if not is_db_error(e):
+            raise
+        raise MigrationFailed(
+            f"Migration {m.name} was cut off on {db.url.masked} (database error {code}): {redact(text)}",
+            f"The connection was lost, so the server rolled the migration back and its row is left unfinished. "
+            f"When the database is back: `invoke db.resolve --env=<env> --rolled-back {m.name}`, then migrate again.",
+        ) from None
+    hint = (
+        f"Nothing of it was applied. Fix {m.path / SCRIPT}, then run "
+        f"`invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again."
+    )
+    waited = timeout_note(code, db.timeouts)
+    if waited:
+        raise MigrationFailed(
+            f"Migration {m.name} failed on {db.url.masked}{waited} (P3018, database error code {code}):\n{redact(text)}",
+            TIMEOUT_HINT + f" Then `invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again.",
+        )
+    if code == "55P04":
+        hint = ("Postgres cannot use an enum value added by ALTER TYPE ... ADD VALUE in the same transaction. "
+                "Move the ADD VALUE into its own, earlier migration (as `prisma migrate dev` does), then "
+                f"`invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again.")
+    raise MigrationFailed(
+        f"Migration {m.name} failed on {db.url.masked} (P3018, database error code {code}):\n{redact(text)}",
+        hint,
+    )
+
+
+def _migrate_with_prisma(url: str, migrations_dir, *, url_var: str, npx: str, start: float,
+                         extra_env: dict | None = None) -> MigrateResult:
+    from deploy import proc
+
+    parsed = dburl.parse(url, sqlite_base=Path(migrations_dir).parent)
+    check_provider(migrations_dir, parsed.provider)
+    argv = prisma_deploy_argv(migrations_dir, npx=npx)
+    # cwd: the project that holds prisma/, so npx finds the project's own prisma package.
+    project = Path(migrations_dir).resolve().parent.parent
+    # The session URL under both names: a schema.prisma with `directUrl = env("DIRECT_URL")` needs it set.
+    res = proc.run(argv, cwd=project, env={**(extra_env or {}), url_var: url}, timeout=1800)
+    out = redact(res.stdout + res.stderr)
+    if not res.ok:
+        raise MigrationFailed(
+            f"`{res.display}` failed with exit code {res.returncode} on {parsed.masked}:\n{res.tail()}",
+            "Read Prisma's error above (P3009: resolve the failed migration; P3018: fix the SQL), "
+            "then run `invoke db.status --env=<env>`.",
+        )
+    applied = tuple(re.findall(r"^\s*└─\s*(\S+)/$", out, flags=re.M)) or tuple(
+        re.findall(r"Applying migration `([^`]+)`", out))
+    return MigrateResult(parsed.masked, "prisma", applied, (), time.monotonic() - start, out)
+
+
+def rollback(
+    url: str,
+    migrations_dir: str | Path,
+    steps: int = 1,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    sqlite_base: str | Path | None = None,
+    db: DatabaseSection | None = None,
+) -> RollbackResult:
+    """Undo the last `steps` applied migrations with their down.sql, newest first, each in a
+    transaction with its row's `rolled_back_at`. Refuses, before touching anything, when one of
+    them has no down.sql."""
+    if steps < 1:
+        raise SettingsError(f"--steps={steps}: roll back at least one migration.", "Use --steps=1 or more.")
+    local = {m.name: m for m in load_migrations(migrations_dir)}
+    timeouts = Timeouts.of(db, lock_timeout)
+    session = _Session(url, migrations_dir, sqlite_base=sqlite_base, timeouts=timeouts,
+                       missing="The SQLite database {path} does not exist: nothing to roll back.")
+    masked = session.url.masked
+    done: list[str] = []
+    with session as conn:
+        assert conn is not None
+        rows = conn.rows()
+        refuse_failed(rows, masked)
+        applied: dict[str, MigrationRecord] = {}
+        for r in rows:
+            if r.is_active and r.finished_at is not None:
+                applied[r.migration_name] = r
+        names = sorted(applied, reverse=True)
+        if len(names) < steps:
+            raise MigrationFailed(
+                f"Cannot roll back {steps} migration(s) on {masked}: only {len(names)} applied.",
+                "Check `invoke db.status --env=<env>` and use a smaller --steps.",
+            )
+        targets = names[:steps]
+        missing = [n for n in targets if n not in local or not local[n].has_down]
+        if missing:
+            detail = "; ".join(
+                f"{n}: {'no folder' if n not in local else 'no ' + DOWN_SCRIPT + ' in ' + str(local[n].path)}"
+                for n in missing
+            )
+            raise MigrationFailed(
+                f"Cannot roll back {', '.join(targets)} on {masked}: {detail}. Nothing was rolled back.",
+                "Write the down.sql (`prisma migrate diff --from-schema-datamodel <new> --to-schema-datamodel "
+                "<old> --script > down.sql`), or restore the backup taken before the deploy: "
+                "`invoke db.restore --env=<env> --yes`.",
+            )
+        for n in targets:
+            m = local[n]
+            down = (m.path / DOWN_SCRIPT).read_text(encoding="utf-8")
+            if not down.strip():
+                raise MigrationFailed(f"{m.path / DOWN_SCRIPT} is empty; rolled back so far: {done or 'none'}.")
+            try:
+                conn.run_in_transaction(down, [conn.rolled_back_sql(applied[n].id)])
+            except Exception as e:
+                if not is_db_error(e):
+                    raise
+                code, text = db_error_text(e, down)
+                waited = timeout_note(code, timeouts)
+                raise MigrationFailed(
+                    f"down.sql of {n} failed on {masked} ({code}){waited}; that migration is unchanged. "
+                    f"Rolled back before it: {', '.join(done) or 'none'}.\n{redact(text)}",
+                    TIMEOUT_HINT if waited else
+                    f"Fix {m.path / DOWN_SCRIPT} and run the rollback again, or restore the backup.",
+                ) from None
+            done.append(n)
+    return RollbackResult(masked, tuple(done))
+
+
+def resolve(
+    url: str,
+    migrations_dir: str | Path,
+    *,
+    applied: str | None = None,
+    rolled_back: str | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    sqlite_base: str | Path | None = None,
+    db: DatabaseSection | None = None,
+) -> ResolveResult:
+    """`prisma migrate resolve --applied NAME` or `--rolled-back NAME`."""
+    if (applied is None) == (rolled_back is None):
+        raise SettingsError("Give exactly one of --applied NAME or --rolled-back NAME.")
+    name = applied or rolled_back
+    assert name is not None
+    local = {m.name: m for m in load_migrations(migrations_dir)}
+    session = _Session(url, migrations_dir, sqlite_base=sqlite_base, timeouts=Timeouts.of(db, lock_timeout),
+                       create=applied is not None,
+                       missing=f"Migration {name} cannot be rolled back: " + "{path} does not exist (P3011).")
+    masked = session.url.masked
+    with session as conn:
+        assert conn is not None
+        if applied is not None:
+            m = local.get(name)
+            if m is None or m.script is None:
+                raise MigrationFailed(
+                    f"Migration {name} cannot be marked applied: no folder with a migration.sql "
+                    f"in {migrations_dir} (P3017).",
+                    "Check the name with `invoke db.status --env=<env>`.",
+                )
+            if not conn.table_exists():
+                conn.create_table()  # baseline_initialize: no emptiness check, that is the point
+            rows = [r for r in conn.rows() if r.migration_name == name]
+            if any(r.finished_at is not None for r in rows):
+                raise MigrationFailed(f"Migration {name} is already recorded as applied in {masked} (P3008).")
+            for r in rows:
+                if r.is_failed:
+                    conn.mark_rolled_back(r.id)
+            conn.mark_applied(name, checksum(m.script))
+            return ResolveResult(masked, name, "applied")
+        rows = [r for r in conn.rows() if r.migration_name == name]
+        if not rows:
+            raise MigrationFailed(
+                f"Migration {name} cannot be rolled back because it was never applied to {masked} (P3011).")
+        failed = [r for r in rows if r.is_failed]
+        if not failed:
+            raise MigrationFailed(
+                f"Migration {name} cannot be rolled back because it is not in a failed state (P3012).",
+                "To undo an applied migration use `invoke db.rollback --env=<env> --steps=N`.",
+            )
+        for r in failed:
+            conn.mark_rolled_back(r.id)
+        return ResolveResult(masked, name, "rolled_back")
+
+
+# ---------------------------------------------------------------- first promotion: back to empty
+
+def footprint(url: str, *, sqlite_base: str | Path | None = None, db: DatabaseSection | None = None) -> Footprint:
+    """The database's footprint now (read-only; a missing SQLite file is not created)."""
+    conn = open_db(dburl.parse(url, sqlite_base=sqlite_base), create=False, timeouts=Timeouts.of(db))
+    if conn is None:
+        return Footprint(existed=False, empty=True)
+    with conn:
+        empty = not conn.user_tables() and not conn.table_exists()
+        schemas = conn.schemas()
+    return Footprint(existed=True, empty=empty, schemas=schemas)
+
+
+def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None,
+                   db: DatabaseSection | None = None) -> str:
+    """Take a database that was empty before a run back to empty: remove the SQLite file the
+    run created (or drop every table in it), or drop what the run created in Postgres: the
+    schemas that did not exist, and every object of the target schema. Says what it did.
+    Only for a database whose `before.empty` is true: anything there now came from the run."""
+    timeouts = Timeouts.of(db)
+    if not before.empty:
+        raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
+                              "Restore its backup instead (invoke db.restore).")
+    parsed = dburl.parse(url, sqlite_base=sqlite_base)
+    return backend_for(parsed).empty(parsed, before, timeouts)
+
+
+__all__ = [
+    "ADVISORY_LOCK_ID", "BACKENDS", "Footprint", "footprint", "empty_database", "LocalMigration", "MigrationRecord",
+    "MigrationStatus", "StatusReport", "MigrateResult", "RollbackResult", "ResolveResult", "checksum",
+    "checksum_matches", "parse_lock_provider", "load_migrations", "lock_provider", "check_provider",
+    "compute_status", "pending_migrations", "render_status", "prisma_deploy_argv", "status", "migrate", "rollback",
+    "resolve", "POSTGRES_TABLE_DDL", "SQLITE_TABLE_DDL", "Timeouts", "session_settings_sql", "connection_error",
+    "backend_for", "open_db",
+]

@@ -1,0 +1,196 @@
+"""The Postgres backend (psycopg 3, imported only when a Postgres URL is opened)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Iterable
+
+from deploy import dburl
+from deploy.errors import LockHeld
+from deploy.migrations._backend import MIGRATIONS_TABLE, Db, Statement, Timeouts, connection_error
+from deploy.migrations._status import MigrationRecord
+
+ADVISORY_LOCK_ID = 72707369          # flavour/postgres.rs: "a unique number we chose to identify Migrate"
+
+# flavour/postgres.rs, create_migrations_table
+POSTGRES_TABLE_DDL = """\
+CREATE TABLE _prisma_migrations (
+    id                      VARCHAR(36) PRIMARY KEY NOT NULL,
+    checksum                VARCHAR(64) NOT NULL,
+    finished_at             TIMESTAMPTZ,
+    migration_name          VARCHAR(255) NOT NULL,
+    logs                    TEXT,
+    rolled_back_at          TIMESTAMPTZ,
+    started_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
+    applied_steps_count     INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+SCHEMAS_SQL = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+               "AND nspname <> 'information_schema' ORDER BY 1")
+
+# sql-schema-connector/src/sql_schema_differ_flavour/postgres.rs, table_should_be_ignored: PostGIS's
+# tables, which Prisma never counts as the user's (so PostGIS in `public` is no P3005).
+_IGNORED_TABLES = re.compile(r"^(spatial_ref_sys|geometry_columns)$", re.I)
+
+
+def table_should_be_ignored(name: str) -> bool:
+    """Prisma's rule for Postgres tables that are not the app's (PostGIS's)."""
+    return bool(_IGNORED_TABLES.match(name))
+
+
+def session_settings_sql(t: Timeouts) -> list[str]:
+    """`SET` statements for a Postgres migration session: a statement waiting on a table lock
+    (an app transaction, a long SELECT) fails after `lock_timeout` instead of queueing every
+    later query of the app behind it (Postgres' lock queue)."""
+    return [f"SET lock_timeout = '{int(t.lock * 1000)}ms'",
+            f"SET statement_timeout = '{int(t.statement * 1000)}ms'"]
+
+
+class PostgresDb(Db):
+    """A psycopg connection in autocommit, with the session's lock and statement timeouts."""
+
+    provider = "postgresql"
+    table_ddl = POSTGRES_TABLE_DDL
+
+    @classmethod
+    def open(cls, url: dburl.DbUrl, *, create: bool = True, timeouts: Timeouts | None = None) -> "PostgresDb":
+        """Connect (the database must exist: `create` is for SQLite files); the session gets the
+        timeouts' lock_timeout and statement_timeout."""
+        import psycopg
+
+        timeouts = timeouts or Timeouts()
+        try:
+            conn = psycopg.connect(url.conninfo(), autocommit=True)
+            for stmt in session_settings_sql(timeouts):
+                conn.execute(stmt)
+        except psycopg.Error as e:
+            raise connection_error(url, e) from None
+        return cls(url, conn, timeouts)
+
+    def acquire_lock(self, timeout: float) -> None:
+        """pg_advisory_lock(72707369), polled, so we can time out and say who holds it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.query("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_ID,))[0][0]:
+                return
+            if time.monotonic() >= deadline:
+                holder = self.query(
+                    "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
+                    "a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted LIMIT 1",
+                    (ADVISORY_LOCK_ID,),
+                )
+                who = (f" by backend pid {holder[0][0]} ({holder[0][1] or 'no application name'}, "
+                       f"from {holder[0][2]}, connected {holder[0][3]:%Y-%m-%d %H:%M:%S})") if holder else ""
+                raise LockHeld(
+                    f"Another migration run holds the Prisma migrate lock (pg_advisory_lock({ADVISORY_LOCK_ID})) "
+                    f"on {self.url.masked}{who}; waited {timeout:g} s.",
+                    "Wait for the other `db.migrate` / `prisma migrate deploy` to finish, then run again.",
+                )
+            time.sleep(0.05)
+
+    def release_lock(self) -> None:
+        try:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_ID,))
+        except Exception:  # the session ends right after; the server frees the lock then
+            pass
+
+    def ph(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def ts(self, dt: datetime) -> datetime:
+        return dt
+
+    def record(self, row: tuple) -> MigrationRecord:
+        return MigrationRecord(*row)
+
+    def table_exists(self) -> bool:
+        return self.query("SELECT to_regclass(format('%I._prisma_migrations', current_schema())) IS NOT NULL")[0][0]
+
+    def user_tables(self) -> list[str]:
+        # Tables an extension created (pg_depend deptype 'e') are not the app's.
+        rows = self.query(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() AND NOT EXISTS ("
+            "SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+            "AND d.deptype = 'e') ORDER BY 1"
+        )
+        return [r[0] for r in rows if r[0] != MIGRATIONS_TABLE and not table_should_be_ignored(r[0])]
+
+    def schemas(self) -> tuple[str, ...]:
+        return tuple(r[0] for r in self.query(SCHEMAS_SQL))
+
+    def prepare_schema(self) -> None:
+        if self.url.schema != "public":
+            self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"')
+
+    def run_in_transaction(self, script: str, then: Iterable[Statement]) -> None:
+        with self.conn.transaction():
+            self.conn.execute(script)          # no params: simple protocol, many statements
+            for sql, params in then:
+                self.conn.execute(sql, params)
+
+    def apply(self, script: str, rid: str) -> Exception | None:
+        import psycopg
+
+        try:
+            self.run_in_transaction(script, [self.finish_sql(rid)])
+            return None
+        except psycopg.errors.ActiveSqlTransaction:
+            # 25001: the script holds a statement that refuses a transaction block (CREATE INDEX
+            # CONCURRENTLY; ADD VALUE before Postgres 12). Our transaction rolled back; run it the
+            # way Prisma does, then record success separately, as Prisma does.
+            pass
+        except psycopg.Error as e:
+            return e
+        try:
+            self.conn.execute(script)          # one simple-query execution, autocommit (as Prisma)
+        except psycopg.Error as e:
+            return e
+        self.conn.execute(*self.finish_sql(rid))
+        return None
+
+    @classmethod
+    def empty(cls, url: dburl.DbUrl, before, timeouts: Timeouts) -> str:
+        """Drop what a run created in a database that was empty: the schemas that did not exist,
+        and every object of the target schema."""
+        from psycopg import sql
+
+        db = cls.open(url, create=False, timeouts=timeouts)
+        with db:
+            new = [n for n in db.schemas() if n not in before.schemas]
+            with db.conn.transaction():
+                for n in new:
+                    db.conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(n)))
+                # Tables (with their sequences, indexes and constraints), views, then the types and
+                # functions a migration made: everything in the target schema, which was empty.
+                objs = db.query(
+                    "SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
+                    "WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname "
+                    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
+                    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+                    "AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND c.relkind = 'S')", (url.schema,))
+                for kind, name in objs:
+                    db.conn.execute(sql.SQL(f"DROP {kind} IF EXISTS {{}}.{{}} CASCADE").format(
+                        sql.Identifier(url.schema), sql.Identifier(name)))
+                types = db.query(
+                    "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                    "WHERE n.nspname = %s AND t.typtype IN ('e', 'd', 'r', 'm') "
+                    "OR (n.nspname = %s AND t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class c "
+                    "WHERE c.oid = t.typrelid AND c.relkind = 'c'))", (url.schema, url.schema))
+                for (name,) in types:
+                    db.conn.execute(sql.SQL("DROP TYPE IF EXISTS {}.{} CASCADE").format(
+                        sql.Identifier(url.schema), sql.Identifier(name)))
+                funcs = db.query(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = %s AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+                    "WHERE d.objid = p.oid AND d.deptype = 'e')", (url.schema,))
+                for (sig,) in funcs:
+                    db.conn.execute(f"DROP ROUTINE IF EXISTS {sig} CASCADE")
+        what = [f"{len(objs)} relation(s)"] + ([f"{len(types)} type(s)"] if types else []) + \
+            ([f"{len(funcs)} routine(s)"] if funcs else []) + ([f"schema(s) {', '.join(new)}"] if new else [])
+        return f"dropped {', '.join(what)} this run created in {url.masked}: empty again"
