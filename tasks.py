@@ -4,7 +4,7 @@ to an exit code. Logic lives in deploy/; this file stays thin and cheap to impor
 from invoke import Collection
 from invoke import task as _task
 
-from deploy.cli import guarded, need, reads_only
+from deploy.cli import guarded, need, reads_only, services
 
 
 def task(*args, **kwargs):
@@ -48,7 +48,7 @@ def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, ab
     """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
     from deploy.flows import promote as flow
 
-    flow.main(to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
+    flow.main(services(), to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
               no_rollback=no_rollback, break_lock=break_lock)
 
 
@@ -66,7 +66,7 @@ def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=
     """Put the previous (or a named) release back: hosts, Shopify version, optionally the database; then smoke."""
     from deploy.flows import rollback as flow
 
-    flow.main(env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
+    flow.main(services(), env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
 
 
 @task(help={"json": JSON})
@@ -76,7 +76,7 @@ def status(c, json=False):
     """Where each environment stands: release, SHA, Shopify version, lock, last runs."""
     from deploy.flows import status as flow
 
-    flow.main(as_json=json)
+    flow.main(services(), as_json=json)
 
 
 @task(help={"env": ENV, "sha": "git commit approved (default: HEAD)", "by": "who approves",
@@ -87,7 +87,7 @@ def approve(c, env, by, role, sha=None, note=None):
     from deploy.flows import approvals as flow
 
     need(by=by, role=role)
-    flow.approve(env, sha=sha, by=by, role=role, note=note)
+    flow.approve(services(), env, sha=sha, by=by, role=role, note=note)
 
 
 # ----------------------------------------------------------------------------- lock
@@ -97,7 +97,7 @@ def lock_release(c, env, force=False):
     """Break a stale lock of an environment (needs --force)."""
     from deploy.flows import locks
 
-    locks.release(env, force=force)
+    locks.release(services(), env, force=force)
 
 
 @task(name="status", help={"env": "only this environment (default: all)", "json": JSON})
@@ -107,7 +107,7 @@ def lock_status(c, env=None, json=False):
     """Who holds each environment's lock, and since when."""
     from deploy.flows import locks
 
-    locks.status(env, as_json=json)
+    locks.status(services(), env, as_json=json)
 
 
 # ----------------------------------------------------------------------------- app (local)
@@ -117,7 +117,7 @@ def app_stop(c, env="local"):
     """Stop the app server that `promote --to=local` started."""
     from deploy.flows import local_app
 
-    local_app.stop(env)
+    local_app.stop(services(), env)
 
 
 @task(name="start", help={"env": "the local environment (default: local)"})
@@ -126,7 +126,7 @@ def app_start(c, env="local"):
     """Start (or restart) the local app server from the current release."""
     from deploy.flows import local_app
 
-    local_app.start(env)
+    local_app.start(services(), env)
 
 
 # ----------------------------------------------------------------------------- env & secrets
@@ -144,7 +144,7 @@ def env_check(c, env, json=False):
     """Check an environment's variables against the matrix: present, typed, no placeholders, no secret in a file."""
     from deploy.flows import envs
 
-    _exit(envs.check(env, as_json=json))
+    _exit(envs.check(services(), env, as_json=json))
 
 
 @task(name="parity", help={"left": "the rehearsal environment (default: staging)",
@@ -155,7 +155,7 @@ def env_parity(c, left="staging", right="production"):
     """Compare staging's toggles with production's under the matrix's parity rules."""
     from deploy.flows import envs
 
-    _exit(envs.parity(left, right))
+    _exit(envs.parity(services(), left, right))
 
 
 @task(name="matrix")
@@ -164,7 +164,7 @@ def env_matrix(c):
     """Regenerate docs/deployment/env_matrix.md from env/variables.toml."""
     from deploy.flows import envs
 
-    envs.matrix()
+    envs.matrix(services())
 
 
 @task(name="dotenv", help={"env": "environment whose values to write (default: dev)",
@@ -174,7 +174,7 @@ def env_dotenv(c, env="dev", force=False):
     """Write the app's .env for local development from the matrix (secrets left empty, with where to get them)."""
     from deploy.flows import envs
 
-    envs.dotenv(env, force)
+    envs.dotenv(services(), env, force)
 
 
 @task(name="rotation")
@@ -184,7 +184,7 @@ def secrets_rotation(c):
     """Each secret's age against its rotation period; fails when a production secret is overdue."""
     from deploy.flows import envs
 
-    _exit(envs.rotation())
+    _exit(envs.rotation(services()))
 
 
 @task(name="rotated", help={"name": "the secret's variable name", "env": ENV, "by": "who rotated it (default: you)"})
@@ -194,7 +194,7 @@ def secrets_rotated(c, name, env, by=None):
     from deploy.flows import envs
 
     need(name=name, env=env)
-    envs.rotated(name, env, by)
+    envs.rotated(services(), name, env, by)
 
 
 # ----------------------------------------------------------------------------- db
@@ -205,7 +205,7 @@ def db_status(c, env, json=False):
     """Applied, pending, failed and drifted migrations of an environment's database."""
     from deploy.flows import db
 
-    _exit(db.status(env, as_json=json))
+    _exit(db.status(services(), env, as_json=json))
 
 
 @task(name="migrate", help={"env": ENV})
@@ -214,7 +214,7 @@ def db_migrate(c, env):
     """Apply pending Prisma migrations (recorded in _prisma_migrations as Prisma does)."""
     from deploy.flows import db
 
-    db.migrate(env)
+    db.migrate(services(), env)
 
 
 @task(name="rollback", help={"env": ENV, "steps": "how many of the latest migrations to undo (default 1)",
@@ -224,7 +224,7 @@ def db_rollback(c, env, steps=1, yes=False):
     """Undo the latest migrations with their down.sql files."""
     from deploy.flows import db
 
-    db.rollback(env, int(steps), yes)
+    db.rollback(services(), env, int(steps), yes)
 
 
 @task(name="resolve", help={"env": ENV, "applied": "mark this migration applied",
@@ -234,7 +234,7 @@ def db_resolve(c, env, applied=None, rolled_back=None):
     """Mark a migration applied or rolled back, as `prisma migrate resolve` does."""
     from deploy.flows import db
 
-    db.resolve(env, applied, rolled_back)
+    db.resolve(services(), env, applied, rolled_back)
 
 
 @task(name="backup", help={"env": ENV})
@@ -243,7 +243,7 @@ def db_backup(c, env):
     """Back up an environment's database (pg_dump custom format or a SQLite copy) with a SHA-256 sidecar."""
     from deploy.flows import db
 
-    db.backup(env)
+    db.backup(services(), env)
 
 
 @task(name="verify-backup", help={"env": ENV, "file": "backup file (default: the latest)"})
@@ -252,7 +252,7 @@ def db_verify_backup(c, env, file=None):
     """Restore a backup into a scratch database and compare row counts per table."""
     from deploy.flows import db
 
-    _exit(db.verify(env, file))
+    _exit(db.verify(services(), env, file))
 
 
 @task(name="restore", help={"env": ENV, "file": "backup file (default: the latest)",
@@ -262,7 +262,7 @@ def db_restore(c, env, file=None, yes=False):
     """Restore a backup into an environment's database."""
     from deploy.flows import db
 
-    db.restore(env, file, yes)
+    db.restore(services(), env, file, yes)
 
 
 @task(name="provision", help={"env": ENV, "admin_url_var": "variable holding an admin Postgres URL",
@@ -273,7 +273,7 @@ def db_provision(c, env, admin_url_var="DATABASE_ADMIN_URL", db_name=None, role=
     """Create the role and database of a Postgres test/staging environment; the URL goes only to env/<env>.local.env."""
     from deploy.flows import db
 
-    db.provision(env, admin_url_var, db_name, role, reset_password)
+    db.provision(services(), env, admin_url_var, db_name, role, reset_password)
 
 
 # ----------------------------------------------------------------------------- hosts, shopify, smoke
@@ -284,7 +284,7 @@ def hosts_check(c, env, json=False):
     """Connect to every host (host keys checked): deploy path writable, free space, current release."""
     from deploy.flows import remote
 
-    _exit(remote.hosts_check(env, as_json=json))
+    _exit(remote.hosts_check(services(), env, as_json=json))
 
 
 @task(name="releases", help={"env": ENV})
@@ -294,7 +294,7 @@ def hosts_releases(c, env):
     """List each host's releases, the current one in brackets."""
     from deploy.flows import remote
 
-    remote.hosts_releases(env)
+    remote.hosts_releases(services(), env)
 
 
 @task(name="release", help={"env": ENV, "sha": "commit whose built artifact to release (default: HEAD)"})
@@ -303,7 +303,7 @@ def hosts_release(c, env, sha=None):
     """Release an already-built artifact to every host in parallel (promote does this after the gate)."""
     from deploy.flows import remote
 
-    remote.hosts_release(env, sha)
+    remote.hosts_release(services(), env, sha)
 
 
 @task(name="rollback", help={"env": ENV, "to": "release id (default: the one before current)"})
@@ -312,7 +312,7 @@ def hosts_rollback(c, env, to=None):
     """Switch every host back to the previous (or named) release and restart."""
     from deploy.flows import remote
 
-    remote.hosts_rollback(env, to)
+    remote.hosts_rollback(services(), env, to)
 
 
 @task(name="versions", help={"env": ENV, "json": JSON})
@@ -322,7 +322,7 @@ def shopify_versions(c, env, json=False):
     """List the app's Shopify versions (shopify app versions list --json)."""
     from deploy.flows import remote
 
-    remote.shopify_versions(env, as_json=json)
+    remote.shopify_versions(services(), env, as_json=json)
 
 
 @task(name="deploy", help={"env": ENV, "version": "version tag (default: a new release id)",
@@ -332,7 +332,7 @@ def shopify_deploy(c, env, version=None, message=None):
     """Push the app's Shopify configuration and extensions as a new version and release it."""
     from deploy.flows import remote
 
-    remote.shopify_deploy(env, version, message)
+    remote.shopify_deploy(services(), env, version, message)
 
 
 @task(name="release", help={"env": ENV, "version": "the version tag to make live"})
@@ -342,7 +342,7 @@ def shopify_release(c, env, version):
     from deploy.flows import remote
 
     need(version=version)
-    remote.shopify_release(env, version)
+    remote.shopify_release(services(), env, version)
 
 
 @task(help={"env": ENV, "release": "release id /version must name (local: the running one)"})
@@ -352,7 +352,7 @@ def smoke(c, env, release=None):
     """Run the environment's smoke checks now and print every target's result."""
     from deploy.flows import remote
 
-    _exit(remote.smoke(env, release))
+    _exit(remote.smoke(services(), env, release))
 
 
 # ----------------------------------------------------------------------------- evidence
@@ -367,7 +367,7 @@ def evidence_collect(c, sha, files=None, out=None, env=None):
     from deploy.flows import gate as flow
 
     need(sha=sha)
-    flow.collect(sha, list(files or []), out, env)
+    flow.collect(services(), sha, list(files or []), out, env)
 
 
 @task(name="gate", help={"env": ENV, "sha": "commit to judge (default: HEAD)", "json": JSON})
@@ -380,7 +380,7 @@ def gate_task(c, env, sha=None, json=False):
     2 settings or flags wrong; 1 anything else that failed."""
     from deploy.flows import gate as flow
 
-    _exit(flow.gate(env, sha, as_json=json))
+    _exit(flow.gate(services(), env, sha, as_json=json))
 
 
 # ----------------------------------------------------------------------------- drills
@@ -391,7 +391,7 @@ def hotfix_drill(c, env="staging", sha=None):
     """Rehearse hotfix and rollback end to end, timed per phase and recorded in the ledger."""
     from deploy.flows import drill
 
-    drill.drill(env, sha=sha)
+    drill.drill(services(), env, sha=sha)
 
 
 @task(help={"days": "flag a procedure with no passed drill in this many days (default 30)"})
@@ -401,7 +401,7 @@ def drills(c, days=30):
     """List recorded drills; non-zero when hotfix or rollback was not exercised recently."""
     from deploy.flows import drill
 
-    _exit(drill.listing(int(days)))
+    _exit(drill.listing(services(), int(days)))
 
 
 # ----------------------------------------------------------------------------- operations
@@ -412,7 +412,7 @@ def golive_check(c, env="production", sha=None, json=False):
     """Run the go-live checklist (evidence, decision log, backup, drills, secrets, parity, approvals)."""
     from deploy.flows import ops
 
-    _exit(ops.golive_check(env, sha, as_json=json))
+    _exit(ops.golive_check(services(), env, sha, as_json=json))
 
 
 @task(name="bootstrap")
@@ -421,7 +421,7 @@ def bootstrap_task(c):
     """Set up a working local app: tools checked, .env written, database migrated and seeded. Safe to re-run."""
     from deploy.flows import ops
 
-    _exit(ops.bootstrap())
+    _exit(ops.bootstrap(services()))
 
 
 @task(name="init", help={
@@ -434,7 +434,7 @@ def init_task(c, app, force=False):
     from deploy.flows import adopt
 
     need(app=app)
-    adopt.init(app, force=force)
+    adopt.init(services(), app, force=force)
 
 
 @task(name="blocker", help={"env": ENV, "text": "what blocks the release"})
@@ -443,7 +443,7 @@ def log_blocker(c, env, text=None):
     """Record a blocker in feedback/deployment.md."""
     from deploy.flows import ops
 
-    ops.log_entry("blocker", env, text)
+    ops.log_entry(services(), "blocker", env, text)
 
 
 @task(name="readiness", help={"env": ENV, "text": "the readiness statement"})
@@ -452,7 +452,7 @@ def log_readiness(c, env, text=None):
     """Record a readiness statement in feedback/deployment.md."""
     from deploy.flows import ops
 
-    ops.log_entry("readiness", env, text)
+    ops.log_entry(services(), "readiness", env, text)
 
 
 @task(name="check")
@@ -462,7 +462,7 @@ def runbooks_check(c):
     """Fail when a runbook names a task or flag that does not exist, or a task is in no runbook."""
     from deploy.flows import ops
 
-    _exit(ops.runbooks_check())
+    _exit(ops.runbooks_check(services()))
 
 
 @task(name="stamp")
@@ -471,7 +471,7 @@ def runbooks_stamp(c):
     """Update the "Last exercised" lines of the hotfix and rollback runbooks from the ledger's drills."""
     from deploy.flows import ops
 
-    ops.runbooks_stamp()
+    ops.runbooks_stamp(services())
 
 
 @task(name="report", help={"out": "where to write the report (default: docs/reliability.md)"})
