@@ -112,7 +112,7 @@ def _backup_file(s, file: str | None) -> Path:
     return backups.latest(s.path(s.database.backup_dir), s.name).path
 
 
-def verify(svc, env: str, file: str | None) -> int:
+def verify_backup(svc, env: str, file: str | None) -> int:
     from deploy import backups
 
     s, url = _db(svc, env)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 
-def init(svc, app: str, *, force: bool = False) -> None:
+def main(svc, app: str, *, force: bool = False) -> None:
     from deploy import scaffold
     from deploy.errors import SettingsError
 

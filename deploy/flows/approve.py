@@ -11,7 +11,7 @@ from deploy.flows.common import app_sha
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
-def approve(svc, env: str, *, sha: str | None, by: str, role: str, note: str | None) -> None:
+def main(svc, env: str, *, sha: str | None, by: str, role: str, note: str | None) -> None:
     s = svc.settings(env)
     if not ROLE.match(role or ""):
         raise SettingsError(f"--role={role!r} is not a role name.", "Use a lower-case word such as product or manager.")
