@@ -130,9 +130,12 @@ def guarded(fn):
             _invoke_flags(fn, args, kwargs)
             return fn(*args, **kwargs)
         except DeployError as e:
+            env = kwargs.get("env") or kwargs.get("to")
+            e.in_env(env if isinstance(env, str) else None)  # a hint from below says <env>; the task knows which
             try:
-                print(colour("error:", stream=sys.stderr) + redact(_with_env(f" {e}", kwargs)),
-                      file=sys.stderr, flush=True)
+                print(colour("error:", stream=sys.stderr) + redact(f" {e}"), file=sys.stderr, flush=True)
+                if e.traceback and os.environ.get("DEPLOY_DEBUG") == "1":
+                    print(redact(e.traceback), file=sys.stderr, flush=True)
             except BrokenPipeError:
                 pass
             raise Exit(code=e.exit_code) from None
@@ -153,12 +156,6 @@ def guarded(fn):
             raise Exit(code=1) from None
 
     return wrapper
-
-
-def _with_env(text: str, kwargs) -> str:
-    """Hints written deep down (a migration, a backup) say `<env>`; the task knows which."""
-    env = kwargs.get("env") or kwargs.get("to")
-    return text.replace("<env>", env) if isinstance(env, str) and env else text
 
 
 def need(**flags) -> None:

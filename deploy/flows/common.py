@@ -153,7 +153,7 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
         head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"
     else:   # an --abort whose undo failed, or a ledger that could not record the end
         head = f"Run {outcome.run_id} did not finish ({outcome.status})"
-    final = DeployError(f"{head}:\n{err.message}", err.hint)
+    final = DeployError(f"{head}:\n{err.message}", err.hint).fields_from(err)
     final.exit_code = err.exit_code if isinstance(err, DeployError) else 1
     raise final
 
