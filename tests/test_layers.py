@@ -60,3 +60,30 @@ def test_no_primitive_imports_a_flow(path):
         return
     flows = {m for m in imported_modules(path) if m == "deploy.flows" or m.startswith("deploy.flows.")}
     assert not flows, f"{rel(path)} (a primitive) imports {sorted(flows)}: flows sit above primitives"
+
+
+def test_a_flow_runs_on_services_a_test_builds_without_the_cli(tmp_path, monkeypatch):
+    import io
+    import json
+
+    from deploy.flows import lock
+    from deploy.services import Services, Terminal
+
+    monkeypatch.setenv("DEPLOY_LEDGER_URL", f"sqlite:///{tmp_path}/not-this-one.db")   # the Services' environ wins
+    out = io.StringIO()
+    lock.status(Services(root=tmp_path, environ={}, term=Terminal(out)), None, as_json=True)
+    assert json.loads(out.getvalue())["locks"] == []
+    assert (tmp_path / ".deploy" / "ledger.db").is_file()   # the ledger of the root it was given
+    assert not (tmp_path / "not-this-one.db").exists()
+
+
+def test_confirm_refuses_without_a_terminal_and_names_yes():
+    import io
+
+    from deploy.errors import Aborted
+    from deploy.services import Terminal
+
+    term = Terminal(io.StringIO(), stdin=io.StringIO("y\n"), environ={})
+    with pytest.raises(Aborted, match="Pass --yes"):
+        term.confirm("Restore?", yes=False)
+    term.confirm("Restore?", yes=True)   # --yes: nothing is asked
