@@ -55,6 +55,10 @@ def status(svc, env: str | None, as_json: bool = False) -> None:
             continue
         alive = lk.holder_alive()
         state = {True: "alive", False: "holder gone", None: "other host"}[alive]
+        if alive is None:
+            from deploy import clock
+
+            state += f", seen {clock.age(lk.silent_for())} ago"
         rows.append((lk.env, f"{lk.who}@{lk.hostname}", lk.pid, lk.run_id or "-", lk.purpose,
                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lk.acquired_at)), state))
     if not rows:
