@@ -89,7 +89,6 @@ def test_confirm_refuses_without_a_terminal_and_names_yes():
     term.confirm("Restore?", yes=True)   # --yes: nothing is asked
 
 
-EXCEPTIONS = {"hotfix.drill": "drill"}   # docs/architecture.md "Task -> code" lists it
 
 
 def _tasks():
@@ -120,9 +119,8 @@ def test_a_task_name_leads_to_its_flow_module_in_one_hop(name, task):
     src = inspect.getsource(inspect.unwrap(task.body))
     used = set(re.findall(r"from deploy\.flows import (\w+)", src))
     ns, _, sub = name.partition(".")
-    module = EXCEPTIONS.get(name, ns)
+    module = ns
     assert used == {module}, f"invoke {name} calls deploy/flows/{sorted(used)}; it belongs in deploy/flows/{module}.py"
     fn = sub.replace("-", "_") if sub else "main"
-    if name not in EXCEPTIONS:
-        assert re.search(rf"\b{fn}\(services\(\)", src), f"invoke {name} should call flows/{module}.py:{fn}"
+    assert re.search(rf"\b{fn}\(services\(\)", src), f"invoke {name} should call flows/{module}.py:{fn}"
     assert f"flows/{module}.py" in (ROOT / "docs" / "architecture.md").read_text() or not sub
