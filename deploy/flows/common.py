@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import feedback, summary
+from deploy import feedback, proc, summary
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, SettingsError
 from deploy.facts import fact
-from deploy import proc
 
 
 @fact
