@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from deploy import cli
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
+from deploy.facts import Serving
 from deploy.flows import common, steps
 
 
@@ -100,5 +101,6 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)
-    if s.is_local and outcome.state.get("app_url"):
-        cli.out(f"the app: {outcome.state['app_url']}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")
+    serving = outcome.fact(Serving)
+    if s.is_local and serving:
+        cli.out(f"the app: {serving.url}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")

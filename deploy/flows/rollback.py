@@ -15,6 +15,7 @@ from deploy import cli
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner, Step, StepContext
 from deploy.errors import DeployError, SettingsError
+from deploy.facts import Serving
 from deploy.flows import common, steps
 
 
@@ -83,7 +84,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             if local.current(root) != target:
                 local.switch(root, target)
             info = steps.restart_local(s, environ)
-            ctx.state["app_url"] = info.url
+            ctx.put(Serving(info.url))
             return f"{current or '-'} -> {target} ({info.url})"
         from deploy import hosts
 

@@ -10,7 +10,8 @@ from typing import Mapping
 
 from deploy.config import Settings
 from deploy.engine import Step, StepContext
-from deploy.facts import fact
+from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
+                           MigrateFacts, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
 from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
 from deploy.redact import Secret
 
@@ -81,11 +82,12 @@ def source_dir(s: Settings, sha: str) -> Path:
 
 
 def base_urls(s: Settings, state: dict) -> list[str]:
-    """The app's URL and each host's origin, for smoke checks."""
+    """The app's URL and each host's origin, for smoke checks (`state`: a run's facts)."""
     urls = []
     if s.is_local:
-        if state.get("app_url"):
-            urls.append(state["app_url"])
+        serving = get(state, Serving)
+        if serving:
+            urls.append(serving.url)
     else:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
@@ -101,11 +103,12 @@ def base_urls(s: Settings, state: dict) -> list[str]:
     return urls
 
 
-def _artifact(state: dict):
-    from deploy.build import Artifact
-
-    a = state["artifact"]
-    return Artifact(Path(a["path"]), a["sha256"], a["release_id"], a["git_sha"], a["built_at"])
+def _artifact(ctx: StepContext):
+    art = ctx.get(ArtifactFacts)
+    if art is None:
+        raise DeployError("Bug: no artifact was recorded before the release step.",
+                          "This is a bug in the toolkit (the build step records it); please report it.")
+    return art.artifact()
 
 
 # ----------------------------------------------------------------------------- preflight
@@ -255,15 +258,14 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
-            want = staged[0].state.get("artifact", {}).get("sha256") if staged else None
+            want = PromotionRecord.of(staged[0]).artifact_sha256 if staged else None
             if want and want != art.sha256:
                 raise BuildFailed(
                     f"The artifact for {sha[:12]} is {art.sha256[:16]}, but {s.environment.staging_env} tested "
                     f"{want[:16]}: production must get exactly what staging proved.",
                     "Find out why the artifact changed (.deploy/artifacts), or promote this build to staging again.",
                 )
-        ctx.state["artifact"] = {"path": str(art.path), "sha256": art.sha256, "release_id": art.release_id,
-                                 "git_sha": art.git_sha, "built_at": art.built_at}
+        ctx.put(ArtifactFacts.of(art))
         keep = {sha, *kept_shas(s, ledger)}
         pruned = b.prune(store, s.app.keep_builds, keep)
         pruned += source.prune(s.root / ".deploy" / "src", s.app.keep_builds, keep)
@@ -300,11 +302,11 @@ def backup(s: Settings, sha: str, environ) -> Step:
         url = database_url(s, environ)
         u = dburl.parse(url, sqlite_base=sqlite_base(s))
         if u.provider == "sqlite" and not u.sqlite_path.exists():
-            ctx.state["backup"] = None
+            ctx.put(BackupFacts(None))
             return "no database file yet: nothing to back up"
         b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
                            db=s.database)
-        ctx.state["backup"] = str(b.path)
+        ctx.put(BackupFacts(str(b.path)))
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
         return f"{b.path.name} ({len(b.tables)} tables, {rows} rows, sha256 {b.sha256[:12]})"
@@ -324,19 +326,19 @@ def migrate(s: Settings, environ, sha: str) -> Step:
 
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
-        if "migrations_before" not in ctx.state:
+        if ctx.get(MigrateFacts) is None:
             fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
-            ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
             st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
             # Fail closed before changing anything when this run could not be undone: a
             # database with data, migrations without down.sql, and no backup to restore.
             no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
-            if no_down and not fp.empty and not ctx.state.get("backup"):
+            taken = ctx.get(BackupFacts)
+            if no_down and not fp.empty and not (taken and taken.path):
                 raise DeployError(
                     f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
                     f"{s.name}'s database, so they could not be undone. Nothing was applied.",
                     f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
-            ctx.state["migrations_before"] = list(st.applied)
+            ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas))))
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                  url_var=s.database.url_var, db=s.database)
@@ -345,19 +347,20 @@ def migrate(s: Settings, environ, sha: str) -> Step:
     def undo(ctx: StepContext):
         from deploy import backups, migrations
 
-        if "migrations_before" not in ctx.state:
+        facts = ctx.get(MigrateFacts)
+        if facts is None:
             return "nothing was migrated"
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
-        before_db = ctx.state.get("database_before")
-        if before_db and before_db["empty"]:
+        before_db = facts.database
+        if before_db and before_db.empty:
             # A first promotion: there was nothing before, so undo means nothing again (no
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
-            fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
+            fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas))
             return "the database was empty before this run: " + migrations.empty_database(
                 url, fp, sqlite_base=sqlite_base(s), db=s.database)
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
-        before = set(ctx.state["migrations_before"])
+        before = set(facts.before)
         notes = []
         for name in st.failed:  # a migration that failed in this run: its transaction left no trace
             if name not in before:
@@ -370,10 +373,10 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         if all(local.get(n) and local[n].has_down for n in ours):
             res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
-        elif ctx.state.get("backup"):
+        elif (taken := ctx.get(BackupFacts)) and taken.path:
             # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
-            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
-            notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
+            backups.restore(taken.path, url, sqlite_base=sqlite_base(s), db=s.database)
+            notes.append(f"restored {Path(taken.path).name} (no down.sql for {', '.join(ours)})")
         else:
             raise DeployError(
                 f"Cannot undo migrations {', '.join(ours)}: no down.sql and no backup.",
@@ -461,20 +464,20 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import local
 
-        if "previous_release" not in ctx.state:
-            ctx.state["previous_release"] = local.current(root)
+        if ctx.get(LocalReleaseFacts) is None:
+            ctx.put(LocalReleaseFacts(local.current(root)))
             ctx.checkpoint()
-        local.place(_artifact(ctx.state), root, release_id)
+        local.place(_artifact(ctx), root, release_id)
         local.switch(root, release_id)
         info = restart_local(s, environ)
-        ctx.state["app_url"] = info.url
+        ctx.put(Serving(info.url))
         pruned = local.prune(root, s.local.keep_releases)
         return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
 
     def undo(ctx: StepContext):
         from deploy import local
 
-        prev = ctx.state.get("previous_release")
+        prev = (ctx.get(LocalReleaseFacts) or LocalReleaseFacts(None)).previous
         if local.current(root) != release_id:
             local.remove(root, release_id)  # placed but never switched to
             return "current is not this release: nothing to switch back"
@@ -482,7 +485,7 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
             # `root` holds this app's releases only: prev is this app's previous release.
             local.switch(root, prev)
             info = restart_local(s, environ)
-            ctx.state["app_url"] = info.url
+            ctx.put(Serving(info.url))
             return f"back on {prev} ({info.url})"
         stop_local(s)
         (root / "current").unlink(missing_ok=True)
@@ -504,16 +507,16 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
         from deploy import hosts
         from deploy.errors import LockHeld
 
-        art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
-        ctx.state.pop("hosts_locked_out", None)
+        art = dataclasses.replace(_artifact(ctx), release_id=release_id)
+        ctx.drop(HostsReleaseFacts)
         try:
             # The lock step holds the hosts' lock until the run ends.
             results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
                                    env=hosts.hook_env(s.hosts, environ), app=s.app)
         except LockHeld:
-            ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
+            ctx.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
             raise
-        ctx.state["hosts_previous"] = {r.host: r.previous for r in results}
+        ctx.put(HostsReleaseFacts({r.host: r.previous for r in results}))
         deltas = sum(r.transfer.startswith("delta") and "sent in full" not in r.transfer for r in results)
         return (f"{release_id} live on {len(results)} host(s); sent {sum(r.uploaded for r in results) // 1024} KiB"
                 + (f" ({deltas} as a delta)" if deltas else ""))
@@ -521,7 +524,7 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def undo(ctx: StepContext):
         from deploy import hosts
 
-        if ctx.state.get("hosts_locked_out"):
+        if (ctx.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
                                    env=hosts.hook_env(s.hosts, environ), app=s.app)
@@ -544,19 +547,18 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
     def run(ctx: StepContext):
         source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
         app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
-        if "shopify" not in ctx.state:
+        if ctx.get(ShopifyFacts) is None:
             active = shopify.active_version(shopify.versions(s, environ, path=app))
-            ctx.state["shopify"] = {"version": None, "previous": active.version_tag if active else None}
+            ctx.put(ShopifyFacts(version=None, previous=active.version_tag if active else None))
             ctx.checkpoint()
         installed = shopify.prepare(s, app)
         res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ, path=app)
-        prev = ctx.state["shopify"]["previous"]
-        ctx.state["shopify"] = {"version": res.version, "previous": prev if res.reused else res.previous}
+        prev = ctx.get(ShopifyFacts).previous
+        ctx.put(ShopifyFacts(version=res.version, previous=prev if res.reused else res.previous))
         return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
 
     def undo(ctx: StepContext):
-        info = ctx.state.get("shopify") or {}
-        prev = info.get("previous")
+        prev = (ctx.get(ShopifyFacts) or ShopifyFacts(None, None)).previous
         app = source_dir(s, sha)
         active = shopify.active_version(shopify.versions(s, environ, path=app))
         if active is None or active.version_tag != release_id:
@@ -619,30 +621,22 @@ def _decision_log_check(s: Settings, environ):
 
 # ----------------------------------------------------------------------------- record
 
-@fact
-@dataclasses.dataclass(frozen=True)
-class RecordFacts:
-    """What `record` needs to undo itself: the release that was live before this one."""
-
-    previous_live: str | None
-
-
 def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
     def run(ctx: StepContext):
-        art = ctx.state.get("artifact") or {}
-        if not isinstance(ctx.state.get("record"), RecordFacts):
-            ctx.state["record"] = RecordFacts((ledger.live_release(s.name) or {}).get("release_id"))
+        art, shop = ctx.get(ArtifactFacts), ctx.get(ShopifyFacts)
+        if ctx.get(RecordFacts) is None:
+            ctx.put(RecordFacts((ledger.live_release(s.name) or {}).get("release_id")))
             ctx.checkpoint()
-        ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.get("sha256"),
-                              run_id=ctx.run_id, shopify_version=(ctx.state.get("shopify") or {}).get("version"))
+        ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.sha256 if art else None,
+                              run_id=ctx.run_id, shopify_version=shop.version if shop else None)
         return f"{release_id} recorded live"
 
     def undo(ctx: StepContext):
         if not any(r["release_id"] == release_id for r in ledger.releases(s.name, limit=100)):
             return "no release row was written"
         ledger.set_release_status(s.name, release_id, "rolled_back")
-        facts = ctx.state.get("record")
-        prev = facts.previous_live if isinstance(facts, RecordFacts) else ctx.state.get("previous_live")
+        facts = ctx.get(RecordFacts)
+        prev = facts.previous_live if facts else None
         if prev:
             ledger.set_release_status(s.name, prev, "live")
         return f"{release_id} marked rolled back"
