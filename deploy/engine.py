@@ -81,6 +81,16 @@ class StepContext:
 StepFn = Callable[[StepContext], "str | None"]
 
 
+@dataclass(frozen=True)
+class Touch:
+    """One thing a step would touch, for `--dry-run` (pyinfra's plan is its diff): `where` is
+    `local`, a host (`user@host:port`), `database` or `shopify`; `what` the exact command
+    (argv joined, or the remote command as sent), SQL file or URL."""
+
+    where: str
+    what: str
+
+
 @dataclass
 class Step:
     name: str
@@ -90,6 +100,7 @@ class Step:
     undo_does: str = ""               # what the undo does, for the plan table
     skip: str | None = None           # a reason: the step is shown and recorded as skipped
     finish: StepFn | None = None      # when the whole run has succeeded (e.g. release a lock the run held)
+    shows: Callable[[], "list[Touch]"] | None = None  # what it would touch, computed for --dry-run only
 
 
 @dataclass
@@ -136,6 +147,18 @@ class Plan:
             return f"The lock is kept. Fix the cause, then `{self.abort_cmd}` to finish the undo (safe to repeat)."
         return (f"The lock is kept. Fix the cause and finish by hand what the undo could not, then free the lock "
                 f"with `invoke lock.release --env={self.env} --force` and run the {self.flow} again.")
+
+    def touches(self) -> list[tuple[str, list[Touch]]]:
+        """(step name, what it would touch) for every step that is not skipped and says."""
+        return [(s.name, list(s.shows())) for s in self.steps if s.shows is not None and not s.skip]
+
+    def commands(self) -> str:
+        """The exact commands, SQL files and hosts each step would touch, per step."""
+        out = []
+        for name, touches in self.touches():
+            out.append(f"{name}:")
+            out.extend(f"  [{t.where}] {t.what}" for t in touches)
+        return redact("\n".join(out))
 
     def table(self) -> str:
         from tabulate import tabulate

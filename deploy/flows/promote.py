@@ -91,6 +91,7 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         if dry_run:
             p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify)
             cli.out(p.table())
+            cli.out("\nwhat each step would run or touch:\n" + p.commands())
             cli.out("\ndry run: nothing was changed.")
             return
         led = cli.ledger()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 from deploy.config import Settings
-from deploy.engine import Step, StepContext
+from deploy.engine import Step, StepContext, Touch
 from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
                            MigrateFacts, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
 from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
@@ -79,6 +79,44 @@ def source_dir(s: Settings, sha: str) -> Path:
     from deploy.source import checkout
 
     return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
+
+
+def checkout_if_there(s: Settings, sha: str) -> Path | None:
+    """The commit's extracted app folder when an earlier run extracted it, else None (a dry
+    run reads, it does not extract)."""
+    from deploy.source import repo_of
+
+    try:
+        top, rel = repo_of(s.app_dir)
+    except DeployError:
+        return None
+    target = s.root / ".deploy" / "src" / sha
+    return (target / rel if rel != "." else target) if (target / ".complete").exists() else None
+
+
+def _argv(argv) -> str:
+    import shlex
+
+    return shlex.join(str(a) for a in argv)
+
+
+def _package(app: Path | None) -> dict:
+    import json
+
+    try:
+        data = json.loads((app / "package.json").read_text(encoding="utf-8")) if app else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _start_argv(s: Settings, app: Path | None, where: str) -> list[str] | None:
+    from deploy.build import start_argv
+
+    try:
+        return start_argv(s.app, _package(app), where)
+    except SettingsError:
+        return None
 
 
 def base_urls(s: Settings, state: dict) -> list[str]:
@@ -272,8 +310,20 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
         return (f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
                 + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
 
+    def shows() -> list[Touch]:
+        from deploy import build as b
+
+        art = b.find(artifacts_dir(s), sha)
+        if art is not None:
+            return [Touch("local", f"reuse {art.path} (sha256 {art.sha256}), built for {sha[:12]}")]
+        src = checkout_if_there(s, sha)
+        out = [] if src else [Touch("local", f"git archive {sha} (the app folder) -> .deploy/src/{sha}")]
+        where = "local" if src else "local, read from the app folder now; the commit's own at run time"
+        out += [Touch(where, _argv(c)) for c in b.build_commands(src or s.app_dir, s.app)]
+        return out + [Touch("local", f"pack -> {artifacts_dir(s)}/<sha256>.tar.gz")]
+
     return Step("build", "the app's release contract ([app]: install, build, prune dev deps) of the commit, "
-                         "reused when already built, packed once", run=run)
+                         "reused when already built, packed once", run=run, shows=shows)
 
 
 def kept_shas(s: Settings, ledger) -> set[str]:
@@ -316,8 +366,14 @@ def backup(s: Settings, sha: str, environ) -> Step:
         skip = "no database for this environment"
     elif not s.database.backup:
         skip = f"database.backup = false in {s.file.name}"
+    def shows() -> list[Touch]:
+        what = "pg_dump" if s.database.provider == "postgresql" else "copy of the SQLite file"
+        src = s.database.url and "database.url" or f"${s.database.direct_url_var or s.database.url_var}"
+        return [Touch("database", f"{what} of {src} -> {s.path(s.database.backup_dir)}/ "
+                                  f"(keep {s.database.backup_keep})")]
+
     return Step("backup", f"{'pg_dump' if s.database.provider == 'postgresql' else 'SQLite copy'} of the database",
-                run=run, skip=skip)
+                run=run, skip=skip, shows=shows)
 
 
 def migrate(s: Settings, environ, sha: str) -> Step:
@@ -384,10 +440,40 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             )
         return "; ".join(notes)
 
+    def shows() -> list[Touch]:
+        return migrate_touches(s, sha, environ)
+
     skip = "no database for this environment" if s.database.provider == "none" else None
     return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
                 undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
-                                     "else restore the backup", skip=skip)
+                                     "else restore the backup", skip=skip, shows=shows)
+
+
+def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
+    """The migration.sql files a promotion of `sha` would apply: read from the commit's
+    checkout when it exists; pending ones only when the database can be read (read-only)."""
+    from deploy import migrations
+
+    src = checkout_if_there(s, sha)
+    if src is None:
+        return [Touch("database", f"the pending migrations of {sha[:12]}: read at run time "
+                                  "(the commit's checkout is not extracted yet)")]
+    mdir = migrations_dir(s, src)
+    try:
+        local = migrations.load_migrations(mdir)
+    except DeployError as e:
+        return [Touch("database", f"cannot read {mdir}: {e.message}")]
+    pending = None
+    try:
+        st = migrations.status(database_url(s, environ), mdir, sqlite_base=sqlite_base(s), db=s.database)
+        pending = set(st.pending)
+    except DeployError:
+        pass   # no URL here, or the database does not answer: the list says so
+    rows = [m for m in local if pending is None or m.name in pending]
+    if not rows:
+        return [Touch("database", "no pending migration: up to date")]
+    note = "" if pending is not None else " (unless _prisma_migrations has it: the database was not read)"
+    return [Touch("database", f"{s.database.migrations_dir}/{m.name}/migration.sql{note}") for m in rows]
 
 
 # ----------------------------------------------------------------------------- release
@@ -492,10 +578,17 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
         local.remove(root, release_id)
         return "first release of this app removed; the app is stopped"
 
+    def shows() -> list[Touch]:
+        argv = _start_argv(s, s.app_dir, f"releases/{release_id}")
+        return [Touch("local", f"unpack the artifact -> {root}/releases/{release_id}"),
+                Touch("local", f"current -> releases/{release_id}"),
+                Touch("local", f"start {_argv(argv) if argv else 'the package start script'} on "
+                               f"{s.local.host}:{s.local.port}, wait for {s.app.health_path}")]
+
     return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
                            f"{release_id}, switch current, start {_start_text(s)}, wait for {s.app.health_path}",
                 run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
-                                              "or stop the app if it had none")
+                                              "or stop the app if it had none", shows=shows)
 
 
 def _start_text(s: Settings) -> str:
@@ -530,11 +623,53 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
                                    env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
+    def shows() -> list[Touch]:
+        return host_release_touches(s, release_id)
+
     n = len(s.hosts.hosts)
     how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
     return Step("release", f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on {n} "
                            f"host(s) (max {s.hosts.max_parallel} at once)",
-                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none")
+                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none",
+                shows=shows)
+
+
+def host_release_touches(s: Settings, release_id: str, *, sha256: str = "<artifact sha256>",
+                         previous: str = "<current release>") -> list[Touch]:
+    """Per host, the commands a release sends (hosts.py's builders), in order. The artifact's
+    checksum and each host's current release are read at run time: shown as placeholders."""
+    from deploy import hosts
+
+    out = []
+    argv = _start_argv(s, s.app_dir, f"releases/{release_id}") or ["<the package's start script>"]
+    for t in hosts.targets(s.hosts, s.app):
+        upload = f"{t.deploy_to}/.uploads/{release_id}.tar.gz"
+        out.append(Touch(t.name, f"upload the artifact -> {upload}"
+                                 + (" (or a delta against a release it has: hosts.delta)" if s.hosts.delta else "")))
+        out.append(Touch(t.name, hosts.unpack_command(t, release_id, sha256, upload, previous, s.hosts.shared_files)))
+        if s.hosts.before_switch:
+            out.append(Touch(t.name, hosts.hook_command(t, s.hosts.before_switch, f"{t.deploy_to}/releases/{release_id}",
+                                                        _hook_vars(s, t, release_id, previous))))
+        if s.hosts.restart:
+            hook = hosts.hook_command(t, s.hosts.restart, f"{t.deploy_to}/current",
+                                      _hook_vars(s, t, release_id, previous))
+            out.append(Touch(t.name, hosts.go_live_command(t, release_id, True, hook, s.hosts.health_command)))
+        else:
+            out.append(Touch(t.name, hosts.switch_command(t, release_id)))
+            via = "" if s.hosts.supervisor == "sh" else " (as a systemd user unit where systemd --user runs)"
+            out.append(Touch(t.name, hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv) + via))
+        if s.hosts.health_command:
+            out.append(Touch(t.name, f"health: {s.hosts.health_command}"))
+        elif t.health_url:
+            out.append(Touch(t.name, f"GET {t.health_url} until it answers"))
+    return out
+
+
+def _hook_vars(s: Settings, t, release_id: str, previous: str) -> dict[str, str]:
+    # What hosts passes a hook (RELEASE_ID, PREVIOUS_RELEASE, DEPLOY_TO, DEPLOY_HOST) and
+    # hosts.hook_env's variables, whose values are read at run time.
+    return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": previous, "DEPLOY_TO": t.deploy_to,
+            "DEPLOY_HOST": t.name, **{n: f"<${n}>" for n in s.hosts.hook_env}}
 
 
 # ----------------------------------------------------------------------------- shopify
@@ -544,15 +679,17 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
     reason = "--skip-shopify given" if skip else shopify.skip_reason(s)
 
+    source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+    message = f"occ-deploy {release_id} ({sha[:12]})"
+
     def run(ctx: StepContext):
-        source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
         app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
         if ctx.get(ShopifyFacts) is None:
             active = shopify.active_version(shopify.versions(s, environ, path=app))
             ctx.put(ShopifyFacts(version=None, previous=active.version_tag if active else None))
             ctx.checkpoint()
         installed = shopify.prepare(s, app)
-        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ, path=app)
+        res = shopify.deploy(s, release_id, message, source, environ, path=app)
         prev = ctx.get(ShopifyFacts).previous
         ctx.put(ShopifyFacts(version=res.version, previous=prev if res.reused else res.previous))
         return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
@@ -568,9 +705,14 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
         shopify.release(s, prev, environ, path=app)
         return f"re-released {prev}"
 
+    def shows() -> list[Touch]:
+        app = checkout_if_there(s, sha) or f"<checkout of {sha[:12]}>"
+        return [Touch("shopify", _argv(shopify.versions_argv(s.shopify, path=app))),
+                Touch("shopify", _argv(shopify.deploy_argv(s.shopify, release_id, message, source, path=app)))]
+
     return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id} "
                            f"--path <checkout of {sha[:12]}>",
-                run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason)
+                run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason, shows=shows)
 
 
 # ----------------------------------------------------------------------------- smoke & watch
@@ -582,7 +724,13 @@ def smoke_step(s: Settings, release_id: str) -> Step:
 
     what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
             else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
-    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run)
+    def shows() -> list[Touch]:
+        from deploy import smoke
+
+        bases = base_urls(s, {}) or [f"http://{s.local.host}:{s.local.port}"]
+        return [Touch("http", f"GET {c.url}") for c in smoke.checks_for(s.smoke, bases, s.app.health_path)]
+
+    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run, shows=shows)
 
 
 def watch_step(s: Settings, environ) -> Step:
