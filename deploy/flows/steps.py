@@ -465,8 +465,12 @@ def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
         return [Touch("database", f"cannot read {mdir}: {e.message}")]
     pending = None
     try:
-        st = migrations.status(database_url(s, environ), mdir, sqlite_base=sqlite_base(s), db=s.database)
-        pending = set(st.pending)
+        from deploy import dburl
+
+        url = database_url(s, environ)
+        u = dburl.parse(url, sqlite_base=sqlite_base(s))
+        if u.provider != "sqlite" or u.sqlite_path.exists():   # reading must not create a SQLite file
+            pending = set(migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database).pending)
     except DeployError:
         pass   # no URL here, or the database does not answer: the list says so
     rows = [m for m in local if pending is None or m.name in pending]
