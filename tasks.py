@@ -4,7 +4,7 @@ to an exit code. Logic lives in deploy/; this file stays thin and cheap to impor
 from invoke import Collection
 from invoke import task as _task
 
-from deploy.cli import guarded, need, reads_only
+from deploy.cli import guarded, need, reads_only, services
 
 
 def task(*args, **kwargs):
@@ -48,7 +48,7 @@ def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, ab
     """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
     from deploy.flows import promote as flow
 
-    flow.main(to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
+    flow.main(services(), to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
               no_rollback=no_rollback, break_lock=break_lock)
 
 
@@ -66,7 +66,7 @@ def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=
     """Put the previous (or a named) release back: hosts, Shopify version, optionally the database; then smoke."""
     from deploy.flows import rollback as flow
 
-    flow.main(env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
+    flow.main(services(), env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
 
 
 @task(help={"json": JSON})
@@ -76,7 +76,7 @@ def status(c, json=False):
     """Where each environment stands: release, SHA, Shopify version, lock, last runs."""
     from deploy.flows import status as flow
 
-    flow.main(as_json=json)
+    flow.main(services(), as_json=json)
 
 
 @task(help={"env": ENV, "sha": "git commit approved (default: HEAD)", "by": "who approves",
@@ -84,10 +84,10 @@ def status(c, json=False):
 @guarded
 def approve(c, env, by, role, sha=None, note=None):
     """Record an approval of a commit for an environment (production needs the roles its settings require)."""
-    from deploy.flows import approvals as flow
+    from deploy.flows import approve
 
     need(by=by, role=role)
-    flow.approve(env, sha=sha, by=by, role=role, note=note)
+    approve.main(services(), env, sha=sha, by=by, role=role, note=note)
 
 
 # ----------------------------------------------------------------------------- lock
@@ -95,9 +95,9 @@ def approve(c, env, by, role, sha=None, note=None):
 @guarded
 def lock_release(c, env, force=False):
     """Break a stale lock of an environment (needs --force)."""
-    from deploy.flows import locks
+    from deploy.flows import lock
 
-    locks.release(env, force=force)
+    lock.release(services(), env, force=force)
 
 
 @task(name="status", help={"env": "only this environment (default: all)", "json": JSON})
@@ -105,9 +105,9 @@ def lock_release(c, env, force=False):
 @reads_only
 def lock_status(c, env=None, json=False):
     """Who holds each environment's lock, and since when."""
-    from deploy.flows import locks
+    from deploy.flows import lock
 
-    locks.status(env, as_json=json)
+    lock.status(services(), env, as_json=json)
 
 
 # ----------------------------------------------------------------------------- app (local)
@@ -115,18 +115,18 @@ def lock_status(c, env=None, json=False):
 @guarded
 def app_stop(c, env="local"):
     """Stop the app server that `promote --to=local` started."""
-    from deploy.flows import local_app
+    from deploy.flows import app
 
-    local_app.stop(env)
+    app.stop(services(), env)
 
 
 @task(name="start", help={"env": "the local environment (default: local)"})
 @guarded
 def app_start(c, env="local"):
     """Start (or restart) the local app server from the current release."""
-    from deploy.flows import local_app
+    from deploy.flows import app
 
-    local_app.start(env)
+    app.start(services(), env)
 
 
 # ----------------------------------------------------------------------------- env & secrets
@@ -142,9 +142,9 @@ def _exit(code: int) -> None:
 @reads_only
 def env_check(c, env, json=False):
     """Check an environment's variables against the matrix: present, typed, no placeholders, no secret in a file."""
-    from deploy.flows import envs
+    from deploy.flows import env as flow
 
-    _exit(envs.check(env, as_json=json))
+    _exit(flow.check(services(), env, as_json=json))
 
 
 @task(name="parity", help={"left": "the rehearsal environment (default: staging)",
@@ -153,18 +153,18 @@ def env_check(c, env, json=False):
 @reads_only
 def env_parity(c, left="staging", right="production"):
     """Compare staging's toggles with production's under the matrix's parity rules."""
-    from deploy.flows import envs
+    from deploy.flows import env as flow
 
-    _exit(envs.parity(left, right))
+    _exit(flow.parity(services(), left, right))
 
 
 @task(name="matrix")
 @guarded
 def env_matrix(c):
     """Regenerate docs/deployment/env_matrix.md from env/variables.toml."""
-    from deploy.flows import envs
+    from deploy.flows import env as flow
 
-    envs.matrix()
+    flow.matrix(services())
 
 
 @task(name="dotenv", help={"env": "environment whose values to write (default: dev)",
@@ -172,9 +172,9 @@ def env_matrix(c):
 @guarded
 def env_dotenv(c, env="dev", force=False):
     """Write the app's .env for local development from the matrix (secrets left empty, with where to get them)."""
-    from deploy.flows import envs
+    from deploy.flows import env as flow
 
-    envs.dotenv(env, force)
+    flow.dotenv(services(), env, force)
 
 
 @task(name="rotation")
@@ -182,19 +182,19 @@ def env_dotenv(c, env="dev", force=False):
 @reads_only
 def secrets_rotation(c):
     """Each secret's age against its rotation period; fails when a production secret is overdue."""
-    from deploy.flows import envs
+    from deploy.flows import secrets
 
-    _exit(envs.rotation())
+    _exit(secrets.rotation(services()))
 
 
 @task(name="rotated", help={"name": "the secret's variable name", "env": ENV, "by": "who rotated it (default: you)"})
 @guarded
 def secrets_rotated(c, name, env, by=None):
     """Record that a secret was rotated today."""
-    from deploy.flows import envs
+    from deploy.flows import secrets
 
     need(name=name, env=env)
-    envs.rotated(name, env, by)
+    secrets.rotated(services(), name, env, by)
 
 
 # ----------------------------------------------------------------------------- db
@@ -205,7 +205,7 @@ def db_status(c, env, json=False):
     """Applied, pending, failed and drifted migrations of an environment's database."""
     from deploy.flows import db
 
-    _exit(db.status(env, as_json=json))
+    _exit(db.status(services(), env, as_json=json))
 
 
 @task(name="migrate", help={"env": ENV})
@@ -214,7 +214,7 @@ def db_migrate(c, env):
     """Apply pending Prisma migrations (recorded in _prisma_migrations as Prisma does)."""
     from deploy.flows import db
 
-    db.migrate(env)
+    db.migrate(services(), env)
 
 
 @task(name="rollback", help={"env": ENV, "steps": "how many of the latest migrations to undo (default 1)",
@@ -224,7 +224,7 @@ def db_rollback(c, env, steps=1, yes=False):
     """Undo the latest migrations with their down.sql files."""
     from deploy.flows import db
 
-    db.rollback(env, int(steps), yes)
+    db.rollback(services(), env, int(steps), yes)
 
 
 @task(name="resolve", help={"env": ENV, "applied": "mark this migration applied",
@@ -234,7 +234,7 @@ def db_resolve(c, env, applied=None, rolled_back=None):
     """Mark a migration applied or rolled back, as `prisma migrate resolve` does."""
     from deploy.flows import db
 
-    db.resolve(env, applied, rolled_back)
+    db.resolve(services(), env, applied, rolled_back)
 
 
 @task(name="backup", help={"env": ENV})
@@ -243,7 +243,7 @@ def db_backup(c, env):
     """Back up an environment's database (pg_dump custom format or a SQLite copy) with a SHA-256 sidecar."""
     from deploy.flows import db
 
-    db.backup(env)
+    db.backup(services(), env)
 
 
 @task(name="verify-backup", help={"env": ENV, "file": "backup file (default: the latest)"})
@@ -252,7 +252,7 @@ def db_verify_backup(c, env, file=None):
     """Restore a backup into a scratch database and compare row counts per table."""
     from deploy.flows import db
 
-    _exit(db.verify(env, file))
+    _exit(db.verify_backup(services(), env, file))
 
 
 @task(name="restore", help={"env": ENV, "file": "backup file (default: the latest)",
@@ -262,7 +262,7 @@ def db_restore(c, env, file=None, yes=False):
     """Restore a backup into an environment's database."""
     from deploy.flows import db
 
-    db.restore(env, file, yes)
+    db.restore(services(), env, file, yes)
 
 
 @task(name="provision", help={"env": ENV, "admin_url_var": "variable holding an admin Postgres URL",
@@ -273,7 +273,7 @@ def db_provision(c, env, admin_url_var="DATABASE_ADMIN_URL", db_name=None, role=
     """Create the role and database of a Postgres test/staging environment; the URL goes only to env/<env>.local.env."""
     from deploy.flows import db
 
-    db.provision(env, admin_url_var, db_name, role, reset_password)
+    db.provision(services(), env, admin_url_var, db_name, role, reset_password)
 
 
 # ----------------------------------------------------------------------------- hosts, shopify, smoke
@@ -282,9 +282,9 @@ def db_provision(c, env, admin_url_var="DATABASE_ADMIN_URL", db_name=None, role=
 @reads_only
 def hosts_check(c, env, json=False):
     """Connect to every host (host keys checked): deploy path writable, free space, current release."""
-    from deploy.flows import remote
+    from deploy.flows import hosts
 
-    _exit(remote.hosts_check(env, as_json=json))
+    _exit(hosts.check(services(), env, as_json=json))
 
 
 @task(name="releases", help={"env": ENV})
@@ -292,27 +292,27 @@ def hosts_check(c, env, json=False):
 @reads_only
 def hosts_releases(c, env):
     """List each host's releases, the current one in brackets."""
-    from deploy.flows import remote
+    from deploy.flows import hosts
 
-    remote.hosts_releases(env)
+    hosts.releases(services(), env)
 
 
 @task(name="release", help={"env": ENV, "sha": "commit whose built artifact to release (default: HEAD)"})
 @guarded
 def hosts_release(c, env, sha=None):
     """Release an already-built artifact to every host in parallel (promote does this after the gate)."""
-    from deploy.flows import remote
+    from deploy.flows import hosts
 
-    remote.hosts_release(env, sha)
+    hosts.release(services(), env, sha)
 
 
 @task(name="rollback", help={"env": ENV, "to": "release id (default: the one before current)"})
 @guarded
 def hosts_rollback(c, env, to=None):
     """Switch every host back to the previous (or named) release and restart."""
-    from deploy.flows import remote
+    from deploy.flows import hosts
 
-    remote.hosts_rollback(env, to)
+    hosts.rollback(services(), env, to)
 
 
 @task(name="versions", help={"env": ENV, "json": JSON})
@@ -320,9 +320,9 @@ def hosts_rollback(c, env, to=None):
 @reads_only
 def shopify_versions(c, env, json=False):
     """List the app's Shopify versions (shopify app versions list --json)."""
-    from deploy.flows import remote
+    from deploy.flows import shopify
 
-    remote.shopify_versions(env, as_json=json)
+    shopify.versions(services(), env, as_json=json)
 
 
 @task(name="deploy", help={"env": ENV, "version": "version tag (default: a new release id)",
@@ -330,19 +330,19 @@ def shopify_versions(c, env, json=False):
 @guarded
 def shopify_deploy(c, env, version=None, message=None):
     """Push the app's Shopify configuration and extensions as a new version and release it."""
-    from deploy.flows import remote
+    from deploy.flows import shopify
 
-    remote.shopify_deploy(env, version, message)
+    shopify.deploy(services(), env, version, message)
 
 
 @task(name="release", help={"env": ENV, "version": "the version tag to make live"})
 @guarded
 def shopify_release(c, env, version):
     """Make an existing Shopify app version live (the undo of shopify.deploy)."""
-    from deploy.flows import remote
+    from deploy.flows import shopify
 
     need(version=version)
-    remote.shopify_release(env, version)
+    shopify.release(services(), env, version)
 
 
 @task(help={"env": ENV, "release": "release id /version must name (local: the running one)"})
@@ -350,9 +350,9 @@ def shopify_release(c, env, version):
 @reads_only
 def smoke(c, env, release=None):
     """Run the environment's smoke checks now and print every target's result."""
-    from deploy.flows import remote
+    from deploy.flows import smoke
 
-    _exit(remote.smoke(env, release))
+    _exit(smoke.main(services(), env, release))
 
 
 # ----------------------------------------------------------------------------- evidence
@@ -364,10 +364,10 @@ def smoke(c, env, release=None):
 @guarded
 def evidence_collect(c, sha, files=None, out=None, env=None):
     """Bind test reports to a commit: writes the evidence manifest (kind, time, SHA-256 of each file)."""
-    from deploy.flows import gate as flow
+    from deploy.flows import evidence
 
     need(sha=sha)
-    flow.collect(sha, list(files or []), out, env)
+    evidence.collect(services(), sha, list(files or []), out, env)
 
 
 @task(name="gate", help={"env": ENV, "sha": "commit to judge (default: HEAD)", "json": JSON})
@@ -380,7 +380,7 @@ def gate_task(c, env, sha=None, json=False):
     2 settings or flags wrong; 1 anything else that failed."""
     from deploy.flows import gate as flow
 
-    _exit(flow.gate(env, sha, as_json=json))
+    _exit(flow.main(services(), env, sha, as_json=json))
 
 
 # ----------------------------------------------------------------------------- drills
@@ -391,7 +391,7 @@ def hotfix_drill(c, env="staging", sha=None):
     """Rehearse hotfix and rollback end to end, timed per phase and recorded in the ledger."""
     from deploy.flows import drill
 
-    drill.drill(env, sha=sha)
+    drill.drill(services(), env, sha=sha)
 
 
 @task(help={"days": "flag a procedure with no passed drill in this many days (default 30)"})
@@ -399,9 +399,9 @@ def hotfix_drill(c, env="staging", sha=None):
 @reads_only
 def drills(c, days=30):
     """List recorded drills; non-zero when hotfix or rollback was not exercised recently."""
-    from deploy.flows import drill
+    from deploy.flows import drills
 
-    _exit(drill.listing(int(days)))
+    _exit(drills.main(services(), int(days)))
 
 
 # ----------------------------------------------------------------------------- operations
@@ -410,18 +410,18 @@ def drills(c, days=30):
 @guarded
 def golive_check(c, env="production", sha=None, json=False):
     """Run the go-live checklist (evidence, decision log, backup, drills, secrets, parity, approvals)."""
-    from deploy.flows import ops
+    from deploy.flows import golive
 
-    _exit(ops.golive_check(env, sha, as_json=json))
+    _exit(golive.check(services(), env, sha, as_json=json))
 
 
 @task(name="bootstrap")
 @guarded
 def bootstrap_task(c):
     """Set up a working local app: tools checked, .env written, database migrated and seeded. Safe to re-run."""
-    from deploy.flows import ops
+    from deploy.flows import bootstrap
 
-    _exit(ops.bootstrap())
+    _exit(bootstrap.main(services()))
 
 
 @task(name="init", help={
@@ -431,28 +431,28 @@ def bootstrap_task(c):
 def init_task(c, app, force=False):
     """Write the starting files for an existing app: env/<local,staging,production>.toml and .env, the
     variable matrix (from .env.example and shopify.app*.toml), GitHub workflows, a runbook. Safe to re-run."""
-    from deploy.flows import adopt
+    from deploy.flows import init
 
     need(app=app)
-    adopt.init(app, force=force)
+    init.main(services(), app, force=force)
 
 
 @task(name="blocker", help={"env": ENV, "text": "what blocks the release"})
 @guarded
 def log_blocker(c, env, text=None):
     """Record a blocker in feedback/deployment.md."""
-    from deploy.flows import ops
+    from deploy.flows import log
 
-    ops.log_entry("blocker", env, text)
+    log.blocker(services(), env, text)
 
 
 @task(name="readiness", help={"env": ENV, "text": "the readiness statement"})
 @guarded
 def log_readiness(c, env, text=None):
     """Record a readiness statement in feedback/deployment.md."""
-    from deploy.flows import ops
+    from deploy.flows import log
 
-    ops.log_entry("readiness", env, text)
+    log.readiness(services(), env, text)
 
 
 @task(name="check")
@@ -460,30 +460,27 @@ def log_readiness(c, env, text=None):
 @reads_only
 def runbooks_check(c):
     """Fail when a runbook names a task or flag that does not exist, or a task is in no runbook."""
-    from deploy.flows import ops
+    from deploy.flows import runbooks
 
-    _exit(ops.runbooks_check())
+    _exit(runbooks.check(services()))
 
 
 @task(name="stamp")
 @guarded
 def runbooks_stamp(c):
     """Update the "Last exercised" lines of the hotfix and rollback runbooks from the ledger's drills."""
-    from deploy.flows import ops
+    from deploy.flows import runbooks
 
-    ops.runbooks_stamp()
+    runbooks.stamp(services())
 
 
 @task(name="report", help={"out": "where to write the report (default: docs/reliability.md)"})
 @guarded
 def reliability_report(c, out="docs/reliability.md"):
     """Run the reliability suite (kill points, concurrency, faults, hostile input, leaks, remote) and regenerate docs/reliability.md."""
-    from pathlib import Path
+    from deploy.flows import reliability
 
-    from deploy import cli, reliability
-
-    f = reliability.report(Path(__file__).resolve().parent, out=out)
-    cli.out(f"{out}: {f.all_cases.line()}; kill points resume {f.kill_resume.line()}, abort {f.kill_abort.line()}")
+    reliability.report(services(), out)
 
 
 ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task, init_task)

@@ -29,26 +29,21 @@ def root() -> Path:
     return project_root(Path(__file__).resolve().parent.parent)
 
 
-def settings(env: str | None, flag: str = "--env"):
-    """The typed settings of `env`; a SettingsError naming `flag` (the task's own flag,
-    e.g. promote's --to) and the environments there are when none was given."""
-    from deploy.config import environments, load
-    from deploy.errors import SettingsError
+def services():
+    """What a flow is handed (deploy/services.py): this project's root, the process
+    environment and the terminal."""
+    from deploy.services import Services
 
-    if not env:
-        try:
-            names = ", ".join(environments(root())) or "none yet"
-        except (DeployError, OSError):
-            names = "see env/*.toml"
-        raise SettingsError(f"No environment given: {flag} is required.",
-                            f"Pass {flag}=NAME, one of the files env/NAME.toml ({names}).")
-    return load(env, root())
+    return Services(root=root(), environ=os.environ)
+
+
+def settings(env: str | None, flag: str = "--env"):
+    """The typed settings of `env` (see `Services.settings`)."""
+    return services().settings(env, flag)
 
 
 def ledger():
-    from deploy.ledger import Ledger
-
-    return Ledger.open(root())
+    return services().ledger()
 
 
 def out(text: str = "") -> None:
@@ -57,16 +52,9 @@ def out(text: str = "") -> None:
 
 def width() -> int:
     """The terminal's width in columns (COLUMNS when set; 120 when stdout is no terminal)."""
-    import shutil
+    from deploy.services import terminal_width
 
-    return shutil.get_terminal_size((120, 24)).columns
-
-
-def table(rows, headers, *, fmt: str = "simple", optional=()) -> str:
-    """`rows` as a table that fits the terminal (deploy/display.py: wrap, then drop `optional`)."""
-    from deploy import display
-
-    return display.fit(rows, headers, width(), fmt=fmt, optional=optional)
+    return terminal_width()
 
 
 def emit_json(value) -> None:
@@ -142,9 +130,12 @@ def guarded(fn):
             _invoke_flags(fn, args, kwargs)
             return fn(*args, **kwargs)
         except DeployError as e:
+            env = kwargs.get("env") or kwargs.get("to")
+            e.in_env(env if isinstance(env, str) else None)  # a hint from below says <env>; the task knows which
             try:
-                print(colour("error:", stream=sys.stderr) + redact(_with_env(f" {e}", kwargs)),
-                      file=sys.stderr, flush=True)
+                print(colour("error:", stream=sys.stderr) + redact(f" {e}"), file=sys.stderr, flush=True)
+                if e.traceback and os.environ.get("DEPLOY_DEBUG") == "1":
+                    print(redact(e.traceback), file=sys.stderr, flush=True)
             except BrokenPipeError:
                 pass
             raise Exit(code=e.exit_code) from None
@@ -167,12 +158,6 @@ def guarded(fn):
     return wrapper
 
 
-def _with_env(text: str, kwargs) -> str:
-    """Hints written deep down (a migration, a backup) say `<env>`; the task knows which."""
-    env = kwargs.get("env") or kwargs.get("to")
-    return text.replace("<env>", env) if isinstance(env, str) and env else text
-
-
 def need(**flags) -> None:
     """A SettingsError naming every required flag that was not given."""
     from deploy.errors import SettingsError
@@ -184,12 +169,6 @@ def need(**flags) -> None:
 
 def confirm(question: str, yes: bool) -> None:
     """Ask unless --yes; refuse without a terminal."""
-    from deploy.errors import Aborted
+    from deploy.services import Terminal
 
-    if yes:
-        return
-    if not sys.stdin.isatty() or os.environ.get("CI"):
-        raise Aborted(f"{question} needs confirmation and there is no terminal to ask.", "Pass --yes to confirm.")
-    answer = input(f"{question} [y/N] ").strip().lower()
-    if answer not in ("y", "yes"):
-        raise Aborted("Not confirmed; nothing was changed.")
+    Terminal().confirm(question, yes)

@@ -319,6 +319,11 @@ class _Heartbeat:
         return False
 
 
+def _ledger_text(err: DeployError) -> str:
+    """What the ledger keeps of a failure: the message and hint, and a bug's traceback."""
+    return f"{err}\n{err.traceback}" if err.traceback else str(err)
+
+
 def _disk_full(e: OSError, step: str) -> DeployError:
     where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
     return DeployError(f"Step {step}: no space left on the device{where}.",
@@ -557,22 +562,29 @@ class Runner:
 
     @staticmethod
     def _bug(step: Step, e: BaseException) -> DeployError:
-        return DeployError(f"Step {step.name} failed unexpectedly: {type(e).__name__}: {e}",
-                           "This is a bug in the toolkit; the completed steps were undone. Please report it.")
+        """A step's bug as a DeployError that keeps the traceback (stored in the ledger, printed with DEPLOY_DEBUG=1)."""
+        import traceback
+
+        err = DeployError(f"Step {step.name} failed unexpectedly: {type(e).__name__}: {e}",
+                          "This is a bug in the toolkit; the completed steps were undone. Please report it "
+                          "with the traceback (kept in the ledger; DEPLOY_DEBUG=1 prints it).")
+        err.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+        return err
 
     def _fail(self, plan, run_id, ctx, i, err: DeployError, done, started, t0, *, ran: bool = True) -> Outcome:
         self._sig.phase = "undo"
+        err.in_env(plan.env)   # hints written below the flow say <env>; the run knows which
         step = plan.steps[i]
         n = len(plan.steps)
         if ran:
             self._quietly(self.ledger.update_step, run_id, i, status="failed", finished_at=time.time(),
-                          error=str(err))
+                          error=_ledger_text(err))
             self.console.step(i + 1, n, step.name, "FAILED", time.monotonic() - t0, err.message)
         else:
             self.console.line(f"stopped before step {i + 1}/{n} {step.name}: {err.message}")
         if not self.rollback:
             self._finish_run(run_id, status="failed_in_place", finished_at=time.time(),
-                             state=ctx.state, error=str(err), failed_step=step.name)
+                             state=ctx.state, error=_ledger_text(err), failed_step=step.name)
             self._finish_steps(plan, ctx, [*done, i] if ran else list(done))
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
             if plan.abort_cmd:
@@ -587,7 +599,7 @@ class Runner:
         # (undos tolerate a partial run), then the completed steps in reverse.
         undo_errors = self._undo(plan, run_id, ctx, [*done, i] if ran else list(done))
         status = plan.failed_status if not undo_errors else "failed"
-        msg = str(err)
+        msg = _ledger_text(err)
         if undo_errors:
             msg += "\nUndo also failed: " + "; ".join(undo_errors)
         self._finish_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
@@ -596,7 +608,8 @@ class Runner:
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
         else:
             exit_code = err.exit_code
-            err = DeployError(f"{err.message}\nUndo failed for: {'; '.join(undo_errors)}", plan.lock_hint())
+            err = DeployError(f"{err.message}\nUndo failed for: {'; '.join(undo_errors)}",
+                              plan.lock_hint()).fields_from(err)
             err.exit_code = exit_code
         if self._ledger_errors:
             err = self._ledger_failed(plan, err)

@@ -17,7 +17,8 @@
 
 Tasks turn a DeployError into one paragraph on stderr and a non-zero exit (EXIT_CODES
 below; README "Exit codes" is checked against it); any other exception is a bug and keeps
-its traceback.
+its traceback (a step's bug is wrapped by the runner, its traceback kept in the ledger and
+printed with DEPLOY_DEBUG=1).
 """
 
 from __future__ import annotations
@@ -39,14 +40,52 @@ EXIT_CODES: dict[int, str] = {
 
 
 class DeployError(Exception):
-    """An error the user can act on. `hint` says what to do next."""
+    """An error the user can act on. `hint` says what to do next.
+
+    Fields say where: `env`, `host`, `migration`, `file` (each None when unknown). A message
+    or hint written below the layer that knows the environment (a migration, a backup)
+    names it as `<env>`; it is rendered from `env` once a flow, the runner or the task sets
+    it (`in_env`). `traceback` holds a bug's traceback when this error wraps one (the
+    runner keeps it in the ledger; DEPLOY_DEBUG=1 prints it)."""
 
     exit_code = 1
+    FIELDS = ("env", "host", "migration", "file")
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, *, env: str | None = None, host: str | None = None,
+                 migration: str | None = None, file: str | None = None):
         super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self._message = message
+        self._hint = hint
+        self.env = env
+        self.host = host
+        self.migration = migration
+        self.file = file
+        self.traceback: str | None = None
+
+    def _render(self, text: str | None) -> str | None:
+        return text.replace("<env>", self.env) if text and self.env else text
+
+    @property
+    def message(self) -> str:
+        return self._render(self._message)
+
+    @property
+    def hint(self) -> str | None:
+        return self._render(self._hint)
+
+    def in_env(self, env: str | None) -> DeployError:
+        """Set the environment unless a lower layer already did; returns self (`raise e.in_env(name)`)."""
+        if self.env is None and env:
+            self.env = env
+        return self
+
+    def fields_from(self, other: DeployError) -> DeployError:
+        """Carry `other`'s fields and traceback over to this error that wraps it; returns self."""
+        for name in self.FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(other, name, None))
+        self.traceback = self.traceback or getattr(other, "traceback", None)
+        return self
 
     def __str__(self) -> str:
         if self.hint:
@@ -89,8 +128,8 @@ class BackupFailed(DeployError):
 class HostFailed(DeployError):
     """One or more hosts failed; `results` holds every host's outcome."""
 
-    def __init__(self, message: str, hint: str | None = None, results=None):
-        super().__init__(message, hint)
+    def __init__(self, message: str, hint: str | None = None, results=None, **fields):
+        super().__init__(message, hint, **fields)
         self.results = list(results or [])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import datetime, timezone
 
@@ -184,3 +185,42 @@ def test_which_app_a_release_is_comes_from_its_manifest():
     assert apps == {"r1": "occ-shopify-app", "r2": "occ-example-app", "r0": ""}
     assert not hosts.same_app(apps, "r1", "r2")
     assert hosts.same_app(apps, "r1", "r1") and hosts.same_app(apps, "r1", "r0"), "an unnamed (older) release is not refused"
+
+
+# ---------------------------------------------------------------- delta uploads (pure parts)
+
+def test_delta_plan_links_only_same_path_sha_size_and_mode():
+    from deploy.hosts import TreeEntry, delta_plan
+
+    a, b = "a" * 64, "b" * 64
+    entries = [TreeEntry("RELEASE.json", "f", 0o644, 10, a), TreeEntry("same", "f", 0o644, 5, a),
+               TreeEntry("changed", "f", 0o644, 5, b), TreeEntry("mode", "f", 0o755, 5, a),
+               TreeEntry("new", "f", 0o644, 5, a), TreeEntry("link", "l", target="same")]
+    base = {"RELEASE.json": (a, 0o644, 10), "same": (a, 0o644, 5), "changed": (a, 0o644, 5), "mode": (a, 0o644, 5)}
+    assert delta_plan(entries, base) == (["same"], ["RELEASE.json", "changed", "mode", "new"])
+
+
+def test_base_files_ignores_entries_without_a_mode():
+    from deploy.hosts import base_files
+
+    text = json.dumps({"files": [{"path": "x", "sha256": "a" * 64, "size": 1, "mode": 420},
+                                 {"path": "old", "sha256": "b" * 64, "size": 2}]}).encode()
+    assert base_files(text) == {"x": ("a" * 64, 420, 1)}
+    assert base_files(b"not json") == {}
+
+
+def test_tree_lines_are_what_find_prints_sorted_bytewise():
+    from deploy.hosts import TreeEntry, tree_lines
+
+    text = tree_lines([TreeEntry("b", "f", 0o755, 3, "c" * 64), TreeEntry("a/x", "l", target="../b"),
+                       TreeEntry("e", "d"), TreeEntry("B", "f", 0o644, 0, "d" * 64)])
+    assert text == "d e\nf 644 0 B\nf 755 3 b\nl a/x -> ../b\n"
+
+
+def test_go_live_command_is_one_round_trip_with_distinct_exits():
+    t = hosts.Target("x", "h", 22, "u", "/srv/occ")
+    cmd = hosts.go_live_command(t, "R2", True, "cd /srv/occ/current && bin/restart", "curl -fs localhost")
+    assert cmd.startswith("{ test -d /srv/occ/releases/R2 && ln -sfn releases/R2 /srv/occ/.current-R2")
+    assert "|| exit 79" in cmd and "exit 81" in cmd and "|| exit 82" in cmd
+    assert "__hook_exit=$rc" in cmd
+    assert "exit 79" not in hosts.go_live_command(t, "R2", False, "true", "")

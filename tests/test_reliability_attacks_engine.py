@@ -178,6 +178,7 @@ def test_abort_never_takes_over_a_lock_held_on_another_machine_without_break_loc
         assert TIER in applied(stage.db_url)
         assert stage.project.ledger().lock("staging").hostname == "ci-runner-1"
 
+    assert "other host, seen" in ok(stage.project.invoke("lock.status", "--env=staging"))
     for args in (["--abort"], ["--resume"]):
         text = refused(stage.project.invoke("promote", "--to=staging", *args), 4)
         assert "ci-runner-1" in text and "--break-lock" in text, text
@@ -414,6 +415,23 @@ def test_a_closed_output_pipe_ends_the_task_quietly(project, args):
     p.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert p.returncode == 0, err
+
+
+def test_a_promotion_whose_reader_goes_away_still_finishes_and_frees_the_lock(project):
+    """`invoke promote ... | head -1`: the run must not stop half-way (lock held, state
+    "running") because nobody reads its progress any more."""
+    env = {**os.environ, "DEPLOY_ROOT": str(project.root), "PYTHONPATH": str(REPO), **project.env}
+    env.pop("DEPLOY_LEDGER_URL", None)
+    p = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), "promote", "--to=local"],
+                         cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=300)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    led = project.ledger()
+    run = led.runs("local")[0]
+    assert run.status == "succeeded" and led.lock("local") is None, err
+    assert led.live_release("local")["release_id"] == run.release_id
 
 
 # ----------------------------------------------------------------------------- issue 14: hints

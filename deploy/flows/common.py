@@ -60,16 +60,14 @@ def unfinished_run(led, env: str, flow: str):
                       f"`invoke status` shows the environment's runs; start a new one with `invoke {flow} --to={env}`.")
 
 
-def one_step(s, name: str, does: str, fn, *, led=None, args: dict | None = None, release_id: str | None = None,
+def one_step(s, name: str, does: str, fn, *, led, args: dict | None = None, release_id: str | None = None,
              sha: str | None = None):
     """Run a single primitive that changes an environment as a one-step plan: under the
     environment's lock (LockHeld naming the holder while another run has it), recorded in
     the ledger as a run of flow `name` (e.g. db.restore). `fn(ctx)` returns the result line.
     Raises the primitive's own error when it fails; returns the Outcome otherwise."""
-    from deploy import cli
     from deploy.engine import Console, Plan, Runner, Step
 
-    led = led or cli.ledger()
     plan = Plan(name, s.name, [Step(name.split(".")[-1], does, run=fn)], sha=sha, release_id=release_id,
                 args=args or {}, failed_status="failed")
     outcome = Runner(led, Console(quiet=True)).execute(plan)
@@ -126,7 +124,7 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
         head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"
     else:   # an --abort whose undo failed, or a ledger that could not record the end
         head = f"Run {outcome.run_id} did not finish ({outcome.status})"
-    final = DeployError(f"{head}:\n{err.message}", err.hint)
+    final = DeployError(f"{head}:\n{err.message}", err.hint).fields_from(err)
     final.exit_code = err.exit_code if isinstance(err, DeployError) else 1
     raise final
 

@@ -10,11 +10,10 @@ plan), verify (smoke proves the restored release answers).
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from datetime import datetime, timezone
 
-from deploy import build, cli, feedback
+from deploy import build, feedback
 from deploy.engine import Console, Runner
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, promote, rollback
@@ -35,12 +34,12 @@ def _run(led, plan, durations, name):
     return outcome
 
 
-def drill(env: str, *, sha: str | None, production: str = "production", watch_seconds: float = 2.0) -> dict:
-    s = cli.settings(env)
+def drill(svc, env: str, *, sha: str | None, production: str = "production", watch_seconds: float = 2.0) -> dict:
+    s = svc.settings(env)
     if s.environment.protected or env == production:
         raise SettingsError(f"{env} is protected: drills run on a rehearsal environment.",
                             "Run the drill on staging: invoke hotfix.drill --env=staging.")
-    led = cli.ledger()
+    led = svc.ledger()
     # The fast path: gates still required, the watch window shortened.
     fast = dataclasses.replace(s, watch=dataclasses.replace(s.watch, window_seconds=min(s.watch.window_seconds or 0,
                                                                                         watch_seconds)))
@@ -58,7 +57,7 @@ def drill(env: str, *, sha: str | None, production: str = "production", watch_se
         live = led.live_release(env) or {}
         if live.get("sha") != baseline_sha:
             rid = build.new_release_id(baseline_sha, datetime.now(timezone.utc))
-            plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led).skip(
+            plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led, environ=svc.environ).skip(
                 "gate", f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}")
             _run(led, plan, durations, "baseline")
         else:
@@ -69,11 +68,11 @@ def drill(env: str, *, sha: str | None, production: str = "production", watch_se
         if rid == baseline:
             time.sleep(1.0)  # release ids have one-second resolution
             rid = build.new_release_id(candidate, datetime.now(timezone.utc))
-        _run(led, promote.plan(fast, sha=candidate, release_id=rid, ledger=led), durations, "deploy")
+        _run(led, promote.plan(fast, sha=candidate, release_id=rid, ledger=led, environ=svc.environ), durations, "deploy")
         # 3. detect: the drill forces the trigger on-call would pull on a bad hotfix.
-        _phase(durations, "detect", lambda: cli.out(f"drill: forcing a rollback trigger on {rid}"))
+        _phase(durations, "detect", lambda: svc.term.out(f"drill: forcing a rollback trigger on {rid}"))
         # 4. rollback with the on-call plan, 5. verify smoke on the restored release.
-        rb = rollback.plan(s, led, to=baseline, db="down", skip_shopify=False, environ=os.environ)
+        rb = rollback.plan(s, led, to=baseline, db="down", skip_shopify=False, environ=svc.environ)
         smoke_step = rb.step("smoke")  # timed on its own as the verify phase
         _run(led, rb.without("smoke"), durations, "rollback")
         from deploy.engine import StepContext
@@ -97,7 +96,7 @@ def drill(env: str, *, sha: str | None, production: str = "production", watch_se
         feedback.append(s.root, feedback.Entry(kind="drill", env=env, outcome=outcome, who=_who(), sha=candidate,
                                                duration=total, text=" ".join(f"{k} {v:.1f}s" for k, v in
                                                                             durations.items()) + (f"; {note}" if note else "")))
-        cli.out("drill " + outcome + ": " + ", ".join(f"{k} {v:.2f}s" for k, v in rec.items()))
+        svc.term.out("drill " + outcome + ": " + ", ".join(f"{k} {v:.2f}s" for k, v in rec.items()))
     return rec
 
 
@@ -105,23 +104,3 @@ def _who() -> str:
     from deploy.ledger import whoami
 
     return whoami()
-
-
-def listing(days: int) -> int:
-    led = cli.ledger()
-    now = time.time()
-    rows = []
-    for d in led.drills(limit=100):
-        rows.append((time.strftime("%Y-%m-%d %H:%M", time.gmtime(d["started_at"])), d["env"], d["procedure"],
-                     d["outcome"], d["who"], ", ".join(f"{k} {v:.1f}s" for k, v in d["durations"].items())))
-    cli.out(cli.table(rows, ("when (UTC)", "env", "procedure", "outcome", "who", "durations"), optional=("who",)) if rows
-            else "No drill has been recorded.")
-    stale = []
-    for proc in ("hotfix", "rollback"):
-        ok = [d for d in led.drills(procedure=proc, limit=50) if d["outcome"] == "passed"]
-        if not ok or now - ok[0]["started_at"] > days * 86400:
-            stale.append(proc)
-    for proc in stale:
-        cli.out(f"NOT EXERCISED: no passed {proc} drill in the last {days} days "
-                f"(run: invoke hotfix.drill --env=staging)")
-    return 1 if stale else 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from deploy import cli
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
 from deploy.facts import Serving
@@ -57,11 +56,11 @@ def golive_step(s: Settings, sha: str, environ, ledger):
                 run=run)
 
 
-def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
+def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
          no_rollback=False, break_lock=False) -> None:
     from deploy import build
 
-    s = cli.settings(env, flag="--to")
+    s = svc.settings(env, flag="--to")
     if resume and abort:
         from deploy.errors import SettingsError
 
@@ -79,9 +78,9 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         raise SettingsError("--break-lock only goes with --resume or --abort (it takes over a killed run's lock).",
                             f"Pass --abort or --resume too, e.g. invoke promote --to={env} --abort --break-lock.")
     if resume or abort:
-        led = cli.ledger()
+        led = svc.ledger()
         run = common.unfinished_run(led, s.name, "promote")
-        p = plan(s, ledger=led, **run.args)
+        p = plan(s, ledger=led, environ=svc.environ, **run.args)
         runner = Runner(led, Console(), rollback=not no_rollback)
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
@@ -89,19 +88,19 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
         full = common.app_sha(s, sha)
         release_id = build.new_release_id(full, datetime.now(timezone.utc))
         if dry_run:
-            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify)
-            cli.out(p.table())
-            cli.out("\nwhat each step would run or touch:\n" + p.commands())
-            cli.out("\ndry run: nothing was changed.")
+            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ)
+            svc.term.out(p.table())
+            svc.term.out("\nwhat each step would run or touch:\n" + p.commands())
+            svc.term.out("\ndry run: nothing was changed.")
             return
-        led = cli.ledger()
-        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, ledger=led)
+        led = svc.ledger()
+        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ, ledger=led)
         if s.environment.protected:
-            cli.out(p.table() + "\n")
-            cli.confirm(f"Promote {full[:12]} to {s.name}?", yes)
+            svc.term.out(p.table() + "\n")
+            svc.term.confirm(f"Promote {full[:12]} to {s.name}?", yes)
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)
     serving = outcome.fact(Serving)
     if s.is_local and serving:
-        cli.out(f"the app: {serving.url}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")
+        svc.term.out(f"the app: {serving.url}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")

@@ -8,10 +8,8 @@ release being fled) and says exactly which part failed; re-running it is safe.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from deploy import cli
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner, Step, StepContext, Touch
 from deploy.errors import DeployError, SettingsError
@@ -191,19 +189,19 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
                 header=[("environment", s.name), ("from", current or "-"), ("to", target), ("database", db)])
 
 
-def main(env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False) -> None:
-    s = cli.settings(env)
-    led = cli.ledger()
-    p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=os.environ)
+def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False) -> None:
+    s = svc.settings(env)
+    led = svc.ledger()
+    p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ)
     if dry_run:
-        cli.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
+        svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return
     if db != "keep" or s.environment.protected:
-        cli.out(p.table() + "\n")
-        cli.confirm(f"Roll {env} back to {p.release_id}" + (f" and its database ({db})" if db != "keep" else "") + "?",
+        svc.term.out(p.table() + "\n")
+        svc.term.confirm(f"Roll {env} back to {p.release_id}" + (f" and its database ({db})" if db != "keep" else "") + "?",
                     yes)
     outcome = Runner(led, Console(), rollback=False).execute(p)
     common.report(s, led, outcome, title=f"rollback {s.name}", kind="rollback")
     if outcome.ok:
-        cli.out(f"time to rollback: {outcome.duration:.1f}s")
+        svc.term.out(f"time to rollback: {outcome.duration:.1f}s")
     common.fail_if_not_ok(outcome, led, flow="rollback")

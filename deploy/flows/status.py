@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 
-from deploy import cli
 from deploy.errors import DeployError
 
 
@@ -82,14 +80,14 @@ def _pending_cell(r: dict) -> str:
     return "?" if r.get("pending_migrations_error") else "-"
 
 
-def main(as_json: bool) -> None:
+def main(svc, as_json: bool) -> None:
     from deploy.flows import shapes
 
-    root = cli.root()
-    led = cli.ledger()
-    rows = gather(root, led, os.environ, time.time())
+    root = svc.root
+    led = svc.ledger()
+    rows = gather(root, led, svc.environ, time.time())
     if as_json:
-        cli.emit_json(shapes.status(rows))
+        svc.term.emit_json(shapes.status(rows))
         return
     table = [(r["env"], r.get("release") or "-", r.get("sha") or "-", (r.get("deployed_at") or "-")[:16].replace("T", " "), r.get("by") or "-",
               r.get("shopify_version") or "-", _pending_cell(r),
@@ -97,8 +95,8 @@ def main(as_json: bool) -> None:
               ", ".join(r.get("overdue_secrets") or []) or "none", r.get("failed_runs_24h", 0))
              if "error" not in r else (r["env"], "settings error: " + r["error"], *["-"] * 9)
              for r in rows]
-    cli.out(cli.table(table, ("env", "release", "sha", "deployed (UTC)", "by", "shopify", "pending migr.",
+    svc.term.out(svc.term.table(table, ("env", "release", "sha", "deployed (UTC)", "by", "shopify", "pending migr.",
                               "lock", "last drill", "overdue secrets", "failed 24h"),
                       optional=("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")))
     if any(r.get("pending_migrations_error") for r in rows):
-        cli.out("?: the database cannot be read from here (`invoke status --json` says why)")
+        svc.term.out("?: the database cannot be read from here (`invoke status --json` says why)")

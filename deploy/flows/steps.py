@@ -268,10 +268,11 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
 def gate(s: Settings, sha: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import cli, evidence
+        from deploy import evidence
+        from deploy.services import terminal_width
 
         verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
-        ctx.note(evidence.render(verdict, width=max(60, cli.width() - 8)).replace("\n", "\n        "))
+        ctx.note(evidence.render(verdict, width=max(60, terminal_width() - 8)).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
 
     kinds = ", ".join(s.gate.required)

@@ -264,6 +264,7 @@ def migrate(
              f"`invoke db.status --env=<env>`; a row left unfinished is cleared with "
              f"`invoke db.resolve --env=<env> --rolled-back {current}`.") if current else
             "Check the database is up and reachable, then run again.",
+            migration=current or None,
         ) from None
     return MigrateResult(session.url.masked, "builtin", tuple(applied), warnings, time.monotonic() - start)
 
@@ -284,6 +285,7 @@ def _apply_one(db: Db, m: LocalMigration) -> None:
             f"Migration {m.name} was cut off on {db.url.masked} (database error {code}): {redact(text)}",
             f"The connection was lost, so the server rolled the migration back and its row is left unfinished. "
             f"When the database is back: `invoke db.resolve --env=<env> --rolled-back {m.name}`, then migrate again.",
+            migration=m.name,
         ) from None
     hint = (
         f"Nothing of it was applied. Fix {m.path / SCRIPT}, then run "
@@ -294,6 +296,7 @@ def _apply_one(db: Db, m: LocalMigration) -> None:
         raise MigrationFailed(
             f"Migration {m.name} failed on {db.url.masked}{waited} (P3018, database error code {code}):\n{redact(text)}",
             TIMEOUT_HINT + f" Then `invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again.",
+            migration=m.name,
         )
     if code == "55P04":
         hint = ("Postgres cannot use an enum value added by ALTER TYPE ... ADD VALUE in the same transaction. "
@@ -302,6 +305,7 @@ def _apply_one(db: Db, m: LocalMigration) -> None:
     raise MigrationFailed(
         f"Migration {m.name} failed on {db.url.masked} (P3018, database error code {code}):\n{redact(text)}",
         hint,
+        migration=m.name,
     )
 
 

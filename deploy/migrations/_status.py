@@ -152,6 +152,7 @@ def refuse_failed(rows: Sequence[MigrationRecord], masked: str) -> None:
         f"Found failed migrations in {masked}; new migrations will not be applied (P3009).\n{lines}",
         f"Fix the cause, then mark it with `invoke db.resolve --env=<env> --rolled-back {name}` (it will be "
         f"applied again) or `--applied {name}` (if you finished it by hand), and migrate again.",
+        migration=name,
     )
 
 

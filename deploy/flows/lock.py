@@ -4,54 +4,53 @@ from __future__ import annotations
 
 import time
 
-from deploy import cli
 
 
-def release(env: str, *, force: bool) -> None:
-    s = cli.settings(env)
-    led = cli.ledger()
+def release(svc, env: str, *, force: bool) -> None:
+    s = svc.settings(env)
+    led = svc.ledger()
     held = led.break_lock(s.name, max_age_seconds=s.lock.max_age_minutes * 60, force=force)
     if held is None:
-        cli.out(f"{s.name}: no ledger lock held.")
+        svc.term.out(f"{s.name}: no ledger lock held.")
     else:
-        cli.out(f"{s.name}: broke the ledger lock held by {held.describe()}.")
+        svc.term.out(f"{s.name}: broke the ledger lock held by {held.describe()}.")
     if s.hosts.hosts and not s.is_local:
-        _release_hosts(s, held.run_id if held else None)
+        _release_hosts(svc, s, held.run_id if held else None)
 
 
-def _release_hosts(s, dead_run: str | None) -> None:
+def _release_hosts(svc, s, dead_run: str | None) -> None:
     """Host locks of the run whose ledger lock was just broken go too; others only when
     older than hosts.lock_max_age_minutes (a runner on another machine may hold them)."""
     from deploy import hosts
 
     locks = hosts.lock_status(s.hosts)
     if not locks:
-        cli.out(f"{s.name}: no host holds a deploy lock.")
+        svc.term.out(f"{s.name}: no host holds a deploy lock.")
         return
     mine = bool(dead_run) and all(lk.run_id == dead_run for lk in locks)
     broken = hosts.break_lock(s.hosts, force=mine)
     for lk in broken:
-        cli.out(f"{lk.host}: broke the deploy lock of run {lk.run_id or '?'} ({lk.holder})")
+        svc.term.out(f"{lk.host}: broke the deploy lock of run {lk.run_id or '?'} ({lk.holder})")
     left = [lk for lk in locks if lk.host not in {b.host for b in broken}]
     for lk in left:
-        cli.out(f"{lk.host}: lock of run {lk.run_id or '?'} ({lk.holder}) kept: it is younger than "
+        svc.term.out(f"{lk.host}: lock of run {lk.run_id or '?'} ({lk.holder}) kept: it is younger than "
                 f"hosts.lock_max_age_minutes and not the broken run's")
 
 
-def status(env: str | None, as_json: bool = False) -> None:
-    led = cli.ledger()
+def status(svc, env: str | None, as_json: bool = False) -> None:
+    led = svc.ledger()
     if as_json:
         from deploy.flows import shapes
 
         locks = [lk for lk in led.locks() if not env or lk.env == env]
         host_locks = []
         if env:
-            s = cli.settings(env)
+            s = svc.settings(env)
             if s.hosts.hosts and not s.is_local:
                 from deploy import hosts
 
                 host_locks = hosts.lock_status(s.hosts)
-        cli.emit_json(shapes.lock_status(locks, host_locks))
+        svc.term.emit_json(shapes.lock_status(locks, host_locks))
         return
     rows = []
     for lk in led.locks():
@@ -59,19 +58,23 @@ def status(env: str | None, as_json: bool = False) -> None:
             continue
         alive = lk.holder_alive()
         state = {True: "alive", False: "holder gone", None: "other host"}[alive]
+        if alive is None:
+            from deploy import clock
+
+            state += f", seen {clock.age(lk.silent_for())} ago"
         rows.append((lk.env, f"{lk.who}@{lk.hostname}", lk.pid, lk.run_id or "-", lk.purpose,
                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lk.acquired_at)), state))
     if not rows:
-        cli.out("No environment is locked in the ledger.")
+        svc.term.out("No environment is locked in the ledger.")
     else:
-        cli.out(cli.table(rows, ("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state"),
+        svc.term.out(svc.term.table(rows, ("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state"),
                           optional=("pid", "purpose", "since (UTC)")))
     if env:
-        s = cli.settings(env)
+        s = svc.settings(env)
         if s.hosts.hosts and not s.is_local:
             from deploy import hosts
 
             host_locks = hosts.lock_status(s.hosts)
-            cli.out(cli.table([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
+            svc.term.out(svc.term.table([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
                               ("host", "holder", "run", "since", "release"), optional=("since", "release")) if host_locks
                     else f"{env}: no host holds a deploy lock.")

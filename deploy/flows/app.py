@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import os
 
-from deploy import cli
 from deploy.errors import SettingsError
 
 
-def _local(env: str):
-    s = cli.settings(env)
+def _local(svc, env: str):
+    s = svc.settings(env)
     if not s.is_local:
         raise SettingsError(f"{env} is not a local environment (environment.kind = {s.environment.kind!r}).",
                             "app.start/app.stop manage the server of a local environment; use hosts.* for hosts.")
     return s
 
 
-def stop(env: str) -> None:
+def stop(svc, env: str) -> None:
     from deploy.flows.steps import stop_local
 
-    s = _local(env)
+    s = _local(svc, env)
     stopped = stop_local(s)
-    cli.out(f"{env}: app server stopped" if stopped else f"{env}: no app server was running")
+    svc.term.out(f"{env}: app server stopped" if stopped else f"{env}: no app server was running")
 
 
-def start(env: str) -> None:
+def start(svc, env: str) -> None:
     from deploy import local
     from deploy.flows.steps import local_root, restart_local
 
-    s = _local(env)
-    info = restart_local(s, os.environ)
-    cli.out(f"{env}: serving {local.current(local_root(s))} on {info.url} (pid {info.pid})")
+    s = _local(svc, env)
+    info = restart_local(s, svc.environ)
+    svc.term.out(f"{env}: serving {local.current(local_root(s))} on {info.url} (pid {info.pid})")

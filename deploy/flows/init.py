@@ -6,16 +6,15 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deploy import cli
 
 
-def init(app: str, *, force: bool = False) -> None:
+def main(svc, app: str, *, force: bool = False) -> None:
     from deploy import scaffold
     from deploy.errors import SettingsError
 
     # Files go to the project being set up: DEPLOY_ROOT, else the folder `invoke` runs in
     # (there is no env/ yet to find it by).
-    root = Path(os.environ["DEPLOY_ROOT"]).resolve() if os.environ.get("DEPLOY_ROOT") else Path.cwd().resolve()
+    root = Path(svc.environ["DEPLOY_ROOT"]).resolve() if svc.environ.get("DEPLOY_ROOT") else Path.cwd().resolve()
     folder = (root / app).resolve() if not Path(app).is_absolute() else Path(app).resolve()
     if not folder.is_dir():
         raise SettingsError(f"--app={app}: {folder} is not a folder.", "Pass the app's folder (with package.json).")
@@ -28,20 +27,20 @@ def init(app: str, *, force: bool = False) -> None:
     files = scaffold.render(facts, rel, datetime.now(timezone.utc).date(), tasks)
     result = scaffold.write(root, files, force=force)
     ds = facts.datasource
-    cli.out(f"app {rel}: {facts.package_manager} ({facts.lockfile or 'no lockfile'}), "
+    svc.term.out(f"app {rel}: {facts.package_manager} ({facts.lockfile or 'no lockfile'}), "
             f"start `{facts.start_script or '-'}`, Prisma {ds.provider if ds else 'none'} "
             f"({facts.migrations_dir or 'no migrations'}), Shopify configs "
             f"{', '.join(c.file for c in facts.shopify) or 'none'}, "
             f"{len(facts.env_example)} variable(s) in .env.example")
     for f in result.written:
-        cli.out(f"wrote {f}")
+        svc.term.out(f"wrote {f}")
     for f in result.kept:
-        cli.out(f"kept  {f} (exists; --force replaces it)")
+        svc.term.out(f"kept  {f} (exists; --force replaces it)")
     missing = _not_ignored(root, scaffold.ignore_rules(facts, rel))
     if missing:
-        cli.out("add to .gitignore (state, local secrets and the local database stay out of git): "
+        svc.term.out("add to .gitignore (state, local secrets and the local database stay out of git): "
                 + " ".join(missing))
-    cli.out("next: fill in env/staging.env, env/production.env and [hosts] in env/<env>.toml, then "
+    svc.term.out("next: fill in env/staging.env, env/production.env and [hosts] in env/<env>.toml, then "
             "`invoke env.check --env=local` and `invoke promote --to=local`")
 
 

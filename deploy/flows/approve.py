@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import re
 
-from deploy import cli, feedback
+from deploy import feedback
 from deploy.errors import SettingsError
 from deploy.flows.common import app_sha
 
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
-def approve(env: str, *, sha: str | None, by: str, role: str, note: str | None) -> None:
-    s = cli.settings(env)
+def main(svc, env: str, *, sha: str | None, by: str, role: str, note: str | None) -> None:
+    s = svc.settings(env)
     if not ROLE.match(role or ""):
         raise SettingsError(f"--role={role!r} is not a role name.", "Use a lower-case word such as product or manager.")
     if not (by or "").strip():
         raise SettingsError("--by is empty.", "Name who approves: --by=alice.")
     full = app_sha(s, sha)
     required = s.approvals.required_roles
-    led = cli.ledger()
+    led = svc.ledger()
     led.approve(env=env, sha=full, role=role, by=by.strip(), note=note)
     feedback.append(s.root, feedback.Entry(kind="approval", env=env, outcome=f"approved as {role}", who=by.strip(),
                                            sha=full, text=note))
     have = sorted({a["role"] for a in led.approvals(env, full)})
     missing = [r for r in required if r not in have]
-    cli.out(f"{env}: {full[:12]} approved by {by} as {role}. Roles so far: {', '.join(have)}"
+    svc.term.out(f"{env}: {full[:12]} approved by {by} as {role}. Roles so far: {', '.join(have)}"
             + (f"; still needed: {', '.join(missing)}" if missing else "; all required roles present"))
     if required and role not in required:
-        cli.out(f"note: {role} is not one of {env}'s required roles ({', '.join(required)})")
+        svc.term.out(f"note: {role} is not one of {env}'s required roles ({', '.join(required)})")

@@ -1,0 +1,14 @@
+"""`invoke reliability.report`: the reliability cases and kill points, written as markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy import reliability
+
+
+def report(svc, out: str) -> None:
+    """Run the report over the toolkit's own checkout and write it to `out`."""
+    f = reliability.report(Path(__file__).resolve().parents[2], out=out)
+    svc.term.out(f"{out}: {f.all_cases.line()}; kill points resume {f.kill_resume.line()}, "
+                 f"abort {f.kill_abort.line()}")
