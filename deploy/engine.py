@@ -150,7 +150,15 @@ class Plan:
 
     def touches(self) -> list[tuple[str, list[Touch]]]:
         """(step name, what it would touch) for every step that is not skipped and says."""
-        return [(s.name, list(s.shows())) for s in self.steps if s.shows is not None and not s.skip]
+        out = []
+        for s in self.steps:
+            if s.shows is None or s.skip:
+                continue
+            try:
+                out.append((s.name, list(s.shows())))
+            except DeployError as e:  # e.g. a host entry the run would refuse: say so, the plan still prints
+                out.append((s.name, [Touch("-", f"cannot say before running: {e.message}")]))
+        return out
 
     def commands(self) -> str:
         """The exact commands, SQL files and hosts each step would touch, per step."""

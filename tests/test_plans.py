@@ -130,3 +130,10 @@ def test_dry_run_shows_the_commands_per_host_and_the_migration_files(staging_wit
 def test_dry_run_without_a_checkout_says_the_migrations_are_read_at_run_time():
     migrate = dict(plan_of(settings("staging")).touches())["migrate"]
     assert len(migrate) == 1 and "read at run time" in migrate[0].what
+
+
+def test_a_step_that_cannot_say_what_it_would_touch_does_not_stop_the_dry_run():
+    s = settings("staging", hosts={"hosts": ("deploy@h1.internal", "not a host!")})
+    touches = dict(plan_of(s).touches())
+    assert [t.where for t in touches["release"]] == ["-"] and "hosts.hosts[1]" in touches["release"][0].what
+    assert [t.where for t in touches["shopify"]] == ["shopify", "shopify"]  # the other steps still say theirs

@@ -260,8 +260,14 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"deploy lock released on {len(freed)} host(s)"
 
+    def shows() -> list[Touch]:
+        from deploy import hosts
+
+        return [Touch(t.name, hosts.lock_command(t, "<holder, run, release, time>"))
+                for t in hosts.targets(s.hosts, s.app)]
+
     return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
-                run=run, undo=undo, undo_does="release this run's host locks", finish=finish)
+                run=run, undo=undo, undo_does="release this run's host locks", finish=finish, shows=shows)
 
 
 # ----------------------------------------------------------------------------- gate
