@@ -346,7 +346,8 @@ def test_smoke_endpoint_slow_then_500_then_hanging_rolls_back(deployed, misbehav
     stage, a = deployed
     url, seen = misbehaving_endpoint
     add_tier_migration(stage.project)
-    edit_settings(stage.project, "[watch]\n", f'[[smoke.checks]]\nurl = "{url}"\ntimeout = 0.5\n\n[watch]\n')
+    # The misbehaving endpoint joins the environment's own smoke checks.
+    edit_settings(stage.project, "checks = [{ url = \"/healthz\" }", f'checks = [{{ url = "{url}", timeout = 0.5 }}, {{ url = "/healthz" }}')
     stage.project.commit("B: shop tier, smoke against the misbehaving endpoint")
     stage.collect_evidence()
     r = promote(stage)
