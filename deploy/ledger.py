@@ -429,7 +429,7 @@ class Ledger:
 
     def update_run(self, run_id: str, **values) -> None:
         if "state" in values:
-            values["state"] = facts.dumps(values["state"])  # exact; a Secret in it is refused
+            values["state"] = facts.dumps_state(values["state"])  # facts only, exact; a Secret is refused
         if "error" in values and values["error"] is not None:
             values["error"] = redact(values["error"])
         with self._tx(f"record run {run_id}") as c:

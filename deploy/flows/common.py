@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import feedback, proc, summary
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, SettingsError
-from deploy.facts import fact
-
-
-@fact
-@dataclass(frozen=True)
-class PromotionRecord:
-    """What a promotion recorded for whoever undoes it later (rollback, drill): read from its
-    run in the ledger, typed, instead of another flow's state keys."""
-
-    run_id: str
-    env: str
-    release_id: str | None
-    sha: str | None
-    artifact_sha256: str | None = None
-    backup: str | None = None                      # the pg_dump/SQLite copy taken before it migrated
-    migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
-    shopify_previous: str | None = None            # the app version active before its push
-    shopify_version: str | None = None
-
-    @classmethod
-    def of(cls, run) -> "PromotionRecord":
-        st = run.state or {}
-        art = st.get("artifact") or {}
-        shop = st.get("shopify") or {}
-        before = st.get("migrations_before")
-        return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
-                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else getattr(art, "sha256", None),
-                   backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
-                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))
+from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
 
 
 def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:

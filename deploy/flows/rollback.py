@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.config import Settings
-from deploy.engine import Console, Plan, Runner, Step, StepContext
+from deploy.engine import Console, Plan, Runner, Step, StepContext, Touch
 from deploy.errors import DeployError, SettingsError
+from deploy.facts import Serving
 from deploy.flows import common, steps
 
 
@@ -81,7 +82,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
             if local.current(root) != target:
                 local.switch(root, target)
             info = steps.restart_local(s, environ)
-            ctx.state["app_url"] = info.url
+            ctx.put(Serving(info.url))
             return f"{current or '-'} -> {target} ({info.url})"
         from deploy import hosts
 
@@ -145,13 +146,38 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         db_skip = "no database for this environment"
     elif db == "keep":
         db_skip = "--db=keep: the database stays as it is (schema changes are backward compatible)"
+    def release_shows() -> list[Touch]:
+        if s.is_local:
+            return [Touch("local", f"current -> releases/{target}; restart the app")]
+        from deploy import hosts
+
+        argv = steps._start_argv(s, s.app_dir, f"releases/{target}") or ["<the package's start script>"]
+        out = []
+        for t in hosts.targets(s.hosts, s.app):
+            out.append(Touch(t.name, hosts.switch_command(t, target)))
+            out.append(Touch(t.name, f"restart hook: {s.hosts.restart}" if s.hosts.restart else
+                             hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv)))
+        return out
+
+    def shopify_shows() -> list[Touch]:
+        version = target_row.get("shopify_version")
+        return [Touch("shopify", steps._argv(shopify.release_argv(s.shopify, version)) if version else
+                      "shopify app release --version <the version active before the current one>")]
+
+    def database_shows() -> list[Touch]:
+        if db == "restore":
+            return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}")]
+        before = "unknown: refused at run time" if fled is None or fled.migrations_before is None else \
+            f"not among the {len(fled.migrations_before)} applied before {current}"
+        return [Touch("database", f"down.sql of each applied migration {before}, newest first")]
+
     seq = [
-        Step("release", f"switch every host back to {target}, restart", run=release_back),
+        Step("release", f"switch every host back to {target}, restart", run=release_back, shows=release_shows),
         Step("shopify", f"re-release app version {target_row.get('shopify_version') or 'before the current one'}",
-             run=shopify_back, skip=shop_skip),
+             run=shopify_back, skip=shop_skip, shows=shopify_shows),
         Step("database", {"down": "down.sql of the rolled-back release's migrations",
                           "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep"),
-             run=database_back, skip=db_skip),
+             run=database_back, skip=db_skip, shows=database_shows),
         Step("smoke", f"HTTP checks against {target}", run=smoke_after),
         Step("record", "ledger: target live, current rolled back", run=record),
     ]
@@ -168,7 +194,7 @@ def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False
     led = svc.ledger()
     p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ)
     if dry_run:
-        svc.term.out(p.table() + "\n\ndry run: nothing was changed.")
+        svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return
     if db != "keep" or s.environment.protected:
         svc.term.out(p.table() + "\n")
