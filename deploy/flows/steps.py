@@ -802,3 +802,127 @@ def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
 
     return Step("record", "ledger release row (the deployment log and CI summary follow the run)", run=run, undo=undo,
                 undo_does="mark the release rolled back")
+
+
+# ----------------------------------------------------------------------------- rollback
+# `invoke rollback`'s steps, each the way back of the promote step of the same name above
+# (release, shopify, database = backup + migrate, smoke, record). A rollback is not undone:
+# that would bring back the release being fled; re-running it is safe.
+
+def release_back(s: Settings, target: str, current: str | None, environ) -> Step:
+    """Mirror of `release`: this app's `current` (local) or every host's back to `target`, restarted."""
+    def run(ctx: StepContext):
+        if s.is_local:
+            from deploy import local
+
+            root = local_root(s)
+            if local.current(root) != target:
+                local.switch(root, target)
+            info = restart_local(s, environ)
+            ctx.put(Serving(info.url))
+            return f"{current or '-'} -> {target} ({info.url})"
+        from deploy import hosts
+
+        results = hosts.rollback(s.hosts, target or None, run_id=ctx.run_id,
+                                 env=hosts.hook_env(s.hosts, environ), app=s.app)
+        return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
+
+    def shows() -> list[Touch]:
+        if s.is_local:
+            return [Touch("local", f"current -> releases/{target}; restart the app")]
+        from deploy import hosts
+
+        argv = _start_argv(s, s.app_dir, f"releases/{target}") or ["<the package's start script>"]
+        out = []
+        for t in hosts.targets(s.hosts, s.app):
+            out.append(Touch(t.name, hosts.switch_command(t, target)))
+            out.append(Touch(t.name, f"restart hook: {s.hosts.restart}" if s.hosts.restart else
+                             hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv)))
+        return out
+
+    return Step("release", f"switch every host back to {target}, restart", run=run, shows=shows)
+
+
+def shopify_back(s: Settings, version: str | None, environ, *, skip: str | None) -> Step:
+    """Mirror of `shopify_push`: re-release `version` (default: the one before the active one)."""
+    def run(ctx: StepContext):
+        from deploy import shopify
+
+        res = shopify.rollback(s, version, environ)
+        return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
+
+    def shows() -> list[Touch]:
+        from deploy import shopify
+
+        return [Touch("shopify", _argv(shopify.release_argv(s.shopify, version)) if version else
+                      "shopify app release --version <the version active before the current one>")]
+
+    return Step("shopify", f"re-release app version {version or 'before the current one'}", run=run, skip=skip,
+                shows=shows)
+
+
+def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: str | None, current: str | None,
+                  environ, *, skip: str | None) -> Step:
+    """Mirror of `backup` + `migrate`: restore the backup the fled promotion took (db=restore), or
+    down.sql of the migrations it applied (db=down), read from its PromotionRecord."""
+    def run(ctx: StepContext):
+        from deploy import backups, migrations
+
+        url = database_url(s, environ)
+        # The down.sql files of the release being rolled back are in its commit, not
+        # necessarily in the working tree.
+        mdir = migrations_dir(s, source_dir(s, fled_sha) if fled_sha else None)
+        base = sqlite_base(s)
+        if db == "restore":
+            b = fled.backup if fled else None
+            if not b or not Path(b).exists():
+                raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
+                                  "Restore a specific file with `invoke db.restore --env=<env> --file=...`.")
+            backups.restore(b, url, sqlite_base=base, db=s.database)
+            return f"restored {Path(b).name}"
+        if fled is None or fled.migrations_before is None:
+            # Without the list, "this release's migrations" is unknown: guessing could drop them all.
+            raise DeployError(f"The ledger has no record of which migrations {current or 'the live release'} applied "
+                              "(it was not made by a promotion that reached migrate), so --db=down cannot tell "
+                              "which to undo; nothing was changed in the database.",
+                              f"Undo a known number with `invoke db.rollback --env={s.name} --steps=N`, or use "
+                              "--db=restore / --db=keep.")
+        before = set(fled.migrations_before)
+        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
+        ours = [n for n in st.applied if n not in before]
+        if not ours:
+            return f"{current} applied no migration: nothing to undo"
+        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
+        return f"down-migrated {', '.join(res.rolled_back)}"
+
+    def shows() -> list[Touch]:
+        if db == "restore":
+            return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}")]
+        before = "unknown: refused at run time" if fled is None or fled.migrations_before is None else \
+            f"not among the {len(fled.migrations_before)} applied before {current}"
+        return [Touch("database", f"down.sql of each applied migration {before}, newest first")]
+
+    does = {"down": "down.sql of the rolled-back release's migrations",
+            "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep")
+    return Step("database", does, run=run, skip=skip, shows=shows)
+
+
+def smoke_after(s: Settings, target: str) -> Step:
+    """Mirror of `smoke_step`: the smoke checks against the restored release."""
+    def run(ctx: StepContext):
+        report = run_smoke(s, ctx.state, target)
+        return f"{len(report.results)} check(s) passed on {target}"
+
+    return Step("smoke", f"HTTP checks against {target}", run=run)
+
+
+def record_rollback(s: Settings, ledger, target: str, current: str | None, *, target_known: bool) -> Step:
+    """Mirror of `record`: the ledger's releases say `target` is live and `current` rolled back."""
+    def run(ctx: StepContext):
+        if current:
+            ledger.set_release_status(s.name, current, "rolled_back")
+        if target_known:
+            ledger.set_release_status(s.name, target, "live")
+        return f"{target} live; {current or '-'} rolled back"
+
+    return Step("record", "ledger: target live, current rolled back", run=run)
