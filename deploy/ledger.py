@@ -299,8 +299,10 @@ def whoami() -> str:
         return f"uid{os.getuid()}"
 
 
-def default_url(root: Path) -> str:
-    return os.environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
+def default_url(root: Path, environ=None) -> str:
+    """DEPLOY_LEDGER_URL of `environ` (default: this process's), else SQLite under `root`/.deploy/."""
+    environ = os.environ if environ is None else environ
+    return environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
 
 
 def _private_ledger(path: Path, root: Path) -> None:

@@ -93,7 +93,7 @@ class Services:
         return load(env, self.root)
 
     def ledger(self):
-        """The project's ledger (DEPLOY_LEDGER_URL, else SQLite under .deploy/), opened now."""
-        from deploy.ledger import Ledger
+        """The project's ledger (DEPLOY_LEDGER_URL of this environment, else SQLite under .deploy/), opened now."""
+        from deploy.ledger import Ledger, default_url
 
-        return Ledger.open(self.root)
+        return Ledger.open(self.root, default_url(self.root, self.environ))

@@ -224,3 +224,20 @@ def test_go_live_command_is_one_round_trip_with_distinct_exits():
     assert "|| exit 79" in cmd and "exit 81" in cmd and "|| exit 82" in cmd
     assert "__hook_exit=$rc" in cmd
     assert "exit 79" not in hosts.go_live_command(t, "R2", False, "true", "")
+
+
+@pytest.mark.parametrize("value, ok", [('"25%"', True), ("2", True), ('"150%"', False), ("0", False),
+                                       ("true", False)], ids=["share", "count", "over-100", "zero", "bool"])
+def test_batch_size_is_checked_when_the_settings_are_read(tmp_path, value, ok):
+    from deploy import config
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "x.toml").write_text(
+        '[environment]\nkind = "remote"\n[hosts]\nhosts = ["deploy@h1", "deploy@h2"]\n'
+        f'rollout = "rolling"\nbatch_size = {value}\n')
+    if ok:
+        assert config.load("x", tmp_path).hosts.rollout == "rolling"
+    else:
+        with pytest.raises(SettingsError) as e:
+            config.load("x", tmp_path)
+        assert "x.toml" in e.value.message and "batch_size" in e.value.message

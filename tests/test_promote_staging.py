@@ -246,6 +246,19 @@ def test_a_failed_first_promotion_leaves_no_app_running_on_the_hosts(stage):
     assert not any((d / ".deploy-lock").exists() for d in stage.host_dirs())
 
 
+def test_a_second_promotion_sends_only_the_changed_files_and_links_the_rest(stage):
+    first, second = two_releases(stage)
+    led = stage.project.ledger()
+    (release,) = [s for s in led.steps(second.id) if s.name == "release"]
+    assert release.status == "done" and "(2 as a delta)" in (release.result or ""), release.result
+    for d in stage.host_dirs():
+        one, two = d / "releases" / first.release_id, d / "releases" / second.release_id
+        # An unchanged file of the app is the first release's own inode; the changed one is new.
+        assert (two / "package.json").stat().st_ino == (one / "package.json").stat().st_ino
+        assert (two / "README.md").read_text() == "v2\n"
+        assert (two / "README.md").stat().st_ino != (one / "README.md").stat().st_ino
+
+
 def test_dry_run_prints_each_hosts_commands_and_the_pending_migration_files(stage):
     """--dry-run reads the commit's checkout (extracted by an earlier run) and the database
     (read-only): only the migration that is pending is listed; per host, the exact commands."""

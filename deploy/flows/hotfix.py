@@ -1,4 +1,4 @@
-"""`invoke hotfix.drill --env=staging` and `invoke drills`: the hotfix and rollback
+"""`invoke hotfix.drill --env=staging`: the hotfix and rollback
 procedures exercised for real and recorded, so "exercised" is a fact in the ledger.
 
 Phases, each timed: baseline (the drill environment runs what production runs), deploy
