@@ -389,9 +389,9 @@ def gate_task(c, env, sha=None, json=False):
 @guarded
 def hotfix_drill(c, env="staging", sha=None):
     """Rehearse hotfix and rollback end to end, timed per phase and recorded in the ledger."""
-    from deploy.flows import drill
+    from deploy.flows import hotfix
 
-    drill.drill(services(), env, sha=sha)
+    hotfix.drill(services(), env, sha=sha)
 
 
 @task(help={"days": "flag a procedure with no passed drill in this many days (default 30)"})

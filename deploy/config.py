@@ -354,12 +354,16 @@ def load(name: str, root: Path | None = None) -> Settings:
             f"Known environments: {', '.join(known) or '(none)'}.",
         )
     try:
-        raw = tomllib.loads(read_text(path))
-    except tomllib.TOMLDecodeError as e:
-        raise SettingsError(f"{path}: not valid TOML ({e}).", "Fix the syntax and run again.") from None
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot be read ({e.strerror}).") from None
-    return parse(raw, name=name, file=path, root=root)
+        try:
+            raw = tomllib.loads(read_text(path))
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{path}: not valid TOML ({e}).", "Fix the syntax and run again.") from None
+        except OSError as e:
+            raise SettingsError(f"{path}: cannot be read ({e.strerror}).") from None
+        return parse(raw, name=name, file=path, root=root)
+    except SettingsError as e:
+        e.file = e.file or str(path)   # every settings error names its file as a field too
+        raise e.in_env(name)
 
 
 def parse(raw: dict[str, Any], *, name: str, file: Path, root: Path) -> Settings:

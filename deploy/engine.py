@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as _with
 from typing import Any, Callable, TextIO
 
 from deploy.errors import DeployError
@@ -39,7 +40,9 @@ from deploy.redact import redact
 
 @dataclass
 class StepContext:
-    """What a step sees: the run's id and a state dict persisted after every step."""
+    """What a step sees: the run's id and its facts (deploy/facts.py), persisted after every
+    step. A step records what its undo and later steps need with `put(SomeFacts(...))` and
+    reads it with `get(SomeFacts)`; `state` is the stored form (type name -> fact)."""
 
     run_id: str | None
     env: str
@@ -47,6 +50,23 @@ class StepContext:
     console: "Console"
     dry_run: bool = False
     save: Callable[[dict], None] | None = None
+
+    def get(self, cls):
+        """The `cls` fact this run recorded, or None."""
+        from deploy import facts
+
+        return facts.get(self.state, cls)
+
+    def put(self, value) -> None:
+        """Record a fact (a frozen @fact dataclass), replacing the earlier one of its type."""
+        from deploy import facts
+
+        facts.put(self.state, value)
+
+    def drop(self, cls) -> None:
+        from deploy import facts
+
+        facts.drop(self.state, cls)
 
     def note(self, text: str) -> None:
         self.console.note(text)
@@ -61,6 +81,16 @@ class StepContext:
 StepFn = Callable[[StepContext], "str | None"]
 
 
+@dataclass(frozen=True)
+class Touch:
+    """One thing a step would touch, for `--dry-run` (pyinfra's plan is its diff): `where` is
+    `local`, a host (`user@host:port`), `database` or `shopify`; `what` the exact command
+    (argv joined, or the remote command as sent), SQL file or URL."""
+
+    where: str
+    what: str
+
+
 @dataclass
 class Step:
     name: str
@@ -70,6 +100,7 @@ class Step:
     undo_does: str = ""               # what the undo does, for the plan table
     skip: str | None = None           # a reason: the step is shown and recorded as skipped
     finish: StepFn | None = None      # when the whole run has succeeded (e.g. release a lock the run held)
+    shows: Callable[[], "list[Touch]"] | None = None  # what it would touch, computed for --dry-run only
 
 
 @dataclass
@@ -85,20 +116,30 @@ class Plan:
     resume_cmd: str | None = None     # the command that finishes a killed run, for hints
     abort_cmd: str | None = None      # the command that undoes a killed run, for hints
 
-    def replace(self, name: str, step: "Step") -> "Step":
-        """Put `step` where the step called `name` is; the step it replaced."""
+    def _index(self, name: str) -> int:
         for i, s in enumerate(self.steps):
             if s.name == name:
-                self.steps[i] = step
-                return s
-        raise KeyError(name)
+                return i
+        raise ValueError(f"The {self.flow} plan for {self.env} has no step {name!r} "
+                         f"(its steps: {', '.join(s.name for s in self.steps)}).")
 
-    def remove(self, name: str) -> "Step":
-        """Take the step called `name` out of the plan; that step."""
-        for i, s in enumerate(self.steps):
-            if s.name == name:
-                return self.steps.pop(i)
-        raise KeyError(name)
+    def step(self, name: str) -> "Step":
+        """The step called `name` (ValueError naming the plan's steps if there is none)."""
+        return self.steps[self._index(name)]
+
+    def replace(self, name: str, step: "Step") -> "Plan":
+        """A new plan with `step` where the step called `name` is; this plan is unchanged."""
+        i = self._index(name)
+        return _with(self, steps=[*self.steps[:i], step, *self.steps[i + 1:]])
+
+    def skip(self, name: str, reason: str) -> "Plan":
+        """A new plan in which the step called `name` is shown and recorded as skipped."""
+        return self.replace(name, _with(self.step(name), skip=reason))
+
+    def without(self, name: str) -> "Plan":
+        """A new plan without the step called `name`."""
+        i = self._index(name)
+        return _with(self, steps=[*self.steps[:i], *self.steps[i + 1:]])
 
     def lock_hint(self) -> str:
         """What to do when this plan's run kept the lock (its undo did not finish)."""
@@ -106,6 +147,26 @@ class Plan:
             return f"The lock is kept. Fix the cause, then `{self.abort_cmd}` to finish the undo (safe to repeat)."
         return (f"The lock is kept. Fix the cause and finish by hand what the undo could not, then free the lock "
                 f"with `invoke lock.release --env={self.env} --force` and run the {self.flow} again.")
+
+    def touches(self) -> list[tuple[str, list[Touch]]]:
+        """(step name, what it would touch) for every step that is not skipped and says."""
+        out = []
+        for s in self.steps:
+            if s.shows is None or s.skip:
+                continue
+            try:
+                out.append((s.name, list(s.shows())))
+            except DeployError as e:  # e.g. a host entry the run would refuse: say so, the plan still prints
+                out.append((s.name, [Touch("-", f"cannot say before running: {e.message}")]))
+        return out
+
+    def commands(self) -> str:
+        """The exact commands, SQL files and hosts each step would touch, per step."""
+        out = []
+        for name, touches in self.touches():
+            out.append(f"{name}:")
+            out.extend(f"  [{t.where}] {t.what}" for t in touches)
+        return redact("\n".join(out))
 
     def table(self) -> str:
         from tabulate import tabulate
@@ -134,6 +195,12 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
+
+    def fact(self, cls):
+        """The `cls` fact the run recorded, or None."""
+        from deploy import facts
+
+        return facts.get(self.state, cls)
 
 
 DETAIL_MAX = 160   # characters of a step's result shown on its progress line
@@ -348,6 +415,15 @@ class Runner:
         if run.status not in allowed:
             raise DeployError(f"Run {run_id} is {run.status}; there is nothing to {verb}.",
                               "See `invoke status` for the environment's runs.")
+        from deploy import facts
+
+        old = facts.legacy_keys(run.state or {})
+        if old:
+            raise DeployError(
+                f"Run {run_id} was recorded by an earlier toolkit version (its state holds {', '.join(old)}, "
+                f"not typed step facts); this version cannot {verb} it safely and changed nothing.",
+                "Finish it with the toolkit version that started it (`git log deploy/facts.py`), or restore "
+                f"by hand and free the lock with `invoke lock.release --env={plan.env} --force`.")
         steps = self.ledger.steps(run_id)
         if [s.name for s in steps] != [s.name for s in plan.steps]:
             raise DeployError(f"Run {run_id} had steps {[s.name for s in steps]}, but this version plans "

@@ -5,16 +5,21 @@ that state exactly as JSON (never redacted: a masked migration name or path read
 the truth would make an undo do the wrong thing), and refuses a `Secret` anywhere in it,
 because a secret is never a fact.
 
-A fact may be a frozen dataclass marked with `@fact` (`MigrateFacts`, `ShopifyFacts`): it
-is stored with its type (`{"__fact__": "module:Name", ...fields}`) and read back as that
-type, so a later step or another flow (rollback, drill) reads typed fields instead of
-string keys. Only classes under the `deploy` package are read back.
+The run state holds facts only: frozen dataclasses marked with `@fact`, one per type
+(`StepContext.put(MigrateFacts(...))`, `StepContext.get(MigrateFacts)`). Each is stored with
+its type's name (`{"MigrateFacts": {"__fact__": "MigrateFacts", ...fields}}`) and read back as
+that type, so a later step or another flow (rollback, drill: `PromotionRecord`) reads typed
+fields instead of string keys. The step facts live here, not next to the steps, so a stored
+run reads back whichever module its steps have moved to.
+
+Runs stored by earlier versions (plain string keys such as `"migrations_before"`): a
+`--resume` or `--abort` of such a killed run is refused with what to do (`legacy_keys`);
+a finished promotion's record is still read (`PromotionRecord.of`), for rollback.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import PurePath
 from typing import Any
@@ -33,12 +38,15 @@ def fact(cls):
     """Mark a frozen dataclass as a step fact that the ledger stores by type."""
     if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
         raise TypeError(f"{cls.__name__}: a step fact must be a frozen dataclass")
-    _FACTS[_name(cls)] = cls
+    name = _name(cls)
+    if name in _FACTS and _FACTS[name] is not cls:
+        raise TypeError(f"{name}: a step fact of that name exists already ({_FACTS[name].__module__})")
+    _FACTS[name] = cls
     return cls
 
 
 def _name(cls) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return cls.__qualname__
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -83,32 +91,180 @@ def _decode(value: Any) -> Any:
         return [_decode(v) for v in value]
     if isinstance(value, dict):
         if TAG in value:
-            name = value[TAG]
-            cls = _FACTS.get(name) or _load(name)
+            cls = _FACTS.get(value[TAG])
+            if cls is None:
+                # A type this version does not have (renamed, or a test's): kept as stored, so
+                # reading the ledger never fails; resume/abort refuse it (legacy_keys).
+                return {k: _decode(v) for k, v in value.items()}
             kwargs = {k: _decode(v) for k, v in value.items() if k != TAG}
-            known = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in kwargs.items() if k in known})
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            # JSON has no tuple: a field typed tuple[...] reads back as one, so state round-trips equal.
+            return cls(**{k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v
+                          for k, v in kwargs.items() if k in fields})
         return {k: _decode(v) for k, v in value.items()}
     return value
-
-
-def _load(name: str) -> type:
-    module, _, qual = name.partition(":")
-    if not (module == "deploy" or module.startswith("deploy.")):
-        raise DeployError(f"The run state names a fact type {name!r} outside the toolkit.",
-                          "The ledger row was not written by this toolkit; inspect it by hand.")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        raise DeployError(f"The run state names a fact type {name!r} this toolkit version does not have.",
-                          "Use the toolkit version that wrote the run (see `git log deploy/`).") from None
-    if _name(obj) not in _FACTS:
-        raise DeployError(f"{name!r} in the run state is not a step fact.", "Inspect the ledger row by hand.")
-    return obj
 
 
 def loads(text: str | None) -> dict:
     """The state `dumps` stored, with its facts as their types."""
     return _decode(json.loads(text or "{}"))
+
+
+def dumps_state(state: dict) -> str:
+    """The exact JSON of a run's state: every entry a fact, stored under its type's name."""
+    for key, value in state.items():
+        if not (dataclasses.is_dataclass(value) and _FACTS.get(key) is type(value)):
+            raise StateError(f"Bug: the run state entry {key!r} is not a step fact stored under its type's name.",
+                             "Record facts with StepContext.put(SomeFacts(...)), never by a string key.")
+    return dumps(state)
+
+
+def get(state: dict, cls):
+    """The `cls` fact in a run's state, or None."""
+    value = state.get(_name(cls))
+    return value if isinstance(value, cls) else None
+
+
+def put(state: dict, value) -> None:
+    """Record `value` (a @fact instance) in a run's state, replacing the fact of its type."""
+    cls = type(value)
+    if _FACTS.get(_name(cls)) is not cls:
+        raise StateError(f"Bug: {cls.__name__} is not a step fact.", "Mark it with deploy.facts.fact.")
+    _encode(value, _name(cls))  # a Secret is refused now, in the step that put it, not at the next save
+    state[_name(cls)] = value
+
+
+def drop(state: dict, cls) -> None:
+    state.pop(_name(cls), None)
+
+
+def legacy_keys(state: dict) -> list[str]:
+    """Entries of a run's state written by an earlier version (plain keys, not facts)."""
+    return sorted(k for k, v in state.items() if _FACTS.get(k) is None or not isinstance(v, _FACTS[k]))
+
+
+# ----------------------------------------------------------------------------- the step facts
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class ArtifactFacts:
+    """build: the packed artifact every later step ships (and production re-checks)."""
+
+    path: str
+    sha256: str
+    release_id: str
+    git_sha: str
+    built_at: str
+
+    @classmethod
+    def of(cls, art) -> "ArtifactFacts":
+        return cls(str(art.path), art.sha256, art.release_id, art.git_sha, art.built_at)
+
+    def artifact(self):
+        from pathlib import Path
+
+        from deploy.build import Artifact
+
+        return Artifact(Path(self.path), self.sha256, self.release_id, self.git_sha, self.built_at)
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class BackupFacts:
+    """backup: the copy taken before migrate (None: there was no database file yet)."""
+
+    path: str | None
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class DatabaseBefore:
+    existed: bool
+    empty: bool
+    schemas: tuple[str, ...]
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class MigrateFacts:
+    """migrate: what the database held before this run migrated it."""
+
+    before: tuple[str, ...]                 # migrations applied before
+    database: DatabaseBefore | None = None
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class LocalReleaseFacts:
+    """release (local): the release `current` named before the switch."""
+
+    previous: str | None
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class HostsReleaseFacts:
+    """release (hosts): each host's release before the switch; or that another run held the hosts."""
+
+    previous: dict = dataclasses.field(default_factory=dict)   # host -> release (None: it had none)
+    locked_out: bool = False
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """Where the local app answers now (release and rollback write it; smoke and watch read it)."""
+
+    url: str
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class ShopifyFacts:
+    """shopify: the app version pushed (None before the push) and the one active before it."""
+
+    version: str | None
+    previous: str | None
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class RecordFacts:
+    """record: the release that was live before this one."""
+
+    previous_live: str | None
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class PromotionRecord:
+    """What a promotion recorded for whoever undoes it later (rollback, drill): read from its
+    run in the ledger, typed, instead of another flow's state keys."""
+
+    run_id: str
+    env: str
+    release_id: str | None
+    sha: str | None
+    artifact_sha256: str | None = None
+    backup: str | None = None                         # the pg_dump/SQLite copy taken before it migrated
+    migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
+    shopify_previous: str | None = None               # the app version active before its push
+    shopify_version: str | None = None
+
+    @classmethod
+    def of(cls, run) -> "PromotionRecord":
+        st = run.state or {}
+        art, bak, mig, shop = (get(st, ArtifactFacts), get(st, BackupFacts), get(st, MigrateFacts),
+                               get(st, ShopifyFacts))
+        if not legacy_keys(st) or not st:
+            return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
+                       artifact_sha256=art.sha256 if art else None, backup=bak.path if bak else None,
+                       migrations_before=tuple(mig.before) if mig else None,
+                       shopify_previous=shop.previous if shop else None,
+                       shopify_version=shop.version if shop else None)
+        # A promotion stored by an earlier version (plain keys): read, for rollback of its release.
+        art, shop, before = st.get("artifact") or {}, st.get("shopify") or {}, st.get("migrations_before")
+        return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
+                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else None,
+                   backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
+                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))

@@ -299,8 +299,10 @@ def whoami() -> str:
         return f"uid{os.getuid()}"
 
 
-def default_url(root: Path) -> str:
-    return os.environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
+def default_url(root: Path, environ=None) -> str:
+    """DEPLOY_LEDGER_URL of `environ` (default: this process's), else SQLite under `root`/.deploy/."""
+    environ = os.environ if environ is None else environ
+    return environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
 
 
 def _private_ledger(path: Path, root: Path) -> None:
@@ -427,7 +429,7 @@ class Ledger:
 
     def update_run(self, run_id: str, **values) -> None:
         if "state" in values:
-            values["state"] = facts.dumps(values["state"])  # exact; a Secret in it is refused
+            values["state"] = facts.dumps_state(values["state"])  # facts only, exact; a Secret is refused
         if "error" in values and values["error"] is not None:
             values["error"] = redact(values["error"])
         with self._tx(f"record run {run_id}") as c:

@@ -20,10 +20,15 @@ from deploy.redact import redact
 
 
 def terminal_width() -> int:
-    """The terminal's width in columns (COLUMNS when set; 120 when stdout is no terminal)."""
+    """The terminal's width in columns: COLUMNS when set, else the terminal's. Output that
+    goes to no terminal (a CI log, a pipe, a file) is not wrapped: a log keeps each
+    message on one line, whole, for grep and for the reader's own wrapping."""
     import shutil
 
-    return shutil.get_terminal_size((120, 24)).columns
+    return shutil.get_terminal_size((UNWRAPPED, 24)).columns
+
+
+UNWRAPPED = 1000   # columns when there is no terminal: wide enough that nothing is wrapped
 
 
 class Terminal:
@@ -93,7 +98,7 @@ class Services:
         return load(env, self.root)
 
     def ledger(self):
-        """The project's ledger (DEPLOY_LEDGER_URL, else SQLite under .deploy/), opened now."""
-        from deploy.ledger import Ledger
+        """The project's ledger (DEPLOY_LEDGER_URL of this environment, else SQLite under .deploy/), opened now."""
+        from deploy.ledger import Ledger, default_url
 
-        return Ledger.open(self.root)
+        return Ledger.open(self.root, default_url(self.root, self.environ))

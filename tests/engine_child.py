@@ -10,9 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import dataclasses
+
 from deploy.engine import Console, Plan, Runner, Step
+from deploy.facts import fact
 from deploy.errors import DeployError
 from deploy.ledger import Ledger
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    steps: tuple[str, ...]
+
 
 STEPS = ["preflight", "build", "migrate", "release", "smoke"]
 
@@ -22,7 +31,8 @@ def plan(d: Path) -> Plan:
 
     def make(name):
         def run(ctx):
-            ctx.state.setdefault("ran", []).append(name)
+            ran = ctx.get(Ran)
+            ctx.put(Ran((*(ran.steps if ran else ()), name)))
             if os.environ.get("BLOCK_AT") == name:
                 (d / "blocked").write_text(str(os.getpid()))
                 while not (d / "go").exists():

@@ -86,3 +86,15 @@ def test_deploy_debug_prints_a_step_bugs_traceback(tmp_path, debug):
     assert r.returncode == 1, r.stderr
     assert "error: Step migrate failed unexpectedly: KeyError" in r.stderr
     assert ("Traceback (most recent call last)" in r.stderr) == bool(debug), r.stderr
+
+
+def test_a_settings_error_carries_its_file_and_environment(tmp_path):
+    from deploy.config import load
+    from deploy.errors import SettingsError
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "staging.toml").write_text("[database]\nlock_timeout = \"soon\"\n")
+    with pytest.raises(SettingsError) as caught:
+        load("staging", tmp_path)
+    assert caught.value.env == "staging" and caught.value.file == str(tmp_path / "env" / "staging.toml")
+    assert "lock_timeout" in caught.value.message

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from deploy.testing.shopify_app import SHOPIFY_APP, copy_shopify_app, http_get
+from deploy.facts import Serving, get
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_the_app_in_its_own_repository_is_promoted_twice_and_rolled_back(project
     run1 = led.runs("local")[0]
     assert run1.status == "succeeded"
     assert run1.sha == git(app_repo, "rev-parse", "HEAD")          # the app repository's commit
-    url = run1.state["app_url"]
+    url = get(run1.state, Serving).url
     assert served_release(url) == run1.release_id
     with sqlite3.connect(db) as c:                                  # Prisma's bookkeeping, in the app's database
         assert [r[0] for r in c.execute("SELECT migration_name FROM _prisma_migrations")] == [
@@ -82,7 +83,7 @@ def test_the_app_in_its_own_repository_is_promoted_twice_and_rolled_back(project
     assert second.returncode == 0, second.stdout + second.stderr
     run2 = project.ledger().runs("local")[0]
     assert run2.release_id != run1.release_id and run2.sha == git(app_repo, "rev-parse", "HEAD")
-    url2 = run2.state["app_url"]
+    url2 = get(run2.state, Serving).url
     assert served_release(url2) == run2.release_id
     assert "Orders and decisions" in http_get(url2 + "/")[1]
 
@@ -112,6 +113,6 @@ def test_a_release_whose_server_dies_at_start_goes_back_to_the_apps_previous_rel
     led = project.ledger()
     run2 = led.runs("local")[0]
     assert run2.status == "rolled_back" and run2.failed_step == "release", (run2.status, run2.failed_step)
-    assert served_release(run1.state["app_url"]) == run1.release_id
+    assert served_release(get(run1.state, Serving).url) == run1.release_id
     assert led.live_release("local")["release_id"] == run1.release_id
     assert led.lock("local") is None

@@ -10,6 +10,8 @@ import urllib.request
 import psycopg
 import pytest
 
+from deploy.facts import Serving, get
+
 
 def forward_only(project, migrations: str) -> None:
     """Prisma's shape: no down.sql beside any migration.sql."""
@@ -54,7 +56,7 @@ def test_failed_first_local_promotion_removes_the_database_it_created(project):
     assert not db.exists()
     assert led.lock("local") is None
     assert not (project.local_root() / "current").exists()
-    assert not answers(run.state["app_url"] + "/healthz")
+    assert not answers(get(run.state, Serving).url + "/healthz")
 
 
 def test_failed_local_promotion_over_existing_data_restores_the_backup(project):

@@ -60,3 +60,67 @@ def test_no_primitive_imports_a_flow(path):
         return
     flows = {m for m in imported_modules(path) if m == "deploy.flows" or m.startswith("deploy.flows.")}
     assert not flows, f"{rel(path)} (a primitive) imports {sorted(flows)}: flows sit above primitives"
+
+
+def test_a_flow_runs_on_services_a_test_builds_without_the_cli(tmp_path, monkeypatch):
+    import io
+    import json
+
+    from deploy.flows import lock
+    from deploy.services import Services, Terminal
+
+    monkeypatch.setenv("DEPLOY_LEDGER_URL", f"sqlite:///{tmp_path}/not-this-one.db")   # the Services' environ wins
+    out = io.StringIO()
+    lock.status(Services(root=tmp_path, environ={}, term=Terminal(out)), None, as_json=True)
+    assert json.loads(out.getvalue())["locks"] == []
+    assert (tmp_path / ".deploy" / "ledger.db").is_file()   # the ledger of the root it was given
+    assert not (tmp_path / "not-this-one.db").exists()
+
+
+def test_confirm_refuses_without_a_terminal_and_names_yes():
+    import io
+
+    from deploy.errors import Aborted
+    from deploy.services import Terminal
+
+    term = Terminal(io.StringIO(), stdin=io.StringIO("y\n"), environ={})
+    with pytest.raises(Aborted, match="Pass --yes"):
+        term.confirm("Restore?", yes=False)
+    term.confirm("Restore?", yes=True)   # --yes: nothing is asked
+
+
+
+
+def _tasks():
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(ROOT))
+    out = {}
+
+    def walk(coll, prefix=""):
+        for name, t in coll.tasks.items():
+            out[prefix + name] = t
+        for name, sub in coll.collections.items():
+            walk(sub, prefix + name + ".")
+
+    walk(tasks.ns)
+    return out
+
+
+@pytest.mark.parametrize("name,task", sorted(_tasks().items()), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_task_name_leads_to_its_flow_module_in_one_hop(name, task):
+    import inspect
+    import re
+
+    src = inspect.getsource(inspect.unwrap(task.body))
+    used = set(re.findall(r"from deploy\.flows import (\w+)", src))
+    ns, _, sub = name.partition(".")
+    module = ns
+    assert used == {module}, f"invoke {name} calls deploy/flows/{sorted(used)}; it belongs in deploy/flows/{module}.py"
+    fn = sub.replace("-", "_") if sub else "main"
+    assert re.search(rf"\b{fn}\(services\(\)", src), f"invoke {name} should call flows/{module}.py:{fn}"
+    assert f"flows/{module}.py" in (ROOT / "docs" / "architecture.md").read_text() or not sub

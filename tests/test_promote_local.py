@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.facts import Serving, get
+
 
 def version(url: str) -> dict:
     with urllib.request.urlopen(url.rstrip("/") + "/version", timeout=5) as r:
@@ -32,13 +34,13 @@ def test_promote_serves_the_new_release_and_keeps_the_previous_one(project):
     assert first.returncode == 0, first.stdout + first.stderr
     led, run1 = last_run(project)
     assert run1.status == "succeeded"
-    assert version(run1.state["app_url"])["release"] == run1.release_id
+    assert version(get(run1.state, Serving).url)["release"] == run1.release_id
 
     second = project.invoke("promote", "--to=local")
     assert second.returncode == 0, second.stdout + second.stderr
     led, run2 = last_run(project)
     assert run2.release_id != run1.release_id
-    assert version(run2.state["app_url"])["release"] == run2.release_id
+    assert version(get(run2.state, Serving).url)["release"] == run2.release_id
     releases = sorted(p.name for p in (project.local_root() / "releases").iterdir())
     assert releases == sorted([run1.release_id, run2.release_id])
     assert os.readlink(project.local_root() / "current").endswith(run2.release_id)
@@ -48,6 +50,8 @@ def test_promote_serves_the_new_release_and_keeps_the_previous_one(project):
     assert all(s.status in ("done", "skipped") for s in steps.values())
     for line in ("[1/10] preflight", "gate", "migrate", "release", "smoke", "succeeded"):
         assert line in second.stdout
+    smoke = project.invoke("smoke", "--env=local")  # finds the running app the way the smoke step does
+    assert smoke.returncode == 0 and get(run2.state, Serving).url in smoke.stdout, smoke.stdout + smoke.stderr
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(project):
@@ -74,7 +78,7 @@ def test_smoke_failure_after_switch_restores_the_previous_release(project):
     led, run = last_run(project)
     assert run.status == "rolled_back" and run.failed_step == "smoke"
     assert os.readlink(project.local_root() / "current").endswith(good.release_id)
-    assert version(run.state["app_url"])["release"] == good.release_id
+    assert version(get(run.state, Serving).url)["release"] == good.release_id
     assert {s.name: s.undo_status for s in led.steps(run.id)}["release"] == "undone"
     assert led.lock("local") is None
 
@@ -145,7 +149,7 @@ def test_rollback_puts_the_previous_local_release_back(project):
     r = project.invoke("rollback", "--env=local")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "time to rollback" in r.stdout
-    assert version(second.state["app_url"])["release"] == first.release_id
+    assert version(get(second.state, Serving).url)["release"] == first.release_id
     assert led.live_release("local")["release_id"] == first.release_id
     again = project.invoke("rollback", "--env=local", "--to=nonexistent-1")
     assert again.returncode != 0 and "not in" in again.stderr and "Traceback" not in again.stderr
@@ -172,7 +176,7 @@ def test_a_release_whose_start_command_exits_goes_back_to_the_apps_previous_rele
     led, run = last_run(project)
     assert run.status == "rolled_back" and run.failed_step == "release"
     assert os.readlink(project.local_root() / "current").endswith(good.release_id)
-    assert version(good.state["app_url"])["release"] == good.release_id
+    assert version(get(good.state, Serving).url)["release"] == good.release_id
     assert led.lock("local") is None
 
 
@@ -188,7 +192,7 @@ def test_a_release_whose_health_path_never_answers_goes_back(project):
     assert_clean_error(bad, "did not answer", "/healthz")
     led, run = last_run(project)
     assert run.status == "rolled_back" and run.failed_step == "release"
-    assert version(good.state["app_url"])["release"] == good.release_id
+    assert version(get(good.state, Serving).url)["release"] == good.release_id
     assert led.lock("local") is None
 
 
@@ -213,7 +217,7 @@ def test_a_failed_first_release_of_another_app_never_starts_the_first_apps_relea
     assert run.status == "rolled_back" and led.lock("local") is None
     b_root = project.local_root()
     assert b_root != a_root and not (b_root / "current").exists()
-    assert refused(a.state["app_url"]), "no app may be left running: B had no earlier release"
+    assert refused(get(a.state, Serving).url), "no app may be left running: B had no earlier release"
     assert os.readlink(a_root / "current").endswith(a.release_id)   # A's own releases are A's
     r = project.invoke("app.start", "--env=local")
     assert r.returncode != 0 and "no release to start" in r.stderr

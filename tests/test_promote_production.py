@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+from deploy.facts import ArtifactFacts, get
+
 
 def prod(production, *args, db=True):
     env = {"DATABASE_URL": production.db_url, "DIRECT_URL": production.db_url} if db else {"DIRECT_URL": ""}
@@ -83,7 +85,7 @@ def test_promotes_the_artifact_staging_proved(production):
     assert r.returncode == 0, r.stdout + r.stderr
     led = stage.project.ledger()
     run = led.runs("production")[0]
-    assert run.state["artifact"]["sha256"] == staged.state["artifact"]["sha256"]
+    assert get(run.state, ArtifactFacts).sha256 == get(staged.state, ArtifactFacts).sha256
     assert {s.name: s.result for s in led.steps(run.id)}["build"].startswith("reused")
     assert production.versions() == [run.release_id] * 2
     assert stage.versions() == [staged.release_id] * 2  # staging untouched

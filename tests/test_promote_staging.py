@@ -257,3 +257,30 @@ def test_a_second_promotion_sends_only_the_changed_files_and_links_the_rest(stag
         assert (two / "package.json").stat().st_ino == (one / "package.json").stat().st_ino
         assert (two / "README.md").read_text() == "v2\n"
         assert (two / "README.md").stat().st_ino != (one / "README.md").stat().st_ino
+
+
+def test_dry_run_prints_each_hosts_commands_and_the_pending_migration_files(stage):
+    """--dry-run reads the commit's checkout (extracted by an earlier run) and the database
+    (read-only): only the migration that is pending is listed; per host, the exact commands."""
+    from deploy import config, hosts
+
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    mig = stage.project.root / "examples/app/prisma/postgres/migrations/20250301000000_shop_tier"
+    mig.mkdir()
+    (mig / "migration.sql").write_text('ALTER TABLE "Shop" ADD COLUMN "tier" TEXT;\n')
+    (mig / "down.sql").write_text('ALTER TABLE "Shop" DROP COLUMN "tier";\n')
+    stage.project.commit("B: shop tier")
+    assert promote(stage).returncode != 0  # no evidence for B: stops at the gate, after preflight extracted B
+    before = applied(stage.db_url)
+    r = promote(stage, "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "prisma/postgres/migrations/20250301000000_shop_tier/migration.sql" in out
+    assert "20240105093000_init/migration.sql" not in out  # applied already: not listed
+    s = config.load("staging", stage.project.root)
+    release_id = re.search(r"release: (\S+)", out)[1]
+    for t in hosts.targets(s.hosts, s.app):
+        assert f"[{t.name}] {hosts.switch_command(t, release_id)}" in out
+    assert "shopify app deploy --config" in out and f"--version {release_id}" in out
+    assert applied(stage.db_url) == before and stage.project.ledger().runs("staging")[0].status != "running"

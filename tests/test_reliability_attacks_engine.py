@@ -14,6 +14,7 @@ line against real parts (two sshd hosts, Postgres, the Shopify stand-in):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -22,7 +23,10 @@ import sys
 import time
 
 import psycopg
+
 import pytest
+
+from deploy.facts import fact
 
 from deploy.testing.project import REPO
 from test_reliability_faults import (TIER, add_tier_migration, applied, assert_on_release, edit_settings, spawn,
@@ -110,9 +114,11 @@ def test_short_secret_value_does_not_corrupt_the_run_state_resume_and_abort_read
     led = stage.project.ledger()
     b = led.runs("staging")[0]
     # Stored exactly: the names, the path and the checksum as they are.
-    assert set(b.state["migrations_before"]) == A_MIGRATIONS
-    art = b.state["artifact"]
-    assert os.path.isfile(art["path"]) and len(art["sha256"]) == 64 and art["git_sha"] == b.sha
+    from deploy.facts import ArtifactFacts, MigrateFacts, get
+
+    assert set(get(b.state, MigrateFacts).before) == A_MIGRATIONS
+    art = get(b.state, ArtifactFacts)
+    assert os.path.isfile(art.path) and len(art.sha256) == 64 and art.git_sha == b.sha
     text = ok(stage.project.invoke("promote", "--to=staging", f"--{mode}"))
     if mode == "abort":
         assert_on_release(stage, a.release_id, tier=False)
@@ -122,6 +128,12 @@ def test_short_secret_value_does_not_corrupt_the_run_state_resume_and_abort_read
         assert_on_release(stage, b.release_id, tier=True)
         assert led.run(b.id).status == "succeeded"
     assert shops(stage.db_url) == 500, text
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
+class TokenFacts:
+    token: str
 
 
 def test_a_secret_in_run_state_is_refused_and_the_run_undone(tmp_path):
@@ -135,13 +147,13 @@ def test_a_secret_in_run_state_is_refused_and_the_run_undone(tmp_path):
     undone = []
 
     def leak(ctx):
-        ctx.state["token"] = Secret("tok-9f8e7d6c5b4a")
+        ctx.put(TokenFacts(Secret("tok-9f8e7d6c5b4a")))
 
     steps = [Step("one", "first", run=lambda ctx: "ok", undo=lambda ctx: undone.append("one")),
              Step("two", "records a secret", run=leak)]
     out = Runner(led, Console(quiet=True)).execute(Plan("promote", "t", steps))
     assert out.status == "rolled_back" and undone == ["one"]
-    assert "a Secret was put into the run state at state.token" in out.error.message
+    assert "a Secret was put into the run state at TokenFacts.token" in out.error.message
     assert b"tok-9f8e7d6c5b4a" not in (tmp_path / ".deploy/ledger.db").read_bytes()
     assert led.lock("t") is None
 
@@ -462,13 +474,30 @@ def test_undo_failed_hint_names_a_command_the_flow_has(tmp_path, flow, abort):
 
 
 def test_step_facts_are_stored_exactly_and_read_back_by_type(tmp_path):
-    from deploy.flows.steps import RecordFacts
+    from deploy.facts import DatabaseBefore, MigrateFacts, RecordFacts, put
     from deploy.ledger import Ledger
     from deploy.redact import Secret
 
-    Secret("1"), Secret("2024")  # registered: display redaction must not reach stored state
+    Secret("1"), Secret("2024"), Secret("0105093000_init")  # registered: display redaction must not reach stored state
     led = Ledger.open(tmp_path)
     run = led.start_run(env="t", flow="promote", sha="a" * 40, steps=["record"], args={})
-    state = {"record": RecordFacts("20240105093000-1abc"), "migrations_before": ["20240105093000_init"]}
+    state: dict = {}
+    put(state, RecordFacts("20240105093000-1abc"))
+    put(state, MigrateFacts(("20240105093000_init", "2024 1"), DatabaseBefore(True, False, ("public",))))
     led.update_run(run, state=state)
-    assert led.run(run).state == state and isinstance(led.run(run).state["record"], RecordFacts)
+    back = led.run(run).state
+    assert back == state and isinstance(back["MigrateFacts"].database, DatabaseBefore)
+
+
+def test_a_plain_key_in_run_state_is_refused(tmp_path):
+    """The state holds typed facts only: a step writing a string key is a bug, caught at the save."""
+    from deploy.engine import Console, Plan, Runner, Step
+    from deploy.ledger import Ledger
+
+    led = Ledger.open(tmp_path)
+
+    def plain(ctx):
+        ctx.state["backup"] = "/tmp/x.dump"
+
+    out = Runner(led, Console(quiet=True)).execute(Plan("promote", "t", [Step("one", "x", run=plain)]))
+    assert out.status == "rolled_back" and "'backup' is not a step fact" in out.error.message

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-
+from deploy import local
 from deploy.errors import SettingsError
+from deploy.flows.steps import local_root, restart_local, stop_local
 
 
 def _local(svc, env: str):
@@ -15,17 +16,12 @@ def _local(svc, env: str):
 
 
 def stop(svc, env: str) -> None:
-    from deploy.flows.steps import stop_local
-
     s = _local(svc, env)
     stopped = stop_local(s)
     svc.term.out(f"{env}: app server stopped" if stopped else f"{env}: no app server was running")
 
 
 def start(svc, env: str) -> None:
-    from deploy import local
-    from deploy.flows.steps import local_root, restart_local
-
     s = _local(svc, env)
     info = restart_local(s, svc.environ)
     svc.term.out(f"{env}: serving {local.current(local_root(s))} on {info.url} (pid {info.pid})")

@@ -3,39 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from deploy import feedback, proc, summary
+from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, SettingsError
-from deploy.facts import fact
-
-
-@fact
-@dataclass(frozen=True)
-class PromotionRecord:
-    """What a promotion recorded for whoever undoes it later (rollback, drill): read from its
-    run in the ledger, typed, instead of another flow's state keys."""
-
-    run_id: str
-    env: str
-    release_id: str | None
-    sha: str | None
-    artifact_sha256: str | None = None
-    backup: str | None = None                      # the pg_dump/SQLite copy taken before it migrated
-    migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
-    shopify_previous: str | None = None            # the app version active before its push
-    shopify_version: str | None = None
-
-    @classmethod
-    def of(cls, run) -> "PromotionRecord":
-        st = run.state or {}
-        art = st.get("artifact") or {}
-        shop = st.get("shopify") or {}
-        before = st.get("migrations_before")
-        return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
-                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else getattr(art, "sha256", None),
-                   backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
-                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))
+from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
 
 
 def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
@@ -49,9 +22,8 @@ def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | Non
 
 def git_sha(root: Path, ref: str | None = None) -> str:
     """The full SHA of `ref` (default HEAD) in the repository that holds `root`."""
-    from deploy.proc import run
 
-    r = run(["git", "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"], cwd=root)
+    r = proc.run(["git", "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"], cwd=root)
     if not r.ok or not r.stdout.strip():
         if ref:
             raise SettingsError(f"--sha={ref} is not a commit of the repository at {root}.",
@@ -70,9 +42,8 @@ def app_sha(s, ref: str | None = None) -> str:
 
 def git_dirty(root: Path) -> list[str]:
     """Tracked files with uncommitted changes (untracked files do not change what is built)."""
-    from deploy.proc import run
 
-    r = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root)
+    r = proc.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root)
     return [ln[3:] for ln in r.stdout.splitlines() if ln.strip()] if r.ok else []
 
 
@@ -95,7 +66,6 @@ def one_step(s, name: str, does: str, fn, *, led, args: dict | None = None, rele
     environment's lock (LockHeld naming the holder while another run has it), recorded in
     the ledger as a run of flow `name` (e.g. db.restore). `fn(ctx)` returns the result line.
     Raises the primitive's own error when it fails; returns the Outcome otherwise."""
-    from deploy.engine import Console, Plan, Runner, Step
 
     plan = Plan(name, s.name, [Step(name.split(".")[-1], does, run=fn)], sha=sha, release_id=release_id,
                 args=args or {}, failed_status="failed")
@@ -109,7 +79,6 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
     """Record the outcome everywhere it belongs: deployment log, CI summary, terminal.
     A run that failed before any step completed (a failed preflight) changed nothing, so
     it leaves the tracked deployment log alone: the ledger and the terminal have it."""
-    from deploy import feedback, summary
 
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy import backups, dburl, migrations
 from deploy.errors import SettingsError
-from deploy.flows.common import one_step
+from deploy.flows import shapes
+from deploy.flows.common import app_sha, one_step
 from deploy.flows.steps import database_url, migrations_dir, sqlite_base
+from deploy.private import write_private
+from deploy.redact import Secret
 
 
 def _db(svc, env: str):
@@ -17,17 +21,12 @@ def _db(svc, env: str):
 
 
 def status(svc, env: str, as_json: bool = False) -> int:
-    from deploy import migrations
-
     s, url = _db(svc, env)
     report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database)
     if as_json:
-        from deploy.flows import shapes
-
         svc.term.emit_json(shapes.db_status(report, s.name))
     else:
         svc.term.out(migrations.render_status(report, width=svc.term.width()))
-        from deploy import dburl
 
         for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
             svc.term.out(f"note: {note}")
@@ -35,8 +34,6 @@ def status(svc, env: str, as_json: bool = False) -> int:
 
 
 def migrate(svc, env: str) -> None:
-    from deploy import migrations
-
     s, url = _db(svc, env)
     done = {}
 
@@ -54,8 +51,6 @@ def migrate(svc, env: str) -> None:
 
 
 def rollback(svc, env: str, steps: int, yes: bool) -> None:
-    from deploy import migrations
-
     s, url = _db(svc, env)
     if s.environment.protected:
         svc.term.confirm(f"Roll back {steps} migration(s) on {env}?", yes)
@@ -71,8 +66,6 @@ def rollback(svc, env: str, steps: int, yes: bool) -> None:
 
 
 def resolve(svc, env: str, applied: str | None, rolled_back: str | None) -> None:
-    from deploy import migrations
-
     if bool(applied) == bool(rolled_back):
         raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
     s, url = _db(svc, env)
@@ -90,9 +83,6 @@ def resolve(svc, env: str, applied: str | None, rolled_back: str | None) -> None
 
 
 def backup(svc, env: str) -> None:
-    from deploy import backups
-    from deploy.flows.common import app_sha
-
     s, url = _db(svc, env)
     try:
         sha = app_sha(s)
@@ -105,23 +95,18 @@ def backup(svc, env: str) -> None:
 
 
 def _backup_file(s, file: str | None) -> Path:
-    from deploy import backups
-
     if file:
         return Path(file)
     return backups.latest(s.path(s.database.backup_dir), s.name).path
 
 
 def verify_backup(svc, env: str, file: str | None) -> int:
-    from deploy import backups
-
     s, url = _db(svc, env)
     var = s.golive.backup_verify_url_var
     if var and s.database.provider == "postgresql":
         if not svc.environ.get(var):
             raise SettingsError(f"{var} is not set (golive.backup_verify_url_var in {s.file.name}).",
                                 f"Export {var}: a Postgres server where a scratch database may be created.")
-        from deploy.redact import Secret
 
         url = Secret(svc.environ[var])  # a server whose role may CREATE DATABASE for the scratch copy
     res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s), db=s.database)
@@ -133,8 +118,6 @@ def verify_backup(svc, env: str, file: str | None) -> int:
 
 
 def restore(svc, env: str, file: str | None, yes: bool) -> None:
-    from deploy import backups
-
     s, url = _db(svc, env)
     path = _backup_file(s, file)
     if s.environment.protected or not s.is_local:
@@ -151,14 +134,11 @@ def restore(svc, env: str, file: str | None, yes: bool) -> None:
 
 
 def provision(svc, env: str, admin_url_var: str, db_name: str | None, role: str | None, reset_password: bool) -> None:
-    from deploy import backups
-
     s = svc.settings(env)
     admin = svc.environ.get(admin_url_var)
     if not admin:
         raise SettingsError(f"{admin_url_var} is not set.",
                             f"Export {admin_url_var}=postgresql://admin:...@host:5432/postgres (never commit it).")
-    from deploy.redact import Secret
 
     res = backups.provision(Secret(admin), db_name or f"occ_{env}", role or f"occ_{env}",
                             reset_password=reset_password)
@@ -176,7 +156,6 @@ def _write_secret(path: Path, key: str, value: str) -> None:
     """Set KEY in a git-ignored dotenv file (mode 0600), keeping its other lines."""
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [ln for ln in lines if not ln.startswith(f"{key}=")] + [f"{key}='{value}'"]
-    from deploy.private import write_private
 
     # 0600 on every write: an existing 0644 file (made by hand, or by an older version) is fixed too.
     write_private(path, "\n".join(lines) + "\n")

@@ -6,12 +6,11 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from deploy import proc, runbooks, scaffold
+from deploy.errors import SettingsError
 
 
 def main(svc, app: str, *, force: bool = False) -> None:
-    from deploy import scaffold
-    from deploy.errors import SettingsError
-
     # Files go to the project being set up: DEPLOY_ROOT, else the folder `invoke` runs in
     # (there is no env/ yet to find it by).
     root = Path(svc.environ["DEPLOY_ROOT"]).resolve() if svc.environ.get("DEPLOY_ROOT") else Path.cwd().resolve()
@@ -20,7 +19,6 @@ def main(svc, app: str, *, force: bool = False) -> None:
         raise SettingsError(f"--app={app}: {folder} is not a folder.", "Pass the app's folder (with package.json).")
     facts = scaffold.detect(folder)
     rel = os.path.relpath(folder, root)
-    from deploy import runbooks
     from deploy.tasks import ns
 
     tasks = runbooks.user_facing(runbooks.tasks_of(ns))
@@ -46,7 +44,6 @@ def main(svc, app: str, *, force: bool = False) -> None:
 
 def _not_ignored(root: Path, rules: dict[str, str]) -> list[str]:
     """The rules whose sample path git does not ignore yet (none outside a git repository)."""
-    from deploy import proc
 
     out = []
     for sample, rule in rules.items():

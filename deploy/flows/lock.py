@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from deploy import hosts
+from deploy.flows import shapes
 
 
 def release(svc, env: str, *, force: bool) -> None:
@@ -21,7 +23,6 @@ def release(svc, env: str, *, force: bool) -> None:
 def _release_hosts(svc, s, dead_run: str | None) -> None:
     """Host locks of the run whose ledger lock was just broken go too; others only when
     older than hosts.lock_max_age_minutes (a runner on another machine may hold them)."""
-    from deploy import hosts
 
     locks = hosts.lock_status(s.hosts)
     if not locks:
@@ -40,15 +41,11 @@ def _release_hosts(svc, s, dead_run: str | None) -> None:
 def status(svc, env: str | None, as_json: bool = False) -> None:
     led = svc.ledger()
     if as_json:
-        from deploy.flows import shapes
-
         locks = [lk for lk in led.locks() if not env or lk.env == env]
         host_locks = []
         if env:
             s = svc.settings(env)
             if s.hosts.hosts and not s.is_local:
-                from deploy import hosts
-
                 host_locks = hosts.lock_status(s.hosts)
         svc.term.emit_json(shapes.lock_status(locks, host_locks))
         return
@@ -72,8 +69,6 @@ def status(svc, env: str | None, as_json: bool = False) -> None:
     if env:
         s = svc.settings(env)
         if s.hosts.hosts and not s.is_local:
-            from deploy import hosts
-
             host_locks = hosts.lock_status(s.hosts)
             svc.term.out(svc.term.table([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
                               ("host", "holder", "run", "since", "release"), optional=("since", "release")) if host_locks

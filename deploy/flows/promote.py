@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
+from deploy.facts import Serving
 from deploy.flows import common, steps
 
 
@@ -89,6 +90,7 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         if dry_run:
             p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ)
             svc.term.out(p.table())
+            svc.term.out("\nwhat each step would run or touch:\n" + p.commands())
             svc.term.out("\ndry run: nothing was changed.")
             return
         led = svc.ledger()
@@ -99,5 +101,6 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)
-    if s.is_local and outcome.state.get("app_url"):
-        svc.term.out(f"the app: {outcome.state['app_url']}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")
+    serving = outcome.fact(Serving)
+    if s.is_local and serving:
+        svc.term.out(f"the app: {serving.url}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")

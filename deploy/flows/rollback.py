@@ -8,10 +8,8 @@ release being fled) and says exactly which part failed; re-running it is safe.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from deploy.config import Settings
-from deploy.engine import Console, Plan, Runner, Step, StepContext
+from deploy.engine import Console, Plan, Runner
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, steps
 
@@ -73,70 +71,6 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
     fled = common.promotion_of(led, s.name, live.get("release_id"))  # what the release being fled recorded
     target_row = next((r for r in led.releases(s.name, limit=100) if r["release_id"] == target), {})
 
-    def release_back(ctx: StepContext):
-        if s.is_local:
-            from deploy import local
-
-            root = steps.local_root(s)
-            if local.current(root) != target:
-                local.switch(root, target)
-            info = steps.restart_local(s, environ)
-            ctx.state["app_url"] = info.url
-            return f"{current or '-'} -> {target} ({info.url})"
-        from deploy import hosts
-
-        results = hosts.rollback(s.hosts, target if to or target else None, run_id=ctx.run_id,
-                                 env=hosts.hook_env(s.hosts, environ), app=s.app)
-        return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
-
-    def shopify_back(ctx: StepContext):
-        from deploy import shopify
-
-        version = target_row.get("shopify_version")
-        res = shopify.rollback(s, version, environ)
-        return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
-
-    def database_back(ctx: StepContext):
-        from deploy import backups, migrations
-
-        url = steps.database_url(s, environ)
-        # The down.sql files of the release being rolled back are in its commit, not
-        # necessarily in the working tree.
-        mdir = steps.migrations_dir(s, steps.source_dir(s, live["sha"]) if live.get("sha") else None)
-        base = steps.sqlite_base(s)
-        if db == "restore":
-            b = fled.backup if fled else None
-            if not b or not Path(b).exists():
-                raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
-                                  "Restore a specific file with `invoke db.restore --env=... --file=...`.")
-            backups.restore(b, url, sqlite_base=base, db=s.database)
-            return f"restored {Path(b).name}"
-        if fled is None or fled.migrations_before is None:
-            # Without the list, "this release's migrations" is unknown: guessing could drop them all.
-            raise DeployError(f"The ledger has no record of which migrations {current or 'the live release'} applied "
-                              "(it was not made by a promotion that reached migrate), so --db=down cannot tell "
-                              "which to undo; nothing was changed in the database.",
-                              f"Undo a known number with `invoke db.rollback --env={s.name} --steps=N`, or use "
-                              "--db=restore / --db=keep.")
-        before = set(fled.migrations_before)
-        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
-        ours = [n for n in st.applied if n not in before]
-        if not ours:
-            return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
-        return f"down-migrated {', '.join(res.rolled_back)}"
-
-    def smoke_after(ctx: StepContext):
-        report = steps.run_smoke(s, ctx.state, target)
-        return f"{len(report.results)} check(s) passed on {target}"
-
-    def record(ctx: StepContext):
-        if current:
-            led.set_release_status(s.name, current, "rolled_back")
-        if target_row:
-            led.set_release_status(s.name, target, "live")
-        return f"{target} live; {current or '-'} rolled back"
-
     from deploy import shopify
 
     shop_skip = "--skip-shopify given" if skip_shopify else shopify.skip_reason(s)
@@ -145,15 +79,13 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         db_skip = "no database for this environment"
     elif db == "keep":
         db_skip = "--db=keep: the database stays as it is (schema changes are backward compatible)"
+    # Each step is the way back of the promote step of the same name (deploy/flows/steps.py).
     seq = [
-        Step("release", f"switch every host back to {target}, restart", run=release_back),
-        Step("shopify", f"re-release app version {target_row.get('shopify_version') or 'before the current one'}",
-             run=shopify_back, skip=shop_skip),
-        Step("database", {"down": "down.sql of the rolled-back release's migrations",
-                          "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep"),
-             run=database_back, skip=db_skip),
-        Step("smoke", f"HTTP checks against {target}", run=smoke_after),
-        Step("record", "ledger: target live, current rolled back", run=record),
+        steps.release_back(s, target, current, environ),
+        steps.shopify_back(s, target_row.get("shopify_version"), environ, skip=shop_skip),
+        steps.database_back(s, db, fled, live.get("sha"), current, environ, skip=db_skip),
+        steps.smoke_after(s, target),
+        steps.record_rollback(s, led, target, current, target_known=bool(target_row)),
     ]
     if target is None:
         raise DeployError(f"{s.name} has no earlier release in the ledger to roll back to.",
@@ -168,7 +100,7 @@ def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False
     led = svc.ledger()
     p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ)
     if dry_run:
-        svc.term.out(p.table() + "\n\ndry run: nothing was changed.")
+        svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return
     if db != "keep" or s.environment.protected:
         svc.term.out(p.table() + "\n")

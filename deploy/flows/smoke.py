@@ -5,18 +5,19 @@ from __future__ import annotations
 from deploy import local
 from deploy import smoke as sm
 from deploy.errors import SettingsError
+from deploy.facts import Serving, put
 from deploy.flows.steps import base_urls, local_root
 
 
 def main(svc, env: str, release: str | None) -> int:
     """The smoke checks of `env` (`release`: the id /version must name); 0 when all pass."""
     s = svc.settings(env)
-    state = {}
+    state: dict = {}
     if s.is_local:
         info = local.status(local_root(s), s.local.host)
         if info is None:
             raise SettingsError(f"The {env} app is not running.", f"Start it: invoke app.start --env={env}.")
-        state["app_url"] = info.url
+        put(state, Serving(info.url))
         release = release or info.release_id
     report = sm.check(sm.checks_for(s.smoke, base_urls(s, state), s.app.health_path), release_id=release,
                       retries=s.smoke.retries, backoff=s.smoke.backoff)

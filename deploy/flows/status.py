@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from deploy import envs, migrations, secrets
+from deploy.config import environments, load
 from deploy.errors import DeployError
+from deploy.flows import shapes
+from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 
 
 def _when(t: float | None) -> str:
@@ -13,12 +17,8 @@ def _when(t: float | None) -> str:
 
 
 def gather(root, led, environ, now: float) -> list[dict]:
-    from deploy.config import environments, load
-
     rotation = {}
     try:
-        from deploy import envs, secrets
-
         m = envs.load_matrix(root)
         rep = secrets.rotation_report(m, dt.datetime.fromtimestamp(now, dt.UTC).date(),
                                       secrets.read_rotations(secrets.rotation_log_path(m)))
@@ -63,11 +63,9 @@ def _pending(s, environ) -> tuple[int | None, str | None]:
     when it cannot; (None, None) when the environment has no database."""
     if s.database.provider == "none":
         return None, None
-    from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 
     try:
         url = database_url(s, environ)
-        from deploy import migrations
 
         return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database).pending), None
     except DeployError as e:
@@ -81,8 +79,6 @@ def _pending_cell(r: dict) -> str:
 
 
 def main(svc, as_json: bool) -> None:
-    from deploy.flows import shapes
-
     root = svc.root
     led = svc.ledger()
     rows = gather(root, led, svc.environ, time.time())

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Mapping
 
 from deploy.config import Settings
-from deploy.engine import Step, StepContext
-from deploy.facts import fact
+from deploy.engine import Step, StepContext, Touch
+from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
+                           MigrateFacts, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
 from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
 from deploy.redact import Secret
 
@@ -80,12 +81,51 @@ def source_dir(s: Settings, sha: str) -> Path:
     return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
 
 
+def checkout_if_there(s: Settings, sha: str) -> Path | None:
+    """The commit's extracted app folder when an earlier run extracted it, else None (a dry
+    run reads, it does not extract)."""
+    from deploy.source import repo_of
+
+    try:
+        top, rel = repo_of(s.app_dir)
+    except DeployError:
+        return None
+    target = s.root / ".deploy" / "src" / sha
+    return (target / rel if rel != "." else target) if (target / ".complete").exists() else None
+
+
+def _argv(argv) -> str:
+    import shlex
+
+    return shlex.join(str(a) for a in argv)
+
+
+def _package(app: Path | None) -> dict:
+    import json
+
+    try:
+        data = json.loads((app / "package.json").read_text(encoding="utf-8")) if app else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _start_argv(s: Settings, app: Path | None, where: str) -> list[str] | None:
+    from deploy.build import start_argv
+
+    try:
+        return start_argv(s.app, _package(app), where)
+    except SettingsError:
+        return None
+
+
 def base_urls(s: Settings, state: dict) -> list[str]:
-    """The app's URL and each host's origin, for smoke checks."""
+    """The app's URL and each host's origin, for smoke checks (`state`: a run's facts)."""
     urls = []
     if s.is_local:
-        if state.get("app_url"):
-            urls.append(state["app_url"])
+        serving = get(state, Serving)
+        if serving:
+            urls.append(serving.url)
     else:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
@@ -101,11 +141,12 @@ def base_urls(s: Settings, state: dict) -> list[str]:
     return urls
 
 
-def _artifact(state: dict):
-    from deploy.build import Artifact
-
-    a = state["artifact"]
-    return Artifact(Path(a["path"]), a["sha256"], a["release_id"], a["git_sha"], a["built_at"])
+def _artifact(ctx: StepContext):
+    art = ctx.get(ArtifactFacts)
+    if art is None:
+        raise DeployError("Bug: no artifact was recorded before the release step.",
+                          "This is a bug in the toolkit (the build step records it); please report it.")
+    return art.artifact()
 
 
 # ----------------------------------------------------------------------------- preflight
@@ -219,8 +260,14 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"deploy lock released on {len(freed)} host(s)"
 
+    def shows() -> list[Touch]:
+        from deploy import hosts
+
+        return [Touch(t.name, hosts.lock_command(t, "<holder, run, release, time>"))
+                for t in hosts.targets(s.hosts, s.app)]
+
     return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
-                run=run, undo=undo, undo_does="release this run's host locks", finish=finish)
+                run=run, undo=undo, undo_does="release this run's host locks", finish=finish, shows=shows)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -256,23 +303,34 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
-            want = staged[0].state.get("artifact", {}).get("sha256") if staged else None
+            want = PromotionRecord.of(staged[0]).artifact_sha256 if staged else None
             if want and want != art.sha256:
                 raise BuildFailed(
                     f"The artifact for {sha[:12]} is {art.sha256[:16]}, but {s.environment.staging_env} tested "
                     f"{want[:16]}: production must get exactly what staging proved.",
                     "Find out why the artifact changed (.deploy/artifacts), or promote this build to staging again.",
                 )
-        ctx.state["artifact"] = {"path": str(art.path), "sha256": art.sha256, "release_id": art.release_id,
-                                 "git_sha": art.git_sha, "built_at": art.built_at}
+        ctx.put(ArtifactFacts.of(art))
         keep = {sha, *kept_shas(s, ledger)}
         pruned = b.prune(store, s.app.keep_builds, keep)
         pruned += source.prune(s.root / ".deploy" / "src", s.app.keep_builds, keep)
         return (f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
                 + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
 
+    def shows() -> list[Touch]:
+        from deploy import build as b
+
+        art = b.find(artifacts_dir(s), sha)
+        if art is not None:
+            return [Touch("local", f"reuse {art.path} (sha256 {art.sha256}), built for {sha[:12]}")]
+        src = checkout_if_there(s, sha)
+        out = [] if src else [Touch("local", f"git archive {sha} (the app folder) -> .deploy/src/{sha}")]
+        where = "local" if src else "local, read from the app folder now; the commit's own at run time"
+        out += [Touch(where, _argv(c)) for c in b.build_commands(src or s.app_dir, s.app)]
+        return out + [Touch("local", f"pack -> {artifacts_dir(s)}/<sha256>.tar.gz")]
+
     return Step("build", "the app's release contract ([app]: install, build, prune dev deps) of the commit, "
-                         "reused when already built, packed once", run=run)
+                         "reused when already built, packed once", run=run, shows=shows)
 
 
 def kept_shas(s: Settings, ledger) -> set[str]:
@@ -301,11 +359,11 @@ def backup(s: Settings, sha: str, environ) -> Step:
         url = database_url(s, environ)
         u = dburl.parse(url, sqlite_base=sqlite_base(s))
         if u.provider == "sqlite" and not u.sqlite_path.exists():
-            ctx.state["backup"] = None
+            ctx.put(BackupFacts(None))
             return "no database file yet: nothing to back up"
         b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
                            db=s.database)
-        ctx.state["backup"] = str(b.path)
+        ctx.put(BackupFacts(str(b.path)))
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
         return f"{b.path.name} ({len(b.tables)} tables, {rows} rows, sha256 {b.sha256[:12]})"
@@ -315,8 +373,14 @@ def backup(s: Settings, sha: str, environ) -> Step:
         skip = "no database for this environment"
     elif not s.database.backup:
         skip = f"database.backup = false in {s.file.name}"
+    def shows() -> list[Touch]:
+        what = "pg_dump" if s.database.provider == "postgresql" else "copy of the SQLite file"
+        src = s.database.url and "database.url" or f"${s.database.direct_url_var or s.database.url_var}"
+        return [Touch("database", f"{what} of {src} -> {s.path(s.database.backup_dir)}/ "
+                                  f"(keep {s.database.backup_keep})")]
+
     return Step("backup", f"{'pg_dump' if s.database.provider == 'postgresql' else 'SQLite copy'} of the database",
-                run=run, skip=skip)
+                run=run, skip=skip, shows=shows)
 
 
 def migrate(s: Settings, environ, sha: str) -> Step:
@@ -325,19 +389,19 @@ def migrate(s: Settings, environ, sha: str) -> Step:
 
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
-        if "migrations_before" not in ctx.state:
+        if ctx.get(MigrateFacts) is None:
             fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
-            ctx.state["database_before"] = {"existed": fp.existed, "empty": fp.empty, "schemas": list(fp.schemas)}
             st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
             # Fail closed before changing anything when this run could not be undone: a
             # database with data, migrations without down.sql, and no backup to restore.
             no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
-            if no_down and not fp.empty and not ctx.state.get("backup"):
+            taken = ctx.get(BackupFacts)
+            if no_down and not fp.empty and not (taken and taken.path):
                 raise DeployError(
                     f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
                     f"{s.name}'s database, so they could not be undone. Nothing was applied.",
                     f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
-            ctx.state["migrations_before"] = list(st.applied)
+            ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas))))
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                  url_var=s.database.url_var, db=s.database)
@@ -346,19 +410,20 @@ def migrate(s: Settings, environ, sha: str) -> Step:
     def undo(ctx: StepContext):
         from deploy import backups, migrations
 
-        if "migrations_before" not in ctx.state:
+        facts = ctx.get(MigrateFacts)
+        if facts is None:
             return "nothing was migrated"
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
-        before_db = ctx.state.get("database_before")
-        if before_db and before_db["empty"]:
+        before_db = facts.database
+        if before_db and before_db.empty:
             # A first promotion: there was nothing before, so undo means nothing again (no
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
-            fp = migrations.Footprint(before_db["existed"], True, tuple(before_db["schemas"]))
+            fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas))
             return "the database was empty before this run: " + migrations.empty_database(
                 url, fp, sqlite_base=sqlite_base(s), db=s.database)
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
-        before = set(ctx.state["migrations_before"])
+        before = set(facts.before)
         notes = []
         for name in st.failed:  # a migration that failed in this run: its transaction left no trace
             if name not in before:
@@ -371,10 +436,10 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         if all(local.get(n) and local[n].has_down for n in ours):
             res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
-        elif ctx.state.get("backup"):
+        elif (taken := ctx.get(BackupFacts)) and taken.path:
             # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
-            backups.restore(ctx.state["backup"], url, sqlite_base=sqlite_base(s), db=s.database)
-            notes.append(f"restored {Path(ctx.state['backup']).name} (no down.sql for {', '.join(ours)})")
+            backups.restore(taken.path, url, sqlite_base=sqlite_base(s), db=s.database)
+            notes.append(f"restored {Path(taken.path).name} (no down.sql for {', '.join(ours)})")
         else:
             raise DeployError(
                 f"Cannot undo migrations {', '.join(ours)}: no down.sql and no backup.",
@@ -382,10 +447,44 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             )
         return "; ".join(notes)
 
+    def shows() -> list[Touch]:
+        return migrate_touches(s, sha, environ)
+
     skip = "no database for this environment" if s.database.provider == "none" else None
     return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
                 undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
-                                     "else restore the backup", skip=skip)
+                                     "else restore the backup", skip=skip, shows=shows)
+
+
+def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
+    """The migration.sql files a promotion of `sha` would apply: read from the commit's
+    checkout when it exists; pending ones only when the database can be read (read-only)."""
+    from deploy import migrations
+
+    src = checkout_if_there(s, sha)
+    if src is None:
+        return [Touch("database", f"the pending migrations of {sha[:12]}: read at run time "
+                                  "(the commit's checkout is not extracted yet)")]
+    mdir = migrations_dir(s, src)
+    try:
+        local = migrations.load_migrations(mdir)
+    except DeployError as e:
+        return [Touch("database", f"cannot read {mdir}: {e.message}")]
+    pending = None
+    try:
+        from deploy import dburl
+
+        url = database_url(s, environ)
+        u = dburl.parse(url, sqlite_base=sqlite_base(s))
+        if u.provider != "sqlite" or u.sqlite_path.exists():   # reading must not create a SQLite file
+            pending = set(migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database).pending)
+    except DeployError:
+        pass   # no URL here, or the database does not answer: the list says so
+    rows = [m for m in local if pending is None or m.name in pending]
+    if not rows:
+        return [Touch("database", "no pending migration: up to date")]
+    note = "" if pending is not None else " (unless _prisma_migrations has it: the database was not read)"
+    return [Touch("database", f"{s.database.migrations_dir}/{m.name}/migration.sql{note}") for m in rows]
 
 
 # ----------------------------------------------------------------------------- release
@@ -462,20 +561,20 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
         from deploy import local
 
-        if "previous_release" not in ctx.state:
-            ctx.state["previous_release"] = local.current(root)
+        if ctx.get(LocalReleaseFacts) is None:
+            ctx.put(LocalReleaseFacts(local.current(root)))
             ctx.checkpoint()
-        local.place(_artifact(ctx.state), root, release_id)
+        local.place(_artifact(ctx), root, release_id)
         local.switch(root, release_id)
         info = restart_local(s, environ)
-        ctx.state["app_url"] = info.url
+        ctx.put(Serving(info.url))
         pruned = local.prune(root, s.local.keep_releases)
         return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
 
     def undo(ctx: StepContext):
         from deploy import local
 
-        prev = ctx.state.get("previous_release")
+        prev = (ctx.get(LocalReleaseFacts) or LocalReleaseFacts(None)).previous
         if local.current(root) != release_id:
             local.remove(root, release_id)  # placed but never switched to
             return "current is not this release: nothing to switch back"
@@ -483,17 +582,24 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
             # `root` holds this app's releases only: prev is this app's previous release.
             local.switch(root, prev)
             info = restart_local(s, environ)
-            ctx.state["app_url"] = info.url
+            ctx.put(Serving(info.url))
             return f"back on {prev} ({info.url})"
         stop_local(s)
         (root / "current").unlink(missing_ok=True)
         local.remove(root, release_id)
         return "first release of this app removed; the app is stopped"
 
+    def shows() -> list[Touch]:
+        argv = _start_argv(s, s.app_dir, f"releases/{release_id}")
+        return [Touch("local", f"unpack the artifact -> {root}/releases/{release_id}"),
+                Touch("local", f"current -> releases/{release_id}"),
+                Touch("local", f"start {_argv(argv) if argv else 'the package start script'} on "
+                               f"{s.local.host}:{s.local.port}, wait for {s.app.health_path}")]
+
     return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
                            f"{release_id}, switch current, start {_start_text(s)}, wait for {s.app.health_path}",
                 run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
-                                              "or stop the app if it had none")
+                                              "or stop the app if it had none", shows=shows)
 
 
 def _start_text(s: Settings) -> str:
@@ -505,16 +611,16 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
         from deploy import hosts
         from deploy.errors import LockHeld
 
-        art = dataclasses.replace(_artifact(ctx.state), release_id=release_id)
-        ctx.state.pop("hosts_locked_out", None)
+        art = dataclasses.replace(_artifact(ctx), release_id=release_id)
+        ctx.drop(HostsReleaseFacts)
         try:
             # The lock step holds the hosts' lock until the run ends.
             results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
                                    env=hosts.hook_env(s.hosts, environ), app=s.app)
         except LockHeld:
-            ctx.state["hosts_locked_out"] = True  # another run holds the hosts: nothing was changed
+            ctx.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
             raise
-        ctx.state["hosts_previous"] = {r.host: r.previous for r in results}
+        ctx.put(HostsReleaseFacts({r.host: r.previous for r in results}))
         deltas = sum(r.transfer.startswith("delta") and "sent in full" not in r.transfer for r in results)
         return (f"{release_id} live on {len(results)} host(s); sent {sum(r.uploaded for r in results) // 1024} KiB"
                 + (f" ({deltas} as a delta)" if deltas else ""))
@@ -522,17 +628,59 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def undo(ctx: StepContext):
         from deploy import hosts
 
-        if ctx.state.get("hosts_locked_out"):
+        if (ctx.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
                                    env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
+    def shows() -> list[Touch]:
+        return host_release_touches(s, release_id)
+
     n = len(s.hosts.hosts)
     how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
     return Step("release", f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on {n} "
                            f"host(s) (max {s.hosts.max_parallel} at once)",
-                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none")
+                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none",
+                shows=shows)
+
+
+def host_release_touches(s: Settings, release_id: str, *, sha256: str = "<artifact sha256>",
+                         previous: str = "<current release>") -> list[Touch]:
+    """Per host, the commands a release sends (hosts.py's builders), in order. The artifact's
+    checksum and each host's current release are read at run time: shown as placeholders."""
+    from deploy import hosts
+
+    out = []
+    argv = _start_argv(s, s.app_dir, f"releases/{release_id}") or ["<the package's start script>"]
+    for t in hosts.targets(s.hosts, s.app):
+        upload = f"{t.deploy_to}/.uploads/{release_id}.tar.gz"
+        out.append(Touch(t.name, f"upload the artifact -> {upload}"
+                                 + (" (or a delta against a release it has: hosts.delta)" if s.hosts.delta else "")))
+        out.append(Touch(t.name, hosts.unpack_command(t, release_id, sha256, upload, previous, s.hosts.shared_files)))
+        if s.hosts.before_switch:
+            out.append(Touch(t.name, hosts.hook_command(t, s.hosts.before_switch, f"{t.deploy_to}/releases/{release_id}",
+                                                        _hook_vars(s, t, release_id, previous))))
+        if s.hosts.restart:
+            hook = hosts.hook_command(t, s.hosts.restart, f"{t.deploy_to}/current",
+                                      _hook_vars(s, t, release_id, previous))
+            out.append(Touch(t.name, hosts.go_live_command(t, release_id, True, hook, s.hosts.health_command)))
+        else:
+            out.append(Touch(t.name, hosts.switch_command(t, release_id)))
+            via = "" if s.hosts.supervisor == "sh" else " (as a systemd user unit where systemd --user runs)"
+            out.append(Touch(t.name, hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv) + via))
+        if s.hosts.health_command:
+            out.append(Touch(t.name, f"health: {s.hosts.health_command}"))
+        elif t.health_url:
+            out.append(Touch(t.name, f"GET {t.health_url} until it answers"))
+    return out
+
+
+def _hook_vars(s: Settings, t, release_id: str, previous: str) -> dict[str, str]:
+    # What hosts passes a hook (RELEASE_ID, PREVIOUS_RELEASE, DEPLOY_TO, DEPLOY_HOST) and
+    # hosts.hook_env's variables, whose values are read at run time.
+    return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": previous, "DEPLOY_TO": t.deploy_to,
+            "DEPLOY_HOST": t.name, **{n: f"<${n}>" for n in s.hosts.hook_env}}
 
 
 # ----------------------------------------------------------------------------- shopify
@@ -542,22 +690,23 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
 
     reason = "--skip-shopify given" if skip else shopify.skip_reason(s)
 
+    source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
+    message = f"occ-deploy {release_id} ({sha[:12]})"
+
     def run(ctx: StepContext):
-        source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
         app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
-        if "shopify" not in ctx.state:
+        if ctx.get(ShopifyFacts) is None:
             active = shopify.active_version(shopify.versions(s, environ, path=app))
-            ctx.state["shopify"] = {"version": None, "previous": active.version_tag if active else None}
+            ctx.put(ShopifyFacts(version=None, previous=active.version_tag if active else None))
             ctx.checkpoint()
         installed = shopify.prepare(s, app)
-        res = shopify.deploy(s, release_id, f"occ-deploy {release_id} ({sha[:12]})", source, environ, path=app)
-        prev = ctx.state["shopify"]["previous"]
-        ctx.state["shopify"] = {"version": res.version, "previous": prev if res.reused else res.previous}
+        res = shopify.deploy(s, release_id, message, source, environ, path=app)
+        prev = ctx.get(ShopifyFacts).previous
+        ctx.put(ShopifyFacts(version=res.version, previous=prev if res.reused else res.previous))
         return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
 
     def undo(ctx: StepContext):
-        info = ctx.state.get("shopify") or {}
-        prev = info.get("previous")
+        prev = (ctx.get(ShopifyFacts) or ShopifyFacts(None, None)).previous
         app = source_dir(s, sha)
         active = shopify.active_version(shopify.versions(s, environ, path=app))
         if active is None or active.version_tag != release_id:
@@ -567,9 +716,14 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
         shopify.release(s, prev, environ, path=app)
         return f"re-released {prev}"
 
+    def shows() -> list[Touch]:
+        app = checkout_if_there(s, sha) or f"<checkout of {sha[:12]}>"
+        return [Touch("shopify", _argv(shopify.versions_argv(s.shopify, path=app))),
+                Touch("shopify", _argv(shopify.deploy_argv(s.shopify, release_id, message, source, path=app)))]
+
     return Step("shopify", f"shopify app deploy --config {s.shopify.config or '-'} --version {release_id} "
                            f"--path <checkout of {sha[:12]}>",
-                run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason)
+                run=run, undo=undo, undo_does="shopify app release --version <previous>", skip=reason, shows=shows)
 
 
 # ----------------------------------------------------------------------------- smoke & watch
@@ -581,7 +735,13 @@ def smoke_step(s: Settings, release_id: str) -> Step:
 
     what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
             else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
-    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run)
+    def shows() -> list[Touch]:
+        from deploy import smoke
+
+        bases = base_urls(s, {}) or [f"http://{s.local.host}:{s.local.port}"]
+        return [Touch("http", f"GET {c.url}") for c in smoke.checks_for(s.smoke, bases, s.app.health_path)]
+
+    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run, shows=shows)
 
 
 def watch_step(s: Settings, environ) -> Step:
@@ -620,33 +780,149 @@ def _decision_log_check(s: Settings, environ):
 
 # ----------------------------------------------------------------------------- record
 
-@fact
-@dataclasses.dataclass(frozen=True)
-class RecordFacts:
-    """What `record` needs to undo itself: the release that was live before this one."""
-
-    previous_live: str | None
-
-
 def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
     def run(ctx: StepContext):
-        art = ctx.state.get("artifact") or {}
-        if not isinstance(ctx.state.get("record"), RecordFacts):
-            ctx.state["record"] = RecordFacts((ledger.live_release(s.name) or {}).get("release_id"))
+        art, shop = ctx.get(ArtifactFacts), ctx.get(ShopifyFacts)
+        if ctx.get(RecordFacts) is None:
+            ctx.put(RecordFacts((ledger.live_release(s.name) or {}).get("release_id")))
             ctx.checkpoint()
-        ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.get("sha256"),
-                              run_id=ctx.run_id, shopify_version=(ctx.state.get("shopify") or {}).get("version"))
+        ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.sha256 if art else None,
+                              run_id=ctx.run_id, shopify_version=shop.version if shop else None)
         return f"{release_id} recorded live"
 
     def undo(ctx: StepContext):
         if not any(r["release_id"] == release_id for r in ledger.releases(s.name, limit=100)):
             return "no release row was written"
         ledger.set_release_status(s.name, release_id, "rolled_back")
-        facts = ctx.state.get("record")
-        prev = facts.previous_live if isinstance(facts, RecordFacts) else ctx.state.get("previous_live")
+        facts = ctx.get(RecordFacts)
+        prev = facts.previous_live if facts else None
         if prev:
             ledger.set_release_status(s.name, prev, "live")
         return f"{release_id} marked rolled back"
 
     return Step("record", "ledger release row (the deployment log and CI summary follow the run)", run=run, undo=undo,
                 undo_does="mark the release rolled back")
+
+
+# ----------------------------------------------------------------------------- rollback
+# `invoke rollback`'s steps, each the way back of the promote step of the same name above
+# (release, shopify, database = backup + migrate, smoke, record). A rollback is not undone:
+# that would bring back the release being fled; re-running it is safe.
+
+def release_back(s: Settings, target: str, current: str | None, environ) -> Step:
+    """Mirror of `release`: this app's `current` (local) or every host's back to `target`, restarted."""
+    def run(ctx: StepContext):
+        if s.is_local:
+            from deploy import local
+
+            root = local_root(s)
+            if local.current(root) != target:
+                local.switch(root, target)
+            info = restart_local(s, environ)
+            ctx.put(Serving(info.url))
+            return f"{current or '-'} -> {target} ({info.url})"
+        from deploy import hosts
+
+        results = hosts.rollback(s.hosts, target or None, run_id=ctx.run_id,
+                                 env=hosts.hook_env(s.hosts, environ), app=s.app)
+        return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
+
+    def shows() -> list[Touch]:
+        if s.is_local:
+            return [Touch("local", f"current -> releases/{target}; restart the app")]
+        from deploy import hosts
+
+        argv = _start_argv(s, s.app_dir, f"releases/{target}") or ["<the package's start script>"]
+        out = []
+        for t in hosts.targets(s.hosts, s.app):
+            out.append(Touch(t.name, hosts.switch_command(t, target)))
+            out.append(Touch(t.name, f"restart hook: {s.hosts.restart}" if s.hosts.restart else
+                             hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv)))
+        return out
+
+    return Step("release", f"switch every host back to {target}, restart", run=run, shows=shows)
+
+
+def shopify_back(s: Settings, version: str | None, environ, *, skip: str | None) -> Step:
+    """Mirror of `shopify_push`: re-release `version` (default: the one before the active one)."""
+    def run(ctx: StepContext):
+        from deploy import shopify
+
+        res = shopify.rollback(s, version, environ)
+        return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
+
+    def shows() -> list[Touch]:
+        from deploy import shopify
+
+        return [Touch("shopify", _argv(shopify.release_argv(s.shopify, version)) if version else
+                      "shopify app release --version <the version active before the current one>")]
+
+    return Step("shopify", f"re-release app version {version or 'before the current one'}", run=run, skip=skip,
+                shows=shows)
+
+
+def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: str | None, current: str | None,
+                  environ, *, skip: str | None) -> Step:
+    """Mirror of `backup` + `migrate`: restore the backup the fled promotion took (db=restore), or
+    down.sql of the migrations it applied (db=down), read from its PromotionRecord."""
+    def run(ctx: StepContext):
+        from deploy import backups, migrations
+
+        url = database_url(s, environ)
+        # The down.sql files of the release being rolled back are in its commit, not
+        # necessarily in the working tree.
+        mdir = migrations_dir(s, source_dir(s, fled_sha) if fled_sha else None)
+        base = sqlite_base(s)
+        if db == "restore":
+            b = fled.backup if fled else None
+            if not b or not Path(b).exists():
+                raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
+                                  "Restore a specific file with `invoke db.restore --env=<env> --file=...`.")
+            backups.restore(b, url, sqlite_base=base, db=s.database)
+            return f"restored {Path(b).name}"
+        if fled is None or fled.migrations_before is None:
+            # Without the list, "this release's migrations" is unknown: guessing could drop them all.
+            raise DeployError(f"The ledger has no record of which migrations {current or 'the live release'} applied "
+                              "(it was not made by a promotion that reached migrate), so --db=down cannot tell "
+                              "which to undo; nothing was changed in the database.",
+                              f"Undo a known number with `invoke db.rollback --env={s.name} --steps=N`, or use "
+                              "--db=restore / --db=keep.")
+        before = set(fled.migrations_before)
+        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
+        ours = [n for n in st.applied if n not in before]
+        if not ours:
+            return f"{current} applied no migration: nothing to undo"
+        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
+        return f"down-migrated {', '.join(res.rolled_back)}"
+
+    def shows() -> list[Touch]:
+        if db == "restore":
+            return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}")]
+        before = "unknown: refused at run time" if fled is None or fled.migrations_before is None else \
+            f"not among the {len(fled.migrations_before)} applied before {current}"
+        return [Touch("database", f"down.sql of each applied migration {before}, newest first")]
+
+    does = {"down": "down.sql of the rolled-back release's migrations",
+            "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep")
+    return Step("database", does, run=run, skip=skip, shows=shows)
+
+
+def smoke_after(s: Settings, target: str) -> Step:
+    """Mirror of `smoke_step`: the smoke checks against the restored release."""
+    def run(ctx: StepContext):
+        report = run_smoke(s, ctx.state, target)
+        return f"{len(report.results)} check(s) passed on {target}"
+
+    return Step("smoke", f"HTTP checks against {target}", run=run)
+
+
+def record_rollback(s: Settings, ledger, target: str, current: str | None, *, target_known: bool) -> Step:
+    """Mirror of `record`: the ledger's releases say `target` is live and `current` rolled back."""
+    def run(ctx: StepContext):
+        if current:
+            ledger.set_release_status(s.name, current, "rolled_back")
+        if target_known:
+            ledger.set_release_status(s.name, target, "live")
+        return f"{target} live; {current or '-'} rolled back"
+
+    return Step("record", "ledger: target live, current rolled back", run=run)

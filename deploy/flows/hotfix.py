@@ -1,4 +1,4 @@
-"""`invoke hotfix.drill --env=staging` and `invoke drills`: the hotfix and rollback
+"""`invoke hotfix.drill --env=staging`: the hotfix and rollback
 procedures exercised for real and recorded, so "exercised" is a fact in the ledger.
 
 Phases, each timed: baseline (the drill environment runs what production runs), deploy
@@ -57,10 +57,8 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
         live = led.live_release(env) or {}
         if live.get("sha") != baseline_sha:
             rid = build.new_release_id(baseline_sha, datetime.now(timezone.utc))
-            plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led, environ=svc.environ)
-            gate = next(st for st in plan.steps if st.name == "gate")
-            plan.replace("gate", dataclasses.replace(
-                gate, skip=f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}"))
+            plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led, environ=svc.environ).skip(
+                "gate", f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}")
             _run(led, plan, durations, "baseline")
         else:
             durations["baseline"] = 0.0
@@ -75,8 +73,8 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
         _phase(durations, "detect", lambda: svc.term.out(f"drill: forcing a rollback trigger on {rid}"))
         # 4. rollback with the on-call plan, 5. verify smoke on the restored release.
         rb = rollback.plan(s, led, to=baseline, db="down", skip_shopify=False, environ=svc.environ)
-        smoke_step = rb.remove("smoke")  # timed on its own as the verify phase
-        _run(led, rb, durations, "rollback")
+        smoke_step = rb.step("smoke")  # timed on its own as the verify phase
+        _run(led, rb.without("smoke"), durations, "rollback")
         from deploy.engine import StepContext
 
         ctx = StepContext(run_id=None, env=env, state={}, console=Console())

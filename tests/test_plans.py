@@ -1,0 +1,139 @@
+"""Plans as data (pyinfra's tests/operations): what a promotion would do, per setting, read
+from the plan alone. No real parts: the settings are the project's own env/ files, the
+plan is built and inspected, nothing runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploy import config, hosts, shopify
+from deploy.engine import Plan, Step
+from deploy.flows import promote
+
+ROOT = Path(__file__).resolve().parents[1]
+SHA = "0123456789abcdef0123456789abcdef01234567"
+RID = "20260101000000-0123456"
+
+
+def settings(name: str, **sections) -> config.Settings:
+    s = config.load(name, ROOT)
+    return dataclasses.replace(s, **{k: dataclasses.replace(getattr(s, k), **v) for k, v in sections.items()})
+
+
+def plan_of(s) -> Plan:
+    return promote.plan(s, sha=SHA, release_id=RID, environ={})
+
+
+def names(plan: Plan) -> list[str]:
+    return [st.name for st in plan.steps]
+
+
+def skipped(plan: Plan) -> dict[str, str]:
+    return {st.name: st.skip for st in plan.steps if st.skip}
+
+
+def test_staging_promotion_steps_in_order():
+    assert names(plan_of(settings("staging"))) == [
+        "preflight", "lock", "gate", "build", "backup", "migrate", "release", "shopify", "smoke", "watch", "record"]
+
+
+def test_production_adds_approvals_and_golive_before_the_gate():
+    staging, production = names(plan_of(settings("staging"))), names(plan_of(settings("production")))
+    assert [n for n in production if n not in staging] == ["approvals", "golive"]
+    assert production.index("golive") < production.index("gate") < production.index("build")
+
+
+@pytest.mark.parametrize("sections, expected", [
+    ({"database": {"provider": "none"}}, {"backup": "no database for this environment",
+                                          "migrate": "no database for this environment"}),
+    ({"database": {"backup": False}}, {"backup": "database.backup = false in staging.toml"}),
+    ({"shopify": {"config": ""}}, {"shopify": shopify.skip_reason(settings("staging", shopify={"config": ""}))}),
+    ({"watch": {"window_seconds": 0}}, {"watch": "watch.window_seconds = 0"}),
+], ids=["no-database", "no-backup", "no-shopify-config", "watch-0"])
+def test_settings_that_skip_steps(sections, expected):
+    assert expected[next(iter(expected))], "the skip reason must say why"
+    assert skipped(plan_of(settings("staging", **sections))) == expected
+
+
+def test_undo_order_is_the_reverse_of_the_changing_steps():
+    p = plan_of(settings("staging"))
+    undone = [st.name for st in reversed(p.steps) if st.undo is not None and not st.skip]
+    assert undone == ["record", "shopify", "release", "migrate", "lock"]
+
+
+def test_plan_operations_return_new_plans_and_name_a_missing_step():
+    p = plan_of(settings("staging"))
+    before = names(p)
+    gate = p.step("gate")
+    q = p.skip("gate", "passed when it shipped")
+    assert q.step("gate").skip == "passed when it shipped" and q.step("gate").run is gate.run
+    assert p.step("gate").skip is None and names(p) == before
+    r = p.replace("smoke", Step("smoke", "other"))
+    assert r.step("smoke").does == "other" and p.step("smoke").does != "other"
+    assert names(p.without("smoke")) == [n for n in before if n != "smoke"]
+    with pytest.raises(ValueError, match="has no step 'nope' .*preflight, lock, gate"):
+        p.replace("nope", Step("nope", "x"))
+
+
+@pytest.fixture
+def staging_with_checkout(tmp_path):
+    """A staging project whose commit's checkout was extracted by an earlier run: two
+    migrations in it, two hosts in the settings."""
+    app = tmp_path / "app"
+    (app).mkdir()
+    (app / "package.json").write_text('{"name": "a", "scripts": {"build": "true", "start": "node server.js"}}')
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    src = tmp_path / ".deploy" / "src" / SHA
+    for m in ("20250101000000_init", "20250301000000_shop_tier"):
+        d = src / "app" / "prisma/postgres/migrations" / m
+        d.mkdir(parents=True)
+        (d / "migration.sql").write_text("SELECT 1;\n")
+    (src / "app" / "prisma/postgres/migrations/migration_lock.toml").write_text('provider = "postgresql"\n')
+    (src / "app" / "package.json").write_text((app / "package.json").read_text())
+    (src / ".complete").write_text(SHA)
+    s = settings("staging", hosts={"hosts": ("deploy@h1.internal", "deploy@h2.internal:2202")},
+                 database={"url": ""})
+    return dataclasses.replace(s, root=tmp_path, environment=dataclasses.replace(s.environment, app_dir="app"))
+
+
+def test_dry_run_shows_the_commands_per_host_and_the_migration_files(staging_with_checkout):
+    s = staging_with_checkout
+    p = plan_of(s)
+    text = p.commands()
+    targets = hosts.targets(s.hosts, s.app)
+    assert [t.name for t in targets] == ["deploy@h1.internal:22", "deploy@h2.internal:2202"]
+    for t in targets:
+        per_host = [line for line in text.splitlines() if line.startswith(f"  [{t.name}] ")]
+        cmds = [line.split("] ", 1)[1] for line in per_host]
+        assert hosts.switch_command(t, RID) in cmds
+        assert hosts.supervise_command(t, "restart", s.app.port_var, t.app_port,
+                                       ["sh", "-c", "node server.js"]) in " ".join(cmds)
+        assert any(c.startswith(hosts.unpack_command(t, RID, "<artifact sha256>", f"{t.deploy_to}/.uploads/{RID}.tar.gz",
+                                                     "<current release>", s.hosts.shared_files)) for c in cmds)
+    migrate = dict(p.touches())["migrate"]
+    assert [m.what.split(" ")[0] for m in migrate] == [
+        "prisma/postgres/migrations/20250101000000_init/migration.sql",
+        "prisma/postgres/migrations/20250301000000_shop_tier/migration.sql"]
+    assert all("the database was not read" in m.what for m in migrate)  # no URL here: said, not guessed
+    shop = [t.what for t in dict(p.touches())["shopify"]]
+    app = s.root / ".deploy/src" / SHA / "app"
+    assert shop[-1] == shlex.join(shopify.deploy_argv(s.shopify, RID, f"occ-deploy {RID} ({SHA[:12]})", "", path=app))
+    build = [t.what for t in dict(p.touches())["build"]]
+    assert "npm run build" in build or any(c.endswith("run build") for c in build)
+
+
+def test_dry_run_without_a_checkout_says_the_migrations_are_read_at_run_time():
+    migrate = dict(plan_of(settings("staging")).touches())["migrate"]
+    assert len(migrate) == 1 and "read at run time" in migrate[0].what
+
+
+def test_a_step_that_cannot_say_what_it_would_touch_does_not_stop_the_dry_run():
+    s = settings("staging", hosts={"hosts": ("deploy@h1.internal", "not a host!")})
+    touches = dict(plan_of(s).touches())
+    assert [t.where for t in touches["release"]] == ["-"] and "hosts.hosts[1]" in touches["release"][0].what
+    assert [t.where for t in touches["shopify"]] == ["shopify", "shopify"]  # the other steps still say theirs
