@@ -345,12 +345,19 @@ def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> 
         return []
     rows = []
     for f in by_sha.glob("*.json"):
+        # Newest = most recently built (the index file's mtime). `built_at` is the commit's
+        # time (reproducible bytes), so commits made in the same second would tie on it.
+        try:
+            when = f.stat().st_mtime_ns
+        except OSError:
+            when = 0
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
-            rows.append((str(data["built_at"]), f.stem, str(data["sha256"])))
+            rows.append((when, str(data["built_at"]), f.stem, str(data["sha256"])))
         except (OSError, ValueError, KeyError, TypeError):
-            rows.append(("", f.stem, ""))
+            rows.append((when, "", f.stem, ""))
     rows.sort(reverse=True)
+    rows = [r[1:] for r in rows]
     protect = set(protect)
     kept = rows[:keep] + [r for r in rows[keep:] if r[1] in protect]
     doomed = [r for r in rows[keep:] if r[1] not in protect]
