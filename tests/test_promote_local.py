@@ -50,6 +50,8 @@ def test_promote_serves_the_new_release_and_keeps_the_previous_one(project):
     assert all(s.status in ("done", "skipped") for s in steps.values())
     for line in ("[1/10] preflight", "gate", "migrate", "release", "smoke", "succeeded"):
         assert line in second.stdout
+    smoke = project.invoke("smoke", "--env=local")  # finds the running app the way the smoke step does
+    assert smoke.returncode == 0 and get(run2.state, Serving).url in smoke.stdout, smoke.stdout + smoke.stderr
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(project):
