@@ -51,7 +51,7 @@ def out(text: str = "") -> None:
 
 
 def width() -> int:
-    """The terminal's width in columns (COLUMNS when set; 120 when stdout is no terminal)."""
+    """The terminal's width in columns (COLUMNS when set; no wrapping when stdout is no terminal)."""
     from deploy.services import terminal_width
 
     return terminal_width()

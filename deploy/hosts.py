@@ -91,7 +91,7 @@ class HostResult:
     duration: float
     error: str = ""
     uploaded: int = 0            # bytes sent to this host over SFTP (artifact, delta, lists)
-    transfer: str = ""           # "full", "delta from <id>", "delta from <id> failed verification; full", "none"
+    transfer: str = ""           # "full", "delta from <id>: ...", "delta from <id> failed verification (...); sent in full", "none"
 
 
 @dataclass(frozen=True)
@@ -457,7 +457,9 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         # cp --parents recreates each path under partial; -l links instead of copying, so an
         # unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
         f"{{ ! test -s {sh(ctl + '/links')} || "
-        f"{{ cd {sh(src)} && xargs -0 cp -l --parents -t {sh(partial)} -- < {sh(ctl + '/links')}; }}; }}",
+        f"{{ cd {sh(src)} && xargs -0 cp -l --parents -t {sh(partial)} -- < {sh(ctl + '/links')}; }} || "
+        f"{{ printf '%s\\n' {sh(what + ': a file to link is missing or unreadable in ' + base)} >&2; "
+        f"exit {DELTA_MISMATCH_EXIT}; }}; }}",
         f"cd {sh(partial)}",
         f"{{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/sums')} 2>&1) || "
         f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",

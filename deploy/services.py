@@ -20,10 +20,15 @@ from deploy.redact import redact
 
 
 def terminal_width() -> int:
-    """The terminal's width in columns (COLUMNS when set; 120 when stdout is no terminal)."""
+    """The terminal's width in columns: COLUMNS when set, else the terminal's. Output that
+    goes to no terminal (a CI log, a pipe, a file) is not wrapped: a log keeps each
+    message on one line, whole, for grep and for the reader's own wrapping."""
     import shutil
 
-    return shutil.get_terminal_size((120, 24)).columns
+    return shutil.get_terminal_size((UNWRAPPED, 24)).columns
+
+
+UNWRAPPED = 1000   # columns when there is no terminal: wide enough that nothing is wrapped
 
 
 class Terminal:

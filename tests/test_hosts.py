@@ -758,3 +758,15 @@ def test_a_failing_restart_hook_is_named_with_its_exit_code_and_every_host_goes_
         hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
     assert all("restart hook failed (exit 7): boom" in r.error for r in e.value.results)
     assert f.currents() == [R1, R1] and f.served() == [R1, R1]
+
+
+def test_a_file_missing_from_the_old_release_sends_the_whole_artifact(fleet):
+    f = fleet(1)
+    lib = {"node_modules/dep/index.js": "y" * 5000, "node_modules/dep/package.json": "{}"}
+    hosts.release(f.section, _packed(f, R1, files=lib), run_id="run-1", now=T0)
+    (f.deploy_to(f.hosts[0]) / "releases" / R1 / "node_modules/dep/index.js").unlink()
+    two = _packed(f, R2, files=lib)
+    (r,) = hosts.release(f.section, two, run_id="run-2", now=T0)
+    assert "failed verification" in r.transfer and r.transfer.endswith("sent in full"), r.transfer
+    assert _tree(f.deploy_to(f.hosts[0]) / "releases" / R2) == _artifact_tree(two)
+    assert f.served() == [R2]
