@@ -434,7 +434,7 @@ def init_task(c, app, force=False):
     from deploy.flows import init
 
     need(app=app)
-    init.main(services(), app, force=force)
+    init.main(services(), app, ns, force=force)
 
 
 @task(name="blocker", help={"env": ENV, "text": "what blocks the release"})

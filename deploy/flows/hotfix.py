@@ -14,9 +14,10 @@ import time
 from datetime import datetime, timezone
 
 from deploy import build, feedback
-from deploy.engine import Console, Runner
+from deploy.engine import Console, Runner, StepContext
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, promote, rollback
+from deploy.ledger import whoami
 
 
 def _phase(durations: dict, name: str, fn):
@@ -75,7 +76,6 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
         rb = rollback.plan(s, led, to=baseline, db="down", skip_shopify=False, environ=svc.environ)
         smoke_step = rb.step("smoke")  # timed on its own as the verify phase
         _run(led, rb.without("smoke"), durations, "rollback")
-        from deploy.engine import StepContext
 
         ctx = StepContext(run_id=None, env=env, state={}, console=Console())
         _phase(durations, "verify", lambda: smoke_step.run(ctx))
@@ -101,6 +101,4 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
 
 
 def _who() -> str:
-    from deploy.ledger import whoami
-
     return whoami()

@@ -10,7 +10,9 @@ from deploy import proc, runbooks, scaffold
 from deploy.errors import SettingsError
 
 
-def main(svc, app: str, *, force: bool = False) -> None:
+def main(svc, app: str, namespace, *, force: bool = False) -> None:
+    """Write the starting files for the app in `app`; its runbook lists `namespace`'s tasks
+    (tasks.py's Invoke collection, passed down so this flow never imports the task layer)."""
     # Files go to the project being set up: DEPLOY_ROOT, else the folder `invoke` runs in
     # (there is no env/ yet to find it by).
     root = Path(svc.environ["DEPLOY_ROOT"]).resolve() if svc.environ.get("DEPLOY_ROOT") else Path.cwd().resolve()
@@ -19,9 +21,7 @@ def main(svc, app: str, *, force: bool = False) -> None:
         raise SettingsError(f"--app={app}: {folder} is not a folder.", "Pass the app's folder (with package.json).")
     facts = scaffold.detect(folder)
     rel = os.path.relpath(folder, root)
-    from deploy.tasks import ns
-
-    tasks = runbooks.user_facing(runbooks.tasks_of(ns))
+    tasks = runbooks.user_facing(runbooks.tasks_of(namespace))
     files = scaffold.render(facts, rel, datetime.now(timezone.utc).date(), tasks)
     result = scaffold.write(root, files, force=force)
     ds = facts.datasource

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
+from deploy import build, golive
 from deploy.config import Settings
-from deploy.engine import Console, Plan, Runner
+from deploy.engine import Console, Plan, Runner, Step
+from deploy.errors import ApprovalMissing, SettingsError
 from deploy.facts import Serving
 from deploy.flows import common, steps
 
@@ -40,12 +42,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
 
 
 def golive_step(s: Settings, sha: str, environ, ledger):
-    from deploy.engine import Step
-
     def run(ctx):
-        from deploy import golive
-        from deploy.errors import ApprovalMissing
-
         checklist = golive.run_checklist(s, ledger, sha, datetime.now(timezone.utc), environ)
         if not checklist.ok:
             raise ApprovalMissing(f"The go-live checklist is not green:\n{golive.render(checklist)}",
@@ -58,23 +55,15 @@ def golive_step(s: Settings, sha: str, environ, ledger):
 
 def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
          no_rollback=False, break_lock=False) -> None:
-    from deploy import build
-
     s = svc.settings(env, flag="--to")
     if resume and abort:
-        from deploy.errors import SettingsError
-
         raise SettingsError("--resume and --abort contradict each other.", "Pass one of them.")
     if dry_run and (resume or abort):
-        from deploy.errors import SettingsError
-
         raise SettingsError(f"--dry-run (or invoke --dry) cannot go with --{'resume' if resume else 'abort'}: "
                             "finishing or undoing a killed run has no dry run.",
                             f"`invoke lock.status --env={env}` and `invoke status` show the run; drop --dry to "
                             f"{'finish' if resume else 'undo'} it.")
     if break_lock and not (resume or abort):
-        from deploy.errors import SettingsError
-
         raise SettingsError("--break-lock only goes with --resume or --abort (it takes over a killed run's lock).",
                             f"Pass --abort or --resume too, e.g. invoke promote --to={env} --abort --break-lock.")
     if resume or abort:

@@ -8,6 +8,7 @@ release being fled) and says exactly which part failed; re-running it is safe.
 
 from __future__ import annotations
 
+from deploy import hosts, local, shopify
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
 from deploy.errors import DeployError, SettingsError
@@ -17,8 +18,6 @@ from deploy.flows import common, steps
 def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
     """(release to go back to, release now live)."""
     if s.is_local:
-        from deploy import local
-
         root = steps.local_root(s)   # this app's releases only
         now = local.current(root)
         if to:
@@ -47,7 +46,6 @@ def _from_hosts(s: Settings) -> tuple[str | None, str | None]:
     ledger that made the releases. Every host must agree on current."""
     if not s.hosts.hosts:
         return None, None
-    from deploy import hosts
 
     seen = hosts.releases(s.hosts)
     currents = {h.current for h in seen}
@@ -70,8 +68,6 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
     live = led.live_release(s.name) or {}
     fled = common.promotion_of(led, s.name, live.get("release_id"))  # what the release being fled recorded
     target_row = next((r for r in led.releases(s.name, limit=100) if r["release_id"] == target), {})
-
-    from deploy import shopify
 
     shop_skip = "--skip-shopify given" if skip_shopify else shopify.skip_reason(s)
     db_skip = None
