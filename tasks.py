@@ -4,7 +4,7 @@ to an exit code. Logic lives in deploy/; this file stays thin and cheap to impor
 from invoke import Collection
 from invoke import task as _task
 
-from deploy.cli import guarded, need
+from deploy.cli import guarded, need, reads_only
 
 
 def task(*args, **kwargs):
@@ -14,6 +14,18 @@ def task(*args, **kwargs):
     return _task(*args, **kwargs)
 
 ENV = "environment name: a file env/<name>.toml (local, dev, staging, production)"
+JSON = "print machine-readable JSON (its shape: README, JSON output) instead of a table"
+EXIT_CODES = """
+    Exit codes: 0 done; 1 failed (the run was undone unless the message says otherwise);
+    2 settings or flags wrong; 3 a tool is missing; 4 another run holds the lock;
+    5 evidence gate closed; 6 approval or staging run missing; 7 not confirmed;
+    130 interrupted. Invoke's --dry is the same as --dry-run here."""
+
+
+def exit_codes(fn):
+    """Append the exit codes to a task's --help text (its docstring)."""
+    fn.__doc__ = fn.__doc__.rstrip() + "\n" + EXIT_CODES
+    return fn
 
 
 # ----------------------------------------------------------------------------- promote & rollback
@@ -30,6 +42,7 @@ ENV = "environment name: a file env/<name>.toml (local, dev, staging, production
                   "machine; refused unless that holder has shown no sign of life for 2 min (holder and age shown)",
 })
 @guarded
+@exit_codes
 def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
             no_rollback=False, break_lock=False):
     """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
@@ -48,6 +61,7 @@ def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, ab
     "yes": "answer yes to every confirmation",
 })
 @guarded
+@exit_codes
 def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False):
     """Put the previous (or a named) release back: hosts, Shopify version, optionally the database; then smoke."""
     from deploy.flows import rollback as flow
@@ -55,8 +69,9 @@ def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=
     flow.main(env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
 
 
-@task(help={"json": "print machine-readable JSON instead of a table"})
+@task(help={"json": JSON})
 @guarded
+@reads_only
 def status(c, json=False):
     """Where each environment stands: release, SHA, Shopify version, lock, last runs."""
     from deploy.flows import status as flow
@@ -85,13 +100,14 @@ def lock_release(c, env, force=False):
     locks.release(env, force=force)
 
 
-@task(name="status", help={"env": "only this environment (default: all)"})
+@task(name="status", help={"env": "only this environment (default: all)", "json": JSON})
 @guarded
-def lock_status(c, env=None):
+@reads_only
+def lock_status(c, env=None, json=False):
     """Who holds each environment's lock, and since when."""
     from deploy.flows import locks
 
-    locks.status(env)
+    locks.status(env, as_json=json)
 
 
 # ----------------------------------------------------------------------------- app (local)
@@ -121,18 +137,20 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
-@task(name="check", help={"env": ENV})
+@task(name="check", help={"env": ENV, "json": JSON})
 @guarded
-def env_check(c, env):
+@reads_only
+def env_check(c, env, json=False):
     """Check an environment's variables against the matrix: present, typed, no placeholders, no secret in a file."""
     from deploy.flows import envs
 
-    _exit(envs.check(env))
+    _exit(envs.check(env, as_json=json))
 
 
 @task(name="parity", help={"left": "the rehearsal environment (default: staging)",
                            "right": "the environment it must mirror (default: production)"})
 @guarded
+@reads_only
 def env_parity(c, left="staging", right="production"):
     """Compare staging's toggles with production's under the matrix's parity rules."""
     from deploy.flows import envs
@@ -161,6 +179,7 @@ def env_dotenv(c, env="dev", force=False):
 
 @task(name="rotation")
 @guarded
+@reads_only
 def secrets_rotation(c):
     """Each secret's age against its rotation period; fails when a production secret is overdue."""
     from deploy.flows import envs
@@ -179,13 +198,14 @@ def secrets_rotated(c, name, env, by=None):
 
 
 # ----------------------------------------------------------------------------- db
-@task(name="status", help={"env": ENV})
+@task(name="status", help={"env": ENV, "json": JSON})
 @guarded
-def db_status(c, env):
+@reads_only
+def db_status(c, env, json=False):
     """Applied, pending, failed and drifted migrations of an environment's database."""
     from deploy.flows import db
 
-    _exit(db.status(env))
+    _exit(db.status(env, as_json=json))
 
 
 @task(name="migrate", help={"env": ENV})
@@ -257,17 +277,19 @@ def db_provision(c, env, admin_url_var="DATABASE_ADMIN_URL", db_name=None, role=
 
 
 # ----------------------------------------------------------------------------- hosts, shopify, smoke
-@task(name="check", help={"env": ENV})
+@task(name="check", help={"env": ENV, "json": JSON})
 @guarded
-def hosts_check(c, env):
+@reads_only
+def hosts_check(c, env, json=False):
     """Connect to every host (host keys checked): deploy path writable, free space, current release."""
     from deploy.flows import remote
 
-    _exit(remote.hosts_check(env))
+    _exit(remote.hosts_check(env, as_json=json))
 
 
 @task(name="releases", help={"env": ENV})
 @guarded
+@reads_only
 def hosts_releases(c, env):
     """List each host's releases, the current one in brackets."""
     from deploy.flows import remote
@@ -293,13 +315,14 @@ def hosts_rollback(c, env, to=None):
     remote.hosts_rollback(env, to)
 
 
-@task(name="versions", help={"env": ENV})
+@task(name="versions", help={"env": ENV, "json": JSON})
 @guarded
-def shopify_versions(c, env):
+@reads_only
+def shopify_versions(c, env, json=False):
     """List the app's Shopify versions (shopify app versions list --json)."""
     from deploy.flows import remote
 
-    remote.shopify_versions(env)
+    remote.shopify_versions(env, as_json=json)
 
 
 @task(name="deploy", help={"env": ENV, "version": "version tag (default: a new release id)",
@@ -324,6 +347,7 @@ def shopify_release(c, env, version):
 
 @task(help={"env": ENV, "release": "release id /version must name (local: the running one)"})
 @guarded
+@reads_only
 def smoke(c, env, release=None):
     """Run the environment's smoke checks now and print every target's result."""
     from deploy.flows import remote
@@ -346,13 +370,17 @@ def evidence_collect(c, sha, files=None, out=None, env=None):
     flow.collect(sha, list(files or []), out, env)
 
 
-@task(name="gate", help={"env": ENV, "sha": "commit to judge (default: HEAD)"})
+@task(name="gate", help={"env": ENV, "sha": "commit to judge (default: HEAD)", "json": JSON})
 @guarded
-def gate_task(c, env, sha=None):
-    """Judge the evidence for a commit against an environment's gate policy; non-zero when closed."""
+@reads_only
+def gate_task(c, env, sha=None, json=False):
+    """Judge the evidence for a commit against an environment's gate policy; non-zero when closed.
+
+    Exit codes: 0 the gate is open; 5 it is closed (every reason is in the table);
+    2 settings or flags wrong; 1 anything else that failed."""
     from deploy.flows import gate as flow
 
-    _exit(flow.gate(env, sha))
+    _exit(flow.gate(env, sha, as_json=json))
 
 
 # ----------------------------------------------------------------------------- drills
@@ -368,6 +396,7 @@ def hotfix_drill(c, env="staging", sha=None):
 
 @task(help={"days": "flag a procedure with no passed drill in this many days (default 30)"})
 @guarded
+@reads_only
 def drills(c, days=30):
     """List recorded drills; non-zero when hotfix or rollback was not exercised recently."""
     from deploy.flows import drill
@@ -376,13 +405,14 @@ def drills(c, days=30):
 
 
 # ----------------------------------------------------------------------------- operations
-@task(name="check", help={"env": "environment (default: production)", "sha": "commit to go live (default: HEAD)"})
+@task(name="check", help={"env": "environment (default: production)", "sha": "commit to go live (default: HEAD)",
+                          "json": JSON})
 @guarded
-def golive_check(c, env="production", sha=None):
+def golive_check(c, env="production", sha=None, json=False):
     """Run the go-live checklist (evidence, decision log, backup, drills, secrets, parity, approvals)."""
     from deploy.flows import ops
 
-    _exit(ops.golive_check(env, sha))
+    _exit(ops.golive_check(env, sha, as_json=json))
 
 
 @task(name="bootstrap")
@@ -427,6 +457,7 @@ def log_readiness(c, env, text=None):
 
 @task(name="check")
 @guarded
+@reads_only
 def runbooks_check(c):
     """Fail when a runbook names a task or flag that does not exist, or a task is in no runbook."""
     from deploy.flows import ops

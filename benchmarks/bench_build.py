@@ -1,8 +1,9 @@
 """Build the React Router Shopify example (examples/shopify-app) and compare:
 
 - bare:     `npm ci && npm run build` in a fresh copy of the app: what a team runs by hand
-- toolkit:  the toolkit's first build of a commit (deploy.build.build: the same npm
-            commands, plus packing the release artifact and indexing it by commit)
+- toolkit:  the toolkit's first build of a commit, as the promote flow's build step does
+            it: `git archive` of the commit (deploy.source.checkout), the release
+            contract's commands in that checkout, the artifact packed and indexed by commit
 - rebuild:  the toolkit asked again for the same commit: the stored artifact is verified
             and reused, npm does not run
 
@@ -47,9 +48,13 @@ def bare(app: Path) -> None:
 
 
 def toolkit(app: Path, sha: str, store: Path):
+    """What the promote flow's build step does: the commit's sources (git archive, once),
+    then the build of that checkout, or the stored artifact for the commit."""
     from deploy.build import build
+    from deploy.source import checkout, commit_time
 
-    return build(app, sha, store, env=node_env())
+    src = checkout(app, sha, store.parent / "src")
+    return build(src, sha, store, env=node_env(), now=commit_time(app, sha))
 
 
 def timed(fn):

@@ -249,7 +249,7 @@ def load_backup(path: str | Path) -> Backup:
     """A backup file and its sidecars; BackupFailed if they are missing or do not match."""
     p = Path(path)
     if not p.is_file():
-        raise BackupFailed(f"Backup {p} does not exist.", "List them with `invoke db.backup --env=<env> --list`, "
+        raise BackupFailed(f"Backup {p} does not exist.", f"Pass --file= one of the backup files in {p.parent}, "
                                                             "or take one with `invoke db.backup --env=<env>`.")
     side = p.with_name(p.name + ".sha256")
     if not side.is_file():

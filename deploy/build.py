@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from deploy import proc
 from deploy.errors import BuildFailed, SettingsError
@@ -141,6 +141,8 @@ class Recipe:
     pm: str | None                          # npm | pnpm | yarn, None when there is nothing to install
     commands: tuple[tuple[str, ...], ...]   # install, build, prune, in order
     include: tuple[str, ...]                # what the artifact holds, relative to the app folder; () = all
+    install: tuple[str, ...] = ()           # commands[0] when the recipe installs dependencies
+    prune: tuple[str, ...] = ()             # commands[-1] when the recipe prunes them after the build
 
 
 def package_json(app_dir: str | Path) -> dict:
@@ -156,6 +158,16 @@ def package_json(app_dir: str | Path) -> dict:
     if not isinstance(data, dict):
         raise BuildFailed(f"{f} is not a JSON object.", "Fix package.json and commit it.")
     return data
+
+
+def app_name(app_dir: str | Path) -> str:
+    """The app's identity in its releases: package.json's name, else the folder's name."""
+    try:
+        name = package_json(app_dir).get("name")
+    except (SettingsError, BuildFailed):
+        name = None
+    name = name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9@/._-]{1,214}", name or "") else ""
+    return name or Path(app_dir).name
 
 
 def package_manager(app_dir: str | Path) -> str | None:
@@ -177,6 +189,7 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
     deps = any(pkg.get(k) for k in ("dependencies", "devDependencies", "optionalDependencies"))
     cmds: list[tuple[str, ...]] = []
     installed = False
+    pruned = False
     if c.install == "auto":
         if deps:
             if pm is None:
@@ -199,9 +212,12 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
     if c.prune == "auto":
         if installed and pm and pkg.get("devDependencies"):
             cmds.append(PRUNE[pm])
+            pruned = True
     elif c.prune != "none":
         cmds.append(tuple(c.prune))
-    return Recipe(pm=pm, commands=tuple(cmds), include=tuple(c.include))
+        pruned = True
+    return Recipe(pm=pm, commands=tuple(cmds), include=tuple(c.include),
+                  install=cmds[0] if installed else (), prune=cmds[-1] if pruned else ())
 
 
 def start_command(contract: AppSection | None, release_dir: str | Path) -> list[str]:
@@ -265,12 +281,15 @@ def build(
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
     timeout: float | None = None,
+    deps_cache: str | Path | None = None,
 ) -> BuildResult:
     """The artifact for `git_sha`: reused if already built and verified, else built in
     `app_dir` (which must hold that commit's sources) under the `[app]` contract and packed.
 
     `env` is the deployer's environment (default: this process's) from which the build's
-    explicit environment is picked (`build_environment`)."""
+    explicit environment is picked (`build_environment`). `deps_cache`: the dependency
+    cache folder (default: <artifacts_dir>/../cache/deps; see `deps_key`), used when
+    `app.deps_cache` is on and the recipe installs dependencies."""
     from deploy.config import AppSection
 
     contract = contract or AppSection()
@@ -299,21 +318,17 @@ def build(
     for t in dict.fromkeys(tools):
         if os.sep not in t:
             proc.which(t, path=path)
-    ran = []
-    for argv in plan.commands:
-        r = proc.run(argv, cwd=app, env=child_env, timeout=timeout or contract.build_timeout)
-        ran.append(r.display)
-        if not r.ok:
-            raise BuildFailed(
-                f"`{r.display}` failed in {app} (exit {r.returncode}):\n{r.tail(20)}",
-                "Fix the build (run the same command in the app folder to see it all), then run again.",
-            )
+    limit = timeout or contract.build_timeout
+    cache_root = None
+    if contract.deps_cache and plan.install:
+        cache_root = Path(deps_cache) if deps_cache is not None else Path(artifacts_dir).parent / "cache" / "deps"
+    ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds)
     for rel in plan.include:
         if not (app / rel).exists():
             raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                               "Make the build write it, or remove it from [app] include.")
     artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                    include=plan.include)
+                    include=plan.include, app=app_name(app))
     _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
@@ -348,6 +363,225 @@ def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> 
     for tmp in store.glob(".pack-*"):
         tmp.unlink(missing_ok=True)
     return [sha for _, sha, _ in doomed]
+
+
+# ---------------------------------------------------------------- dependency cache
+
+# What an install depends on besides the lockfile: the package.json fields npm/pnpm/yarn
+# read when installing (a dependency list out of step with the lockfile must still fail
+# like `npm ci` fails), and the root package's install lifecycle scripts.
+_INSTALL_FIELDS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies",
+                   "peerDependenciesMeta", "bundleDependencies", "bundledDependencies", "overrides",
+                   "resolutions", "workspaces", "engines", "os", "cpu", "packageManager", "pnpm")
+_INSTALL_SCRIPTS = ("preinstall", "install", "postinstall", "prepare", "preprepare", "postprepare")
+_INSTALL_CONFIG = (".npmrc", ".yarnrc", ".yarnrc.yml", "pnpm-workspace.yaml", ".pnpmfile.cjs")
+DEPS = "node_modules"
+
+
+def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]) -> str | None:
+    """The dependency cache key of `app_dir` under `plan` (sha256 hex), or None when the app
+    has no lockfile. Same key = same installed node_modules: the lockfile, the install-relevant
+    package.json fields, the package manager's config files, the install and prune argv, the
+    platform and architecture, and the node and package manager versions (`tool_versions`)."""
+    app = Path(app_dir)
+    lock = next((app / name for name, _ in LOCKFILES if (app / name).is_file()), None)
+    if lock is None or not plan.install:
+        return None
+    pkg = package_json(app)
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    facts = {
+        "lockfile": [lock.name, sha256_file(lock)],
+        "package": {k: pkg[k] for k in _INSTALL_FIELDS if k in pkg},
+        "scripts": {k: scripts[k] for k in _INSTALL_SCRIPTS if k in scripts},
+        "config": {n: sha256_file(app / n) for n in _INSTALL_CONFIG if (app / n).is_file()},
+        "install": list(plan.install),
+        "prune": list(plan.prune),
+        "platform": [os.uname().sysname, os.uname().machine],
+        "tools": dict(sorted(tool_versions.items())),
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def tree_stamp(root: str | Path) -> str:
+    """A fingerprint of every file and symlink under `root` (path, type, mode, size, mtime):
+    an in-place write to a hard-linked cache file changes it."""
+    h = hashlib.sha256()
+    base = Path(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, base)}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _source_stamp(app: Path) -> str:
+    """The checkout's own files, node_modules aside: an install that writes elsewhere
+    (a postinstall generating sources) is not cacheable by node_modules alone."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(app):
+        dirnames[:] = sorted(d for d in dirnames if not (dirpath == str(app) and d == DEPS))
+        for name in sorted(filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, app)}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | None:
+    out = {}
+    for tool in dict.fromkeys(("node", plan.install[0])):
+        r = proc.run([tool, "--version"], env=env, timeout=60)
+        if not r.ok:
+            return None
+        out[tool] = r.stdout.strip()
+    return out
+
+
+def _step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float) -> str:
+    r = proc.run(list(argv), cwd=app, env=env, timeout=timeout, stream="build")
+    if not r.ok:
+        raise BuildFailed(
+            f"`{r.display}` failed in {app} (exit {r.returncode}):\n{r.tail(20)}",
+            "Fix the build (run the same command in the app folder to see it all), then run again.",
+        )
+    return r.display
+
+
+def _fs(argv: list[str], what: str) -> None:
+    r = proc.run(argv, timeout=1800)
+    if not r.ok:
+        raise BuildFailed(f"{what} failed: `{r.display}` (exit {r.returncode}): {r.tail(5)}",
+                          "Check free space and permissions under .deploy/, then build again.")
+
+
+def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
+                cache_root: Path | None, keep: int) -> list[str]:
+    """Run the recipe's commands in `app`; with a cache, the install (and the prune) come
+    from `cache_root/<deps_key>/` when an earlier build with the same key filled it.
+
+    An entry holds `full/node_modules` (as the install left it: the build may need dev
+    dependencies) and `prod/node_modules` (as the prune left it). A hit hard-links `full`
+    into the checkout (cp -al), runs the build, then replaces node_modules by a hard-linked
+    `prod`. Files are shared, never written: every use checks the entry's stamp first and
+    after the build, and an entry a build wrote into is dropped and the build redone without
+    it, so the artifact is always what a build without the cache packs."""
+    middle = list(plan.commands[1:len(plan.commands) - (1 if plan.prune else 0)])
+    key = None
+    if cache_root is not None and not (app / DEPS).exists():
+        versions = _tool_versions(plan, env)
+        key = deps_key(app, plan, versions) if versions is not None else None
+    entry = cache_root / key if key else None
+    if entry is not None and entry.exists() and not _entry_ok(entry):
+        _fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
+    if entry is not None and _entry_ok(entry):
+        sources = _source_files(app)
+        try:
+            ran = [f"(dependency cache {key[:12]}) cp -al {entry / 'full' / DEPS} {DEPS}"]
+            _fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
+            ran += [_step(argv, app, env, timeout) for argv in middle]
+            _fs(["rm", "-rf", str(app / DEPS)], "removing the build's node_modules")
+            _fs(["cp", "-al", str(entry / "prod" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
+            ran.append(f"(dependency cache {key[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
+        finally:
+            intact = _entry_ok(entry)
+        if intact:
+            _touch(entry)
+            prune_deps_cache(cache_root, keep, protect=(key,))
+            return ran
+        # The build wrote into a cached file: that entry can no longer be trusted, and
+        # neither can this build's output. Drop both; build again without the cache.
+        _fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
+        for rel in sorted(_source_files(app) - sources):
+            (app / rel).unlink(missing_ok=True)
+        return _run_recipe(app, plan, env, timeout, None, keep)
+
+    before = _source_stamp(app) if entry is not None else ""
+    ran = [_step(plan.commands[0], app, env, timeout)]
+    tmp = None
+    if entry is not None and _source_stamp(app) == before and (app / DEPS).is_dir():
+        tmp = cache_root / f".fill-{key[:16]}-{os.getpid()}"
+        _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
+        (tmp / "full").mkdir(parents=True)
+        (tmp / "prod").mkdir()
+        # A real copy (reflink where the file system can): the build writes into the checkout's.
+        _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "full" / DEPS)], "filling the dependency cache")
+    ran += [_step(argv, app, env, timeout) for argv in middle]
+    if plan.prune:
+        ran.append(_step(plan.prune, app, env, timeout))
+    if tmp is not None:
+        try:
+            if (app / DEPS).is_dir():
+                _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "prod" / DEPS)],
+                    "filling the dependency cache")
+                stamp = {"full": tree_stamp(tmp / "full"), "prod": tree_stamp(tmp / "prod")}
+                (tmp / "stamp.json").write_text(json.dumps(stamp) + "\n")
+                try:
+                    os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
+                    _touch(entry)
+                except OSError:
+                    pass
+        finally:
+            if tmp.exists():
+                _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
+        prune_deps_cache(cache_root, keep, protect=(key,))
+    return ran
+
+
+def _source_files(app: Path) -> set[str]:
+    """The checkout's files outside node_modules (to remove what a build added)."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(app):
+        dirnames[:] = [d for d in dirnames if not (dirpath == str(app) and d == DEPS)]
+        out.update(os.path.relpath(os.path.join(dirpath, f), app) for f in filenames)
+    return out
+
+
+def _entry_ok(entry: Path) -> bool:
+    try:
+        stamp = json.loads((entry / "stamp.json").read_text())
+        return stamp == {"full": tree_stamp(entry / "full"), "prod": tree_stamp(entry / "prod")}
+    except (OSError, ValueError):
+        return False
+
+
+def _touch(entry: Path) -> None:
+    try:
+        (entry / "used").write_text(str(time.time()))
+    except OSError:
+        pass
+
+
+def prune_deps_cache(cache_root: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete all but the `keep` most recently used dependency cache entries (never a
+    protected key) and leftovers of interrupted fills; returns the keys removed."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return []
+    rows = []
+    for d in root.iterdir():
+        if d.name.startswith(".fill-"):
+            try:
+                pid = int(d.name.rsplit("-", 1)[1])
+            except ValueError:
+                pid = 0
+            if pid <= 0 or not proc.pid_alive(pid):
+                _fs(["rm", "-rf", str(d)], "removing an interrupted cache fill")
+            continue
+        if d.is_dir():
+            try:
+                used = (d / "used").stat().st_mtime
+            except OSError:
+                used = 0.0
+            rows.append((used, d.name))
+    rows.sort(reverse=True)
+    protect = set(protect)
+    doomed = [name for _, name in rows[max(1, keep):] if name not in protect]
+    for name in doomed:
+        _fs(["rm", "-rf", str(root / name)], "pruning the dependency cache")
+    return doomed
 
 
 # ---------------------------------------------------------------- store
@@ -434,7 +668,7 @@ def _writable_dir(path: Path) -> Path:
 # ---------------------------------------------------------------- pack
 
 def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
-         include: Iterable[str] = ()) -> Artifact:
+         include: Iterable[str] = (), app: str = "") -> Artifact:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz`.
 
@@ -443,11 +677,16 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     root = Path(build_dir)
     store = Path(artifacts_dir)
     entries = _walk(root, tuple(include))
+    # Mode as packed (644 or 755): hosts link an unchanged file from an earlier release only
+    # when path, sha256, size and mode all match (deploy.hosts delta uploads).
     files = [
-        {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size}
+        {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size,
+         "mode": 0o755 if p.stat().st_mode & 0o111 else 0o644}
         for rel, p in entries if p.is_file() and not p.is_symlink()
     ]
     manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files}
+    if app:
+        manifest["app"] = app   # which app this is: an undo never starts another app's release
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 

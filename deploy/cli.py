@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from deploy.display import colour
 from deploy.errors import DeployError
 from deploy.redact import redact
 
@@ -27,12 +28,19 @@ def root() -> Path:
     return project_root(Path(__file__).resolve().parent.parent)
 
 
-def settings(env: str | None):
-    from deploy.config import load
+def settings(env: str | None, flag: str = "--env"):
+    """The typed settings of `env`; a SettingsError naming `flag` (the task's own flag,
+    e.g. promote's --to) and the environments there are when none was given."""
+    from deploy.config import environments, load
     from deploy.errors import SettingsError
 
     if not env:
-        raise SettingsError("No environment given.", "Pass --env=NAME (see env/*.toml for the names).")
+        try:
+            names = ", ".join(environments(root())) or "none yet"
+        except (DeployError, OSError):
+            names = "see env/*.toml"
+        raise SettingsError(f"No environment given: {flag} is required.",
+                            f"Pass {flag}=NAME, one of the files env/NAME.toml ({names}).")
     return load(env, root())
 
 
@@ -44,6 +52,20 @@ def ledger():
 
 def out(text: str = "") -> None:
     print(redact(text), flush=True)
+
+
+def width() -> int:
+    """The terminal's width in columns (COLUMNS when set; 120 when stdout is no terminal)."""
+    import shutil
+
+    return shutil.get_terminal_size((120, 24)).columns
+
+
+def table(rows, headers, *, fmt: str = "simple", optional=()) -> str:
+    """`rows` as a table that fits the terminal (deploy/display.py: wrap, then drop `optional`)."""
+    from deploy import display
+
+    return display.fit(rows, headers, width(), fmt=fmt, optional=optional)
 
 
 def emit_json(value) -> None:
@@ -61,9 +83,53 @@ def _quiet_stdout() -> None:
         pass
 
 
+def reads_only(fn):
+    """Mark a task that changes nothing: Invoke's `--dry` runs it as usual."""
+    fn.reads_only = True
+    return fn
+
+
+def task_name(fn) -> str:
+    """The Invoke name of a task function: evidence_collect -> evidence.collect."""
+    name = fn.__name__.removesuffix("_task")
+    group, _, rest = name.partition("_")
+    return f"{group}.{rest.replace('_', '-')}" if rest else group
+
+
+def _invoke_flags(fn, args, kwargs) -> None:
+    """Invoke's own --dry, --echo and --hide (they set the Context's `run` config), which
+    act on `c.run` and so would be silently ignored: this toolkit runs children itself.
+
+    --dry: a task with --dry-run dry-runs; a read-only task (`@reads_only`) runs, it
+    changes nothing; any other task is refused (exit 2) rather than run for real.
+    --echo: every command the toolkit runs is printed (redacted) on stderr before it runs.
+    --hide=out|err|both: that output of long children (build, install, Shopify CLI) is not
+    streamed; it is still kept for error messages. See README "Invoke's own flags"."""
+    import inspect
+
+    from deploy import proc
+    from deploy.errors import SettingsError
+
+    run_cfg = getattr(getattr(args[0], "config", None), "run", None) if args else None
+    if run_cfg is None:
+        return
+    get = (lambda k: run_cfg.get(k)) if hasattr(run_cfg, "get") else (lambda k: getattr(run_cfg, k, None))
+    proc.configure(echo=bool(get("echo")), hide=get("hide"))
+    if not get("dry"):
+        return
+    name = task_name(fn)
+    if "dry_run" in inspect.signature(fn).parameters:
+        kwargs["dry_run"] = True
+    elif not getattr(fn, "reads_only", False):
+        raise SettingsError(f"invoke --dry: `{name}` changes things and has no dry run, so it was not run.",
+                            "Run the same command without --dry to do it; tasks with --dry-run "
+                            "(promote, rollback) accept --dry as the same thing.")
+
+
 def guarded(fn):
     """Turn a DeployError into one clear paragraph on stderr and its exit code; a closed
-    output pipe into a quiet exit; a full disk into one clear message."""
+    output pipe into a quiet exit; a full disk into one clear message. Applies Invoke's own
+    --dry/--echo/--hide first (see `_invoke_flags`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -72,10 +138,12 @@ def guarded(fn):
         from invoke.exceptions import Exit
 
         try:
+            _invoke_flags(fn, args, kwargs)
             return fn(*args, **kwargs)
         except DeployError as e:
             try:
-                print(redact(f"error: {e}"), file=sys.stderr, flush=True)
+                print(colour("error:", stream=sys.stderr) + redact(_with_env(f" {e}", kwargs)),
+                      file=sys.stderr, flush=True)
             except BrokenPipeError:
                 pass
             raise Exit(code=e.exit_code) from None
@@ -83,8 +151,10 @@ def guarded(fn):
             _quiet_stdout()
             raise Exit(code=0) from None  # the reader read what it wanted, as `head` means
         except KeyboardInterrupt:
+            from deploy.errors import INTERRUPTED
+
             print("interrupted", file=sys.stderr)
-            raise Exit(code=130) from None
+            raise Exit(code=INTERRUPTED) from None
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -94,6 +164,12 @@ def guarded(fn):
             raise Exit(code=1) from None
 
     return wrapper
+
+
+def _with_env(text: str, kwargs) -> str:
+    """Hints written deep down (a migration, a backup) say `<env>`; the task knows which."""
+    env = kwargs.get("env") or kwargs.get("to")
+    return text.replace("<env>", env) if isinstance(env, str) and env else text
 
 
 def need(**flags) -> None:

@@ -96,6 +96,10 @@ class AppSection:
     runtime_env: tuple[str, ...] = ()      # names the locally started app gets (hosts: put them in shared/.env)
     build_timeout: float = 900.0           # seconds each build command may take
     keep_builds: int = 5                   # artifacts and .deploy/src checkouts kept (live/previous always kept)
+    # Reuse installed dependencies across commits with the same lockfile, package manager,
+    # node version, platform and install/prune argv: .deploy/cache/deps/<key> under the
+    # project root (keep_builds entries kept). The artifact is the same bytes either way.
+    deps_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,15 @@ class HostsSection:
     command_timeout: float = 600.0         # seconds for any one remote command (hooks included)
     upload_timeout: float = 1800.0         # seconds the artifact upload to one host may take in all
     upload_stall_timeout: float = 60.0     # seconds an upload may go without progress (a frozen host) before it fails
+    # true: a host holding an earlier release gets only the files it lacks (unchanged ones are
+    # hard-linked from that release, the whole tree is verified against the manifest before the
+    # switch; a mismatch sends the full artifact). false: every host gets the whole artifact.
+    delta: bool = True
+    # "all": every host switches and restarts at once. "rolling": in batches of batch_size hosts
+    # (a number, or a share such as "25%"); each batch must pass its health check before the
+    # next starts, and a failing batch stops the rollout and switches every switched host back.
+    rollout: Literal["all", "rolling"] = "all"
+    batch_size: int | str = "25%"
     hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
                                            # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
@@ -462,6 +475,13 @@ def _check(s: Settings) -> None:
         raise SettingsError(f"{f}: gate.max_skipped_ratio = {s.gate.max_skipped_ratio:g} is out of range.",
                             "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     _check_app(s)
+    if s.hosts.rollout == "rolling":
+        from deploy.hosts import batches
+
+        try:
+            batches(max(1, len(s.hosts.hosts)), s.hosts.batch_size)
+        except SettingsError as e:
+            raise SettingsError(f"{f}: {e.message}", e.hint) from None
     if s.hosts.app_ports and len(s.hosts.app_ports) != len(s.hosts.hosts):
         raise SettingsError(f"{f}: hosts.app_ports has {len(s.hosts.app_ports)} entries for {len(s.hosts.hosts)} hosts.",
                             "Give one port per host, in the order of hosts.hosts, or use app.port for all.")

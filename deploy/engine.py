@@ -136,6 +136,9 @@ class Outcome:
         return self.status == "succeeded"
 
 
+DETAIL_MAX = 160   # characters of a step's result shown on its progress line
+
+
 class Console:
     """One progress line per step; everything printed goes through redaction."""
 
@@ -154,9 +157,16 @@ class Console:
             _silence(self.out)
 
     def step(self, i: int, n: int, name: str, status: str, elapsed: float | None, detail: str = "") -> None:
+        from deploy.display import colour
+
         t = f"{elapsed:6.2f}s" if elapsed is not None else " " * 7
-        detail = " ".join(str(detail or "").split())
-        self.line(f"[{i}/{n}] {name:<12} {status:<8} {t}  {detail}".rstrip())
+        # One line per step: a long detail (a failure's table, a CLI's output) is shown once,
+        # whole, by the final error message; here only its first line, cut short.
+        lines = [ln for ln in str(detail or "").splitlines() if ln.strip()]
+        detail = " ".join(lines[0].split()) if lines else ""
+        if len(detail) > DETAIL_MAX or len(lines) > 1:
+            detail = detail[:DETAIL_MAX].rstrip() + " [...]"
+        self.line(f"[{i}/{n}] {name:<12} {colour(f'{status:<8}', status, self.out)} {t}  {detail}".rstrip())
 
     def note(self, text: str) -> None:
         self.line(f"        {text}")
@@ -191,6 +201,7 @@ class _Signals:
         self.console = console
         self.received: str | None = None
         self.phase = "book"
+        self.abort_cmd: str | None = None
         self._prev: dict = {}
 
     def __enter__(self):
@@ -207,8 +218,8 @@ class _Signals:
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self.phase == "undo" or self.received:
-            self.console.line(f"{name} received while undoing: ignored, the undo finishes first "
-                              f"(if this process is killed anyway, --abort finishes it).")
+            after = f" (if this process is killed anyway, `{self.abort_cmd}` finishes it)" if self.abort_cmd else ""
+            self.console.line(f"{name} received while undoing: ignored, the undo finishes first{after}.")
             return
         self.received = name
         self.console.line(f"{name} received: stopping the run and undoing what it did.")
@@ -274,6 +285,7 @@ class Runner:
 
     # ------------------------------------------------------------------ entry points
     def execute(self, plan: Plan) -> Outcome:
+        self._sig.abort_cmd = plan.abort_cmd
         names = [s.name for s in plan.steps]
         # Lock first, with no run id yet: a refused lock leaves no run behind.
         self.ledger.acquire_lock(plan.env, run_id=None, purpose=plan.flow)
@@ -290,6 +302,7 @@ class Runner:
 
     def resume(self, plan: Plan, run_id: str, *, break_lock: bool = False) -> Outcome:
         """Finish a killed run: re-run its interrupted step, then the rest."""
+        self._sig.abort_cmd = plan.abort_cmd
         run, steps = self._adopt(plan, run_id, "resume", break_lock)
         first = next((s.idx for s in steps if s.status not in ("done", "skipped")), len(steps))
         self.console.line(f"resume {plan.env}: run {run_id} from step {first + 1}/{len(steps)}")
@@ -298,6 +311,7 @@ class Runner:
 
     def abort(self, plan: Plan, run_id: str, *, break_lock: bool = False) -> Outcome:
         """Undo a killed (or failed-in-place) run: the interrupted step and every completed one."""
+        self._sig.abort_cmd = plan.abort_cmd
         run, steps = self._adopt(plan, run_id, "abort", break_lock)
         started = time.monotonic()
         ctx = StepContext(run_id=run_id, env=plan.env, state=dict(run.state), console=self.console,
@@ -415,6 +429,8 @@ class Runner:
                 return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
             try:
                 self._sig.phase = "step"
+                if self._sig.received:  # it arrived while this step was being recorded as started
+                    raise Interrupted(self._sig.received)
                 result = step.run(ctx) if step.run else None
                 self._sig.phase = "book"
                 _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
@@ -491,7 +507,11 @@ class Runner:
                              state=ctx.state, error=str(err), failed_step=step.name)
             self._finish_steps(plan, ctx, [*done, i] if ran else list(done))
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
-            self.console.line(f"--no-rollback: left in place for diagnosis; undo later with --abort (run {run_id}).")
+            if plan.abort_cmd:
+                self.console.line(f"--no-rollback: left in place for diagnosis; undo later with "
+                                  f"`{plan.abort_cmd}` (run {run_id}).")
+            else:
+                self.console.line(f"{plan.flow} stopped at {step.name}; what it did is left in place (run {run_id}).")
             if self._ledger_errors:
                 err = self._ledger_failed(plan, err)
             return Outcome(run_id, "failed_in_place", err, step.name, time.monotonic() - started, ctx.state)

@@ -15,11 +15,27 @@
     ├── ApprovalMissing         required approvals or a staging run are missing
     └── Aborted                 the user declined a confirmation
 
-Tasks turn a DeployError into one paragraph on stderr and a non-zero exit; any other
-exception is a bug and keeps its traceback.
+Tasks turn a DeployError into one paragraph on stderr and a non-zero exit (EXIT_CODES
+below; README "Exit codes" is checked against it); any other exception is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
+
+INTERRUPTED = 130          # Ctrl-C (SIGINT) outside a run's own handling, as shells report it
+
+# Every exit code a task returns, and what it means.
+EXIT_CODES: dict[int, str] = {
+    0: "success (for gate: the gate is open; for a check: every item passed)",
+    1: "a step failed (build, migration, backup, host, Shopify, smoke, ledger) or a check found problems",
+    2: "settings, variables or flags are wrong, or a flag was refused (SettingsError)",
+    3: "a tool is not installed: node, npm, git, pg_dump, shopify (ToolMissing)",
+    4: "another run holds the environment's lock (LockHeld)",
+    5: "the evidence gate is closed (GateClosed)",
+    6: "approvals, a staging run or the go-live checklist are missing (ApprovalMissing)",
+    7: "a confirmation was declined or could not be asked (Aborted)",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 class DeployError(Exception):

@@ -431,13 +431,12 @@ def require(checklist: Checklist) -> Checklist:
 
 # ---------------------------------------------------------------- rendering
 
-def render(checklist: Checklist) -> str:
-    """The checklist as a terminal table and a verdict line (redacted)."""
-    from tabulate import tabulate
+def render(checklist: Checklist, width: int | None = 160) -> str:
+    """The checklist as a terminal table no wider than `width`, and a verdict line (redacted)."""
+    from deploy.display import fit
 
     rows = [[i.name, i.verdict.upper(), i.evidence, i.reason] for i in checklist.items]
-    table = tabulate(rows, headers=["item", "verdict", "evidence", "reason"], tablefmt="simple_grid",
-                     maxcolwidths=[None, None, 60, 60], disable_numparse=True)
+    table = fit(rows, ["item", "verdict", "evidence", "reason"], width, fmt="simple_grid", optional=("evidence",))
     n_ok = sum(i.ok for i in checklist.items)
     head = f"go-live checklist for {checklist.env} at {checklist.sha[:12]} ({_stamp(checklist.at)})"
     tail = (f"GO: all {n_ok} items pass" if checklist.ok else

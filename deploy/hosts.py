@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,8 @@ class HostResult:
     previous: str | None         # the release it was on before
     duration: float
     error: str = ""
+    uploaded: int = 0            # bytes sent to this host over SFTP (artifact, delta, lists)
+    transfer: str = ""           # "full", "delta from <id>", "delta from <id> failed verification; full", "none"
 
 
 @dataclass(frozen=True)
@@ -392,11 +394,23 @@ def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previou
     final = _p(t, "releases", release_id)
     partial = _p(t, "releases", f".partial-{release_id}")
     steps = [
+        "umask 022",   # the artifact's 644/755 modes, whatever the login's umask (delta links rely on them)
         f"{{ printf '%s  %s\\n' {sh(sha256)} {sh(upload)} | sha256sum -c --status || "
         f"{_fail(CHECKSUM_EXIT, f'sha256 of the uploaded artifact does not match {sha256}')}; }}",
         sh("rm", "-rf", partial, final),
         sh("mkdir", "-p", partial),
-        sh("tar", "-xzf", upload, "-C", partial),
+        sh("tar", "-xzf", upload, "--no-same-permissions", "-C", partial),
+        *_into_place(t, release_id, previous, shared_files),
+        sh("rm", "-f", upload),
+    ]
+    return _and(*steps)
+
+
+def _into_place(t: Target, release_id: str, previous: str | None, shared_files: Sequence[str]) -> list[str]:
+    """A populated partial dir: write RELEASE and .previous, link shared files, rename it into place."""
+    final = _p(t, "releases", release_id)
+    partial = _p(t, "releases", f".partial-{release_id}")
+    steps = [
         f"printf '%s\\n' {sh(release_id)} > {sh(partial + '/RELEASE')}",
         f"printf '%s\\n' {sh(previous or '')} > {sh(partial + '/.previous')}",
     ]
@@ -408,7 +422,52 @@ def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previou
         steps.append(sh("rm", "-rf", dst))
         steps.append(sh("ln", "-s", src, dst))
     steps.append(sh("mv", "-T", partial, final))
-    steps.append(sh("rm", "-f", upload))
+    return steps
+
+
+DELTA_MISMATCH_EXIT = 78
+
+
+def delta_upload_name(release_id: str) -> str:
+    return f"{release_id}.delta.tar.gz"
+
+
+def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, previous: str | None,
+                         shared_files: Sequence[str]) -> str:
+    """Build releases/<id> from a delta: hard-link the unchanged files from releases/<base>
+    (`ctl/links`, NUL-separated), unpack the new ones (`files/`), then verify the whole tree
+    against the artifact's manifest before anything else: every file's sha256 (`ctl/sums`,
+    sha256sum -c), every file's mode and size, every symlink and empty dir, and no other
+    entry (`ctl/tree`, sorted `find` lines). Exit DELTA_MISMATCH_EXIT when the tree is not
+    the artifact's (e.g. a file of the base release was changed in place): the caller sends
+    the full artifact instead."""
+    partial = _p(t, "releases", f".partial-{release_id}")
+    work = _p(t, ".uploads", f"{release_id}.d")
+    ctl = work + "/ctl"
+    src = _p(t, "releases", base)
+    what = f"the tree built from {base} does not match the artifact's manifest"
+    tree = ("find . -mindepth 1 \\( -type f -printf 'f %m %s %P\\n' \\) -o \\( -type l -printf 'l %P -> %l\\n' \\)"
+            " -o \\( -type d -empty -printf 'd %P\\n' \\)")
+    steps = [
+        "umask 022",
+        sh("rm", "-rf", partial, _p(t, "releases", release_id), work),
+        sh("mkdir", "-p", work),
+        sh("tar", "-xzf", upload, "--no-same-permissions", "-C", work),
+        sh("mv", "-T", work + "/files", partial),
+        # cp --parents recreates each path under partial; -l links instead of copying, so an
+        # unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
+        f"{{ ! test -s {sh(ctl + '/links')} || "
+        f"{{ cd {sh(src)} && xargs -0 cp -l --parents -t {sh(partial)} -- < {sh(ctl + '/links')}; }}; }}",
+        f"cd {sh(partial)}",
+        f"{{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/sums')} 2>&1) || "
+        f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
+        f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
+        f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        "cd /",
+        *_into_place(t, release_id, previous, shared_files),
+        sh("rm", "-rf", upload, work),
+    ]
     return _and(*steps)
 
 
@@ -515,6 +574,7 @@ stop() {
 
 start() {
   [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
+  command -v setsid >/dev/null 2>&1 || { echo "setsid is not installed on this host (util-linux)" >&2; exit 1; }
   stop >/dev/null
   mkdir -p "$root/run" "$root/logs"
   cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
@@ -642,6 +702,34 @@ def stop_app_command(t: Target) -> str:
     return (f"if [ -x {sh(supervisor_path(t))} ]; then {supervise_command(t, 'stop')}; fi; "
             f"if command -v systemctl >/dev/null 2>&1; then "
             f"{sh('systemctl', '--user', 'stop', unit_name(t))} 2>/dev/null; fi; true")
+
+
+_APP_LINE = r's/^  "app": "\(.*\)",\{0,1\}$/\1/p'
+
+
+def app_of_command(t: Target, *release_ids: str) -> str:
+    """Print `<release id> <app>` per release, the app read from its RELEASE.json (the build
+    writes it with sorted keys, two-space indent, so `"app"` is a line of its own)."""
+    parts = []
+    for rid in release_ids:
+        manifest = _p(t, "releases", rid, "RELEASE.json")
+        parts.append(f"printf '%s ' {sh(rid)}; {{ sed -n {sh(_APP_LINE)} {sh(manifest)} 2>/dev/null | head -n 1 | tr -d '\\n'; echo; }}")
+    return "; ".join(parts)
+
+
+def parse_app_of(text: str) -> dict[str, str]:
+    """release id -> app ('' when the release does not say: built before releases named their app)."""
+    out = {}
+    for line in text.splitlines():
+        rid, _, name = line.strip().partition(" ")
+        if rid:
+            out[rid] = name.strip()
+    return out
+
+
+def same_app(apps: dict[str, str], a: str, b: str) -> bool:
+    """Two releases are of the same app unless both name their app and the names differ."""
+    return not (apps.get(a) and apps.get(b) and apps[a] != apps[b])
 
 
 def start_facts_command(t: Target, release_id: str, *, want_package: bool, probe_systemd: bool) -> str:
@@ -911,6 +999,9 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     """Run one remote command; a non-listed exit code raises _HostError with stderr's tail."""
     from invoke.exceptions import CommandTimedOut
 
+    from deploy.proc import echo
+
+    echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
     try:
         r = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=section.command_timeout)
     except CommandTimedOut:
@@ -952,6 +1043,8 @@ class _Host:
     started: float = field(default_factory=time.monotonic)
     app: AppSection | None = None         # the release contract: start, port_var, health
     supervisor: str = ""                  # "systemd" or "sh" once chosen for this host
+    uploaded: int = 0                     # bytes sent over SFTP in this operation
+    transfer: str = ""                    # how the release reached the host (HostResult.transfer)
 
 
 def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel: int) -> None:
@@ -999,7 +1092,8 @@ def _results(hosts: Sequence[_Host], *, failed_override: str = "") -> list[HostR
         prev = h.state.current if h.state else None
         now_on = h.release if h.release is not None else prev
         out.append(HostResult(host=h.t.name, ok=not h.error, release=now_on, previous=prev,
-                              duration=round(time.monotonic() - h.started, 3), error=h.error))
+                              duration=round(time.monotonic() - h.started, 3), error=h.error,
+                              uploaded=h.uploaded, transfer=h.transfer))
     return out
 
 
@@ -1162,19 +1256,24 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
             _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs, "before any host switched; every host stays on its release")
 
-        _parallel(hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env or {}),
-                  section.max_parallel)
+        delta = _Delta(local) if section.delta else None
+        try:
+            _parallel(hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env or {}, delta),
+                      section.max_parallel)
+        finally:
+            if delta is not None:
+                delta.close()
         if any(h.error for h in hs):
             _abort_before_switch(section, hs, unlock=not keep_lock)
             raise _failed(f"release {release_id}", hs,
                           "while preparing, before any host switched; every host stays on its release")
 
-        _parallel(hs, lambda h: _go_live(section, h, release_id, env or {}), section.max_parallel)
+        stopped = _roll_out(section, hs, release_id, env or {})
         if any(h.error for h in hs):
             _switch_back(section, hs, release_id, env or {})
             if not keep_lock:
                 _unlock_all(section, hs)
-            raise _failed(f"release {release_id}", hs, _after_switch_summary(hs))
+            raise _failed(f"release {release_id}", hs, stopped + _after_switch_summary(hs))
 
         def finish(h: _Host) -> None:
             prev = h.state.current if h.state else None
@@ -1205,22 +1304,245 @@ def _failed(what: str, hs: Sequence[_Host], summary: str) -> HostFailed:
     )
 
 
-def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_name: str, env) -> None:
+def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_name: str, env,
+             delta: "_Delta | None" = None) -> None:
     t = h.t
     st = h.state
     if st.current == release_id:
         # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
+        h.transfer = "none"
         return _hook_before_switch(section, h, release_id, env)
     upload = _p(t, ".uploads", upload_name)
     # Set before the upload: a failed upload's partial file is removed by the cleanup too.
     h.pending = release_id
     h.made_dir = True
+    base = _delta_base(st, release_id) if delta is not None and st.upload_sha256 != artifact.sha256 else None
+    if base is not None and _prepare_delta(section, h, delta, release_id, base):
+        h.prepared = True
+        return _hook_before_switch(section, h, release_id, env)
     if st.upload_sha256 != artifact.sha256:
         _upload(section, h, local, upload)
+    h.transfer = (h.transfer + "; sent in full") if h.transfer else "full"
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
          section, f"unpacking releases/{release_id}")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
+
+
+# ---------------------------------------------------------------- delta uploads
+
+def _delta_base(st: HostState, release_id: str) -> str | None:
+    """The release a delta is built from: `current`, else the newest release dir."""
+    others = [r for r in st.releases if r != release_id]
+    if st.current in others:
+        return st.current
+    return others[-1] if others else None
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    path: str
+    kind: str            # "f" file, "l" symlink, "d" empty directory
+    mode: int = 0
+    size: int = 0
+    sha256: str = ""
+    target: str = ""     # a symlink's
+
+
+def _safe_member(name: str) -> bool:
+    parts = name.split("/")
+    return (bool(name) and not name.startswith("/") and ".." not in parts and "." not in parts[1:]
+            and not any(c in name for c in "\n\r\\\0"))
+
+
+def artifact_tree(path: str | Path) -> list[TreeEntry] | None:
+    """What unpacking the artifact gives, entry by entry (files with mode, size and sha256;
+    symlinks; empty dirs), read from the tarball itself; None when a delta cannot describe
+    it (a hard link, a device, a name sha256sum or find would print differently)."""
+    import hashlib
+    import tarfile
+
+    files: list[TreeEntry] = []
+    links: list[TreeEntry] = []
+    dirs: set[str] = set()
+    with tarfile.open(path, "r:gz") as tar:
+        for m in tar:
+            name = m.name[2:] if m.name.startswith("./") else m.name
+            name = name.rstrip("/")
+            if name in ("", "."):
+                continue
+            if not _safe_member(name):
+                return None
+            if m.isdir():
+                dirs.add(name)
+            elif m.isreg():
+                h = hashlib.sha256()
+                f = tar.extractfile(m)
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+                files.append(TreeEntry(name, "f", m.mode & 0o7777 & ~0o022, m.size, h.hexdigest()))
+            elif m.issym():
+                if "\n" in m.linkname:
+                    return None
+                links.append(TreeEntry(name, "l", target=m.linkname))
+            else:
+                return None
+    used = {e.path for e in files + links}
+    parents = {"/".join(p.split("/")[:i]) for p in used | dirs for i in range(1, p.count("/") + 1)}
+    empty = [TreeEntry(d, "d") for d in sorted(dirs - parents) if d not in used]
+    return files + links + empty
+
+
+def tree_lines(entries: Sequence[TreeEntry]) -> str:
+    """The sorted `find -printf` lines delta_unpack_command compares the built tree with."""
+    out = []
+    for e in entries:
+        if e.kind == "f":
+            out.append(f"f {e.mode:o} {e.size} {e.path}")
+        elif e.kind == "l":
+            out.append(f"l {e.path} -> {e.target}")
+        else:
+            out.append(f"d {e.path}")
+    return "".join(line + "\n" for line in sorted(out, key=lambda x: x.encode()))
+
+
+def base_files(manifest_text: bytes) -> dict[str, tuple[str, int, int]]:
+    """path -> (sha256, mode, size) of a release's RELEASE.json entries that carry a mode
+    (older manifests have none: nothing of theirs is linked)."""
+    import json
+
+    try:
+        data = json.loads(manifest_text.decode("utf-8"))
+        rows = data["files"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return {}
+    out = {}
+    for r in rows if isinstance(rows, list) else ():
+        try:
+            if isinstance(r.get("mode"), int) and isinstance(r.get("size"), int):
+                out[str(r["path"])] = (str(r["sha256"]), int(r["mode"]), int(r["size"]))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def delta_plan(entries: Sequence[TreeEntry], base: Mapping[str, tuple[str, int, int]]) -> tuple[list[str], list[str]]:
+    """(paths hard-linked from the base release, file paths sent): a file is linked when the
+    base's manifest has the same path with the same sha256, mode and size."""
+    from deploy.build import MANIFEST
+
+    linked, sent = [], []
+    for e in entries:
+        if e.kind != "f":
+            continue
+        if e.path != MANIFEST and base.get(e.path) == (e.sha256, e.mode, e.size):
+            linked.append(e.path)
+        else:
+            sent.append(e.path)
+    return linked, sent
+
+
+class _Delta:
+    """One release's delta material, shared by the hosts' threads: the artifact's tree (read
+    once) and one delta tarball per distinct set of files to send."""
+
+    def __init__(self, local: Path):
+        import tempfile
+        import threading
+
+        self.local = local
+        self.lock = threading.Lock()
+        self._tree: list[TreeEntry] | None | bool = False
+        self._tars: dict[str, Path] = {}
+        self.dir = Path(tempfile.mkdtemp(prefix="occ-delta-"))
+
+    def tree(self) -> list[TreeEntry] | None:
+        with self.lock:
+            if self._tree is False:
+                try:
+                    self._tree = artifact_tree(self.local)
+                except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
+                    self._tree = None
+            return self._tree
+
+    def tarball(self, linked: Sequence[str], sent: Sequence[str]) -> Path:
+        """`ctl/{links,sums,tree}` + `files/<the sent files, symlinks, empty dirs>`, gzip."""
+        import gzip
+        import hashlib
+        import io
+        import tarfile
+
+        key = hashlib.sha256("\0".join(linked).encode() + b"\1" + "\0".join(sent).encode()).hexdigest()
+        with self.lock:
+            if key in self._tars:
+                return self._tars[key]
+            entries = self._tree or []
+            want = set(sent)
+            ctl = {
+                "links": b"".join(p.encode() + b"\0" for p in linked),
+                "sums": "".join(f"{e.sha256}  {e.path}\n" for e in entries if e.kind == "f").encode(),
+                "tree": tree_lines(entries).encode(),
+            }
+            out = self.dir / f"{key[:24]}.tar.gz"
+            with gzip.GzipFile(out, "wb", compresslevel=6, mtime=0) as gz, \
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as dst, \
+                    tarfile.open(self.local, "r:gz") as src:
+                for name in ("ctl", "files"):
+                    info = tarfile.TarInfo(name)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    dst.addfile(info)
+                for name, data in ctl.items():
+                    info = tarfile.TarInfo(f"ctl/{name}")
+                    info.size, info.mode = len(data), 0o644
+                    dst.addfile(info, io.BytesIO(data))
+                for m in src:
+                    name = (m.name[2:] if m.name.startswith("./") else m.name).rstrip("/")
+                    if m.isreg() and name in want:
+                        m.name = f"files/{name}"
+                        dst.addfile(m, src.extractfile(m))
+                    elif m.issym() or m.isdir():
+                        if name in ("", "."):
+                            continue
+                        m.name = f"files/{name}"
+                        dst.addfile(m)
+            self._tars[key] = out
+            return out
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str) -> bool:
+    """Send only what releases/<base> lacks and build the release from both, verified on the
+    host. False (the caller sends the full artifact) when no delta applies or the built tree
+    does not match the manifest; the reason is kept in h.transfer."""
+    from deploy.build import MANIFEST
+
+    t = h.t
+    entries = delta.tree()
+    if not entries:
+        return False
+    manifest = _sftp_read(section, h, _p(t, "releases", base, MANIFEST))
+    base_map = base_files(manifest or b"")
+    linked, sent = delta_plan(entries, base_map)
+    if not linked:
+        h.transfer = f"delta from {base}: nothing to link"
+        return False
+    tar = delta.tarball(linked, sent)
+    upload = _p(t, ".uploads", delta_upload_name(release_id))
+    _upload(section, h, tar, upload)
+    r = _run(h.conn, t, delta_unpack_command(t, release_id, base, upload, h.state.current, section.shared_files),
+             section, f"building releases/{release_id} from {base}", ok_codes=(0, DELTA_MISMATCH_EXIT))
+    if r.exited == DELTA_MISMATCH_EXIT:
+        why = " ".join((r.stderr.strip().splitlines() or [""])[1:3])
+        h.transfer = f"delta from {base} failed verification ({why[:200]})"
+        _run(h.conn, t, sh("rm", "-rf", _p(t, "releases", f".partial-{release_id}"), upload,
+                           _p(t, ".uploads", f"{release_id}.d")), section, "removing the unverified tree")
+        return False
+    h.transfer = f"delta from {base}: {len(sent)} file(s) sent, {len(linked)} linked"
+    return True
 
 
 class _UploadWedged(_HostError):
@@ -1243,7 +1565,7 @@ def _upload(section, h: _Host, local: Path, upload: str) -> None:
 
     t = h.t
     stall = max(1.0, float(section.upload_stall_timeout))
-    overall = max(stall, float(section.upload_timeout))
+    overall = max(1.0, float(section.upload_timeout))   # two bounds: whichever ends first
     transport = h.conn.transport
     # Keepalives keep NAT and firewall state of a long upload's connection alive.
     transport.set_keepalive(max(1, int(stall // 3)))
@@ -1266,6 +1588,7 @@ def _upload(section, h: _Host, local: Path, upload: str) -> None:
         sftp = SFTPClient(chan)
         sftp.put(str(local), upload, callback=lambda done, _total: sent.__setitem__(0, done), confirm=True)
         sftp.chmod(upload, local.stat().st_mode & 0o777)    # as Fabric's put(preserve_mode=True) did
+        h.uploaded += size
     except Exception as e:  # noqa: BLE001 - SFTP errors are IOError, EOFError, socket.timeout or SSHException
         if expired.is_set():
             why = (f"did not finish within {overall:g}s (hosts.upload_timeout; {sent[0]} of {size} bytes sent)")
@@ -1283,6 +1606,43 @@ def _upload(section, h: _Host, local: Path, upload: str) -> None:
     finally:
         timer.cancel()
         if sftp is not None and not expired.is_set():
+            try:
+                sftp.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _sftp_read(section, h: _Host, remote: str, limit: int = 64 << 20) -> bytes | None:
+    """The bytes of `remote` on h's host over SFTP (None when it does not exist or is larger
+    than `limit`), bounded like an upload by hosts.upload_stall_timeout."""
+    import io
+
+    from paramiko import SFTPClient
+
+    stall = max(1.0, float(section.upload_stall_timeout))
+    sftp = None
+    try:
+        chan = h.conn.transport.open_session(timeout=stall)
+        chan.settimeout(stall)
+        chan.invoke_subsystem("sftp")
+        sftp = SFTPClient(chan)
+        try:
+            if sftp.stat(remote).st_size > limit:
+                return None
+        except OSError:
+            return None
+        buf = io.BytesIO()
+        sftp.getfo(remote, buf)
+        return buf.getvalue()
+    except (TimeoutError, socket.timeout):
+        _replace_connection(section, h)
+        raise _UploadWedged(f"reading {remote} on {h.t.name} stalled for {stall:g}s "
+                            "(hosts.upload_stall_timeout): the host or the network froze; check the host, "
+                            "then run again") from None
+    except Exception as e:  # noqa: BLE001 - SFTP errors: IOError, EOFError, SSHException
+        raise _HostError(f"reading {remote} on {h.t.name} failed: {e}") from None
+    finally:
+        if sftp is not None:
             try:
                 sftp.close()
             except Exception:  # noqa: BLE001
@@ -1362,7 +1722,8 @@ def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> N
             if h.made_dir and h.state and h.state.current != _release_of(h):
                 rid = _release_of(h)
                 _run(h.conn, h.t, sh("rm", "-rf", _p(h.t, "releases", rid), _p(h.t, "releases", f".partial-{rid}"),
-                                     _p(h.t, ".uploads", f"{rid}.tar.gz")), section, "cleaning up")
+                                     _p(h.t, ".uploads", f"{rid}.tar.gz"), _p(h.t, ".uploads", delta_upload_name(rid)),
+                                     _p(h.t, ".uploads", f"{rid}.d")), section, "cleaning up")
         except _HostError as e:
             h.error = h.error or f"cleanup failed: {e}"
     if unlock:
@@ -1371,6 +1732,43 @@ def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> N
 
 def _release_of(h: _Host) -> str:
     return h.pending
+
+
+def batches(n: int, batch_size: int | str) -> list[range]:
+    """Index ranges of `n` hosts in rollout batches: `batch_size` hosts each (an int), or a
+    share of them ("25%": rounded up, at least 1)."""
+    if isinstance(batch_size, str):
+        m = re.fullmatch(r"\s*(\d{1,3})\s*%\s*", batch_size)
+        if not m or not 1 <= int(m[1]) <= 100:
+            raise SettingsError(f"hosts.batch_size = {batch_size!r} is not a share of the hosts.",
+                                'Use a whole number of hosts (e.g. 1) or a percentage from "1%" to "100%".')
+        size = max(1, -(-n * int(m[1]) // 100))
+    else:
+        if isinstance(batch_size, bool) or batch_size < 1:
+            raise SettingsError(f"hosts.batch_size = {batch_size!r}: a batch needs at least 1 host.",
+                                'Use a whole number of hosts (e.g. 1) or a percentage such as "25%".')
+        size = batch_size
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _roll_out(section, hs: Sequence[_Host], release_id: str, env) -> str:
+    """Switch, restart and health-check the hosts: all at once (hosts.rollout = "all"), or in
+    batches (hosts.rollout = "rolling", hosts.batch_size), each batch healthy before the next
+    starts, so a load balancer always has the other hosts to send requests to. The first
+    batch with a failing host stops the rollout; later batches are not touched. Returns a
+    note for the failure message ('' when all at once or nothing failed)."""
+    if section.rollout != "rolling":
+        _parallel(hs, lambda h: _go_live(section, h, release_id, env), section.max_parallel)
+        return ""
+    groups = batches(len(hs), section.batch_size)
+    for k, idx in enumerate(groups, 1):
+        group = [hs[i] for i in idx]
+        _parallel(group, lambda h: _go_live(section, h, release_id, env), section.max_parallel)
+        if any(h.error for h in group):
+            left = len(hs) - idx.stop
+            return (f"in rolling batch {k} of {len(groups)} (the rollout stopped there"
+                    + (f"; {left} host(s) of later batches were not touched" if left else "") + "), ")
+    return ""
 
 
 def _go_live(section, h: _Host, release_id: str, env) -> None:
@@ -1500,6 +1898,7 @@ def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
         if prev == release_id:
             return
         try:
+            prev = _if_same_app(section, h, release_id, prev) if prev else None
             _restore(section, h, prev, env)
             h.release = prev
             h.switched = False
@@ -1524,6 +1923,14 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
         _run(h.conn, t, cmd, section, "stopping the app and removing current (there was no previous release)")
 
 
+def _if_same_app(section, h: _Host, release_id: str, prev: str) -> str | None:
+    """`prev` when it is a release of the same app as `release_id`, else None: going back to
+    another app's release (the environment switched apps) would start the wrong app, so the
+    undo stops the app instead, as after a first release."""
+    r = _run(h.conn, h.t, app_of_command(h.t, release_id, prev), section, "reading which app the releases are")
+    return prev if same_app(parse_app_of(r.stdout), release_id, prev) else None
+
+
 def _after_switch_summary(hs: Sequence[_Host]) -> str:
     stuck = [h.t.name for h in hs if h.switched]
     if stuck:
@@ -1536,7 +1943,7 @@ def _after_switch_summary(hs: Sequence[_Host]) -> str:
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
                  env: dict[str, str] | None = None, keep_lock: bool = False,
-            app: AppSection | None = None) -> list[HostResult]:
+                 app: AppSection | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
@@ -1559,6 +1966,7 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
             prev = (r.stdout.strip().splitlines() or [""])[0] or None
             if prev is not None:
                 validate_release_id(prev)
+                prev = _if_same_app(section, h, release_id, prev)
             _restore(section, h, prev, env or {})
             h.release = prev
             line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
@@ -1598,6 +2006,15 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
                     h.error = f"no release before {h.state.current or '(none)'} to roll back to"
                 elif target not in h.state.releases:
                     h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
+            for h in hs:
+                target = to or previous_of(h.state)
+                if not h.error and h.state.current and target != h.state.current:
+                    r = _run(h.conn, h.t, app_of_command(h.t, h.state.current, target), section,
+                             "reading which app the releases are")
+                    apps = parse_app_of(r.stdout)
+                    if not same_app(apps, h.state.current, target):
+                        h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
+                                   f"of app {apps[h.state.current]}: a rollback never starts another app")
             wanted = {to or previous_of(h.state) for h in hs}
             if not any(h.error for h in hs) and len(wanted) > 1:
                 for h in hs:
@@ -1606,11 +2023,11 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
             _unlock_all(section, hs)
             raise _failed("rollback", hs, "before any host switched; nothing changed")
         target = to or previous_of(hs[0].state)
-        _parallel(hs, lambda h: _go_live(section, h, target, env or {}), section.max_parallel)
+        stopped = _roll_out(section, hs, target, env or {})
         if any(h.error for h in hs):
             _switch_back(section, hs, target, env or {})
             _unlock_all(section, hs)
-            raise _failed(f"rollback to {target}", hs, _after_switch_summary(hs))
+            raise _failed(f"rollback to {target}", hs, stopped + _after_switch_summary(hs))
 
         def log(h: _Host) -> None:
             line = f"{now.isoformat()} rollback {h.state.current or '-'} -> {target} by {_holder()} run {run_id}"

@@ -412,9 +412,9 @@ def pending_migrations(local: Sequence[LocalMigration], rows: Sequence[Migration
     return [m for m in local if m.name not in active]
 
 
-def render_status(report: StatusReport) -> str:
-    """The status as a table (for the task's output)."""
-    from tabulate import tabulate
+def render_status(report: StatusReport, width: int | None = None) -> str:
+    """The status as a table (for the task's output), no wider than `width`."""
+    from deploy.display import fit
 
     rows = [
         (m.name, m.state.replace("_", " "), m.applied_at.strftime("%Y-%m-%d %H:%M:%S") if m.applied_at else "", m.detail)
@@ -422,7 +422,8 @@ def render_status(report: StatusReport) -> str:
     ]
     head = (f"{report.url} ({report.provider}): {len(report.applied)} applied, {len(report.pending)} pending, "
             f"{len(report.failed)} failed, {len(report.drift)} drift")
-    return head + "\n" + tabulate(rows, headers=["migration", "state", "applied at (UTC)", "detail"])
+    return head + "\n" + fit(rows, ["migration", "state", "applied at (UTC)", "detail"], width,
+                             optional=("applied at (UTC)",))
 
 
 def prisma_deploy_argv(migrations_dir: str | Path, npx: str = "npx") -> list[str]:

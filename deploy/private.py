@@ -4,8 +4,9 @@ The modes are set on every write, not only when a file is created: `open(..., O_
 0o600)` leaves an existing 0644 file as it was, and a folder made by an older version
 keeps its 0755. Each helper here therefore (re)applies the mode itself.
 
-Used for: `env/<env>.local.env` (a database URL with its password), database backups and
-their sidecars, the SQLite ledger and `.deploy/`. Artifacts are not among them: an
+Used for: `env/<env>.local.env` (a database URL with its password; `env/` itself keeps
+the repository's mode, as it holds the committed settings), database backups and their
+sidecars and folders, the SQLite ledger and `.deploy/`. Artifacts are not among them: an
 artifact holds no secret by design (the build gets no deploy secret; the leak suite scans
 every artifact's bytes) and is the app's code that the hosts' app user must read; on this
 machine it lives under `.deploy/`, which is 0700.

@@ -1,5 +1,12 @@
 """Run local commands in one place: argv lists (never a shell), secrets only in the
-environment, output captured, exit codes checked by the caller."""
+environment, output captured, exit codes checked by the caller.
+
+Long children (the app's install and build, the Shopify CLI) run with `stream=LABEL`: their
+output is still captured whole, and each line is also shown as it comes, redacted, on
+stderr: on a terminal as a compact tail of the last few lines that is redrawn in place and
+cleared when the child ends; in CI or a pipe as plain `LABEL | line` lines. Invoke's own
+`--echo` and `--hide` reach this module through `configure()` (see deploy/cli.py's `guarded`).
+"""
 
 from __future__ import annotations
 
@@ -124,6 +131,28 @@ def child_env(
     return env
 
 
+# Invoke's --echo / --hide, set once per task by cli.guarded.
+_ECHO = False
+_HIDE: frozenset[str] = frozenset()     # "out" and/or "err": child streams not shown
+
+
+def configure(*, echo: bool = False, hide=None) -> None:
+    """Apply Invoke's `--echo` (print each command before it runs, redacted) and `--hide`
+    (`out`, `err` or `both`: do not show that stream of a streamed child; it is still captured)."""
+    global _ECHO, _HIDE
+    _ECHO = bool(echo)
+    h = {True: "both", "stdout": "out", "stderr": "err"}.get(hide, hide) if hide else None
+    _HIDE = frozenset({"out", "err"} if h == "both" else {h} if h in ("out", "err") else ())
+
+
+def echo(command: str) -> None:
+    """With --echo: show a command the toolkit runs (local argv, or `host: command`), redacted."""
+    if _ECHO:
+        import sys
+
+        print(redact(f"+ {command}"), file=sys.stderr, flush=True)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -131,6 +160,7 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     input: str | None = None,
+    stream: str | None = None,
 ) -> CommandResult:
     """Run `argv` and return its result; never raises for a non-zero exit.
 
@@ -140,9 +170,11 @@ def run(
     value goes to the child and nowhere else. The child runs in its own session: on a
     timeout (exit 124) or an interrupt of this process its whole process group is killed,
     so grandchildren (an npm script's node, a shell's background job) cannot outlive it.
+    With `stream=LABEL` each output line is also shown as it arrives (see the module docstring).
     """
     import time
 
+    echo(shlex.join(str(a) for a in argv))   # before reveal: a Secret in argv shows as ***
     argv = [reveal(a) if not isinstance(a, Path) else str(a) for a in argv]
     full_env = {k: reveal(v) for k, v in child_env(os.environ).items()}
     if env:
@@ -160,6 +192,8 @@ def run(
         )
     except FileNotFoundError:
         raise ToolMissing(f"`{argv[0]}` was not found.", _INSTALL_HINTS.get(argv[0])) from None
+    if stream is not None:
+        return _run_streamed(p, argv, input, timeout, stream, start)
     try:
         out, err = p.communicate(input, timeout=timeout)
         rc = p.returncode
@@ -170,6 +204,148 @@ def run(
         _kill_group(p)          # Ctrl-C, SIGTERM's exception: no orphaned children
         raise
     return CommandResult(tuple(argv), rc, out or "", err or "", time.monotonic() - start)
+
+
+def _run_streamed(p: subprocess.Popen, argv, input, timeout, label: str, start: float) -> CommandResult:
+    """Read both pipes line by line (one thread each), keep everything, show each line."""
+    import sys
+    import threading
+    import time
+
+    shown = Tail(label, sys.stderr)
+    chunks: dict[str, list[str]] = {"out": [], "err": []}
+
+    def pump(name: str, f) -> None:
+        try:
+            for line in iter(f.readline, ""):
+                chunks[name].append(line)
+                if name not in _HIDE:
+                    shown.add(line)
+        except (OSError, ValueError):
+            pass   # the pipe was closed under us after a kill
+
+    readers = [threading.Thread(target=pump, args=(n, f), daemon=True)
+               for n, f in (("out", p.stdout), ("err", p.stderr))]
+    for r in readers:
+        r.start()
+    try:
+        if p.stdin is not None:
+            try:
+                p.stdin.write(input or "")
+                p.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+        rc = p.wait(timeout=timeout)
+        timed_out = None
+    except subprocess.TimeoutExpired:
+        _kill_group_only(p)
+        rc, timed_out = 124, f"timed out after {timeout}s"
+    except BaseException:
+        _kill_group_only(p)
+        shown.close()
+        raise
+    for r in readers:
+        r.join(timeout=5)
+    if any(r.is_alive() for r in readers):   # a grandchild that left the group holds the pipes
+        for f in (p.stdout, p.stderr):
+            f.close()
+    shown.close()
+    out, err = "".join(chunks["out"]), "".join(chunks["err"])
+    return CommandResult(tuple(argv), rc, out, timed_out or err, time.monotonic() - start)
+
+
+def _kill_group_only(p: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+_ANSI = None
+
+
+def clean_line(text: str) -> str:
+    """One line as a person should see it: the child's colours and cursor moves removed,
+    only what a carriage return left visible, tabs as spaces, secrets masked."""
+    import re
+
+    global _ANSI
+    if _ANSI is None:
+        _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+    text = _ANSI.sub("", text.rstrip("\r\n"))
+    text = text.rsplit("\r", 1)[-1].replace("\t", "    ")
+    return redact("".join(ch for ch in text if ch.isprintable()))
+
+
+class Tail:
+    """Where a streamed child's lines are shown. On a terminal (and not in CI): the last
+    `size` lines, redrawn in place, each cut to the terminal's width, erased at the end.
+    Elsewhere: every line, plainly prefixed with the label."""
+
+    def __init__(self, label: str, out, size: int = 6, tty: bool | None = None):
+        import threading
+
+        self.label, self.out, self.size = label, out, size
+        if tty is None:
+            tty = _isatty(out) and not os.environ.get("CI")
+        self.tty = tty
+        self.lines: list[str] = []
+        self.drawn = 0
+        self._lock = threading.Lock()
+
+    def add(self, raw: str) -> None:
+        line = clean_line(raw)
+        if not line.strip():
+            return
+        with self._lock:
+            try:
+                if not self.tty:
+                    self.out.write(f"  {self.label} | {line}".rstrip() + "\n")
+                else:
+                    self.lines = (self.lines + [line])[-self.size:]
+                    self._draw()
+                self.out.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self.tty, self.out = False, open(os.devnull, "w")
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size((80, 24)).columns
+        prefix = f"  {self.label} | "
+        room = max(10, width - len(prefix) - 1)
+        text = self._erase()
+        dim, end = ("", "") if os.environ.get("NO_COLOR") else ("\x1b[2m", "\x1b[0m")
+        text += "".join(f"{dim}{prefix}{ln[:room]}{end}\n" for ln in self.lines)
+        self.out.write(text)
+        self.drawn = len(self.lines)
+
+    def _erase(self) -> str:
+        # Up one line and clear it, once per line drawn before.
+        return "\x1b[1A\x1b[2K" * self.drawn
+
+    def close(self) -> None:
+        """Erase the tail: the step's own progress line says how it ended."""
+        with self._lock:
+            if self.tty and self.drawn:
+                try:
+                    self.out.write(self._erase())
+                    self.out.flush()
+                except (BrokenPipeError, OSError, ValueError):
+                    pass
+                self.drawn = 0
+
+
+def _isatty(f) -> bool:
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _kill_group(p: subprocess.Popen) -> str:

@@ -26,7 +26,7 @@ from deploy.errors import DeployError
 SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_reliability_concurrency.py",
          "tests/test_reliability_faults.py", "tests/test_reliability_hostile.py", "tests/test_reliability_fuzz.py",
          "tests/test_reliability_remote.py", "tests/test_reliability_attacks_db.py",
-         "tests/test_reliability_attacks_children.py")
+         "tests/test_reliability_attacks_children.py", "tests/test_reliability_attacks_engine.py")
 DOC = "docs/reliability.md"
 
 

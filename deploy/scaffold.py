@@ -26,18 +26,12 @@ from typing import Literal, Mapping
 from deploy.errors import SettingsError
 
 __all__ = [
-    "PackageManager", "LOCKFILES", "EnvVar", "Datasource", "ShopifyConfig", "AppFacts", "WriteResult",
+    "PackageManager", "EnvVar", "Datasource", "ShopifyConfig", "AppFacts", "WriteResult",
     "package_manager", "install_argv", "parse_datasource", "parse_env_example", "parse_shopify_config",
     "detect", "render", "write", "ENVIRONMENTS",
 ]
 
-PackageManager = Literal["npm", "yarn", "pnpm", "bun"]
-
-# The lockfile names the package manager (the order is the tie-break when several exist).
-LOCKFILES: tuple[tuple[str, PackageManager], ...] = (
-    ("package-lock.json", "npm"), ("npm-shrinkwrap.json", "npm"), ("pnpm-lock.yaml", "pnpm"),
-    ("yarn.lock", "yarn"), ("bun.lockb", "bun"), ("bun.lock", "bun"),
-)
+PackageManager = Literal["npm", "yarn", "pnpm"]   # what deploy.build knows how to install with
 
 ENVIRONMENTS = ("local", "staging", "production")
 
@@ -114,23 +108,18 @@ class WriteResult:
 # ---------------------------------------------------------------- detection (pure over text)
 
 def package_manager(app: Path) -> PackageManager:
-    """The package manager whose lockfile `app` holds; npm when there is none."""
-    for name, pm in LOCKFILES:
-        if (Path(app) / name).is_file():
-            return pm
-    return "npm"
+    """The package manager whose lockfile `app` holds (deploy.build's rule); npm when none."""
+    from deploy import build
+
+    return build.package_manager(app) or "npm"
 
 
-def install_argv(pm: PackageManager, *, production: bool = False, lockfile: bool = True) -> tuple[str, ...]:
-    """The clean, lockfile-exact install for `pm` (npm without a lockfile: `npm install`)."""
-    if pm == "npm":
-        return ("npm", "ci" if lockfile else "install", "--no-audit", "--no-fund") + \
-            (("--omit=dev",) if production else ())
-    if pm == "yarn":
-        return ("yarn", "install", "--frozen-lockfile") + (("--production",) if production else ())
-    if pm == "pnpm":
-        return ("pnpm", "install", "--frozen-lockfile") + (("--prod",) if production else ())
-    return ("bun", "install", "--frozen-lockfile") + (("--production",) if production else ())
+def install_argv(pm: PackageManager, *, lockfile: bool = True) -> tuple[str, ...]:
+    """The clean, lockfile-exact install deploy.build runs for `pm` (npm without a
+    lockfile: `npm install`, which writes one)."""
+    from deploy import build
+
+    return build.INSTALL[pm] if lockfile else ("npm", "install", "--no-audit", "--no-fund")
 
 
 _BLOCK = re.compile(r"datasource\s+\w+\s*\{(?P<body>[^}]*)\}", re.S)
@@ -224,7 +213,9 @@ def detect(app: Path) -> AppFacts:
     except ValueError as e:
         raise SettingsError(f"{app / 'package.json'} is not valid JSON ({e}).") from None
     pm = package_manager(app)
-    lock = next((n for n, _ in LOCKFILES if (app / n).is_file()), "")
+    from deploy import build
+
+    lock = next((n for n, _ in build.LOCKFILES if (app / n).is_file()), "")
     scripts = {k: v for k, v in (package.get("scripts") or {}).items() if isinstance(v, str)}
     engines = package.get("engines") if isinstance(package.get("engines"), dict) else {}
 
@@ -418,14 +409,22 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
         out += [f'app_url = "https://{env}.example.com"     # the public URL of the app in {env}']
     if env == "production":
         out += ["protected = true", "requires_staging_run = true", 'staging_env = "staging"']
+    out += ["", "[app]",
+            "# The release contract, the same on every environment. \"auto\" is what was detected:",
+            f"# install `{' '.join(install_argv(f.package_manager, lockfile=bool(f.lockfile)))}`"
+            + (f", build `{f.scripts['build']}`" if f.scripts.get("build") else ", no build script")
+            + ", dev dependencies pruned,",
+            "# start `" + (f.start_script or '(no start script: set start = ["node", "server.js"])') + "`.",
+            'start = "auto"',
+            'port_var = "PORT"                  # the variable the app reads its port from',
+            'health_path = "/"                  # 2xx/3xx passes (a Shopify app\'s / redirects to its auth)']
     if env == "local":
         out += ["", "[local]", 'root = ".deploy/local"           # releases/, current, logs; relative to the project root',
                 'host = "127.0.0.1"', "port = 0                         # a free loopback port, kept across releases"]
     else:
         out += ["", "[hosts]", f'hosts = ["deploy@{env}-1.example.internal"]   # user@host[:port], one per server',
                 'deploy_to = "/srv/app"                # on each host (absolute)',
-                'shared_files = [".env"]               # relative to <deploy_to>/shared/, linked into each release',
-                'health_url = "http://{host}:3000/"    # per host; the app answers here once it is up']
+                'shared_files = [".env"]               # relative to <deploy_to>/shared/, linked into each release']
     out += ["", "[database]"]
     if env == "local":
         sqlite = provider == "sqlite" or provider == "none"
@@ -462,9 +461,8 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
     else:
         out += ['required = ["vitest"]          # add "playwright", "lighthouse" once CI writes them',
                 'evidence_dir = "evidence"      # relative to the project root', "max_age_hours = 24"]
-    out += ["", "[smoke]", "retries = 5", "", "[watch]",
-            f"window_seconds = {2 if env == 'local' else 60}",
-            'urls = ["/"]                   # joined to the app URL and each host']
+    out += ["", "[smoke]", "retries = 5                    # no checks listed: app.health_path on the app and each host",
+            "", "[watch]", f"window_seconds = {2 if env == 'local' else 60}"]
     return "\n".join(out) + "\n"
 
 
@@ -547,7 +545,7 @@ def _workflow(f: AppFacts, env: str, app_rel: str) -> str:
     # An empty env: mapping is invalid YAML for actions: a comment keeps the shape when there is none.
     return _WORKFLOW.format(env=env, app=app_rel, trigger=trigger,
                             secrets=secrets or "          NO_SECRETS: \"\"\n",
-                            install=" ".join(install_argv(f.package_manager)),
+                            install=" ".join(install_argv(f.package_manager, lockfile=bool(f.lockfile))),
                             what="Push to main" if env == "staging" else "Run by hand after staging")
 
 

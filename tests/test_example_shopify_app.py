@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from deploy import migrations
-from deploy.config import GateSection
+from deploy.config import GateSection, LighthouseThresholds
 from deploy.evidence import collect, gate, parse_playwright, parse_report, parse_vitest
 from deploy.testing.shopify_app import CHROMIUM, SHOPIFY_APP, copy_shopify_app, free_port, http_get, node_env, npm, serve
-
-pytestmark = pytest.mark.slow
 
 SQLITE_MIGRATIONS = "prisma/migrations"
 PG_MIGRATIONS = "prisma/postgres/migrations"
@@ -50,8 +48,19 @@ def test_the_lockfile_pins_every_package_the_app_declares_to_one_exact_version()
     assert copies == ["node_modules/react-router"]
 
 
+def test_the_committed_sample_evidence_is_intact_and_opens_a_gate_that_does_not_bind_to_the_commit():
+    policy = GateSection(bind_to_sha=False, max_age_hours=0,
+                         lighthouse=LighthouseThresholds(performance=0.8, accessibility=0.9))
+    verdict = gate(policy, None, SHOPIFY_APP / "evidence", datetime.now(timezone.utc))
+    assert verdict.ok, verdict.reasons
+    assert {r.kind for r in verdict.rows} >= {"vitest", "playwright", "lighthouse"}
+    counts = parse_vitest((SHOPIFY_APP / "evidence" / "vitest.json").read_bytes(), "vitest.json").counts
+    assert counts.total == counts.passed >= 30          # run with a Postgres: nothing skipped
+
+
 # ---------------------------------------------------------------- Vitest, parsed as evidence
 
+@pytest.mark.slow
 def test_vitest_runs_for_real_and_the_evidence_parser_counts_every_test_it_ran(shopify_app_installed, pg_url,
                                                                                tmp_path):
     out = tmp_path / "vitest.json"
@@ -71,6 +80,7 @@ def test_vitest_runs_for_real_and_the_evidence_parser_counts_every_test_it_ran(s
     assert parse_report(out.read_bytes(), "x").kind == "vitest"
 
 
+@pytest.mark.slow
 def test_without_a_postgres_the_postgres_tests_are_reported_skipped(shopify_app_installed, tmp_path):
     out = tmp_path / "vitest.json"
     run_vitest(shopify_app_installed, out, "test/sessions.test.js")
@@ -78,6 +88,7 @@ def test_without_a_postgres_the_postgres_tests_are_reported_skipped(shopify_app_
     assert counts.skipped == 2 and counts.failed == 0 and counts.passed == counts.total - 2
 
 
+@pytest.mark.slow
 def test_a_broken_app_module_is_a_failed_count_the_gate_sees(shopify_app_installed, tmp_path):
     # A copy whose session storage lost a column: the real suite must catch it.
     app = copy_shopify_app(tmp_path / "app")
@@ -103,6 +114,7 @@ def _gate(tmp_path: Path, required: tuple[str, ...], *files: Path):
 
 # ---------------------------------------------------------------- Playwright in Debian's Chromium
 
+@pytest.mark.slow
 def test_playwright_runs_the_built_app_in_chromium_and_the_gate_opens_on_both_reports(shopify_app_installed, pg_url,
                                                                                       tmp_path):
     if not Path(CHROMIUM).exists():
@@ -133,6 +145,7 @@ def _columns(row: dict) -> str:
     return ", ".join(f'"{c}"' for c in row)
 
 
+@pytest.mark.slow
 def test_the_pruned_build_serves_the_landing_page_and_reads_sessions_from_sqlite_migrated_by_the_toolkit(
         shopify_app_installed, tmp_path):
     app = copy_shopify_app(tmp_path / "app", with_node_modules=shopify_app_installed)
@@ -160,6 +173,7 @@ def test_the_pruned_build_serves_the_landing_page_and_reads_sessions_from_sqlite
         assert http_get(server.url + "/app?shop=nope")[0] == 400
 
 
+@pytest.mark.slow
 def test_the_server_reads_sessions_from_postgres_migrated_by_the_toolkit(shopify_app_installed, pg_url):
     import psycopg
 
@@ -178,6 +192,7 @@ def test_the_server_reads_sessions_from_postgres_migrated_by_the_toolkit(shopify
         assert status == 200 and "1<!-- --> stored sessions" in body
 
 
+@pytest.mark.slow
 def test_the_server_answers_500_for_a_database_the_migrations_never_ran_on(shopify_app_installed, tmp_path):
     app = shopify_app_installed
     npm(app, "run", "build")

@@ -1,3 +1,4 @@
+import pytest
 """feedback/deployment.md: append-only, one line per entry, never interleaved."""
 
 import subprocess
@@ -19,6 +20,7 @@ for i in range(n):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_never_interleave_a_line(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "60", f"w{k}"],
                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}) for k in range(8)]

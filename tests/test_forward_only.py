@@ -53,7 +53,7 @@ def test_failed_first_local_promotion_removes_the_database_it_created(project):
     assert "empty before this run" in r.stdout and "removed dev.sqlite" in r.stdout
     assert not db.exists()
     assert led.lock("local") is None
-    assert not (project.root / ".deploy/local/current").exists()
+    assert not (project.local_root() / "current").exists()
     assert not answers(run.state["app_url"] + "/healthz")
 
 

@@ -523,3 +523,217 @@ def test_health_that_never_answers_2xx_goes_back_and_a_first_release_undo_stops_
     (pid,) = f.app_pids()
     hosts.undo_release(f.section, R1, run_id="run-2", now=T0, app=f.app)
     assert f.currents() == [None] and not f.running(pid), "undoing a first release stops the app"
+
+
+@pytest.fixture(scope="module")
+def other_app_crashing(tmp_path_factory):
+    """Another app (its own package name) whose server exits at start."""
+    import json as _json
+
+    from deploy.build import build
+
+    base = tmp_path_factory.mktemp("other-app")
+    app = copy_example_app(base / "app")
+    pkg = _json.loads((app / "package.json").read_text())
+    (app / "package.json").write_text(_json.dumps({**pkg, "name": "other-app"}))
+    (app / "server.mjs").write_text("console.error('other app cannot start'); process.exit(5);\n")
+    return build(app, SHA_B, base / "artifacts", now=BUILT_AT).artifact
+
+
+def test_a_failed_first_release_of_another_app_never_starts_the_first_apps_release(sshd_hosts, sshd_farm, tmp_path,
+                                                                                   app_artifact, other_app_crashing):
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    (pid_a,) = f.app_pids()
+    with pytest.raises(HostFailed):
+        hosts.release(f.section, _as(other_app_crashing, R2), run_id="run-2", now=T0, app=f.app)
+    assert f.currents() == [None] and f.app_pids() == [None] and not f.running(pid_a)
+    assert R1 in f.release_dirs(f.hosts[0]) and f.locked() == [False]
+    with pytest.raises(OSError):
+        f.served()
+
+
+def test_a_rollback_to_another_apps_release_is_refused_before_any_host_switches(sshd_hosts, sshd_farm, tmp_path,
+                                                                              app_artifact):
+    import json as _json
+
+    from deploy.build import build
+
+    app = copy_example_app(tmp_path / "other")
+    pkg = _json.loads((app / "package.json").read_text())
+    (app / "package.json").write_text(_json.dumps({**pkg, "name": "other-app"}))
+    other = build(app, SHA_B, tmp_path / "other-artifacts", now=BUILT_AT).artifact
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    hosts.release(f.section, _as(other, R2), run_id="run-2", now=T0, app=f.app)   # the environment switched apps
+    with pytest.raises(HostFailed, match="before any host switched") as e:
+        hosts.rollback(f.section, run_id="rb", now=T0, app=f.app)
+    err = e.value.results[0].error
+    assert "never starts another app" in err and "of app occ-example-app" in err and "of app other-app" in err
+    assert f.currents() == [R2] and f.served() == [R2] and f.locked() == [False]
+
+
+# ---------------------------------------------------------------- delta uploads
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Every entry under a release dir as the artifact describes it (RELEASE, .previous and
+    shared links are the release step's own and left out)."""
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel in ("RELEASE", ".previous", ".env"):
+                continue
+            if p.is_symlink():
+                out[rel] = ("l", os.readlink(p))
+            else:
+                out[rel] = ("f", p.stat().st_mode & 0o777, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def _artifact_tree(art) -> dict[str, tuple]:
+    return {e.path: ("f", e.mode, e.sha256) if e.kind == "f" else ("l", e.target)
+            for e in hosts.artifact_tree(art.path) if e.kind != "d"}
+
+
+def _packed(f: Fleet, rid: str, **kw):
+    from deploy.testing.sshd import packed_artifact
+
+    return packed_artifact(f.tmp / "packed", rid, **kw)
+
+
+MB = 1 << 20
+
+
+def test_a_new_release_with_unchanged_dependencies_sends_only_the_changed_files(fleet):
+    f = fleet(2)
+    lib = {"node_modules/dep/index.js": "module.exports = 1;\n", "node_modules/.bin/dep": "#!/bin/sh\n"}
+    one = _packed(f, R1, files={**lib, "build/app.js": "v1"}, padding_bytes=2 * MB, seed=7)
+    two = _packed(f, R2, files={**lib, "build/app.js": "v2"}, padding_bytes=2 * MB, seed=7)
+    first = hosts.release(f.section, one, run_id="run-1", now=T0)
+    assert [r.transfer for r in first] == ["full", "full"]
+    assert all(r.uploaded == one.path.stat().st_size for r in first)
+
+    second = hosts.release(f.section, two, run_id="run-2", now=T0)
+    size = two.path.stat().st_size
+    for r in second:
+        assert r.ok and r.transfer.startswith(f"delta from {R1}") and "linked" in r.transfer, r.transfer
+        assert 0 < r.uploaded < size / 20, (r.uploaded, size)
+    assert f.currents() == [R2, R2] and f.served() == [R2, R2]
+    for h in f.hosts:
+        rel = f.deploy_to(h) / "releases"
+        assert _tree(rel / R2) == _artifact_tree(two)
+        # Unchanged bytes are the earlier release's own inode; changed ones are new files.
+        assert (rel / R2 / "assets/blob.bin").stat().st_ino == (rel / R1 / "assets/blob.bin").stat().st_ino
+        assert (rel / R2 / "build/app.js").read_text() == "v2"
+        assert not list((f.deploy_to(h) / ".uploads").iterdir())
+
+
+def test_a_tampered_file_in_the_old_release_still_ends_with_the_manifests_tree(fleet):
+    f = fleet(2)
+    one = _packed(f, R1, padding_bytes=1 * MB, seed=3)
+    two = _packed(f, R2, padding_bytes=1 * MB, seed=3)
+    hosts.release(f.section, one, run_id="run-1", now=T0)
+    bad = f.deploy_to(f.hosts[1]) / "releases" / R1 / "assets/blob.bin"
+    st = bad.stat()
+    with open(bad, "r+b") as fh:          # same inode, same size, same mtime: only the bytes differ
+        fh.seek(1000)
+        fh.write(b"tampered")
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    good, fixed = hosts.release(f.section, two, run_id="run-2", now=T0)
+    assert good.transfer.startswith(f"delta from {R1}")
+    assert "failed verification" in fixed.transfer and "assets/blob.bin" in fixed.transfer
+    assert fixed.transfer.endswith("sent in full") and fixed.uploaded > two.path.stat().st_size
+    assert f.currents() == [R2, R2] and f.served() == [R2, R2]
+    for h in f.hosts:
+        assert _tree(f.deploy_to(h) / "releases" / R2) == _artifact_tree(two)
+
+
+def test_a_changed_mode_in_the_old_release_is_not_carried_into_the_new_one(fleet):
+    f = fleet(1)
+    lib = {"node_modules/dep/index.js": "x" * 5000}
+    hosts.release(f.section, _packed(f, R1, files=lib), run_id="run-1", now=T0)
+    (f.deploy_to(f.hosts[0]) / "releases" / R1 / "node_modules/dep/index.js").chmod(0o666)
+    two = _packed(f, R2, files=lib)
+    (r,) = hosts.release(f.section, two, run_id="run-2", now=T0)
+    assert "failed verification" in r.transfer and "f 644 5000 node_modules/dep/index.js" in r.transfer
+    assert _tree(f.deploy_to(f.hosts[0]) / "releases" / R2) == _artifact_tree(two)
+
+
+def test_rollback_to_a_kept_release_uploads_nothing(fleet):
+    f = fleet(2)
+    hosts.release(f.section, _packed(f, R1, padding_bytes=MB), run_id="run-1", now=T0)
+    hosts.release(f.section, _packed(f, R2, padding_bytes=MB), run_id="run-2", now=T0)
+    inodes = {h.name: {p.name: p.stat().st_ino for p in (f.deploy_to(h) / "releases").iterdir()} for h in f.hosts}
+    results = hosts.rollback(f.section, run_id="run-3", now=T0)
+    assert [(r.release, r.uploaded, r.transfer) for r in results] == [(R1, 0, "")] * 2
+    assert f.currents() == [R1, R1] and f.served() == [R1, R1]
+    for h in f.hosts:
+        assert {p.name: p.stat().st_ino for p in (f.deploy_to(h) / "releases").iterdir()} == inodes[h.name]
+        assert not list((f.deploy_to(h) / ".uploads").iterdir())
+
+
+def test_delta_off_sends_the_whole_artifact_every_time(fleet):
+    f = fleet(1)
+    s = f.settings(delta=False)
+    hosts.release(s, _packed(f, R1, padding_bytes=MB), run_id="run-1", now=T0)
+    two = _packed(f, R2, padding_bytes=MB)
+    (r,) = hosts.release(s, two, run_id="run-2", now=T0)
+    assert r.transfer == "full" and r.uploaded == two.path.stat().st_size
+
+
+# ---------------------------------------------------------------- rolling restarts
+
+@pytest.mark.parametrize("n, size, expected", [
+    (4, 1, [[0], [1], [2], [3]]),
+    (4, "50%", [[0, 1], [2, 3]]),
+    (16, "25%", [list(range(i, i + 4)) for i in range(0, 16, 4)]),
+    (3, "25%", [[0], [1], [2]]),          # rounded up, at least one host
+    (5, 2, [[0, 1], [2, 3], [4]]),
+    (2, "100%", [[0, 1]]),
+], ids=["one-by-one", "halves", "quarters-of-16", "share-rounds-up", "remainder", "all"])
+def test_rollout_batches(n, size, expected):
+    assert [list(r) for r in hosts.batches(n, size)] == expected
+
+
+@pytest.mark.parametrize("size", [0, "0%", "150%", "a quarter", -2])
+def test_a_bad_batch_size_is_a_settings_error(size):
+    with pytest.raises(SettingsError, match="hosts.batch_size"):
+        hosts.batches(4, size)
+
+
+def _app_pid(f: Fleet, h) -> str:
+    return (f.deploy_to(h) / "shared" / "app.pid").read_text().strip()
+
+
+def test_rolling_release_restarts_batch_after_batch(fleet):
+    f = fleet(4)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    results = hosts.release(f.settings(rollout="rolling", batch_size="50%"), f.artifact(R2), run_id="run-2", now=T0)
+    assert [r.release for r in results] == [R2] * 4 and f.served() == [R2] * 4
+    started = [(f.deploy_to(h) / "shared" / "app.pid").stat().st_mtime_ns for h in f.hosts]
+    assert max(started[:2]) < min(started[2:]), "the second batch started before the first was healthy"
+
+
+def test_a_rolling_release_stopped_by_a_failing_batch_leaves_every_host_on_the_previous_release(fleet):
+    f = fleet(4)
+    hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)
+    pids = [_app_pid(f, h) for h in f.hosts]
+    dead = _free_port()
+    urls = list(f.section.health_urls)
+    urls[1] = f"http://127.0.0.1:{dead}/healthz"
+    s = f.settings(rollout="rolling", batch_size=1, health_urls=tuple(urls), health_timeout=1.0)
+    with pytest.raises(HostFailed) as e:
+        hosts.release(s, f.artifact(R2), run_id="run-2", now=T0)
+    msg = str(e.value)
+    assert "rolling batch 2 of 4" in msg and "2 host(s) of later batches were not touched" in msg
+    assert "every host that switched was returned" in msg
+    assert [r.release for r in e.value.results] == [R1] * 4
+    assert f.currents() == [R1] * 4 and f.served() == [R1] * 4 and f.locked() == [False] * 4
+    # Batches 3 and 4 never restarted: the same app processes still serve there.
+    assert [_app_pid(f, h) for h in f.hosts[2:]] == pids[2:]
+    assert _app_pid(f, f.hosts[0]) != pids[0], "batch 1 switched, restarted, and was switched back"

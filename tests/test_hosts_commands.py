@@ -174,3 +174,13 @@ def test_start_facts_command_and_its_parser():
         "sh", '{"scripts":\n {"start": "x"}}')
     assert hosts.parse_start_facts("== supervisor\nsystemd\n") == ("systemd", None)
     assert hosts.parse_start_facts("== package\n") == (None, "")
+
+
+def test_which_app_a_release_is_comes_from_its_manifest():
+    assert hosts.app_of_command(_t(), "r1") == (
+        "printf '%s ' r1; { sed -n 's/^  \"app\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' /srv/occ/releases/r1/RELEASE.json "
+        "2>/dev/null | head -n 1 | tr -d '\\n'; echo; }")
+    apps = hosts.parse_app_of("r1 occ-shopify-app\nr2 occ-example-app\nr0 \n")
+    assert apps == {"r1": "occ-shopify-app", "r2": "occ-example-app", "r0": ""}
+    assert not hosts.same_app(apps, "r1", "r2")
+    assert hosts.same_app(apps, "r1", "r1") and hosts.same_app(apps, "r1", "r0"), "an unnamed (older) release is not refused"

@@ -211,3 +211,83 @@ def test_server_gets_extra_environment_and_a_secret_stays_out_of_files(app_artif
     assert _get_json(info.url + "/version")["release"] == f"{R1}:db"
     written = "".join(p.read_text(errors="replace") for p in local_root.rglob("*") if p.is_file() and p.suffix != ".mjs")
     assert "hunter2" not in written
+
+
+# ---------------------------------------------------------------- the [app] contract locally
+
+from deploy.config import AppSection  # noqa: E402
+
+ENVDUMP = """import { createServer } from "node:http";
+createServer((req, res) => {
+  if (req.url === "/") { res.writeHead(302, { location: "/login" }); return res.end(); }
+  if (req.url === "/login") { res.writeHead(500); return res.end("needs a shop"); }
+  res.end(JSON.stringify(process.env));
+}).listen(Number(process.env.APP_PORT), process.env.HOST);
+"""
+
+
+def _members(pgid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_the_start_command_gets_an_explicit_environment_and_a_redirect_is_healthy(app_artifact, local_root,
+                                                                                 monkeypatch):
+    path = local.place(app_artifact, local_root, R1)
+    (path / "envdump.mjs").write_text(ENVDUMP)
+    local.switch(local_root, R1)
+    monkeypatch.setenv("SHOPIFY_API_SECRET", "deployer-secret-1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:deployer-pw@h/db")
+    contract = AppSection(start=("node", "envdump.mjs"), port_var="APP_PORT", health_path="/")
+    info = local.start(local_root, app=contract, env={"SHOP_NAME": "demo", "DATABASE_URL": "file:/tmp/app.db"})
+    # "/" answers 302 to a page that fails: healthy all the same (a Shopify app's / redirects).
+    seen = _get_json(info.url + "/env")
+    assert seen["APP_PORT"] == str(info.port) and seen["HOST"] == "127.0.0.1"
+    assert seen["SHOP_NAME"] == "demo" and seen["DATABASE_URL"] == "file:/tmp/app.db"
+    assert "SHOPIFY_API_SECRET" not in seen and "deployer-pw" not in json.dumps(seen)
+    assert seen["PATH"].startswith(f"{path.resolve()}/node_modules/.bin:")
+    assert local.status(local_root).pid == info.pid
+
+
+def test_stop_ends_the_apps_whole_process_group(app_artifact, local_root):
+    local.place(app_artifact, local_root, R1)
+    local.switch(local_root, R1)
+    # sh stays the parent (a command follows node): node is a grandchild of the pidfile's pid.
+    info = local.start(local_root, app=AppSection(start=("sh", "-c", "node build/server.mjs; echo after"),
+                                                  health_path="/healthz"))
+    assert len(_members(info.pid)) >= 2
+    assert local.stop(local_root) is True
+    assert _members(info.pid) == [] and _refused(info.url + "/healthz")
+
+
+def test_a_health_path_that_never_answers_2xx_or_3xx_fails_and_leaves_nothing_running(app_artifact, local_root):
+    local.place(app_artifact, local_root, R1)
+    local.switch(local_root, R1)
+    with pytest.raises(HostFailed, match="did not answer .*/nope with 2xx/3xx within 1s") as e:
+        local.start(local_root, app=AppSection(health_path="/nope"), timeout=1)
+    assert "HTTP 404" in str(e.value)
+    assert local.status(local_root) is None and not (local_root / "app.pid").exists()
+
+
+def test_the_local_app_gets_its_database_url_and_only_the_runtime_variables_named(tmp_path):
+    from deploy import config
+    from deploy.flows import steps
+
+    raw = {"environment": {"kind": "local"}, "app": {"runtime_env": ["SHOPIFY_API_KEY", "NOT_SET"]},
+           "database": {"provider": "sqlite", "url": "file:dev.sqlite"}}
+    s = config.parse(raw, name="local", file=tmp_path / "env/local.toml", root=tmp_path)
+    env = steps._local_env(s, {"SHOPIFY_API_KEY": "key-1", "SHOPIFY_API_SECRET": "secret-1", "HOME": "/root"})
+    assert sorted(env) == ["DATABASE_URL", "SHOPIFY_API_KEY"]
+    assert env["SHOPIFY_API_KEY"] == "key-1" and env["DATABASE_URL"].startswith("file:/")
+    # One release root per app: another app_dir is another root under [local] root.
+    other = config.parse({**raw, "environment": {"kind": "local", "app_dir": "apps/web"}}, name="local",
+                         file=tmp_path / "env/local.toml", root=tmp_path)
+    assert steps.local_root(s).parent == steps.local_root(other).parent == tmp_path / ".deploy/local"
+    assert steps.local_root(s).name.startswith("app-") and steps.local_root(other).name.startswith("web-")

@@ -195,6 +195,7 @@ def test_bad_urls_are_settings_errors_without_the_password(url):
     assert "topsecret" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_committed_fixture_history_is_the_generators_output(tmp_path):
     import importlib.util
 

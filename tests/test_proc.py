@@ -49,6 +49,7 @@ def test_run_returns_exit_codes_and_feeds_input():
     assert r.returncode == 3 and r.stdout.strip() == "HI"
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pidfile = tmp_path / "grandchild.pid"
     r = proc.run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout=1)

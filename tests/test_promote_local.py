@@ -217,3 +217,23 @@ def test_a_failed_first_release_of_another_app_never_starts_the_first_apps_relea
     assert os.readlink(a_root / "current").endswith(a.release_id)   # A's own releases are A's
     r = project.invoke("app.start", "--env=local")
     assert r.returncode != 0 and "no release to start" in r.stderr
+
+
+def test_old_builds_and_checkouts_are_pruned_but_never_live_or_previous(project):
+    cfg = project.root / "env/local.toml"
+    cfg.write_text(cfg.read_text().replace('health_path = "/healthz"\n', 'health_path = "/healthz"\nkeep_builds = 1\n'))
+    shas = [project.commit("keep one build")]
+    for i in range(3):
+        (project.root / "examples/app/README.md").write_text(f"v{i}\n")
+        shas.append(project.commit(f"v{i}"))
+    for sha in shas:
+        r = project.invoke("promote", "--to=local", f"--sha={sha}")
+        assert r.returncode == 0, r.stdout + r.stderr
+    store = project.root / ".deploy/artifacts"
+    # keep_builds = 1 keeps the newest build; the live and previous releases' builds (as the
+    # ledger had them when the last build ran) are kept too: a rollback needs them.
+    assert sorted(p.stem for p in (store / "by-sha").glob("*.json")) == sorted(shas[1:])
+    assert len(list(store.glob("*.tar.gz"))) == 3
+    assert sorted(p.name for p in (project.root / ".deploy/src").iterdir() if not p.name.startswith(".")) == sorted(shas[1:])
+    led, run = last_run(project)
+    assert "pruned 2 old build(s)" in {s.name: s.result for s in led.steps(run.id)}["build"]   # artifact + checkout

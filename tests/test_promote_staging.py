@@ -212,3 +212,35 @@ def test_rollback_from_a_runner_without_the_ledger_asks_the_hosts(stage):
     r = stage.project.invoke("rollback", "--env=staging", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
     assert stage.versions() == [first.release_id] * 2
+
+
+def test_a_release_whose_start_command_exits_goes_back_on_every_host_and_frees_the_locks(stage):
+    stage.collect_evidence()
+    assert promote(stage).returncode == 0
+    led, good = run_of(stage)
+    server = stage.project.root / "examples/app/server.mjs"
+    server.write_text("console.error('fatal: no session storage'); process.exit(4);\n" + server.read_text())
+    stage.project.commit("a release that cannot start")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "the app exited" in r.stdout + r.stderr and "fatal: no session storage" in r.stdout + r.stderr
+    led, run = run_of(stage)
+    assert run.failed_step == "release" and run.status == "rolled_back", run.error
+    assert stage.currents() == [good.release_id] * 2 and stage.versions() == [good.release_id] * 2
+    assert led.lock("staging") is None
+    assert not any((d / ".deploy-lock").exists() for d in stage.host_dirs())
+
+
+def test_a_failed_first_promotion_leaves_no_app_running_on_the_hosts(stage):
+    server = stage.project.root / "examples/app/server.mjs"
+    server.write_text("process.exit(4);\n" + server.read_text())
+    stage.project.commit("a first release that cannot start")
+    stage.collect_evidence()
+    r = promote(stage)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    led, run = run_of(stage)
+    assert run.status == "rolled_back" and led.lock("staging") is None
+    assert stage.currents() == [None, None]
+    assert not any((d / "run" / "app.pid").exists() for d in stage.host_dirs())
+    assert not any((d / ".deploy-lock").exists() for d in stage.host_dirs())

@@ -25,7 +25,8 @@ import psycopg
 import pytest
 
 from deploy.testing.project import REPO
-from test_reliability_faults import TIER, add_tier_migration, applied, assert_on_release, edit_settings, spawn
+from test_reliability_faults import (TIER, add_tier_migration, applied, assert_on_release, edit_settings, spawn,
+                                     wait_for)
 
 A_MIGRATIONS = {"20240105093000_init", "20240212141500_decision_log", "20240318080000_session_expiry"}
 
@@ -76,6 +77,16 @@ def read_until(proc, *words: str, lines: list[str]) -> str:
         if all(w in line for w in words):
             return line
     raise AssertionError(f"the run ended before printing {words}:\n" + "".join(lines) + proc.stderr.read())
+
+
+def step_running(project, name: str) -> bool:
+    """The latest run's step `name` has started (read from the ledger, as `status` does)."""
+    led = project.ledger()
+    try:
+        runs = led.runs("staging", limit=1)
+        return bool(runs) and any(s.name == name and s.status == "running" for s in led.steps(runs[0].id))
+    finally:
+        led.close()
 
 
 def finish(proc, lines: list[str], timeout: float = 180) -> str:
@@ -221,7 +232,9 @@ def test_host_lock_lasts_until_the_run_ends(stage, pg_cluster):
     lock_dirs = [h.root / "srv/occ/.deploy-lock" for h in stage.hosts]
     assert all(d.is_dir() for d in lock_dirs)
     # Runner 2 shares nothing with runner 1 but the hosts: its own (Postgres) ledger.
-    other = project.invoke("promote", "--to=staging", extra_env={"DEPLOY_LEDGER_URL": pg_cluster.create_database()})
+    project.env["DEPLOY_LEDGER_URL"] = pg_cluster.create_database()
+    other = project.invoke("promote", "--to=staging")
+    del project.env["DEPLOY_LEDGER_URL"]
     text = refused(other, 4)
     assert ".deploy-lock" in text, text
     text = finish(first, lines)
@@ -242,6 +255,7 @@ def test_sigterm_during_watch_undoes_and_a_second_signal_does_not_cut_the_undo(s
     proc = spawn(project, "promote", "--to=staging")
     lines: list[str] = []
     read_until(proc, "smoke", "done", lines=lines)
+    wait_for(lambda: step_running(project, "watch"), 60, "the watch to start")
     proc.send_signal(signal.SIGTERM)
     read_until(proc, "watch", "FAILED", lines=lines)  # the undo starts now
     proc.send_signal(getattr(signal, second))
@@ -362,6 +376,7 @@ def test_disk_full_under_deploy_mid_run_undoes_and_says_how_to_finish(stage, sma
     proc = spawn(project, "promote", "--to=staging")
     lines: list[str] = []
     read_until(proc, "smoke", "done", lines=lines)
+    wait_for(lambda: step_running(project, "watch"), 60, "the watch to start")
     filler = fill(small_deploy_dir)  # during the watch: the ledger cannot record its end
     text = finish(proc, lines)
     assert proc.returncode != 0 and "Traceback" not in text, text

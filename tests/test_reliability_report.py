@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+
+import pytest
 from datetime import datetime, timezone
 
 from deploy import reliability
@@ -37,6 +39,7 @@ def junit_of(tmp_path):
     return out.read_text()
 
 
+@pytest.mark.slow
 def test_figures_from_real_pytest_junit(tmp_path):
     cases = reliability.parse_junit(junit_of(tmp_path))
     f = reliability.figures(cases)

@@ -52,9 +52,8 @@ def test_parse_env_example_keeps_names_values_and_comments():
     ("package-lock.json", "npm", ("npm", "ci", "--no-audit", "--no-fund")),
     ("yarn.lock", "yarn", ("yarn", "install", "--frozen-lockfile")),
     ("pnpm-lock.yaml", "pnpm", ("pnpm", "install", "--frozen-lockfile")),
-    ("bun.lockb", "bun", ("bun", "install", "--frozen-lockfile")),
     (None, "npm", ("npm", "install", "--no-audit", "--no-fund")),
-], ids=["npm", "yarn", "pnpm", "bun", "none"])
+], ids=["npm", "yarn", "pnpm", "none"])
 def test_package_manager_comes_from_the_lockfile(tmp_path, lockfile, pm, argv):
     if lockfile:
         (tmp_path / lockfile).write_text("")
@@ -102,6 +101,8 @@ def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
     assert local.is_local and local.environment.app_dir == "app"
     assert (local.database.provider, local.database.url) == ("sqlite", "file:dev.sqlite")
     assert local.database.migrations_dir == "prisma/migrations" and local.shopify.config == ""
+    assert (local.app.start, local.app.port_var, local.app.health_path) == ("auto", "PORT", "/")
+    assert "start `react-router-serve ./build/server/index.js`" in files["env/local.toml"]
     staging = config.load("staging", root)
     assert staging.database.provider == "postgresql" and staging.shopify.config == "staging"
     assert staging.database.migrations_dir == "prisma/postgres/migrations"   # the SQLite folder cannot serve Postgres

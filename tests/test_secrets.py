@@ -137,6 +137,7 @@ def _append_many(root: str, worker: int, count: int, go) -> None:
                                 dt.date(2026, 11, 20))
 
 
+@pytest.mark.slow
 def test_concurrent_recorders_never_interleave_lines(matrix):
     workers, count = 12, 150
     ctx = multiprocessing.get_context("fork")

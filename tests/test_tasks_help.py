@@ -40,6 +40,7 @@ def test_task_has_a_one_line_help_and_every_flag_a_description(name):
     assert t.positional == [], f"{name}: positional arguments would swallow --help"
 
 
+@pytest.mark.slow
 def test_help_of_a_task_prints_its_flags():
     r = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "promote", "--help"],
                        capture_output=True, text=True, timeout=60)

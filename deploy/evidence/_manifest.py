@@ -288,7 +288,7 @@ def gate(gate: GateSection, sha: str | None, evidence_dir: str | Path, now: date
     try:
         manifest = read_manifest(folder / MANIFEST, shown)
     except EvidenceError as e:
-        hint = " Run `invoke evidence.collect --sha=<sha> <files>` in the test job." if "no such" in e.problem else ""
+        hint = f" Run `{collect_command(sha)}` in the test job." if "no such" in e.problem else ""
         return verdict([error_row("manifest", shown, e.problem + hint)], gate, sha, (f"evidence folder: {folder}",))
     notes.append(f"evidence folder: {folder}")
     if gate.bind_to_sha:
@@ -307,6 +307,12 @@ def gate(gate: GateSection, sha: str | None, evidence_dir: str | Path, now: date
     return verdict(rows, gate, sha or manifest.sha, tuple(notes))
 
 
+def collect_command(sha: str | None) -> str:
+    """The exact command that binds reports to `sha` (one --files per report; without
+    --files it takes every file in the evidence folder)."""
+    return f"invoke evidence.collect --sha={(sha or '').strip() or '<commit>'} --files=<report>"
+
+
 def require(gate_settings: GateSection, sha: str | None, evidence_dir: str | Path, now: datetime) -> GateVerdict:
     """The open verdict, or GateClosed carrying the rendered table and every reason."""
     v = gate(gate_settings, sha, evidence_dir, now)
@@ -314,7 +320,7 @@ def require(gate_settings: GateSection, sha: str | None, evidence_dir: str | Pat
         return v
     reasons = v.reasons
     if any("the commit being deployed" in r or "no such file" in r for r in reasons):
-        hint = (f"Run the test job for {sha or 'this commit'} and `invoke evidence.collect --sha=<sha> <files>`, "
+        hint = (f"Run the test job for {sha or 'this commit'} and `{collect_command(sha)}`, "
                 f"then gate again.")
     else:
         hint = "Fix what the reasons above name (or the tests/pages behind them) and collect fresh evidence."

@@ -170,17 +170,18 @@ def _scores(scores: dict[str, float | None]) -> str:
     return "\n".join(f"{k} {'null' if v is None else f'{v:.2f}'}" for k, v in scores.items())
 
 
-def render(v: GateVerdict) -> str:
-    """The verdict as a table, then the notes and the overall outcome."""
-    from tabulate import tabulate
+def render(v: GateVerdict, width: int | None = 160) -> str:
+    """The verdict as a table no wider than `width` (every failure reason in it, wrapped),
+    then the notes and the overall outcome."""
+    from deploy.display import fit
 
     table = [
         [r.kind + (f"\n{r.tool}" if r.tool else ""), r.file + (f"\n{r.url}" if r.url else ""), r.counts.describe() if r.counts else "",
          _scores(r.scores), r.threshold, r.verdict.upper(), "\n".join(f"- {x}" for x in r.reasons)]
         for r in v.rows
     ]
-    text = tabulate(table, headers=["kind", "file", "counts", "scores", "threshold", "verdict", "reasons"],
-                    tablefmt="simple_grid", maxcolwidths=[22, 34, 26, None, 22, None, 60])
+    text = fit(table, ["kind", "file", "counts", "scores", "threshold", "verdict", "reasons"], width,
+               fmt="simple_grid", optional=("threshold", "scores", "counts"))
     lines = [text]
     lines += [f"note: {n}" for n in v.notes]
     target = f" for {v.sha[:12]}" if v.sha else ""

@@ -36,7 +36,7 @@ class EvidenceError(GateClosed):
         super().__init__(
             f"{file}: {problem}",
             hint or "Re-run the test job for this commit and collect its reports again "
-                    "(invoke evidence.collect --sha=<sha> <files>).",
+                    "(invoke evidence.collect --sha=<commit> --files=<report>, one --files per report).",
         )
         self.file = file
         self.problem = problem

@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.errors import DeployError, SettingsError
+from deploy.facts import fact
+
+
+@fact
+@dataclass(frozen=True)
+class PromotionRecord:
+    """What a promotion recorded for whoever undoes it later (rollback, drill): read from its
+    run in the ledger, typed, instead of another flow's state keys."""
+
+    run_id: str
+    env: str
+    release_id: str | None
+    sha: str | None
+    artifact_sha256: str | None = None
+    backup: str | None = None                      # the pg_dump/SQLite copy taken before it migrated
+    migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
+    shopify_previous: str | None = None            # the app version active before its push
+    shopify_version: str | None = None
+
+    @classmethod
+    def of(cls, run) -> "PromotionRecord":
+        st = run.state or {}
+        art = st.get("artifact") or {}
+        shop = st.get("shopify") or {}
+        before = st.get("migrations_before")
+        return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
+                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else getattr(art, "sha256", None),
+                   backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
+                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))
+
+
+def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
+    """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
+    row = next((r for r in led.releases(env, limit=100) if r["release_id"] == release_id), None)
+    if not row or not row.get("run_id"):
+        return None
+    run = led.run(row["run_id"])
+    return PromotionRecord.of(run) if run.flow == "promote" else None
 
 
 def git_sha(root: Path, ref: str | None = None) -> str:
@@ -69,33 +108,57 @@ def one_step(s, name: str, does: str, fn, *, led=None, args: dict | None = None,
 
 
 def report(settings, led, outcome, *, title: str, kind: str) -> None:
-    """Record the outcome everywhere it belongs: deployment log, CI summary, terminal."""
+    """Record the outcome everywhere it belongs: deployment log, CI summary, terminal.
+    A run that failed before any step completed (a failed preflight) changed nothing, so
+    it leaves the tracked deployment log alone: the ledger and the terminal have it."""
     from deploy import feedback, summary
 
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)
-    if not settings.is_local:  # the team's log is for shared environments; the ledger has local runs
-      feedback.append(settings.root, feedback.Entry(
-        kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
-        release_id=run.release_id, duration=outcome.duration, run_id=run.id,
-        text=(f"failed at {outcome.failed_step}: {outcome.error.message}" if outcome.error and outcome.failed_step
-              else None),
-      ))
+    changed = outcome.ok or any(s.status == "done" for s in steps)
+    if not settings.is_local and changed:  # the team's log is for shared environments; the ledger has local runs
+        first = (outcome.error.message.strip().splitlines() or [""])[0] if outcome.error else ""
+        feedback.append(settings.root, feedback.Entry(
+            kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
+            release_id=run.release_id, duration=outcome.duration, run_id=run.id,
+            text=(f"failed at {outcome.failed_step}: {_short(first)}" if outcome.error and outcome.failed_step
+                  else None),
+        ))
     summary.write_github_summary(summary.markdown(run, steps, title=title))
 
 
-def fail_if_not_ok(outcome) -> None:
-    """Raise the run's error with what happened to the environment, unless it succeeded."""
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
+
+
+def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
+    """Raise the run's error with what happened to the environment, unless it succeeded.
+    With the ledger, say whether anything had been done (and undone) before the failure."""
     if outcome.ok or outcome.status == "aborted":
         return
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
-    fate = {
-        "rolled_back": "every completed step was undone",
-        "failed_in_place": "the failed deploy was left in place (--no-rollback)",
-        "failed": "the undo did not finish; the lock is kept",
-    }.get(outcome.status, outcome.status)
-    final = DeployError(f"Step {outcome.failed_step or '?'} failed, and {fate} (run {outcome.run_id}):\n{err.message}",
-                        err.hint)
+    kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
+            f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
+    undone = None
+    if led is not None:
+        steps = led.steps(outcome.run_id)
+        undone = sum(1 for s in steps if s.undo_status == "undone")
+        completed = sum(1 for s in steps if s.status == "done")
+    if outcome.status == "rolled_back" and undone is not None and completed == 0 and undone == 0:
+        fate = "nothing had been changed yet"
+    elif outcome.status == "rolled_back" and undone:
+        fate = f"the {undone} step(s) that had changed something were undone"
+    else:
+        fate = {
+            "rolled_back": "every completed step was undone",
+            "failed_in_place": kept,
+            "failed": "the undo did not finish; the lock is kept",
+        }.get(outcome.status, outcome.status)
+    if outcome.failed_step:
+        head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"
+    else:   # an --abort whose undo failed, or a ledger that could not record the end
+        head = f"Run {outcome.run_id} did not finish ({outcome.status})"
+    final = DeployError(f"{head}:\n{err.message}", err.hint)
     final.exit_code = err.exit_code if isinstance(err, DeployError) else 1
     raise final
 

@@ -18,16 +18,21 @@ def _db(env: str):
     return s, database_url(s, os.environ)
 
 
-def status(env: str) -> int:
+def status(env: str, as_json: bool = False) -> int:
     from deploy import migrations
 
     s, url = _db(env)
     report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database)
-    cli.out(migrations.render_status(report))
-    from deploy import dburl
+    if as_json:
+        from deploy.flows import shapes
 
-    for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
-        cli.out(f"note: {note}")
+        cli.emit_json(shapes.db_status(report, s.name))
+    else:
+        cli.out(migrations.render_status(report, width=cli.width()))
+        from deploy import dburl
+
+        for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
+            cli.out(f"note: {note}")
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
 

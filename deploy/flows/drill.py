@@ -31,7 +31,7 @@ def _phase(durations: dict, name: str, fn):
 def _run(led, plan, durations, name):
     outcome = _phase(durations, name, lambda: Runner(led, Console()).execute(plan))
     if not outcome.ok:
-        common.fail_if_not_ok(outcome)
+        common.fail_if_not_ok(outcome, led)
     return outcome
 
 
@@ -59,9 +59,9 @@ def drill(env: str, *, sha: str | None, production: str = "production", watch_se
         if live.get("sha") != baseline_sha:
             rid = build.new_release_id(baseline_sha, datetime.now(timezone.utc))
             plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led)
-            for st in plan.steps:
-                if st.name == "gate":
-                    st.skip = f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}"
+            gate = next(st for st in plan.steps if st.name == "gate")
+            plan.replace("gate", dataclasses.replace(
+                gate, skip=f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}"))
             _run(led, plan, durations, "baseline")
         else:
             durations["baseline"] = 0.0
@@ -76,8 +76,7 @@ def drill(env: str, *, sha: str | None, production: str = "production", watch_se
         _phase(durations, "detect", lambda: cli.out(f"drill: forcing a rollback trigger on {rid}"))
         # 4. rollback with the on-call plan, 5. verify smoke on the restored release.
         rb = rollback.plan(s, led, to=baseline, db="down", skip_shopify=False, environ=os.environ)
-        verify_idx = [i for i, st in enumerate(rb.steps) if st.name == "smoke"][0]
-        smoke_step = rb.steps.pop(verify_idx)
+        smoke_step = rb.remove("smoke")  # timed on its own as the verify phase
         _run(led, rb, durations, "rollback")
         from deploy.engine import StepContext
 

@@ -14,12 +14,17 @@ def _matrix():
     return envs.load_matrix(cli.root())
 
 
-def check(env: str) -> int:
+def check(env: str, as_json: bool = False) -> int:
     from deploy import envs
 
     cli.settings(env)  # an unknown environment name is caught with the settings' message
     report = envs.check(_matrix(), env, cli.root(), os.environ)
-    cli.out(envs.render_check(report))
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.env_check(report))
+    else:
+        cli.out(envs.render_check(report))
     return report.exit_code
 
 

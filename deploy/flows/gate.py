@@ -39,12 +39,17 @@ def collect(sha: str, files: list[str], out: str | None, env: str | None) -> Non
     cli.out(f"wrote {target} for {m.sha[:12]}")
 
 
-def gate(env: str, sha: str | None) -> int:
+def gate(env: str, sha: str | None, as_json: bool = False) -> int:
     from deploy import evidence
     from deploy.flows.common import app_sha
 
     s = cli.settings(env)
     full = app_sha(s, sha)
     v = evidence.gate(s.gate, full, evidence.evidence_dir(s), datetime.now(timezone.utc))
-    cli.out(evidence.render(v))
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.gate(v, s.name))
+    else:
+        cli.out(evidence.render(v, width=cli.width()))
     return 0 if v.ok else 5

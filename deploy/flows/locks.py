@@ -38,10 +38,23 @@ def _release_hosts(s, dead_run: str | None) -> None:
                 f"hosts.lock_max_age_minutes and not the broken run's")
 
 
-def status(env: str | None) -> None:
+def status(env: str | None, as_json: bool = False) -> None:
     from tabulate import tabulate
 
     led = cli.ledger()
+    if as_json:
+        from deploy.flows import shapes
+
+        locks = [lk for lk in led.locks() if not env or lk.env == env]
+        host_locks = []
+        if env:
+            s = cli.settings(env)
+            if s.hosts.hosts and not s.is_local:
+                from deploy import hosts
+
+                host_locks = hosts.lock_status(s.hosts)
+        cli.emit_json(shapes.lock_status(locks, host_locks))
+        return
     rows = []
     for lk in led.locks():
         if env and lk.env != env:
@@ -53,7 +66,8 @@ def status(env: str | None) -> None:
     if not rows:
         cli.out("No environment is locked in the ledger.")
     else:
-        cli.out(tabulate(rows, headers=("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state")))
+        cli.out(cli.table(rows, ("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state"),
+                          optional=("pid", "purpose", "since (UTC)")))
     if env:
         s = cli.settings(env)
         if s.hosts.hosts and not s.is_local:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from deploy import cli, feedback
 
 
-def golive_check(env: str, sha: str | None) -> int:
+def golive_check(env: str, sha: str | None, as_json: bool = False) -> int:
     from deploy import golive
     from deploy.flows.common import app_sha
 
@@ -16,9 +16,14 @@ def golive_check(env: str, sha: str | None) -> int:
     led = cli.ledger()
     full = app_sha(s, sha)
     cl = golive.run_checklist(s, led, full, datetime.now(timezone.utc), os.environ)
-    cli.out(golive.render(cl))
     path = golive.write_markdown(cl, s.root)
-    cli.out(f"wrote {path.relative_to(s.root)}")
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.golive(cl))
+    else:
+        cli.out(golive.render(cl, width=cli.width()))
+        cli.out(f"wrote {path.relative_to(s.root)}")
     feedback.append(s.root, feedback.Entry(kind="golive", env=env, outcome="GO" if cl.ok else "NO GO",
                                            who=_who(), sha=full,
                                            text="; ".join(f"{i.name}: {i.reason}" for i in cl.failing)[:400] or None))

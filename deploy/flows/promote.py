@@ -60,7 +60,7 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
          no_rollback=False, break_lock=False) -> None:
     from deploy import build
 
-    s = cli.settings(env)
+    s = cli.settings(env, flag="--to")
     if resume and abort:
         from deploy.errors import SettingsError
 
@@ -92,6 +92,6 @@ def main(env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False,
             cli.confirm(f"Promote {full[:12]} to {s.name}?", yes)
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
-    common.fail_if_not_ok(outcome)
+    common.fail_if_not_ok(outcome, led)
     if s.is_local and outcome.state.get("app_url"):
         cli.out(f"the app: {outcome.state['app_url']}/version  (stop it with: invoke app.stop --env={s.name})")

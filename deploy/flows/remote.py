@@ -20,13 +20,20 @@ def _remote(env: str):
     return s
 
 
-def hosts_check(env: str) -> int:
+def hosts_check(env: str, as_json: bool = False) -> int:
     from deploy import hosts
 
-    rows = hosts.check(_remote(env).hosts)
-    cli.out(tabulate([(r.host, "ok" if r.ok else "FAIL", "yes" if r.writable else "no",
-                       r.free_mb if r.free_mb is not None else "-", r.current or "-", r.error or "")
-                      for r in rows], headers=("host", "verdict", "writable", "free MB", "current", "problem")))
+    s = _remote(env)
+    rows = hosts.check(s.hosts)
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.hosts_check(rows, s.name))
+    else:
+        cli.out(cli.table([(r.host, "ok" if r.ok else "FAIL", "yes" if r.writable else "no",
+                            r.free_mb if r.free_mb is not None else "-", r.current or "-", r.error or "")
+                           for r in rows], ("host", "verdict", "writable", "free MB", "current", "problem"),
+                          optional=("free MB", "writable", "current")))
     return 0 if all(r.ok for r in rows) else 1
 
 
@@ -98,13 +105,18 @@ def hosts_rollback(env: str, to: str | None) -> None:
     cli.out(_results(done["results"]))
 
 
-def shopify_versions(env: str) -> None:
+def shopify_versions(env: str, as_json: bool = False) -> None:
     from deploy import shopify
 
     s = cli.settings(env)
     items = shopify.versions(s, os.environ)
-    cli.out(tabulate([(v.version_tag or "-", v.status, v.created_at, v.created_by, v.message) for v in items],
-                     headers=("version", "status", "created", "by", "message")))
+    if as_json:
+        from deploy.flows import shapes
+
+        cli.emit_json(shapes.shopify_versions(items, s.name))
+        return
+    cli.out(cli.table([(v.version_tag or "-", v.status, v.created_at, v.created_by, v.message) for v in items],
+                      ("version", "status", "created", "by", "message"), optional=("by", "created")))
 
 
 def shopify_deploy(env: str, version: str | None, message: str | None) -> None:

@@ -72,7 +72,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
                             "migrations; restore loads the backup taken before it was deployed.")
     target, current = target_release(s, led, to)
     live = led.live_release(s.name) or {}
-    live_run = led.run(live["run_id"]).state if live.get("run_id") else {}
+    fled = common.promotion_of(led, s.name, live.get("release_id"))  # what the release being fled recorded
     target_row = next((r for r in led.releases(s.name, limit=100) if r["release_id"] == target), {})
 
     def release_back(ctx: StepContext):
@@ -105,13 +105,20 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         mdir = steps.migrations_dir(s)
         base = steps.sqlite_base(s)
         if db == "restore":
-            b = live_run.get("backup")
+            b = fled.backup if fled else None
             if not b or not Path(b).exists():
                 raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
                                   "Restore a specific file with `invoke db.restore --env=... --file=...`.")
             backups.restore(b, url, sqlite_base=base, db=s.database)
             return f"restored {Path(b).name}"
-        before = set(live_run.get("migrations_before", []))
+        if fled is None or fled.migrations_before is None:
+            # Without the list, "this release's migrations" is unknown: guessing could drop them all.
+            raise DeployError(f"The ledger has no record of which migrations {current or 'the live release'} applied "
+                              "(it was not made by a promotion that reached migrate), so --db=down cannot tell "
+                              "which to undo; nothing was changed in the database.",
+                              f"Undo a known number with `invoke db.rollback --env={s.name} --steps=N`, or use "
+                              "--db=restore / --db=keep.")
+        before = set(fled.migrations_before)
         st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
         ours = [n for n in st.applied if n not in before]
         if not ours:
@@ -171,4 +178,4 @@ def main(env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes
     common.report(s, led, outcome, title=f"rollback {s.name}", kind="rollback")
     if outcome.ok:
         cli.out(f"time to rollback: {outcome.duration:.1f}s")
-    common.fail_if_not_ok(outcome)
+    common.fail_if_not_ok(outcome, led, flow="rollback")

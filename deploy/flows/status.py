@@ -49,7 +49,7 @@ def gather(root, led, environ, now: float) -> list[dict]:
             "deployed_at": _when(live.get("created_at")) if live else None,
             "by": run.who if run else None,
             "shopify_version": live.get("shopify_version"),
-            "pending_migrations": _pending(s, environ),
+            **dict(zip(("pending_migrations", "pending_migrations_error"), _pending(s, environ))),
             "lock": lock.describe(now) if lock else None,
             "last_drill": (f"{_when(drills[0]['started_at'])} {drills[0]['procedure']} {drills[0]['outcome']}"
                            if drills else None),
@@ -59,35 +59,45 @@ def gather(root, led, environ, now: float) -> list[dict]:
     return rows
 
 
-def _pending(s, environ) -> int | str | None:
-    """Pending migrations, when the database can be reached from here."""
+def _pending(s, environ) -> tuple[int | None, str | None]:
+    """(pending migrations, None) when the database can be read from here; (None, why)
+    when it cannot; (None, None) when the environment has no database."""
     if s.database.provider == "none":
-        return None
+        return None, None
     from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 
     try:
         url = database_url(s, environ)
         from deploy import migrations
 
-        return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database).pending)
-    except DeployError:
-        return "?"
+        return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database).pending), None
+    except DeployError as e:
+        return None, e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
+
+
+def _pending_cell(r: dict) -> str:
+    if r.get("pending_migrations") is not None:
+        return str(r["pending_migrations"])
+    return "?" if r.get("pending_migrations_error") else "-"
 
 
 def main(as_json: bool) -> None:
-    from tabulate import tabulate
+    from deploy.flows import shapes
 
     root = cli.root()
     led = cli.ledger()
     rows = gather(root, led, os.environ, time.time())
     if as_json:
-        cli.emit_json(rows)
+        cli.emit_json(shapes.status(rows))
         return
     table = [(r["env"], r.get("release") or "-", r.get("sha") or "-", r.get("deployed_at") or "-", r.get("by") or "-",
-              r.get("shopify_version") or "-", "-" if r.get("pending_migrations") is None else r["pending_migrations"],
+              r.get("shopify_version") or "-", _pending_cell(r),
               r.get("lock") or "free", r.get("last_drill") or "never",
               ", ".join(r.get("overdue_secrets") or []) or "none", r.get("failed_runs_24h", 0))
              if "error" not in r else (r["env"], "settings error: " + r["error"], *["-"] * 9)
              for r in rows]
-    cli.out(tabulate(table, headers=("env", "release", "sha", "deployed (UTC)", "by", "shopify", "pending migr.",
-                                     "lock", "last drill", "overdue secrets", "failed 24h")))
+    cli.out(cli.table(table, ("env", "release", "sha", "deployed (UTC)", "by", "shopify", "pending migr.",
+                              "lock", "last drill", "overdue secrets", "failed 24h"),
+                      optional=("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")))
+    if any(r.get("pending_migrations_error") for r in rows):
+        cli.out("?: the database cannot be read from here (`invoke status --json` says why)")

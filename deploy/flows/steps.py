@@ -226,10 +226,10 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
 def gate(s: Settings, sha: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import evidence
+        from deploy import cli, evidence
 
         verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
-        ctx.note(evidence.render(verdict).replace("\n", "\n        "))
+        ctx.note(evidence.render(verdict, width=max(60, cli.width() - 8)).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
 
     kinds = ", ".join(s.gate.required)
@@ -274,7 +274,8 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
 
 
 def kept_shas(s: Settings, ledger) -> set[str]:
-    """Git SHAs whose builds must survive pruning: live and previous in every environment."""
+    """Git SHAs whose builds must survive pruning: live and previous in every environment,
+    and those of runs still in progress (another environment's promotion may be building)."""
     if ledger is None:
         return set()
     from deploy import config
@@ -285,6 +286,7 @@ def kept_shas(s: Settings, ledger) -> set[str]:
         live = [r for r in rows if r["status"] == "live"]
         older = [r for r in rows if r["status"] == "superseded"]
         out.update(r["sha"] for r in (live + older[:1]) if r.get("sha"))
+    out.update(r.sha for r in ledger.runs(status="running", limit=100) if r.sha)
     return out
 
 
@@ -487,13 +489,13 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
         return "first release of this app removed; the app is stopped"
 
     return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
-                           f"{release_id}, switch current, start `{_start_text(s)}`, wait for {s.app.health_path}",
+                           f"{release_id}, switch current, start {_start_text(s)}, wait for {s.app.health_path}",
                 run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
                                               "or stop the app if it had none")
 
 
 def _start_text(s: Settings) -> str:
-    return " ".join(s.app.start) if isinstance(s.app.start, tuple) else "the start script"
+    return f"`{' '.join(s.app.start)}`" if isinstance(s.app.start, tuple) else "the package's start script"
 
 
 def _release_hosts(s: Settings, release_id: str, environ) -> Step:
@@ -575,7 +577,7 @@ def smoke_step(s: Settings, release_id: str) -> Step:
 
     what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
             else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
-    return Step("smoke", f"{what} against the app and each host", run=run)
+    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run)
 
 
 def watch_step(s: Settings, environ) -> Step:

@@ -119,3 +119,13 @@ def dump_env_in_build(project) -> None:
     if BUILD_DUMP not in text:
         script.write_text(text + f'\nwriteFileSync(join(out, "{BUILD_DUMP}"), JSON.stringify(process.env, null, 2));\n')
         project.commit("build dumps its environment")
+
+
+def build_dump(artifact: Path) -> dict | None:
+    """The environment a build dumped (`dump_env_in_build`), read from the artifact, or None."""
+    import json
+
+    for name, data in _archive_members(str(artifact), artifact.read_bytes()):
+        if name.endswith("/" + BUILD_DUMP) or name.endswith("!" + BUILD_DUMP):
+            return json.loads(data)
+    return None

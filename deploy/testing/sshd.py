@@ -514,6 +514,34 @@ def make_artifact(out_dir: str | Path, release_id: str, *, files: dict[str, str]
     return Artifact(path=path, sha256=sha, release_id=release_id, git_sha="0" * 40, built_at="2024-01-01T00:00:00Z")
 
 
+def packed_artifact(out_dir: str | Path, release_id: str, *, files: dict[str, str | bytes] | None = None,
+                    padding_bytes: int = 0, seed: int = 0):
+    """Like `make_artifact`, but packed by deploy.build.pack itself (normalised tarball with a
+    RELEASE.json manifest listing path, sha256, size and mode), so hosts can take it as a
+    delta. `padding_bytes` of data fixed by `seed` go to assets/blob.bin: the same seed in
+    two releases is an unchanged file."""
+    import random
+
+    from deploy.build import pack
+
+    out_dir = Path(out_dir)
+    src = out_dir / f"src-{release_id}"
+    if src.exists():
+        shutil.rmtree(src)
+    content: dict[str, str | bytes] = {"bin/restart": RESTART_SCRIPT, "index.html": f"<h1>{release_id}</h1>\n",
+                                       **(files or {})}
+    if padding_bytes:
+        content["assets/blob.bin"] = random.Random(seed).randbytes(padding_bytes)
+    for name, data in content.items():
+        f = src / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data.encode() if isinstance(data, str) else data)
+        f.chmod(0o755 if name.startswith("bin/") else 0o644)
+    art = pack(src, out_dir, git_sha="0" * 40, built_at="2024-01-01T00:00:00Z", release_id=release_id)
+    shutil.rmtree(src)
+    return art
+
+
 # ---------------------------------------------------------------- pytest fixtures
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,68 @@
+"""A small app with real npm dependencies that install offline (local tarball packages):
+for tests of the build's dependency cache, where the React Router example's `npm ci`
+would take a minute.
+
+`make_deps_app(dest, version="1.0.0")` writes the app, packs its two packages with
+`npm pack` (a runtime dependency `leftpad` at `version`, a devDependency `devtool`), and
+runs `npm install` once to write the committed lockfile, then removes node_modules: the
+folder looks like a fresh checkout. Its build (`node build.mjs`) uses both packages and
+writes dist/out.txt; a build with `DAMAGE_CACHE=1` in package.json's build script writes
+into an installed file in place (what a misbehaving build tool could do).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from deploy import proc
+
+
+def _npm(cwd: Path, *args: str) -> None:
+    env = proc.child_env(extra={"npm_config_update_notifier": "false", "npm_config_fund": "false",
+                                "npm_config_audit": "false", "npm_config_offline": "true"})
+    p = subprocess.run(["npm", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise AssertionError(f"npm {' '.join(args)} failed in {cwd}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+
+
+def _package(src: Path, name: str, version: str, main: str) -> None:
+    d = src / name
+    d.mkdir(parents=True)
+    (d / "package.json").write_text(json.dumps({"name": name, "version": version, "main": "index.js"}) + "\n")
+    (d / "index.js").write_text(main)
+
+
+def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False) -> Path:
+    """The app at `dest` (created), with its lockfile and without node_modules."""
+    dest.mkdir(parents=True)
+    work = dest.parent / f".{dest.name}-packages"
+    _package(work, "leftpad", version,
+             "module.exports = (s, n) => String(s).padStart(n, ' ');\n")
+    _package(work, "devtool", "2.0.0", "module.exports = { banner: 'built by devtool' };\n")
+    vendor = dest / "vendor"
+    vendor.mkdir()
+    for name in ("leftpad", "devtool"):
+        _npm(work / name, "pack", "--pack-destination", str(vendor))
+    shutil.rmtree(work)
+    build = "node build.mjs"
+    (dest / "build.mjs").write_text(
+        "import { createRequire } from 'node:module';\n"
+        "import fs from 'node:fs';\n"
+        "const require = createRequire(import.meta.url);\n"
+        "const pad = require('leftpad'); const dev = require('devtool');\n"
+        "fs.mkdirSync('dist', { recursive: true });\n"
+        "fs.writeFileSync('dist/out.txt', dev.banner + '\\n' + pad('ok', 6) + '\\n');\n"
+        + ("fs.appendFileSync('node_modules/leftpad/index.js', '// touched by the build\\n');\n" if damage_cache else ""))
+    pkg = {
+        "name": "deps-app", "version": "0.1.0", "private": True,
+        "scripts": {"build": build, "start": "node -e \"require('leftpad')\""},
+        "dependencies": {"leftpad": f"file:vendor/leftpad-{version}.tgz"},
+        "devDependencies": {"devtool": "file:vendor/devtool-2.0.0.tgz"},
+    }
+    (dest / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
+    _npm(dest, "install", "--no-audit", "--no-fund")
+    shutil.rmtree(dest / "node_modules")
+    return dest
