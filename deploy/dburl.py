@@ -124,7 +124,9 @@ def session_url(environ, url_var: str, direct_url_var: str) -> tuple[str, str]:
         raise SettingsError(
             f"{var} ({u.masked}) points at a transaction pooler ({why}); migrations, backups, restores and the "
             "migrate lock need one database session from start to end, which a transaction pooler does not keep.",
-            (f"Set {direct_url_var} (database.direct_url_var) to the direct connection or the session-mode pooler "
+            ((f"Set {direct_url_var} (database.direct_url_var)" if direct_url_var else
+              'Set database.direct_url_var = "DIRECT_URL", and that variable,')
+             + " to the direct connection or the session-mode pooler "
              "(Supabase: port 5432; Prisma's directUrl) and keep the pooled URL in " + url_var + " for the app."
              ) if var != direct_url_var else
             f"{direct_url_var} must be the direct connection or the session-mode pooler (Supabase: port 5432), "

@@ -277,6 +277,30 @@ def test_rollback_flow_honours_bin_dir_and_lock_timeout(stage, tmp_path):
     assert "billing_note" not in _columns(stage.db_url)
 
 
+def test_promote_undo_down_migration_behind_a_table_lock_fails_within_lock_timeout(stage):
+    """Killed after its migration, the run is aborted while the app holds the table: the undo's
+    down.sql gives up within the bound (the abort says so and can be run again), instead of
+    queueing the app behind it."""
+    project = stage.project
+    stage.collect_evidence()
+    ok(project.invoke("promote", "--to=staging"))
+    _set_database(project, "staging", "lock_timeout = 1.0")
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n',
+                  'ALTER TABLE "Shop" DROP COLUMN "billing_note";\n')
+    project.commit("billing note")
+    stage.collect_evidence()
+    killed = project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:release"})
+    assert killed.returncode == -9
+    assert "billing_note" in _columns(stage.db_url)
+    with TableLock(stage.db_url, "Shop", mode="ACCESS SHARE") as app_session:
+        r = project.invoke("promote", "--to=staging", "--abort")
+        assert not app_session.released.is_set()
+    failed_clearly(r, "20990101000000_billing", "database.lock_timeout (1 s)")
+    assert "billing_note" in _columns(stage.db_url)
+    ok(project.invoke("promote", "--to=staging", "--abort"))
+    assert "billing_note" not in _columns(stage.db_url)
+
+
 # ---------------------------------------------------------------- #9 gates over reports where nothing ran
 
 @pytest.mark.parametrize("kind, fixture", [
