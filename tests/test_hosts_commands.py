@@ -241,3 +241,50 @@ def test_batch_size_is_checked_when_the_settings_are_read(tmp_path, value, ok):
         with pytest.raises(SettingsError) as e:
             config.load("x", tmp_path)
         assert "x.toml" in e.value.message and "batch_size" in e.value.message
+
+
+# ---------------------------------------------------------------- every builder, exactly
+# Commands are data (STYLE.md, pyinfra's tests/operations): each host command builder's
+# output for one fixed target, to the character. A change to what runs on a host shows
+# here as a diff to review, not as a surprise on a host.
+
+T = hosts.Target(name="deploy@web1:22", host="web1", port=22, user="deploy", deploy_to="/srv/occ",
+                 health_url="http://web1:3000/")
+
+EXACT = [
+    pytest.param(lambda: hosts.state_command(T),
+                 "echo '== current'; readlink /srv/occ/current || true; echo '== releases'; ls -1 /srv/occ/releases 2>/dev/null || true; echo '== upload'",
+                 id='state'),
+    pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz"),
+                 "echo '== current'; readlink /srv/occ/current || true; echo '== releases'; ls -1 /srv/occ/releases 2>/dev/null || true; echo '== upload'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true",
+                 id='state-with-upload'),
+    pytest.param(lambda: hosts.lock_command(T, "holder=a@b\nrun_id=r1\n"),
+                 "mkdir -p /srv/occ/releases /srv/occ/shared /srv/occ/.uploads && if mkdir /srv/occ/.deploy-lock 2>/dev/null; then printf %s 'holder=a@b\nrun_id=r1\n' > /srv/occ/.deploy-lock/details; else cat /srv/occ/.deploy-lock/details 2>/dev/null; exit 75; fi",
+                 id='lock'),
+    pytest.param(lambda: hosts.unlock_command(T),
+                 'rm -rf /srv/occ/.deploy-lock',
+                 id='unlock'),
+    pytest.param(lambda: hosts.unpack_command(T, "r2", "a" * 64, "/srv/occ/.uploads/r2.tar.gz", "r1", (".env",)),
+                 "umask 022 && { printf '%s  %s\\n' aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa /srv/occ/.uploads/r2.tar.gz | sha256sum -c --status || { echo 'sha256 of the uploaded artifact does not match aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' >&2; exit 76; }; } && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && mkdir -p /srv/occ/releases/.partial-r2 && tar -xzf /srv/occ/.uploads/r2.tar.gz --no-same-permissions -C /srv/occ/releases/.partial-r2 && printf '%s\\n' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf '%s\\n' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo 'shared file /srv/occ/shared/.env is missing' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -f /srv/occ/.uploads/r2.tar.gz",
+                 id='unpack'),
+    pytest.param(lambda: hosts.delta_unpack_command(T, "r2", "r1", "/srv/occ/.uploads/r2.delta.tar", "r1", (".env",)),
+                 'umask 022 && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 /srv/occ/.uploads/r2.d && mkdir -p /srv/occ/.uploads/r2.d && tar -xzf /srv/occ/.uploads/r2.delta.tar --no-same-permissions -C /srv/occ/.uploads/r2.d && mv -T /srv/occ/.uploads/r2.d/files /srv/occ/releases/.partial-r2 && { ! test -s /srv/occ/.uploads/r2.d/ctl/links || { cd /srv/occ/releases/r1 && xargs -0 cp -l --parents -t /srv/occ/releases/.partial-r2 -- < /srv/occ/.uploads/r2.d/ctl/links; } || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest: a file to link is missing or unreadable in r1\' >&2; exit 78; }; } && cd /srv/occ/releases/.partial-r2 && { out=$(LC_ALL=C sha256sum -c --quiet --strict /srv/occ/.uploads/r2.d/ctl/sums 2>&1) || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest:\' "$out" | head -n 4 >&2; exit 78; }; } && { find . -mindepth 1 \\( -type f -printf \'f %m %s %P\\n\' \\) -o \\( -type l -printf \'l %P -> %l\\n\' \\) -o \\( -type d -empty -printf \'d %P\\n\' \\) | LC_ALL=C sort > /srv/occ/.uploads/r2.d/ctl/found; } && { cmp -s /srv/occ/.uploads/r2.d/ctl/found /srv/occ/.uploads/r2.d/ctl/tree || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest (modes, sizes or entries):\' >&2; diff /srv/occ/.uploads/r2.d/ctl/tree /srv/occ/.uploads/r2.d/ctl/found | head -n 4 >&2; exit 78; }; } && cd / && printf \'%s\\n\' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf \'%s\\n\' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo \'shared file /srv/occ/shared/.env is missing\' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -rf /srv/occ/.uploads/r2.delta.tar /srv/occ/.uploads/r2.d',
+                 id='delta-unpack'),
+    pytest.param(lambda: hosts.unlink_current_command(T),
+                 'rm -f /srv/occ/current',
+                 id='unlink-current'),
+    pytest.param(lambda: hosts.hook_command(T, "bin/restart", "/srv/occ/current", {"RELEASE": "r2", "X": "a b"}),
+                 "cd /srv/occ/current && export RELEASE=r2 X='a b' && bin/restart",
+                 id='hook'),
+    pytest.param(lambda: hosts.finish_command(T, ["r0"], "2026 release r2", True),
+                 "printf '%s\\n' '2026 release r2' >> /srv/occ/revisions.log; rm -rf /srv/occ/releases/r0; rm -rf /srv/occ/.deploy-lock",
+                 id='finish-prune-unlock'),
+    pytest.param(lambda: hosts.finish_command(T, [], "line", False),
+                 "printf '%s\\n' line >> /srv/occ/revisions.log",
+                 id='finish-log-only'),
+]
+
+
+@pytest.mark.parametrize("build, expected", EXACT)
+def test_each_host_command_builder_builds_exactly_this(build, expected):
+    assert build() == expected
