@@ -1141,11 +1141,19 @@ def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel:
         except Exception as e:  # noqa: BLE001 - one host's surprise must not hide the others'
             h.error = _redacted(f"{type(e).__name__}: {e}")
 
-    if len(live) == 1:
-        one(live[0])
+    _each(live, one, max_parallel)
+
+
+def _each(items: Sequence, fn: Callable, max_parallel: int) -> None:
+    """fn on every item, at most `max_parallel` at once (one item runs inline): the one
+    thread pool of every phase over hosts."""
+    items = list(items)
+    if len(items) <= 1:
+        for it in items:
+            fn(it)
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(live)))) as pool:
-        list(pool.map(one, live))
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(items)))) as pool:
+        list(pool.map(fn, items))
 
 
 def _close(hosts: Sequence[_Host]) -> None:
@@ -1236,10 +1244,7 @@ def _unlock_all(section, hs: Sequence[_Host]) -> None:
         except _HostError as e:
             h.error = (h.error + f"; lock not released: {e}").lstrip("; ")
 
-    held = [h for h in hs if h.locked and h.conn is not None]
-    if held:
-        with ThreadPoolExecutor(max_workers=max(1, min(section.max_parallel, len(held)))) as pool:
-            list(pool.map(one, held))
+    _each([h for h in hs if h.locked and h.conn is not None], one, section.max_parallel)
 
 
 def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
@@ -2070,8 +2075,7 @@ def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
         except _HostError as e:
             h.error = (h.error + f"; switching back to {prev or '(none)'} FAILED: {e}").lstrip("; ")
 
-    with ThreadPoolExecutor(max_workers=max(1, min(section.max_parallel, len(hs)))) as pool:
-        list(pool.map(back, hs))
+    _each(hs, back, section.max_parallel)
 
 
 def _restore(section, h: _Host, prev: str | None, env) -> None:
