@@ -81,6 +81,56 @@ class Figures:
     all_cases: Tally
     findings: tuple[str, ...] = field(default=())
     db_attacks: Tally = field(default_factory=Tally)
+    attacks: tuple[tuple[str, Tally], ...] = field(default=())   # one row per attack case below
+
+
+E, C, D = ("test_reliability_attacks_engine.py", "test_reliability_attacks_children.py",
+           "test_reliability_attacks_db.py")
+# The attacks on a staging promotion (redacted state, takeovers, leaks to children, ...), case
+# by case: (what, [(file, test name prefix)]). Each row counts the tests that prove the case.
+ATTACKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("1 redaction must not corrupt stored run state", (
+        (E, "test_short_secret_value_does_not_corrupt"), (E, "test_a_secret_in_run_state_is_refused"),
+        (E, "test_step_facts_are_stored_exactly"), (E, "test_a_plain_key_in_run_state_is_refused"))),
+    ("2 --abort never takes over a live run on another machine", (
+        (E, "test_abort_never_takes_over_a_lock_held_on_another_machine"),)),
+    ("3 no secret reaches a child process or the artifact", (
+        (C, "test_build_that_dumps_process_env"), (C, "test_shopify_cli_gets_its_token"),
+        (C, "test_hooks_get_the_release_variables"), (C, "test_hook_env_naming_a_secret"))),
+    ("4 single-primitive tasks take the environment's lock", (
+        (E, "test_single_primitive_tasks_refuse"),)),
+    ("5 the host lock lasts until the run ends", ((E, "test_host_lock_lasts_until_the_run_ends"),)),
+    ("6 a restore returns the database to the backup exactly", (
+        (D, "test_db_restore_drops_later_schemas"), (D, "test_failed_db_restore_says_why"),
+        (D, "test_promotion_after_a_failed_migration_that_created_a_schema"))),
+    ("7 bounded waits: uploads, table locks, process groups", (
+        (C, "test_upload_to_a_host_that_freezes"), (C, "test_timed_out_child_takes_its_grandchildren"),
+        (D, "test_db_migrate_behind_a_table_lock"), (D, "test_backup_and_restore_behind_a_table_lock"),
+        (D, "test_promote_migration_behind_a_table_lock"), (D, "test_promote_undo_down_migration_behind"),
+        (D, "test_rollback_flow_honours_bin_dir_and_lock_timeout"))),
+    ("8 secret and data files are 0600 in 0700 folders", (
+        (C, "test_provision_makes_an_existing_0644"), (C, "test_backups_and_their_folders_are_private"),
+        (C, "test_ledger_and_deploy_folder_are_private"))),
+    ("9 the gate closes when no test ran", ((D, "test_gate_closes_on_staging_and_production_when_no_test_ran"),)),
+    ("10 SIGTERM/SIGINT undo and free the lock", ((E, "test_sigterm_during_watch"),)),
+    ("11 database URLs read by libpq, passwords masked", (
+        (D, "test_password_with_raw_at_or_slash"), (D, "test_prisma_schema_keeps_its_case"),
+        (D, "test_a_users_libpq_options"), (D, "test_session_work_uses_direct_url"))),
+    ("12 the ledger schema is versioned and migrated forward", (
+        (E, "test_older_ledger_is_migrated_forward"), (E, "test_newer_or_unmigratable_ledger"))),
+    ("13 a full disk under .deploy/ undoes and says how to finish", ((E, "test_disk_full_under_deploy"),)),
+    ("14 a closed output pipe ends a task quietly", (
+        (E, "test_a_closed_output_pipe"), (E, "test_a_promotion_whose_reader_goes_away"))),
+)
+
+
+def attack_rows(cases: list[Case]) -> tuple[tuple[str, Tally], ...]:
+    """One (case, tally) per attack: a case with no test found counts as 0/0, which shows."""
+    rows = []
+    for what, tests in ATTACKS:
+        hits = [c for c in cases for file, prefix in tests if c.file.endswith(file) and c.name.startswith(prefix)]
+        rows.append((what, tally(hits)))
+    return tuple(rows)
 
 
 # ----------------------------------------------------------------------------- parsing (pure)
@@ -150,6 +200,7 @@ def figures(cases: list[Case], fuzz_examples_per_test: int = 150) -> Figures:
         all_cases=tally(cases),
         findings=findings,
         db_attacks=tally(_in(cases, "test_reliability_attacks_db.py")),
+        attacks=attack_rows(cases),
     )
 
 
@@ -175,6 +226,7 @@ def render(f: Figures, *, when: datetime, where: str, command: str, duration: fl
         ("leak scan", f"{f.leak_scenarios} scenarios scanned, {f.leaks_found} leak(s) found"),
         ("remote-side security", f.remote.line()),
         ("database attacks (restore, lock waits, skipped reports, URLs)", f.db_attacks.line()),
+        *((f"attack {what}", tl.line()) for what, tl in f.attacks),
     ]
     lines = [
         "# Reliability",

@@ -59,3 +59,29 @@ def test_unreadable_junit_is_a_deploy_error():
 
     with pytest.raises(DeployError, match="cannot be read"):
         reliability.parse_junit("<testsuites><testcase")
+
+
+def test_every_attack_case_names_tests_that_exist():
+    """Each row of the attack table counts real tests: a renamed or deleted test makes its
+    row 0/0 in docs/reliability.md, and fails here first."""
+    import re
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    names = {f: set(re.findall(r"^def (test_\w+)", (tests / f).read_text(), re.M))
+             for f in {file for _, refs in reliability.ATTACKS for file, _ in refs}}
+    assert len(reliability.ATTACKS) == 14
+    for what, refs in reliability.ATTACKS:
+        for file, prefix in refs:
+            assert any(n.startswith(prefix) for n in names[file]), f"{what}: no {prefix}* in {file}"
+
+
+def test_attack_rows_count_the_cases_of_each_attack():
+    cases = [reliability.Case("tests/test_reliability_attacks_engine.py",
+                              "test_sigterm_during_watch_undoes_and_a_second_signal_does_not_cut_the_undo", "passed"),
+             reliability.Case("tests/test_reliability_attacks_engine.py", "test_host_lock_lasts_until_the_run_ends",
+                              "failed", "boom")]
+    rows = dict(reliability.attack_rows(cases))
+    assert rows["10 SIGTERM/SIGINT undo and free the lock"].line() == "1/1 passed"
+    assert rows["5 the host lock lasts until the run ends"].failed == 1
+    assert rows["13 a full disk under .deploy/ undoes and says how to finish"].total == 0
