@@ -69,9 +69,18 @@ class DeployError(Exception):
     def message(self) -> str:
         return self._render(self._message)
 
+    @message.setter
+    def message(self, text: str) -> None:
+        # A caller adds what happened next (`err.message += "..."`): kept, still rendered.
+        self._message = text
+
     @property
     def hint(self) -> str | None:
         return self._render(self._hint)
+
+    @hint.setter
+    def hint(self, text: str | None) -> None:
+        self._hint = text
 
     def in_env(self, env: str | None) -> DeployError:
         """Set the environment unless a lower layer already did; returns self (`raise e.in_env(name)`)."""

@@ -98,3 +98,15 @@ def test_a_settings_error_carries_its_file_and_environment(tmp_path):
         load("staging", tmp_path)
     assert caught.value.env == "staging" and caught.value.file == str(tmp_path / "env" / "staging.toml")
     assert "lock_timeout" in caught.value.message
+
+
+def test_a_message_can_be_extended_after_the_error_was_made():
+    """Code that learns more after raising adds it (`err.message += ...`), as the Shopify
+    push does when a failed deploy went live anyway and was put back."""
+    from deploy.errors import ShopifyFailed
+
+    err = ShopifyFailed("deploy failed for <env>", "see <env>'s versions")
+    err.in_env("staging")
+    err.message += "\nr3 had gone live anyway; r2 was released again."
+    assert err.message == "deploy failed for staging\nr3 had gone live anyway; r2 was released again."
+    assert str(err).endswith("-> see staging's versions")
