@@ -223,8 +223,9 @@ def detect(app: Path) -> AppFacts:
     if not (app / "package.json").is_file():
         raise SettingsError(f"{app} has no package.json: it is not a Node app folder.",
                             "Pass --app=PATH pointing at the app (the folder with package.json and shopify.app.toml).")
+    text = _read(app / "package.json")
     try:
-        package = json.loads((app / "package.json").read_text(encoding="utf-8"))
+        package = json.loads(text)
         if not isinstance(package, dict):
             raise ValueError("not an object")
     except ValueError as e:
@@ -233,7 +234,11 @@ def detect(app: Path) -> AppFacts:
     from deploy import build
 
     lock = next((n for n, _ in build.LOCKFILES if (app / n).is_file()), "")
-    scripts = {k: v for k, v in (package.get("scripts") or {}).items() if isinstance(v, str)}
+    raw_scripts = package.get("scripts")
+    if raw_scripts is not None and not isinstance(raw_scripts, dict):
+        raise SettingsError(f"{app / 'package.json'}: \"scripts\" is a {type(raw_scripts).__name__}, not an object "
+                            "of name -> command.", 'Write it as "scripts": {"start": "...", "build": "..."}.')
+    scripts = {k: v for k, v in (raw_scripts or {}).items() if isinstance(v, str)}
     engines = package.get("engines") if isinstance(package.get("engines"), dict) else {}
 
     deps = {k: v for key in ("dependencies", "devDependencies")
@@ -247,7 +252,7 @@ def detect(app: Path) -> AppFacts:
         candidates.append(prisma["schema"])
     if prisma_config:
         # `schema: "prisma/schema"` in defineConfig({...}): a file or a folder, relative to the config.
-        m = re.search(r"""\bschema\s*:\s*(["'`])([^"'`]+)\1""", (app / prisma_config).read_text(encoding="utf-8"))
+        m = re.search(r"""\bschema\s*:\s*(["'`])([^"'`]+)\1""", _read(app / prisma_config))
         if m:
             candidates.append(m.group(2))
     candidates += ["prisma/schema.prisma", "prisma/schema"]
@@ -264,7 +269,7 @@ def detect(app: Path) -> AppFacts:
             continue
         schema_rel = Path(os.path.normpath(files[0].relative_to(app))).as_posix()
         for x in files:
-            ds = parse_datasource(x.read_text(encoding="utf-8"))
+            ds = parse_datasource(_read(x))
             if ds is not None:
                 schema_rel = Path(os.path.normpath(x.relative_to(app))).as_posix()
                 break
@@ -277,14 +282,26 @@ def detect(app: Path) -> AppFacts:
     configs = []
     for p in sorted(app.glob("shopify.app*.toml")):
         if re.fullmatch(r"shopify\.app(\.[-\w]+)?\.toml", p.name):
-            configs.append(parse_shopify_config(p.name, p.read_text(encoding="utf-8")))
+            configs.append(parse_shopify_config(p.name, _read(p)))
     env_vars: tuple[EnvVar, ...] = ()
     for name in (".env.example", ".env.sample", "example.env"):
         if (app / name).is_file():
-            env_vars = parse_env_example((app / name).read_text(encoding="utf-8"))
+            env_vars = parse_env_example(_read(app / name))
             break
     return AppFacts(app, pm, lock, scripts, str(engines.get("node", "") or ""), schema_rel, ds, mig,
                     tuple(configs), env_vars, uses_prisma, prisma_config)
+
+
+def _read(path: Path) -> str:
+    """A text file of the app; SettingsError naming it when it cannot be read as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}).",
+                            "Save the file as UTF-8 and run `invoke init` again.") from None
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot be read ({e.strerror or e}).",
+                            "Check the file's permissions and run `invoke init` again.") from None
 
 
 

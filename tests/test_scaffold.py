@@ -283,6 +283,25 @@ def test_init_warns_and_names_what_to_set_for_a_mysql_prisma_app(team_app, tmp_p
     assert tomllib.loads((team_app / "env/staging.toml").read_text())["database"]["provider"] == "none"
 
 
+@pytest.mark.parametrize("files, says", [
+    ({"package.json": '{"name": "shop", "scripts": ["build", "start"]}'},
+     'package.json: "scripts" is a list, not an object'),
+    ({"prisma/schema.prisma": b'datasource db {\n  provider = "sqlite" // caf\xe9\n}\n'},
+     "prisma/schema.prisma: not UTF-8 text"),
+    ({".env.example": b"# Cl\xe9 de l'API\nSHOPIFY_API_KEY=\n"}, ".env.example: not UTF-8 text"),
+    ({"package.json": b'{"name": "caf\xe9"}'}, "package.json: not UTF-8 text"),
+], ids=["scripts-list", "schema-latin1", "env-example-latin1", "package-json-latin1"])
+def test_init_names_an_unreadable_app_file_without_a_traceback(team_app, tmp_path, files, says):
+    app = _prisma_app(tmp_path / "app", {})
+    for rel, content in files.items():
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+    r = team_invoke(team_app, "init", f"--app={app}")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and says in r.stderr and str(app) in r.stderr
+    assert not (team_app / "env").exists()                    # nothing written
+
+
 def test_init_on_a_folder_that_is_not_an_app_is_one_clear_error(team_app, tmp_path):
     r = team_invoke(team_app, "init", f"--app={tmp_path / 'nothing'}")
     assert r.returncode != 0 and "Traceback" not in r.stderr and "is not a folder" in r.stderr
