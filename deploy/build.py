@@ -321,7 +321,8 @@ def build(
     limit = timeout or contract.build_timeout
     cache_root = None
     if contract.deps_cache and plan.install:
-        cache_root = Path(deps_cache) if deps_cache is not None else Path(artifacts_dir).parent / "cache" / "deps"
+        cache_root = Path(deps_cache) if deps_cache is not None else deps_cache_dir(artifacts_dir)
+    (app / DEPS / FULL_MARK).unlink(missing_ok=True)   # the build prunes: no longer the full install
     ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds)
     for rel in plan.include:
         if not (app / rel).exists():
@@ -383,6 +384,12 @@ _INSTALL_FIELDS = ("dependencies", "devDependencies", "optionalDependencies", "p
 _INSTALL_SCRIPTS = ("preinstall", "install", "postinstall", "prepare", "preprepare", "postprepare")
 _INSTALL_CONFIG = (".npmrc", ".yarnrc", ".yarnrc.yml", "pnpm-workspace.yaml", ".pnpmfile.cjs")
 DEPS = "node_modules"
+FULL_MARK = ".deploy-full-install"   # in node_modules/: `full_install` finished here
+
+
+def deps_cache_dir(artifacts_dir: str | Path) -> Path:
+    """The build's default dependency cache folder: <artifacts_dir>/../cache/deps."""
+    return Path(artifacts_dir).parent / "cache" / "deps"
 
 
 def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]) -> str | None:
@@ -545,6 +552,69 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
                 _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
         prune_deps_cache(cache_root, keep, protect=(key,))
     return ran
+
+
+@dataclass(frozen=True)
+class FullInstall:
+    """What `full_install` did: `ran` in display form (empty: nothing to install or already
+    there), `entry` the cache entry whose `full` node_modules is hard-linked into the app."""
+
+    summary: str
+    ran: tuple[str, ...] = ()
+    entry: Path | None = None
+    app: Path | None = None
+
+
+def full_install(app_dir: str | Path, contract: AppSection | None = None, *, env: Mapping[str, str] | None = None,
+                 deps_cache: str | Path | None = None, timeout: float | None = None) -> FullInstall:
+    """Give `app_dir` (the commit's checkout: after a build it holds the pruned production
+    node_modules) back its full install, dev dependencies included, for a tool that needs
+    them after the build (the Shopify CLI builds the app's extensions with them).
+
+    It is the build's install, not another one: the recipe's install argv (`[app] install`
+    or the lockfile's clean install) in the build's environment (`build_environment`: the
+    names in `app.build_env` included), or, when `app.deps_cache` is on and the cache
+    (`deps_cache`, default none) holds this install, its `full` node_modules hard-linked
+    as a build with a cache hit does. Done once per checkout (a mark in node_modules; a
+    build removes it). Call `check_full_install` when the tool is done."""
+    from deploy.config import AppSection
+
+    contract = contract or AppSection()
+    app = Path(app_dir)
+    plan = recipe(app, contract)
+    if not plan.install:
+        return FullInstall("no dependencies to install")
+    mark = app / DEPS / FULL_MARK
+    if mark.is_file():
+        return FullInstall("dependencies already installed")
+    child_env = build_environment(os.environ if env is None else env, contract,
+                                  {"npm_config_update_notifier": "false"})
+    limit = timeout or contract.build_timeout
+    entry = None
+    if contract.deps_cache and deps_cache is not None:
+        versions = _tool_versions(plan, child_env)
+        key = deps_key(app, plan, versions) if versions is not None else None
+        entry = Path(deps_cache) / key if key else None
+        if entry is not None and not (entry.exists() and _entry_ok(entry)):
+            entry = None
+    if entry is not None:
+        _fs(["rm", "-rf", str(app / DEPS)], "removing the pruned node_modules")
+        _fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
+        _touch(entry)
+        ran = (f"(dependency cache {entry.name[:12]}) cp -al {entry / 'full' / DEPS} {DEPS}",)
+    else:
+        ran = (_step(plan.install, app, child_env, limit),)
+    mark.write_text(ran[0] + "\n")
+    return FullInstall(f"installed dependencies ({ran[0]})", ran, entry, app)
+
+
+def check_full_install(done: FullInstall) -> None:
+    """After the tool ran in a checkout `full_install` linked from the cache: an entry the
+    tool wrote into through the links is dropped (and the checkout's node_modules with it),
+    so no later build trusts it."""
+    if done.entry is not None and done.entry.exists() and not _entry_ok(done.entry, parts=("full",)):
+        _fs(["rm", "-rf", str(done.entry)] + ([str(done.app / DEPS)] if done.app else []),
+            "dropping a damaged cache entry")
 
 
 def _source_files(app: Path) -> set[str]:

@@ -83,6 +83,23 @@ class AppFacts:
     migrations_dir: str = ""         # prisma/migrations (beside the schema, as Prisma looks for it)
     shopify: tuple[ShopifyConfig, ...] = ()
     env_example: tuple[EnvVar, ...] = ()
+    prisma: bool = False             # prisma or @prisma/client is a dependency
+    prisma_config: str = ""          # prisma.config.ts (or .js/.mjs/.cjs/.mts/.cts) when there is one
+
+    def database_todo(self) -> str:
+        """Why the database settings could not be written from what was found ("" when they
+        could): a Prisma app whose datasource was not found, or a provider the toolkit does
+        not run (only sqlite and postgresql)."""
+        ds = self.datasource
+        if ds is not None and ds.provider not in ("sqlite", "postgresql"):
+            return (f"{self.schema} has datasource provider {ds.provider or '(none)'!r}; the toolkit migrates, "
+                    "backs up and restores only sqlite and postgresql databases")
+        if ds is None and (self.prisma or self.schema or self.prisma_config):
+            where = (f"{self.schema} has no datasource block" if self.schema else
+                     "no schema was found (package.json prisma.schema, prisma/schema.prisma, prisma/schema/*.prisma"
+                     + (f", {self.prisma_config}'s schema" if self.prisma_config else "") + ")")
+            return f"Prisma is a dependency but {where}"
+        return ""
 
     @property
     def start_script(self) -> str:
@@ -206,8 +223,9 @@ def detect(app: Path) -> AppFacts:
     if not (app / "package.json").is_file():
         raise SettingsError(f"{app} has no package.json: it is not a Node app folder.",
                             "Pass --app=PATH pointing at the app (the folder with package.json and shopify.app.toml).")
+    text = _read(app / "package.json")
     try:
-        package = json.loads((app / "package.json").read_text(encoding="utf-8"))
+        package = json.loads(text)
         if not isinstance(package, dict):
             raise ValueError("not an object")
     except ValueError as e:
@@ -216,16 +234,46 @@ def detect(app: Path) -> AppFacts:
     from deploy import build
 
     lock = next((n for n, _ in build.LOCKFILES if (app / n).is_file()), "")
-    scripts = {k: v for k, v in (package.get("scripts") or {}).items() if isinstance(v, str)}
+    raw_scripts = package.get("scripts")
+    if raw_scripts is not None and not isinstance(raw_scripts, dict):
+        raise SettingsError(f"{app / 'package.json'}: \"scripts\" is a {type(raw_scripts).__name__}, not an object "
+                            "of name -> command.", 'Write it as "scripts": {"start": "...", "build": "..."}.')
+    scripts = {k: v for k, v in (raw_scripts or {}).items() if isinstance(v, str)}
     engines = package.get("engines") if isinstance(package.get("engines"), dict) else {}
 
-    schema_rel = ""
+    deps = {k: v for key in ("dependencies", "devDependencies")
+            if isinstance(package.get(key), dict) for k, v in package[key].items()}
+    uses_prisma = "prisma" in deps or "@prisma/client" in deps
+    prisma_config = next((n for n in (f"prisma.config.{e}" for e in ("ts", "mts", "cts", "js", "mjs", "cjs"))
+                          if (app / n).is_file()), "")
+    candidates = []
     prisma = package.get("prisma") if isinstance(package.get("prisma"), dict) else {}
-    for cand in ([prisma["schema"]] if isinstance(prisma.get("schema"), str) else []) + ["prisma/schema.prisma"]:
-        if (app / cand).is_file():
-            schema_rel = cand
-            break
-    ds = parse_datasource((app / schema_rel).read_text(encoding="utf-8")) if schema_rel else None
+    if isinstance(prisma.get("schema"), str):
+        candidates.append(prisma["schema"])
+    if prisma_config:
+        # `schema: "prisma/schema"` in defineConfig({...}): a file or a folder, relative to the config.
+        m = re.search(r"""\bschema\s*:\s*(["'`])([^"'`]+)\1""", _read(app / prisma_config))
+        if m:
+            candidates.append(m.group(2))
+    candidates += ["prisma/schema.prisma", "prisma/schema"]
+    schema_rel, ds = "", None
+    for cand in candidates:
+        p = app / cand
+        if not p.resolve().is_relative_to(app.resolve()):
+            continue
+        # A folder is a multi-file schema (prismaSchemaFolder): the datasource is in one of its
+        # .prisma files, and Prisma looks for migrations beside that file.
+        files = sorted(p.rglob("*.prisma")) if p.is_dir() else [p] if p.is_file() else []
+        files = [x for x in files if "migrations" not in x.relative_to(app).parts]
+        if not files:
+            continue
+        schema_rel = Path(os.path.normpath(files[0].relative_to(app))).as_posix()
+        for x in files:
+            ds = parse_datasource(_read(x))
+            if ds is not None:
+                schema_rel = Path(os.path.normpath(x.relative_to(app))).as_posix()
+                break
+        break
     mig = ""
     if schema_rel:
         cand = (Path(schema_rel).parent / "migrations").as_posix()
@@ -234,14 +282,27 @@ def detect(app: Path) -> AppFacts:
     configs = []
     for p in sorted(app.glob("shopify.app*.toml")):
         if re.fullmatch(r"shopify\.app(\.[-\w]+)?\.toml", p.name):
-            configs.append(parse_shopify_config(p.name, p.read_text(encoding="utf-8")))
+            configs.append(parse_shopify_config(p.name, _read(p)))
     env_vars: tuple[EnvVar, ...] = ()
     for name in (".env.example", ".env.sample", "example.env"):
         if (app / name).is_file():
-            env_vars = parse_env_example((app / name).read_text(encoding="utf-8"))
+            env_vars = parse_env_example(_read(app / name))
             break
     return AppFacts(app, pm, lock, scripts, str(engines.get("node", "") or ""), schema_rel, ds, mig,
-                    tuple(configs), env_vars)
+                    tuple(configs), env_vars, uses_prisma, prisma_config)
+
+
+def _read(path: Path) -> str:
+    """A text file of the app; SettingsError naming it when it cannot be read as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}).",
+                            "Save the file as UTF-8 and run `invoke init` again.") from None
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot be read ({e.strerror or e}).",
+                            "Check the file's permissions and run `invoke init` again.") from None
+
 
 
 # ---------------------------------------------------------------- rendering (pure: facts -> files)
@@ -394,8 +455,10 @@ def _local_db_url(f: AppFacts) -> str:
 
 
 def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
-    ds = f.datasource
-    provider = ds.provider if ds and ds.provider in ("sqlite", "postgresql") else "none"
+    todo = f.database_todo()
+    # Never guess a database: an unsupported provider is not rendered as sqlite or postgresql.
+    ds = f.datasource if not todo else None
+    provider = ds.provider if ds else "none"
     shop = f.shopify_config(env)
     mig = f.migrations_dir or "prisma/migrations"
     out = [f"# `{env}`: written by `invoke init` for the app at `{app_rel}`. Every path below says its base.",
@@ -426,6 +489,10 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
                 'deploy_to = "/srv/app"                # on each host (absolute)',
                 'shared_files = [".env"]               # relative to <deploy_to>/shared/, linked into each release']
     out += ["", "[database]"]
+    if todo:
+        out += ["# TODO(invoke init): THE DATABASE IS NOT SET UP. " + todo + ".",
+                "# Set provider (\"sqlite\" or \"postgresql\"), url or url_var and migrations_dir (relative to",
+                "# app_dir) below by hand; until then no promotion migrates or backs up the app's database."]
     if env == "local":
         sqlite = provider == "sqlite" or provider == "none"
         out += [f'provider = "{"sqlite" if sqlite and ds else provider}"' if ds else 'provider = "none"']

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from deploy import proc
-from deploy.errors import SettingsError, ShopifyFailed
+from deploy.errors import BuildFailed, SettingsError, ShopifyFailed
 from deploy.redact import Secret, redact
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "deploy_argv", "release_argv", "versions_argv",
     "parse_cli_output", "parse_versions", "parse_deploy_output", "parse_release_output",
     "active_version", "previous_version", "confirm_release", "check_client_id", "LISTED_MAX",
-    "auth_env", "check", "versions", "deploy", "release", "undo", "rollback", "install_argv", "prepare",
+    "auth_env", "check", "versions", "deploy", "release", "undo", "rollback", "prepare",
 ]
 
 # The CLI reads `SHOPIFY_APP_AUTOMATION_TOKEN ?? SHOPIFY_CLI_PARTNERS_TOKEN`
@@ -525,42 +525,21 @@ def check_client_id(path: Path, config: str) -> str:
     return value.strip()
 
 
-INSTALLED_MARK = ".deploy-full-install"   # in node_modules/: a full (dev included) install finished here
-
-
-def install_argv(app: Path) -> list[str] | None:
-    """The clean install the Shopify CLI needs in `app` (extensions build with the app's dev
-    dependencies, and `npx shopify` runs the app's pinned CLI), or None when package.json
-    declares no dependencies. The package manager is the one its lockfile names."""
+def prepare(settings, path: Path, environ: Mapping[str, str] | None = None, *,
+            deps_cache: Path | None = None):
+    """The build's full install (dev dependencies included) in `path`, the promoted commit's
+    checkout the build ran in, so the CLI builds that commit's extensions with the app's
+    dev dependencies and runs its pinned CLI: `build.full_install` (the build's recipe and
+    environment, or its dependency cache's `full` entry). A `build.FullInstall`: its
+    `summary` for the step's record; pass it to `build.check_full_install` after the CLI."""
     from deploy import build
 
     try:
-        package = json.loads((app / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(package, dict) or not (package.get("dependencies") or package.get("devDependencies")):
-        return None
-    pm = build.package_manager(app)
-    return list(build.INSTALL[pm]) if pm else ["npm", "install", "--no-audit", "--no-fund"]
-
-
-def prepare(settings, path: Path) -> str:
-    """Install `path`'s dependencies once (a checkout of the promoted commit), so the CLI
-    builds that commit's extensions; what it did, for the step's record."""
-    argv = install_argv(path)
-    if argv is None:
-        return "no dependencies to install"
-    mark = path / "node_modules" / INSTALLED_MARK
-    if mark.exists():
-        return "dependencies already installed"
-    r = proc.run(argv, cwd=path, env={"CI": "1"}, timeout=settings.shopify.timeout, input="", stream=argv[0])
-    if not r.ok:
-        raise ShopifyFailed(f"`{r.display}` failed (exit {r.returncode}) in {path}:\n{r.tail()}",
+        return build.full_install(path, settings.app, env=environ, deps_cache=deps_cache)
+    except BuildFailed as e:
+        raise ShopifyFailed(f"Installing the app's dependencies for the Shopify CLI failed: {e.message}",
                             "The Shopify CLI needs the app's dependencies to build its extensions: "
-                            "run the install by hand in a clean checkout of the commit to see why.")
-    mark.parent.mkdir(parents=True, exist_ok=True)
-    mark.write_text(shlex.join(argv) + "\n")
-    return f"installed dependencies ({shlex.join(argv)})"
+                            "run the install by hand in a clean checkout of the commit to see why.") from None
 
 
 def _hint_for(text: str, settings) -> str:

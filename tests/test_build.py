@@ -395,6 +395,32 @@ def test_a_build_that_writes_into_cached_files_drops_the_entry_and_builds_withou
     assert not entry.exists() or b._entry_ok(entry)   # the damaged entry is gone (or refilled intact)
 
 
+def test_full_install_after_a_build_links_the_caches_full_entry_and_drops_it_when_written_into(tmp_path):
+    from deploy.config import AppSection
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    app = make_deps_app(tmp_path / "app")
+    _cache_build(app, tmp_path / "s1", cache)
+    assert not (app / "node_modules/devtool").exists()            # the build pruned dev dependencies
+    done = b.full_install(app, AppSection(), deps_cache=cache)
+    (entry,) = list(cache.iterdir())
+    assert done.ran[0].startswith("(dependency cache") and done.entry == entry
+    linked = app / "node_modules/devtool/index.js"
+    assert linked.stat().st_ino == (entry / "full/node_modules/devtool/index.js").stat().st_ino
+    assert b.full_install(app, AppSection(), deps_cache=cache).summary == "dependencies already installed"
+    b.check_full_install(done)
+    assert entry.exists()                                          # untouched: kept
+    with open(linked, "a") as f:                                   # a tool writing through the link
+        f.write("// changed\n")
+    b.check_full_install(done)
+    assert not entry.exists() and not (app / "node_modules").exists()
+    # A build in the checkout removes the mark: its prune leaves no full install behind.
+    b.full_install(app, AppSection(deps_cache=False))
+    _cache_build(app, tmp_path / "s2", cache, deps_cache=False)
+    assert not (app / "node_modules" / b.FULL_MARK).exists()
+
+
 def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):
     import os
     import time

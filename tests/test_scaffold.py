@@ -81,6 +81,58 @@ def test_detect_refuses_a_folder_without_package_json(tmp_path):
     assert "no package.json" in str(e.value)
 
 
+def _prisma_app(root: Path, files: dict[str, str], deps=None) -> Path:
+    """A minimal Prisma app: package.json with `deps` (default @prisma/client and prisma) and `files`."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    deps = {"@prisma/client": "^6.7.0", "prisma": "^6.7.0"} if deps is None else deps
+    (root / "package.json").write_text(json.dumps({"name": "shop", "scripts": {"start": "node s.js"},
+                                                   "dependencies": deps}))
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+PG = 'datasource db {\n  provider = "postgresql"\n  url = env("DATABASE_URL")\n}\n'
+MODEL = "model Shop {\n  id Int @id\n}\n"
+
+
+def test_detect_reads_a_multi_file_schema_folder_and_a_prisma_config(tmp_path):
+    app = _prisma_app(tmp_path / "folder", {"prisma/schema/models.prisma": MODEL, "prisma/schema/db.prisma": PG})
+    (app / "prisma/schema/migrations").mkdir()
+    f = scaffold.detect(app)
+    assert (f.schema, f.migrations_dir) == ("prisma/schema/db.prisma", "prisma/schema/migrations")
+    assert f.datasource == scaffold.Datasource("postgresql", "", "DATABASE_URL") and f.database_todo() == ""
+    app = _prisma_app(tmp_path / "config", {"db/main.prisma": PG,
+                                            "prisma.config.ts": 'import { defineConfig } from "prisma/config";\n'
+                                                                'export default defineConfig({ schema: "db/main.prisma" });\n'})
+    f = scaffold.detect(app)
+    assert (f.schema, f.datasource.provider, f.prisma_config) == ("db/main.prisma", "postgresql", "prisma.config.ts")
+
+
+@pytest.mark.parametrize("files, says", [
+    ({"prisma/schema.prisma": PG.replace("postgresql", "mysql")}, "provider 'mysql'"),
+    ({"prisma.config.ts": "export default defineConfig({ schema: process.env.SCHEMA })\n"}, "prisma.config.ts"),
+    ({}, "no schema was found"),
+    ({"prisma/schema.prisma": MODEL}, "has no datasource block"),
+], ids=["mysql", "config-without-a-literal-path", "no-schema", "no-datasource"])
+def test_a_prisma_database_that_cannot_be_set_up_is_a_loud_todo_not_a_guess(tmp_path, files, says):
+    f = scaffold.detect(_prisma_app(tmp_path / "app", files))
+    assert says in f.database_todo()
+    rendered = scaffold.render(f, "app", TODAY)
+    for env in scaffold.ENVIRONMENTS:
+        text = rendered[f"env/{env}.toml"]
+        assert "TODO(invoke init): THE DATABASE IS NOT SET UP" in text and says in text
+        assert tomllib.loads(text)["database"] == {"provider": "none"}      # never sqlite or postgresql guessed
+
+
+def test_an_app_without_prisma_has_no_database_and_no_todo(tmp_path):
+    f = scaffold.detect(_prisma_app(tmp_path / "app", {}, deps={"express": "4"}))
+    assert f.database_todo() == "" and "TODO" not in scaffold.render(f, "app", TODAY)["env/staging.toml"]
+
+
 # ---------------------------------------------------------------- rendering (data)
 
 @pytest.fixture
@@ -220,6 +272,34 @@ def test_init_is_idempotent_and_never_overwrites_without_force(team_app):
     assert {p: p.read_text() for p in (team_app / "env").iterdir()} == before
     r = team_invoke(team_app, "init", "--app=.", "--force")
     assert "wrote env/staging.toml" in r.stdout and "10.0.0.5" not in mine.read_text()
+
+
+def test_init_warns_and_names_what_to_set_for_a_mysql_prisma_app(team_app, tmp_path):
+    app = _prisma_app(tmp_path / "mysql-app", {"prisma/schema.prisma": PG.replace("postgresql", "mysql")})
+    r = team_invoke(team_app, "init", f"--app={app}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: prisma/schema.prisma has datasource provider 'mysql'" in r.stdout
+    assert "Set database.provider (sqlite or postgresql), url or url_var, and migrations_dir" in r.stdout
+    assert tomllib.loads((team_app / "env/staging.toml").read_text())["database"]["provider"] == "none"
+
+
+@pytest.mark.parametrize("files, says", [
+    ({"package.json": '{"name": "shop", "scripts": ["build", "start"]}'},
+     'package.json: "scripts" is a list, not an object'),
+    ({"prisma/schema.prisma": b'datasource db {\n  provider = "sqlite" // caf\xe9\n}\n'},
+     "prisma/schema.prisma: not UTF-8 text"),
+    ({".env.example": b"# Cl\xe9 de l'API\nSHOPIFY_API_KEY=\n"}, ".env.example: not UTF-8 text"),
+    ({"package.json": b'{"name": "caf\xe9"}'}, "package.json: not UTF-8 text"),
+], ids=["scripts-list", "schema-latin1", "env-example-latin1", "package-json-latin1"])
+def test_init_names_an_unreadable_app_file_without_a_traceback(team_app, tmp_path, files, says):
+    app = _prisma_app(tmp_path / "app", {})
+    for rel, content in files.items():
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+    r = team_invoke(team_app, "init", f"--app={app}")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and says in r.stderr and str(app) in r.stderr
+    assert not (team_app / "env").exists()                    # nothing written
 
 
 def test_init_on_a_folder_that_is_not_an_app_is_one_clear_error(team_app, tmp_path):

@@ -345,18 +345,81 @@ def test_prepare_installs_the_checkouts_dependencies_once(shopify_cli, tmp_path)
     (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True,
                                                   "dependencies": {"vendor-ext": f"file:{ext}"}}))
     s = shopify_cli.settings("staging")
-    assert shopify.install_argv(app) == ["npm", "install", "--no-audit", "--no-fund"]    # no lockfile yet
+    with pytest.raises(ShopifyFailed, match="no lockfile"):   # the build's rule: only from a lockfile
+        shopify.prepare(s, app)
     import subprocess
 
     subprocess.run(["npm", "install", "--package-lock-only", "--no-audit", "--no-fund"], cwd=app, check=True,
                    capture_output=True, timeout=120)
-    assert "installed dependencies (npm ci --no-audit --no-fund)" == shopify.prepare(s, app)
+    assert shopify.prepare(s, app).summary == "installed dependencies (npm ci --no-audit --no-fund)"
     assert (app / "node_modules" / "vendor-ext" / "package.json").exists()
-    assert shopify.prepare(s, app) == "dependencies already installed"
+    assert shopify.prepare(s, app).summary == "dependencies already installed"
 
 
 def test_prepare_without_dependencies_installs_nothing(shopify_cli, tmp_path):
     (tmp_path / "package.json").write_text(json.dumps({"name": "app", "scripts": {"build": "x"}}))
-    assert shopify.install_argv(tmp_path) is None
-    assert shopify.prepare(shopify_cli.settings("staging"), tmp_path) == "no dependencies to install"
+    assert shopify.prepare(shopify_cli.settings("staging"), tmp_path).summary == "no dependencies to install"
     assert not (tmp_path / "node_modules").exists()
+
+
+# ---------------------------------------------------------------- one install: the build's
+
+NPM_SHIM = """#!/bin/sh
+# Logs each npm command and whether NPM_TOKEN reached it (never its value), then runs npm.
+echo "$1 NPM_TOKEN=${NPM_TOKEN:+set}" >> '%s'
+exec '%s' "$@"
+"""
+
+
+@pytest.fixture
+def deps_promotion(project, shopify_cli, tmp_path):
+    """The example project with two npm dependencies (one dev), a Shopify config on the local
+    environment, NPM_TOKEN named in app.build_env, and an `npm` on PATH that logs its
+    commands: run(extra_toml) promotes to local; (result, npm log lines)."""
+    import shutil
+
+    from deploy.testing.depsapp import add_deps
+
+    add_deps(project.root / "examples/app")
+    log = tmp_path / "npm.log"
+    shim = tmp_path / "npm-shim"
+    shim.mkdir()
+    (shim / "npm").write_text(NPM_SHIM % (log, shutil.which("npm")))
+    (shim / "npm").chmod(0o755)
+    env = {"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "NPM_TOKEN": "npm-token-private-registry-x9"}
+
+    def run(extra_toml: str = ""):
+        local = project.root / "env/local.toml"
+        text = local.read_text().replace('config = ""', 'config = "staging"', 1)
+        local.write_text(text.replace("[app]\n", '[app]\nbuild_env = ["NPM_TOKEN"]\n' + extra_toml, 1))
+        project.commit("the app has npm dependencies and a Shopify config")
+        r = project.invoke("promote", "--to=local", extra_env=env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r, log.read_text().splitlines()
+
+    return run
+
+
+def _shopify_step(project):
+    ledger = project.ledger()
+    return {s.name: s for s in ledger.steps(ledger.runs("local")[0].id)}["shopify"]
+
+
+def test_a_promotion_installs_once_and_the_shopify_step_links_the_builds_full_install(deps_promotion, project):
+    r, npm = deps_promotion()
+    assert [ln for ln in npm if ln.startswith("ci ")] == ["ci NPM_TOKEN=set"]    # the build's, only
+    assert "dependency cache" in _shopify_step(project).result
+    app = project.root / ".deploy/src" / project.head / "examples/app"
+    dev = app / "node_modules/devtool/index.js"                # the CLI builds with dev dependencies
+    cached = list((project.root / ".deploy/cache/deps").glob("*/full/node_modules/devtool/index.js"))
+    assert len(cached) == 1 and dev.stat().st_ino == cached[0].stat().st_ino
+    assert "npm-token-private-registry-x9" not in r.stdout + r.stderr
+
+
+def test_without_the_cache_the_shopify_step_runs_the_builds_install_in_the_builds_environment(
+        deps_promotion, project):
+    _, npm = deps_promotion("deps_cache = false\n")
+    # The build's install, then the same one for the Shopify CLI: both see app.build_env's NPM_TOKEN.
+    assert [ln for ln in npm if ln.startswith("ci ")] == ["ci NPM_TOKEN=set", "ci NPM_TOKEN=set"]
+    assert _shopify_step(project).result.endswith("installed dependencies (npm ci --no-audit --no-fund)")
+    assert (project.root / ".deploy/src" / project.head / "examples/app/node_modules/devtool/index.js").is_file()

@@ -30,6 +30,10 @@ def main(svc, app: str, namespace, *, force: bool = False) -> None:
             f"({facts.migrations_dir or 'no migrations'}), Shopify configs "
             f"{', '.join(c.file for c in facts.shopify) or 'none'}, "
             f"{len(facts.env_example)} variable(s) in .env.example")
+    todo = facts.database_todo()
+    if todo:
+        svc.term.out(f"warning: {todo}: env/<env>.toml got [database] provider = \"none\" and a TODO. "
+                     "Set database.provider (sqlite or postgresql), url or url_var, and migrations_dir there.")
     for f in result.written:
         svc.term.out(f"wrote {f}")
     for f in result.kept:

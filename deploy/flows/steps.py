@@ -686,6 +686,7 @@ def _hook_vars(s: Settings, t, release_id: str, previous: str) -> dict[str, str]
 # ----------------------------------------------------------------------------- shopify
 
 def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool) -> Step:
+    from deploy import build as b
     from deploy import shopify
 
     reason = "--skip-shopify given" if skip else shopify.skip_reason(s)
@@ -699,11 +700,15 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool)
             active = shopify.active_version(shopify.versions(s, environ, path=app))
             ctx.put(ShopifyFacts(version=None, previous=active.version_tag if active else None))
             ctx.checkpoint()
-        installed = shopify.prepare(s, app)
-        res = shopify.deploy(s, release_id, message, source, environ, path=app)
+        # The build's full install (its recipe, environment and dependency cache), not another one.
+        installed = shopify.prepare(s, app, environ, deps_cache=b.deps_cache_dir(artifacts_dir(s)))
+        try:
+            res = shopify.deploy(s, release_id, message, source, environ, path=app)
+        finally:
+            b.check_full_install(installed)
         prev = ctx.get(ShopifyFacts).previous
         ctx.put(ShopifyFacts(version=res.version, previous=prev if res.reused else res.previous))
-        return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed}"
+        return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed.summary}"
 
     def undo(ctx: StepContext):
         prev = (ctx.get(ShopifyFacts) or ShopifyFacts(None, None)).previous

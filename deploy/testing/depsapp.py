@@ -2,7 +2,8 @@
 for tests of the build's dependency cache, where the React Router example's `npm ci`
 would take a minute.
 
-`make_deps_app(dest, version="1.0.0")` writes the app, packs its two packages with
+`make_deps_app(dest, version="1.0.0")` writes the app (`add_deps(app)` gives an existing
+app the same two packages), packs its two packages with
 `npm pack` (a runtime dependency `leftpad` at `version`, a devDependency `devtool`), and
 runs `npm install` once to write the committed lockfile, then removes node_modules: the
 folder looks like a fresh checkout. Its build (`node build.mjs`) uses both packages and
@@ -35,9 +36,8 @@ def _package(src: Path, name: str, version: str, main: str) -> None:
     (d / "index.js").write_text(main)
 
 
-def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False) -> Path:
-    """The app at `dest` (created), with its lockfile and without node_modules."""
-    dest.mkdir(parents=True)
+def _vendor(dest: Path, version: str) -> tuple[dict, dict]:
+    """Pack `leftpad` and `devtool` into dest/vendor; (dependencies, devDependencies)."""
     work = dest.parent / f".{dest.name}-packages"
     _package(work, "leftpad", version,
              "module.exports = (s, n) => String(s).padStart(n, ' ');\n")
@@ -47,6 +47,26 @@ def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = Fa
     for name in ("leftpad", "devtool"):
         _npm(work / name, "pack", "--pack-destination", str(vendor))
     shutil.rmtree(work)
+    return ({"leftpad": f"file:vendor/leftpad-{version}.tgz"}, {"devtool": "file:vendor/devtool-2.0.0.tgz"})
+
+
+def add_deps(app: Path, *, version: str = "1.0.0") -> Path:
+    """Give an existing app (package.json there) the same two dependencies, a runtime one
+    and a devDependency, and a lockfile written for them; no node_modules left."""
+    deps, dev = _vendor(app, version)
+    pkg = json.loads((app / "package.json").read_text())
+    pkg["dependencies"] = {**pkg.get("dependencies", {}), **deps}
+    pkg["devDependencies"] = {**pkg.get("devDependencies", {}), **dev}
+    (app / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
+    _npm(app, "install", "--no-audit", "--no-fund")
+    shutil.rmtree(app / "node_modules")
+    return app
+
+
+def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False) -> Path:
+    """The app at `dest` (created), with its lockfile and without node_modules."""
+    dest.mkdir(parents=True)
+    deps, dev = _vendor(dest, version)
     build = "node build.mjs"
     (dest / "build.mjs").write_text(
         "import { createRequire } from 'node:module';\n"
@@ -59,8 +79,8 @@ def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = Fa
     pkg = {
         "name": "deps-app", "version": "0.1.0", "private": True,
         "scripts": {"build": build, "start": "node -e \"require('leftpad')\""},
-        "dependencies": {"leftpad": f"file:vendor/leftpad-{version}.tgz"},
-        "devDependencies": {"devtool": "file:vendor/devtool-2.0.0.tgz"},
+        "dependencies": deps,
+        "devDependencies": dev,
     }
     (dest / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
     _npm(dest, "install", "--no-audit", "--no-fund")
