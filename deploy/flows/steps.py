@@ -434,7 +434,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             return "; ".join(notes) or "no migration of this run to undo"
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
+            res = migrations.rollback(url, mdir, names=ours, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif (taken := ctx.get(BackupFacts)) and taken.path:
             # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
@@ -892,7 +892,7 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
+        res = migrations.rollback(url, mdir, names=ours, sqlite_base=base, db=s.database)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def shows() -> list[Touch]:
@@ -900,7 +900,7 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
             return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}")]
         before = "unknown: refused at run time" if fled is None or fled.migrations_before is None else \
             f"not among the {len(fled.migrations_before)} applied before {current}"
-        return [Touch("database", f"down.sql of each applied migration {before}, newest first")]
+        return [Touch("database", f"down.sql of each applied migration {before}, last applied first")]
 
     does = {"down": "down.sql of the rolled-back release's migrations",
             "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep")
