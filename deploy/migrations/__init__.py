@@ -134,12 +134,16 @@ class ResolveResult:
 @dataclass(frozen=True)
 class Footprint:
     """What a database held before a run, for taking it back to nothing: whether it existed
-    (a SQLite file), whether it was empty (no table, `_prisma_migrations` included, in the
-    target schema), and (Postgres) the schemas there were."""
+    (a SQLite file), the objects of the target schema (`Db.objects()`: Postgres relations,
+    types and routines, not an extension's members; SQLite tables and views), whether it was
+    empty (no such object, `_prisma_migrations` included: a function, enum or sequence alone
+    makes it non-empty, so its undo is down.sql or the backup, never "empty it again"), and
+    (Postgres) the schemas there were. The empty-again undo drops only what is in neither."""
 
     existed: bool
     empty: bool
     schemas: tuple[str, ...] = ()
+    objects: tuple[str, ...] = ()
 
 
 def prisma_deploy_argv(migrations_dir: str | Path, npx: str = "npx") -> list[str]:
@@ -502,17 +506,18 @@ def footprint(url: str, *, sqlite_base: str | Path | None = None, db: DatabaseSe
     if conn is None:
         return Footprint(existed=False, empty=True)
     with conn:
-        empty = not conn.user_tables() and not conn.table_exists()
+        objects = conn.objects()
         schemas = conn.schemas()
-    return Footprint(existed=True, empty=empty, schemas=schemas)
+    return Footprint(existed=True, empty=not objects, schemas=schemas, objects=objects)
 
 
 def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None,
                    db: DatabaseSection | None = None) -> str:
     """Take a database that was empty before a run back to empty: remove the SQLite file the
-    run created (or drop every table in it), or drop what the run created in Postgres: the
-    schemas that did not exist, and every object of the target schema. Says what it did.
-    Only for a database whose `before.empty` is true: anything there now came from the run."""
+    run created (or drop its tables and views), or drop what the run created in Postgres: the
+    schemas that did not exist, and the objects of the target schema, never one recorded in
+    `before.objects` nor an extension's member. Says what it did.
+    Only for a database whose `before.empty` is true."""
     timeouts = Timeouts.of(db)
     if not before.empty:
         raise MigrationFailed("The database was not empty before this run: refusing to empty it.",
