@@ -182,7 +182,6 @@ class DatabaseBefore:
     existed: bool
     empty: bool
     schemas: tuple[str, ...]
-    objects: tuple[str, ...] = ()          # Footprint.objects: kept by the empty-again undo
 
 
 @fact

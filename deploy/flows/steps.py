@@ -401,8 +401,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
                     f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
                     f"{s.name}'s database, so they could not be undone. Nothing was applied.",
                     f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
-            ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas),
-                                                                       tuple(fp.objects))))
+            ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas))))
             ctx.checkpoint()
         res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                  url_var=s.database.url_var, db=s.database)
@@ -419,8 +418,9 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         before_db = facts.database
         if before_db and before_db.empty:
             # A first promotion: there was nothing before, so undo means nothing again (no
-            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
-            fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas), tuple(before_db.objects))
+            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind). Empty means
+            # no object at all (an extension's aside), so the footprint's object list is empty too.
+            fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas))
             return "the database was empty before this run: " + migrations.empty_database(
                 url, fp, sqlite_base=sqlite_base(s), db=s.database)
         st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
