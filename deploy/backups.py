@@ -516,8 +516,9 @@ def restore_sql(created: Sequence[str], table_schemas: Sequence[str],
     extension owns, nor ones owned by roles the restoring role is no member of), then create
     the dumped schemas the dump itself does not create (`public`: pg_dump >= 15 never writes
     its CREATE). After: the owner, grants and comment of every schema the dump does not
-    create, as they were (`public` keeps `pg_database_owner` and PUBLIC's USAGE); the dump is
-    rendered with --no-owner --no-privileges, so nothing else would bring them back."""
+    create, as they were (`public` keeps `pg_database_owner` and PUBLIC's USAGE); the dump does
+    not create those schemas, so nothing else would bring them back. (The dump is rendered with
+    --no-owner but with its privileges: the grants on its tables and sequences come back.)"""
     dumped = set(created) | set(table_schemas) | {"public"}
     before: list[str] = []
     after: list[str] = []
@@ -553,7 +554,11 @@ def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, cl
     check_tool_version("pg_restore", proc.run([pg_restore, "--version"], timeout=30).stdout, server)
     with tempfile.TemporaryDirectory(prefix="occ-restore-") as tmpd:
         script = Path(tmpd) / "restore.sql"
-        res = proc.run([pg_restore, "--no-owner", "--no-privileges", f"--file={script}", str(b.path)], timeout=3600)
+        # A restore (clean) keeps the dump's GRANTs on tables, sequences, routines and types: it targets
+        # the server the dump came from, whose roles exist, and an app whose runtime role is not the
+        # migration role needs them. A verify goes to a scratch database, maybe on another server.
+        privileges = [] if clean else ["--no-privileges"]
+        res = proc.run([pg_restore, "--no-owner", *privileges, f"--file={script}", str(b.path)], timeout=3600)
         if not res.ok:
             raise BackupFailed(f"pg_restore cannot read {b.path}:\n{res.tail()}")
         body = script.read_text()

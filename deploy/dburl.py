@@ -13,9 +13,11 @@ connect to is what libpq would connect to. Only three things are done by hand:
   `pgbouncer=true` marks a transaction pooler (see `transaction_pooler`).
 - A user's `options` (e.g. `-c statement_timeout=5s`) is kept; the search path is added
   after it.
-- A raw `@` or `/` inside the user or password makes libpq split the URL elsewhere (the
-  password becomes part of the host name, which then shows up in error messages). Such a
-  URL is refused, with the password masked, and the fix (percent-encode it) named.
+- A raw `@`, `/`, `?` or `#` inside the user or password makes libpq split the URL elsewhere
+  (the password becomes part of the host name or a query parameter, which then shows up in
+  error messages); a raw `%` (not two hex digits after it), `%00` or whitespace makes libpq
+  refuse it, quoting the token. Such a URL is refused, with the password masked, and the fix
+  (percent-encode it) named. libpq's own message is shown with every quoted token masked.
 
 SQLite: `file:./dev.db`. Prisma resolves a relative path against the directory of
 `schema.prisma` (normally `prisma/`), so `file:./dev.db` is `prisma/dev.db`. We do the
@@ -185,13 +187,21 @@ def parse(url: str, *, sqlite_base: str | Path | None = None) -> DbUrl:
 
 
 _ENCODE_HINT = ("Percent-encode the special characters of the user and password in the URL "
-                "(`@` as %40, `/` as %2F, `:` as %3A, `#` as %23, `?` as %3F), e.g. with "
+                "(`@` as %40, `/` as %2F, `:` as %3A, `#` as %23, `?` as %3F, `%` as %25, a space as %20), e.g. with "
                 "python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=\"\"))' PASSWORD.")
 
 
 def _check_userinfo(plain: str, shown: str) -> None:
-    """Refuse a URL whose userinfo holds a raw `@` or `/` (libpq would split it elsewhere)."""
+    """Refuse a URL whose userinfo holds a raw `@`, `/`, `?` or `#` (libpq would split it
+    elsewhere), a `%` that is not a percent-encoded byte, `%00`, or whitespace (libpq refuses
+    those quoting the token, i.e. a piece of the password, in its message)."""
     rest = plain.split("://", 1)[1]
+    before_q, q, after_q = rest.partition("?")
+    # `user:pa?ss@host/db`: libpq's query starts inside the password. A real query parameter
+    # has its `=` before any `@` (`?user=me@corp`); here an `@` comes first, and no `/` before the `?`.
+    if q and "/" not in before_q and "@" not in before_q and "@" in after_q.split("&", 1)[0].split("=", 1)[0]:
+        raise SettingsError(f"Postgres URL {shown!r}: the user or password holds a raw '?', so libpq would take "
+                            "the rest of the password for query parameters.", _ENCODE_HINT)
     head = rest.split("?", 1)[0].split("#", 1)[0]
     slash = head.find("/")
     authority = head if slash < 0 else head[:slash]
@@ -203,6 +213,16 @@ def _check_userinfo(plain: str, shown: str) -> None:
                             "part of the password for the host and database.", _ENCODE_HINT)
     if "#" in rest and "@" in rest.split("#", 1)[1]:
         raise SettingsError(f"Postgres URL {shown!r}: the password holds a raw '#'.", _ENCODE_HINT)
+    userinfo = authority.rpartition("@")[0]
+    if re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+        raise SettingsError(f"Postgres URL {shown!r}: the user or password holds a raw '%' (not followed by two "
+                            "hex digits), which libpq refuses as a bad percent-encoding.", _ENCODE_HINT)
+    if "%00" in userinfo:
+        raise SettingsError(f"Postgres URL {shown!r}: the user or password holds %00, which libpq refuses.",
+                            "Use a password without a NUL byte.")
+    if re.search(r"\s", userinfo):
+        raise SettingsError(f"Postgres URL {shown!r}: the user or password holds whitespace, which libpq "
+                            "refuses in a URL.", _ENCODE_HINT)
 
 
 def _parse_postgres(plain: str) -> DbUrl:
@@ -260,9 +280,29 @@ def _parse_postgres(plain: str) -> DbUrl:
 
 
 def _clean(e: Exception, plain: str) -> str:
-    """libpq's message for a bad URL, without anything of the password."""
+    """libpq's message for a bad URL, without anything of the password: libpq quotes the token
+    it could not read ("invalid percent-encoded token: \"<password>\""), so every quoted token is
+    masked, and so is the password wherever the userinfo could end (raw or percent-decoded)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return redact(text.replace(plain, mask(plain)))
+    text = text.replace(plain, mask(plain))
+    text = re.sub(r'"[^"]*"', f'"{MASK}"', text)
+    for pw in sorted(_password_candidates(plain), key=len, reverse=True):
+        text = text.replace(pw, MASK)
+    return redact(text)
+
+
+def _password_candidates(plain: str) -> set[str]:
+    """What the password could be, wherever the userinfo of `plain` ends (the last `@` of the
+    authority, or of the whole URL when the password holds a raw `/` or `?`)."""
+    rest = plain.split("://", 1)[-1]
+    out: set[str] = set()
+    for end in (rest.split("?", 1)[0].split("/", 1)[0].rfind("@"), rest.rfind("@")):
+        if end < 0:
+            continue
+        _, colon, pw = rest[:end].partition(":")
+        if colon and pw:
+            out |= {pw, unquote(pw)}
+    return {p for p in out if len(p) >= 3}
 
 
 def _parse_sqlite(plain: str, base: str | Path | None) -> DbUrl:

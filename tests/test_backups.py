@@ -181,6 +181,49 @@ def test_restore_as_the_database_owner_keeps_public_as_postgres_15_made_it(pg_cl
     assert schemas(url) == at_backup
 
 
+def _reader(pg_cluster) -> str:
+    name = "reader_" + __import__("secrets").token_hex(3)
+    q(pg_cluster.url, f"CREATE ROLE {name} NOLOGIN")
+    return name
+
+
+def _grants_of(url, reader):
+    return q(url, f"""SELECT has_table_privilege('{reader}', '"Session"', 'SELECT'),
+                             has_table_privilege('{reader}', '"Session"', 'UPDATE'),
+                             has_sequence_privilege('{reader}', 'ticket_seq', 'USAGE'),
+                             has_schema_privilege('{reader}', 'public', 'USAGE')""")
+
+
+def test_restore_brings_back_table_and_sequence_grants(app_db, tmp_path, pg_cluster):
+    """An app whose runtime role is not the migration role: after backup -> change -> restore it
+    can still read its tables (the dump's GRANTs are replayed, not dropped)."""
+    reader = _reader(pg_cluster)
+    q(app_db, f'CREATE SEQUENCE ticket_seq; GRANT SELECT ON "Session" TO {reader}; '
+              f"GRANT USAGE ON SEQUENCE ticket_seq TO {reader}")
+    assert _grants_of(app_db, reader) == [(True, False, True, True)]
+    b = B.backup(app_db, tmp_path, "staging", "abc1234", now=lambda: T0)
+    q(app_db, f'REVOKE SELECT ON "Session" FROM {reader}; DELETE FROM "Session"')
+    B.restore(b.path, app_db)
+    assert _grants_of(app_db, reader) == [(True, False, True, True)]
+    assert q(app_db, 'SELECT count(*) FROM "Session"') == [(250,)]
+
+
+def test_restore_as_the_database_owner_brings_back_its_grants(pg_cluster, tmp_path):
+    name = "own_" + __import__("secrets").token_hex(3)
+    q(pg_cluster.url, f"CREATE ROLE {name} LOGIN PASSWORD 'ownerpw'")
+    q(pg_cluster.url, f'CREATE DATABASE "{name}" OWNER {name}')
+    url = pg_cluster.url_for(name, user=name, password="ownerpw")
+    M.migrate(url, HISTORY)
+    reader = _reader(pg_cluster)
+    q(url, f'CREATE SEQUENCE ticket_seq; GRANT SELECT ON "Session" TO {reader}; '
+           f"GRANT USAGE ON SEQUENCE ticket_seq TO {reader}")
+    b = B.backup(url, tmp_path, "staging", "abc1234", now=lambda: T0)
+    q(url, f'REVOKE ALL ON "Session", ticket_seq FROM {reader}')
+    B.restore(b.path, url)
+    assert _grants_of(url, reader) == [(True, False, True, True)]
+    assert M.status(url, HISTORY).up_to_date
+
+
 def test_failed_restore_leaves_the_database_unchanged(app_db, tmp_path, pg_cluster):
     b = B.backup(app_db, tmp_path, "staging", "abc1234", now=lambda: T0)
     q(app_db, 'DELETE FROM "Session" WHERE id::int > 100')

@@ -80,3 +80,19 @@ def test_resolve_needs_exactly_one_flag_and_missing_url_is_named(project, pg_url
     assert r.returncode == 2 and "exactly one of --applied" in r.stderr
     r = project.invoke("db.status", "--env=test", extra_env={"DATABASE_URL": ""})
     assert r.returncode == 2 and "DATABASE_URL is not set for the test environment" in r.stderr
+
+
+def test_a_password_libpq_would_quote_never_reaches_the_output(project):
+    """A raw '%', whitespace or a raw '?' in the password: libpq's own error would quote the
+    token (the password, or the part after the '?'); db.status refuses it naming the fix."""
+    project.write_env("test", TEST_ENV)
+    project.commit("test env")
+    for password, what in [("Zq9%zzTopSecret", "raw '%'"), ("Zq9 zzTopSecret", "whitespace"),
+                           ("Zq9?zzTopSecret", "raw '?'")]:
+        url = f"postgresql://app:{password}@127.0.0.1:9/occ"
+        r = project.invoke("db.status", "--env=test", extra_env={"DATABASE_URL": url})
+        out = r.stdout + r.stderr
+        assert r.returncode == 2 and what in out and "Percent-encode" in out, out
+        assert "Traceback" not in out and "postgresql://app:***@127.0.0.1:9/occ" in out
+        for piece in ("Zq9", "zzTop", "TopSecret"):
+            assert piece not in out, (password, out)

@@ -3,6 +3,7 @@ migrations, against a real SQLite file and a real Postgres database."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import psycopg
@@ -83,3 +84,50 @@ def test_postgres_objects_and_schemas_the_run_created_are_dropped(tmp_path, pg_c
     assert M.footprint(url).empty
     M.migrate(url, mdir)                                             # and the next promotion starts afresh
     assert M.status(url, mdir).up_to_date
+
+
+@pytest.mark.postgres
+def test_postgres_objects_there_before_the_run_are_never_dropped(tmp_path, pg_cluster):
+    """A function, an enum and a sequence in `public` before a first promotion make the database
+    non-empty (its undo is down.sql or the backup, not "empty it again"); and the empty-again
+    drop itself keeps every object its footprint recorded, dropping only the run's."""
+    url = pg_cluster.create_database()
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE FUNCTION \"ours\"() RETURNS INT LANGUAGE sql AS $$ SELECT 42 $$;"
+                  "CREATE TYPE \"Mood\" AS ENUM ('ok'); CREATE SEQUENCE \"ticket_seq\"")
+    mdir = write_migrations(tmp_path / "app", PG_HISTORY)
+    before = M.footprint(url)
+    assert before.existed and not before.empty
+    assert {"routine:ours()", "type:Mood", "relation:ticket_seq"} <= set(before.objects)
+    M.migrate(url, mdir)
+    with pytest.raises(MigrationFailed, match="not empty before"):
+        M.empty_database(url, before)
+    said = M.empty_database(url, dataclasses.replace(before, empty=True))
+    assert "kept the 3 object(s) there before" in said
+    with psycopg.connect(url) as c:
+        assert c.execute('SELECT "ours"(), nextval(\'"ticket_seq"\'), enum_range(NULL::"Mood")::text').fetchone() \
+            == (42, 1, "{ok}")
+    assert M.footprint(url).objects == before.objects                 # the run's objects are all gone
+
+
+@pytest.mark.postgres
+def test_postgres_extension_members_neither_count_nor_break_the_drop(tmp_path, pg_cluster):
+    """Extensions in `public` (citext's type and functions, pg_stat_statements' views, as
+    PostGIS's tables): the database is still empty, and emptying it again leaves them alone."""
+    url = pg_cluster.create_database()
+    available = {r[0] for r in pg_cluster.execute("SELECT name FROM pg_available_extensions")}
+    if not {"citext", "pg_stat_statements"} <= available:
+        pytest.skip("contrib's citext and pg_stat_statements are not installed in this Postgres")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE EXTENSION citext; CREATE EXTENSION pg_stat_statements")
+    mdir = write_migrations(tmp_path / "app", {
+        "20240101000000_init": 'CREATE TABLE "Shop" ("id" SERIAL PRIMARY KEY, "email" CITEXT NOT NULL);\n'})
+    before = M.footprint(url)
+    assert before.empty
+    M.migrate(url, mdir)
+    assert "dropped 2 relation(s)" in M.empty_database(url, before)
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1").fetchall() == [
+            ("citext",), ("pg_stat_statements",)]
+        assert c.execute("SELECT 'A'::citext = 'a'").fetchone() == (True,)
+    assert M.footprint(url).empty and before.objects == ()

@@ -126,3 +126,25 @@ def test_staging_first_promotion_failing_at_smoke_leaves_postgres_empty(stage):
     assert run.status == "rolled_back" and run.failed_step == "smoke", r.stdout
     assert pg_tables(stage.db_url) == []
     assert led.lock("staging") is None
+
+
+@pytest.mark.postgres
+@pytest.mark.sshd
+def test_staging_first_promotion_failing_at_smoke_keeps_objects_that_were_there_before(stage):
+    """A function, an enum and a sequence in `public` before the first promotion: the database
+    is not empty, so the undo restores the backup instead of emptying it; they survive."""
+    with psycopg.connect(stage.db_url, autocommit=True) as c:
+        c.execute("CREATE FUNCTION ours() RETURNS INT LANGUAGE sql AS $$ SELECT 42 $$;"
+                  "CREATE TYPE mood AS ENUM ('ok'); CREATE SEQUENCE ticket_seq")
+    forward_only(stage.project, "prisma/postgres/migrations")
+    break_version(stage.project)
+    stage.collect_evidence()
+    r = stage.project.invoke("promote", "--to=staging")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    run = stage.project.ledger().runs("staging")[0]
+    assert run.status == "rolled_back" and run.failed_step == "smoke", r.stdout
+    assert "empty before this run" not in r.stdout and "restored" in r.stdout
+    assert pg_tables(stage.db_url) == []
+    with psycopg.connect(stage.db_url) as c:
+        assert c.execute("SELECT ours(), nextval('ticket_seq'), enum_range(NULL::mood)::text").fetchone() == (
+            42, 1, "{ok}")

@@ -467,3 +467,22 @@ def test_prisma_runner_gets_the_session_url_as_directurl_too(npx, tmp_path):
     log = tmp_path / "npx"
     M.migrate(url, d, runner="prisma", npx=str(npx(log, url)), db=DatabaseSection(provider="postgresql", runner="prisma"))
     assert log.with_suffix(".direct").read_text().strip() == "yes"
+
+
+def test_rollback_by_names_undoes_an_older_migration_applied_last_and_nothing_else(pg_url, tmp_path):
+    """A and C applied; B (older name, merged from a branch) applied by a later deploy. Undoing
+    that deploy's migrations by name runs B's down.sql, not C's (the newest name)."""
+    d = write_migrations(tmp_path, {
+        "20240101000000_a": ('CREATE TABLE "A" ("id" TEXT);\n', 'DROP TABLE "A";\n'),
+        "20240103000000_c": ('CREATE TABLE "C" ("id" TEXT);\n', 'DROP TABLE "C";\n'),
+    })
+    M.migrate(pg_url, d)
+    write_migrations(tmp_path, {"20240102000000_b": ('CREATE TABLE "B" ("id" TEXT);\n', 'DROP TABLE "B";\n')})
+    assert M.migrate(pg_url, d).applied == ("20240102000000_b",)
+    with pytest.raises(MigrationFailed) as e:
+        M.rollback(pg_url, d, names=["20240103000000_c"])
+    assert "20240102000000_b was applied after" in str(e.value) and "Nothing was rolled back" in str(e.value)
+    assert tables(pg_url) == {"A", "B", "C", "_prisma_migrations"}
+    assert M.rollback(pg_url, d, names=["20240102000000_b"]).rolled_back == ("20240102000000_b",)
+    assert tables(pg_url) == {"A", "C", "_prisma_migrations"}
+    assert M.status(pg_url, d).pending == ("20240102000000_b",)

@@ -288,3 +288,25 @@ def test_the_provider_is_checked_before_any_connection_is_opened(tmp_path):
     for op in (M.status, M.migrate, M.rollback):
         with pytest.raises(MigrationFailed, match="P3019"):
             op("postgresql://u:p@127.0.0.1:1/db", tmp_path)
+
+
+@pytest.mark.parametrize("url, what", [
+    ("postgresql://app:Zq9%zzTopSecret@db.example:5432/occ", "raw '%'"),
+    ("postgresql://app:Zq9%0zTopSecret@db.example:5432/occ", "raw '%'"),
+    ("postgresql://app:Zq9%00TopSecret@db.example:5432/occ", "%00"),
+    ("postgresql://app:Zq9\tzzTopSecret@db.example:5432/occ", "whitespace"),
+    ("postgresql://app:Zq9?zzTopSecret@db.example:5432/occ", "raw '?'"),
+    ("postgresql://app:Zq9?zz=TopSecret@db.example:5432/occ", "Malformed"),
+], ids=["raw-percent", "half-percent", "nul", "whitespace", "raw-question-mark", "raw-question-mark-equals"])
+def test_passwords_libpq_would_quote_are_refused_without_any_part_of_them(url, what):
+    with pytest.raises(SettingsError) as e:
+        dburl.parse(url)
+    text = str(e.value) + e.value.hint
+    assert what in text and "postgresql://app:***@db.example:5432/occ" in text
+    assert not any(piece in text for piece in ("Zq9", "zzTop", "TopSecret")), text
+
+
+def test_a_percent_encoded_password_and_a_query_user_with_an_at_sign_are_still_read():
+    assert dburl.parse("postgresql://app:Zq9%25zz%20Top%3FSecret@db.example/occ").params()["password"] == \
+        "Zq9%zz Top?Secret"
+    assert dburl.parse("postgresql://db.example/occ?user=me@corp").params()["user"] == "me@corp"

@@ -145,3 +145,23 @@ def test_postgres_migrations_are_refused_for_a_sqlite_url(tmp_path):
     d = write_migrations(tmp_path, {"20240101000000_a": "SELECT 1;"}, provider="postgresql")
     with pytest.raises(MigrationFailed, match="P3019"):
         M.migrate("file:./dev.db", d)
+
+
+def test_sqlite_rollback_by_names_undoes_an_older_migration_applied_last_and_nothing_else(tmp_path):
+    """A and C applied; B (older name, merged from a branch) applied later. Undoing B by name
+    runs B's down.sql, in application order, and refuses a name that is not among the last applied."""
+    d = write_migrations(tmp_path, {
+        "20240101000000_a": ('CREATE TABLE "A" ("id" TEXT);\n', 'DROP TABLE "A";\n'),
+        "20240103000000_c": ('CREATE TABLE "C" ("id" TEXT);\n', 'DROP TABLE "C";\n'),
+    }, provider="sqlite")
+    M.migrate("file:./dev.db", d)
+    write_migrations(tmp_path, {"20240102000000_b": ('CREATE TABLE "B" ("id" TEXT);\n', 'DROP TABLE "B";\n')},
+                     provider="sqlite")
+    assert M.migrate("file:./dev.db", d).applied == ("20240102000000_b",)
+    db = d.parent / "dev.db"
+    with pytest.raises(MigrationFailed, match="20240102000000_b was applied after"):
+        M.rollback("file:./dev.db", d, names=["20240101000000_a"])
+    assert tables(db) == {"A", "B", "C", "_prisma_migrations"}
+    rolled = M.rollback("file:./dev.db", d, names=["20240103000000_c", "20240102000000_b"])
+    assert rolled.rolled_back == ("20240102000000_b", "20240103000000_c")
+    assert tables(db) == {"A", "_prisma_migrations"}

@@ -241,3 +241,31 @@ def test_old_builds_and_checkouts_are_pruned_but_never_live_or_previous(project)
     assert sorted(p.name for p in (project.root / ".deploy/src").iterdir() if not p.name.startswith(".")) == sorted(shas[1:])
     led, run = last_run(project)
     assert "pruned 2 old build(s)" in {s.name: s.result for s in led.steps(run.id)}["build"]   # artifact + checkout
+
+
+def test_failed_promotion_undoes_the_older_migration_it_applied_not_the_newest_name(project):
+    """A migration merged from a branch is older (by name) than the newest applied one; Prisma's
+    deploy applies it anyway. The undo of the failed promotion runs ITS down.sql, not the newest's."""
+    import sqlite3
+
+    assert project.invoke("promote", "--to=local").returncode == 0
+    mdir = project.root / "examples/app/prisma/migrations"
+    newest = sorted(p.name for p in mdir.iterdir() if p.is_dir())[-1]
+    branch = mdir / "20240301000000_branch_feature"
+    assert branch.name < newest
+    branch.mkdir()
+    (branch / "migration.sql").write_text('CREATE TABLE "BranchFeature" ("id" TEXT NOT NULL PRIMARY KEY);\n')
+    (branch / "down.sql").write_text('DROP TABLE "BranchFeature";\n')
+    server = project.root / "examples/app/server.mjs"
+    server.write_text(server.read_text().replace("/version", "/version-moved"))
+    project.commit("a branch's migration, and a broken /version")
+    bad = project.invoke("promote", "--to=local")
+    assert_clean_error(bad, "smoke")
+    led, run = last_run(project)
+    assert run.status == "rolled_back" and {s.name: s.undo_status for s in led.steps(run.id)}["migrate"] == "undone"
+    assert f"down-migrated {branch.name}" in bad.stdout
+    with sqlite3.connect(project.root / "examples/app/prisma/dev.sqlite") as c:
+        assert not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'BranchFeature'").fetchall()
+        active = {r[0] for r in c.execute("SELECT migration_name FROM _prisma_migrations "
+                                          "WHERE rolled_back_at IS NULL AND finished_at IS NOT NULL")}
+    assert newest in active and branch.name not in active

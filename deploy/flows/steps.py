@@ -418,7 +418,8 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         before_db = facts.database
         if before_db and before_db.empty:
             # A first promotion: there was nothing before, so undo means nothing again (no
-            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind).
+            # backup needed, no down.sql needed, and no `_prisma_migrations` left behind). Empty means
+            # no object at all (an extension's aside), so the footprint's object list is empty too.
             fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas))
             return "the database was empty before this run: " + migrations.empty_database(
                 url, fp, sqlite_base=sqlite_base(s), db=s.database)
@@ -434,7 +435,7 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             return "; ".join(notes) or "no migration of this run to undo"
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=sqlite_base(s), db=s.database)
+            res = migrations.rollback(url, mdir, names=ours, sqlite_base=sqlite_base(s), db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
         elif (taken := ctx.get(BackupFacts)) and taken.path:
             # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
@@ -897,7 +898,7 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, steps=len(ours), sqlite_base=base, db=s.database)
+        res = migrations.rollback(url, mdir, names=ours, sqlite_base=base, db=s.database)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def shows() -> list[Touch]:
@@ -905,7 +906,7 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
             return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}")]
         before = "unknown: refused at run time" if fled is None or fled.migrations_before is None else \
             f"not among the {len(fled.migrations_before)} applied before {current}"
-        return [Touch("database", f"down.sql of each applied migration {before}, newest first")]
+        return [Touch("database", f"down.sql of each applied migration {before}, last applied first")]
 
     does = {"down": "down.sql of the rolled-back release's migrations",
             "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep")

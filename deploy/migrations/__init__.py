@@ -78,7 +78,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from deploy import dburl
 from deploy.config import DatabaseSection
@@ -134,12 +134,16 @@ class ResolveResult:
 @dataclass(frozen=True)
 class Footprint:
     """What a database held before a run, for taking it back to nothing: whether it existed
-    (a SQLite file), whether it was empty (no table, `_prisma_migrations` included, in the
-    target schema), and (Postgres) the schemas there were."""
+    (a SQLite file), the objects of the target schema (`Db.objects()`: Postgres relations,
+    types and routines, not an extension's members; SQLite tables and views), whether it was
+    empty (no such object, `_prisma_migrations` included: a function, enum or sequence alone
+    makes it non-empty, so its undo is down.sql or the backup, never "empty it again"), and
+    (Postgres) the schemas there were. The empty-again undo drops only what is in neither."""
 
     existed: bool
     empty: bool
     schemas: tuple[str, ...] = ()
+    objects: tuple[str, ...] = ()
 
 
 def prisma_deploy_argv(migrations_dir: str | Path, npx: str = "npx") -> list[str]:
@@ -337,14 +341,27 @@ def rollback(
     migrations_dir: str | Path,
     steps: int = 1,
     *,
+    names: Sequence[str] | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     sqlite_base: str | Path | None = None,
     db: DatabaseSection | None = None,
 ) -> RollbackResult:
-    """Undo the last `steps` applied migrations with their down.sql, newest first, each in a
-    transaction with its row's `rolled_back_at`. Refuses, before touching anything, when one of
-    them has no down.sql."""
-    if steps < 1:
+    """Undo the last `steps` applied migrations (by name) with their down.sql, newest first, each
+    in a transaction with its row's `rolled_back_at`. Refuses, before touching anything, when one
+    of them has no down.sql.
+
+    `names` (instead of `steps`): undo exactly these migrations, e.g. the ones a run applied.
+    They are undone in the reverse of the order they were APPLIED (`started_at`), not of their
+    names: a deploy also applies an older pending migration merged from a branch, so the names
+    of a run's migrations need not be the newest names. Refused (MigrationFailed, nothing
+    changed) unless they are the last migrations applied: undoing one that a later-applied
+    migration was written against could break that one, so a migration applied after them (and
+    not among them) is never skipped over, nor rolled back in their stead."""
+    if names is not None:
+        names = list(dict.fromkeys(names))
+        if not names:
+            raise SettingsError("Name at least one migration to roll back.")
+    elif steps < 1:
         raise SettingsError(f"--steps={steps}: roll back at least one migration.", "Use --steps=1 or more.")
     local = {m.name: m for m in load_migrations(migrations_dir)}
     timeouts = Timeouts.of(db, lock_timeout)
@@ -360,13 +377,16 @@ def rollback(
         for r in rows:
             if r.is_active and r.finished_at is not None:
                 applied[r.migration_name] = r
-        names = sorted(applied, reverse=True)
-        if len(names) < steps:
-            raise MigrationFailed(
-                f"Cannot roll back {steps} migration(s) on {masked}: only {len(names)} applied.",
-                "Check `invoke db.status --env=<env>` and use a smaller --steps.",
-            )
-        targets = names[:steps]
+        if names is not None:
+            targets = _named_targets(names, applied, masked)
+        else:
+            newest = sorted(applied, reverse=True)
+            if len(newest) < steps:
+                raise MigrationFailed(
+                    f"Cannot roll back {steps} migration(s) on {masked}: only {len(newest)} applied.",
+                    "Check `invoke db.status --env=<env>` and use a smaller --steps.",
+                )
+            targets = newest[:steps]
         missing = [n for n in targets if n not in local or not local[n].has_down]
         if missing:
             detail = "; ".join(
@@ -399,6 +419,28 @@ def rollback(
                 ) from None
             done.append(n)
     return RollbackResult(masked, tuple(done))
+
+
+def _named_targets(names: list[str], applied: dict[str, MigrationRecord], masked: str) -> list[str]:
+    """`names` in the reverse of the order they were applied; refused unless they are the last
+    ones applied (see `rollback`)."""
+    missing = [n for n in names if n not in applied]
+    if missing:
+        raise MigrationFailed(
+            f"Cannot roll back {', '.join(missing)} on {masked}: not applied there. Nothing was rolled back.",
+            "Check `invoke db.status --env=<env>`.",
+        )
+    order = sorted(applied, key=lambda n: (applied[n].started_at, applied[n].finished_at, n), reverse=True)
+    last = order[:len(names)]
+    if set(last) != set(names):
+        later = [n for n in last if n not in names]
+        raise MigrationFailed(
+            f"Cannot roll back {', '.join(sorted(names))} on {masked}: {', '.join(later)} was applied after "
+            f"them and is not to be rolled back, and its SQL may depend on theirs. Nothing was rolled back.",
+            "Roll back the later migration(s) first (`invoke db.rollback --env=<env> --steps=N`), "
+            "or restore the backup taken before the deploy: `invoke db.restore --env=<env> --yes`.",
+        )
+    return last
 
 
 def resolve(
@@ -464,17 +506,18 @@ def footprint(url: str, *, sqlite_base: str | Path | None = None, db: DatabaseSe
     if conn is None:
         return Footprint(existed=False, empty=True)
     with conn:
-        empty = not conn.user_tables() and not conn.table_exists()
+        objects = conn.objects()
         schemas = conn.schemas()
-    return Footprint(existed=True, empty=empty, schemas=schemas)
+    return Footprint(existed=True, empty=not objects, schemas=schemas, objects=objects)
 
 
 def empty_database(url: str, before: Footprint, *, sqlite_base: str | Path | None = None,
                    db: DatabaseSection | None = None) -> str:
     """Take a database that was empty before a run back to empty: remove the SQLite file the
-    run created (or drop every table in it), or drop what the run created in Postgres: the
-    schemas that did not exist, and every object of the target schema. Says what it did.
-    Only for a database whose `before.empty` is true: anything there now came from the run."""
+    run created (or drop its tables and views), or drop what the run created in Postgres: the
+    schemas that did not exist, and the objects of the target schema, never one recorded in
+    `before.objects` nor an extension's member. Says what it did.
+    Only for a database whose `before.empty` is true."""
     timeouts = Timeouts.of(db)
     if not before.empty:
         raise MigrationFailed("The database was not empty before this run: refusing to empty it.",

@@ -119,6 +119,11 @@ class Db(ABC):
     def user_tables(self) -> list[str]:
         """Tables in the target schema other than _prisma_migrations (for Prisma's P3005)."""
 
+    @abstractmethod
+    def objects(self) -> tuple[str, ...]:
+        """The objects of the target schema, `_prisma_migrations` included, as "kind:name"
+        strings (a Footprint's `objects`; none: the database is empty)."""
+
     def schemas(self) -> tuple[str, ...]:
         """The schemas there are (Postgres), for taking a database back to empty."""
         return ()

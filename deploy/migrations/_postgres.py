@@ -31,6 +31,41 @@ CREATE TABLE _prisma_migrations (
 SCHEMAS_SQL = ("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
                "AND nspname <> 'information_schema' ORDER BY 1")
 
+# The objects of a schema a migration can create, as (kind, DROP keyword, name or signature,
+# owned sequence): relations, types and routines. Not an extension's members (pg_depend
+# deptype 'e': PostGIS's tables, pgcrypto's functions, citext's type), nor what exists only as
+# part of another object (deptype 'i': a table's row type, an array type, a range's functions),
+# nor PostGIS's tables (Prisma ignores them too).
+OBJECTS_SQL = """\
+SELECT 'relation', CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+       WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname::text,
+       c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                   AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(s)s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND c.relname !~* '^(spatial_ref_sys|geometry_columns)$'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+UNION ALL
+SELECT 'type', 'TYPE', t.typname::text, false
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = %(s)s AND t.typtype IN ('b', 'c', 'd', 'e', 'r', 'm')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                  AND d.deptype IN ('e', 'i'))
+UNION ALL
+SELECT 'routine', 'ROUTINE', p.oid::regprocedure::text, false
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(s)s
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype IN ('e', 'i'))
+"""
+
+
+def _key(row: tuple) -> str:
+    """A Footprint's name for one OBJECTS_SQL row: "relation:Shop", "type:Plan", "routine:touch()"."""
+    return f"{row[0]}:{row[2]}"
+
+
 # sql-schema-connector/src/sql_schema_differ_flavour/postgres.rs, table_should_be_ignored: PostGIS's
 # tables, which Prisma never counts as the user's (so PostGIS in `public` is no P3005).
 _IGNORED_TABLES = re.compile(r"^(spatial_ref_sys|geometry_columns)$", re.I)
@@ -123,6 +158,9 @@ class PostgresDb(Db):
     def schemas(self) -> tuple[str, ...]:
         return tuple(r[0] for r in self.query(SCHEMAS_SQL))
 
+    def objects(self) -> tuple[str, ...]:
+        return tuple(sorted(_key(r) for r in self.query(OBJECTS_SQL, {"s": self.url.schema})))
+
     def prepare_schema(self) -> None:
         if self.url.schema != "public":
             self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"')
@@ -156,9 +194,11 @@ class PostgresDb(Db):
     @classmethod
     def empty(cls, url: dburl.DbUrl, before, timeouts: Timeouts) -> str:
         """Drop what a run created in a database that was empty: the schemas that did not exist,
-        and every object of the target schema."""
+        and the objects of the target schema that are not in `before.objects` (an extension's
+        members never are objects: DROP EXTENSION is not ours to do)."""
         from psycopg import sql
 
+        kept = set(getattr(before, "objects", ()) or ())
         db = cls.open(url, create=False, timeouts=timeouts)
         with db:
             new = [n for n in db.schemas() if n not in before.schemas]
@@ -166,31 +206,17 @@ class PostgresDb(Db):
                 for n in new:
                     db.conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(n)))
                 # Tables (with their sequences, indexes and constraints), views, then the types and
-                # functions a migration made: everything in the target schema, which was empty.
-                objs = db.query(
-                    "SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
-                    "WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname "
-                    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
-                    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-                    "AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND c.relkind = 'S')", (url.schema,))
-                for kind, name in objs:
+                # routines a migration made. A sequence a column owns goes with its table.
+                found = [r for r in db.query(OBJECTS_SQL, {"s": url.schema}) if _key(r) not in kept]
+                rels = [r for r in found if r[0] == "relation" and not r[3]]
+                types = [r for r in found if r[0] == "type"]
+                funcs = [r for r in found if r[0] == "routine"]
+                for _, kind, name, _ in rels + types:
                     db.conn.execute(sql.SQL(f"DROP {kind} IF EXISTS {{}}.{{}} CASCADE").format(
                         sql.Identifier(url.schema), sql.Identifier(name)))
-                types = db.query(
-                    "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
-                    "WHERE n.nspname = %s AND t.typtype IN ('e', 'd', 'r', 'm') "
-                    "OR (n.nspname = %s AND t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class c "
-                    "WHERE c.oid = t.typrelid AND c.relkind = 'c'))", (url.schema, url.schema))
-                for (name,) in types:
-                    db.conn.execute(sql.SQL("DROP TYPE IF EXISTS {}.{} CASCADE").format(
-                        sql.Identifier(url.schema), sql.Identifier(name)))
-                funcs = db.query(
-                    "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                    "WHERE n.nspname = %s AND NOT EXISTS (SELECT 1 FROM pg_depend d "
-                    "WHERE d.objid = p.oid AND d.deptype = 'e')", (url.schema,))
-                for (sig,) in funcs:
+                for _, _, sig, _ in funcs:
                     db.conn.execute(f"DROP ROUTINE IF EXISTS {sig} CASCADE")
-        what = [f"{len(objs)} relation(s)"] + ([f"{len(types)} type(s)"] if types else []) + \
+        what = [f"{len(rels)} relation(s)"] + ([f"{len(types)} type(s)"] if types else []) + \
             ([f"{len(funcs)} routine(s)"] if funcs else []) + ([f"schema(s) {', '.join(new)}"] if new else [])
-        return f"dropped {', '.join(what)} this run created in {url.masked}: empty again"
+        kept_note = f"; kept the {len(kept)} object(s) there before" if kept else ""
+        return f"dropped {', '.join(what)} this run created in {url.masked}{kept_note}: empty again"

@@ -116,6 +116,11 @@ class SqliteDb(Db):
         rows = self.query("SELECT name FROM sqlite_master WHERE type='table' ORDER BY 1")
         return [r[0] for r in rows if r[0] != MIGRATIONS_TABLE and not r[0].startswith("sqlite_")]
 
+    def objects(self) -> tuple[str, ...]:
+        rows = self.query("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') "
+                          "AND substr(name, 1, 7) <> 'sqlite_' ORDER BY 1, 2")
+        return tuple(f"{kind}:{name}" for kind, name in rows)
+
     def create_table(self) -> None:
         self.conn.executescript(SQLITE_TABLE_DDL)
 
@@ -140,7 +145,7 @@ class SqliteDb(Db):
 
     @classmethod
     def empty(cls, url: dburl.DbUrl, before, timeouts: Timeouts) -> str:
-        """Remove the file a run created, or drop every table and view in it."""
+        """Remove the file a run created, or drop the tables and views it did not hold before."""
         path = url.sqlite_path
         assert path is not None
         if not before.existed:
@@ -153,8 +158,10 @@ class SqliteDb(Db):
         if db is None:
             return f"{path.name} is already gone"
         with db:
-            tables = db.query("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
-                              "AND name NOT LIKE 'sqlite_%' ORDER BY type DESC")
+            kept = set(before.objects)
+            tables = [(kind, name) for kind, name in db.query(
+                "SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
+                "AND substr(name, 1, 7) <> 'sqlite_' ORDER BY type DESC") if f"{kind}:{name}" not in kept]
             for kind, name in tables:  # views first, then tables (their indexes and triggers go with them)
                 db.query(f'DROP {kind.upper()} IF EXISTS "{name.replace(chr(34), chr(34) * 2)}"')
         return f"dropped {len(tables)} table(s) from {path.name}: empty again" if tables else f"{path.name} is empty"
