@@ -69,6 +69,10 @@ def make_project(dest: Path) -> Project:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "examples" / "app", dest / "examples" / "app",
                     ignore=shutil.ignore_patterns("node_modules", "build", ".env"))
+    # env/staging.toml and env/production.toml deploy the React Router example.
+    from deploy.testing.shopify_app import copy_shopify_app
+
+    copy_shopify_app(dest / "examples" / "shopify-app")
     shutil.copytree(REPO / "docs", dest / "docs")
     (dest / "feedback").mkdir()
     shutil.copy2(REPO / "feedback" / "deployment.md", dest / "feedback" / "deployment.md")
