@@ -83,7 +83,7 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)
     changed = outcome.ok or any(s.status == "done" for s in steps)
-    if not settings.is_local and changed:  # the team's log is for shared environments; the ledger has local runs
+    if not settings.is_local and changed and outcome.status != "lock_lost":  # the new holder logs the run  # the team's log is for shared environments; the ledger has local runs
         first = (outcome.error.message.strip().splitlines() or [""])[0] if outcome.error else ""
         feedback.append(settings.root, feedback.Entry(
             kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
@@ -117,6 +117,7 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
             "rolled_back": "every completed step was undone",
             "failed_in_place": kept,
             "failed": "the undo did not finish; the lock is kept",
+            "lock_lost": "another runner took the lock over, so nothing was undone",
         }.get(outcome.status, outcome.status)
     if outcome.failed_step:
         head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"
