@@ -11,6 +11,22 @@ from deploy.errors import DeployError, SettingsError
 from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
 
 
+def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
+    """A whole-number flag, taken as typed (a string, or None for its default) so that
+    `--steps=abc` is a SettingsError naming the flag rather than Invoke's traceback."""
+    if value is None:
+        return default
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"--{flag} must be a whole number, not {value!r}.",
+                            f"For example --{flag}={default}.") from None
+    if n < minimum:
+        raise SettingsError(f"--{flag} must be a whole number of at least {minimum}, not {n}.",
+                            f"For example --{flag}={default}.")
+    return n
+
+
 def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
     """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
     row = next((r for r in led.releases(env, limit=100) if r["release_id"] == release_id), None)
