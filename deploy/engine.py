@@ -287,14 +287,24 @@ class _Signals:
             signal.signal(sig, prev)
         return False
 
+    def _say(self, text: str) -> None:
+        """Write from the signal handler: straight to fd 2, never through a buffered stream (a
+        signal landing inside a print would make it reentrant: RuntimeError, in an undo too)."""
+        if self.console.quiet:
+            return
+        try:
+            os.write(2, (redact(text) + "\n").encode("utf-8", "replace"))
+        except Exception:  # a closed stderr or anything else: the message is not worth a failed undo
+            pass
+
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self.phase == "undo" or self.received:
             after = f" (if this process is killed anyway, `{self.abort_cmd}` finishes it)" if self.abort_cmd else ""
-            self.console.line(f"{name} received while undoing: ignored, the undo finishes first{after}.")
+            self._say(f"{name} received while undoing: ignored, the undo finishes first{after}.")
             return
         self.received = name
-        self.console.line(f"{name} received: stopping the run and undoing what it did.")
+        self._say(f"{name} received: stopping the run and undoing what it did.")
         if self.phase == "step":
             raise Interrupted(name)
 
