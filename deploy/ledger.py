@@ -646,6 +646,16 @@ class Ledger:
         if not force:
             raise LockHeld(f"The {env} environment is locked by {held.describe(now)}.",
                            f"Breaking a lock needs --force: `invoke lock.release --env={env} --force`.")
+        silent = held.silent_for(now)
+        if stale and alive is None and silent < STALE_AFTER_SECONDS:
+            # Another machine's holder cannot be checked from here: old is not enough, it must
+            # also have stopped showing life (the same rule as --break-lock).
+            raise LockHeld(
+                f"The {env} lock is held on another machine by {held.describe(now)}, which showed life "
+                f"{clock.age(silent)} ago: less than the {clock.age(STALE_AFTER_SECONDS)} staleness bound, so it "
+                "may still be running. Nothing was changed.",
+                f"Wait for it (see `invoke lock.status`); --force breaks a lock on another machine only once its "
+                f"holder has been silent for {clock.age(STALE_AFTER_SECONDS)}.")
         if not stale:
             raise LockHeld(
                 f"The {env} lock is held by a live process that is younger than the limit: {held.describe(now)}.",

@@ -247,6 +247,24 @@ def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touc
     assert project.ledger().lock("staging") is None
 
 
+def test_lock_release_force_breaks_another_machines_old_lock_only_once_its_heartbeat_is_silent(project):
+    # local: an environment without hosts, so only the ledger lock is at stake
+    """An old lock held on another machine whose holder still beats is not stale: --force refuses it
+    until the heartbeat has been silent past the staleness bound (the rule of --break-lock)."""
+    from deploy.ledger import Ledger
+
+    Ledger.open(project.root).acquire_lock("local", run_id=None, purpose="promote")
+    day = time.time() - 86400  # far older than lock.max_age_minutes
+    sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', acquired_at = {day}, "
+                 f"heartbeat_at = {time.time()} WHERE env = 'local'")
+    text = refused(project.invoke("lock.release", "--env=local", "--force"), 4)
+    assert "ci-runner-1" in text and "staleness bound" in text, text
+    assert project.ledger().lock("local").hostname == "ci-runner-1"
+    sql(project, f"UPDATE deploy_locks SET heartbeat_at = {time.time() - 600} WHERE env = 'local'")
+    ok(project.invoke("lock.release", "--env=local", "--force"))
+    assert project.ledger().lock("local") is None
+
+
 # ----------------------------------------------------------------------------- 4. one-step tasks take the lock
 
 def test_single_primitive_tasks_refuse_while_another_run_holds_the_lock(stage):
