@@ -428,7 +428,8 @@ class Runner:
         return Outcome(run_id, status, err, None, time.monotonic() - started, ctx.state)
 
     # ------------------------------------------------------------------ internals
-    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False):
+    def _adoptable(self, plan: Plan, run_id: str, verb: str):
+        """The run and its steps, when it can be resumed/aborted by this plan; DeployError otherwise."""
         run = self.ledger.run(run_id)
         allowed = ("running", "failed_in_place", "failed") if verb == "abort" else ("running", "failed_in_place")
         if run.status not in allowed:
@@ -448,6 +449,10 @@ class Runner:
             raise DeployError(f"Run {run_id} had steps {[s.name for s in steps]}, but this version plans "
                               f"{[s.name for s in plan.steps]}; it cannot {verb} it safely.",
                               "Use the toolkit version that started the run, or break the lock and restore by hand.")
+        return run, steps
+
+    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False):
+        run, steps = self._adoptable(plan, run_id, verb)
         taken = self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id,
                                          break_lock=break_lock)
         if taken is not None and taken.holder_alive() is None:
@@ -455,6 +460,13 @@ class Runner:
 
             self.console.line(f"--break-lock: took over the {plan.env} lock from {taken.describe()} "
                               f"(silent for {clock.age(taken.silent_for())})")
+        # Read again under the lock: another runner may have finished or undone the run between
+        # the first read and the lock (it released the lock, so ours was free to take).
+        try:
+            run, steps = self._adoptable(plan, run_id, verb)
+        except BaseException:
+            self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
+            raise
         self.ledger.adopt_run(run_id)
         if run.status in ("failed_in_place", "failed"):
             self.ledger.update_run(run_id, status="running")

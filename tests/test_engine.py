@@ -233,3 +233,40 @@ def test_a_signal_landing_inside_an_output_write_does_not_fail_the_undo(tmp_path
     assert outcome.status == "rolled_back", out.text
     assert "UNDO-ERR" not in out.text and "a undone" in out.text, out.text
     assert "SIGTERM received while undoing: ignored" in capfd.readouterr().err
+
+
+class _Racing:
+    """The real ledger, with another real runner (a child process) acting just before this
+    one takes the lock: the window between _adopt's first read and its lock."""
+
+    def __init__(self, led, before_lock):
+        self.led, self.before_lock = led, before_lock
+
+    def __getattr__(self, name):
+        return getattr(self.led, name)
+
+    def acquire_lock(self, *args, **kwargs):
+        if self.before_lock:
+            act, self.before_lock = self.before_lock, None
+            act()
+        return self.led.acquire_lock(*args, **kwargs)
+
+
+def test_abort_rereads_the_run_under_the_lock_and_refuses_one_finished_meanwhile(tmp_path):
+    from engine_child import plan
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    p = child(tmp_path, url, "run", env={"BLOCK_AT": "release"}, wait=False)
+    wait_for(tmp_path / "blocked")
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    led, run = latest_run(url, tmp_path)
+
+    def other_runner_resumes():
+        rc, out, err = child(tmp_path, url, "resume", run.id)
+        assert rc == 0 and "outcome succeeded" in out, err
+
+    with pytest.raises(DeployError, match=f"Run {run.id} is succeeded; there is nothing to abort"):
+        Runner(_Racing(led, other_runner_resumes), Console(quiet=True)).abort(plan(tmp_path), run.id)
+    assert world(tmp_path) == ["preflight", "build", "migrate", "release", "smoke"]  # nothing undone
+    assert led.run(run.id).status == "succeeded" and led.lock("test") is None
