@@ -265,6 +265,12 @@ def test_lock_release_force_breaks_another_machines_old_lock_only_once_its_heart
     assert project.ledger().lock("local") is None
 
 
+def test_lock_status_of_an_unknown_environment_is_only_the_error(project):
+    r = project.invoke("lock.status", "--env=nope")
+    text = refused(r, 2)
+    assert "nope" in text and "No environment is locked" not in text and "holder" not in r.stdout, text
+
+
 # ----------------------------------------------------------------------------- 4. one-step tasks take the lock
 
 def test_single_primitive_tasks_refuse_while_another_run_holds_the_lock(stage):
