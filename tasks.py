@@ -220,11 +220,11 @@ def db_migrate(c, env):
 @task(name="rollback", help={"env": ENV, "steps": "how many of the latest migrations to undo (default 1)",
                              "yes": "confirm on a protected environment"})
 @guarded
-def db_rollback(c, env, steps=1, yes=False):
+def db_rollback(c, env, steps=None, yes=False):
     """Undo the latest migrations with their down.sql files."""
     from deploy.flows import db
 
-    db.rollback(services(), env, int(steps), yes)
+    db.rollback(services(), env, steps, yes)
 
 
 @task(name="resolve", help={"env": ENV, "applied": "mark this migration applied",
@@ -397,11 +397,11 @@ def hotfix_drill(c, env="staging", sha=None):
 @task(help={"days": "flag a procedure with no passed drill in this many days (default 30)"})
 @guarded
 @reads_only
-def drills(c, days=30):
+def drills(c, days=None):
     """List recorded drills; non-zero when hotfix or rollback was not exercised recently."""
     from deploy.flows import drills
 
-    _exit(drills.main(services(), int(days)))
+    _exit(drills.main(services(), days))
 
 
 # ----------------------------------------------------------------------------- operations

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as _with
 from typing import Any, Callable, TextIO
 
-from deploy.errors import DeployError
+from deploy.errors import DeployError, LockHeld
 from deploy.redact import redact
 
 
@@ -186,7 +186,7 @@ class Plan:
 @dataclass(frozen=True)
 class Outcome:
     run_id: str
-    status: str                       # succeeded | failed | rolled_back | aborted | failed_in_place
+    status: str                       # succeeded | failed | rolled_back | aborted | failed_in_place | lock_lost
     error: DeployError | None
     failed_step: str | None
     duration: float
@@ -258,6 +258,11 @@ class Interrupted(BaseException):
         self.name = name
 
 
+class LockLost(LockHeld):
+    """This runner no longer holds its environment's lock: another runner took it over (with
+    --break-lock, after this one was frozen or cut off past the staleness bound)."""
+
+
 class _Signals:
     """SIGINT/SIGTERM while a run is applied or undone (main thread only; elsewhere a no-op).
 
@@ -282,14 +287,24 @@ class _Signals:
             signal.signal(sig, prev)
         return False
 
+    def _say(self, text: str) -> None:
+        """Write from the signal handler: straight to fd 2, never through a buffered stream (a
+        signal landing inside a print would make it reentrant: RuntimeError, in an undo too)."""
+        if self.console.quiet:
+            return
+        try:
+            os.write(2, (redact(text) + "\n").encode("utf-8", "replace"))
+        except Exception:  # a closed stderr or anything else: the message is not worth a failed undo
+            pass
+
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self.phase == "undo" or self.received:
             after = f" (if this process is killed anyway, `{self.abort_cmd}` finishes it)" if self.abort_cmd else ""
-            self.console.line(f"{name} received while undoing: ignored, the undo finishes first{after}.")
+            self._say(f"{name} received while undoing: ignored, the undo finishes first{after}.")
             return
         self.received = name
-        self.console.line(f"{name} received: stopping the run and undoing what it did.")
+        self._say(f"{name} received: stopping the run and undoing what it did.")
         if self.phase == "step":
             raise Interrupted(name)
 
@@ -312,7 +327,8 @@ class _Heartbeat:
         def beat():
             while not self._stop.wait(HEARTBEAT_SECONDS):
                 try:
-                    heartbeat(self.env, self.run_id)
+                    if heartbeat(self.env, self.run_id) is False:
+                        return  # taken over: the runner stops at its next step boundary
                 except Exception:  # the next step's bookkeeping reports a broken ledger
                     pass
 
@@ -392,7 +408,10 @@ class Runner:
         self.console.line(f"abort {plan.env}: run {run_id}, undoing {len(touched)} step(s)")
         with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
             self._sig.phase = "undo"
-            undo_errors = self._undo(plan, run_id, ctx, touched)
+            try:
+                undo_errors = self._undo(plan, run_id, ctx, touched)
+            except LockLost as e:
+                return self._lost(plan, run_id, e, started, ctx)
         status = "aborted"
         err = None
         if undo_errors:
@@ -409,7 +428,8 @@ class Runner:
         return Outcome(run_id, status, err, None, time.monotonic() - started, ctx.state)
 
     # ------------------------------------------------------------------ internals
-    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False):
+    def _adoptable(self, plan: Plan, run_id: str, verb: str):
+        """The run and its steps, when it can be resumed/aborted by this plan; DeployError otherwise."""
         run = self.ledger.run(run_id)
         allowed = ("running", "failed_in_place", "failed") if verb == "abort" else ("running", "failed_in_place")
         if run.status not in allowed:
@@ -429,6 +449,10 @@ class Runner:
             raise DeployError(f"Run {run_id} had steps {[s.name for s in steps]}, but this version plans "
                               f"{[s.name for s in plan.steps]}; it cannot {verb} it safely.",
                               "Use the toolkit version that started the run, or break the lock and restore by hand.")
+        return run, steps
+
+    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False):
+        run, steps = self._adoptable(plan, run_id, verb)
         taken = self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id,
                                          break_lock=break_lock)
         if taken is not None and taken.holder_alive() is None:
@@ -436,10 +460,46 @@ class Runner:
 
             self.console.line(f"--break-lock: took over the {plan.env} lock from {taken.describe()} "
                               f"(silent for {clock.age(taken.silent_for())})")
+        # Read again under the lock: another runner may have finished or undone the run between
+        # the first read and the lock (it released the lock, so ours was free to take).
+        try:
+            run, steps = self._adoptable(plan, run_id, verb)
+        except BaseException:
+            self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
+            raise
         self.ledger.adopt_run(run_id)
         if run.status in ("failed_in_place", "failed"):
             self.ledger.update_run(run_id, status="running")
         return run, steps
+
+    def _check_lock(self, plan: Plan, run_id: str, where: str) -> None:
+        """At a step boundary: raise LockLost when another runner has taken this run's lock
+        over (the heartbeat, matching this process as the holder, updated no row)."""
+        beat = getattr(self.ledger, "heartbeat", None)
+        if beat is None:
+            return
+        try:
+            mine = beat(plan.env, run_id)
+        except DeployError:
+            return  # a ledger that cannot be written is reported by the step's bookkeeping
+        if mine is not False:
+            return
+        try:
+            held = self.ledger.lock(plan.env)
+        except DeployError:
+            held = None
+        holder = held.describe() if held is not None else "another runner (which has since released it)"
+        raise LockLost(
+            f"The {plan.env} lock was taken over by {holder} while this runner was not heard from "
+            f"(frozen or cut off past the staleness bound of --break-lock). Run {run_id} stopped {where} and "
+            "undid nothing: the new holder owns the environment now.",
+            "See `invoke status` and `invoke lock.status`: the new holder finishes or aborts the run.")
+
+    def _lost(self, plan: Plan, run_id: str, err: LockLost, started: float, ctx: StepContext) -> Outcome:
+        """The lock was taken over: stop without undoing, recording or releasing anything."""
+        self._sig.phase = "undo"
+        self.console.line(f"stopped: the {plan.env} lock was taken over by another runner; nothing is undone.")
+        return Outcome(run_id, "lock_lost", err, None, time.monotonic() - started, ctx.state)
 
     def _saver(self, run_id: str):
         return lambda state: self.ledger.update_run(run_id, state=state)
@@ -492,6 +552,10 @@ class Runner:
         for i in range(start_at, n):
             step = plan.steps[i]
             t0 = time.monotonic()
+            try:
+                self._check_lock(plan, run_id, f"before step {step.name}")
+            except LockLost as e:
+                return self._lost(plan, run_id, e, started, ctx)
             if self._sig.received:
                 return self._fail(plan, run_id, ctx, i, self._stop_error(f"before step {step.name}"), done,
                                   started, t0, ran=False)
@@ -515,8 +579,11 @@ class Runner:
                 result = step.run(ctx) if step.run else None
                 self._sig.phase = "book"
                 _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
+                self._check_lock(plan, run_id, f"after step {step.name} (not recorded)")
                 self.ledger.update_run(run_id, state=ctx.state)  # exact; a Secret in it is refused
                 self.ledger.update_step(run_id, i, status="done", finished_at=time.time(), result=str(result or ""))
+            except LockLost as e:
+                return self._lost(plan, run_id, e, started, ctx)
             except (Interrupted, KeyboardInterrupt) as e:
                 self._sig.phase = "book"
                 self._sig.received = self._sig.received or getattr(e, "name", "SIGINT")
@@ -581,6 +648,10 @@ class Runner:
 
     def _fail(self, plan, run_id, ctx, i, err: DeployError, done, started, t0, *, ran: bool = True) -> Outcome:
         self._sig.phase = "undo"
+        try:
+            self._check_lock(plan, run_id, f"at the failure of step {plan.steps[i].name}")
+        except LockLost as e:
+            return self._lost(plan, run_id, e, started, ctx)
         err.in_env(plan.env)   # hints written below the flow say <env>; the run knows which
         step = plan.steps[i]
         n = len(plan.steps)
@@ -605,7 +676,10 @@ class Runner:
             return Outcome(run_id, "failed_in_place", err, step.name, time.monotonic() - started, ctx.state)
         # The failed step may have changed part of the world before failing: undo it too
         # (undos tolerate a partial run), then the completed steps in reverse.
-        undo_errors = self._undo(plan, run_id, ctx, [*done, i] if ran else list(done))
+        try:
+            undo_errors = self._undo(plan, run_id, ctx, [*done, i] if ran else list(done))
+        except LockLost as e:
+            return self._lost(plan, run_id, e, started, ctx)
         status = plan.failed_status if not undo_errors else "failed"
         msg = _ledger_text(err)
         if undo_errors:
@@ -632,6 +706,7 @@ class Runner:
             step = plan.steps[i]
             if step.skip or step.undo is None:
                 continue
+            self._check_lock(plan, run_id, f"before undoing step {step.name}")
             t0 = time.monotonic()
             try:
                 result = step.undo(ctx)

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from deploy.config import parse_table, read_text
 from deploy.errors import SettingsError
-from deploy.redact import MASK, Secret, redact, reveal
+from deploy.redact import MASK, MIN_LENGTH, Secret, redact, reveal
 
 __all__ = [
     "MATRIX_FILE", "DOC_FILE", "VarType", "EnvRule", "Variable", "Matrix", "EnvValues",
@@ -607,6 +607,10 @@ def _check_one(matrix: Matrix, src: _Sources, var: Variable) -> CheckRow:
     if is_placeholder(value):
         shown = "value not shown" if rule.secret else repr(value)
         return CheckRow(var.name, "placeholder", f"placeholder {label} in {origin} ({shown}); set the real one")
+    if rule.secret and len(reveal(value)) < MIN_LENGTH:
+        # redact masks no value this short (it would mask every "1" in the output): say so.
+        return CheckRow(var.name, "invalid", f"secret in {origin}: too short to be masked in output; rotate it "
+                                             f"to a longer value (at least {MIN_LENGTH} characters)")
     why = validate_value(var.type, value)
     if why:
         shown = "" if rule.secret else f" {value!r}"

@@ -99,8 +99,13 @@ def _decode(value: Any) -> Any:
             kwargs = {k: _decode(v) for k, v in value.items() if k != TAG}
             fields = {f.name: f for f in dataclasses.fields(cls)}
             # JSON has no tuple: a field typed tuple[...] reads back as one, so state round-trips equal.
-            return cls(**{k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v
-                          for k, v in kwargs.items() if k in fields})
+            try:
+                return cls(**{k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v
+                              for k, v in kwargs.items() if k in fields})
+            except TypeError:
+                # Stored before its type gained a required field: kept as stored, like an unknown
+                # type, so status and rollback still read the run; resume/abort refuse it.
+                return {k: _decode(v) for k, v in value.items()}
         return {k: _decode(v) for k, v in value.items()}
     return value
 

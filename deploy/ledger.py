@@ -563,11 +563,18 @@ class Ledger:
             self._lock_hint(env, held),
         )
 
-    def heartbeat(self, env: str, run_id: str) -> None:
-        """This run is alive: refresh its lock's heartbeat."""
+    def _mine(self, t):
+        """The lock row this process holds (its holder: pid and hostname)."""
+        return (t.c.pid == os.getpid()) & (t.c.hostname == socket.gethostname())
+
+    def heartbeat(self, env: str, run_id: str) -> bool:
+        """This run is alive: refresh its lock's heartbeat. False when this process no longer
+        holds the lock (another runner took it over with --break-lock while this one was frozen)."""
         t = self.t["locks"]
         with self._tx(f"refresh the {env} lock") as c:
-            c.execute(t.update().where((t.c.env == env) & (t.c.run_id == run_id)).values(heartbeat_at=time.time()))
+            res = c.execute(t.update().where((t.c.env == env) & (t.c.run_id == run_id) & self._mine(t))
+                            .values(heartbeat_at=time.time()))
+            return res.rowcount > 0
 
     def bind_lock(self, env: str, run_id: str) -> None:
         """The lock this process took before its run existed now names the run."""
@@ -619,10 +626,12 @@ class Ledger:
             return [LockRow(**dict(r)) for r in c.execute(self.t["locks"].select()).mappings()]
 
     def release_lock(self, env: str, *, run_id: str | None = None) -> bool:
-        """Release the lock held by this run (or by this process when run_id is None)."""
+        """Release the lock held by this run and this process (any lock of this process when
+        run_id is None); a lock another runner took over is left to it."""
         t = self.t["locks"]
-        cond = t.c.env == env
-        cond = cond & ((t.c.run_id == run_id) if run_id else (t.c.pid == os.getpid()))
+        cond = (t.c.env == env) & self._mine(t)
+        if run_id:
+            cond = cond & (t.c.run_id == run_id)
         with self._tx() as c:
             return c.execute(t.delete().where(cond)).rowcount > 0
 
@@ -637,6 +646,16 @@ class Ledger:
         if not force:
             raise LockHeld(f"The {env} environment is locked by {held.describe(now)}.",
                            f"Breaking a lock needs --force: `invoke lock.release --env={env} --force`.")
+        silent = held.silent_for(now)
+        if stale and alive is None and silent < STALE_AFTER_SECONDS:
+            # Another machine's holder cannot be checked from here: old is not enough, it must
+            # also have stopped showing life (the same rule as --break-lock).
+            raise LockHeld(
+                f"The {env} lock is held on another machine by {held.describe(now)}, which showed life "
+                f"{clock.age(silent)} ago: less than the {clock.age(STALE_AFTER_SECONDS)} staleness bound, so it "
+                "may still be running. Nothing was changed.",
+                f"Wait for it (see `invoke lock.status`); --force breaks a lock on another machine only once its "
+                f"holder has been silent for {clock.age(STALE_AFTER_SECONDS)}.")
         if not stale:
             raise LockHeld(
                 f"The {env} lock is held by a live process that is younger than the limit: {held.describe(now)}.",

@@ -188,3 +188,85 @@ def test_unexpected_exception_in_a_step_still_undoes(tmp_path):
     outcome = Runner(led, Console(io.StringIO())).execute(plan)
     assert outcome.status == "rolled_back" and trail == ["a", "-a"]
     assert "ValueError: bug" in outcome.error.message
+
+
+class _BufferedOut:
+    """A text stream that, like CPython's BufferedWriter, refuses a write from inside a write
+    (RuntimeError: reentrant call); the first write holding `signal_on` sends this process SIGTERM,
+    so the signal lands inside the write, as it does when a buffered stdout write is interrupted."""
+
+    def __init__(self, signal_on: str):
+        self.text, self.busy, self.signal_on = "", False, signal_on
+
+    def write(self, s: str) -> int:
+        if self.busy:
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stdout>'>")
+        self.busy = True
+        try:
+            if self.signal_on and self.signal_on in s:
+                self.signal_on = ""
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs here, inside this write
+                    pass
+            self.text += s
+            return len(s)
+        finally:
+            self.busy = False
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_signal_landing_inside_an_output_write_does_not_fail_the_undo(tmp_path, capfd):
+    """The signal handler writes its message to fd 2 itself, never through the (buffered) console."""
+    out = _BufferedOut(signal_on="undoing a")
+
+    def undo_a(ctx):
+        ctx.note("undoing a")
+        return "a undone"
+
+    def fail(ctx):
+        raise DeployError("b broke on purpose")
+
+    plan = Plan("promote", "t", [Step("a", "do a", run=lambda c: "a ok", undo=undo_a), Step("b", "do b", run=fail)])
+    outcome = Runner(Ledger.open(tmp_path), Console(out=out)).execute(plan)
+    assert outcome.status == "rolled_back", out.text
+    assert "UNDO-ERR" not in out.text and "a undone" in out.text, out.text
+    assert "SIGTERM received while undoing: ignored" in capfd.readouterr().err
+
+
+class _Racing:
+    """The real ledger, with another real runner (a child process) acting just before this
+    one takes the lock: the window between _adopt's first read and its lock."""
+
+    def __init__(self, led, before_lock):
+        self.led, self.before_lock = led, before_lock
+
+    def __getattr__(self, name):
+        return getattr(self.led, name)
+
+    def acquire_lock(self, *args, **kwargs):
+        if self.before_lock:
+            act, self.before_lock = self.before_lock, None
+            act()
+        return self.led.acquire_lock(*args, **kwargs)
+
+
+def test_abort_rereads_the_run_under_the_lock_and_refuses_one_finished_meanwhile(tmp_path):
+    from engine_child import plan
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    p = child(tmp_path, url, "run", env={"BLOCK_AT": "release"}, wait=False)
+    wait_for(tmp_path / "blocked")
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    led, run = latest_run(url, tmp_path)
+
+    def other_runner_resumes():
+        rc, out, err = child(tmp_path, url, "resume", run.id)
+        assert rc == 0 and "outcome succeeded" in out, err
+
+    with pytest.raises(DeployError, match=f"Run {run.id} is succeeded; there is nothing to abort"):
+        Runner(_Racing(led, other_runner_resumes), Console(quiet=True)).abort(plan(tmp_path), run.id)
+    assert world(tmp_path) == ["preflight", "build", "migrate", "release", "smoke"]  # nothing undone
+    assert led.run(run.id).status == "succeeded" and led.lock("test") is None

@@ -60,3 +60,22 @@ def test_a_run_that_never_migrated_has_no_migrations_before():
     # None, not (): --db=down must refuse rather than undo "every migration not in an empty list".
     rec = PromotionRecord.of(SimpleNamespace(id="s", env="staging", release_id="r2", sha="b" * 40, state={}))
     assert rec.migrations_before is None
+
+
+def test_a_stored_fact_missing_a_field_its_type_later_gained_is_read_and_refused_for_resume(project):
+    """A run recorded before ArtifactFacts gained a required field: status (through the CLI)
+    and the ledger still read it; resume and abort refuse it as an earlier version's state."""
+    led = Ledger.open(project.root)
+    run = led.start_run(env="t", flow="promote", sha="a" * 40, steps=["build"], args={})
+    art = {facts.TAG: "ArtifactFacts", "path": "/a.tar.gz", "sha256": "f" * 64, "release_id": "r1",
+           "git_sha": "a" * 40}  # no built_at
+    with sqlite3.connect(project.root / ".deploy/ledger.db") as c:
+        c.execute("UPDATE deploy_runs SET state = ? WHERE id = ?", (json.dumps({"ArtifactFacts": art}), run))
+    assert led.run(run).state == {"ArtifactFacts": art}
+    r = project.invoke("status")
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    plan = Plan("promote", "t", [Step("build", "x", run=lambda c: "ok", undo=lambda c: "undone")])
+    for verb in ("resume", "abort"):
+        with pytest.raises(DeployError, match="recorded by an earlier toolkit version .*ArtifactFacts"):
+            getattr(Runner(led, Console(quiet=True)), verb)(plan, run)
+    assert led.run(run).status == "running"

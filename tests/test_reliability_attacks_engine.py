@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -103,7 +104,7 @@ def finish(proc, lines: list[str], timeout: float = 180) -> str:
 # ----------------------------------------------------------------------------- 1. short secrets
 
 @pytest.mark.parametrize("mode", ["abort", "resume"])
-@pytest.mark.parametrize("value", ["2024", "1"])
+@pytest.mark.parametrize("value", ["2024", "x9z4"])  # shorter ones are refused by env.check (test_envs)
 def test_short_secret_value_does_not_corrupt_the_run_state_resume_and_abort_read(stage, value, mode):
     stage.project.env["SESSION_SECRET"] = value  # registered as a secret by preflight's env.check
     a = promote_a(stage)
@@ -204,6 +205,70 @@ def assert_on_release_shared(stage, release_id):
     assert TIER not in applied(stage.db_url)
     led = stage.project.ledger()
     assert led.lock("staging") is None and led.live_release("staging")["release_id"] == release_id
+
+
+def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touching_the_lock(stage):
+    """Runner A freezes (SIGSTOP) in its watch past the staleness bound; runner B takes the
+    lock over with --resume --break-lock. When A wakes, its heartbeat no longer matches the
+    holder: A stops at the next step boundary, undoes nothing and leaves B's lock alone."""
+    project = stage.project
+    promote_a(stage)
+    edit_settings(project, "window_seconds = 1\n", "window_seconds = 20\n")
+    commit_b(stage)
+    a = spawn(project, "promote", "--to=staging")
+    lines: list[str] = []
+    try:
+        read_until(a, "smoke", "done", lines=lines)
+        wait_for(lambda: step_running(project, "watch"), 60, "the watch to start")
+        run = project.ledger().runs("staging")[0]
+        a.send_signal(signal.SIGSTOP)
+        # A's machine, as seen from B's: another host, silent for ten minutes.
+        sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', acquired_at = acquired_at - 600, "
+                     f"heartbeat_at = {time.time() - 600} WHERE env = 'staging'")
+        # B takes over, then dies before its own watch: its lock row stays, naming B.
+        b = project.invoke("promote", "--to=staging", "--resume", "--break-lock",
+                           extra_env={"DEPLOY_FAULT": "before:watch"})
+        assert b.returncode == -9 and "took over" in b.stdout and "ci-runner-1" in b.stdout, b.stdout + b.stderr
+        held = project.ledger().lock("staging")
+        assert held.run_id == run.id and held.pid != a.pid and held.hostname != "ci-runner-1"
+    finally:
+        a.send_signal(signal.SIGCONT)
+    text = finish(a, lines)
+    assert a.returncode == 4 and "Traceback" not in text, text
+    assert "taken over by" in text and "undid nothing" in text, text
+    assert not re.search(r"\] \S+ +(undone|UNDO-ERR)", text), text
+    led = project.ledger()
+    assert led.lock("staging") == held  # B's lock, untouched (not refreshed, not released)
+    assert led.run(run.id).status == "running" and stage.shopify.active() == run.release_id
+    # B (this machine, its process gone) finishes the run.
+    ok(project.invoke("promote", "--to=staging", "--resume"))
+    assert project.ledger().run(run.id).status == "succeeded"
+    assert_on_release(stage, run.release_id, tier=True)
+    assert project.ledger().lock("staging") is None
+
+
+def test_lock_release_force_breaks_another_machines_old_lock_only_once_its_heartbeat_is_silent(project):
+    # local: an environment without hosts, so only the ledger lock is at stake
+    """An old lock held on another machine whose holder still beats is not stale: --force refuses it
+    until the heartbeat has been silent past the staleness bound (the rule of --break-lock)."""
+    from deploy.ledger import Ledger
+
+    Ledger.open(project.root).acquire_lock("local", run_id=None, purpose="promote")
+    day = time.time() - 86400  # far older than lock.max_age_minutes
+    sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', acquired_at = {day}, "
+                 f"heartbeat_at = {time.time()} WHERE env = 'local'")
+    text = refused(project.invoke("lock.release", "--env=local", "--force"), 4)
+    assert "ci-runner-1" in text and "staleness bound" in text, text
+    assert project.ledger().lock("local").hostname == "ci-runner-1"
+    sql(project, f"UPDATE deploy_locks SET heartbeat_at = {time.time() - 600} WHERE env = 'local'")
+    ok(project.invoke("lock.release", "--env=local", "--force"))
+    assert project.ledger().lock("local") is None
+
+
+def test_lock_status_of_an_unknown_environment_is_only_the_error(project):
+    r = project.invoke("lock.status", "--env=nope")
+    text = refused(r, 2)
+    assert "nope" in text and "No environment is locked" not in text and "holder" not in r.stdout, text
 
 
 # ----------------------------------------------------------------------------- 4. one-step tasks take the lock

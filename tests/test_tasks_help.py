@@ -39,3 +39,16 @@ def test_invoke_list_does_not_import_heavy_libraries():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "promote" in r.stdout and "db.migrate" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
     assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["db.rollback", "--env=staging", "--steps=abc"], "--steps"),
+    (["db.rollback", "--env=staging", "--steps=0"], "--steps"),
+    (["drills", "--days=x"], "--days"),
+])
+def test_a_number_flag_that_is_not_a_whole_number_is_a_clear_error(project, args, flag):
+    """Number flags are taken as typed and checked by the flow: no Invoke traceback."""
+    r = project.invoke(*args)
+    text = r.stdout + r.stderr
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert f"{flag} must be a whole number" in text, text

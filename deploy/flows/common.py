@@ -11,6 +11,22 @@ from deploy.errors import DeployError, SettingsError
 from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
 
 
+def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
+    """A whole-number flag, taken as typed (a string, or None for its default) so that
+    `--steps=abc` is a SettingsError naming the flag rather than Invoke's traceback."""
+    if value is None:
+        return default
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"--{flag} must be a whole number, not {value!r}.",
+                            f"For example --{flag}={default}.") from None
+    if n < minimum:
+        raise SettingsError(f"--{flag} must be a whole number of at least {minimum}, not {n}.",
+                            f"For example --{flag}={default}.")
+    return n
+
+
 def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
     """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
     row = next((r for r in led.releases(env, limit=100) if r["release_id"] == release_id), None)
@@ -83,7 +99,7 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)
     changed = outcome.ok or any(s.status == "done" for s in steps)
-    if not settings.is_local and changed:  # the team's log is for shared environments; the ledger has local runs
+    if not settings.is_local and changed and outcome.status != "lock_lost":  # the new holder logs the run  # the team's log is for shared environments; the ledger has local runs
         first = (outcome.error.message.strip().splitlines() or [""])[0] if outcome.error else ""
         feedback.append(settings.root, feedback.Entry(
             kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
@@ -117,6 +133,7 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
             "rolled_back": "every completed step was undone",
             "failed_in_place": kept,
             "failed": "the undo did not finish; the lock is kept",
+            "lock_lost": "another runner took the lock over, so nothing was undone",
         }.get(outcome.status, outcome.status)
     if outcome.failed_step:
         head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"

@@ -7,7 +7,7 @@ from pathlib import Path
 from deploy import backups, dburl, migrations
 from deploy.errors import SettingsError
 from deploy.flows import shapes
-from deploy.flows.common import app_sha, one_step
+from deploy.flows.common import app_sha, one_step, whole_number
 from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 from deploy.private import write_private
 from deploy.redact import Secret
@@ -50,7 +50,8 @@ def migrate(svc, env: str) -> None:
         svc.term.out(f"warning: {w}")
 
 
-def rollback(svc, env: str, steps: int, yes: bool) -> None:
+def rollback(svc, env: str, steps: int | str | None, yes: bool) -> None:
+    steps = whole_number("steps", steps, 1)
     s, url = _db(svc, env)
     if s.environment.protected:
         svc.term.confirm(f"Roll back {steps} migration(s) on {env}?", yes)

@@ -39,12 +39,12 @@ def _release_hosts(svc, s, dead_run: str | None) -> None:
 
 
 def status(svc, env: str | None, as_json: bool = False) -> None:
+    s = svc.settings(env) if env else None  # an unknown environment is an error before anything is printed
     led = svc.ledger()
     if as_json:
         locks = [lk for lk in led.locks() if not env or lk.env == env]
         host_locks = []
-        if env:
-            s = svc.settings(env)
+        if s is not None:
             if s.hosts.hosts and not s.is_local:
                 host_locks = hosts.lock_status(s.hosts)
         svc.term.emit_json(shapes.lock_status(locks, host_locks))
@@ -66,8 +66,7 @@ def status(svc, env: str | None, as_json: bool = False) -> None:
     else:
         svc.term.out(svc.term.table(rows, ("env", "holder", "pid", "run", "purpose", "since (UTC)", "holder state"),
                           optional=("pid", "purpose", "since (UTC)")))
-    if env:
-        s = svc.settings(env)
+    if s is not None:
         if s.hosts.hosts and not s.is_local:
             host_locks = hosts.lock_status(s.hosts)
             svc.term.out(svc.term.table([(lk.host, lk.holder, lk.run_id, lk.acquired_at or "-", lk.release) for lk in host_locks],
