@@ -472,48 +472,48 @@ def _fs(argv: list[str], what: str) -> None:
 
 
 def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
-                cache_root: Path | None, keep: int) -> list[str]:
-    """Run the recipe's commands in `app`; with a cache, the install (and the prune) come
-    from `cache_root/<deps_key>/` when an earlier build with the same key filled it.
+                cache_root: Path | None, keep: int, *, hit_ok: bool = True) -> list[str]:
+    """Run the recipe's commands in `app`; with a cache, the install comes from
+    `cache_root/<deps_key>/` when an earlier build with the same key filled it.
 
-    An entry holds `full/node_modules` (as the install left it: the build may need dev
-    dependencies) and `prod/node_modules` (as the prune left it). A hit hard-links `full`
-    into the checkout (cp -al), runs the build, then replaces node_modules by a hard-linked
-    `prod`. Files are shared, never written: every use checks the entry's stamp first and
-    after the build, and an entry a build wrote into is dropped and the build redone without
-    it, so the artifact is always what a build without the cache packs."""
-    middle = list(plan.commands[1:len(plan.commands) - (1 if plan.prune else 0)])
+    An entry holds `full/node_modules`, as the install left it (before any build wrote into
+    it). A hit hard-links it into the checkout (cp -al), then runs the build and the prune
+    in the checkout exactly as a miss does, so what the build writes into node_modules (a
+    generated client, a cache) is this commit's own. Cached files are shared, never
+    written: the entry's stamp is checked before use and after the build, and an entry a
+    build (or prune) wrote into is dropped and the build redone without it, refilling it,
+    so the artifact is always what a build without the cache packs."""
+    rest = list(plan.commands[1:])
     key = None
     if cache_root is not None and not (app / DEPS).exists():
         versions = _tool_versions(plan, env)
         key = deps_key(app, plan, versions) if versions is not None else None
     entry = cache_root / key if key else None
-    usable = entry is not None and entry.exists() and _entry_ok(entry)
-    if entry is not None and entry.exists() and not usable:
+    if entry is not None and hit_ok and entry.exists():
+        _touch(entry)   # in use from now: a concurrent prune keeps the most recently used
+    usable = hit_ok and entry is not None and entry.exists() and _entry_ok(entry)
+    if hit_ok and entry is not None and entry.exists() and not usable:
         _fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
     if usable:
         sources = _source_files(app)
         try:
             ran = [f"(dependency cache {key[:12]}) cp -al {entry / 'full' / DEPS} {DEPS}"]
             _fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
-            ran += [_step(argv, app, env, timeout) for argv in middle]
-            _fs(["rm", "-rf", str(app / DEPS)], "removing the build's node_modules")
-            _fs(["cp", "-al", str(entry / "prod" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
-            ran.append(f"(dependency cache {key[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
+            _unshare_top_files(app / DEPS)
+            ran += [_step(argv, app, env, timeout) for argv in rest]
         finally:
-            # Only `full` was in the checkout while the build ran; `prod` is read by the pack
-            # (and checked again before its next use).
-            intact = _entry_ok(entry, parts=("full",))
+            intact = _entry_ok(entry)
         if intact:
             _touch(entry)
             prune_deps_cache(cache_root, keep, protect=(key,))
             return ran
         # The build wrote into a cached file: that entry can no longer be trusted, and
-        # neither can this build's output. Drop both; build again without the cache.
+        # neither can this build's output. Drop both; build again without the cache and
+        # fill it anew.
         _fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
         for rel in sorted(_source_files(app) - sources):
             (app / rel).unlink(missing_ok=True)
-        return _run_recipe(app, plan, env, timeout, None, keep)
+        return _run_recipe(app, plan, env, timeout, cache_root, keep, hit_ok=False)
 
     before = _source_stamp(app) if entry is not None else ""
     ran = [_step(plan.commands[0], app, env, timeout)]
@@ -522,29 +522,34 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         tmp = cache_root / f".fill-{key[:16]}-{os.getpid()}"
         _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
         (tmp / "full").mkdir(parents=True)
-        (tmp / "prod").mkdir()
         # A real copy (reflink where the file system can): the build writes into the checkout's.
         _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "full" / DEPS)], "filling the dependency cache")
-    ran += [_step(argv, app, env, timeout) for argv in middle]
-    if plan.prune:
-        ran.append(_step(plan.prune, app, env, timeout))
+    try:
+        ran += [_step(argv, app, env, timeout) for argv in rest]
+        if tmp is not None:
+            (tmp / "stamp.json").write_text(json.dumps({"full": tree_stamp(tmp / "full")}) + "\n")
+            try:
+                os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
+                _touch(entry)
+            except OSError:
+                pass
+    finally:
+        if tmp is not None and tmp.exists():
+            _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
     if tmp is not None:
-        try:
-            if (app / DEPS).is_dir():
-                _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "prod" / DEPS)],
-                    "filling the dependency cache")
-                stamp = {"full": tree_stamp(tmp / "full"), "prod": tree_stamp(tmp / "prod")}
-                (tmp / "stamp.json").write_text(json.dumps(stamp) + "\n")
-                try:
-                    os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
-                    _touch(entry)
-                except OSError:
-                    pass
-        finally:
-            if tmp.exists():
-                _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
         prune_deps_cache(cache_root, keep, protect=(key,))
     return ran
+
+
+def _unshare_top_files(deps: Path) -> None:
+    """Real copies of node_modules' own top-level files (npm's .package-lock.json, pnpm's
+    .modules.yaml, yarn's .yarn-integrity): the prune rewrites them in place, which would
+    write through a hard link into the cache entry."""
+    for p in deps.iterdir():
+        if p.is_file() and not p.is_symlink():
+            tmp = p.with_name(p.name + ".unshare")
+            _fs(["cp", "-p", str(p), str(tmp)], "restoring node_modules from the cache")
+            os.replace(tmp, p)
 
 
 def _source_files(app: Path) -> set[str]:
@@ -556,7 +561,7 @@ def _source_files(app: Path) -> set[str]:
     return out
 
 
-def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full", "prod")) -> bool:
+def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full",)) -> bool:
     try:
         stamp = json.loads((entry / "stamp.json").read_text())
         return isinstance(stamp, dict) and all(stamp.get(k) == tree_stamp(entry / k) for k in parts)
