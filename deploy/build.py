@@ -160,14 +160,16 @@ def package_json(app_dir: str | Path) -> dict:
     return data
 
 
-def app_name(app_dir: str | Path) -> str:
-    """The app's identity in its releases: package.json's name, else the folder's name."""
+def app_name(app_dir: str | Path, folder: str | Path | None = None) -> str:
+    """The app's identity in its releases: package.json's name, else the name of `folder`
+    (default `app_dir`). A build of a commit's checkout passes the configured app folder:
+    the checkout's own folder (.deploy/src/<sha>) would make every commit another app."""
     try:
         name = package_json(app_dir).get("name")
     except (SettingsError, BuildFailed):
         name = None
     name = name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9@/._-]{1,214}", name or "") else ""
-    return name or Path(app_dir).name
+    return name or Path(folder if folder is not None else app_dir).resolve().name
 
 
 def package_manager(app_dir: str | Path) -> str | None:
@@ -282,6 +284,7 @@ def build(
     now: datetime | None = None,
     timeout: float | None = None,
     deps_cache: str | Path | None = None,
+    app_folder: str | Path | None = None,
 ) -> BuildResult:
     """The artifact for `git_sha`: reused if already built and verified, else built in
     `app_dir` (which must hold that commit's sources) under the `[app]` contract and packed.
@@ -289,7 +292,8 @@ def build(
     `env` is the deployer's environment (default: this process's) from which the build's
     explicit environment is picked (`build_environment`). `deps_cache`: the dependency
     cache folder (default: <artifacts_dir>/../cache/deps; see `deps_key`), used when
-    `app.deps_cache` is on and the recipe installs dependencies."""
+    `app.deps_cache` is on and the recipe installs dependencies. `app_folder`: the configured
+    app folder, whose name is the app's when package.json has none (`app_name`)."""
     from deploy.config import AppSection
 
     contract = contract or AppSection()
@@ -328,7 +332,7 @@ def build(
             raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                               "Make the build write it, or remove it from [app] include.")
     artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                    include=plan.include, app=app_name(app))
+                    include=plan.include, app=app_name(app, app_folder))
     _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
@@ -483,6 +487,8 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
     written: the entry's stamp is checked before use and after the build, and an entry a
     build (or prune) wrote into is dropped and the build redone without it, refilling it,
     so the artifact is always what a build without the cache packs."""
+    if not plan.commands:
+        return []
     rest = list(plan.commands[1:])
     key = None
     if cache_root is not None and not (app / DEPS).exists():

@@ -573,6 +573,49 @@ def test_a_rollback_to_another_apps_release_is_refused_before_any_host_switches(
     assert f.currents() == [R2] and f.served() == [R2] and f.locked() == [False]
 
 
+def test_an_app_without_a_name_at_its_repository_root_goes_back_to_its_first_release(sshd_hosts, sshd_farm,
+                                                                                    tmp_path):
+    """package.json without `name` at the repository root: the build step names the app by
+    the configured app folder, not by the commit's checkout (.deploy/src/<sha>), so a failed
+    second release puts the first back instead of stopping it."""
+    import io
+    import json as _json
+    import shutil
+
+    from deploy import build as b
+    from deploy import config
+    from deploy.engine import Console, StepContext
+    from deploy.flows import steps
+
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "examples/app/server.mjs", repo / "server.mjs")
+    (repo / "package.json").write_text(_json.dumps({"private": True, "scripts": {"start": "node server.mjs"}}))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    shas = []
+    for server in (None, "console.error('cannot start'); process.exit(4);\n"):
+        if server:
+            (repo / "server.mjs").write_text(server)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-qm", "c"], check=True)
+        shas.append(subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+    s = config.parse({"environment": {"kind": "local", "app_dir": "."}}, name="local",
+                     file=repo / "env/local.toml", root=repo)
+    arts = []
+    for sha in shas:
+        ctx = StepContext(run_id=None, env="local", state={}, console=Console(io.StringIO()))
+        steps.build(s, sha, "r").run(ctx)
+        arts.append(b.find(steps.artifacts_dir(s), sha))
+    assert [b.read_manifest(a)["app"] for a in arts] == ["shop", "shop"]
+
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    hosts.release(f.section, _as(arts[0], R1), run_id="run-1", now=T0, app=f.app)
+    with pytest.raises(HostFailed):
+        hosts.release(f.section, _as(arts[1], R2), run_id="run-2", now=T0, app=f.app)
+    assert f.currents() == [R1] and f.served() == [R1] and f.locked() == [False]
+
+
 # ---------------------------------------------------------------- delta uploads
 
 def _tree(root: Path) -> dict[str, tuple]:

@@ -299,7 +299,8 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
         reused = art is not None
         if art is None:
             src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
-            result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha))
+            result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha),
+                             app_folder=s.app_dir)
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
