@@ -20,6 +20,8 @@ the same SHA-256, and production can insist on the exact bytes staging tested.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -304,7 +306,18 @@ def build(
     existing = find(store, git_sha)
     if existing is not None:
         return BuildResult(existing, True, time.monotonic() - started)
+    # One build per commit at a time: builds of a SHA share its checkout (.deploy/src/<sha>),
+    # so a second runner waits, then reuses what the first one packed.
+    with _lock(store / ".locks" / f"{git_sha}.lock"):
+        existing = find(store, git_sha)
+        if existing is not None:
+            return BuildResult(existing, True, time.monotonic() - started)
+        return _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache, app_folder,
+                               artifacts_dir, started)
 
+
+def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache, app_folder, artifacts_dir,
+                    started) -> BuildResult:
     plan = recipe(app, contract)
     environ = os.environ if env is None else env
     built = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
@@ -331,9 +344,10 @@ def build(
         if not (app / rel).exists():
             raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                               "Make the build write it, or remove it from [app] include.")
-    artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                    include=plan.include, app=app_name(app, app_folder))
-    _write_index(store, artifact)
+    with _lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
+        artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
+                        include=plan.include, app=app_name(app, app_folder))
+        _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
 
@@ -368,12 +382,36 @@ def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> 
     live_tars = {r[2] for r in kept}
     for _, sha, _ in doomed:
         (by_sha / f"{sha}.json").unlink(missing_ok=True)
-    for tar in store.glob("*.tar.gz"):
-        if tar.name[:-len(".tar.gz")] not in live_tars:
-            tar.unlink(missing_ok=True)
+    for tar in {r[2] for r in doomed} - live_tars:
+        (store / f"{tar}.tar.gz").unlink(missing_ok=True)
+    # A tarball no index points to is an interrupted pack, or a concurrent build's between
+    # its pack and its index: swept only while no build is packing.
+    with _lock(store / ".locks" / "store.lock", wait=False) as free:
+        if free:
+            for tar in store.glob("*.tar.gz"):
+                if not tar.name.startswith(".") and tar.name[:-len(".tar.gz")] not in live_tars:
+                    tar.unlink(missing_ok=True)
     for tmp in store.glob(".pack-*"):
-        tmp.unlink(missing_ok=True)
+        pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
+        if not pid.isdigit() or not proc.pid_alive(int(pid)):   # never a running pack's
+            tmp.unlink(missing_ok=True)
     return [sha for _, sha, _ in doomed]
+
+
+@contextlib.contextmanager
+def _lock(path: Path, *, shared: bool = False, wait: bool = True):
+    """An flock on `path` (created); yields False when `wait` is off and it is taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- dependency cache
@@ -724,7 +762,7 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 
-    fd, tmp = tempfile.mkstemp(prefix=".pack-", suffix=".tar.gz", dir=store)
+    fd, tmp = tempfile.mkstemp(prefix=f".pack-{os.getpid()}-", suffix=".tar.gz", dir=store)
     try:
         with os.fdopen(fd, "wb") as raw:
             # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.

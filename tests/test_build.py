@@ -317,6 +317,49 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
     assert b.prune(store, keep=2, protect=[shas[0]]) == []
 
 
+def test_prune_leaves_a_concurrent_runs_pack_and_unindexed_tarball_alone(tmp_path):
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    live = store / f".pack-{os.getpid()}-abc.tar.gz"      # this process is packing it
+    dead = store / ".pack-999999999-abc.tar.gz"          # a killed run's leftover
+    packed = store / f"{'e' * 64}.tar.gz"                 # packed, its index not written yet
+    for f in (live, dead, packed):
+        f.write_bytes(b"x")
+    (store / "by-sha").mkdir()
+    with b._lock(store / ".locks" / "store.lock", shared=True):   # what build() holds from pack to index
+        b.prune(store, keep=1)
+        assert live.exists() and packed.exists() and not dead.exists()
+    b.prune(store, keep=1)
+    assert live.exists() and not packed.exists()
+
+
+def test_two_builds_of_the_same_commit_at_once_build_it_once(tmp_path):
+    import threading
+
+    from deploy.testing.depsapp import make_deps_app
+
+    app = make_deps_app(tmp_path / "app")
+    store = tmp_path / "artifacts"
+    gate = threading.Barrier(2)
+    results, errors = [], []
+
+    def one():
+        gate.wait()
+        try:
+            results.append(_cache_build(app, store, tmp_path / "cache", deps_cache=False))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(r.reused for r in results) == [False, True]
+    assert results[0].artifact == results[1].artifact and len(list(store.glob("*.tar.gz"))) == 1
+
+
 def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path):
     from deploy import source
 
