@@ -133,6 +133,10 @@ PRUNE = {
     "pnpm": ("pnpm", "prune", "--prod"),
     "yarn": ("yarn", "install", "--production", "--frozen-lockfile"),   # yarn 1 has no prune
 }
+# Yarn 2+ ("berry"): no `--production` install; `workspaces focus` drops devDependencies
+# (built in from yarn 4, the workspace-tools plugin before).
+YARN_BERRY_INSTALL = ("yarn", "install", "--immutable")
+YARN_BERRY_PRUNE = ("yarn", "workspaces", "focus", "--all", "--production")
 SKIP_TOP = (".git", ".complete")   # never shipped: git metadata, deploy.source's checkout marker
 
 
@@ -182,6 +186,29 @@ def package_manager(app_dir: str | Path) -> str | None:
     return None
 
 
+def yarn_berry(app_dir: str | Path, pkg: dict) -> bool:
+    """Yarn 2 or later: `packageManager: yarn@2+` in package.json, or a .yarnrc.yml."""
+    pm = pkg.get("packageManager")
+    m = re.match(r"yarn@(\d+)", pm) if isinstance(pm, str) else None
+    if m:
+        return int(m.group(1)) >= 2
+    return (Path(app_dir) / ".yarnrc.yml").is_file()
+
+
+def _yarn_berry_linker_ok(app: Path) -> None:
+    """Plug'n'Play (yarn 2+'s default linker) leaves no node_modules to ship: refuse it."""
+    try:
+        text = (app / ".yarnrc.yml").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    if not re.search(r"^nodeLinker:\s*[\"']?(node-modules|pnpm)[\"']?\s*$", text, re.M):
+        raise SettingsError(
+            f"{app}: yarn 2+ installs with Plug'n'Play here (no nodeLinker: node-modules in .yarnrc.yml), "
+            "which leaves no node_modules for the release to run from.",
+            "Add `nodeLinker: node-modules` to .yarnrc.yml and commit it, or set [app] install and "
+            "[app] prune in env/<name>.toml to the commands that build a shippable app.")
+
+
 def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
     """The commands a fresh build of `app_dir` runs under the `[app]` contract."""
     from deploy.config import AppSection
@@ -203,7 +230,10 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
                     "Run your package manager's install (e.g. `npm install`) and commit the lockfile: "
                     "a deploy builds only from a lockfile.",
                 )
-            cmds.append(INSTALL[pm])
+            berry = pm == "yarn" and yarn_berry(app, pkg)
+            if berry:
+                _yarn_berry_linker_ok(app)
+            cmds.append(YARN_BERRY_INSTALL if berry else INSTALL[pm])
             installed = True
     elif c.install != "none":
         cmds.append(tuple(c.install))
@@ -215,7 +245,10 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
         cmds.append(tuple(c.build))
     if c.prune == "auto":
         if installed and pm and pkg.get("devDependencies"):
-            cmds.append(PRUNE[pm])
+            if pm == "yarn" and yarn_berry(app, pkg):
+                cmds.append(YARN_BERRY_PRUNE)
+            else:
+                cmds.append(PRUNE[pm])
             pruned = True
     elif c.prune != "none":
         cmds.append(tuple(c.prune))

@@ -246,6 +246,31 @@ def test_recipe_from_the_lockfile_and_the_app_settings(tmp_path, pkg, lockfiles,
     assert list(b.recipe(app, contract).commands) == expected
 
 
+@pytest.mark.parametrize("pkg, yarnrc", [
+    ({**FULL, "packageManager": "yarn@4.5.0"}, "nodeLinker: node-modules\n"),
+    (FULL, "nodeLinker: \"node-modules\"\nenableTelemetry: false\n"),
+], ids=["packageManager", "yarnrc"])
+def test_yarn_2_or_later_installs_immutable_and_prunes_with_workspaces_focus(tmp_path, pkg, yarnrc):
+    app = _pkg(tmp_path, pkg, "yarn.lock")
+    (app / ".yarnrc.yml").write_text(yarnrc)
+    plan = b.recipe(app)
+    assert plan.commands == (("yarn", "install", "--immutable"), ("yarn", "run", "build"),
+                             ("yarn", "workspaces", "focus", "--all", "--production"))
+    assert plan.install == plan.commands[0] and plan.prune == plan.commands[-1]
+
+
+def test_yarn_2_plug_n_play_is_refused_naming_the_settings(tmp_path):
+    app = _pkg(tmp_path, {**FULL, "packageManager": "yarn@3.6.4"}, "yarn.lock")
+    with pytest.raises(SettingsError, match="Plug'n'Play") as e:
+        b.recipe(app)
+    assert "nodeLinker: node-modules" in e.value.hint and "[app] install" in e.value.hint
+    assert b.recipe(app, AppSection(install=("yarn", "install"), prune=("true",))).commands[-1] == ("true",)
+    # yarn 1 stays yarn 1
+    (tmp_path / "one").mkdir()
+    assert b.recipe(_pkg(tmp_path / "one", {**FULL, "packageManager": "yarn@1.22.19"}, "yarn.lock")).prune == \
+        ("yarn", "install", "--production", "--frozen-lockfile")
+
+
 @pytest.mark.parametrize("contract, pkg, expected", [
     (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}},
      ["sh", "-c", "react-router-serve ./build/server/index.js"]),
