@@ -278,6 +278,15 @@ def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
     script = scripts.get("start")
     if isinstance(script, str) and script.strip():
+        if isinstance(scripts.get("poststart"), str) and scripts["poststart"].strip():
+            raise SettingsError(
+                f"{where}/package.json has a poststart script, which `npm start` runs only after the app "
+                "exits; the toolkit supervises the start script itself and would never run it.",
+                'Move poststart\'s work into the build or the start script, or set [app] start = [...] in '
+                "env/<name>.toml.")
+        pre = scripts.get("prestart")
+        if isinstance(pre, str) and pre.strip():
+            return ["sh", "-c", f"{pre} && {script}"]   # as `npm start` runs prestart first
         return ["sh", "-c", script]
     raise SettingsError(
         f"{where}/package.json has no start script, so the toolkit does not know how to start the app.",

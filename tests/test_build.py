@@ -276,9 +276,17 @@ def test_yarn_2_plug_n_play_is_refused_naming_the_settings(tmp_path):
      ["sh", "-c", "react-router-serve ./build/server/index.js"]),
     (AppSection(start=("node", "build/server.mjs")), {}, ["node", "build/server.mjs"]),
     (AppSection(start=("node", "build/server.mjs")), {"scripts": {"start": "x"}}, ["node", "build/server.mjs"]),
-], ids=["start-script-without-npm", "explicit-argv", "explicit-argv-wins"])
+    (AppSection(), {"scripts": {"prestart": "node migrate.js", "start": "node server.js"}},
+     ["sh", "-c", "node migrate.js && node server.js"]),
+], ids=["start-script-without-npm", "explicit-argv", "explicit-argv-wins", "prestart-first"])
 def test_start_argv(contract, pkg, expected):
     assert b.start_argv(contract, pkg, "x") == expected
+
+
+def test_a_poststart_script_is_refused_naming_it():
+    with pytest.raises(SettingsError, match="poststart") as e:
+        b.start_argv(AppSection(), {"scripts": {"start": "node s.js", "poststart": "echo done"}}, "releases/r1")
+    assert "releases/r1/package.json" in e.value.message and "[app] start" in e.value.hint
 
 
 def test_no_start_script_is_a_clear_settings_error():
