@@ -257,14 +257,16 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
                   install=cmds[0] if installed else (), prune=cmds[-1] if pruned else ())
 
 
-def start_command(contract: AppSection | None, release_dir: str | Path) -> list[str]:
-    """The argv that starts the release in `release_dir` (see `start_argv`)."""
+def start_command(contract: AppSection | None, release_dir: str | Path, where: str = "") -> list[str]:
+    """The argv that starts the release in `release_dir` (see `start_argv`; `where` names
+    the folder in messages)."""
     from deploy.config import AppSection
 
-    c = contract or AppSection()
-    if isinstance(c.start, tuple):
-        return list(c.start)
-    return start_argv(c, package_json(release_dir), str(release_dir))
+    try:
+        pkg = package_json(release_dir)
+    except (SettingsError, BuildFailed):
+        pkg = {}   # start_argv says what is missing when the start needs package.json
+    return start_argv(contract or AppSection(), pkg, where or str(release_dir))
 
 
 def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:

@@ -1853,8 +1853,8 @@ def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> N
         if h.conn is None:
             continue
         try:
-            if h.made_dir and h.state and h.state.current != _release_of(h):
-                rid = _release_of(h)
+            if h.made_dir and h.state and h.state.current != h.pending:
+                rid = h.pending
                 _run(h.conn, h.t, sh("rm", "-rf", _p(h.t, "releases", rid), _p(h.t, "releases", f".partial-{rid}"),
                                      _p(h.t, ".uploads", f"{rid}.tar.gz"), _p(h.t, ".uploads", delta_upload_name(rid)),
                                      _p(h.t, ".uploads", f"{rid}.d")), section, "cleaning up")
@@ -1862,10 +1862,6 @@ def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> N
             h.error = h.error or f"cleanup failed: {e}"
     if unlock:
         _unlock_all(section, hs)
-
-
-def _release_of(h: _Host) -> str:
-    return h.pending
 
 
 def batches(n: int, batch_size: int | str) -> list[range]:

@@ -100,21 +100,11 @@ def _argv(argv) -> str:
     return shlex.join(str(a) for a in argv)
 
 
-def _package(app: Path | None) -> dict:
-    import json
+def _start_argv(s: Settings, app: Path, where: str) -> list[str] | None:
+    from deploy.build import start_command
 
     try:
-        data = json.loads((app / "package.json").read_text(encoding="utf-8")) if app else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _start_argv(s: Settings, app: Path | None, where: str) -> list[str] | None:
-    from deploy.build import start_argv
-
-    try:
-        return start_argv(s.app, _package(app), where)
+        return start_command(s.app, app, where)
     except SettingsError:
         return None
 
