@@ -494,8 +494,8 @@ def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert any(c.startswith("npm ci") for c in again.commands)
     assert entry.exists() and b._entry_ok(entry), "the dropped entry is filled by the build that dropped it"
-    third = _cache_build(make_deps_app(tmp_path / "three", damage_cache=True), tmp_path / "s3", cache)
-    assert third.commands[0].startswith("(dependency cache") and third.artifact.sha256 == again.artifact.sha256
+    third = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)   # same key, a tidy build
+    assert third.commands[0].startswith("(dependency cache") and b._entry_ok(entry)
 
 
 def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):
