@@ -30,7 +30,7 @@ import secrets
 import sqlite3
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -107,6 +107,18 @@ def backup_name(created_at: datetime, sha: str, ext: str = "dump") -> str:
     stamp = created_at.astimezone(timezone.utc).strftime(STAMP)
     short = re.sub(r"[^0-9a-zA-Z]", "", sha)[:7] or "nosha"
     return f"{stamp}-{short}.{ext}"
+
+
+def free_name(out_dir: Path, created_at: datetime, sha: str, ext: str) -> Path:
+    """The backup's path: named by its second, or by the next free one when a backup of
+    the same second exists (a retry, promote's backup then `db.backup`). Names stay unique
+    and in time order; the sidecar keeps the exact time."""
+    for n in range(3600):
+        path = out_dir / backup_name(created_at + timedelta(seconds=n), sha, ext)
+        if not path.exists() and not path.with_name(path.name + ".partial").exists():
+            return path
+    raise BackupFailed(f"{out_dir} holds a backup for every second of the next hour.",
+                       "Prune old backups (database.backup_keep) and run again.")
 
 
 def sha256_file(path: Path) -> str:
@@ -309,9 +321,7 @@ def backup(
     created = now().astimezone(timezone.utc)
     if u.provider == "sqlite":
         return _backup_sqlite(u, out_dir, env, sha, created)
-    path = out_dir / backup_name(created, sha, "dump")
-    if path.exists():
-        raise BackupFailed(f"{path} already exists.", "Wait a second and run again, or remove the file.")
+    path = free_name(out_dir, created, sha, "dump")
     conn = _connect(u, autocommit=False)
     try:
         server = conn.info.server_version
@@ -366,7 +376,7 @@ def _backup_sqlite(u: dburl.DbUrl, out_dir: Path, env: str, sha: str, created: d
     assert src_path is not None
     if not src_path.is_file():
         raise BackupFailed(f"SQLite database {src_path} does not exist; nothing to back up.")
-    path = out_dir / backup_name(created, sha, "sqlite")
+    path = free_name(out_dir, created, sha, "sqlite")
     tmp = create_private(path.with_name(path.name + ".partial"))   # SQLite keeps an existing file's mode
     src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
     dst = sqlite3.connect(tmp)

@@ -369,16 +369,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _group_has_live_member(pgid: int) -> bool:
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+    return bool(proc.group_members(pgid))
 
 
 def _choose_port(root: Path, host: str, port: int) -> int:

@@ -386,6 +386,21 @@ def ensure_writable(path: Path, what: str, hint: str) -> Path:
     return path
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, from /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     """The process exists and is not a zombie (a killed child not yet reaped is not alive)."""
     try:

@@ -32,6 +32,14 @@ def app_db(pg_url):
 
 # ---------------------------------------------------------------- pure
 
+def test_two_backups_of_the_same_second_get_two_names_in_time_order(tmp_path):
+    (tmp_path / B.backup_name(T0, "abc1234")).write_bytes(b"first")
+    (tmp_path / (B.backup_name(T0 + timedelta(seconds=1), "abc1234") + ".partial")).write_bytes(b"being written")
+    second = B.free_name(tmp_path, T0, "abc1234", "dump")
+    assert second.name == "20260301T083002Z-abc1234.dump"
+    assert B.select_to_prune([B.backup_name(T0, "abc1234"), second.name], keep=1) == [B.backup_name(T0, "abc1234")]
+
+
 def test_backup_name_is_utc_stamp_and_short_sha():
     local = T0.astimezone(timezone(timedelta(hours=-5)))
     assert B.backup_name(local, "0123456789abcdef") == "20260301T083000Z-0123456.dump"

@@ -119,12 +119,12 @@ def _gate(tmp_path: Path, required: tuple[str, ...], *files: Path):
 def test_playwright_runs_the_built_app_in_chromium_and_the_gate_opens_on_both_reports(shopify_app_installed, pg_url,
                                                                                       tmp_path):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no {CHROMIUM}: apt-get install -y chromium (Debian) to run the Playwright suite")
+        pytest.skip(f"no {CHROMIUM}: apt-get install -y chromium (Debian), or set CHROMIUM_PATH, to run the Playwright suite")
     app = shopify_app_installed
     npm(app, "run", "build")
     pw = tmp_path / "playwright.json"
     p = npm(app, "npx", "playwright", "test", "--reporter=json", check=False,
-            env=node_env(PLAYWRIGHT_JSON_OUTPUT_NAME=str(pw), E2E_PORT=str(free_port())))
+            env=node_env(PLAYWRIGHT_JSON_OUTPUT_NAME=str(pw), E2E_PORT=str(free_port()), CHROMIUM_PATH=CHROMIUM))
     assert pw.is_file(), p.stdout[-2000:] + p.stderr[-2000:]
     report = parse_playwright(pw.read_bytes(), "playwright.json")
     assert report.counts.total == report.counts.passed == 3, (report.counts, report.failures, report.errors)

@@ -453,14 +453,9 @@ class NodeFleet(Fleet):
         return out
 
     def running(self, pid: int) -> bool:
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[2] == str(pid) and fields[0] != "Z":
-                return True
-        return False
+        from deploy import proc
+
+        return bool(proc.group_members(pid))   # the supervisor's pidfile names a group leader
 
 
 def _as(art, rid):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import local
+from deploy import local, proc
 from deploy.build import Artifact
 from deploy.errors import BuildFailed, HostFailed, SettingsError
 from deploy.testing.app import app_artifact, local_root  # noqa: F401  (fixtures)
@@ -226,18 +226,6 @@ createServer((req, res) => {
 """
 
 
-def _members(pgid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[2] == str(pgid) and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
 def test_the_start_command_gets_an_explicit_environment_and_a_redirect_is_healthy(app_artifact, local_root,
                                                                                  monkeypatch):
     path = local.place(app_artifact, local_root, R1)
@@ -262,9 +250,9 @@ def test_stop_ends_the_apps_whole_process_group(app_artifact, local_root):
     # sh stays the parent (a command follows node): node is a grandchild of the pidfile's pid.
     info = local.start(local_root, app=AppSection(start=("sh", "-c", "node build/server.mjs; echo after"),
                                                   health_path="/healthz"))
-    assert len(_members(info.pid)) >= 2
+    assert len(proc.group_members(info.pid)) >= 2
     assert local.stop(local_root) is True
-    assert _members(info.pid) == [] and _refused(info.url + "/healthz")
+    assert proc.group_members(info.pid) == [] and _refused(info.url + "/healthz")
 
 
 def test_a_health_path_that_never_answers_2xx_or_3xx_fails_and_leaves_nothing_running(app_artifact, local_root):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import hosts, local
+from deploy import hosts, local, proc
 from deploy.testing.app import app_artifact  # noqa: F401  (fixture)
 from deploy.testing.stage import free_port
 
@@ -60,18 +60,6 @@ def get(port: int, path: str = "/version") -> dict:
     raise AssertionError(f"nothing answers on port {port}")
 
 
-def group_members(pgid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[2] == str(pgid) and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
 def pid_of(root: Path) -> int:
     return int((root / "run" / "app.pid").read_text())
 
@@ -93,13 +81,13 @@ def test_supervisor_starts_restarts_and_stops_the_release_in_current(app_artifac
     r = app(deploy_to, "restart", "PORT", str(port), "--", *START)
     assert r.returncode == 0, r.stderr
     pid2 = pid_of(deploy_to)
-    assert pid2 != pid1 and group_members(pid1) == [] and group_members(pid2)
+    assert pid2 != pid1 and proc.group_members(pid1) == [] and proc.group_members(pid2)
     assert get(port)["release"] == R2
     assert "listening on" in (deploy_to / "logs" / "app.log").read_text()
 
     stopped = app(deploy_to, "stop")
     assert stopped.returncode == 0 and f"stopped {pid2}" in stopped.stdout
-    assert group_members(pid2) == [] and not (deploy_to / "run" / "app.pid").exists()
+    assert proc.group_members(pid2) == [] and not (deploy_to / "run" / "app.pid").exists()
     st = app(deploy_to, "status")
     assert (st.returncode, st.stdout.strip()) == (3, "stopped")
     with pytest.raises(OSError):
@@ -114,10 +102,10 @@ def test_stop_ends_the_whole_process_group_not_only_the_leader(app_artifact, dep
     assert app(deploy_to, "start", "PORT", str(port), "--", "sh", "-c", "node build/server.mjs; echo after").returncode == 0
     get(port)
     pid = pid_of(deploy_to)
-    members = group_members(pid)
+    members = proc.group_members(pid)
     assert len(members) >= 2, "sh and node are both in the app's process group"
     assert app(deploy_to, "stop").returncode == 0
-    assert group_members(pid) == [] and all(not Path(f"/proc/{m}").exists() or m not in group_members(pid)
+    assert proc.group_members(pid) == [] and all(not Path(f"/proc/{m}").exists() or m not in proc.group_members(pid)
                                             for m in members)
 
 
@@ -178,4 +166,4 @@ def test_status_and_stop_right_after_start_see_the_app(app_artifact, deploy_to):
         pid = pid_of(deploy_to)
         assert app(deploy_to, "status").stdout.strip() == f"running {pid}"
         assert app(deploy_to, "stop").stdout.strip() == f"stopped {pid}"
-        assert group_members(pid) == []
+        assert proc.group_members(pid) == []

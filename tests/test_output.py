@@ -66,26 +66,15 @@ def test_invoke_dry_runs_a_read_only_task(project):
 
 def test_every_task_has_a_dry_decision():
     """--dry-run, read-only, or refused: the read-only set is exactly what README lists."""
-    sys.path.insert(0, str(REPO))
-    try:
-        import tasks
-    finally:
-        sys.path.remove(str(REPO))
     from deploy.cli import task_name
+    from deploy.testing.project import all_tasks
 
     read_only = set()
-
-    def walk(coll, prefix=""):
-        for name, t in coll.tasks.items():
-            body = t.body
-            inner = getattr(body, "__wrapped__", body)
-            assert task_name(inner) == prefix + name, (task_name(inner), prefix + name)
-            if getattr(inner, "reads_only", False):
-                read_only.add(prefix + name)
-        for name, sub in coll.collections.items():
-            walk(sub, prefix + name + ".")
-
-    walk(tasks.ns)
+    for name, t in all_tasks().items():
+        inner = getattr(t.body, "__wrapped__", t.body)
+        assert task_name(inner) == name, (task_name(inner), name)
+        if getattr(inner, "reads_only", False):
+            read_only.add(name)
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Invoke's own flags", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`([a-z.\-]+)`", section.split("run as usual")[0].split("Read-only tasks")[1]))

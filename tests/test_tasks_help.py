@@ -6,25 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.testing.project import all_tasks
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def all_tasks():
-    sys.path.insert(0, str(ROOT))
-    try:
-        import tasks
-    finally:
-        sys.path.remove(str(ROOT))
-    out = {}
-
-    def walk(coll, prefix=""):
-        for name, t in coll.tasks.items():
-            out[prefix + name] = t
-        for name, sub in coll.collections.items():
-            walk(sub, prefix + name + ".")
-
-    walk(tasks.ns)
-    return out
 
 
 TASKS = all_tasks()

@@ -397,3 +397,24 @@ def test_the_staging_and_rollback_workflows_replay_in_order_against_a_staging_en
     assert ran[1] == "rollback: Roll back (invoke rollback)"
     assert stage.currents() == [releases[0]] * len(stage.hosts)
     assert project.ledger().live_release("staging")["release_id"] == releases[0]
+
+
+def test_the_workflows_test_the_app_staging_and_production_deploy_and_lighthouse_asserts_their_gate():
+    """The pipeline's evidence comes from the app the environments deploy, and Lighthouse CI
+    fails the job where the gate would close (env/staging.toml's thresholds)."""
+    import json
+    import tomllib
+
+    for path in (STAGING, PRODUCTION, HOTFIX):
+        app_dir = _load(path)["env"]["APP_DIR"]
+        for env in ("staging", "production"):
+            assert tomllib.loads((ROOT / "env" / f"{env}.toml").read_text())["environment"]["app_dir"] == app_dir
+    app = ROOT / _load(STAGING)["env"]["APP_DIR"]
+    pkg = json.loads((app / "package.json").read_text())
+    assert {"vitest", "@playwright/test"} <= set(pkg.get("devDependencies", {})), "the test job runs both"
+    rc = json.loads((app / "lighthouserc.json").read_text())["ci"]
+    gate = tomllib.loads((ROOT / "env/staging.toml").read_text())["gate"]["lighthouse"]
+    for category, threshold in gate.items():
+        level, opts = rc["assert"]["assertions"][f"categories:{category.replace('_', '-')}"]
+        assert level == "error" and opts["minScore"] >= threshold, (category, opts, threshold)
+    assert rc["upload"] == {"target": "filesystem", "outputDir": ".lighthouseci"}

@@ -90,3 +90,20 @@ def project(tmp_path):
     p = make_project(tmp_path / "project")
     yield p
     p.invoke("app.stop", "--env=local", timeout=30)
+
+
+def all_tasks() -> dict:
+    """Every task of the toolkit's collection by its dotted name (`db.migrate`), as `invoke
+    --list` names them. `deploy.tasks` is the same file as the repository's tasks.py."""
+    from deploy.tasks import ns
+
+    out = {}
+
+    def walk(coll, prefix=""):
+        for name, t in coll.tasks.items():
+            out[prefix + name] = t
+        for name, sub in coll.collections.items():
+            walk(sub, prefix + name + ".")
+
+    walk(ns)
+    return out

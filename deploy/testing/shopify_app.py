@@ -25,7 +25,8 @@ import pytest
 from deploy import proc
 
 SHOPIFY_APP = Path(__file__).resolve().parents[2] / "examples" / "shopify-app"
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium by default; CHROMIUM_PATH points at another build (playwright.config.js reads it too).
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
 # What a copy of the sources leaves out: installs, build output, test output, sample evidence.
 GENERATED = ("node_modules", "build", ".react-router", "evidence", "test-results", "playwright-report")
 
