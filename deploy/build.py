@@ -20,6 +20,8 @@ the same SHA-256, and production can insist on the exact bytes staging tested.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -131,6 +133,10 @@ PRUNE = {
     "pnpm": ("pnpm", "prune", "--prod"),
     "yarn": ("yarn", "install", "--production", "--frozen-lockfile"),   # yarn 1 has no prune
 }
+# Yarn 2+ ("berry"): no `--production` install; `workspaces focus` drops devDependencies
+# (built in from yarn 4, the workspace-tools plugin before).
+YARN_BERRY_INSTALL = ("yarn", "install", "--immutable")
+YARN_BERRY_PRUNE = ("yarn", "workspaces", "focus", "--all", "--production")
 SKIP_TOP = (".git", ".complete")   # never shipped: git metadata, deploy.source's checkout marker
 
 
@@ -160,14 +166,16 @@ def package_json(app_dir: str | Path) -> dict:
     return data
 
 
-def app_name(app_dir: str | Path) -> str:
-    """The app's identity in its releases: package.json's name, else the folder's name."""
+def app_name(app_dir: str | Path, folder: str | Path | None = None) -> str:
+    """The app's identity in its releases: package.json's name, else the name of `folder`
+    (default `app_dir`). A build of a commit's checkout passes the configured app folder:
+    the checkout's own folder (.deploy/src/<sha>) would make every commit another app."""
     try:
         name = package_json(app_dir).get("name")
     except (SettingsError, BuildFailed):
         name = None
     name = name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9@/._-]{1,214}", name or "") else ""
-    return name or Path(app_dir).name
+    return name or Path(folder if folder is not None else app_dir).resolve().name
 
 
 def package_manager(app_dir: str | Path) -> str | None:
@@ -176,6 +184,29 @@ def package_manager(app_dir: str | Path) -> str | None:
         if (Path(app_dir) / name).is_file():
             return pm
     return None
+
+
+def yarn_berry(app_dir: str | Path, pkg: dict) -> bool:
+    """Yarn 2 or later: `packageManager: yarn@2+` in package.json, or a .yarnrc.yml."""
+    pm = pkg.get("packageManager")
+    m = re.match(r"yarn@(\d+)", pm) if isinstance(pm, str) else None
+    if m:
+        return int(m.group(1)) >= 2
+    return (Path(app_dir) / ".yarnrc.yml").is_file()
+
+
+def _yarn_berry_linker_ok(app: Path) -> None:
+    """Plug'n'Play (yarn 2+'s default linker) leaves no node_modules to ship: refuse it."""
+    try:
+        text = (app / ".yarnrc.yml").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    if not re.search(r"^nodeLinker:\s*[\"']?(node-modules|pnpm)[\"']?\s*$", text, re.M):
+        raise SettingsError(
+            f"{app}: yarn 2+ installs with Plug'n'Play here (no nodeLinker: node-modules in .yarnrc.yml), "
+            "which leaves no node_modules for the release to run from.",
+            "Add `nodeLinker: node-modules` to .yarnrc.yml and commit it, or set [app] install and "
+            "[app] prune in env/<name>.toml to the commands that build a shippable app.")
 
 
 def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
@@ -199,7 +230,10 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
                     "Run your package manager's install (e.g. `npm install`) and commit the lockfile: "
                     "a deploy builds only from a lockfile.",
                 )
-            cmds.append(INSTALL[pm])
+            berry = pm == "yarn" and yarn_berry(app, pkg)
+            if berry:
+                _yarn_berry_linker_ok(app)
+            cmds.append(YARN_BERRY_INSTALL if berry else INSTALL[pm])
             installed = True
     elif c.install != "none":
         cmds.append(tuple(c.install))
@@ -211,7 +245,10 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
         cmds.append(tuple(c.build))
     if c.prune == "auto":
         if installed and pm and pkg.get("devDependencies"):
-            cmds.append(PRUNE[pm])
+            if pm == "yarn" and yarn_berry(app, pkg):
+                cmds.append(YARN_BERRY_PRUNE)
+            else:
+                cmds.append(PRUNE[pm])
             pruned = True
     elif c.prune != "none":
         cmds.append(tuple(c.prune))
@@ -220,14 +257,16 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
                   install=cmds[0] if installed else (), prune=cmds[-1] if pruned else ())
 
 
-def start_command(contract: AppSection | None, release_dir: str | Path) -> list[str]:
-    """The argv that starts the release in `release_dir` (see `start_argv`)."""
+def start_command(contract: AppSection | None, release_dir: str | Path, where: str = "") -> list[str]:
+    """The argv that starts the release in `release_dir` (see `start_argv`; `where` names
+    the folder in messages)."""
     from deploy.config import AppSection
 
-    c = contract or AppSection()
-    if isinstance(c.start, tuple):
-        return list(c.start)
-    return start_argv(c, package_json(release_dir), str(release_dir))
+    try:
+        pkg = package_json(release_dir)
+    except (SettingsError, BuildFailed):
+        pkg = {}   # start_argv says what is missing when the start needs package.json
+    return start_argv(contract or AppSection(), pkg, where or str(release_dir))
 
 
 def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:
@@ -241,6 +280,15 @@ def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
     script = scripts.get("start")
     if isinstance(script, str) and script.strip():
+        if isinstance(scripts.get("poststart"), str) and scripts["poststart"].strip():
+            raise SettingsError(
+                f"{where}/package.json has a poststart script, which `npm start` runs only after the app "
+                "exits; the toolkit supervises the start script itself and would never run it.",
+                'Move poststart\'s work into the build or the start script, or set [app] start = [...] in '
+                "env/<name>.toml.")
+        pre = scripts.get("prestart")
+        if isinstance(pre, str) and pre.strip():
+            return ["sh", "-c", f"{pre} && {script}"]   # as `npm start` runs prestart first
         return ["sh", "-c", script]
     raise SettingsError(
         f"{where}/package.json has no start script, so the toolkit does not know how to start the app.",
@@ -282,6 +330,7 @@ def build(
     now: datetime | None = None,
     timeout: float | None = None,
     deps_cache: str | Path | None = None,
+    app_folder: str | Path | None = None,
 ) -> BuildResult:
     """The artifact for `git_sha`: reused if already built and verified, else built in
     `app_dir` (which must hold that commit's sources) under the `[app]` contract and packed.
@@ -289,7 +338,8 @@ def build(
     `env` is the deployer's environment (default: this process's) from which the build's
     explicit environment is picked (`build_environment`). `deps_cache`: the dependency
     cache folder (default: <artifacts_dir>/../cache/deps; see `deps_key`), used when
-    `app.deps_cache` is on and the recipe installs dependencies."""
+    `app.deps_cache` is on and the recipe installs dependencies. `app_folder`: the configured
+    app folder, whose name is the app's when package.json has none (`app_name`)."""
     from deploy.config import AppSection
 
     contract = contract or AppSection()
@@ -300,7 +350,18 @@ def build(
     existing = find(store, git_sha)
     if existing is not None:
         return BuildResult(existing, True, time.monotonic() - started)
+    # One build per commit at a time: builds of a SHA share its checkout (.deploy/src/<sha>),
+    # so a second runner waits, then reuses what the first one packed.
+    with _lock(store / ".locks" / f"{git_sha}.lock"):
+        existing = find(store, git_sha)
+        if existing is not None:
+            return BuildResult(existing, True, time.monotonic() - started)
+        return _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache, app_folder,
+                               artifacts_dir, started)
 
+
+def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache, app_folder, artifacts_dir,
+                    started) -> BuildResult:
     plan = recipe(app, contract)
     environ = os.environ if env is None else env
     built = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
@@ -328,9 +389,10 @@ def build(
         if not (app / rel).exists():
             raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                               "Make the build write it, or remove it from [app] include.")
-    artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                    include=plan.include, app=app_name(app))
-    _write_index(store, artifact)
+    with _lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
+        artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
+                        include=plan.include, app=app_name(app, app_folder))
+        _write_index(store, artifact)
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
 
@@ -365,12 +427,36 @@ def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> 
     live_tars = {r[2] for r in kept}
     for _, sha, _ in doomed:
         (by_sha / f"{sha}.json").unlink(missing_ok=True)
-    for tar in store.glob("*.tar.gz"):
-        if tar.name[:-len(".tar.gz")] not in live_tars:
-            tar.unlink(missing_ok=True)
+    for tar in {r[2] for r in doomed} - live_tars:
+        (store / f"{tar}.tar.gz").unlink(missing_ok=True)
+    # A tarball no index points to is an interrupted pack, or a concurrent build's between
+    # its pack and its index: swept only while no build is packing.
+    with _lock(store / ".locks" / "store.lock", wait=False) as free:
+        if free:
+            for tar in store.glob("*.tar.gz"):
+                if not tar.name.startswith(".") and tar.name[:-len(".tar.gz")] not in live_tars:
+                    tar.unlink(missing_ok=True)
     for tmp in store.glob(".pack-*"):
-        tmp.unlink(missing_ok=True)
+        pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
+        if not pid.isdigit() or not proc.pid_alive(int(pid)):   # never a running pack's
+            tmp.unlink(missing_ok=True)
     return [sha for _, sha, _ in doomed]
+
+
+@contextlib.contextmanager
+def _lock(path: Path, *, shared: bool = False, wait: bool = True):
+    """An flock on `path` (created); yields False when `wait` is off and it is taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- dependency cache
@@ -479,48 +565,50 @@ def _fs(argv: list[str], what: str) -> None:
 
 
 def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
-                cache_root: Path | None, keep: int) -> list[str]:
-    """Run the recipe's commands in `app`; with a cache, the install (and the prune) come
-    from `cache_root/<deps_key>/` when an earlier build with the same key filled it.
+                cache_root: Path | None, keep: int, *, hit_ok: bool = True) -> list[str]:
+    """Run the recipe's commands in `app`; with a cache, the install comes from
+    `cache_root/<deps_key>/` when an earlier build with the same key filled it.
 
-    An entry holds `full/node_modules` (as the install left it: the build may need dev
-    dependencies) and `prod/node_modules` (as the prune left it). A hit hard-links `full`
-    into the checkout (cp -al), runs the build, then replaces node_modules by a hard-linked
-    `prod`. Files are shared, never written: every use checks the entry's stamp first and
-    after the build, and an entry a build wrote into is dropped and the build redone without
-    it, so the artifact is always what a build without the cache packs."""
-    middle = list(plan.commands[1:len(plan.commands) - (1 if plan.prune else 0)])
+    An entry holds `full/node_modules`, as the install left it (before any build wrote into
+    it). A hit hard-links it into the checkout (cp -al), then runs the build and the prune
+    in the checkout exactly as a miss does, so what the build writes into node_modules (a
+    generated client, a cache) is this commit's own. Cached files are shared, never
+    written: the entry's stamp is checked before use and after the build, and an entry a
+    build (or prune) wrote into is dropped and the build redone without it, refilling it,
+    so the artifact is always what a build without the cache packs."""
+    if not plan.commands:
+        return []
+    rest = list(plan.commands[1:])
     key = None
     if cache_root is not None and not (app / DEPS).exists():
         versions = _tool_versions(plan, env)
         key = deps_key(app, plan, versions) if versions is not None else None
     entry = cache_root / key if key else None
-    usable = entry is not None and entry.exists() and _entry_ok(entry)
-    if entry is not None and entry.exists() and not usable:
+    if entry is not None and hit_ok and entry.exists():
+        _touch(entry)   # in use from now: a concurrent prune keeps the most recently used
+    usable = hit_ok and entry is not None and entry.exists() and _entry_ok(entry)
+    if hit_ok and entry is not None and entry.exists() and not usable:
         _fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
     if usable:
         sources = _source_files(app)
         try:
             ran = [f"(dependency cache {key[:12]}) cp -al {entry / 'full' / DEPS} {DEPS}"]
             _fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
-            ran += [_step(argv, app, env, timeout) for argv in middle]
-            _fs(["rm", "-rf", str(app / DEPS)], "removing the build's node_modules")
-            _fs(["cp", "-al", str(entry / "prod" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
-            ran.append(f"(dependency cache {key[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
+            _unshare_top_files(app / DEPS)
+            ran += [_step(argv, app, env, timeout) for argv in rest]
         finally:
-            # Only `full` was in the checkout while the build ran; `prod` is read by the pack
-            # (and checked again before its next use).
-            intact = _entry_ok(entry, parts=("full",))
+            intact = _entry_ok(entry)
         if intact:
             _touch(entry)
             prune_deps_cache(cache_root, keep, protect=(key,))
             return ran
         # The build wrote into a cached file: that entry can no longer be trusted, and
-        # neither can this build's output. Drop both; build again without the cache.
+        # neither can this build's output. Drop both; build again without the cache and
+        # fill it anew.
         _fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
         for rel in sorted(_source_files(app) - sources):
             (app / rel).unlink(missing_ok=True)
-        return _run_recipe(app, plan, env, timeout, None, keep)
+        return _run_recipe(app, plan, env, timeout, cache_root, keep, hit_ok=False)
 
     before = _source_stamp(app) if entry is not None else ""
     ran = [_step(plan.commands[0], app, env, timeout)]
@@ -529,27 +617,21 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         tmp = cache_root / f".fill-{key[:16]}-{os.getpid()}"
         _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
         (tmp / "full").mkdir(parents=True)
-        (tmp / "prod").mkdir()
         # A real copy (reflink where the file system can): the build writes into the checkout's.
         _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "full" / DEPS)], "filling the dependency cache")
-    ran += [_step(argv, app, env, timeout) for argv in middle]
-    if plan.prune:
-        ran.append(_step(plan.prune, app, env, timeout))
+    try:
+        ran += [_step(argv, app, env, timeout) for argv in rest]
+        if tmp is not None:
+            (tmp / "stamp.json").write_text(json.dumps({"full": tree_stamp(tmp / "full")}) + "\n")
+            try:
+                os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
+                _touch(entry)
+            except OSError:
+                pass
+    finally:
+        if tmp is not None and tmp.exists():
+            _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
     if tmp is not None:
-        try:
-            if (app / DEPS).is_dir():
-                _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "prod" / DEPS)],
-                    "filling the dependency cache")
-                stamp = {"full": tree_stamp(tmp / "full"), "prod": tree_stamp(tmp / "prod")}
-                (tmp / "stamp.json").write_text(json.dumps(stamp) + "\n")
-                try:
-                    os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
-                    _touch(entry)
-                except OSError:
-                    pass
-        finally:
-            if tmp.exists():
-                _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
         prune_deps_cache(cache_root, keep, protect=(key,))
     return ran
 
@@ -617,6 +699,17 @@ def check_full_install(done: FullInstall) -> None:
             "dropping a damaged cache entry")
 
 
+def _unshare_top_files(deps: Path) -> None:
+    """Real copies of node_modules' own top-level files (npm's .package-lock.json, pnpm's
+    .modules.yaml, yarn's .yarn-integrity): the prune rewrites them in place, which would
+    write through a hard link into the cache entry."""
+    for p in deps.iterdir():
+        if p.is_file() and not p.is_symlink():
+            tmp = p.with_name(p.name + ".unshare")
+            _fs(["cp", "-p", str(p), str(tmp)], "restoring node_modules from the cache")
+            os.replace(tmp, p)
+
+
 def _source_files(app: Path) -> set[str]:
     """The checkout's files outside node_modules (to remove what a build added)."""
     out = set()
@@ -626,7 +719,7 @@ def _source_files(app: Path) -> set[str]:
     return out
 
 
-def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full", "prod")) -> bool:
+def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full",)) -> bool:
     try:
         stamp = json.loads((entry / "stamp.json").read_text())
         return isinstance(stamp, dict) and all(stamp.get(k) == tree_stamp(entry / k) for k in parts)
@@ -783,7 +876,7 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 
-    fd, tmp = tempfile.mkstemp(prefix=".pack-", suffix=".tar.gz", dir=store)
+    fd, tmp = tempfile.mkstemp(prefix=f".pack-{os.getpid()}-", suffix=".tar.gz", dir=store)
     try:
         with os.fdopen(fd, "wb") as raw:
             # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.

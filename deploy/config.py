@@ -73,13 +73,15 @@ class AppSection:
 
     # "auto": the package manager's clean install, found from the lockfile
     # (package-lock.json: npm ci; pnpm-lock.yaml: pnpm install --frozen-lockfile; yarn.lock:
-    # yarn install --frozen-lockfile); nothing when package.json declares no dependencies;
-    # refused when it declares some but no lockfile is committed. "none": skip.
+    # yarn install --frozen-lockfile; yarn 2+ (packageManager yarn@2+ or .yarnrc.yml): yarn
+    # install --immutable, refused under Plug'n'Play); nothing when package.json declares no
+    # dependencies; refused when it declares some but no lockfile is committed. "none": skip.
     install: Command = "auto"
     # "auto": `<pm> run build` when package.json has a build script, else nothing.
     build: Command = "auto"
     # "auto": after the build, remove devDependencies (npm prune --omit=dev, pnpm prune
-    # --prod, yarn install --production --frozen-lockfile) so the artifact carries exactly
+    # --prod, yarn install --production --frozen-lockfile, yarn 2+: yarn workspaces focus --all
+    # --production) so the artifact carries exactly
     # the production node_modules that run on every host. "none": ship node_modules as built.
     prune: Command = "auto"
     # Paths relative to the app folder that the artifact holds; empty: the whole app tree at

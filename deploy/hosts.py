@@ -1013,17 +1013,29 @@ def _connect_error(section, t: Target, e: Exception) -> str:
     return f"SSH to {t.name} failed: {type(e).__name__}: {e}"
 
 
-def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...] = (0,)):
-    """Run one remote command; a non-listed exit code raises _HostError with stderr's tail."""
+def quick_timeout(section) -> float:
+    """The bound of the toolkit's own short commands (lock, state, switch, status, app_of,
+    unlock): a frozen host costs this, not hosts.command_timeout, which stays for hooks,
+    unpacking, starting the app and removing release trees."""
+    return min(section.command_timeout, max(3 * section.connect_timeout, 30.0))
+
+
+def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...] = (0,), *, long: bool = False):
+    """Run one remote command; a non-listed exit code raises _HostError with stderr's tail.
+    `long`: bounded by hosts.command_timeout, else by `quick_timeout`. After a timeout the
+    connection is closed: no later command (a cleanup, an unlock) waits on that host again."""
     from invoke.exceptions import CommandTimedOut
 
     from deploy.proc import echo
 
     echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
+    limit = section.command_timeout if long else quick_timeout(section)
     try:
-        r = _exec(conn, cmd, section.command_timeout)
+        r = _exec(conn, cmd, limit)
     except (CommandTimedOut, _ExecTimedOut):
-        raise _HostError(f"{what} timed out after {section.command_timeout:g}s") from None
+        _close_quietly(conn)
+        raise _HostError(f"{what} timed out after {limit:g}s; {t.name} gets no more commands in this run "
+                         "(hosts.command_timeout bounds hooks and unpacking)") from None
     except (OSError, EOFError) as e:
         raise _HostError(f"{what}: connection to {t.name} lost ({e})") from None
     except Exception as e:  # paramiko's SSHException when the transport drops
@@ -1032,6 +1044,17 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
         tail = "\n".join((r.stderr.strip() or r.stdout.strip()).splitlines()[-6:])
         raise _HostError(f"{what} failed (exit {r.exited}): {tail}".rstrip(": "))
     return r
+
+
+def _close_quietly(conn) -> None:
+    """Close a connection whose host stopped answering (its transport: later commands on
+    it fail at once instead of waiting for a channel)."""
+    try:
+        transport = conn.client.get_transport()
+        if transport is not None:
+            transport.close()
+    except Exception:  # noqa: BLE001 - already broken; the timeout is what is reported
+        pass
 
 
 @dataclass(frozen=True)
@@ -1056,7 +1079,12 @@ def _exec(conn, cmd: str, timeout: float) -> _Exec:
     transport = conn.client.get_transport() if conn is not None else None
     if transport is None or not transport.is_active():
         raise EOFError("the SSH connection is closed")
-    chan = transport.open_session(timeout=max(1.0, min(timeout, 60.0)))
+    try:
+        chan = transport.open_session(timeout=max(1.0, min(timeout, 60.0)))
+    except Exception as e:  # paramiko's SSHException("Timeout opening channel."): the host froze
+        if "timeout" in str(e).lower():
+            raise _ExecTimedOut() from None
+        raise
     try:
         chan.exec_command(cmd)
         chan.shutdown_write()   # no input: the command sees EOF on stdin
@@ -1365,7 +1393,7 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
             prune = prune_list((*h.state.releases, release_id), section.keep_releases, (release_id, prev))
             line = f"{now.isoformat()} release {release_id} (was {prev or '-'}) by {_holder()} run {run_id}"
             _run(h.conn, h.t, finish_command(h.t, prune, line, unlock=not keep_lock), section,
-                 "pruning and unlocking")
+                 "pruning and unlocking", long=bool(prune))
             h.locked = keep_lock
 
         _parallel(hs, finish, section.max_parallel)
@@ -1409,7 +1437,7 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
         _upload(section, h, local, upload)
     h.transfer = (h.transfer + "; sent in full") if h.transfer else "full"
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
-         section, f"unpacking releases/{release_id}")
+         section, f"unpacking releases/{release_id}", long=True)
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
 
@@ -1668,12 +1696,12 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     upload = _p(t, ".uploads", delta_upload_name(release_id))
     _upload(section, h, tar, upload)
     r = _run(h.conn, t, delta_unpack_command(t, release_id, base, upload, h.state.current, section.shared_files),
-             section, f"building releases/{release_id} from {base}", ok_codes=(0, DELTA_MISMATCH_EXIT))
+             section, f"building releases/{release_id} from {base}", ok_codes=(0, DELTA_MISMATCH_EXIT), long=True)
     if r.exited == DELTA_MISMATCH_EXIT:
         why = " ".join((r.stderr.strip().splitlines() or [""])[1:3])
         h.transfer = f"delta from {base} failed verification ({why[:200]})"
         _run(h.conn, t, sh("rm", "-rf", _p(t, "releases", f".partial-{release_id}"), upload,
-                           _p(t, ".uploads", f"{release_id}.d")), section, "removing the unverified tree")
+                           _p(t, ".uploads", f"{release_id}.d")), section, "removing the unverified tree", long=True)
         return False
     h.transfer = f"delta from {base}: {len(sent)} file(s) sent, {len(linked)} linked"
     return True
@@ -1844,7 +1872,7 @@ def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
     if section.before_switch:
         _run(h.conn, h.t, hook_command(h.t, section.before_switch, _p(h.t, "releases", release_id),
                                        _hook_env(section, h, release_id, env)),
-             section, "before_switch hook")
+             section, "before_switch hook", long=True)
 
 
 def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> None:
@@ -1853,19 +1881,15 @@ def _abort_before_switch(section, hs: Sequence[_Host], unlock: bool = True) -> N
         if h.conn is None:
             continue
         try:
-            if h.made_dir and h.state and h.state.current != _release_of(h):
-                rid = _release_of(h)
+            if h.made_dir and h.state and h.state.current != h.pending:
+                rid = h.pending
                 _run(h.conn, h.t, sh("rm", "-rf", _p(h.t, "releases", rid), _p(h.t, "releases", f".partial-{rid}"),
                                      _p(h.t, ".uploads", f"{rid}.tar.gz"), _p(h.t, ".uploads", delta_upload_name(rid)),
-                                     _p(h.t, ".uploads", f"{rid}.d")), section, "cleaning up")
+                                     _p(h.t, ".uploads", f"{rid}.d")), section, "cleaning up", long=True)
         except _HostError as e:
             h.error = h.error or f"cleanup failed: {e}"
     if unlock:
         _unlock_all(section, hs)
-
-
-def _release_of(h: _Host) -> str:
-    return h.pending
 
 
 def batches(n: int, batch_size: int | str) -> list[range]:
@@ -1930,7 +1954,7 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
         r = _run(h.conn, t, go_live_command(t, release_id, h.state.current != release_id, hook,
                                             section.health_command),
                  section, "switching current and restarting",
-                 ok_codes=(0, SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT))
+                 ok_codes=(0, SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT), long=True)
         lines = (r.stderr.strip() or r.stdout.strip()).splitlines()
         if r.exited == SWITCH_FAILED_EXIT:
             raise _HostError(f"switching current failed: {' '.join(lines[-3:])}".rstrip(": "))
@@ -1963,7 +1987,7 @@ def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
     t = h.t
     if section.restart:
         _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env)),
-             section, f"{what} hook" if what == "restart" else f"restart hook ({what})")
+             section, f"{what} hook" if what == "restart" else f"restart hook ({what})", long=True)
         return
     from deploy.build import start_argv
 
@@ -1995,7 +2019,7 @@ def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
         cmd = _and(install_supervisor_command(t), systemd_restart_command(t, unit_text(t, app.port_var, t.app_port, argv)))
     else:
         cmd = _and(install_supervisor_command(t), supervise_command(t, "restart", app.port_var, t.app_port, argv))
-    _run(h.conn, t, cmd, section, f"starting the app ({what})")
+    _run(h.conn, t, cmd, section, f"starting the app ({what})", long=True)
 
 
 def _ready_timeout(section, h: _Host) -> float:
@@ -2010,7 +2034,7 @@ def _health(section, h: _Host) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                _run(h.conn, t, cmd, section, "health command")
+                _run(h.conn, t, cmd, section, "health command", long=True)
                 return
             except _HostError:
                 if time.monotonic() >= deadline:

@@ -246,14 +246,47 @@ def test_recipe_from_the_lockfile_and_the_app_settings(tmp_path, pkg, lockfiles,
     assert list(b.recipe(app, contract).commands) == expected
 
 
+@pytest.mark.parametrize("pkg, yarnrc", [
+    ({**FULL, "packageManager": "yarn@4.5.0"}, "nodeLinker: node-modules\n"),
+    (FULL, "nodeLinker: \"node-modules\"\nenableTelemetry: false\n"),
+], ids=["packageManager", "yarnrc"])
+def test_yarn_2_or_later_installs_immutable_and_prunes_with_workspaces_focus(tmp_path, pkg, yarnrc):
+    app = _pkg(tmp_path, pkg, "yarn.lock")
+    (app / ".yarnrc.yml").write_text(yarnrc)
+    plan = b.recipe(app)
+    assert plan.commands == (("yarn", "install", "--immutable"), ("yarn", "run", "build"),
+                             ("yarn", "workspaces", "focus", "--all", "--production"))
+    assert plan.install == plan.commands[0] and plan.prune == plan.commands[-1]
+
+
+def test_yarn_2_plug_n_play_is_refused_naming_the_settings(tmp_path):
+    app = _pkg(tmp_path, {**FULL, "packageManager": "yarn@3.6.4"}, "yarn.lock")
+    with pytest.raises(SettingsError, match="Plug'n'Play") as e:
+        b.recipe(app)
+    assert "nodeLinker: node-modules" in e.value.hint and "[app] install" in e.value.hint
+    assert b.recipe(app, AppSection(install=("yarn", "install"), prune=("true",))).commands[-1] == ("true",)
+    # yarn 1 stays yarn 1
+    (tmp_path / "one").mkdir()
+    assert b.recipe(_pkg(tmp_path / "one", {**FULL, "packageManager": "yarn@1.22.19"}, "yarn.lock")).prune == \
+        ("yarn", "install", "--production", "--frozen-lockfile")
+
+
 @pytest.mark.parametrize("contract, pkg, expected", [
     (AppSection(), {"scripts": {"start": "react-router-serve ./build/server/index.js"}},
      ["sh", "-c", "react-router-serve ./build/server/index.js"]),
     (AppSection(start=("node", "build/server.mjs")), {}, ["node", "build/server.mjs"]),
     (AppSection(start=("node", "build/server.mjs")), {"scripts": {"start": "x"}}, ["node", "build/server.mjs"]),
-], ids=["start-script-without-npm", "explicit-argv", "explicit-argv-wins"])
+    (AppSection(), {"scripts": {"prestart": "node migrate.js", "start": "node server.js"}},
+     ["sh", "-c", "node migrate.js && node server.js"]),
+], ids=["start-script-without-npm", "explicit-argv", "explicit-argv-wins", "prestart-first"])
 def test_start_argv(contract, pkg, expected):
     assert b.start_argv(contract, pkg, "x") == expected
+
+
+def test_a_poststart_script_is_refused_naming_it():
+    with pytest.raises(SettingsError, match="poststart") as e:
+        b.start_argv(AppSection(), {"scripts": {"start": "node s.js", "poststart": "echo done"}}, "releases/r1")
+    assert "releases/r1/package.json" in e.value.message and "[app] start" in e.value.hint
 
 
 def test_no_start_script_is_a_clear_settings_error():
@@ -317,6 +350,49 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
     assert b.prune(store, keep=2, protect=[shas[0]]) == []
 
 
+def test_prune_leaves_a_concurrent_runs_pack_and_unindexed_tarball_alone(tmp_path):
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    live = store / f".pack-{os.getpid()}-abc.tar.gz"      # this process is packing it
+    dead = store / ".pack-999999999-abc.tar.gz"          # a killed run's leftover
+    packed = store / f"{'e' * 64}.tar.gz"                 # packed, its index not written yet
+    for f in (live, dead, packed):
+        f.write_bytes(b"x")
+    (store / "by-sha").mkdir()
+    with b._lock(store / ".locks" / "store.lock", shared=True):   # what build() holds from pack to index
+        b.prune(store, keep=1)
+        assert live.exists() and packed.exists() and not dead.exists()
+    b.prune(store, keep=1)
+    assert live.exists() and not packed.exists()
+
+
+def test_two_builds_of_the_same_commit_at_once_build_it_once(tmp_path):
+    import threading
+
+    from deploy.testing.depsapp import make_deps_app
+
+    app = make_deps_app(tmp_path / "app")
+    store = tmp_path / "artifacts"
+    gate = threading.Barrier(2)
+    results, errors = [], []
+
+    def one():
+        gate.wait()
+        try:
+            results.append(_cache_build(app, store, tmp_path / "cache", deps_cache=False))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(r.reused for r in results) == [False, True]
+    assert results[0].artifact == results[1].artifact and len(list(store.glob("*.tar.gz"))) == 1
+
+
 def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path):
     from deploy import source
 
@@ -357,8 +433,8 @@ def test_dependency_cache_gives_the_same_artifact_as_a_build_without_it(tmp_path
     miss = _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
     assert miss.commands[0].startswith("npm ci") and len(list(cache.iterdir())) == 1
     hit = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
-    assert not any(c.startswith("npm ci") or c.startswith("npm prune") for c in hit.commands), hit.commands
-    assert hit.commands[0].startswith("(dependency cache") and "npm run build" in hit.commands
+    assert not any(c.startswith("npm ci") for c in hit.commands), hit.commands
+    assert hit.commands[0].startswith("(dependency cache") and hit.commands[1:] == plain.commands[1:]
     # Byte for byte what a build without the cache packs; the dev dependency is pruned either way.
     assert plain.artifact.sha256 == miss.artifact.sha256 == hit.artifact.sha256
     names = {f["path"] for f in b.read_manifest(hit.artifact)["files"]}
@@ -419,6 +495,33 @@ def test_full_install_after_a_build_links_the_caches_full_entry_and_drops_it_whe
     b.full_install(app, AppSection(deps_cache=False))
     _cache_build(app, tmp_path / "s2", cache, deps_cache=False)
     assert not (app / "node_modules" / b.FULL_MARK).exists()
+
+
+def test_a_cache_hit_ships_what_this_commits_build_wrote_into_node_modules(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one", schema="model A"), tmp_path / "s1", cache)
+    hit = _cache_build(make_deps_app(tmp_path / "two", schema="model B"), tmp_path / "s2", cache)
+    assert hit.commands[0].startswith("(dependency cache"), hit.commands
+    plain = _cache_build(make_deps_app(tmp_path / "plain", schema="model B"), tmp_path / "s0", cache,
+                         deps_cache=False)
+    client = tarfile.open(hit.artifact.path).extractfile("node_modules/.gen/client.js").read().decode()
+    assert "model B" in client and "model A" not in client
+    assert hit.artifact.sha256 == plain.artifact.sha256
+
+
+def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one", damage_cache=True), tmp_path / "s1", cache)
+    (entry,) = list(cache.iterdir())
+    again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
+    assert any(c.startswith("npm ci") for c in again.commands)
+    assert entry.exists() and b._entry_ok(entry), "the dropped entry is filled by the build that dropped it"
+    third = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)   # same key, a tidy build
+    assert third.commands[0].startswith("(dependency cache") and b._entry_ok(entry)
 
 
 def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):

@@ -568,6 +568,102 @@ def test_a_rollback_to_another_apps_release_is_refused_before_any_host_switches(
     assert f.currents() == [R2] and f.served() == [R2] and f.locked() == [False]
 
 
+def test_an_app_without_a_name_at_its_repository_root_goes_back_to_its_first_release(sshd_hosts, sshd_farm,
+                                                                                    tmp_path):
+    """package.json without `name` at the repository root: the build step names the app by
+    the configured app folder, not by the commit's checkout (.deploy/src/<sha>), so a failed
+    second release puts the first back instead of stopping it."""
+    import io
+    import json as _json
+    import shutil
+
+    from deploy import build as b
+    from deploy import config
+    from deploy.engine import Console, StepContext
+    from deploy.flows import steps
+
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "examples/app/server.mjs", repo / "server.mjs")
+    (repo / "package.json").write_text(_json.dumps({"private": True, "scripts": {"start": "node server.mjs"}}))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    shas = []
+    for server in (None, "console.error('cannot start'); process.exit(4);\n"):
+        if server:
+            (repo / "server.mjs").write_text(server)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-qm", "c"], check=True)
+        shas.append(subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+    s = config.parse({"environment": {"kind": "local", "app_dir": "."}}, name="local",
+                     file=repo / "env/local.toml", root=repo)
+    arts = []
+    for sha in shas:
+        ctx = StepContext(run_id=None, env="local", state={}, console=Console(io.StringIO()))
+        steps.build(s, sha, "r").run(ctx)
+        arts.append(b.find(steps.artifacts_dir(s), sha))
+    assert [b.read_manifest(a)["app"] for a in arts] == ["shop", "shop"]
+
+    f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)
+    hosts.release(f.section, _as(arts[0], R1), run_id="run-1", now=T0, app=f.app)
+    with pytest.raises(HostFailed):
+        hosts.release(f.section, _as(arts[1], R2), run_id="run-2", now=T0, app=f.app)
+    assert f.currents() == [R1] and f.served() == [R1] and f.locked() == [False]
+
+
+def test_a_host_frozen_after_the_upload_fails_within_the_quick_bound_and_the_other_goes_back(
+        sshd_hosts, sshd_farm, tmp_path, app_artifact):
+    """Host 2 freezes (its sshd sessions SIGSTOPped) while its release waits for the app to
+    come up: its next bookkeeping command (the supervisor's status) fails after the quick
+    bound, not hosts.command_timeout, and host 1 goes back to the first release."""
+    import tarfile
+    import threading
+
+    from deploy import build as b
+
+    tree = tmp_path / "slow-tree"
+    with tarfile.open(app_artifact.path) as tar:
+        tar.extractall(tree, filter="data")
+    (tree / "RELEASE.json").unlink()
+    server = tree / "build" / "server.mjs"   # package.json: "start": "node build/server.mjs"
+    server.write_text('import { existsSync as slowExists, writeFileSync as slowWrite } from "node:fs";\n'
+                      'if (slowExists("../../slow")) { slowWrite("../../slow-started", ""); '
+                      "await new Promise((r) => setTimeout(r, 600000)); }\n" + server.read_text())
+    meta = b.read_manifest(app_artifact)
+    (tmp_path / "slow-artifacts").mkdir()
+    slow = b.pack(tree, tmp_path / "slow-artifacts", git_sha=app_artifact.git_sha, built_at=app_artifact.built_at,
+                  release_id=R2, app=meta.get("app", ""))
+    f = NodeFleet(sshd_farm, sshd_hosts(2), tmp_path)
+    assert f.section.command_timeout > hosts.quick_timeout(f.section) == 30
+    hosts.release(f.section, _as(app_artifact, R1), run_id="run-1", now=T0, app=f.app)
+    frozen_host = f.hosts[1]
+    (f.deploy_to(frozen_host) / "slow").write_text("")
+    outcome = {}
+
+    def release():
+        try:
+            hosts.release(f.section, slow, run_id="run-2", now=T0, app=f.app)
+        except HostFailed as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=release)
+    worker.start()
+    started = f.deploy_to(frozen_host) / "slow-started"
+    while not started.exists() and worker.is_alive():
+        time.sleep(0.05)
+    assert started.exists(), f"the release never started the app on the host to freeze: {outcome}"
+    time.sleep(1.0)   # the start command has returned; the release polls the app's status
+    with sshd_farm.frozen_sessions(frozen_host) as pids:
+        assert pids
+        worker.join()
+    errors = [r.error for r in outcome["error"].results if not r.ok]
+    assert any("app status timed out after 30s" in e and "no more commands" in e for e in errors), errors
+    import json as _json
+
+    served = _json.loads(urllib.request.urlopen(f"http://127.0.0.1:{f.app_ports[0]}/version", timeout=5).read())
+    assert f.current(f.hosts[0]) == R1 and served["release"] == R1
+
+
 # ---------------------------------------------------------------- delta uploads
 
 def _tree(root: Path) -> dict[str, tuple]:

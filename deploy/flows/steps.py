@@ -100,21 +100,11 @@ def _argv(argv) -> str:
     return shlex.join(str(a) for a in argv)
 
 
-def _package(app: Path | None) -> dict:
-    import json
+def _start_argv(s: Settings, app: Path, where: str) -> list[str] | None:
+    from deploy.build import start_command
 
     try:
-        data = json.loads((app / "package.json").read_text(encoding="utf-8")) if app else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _start_argv(s: Settings, app: Path | None, where: str) -> list[str] | None:
-    from deploy.build import start_argv
-
-    try:
-        return start_argv(s.app, _package(app), where)
+        return start_command(s.app, app, where)
     except SettingsError:
         return None
 
@@ -299,7 +289,8 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
         reused = art is not None
         if art is None:
             src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
-            result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha))
+            result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha),
+                             app_folder=s.app_dir)
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)

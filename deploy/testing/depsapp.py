@@ -8,7 +8,9 @@ app the same two packages), packs its two packages with
 runs `npm install` once to write the committed lockfile, then removes node_modules: the
 folder looks like a fresh checkout. Its build (`node build.mjs`) uses both packages and
 writes dist/out.txt; a build with `DAMAGE_CACHE=1` in package.json's build script writes
-into an installed file in place (what a misbehaving build tool could do).
+into an installed file in place (what a misbehaving build tool could do); with
+`schema="..."` the app commits schema.txt and its build writes a client generated from it
+into node_modules/.gen/client.js (what `prisma generate` does).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def add_deps(app: Path, *, version: str = "1.0.0") -> Path:
     return app
 
 
-def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False) -> Path:
+def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False, schema: str = "") -> Path:
     """The app at `dest` (created), with its lockfile and without node_modules."""
     dest.mkdir(parents=True)
     deps, dev = _vendor(dest, version)
@@ -75,7 +77,12 @@ def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = Fa
         "const pad = require('leftpad'); const dev = require('devtool');\n"
         "fs.mkdirSync('dist', { recursive: true });\n"
         "fs.writeFileSync('dist/out.txt', dev.banner + '\\n' + pad('ok', 6) + '\\n');\n"
-        + ("fs.appendFileSync('node_modules/leftpad/index.js', '// touched by the build\\n');\n" if damage_cache else ""))
+        + ("fs.appendFileSync('node_modules/leftpad/index.js', '// touched by the build\\n');\n" if damage_cache else "")
+        + ("fs.mkdirSync('node_modules/.gen', { recursive: true });\n"
+           "fs.writeFileSync('node_modules/.gen/client.js', 'module.exports = ' + "
+           "JSON.stringify(fs.readFileSync('schema.txt', 'utf8')) + ';\\n');\n" if schema else ""))
+    if schema:
+        (dest / "schema.txt").write_text(schema)
     pkg = {
         "name": "deps-app", "version": "0.1.0", "private": True,
         "scripts": {"build": build, "start": "node -e \"require('leftpad')\""},

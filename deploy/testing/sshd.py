@@ -292,6 +292,41 @@ class SshdFarm:
             proc.wait(10)
 
     @contextlib.contextmanager
+    def frozen_sessions(self, host: SshHost):
+        """While active, every open SSH session on `host` is frozen (its sshd session
+        processes SIGSTOPped: a host that hangs with the connection up; the client's
+        commands get no reply). New connections are still accepted. On exit the frozen
+        processes are killed."""
+        listener = self._procs[host.port].pid
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            parents[int(stat.parent.name)] = (int(text.rsplit(")", 1)[1].split()[1]), comm)
+
+        def below(pid: int) -> bool:
+            while pid > 1:
+                pid = parents.get(pid, (0, ""))[0]
+                if pid == listener:
+                    return True
+            return False
+
+        frozen = [pid for pid, (_, comm) in parents.items() if comm.startswith("sshd") and below(pid)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield frozen
+        finally:
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    @contextlib.contextmanager
     def frozen_uploads(self, host: SshHost, after_bytes: int = 512):
         """While active, an SFTP session on `host` freezes mid-transfer: once the client has
         sent `after_bytes`, the host's sshd session process serving it is SIGSTOPped (a host
