@@ -607,14 +607,15 @@ def _check_one(matrix: Matrix, src: _Sources, var: Variable) -> CheckRow:
     if is_placeholder(value):
         shown = "value not shown" if rule.secret else repr(value)
         return CheckRow(var.name, "placeholder", f"placeholder {label} in {origin} ({shown}); set the real one")
-    if rule.secret and len(reveal(value)) < MIN_LENGTH:
-        # redact masks no value this short (it would mask every "1" in the output): say so.
-        return CheckRow(var.name, "invalid", f"secret in {origin}: too short to be masked in output; rotate it "
-                                             f"to a longer value (at least {MIN_LENGTH} characters)")
     why = validate_value(var.type, value)
     if why:
         shown = "" if rule.secret else f" {value!r}"
         return CheckRow(var.name, "invalid", f"{label}{shown} in {origin}: {why} (expected {var.type.describe()})")
+    if rule.secret and len(reveal(value)) < MIN_LENGTH:
+        # redact masks no value this short (it would mask every "1" in the output): say so, but
+        # do not block: run state is stored exactly whatever the value, so nothing breaks.
+        return CheckRow(var.name, "ok", f"secret from {origin}; warning: too short to be masked in output, "
+                                        f"rotate it to a longer value (at least {MIN_LENGTH} characters)")
     return CheckRow(var.name, "ok", f"{'secret ' if rule.secret else ''}from {origin}")
 
 

@@ -425,15 +425,16 @@ def test_values_resolved_as_secrets_never_appear_in_tables_or_errors(project):
 
 
 @pytest.mark.parametrize("value, short", [("1", True), ("x9z", True), ("x9z4", False)])
-def test_env_check_refuses_a_secret_too_short_to_be_masked(tmp_path, value, short):
+def test_env_check_warns_of_a_secret_too_short_to_be_masked(tmp_path, value, short):
     """redact masks no value shorter than MIN_LENGTH, so `invoke env.check` (and the promote
-    preflight that uses it) reports such a secret as an error instead of printing it unmasked."""
+    preflight that uses it) warns about such a secret; it does not block, since run state is
+    stored exactly whatever the value (test_reliability_attacks_engine runs with "1")."""
     from deploy.testing.project import make_project
 
     r = make_project(tmp_path / "p").invoke("env.check", "--env=staging", extra_env={"SESSION_SECRET": value})
     line = next(ln for ln in r.stdout.splitlines() if "SESSION_SECRET" in ln)
     assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
     if short:
-        assert "| invalid" in line and "too short to be masked in output; rotate it to a longer value" in line, line
+        assert "| ok" in line and "warning: too short to be masked in output, rotate it" in line, line
     else:
-        assert "| ok" in line, line
+        assert "| ok" in line and "warning" not in line, line

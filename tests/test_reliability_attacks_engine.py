@@ -104,7 +104,7 @@ def finish(proc, lines: list[str], timeout: float = 180) -> str:
 # ----------------------------------------------------------------------------- 1. short secrets
 
 @pytest.mark.parametrize("mode", ["abort", "resume"])
-@pytest.mark.parametrize("value", ["2024", "x9z4"])  # shorter ones are refused by env.check (test_envs)
+@pytest.mark.parametrize("value", ["2024", "1"])  # "1": env.check warns (test_envs), the run goes on
 def test_short_secret_value_does_not_corrupt_the_run_state_resume_and_abort_read(stage, value, mode):
     stage.project.env["SESSION_SECRET"] = value  # registered as a secret by preflight's env.check
     a = promote_a(stage)
