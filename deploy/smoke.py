@@ -10,11 +10,17 @@ Standard library only, imported lazily: `tasks.py` imports this at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import socket
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from deploy.config import SmokeCheck, SmokeSection, WatchSection
 from deploy.errors import DeployError, SmokeFailed
@@ -199,8 +205,6 @@ def watch_urls(section: WatchSection, base_urls: Iterable[str], health_path: str
 
 
 def _replace(check: SmokeCheck, **kw) -> SmokeCheck:
-    import dataclasses
-
     return dataclasses.replace(check, **kw)
 
 
@@ -208,11 +212,6 @@ def _replace(check: SmokeCheck, **kw) -> SmokeCheck:
 
 def _get(url: str, timeout: float) -> tuple[int | None, bytes, float, str | None]:
     """One GET, no redirects followed, no exception: (status, body, latency ms, error)."""
-    import socket
-    import urllib.error
-    import urllib.request
-    from urllib.parse import urlsplit
-
     class _NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):   # a 302 is an answer to judge, not to follow
             return None
@@ -258,8 +257,6 @@ def probe(url: str, timeout: float = 1.0) -> str:
 def _pool_map(fn, items: list, workers: int = 16) -> list:
     if len(items) <= 1:
         return [fn(i) for i in items]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
 
