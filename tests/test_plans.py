@@ -193,3 +193,17 @@ def test_rollback_plan_refuses_an_unknown_db_mode_and_a_missing_target(two_relea
         assert "--to=RELEASE" in e.value.hint
     finally:
         empty.close()
+
+
+def test_dry_run_shows_the_backups_pg_dump_argv_with_the_database_settings():
+    from deploy import backups
+
+    s = settings("staging", database={"bin_dir": "/opt/pg16/bin", "lock_timeout": 7.5})
+    (touch,) = dict(plan_of(s).touches())["backup"]
+    argv = shlex.split(touch.what.split(" (then prune")[0])
+    assert argv[0] == "/opt/pg16/bin/pg_dump" and "--lock-wait-timeout=7500ms" in argv
+    out = Path(argv[4].removeprefix("--file="))
+    assert argv == backups.pg_dump_argv("/opt/pg16/bin/pg_dump", "<exported snapshot>", out, argv[-1].removeprefix("--dbname="), 7.5)
+    assert out.parent == s.path(s.database.backup_dir) / "staging" and out.name.endswith(f"-{SHA[:7]}.dump")
+    assert "$DIRECT_URL" in argv[-1] and "PGPASSWORD" in argv[-1]
+    assert f"newest {s.database.backup_keep})" in touch.what

@@ -332,10 +332,17 @@ def backup(s: Settings, sha: str, environ) -> Step:
     elif not s.database.backup:
         skip = f"database.backup = false in {s.file.name}"
     def shows() -> list[Touch]:
-        what = "pg_dump" if s.database.provider == "postgresql" else "copy of the SQLite file"
         src = s.database.url and "database.url" or f"${s.database.direct_url_var or s.database.url_var}"
-        return [Touch("database", f"{what} of {src} -> {s.path(s.database.backup_dir)}/ "
-                                  f"(keep {s.database.backup_keep})")]
+        now = datetime.now(timezone.utc)
+        dest = s.path(s.database.backup_dir) / s.name
+        keep = f"(then prune to the newest {s.database.backup_keep})"
+        if s.database.provider != "postgresql":
+            return [Touch("database", f"SQLite online backup of {src} -> {dest / backups.backup_name(now, sha, 'sqlite')} {keep}")]
+        bin_dir = os.path.expanduser(s.database.bin_dir) if s.database.bin_dir else ""
+        argv = backups.pg_dump_argv(os.path.join(bin_dir, "pg_dump") if bin_dir else "pg_dump", "<exported snapshot>",
+                                    dest / backups.backup_name(now, sha, "dump"), f"<{src} without its password, which goes in PGPASSWORD>",
+                                    s.database.lock_timeout)
+        return [Touch("database", f"{_argv(argv)} {keep}")]
 
     return Step("backup", f"{'pg_dump' if s.database.provider == 'postgresql' else 'SQLite copy'} of the database",
                 run=run, skip=skip, shows=shows)
