@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from deploy import proc
 from deploy.errors import BuildFailed, SettingsError
+from deploy.parallel import pmap
 
 if TYPE_CHECKING:
     from deploy.config import AppSection
@@ -537,11 +538,9 @@ def _source_stamp(app: Path) -> str:
 
 
 def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | None:
-    from concurrent.futures import ThreadPoolExecutor
-
     tools = list(dict.fromkeys(("node", plan.install[0])))
-    with ThreadPoolExecutor(len(tools)) as pool:   # each is a node start-up: ask both at once
-        results = list(pool.map(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools))
+    # each is a node start-up: ask both at once
+    results = pmap(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools, len(tools))
     if not all(r.ok for r in results):
         return None
     return {tool: r.stdout.strip() for tool, r in zip(tools, results)}

@@ -14,8 +14,9 @@ from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_
                                     install_supervisor_command, log_tail_command, parse_app_of, parse_start_facts,
                                     same_app, start_facts_command, stop_app_command, supervise_command,
                                     switch_command, systemd_restart_command, unit_text, unlink_current_command)
-from deploy.hosts._group import _each, _Host, _parallel
+from deploy.hosts._group import _Host, _parallel
 from deploy.hosts._ssh import _HostError, _run
+from deploy.parallel import pmap
 
 if TYPE_CHECKING:
     from deploy.config import AppSection, HostsSection
@@ -264,7 +265,7 @@ def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
         except _HostError as e:
             h.error = (h.error + f"; switching back to {prev or '(none)'} FAILED: {e}").lstrip("; ")
 
-    _each(hs, back, section.max_parallel)
+    pmap(back, hs, section.max_parallel)
 
 
 def _restore(section, h: _Host, prev: str | None, env) -> None:

@@ -1,5 +1,5 @@
 """The host group: one `_Host` per target for one operation, phases run on every host in
-parallel (`_parallel`, `_each`: the one thread pool), connections closed, and every host's
+parallel (`_parallel`, over deploy.parallel's one thread pool), connections closed, and every host's
 outcome reported once (`_results`, `_table`, one `HostFailed` per operation, like Fabric's
 GroupException)."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -18,6 +17,7 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, _p, lock_command, 
 from deploy.hosts._ssh import _connect, _HostError, _local_user, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, HostState, LockInfo, Target
+from deploy.parallel import pmap
 
 if TYPE_CHECKING:
     from deploy.config import AppSection
@@ -77,19 +77,7 @@ def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel:
         except Exception as e:  # noqa: BLE001 - one host's surprise must not hide the others'
             h.error = _redacted(f"{type(e).__name__}: {e}")
 
-    _each(live, one, max_parallel)
-
-
-def _each(items: Sequence, fn: Callable, max_parallel: int) -> None:
-    """fn on every item, at most `max_parallel` at once (one item runs inline): the one
-    thread pool of every phase over hosts."""
-    items = list(items)
-    if len(items) <= 1:
-        for it in items:
-            fn(it)
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(items)))) as pool:
-        list(pool.map(fn, items))
+    pmap(one, live, max_parallel)
 
 
 def _close(hosts: Sequence[_Host]) -> None:

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Sequence
 
 from deploy.errors import LockHeld
 from deploy.hosts._commands import LOCK_DIR, parse_lock_details, read_lock_command, unlock_command
-from deploy.hosts._group import _close, _each, _failed, _Host, _now, _open_all, _read_all
+from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _read_all
 from deploy.hosts._ssh import _HostError, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import LockInfo
+from deploy.parallel import pmap
 
 if TYPE_CHECKING:
     from deploy.config import HostsSection
@@ -27,7 +28,7 @@ def _unlock_all(section, hs: Sequence[_Host]) -> None:
         except _HostError as e:
             h.error = (h.error + f"; lock not released: {e}").lstrip("; ")
 
-    _each([h for h in hs if h.locked and h.conn is not None], one, section.max_parallel)
+    pmap(one, [h for h in hs if h.locked and h.conn is not None], section.max_parallel)
 
 
 def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
