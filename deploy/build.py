@@ -31,7 +31,6 @@ import re
 import tarfile
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Iterable, Mapping, Sequence
 from deploy import proc
 from deploy.config import AppSection
 from deploy.errors import BuildFailed, SettingsError
+from deploy.parallel import pmap
 
 DEFAULT_ARTIFACTS_DIR = ".deploy/artifacts"
 MANIFEST = "RELEASE.json"
@@ -529,8 +529,8 @@ def _source_stamp(app: Path) -> str:
 
 def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | None:
     tools = list(dict.fromkeys(("node", plan.install[0])))
-    with ThreadPoolExecutor(len(tools)) as pool:   # each is a node start-up: ask both at once
-        results = list(pool.map(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools))
+    # each is a node start-up: ask both at once
+    results = pmap(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools, len(tools))
     if not all(r.ok for r in results):
         return None
     return {tool: r.stdout.strip() for tool, r in zip(tools, results)}

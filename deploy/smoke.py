@@ -17,13 +17,13 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from deploy.config import SmokeCheck, SmokeSection, WatchSection
 from deploy.errors import DeployError, SmokeFailed
+from deploy.parallel import pmap
 from deploy.redact import mask_url
 
 MAX_BODY = 1 << 20     # a health answer is small; never read a runaway body whole
@@ -254,13 +254,6 @@ def probe(url: str, timeout: float = 1.0) -> str:
     return err or f"HTTP {status}"
 
 
-def _pool_map(fn, items: list, workers: int = 16) -> list:
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
 # ---------------------------------------------------------------- smoke
 
 def check(
@@ -288,7 +281,7 @@ def check(
 
     if not checks:
         raise SmokeFailed("There are no smoke checks to run.", "Declare [[smoke.checks]] or pass the app's URL.")
-    return SmokeReport(tuple(_pool_map(one, list(checks))))
+    return SmokeReport(tuple(pmap(one, checks, 16)))
 
 
 def require(report: SmokeReport | WatchReport) -> None:
@@ -335,7 +328,7 @@ def watch(
     if window > 0 and urls:
         while True:
             at = clock() - start
-            for url, (status, _body, ms, error) in zip(urls, _pool_map(lambda u: _get(u, timeout), list(urls))):
+            for url, (status, _body, ms, error) in zip(urls, pmap(lambda u: _get(u, timeout), urls, 16)):
                 ok = error is None and status is not None and 200 <= status < 400
                 samples.append(Sample(at, url, ok, status, ms, "ok" if ok else (error or f"status {status}")))
             if extra_check is not None:

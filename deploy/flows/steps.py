@@ -584,7 +584,7 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
 
 def host_release_touches(s: Settings, release_id: str, *, sha256: str = "<artifact sha256>",
                          previous: str = "<current release>") -> list[Touch]:
-    """Per host, the commands a release sends (hosts.py's builders), in order. The artifact's
+    """Per host, the commands a release sends (deploy/hosts/_commands.py's builders), in order. The artifact's
     checksum and each host's current release are read at run time: shown as placeholders."""
     out = []
     argv = _start_argv(s, s.app_dir, f"releases/{release_id}") or ["<the package's start script>"]
