@@ -44,9 +44,11 @@ def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
     )
     raise LockHeld(
         f"The deploy lock {LOCK_DIR} is held on {len(infos)} of {len(hs)} hosts ({who}).",
-        f"Wait for that run to finish (`invoke lock.status --env=<env>` shows it). If it died, finish it with "
-        f"`invoke promote --to=<env> --resume` or `--abort`, or break the lock with "
-        f"`invoke lock.release --env=<env> --force` (host locks older than {section.lock_max_age_minutes} min go).",
+        f"Wait for that run to finish (`invoke lock.status --env=<env>` shows it). If it died: a "
+        f"promotion is finished with `invoke promote --to=<env> --resume` or undone with `--abort`; any other run "
+        f"(a rollback, a hotfix, a single task) is not resumable: break the lock with "
+        f"`invoke lock.release --env=<env> --force` (host locks older than {section.lock_max_age_minutes} min go), "
+        f"then run it again.",
     )
 
 
