@@ -122,12 +122,32 @@ def _ensure_login_user() -> pwd.struct_passwd:
         return pwd.getpwnam(LOGIN_USER)
     except KeyError:
         pass
-    # `-p '*'`: no password, but not "locked" ('!'), which sshd refuses without PAM.
-    p = subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", LOGIN_USER], capture_output=True, text=True)
-    try:
-        return pwd.getpwnam(LOGIN_USER)
-    except KeyError:
-        raise RuntimeError(f"could not create the sshd login user {LOGIN_USER}: {p.stderr.strip()}") from None
+    # Parallel test workers (pytest -n) may get here at once: one creates the user, the
+    # others wait on the lock and then find it.
+    with _machine_lock("occ-deploy-useradd"):
+        try:
+            return pwd.getpwnam(LOGIN_USER)
+        except KeyError:
+            pass
+        # `-p '*'`: no password, but not "locked" ('!'), which sshd refuses without PAM.
+        p = subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", LOGIN_USER], capture_output=True, text=True)
+        try:
+            return pwd.getpwnam(LOGIN_USER)
+        except KeyError:
+            raise RuntimeError(f"could not create the sshd login user {LOGIN_USER}: {p.stderr.strip()}") from None
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str):
+    """An exclusive lock on this machine (flock on <tmp>/<name>.lock), held for the block."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / f"{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _keygen(path: Path, comment: str) -> None:
