@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from deploy import dburl, proc
 from deploy.config import DatabaseSection
 from deploy.errors import BackupFailed, SettingsError, ToolMissing
+from deploy.migrations import connection_error
 from deploy.private import create_private, make_private, private_dir, write_private
 from deploy.redact import Secret, mask_url, redact, reveal
 
@@ -204,8 +205,6 @@ def lock_timeout_sql(seconds: float) -> str:
 
 def _connect(u: dburl.DbUrl, autocommit: bool = True):
     import psycopg
-
-    from deploy.migrations import connection_error
 
     try:
         return psycopg.connect(u.conninfo(), autocommit=autocommit)
@@ -668,8 +667,6 @@ def provision(admin_url: str, db_name: str, role: str, *, schema: str = "public"
             conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db_name), sql.Identifier(role)))
     parts = urlsplit(reveal(admin_url))
     host = parts.netloc.rpartition("@")[2]
-    from urllib.parse import quote
-
     plain = urlunsplit(("postgresql", f"{role}:{quote(password, safe='')}@{host}", f"/{db_name}",
                         f"schema={schema}", ""))
     secret = Secret(plain)

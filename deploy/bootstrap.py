@@ -28,14 +28,17 @@ import os
 import re
 import shlex
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Mapping
 from urllib.parse import urlsplit
 
+from deploy import dburl, envs, migrations, proc
 from deploy.config import Settings
-from deploy.errors import DeployError, SettingsError
+from deploy.errors import DeployError, SettingsError, SettingsError as _Bad
+from deploy.migrations import connection_error
 from deploy.redact import Secret, redact, reveal
 
 __all__ = ["MIN_NODE", "Action", "BootstrapReport", "bootstrap", "judge_node", "required_node_major",
@@ -128,8 +131,6 @@ def seed_command(package: Mapping) -> list[str] | None:
 # ---------------------------------------------------------------- actions
 
 def _run(argv: list[str], cwd: Path, environ: Mapping[str, str], timeout: float, extra: Mapping[str, str] | None = None):
-    from deploy import proc
-
     env = {k: v for k, v in environ.items() if k == "PATH"}
     env.update(extra or {})
     return proc.run(argv, cwd=cwd, env=env, timeout=timeout)
@@ -170,8 +171,6 @@ def _shopify(settings: Settings, app: Path, environ: Mapping[str, str]) -> Actio
 
 
 def _dotenv(root: Path, settings: Settings, path: Path) -> Action:
-    from deploy import envs
-
     matrix = envs.load_matrix(root)
     rel = _rel(path, root)
     if path.exists():
@@ -217,9 +216,6 @@ def _database_url(settings: Settings, dotenv: Path, environ: Mapping[str, str]) 
 
 def _dotenv_disagrees(settings: Settings, dotenv: Path, url: str, sqlite_base: Path) -> str:
     """A note when the app's .env names another database than the one prepared, else ""."""
-    from deploy import dburl
-    from deploy.errors import SettingsError as _Bad
-
     if not dotenv.is_file():
         return ""
     value = _dotenv_values(dotenv).get(settings.database.url_var)
@@ -237,8 +233,6 @@ def _dotenv_disagrees(settings: Settings, dotenv: Path, url: str, sqlite_base: P
 
 def _database(url: str, origin: str, sqlite_base: Path, root: Path) -> tuple[Action, bool]:
     """Create the database if it is missing; (action, created)."""
-    from deploy import dburl
-
     try:
         u = dburl.parse(url, sqlite_base=sqlite_base)
     except SettingsError as e:
@@ -248,8 +242,6 @@ def _database(url: str, origin: str, sqlite_base: Path, root: Path) -> tuple[Act
         shown = _rel(u.sqlite_path, root)
         if u.sqlite_path.exists():
             return Action("database", "unchanged", f"SQLite {shown} ({origin})"), False
-        import sqlite3
-
         try:
             u.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             sqlite3.connect(u.sqlite_path).close()
@@ -262,8 +254,6 @@ def _database(url: str, origin: str, sqlite_base: Path, root: Path) -> tuple[Act
 def _postgres_database(u, origin: str) -> tuple[Action, bool]:
     import psycopg
     from psycopg import sql
-
-    from deploy.migrations import connection_error
 
     try:
         psycopg.connect(u.conninfo(), autocommit=True).close()
@@ -284,8 +274,6 @@ def _postgres_database(u, origin: str) -> tuple[Action, bool]:
 
 
 def _migrations(settings: Settings, url: str, migrations_dir: Path) -> Action:
-    from deploy import migrations
-
     if not migrations_dir.is_dir():
         return Action("migrations", "unchanged", f"no {settings.database.migrations_dir} folder in the app")
     try:
@@ -302,8 +290,6 @@ def _migrations(settings: Settings, url: str, migrations_dir: Path) -> Action:
 
 
 def _db_key(url: str, sqlite_base: Path) -> str:
-    from deploy import dburl
-
     u = dburl.parse(url, sqlite_base=sqlite_base)
     return f"sqlite:{u.sqlite_path}" if u.provider == "sqlite" else u.masked
 

@@ -34,13 +34,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from deploy import proc
+from deploy.config import AppSection
 from deploy.errors import BuildFailed, SettingsError
-
-if TYPE_CHECKING:
-    from deploy.config import AppSection
+from deploy.parallel import pmap
 
 DEFAULT_ARTIFACTS_DIR = ".deploy/artifacts"
 MANIFEST = "RELEASE.json"
@@ -211,8 +210,6 @@ def _yarn_berry_linker_ok(app: Path) -> None:
 
 def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
     """The commands a fresh build of `app_dir` runs under the `[app]` contract."""
-    from deploy.config import AppSection
-
     c = contract or AppSection()
     app = Path(app_dir)
     pkg = package_json(app)
@@ -260,8 +257,6 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
 def start_command(contract: AppSection | None, release_dir: str | Path, where: str = "") -> list[str]:
     """The argv that starts the release in `release_dir` (see `start_argv`; `where` names
     the folder in messages)."""
-    from deploy.config import AppSection
-
     try:
         pkg = package_json(release_dir)
     except (SettingsError, BuildFailed):
@@ -306,8 +301,6 @@ def build_environment(environ: Mapping[str, str], contract: AppSection | None = 
     """The build's explicit environment: the minimal base (PATH, HOME, locale, TMPDIR, proxies,
     CA files, npm_config_* without credentials), NODE_ENV when set, the names in
     `app.build_env`, and `extra`. Never a deploy secret the settings do not name."""
-    from deploy.config import AppSection
-
     c = contract or AppSection()
     names = ("NODE_ENV", *c.build_env)
     return proc.child_env(environ, names, extra)
@@ -340,8 +333,6 @@ def build(
     cache folder (default: <artifacts_dir>/../cache/deps; see `deps_key`), used when
     `app.deps_cache` is on and the recipe installs dependencies. `app_folder`: the configured
     app folder, whose name is the app's when package.json has none (`app_name`)."""
-    from deploy.config import AppSection
-
     contract = contract or AppSection()
     started = time.monotonic()
     _check_sha(git_sha)
@@ -537,11 +528,9 @@ def _source_stamp(app: Path) -> str:
 
 
 def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | None:
-    from concurrent.futures import ThreadPoolExecutor
-
     tools = list(dict.fromkeys(("node", plan.install[0])))
-    with ThreadPoolExecutor(len(tools)) as pool:   # each is a node start-up: ask both at once
-        results = list(pool.map(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools))
+    # each is a node start-up: ask both at once
+    results = pmap(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools, len(tools))
     if not all(r.ok for r in results):
         return None
     return {tool: r.stdout.strip() for tool, r in zip(tools, results)}
@@ -659,8 +648,6 @@ def full_install(app_dir: str | Path, contract: AppSection | None = None, *, env
     (`deps_cache`, default none) holds this install, its `full` node_modules hard-linked
     as a build with a cache hit does. Done once per checkout (a mark in node_modules; a
     build removes it). Call `check_full_install` when the tool is done."""
-    from deploy.config import AppSection
-
     contract = contract or AppSection()
     app = Path(app_dir)
     plan = recipe(app, contract)
@@ -878,7 +865,8 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
 
     fd, tmp = tempfile.mkstemp(prefix=f".pack-{os.getpid()}-", suffix=".tar.gz", dir=store)
     try:
-        with os.fdopen(fd, "wb") as raw:
+        with os.fdopen(fd, "wb") as f:
+            raw = _Hashing(f)   # the tarball's sha256 as it is written: no second read
             # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.
             # Level 1: a few times faster than 6 on a real app's node_modules for a slightly
             # larger file; a commit is packed once, and hosts mostly get deltas.
@@ -896,13 +884,31 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
                                 tar.addfile(info, f)
                         else:
                             tar.addfile(info)
-        digest = sha256_file(tmp)
+        digest = raw.hexdigest()
         final = store / f"{digest}.tar.gz"
         os.replace(tmp, final)   # same name means same bytes, so replacing an existing one is harmless
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Artifact(path=final, sha256=digest, release_id=release_id, git_sha=git_sha, built_at=built_at)
+
+
+class _Hashing:
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, f):
+        self._f = f
+        self._h = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self._h.update(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, Path]]:

@@ -20,12 +20,13 @@ server's clock is not used, so a test needs no sleeping.
 
 from __future__ import annotations
 
-from deploy import clock
-
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from deploy import clock, dburl
 from deploy.config import DecisionLogSection
+from deploy.errors import SettingsError
+from deploy.migrations import connection_error
 from deploy.redact import Secret, mask_url, redact, reveal
 
 __all__ = ["DecisionLogFacts", "DecisionLogHealth", "gather", "judge", "health", "split_table"]
@@ -165,9 +166,6 @@ def judge(facts: DecisionLogFacts, section: DecisionLogSection, now: datetime) -
 
 def gather(url: Secret | str | None, section: DecisionLogSection, now: datetime) -> DecisionLogFacts:
     """Look at the decision-log table once; failures become `error`, never exceptions."""
-    from deploy import dburl
-    from deploy.errors import SettingsError
-
     now = _utc(now)
     assert now is not None
     table = section.table
@@ -193,8 +191,6 @@ def gather(url: Secret | str | None, section: DecisionLogSection, now: datetime)
     try:
         conn = psycopg.connect(u.conninfo(), autocommit=True)
     except psycopg.Error as e:
-        from deploy.migrations import connection_error
-
         err = connection_error(u, e)
         return DecisionLogFacts(u.masked, table, error=f"{err.message} ({err.hint})")
     try:

@@ -8,6 +8,8 @@ at 80 and 200 columns without a terminal. tabulate does the drawing.
 from __future__ import annotations
 
 import os
+import sys
+import textwrap
 from typing import Sequence
 
 _STYLES = {"ok": "32", "done": "32", "OPEN": "32", "FAILED": "1;31", "FAIL": "1;31", "CLOSED": "1;31",
@@ -18,8 +20,6 @@ def colour(text: str, word: str | None = None, stream=None) -> str:
     """`text` in the colour of `word` (default: the text itself) when `stream` (default
     stdout) is a terminal, NO_COLOR is not set (https://no-color.org) and TERM is not
     `dumb`; otherwise `text` unchanged."""
-    import sys
-
     stream = stream or sys.stdout
     code = _STYLES.get((word or text).strip())
     if not code or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
@@ -65,8 +65,6 @@ def fit(rows: Sequence[Sequence], headers: Sequence[str], width: int | None, *, 
     wrapped down to MIN_COLUMN. A last line names what was dropped. Every cell of the
     columns kept is shown whole, wrapped. The `wide` columns (the reasons) are wrapped
     only once the others are at their floor."""
-    import textwrap
-
     table = [[_cell(v) for v in r] for r in rows]
     # An optional or wide column with nothing in it (no reasons: all passed) costs width and
     # says nothing: leave it out.

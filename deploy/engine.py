@@ -30,11 +30,15 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from dataclasses import replace as _with
+import traceback
+from dataclasses import dataclass, field, replace as _with
 from typing import Any, Callable, TextIO
 
+from deploy import clock, facts
+from deploy.display import colour
 from deploy.errors import DeployError, LockHeld
+from deploy.facts import StateError
+from deploy.ledger import HEARTBEAT_SECONDS
 from deploy.redact import redact
 
 
@@ -53,19 +57,13 @@ class StepContext:
 
     def get(self, cls):
         """The `cls` fact this run recorded, or None."""
-        from deploy import facts
-
         return facts.get(self.state, cls)
 
     def put(self, value) -> None:
         """Record a fact (a frozen @fact dataclass), replacing the earlier one of its type."""
-        from deploy import facts
-
         facts.put(self.state, value)
 
     def drop(self, cls) -> None:
-        from deploy import facts
-
         facts.drop(self.state, cls)
 
     def note(self, text: str) -> None:
@@ -198,8 +196,6 @@ class Outcome:
 
     def fact(self, cls):
         """The `cls` fact the run recorded, or None."""
-        from deploy import facts
-
         return facts.get(self.state, cls)
 
 
@@ -224,8 +220,6 @@ class Console:
             _silence(self.out)
 
     def step(self, i: int, n: int, name: str, status: str, elapsed: float | None, detail: str = "") -> None:
-        from deploy.display import colour
-
         t = f"{elapsed:6.2f}s" if elapsed is not None else " " * 7
         # One line per step: a long detail (a failure's table, a CLI's output) is shown once,
         # whole, by the final error message; here only its first line, cut short.
@@ -322,8 +316,6 @@ class _Heartbeat:
         heartbeat = getattr(self.ledger, "heartbeat", None)
         if heartbeat is None:
             return self
-        from deploy.ledger import HEARTBEAT_SECONDS
-
         def beat():
             while not self._stop.wait(HEARTBEAT_SECONDS):
                 try:
@@ -435,8 +427,6 @@ class Runner:
         if run.status not in allowed:
             raise DeployError(f"Run {run_id} is {run.status}; there is nothing to {verb}.",
                               "See `invoke status` for the environment's runs.")
-        from deploy import facts
-
         old = facts.legacy_keys(run.state or {})
         if old:
             raise DeployError(
@@ -456,8 +446,6 @@ class Runner:
         taken = self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id,
                                          break_lock=break_lock)
         if taken is not None and taken.holder_alive() is None:
-            from deploy import clock
-
             self.console.line(f"--break-lock: took over the {plan.env} lock from {taken.describe()} "
                               f"(silent for {clock.age(taken.silent_for())})")
         # Read again under the lock: another runner may have finished or undone the run between
@@ -507,8 +495,6 @@ class Runner:
     def _quietly(self, fn, *args, **kwargs) -> bool:
         """Bookkeeping during a failure or an undo: a ledger that cannot be written must not
         stop the undo; what it could not record is reported at the end."""
-        from deploy.facts import StateError
-
         try:
             fn(*args, **kwargs)
             return True
@@ -638,8 +624,6 @@ class Runner:
     @staticmethod
     def _bug(step: Step, e: BaseException) -> DeployError:
         """A step's bug as a DeployError that keeps the traceback (stored in the ledger, printed with DEPLOY_DEBUG=1)."""
-        import traceback
-
         err = DeployError(f"Step {step.name} failed unexpectedly: {type(e).__name__}: {e}",
                           "This is a bug in the toolkit; the completed steps were undone. Please report it "
                           "with the traceback (kept in the ledger; DEPLOY_DEBUG=1 prints it).")

@@ -834,7 +834,7 @@ def write_dotenv(matrix: Matrix, env: str, path: Path, *, root: Path | None = No
     path = Path(path)
     if path.exists() and not force:
         raise SettingsError(f"{path} already exists; it was not overwritten.",
-                            f"Pass --force to replace it (secrets you filled in by hand would be lost).")
+                            "Pass --force to replace it (secrets you filled in by hand would be lost).")
     _atomic_write(path, text, force=force, mode=0o600)
     return DotenvResult(path, result.filled, result.blank_secrets, result.unset)
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
+from deploy.build import Artifact
 from deploy.errors import DeployError
+from deploy.redact import Secret
 
 TAG = "__fact__"
 _FACTS: dict[str, type] = {}
@@ -50,8 +52,6 @@ def _name(cls) -> str:
 
 
 def _encode(value: Any, where: str) -> Any:
-    from deploy.redact import Secret
-
     if isinstance(value, Secret):
         raise StateError(
             f"Bug: a Secret was put into the run state at {where}; the ledger stores no secret.",
@@ -166,10 +166,6 @@ class ArtifactFacts:
         return cls(str(art.path), art.sha256, art.release_id, art.git_sha, art.built_at)
 
     def artifact(self):
-        from pathlib import Path
-
-        from deploy.build import Artifact
-
         return Artifact(Path(self.path), self.sha256, self.release_id, self.git_sha, self.built_at)
 
 

@@ -20,8 +20,7 @@ circulation) happen at the edge; both go through `redact`.
 
 from __future__ import annotations
 
-from deploy import clock
-
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -29,7 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
+from deploy import backups, clock, decisionlog, envs, evidence, secrets as secrets_mod
 from deploy.config import Settings
+from deploy.display import fit
 from deploy.errors import DeployError
 from deploy.redact import Secret, redact
 
@@ -184,8 +185,6 @@ def gather_backup(settings: Settings, environ: Mapping[str, str],
 
     `verify(path)` returns a `backups.VerifyResult`; by default `backups.verify` against the
     server named by golive.backup_verify_url_var (default: the environment's database URL)."""
-    from deploy import backups
-
     db = settings.database
     if db.provider == "none":
         return BackupFacts("", settings.name, database="none")
@@ -237,8 +236,6 @@ def _created_from_name(name: str) -> datetime | None:
 
 
 def _replace(obj, **kw):
-    import dataclasses
-
     return dataclasses.replace(obj, **kw)
 
 
@@ -356,8 +353,6 @@ GateFn = Callable[[Settings, str, datetime], Any]
 
 
 def _default_gate(settings: Settings, sha: str, now: datetime):
-    from deploy import evidence
-
     return evidence.gate(settings.gate, sha, evidence.evidence_dir(settings), now)
 
 
@@ -378,9 +373,6 @@ def run_checklist(settings: Settings, ledger, sha: str, now: datetime, environ: 
 
     `environ` holds this environment's secrets (DECISION_LOG_DATABASE_URL, DATABASE_URL);
     `gate` defaults to `deploy.evidence.gate` over the environment's evidence folder."""
-    from deploy import decisionlog, envs
-    from deploy import secrets as secrets_mod
-
     now = _utc(now)
     gate = gate or _default_gate
     root = settings.root
@@ -433,8 +425,6 @@ def require(checklist: Checklist) -> Checklist:
 
 def render(checklist: Checklist, width: int | None = 160) -> str:
     """The checklist as a terminal table no wider than `width`, and a verdict line (redacted)."""
-    from deploy.display import fit
-
     rows = [[i.name, i.verdict.upper(), i.evidence, i.reason] for i in checklist.items]
     table = fit(rows, ["item", "verdict", "evidence", "reason"], width, fmt="simple_grid", optional=("evidence",),
                 wide=("reason",))

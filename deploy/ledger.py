@@ -19,8 +19,6 @@ the text fields (errors, step results) are messages and are redacted like any ou
 
 from __future__ import annotations
 
-from deploy import clock
-
 import getpass
 import json
 import os
@@ -32,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy import facts
-from deploy.errors import DeployError, LedgerError, LockHeld
+from deploy import clock, dburl, facts
 from deploy.dburl import mask as dburl_mask
+from deploy.errors import DeployError, LedgerError, LockHeld
+from deploy.private import create_private, make_private, private_dir
+from deploy.proc import pid_alive as alive
 from deploy.redact import mask_url, redact
 
 SCHEMA_VERSION = 2
@@ -284,8 +284,6 @@ class LockRow:
 
 
 def pid_alive(pid: int) -> bool:
-    from deploy.proc import pid_alive as alive
-
     return alive(pid)
 
 
@@ -309,8 +307,6 @@ def _private_ledger(path: Path, root: Path) -> None:
     """The SQLite ledger holds the deploy history: 0600 (with its -wal/-shm), set on every
     open so a file an older version left 0644 is fixed. Its folder is made 0700 when it is
     the project's `.deploy/` or did not exist; a folder someone chose for it is left alone."""
-    from deploy.private import create_private, make_private, private_dir
-
     folder = path.parent
     if not folder.exists() or folder.resolve() == (root / ".deploy").resolve():
         private_dir(folder)
@@ -354,8 +350,6 @@ class Ledger:
                 ) from None
             kwargs["connect_args"] = {"timeout": 30}
         elif url.startswith("postgresql+psycopg://"):
-            from deploy import dburl
-
             # libpq's reading of the URL: a raw '@' or '/' in the password is refused, masked.
             try:
                 dburl.parse("postgresql://" + url[len("postgresql+psycopg://"):])

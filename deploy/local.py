@@ -31,15 +31,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from deploy import proc
-from deploy.build import Artifact, verify
+from deploy.build import Artifact, start_command, start_path, verify
+from deploy.config import AppSection
 from deploy.errors import HostFailed, SettingsError
 from deploy.redact import reveal
-
-if TYPE_CHECKING:
-    from deploy.config import AppSection
+from deploy.smoke import probe
 
 RELEASE_FILE = "RELEASE"
 _children: dict[int, subprocess.Popen] = {}   # servers this process started: reaped by stop()
@@ -206,9 +205,6 @@ def start(
     put across releases). The app's environment is explicit: the minimal base (PATH, HOME,
     locale...), `env` (DATABASE_URL, the runtime_env values), HOST and the port; nothing else
     of this process's environment."""
-    from deploy.build import start_command, start_path
-    from deploy.config import AppSection
-
     app = app or AppSection()
     timeout = app.ready_timeout if timeout is None else timeout
     root = ensure_root(root)
@@ -413,8 +409,6 @@ def _url_host(host: str) -> str:
 
 
 def _probe(url: str) -> str:
-    from deploy.smoke import probe
-
     return probe(url, timeout=1.0)
 
 

@@ -11,14 +11,20 @@ cleared when the child ends; in CI or a pipe as plain `LABEL | line` lines. Invo
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from deploy.errors import ToolMissing
+from deploy.errors import SettingsError, ToolMissing
 from deploy.redact import redact, reveal
 
 
@@ -148,8 +154,6 @@ def configure(*, echo: bool = False, hide=None) -> None:
 def echo(command: str) -> None:
     """With --echo: show a command the toolkit runs (local argv, or `host: command`), redacted."""
     if _ECHO:
-        import sys
-
         print(redact(f"+ {command}"), file=sys.stderr, flush=True)
 
 
@@ -172,8 +176,6 @@ def run(
     so grandchildren (an npm script's node, a shell's background job) cannot outlive it.
     With `stream=LABEL` each output line is also shown as it arrives (see the module docstring).
     """
-    import time
-
     echo(shlex.join(str(a) for a in argv))   # before reveal: a Secret in argv shows as ***
     argv = [reveal(a) if not isinstance(a, Path) else str(a) for a in argv]
     full_env = {k: reveal(v) for k, v in child_env(os.environ).items()}
@@ -208,10 +210,6 @@ def run(
 
 def _run_streamed(p: subprocess.Popen, argv, input, timeout, label: str, start: float) -> CommandResult:
     """Read both pipes line by line (one thread each), keep everything, show each line."""
-    import sys
-    import threading
-    import time
-
     shown = Tail(label, sys.stderr)
     chunks: dict[str, list[str]] = {"out": [], "err": []}
 
@@ -256,8 +254,6 @@ def _run_streamed(p: subprocess.Popen, argv, input, timeout, label: str, start: 
 
 
 def _kill_group_only(p: subprocess.Popen) -> None:
-    import signal
-
     try:
         os.killpg(p.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -275,8 +271,6 @@ _ANSI = None
 def clean_line(text: str) -> str:
     """One line as a person should see it: the child's colours and cursor moves removed,
     only what a carriage return left visible, tabs as spaces, secrets masked."""
-    import re
-
     global _ANSI
     if _ANSI is None:
         _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -291,8 +285,6 @@ class Tail:
     Elsewhere: every line, plainly prefixed with the label."""
 
     def __init__(self, label: str, out, size: int = 6, tty: bool | None = None):
-        import threading
-
         self.label, self.out, self.size = label, out, size
         if tty is None:
             tty = _isatty(out) and not os.environ.get("CI")
@@ -351,8 +343,6 @@ def _isatty(f) -> bool:
 
 def _kill_group(p: subprocess.Popen) -> str:
     """Kill the child's whole process group; return what it wrote to stdout so far."""
-    import signal
-
     try:
         os.killpg(p.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -372,10 +362,6 @@ def _kill_group(p: subprocess.Popen) -> str:
 
 def ensure_writable(path: Path, what: str, hint: str) -> Path:
     """Create `path` if needed and prove a file can be written in it; SettingsError if not."""
-    import tempfile
-
-    from deploy.errors import SettingsError
-
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)

@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
+from deploy import build
 from deploy.errors import SettingsError
 
 __all__ = [
@@ -126,16 +127,12 @@ class WriteResult:
 
 def package_manager(app: Path) -> PackageManager:
     """The package manager whose lockfile `app` holds (deploy.build's rule); npm when none."""
-    from deploy import build
-
     return build.package_manager(app) or "npm"
 
 
 def install_argv(pm: PackageManager, *, lockfile: bool = True) -> tuple[str, ...]:
     """The clean, lockfile-exact install deploy.build runs for `pm` (npm without a
     lockfile: `npm install`, which writes one)."""
-    from deploy import build
-
     return build.INSTALL[pm] if lockfile else ("npm", "install", "--no-audit", "--no-fund")
 
 
@@ -231,8 +228,6 @@ def detect(app: Path) -> AppFacts:
     except ValueError as e:
         raise SettingsError(f"{app / 'package.json'} is not valid JSON ({e}).") from None
     pm = package_manager(app)
-    from deploy import build
-
     lock = next((n for n, _ in build.LOCKFILES if (app / n).is_file()), "")
     raw_scripts = package.get("scripts")
     if raw_scripts is not None and not isinstance(raw_scripts, dict):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+from deploy.config import read_text
 from deploy.envs import Matrix
 from deploy.errors import SettingsError
 from deploy.redact import redact
@@ -105,8 +106,6 @@ def parse_rotations(text: str, file: Path) -> tuple[Rotation, ...]:
 def read_rotations(path: Path) -> tuple[Rotation, ...]:
     """The record at `path`; no file means no rotations yet."""
     try:
-        from deploy.config import read_text
-
         text = read_text(Path(path))
     except FileNotFoundError:
         return ()

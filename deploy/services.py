@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
+from deploy import display
+from deploy.config import environments, load
 from deploy.errors import Aborted, DeployError, SettingsError
+from deploy.ledger import Ledger, default_url
 from deploy.redact import redact
 
 
@@ -23,8 +27,6 @@ def terminal_width() -> int:
     """The terminal's width in columns: COLUMNS when set, else the terminal's. Output that
     goes to no terminal (a CI log, a pipe, a file) is not wrapped: a log keeps each
     message on one line, whole, for grep and for the reader's own wrapping."""
-    import shutil
-
     return shutil.get_terminal_size((UNWRAPPED, 24)).columns
 
 
@@ -51,8 +53,6 @@ class Terminal:
 
     def table(self, rows, headers, *, fmt: str = "simple", optional=()) -> str:
         """`rows` as a table that fits the terminal (deploy/display.py: wrap, then drop `optional`)."""
-        from deploy import display
-
         return display.fit(rows, headers, self.width(), fmt=fmt, optional=optional)
 
     def emit_json(self, value: Any) -> None:
@@ -86,8 +86,6 @@ class Services:
     def settings(self, env: str | None, flag: str = "--env"):
         """The typed settings of `env`; a SettingsError naming `flag` (the task's own flag,
         e.g. promote's --to) and the environments there are when none was given."""
-        from deploy.config import environments, load
-
         if not env:
             try:
                 names = ", ".join(environments(self.root)) or "none yet"
@@ -99,6 +97,4 @@ class Services:
 
     def ledger(self):
         """The project's ledger (DEPLOY_LEDGER_URL of this environment, else SQLite under .deploy/), opened now."""
-        from deploy.ledger import Ledger, default_url
-
         return Ledger.open(self.root, default_url(self.root, self.environ))

@@ -24,13 +24,14 @@ import json
 import os
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from deploy import proc
+from deploy import build, proc
 from deploy.errors import BuildFailed, SettingsError, ShopifyFailed
 from deploy.redact import Secret, redact
 
@@ -507,8 +508,6 @@ def check_client_id(path: Path, config: str) -> str:
     """The app's `client_id` from its shopify.app.<config>.toml; SettingsError naming the
     file when it is missing or empty (the template ships `client_id = ""`, which the CLI
     only reports after asking Shopify)."""
-    import tomllib
-
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -532,8 +531,6 @@ def prepare(settings, path: Path, environ: Mapping[str, str] | None = None, *,
     dev dependencies and runs its pinned CLI: `build.full_install` (the build's recipe and
     environment, or its dependency cache's `full` entry). A `build.FullInstall`: its
     `summary` for the step's record; pass it to `build.check_full_install` after the CLI."""
-    from deploy import build
-
     try:
         return build.full_install(path, settings.app, env=environ, deps_cache=deps_cache)
     except BuildFailed as e:

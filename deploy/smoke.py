@@ -10,14 +10,20 @@ Standard library only, imported lazily: `tasks.py` imports this at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import socket
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from deploy.config import SmokeCheck, SmokeSection, WatchSection
 from deploy.errors import DeployError, SmokeFailed
+from deploy.parallel import pmap
 from deploy.redact import mask_url
 
 MAX_BODY = 1 << 20     # a health answer is small; never read a runaway body whole
@@ -199,8 +205,6 @@ def watch_urls(section: WatchSection, base_urls: Iterable[str], health_path: str
 
 
 def _replace(check: SmokeCheck, **kw) -> SmokeCheck:
-    import dataclasses
-
     return dataclasses.replace(check, **kw)
 
 
@@ -208,11 +212,6 @@ def _replace(check: SmokeCheck, **kw) -> SmokeCheck:
 
 def _get(url: str, timeout: float) -> tuple[int | None, bytes, float, str | None]:
     """One GET, no redirects followed, no exception: (status, body, latency ms, error)."""
-    import socket
-    import urllib.error
-    import urllib.request
-    from urllib.parse import urlsplit
-
     class _NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):   # a 302 is an answer to judge, not to follow
             return None
@@ -255,15 +254,6 @@ def probe(url: str, timeout: float = 1.0) -> str:
     return err or f"HTTP {status}"
 
 
-def _pool_map(fn, items: list, workers: int = 16) -> list:
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
 # ---------------------------------------------------------------- smoke
 
 def check(
@@ -291,7 +281,7 @@ def check(
 
     if not checks:
         raise SmokeFailed("There are no smoke checks to run.", "Declare [[smoke.checks]] or pass the app's URL.")
-    return SmokeReport(tuple(_pool_map(one, list(checks))))
+    return SmokeReport(tuple(pmap(one, checks, 16)))
 
 
 def require(report: SmokeReport | WatchReport) -> None:
@@ -338,7 +328,7 @@ def watch(
     if window > 0 and urls:
         while True:
             at = clock() - start
-            for url, (status, _body, ms, error) in zip(urls, _pool_map(lambda u: _get(u, timeout), list(urls))):
+            for url, (status, _body, ms, error) in zip(urls, pmap(lambda u: _get(u, timeout), urls, 16)):
                 ok = error is None and status is not None and 200 <= status < 400
                 samples.append(Sample(at, url, ok, status, ms, "ok" if ok else (error or f"status {status}")))
             if extra_check is not None:

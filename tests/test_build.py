@@ -124,6 +124,7 @@ def test_same_sources_and_inputs_give_the_same_hash(tmp_path):
 def test_tarball_layout_is_normalised_and_carries_a_manifest(app_artifact):
     raw = app_artifact.path.read_bytes()
     assert raw[4:8] == b"\0\0\0\0"      # gzip MTIME field: no build clock in the header
+    assert hashlib.sha256(raw).hexdigest() == app_artifact.sha256 and app_artifact.path.name == f"{app_artifact.sha256}.tar.gz"
     with tarfile.open(app_artifact.path) as tar:
         members = tar.getmembers()
         names = [m.name for m in members]

@@ -6,13 +6,12 @@ shopify.app.staging.toml; then rolled back."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from deploy.testing.shopify_app import SHOPIFY_APP, GENERATED, http_get
+from deploy.testing.shopify_app import http_get
 from deploy.testing.stage import Stage, free_port, secrets_env
 
 pytestmark = pytest.mark.slow
@@ -28,8 +27,7 @@ def served_release(port: int) -> str:
 
 @pytest.fixture
 def shop_stage(project, sshd_farm, sshd_hosts, pg_url, shopify_cli):
-    shutil.copytree(SHOPIFY_APP, project.root / "examples" / "shopify-app",
-                    ignore=shutil.ignore_patterns(*GENERATED))
+    assert (project.root / "examples/shopify-app/package.json").is_file()   # make_project copies the example
     hosts = sshd_hosts(2)
     ports = [free_port() for _ in hosts]
     for h in hosts:

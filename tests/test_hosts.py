@@ -831,13 +831,14 @@ def test_a_rolling_release_stopped_by_a_failing_batch_leaves_every_host_on_the_p
 
 
 def test_the_manifest_describes_the_same_tree_as_the_tarball(tmp_path):
+    from deploy.hosts._upload import _scan_tree
     from deploy.testing.sshd import packed_artifact
 
     src_files = {"node_modules/.bin/tool": "#!/bin/sh\n", "build/app.js": "x", "empty/.keep": ""}
     art = packed_artifact(tmp_path, R1, files=src_files, padding_bytes=1000)
     from_manifest = hosts.artifact_tree(art.path)
     key = lambda e: (e.path, e.kind)  # noqa: E731
-    assert sorted(from_manifest, key=key) == sorted(hosts._scan_tree(art.path), key=key)
+    assert sorted(from_manifest, key=key) == sorted(_scan_tree(art.path), key=key)
     assert {e.path for e in from_manifest if e.kind == "f"} >= {"RELEASE.json", "bin/restart", "assets/blob.bin"}
 
 

@@ -282,9 +282,77 @@ EXACT = [
     pytest.param(lambda: hosts.finish_command(T, [], "line", False),
                  "printf '%s\\n' line >> /srv/occ/revisions.log",
                  id='finish-log-only'),
+    pytest.param(lambda: hosts.switch_command(T, "r2"),
+                 'test -d /srv/occ/releases/r2 && ln -sfn releases/r2 /srv/occ/.current-r2 && mv -T /srv/occ/.current-r2 /srv/occ/current',
+                 id='switch'),
+    pytest.param(lambda: hosts.go_live_command(T, "r2", True, "cd /srv/occ/current && bin/restart", "curl -fs localhost"),
+                 '{ test -d /srv/occ/releases/r2 && ln -sfn releases/r2 /srv/occ/.current-r2 && mv -T /srv/occ/.current-r2 /srv/occ/current; } || exit 79; ( cd /srv/occ/current && bin/restart ) || { rc=$?; echo __hook_exit=$rc >&2; exit 81; }; ( cd /srv/occ/current && curl -fs localhost ) >/dev/null 2>&1 || exit 82',
+                 id='go-live'),
+    pytest.param(lambda: hosts.go_live_command(T, "r2", False, "bin/restart", ""),
+                 '( bin/restart ) || { rc=$?; echo __hook_exit=$rc >&2; exit 81; }',
+                 id='go-live-no-switch-no-health'),
+    pytest.param(lambda: hosts.read_lock_command(T),
+                 'cat /srv/occ/.deploy-lock/details 2>/dev/null || { test -d /srv/occ/.deploy-lock && echo holder=unknown; } || true',
+                 id='read-lock'),
+    pytest.param(lambda: hosts.discard_delta_command(T, "r2", "/srv/occ/.uploads/r2.delta.tar.gz"),
+                 'rm -rf /srv/occ/releases/.partial-r2 /srv/occ/.uploads/r2.delta.tar.gz /srv/occ/.uploads/r2.d',
+                 id='discard-delta'),
+    pytest.param(lambda: hosts.discard_release_command(T, "r2"),
+                 'rm -rf /srv/occ/releases/r2 /srv/occ/releases/.partial-r2 /srv/occ/.uploads/r2.tar.gz /srv/occ/.uploads/r2.delta.tar.gz /srv/occ/.uploads/r2.d',
+                 id='discard-release'),
+    pytest.param(lambda: hosts.free_space_command(T, "/srv/occ/.uploads/r2.tar.gz"),
+                 'rm -f /srv/occ/.uploads/r2.tar.gz; df -Pk /srv/occ 2>/dev/null | tail -n 1',
+                 id='free-space'),
+    pytest.param(lambda: hosts.previous_command(T, "r2"),
+                 'rm -rf /srv/occ/releases/.partial-r2 && cat /srv/occ/releases/r2/.previous 2>/dev/null || true',
+                 id='previous'),
+    pytest.param(lambda: hosts.health_check_command(T, "curl -fs localhost:3000"),
+                 'cd /srv/occ/current && curl -fs localhost:3000',
+                 id='health-check'),
+    pytest.param(lambda: hosts.log_tail_command(T),
+                 'tail -n 8 /srv/occ/logs/app.log 2>/dev/null || true',
+                 id='log-tail'),
+    pytest.param(lambda: hosts.check_command(T, 4242),
+                 'mkdir -p /srv/occ 2>/dev/null; if touch /srv/occ/.write-test-4242 2>/dev/null && rm -f /srv/occ/.write-test-4242; then echo writable=1; else echo writable=0; fi; df -Pk /srv/occ 2>/dev/null | tail -n 1',
+                 id='check'),
 ]
 
 
 @pytest.mark.parametrize("build, expected", EXACT)
 def test_each_host_command_builder_builds_exactly_this(build, expected):
     assert build() == expected
+
+
+# Builders whose exact output is checked by a test of their own above (several cases, or
+# the supervisor script inside).
+EXACT_ABOVE = {"supervise_command", "install_supervisor_command", "stop_app_command", "systemd_restart_command",
+               "app_of_command", "start_facts_command"}
+
+
+def test_every_host_command_builder_has_an_exact_test():
+    import inspect
+
+    from deploy.hosts import _commands
+
+    builders = {name for name, fn in inspect.getmembers(_commands, inspect.isfunction)
+                if name.endswith("_command") and fn.__module__ == _commands.__name__}
+    exact = {name for p in EXACT for name in p.values[0].__code__.co_names}
+    assert builders - exact - EXACT_ABOVE == set()
+    assert EXACT_ABOVE <= builders
+
+
+def test_the_package_exports_exactly_its_modules_public_names():
+    """deploy.hosts re-exports every public name its private modules define, and nothing
+    else (httpx's tests/test_exported_members.py)."""
+    import ast
+    from pathlib import Path
+
+    defined = set()
+    for path in Path(hosts.__file__).parent.glob("_*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    assert set(hosts.__all__) == {n for n in defined if not n.startswith("_")}
+    assert all(hasattr(hosts, n) for n in hosts.__all__)

@@ -137,3 +137,73 @@ def test_a_step_that_cannot_say_what_it_would_touch_does_not_stop_the_dry_run():
     touches = dict(plan_of(s).touches())
     assert [t.where for t in touches["release"]] == ["-"] and "hosts.hosts[1]" in touches["release"][0].what
     assert [t.where for t in touches["shopify"]] == ["shopify", "shopify"]  # the other steps still say theirs
+
+
+# ----------------------------------------------------------------------------- rollback
+
+@pytest.fixture
+def two_releases(tmp_path):
+    """A SQLite ledger where staging promoted A (Shopify v-a), then B (v-b, live)."""
+    from deploy.ledger import Ledger
+
+    led = Ledger.open(tmp_path)
+    for rid, version in (("20260101000000-aaaaaaa", "v-a"), ("20260102000000-bbbbbbb", "v-b")):
+        led.record_release(env="staging", release_id=rid, sha=rid[-1] * 40, artifact_sha256=None, run_id=None,
+                           shopify_version=version)
+    yield led
+    led.close()
+
+
+def rollback_plan(led, s=None, **kw) -> Plan:
+    from deploy.flows import rollback
+
+    args = {"to": None, "db": "keep", "skip_shopify": False, **kw}
+    return rollback.plan(s or settings("staging"), led, environ={}, **args)
+
+
+def test_rollback_steps_mirror_promotes_changing_steps_and_go_back_to_the_previous_release(two_releases):
+    p = rollback_plan(two_releases)
+    assert names(p) == ["release", "shopify", "database", "smoke", "record"]
+    assert p.release_id == "20260101000000-aaaaaaa" and dict(p.header)["from"] == "20260102000000-bbbbbbb"
+    shown = p.commands()
+    for host in settings("staging").hosts.hosts:
+        assert f"[{host}:22] test -d /srv/occ/releases/20260101000000-aaaaaaa && ln -sfn" in shown, host
+    assert "shopify app release --config staging --version v-a " in shown   # A's version, not the live v-b
+
+
+@pytest.mark.parametrize("kw, sections, expected", [
+    ({}, {}, {"database": "--db=keep: the database stays as it is (schema changes are backward compatible)"}),
+    ({"db": "down", "skip_shopify": True}, {}, {"shopify": "--skip-shopify given"}),
+    ({"db": "restore"}, {"database": {"provider": "none"}}, {"database": "no database for this environment"}),
+], ids=["keep", "down-skip-shopify", "no-database"])
+def test_rollback_settings_and_flags_that_skip_steps(two_releases, kw, sections, expected):
+    assert skipped(rollback_plan(two_releases, settings("staging", **sections), **kw)) == expected
+
+
+def test_rollback_plan_refuses_an_unknown_db_mode_and_a_missing_target(two_releases, tmp_path):
+    from deploy.errors import DeployError, SettingsError
+    from deploy.ledger import Ledger
+
+    with pytest.raises(SettingsError, match="'drop' is not one of keep, down, restore"):
+        rollback_plan(two_releases, db="drop")
+    empty = Ledger.open(tmp_path / "empty")
+    try:
+        with pytest.raises(DeployError, match="no earlier release") as e:
+            rollback_plan(empty, settings("staging", hosts={"hosts": ()}))
+        assert "--to=RELEASE" in e.value.hint
+    finally:
+        empty.close()
+
+
+def test_dry_run_shows_the_backups_pg_dump_argv_with_the_database_settings():
+    from deploy import backups
+
+    s = settings("staging", database={"bin_dir": "/opt/pg16/bin", "lock_timeout": 7.5})
+    (touch,) = dict(plan_of(s).touches())["backup"]
+    argv = shlex.split(touch.what.split(" (then prune")[0])
+    assert argv[0] == "/opt/pg16/bin/pg_dump" and "--lock-wait-timeout=7500ms" in argv
+    out = Path(argv[4].removeprefix("--file="))
+    assert argv == backups.pg_dump_argv("/opt/pg16/bin/pg_dump", "<exported snapshot>", out, argv[-1].removeprefix("--dbname="), 7.5)
+    assert out.parent == s.path(s.database.backup_dir) / "staging" and out.name.endswith(f"-{SHA[:7]}.dump")
+    assert "$DIRECT_URL" in argv[-1] and "PGPASSWORD" in argv[-1]
+    assert f"newest {s.database.backup_keep})" in touch.what

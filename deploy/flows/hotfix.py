@@ -93,12 +93,8 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
             led.record_drill(env=env, procedure="rollback", started_at=started, finished_at=finished,
                              outcome=outcome, durations={k: durations[k] for k in ("rollback", "verify")
                                                          if k in durations}, note=note)
-        feedback.append(s.root, feedback.Entry(kind="drill", env=env, outcome=outcome, who=_who(), sha=candidate,
+        feedback.append(s.root, feedback.Entry(kind="drill", env=env, outcome=outcome, who=whoami(), sha=candidate,
                                                duration=total, text=" ".join(f"{k} {v:.1f}s" for k, v in
                                                                             durations.items()) + (f"; {note}" if note else "")))
         svc.term.out("drill " + outcome + ": " + ", ".join(f"{k} {v:.2f}s" for k, v in rec.items()))
     return rec
-
-
-def _who() -> str:
-    return whoami()

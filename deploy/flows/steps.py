@@ -4,16 +4,28 @@ its `undo` needs in the run's state; `undo` is safe after a partial or repeated 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import re
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
+from deploy import (backups, config, dburl, decisionlog, envs, evidence, hosts, local, migrations, proc, shopify,
+                    smoke, source)
+from deploy import build as b
+from deploy.build import start_command
 from deploy.config import Settings
 from deploy.engine import Step, StepContext, Touch
 from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
                            MigrateFacts, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
-from deploy.errors import ApprovalMissing, BuildFailed, DeployError, SettingsError
+from deploy.errors import ApprovalMissing, BuildFailed, DeployError, LockHeld, SettingsError
+from deploy.flows.common import git_dirty
 from deploy.redact import Secret
+from deploy.services import terminal_width
+from deploy.source import checkout, commit_time, repo_of
 
 
 TOOLKIT_RECORDS = ("env/rotations.log",)
@@ -30,8 +42,6 @@ def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
     lock): committed for SQLite; for Postgres the session URL from the environment (a Secret):
     database.direct_url_var's (Prisma's directUrl) when set, else database.url_var's; refused
     when it points at a transaction pooler (dburl.session_url)."""
-    from deploy import dburl
-
     db = s.database
     if db.provider == "none":
         return None
@@ -76,16 +86,12 @@ def sqlite_base(s: Settings, app: Path | None = None) -> Path:
 def source_dir(s: Settings, sha: str) -> Path:
     """The app folder as of commit `sha` (`git archive`, extracted once under .deploy/src):
     where a promotion reads its migrations and Shopify config, never the working tree."""
-    from deploy.source import checkout
-
     return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
 
 
 def checkout_if_there(s: Settings, sha: str) -> Path | None:
     """The commit's extracted app folder when an earlier run extracted it, else None (a dry
     run reads, it does not extract)."""
-    from deploy.source import repo_of
-
     try:
         top, rel = repo_of(s.app_dir)
     except DeployError:
@@ -95,14 +101,10 @@ def checkout_if_there(s: Settings, sha: str) -> Path | None:
 
 
 def _argv(argv) -> str:
-    import shlex
-
     return shlex.join(str(a) for a in argv)
 
 
 def _start_argv(s: Settings, app: Path, where: str) -> list[str] | None:
-    from deploy.build import start_command
-
     try:
         return start_command(s.app, app, where)
     except SettingsError:
@@ -120,10 +122,6 @@ def base_urls(s: Settings, state: dict) -> list[str]:
         if s.environment.app_url:
             urls.append(s.environment.app_url)
         if s.hosts.hosts:
-            from urllib.parse import urlsplit
-
-            from deploy import hosts
-
             for t in hosts.targets(s.hosts, s.app):
                 if t.health_url:
                     u = urlsplit(t.health_url)
@@ -143,13 +141,9 @@ def _artifact(ctx: StepContext):
 
 def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify: bool) -> Step:
     def run(ctx: StepContext):
-        from deploy import proc
-
         notes = []
         matrix_file = s.root / "env" / "variables.toml"
         if matrix_file.exists():
-            from deploy import envs
-
             m = envs.load_matrix(s.root)
             if s.name in m.environments:
                 report = envs.check(m, s.name, s.root, environ)
@@ -166,8 +160,6 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
             proc.which(t)
         notes.append("tools " + ",".join(tools))
         if not s.is_local:
-            from deploy.flows.common import git_dirty
-
             # The build comes from `git archive` of the commit, so only uncommitted settings
             # could make this deploy differ from what the commit says; the toolkit's own
             # records (deployment log, rotation log) change by design.
@@ -179,11 +171,7 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                 )
         database_url(s, environ)
         if not s.is_local and s.hosts.hook_env:
-            from deploy import hosts
-
             hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
-        from deploy import shopify
-
         if not skip_shopify and shopify.skip_reason(s) is None:
             # The config the push will use is the commit's, so that is the one checked.
             shopify.check(s, environ, path=source_dir(s, sha), commit=sha)
@@ -233,26 +221,18 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
     `record`), or by this step's undo, the last of the undo chain; never at the release."""
 
     def run(ctx: StepContext):
-        from deploy import hosts
-
         names = hosts.acquire_lock(s.hosts, run_id=ctx.run_id, release_id=release_id)
         return f"deploy lock held on {len(names)} host(s)"
 
     def undo(ctx: StepContext):
-        from deploy import hosts
-
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
 
     def finish(ctx: StepContext):
-        from deploy import hosts
-
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
         return f"deploy lock released on {len(freed)} host(s)"
 
     def shows() -> list[Touch]:
-        from deploy import hosts
-
         return [Touch(t.name, hosts.lock_command(t, "<holder, run, release, time>"))
                 for t in hosts.targets(s.hosts, s.app)]
 
@@ -264,9 +244,6 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
 def gate(s: Settings, sha: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import evidence
-        from deploy.services import terminal_width
-
         verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
         ctx.note(evidence.render(verdict, width=max(60, terminal_width() - 8)).replace("\n", "\n        "))
         return f"{len(verdict.rows)} evidence item(s) passed"
@@ -280,10 +257,6 @@ def gate(s: Settings, sha: str) -> Step:
 
 def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
     def run(ctx: StepContext):
-        from deploy import build as b
-        from deploy import source
-        from deploy.source import checkout, commit_time
-
         store = artifacts_dir(s)
         art = b.find(store, sha)
         reused = art is not None
@@ -309,8 +282,6 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
                 + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
 
     def shows() -> list[Touch]:
-        from deploy import build as b
-
         art = b.find(artifacts_dir(s), sha)
         if art is not None:
             return [Touch("local", f"reuse {art.path} (sha256 {art.sha256}), built for {sha[:12]}")]
@@ -329,8 +300,6 @@ def kept_shas(s: Settings, ledger) -> set[str]:
     and those of runs still in progress (another environment's promotion may be building)."""
     if ledger is None:
         return set()
-    from deploy import config
-
     out: set[str] = set()
     for env in config.environments(s.root):
         rows = ledger.releases(env, limit=20)
@@ -345,8 +314,6 @@ def kept_shas(s: Settings, ledger) -> set[str]:
 
 def backup(s: Settings, sha: str, environ) -> Step:
     def run(ctx: StepContext):
-        from deploy import backups, dburl
-
         url = database_url(s, environ)
         u = dburl.parse(url, sqlite_base=sqlite_base(s))
         if u.provider == "sqlite" and not u.sqlite_path.exists():
@@ -365,10 +332,17 @@ def backup(s: Settings, sha: str, environ) -> Step:
     elif not s.database.backup:
         skip = f"database.backup = false in {s.file.name}"
     def shows() -> list[Touch]:
-        what = "pg_dump" if s.database.provider == "postgresql" else "copy of the SQLite file"
         src = s.database.url and "database.url" or f"${s.database.direct_url_var or s.database.url_var}"
-        return [Touch("database", f"{what} of {src} -> {s.path(s.database.backup_dir)}/ "
-                                  f"(keep {s.database.backup_keep})")]
+        now = datetime.now(timezone.utc)
+        dest = s.path(s.database.backup_dir) / s.name
+        keep = f"(then prune to the newest {s.database.backup_keep})"
+        if s.database.provider != "postgresql":
+            return [Touch("database", f"SQLite online backup of {src} -> {dest / backups.backup_name(now, sha, 'sqlite')} {keep}")]
+        bin_dir = os.path.expanduser(s.database.bin_dir) if s.database.bin_dir else ""
+        argv = backups.pg_dump_argv(os.path.join(bin_dir, "pg_dump") if bin_dir else "pg_dump", "<exported snapshot>",
+                                    dest / backups.backup_name(now, sha, "dump"), f"<{src} without its password, which goes in PGPASSWORD>",
+                                    s.database.lock_timeout)
+        return [Touch("database", f"{_argv(argv)} {keep}")]
 
     return Step("backup", f"{'pg_dump' if s.database.provider == 'postgresql' else 'SQLite copy'} of the database",
                 run=run, skip=skip, shows=shows)
@@ -376,8 +350,6 @@ def backup(s: Settings, sha: str, environ) -> Step:
 
 def migrate(s: Settings, environ, sha: str) -> Step:
     def run(ctx: StepContext):
-        from deploy import migrations
-
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
         if ctx.get(MigrateFacts) is None:
@@ -399,8 +371,6 @@ def migrate(s: Settings, environ, sha: str) -> Step:
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
-        from deploy import backups, migrations
-
         facts = ctx.get(MigrateFacts)
         if facts is None:
             return "nothing was migrated"
@@ -451,8 +421,6 @@ def migrate(s: Settings, environ, sha: str) -> Step:
 def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
     """The migration.sql files a promotion of `sha` would apply: read from the commit's
     checkout when it exists; pending ones only when the database can be read (read-only)."""
-    from deploy import migrations
-
     src = checkout_if_there(s, sha)
     if src is None:
         return [Touch("database", f"the pending migrations of {sha[:12]}: read at run time "
@@ -464,8 +432,6 @@ def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
         return [Touch("database", f"cannot read {mdir}: {e.message}")]
     pending = None
     try:
-        from deploy import dburl
-
         url = database_url(s, environ)
         u = dburl.parse(url, sqlite_base=sqlite_base(s))
         if u.provider != "sqlite" or u.sqlite_path.exists():   # reading must not create a SQLite file
@@ -491,10 +457,6 @@ def local_root(s: Settings) -> Path:
     """This app's release root under [local] root: `<root>/<app folder>-<hash of app_dir>`.
     One root per app, so `current`, `previous` and every undo or rollback only ever name
     releases of the app the settings deploy, never another app's."""
-    import hashlib
-    import os
-    import re
-
     key = os.path.normpath(s.environment.app_dir)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key).name).strip(".-") or "app"
     return s.path(s.local.root) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
@@ -505,8 +467,6 @@ def _local_env(s: Settings, environ) -> dict:
     variables [app] runtime_env names. Nothing else of the deployer's environment."""
     env = {n: environ[n] for n in s.app.runtime_env if n in environ}
     if s.database.provider == "sqlite":
-        from deploy import dburl
-
         # Absolute: a relative file: URL would resolve inside the release folder.
         path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
         env["DATABASE_URL"] = f"file:{path}"
@@ -518,8 +478,6 @@ def _local_env(s: Settings, environ) -> dict:
 def stop_local(s: Settings) -> bool:
     """Stop the local environment's app: this app's, and any other app's still running from
     the same [local] root (one local environment serves one app)."""
-    from deploy import local
-
     base = s.path(s.local.root)
     stopped = local.stop(local_root(s))
     if base.is_dir():
@@ -531,16 +489,12 @@ def stop_local(s: Settings) -> bool:
 
 def restart_local(s: Settings, environ):
     """(Re)start the local app from this app's `current` as the settings say; its ServerInfo."""
-    from deploy import local
-
     stop_local(s)
     return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=_local_env(s, environ))
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):
     """The environment's smoke checks against the app and each host; SmokeFailed with every result."""
-    from deploy import smoke
-
     checks = smoke.checks_for(s.smoke, base_urls(s, state), s.app.health_path)
     report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
     smoke.require(report)
@@ -551,8 +505,6 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
     root = local_root(s)
 
     def run(ctx: StepContext):
-        from deploy import local
-
         if ctx.get(LocalReleaseFacts) is None:
             ctx.put(LocalReleaseFacts(local.current(root)))
             ctx.checkpoint()
@@ -564,8 +516,6 @@ def _release_local(s: Settings, release_id: str, environ) -> Step:
         return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
 
     def undo(ctx: StepContext):
-        from deploy import local
-
         prev = (ctx.get(LocalReleaseFacts) or LocalReleaseFacts(None)).previous
         if local.current(root) != release_id:
             local.remove(root, release_id)  # placed but never switched to
@@ -600,9 +550,6 @@ def _start_text(s: Settings) -> str:
 
 def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def run(ctx: StepContext):
-        from deploy import hosts
-        from deploy.errors import LockHeld
-
         art = dataclasses.replace(_artifact(ctx), release_id=release_id)
         ctx.drop(HostsReleaseFacts)
         try:
@@ -618,8 +565,6 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
                 + (f" ({deltas} as a delta)" if deltas else ""))
 
     def undo(ctx: StepContext):
-        from deploy import hosts
-
         if (ctx.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
@@ -639,10 +584,8 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
 
 def host_release_touches(s: Settings, release_id: str, *, sha256: str = "<artifact sha256>",
                          previous: str = "<current release>") -> list[Touch]:
-    """Per host, the commands a release sends (hosts.py's builders), in order. The artifact's
+    """Per host, the commands a release sends (deploy/hosts/_commands.py's builders), in order. The artifact's
     checksum and each host's current release are read at run time: shown as placeholders."""
-    from deploy import hosts
-
     out = []
     argv = _start_argv(s, s.app_dir, f"releases/{release_id}") or ["<the package's start script>"]
     for t in hosts.targets(s.hosts, s.app):
@@ -678,9 +621,6 @@ def _hook_vars(s: Settings, t, release_id: str, previous: str) -> dict[str, str]
 # ----------------------------------------------------------------------------- shopify
 
 def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool) -> Step:
-    from deploy import build as b
-    from deploy import shopify
-
     reason = "--skip-shopify given" if skip else shopify.skip_reason(s)
 
     source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
@@ -733,8 +673,6 @@ def smoke_step(s: Settings, release_id: str) -> Step:
     what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
             else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
     def shows() -> list[Touch]:
-        from deploy import smoke
-
         bases = base_urls(s, {}) or [f"http://{s.local.host}:{s.local.port}"]
         return [Touch("http", f"GET {c.url}") for c in smoke.checks_for(s.smoke, bases, s.app.health_path)]
 
@@ -743,8 +681,6 @@ def smoke_step(s: Settings, release_id: str) -> Step:
 
 def watch_step(s: Settings, environ) -> Step:
     def run(ctx: StepContext):
-        from deploy import smoke
-
         urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state), s.app.health_path)
         extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
         w = s.watch
@@ -764,8 +700,6 @@ def watch_step(s: Settings, environ) -> Step:
 
 def _decision_log_check(s: Settings, environ):
     def check():
-        from deploy import decisionlog
-
         url = environ.get(s.decision_log.url_var)
         if not url:
             return f"{s.decision_log.url_var} is not set"
@@ -810,16 +744,12 @@ def release_back(s: Settings, target: str, current: str | None, environ) -> Step
     """Mirror of `release`: this app's `current` (local) or every host's back to `target`, restarted."""
     def run(ctx: StepContext):
         if s.is_local:
-            from deploy import local
-
             root = local_root(s)
             if local.current(root) != target:
                 local.switch(root, target)
             info = restart_local(s, environ)
             ctx.put(Serving(info.url))
             return f"{current or '-'} -> {target} ({info.url})"
-        from deploy import hosts
-
         results = hosts.rollback(s.hosts, target or None, run_id=ctx.run_id,
                                  env=hosts.hook_env(s.hosts, environ), app=s.app)
         return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
@@ -827,8 +757,6 @@ def release_back(s: Settings, target: str, current: str | None, environ) -> Step
     def shows() -> list[Touch]:
         if s.is_local:
             return [Touch("local", f"current -> releases/{target}; restart the app")]
-        from deploy import hosts
-
         argv = _start_argv(s, s.app_dir, f"releases/{target}") or ["<the package's start script>"]
         out = []
         for t in hosts.targets(s.hosts, s.app):
@@ -843,14 +771,10 @@ def release_back(s: Settings, target: str, current: str | None, environ) -> Step
 def shopify_back(s: Settings, version: str | None, environ, *, skip: str | None) -> Step:
     """Mirror of `shopify_push`: re-release `version` (default: the one before the active one)."""
     def run(ctx: StepContext):
-        from deploy import shopify
-
         res = shopify.rollback(s, version, environ)
         return f"app version {res.version} live (was {res.previous or '-'})" + (f"; {res.note}" if res.note else "")
 
     def shows() -> list[Touch]:
-        from deploy import shopify
-
         return [Touch("shopify", _argv(shopify.release_argv(s.shopify, version)) if version else
                       "shopify app release --version <the version active before the current one>")]
 
@@ -863,8 +787,6 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
     """Mirror of `backup` + `migrate`: restore the backup the fled promotion took (db=restore), or
     down.sql of the migrations it applied (db=down), read from its PromotionRecord."""
     def run(ctx: StepContext):
-        from deploy import backups, migrations
-
         url = database_url(s, environ)
         # The down.sql files of the release being rolled back are in its commit, not
         # necessarily in the working tree.

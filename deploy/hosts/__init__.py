@@ -1,0 +1,82 @@
+"""Web releases on hosts over SSH (Fabric), Capistrano's layout with Kamal's lock.
+
+On every host, under `deploy_to`:
+
+    releases/<release-id>/   one unpacked artifact each, with a RELEASE file (the id)
+    current -> releases/<id> switched atomically: `ln -s` to a temp name, then `mv -T`
+                             (rename(2) replaces the link in one step; rm + ln would leave
+                             a moment with no `current`; Capistrano's deploy:symlink:release)
+    shared/                  files linked into every release (`.env`, ...)
+    .deploy-lock/details     the remote lock: `mkdir` is the atomic step (Kamal's lock.rb)
+    revisions.log            one line per release, rollback and undo (Capistrano)
+
+`release()` runs in phases over all hosts in parallel (a thread per host, at most
+`max_parallel`), with a barrier between them:
+
+    1. connect, take the lock, read the host's state
+    2. prepare: upload the tarball, verify its sha256, unpack into releases/<id>,
+       link shared files, run `before_switch`
+    3. switch `current`, run `restart` in it, check health
+    4. finish: prune old releases, log, unlock
+
+A failure in 1-2 on any host leaves every host on its old release (half-made release
+dirs removed); a failure in 3 switches the hosts that switched back. Every host's
+outcome is collected and reported once (`HostFailed`, like Fabric's GroupException).
+
+Remote commands are built as strings of quoted argv in one module (`_commands`, quoted by
+`sh`); the configured hook strings are the operator's own shell and are run as written.
+
+    _values     Target, HostResult, HostState, LockInfo, ...: the values (pure)
+    _targets    [hosts] settings and ssh_config -> targets; known hosts files (pure)
+    _commands   every command sent to a host, and the parsers of what comes back (pure)
+    _ssh        connections: strict host keys, ProxyJump, one bounded exec per command
+    _group      the host group: per-host bookkeeping, parallel phases, results, HostFailed
+    _lock       the hosts' deploy lock: for a whole run, status, breaking it
+    _upload     SFTP uploads, bounded; delta uploads built from the host's base release
+    _app        hooks, switch, start (supervisor or systemd), health, switching back
+    _release    release, undo_release, rollback: phases inside one skeleton (`_locked`)
+    _views      releases, current_release, check (read-only)
+"""
+
+from deploy.hosts._app import hook_env, batches, http_health
+from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHARED_MISSING_EXIT, DELTA_MISMATCH_EXIT,
+                                    SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT, sh, lock_details,
+                                    parse_lock_details, state_command, parse_state, lock_command, unlock_command,
+                                    read_lock_command, unpack_command, delta_upload_name, delta_unpack_command,
+                                    switch_command, discard_delta_command, discard_release_command,
+                                    free_space_command, previous_command, unlink_current_command, hook_command,
+                                    prune_list, finish_command, go_live_command, health_check_command,
+                                    log_tail_command, check_command, parse_check, SUPERVISOR, APP_STOPPED_EXIT,
+                                    supervisor_path, install_supervisor_command, supervise_command, unit_name,
+                                    unit_text, systemd_restart_command, stop_app_command, app_of_command,
+                                    parse_app_of, same_app, start_facts_command, parse_start_facts)
+from deploy.hosts._lock import acquire_lock, release_lock, lock_status, break_lock
+from deploy.hosts._release import release, undo_release, rollback, previous_of
+from deploy.hosts._ssh import MAX_JUMPS, quick_timeout
+from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
+                                   resolve_login, known_hosts_files, KnownHostsText, parse_known_hosts)
+from deploy.hosts._upload import TreeEntry, artifact_tree, tree_lines, base_files, delta_plan
+from deploy.hosts._values import (RELEASE_ID, Target, HostResult, HostCheck, HostReleases, LockInfo, HostState,
+                                  validate_release_id)
+from deploy.hosts._views import releases, current_release, check
+
+__all__ = [
+    "RELEASE_ID", "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo", "HostState", "validate_release_id",
+    "targets", "DEFAULT_USER", "DEFAULT_PORT", "USER_KNOWN_HOSTS", "GLOBAL_KNOWN_HOSTS", "resolve_login",
+    "known_hosts_files", "KnownHostsText", "parse_known_hosts",
+    "LOCK_DIR", "LOCK_HELD_EXIT", "CHECKSUM_EXIT", "SHARED_MISSING_EXIT", "DELTA_MISMATCH_EXIT", "SWITCH_FAILED_EXIT",
+    "HOOK_FAILED_EXIT", "HEALTH_PENDING_EXIT", "sh", "lock_details", "parse_lock_details", "state_command",
+    "parse_state", "lock_command", "unlock_command", "read_lock_command", "unpack_command", "delta_upload_name",
+    "delta_unpack_command", "switch_command", "discard_delta_command", "discard_release_command",
+    "free_space_command", "previous_command", "unlink_current_command", "hook_command", "prune_list",
+    "finish_command", "go_live_command", "health_check_command", "log_tail_command", "check_command", "parse_check",
+    "SUPERVISOR", "APP_STOPPED_EXIT", "supervisor_path", "install_supervisor_command", "supervise_command",
+    "unit_name", "unit_text", "systemd_restart_command", "stop_app_command", "app_of_command", "parse_app_of",
+    "same_app", "start_facts_command", "parse_start_facts",
+    "MAX_JUMPS", "quick_timeout",
+    "acquire_lock", "release_lock", "lock_status", "break_lock",
+    "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
+    "hook_env", "batches", "http_health",
+    "release", "undo_release", "rollback", "previous_of",
+    "releases", "current_release", "check",
+]

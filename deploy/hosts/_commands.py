@@ -1,0 +1,558 @@
+"""Host commands as data: every shell string the toolkit sends to a host is built here, by
+a pure function of the target and values (tests/test_hosts_commands.py checks each one to
+the character), and every fact read back has its parser here.
+
+Remote argv is quoted in one place (`sh`); the configured hook strings are the operator's
+own shell and are run as written. Exit codes above 74 are the toolkit's own signals from a
+command back to the code that runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from deploy.hosts._values import HostState, LockInfo, Target
+
+LOCK_DIR = ".deploy-lock"
+LOCK_HELD_EXIT = 75
+CHECKSUM_EXIT = 76
+SHARED_MISSING_EXIT = 77
+DELTA_MISMATCH_EXIT = 78
+SWITCH_FAILED_EXIT = 79
+HOOK_FAILED_EXIT = 81
+HEALTH_PENDING_EXIT = 82
+
+
+# ---------------------------------------------------------------- commands as data
+
+def sh(*argv: object) -> str:
+    """The one place remote argv is quoted."""
+    return shlex.join(str(a) for a in argv)
+
+
+def _and(*cmds: str) -> str:
+    return " && ".join(c for c in cmds if c)
+
+
+def _fail(code: int, message: str) -> str:
+    return f"{{ {sh('echo', message)} >&2; exit {code}; }}"
+
+
+def _p(t: Target, *parts: str) -> str:
+    return "/".join((t.deploy_to, *parts))
+
+
+def lock_details(holder: str, run_id: str, release_id: str, now: datetime) -> str:
+    return f"holder={holder}\nrun_id={run_id}\nrelease={release_id}\nacquired_at={now.isoformat()}\n"
+
+
+def parse_lock_details(host: str, text: str) -> LockInfo:
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    try:
+        at = datetime.fromisoformat(values.get("acquired_at", ""))
+    except ValueError:
+        at = None
+    return LockInfo(host=host, holder=values.get("holder", "unknown"), run_id=values.get("run_id", ""),
+                    acquired_at=at, release=values.get("release", ""))
+
+
+def state_command(t: Target, upload: str | None = None) -> str:
+    """Print `current`, the release dirs and (optionally) an upload's sha256, in sections."""
+    parts = [
+        "echo '== current'", f"readlink {sh(_p(t, 'current'))} || true",
+        "echo '== releases'", f"ls -1 {sh(_p(t, 'releases'))} 2>/dev/null || true",
+        "echo '== upload'",
+    ]
+    if upload:
+        parts.append(f"sha256sum {sh(upload)} 2>/dev/null || true")
+    return "; ".join(parts)
+
+
+def parse_state(text: str) -> HostState:
+    sections: dict[str, list[str]] = {}
+    cur = None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            cur = line[3:].strip()
+            sections[cur] = []
+        elif cur is not None and line.strip():
+            sections[cur].append(line.strip())
+    link = (sections.get("current") or [""])[0]
+    current = link.rstrip("/").rsplit("/", 1)[-1] if link else None
+    rels = tuple(sorted(r for r in sections.get("releases", []) if not r.startswith(".")))
+    up = (sections.get("upload") or [""])[0].split()
+    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None)
+
+
+def lock_command(t: Target, details: str) -> str:
+    """mkdir is the atomic test-and-set; on contention print the holder's details."""
+    lock = _p(t, LOCK_DIR)
+    return (
+        f"mkdir -p {sh(_p(t, 'releases'))} {sh(_p(t, 'shared'))} {sh(_p(t, '.uploads'))} && "
+        f"if mkdir {sh(lock)} 2>/dev/null; then printf %s {sh(details)} > {sh(lock + '/details')}; "
+        f"else cat {sh(lock + '/details')} 2>/dev/null; exit {LOCK_HELD_EXIT}; fi"
+    )
+
+
+def unlock_command(t: Target) -> str:
+    return sh("rm", "-rf", _p(t, LOCK_DIR))
+
+
+def read_lock_command(t: Target) -> str:
+    """Print the lock's details; `holder=unknown` for a lock dir without them; nothing when unlocked."""
+    return (f"cat {sh(_p(t, LOCK_DIR, 'details'))} 2>/dev/null || "
+            f"{{ test -d {sh(_p(t, LOCK_DIR))} && echo holder=unknown; }} || true")
+
+
+def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previous: str | None,
+                   shared_files: Sequence[str]) -> str:
+    """Verify, unpack into a hidden partial dir, write RELEASE, link shared files, then rename into place."""
+    final = _p(t, "releases", release_id)
+    partial = _p(t, "releases", f".partial-{release_id}")
+    steps = [
+        "umask 022",   # the artifact's 644/755 modes, whatever the login's umask (delta links rely on them)
+        f"{{ printf '%s  %s\\n' {sh(sha256)} {sh(upload)} | sha256sum -c --status || "
+        f"{_fail(CHECKSUM_EXIT, f'sha256 of the uploaded artifact does not match {sha256}')}; }}",
+        sh("rm", "-rf", partial, final),
+        sh("mkdir", "-p", partial),
+        sh("tar", "-xzf", upload, "--no-same-permissions", "-C", partial),
+        *_into_place(t, release_id, previous, shared_files),
+        sh("rm", "-f", upload),
+    ]
+    return _and(*steps)
+
+
+def _into_place(t: Target, release_id: str, previous: str | None, shared_files: Sequence[str]) -> list[str]:
+    """A populated partial dir: write RELEASE and .previous, link shared files, rename it into place."""
+    final = _p(t, "releases", release_id)
+    partial = _p(t, "releases", f".partial-{release_id}")
+    steps = [
+        f"printf '%s\\n' {sh(release_id)} > {sh(partial + '/RELEASE')}",
+        f"printf '%s\\n' {sh(previous or '')} > {sh(partial + '/.previous')}",
+    ]
+    for f in shared_files:
+        src = _p(t, "shared", f)
+        dst = f"{partial}/{f}"
+        steps.append(f"{{ test -e {sh(src)} || {_fail(SHARED_MISSING_EXIT, f'shared file {src} is missing')}; }}")
+        steps.append(sh("mkdir", "-p", os.path.dirname(dst)))
+        steps.append(sh("rm", "-rf", dst))
+        steps.append(sh("ln", "-s", src, dst))
+    steps.append(sh("mv", "-T", partial, final))
+    return steps
+
+
+
+def delta_upload_name(release_id: str) -> str:
+    return f"{release_id}.delta.tar.gz"
+
+
+def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, previous: str | None,
+                         shared_files: Sequence[str]) -> str:
+    """Build releases/<id> from a delta: hard-link the unchanged files from releases/<base>
+    (`ctl/links`, NUL-separated), unpack the new ones (`files/`), then verify the whole tree
+    against the artifact's manifest before anything else: every file's sha256 (`ctl/sums`,
+    sha256sum -c), every file's mode and size, every symlink and empty dir, and no other
+    entry (`ctl/tree`, sorted `find` lines). Exit DELTA_MISMATCH_EXIT when the tree is not
+    the artifact's (e.g. a file of the base release was changed in place): the caller sends
+    the full artifact instead."""
+    partial = _p(t, "releases", f".partial-{release_id}")
+    work = _p(t, ".uploads", f"{release_id}.d")
+    ctl = work + "/ctl"
+    src = _p(t, "releases", base)
+    what = f"the tree built from {base} does not match the artifact's manifest"
+    tree = ("find . -mindepth 1 \\( -type f -printf 'f %m %s %P\\n' \\) -o \\( -type l -printf 'l %P -> %l\\n' \\)"
+            " -o \\( -type d -empty -printf 'd %P\\n' \\)")
+    steps = [
+        "umask 022",
+        sh("rm", "-rf", partial, _p(t, "releases", release_id), work),
+        sh("mkdir", "-p", work),
+        sh("tar", "-xzf", upload, "--no-same-permissions", "-C", work),
+        sh("mv", "-T", work + "/files", partial),
+        # cp --parents recreates each path under partial; -l links instead of copying, so an
+        # unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
+        f"{{ ! test -s {sh(ctl + '/links')} || "
+        f"{{ cd {sh(src)} && xargs -0 cp -l --parents -t {sh(partial)} -- < {sh(ctl + '/links')}; }} || "
+        f"{{ printf '%s\\n' {sh(what + ': a file to link is missing or unreadable in ' + base)} >&2; "
+        f"exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        f"cd {sh(partial)}",
+        f"{{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/sums')} 2>&1) || "
+        f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
+        f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
+        f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        "cd /",
+        *_into_place(t, release_id, previous, shared_files),
+        sh("rm", "-rf", upload, work),
+    ]
+    return _and(*steps)
+
+
+def switch_command(t: Target, release_id: str) -> str:
+    """Point `current` at releases/<id>: a new link under a temp name, renamed over `current`."""
+    tmp = _p(t, f".current-{release_id}")
+    return _and(
+        sh("test", "-d", _p(t, "releases", release_id)),
+        sh("ln", "-sfn", f"releases/{release_id}", tmp),
+        sh("mv", "-T", tmp, _p(t, "current")),
+    )
+
+
+def discard_delta_command(t: Target, release_id: str, upload: str) -> str:
+    """Remove a delta's unverified tree, its upload and its work dir (the full artifact follows)."""
+    return sh("rm", "-rf", _p(t, "releases", f".partial-{release_id}"), upload, _p(t, ".uploads", f"{release_id}.d"))
+
+
+def discard_release_command(t: Target, release_id: str) -> str:
+    """Remove what preparing `release_id` made (a failure before any host switched)."""
+    return sh("rm", "-rf", _p(t, "releases", release_id), _p(t, "releases", f".partial-{release_id}"),
+              _p(t, ".uploads", f"{release_id}.tar.gz"), _p(t, ".uploads", delta_upload_name(release_id)),
+              _p(t, ".uploads", f"{release_id}.d"))
+
+
+def free_space_command(t: Target, upload: str) -> str:
+    """Remove a failed upload (it holds the space), then print `df -Pk`'s line for deploy_to."""
+    return f"rm -f {sh(upload)}; df -Pk {sh(t.deploy_to)} 2>/dev/null | tail -n 1"
+
+
+def previous_command(t: Target, release_id: str) -> str:
+    """Remove a half-made release dir and print the release `release_id` replaced (its .previous)."""
+    return _and(sh("rm", "-rf", _p(t, "releases", f".partial-{release_id}")),
+                f"cat {sh(_p(t, 'releases', release_id, '.previous'))} 2>/dev/null || true")
+
+
+def unlink_current_command(t: Target) -> str:
+    """A first release undone: there was no `current` before it."""
+    return sh("rm", "-f", _p(t, "current"))
+
+
+def hook_command(t: Target, hook: str, cwd: str, env: dict[str, str]) -> str:
+    """`cd` then the operator's hook with release variables exported.
+
+    The exports are part of the remote command line (visible in the host's `ps`), so
+    no secret may be among them: `_check_env` refuses `Secret` values."""
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return f"cd {sh(cwd)} && export {exports} && {hook}"
+
+
+def prune_list(releases_: Iterable[str], keep: int, protect: Iterable[str]) -> list[str]:
+    """Releases to delete: all but the newest `keep` by name (ids start with a UTC stamp), never a protected one."""
+    ordered = sorted(set(releases_))
+    protect = {p for p in protect if p}
+    old = ordered[:-keep] if keep > 0 else ordered
+    return [r for r in old if r not in protect]
+
+
+def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool) -> str:
+    cmds = [f"printf '%s\\n' {sh(log_line)} >> {sh(_p(t, 'revisions.log'))}"]
+    if prune:
+        cmds.append(sh("rm", "-rf", *[_p(t, "releases", r) for r in prune]))
+    if unlock:
+        cmds.append(unlock_command(t))
+    return "; ".join(cmds)
+
+
+def go_live_command(t: Target, release_id: str, switch: bool, hook: str, health_command: str) -> str:
+    """With a restart hook, one round trip: switch `current`, run the hook, try the health
+    command once. Exit SWITCH_FAILED_EXIT (nothing switched), HOOK_FAILED_EXIT (its own code
+    on stderr as `__hook_exit=N`) or HEALTH_PENDING_EXIT (not healthy yet: keep checking)."""
+    parts = []
+    if switch:
+        parts.append(f"{{ {switch_command(t, release_id)}; }} || exit {SWITCH_FAILED_EXIT}")
+    parts.append(f"( {hook} ) || {{ rc=$?; echo __hook_exit=$rc >&2; exit {HOOK_FAILED_EXIT}; }}")
+    if health_command:
+        parts.append(f"( cd {sh(_p(t, 'current'))} && {health_command} ) >/dev/null 2>&1 || exit {HEALTH_PENDING_EXIT}")
+    return "; ".join(parts)
+
+
+def health_check_command(t: Target, health_command: str) -> str:
+    """The operator's hosts.health_command, run in `current`."""
+    return f"cd {sh(_p(t, 'current'))} && {health_command}"
+
+
+def log_tail_command(t: Target, lines: int = 8) -> str:
+    """The last lines of the app's log (nothing when there is none)."""
+    return f"tail -n {lines} {sh(_p(t, 'logs', 'app.log'))} 2>/dev/null || true"
+
+
+def check_command(t: Target, pid: int) -> str:
+    """Can a release go here: make deploy_to, try a write there, print `df -Pk`'s line (parse_check)."""
+    probe = _p(t, f".write-test-{pid}")
+    return (f"mkdir -p {sh(t.deploy_to)} 2>/dev/null; "
+            f"if touch {sh(probe)} 2>/dev/null && rm -f {sh(probe)}; then echo writable=1; else echo writable=0; fi; "
+            f"df -Pk {sh(t.deploy_to)} 2>/dev/null | tail -n 1")
+
+
+def parse_check(text: str) -> tuple[bool, int | None]:
+    """`writable=0|1` then a `df -Pk` data line -> (writable, free MB)."""
+    writable = "writable=1" in text
+    free = None
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 6 and cols[3].isdigit():
+            free = int(cols[3]) // 1024
+    return writable, free
+
+
+# ---------------------------------------------------------------- supervising the app (commands as data)
+
+# The toolkit's own supervisor, installed as <deploy_to>/bin/app on every release: hosts
+# need nothing from the app beyond the [app] contract. POSIX sh, setsid and /proc only.
+SUPERVISOR = r'''#!/bin/sh
+# The app supervisor the deploy toolkit installs as <deploy_to>/bin/app (rewritten on every
+# release; do not edit). It needs only POSIX sh, setsid and /proc.
+#
+#   app start|restart PORT_VAR PORT -- ARGV...  stop the app, then start ARGV in <deploy_to>/current,
+#                                               in its own session (pid = process group, in run/app.pid)
+#   app stop                                    TERM the app's process group; KILL what is left after 10 s
+#   app status                                  "running PID" (exit 0) or "stopped" (exit 3)
+#   app run PORT_VAR PORT -- ARGV...            exec ARGV with the app's environment (a systemd unit runs this)
+#
+# The app's environment is explicit: PATH (node_modules/.bin first), HOME, LANG, the
+# variables in shared/.env, PORT_VAR=PORT, and DEPLOY_APP_ROOT (how stop() knows its app);
+# nothing else of the SSH session. Output goes to logs/app.log.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd -P) || exit 1
+# Every process forked from here carries the marker from its first instant (/proc/PID/environ
+# of a forked child is its parent's until it execs).
+export DEPLOY_APP_ROOT="$root"
+pidfile="$root/run/app.pid"
+log="$root/logs/app.log"
+
+# Any process of group $1 that is not a zombie (fields after "comm)": state ppid pgrp ...).
+group_alive() {
+  g=$1
+  for f in /proc/[0-9]*/stat; do
+    read -r s 2>/dev/null < "$f" || continue
+    s=${s##*) }
+    set -- $s
+    [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+
+# Process $1 exists and has not exited (a zombie has).
+not_zombie() {
+  read -r s 2>/dev/null < "/proc/$1/stat" || return 1
+  s=${s##*) }
+  set -- $s
+  [ "$1" != Z ]
+}
+
+# The pid in the pidfile, if its group is alive and its leader (when still there) is this root's app.
+app_pid() {
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  case $pid in ''|*[!0-9]*) return 1 ;; esac
+  if [ -r "/proc/$pid/environ" ]; then
+    tr '\000' '\n' < "/proc/$pid/environ" | grep -qxF "DEPLOY_APP_ROOT=$root" || return 1
+  fi
+  group_alive "$pid" || return 1
+  echo "$pid"
+}
+
+stop() {
+  if pid=$(app_pid); then
+    kill -TERM -"$pid" 2>/dev/null
+    i=0
+    while group_alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if group_alive "$pid"; then
+      kill -KILL -"$pid" 2>/dev/null
+      i=0
+      while group_alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    fi
+    echo "stopped $pid"
+  fi
+  rm -f "$pidfile"
+}
+
+start() {
+  [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
+  command -v setsid >/dev/null 2>&1 || { echo "setsid is not installed on this host (util-linux)" >&2; exit 1; }
+  stop >/dev/null
+  mkdir -p "$root/run" "$root/logs"
+  cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
+  printf -- '--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cat RELEASE 2>/dev/null)" "$2" >> "$log"
+  # In the background of a non-interactive shell the child is no group leader, so setsid
+  # makes it one without forking: $! is the app's pid, session and process group.
+  setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
+  pid=$!
+  echo "$pid" > "$pidfile"
+  # Return once the child leads its own process group (setsid has run), so a status or stop
+  # right after this sees the app; or once it is gone.
+  i=0
+  while [ $i -lt 500 ] && not_zombie "$pid" && ! group_alive "$pid"; do sleep 0.01; i=$((i + 1)); done
+  echo "started $pid"
+}
+
+run() {
+  port_var=$1 port=$2
+  shift 3
+  cd "$root/current" || exit 1
+  here=$(pwd -P)   # this release, not whatever `current` points to later
+  exec env -i "PATH=$here/node_modules/.bin:${PATH:-/usr/local/bin:/usr/bin:/bin}" "HOME=${HOME:-/}" \
+    "LANG=${LANG:-C.UTF-8}" "DEPLOY_APP_ROOT=$root" "$root/bin/app" _exec "$port_var" "$port" -- "$@"
+}
+
+# With a clean environment: the variables of shared/.env, then the port, then the app.
+_exec() {
+  port_var=$1 port=$2
+  shift 3
+  cr=$(printf '\r')
+  if [ -r "$root/shared/.env" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      line=${line%"$cr"}
+      line=${line#"${line%%[![:space:]]*}"}
+      case $line in '' | '#'*) continue ;; esac
+      case $line in 'export '*) line=${line#export } ;; esac
+      case $line in *=*) ;; *) continue ;; esac
+      key=${line%%=*} val=${line#*=}
+      key=${key%"${key##*[![:space:]]}"}
+      val=${val#"${val%%[![:space:]]*}"}
+      case $key in '' | [0-9]* | *[!A-Za-z0-9_]*) continue ;; esac
+      case $val in
+        \"*\") val=${val#\"} val=${val%\"} ;;
+        \'*\') val=${val#\'} val=${val%\'} ;;
+      esac
+      export "$key=$val"
+    done < "$root/shared/.env"
+  fi
+  export "$port_var=$port" "DEPLOY_APP_ROOT=$root"
+  exec "$@"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  start | restart) start "$@" ;;
+  stop) stop ;;
+  status) if pid=$(app_pid); then echo "running $pid"; else echo stopped; exit 3; fi ;;
+  run) run "$@" ;;
+  _exec) _exec "$@" ;;
+  *) echo "usage: app start|restart|stop|status|run" >&2; exit 2 ;;
+esac
+'''
+APP_STOPPED_EXIT = 3
+
+
+def supervisor_path(t: Target) -> str:
+    return _p(t, "bin", "app")
+
+
+def install_supervisor_command(t: Target) -> str:
+    """Write bin/app (temp name, then rename: a running `app` is never half-written)."""
+    tmp = _p(t, "bin", ".app.new")
+    return _and(sh("mkdir", "-p", _p(t, "bin")), f"printf %s {sh(SUPERVISOR)} > {sh(tmp)}",
+                sh("chmod", "755", tmp), sh("mv", "-f", tmp, supervisor_path(t)))
+
+
+def supervise_command(t: Target, action: str, port_var: str = "", port: int = 0,
+                      argv: Sequence[str] = ()) -> str:
+    """`bin/app start|restart PORT_VAR PORT -- ARGV` / `bin/app stop|status`."""
+    if action in ("start", "restart"):
+        return sh(supervisor_path(t), action, port_var, port, "--", *argv)
+    if action in ("stop", "status"):
+        return sh(supervisor_path(t), action)
+    raise ValueError(f"unknown supervisor action {action!r}")
+
+
+def unit_name(t: Target) -> str:
+    """The systemd user unit of the app under this deploy_to (one per deploy_to)."""
+    return f"occ-app-{hashlib.sha256(t.deploy_to.encode()).hexdigest()[:12]}.service"
+
+
+def _systemd_quote(arg: str) -> str:
+    # systemd.service(5) "Command lines": double quotes, backslash escapes, and "$"/"%"
+    # doubled so that neither variable expansion nor specifiers touch the argument.
+    esc = str(arg).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{esc}"'
+
+
+def unit_text(t: Target, port_var: str, port: int, argv: Sequence[str]) -> str:
+    """A user unit that runs the app through `bin/app run` (the same explicit environment as
+    the sh supervisor), restarted on failure, stopped as a whole control group."""
+    cmd = " ".join(_systemd_quote(a) for a in (supervisor_path(t), "run", port_var, str(port), "--", *argv))
+    return ("[Unit]\n"
+            f"Description=app released by the deploy toolkit under {t.deploy_to}\n"
+            "[Service]\n"
+            f"WorkingDirectory={t.deploy_to}/current\n"
+            f"ExecStart={cmd}\n"
+            "Restart=on-failure\n"
+            "KillMode=control-group\n"
+            f"StandardOutput=append:{t.deploy_to}/logs/app.log\n"
+            f"StandardError=append:{t.deploy_to}/logs/app.log\n"
+            "[Install]\n"
+            "WantedBy=default.target\n")
+
+
+def systemd_restart_command(t: Target, unit: str) -> str:
+    """Install the unit (if changed, systemd reloads it) and restart it."""
+    name = unit_name(t)
+    path = f'"$HOME"/.config/systemd/user/{name}'
+    return _and('mkdir -p "$HOME"/.config/systemd/user', sh("mkdir", "-p", _p(t, "logs")),
+                f"printf %s {sh(unit)} > {path}", "systemctl --user daemon-reload",
+                sh("systemctl", "--user", "restart", name))
+
+
+def stop_app_command(t: Target) -> str:
+    """Stop the app whichever way it was supervised (the undo of a first release)."""
+    return (f"if [ -x {sh(supervisor_path(t))} ]; then {supervise_command(t, 'stop')}; fi; "
+            f"if command -v systemctl >/dev/null 2>&1; then "
+            f"{sh('systemctl', '--user', 'stop', unit_name(t))} 2>/dev/null; fi; true")
+
+
+_APP_LINE = r's/^  "app": "\(.*\)",\{0,1\}$/\1/p'
+
+
+def app_of_command(t: Target, *release_ids: str) -> str:
+    """Print `<release id> <app>` per release, the app read from its RELEASE.json (the build
+    writes it with sorted keys, two-space indent, so `"app"` is a line of its own)."""
+    parts = []
+    for rid in release_ids:
+        manifest = _p(t, "releases", rid, "RELEASE.json")
+        parts.append(f"printf '%s ' {sh(rid)}; {{ sed -n {sh(_APP_LINE)} {sh(manifest)} 2>/dev/null | head -n 1 | tr -d '\\n'; echo; }}")
+    return "; ".join(parts)
+
+
+def parse_app_of(text: str) -> dict[str, str]:
+    """release id -> app ('' when the release does not say: built before releases named their app)."""
+    out = {}
+    for line in text.splitlines():
+        rid, _, name = line.strip().partition(" ")
+        if rid:
+            out[rid] = name.strip()
+    return out
+
+
+def same_app(apps: dict[str, str], a: str, b: str) -> bool:
+    """Two releases are of the same app unless both name their app and the names differ."""
+    return not (apps.get(a) and apps.get(b) and apps[a] != apps[b])
+
+
+def start_facts_command(t: Target, release_id: str, *, want_package: bool, probe_systemd: bool) -> str:
+    """What choosing the start needs from the host, in sections: can this user run a
+    systemd user unit; the release's package.json (for the start script)."""
+    parts = []
+    if probe_systemd:
+        parts += ["echo '== supervisor'",
+                  "if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; "
+                  "then echo systemd; else echo sh; fi"]
+    if want_package:
+        pkg = _p(t, "releases", release_id, "package.json")
+        parts += ["echo '== package'", f"cat {sh(pkg)} 2>/dev/null || true"]
+    return "; ".join(parts)
+
+
+def parse_start_facts(text: str) -> tuple[str | None, str | None]:
+    """(supervisor "systemd"/"sh" or None, package.json text or None)."""
+    sup, pkg, cur = None, [], None
+    for line in text.splitlines():
+        if line in ("== supervisor", "== package"):
+            cur = line[3:]
+        elif cur == "supervisor" and line.strip():
+            sup = line.strip()
+        elif cur == "package":
+            pkg.append(line)
+    return sup, ("\n".join(pkg) if cur == "package" or pkg else None)

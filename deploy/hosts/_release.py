@@ -1,0 +1,271 @@
+"""release, undo_release and rollback: phases over the host group, each inside the one
+skeleton they share (`_locked`): connect and lock every host, read its state, run the
+operation's phases (a failure after switching switches the switched hosts back), unlock,
+close. Every host's outcome is reported once (`HostFailed`)."""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+from deploy.errors import HostFailed, SettingsError
+from deploy.hosts._app import (_after_switch_summary, _check_env, _hook_before_switch, _if_same_app, _restore,
+                               _roll_out, _switch_back)
+from deploy.hosts._commands import (_p, app_of_command, discard_release_command, finish_command, parse_app_of,
+                                    previous_command, prune_list, same_app, unpack_command)
+from deploy.hosts._group import _close, _failed, _holder, _Host, _now, _open_all, _parallel, _results, _table
+from deploy.hosts._lock import _raise_if_locked, _unlock_all
+from deploy.hosts._ssh import _HostError, _run
+from deploy.hosts._targets import targets
+from deploy.hosts._upload import _Delta, _delta_base, _prepare_delta, _upload
+from deploy.hosts._values import HostResult, HostState, validate_release_id
+
+if TYPE_CHECKING:
+    from deploy.build import Artifact
+    from deploy.config import AppSection, HostsSection
+
+
+# ---------------------------------------------------------------- the skeleton
+
+class _Locked:
+    """One changing operation over the locked hosts (`_locked` makes it): the steps that
+    release, undo_release and rollback share, each written once."""
+
+    def __init__(self, section, hs: list[_Host], keep_lock: bool):
+        self.section = section
+        self.hs = hs
+        self.keep_lock = keep_lock   # the run holds the lock itself (acquire_lock) and releases it when it ends
+
+    def failed(self) -> bool:
+        return any(h.error for h in self.hs)
+
+    def unlock(self) -> None:
+        if not self.keep_lock:
+            _unlock_all(self.section, self.hs)
+
+    def stop_before_switch(self, what: str, summary: str) -> None:
+        """No host has switched: on any host's failure, remove what preparing made, unlock,
+        and raise one HostFailed for all hosts."""
+        if not self.failed():
+            return
+        _discard_prepared(self.section, self.hs)
+        self.unlock()
+        raise _failed(what, self.hs, summary)
+
+    def go_live(self, what: str, release_id: str, env: dict[str, str]) -> None:
+        """Switch, restart and health-check every host (hosts.rollout); on any host's
+        failure switch the switched hosts back, unlock, and raise one HostFailed."""
+        stopped = _roll_out(self.section, self.hs, release_id, env)
+        if self.failed():
+            _switch_back(self.section, self.hs, release_id, env)
+            self.unlock()
+            raise _failed(what, self.hs, stopped + _after_switch_summary(self.hs))
+
+    def finish(self, what: str, line: Callable[[_Host], str],
+               prune: Callable[[_Host], list[str]] = lambda h: []) -> list[HostResult]:
+        """The last phase: a revisions.log line (and old releases pruned) per host, unlocked
+        in the same command; every host's result."""
+
+        def one(h: _Host) -> None:
+            old = prune(h)
+            _run(h.conn, h.t, finish_command(h.t, old, line(h), unlock=not self.keep_lock), self.section, what,
+                 long=bool(old))
+            h.locked = self.keep_lock
+
+        _parallel(self.hs, one, self.section.max_parallel)
+        return _results(self.hs)
+
+
+@contextmanager
+def _locked(section, app: AppSection | None, *, run_id: str, release_id: str, now: datetime,
+            upload_name: str | None = None, keep_lock: bool = False) -> Iterator[_Locked]:
+    """Connect to every host, take its lock and read its state (phase 1); close every
+    connection whatever happens. LockHeld (every lock taken here released) when another
+    run holds a host; a host that failed to open carries its error into the operation."""
+    hs = [_Host(t, app=app) for t in targets(section, app)]
+    try:
+        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
+        _raise_if_locked(hs, section, now)
+        yield _Locked(section, hs, keep_lock)
+    finally:
+        _close(hs)
+
+
+def _discard_prepared(section, hs: Sequence[_Host]) -> None:
+    """Remove the half-made release dirs and uploads; no host has switched."""
+    for h in hs:
+        if h.conn is None:
+            continue
+        try:
+            if h.made_dir and h.state and h.state.current != h.pending:
+                _run(h.conn, h.t, discard_release_command(h.t, h.pending), section, "cleaning up", long=True)
+        except _HostError as e:
+            h.error = h.error or f"cleanup failed: {e}"
+
+
+# ---------------------------------------------------------------- release
+
+def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
+            env: dict[str, str] | None = None, keep_lock: bool = False,
+            app: AppSection | None = None) -> list[HostResult]:
+    """Release `artifact` to every host; all switch, or none stays switched.
+
+    Returns one HostResult per host (in settings order) when every host is on the new
+    release and healthy; raises HostFailed carrying every host's outcome otherwise, and
+    LockHeld when another run holds a host's lock. A re-run with the same `run_id`
+    (after a crash) takes over its own lock and finishes the release.
+    `keep_lock`: the run took the lock itself (acquire_lock) and releases it when it ends.
+    """
+    release_id = validate_release_id(artifact.release_id)
+    env = _check_env(env)
+    if not re.fullmatch(r"[0-9a-f]{64}", artifact.sha256 or ""):
+        raise SettingsError(f"Artifact {artifact.path} has no valid sha256 ({artifact.sha256!r}).",
+                            "Rebuild the artifact; its checksum is verified on every host.")
+    local = Path(artifact.path)
+    if not local.is_file():
+        raise SettingsError(f"Artifact {local} does not exist.", "Build it first (invoke build).")
+    now = now or _now()
+    what = f"release {release_id}"
+    upload_name = f"{release_id}.tar.gz"
+    with _locked(section, app, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name,
+                 keep_lock=keep_lock) as op:
+        op.stop_before_switch(what, "before any host switched; every host stays on its release")
+        delta = _Delta(local) if section.delta else None
+        try:
+            _parallel(op.hs, lambda h: _prepare(section, h, artifact, local, release_id, upload_name, env, delta),
+                      section.max_parallel)
+        finally:
+            if delta is not None:
+                delta.close()
+        op.stop_before_switch(what, "while preparing, before any host switched; every host stays on its release")
+        op.go_live(what, release_id, env)
+        results = op.finish(
+            "pruning and unlocking",
+            line=lambda h: (f"{now.isoformat()} release {release_id} (was {h.state.current or '-'}) "
+                            f"by {_holder()} run {run_id}"),
+            prune=lambda h: prune_list((*h.state.releases, release_id), section.keep_releases,
+                                       (release_id, h.state.current)))
+        if any(not r.ok for r in results):
+            raise HostFailed(
+                f"release {release_id}: every host switched and is healthy, but finishing failed on some:\n"
+                + _table(results), "Check the lock and disk on those hosts.", results=results)
+        return results
+
+
+def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_name: str, env,
+             delta: "_Delta | None" = None) -> None:
+    t = h.t
+    st = h.state
+    if st.current == release_id:
+        # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
+        h.transfer = "none"
+        return _hook_before_switch(section, h, release_id, env)
+    upload = _p(t, ".uploads", upload_name)
+    # Set before the upload: a failed upload's partial file is removed by the cleanup too.
+    h.pending = release_id
+    h.made_dir = True
+    base = _delta_base(st, release_id) if delta is not None and st.upload_sha256 != artifact.sha256 else None
+    if base is not None and _prepare_delta(section, h, delta, release_id, base):
+        h.prepared = True
+        return _hook_before_switch(section, h, release_id, env)
+    if st.upload_sha256 != artifact.sha256:
+        _upload(section, h, local, upload)
+    h.transfer = (h.transfer + "; sent in full") if h.transfer else "full"
+    _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
+         section, f"unpacking releases/{release_id}", long=True)
+    h.prepared = True
+    _hook_before_switch(section, h, release_id, env)
+
+
+# ---------------------------------------------------------------- undo, rollback
+
+def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
+                 env: dict[str, str] | None = None, keep_lock: bool = False,
+                 app: AppSection | None = None) -> list[HostResult]:
+    """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
+    on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
+    Safe to repeat, and to run after the release's process was killed (same run id)."""
+    validate_release_id(release_id)
+    env = _check_env(env)
+    now = now or _now()
+
+    def one(h: _Host) -> None:
+        t = h.t
+        r = _run(h.conn, t, previous_command(t, release_id), section, "reading the previous release")
+        if h.state.current != release_id:
+            h.release = h.state.current
+            return
+        prev = (r.stdout.strip().splitlines() or [""])[0] or None
+        if prev is not None:
+            validate_release_id(prev)
+            prev = _if_same_app(section, h, release_id, prev)
+        _restore(section, h, prev, env)
+        h.release = prev
+        line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
+        _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
+
+    with _locked(section, app, run_id=run_id, release_id=release_id, now=now, keep_lock=keep_lock) as op:
+        _parallel(op.hs, one, section.max_parallel)
+        op.unlock()
+        results = _results(op.hs)
+        # For an undo, `previous` is what the host was on before the undo.
+        if any(not r.ok for r in results):
+            raise HostFailed(f"undo of release {release_id} failed on {sum(not r.ok for r in results)} of "
+                             f"{len(results)} hosts.\n{_table(results)}",
+                             "Fix the failing hosts and run the undo again; it is safe to repeat.", results=results)
+        return results
+
+
+def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: datetime | None = None,
+             env: dict[str, str] | None = None, app: AppSection | None = None) -> list[HostResult]:
+    """Switch every host to release `to` (default: the release before current, which
+    must be the same on all hosts), restart and check health. Checks every host before
+    switching any; a failure after switching returns the switched hosts."""
+    if to is not None:
+        validate_release_id(to)
+    env = _check_env(env)
+    now = now or _now()
+    with _locked(section, app, run_id=run_id, release_id=to or "rollback", now=now) as op:
+        if not op.failed():
+            _check_rollback_target(section, op.hs, to)
+        op.stop_before_switch("rollback", "before any host switched; nothing changed")
+        target = to or previous_of(op.hs[0].state)
+        op.go_live(f"rollback to {target}", target, env)
+        return op.finish("logging and unlocking", line=lambda h: (
+            f"{now.isoformat()} rollback {h.state.current or '-'} -> {target} by {_holder()} run {run_id}"))
+
+
+def _check_rollback_target(section, hs: Sequence[_Host], to: str | None) -> None:
+    """Before any host switches: every host has the target, it is of the same app as
+    `current`, and (without `to`) every host names the same previous release. A host that
+    fails a check gets its error."""
+    for h in hs:
+        target = to or previous_of(h.state)
+        if target is None:
+            h.error = f"no release before {h.state.current or '(none)'} to roll back to"
+        elif target not in h.state.releases:
+            h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
+    for h in hs:
+        target = to or previous_of(h.state)
+        if not h.error and h.state.current and target != h.state.current:
+            r = _run(h.conn, h.t, app_of_command(h.t, h.state.current, target), section,
+                     "reading which app the releases are")
+            apps = parse_app_of(r.stdout)
+            if not same_app(apps, h.state.current, target):
+                h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
+                           f"of app {apps[h.state.current]}: a rollback never starts another app")
+    wanted = {to or previous_of(h.state) for h in hs}
+    if not any(h.error for h in hs) and len(wanted) > 1:
+        for h in hs:
+            h.error = f"hosts disagree on the previous release (this one: {previous_of(h.state)})"
+
+
+def previous_of(state: HostState) -> str | None:
+    """The release before current by name order (Capistrano's rollback target)."""
+    if state.current not in state.releases:
+        return None
+    i = state.releases.index(state.current)
+    return state.releases[i - 1] if i > 0 else None
