@@ -286,10 +286,14 @@ class SshdFarm:
             except (OSError, ValueError):
                 continue
             if pid > 1:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                # The supervisor's pid leads the app's process group (setsid): kill the group
+                # too, or the node below a `sh -c` start command outlives the test.
+                kills = (os.killpg, os.kill) if pid != os.getpgrp() else (os.kill,)
+                for kill in kills:
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
         # A test may have made parts read-only; give them back before wiping.
         for dirpath, dirnames, _ in os.walk(host.root):
             for d in dirnames:
