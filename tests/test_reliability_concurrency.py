@@ -109,12 +109,15 @@ def test_eight_promoters_at_once_exactly_one_proceeds(stage, pg_cluster, kind):
     assert stage.versions() == [won.release_id] * 2
     assert stage.shopify.active() == won.release_id
     assert TIER in applied(stage.db_url)
-    for led in ledgers.values():
+    for url, led in ledgers.items():
         assert led.lock("staging") is None
         # A refused promoter leaves no run behind, except one that got past its own
         # ledger's lock and lost at the hosts' lock (two ledgers): it stopped at the lock step.
+        # Such a loser frees its ledger's lock at once, so on a loaded machine a promoter of
+        # the same ledger that started late can get past it too, and lose at the hosts' lock
+        # the same way: at most every promoter of that ledger.
         others = [r for r in led.runs("staging") if r.id not in (a.id, won.id)]
         assert all(r.status == "rolled_back" and r.failed_step == "lock" for r in others), others
-        assert len(others) <= (1 if kind == "two-ledgers" else 0)
+        assert len(others) <= (urls.count(url) if kind == "two-ledgers" else 0)
     for h in stage.hosts:
         assert not (h.root / "srv/occ/.deploy-lock").exists()

@@ -248,15 +248,18 @@ def _check_rollback_target(section, hs: Sequence[_Host], to: str | None) -> None
             h.error = f"no release before {h.state.current or '(none)'} to roll back to"
         elif target not in h.state.releases:
             h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
-    for h in hs:
+
+    def same_app_check(h: _Host) -> None:
         target = to or previous_of(h.state)
-        if not h.error and h.state.current and target != h.state.current:
+        if h.state.current and target != h.state.current:
             r = _run(h.conn, h.t, app_of_command(h.t, h.state.current, target), section,
                      "reading which app the releases are")
             apps = parse_app_of(r.stdout)
             if not same_app(apps, h.state.current, target):
                 h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
                            f"of app {apps[h.state.current]}: a rollback never starts another app")
+
+    _parallel(hs, same_app_check, section.max_parallel)   # hosts without an error yet, all at once
     wanted = {to or previous_of(h.state) for h in hs}
     if not any(h.error for h in hs) and len(wanted) > 1:
         for h in hs:
