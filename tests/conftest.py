@@ -1,5 +1,9 @@
 """Fixtures that start real parts live in deploy/testing/ and are loaded here as plugins."""
 
+import os
+
+import pytest
+
 pytest_plugins = [
     "deploy.testing.postgres",
     "deploy.testing.sshd",
@@ -25,6 +29,26 @@ REAL_PARTS = {
     # the engine's child runner, a bootstrap or init through the CLI
     "shopify_cli": None, "actionlint": None, "ledger_url": None, "team_app": None,
 }
+
+
+# Under pytest-xdist the workers are started with the controller's C-level environment, where
+# GNU readline (loaded by pytest) sets COLUMNS=80 and LINES=24 although the run was started
+# without them: every CLI child of a worker would then wrap its tables at 80 columns. Each
+# worker gets these two as the controller's os.environ has them.
+_TERMINAL_VARS = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["terminal_env"] = {k: os.environ.get(k) for k in _TERMINAL_VARS}
+
+
+def pytest_configure(config):
+    for k, v in getattr(config, "workerinput", {}).get("terminal_env", {}).items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def pytest_collection_modifyitems(config, items):

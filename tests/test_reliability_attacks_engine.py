@@ -213,7 +213,8 @@ def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touc
     holder: A stops at the next step boundary, undoes nothing and leaves B's lock alone."""
     project = stage.project
     promote_a(stage)
-    edit_settings(project, "window_seconds = 1\n", "window_seconds = 20\n")
+    # Long enough for A to be seen in its watch and frozen there; B runs while A is frozen.
+    edit_settings(project, "window_seconds = 1\n", "window_seconds = 8\n")
     commit_b(stage)
     a = spawn(project, "promote", "--to=staging")
     lines: list[str] = []

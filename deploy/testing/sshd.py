@@ -122,12 +122,32 @@ def _ensure_login_user() -> pwd.struct_passwd:
         return pwd.getpwnam(LOGIN_USER)
     except KeyError:
         pass
-    # `-p '*'`: no password, but not "locked" ('!'), which sshd refuses without PAM.
-    p = subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", LOGIN_USER], capture_output=True, text=True)
-    try:
-        return pwd.getpwnam(LOGIN_USER)
-    except KeyError:
-        raise RuntimeError(f"could not create the sshd login user {LOGIN_USER}: {p.stderr.strip()}") from None
+    # Parallel test workers (pytest -n) may get here at once: one creates the user, the
+    # others wait on the lock and then find it.
+    with _machine_lock("occ-deploy-useradd"):
+        try:
+            return pwd.getpwnam(LOGIN_USER)
+        except KeyError:
+            pass
+        # `-p '*'`: no password, but not "locked" ('!'), which sshd refuses without PAM.
+        p = subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", LOGIN_USER], capture_output=True, text=True)
+        try:
+            return pwd.getpwnam(LOGIN_USER)
+        except KeyError:
+            raise RuntimeError(f"could not create the sshd login user {LOGIN_USER}: {p.stderr.strip()}") from None
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str):
+    """An exclusive lock on this machine (flock on <tmp>/<name>.lock), held for the block."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / f"{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -266,10 +286,14 @@ class SshdFarm:
             except (OSError, ValueError):
                 continue
             if pid > 1:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                # The supervisor's pid leads the app's process group (setsid): kill the group
+                # too, or the node below a `sh -c` start command outlives the test.
+                kills = (os.killpg, os.kill) if pid != os.getpgrp() else (os.kill,)
+                for kill in kills:
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
         # A test may have made parts read-only; give them back before wiping.
         for dirpath, dirnames, _ in os.walk(host.root):
             for d in dirnames:
