@@ -346,8 +346,11 @@ not_zombie() {
 app_pid() {
   pid=$(cat "$pidfile" 2>/dev/null) || return 1
   case $pid in ''|*[!0-9]*) return 1 ;; esac
-  if [ -r "/proc/$pid/environ" ]; then
-    tr '\000' '\n' < "/proc/$pid/environ" | grep -qxF "DEPLOY_APP_ROOT=$root" || return 1
+  # An environ read while the process is between two execs (setsid -> sh -> env -> app) can
+  # come back empty: only a non-empty environ without the marker is another process.
+  envs=$(tr '\000' '\n' < "/proc/$pid/environ" 2>/dev/null) || envs=
+  if [ -n "$envs" ]; then
+    printf '%s\n' "$envs" | grep -qxF "DEPLOY_APP_ROOT=$root" || return 1
   fi
   group_alive "$pid" || return 1
   echo "$pid"
