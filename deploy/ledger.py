@@ -283,6 +283,20 @@ class LockRow:
 
 
 
+def _refuse_while_showing_life(env: str, held: "LockRow", now: float, what: str, see: str) -> None:
+    """A holder on another machine cannot be checked from here: a lock it held is taken over or
+    broken only once it has been silent for the staleness bound (LockHeld until then)."""
+    silent = held.silent_for(now)
+    if silent < STALE_AFTER_SECONDS:
+        bound = clock.age(STALE_AFTER_SECONDS)
+        raise LockHeld(
+            f"The {env} lock is held on another machine ({held.hostname}) by {held.describe(now)}, which showed "
+            f"life {clock.age(silent)} ago: less than the {bound} staleness bound, so it may still be running. "
+            "Nothing was changed.",
+            f"Wait for it (see `{see}`); {what} a lock on another machine only once its holder has been silent "
+            f"for {bound}.")
+
+
 def pid_alive(pid: int) -> bool:
     return alive(pid)
 
@@ -535,15 +549,8 @@ class Ledger:
                                      break_lock=break_lock)
         if takeover_run and held.run_id == takeover_run:
             alive = held.holder_alive()
-            silent = held.silent_for(now)
-            if alive is None and break_lock and silent < STALE_AFTER_SECONDS:
-                raise LockHeld(
-                    f"The {env} environment is locked by {held.describe(now)} on another machine, which showed "
-                    f"life {clock.age(silent)} ago: less than the {clock.age(STALE_AFTER_SECONDS)} staleness bound "
-                    "of --break-lock, so it may still be running. Nothing was changed.",
-                    f"Wait for it (see `invoke status`); --break-lock takes over only a lock silent for "
-                    f"{clock.age(STALE_AFTER_SECONDS)}.",
-                )
+            if alive is None and break_lock:
+                _refuse_while_showing_life(env, held, now, "--break-lock takes over", "invoke status")
             if alive is False or (alive is None and break_lock):
                 with self._tx(f"take over the {env} lock") as c:
                     res = c.execute(t.update().where((t.c.env == env) & (t.c.pid == held.pid)
@@ -640,16 +647,10 @@ class Ledger:
         if not force:
             raise LockHeld(f"The {env} environment is locked by {held.describe(now)}.",
                            f"Breaking a lock needs --force: `invoke lock.release --env={env} --force`.")
-        silent = held.silent_for(now)
-        if stale and alive is None and silent < STALE_AFTER_SECONDS:
+        if stale and alive is None:
             # Another machine's holder cannot be checked from here: old is not enough, it must
             # also have stopped showing life (the same rule as --break-lock).
-            raise LockHeld(
-                f"The {env} lock is held on another machine by {held.describe(now)}, which showed life "
-                f"{clock.age(silent)} ago: less than the {clock.age(STALE_AFTER_SECONDS)} staleness bound, so it "
-                "may still be running. Nothing was changed.",
-                f"Wait for it (see `invoke lock.status`); --force breaks a lock on another machine only once its "
-                f"holder has been silent for {clock.age(STALE_AFTER_SECONDS)}.")
+            _refuse_while_showing_life(env, held, now, "--force breaks", "invoke lock.status")
         if not stale:
             raise LockHeld(
                 f"The {env} lock is held by a live process that is younger than the limit: {held.describe(now)}.",
