@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import stat
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,7 +40,7 @@ from typing import Iterable, Mapping, Sequence
 
 from deploy import proc
 from deploy.config import AppSection
-from deploy.errors import BuildFailed, SettingsError
+from deploy.errors import BuildFailed, DeployError, SettingsError
 from deploy.parallel import pmap
 
 DEFAULT_ARTIFACTS_DIR = ".deploy/artifacts"
@@ -136,7 +138,10 @@ PRUNE = {
 # (built in from yarn 4, the workspace-tools plugin before).
 YARN_BERRY_INSTALL = ("yarn", "install", "--immutable")
 YARN_BERRY_PRUNE = ("yarn", "workspaces", "focus", "--all", "--production")
-SKIP_TOP = (".git", ".complete")   # never shipped: git metadata, deploy.source's checkout marker
+# Never shipped: git metadata, deploy.source's checkout marker, and the full node_modules a
+# cache hit moves aside while it links in the production tree (`_swap_in_prod`).
+LINKED = ".deploy-linked-node_modules"
+SKIP_TOP = (".git", ".complete", LINKED)
 
 
 @dataclass(frozen=True)
@@ -375,15 +380,20 @@ def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache
     if contract.deps_cache and plan.install:
         cache_root = Path(deps_cache) if deps_cache is not None else deps_cache_dir(artifacts_dir)
     (app / DEPS / FULL_MARK).unlink(missing_ok=True)   # the build prunes: no longer the full install
-    ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds)
-    for rel in plan.include:
-        if not (app / rel).exists():
-            raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
-                              "Make the build write it, or remove it from [app] include.")
-    with _lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
-        artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                        include=plan.include, app=app_name(app, app_folder))
-        _write_index(store, artifact)
+    later: list[threading.Thread] = []   # clean-ups that may overlap the pack (_swap_in_prod)
+    try:
+        ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds, later=later)
+        for rel in plan.include:
+            if not (app / rel).exists():
+                raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
+                                  "Make the build write it, or remove it from [app] include.")
+        with _lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
+            artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
+                            include=plan.include, app=app_name(app, app_folder))
+            _write_index(store, artifact)
+    finally:
+        for t in later:
+            t.join()
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
 
 
@@ -489,7 +499,7 @@ def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]
         "prune": list(plan.prune),
         "platform": [os.uname().sysname, os.uname().machine],
         "tools": dict(sorted(tool_versions.items())),
-        "format": 1,
+        "format": 2,   # 2: entries hold prod/ (npm) beside full/
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
@@ -497,21 +507,33 @@ def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]
 def tree_stamp(root: str | Path) -> str:
     """A fingerprint of every file and symlink under `root` (path, type, mode, size, mtime):
     an in-place write to a hard-linked cache file changes it."""
+    return _scan_tree(Path(root))[0]
+
+
+def _scan_tree(root: Path) -> tuple[str, dict[str, tuple]]:
+    """`tree_stamp(root)` and, from the same walk, an index of every path under `root`:
+    ("d", mtime_ns) for a folder; (kind "f" or "l", st_dev, st_ino, mode, size, mtime_ns,
+    symlink target or None) for anything else."""
     h = hashlib.sha256()
+    index: dict[str, tuple] = {}
 
     def walk(path: str, rel: str) -> None:
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
             name = rel + e.name
-            if e.is_dir(follow_symlinks=False):
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                index[name] = ("d", st.st_mtime_ns)
                 walk(e.path, name + "/")
             else:
-                st = e.stat(follow_symlinks=False)
+                link = os.readlink(e.path) if stat.S_ISLNK(st.st_mode) else None
+                index[name] = ("f" if link is None else "l", st.st_dev, st.st_ino, st.st_mode, st.st_size,
+                               st.st_mtime_ns, link)
                 h.update(f"{name}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
 
     walk(str(root), "")
-    return h.hexdigest()
+    return h.hexdigest(), index
 
 
 def _source_stamp(app: Path) -> str:
@@ -527,13 +549,71 @@ def _source_stamp(app: Path) -> str:
     return h.hexdigest()
 
 
-def _tool_versions(plan: Recipe, env: Mapping[str, str]) -> dict[str, str] | None:
+TOOLS_FILE = ".tools.json"   # in the cache folder: tool versions by binary (see _tool_versions)
+
+
+def _tool_identity(tool: str, env: Mapping[str, str]) -> list | None:
+    """What `tool --version` answers from, when that is only the files it runs: node's own
+    executable, or npm's entry script plus npm's package.json. None (ask the tool every
+    time) for anything else: a version manager's shim (asdf, volta, mise, corepack) picks
+    the version by folder or setting, which no file here shows."""
+    found = shutil.which(tool, path=env.get("PATH"))
+    if not found:
+        return None
+    real = os.path.realpath(found)
+    files = [real]
+    try:
+        if tool == "node":
+            with open(real, "rb") as f:
+                if f.read(4) != b"\x7fELF" or not os.path.basename(real).startswith("node"):
+                    return None
+        elif tool == "npm":
+            pkg = Path(real).parent.parent / "package.json"
+            if not real.endswith(os.sep + os.path.join("bin", "npm-cli.js")) or \
+                    json.loads(pkg.read_text(encoding="utf-8")).get("name") != "npm":
+                return None
+            files.append(str(pkg))
+        else:
+            return None
+        return [[p, *((st := os.stat(p)).st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)]
+                for p in files]
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _tool_versions(plan: Recipe, env: Mapping[str, str], cache_root: Path | None = None) -> dict[str, str] | None:
+    """node's and the package manager's `--version`, part of the dependency cache key. With
+    `cache_root`, an answer is kept in <cache_root>/.tools.json under the identity of the
+    files the tool runs (path, device, inode, size, mtime, ctime: `_tool_identity`), and
+    reused while they are unchanged; a replaced or edited binary is asked again."""
     tools = list(dict.fromkeys(("node", plan.install[0])))
+    known: dict[str, str] = {}
+    ids = {t: _tool_identity(t, env) for t in tools} if cache_root is not None else {}
+    saved: dict = {}
+    if cache_root is not None:
+        try:
+            saved = json.loads((cache_root / TOOLS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        saved = saved if isinstance(saved, dict) else {}
+        for t in tools:
+            row = saved.get(t)
+            if ids[t] is not None and isinstance(row, dict) and row.get("id") == ids[t] \
+                    and isinstance(row.get("version"), str):
+                known[t] = row["version"]
+    ask = [t for t in tools if t not in known]
     # each is a node start-up: ask both at once
-    results = pmap(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), tools, len(tools))
+    results = pmap(lambda tool: proc.run([tool, "--version"], env=env, timeout=60), ask, len(ask))
     if not all(r.ok for r in results):
         return None
-    return {tool: r.stdout.strip() for tool, r in zip(tools, results)}
+    fresh = {tool: r.stdout.strip() for tool, r in zip(ask, results)}
+    if cache_root is not None and any(ids.get(t) is not None for t in fresh):
+        # Identities taken before the probe: a binary replaced meanwhile is asked again next time.
+        saved.update({t: {"id": ids[t], "version": v} for t, v in fresh.items() if ids.get(t) is not None})
+        with contextlib.suppress(OSError):
+            cache_root.mkdir(parents=True, exist_ok=True)
+            _atomic_write(cache_root / TOOLS_FILE, (json.dumps(saved, indent=1, sort_keys=True) + "\n").encode())
+    return {t: known.get(t) or fresh[t] for t in tools}
 
 
 def _step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float) -> str:
@@ -553,40 +633,274 @@ def _fs(argv: list[str], what: str) -> None:
                           "Check free space and permissions under .deploy/, then build again.")
 
 
+# ---- the production tree of a cache entry (npm)
+#
+# An npm prune's result depends on package.json, the lockfile, npm's config and node_modules
+# (npm's arborist reads nothing else for an app with a name, no workspaces and no linked
+# folders). So a prune of the cached full install, laid out as a cache hit lays out the
+# checkout (cp -al, top-level files unshared), in a folder holding byte-identical copies of
+# those files, leaves the node_modules the checkout's own prune would leave after a build
+# that did not change node_modules: the entry keeps it as `prod/node_modules` (prod.json
+# says from which files), and such a hit links it in instead of running npm.
+
+PROD_INFO = "prod.json"
+_PRUNE_INPUTS = ("package.json", "package-lock.json", "npm-shrinkwrap.json", *_INSTALL_CONFIG)
+_NPM_OWN = frozenset({".bin", ".package-lock.json", ".store"})   # npm reads or writes these in node_modules/
+
+
+def _prune_inputs(folder: Path) -> dict[str, list | None] | None:
+    """The files besides node_modules an npm prune in `folder` reads, each [sha256,
+    executable] or None when absent; None when one is not a regular file."""
+    out: dict[str, list | None] = {}
+    for name in _PRUNE_INPUTS:
+        try:
+            st = os.lstat(folder / name)
+        except FileNotFoundError:
+            out[name] = None
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        out[name] = [sha256_file(folder / name), bool(st.st_mode & 0o111)]
+    return out
+
+
+def _prod_cacheable(app: Path, plan: Recipe) -> bool:
+    """npm's own prune as the recipe's last command, in an app whose package.json has a name
+    (else npm names the root after its folder) and no workspaces, and whose lockfile links
+    no folder (a link's target lies outside the pruned folder)."""
+    if plan.pm != "npm" or plan.prune != PRUNE["npm"] or not plan.commands or plan.commands[-1] != plan.prune:
+        return False
+    try:
+        pkg = package_json(app)
+        lock = json.loads((app / "package-lock.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, SettingsError, BuildFailed):
+        return False
+    packages = lock.get("packages") if isinstance(lock, dict) else None
+    return (isinstance(pkg.get("name"), str) and bool(pkg["name"]) and "workspaces" not in pkg
+            and not (app / "npm-shrinkwrap.json").exists() and isinstance(packages, dict)
+            and not any(isinstance(v, dict) and v.get("link") for v in packages.values()))
+
+
+def _prune_beside_setup(app: Path, fill: Path) -> tuple[Path, dict] | None:
+    """fill/prune: the app's prune inputs (copied now, before the build runs) and a copy of
+    fill/full/node_modules laid out as a hit lays out the checkout; None when that fails
+    (the entry is then filled without a production tree)."""
+    try:
+        return _prune_beside_layout(app, fill)
+    except (BuildFailed, OSError):
+        return None
+
+
+def _prune_beside_layout(app: Path, fill: Path) -> tuple[Path, dict] | None:
+    inputs = _prune_inputs(app)
+    if inputs is None:
+        return None
+    side = fill / "prune"
+    side.mkdir()
+    for name, v in inputs.items():
+        if v is not None:
+            _fs(["cp", "-p", str(app / name), str(side / name)], "filling the dependency cache")
+    _fs(["cp", "-al", str(fill / "full" / DEPS), str(side / DEPS)], "filling the dependency cache")
+    _unshare_top_files(side / DEPS)
+    # As in a hit's checkout, npm's hidden lockfile is older than node_modules/ (so npm reads
+    # the tree from disk), even when this fill came within npm's 10 ms of the install.
+    with contextlib.suppress(OSError):
+        lock_ns = os.stat(side / DEPS / ".package-lock.json").st_mtime_ns
+        if os.stat(side / DEPS).st_mtime_ns <= lock_ns + 10_000_000:
+            os.utime(side / DEPS, ns=(lock_ns + 1_000_000_000,) * 2)
+    return side, inputs
+
+
+def _prune_beside(side: Path, inputs: dict, plan: Recipe, env: Mapping[str, str], timeout: float) -> bool:
+    """Run the prune in `side`; True when it succeeded and left its inputs as they were."""
+    try:
+        r = proc.run(list(plan.prune), cwd=side, env=env, timeout=timeout)
+        present = {DEPS, *(n for n, v in inputs.items() if v is not None)}
+        return r.ok and _prune_inputs(side) == inputs and set(os.listdir(side)) == present
+    except (OSError, DeployError):   # npm gone meanwhile: no production tree, nothing else
+        return False
+
+
+def _prod_ready(entry: Path, plan: Recipe) -> dict | None:
+    """The entry's prod.json when it has a production tree made by this recipe's prune."""
+    try:
+        info = json.loads((entry / PROD_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("prune") != list(plan.prune) or not isinstance(info.get("inputs"), dict):
+        return None
+    return info
+
+
+def _check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[bool, list[str] | None]:
+    """After a build in a checkout whose `deps` (node_modules) was hard-linked from the
+    cache's `full` tree, scanned before as `index` (`_scan_tree`): (intact, added).
+
+    intact: every cached file and symlink still has the mode, size and mtime (and inode) it
+    had, whether reached through the checkout's link or at its own path, and every cached
+    folder its mtime (so nothing was added to or removed from it): all a second
+    `tree_stamp` of the entry would tell. added: None when the build changed node_modules
+    (a path removed, replaced or added, a top-level file rewritten); else the top-level
+    dot-folders the build made (vite's .vite-temp, a generated client: npm never reads
+    inside them), possibly none."""
+    intact, same = True, True
+    added: list[str] = []
+    through: set[str] = set()      # cached inodes stat'ed through the checkout's link
+    seen = 1                       # node_modules itself
+    top = f"{DEPS}/"
+    packages = {n[len(top):] for n in index if n.startswith(top) and "/" not in n[len(top):]}
+    stack = [(str(deps), top)]
+    while stack:
+        path, rel = stack.pop()
+        with os.scandir(path) as it:
+            for e in it:
+                name = rel + e.name
+                want = index.get(name)
+                if want is None:
+                    retired = re.fullmatch(r"\.(.+)-[A-Za-z0-9]{8}", e.name)   # npm's retired-folder names
+                    if rel == top and e.name.startswith(".") and e.name not in _NPM_OWN \
+                            and not (retired and retired.group(1) in packages) and e.is_dir(follow_symlinks=False):
+                        added.append(e.name)
+                    else:
+                        same = False
+                    continue
+                seen += 1
+                st = e.stat(follow_symlinks=False)
+                if want[0] == "d":
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append((e.path, name + "/"))
+                    else:
+                        same = False
+                elif (st.st_dev, st.st_ino) == want[1:3]:
+                    through.add(name)   # the cache's own inode: a change here is a change in the cache
+                    if (st.st_mode, st.st_size, st.st_mtime_ns) != want[3:6]:
+                        intact = False
+                elif not (rel == top and want[0] == "f" and stat.S_ISREG(st.st_mode) and st.st_size == want[4]
+                          and st.st_mode & 0o111 == want[3] & 0o111 and _same_bytes(e.path, full / name)):
+                    same = False    # replaced (a top-level file is the build's own copy: same bytes)
+    if seen != len(index):
+        same = False
+    for name, want in index.items():
+        if name in through:
+            continue
+        try:
+            st = os.lstat(os.path.join(full, name))
+        except OSError:
+            return False, None
+        now = ("d", st.st_mtime_ns) if stat.S_ISDIR(st.st_mode) else \
+            (want[0], st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+        if now != want[:len(now)]:
+            return False, None
+    return intact, (added if same else None)
+
+
+def _same_bytes(a: str | Path, b: str | Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+
+def _swap_in_prod(app: Path, entry: Path, added: list[str], later: list[threading.Thread] | None) -> None:
+    """Replace the checkout's node_modules (the full install, linked) by the entry's
+    production tree, linked, keeping the top-level folders the build added. The full tree
+    is moved aside (`LINKED`, never packed) and removed in a thread added to `later` (the
+    caller joins it), else here."""
+    deps, old = app / DEPS, app / LINKED
+    if old.exists():
+        _fs(["rm", "-rf", str(old)], "clearing an interrupted build")
+    os.rename(deps, old)
+    _fs(["cp", "-al", str(entry / "prod" / DEPS), str(deps)], "restoring node_modules from the cache")
+    for name in added:
+        os.rename(old / name, deps / name)
+    _unshare_top_files(deps)
+
+    def remove() -> None:
+        with contextlib.suppress(DeployError):   # a leftover is never packed; the next swap clears it
+            _fs(["rm", "-rf", str(old)], "removing the full node_modules")
+
+    if later is None:
+        remove()
+    else:
+        later.append(threading.Thread(target=remove, daemon=True))
+        later[-1].start()
+
+
 def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
-                cache_root: Path | None, keep: int, *, hit_ok: bool = True) -> list[str]:
+                cache_root: Path | None, keep: int, *, hit_ok: bool = True,
+                later: list[threading.Thread] | None = None) -> list[str]:
     """Run the recipe's commands in `app`; with a cache, the install comes from
     `cache_root/<deps_key>/` when an earlier build with the same key filled it.
 
     An entry holds `full/node_modules`, as the install left it (before any build wrote into
-    it). A hit hard-links it into the checkout (cp -al), then runs the build and the prune
-    in the checkout exactly as a miss does, so what the build writes into node_modules (a
-    generated client, a cache) is this commit's own. Cached files are shared, never
-    written: the entry's stamp is checked before use and after the build, and an entry a
-    build (or prune) wrote into is dropped and the build redone without it, refilling it,
-    so the artifact is always what a build without the cache packs."""
+    it), and for npm (`_prod_cacheable`) `prod/node_modules`, what the prune leaves of it. A
+    hit hard-links `full` into the checkout (cp -al) and runs the build there, so what the
+    build writes into node_modules (a generated client, a cache) is this commit's own. Then,
+    when the build left node_modules as linked (or only added top-level dot-folders, which
+    npm never reads) and package.json, the lockfile and npm's config are byte for byte the
+    ones `prod` was pruned with, `prod` is linked in instead of running the prune (those
+    folders kept); otherwise the prune runs in the checkout exactly as on a miss. Cached
+    files are shared, never written: the entry's stamp is checked before use and after the
+    build (and after a prune in the checkout), and an entry a build (or prune) wrote into
+    is dropped and the build redone without it, refilling it, so the artifact is always
+    what a build without the cache packs."""
     if not plan.commands:
         return []
     rest = list(plan.commands[1:])
     key = None
     if cache_root is not None and not (app / DEPS).exists():
-        versions = _tool_versions(plan, env)
+        versions = _tool_versions(plan, env, cache_root)
         key = deps_key(app, plan, versions) if versions is not None else None
     entry = cache_root / key if key else None
+    scan = None
     if entry is not None and hit_ok and entry.exists():
         _touch(entry)   # in use from now: a concurrent prune keeps the most recently used
-    usable = hit_ok and entry is not None and entry.exists() and _entry_ok(entry)
-    if hit_ok and entry is not None and entry.exists() and not usable:
-        _fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
-    if usable:
         sources = _source_files(app)
+        # Link while the entry is checked (both only read it); a damaged entry's links go with it.
+        failed: list[BaseException] = []
+
+        def link() -> None:
+            try:
+                _fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
+            except BaseException as e:  # noqa: BLE001 (raised below, in this thread)
+                failed.append(e)
+
+        linker = threading.Thread(target=link, daemon=True)
+        linker.start()
         try:
-            ran = [f"(dependency cache {key[:12]}) cp -al {entry / 'full' / DEPS} {DEPS}"]
-            _fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
-            _unshare_top_files(app / DEPS)
-            ran += [_step(argv, app, env, timeout) for argv in rest]
+            scan = _entry_scan(entry)
         finally:
+            linker.join()
+        if scan is None:
+            _fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
+        elif failed:
+            raise failed[0]
+    if scan is not None:
+        prod = _prod_ready(entry, plan)
+        ran = [f"(dependency cache {key[:12]}) cp -al {entry / 'full' / DEPS} {DEPS}"]
+        _unshare_top_files(app / DEPS)
+        ran += [_step(argv, app, env, timeout) for argv in (rest[:-1] if prod else rest)]
+        if prod is None:
             intact = _entry_ok(entry)
+        else:
+            intact, added = _check_linked(app / DEPS, entry / "full", scan)
+            fits = intact and added is not None and _prune_inputs(app) == prod["inputs"] \
+                and not any((entry / "prod" / DEPS / name).exists() for name in added)
+            prod_ok = not fits or tree_stamp(entry / "prod") == prod.get("stamp")
+            if fits and prod_ok:
+                _swap_in_prod(app, entry, added, later)
+                ran.append(f"(dependency cache {key[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
+            elif intact:
+                ran.append(_step(plan.prune, app, env, timeout))
+                intact = _entry_ok(entry)   # the prune ran on the links too
+                if intact and not prod_ok:
+                    # This build is sound (pruned here); the entry is not: refilled next time.
+                    _fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
+                    return ran
         if intact:
             _touch(entry)
             prune_deps_cache(cache_root, keep, protect=(key,))
@@ -597,11 +911,11 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         _fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
         for rel in sorted(_source_files(app) - sources):
             (app / rel).unlink(missing_ok=True)
-        return _run_recipe(app, plan, env, timeout, cache_root, keep, hit_ok=False)
+        return _run_recipe(app, plan, env, timeout, cache_root, keep, hit_ok=False, later=later)
 
     before = _source_stamp(app) if entry is not None else ""
     ran = [_step(plan.commands[0], app, env, timeout)]
-    tmp = None
+    tmp = side = None
     if entry is not None and _source_stamp(app) == before and (app / DEPS).is_dir():
         tmp = cache_root / f".fill-{key[:16]}-{os.getpid()}"
         _fs(["rm", "-rf", str(tmp)], "clearing a cache fill")
@@ -609,9 +923,31 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         # A real copy (reflink where the file system can): the build writes into the checkout's.
         _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "full" / DEPS)], "filling the dependency cache")
     try:
-        ran += [_step(argv, app, env, timeout) for argv in rest]
         if tmp is not None:
-            (tmp / "stamp.json").write_text(json.dumps({"full": tree_stamp(tmp / "full")}) + "\n")
+            full_stamp = tree_stamp(tmp / "full")
+            side = _prune_beside_setup(app, tmp) if _prod_cacheable(app, plan) else None
+        # The production tree is pruned beside the build, on its own copy, in a thread: the
+        # build stays in this one, where an interrupt reaches it (and kills its process group).
+        beside: list[bool] = []
+        worker = threading.Thread(target=lambda: beside.append(_prune_beside(*side, plan, env, timeout)),
+                                  daemon=True) if side is not None else None
+        if worker is not None:
+            worker.start()
+        try:
+            ran += [_step(argv, app, env, timeout) for argv in rest]
+        finally:
+            if worker is not None:
+                worker.join()
+        pruned = bool(beside and beside[0])
+        if tmp is not None and tree_stamp(tmp / "full") == full_stamp:
+            (tmp / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
+            if pruned:
+                (tmp / "prod").mkdir()
+                os.rename(side[0] / DEPS, tmp / "prod" / DEPS)
+                info = {"prune": list(plan.prune), "inputs": side[1], "stamp": tree_stamp(tmp / "prod")}
+                (tmp / PROD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+            if side is not None:
+                _fs(["rm", "-rf", str(side[0])], "clearing a cache fill")
             try:
                 os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
                 _touch(entry)
@@ -661,7 +997,7 @@ def full_install(app_dir: str | Path, contract: AppSection | None = None, *, env
     limit = timeout or contract.build_timeout
     entry = None
     if contract.deps_cache and deps_cache is not None:
-        versions = _tool_versions(plan, child_env)
+        versions = _tool_versions(plan, child_env, Path(deps_cache))
         key = deps_key(app, plan, versions) if versions is not None else None
         entry = Path(deps_cache) / key if key else None
         if entry is not None and not (entry.exists() and _entry_ok(entry)):
@@ -704,6 +1040,16 @@ def _source_files(app: Path) -> set[str]:
         dirnames[:] = [d for d in dirnames if not (dirpath == str(app) and d == DEPS)]
         out.update(os.path.relpath(os.path.join(dirpath, f), app) for f in filenames)
     return out
+
+
+def _entry_scan(entry: Path) -> dict[str, tuple] | None:
+    """The index of the entry's full tree (`_scan_tree`) when its stamp still matches, else None."""
+    try:
+        stamp = json.loads((entry / "stamp.json").read_text())
+        got, index = _scan_tree(entry / "full")
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(stamp, dict) and stamp.get("full") == got else None
 
 
 def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full",)) -> bool:
@@ -847,15 +1193,14 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     # Mode as packed (644 or 755): hosts link an unchanged file from an earlier release only
     # when path, sha256, size and mode all match (deploy.hosts delta uploads).
     files = [
-        {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size,
-         "mode": 0o755 if p.stat().st_mode & 0o111 else 0o644}
-        for rel, p in entries if p.is_file() and not p.is_symlink()
+        {"path": rel, "sha256": sha256_file(p), "size": st.st_size, "mode": 0o755 if st.st_mode & 0o111 else 0o644}
+        for rel, p, st in entries if stat.S_ISREG(st.st_mode)
     ]
     # Symlinks and empty folders too, so the manifest describes the whole unpacked tree
     # (hosts verify a release built from a delta against it).
-    links = [{"path": rel, "target": os.readlink(p)} for rel, p in entries if p.is_symlink()]
-    parents = {rel.rsplit("/", 1)[0] for rel, _ in entries if "/" in rel}
-    empty = [rel for rel, p in entries if p.is_dir() and not p.is_symlink() and rel not in parents]
+    links = [{"path": rel, "target": os.readlink(p)} for rel, p, st in entries if stat.S_ISLNK(st.st_mode)]
+    parents = {rel.rsplit("/", 1)[0] for rel, _, _ in entries if "/" in rel}
+    empty = [rel for rel, _, st in entries if stat.S_ISDIR(st.st_mode) and rel not in parents]
     manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files,
                 "symlinks": links, "empty_dirs": empty}
     if app:
@@ -867,21 +1212,21 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     try:
         with os.fdopen(fd, "wb") as f:
             raw = _Hashing(f)   # the tarball's sha256 as it is written: no second read
-            # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.
             # Level 1: a few times faster than 6 on a real app's node_modules for a slightly
             # larger file; a commit is packed once, and hosts mostly get deltas.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:
+            with _GzipWriter(raw, compresslevel=1) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    tar.copybufsize = 1 << 20
                     # The manifest first: a reader (a delta upload) gets it without
                     # decompressing the whole tarball.
                     info = _info(MANIFEST, tarfile.REGTYPE, 0o644, mtime)
                     info.size = len(manifest_bytes)
                     tar.addfile(info, io.BytesIO(manifest_bytes))
-                    for rel, p in entries:
-                        info = _tarinfo(rel, p, mtime)
+                    for rel, p, st in entries:
+                        info = _tarinfo(rel, p, st, mtime)
                         if info.isreg():
-                            with open(p, "rb") as f:
-                                tar.addfile(info, f)
+                            with open(p, "rb") as src:
+                                tar.addfile(info, src)
                         else:
                             tar.addfile(info)
         digest = raw.hexdigest()
@@ -911,9 +1256,96 @@ class _Hashing:
         return self._h.hexdigest()
 
 
-def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+class _GzipWriter:
+    """Write-only gzip: the exact bytes of `gzip.GzipFile(filename="", mode="wb",
+    fileobj=raw, mtime=0, compresslevel=...)` (no name, no time in the header, as
+    reproducible-builds.org asks), with the deflate, the CRC and `raw`'s writes in a
+    second thread, so compressing overlaps reading and hashing the files (zlib and
+    hashlib release the GIL). Deflate's output does not depend on how its input is cut
+    into pieces; tests compare the bytes with GzipFile's."""
+
+    _CHUNK = 1 << 20
+
+    def __init__(self, raw, compresslevel: int):
+        import queue
+        import struct
+        import zlib
+
+        self._zlib, self._struct = zlib, struct
+        self._raw = raw
+        self._level = compresslevel
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._size = 0
+        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        xfl = b"\002" if compresslevel == 9 else b"\004" if compresslevel == 1 else b"\000"
+        raw.write(b"\037\213\010\000" + struct.pack("<L", 0) + xfl + b"\377")
+        self._thread = threading.Thread(target=self._deflate, daemon=True)
+        self._thread.start()
+
+    def write(self, data) -> int:
+        n = len(data)
+        if n:
+            self._pending.append(bytes(data))
+            self._pending_size += n
+            self._size += n
+            if self._pending_size >= self._CHUNK:
+                self._hand_over()
+        return n
+
+    def tell(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        pass
+
+    def _hand_over(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(b"".join(self._pending))
+        self._pending, self._pending_size = [], 0
+
+    def _deflate(self) -> None:
+        z = self._zlib
+        comp = z.compressobj(self._level, z.DEFLATED, -z.MAX_WBITS, z.DEF_MEM_LEVEL, 0)
+        crc = 0
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                break
+            if self._error is not None:
+                continue   # drain, so the writer never blocks on a full queue
+            try:
+                crc = z.crc32(chunk, crc)
+                self._raw.write(comp.compress(chunk))
+            except BaseException as e:  # noqa: BLE001 (raised in the writer's thread)
+                self._error = e
+        if self._error is None:
+            try:
+                self._raw.write(comp.flush() + self._struct.pack("<LL", crc, self._size & 0xFFFFFFFF))
+            except BaseException as e:  # noqa: BLE001
+                self._error = e
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            if kind is None and self._pending:
+                self._hand_over()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+        if kind is None and self._error is not None:
+            raise self._error
+
+
+def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, Path, os.stat_result]]:
+    """(path relative to `root`, path, lstat) of everything packed, sorted by path."""
     out = []
     wanted = [p.strip("/") for p in include]
+    top = root.resolve()
 
     def chosen(rel: str) -> bool:
         if not wanted:
@@ -921,28 +1353,35 @@ def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
         # A path is packed when it is an included path, inside one, or a folder leading to one.
         return any(rel == w or rel.startswith(w + "/") or w.startswith(rel + "/") for w in wanted)
 
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if chosen((Path(dirpath) / d).relative_to(root).as_posix()))
-        for name in sorted(dirnames + filenames):
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
+    def visit(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as it:
+            found = sorted(it, key=lambda e: e.name)
+        for e in found:
+            rel = prefix + e.name
             if not chosen(rel):
                 continue
+            p = Path(e.path)
             if rel in RESERVED:
                 raise BuildFailed(
                     f"{p}: the build must not write {rel}; the deploy tool writes that name.",
                     f"Rename it in the build script ({', '.join(RESERVED)} are reserved).",
                 )
-            if p.is_symlink():
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(p)
                 resolved = (p.parent / target).resolve()
-                if os.path.isabs(target) or not resolved.is_relative_to(root.resolve()):
+                if os.path.isabs(target) or not resolved.is_relative_to(top):
                     raise BuildFailed(
                         f"{p} is a symlink to {target}, outside the build folder.",
                         "Copy the file into the app folder instead: a release must not depend on the build machine.",
                     )
-            out.append((rel, p))
-    return sorted(out)
+            out.append((rel, p, st))
+            if stat.S_ISDIR(st.st_mode):
+                visit(e.path, rel + "/")
+
+    visit(str(root), "")
+    out.sort(key=lambda row: row[0])
+    return out
 
 
 def _info(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
@@ -955,16 +1394,15 @@ def _info(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def _tarinfo(rel: str, p: Path, mtime: int) -> tarfile.TarInfo:
+def _tarinfo(rel: str, p: Path, st: os.stat_result, mtime: int) -> tarfile.TarInfo:
     # Only the executable bit survives from the file system: umask and owner differ
     # between machines and would change the hash.
-    if p.is_symlink():
+    if stat.S_ISLNK(st.st_mode):
         info = _info(rel, tarfile.SYMTYPE, 0o777, mtime)
         info.linkname = os.readlink(p)
         return info
-    if p.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         return _info(rel, tarfile.DIRTYPE, 0o755, mtime)
-    st = p.stat()
     info = _info(rel, tarfile.REGTYPE, 0o755 if st.st_mode & 0o111 else 0o644, mtime)
     info.size = st.st_size
     return info

@@ -419,6 +419,11 @@ def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path)
 
 # ---------------------------------------------------------------- dependency cache
 
+def _entries(cache):
+    """The cache's entries (its dot-files are bookkeeping: interrupted fills, tool versions)."""
+    return [d for d in cache.iterdir() if not d.name.startswith(".")]
+
+
 def _cache_build(app, store, cache, **kw):
     from deploy.config import AppSection
 
@@ -432,10 +437,12 @@ def test_dependency_cache_gives_the_same_artifact_as_a_build_without_it(tmp_path
     plain = _cache_build(make_deps_app(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
     assert not cache.exists() and plain.commands[0].startswith("npm ci")
     miss = _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
-    assert miss.commands[0].startswith("npm ci") and len(list(cache.iterdir())) == 1
+    assert miss.commands[0].startswith("npm ci") and len(_entries(cache)) == 1
     hit = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
     assert not any(c.startswith("npm ci") for c in hit.commands), hit.commands
-    assert hit.commands[0].startswith("(dependency cache") and hit.commands[1:] == plain.commands[1:]
+    assert hit.commands[0].startswith("(dependency cache") and hit.commands[1:-1] == plain.commands[1:-1]
+    # The build left node_modules alone: the entry's production tree replaces the prune.
+    assert plain.commands[-1].startswith("npm prune") and hit.commands[-1].endswith("/prod/node_modules node_modules")
     # Byte for byte what a build without the cache packs; the dev dependency is pruned either way.
     assert plain.artifact.sha256 == miss.artifact.sha256 == hit.artifact.sha256
     names = {f["path"] for f in b.read_manifest(hit.artifact)["files"]}
@@ -451,7 +458,7 @@ def test_a_changed_lockfile_misses_the_dependency_cache(tmp_path):
     bumped = make_deps_app(tmp_path / "two", version="1.0.1")
     second = _cache_build(bumped, tmp_path / "s2", cache)
     assert second.commands[0].startswith("npm ci")
-    assert len([d for d in cache.iterdir() if not d.name.startswith(".")]) == 2
+    assert len(_entries(cache)) == 2
     files = {f["path"]: f for f in b.read_manifest(second.artifact)["files"]}
     assert json.loads(tarfile.open(second.artifact.path).extractfile(
         "node_modules/leftpad/package.json").read())["version"] == "1.0.1"
@@ -465,7 +472,7 @@ def test_a_build_that_writes_into_cached_files_drops_the_entry_and_builds_withou
     plain = _cache_build(make_deps_app(tmp_path / "plain", damage_cache=True), tmp_path / "s0", cache,
                          deps_cache=False)
     _cache_build(make_deps_app(tmp_path / "one", damage_cache=True), tmp_path / "s1", cache)
-    (entry,) = list(cache.iterdir())
+    (entry,) = _entries(cache)
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert again.commands[-2:] == plain.commands[-2:] and any(c.startswith("npm ci") for c in again.commands)
     assert again.artifact.sha256 == plain.artifact.sha256
@@ -481,7 +488,7 @@ def test_full_install_after_a_build_links_the_caches_full_entry_and_drops_it_whe
     _cache_build(app, tmp_path / "s1", cache)
     assert not (app / "node_modules/devtool").exists()            # the build pruned dev dependencies
     done = b.full_install(app, AppSection(), deps_cache=cache)
-    (entry,) = list(cache.iterdir())
+    (entry,) = _entries(cache)
     assert done.ran[0].startswith("(dependency cache") and done.entry == entry
     linked = app / "node_modules/devtool/index.js"
     assert linked.stat().st_ino == (entry / "full/node_modules/devtool/index.js").stat().st_ino
@@ -510,6 +517,116 @@ def test_a_cache_hit_ships_what_this_commits_build_wrote_into_node_modules(tmp_p
     client = tarfile.open(hit.artifact.path).extractfile("node_modules/.gen/client.js").read().decode()
     assert "model B" in client and "model A" not in client
     assert hit.artifact.sha256 == plain.artifact.sha256
+    # A new top-level dot-folder is one npm never reads: the production tree is linked and
+    # the folder kept in it, as npm's prune keeps it.
+    assert hit.commands[-1].endswith("/prod/node_modules node_modules") and plain.commands[-1].startswith("npm prune")
+
+
+def test_a_cache_hit_links_the_pruned_tree_only_when_the_build_added_nothing_npm_reads(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    (entry,) = _entries(cache)
+    prod = entry / "prod" / "node_modules"
+    assert (prod / "leftpad/index.js").is_file() and not (prod / "devtool").exists()
+    # The production tree shares the full install's files (one copy on disk).
+    assert (prod / "leftpad/index.js").stat().st_ino == (entry / "full/node_modules/leftpad/index.js").stat().st_ino
+    # Files written into a runtime package (kept by npm's prune), into a dev package (removed
+    # with it) and a new package folder (extraneous: removed): only npm's prune knows.
+    writes = {"node_modules/leftpad/generated.js": "module.exports = 1;\n",
+              "node_modules/devtool/cache.json": "{}\n",
+              "node_modules/extra/package.json": '{"name": "extra", "version": "1.0.0"}\n'}
+    hit = _cache_build(make_deps_app(tmp_path / "two", build_writes=writes), tmp_path / "s2", cache)
+    plain = _cache_build(make_deps_app(tmp_path / "plain", build_writes=writes), tmp_path / "s0", cache,
+                         deps_cache=False)
+    assert hit.commands[0].startswith("(dependency cache") and hit.commands[-1] == plain.commands[-1]
+    assert hit.commands[-1].startswith("npm prune")
+    assert hit.artifact.sha256 == plain.artifact.sha256
+    names = {f["path"] for f in b.read_manifest(hit.artifact)["files"]}
+    assert "node_modules/leftpad/generated.js" in names and not any(n.startswith(("node_modules/devtool/", "node_modules/extra/")) for n in names)
+    # The entry is untouched (the build's files were the checkout's own) and still links
+    # its production tree for a tidy build.
+    tidy = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)
+    assert tidy.commands[-1].endswith("/prod/node_modules node_modules") and b._entry_ok(entry)
+
+
+def test_a_cache_hit_with_another_package_json_prunes_in_the_checkout(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    def bumped(dest):   # same lockfile and dependencies (same key), another version in package.json
+        app = make_deps_app(dest)
+        pkg = json.loads((app / "package.json").read_text())
+        (app / "package.json").write_text(json.dumps({**pkg, "version": "0.2.0"}, indent=2) + "\n")
+        return app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    hit = _cache_build(bumped(tmp_path / "two"), tmp_path / "s2", cache)
+    plain = _cache_build(bumped(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
+    assert hit.commands[0].startswith("(dependency cache") and hit.commands[-1].startswith("npm prune")
+    assert hit.artifact.sha256 == plain.artifact.sha256
+
+
+def test_a_damaged_production_tree_is_not_linked_and_its_entry_is_refilled(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    plain = _cache_build(make_deps_app(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    (entry,) = _entries(cache)
+    (entry / "prod/node_modules/leftpad/stray.js").write_text("// not from npm\n")
+    hit = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
+    assert hit.commands[0].startswith("(dependency cache") and hit.commands[-1].startswith("npm prune")
+    assert hit.artifact.sha256 == plain.artifact.sha256
+    assert not entry.exists()
+    again = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)
+    assert again.commands[0].startswith("npm ci") and b._entry_ok(entry) and (entry / "prod").is_dir()
+
+
+def test_tool_versions_are_kept_per_binary_and_asked_again_when_it_changes(tmp_path):
+    # A stand-in npm (npm's own layout: <pkg>/bin/npm-cli.js beside package.json named npm)
+    # that logs each time it is asked; node is the real one.
+    pkg = tmp_path / "lib/npm"
+    (pkg / "bin").mkdir(parents=True)
+    (pkg / "package.json").write_text('{"name": "npm", "version": "10.0.0"}\n')
+    cli = pkg / "bin/npm-cli.js"
+    log = tmp_path / "asked.log"
+    script = ("#!/usr/bin/env node\nrequire('fs').appendFileSync(%r, 'x');\nconsole.log('%s');\n")
+    cli.write_text(script % (str(log), "10.0.0"))
+    cli.chmod(0o755)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "npm").symlink_to(cli)
+    env = {"PATH": f"{bindir}:{os.path.dirname(shutil.which('node'))}:/usr/bin:/bin"}
+    plan = b.Recipe(pm="npm", commands=(b.INSTALL["npm"],), include=(), install=b.INSTALL["npm"])
+    root = tmp_path / "cache"
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    assert b._tool_versions(plan, env, root) == {"node": node, "npm": "10.0.0"}
+    assert b._tool_versions(plan, env, root) == {"node": node, "npm": "10.0.0"}
+    assert log.read_text() == "x"                                  # the second answer came from the cache
+    cli.write_text(script % (str(log), "10.0.1"))                  # npm replaced: asked again
+    assert b._tool_versions(plan, env, root)["npm"] == "10.0.1" and log.read_text() == "xx"
+    assert b._tool_versions(plan, env, root)["npm"] == "10.0.1" and log.read_text() == "xx"
+    assert b._tool_versions(plan, env) == {"node": node, "npm": "10.0.1"} and log.read_text() == "xxx"
+
+
+def test_pack_writes_the_bytes_gzip_writes(tmp_path):
+    import gzip
+    import io
+
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "a/big.bin").write_bytes(os.urandom(3 << 20) + b"x" * (5 << 20))   # several 1 MB hand-overs
+    (tree / "small.txt").write_text("hello\n")
+    store = tmp_path / "store"
+    store.mkdir()
+    art = b.pack(tree, store, git_sha=SHA_A, built_at="2024-03-01T00:00:00Z", release_id="r1")
+    data = art.path.read_bytes()
+    raw = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:
+        gz.write(gzip.decompress(data))
+    assert raw.getvalue() == data and hashlib.sha256(data).hexdigest() == art.sha256
 
 
 def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path):
@@ -517,7 +634,7 @@ def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path
 
     cache = tmp_path / "cache"
     _cache_build(make_deps_app(tmp_path / "one", damage_cache=True), tmp_path / "s1", cache)
-    (entry,) = list(cache.iterdir())
+    (entry,) = _entries(cache)
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert any(c.startswith("npm ci") for c in again.commands)
     assert entry.exists() and b._entry_ok(entry), "the dropped entry is filled by the build that dropped it"

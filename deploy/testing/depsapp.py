@@ -10,7 +10,8 @@ folder looks like a fresh checkout. Its build (`node build.mjs`) uses both packa
 writes dist/out.txt; a build with `DAMAGE_CACHE=1` in package.json's build script writes
 into an installed file in place (what a misbehaving build tool could do); with
 `schema="..."` the app commits schema.txt and its build writes a client generated from it
-into node_modules/.gen/client.js (what `prisma generate` does).
+into node_modules/.gen/client.js (what `prisma generate` does); `build_writes={path: text}`
+makes the build write those files too (paths relative to the app, folders created).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Mapping
 
 from deploy import proc
 
@@ -65,7 +67,8 @@ def add_deps(app: Path, *, version: str = "1.0.0") -> Path:
     return app
 
 
-def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False, schema: str = "") -> Path:
+def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False, schema: str = "",
+                  build_writes: Mapping[str, str] | None = None) -> Path:
     """The app at `dest` (created), with its lockfile and without node_modules."""
     dest.mkdir(parents=True)
     deps, dev = _vendor(dest, version)
@@ -80,7 +83,10 @@ def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = Fa
         + ("fs.appendFileSync('node_modules/leftpad/index.js', '// touched by the build\\n');\n" if damage_cache else "")
         + ("fs.mkdirSync('node_modules/.gen', { recursive: true });\n"
            "fs.writeFileSync('node_modules/.gen/client.js', 'module.exports = ' + "
-           "JSON.stringify(fs.readFileSync('schema.txt', 'utf8')) + ';\\n');\n" if schema else ""))
+           "JSON.stringify(fs.readFileSync('schema.txt', 'utf8')) + ';\\n');\n" if schema else "")
+        + "".join(f"fs.mkdirSync({json.dumps(str(Path(rel).parent))}, {{ recursive: true }});\n"
+                  f"fs.writeFileSync({json.dumps(rel)}, {json.dumps(text)});\n"
+                  for rel, text in (build_writes or {}).items()))
     if schema:
         (dest / "schema.txt").write_text(schema)
     pkg = {
