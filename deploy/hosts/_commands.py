@@ -150,19 +150,52 @@ def delta_upload_name(release_id: str) -> str:
     return f"{release_id}.delta.tar.gz"
 
 
+VERIFIED = ".verified"   # <deploy_to>/.verified: `dev:ino size mtime ctime sha256` per file whose bytes were checked
+
+# find -printf of a file's identity and change times, then (optionally) its path.
+_STAT = "%D:%i %s %T@ %C@"
+
+# Which files of a delta-built tree are hashed, and their index lines. Inputs, in order: the
+# base's files as they were before linking (`pre`), the host's index, the manifest's sums,
+# the built tree (`post`). A linked file is trusted without hashing only when its inode's
+# size, mtime and ctime before the link are the ones the index recorded when its bytes were
+# last checked, and the index's sha256 is the manifest's: any write, chmod, utime or
+# rename-over since then changes the ctime, which no user can set back.
+_DELTA_AWK = (
+    'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } '
+    'FILENAME == ARGV[2] { if (NF == 5) ok[$1] = $2 " " $3 " " $4 " " $5; next } '
+    'FILENAME == ARGV[3] { sum[substr($0, 67)] = substr($0, 1, 64); next } '
+    '{ p = substr($0, length($1 $2 $3 $4) + 5); s = sum[p]; '
+    'if (!(($1 in pre) && ($1 in ok) && ok[$1] == pre[$1] " " s)) { print s "  " p > check; n++ } '
+    'print $1, $2, $3, $4, s > out } '
+    'END { print "hashed=" n + 0 }'
+)
+
+# After the toolkit removed release dirs (which changes the ctime of every inode they shared
+# with the kept releases): keep an index line when its inode is still there with the same size
+# and mtime, and its ctime is unchanged or no older than the removal (`t0`); drop the rest.
+_REFRESH_AWK = (
+    'FILENAME == ARGV[1] { cur[$1] = $2 " " $3 " " $4; next } '
+    '($1 in cur) { split(cur[$1], c, " "); '
+    'if (c[1] == $2 && c[2] == $3 && (c[3] == $4 || c[3] + 0 >= t0 - 1)) print $1, $2, $3, c[3], $5 }'
+)
+
+
 def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, previous: str | None,
                          shared_files: Sequence[str]) -> str:
     """Build releases/<id> from a delta: hard-link the unchanged files from releases/<base>
     (`ctl/links`, NUL-separated), unpack the new ones (`files/`), then verify the whole tree
-    against the artifact's manifest before anything else: every file's sha256 (`ctl/sums`,
-    sha256sum -c), every file's mode and size, every symlink and empty dir, and no other
-    entry (`ctl/tree`, sorted `find` lines). Exit DELTA_MISMATCH_EXIT when the tree is not
-    the artifact's (e.g. a file of the base release was changed in place): the caller sends
-    the full artifact instead."""
+    against the artifact's manifest before anything else: every entry with its mode and size
+    and nothing else (`ctl/tree`, sorted `find` lines), and every file's sha256 (`ctl/sums`):
+    the sent files and every linked file the host's index (VERIFIED) cannot vouch for are
+    hashed (`sha256sum -c`); see _DELTA_AWK for when it can. Prints `hashed=N`. Exit
+    DELTA_MISMATCH_EXIT when the tree is not the artifact's (e.g. a file of the base release
+    was changed in place): the caller sends the full artifact instead."""
     partial = _p(t, "releases", f".partial-{release_id}")
     work = _p(t, ".uploads", f"{release_id}.d")
     ctl = work + "/ctl"
     src = _p(t, "releases", base)
+    idx = _p(t, VERIFIED)
     what = f"the tree built from {base} does not match the artifact's manifest"
     tree = ("find . -mindepth 1 \\( -type f -printf 'f %m %s %P\\n' \\) -o \\( -type l -printf 'l %P -> %l\\n' \\)"
             " -o \\( -type d -empty -printf 'd %P\\n' \\)")
@@ -172,6 +205,8 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         sh("mkdir", "-p", work),
         sh("tar", "-xzf", upload, "--no-same-permissions", "-C", work),
         sh("mv", "-T", work + "/files", partial),
+        # Before linking: a link changes the ctime the index is checked against.
+        f"{{ cd {sh(src)} && find . -type f -printf {sh(_STAT + chr(92) + 'n')} > {sh(ctl + '/pre')}; }}",
         # cp --parents recreates each path under partial; -l links instead of copying, so an
         # unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
         f"{{ ! test -s {sh(ctl + '/links')} || "
@@ -179,16 +214,33 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         f"{{ printf '%s\\n' {sh(what + ': a file to link is missing or unreadable in ' + base)} >&2; "
         f"exit {DELTA_MISMATCH_EXIT}; }}; }}",
         f"cd {sh(partial)}",
-        f"{{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/sums')} 2>&1) || "
-        f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
         f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
         f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
         f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        f"find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(ctl + '/post')}",
+        f"{{ test -f {sh(idx)} || : > {sh(idx)}; }}",
+        sh("awk", "-v", f"check={ctl}/check", "-v", f"out={ctl}/index", _DELTA_AWK,
+           ctl + "/pre", idx, ctl + "/sums", ctl + "/post"),
+        f"{{ ! test -s {sh(ctl + '/check')} || {{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/check')} 2>&1) || "
+        f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}; }}",
+        # Verified: the tree's files go into the index (a linked file's line replaces its old one).
+        f"awk 'NR == FNR {{ k[$1]; print; next }} !($1 in k)' {sh(ctl + '/index')} {sh(idx)} > {sh(idx + '.tmp')}",
+        sh("mv", "-f", idx + ".tmp", idx),
         "cd /",
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-rf", upload, work),
     ]
     return _and(*steps)
+
+
+def refresh_index_command(t: Target) -> str:
+    """Run right after the toolkit removed release dirs, in the same shell that set `t0`
+    (`date +%s` before the removal): the index keeps what the removal alone changed."""
+    idx = _p(t, VERIFIED)
+    stat = _p(t, ".uploads", ".verified-stat")
+    return (f"{{ ! test -s {sh(idx)} || {{ find {sh(_p(t, 'releases'))} -type f -printf {sh(_STAT + chr(92) + 'n')} "
+            f"> {sh(stat)} && awk -v \"t0=$t0\" {sh(_REFRESH_AWK)} {sh(stat)} {sh(idx)} > {sh(idx + '.tmp')} && "
+            f"mv -f {sh(idx + '.tmp')} {sh(idx)}; rm -f {sh(stat)}; }}; }}")
 
 
 def switch_command(t: Target, release_id: str) -> str:
@@ -249,7 +301,9 @@ def prune_list(releases_: Iterable[str], keep: int, protect: Iterable[str]) -> l
 def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool) -> str:
     cmds = [f"printf '%s\\n' {sh(log_line)} >> {sh(_p(t, 'revisions.log'))}"]
     if prune:
+        cmds.append("t0=$(date +%s)")
         cmds.append(sh("rm", "-rf", *[_p(t, "releases", r) for r in prune]))
+        cmds.append(refresh_index_command(t))
     if unlock:
         cmds.append(unlock_command(t))
     return "; ".join(cmds)

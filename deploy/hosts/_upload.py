@@ -278,7 +278,9 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
         _run(h.conn, t, discard_delta_command(t, release_id, upload), section, "removing the unverified tree",
              long=True)
         return False
-    h.transfer = f"delta from {base}: {len(sent)} file(s) sent, {len(linked)} linked"
+    m = re.search(r"^hashed=(\d+)$", r.stdout, re.M)
+    rehashed = max(0, int(m[1]) - len(sent)) if m else len(linked)
+    h.transfer = f"delta from {base}: {len(sent)} file(s) sent, {len(linked)} linked ({rehashed} re-hashed)"
     return True
 
 
