@@ -177,6 +177,16 @@ def test_start_facts_command_and_its_parser():
     assert hosts.parse_start_facts("== package\n") == (None, "")
 
 
+def test_the_state_says_which_app_each_release_is():
+    st = hosts.parse_state("== current\n/srv/occ/releases/r2\n== releases\nr1\nr2\nr3\n.partial-r4\n== apps\n"
+                           '/srv/my dir/releases/r1/RELEASE.json:  "app": "occ-shopify-app",\n'
+                           '/srv/my dir/releases/r2/RELEASE.json:  "app": "occ-example-app"\n'
+                           '/srv/my dir/releases/.partial-r4/RELEASE.json:  "app": "x",\n'
+                           "== upload\n")
+    assert st.current == "r2" and st.releases == ("r1", "r2", "r3")
+    assert st.app_of() == {"r1": "occ-shopify-app", "r2": "occ-example-app", "r3": ""}
+
+
 def test_which_app_a_release_is_comes_from_its_manifest():
     assert hosts.app_of_command(_t(), "r1") == (
         "printf '%s ' r1; { sed -n 's/^  \"app\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' /srv/occ/releases/r1/RELEASE.json "
@@ -253,10 +263,10 @@ T = hosts.Target(name="deploy@web1:22", host="web1", port=22, user="deploy", dep
 
 EXACT = [
     pytest.param(lambda: hosts.state_command(T),
-                 "echo '== current'; readlink /srv/occ/current || true; echo '== releases'; ls -1 /srv/occ/releases 2>/dev/null || true; echo '== upload'",
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'',
                  id='state'),
     pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz"),
-                 "echo '== current'; readlink /srv/occ/current || true; echo '== releases'; ls -1 /srv/occ/releases 2>/dev/null || true; echo '== upload'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true",
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true',
                  id='state-with-upload'),
     pytest.param(lambda: hosts.lock_command(T, "holder=a@b\nrun_id=r1\n"),
                  "mkdir -p /srv/occ/releases /srv/occ/shared /srv/occ/.uploads && if mkdir /srv/occ/.deploy-lock 2>/dev/null; then printf %s 'holder=a@b\nrun_id=r1\n' > /srv/occ/.deploy-lock/details; else cat /srv/occ/.deploy-lock/details 2>/dev/null; exit 75; fi",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -61,10 +62,13 @@ def parse_lock_details(host: str, text: str) -> LockInfo:
 
 
 def state_command(t: Target, upload: str | None = None) -> str:
-    """Print `current`, the release dirs and (optionally) an upload's sha256, in sections."""
+    """Print `current`, the release dirs, which app each release is (the `"app"` line of its
+    RELEASE.json, which the build writes with sorted keys and a two-space indent, so it is
+    near the top and grep stops there) and (optionally) an upload's sha256, in sections."""
     parts = [
         "echo '== current'", f"readlink {sh(_p(t, 'current'))} || true",
         "echo '== releases'", f"ls -1 {sh(_p(t, 'releases'))} 2>/dev/null || true",
+        "echo '== apps'", f"grep -s -H -m 1 '^  \"app\": \"' {sh(_p(t, 'releases'))}/*/RELEASE.json || true",
         "echo '== upload'",
     ]
     if upload:
@@ -85,7 +89,14 @@ def parse_state(text: str) -> HostState:
     current = link.rstrip("/").rsplit("/", 1)[-1] if link else None
     rels = tuple(sorted(r for r in sections.get("releases", []) if not r.startswith(".")))
     up = (sections.get("upload") or [""])[0].split()
-    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None)
+    apps = []
+    for line in sections.get("apps", []):
+        path, sep, rest = line.partition("/RELEASE.json:")
+        m = re.fullmatch(r'"app": "(.*)",?', rest.strip())
+        rid = path.rsplit("/", 1)[-1]
+        if sep and m and rid in rels:
+            apps.append((rid, m[1]))
+    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None, apps=tuple(sorted(apps)))
 
 
 def lock_command(t: Target, details: str) -> str:

@@ -76,6 +76,11 @@ class HostState:
     current: str | None
     releases: tuple[str, ...]
     upload_sha256: str | None
+    apps: tuple[tuple[str, str], ...] = ()   # (release id, app) for releases whose RELEASE.json names one
+
+    def app_of(self) -> dict[str, str]:
+        """release id -> app, as `parse_app_of` gives it ('' for a release that names none)."""
+        return {rid: dict(self.apps).get(rid, "") for rid in self.releases}
 
 
 # ---------------------------------------------------------------- validation (pure)
