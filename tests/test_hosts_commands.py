@@ -187,6 +187,15 @@ def test_the_state_says_which_app_each_release_is():
     assert st.app_of() == {"r1": "occ-shopify-app", "r2": "occ-example-app", "r3": ""}
 
 
+def test_the_state_carries_currents_manifest_as_it_is():
+    manifest = '{\n  "app": "a",\n  "files": [\n    {"path": "== upload"}\n  ]\n}\n'
+    st = hosts.parse_state("== current\n/srv/occ/releases/r1\n== releases\nr1\n== apps\n== upload\n"
+                           "== manifest\n" + manifest)
+    assert st.current == "r1" and st.releases == ("r1",) and st.upload_sha256 is None
+    assert st.manifest == manifest
+    assert hosts.parse_state("== current\n== releases\n== apps\n== upload\n").manifest == ""
+
+
 def test_which_app_a_release_is_comes_from_its_manifest():
     assert hosts.app_of_command(_t(), "r1") == (
         "printf '%s ' r1; { sed -n 's/^  \"app\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' /srv/occ/releases/r1/RELEASE.json "
@@ -268,6 +277,9 @@ EXACT = [
     pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz"),
                  'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true',
                  id='state-with-upload'),
+    pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz", manifest=True),
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true; echo \'== manifest\'; cat /srv/occ/current/RELEASE.json 2>/dev/null || true',
+                 id='state-with-manifest'),
     pytest.param(lambda: hosts.lock_command(T, "holder=a@b\nrun_id=r1\n"),
                  "mkdir -p /srv/occ/releases /srv/occ/shared /srv/occ/.uploads && if mkdir /srv/occ/.deploy-lock 2>/dev/null; then printf %s 'holder=a@b\nrun_id=r1\n' > /srv/occ/.deploy-lock/details; else cat /srv/occ/.deploy-lock/details 2>/dev/null; exit 75; fi",
                  id='lock'),

@@ -61,10 +61,11 @@ def parse_lock_details(host: str, text: str) -> LockInfo:
                     acquired_at=at, release=values.get("release", ""))
 
 
-def state_command(t: Target, upload: str | None = None) -> str:
+def state_command(t: Target, upload: str | None = None, manifest: bool = False) -> str:
     """Print `current`, the release dirs, which app each release is (the `"app"` line of its
     RELEASE.json, which the build writes with sorted keys and a two-space indent, so it is
-    near the top and grep stops there) and (optionally) an upload's sha256, in sections."""
+    near the top and grep stops there), optionally an upload's sha256 and, last and as it
+    is, current's RELEASE.json (what a delta is planned against), in sections."""
     parts = [
         "echo '== current'", f"readlink {sh(_p(t, 'current'))} || true",
         "echo '== releases'", f"ls -1 {sh(_p(t, 'releases'))} 2>/dev/null || true",
@@ -73,10 +74,16 @@ def state_command(t: Target, upload: str | None = None) -> str:
     ]
     if upload:
         parts.append(f"sha256sum {sh(upload)} 2>/dev/null || true")
+    if manifest:
+        parts += [f"echo {sh(MANIFEST_SECTION.strip())}", f"cat {sh(_p(t, 'current', 'RELEASE.json'))} 2>/dev/null || true"]
     return "; ".join(parts)
 
 
+MANIFEST_SECTION = "\n== manifest\n"
+
+
 def parse_state(text: str) -> HostState:
+    text, found, manifest = text.partition(MANIFEST_SECTION)
     sections: dict[str, list[str]] = {}
     cur = None
     for line in text.splitlines():
@@ -96,7 +103,8 @@ def parse_state(text: str) -> HostState:
         rid = path.rsplit("/", 1)[-1]
         if sep and m and rid in rels:
             apps.append((rid, m[1]))
-    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None, apps=tuple(sorted(apps)))
+    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None, apps=tuple(sorted(apps)),
+                     manifest=manifest if found else "")
 
 
 def lock_command(t: Target, details: str) -> str:

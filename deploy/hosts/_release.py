@@ -81,13 +81,14 @@ class _Locked:
 
 @contextmanager
 def _locked(section, app: AppSection | None, *, run_id: str, release_id: str, now: datetime,
-            upload_name: str | None = None, keep_lock: bool = False) -> Iterator[_Locked]:
+            upload_name: str | None = None, keep_lock: bool = False, manifest: bool = False) -> Iterator[_Locked]:
     """Connect to every host, take its lock and read its state (phase 1); close every
     connection whatever happens. LockHeld (every lock taken here released) when another
     run holds a host; a host that failed to open carries its error into the operation."""
     hs = [_Host(t, app=app) for t in targets(section, app)]
     try:
-        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
+        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True,
+                  manifest=manifest)
         _raise_if_locked(hs, section, now)
         yield _Locked(section, hs, keep_lock)
     finally:
@@ -131,7 +132,7 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
     what = f"release {release_id}"
     upload_name = f"{release_id}.tar.gz"
     with _locked(section, app, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name,
-                 keep_lock=keep_lock) as op:
+                 keep_lock=keep_lock, manifest=section.delta) as op:
         op.stop_before_switch(what, "before any host switched; every host stays on its release")
         delta = _Delta(local) if section.delta else None
         try:

@@ -255,9 +255,14 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     from deploy.build import MANIFEST
 
     t = h.t
-    # The base's manifest first: a host whose releases carry none (older builds) costs one
-    # SFTP stat, and the artifact's tree is not read at all.
-    base_map = base_files(_sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b"")
+    # The base's manifest first (read with the state when the base is current; else one SFTP
+    # read): a host whose releases carry none (older builds) costs nothing more, and the
+    # artifact's tree is not read at all.
+    if base == h.state.current and h.state.manifest:
+        raw = h.state.manifest.encode("utf-8", "surrogateescape")
+    else:
+        raw = _sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b""
+    base_map = base_files(raw)
     if not base_map:
         return False
     entries = delta.tree()
