@@ -444,6 +444,30 @@ def bench_requests(w: Work, farm, runs: int) -> list:
     return claims
 
 
+PACKAGES = {"rsync": "rsync", "nginx": "nginx-light"}   # tool -> Debian package
+
+
+def _have(tool: str) -> bool:
+    return bool(shutil.which(tool)) or os.path.exists(f"/usr/sbin/{tool}")
+
+
+def tools_ready() -> bool:
+    """rsync (the anchor) and nginx (the balancer): installed with apt when missing and this
+    runs as root on Debian, as scripts/deploy/test does for the suite's parts; else named."""
+    missing = [PACKAGES[t] for t in PACKAGES if not _have(t)]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing with apt: {' '.join(missing)}", flush=True)
+        env = {**proc.child_env(), "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False)
+        missing = [PACKAGES[t] for t in PACKAGES if not _have(t)]
+    if missing or not _have("npm"):
+        print(f"missing: {' '.join(missing + ([] if _have('npm') else ['nodejs npm']))} "
+              "(install them with your package manager, then run again)", file=sys.stderr)
+        return False
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -453,10 +477,8 @@ def main() -> int:
     args = ap.parse_args()
     only = set(args.only.split(","))
     counts = [int(x) for x in args.hosts.split(",")]
-    for tool in ("rsync", "nginx", "npm"):
-        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
-            print(f"{tool} is missing: apt-get install -y rsync nginx-light (npm: nodejs)", file=sys.stderr)
-            return 2
+    if not tools_ready():
+        return 2
     root = Path(tempfile.mkdtemp(prefix="occ-bench-fast-"))
     claims: list = []
     farm = None
