@@ -793,6 +793,32 @@ def test_a_file_changed_after_its_bytes_were_checked_is_hashed_again_and_caught(
         assert _tree(f.deploy_to(h) / "releases" / R3) == _artifact_tree(arts[2])
 
 
+def test_removing_old_releases_never_makes_the_index_vouch_for_a_file_changed_before(fleet):
+    """A tampered file that a pruned release shared: the removal changes its ctime again, and
+    the index must not take that for the toolkit's own change."""
+    f = fleet(1)
+    s = f.settings(keep_releases=2)
+    arts = [_packed(f, rid, files={"build/app.js": rid}, padding_bytes=MB, seed=4) for rid in (R1, R2, R3, R4)]
+    hosts.release(s, arts[0], run_id="run-1", now=T0)
+    hosts.release(s, arts[1], run_id="run-2", now=T0)            # R2 shares blob.bin's inode with R1
+    rel = f.deploy_to(f.hosts[0]) / "releases"
+    bad = rel / R2 / "assets/blob.bin"
+    assert bad.stat().st_ino == (rel / R1 / "assets/blob.bin").stat().st_ino
+    st = bad.stat()
+    with open(bad, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"tampered")
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    (third,) = hosts.release(s, arts[2], run_id="run-3", now=T0)   # caught; its finish removes R1
+    assert "failed verification" in third.transfer, third.transfer
+    assert sorted(p.name for p in rel.iterdir()) == [R2, R3]
+    hosts.rollback(s, to=R2, run_id="run-4", now=T0)                # the tampered release is the base again
+    (fourth,) = hosts.release(s, arts[3], run_id="run-5", now=T0)
+    assert "failed verification" in fourth.transfer and "assets/blob.bin" in fourth.transfer, fourth.transfer
+    assert _tree(rel / R4) == _artifact_tree(arts[3])
+
+
 def test_a_changed_mode_in_the_old_release_is_not_carried_into_the_new_one(fleet):
     f = fleet(1)
     lib = {"node_modules/dep/index.js": "x" * 5000}

@@ -190,13 +190,16 @@ _DELTA_AWK = (
     'END { print "hashed=" n + 0 }'
 )
 
-# After the toolkit removed release dirs (which changes the ctime of every inode they shared
-# with the kept releases): keep an index line when its inode is still there with the same size
-# and mtime, and its ctime is unchanged or no older than the removal (`t0`); drop the rest.
+# The index after the toolkit removed release dirs (which changes the ctime of every inode
+# they shared with the kept releases). Inputs: every file's stat just before the removal,
+# just after it, and the index. A line is kept, with the new ctime, only when its inode was
+# exactly as the index says right before the removal and has the same size and mtime after:
+# a file changed earlier (a tampered one) is dropped, and is hashed again when next linked.
 _REFRESH_AWK = (
-    'FILENAME == ARGV[1] { cur[$1] = $2 " " $3 " " $4; next } '
-    '($1 in cur) { split(cur[$1], c, " "); '
-    'if (c[1] == $2 && c[2] == $3 && (c[3] == $4 || c[3] + 0 >= t0 - 1)) print $1, $2, $3, c[3], $5 }'
+    'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } '
+    'FILENAME == ARGV[2] { cur[$1] = $2 " " $3 " " $4; next } '
+    '($1 in pre) && ($1 in cur) && pre[$1] == $2 " " $3 " " $4 { split(cur[$1], c, " "); '
+    'if (c[1] == $2 && c[2] == $3) print $1, $2, $3, c[3], $5 }'
 )
 
 
@@ -252,14 +255,15 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
     return _and(*steps)
 
 
-def refresh_index_command(t: Target) -> str:
-    """Run right after the toolkit removed release dirs, in the same shell that set `t0`
-    (`date +%s` before the removal): the index keeps what the removal alone changed."""
+def remove_releases_command(t: Target, release_ids: Sequence[str]) -> str:
+    """Remove release dirs and keep the index (VERIFIED) true: see _REFRESH_AWK."""
     idx = _p(t, VERIFIED)
-    stat = _p(t, ".uploads", ".verified-stat")
-    return (f"{{ ! test -s {sh(idx)} || {{ find {sh(_p(t, 'releases'))} -type f -printf {sh(_STAT + chr(92) + 'n')} "
-            f"> {sh(stat)} && awk -v \"t0=$t0\" {sh(_REFRESH_AWK)} {sh(stat)} {sh(idx)} > {sh(idx + '.tmp')} && "
-            f"mv -f {sh(idx + '.tmp')} {sh(idx)}; rm -f {sh(stat)}; }}; }}")
+    before, after = _p(t, ".uploads", ".verified-before"), _p(t, ".uploads", ".verified-after")
+    stat = f"find {sh(_p(t, 'releases'))} -type f -printf {sh(_STAT + chr(92) + 'n')}"
+    rm = sh("rm", "-rf", *[_p(t, "releases", r) for r in release_ids])
+    return (f"if test -s {sh(idx)}; then {stat} > {sh(before)}; {rm}; {stat} > {sh(after)} && "
+            f"awk {sh(_REFRESH_AWK)} {sh(before)} {sh(after)} {sh(idx)} > {sh(idx + '.tmp')} && "
+            f"mv -f {sh(idx + '.tmp')} {sh(idx)}; rm -f {sh(before)} {sh(after)} {sh(idx + '.tmp')}; else {rm}; fi")
 
 
 def switch_command(t: Target, release_id: str) -> str:
@@ -320,9 +324,7 @@ def prune_list(releases_: Iterable[str], keep: int, protect: Iterable[str]) -> l
 def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool) -> str:
     cmds = [f"printf '%s\\n' {sh(log_line)} >> {sh(_p(t, 'revisions.log'))}"]
     if prune:
-        cmds.append("t0=$(date +%s)")
-        cmds.append(sh("rm", "-rf", *[_p(t, "releases", r) for r in prune]))
-        cmds.append(refresh_index_command(t))
+        cmds.append(remove_releases_command(t, prune))
     if unlock:
         cmds.append(unlock_command(t))
     return "; ".join(cmds)
