@@ -172,7 +172,8 @@ def delta_plan(entries: Sequence[TreeEntry], base: Mapping[str, tuple[str, int, 
 
 class _Delta:
     """One release's delta material, shared by the hosts' threads: the artifact's tree (read
-    once) and one delta tarball per distinct set of files to send."""
+    once), one plan per distinct base manifest and one delta tarball per distinct set of
+    files to send."""
 
     def __init__(self, local: Path):
         import tempfile
@@ -182,6 +183,7 @@ class _Delta:
         self.lock = threading.Lock()
         self._tree: list[TreeEntry] | None | bool = False
         self._tars: dict[str, Path] = {}
+        self._plans: dict[bytes, tuple[list[str], list[str]] | None] = {}
         self.dir = Path(tempfile.mkdtemp(prefix="occ-delta-"))
 
     def tree(self) -> list[TreeEntry] | None:
@@ -192,6 +194,22 @@ class _Delta:
                 except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
                     self._tree = None
             return self._tree
+
+    def plan(self, base_manifest: bytes) -> tuple[list[str], list[str]] | None:
+        """`delta_plan` against a base release's RELEASE.json, None when it has no usable
+        entries; worked out once per distinct manifest (hosts on the same release share it)."""
+        import hashlib
+
+        key = hashlib.sha256(base_manifest).digest()
+        with self.lock:
+            if key in self._plans:
+                return self._plans[key]
+        base_map = base_files(base_manifest)
+        entries = self.tree() if base_map else None
+        found = delta_plan(entries, base_map) if entries else None
+        with self.lock:
+            self._plans[key] = found
+        return found
 
     def tarball(self, linked: Sequence[str], sent: Sequence[str]) -> Path:
         """`ctl/{links,sums,tree}` + `files/<the sent files, symlinks, empty dirs>`, gzip."""
@@ -262,13 +280,10 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
         raw = h.state.manifest.encode("utf-8", "surrogateescape")
     else:
         raw = _sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b""
-    base_map = base_files(raw)
-    if not base_map:
+    found = delta.plan(raw)
+    if found is None:
         return False
-    entries = delta.tree()
-    if not entries:
-        return False
-    linked, sent = delta_plan(entries, base_map)
+    linked, sent = found
     if not linked:
         h.transfer = f"delta from {base}: nothing to link"
         return False
