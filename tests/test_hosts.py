@@ -744,6 +744,81 @@ def test_a_tampered_file_in_the_old_release_still_ends_with_the_manifests_tree(f
         assert _tree(f.deploy_to(h) / "releases" / R2) == _artifact_tree(two)
 
 
+def _rehashed(transfer: str) -> int:
+    import re
+
+    m = re.search(r"\((\d+) re-hashed\)", transfer)
+    assert m, transfer
+    return int(m[1])
+
+
+def test_linked_files_checked_once_are_not_hashed_again_even_after_old_releases_are_pruned(fleet):
+    f = fleet(2)
+    s = f.settings(keep_releases=2)
+    lib = {f"node_modules/dep{i}/index.js": f"module.exports = {i};\n" for i in range(20)}
+    arts = [_packed(f, rid, files={**lib, "build/app.js": rid}, padding_bytes=MB, seed=5) for rid in (R1, R2, R3, R4)]
+    hosts.release(s, arts[0], run_id="run-1", now=T0)
+    second = hosts.release(s, arts[1], run_id="run-2", now=T0)
+    # A release sent whole has no index yet: the first delta hashes every linked file once.
+    assert all(_rehashed(r.transfer) == 22 for r in second), [r.transfer for r in second]
+    third = hosts.release(s, arts[2], run_id="run-3", now=T0)      # prunes R1 (keep 2)
+    assert all(_rehashed(r.transfer) == 0 for r in third), [r.transfer for r in third]
+    fourth = hosts.release(s, arts[3], run_id="run-4", now=T0)     # after the prune: still trusted
+    assert all(_rehashed(r.transfer) == 0 and "failed" not in r.transfer for r in fourth), [r.transfer for r in fourth]
+    for h in f.hosts:
+        rel = f.deploy_to(h) / "releases"
+        assert sorted(p.name for p in rel.iterdir()) == [R3, R4]
+        assert _tree(rel / R4) == _artifact_tree(arts[3])
+
+
+def test_a_file_changed_after_its_bytes_were_checked_is_hashed_again_and_caught(fleet):
+    f = fleet(2)
+    arts = [_packed(f, rid, files={"build/app.js": rid}, padding_bytes=MB, seed=9) for rid in (R1, R2, R3)]
+    hosts.release(f.section, arts[0], run_id="run-1", now=T0)
+    hosts.release(f.section, arts[1], run_id="run-2", now=T0)      # R2's files are now in the index
+    bad = f.deploy_to(f.hosts[1]) / "releases" / R2 / "assets/blob.bin"
+    st = bad.stat()
+    with open(bad, "r+b") as fh:          # same inode, size and mtime: only the bytes (and the ctime) differ
+        fh.seek(4096)
+        fh.write(b"tampered")
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert bad.stat().st_mtime_ns == st.st_mtime_ns and bad.stat().st_ino == st.st_ino
+
+    good, fixed = hosts.release(f.section, arts[2], run_id="run-3", now=T0)
+    assert _rehashed(good.transfer) == 0, good.transfer
+    assert "failed verification" in fixed.transfer and "assets/blob.bin" in fixed.transfer, fixed.transfer
+    assert fixed.transfer.endswith("sent in full")
+    assert f.currents() == [R3, R3] and f.served() == [R3, R3]
+    for h in f.hosts:
+        assert _tree(f.deploy_to(h) / "releases" / R3) == _artifact_tree(arts[2])
+
+
+def test_removing_old_releases_never_makes_the_index_vouch_for_a_file_changed_before(fleet):
+    """A tampered file that a pruned release shared: the removal changes its ctime again, and
+    the index must not take that for the toolkit's own change."""
+    f = fleet(1)
+    s = f.settings(keep_releases=2)
+    arts = [_packed(f, rid, files={"build/app.js": rid}, padding_bytes=MB, seed=4) for rid in (R1, R2, R3, R4)]
+    hosts.release(s, arts[0], run_id="run-1", now=T0)
+    hosts.release(s, arts[1], run_id="run-2", now=T0)            # R2 shares blob.bin's inode with R1
+    rel = f.deploy_to(f.hosts[0]) / "releases"
+    bad = rel / R2 / "assets/blob.bin"
+    assert bad.stat().st_ino == (rel / R1 / "assets/blob.bin").stat().st_ino
+    st = bad.stat()
+    with open(bad, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"tampered")
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    (third,) = hosts.release(s, arts[2], run_id="run-3", now=T0)   # caught; its finish removes R1
+    assert "failed verification" in third.transfer, third.transfer
+    assert sorted(p.name for p in rel.iterdir()) == [R2, R3]
+    hosts.rollback(s, to=R2, run_id="run-4", now=T0)                # the tampered release is the base again
+    (fourth,) = hosts.release(s, arts[3], run_id="run-5", now=T0)
+    assert "failed verification" in fourth.transfer and "assets/blob.bin" in fourth.transfer, fourth.transfer
+    assert _tree(rel / R4) == _artifact_tree(arts[3])
+
+
 def test_a_changed_mode_in_the_old_release_is_not_carried_into_the_new_one(fleet):
     f = fleet(1)
     lib = {"node_modules/dep/index.js": "x" * 5000}

@@ -177,6 +177,25 @@ def test_start_facts_command_and_its_parser():
     assert hosts.parse_start_facts("== package\n") == (None, "")
 
 
+def test_the_state_says_which_app_each_release_is():
+    st = hosts.parse_state("== current\n/srv/occ/releases/r2\n== releases\nr1\nr2\nr3\n.partial-r4\n== apps\n"
+                           '/srv/my dir/releases/r1/RELEASE.json:  "app": "occ-shopify-app",\n'
+                           '/srv/my dir/releases/r2/RELEASE.json:  "app": "occ-example-app"\n'
+                           '/srv/my dir/releases/.partial-r4/RELEASE.json:  "app": "x",\n'
+                           "== upload\n")
+    assert st.current == "r2" and st.releases == ("r1", "r2", "r3")
+    assert st.app_of() == {"r1": "occ-shopify-app", "r2": "occ-example-app", "r3": ""}
+
+
+def test_the_state_carries_currents_manifest_as_it_is():
+    manifest = '{\n  "app": "a",\n  "files": [\n    {"path": "== upload"}\n  ]\n}\n'
+    st = hosts.parse_state("== current\n/srv/occ/releases/r1\n== releases\nr1\n== apps\n== upload\n"
+                           "== manifest\n" + manifest)
+    assert st.current == "r1" and st.releases == ("r1",) and st.upload_sha256 is None
+    assert st.manifest == manifest
+    assert hosts.parse_state("== current\n== releases\n== apps\n== upload\n").manifest == ""
+
+
 def test_which_app_a_release_is_comes_from_its_manifest():
     assert hosts.app_of_command(_t(), "r1") == (
         "printf '%s ' r1; { sed -n 's/^  \"app\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' /srv/occ/releases/r1/RELEASE.json "
@@ -253,11 +272,14 @@ T = hosts.Target(name="deploy@web1:22", host="web1", port=22, user="deploy", dep
 
 EXACT = [
     pytest.param(lambda: hosts.state_command(T),
-                 "echo '== current'; readlink /srv/occ/current || true; echo '== releases'; ls -1 /srv/occ/releases 2>/dev/null || true; echo '== upload'",
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'',
                  id='state'),
     pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz"),
-                 "echo '== current'; readlink /srv/occ/current || true; echo '== releases'; ls -1 /srv/occ/releases 2>/dev/null || true; echo '== upload'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true",
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true',
                  id='state-with-upload'),
+    pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz", manifest=True),
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true; echo \'== manifest\'; cat /srv/occ/current/RELEASE.json 2>/dev/null || true',
+                 id='state-with-manifest'),
     pytest.param(lambda: hosts.lock_command(T, "holder=a@b\nrun_id=r1\n"),
                  "mkdir -p /srv/occ/releases /srv/occ/shared /srv/occ/.uploads && if mkdir /srv/occ/.deploy-lock 2>/dev/null; then printf %s 'holder=a@b\nrun_id=r1\n' > /srv/occ/.deploy-lock/details; else cat /srv/occ/.deploy-lock/details 2>/dev/null; exit 75; fi",
                  id='lock'),
@@ -268,7 +290,7 @@ EXACT = [
                  "umask 022 && { printf '%s  %s\\n' aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa /srv/occ/.uploads/r2.tar.gz | sha256sum -c --status || { echo 'sha256 of the uploaded artifact does not match aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' >&2; exit 76; }; } && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && mkdir -p /srv/occ/releases/.partial-r2 && tar -xzf /srv/occ/.uploads/r2.tar.gz --no-same-permissions -C /srv/occ/releases/.partial-r2 && printf '%s\\n' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf '%s\\n' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo 'shared file /srv/occ/shared/.env is missing' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -f /srv/occ/.uploads/r2.tar.gz",
                  id='unpack'),
     pytest.param(lambda: hosts.delta_unpack_command(T, "r2", "r1", "/srv/occ/.uploads/r2.delta.tar", "r1", (".env",)),
-                 'umask 022 && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 /srv/occ/.uploads/r2.d && mkdir -p /srv/occ/.uploads/r2.d && tar -xzf /srv/occ/.uploads/r2.delta.tar --no-same-permissions -C /srv/occ/.uploads/r2.d && mv -T /srv/occ/.uploads/r2.d/files /srv/occ/releases/.partial-r2 && { ! test -s /srv/occ/.uploads/r2.d/ctl/links || { cd /srv/occ/releases/r1 && xargs -0 cp -l --parents -t /srv/occ/releases/.partial-r2 -- < /srv/occ/.uploads/r2.d/ctl/links; } || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest: a file to link is missing or unreadable in r1\' >&2; exit 78; }; } && cd /srv/occ/releases/.partial-r2 && { out=$(LC_ALL=C sha256sum -c --quiet --strict /srv/occ/.uploads/r2.d/ctl/sums 2>&1) || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest:\' "$out" | head -n 4 >&2; exit 78; }; } && { find . -mindepth 1 \\( -type f -printf \'f %m %s %P\\n\' \\) -o \\( -type l -printf \'l %P -> %l\\n\' \\) -o \\( -type d -empty -printf \'d %P\\n\' \\) | LC_ALL=C sort > /srv/occ/.uploads/r2.d/ctl/found; } && { cmp -s /srv/occ/.uploads/r2.d/ctl/found /srv/occ/.uploads/r2.d/ctl/tree || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest (modes, sizes or entries):\' >&2; diff /srv/occ/.uploads/r2.d/ctl/tree /srv/occ/.uploads/r2.d/ctl/found | head -n 4 >&2; exit 78; }; } && cd / && printf \'%s\\n\' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf \'%s\\n\' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo \'shared file /srv/occ/shared/.env is missing\' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -rf /srv/occ/.uploads/r2.delta.tar /srv/occ/.uploads/r2.d',
+                 'umask 022 && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 /srv/occ/.uploads/r2.d && mkdir -p /srv/occ/.uploads/r2.d && tar -xzf /srv/occ/.uploads/r2.delta.tar --no-same-permissions -C /srv/occ/.uploads/r2.d && mv -T /srv/occ/.uploads/r2.d/files /srv/occ/releases/.partial-r2 && { cd /srv/occ/releases/r1 && find . -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/r2.d/ctl/pre; } && { ! test -s /srv/occ/.uploads/r2.d/ctl/links || { cd /srv/occ/releases/r1 && xargs -0 cp -l --parents -t /srv/occ/releases/.partial-r2 -- < /srv/occ/.uploads/r2.d/ctl/links; } || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest: a file to link is missing or unreadable in r1\' >&2; exit 78; }; } && cd /srv/occ/releases/.partial-r2 && { find . -mindepth 1 \\( -type f -printf \'f %m %s %P\\n\' \\) -o \\( -type l -printf \'l %P -> %l\\n\' \\) -o \\( -type d -empty -printf \'d %P\\n\' \\) | LC_ALL=C sort > /srv/occ/.uploads/r2.d/ctl/found; } && { cmp -s /srv/occ/.uploads/r2.d/ctl/found /srv/occ/.uploads/r2.d/ctl/tree || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest (modes, sizes or entries):\' >&2; diff /srv/occ/.uploads/r2.d/ctl/tree /srv/occ/.uploads/r2.d/ctl/found | head -n 4 >&2; exit 78; }; } && find . -type f -printf \'%D:%i %s %T@ %C@ %P\\n\' > /srv/occ/.uploads/r2.d/ctl/post && { test -f /srv/occ/.verified || : > /srv/occ/.verified; } && awk -v check=/srv/occ/.uploads/r2.d/ctl/check -v out=/srv/occ/.uploads/r2.d/ctl/index \'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } FILENAME == ARGV[2] { if (NF == 5) ok[$1] = $2 " " $3 " " $4 " " $5; next } FILENAME == ARGV[3] { sum[substr($0, 67)] = substr($0, 1, 64); next } { p = substr($0, length($1 $2 $3 $4) + 5); s = sum[p]; if (!(($1 in pre) && ($1 in ok) && ok[$1] == pre[$1] " " s)) { print s "  " p > check; n++ } print $1, $2, $3, $4, s > out } END { print "hashed=" n + 0 }\' /srv/occ/.uploads/r2.d/ctl/pre /srv/occ/.verified /srv/occ/.uploads/r2.d/ctl/sums /srv/occ/.uploads/r2.d/ctl/post && { ! test -s /srv/occ/.uploads/r2.d/ctl/check || { out=$(LC_ALL=C sha256sum -c --quiet --strict /srv/occ/.uploads/r2.d/ctl/check 2>&1) || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest:\' "$out" | head -n 4 >&2; exit 78; }; }; } && awk \'NR == FNR { k[$1]; print; next } !($1 in k)\' /srv/occ/.uploads/r2.d/ctl/index /srv/occ/.verified > /srv/occ/.verified.tmp && mv -f /srv/occ/.verified.tmp /srv/occ/.verified && cd / && printf \'%s\\n\' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf \'%s\\n\' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo \'shared file /srv/occ/shared/.env is missing\' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -rf /srv/occ/.uploads/r2.delta.tar /srv/occ/.uploads/r2.d',
                  id='delta-unpack'),
     pytest.param(lambda: hosts.unlink_current_command(T),
                  'rm -f /srv/occ/current',
@@ -277,8 +299,11 @@ EXACT = [
                  "cd /srv/occ/current && export RELEASE=r2 X='a b' && bin/restart",
                  id='hook'),
     pytest.param(lambda: hosts.finish_command(T, ["r0"], "2026 release r2", True),
-                 "printf '%s\\n' '2026 release r2' >> /srv/occ/revisions.log; rm -rf /srv/occ/releases/r0; rm -rf /srv/occ/.deploy-lock",
+                 'printf \'%s\\n\' \'2026 release r2\' >> /srv/occ/revisions.log; if test -s /srv/occ/.verified; then find /srv/occ/releases -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/.verified-before; rm -rf /srv/occ/releases/r0; find /srv/occ/releases -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/.verified-after && awk \'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } FILENAME == ARGV[2] { cur[$1] = $2 " " $3 " " $4; next } ($1 in pre) && ($1 in cur) && pre[$1] == $2 " " $3 " " $4 { split(cur[$1], c, " "); if (c[1] == $2 && c[2] == $3) print $1, $2, $3, c[3], $5 }\' /srv/occ/.uploads/.verified-before /srv/occ/.uploads/.verified-after /srv/occ/.verified > /srv/occ/.verified.tmp && mv -f /srv/occ/.verified.tmp /srv/occ/.verified; rm -f /srv/occ/.uploads/.verified-before /srv/occ/.uploads/.verified-after /srv/occ/.verified.tmp; else rm -rf /srv/occ/releases/r0; fi; rm -rf /srv/occ/.deploy-lock',
                  id='finish-prune-unlock'),
+    pytest.param(lambda: hosts.remove_releases_command(T, ["r0", "r1"]),
+                 'if test -s /srv/occ/.verified; then find /srv/occ/releases -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/.verified-before; rm -rf /srv/occ/releases/r0 /srv/occ/releases/r1; find /srv/occ/releases -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/.verified-after && awk \'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } FILENAME == ARGV[2] { cur[$1] = $2 " " $3 " " $4; next } ($1 in pre) && ($1 in cur) && pre[$1] == $2 " " $3 " " $4 { split(cur[$1], c, " "); if (c[1] == $2 && c[2] == $3) print $1, $2, $3, c[3], $5 }\' /srv/occ/.uploads/.verified-before /srv/occ/.uploads/.verified-after /srv/occ/.verified > /srv/occ/.verified.tmp && mv -f /srv/occ/.verified.tmp /srv/occ/.verified; rm -f /srv/occ/.uploads/.verified-before /srv/occ/.uploads/.verified-after /srv/occ/.verified.tmp; else rm -rf /srv/occ/releases/r0 /srv/occ/releases/r1; fi',
+                 id='remove-releases'),
     pytest.param(lambda: hosts.finish_command(T, [], "line", False),
                  "printf '%s\\n' line >> /srv/occ/revisions.log",
                  id='finish-log-only'),

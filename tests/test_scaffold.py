@@ -195,12 +195,24 @@ def test_ignore_rules_cover_state_local_secrets_and_the_sqlite_file():
     assert scaffold.ignore_rules(f, "web")["web/prisma/dev.sqlite"] == "/web/prisma/dev.sqlite*"
 
 
-def test_init_names_the_gitignore_rules_that_are_missing(team_app):
-    (team_app / ".gitignore").write_text("node_modules/\n")
+def test_init_adds_the_gitignore_rules_that_are_missing_and_keeps_the_rest(team_app):
+    (team_app / ".gitignore").write_text("node_modules/\n# mine\nbuild")      # no final newline
     r = team_invoke(team_app, "init", "--app=.")
-    assert "add to .gitignore" in r.stdout and "/.deploy/ /env/*.local.env /prisma/dev.sqlite*" in r.stdout
-    (team_app / ".gitignore").write_text("/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n")
-    assert "add to .gitignore" not in team_invoke(team_app, "init", "--app=.").stdout
+    assert "added to .gitignore" in r.stdout and "/.deploy/ /env/*.local.env /prisma/dev.sqlite*" in r.stdout
+    assert (team_app / ".gitignore").read_text() == (
+        f"node_modules/\n# mine\nbuild\n\n{scaffold.IGNORE_HEADER}\n/.deploy/\n/env/*.local.env\n/prisma/dev.sqlite*\n")
+    for sample in (".deploy/ledger.db", "env/staging.local.env", "prisma/dev.sqlite", "prisma/dev.sqlite-journal"):
+        assert subprocess.run(["git", "-C", str(team_app), "check-ignore", "-q", "--no-index", sample]).returncode == 0
+    again = team_invoke(team_app, "init", "--app=.")
+    assert "added to .gitignore" not in again.stdout
+    assert (team_app / ".gitignore").read_text().count("/.deploy/") == 1
+
+
+def test_init_leaves_a_gitignore_that_has_the_rules_alone(team_app):
+    text = "/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n"
+    (team_app / ".gitignore").write_text(text)
+    assert "added to .gitignore" not in team_invoke(team_app, "init", "--app=.").stdout
+    assert (team_app / ".gitignore").read_text() == text
 
 
 def test_write_keeps_existing_files_unless_forced(tmp_path):

@@ -286,8 +286,12 @@ def _if_same_app(section, h: _Host, release_id: str, prev: str) -> str | None:
     """`prev` when it is a release of the same app as `release_id`, else None: going back to
     another app's release (the environment switched apps) would start the wrong app, so the
     undo stops the app instead, as after a first release."""
-    r = _run(h.conn, h.t, app_of_command(h.t, release_id, prev), section, "reading which app the releases are")
-    return prev if same_app(parse_app_of(r.stdout), release_id, prev) else None
+    if release_id in h.state.releases and prev in h.state.releases:
+        apps = h.state.app_of()   # both were there when the state was read
+    else:
+        r = _run(h.conn, h.t, app_of_command(h.t, release_id, prev), section, "reading which app the releases are")
+        apps = parse_app_of(r.stdout)
+    return prev if same_app(apps, release_id, prev) else None
 
 
 def _after_switch_summary(hs: Sequence[_Host]) -> str:

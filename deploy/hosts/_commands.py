@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -60,19 +61,29 @@ def parse_lock_details(host: str, text: str) -> LockInfo:
                     acquired_at=at, release=values.get("release", ""))
 
 
-def state_command(t: Target, upload: str | None = None) -> str:
-    """Print `current`, the release dirs and (optionally) an upload's sha256, in sections."""
+def state_command(t: Target, upload: str | None = None, manifest: bool = False) -> str:
+    """Print `current`, the release dirs, which app each release is (the `"app"` line of its
+    RELEASE.json, which the build writes with sorted keys and a two-space indent, so it is
+    near the top and grep stops there), optionally an upload's sha256 and, last and as it
+    is, current's RELEASE.json (what a delta is planned against), in sections."""
     parts = [
         "echo '== current'", f"readlink {sh(_p(t, 'current'))} || true",
         "echo '== releases'", f"ls -1 {sh(_p(t, 'releases'))} 2>/dev/null || true",
+        "echo '== apps'", f"grep -s -H -m 1 '^  \"app\": \"' {sh(_p(t, 'releases'))}/*/RELEASE.json || true",
         "echo '== upload'",
     ]
     if upload:
         parts.append(f"sha256sum {sh(upload)} 2>/dev/null || true")
+    if manifest:
+        parts += [f"echo {sh(MANIFEST_SECTION.strip())}", f"cat {sh(_p(t, 'current', 'RELEASE.json'))} 2>/dev/null || true"]
     return "; ".join(parts)
 
 
+MANIFEST_SECTION = "\n== manifest\n"
+
+
 def parse_state(text: str) -> HostState:
+    text, found, manifest = text.partition(MANIFEST_SECTION)
     sections: dict[str, list[str]] = {}
     cur = None
     for line in text.splitlines():
@@ -85,7 +96,15 @@ def parse_state(text: str) -> HostState:
     current = link.rstrip("/").rsplit("/", 1)[-1] if link else None
     rels = tuple(sorted(r for r in sections.get("releases", []) if not r.startswith(".")))
     up = (sections.get("upload") or [""])[0].split()
-    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None)
+    apps = []
+    for line in sections.get("apps", []):
+        path, sep, rest = line.partition("/RELEASE.json:")
+        m = re.fullmatch(r'"app": "(.*)",?', rest.strip())
+        rid = path.rsplit("/", 1)[-1]
+        if sep and m and rid in rels:
+            apps.append((rid, m[1]))
+    return HostState(current=current, releases=rels, upload_sha256=up[0] if up else None, apps=tuple(sorted(apps)),
+                     manifest=manifest if found else "")
 
 
 def lock_command(t: Target, details: str) -> str:
@@ -150,19 +169,55 @@ def delta_upload_name(release_id: str) -> str:
     return f"{release_id}.delta.tar.gz"
 
 
+VERIFIED = ".verified"   # <deploy_to>/.verified: `dev:ino size mtime ctime sha256` per file whose bytes were checked
+
+# find -printf of a file's identity and change times, then (optionally) its path.
+_STAT = "%D:%i %s %T@ %C@"
+
+# Which files of a delta-built tree are hashed, and their index lines. Inputs, in order: the
+# base's files as they were before linking (`pre`), the host's index, the manifest's sums,
+# the built tree (`post`). A linked file is trusted without hashing only when its inode's
+# size, mtime and ctime before the link are the ones the index recorded when its bytes were
+# last checked, and the index's sha256 is the manifest's: any write, chmod, utime or
+# rename-over since then changes the ctime, which no user can set back.
+_DELTA_AWK = (
+    'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } '
+    'FILENAME == ARGV[2] { if (NF == 5) ok[$1] = $2 " " $3 " " $4 " " $5; next } '
+    'FILENAME == ARGV[3] { sum[substr($0, 67)] = substr($0, 1, 64); next } '
+    '{ p = substr($0, length($1 $2 $3 $4) + 5); s = sum[p]; '
+    'if (!(($1 in pre) && ($1 in ok) && ok[$1] == pre[$1] " " s)) { print s "  " p > check; n++ } '
+    'print $1, $2, $3, $4, s > out } '
+    'END { print "hashed=" n + 0 }'
+)
+
+# The index after the toolkit removed release dirs (which changes the ctime of every inode
+# they shared with the kept releases). Inputs: every file's stat just before the removal,
+# just after it, and the index. A line is kept, with the new ctime, only when its inode was
+# exactly as the index says right before the removal and has the same size and mtime after:
+# a file changed earlier (a tampered one) is dropped, and is hashed again when next linked.
+_REFRESH_AWK = (
+    'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } '
+    'FILENAME == ARGV[2] { cur[$1] = $2 " " $3 " " $4; next } '
+    '($1 in pre) && ($1 in cur) && pre[$1] == $2 " " $3 " " $4 { split(cur[$1], c, " "); '
+    'if (c[1] == $2 && c[2] == $3) print $1, $2, $3, c[3], $5 }'
+)
+
+
 def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, previous: str | None,
                          shared_files: Sequence[str]) -> str:
     """Build releases/<id> from a delta: hard-link the unchanged files from releases/<base>
     (`ctl/links`, NUL-separated), unpack the new ones (`files/`), then verify the whole tree
-    against the artifact's manifest before anything else: every file's sha256 (`ctl/sums`,
-    sha256sum -c), every file's mode and size, every symlink and empty dir, and no other
-    entry (`ctl/tree`, sorted `find` lines). Exit DELTA_MISMATCH_EXIT when the tree is not
-    the artifact's (e.g. a file of the base release was changed in place): the caller sends
-    the full artifact instead."""
+    against the artifact's manifest before anything else: every entry with its mode and size
+    and nothing else (`ctl/tree`, sorted `find` lines), and every file's sha256 (`ctl/sums`):
+    the sent files and every linked file the host's index (VERIFIED) cannot vouch for are
+    hashed (`sha256sum -c`); see _DELTA_AWK for when it can. Prints `hashed=N`. Exit
+    DELTA_MISMATCH_EXIT when the tree is not the artifact's (e.g. a file of the base release
+    was changed in place): the caller sends the full artifact instead."""
     partial = _p(t, "releases", f".partial-{release_id}")
     work = _p(t, ".uploads", f"{release_id}.d")
     ctl = work + "/ctl"
     src = _p(t, "releases", base)
+    idx = _p(t, VERIFIED)
     what = f"the tree built from {base} does not match the artifact's manifest"
     tree = ("find . -mindepth 1 \\( -type f -printf 'f %m %s %P\\n' \\) -o \\( -type l -printf 'l %P -> %l\\n' \\)"
             " -o \\( -type d -empty -printf 'd %P\\n' \\)")
@@ -172,6 +227,8 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         sh("mkdir", "-p", work),
         sh("tar", "-xzf", upload, "--no-same-permissions", "-C", work),
         sh("mv", "-T", work + "/files", partial),
+        # Before linking: a link changes the ctime the index is checked against.
+        f"{{ cd {sh(src)} && find . -type f -printf {sh(_STAT + chr(92) + 'n')} > {sh(ctl + '/pre')}; }}",
         # cp --parents recreates each path under partial; -l links instead of copying, so an
         # unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
         f"{{ ! test -s {sh(ctl + '/links')} || "
@@ -179,16 +236,34 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         f"{{ printf '%s\\n' {sh(what + ': a file to link is missing or unreadable in ' + base)} >&2; "
         f"exit {DELTA_MISMATCH_EXIT}; }}; }}",
         f"cd {sh(partial)}",
-        f"{{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/sums')} 2>&1) || "
-        f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
         f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
         f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
         f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        f"find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(ctl + '/post')}",
+        f"{{ test -f {sh(idx)} || : > {sh(idx)}; }}",
+        sh("awk", "-v", f"check={ctl}/check", "-v", f"out={ctl}/index", _DELTA_AWK,
+           ctl + "/pre", idx, ctl + "/sums", ctl + "/post"),
+        f"{{ ! test -s {sh(ctl + '/check')} || {{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/check')} 2>&1) || "
+        f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}; }}",
+        # Verified: the tree's files go into the index (a linked file's line replaces its old one).
+        f"awk 'NR == FNR {{ k[$1]; print; next }} !($1 in k)' {sh(ctl + '/index')} {sh(idx)} > {sh(idx + '.tmp')}",
+        sh("mv", "-f", idx + ".tmp", idx),
         "cd /",
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-rf", upload, work),
     ]
     return _and(*steps)
+
+
+def remove_releases_command(t: Target, release_ids: Sequence[str]) -> str:
+    """Remove release dirs and keep the index (VERIFIED) true: see _REFRESH_AWK."""
+    idx = _p(t, VERIFIED)
+    before, after = _p(t, ".uploads", ".verified-before"), _p(t, ".uploads", ".verified-after")
+    stat = f"find {sh(_p(t, 'releases'))} -type f -printf {sh(_STAT + chr(92) + 'n')}"
+    rm = sh("rm", "-rf", *[_p(t, "releases", r) for r in release_ids])
+    return (f"if test -s {sh(idx)}; then {stat} > {sh(before)}; {rm}; {stat} > {sh(after)} && "
+            f"awk {sh(_REFRESH_AWK)} {sh(before)} {sh(after)} {sh(idx)} > {sh(idx + '.tmp')} && "
+            f"mv -f {sh(idx + '.tmp')} {sh(idx)}; rm -f {sh(before)} {sh(after)} {sh(idx + '.tmp')}; else {rm}; fi")
 
 
 def switch_command(t: Target, release_id: str) -> str:
@@ -249,7 +324,7 @@ def prune_list(releases_: Iterable[str], keep: int, protect: Iterable[str]) -> l
 def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool) -> str:
     cmds = [f"printf '%s\\n' {sh(log_line)} >> {sh(_p(t, 'revisions.log'))}"]
     if prune:
-        cmds.append(sh("rm", "-rf", *[_p(t, "releases", r) for r in prune]))
+        cmds.append(remove_releases_command(t, prune))
     if unlock:
         cmds.append(unlock_command(t))
     return "; ".join(cmds)

@@ -122,7 +122,7 @@ def _failed(what: str, hs: Sequence[_Host], summary: str) -> HostFailed:
 # ---------------------------------------------------------------- phase 1: connect, lock, read
 
 def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: datetime,
-              upload_name: str | None, lock: bool) -> None:
+              upload_name: str | None, lock: bool, manifest: bool = False) -> None:
     from fabric import Config
 
     config = Config()
@@ -131,7 +131,7 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
     def open_one(h: _Host) -> None:
         h.conn = _connect(section, h.t, config)
         upload = _p(h.t, ".uploads", upload_name) if upload_name else None
-        state = state_command(h.t, upload)
+        state = state_command(h.t, upload, manifest)
         if lock:
             # One round trip: take the lock, then read the state under it.
             r = _run(h.conn, h.t, f"{lock_command(h.t, details)} && {{ {state}; }}", section,

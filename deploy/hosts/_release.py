@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 from deploy.errors import HostFailed, SettingsError
 from deploy.hosts._app import (_after_switch_summary, _check_env, _hook_before_switch, _if_same_app, _restore,
                                _roll_out, _switch_back)
-from deploy.hosts._commands import (_p, app_of_command, discard_release_command, finish_command, parse_app_of,
+from deploy.hosts._commands import (_p, discard_release_command, finish_command,
                                     previous_command, prune_list, same_app, unpack_command)
 from deploy.hosts._group import _close, _failed, _holder, _Host, _now, _open_all, _parallel, _results, _table
 from deploy.hosts._lock import _raise_if_locked, _unlock_all
@@ -81,13 +81,14 @@ class _Locked:
 
 @contextmanager
 def _locked(section, app: AppSection | None, *, run_id: str, release_id: str, now: datetime,
-            upload_name: str | None = None, keep_lock: bool = False) -> Iterator[_Locked]:
+            upload_name: str | None = None, keep_lock: bool = False, manifest: bool = False) -> Iterator[_Locked]:
     """Connect to every host, take its lock and read its state (phase 1); close every
     connection whatever happens. LockHeld (every lock taken here released) when another
     run holds a host; a host that failed to open carries its error into the operation."""
     hs = [_Host(t, app=app) for t in targets(section, app)]
     try:
-        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True)
+        _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True,
+                  manifest=manifest)
         _raise_if_locked(hs, section, now)
         yield _Locked(section, hs, keep_lock)
     finally:
@@ -131,7 +132,7 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
     what = f"release {release_id}"
     upload_name = f"{release_id}.tar.gz"
     with _locked(section, app, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name,
-                 keep_lock=keep_lock) as op:
+                 keep_lock=keep_lock, manifest=section.delta) as op:
         op.stop_before_switch(what, "before any host switched; every host stays on its release")
         delta = _Delta(local) if section.delta else None
         try:
@@ -249,17 +250,14 @@ def _check_rollback_target(section, hs: Sequence[_Host], to: str | None) -> None
         elif target not in h.state.releases:
             h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
 
-    def same_app_check(h: _Host) -> None:
+    for h in hs:
         target = to or previous_of(h.state)
-        if h.state.current and target != h.state.current:
-            r = _run(h.conn, h.t, app_of_command(h.t, h.state.current, target), section,
-                     "reading which app the releases are")
-            apps = parse_app_of(r.stdout)
-            if not same_app(apps, h.state.current, target):
-                h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
-                           f"of app {apps[h.state.current]}: a rollback never starts another app")
-
-    _parallel(hs, same_app_check, section.max_parallel)   # hosts without an error yet, all at once
+        if h.error or not h.state.current or target == h.state.current:
+            continue
+        apps = h.state.app_of()   # read with the state, under the lock
+        if not same_app(apps, h.state.current, target):
+            h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
+                       f"of app {apps[h.state.current]}: a rollback never starts another app")
     wanted = {to or previous_of(h.state) for h in hs}
     if not any(h.error for h in hs) and len(wanted) > 1:
         for h in hs:

@@ -172,7 +172,8 @@ def delta_plan(entries: Sequence[TreeEntry], base: Mapping[str, tuple[str, int, 
 
 class _Delta:
     """One release's delta material, shared by the hosts' threads: the artifact's tree (read
-    once) and one delta tarball per distinct set of files to send."""
+    once), one plan per distinct base manifest and one delta tarball per distinct set of
+    files to send."""
 
     def __init__(self, local: Path):
         import tempfile
@@ -182,6 +183,7 @@ class _Delta:
         self.lock = threading.Lock()
         self._tree: list[TreeEntry] | None | bool = False
         self._tars: dict[str, Path] = {}
+        self._plans: dict[bytes, tuple[list[str], list[str]] | None] = {}
         self.dir = Path(tempfile.mkdtemp(prefix="occ-delta-"))
 
     def tree(self) -> list[TreeEntry] | None:
@@ -192,6 +194,22 @@ class _Delta:
                 except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
                     self._tree = None
             return self._tree
+
+    def plan(self, base_manifest: bytes) -> tuple[list[str], list[str]] | None:
+        """`delta_plan` against a base release's RELEASE.json, None when it has no usable
+        entries; worked out once per distinct manifest (hosts on the same release share it)."""
+        import hashlib
+
+        key = hashlib.sha256(base_manifest).digest()
+        with self.lock:
+            if key in self._plans:
+                return self._plans[key]
+        base_map = base_files(base_manifest)
+        entries = self.tree() if base_map else None
+        found = delta_plan(entries, base_map) if entries else None
+        with self.lock:
+            self._plans[key] = found
+        return found
 
     def tarball(self, linked: Sequence[str], sent: Sequence[str]) -> Path:
         """`ctl/{links,sums,tree}` + `files/<the sent files, symlinks, empty dirs>`, gzip."""
@@ -255,15 +273,17 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     from deploy.build import MANIFEST
 
     t = h.t
-    # The base's manifest first: a host whose releases carry none (older builds) costs one
-    # SFTP stat, and the artifact's tree is not read at all.
-    base_map = base_files(_sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b"")
-    if not base_map:
+    # The base's manifest first (read with the state when the base is current; else one SFTP
+    # read): a host whose releases carry none (older builds) costs nothing more, and the
+    # artifact's tree is not read at all.
+    if base == h.state.current and h.state.manifest:
+        raw = h.state.manifest.encode("utf-8", "surrogateescape")
+    else:
+        raw = _sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b""
+    found = delta.plan(raw)
+    if found is None:
         return False
-    entries = delta.tree()
-    if not entries:
-        return False
-    linked, sent = delta_plan(entries, base_map)
+    linked, sent = found
     if not linked:
         h.transfer = f"delta from {base}: nothing to link"
         return False
@@ -278,7 +298,9 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
         _run(h.conn, t, discard_delta_command(t, release_id, upload), section, "removing the unverified tree",
              long=True)
         return False
-    h.transfer = f"delta from {base}: {len(sent)} file(s) sent, {len(linked)} linked"
+    m = re.search(r"^hashed=(\d+)$", r.stdout, re.M)
+    rehashed = max(0, int(m[1]) - len(sent)) if m else len(linked)
+    h.transfer = f"delta from {base}: {len(sent)} file(s) sent, {len(linked)} linked ({rehashed} re-hashed)"
     return True
 
 

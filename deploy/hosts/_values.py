@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from deploy.errors import SettingsError
@@ -76,6 +76,12 @@ class HostState:
     current: str | None
     releases: tuple[str, ...]
     upload_sha256: str | None
+    apps: tuple[tuple[str, str], ...] = ()   # (release id, app) for releases whose RELEASE.json names one
+    manifest: str = field(default="", repr=False)   # current's RELEASE.json, when asked for (a delta's base)
+
+    def app_of(self) -> dict[str, str]:
+        """release id -> app, as `parse_app_of` gives it ('' for a release that names none)."""
+        return {rid: dict(self.apps).get(rid, "") for rid in self.releases}
 
 
 # ---------------------------------------------------------------- validation (pure)
