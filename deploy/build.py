@@ -381,15 +381,16 @@ def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache
         cache_root = Path(deps_cache) if deps_cache is not None else deps_cache_dir(artifacts_dir)
     (app / DEPS / FULL_MARK).unlink(missing_ok=True)   # the build prunes: no longer the full install
     later: list[threading.Thread] = []   # clean-ups that may overlap the pack (_swap_in_prod)
+    known: dict[tuple[int, int, int, int], str] = {}   # sha256 of files linked from the cache
     try:
-        ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds, later=later)
+        ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds, later=later, known=known)
         for rel in plan.include:
             if not (app / rel).exists():
                 raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                                   "Make the build write it, or remove it from [app] include.")
         with _lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
             artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                            include=plan.include, app=app_name(app, app_folder))
+                            include=plan.include, app=app_name(app, app_folder), known_sha256=known)
             _write_index(store, artifact)
     finally:
         for t in later:
@@ -732,6 +733,17 @@ def _prod_ready(entry: Path, plan: Recipe) -> dict | None:
     return info
 
 
+def _prod_sha256(info: Mapping) -> dict[tuple[int, int, int, int], str]:
+    """prod.json's file hashes by (device, inode, size, mtime_ns): pack reads a file linked
+    from the production tree (the same inode, unchanged since: the tree's stamp was checked
+    before it was linked) without hashing it again."""
+    rows = info.get("sha256")
+    try:
+        return {(int(r[0]), int(r[1]), int(r[2]), int(r[3])): str(r[4]) for r in rows} if isinstance(rows, list) else {}
+    except (TypeError, ValueError, IndexError):
+        return {}
+
+
 def _check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[bool, list[str] | None]:
     """After a build in a checkout whose `deps` (node_modules) was hard-linked from the
     cache's `full` tree, scanned before as `index` (`_scan_tree`): (intact, added).
@@ -832,7 +844,8 @@ def _swap_in_prod(app: Path, entry: Path, added: list[str], later: list[threadin
 
 def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
                 cache_root: Path | None, keep: int, *, hit_ok: bool = True,
-                later: list[threading.Thread] | None = None) -> list[str]:
+                later: list[threading.Thread] | None = None,
+                known: dict[tuple[int, int, int, int], str] | None = None) -> list[str]:
     """Run the recipe's commands in `app`; with a cache, the install comes from
     `cache_root/<deps_key>/` when an earlier build with the same key filled it.
 
@@ -893,6 +906,8 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
             prod_ok = not fits or tree_stamp(entry / "prod") == prod.get("stamp")
             if fits and prod_ok:
                 _swap_in_prod(app, entry, added, later)
+                if known is not None:
+                    known.update(_prod_sha256(prod))
                 ran.append(f"(dependency cache {key[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
             elif intact:
                 ran.append(_step(plan.prune, app, env, timeout))
@@ -911,7 +926,7 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         _fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
         for rel in sorted(_source_files(app) - sources):
             (app / rel).unlink(missing_ok=True)
-        return _run_recipe(app, plan, env, timeout, cache_root, keep, hit_ok=False, later=later)
+        return _run_recipe(app, plan, env, timeout, cache_root, keep, hit_ok=False, later=later, known=known)
 
     before = _source_stamp(app) if entry is not None else ""
     ran = [_step(plan.commands[0], app, env, timeout)]
@@ -944,7 +959,10 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
             if pruned:
                 (tmp / "prod").mkdir()
                 os.rename(side[0] / DEPS, tmp / "prod" / DEPS)
-                info = {"prune": list(plan.prune), "inputs": side[1], "stamp": tree_stamp(tmp / "prod")}
+                stamp, index = _scan_tree(tmp / "prod")
+                info = {"prune": list(plan.prune), "inputs": side[1], "stamp": stamp,
+                        "sha256": [[*row[1:3], row[4], row[5], sha256_file(tmp / "prod" / rel)]
+                                   for rel, row in index.items() if row[0] == "f" and stat.S_ISREG(row[3])]}
                 (tmp / PROD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
             if side is not None:
                 _fs(["rm", "-rf", str(side[0])], "clearing a cache fill")
@@ -1181,19 +1199,23 @@ def _writable_dir(path: Path) -> Path:
 # ---------------------------------------------------------------- pack
 
 def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
-         include: Iterable[str] = (), app: str = "") -> Artifact:
+         include: Iterable[str] = (), app: str = "",
+         known_sha256: Mapping[tuple[int, int, int, int], str] | None = None) -> Artifact:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz`.
 
     The bytes depend only on the files' contents, their executable bits and the
-    manifest: same build output, same hash."""
+    manifest: same build output, same hash. `known_sha256`: hashes already known by
+    (device, inode, size, mtime_ns), e.g. of files hard-linked from the dependency cache."""
+    known = known_sha256 or {}
     root = Path(build_dir)
     store = Path(artifacts_dir)
     entries = _walk(root, tuple(include))
     # Mode as packed (644 or 755): hosts link an unchanged file from an earlier release only
     # when path, sha256, size and mode all match (deploy.hosts delta uploads).
     files = [
-        {"path": rel, "sha256": sha256_file(p), "size": st.st_size, "mode": 0o755 if st.st_mode & 0o111 else 0o644}
+        {"path": rel, "sha256": known.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)) or sha256_file(p),
+         "size": st.st_size, "mode": 0o755 if st.st_mode & 0o111 else 0o644}
         for rel, p, st in entries if stat.S_ISREG(st.st_mode)
     ]
     # Symlinks and empty folders too, so the manifest describes the whole unpacked tree
@@ -1257,32 +1279,36 @@ class _Hashing:
 
 
 class _GzipWriter:
-    """Write-only gzip: the exact bytes of `gzip.GzipFile(filename="", mode="wb",
-    fileobj=raw, mtime=0, compresslevel=...)` (no name, no time in the header, as
-    reproducible-builds.org asks), with the deflate, the CRC and `raw`'s writes in a
-    second thread, so compressing overlaps reading and hashing the files (zlib and
-    hashlib release the GIL). Deflate's output does not depend on how its input is cut
-    into pieces; tests compare the bytes with GzipFile's."""
+    """Write-only gzip, reproducible: no name and no time in the header (as
+    reproducible-builds.org asks), and the deflate stream cut into 1 MiB blocks compressed
+    in parallel the way pigz does it: each block primed with the 32 KiB before it and ended
+    with a sync flush, the last one ending the stream. The bytes depend only on the data,
+    never on the number of threads or on how the writes were cut; any gzip reader reads
+    them as one member. zlib releases the GIL, so the blocks compress on every core while
+    this thread reads and hashes the files."""
 
-    _CHUNK = 1 << 20
+    BLOCK = 1 << 20
+    WINDOW = 1 << 15   # deflate's window: what a block's back-references may reach
 
-    def __init__(self, raw, compresslevel: int):
-        import queue
+    def __init__(self, raw, compresslevel: int, workers: int | None = None):
+        import collections
         import struct
         import zlib
+        from concurrent.futures import ThreadPoolExecutor
 
         self._zlib, self._struct = zlib, struct
         self._raw = raw
         self._level = compresslevel
+        self._workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._done: collections.deque = collections.deque()   # compressed blocks, in stream order
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._tail = b""
+        self._crc = 0
         self._size = 0
-        self._error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
         xfl = b"\002" if compresslevel == 9 else b"\004" if compresslevel == 1 else b"\000"
-        raw.write(b"\037\213\010\000" + struct.pack("<L", 0) + xfl + b"\377")
-        self._thread = threading.Thread(target=self._deflate, daemon=True)
-        self._thread.start()
+        raw.write(b"\037\213\010\000" + struct.pack("<L", 0) + xfl + b"\377")   # as GzipFile writes it
 
     def write(self, data) -> int:
         n = len(data)
@@ -1290,8 +1316,13 @@ class _GzipWriter:
             self._pending.append(bytes(data))
             self._pending_size += n
             self._size += n
-            if self._pending_size >= self._CHUNK:
-                self._hand_over()
+            if self._pending_size >= self.BLOCK:
+                joined = b"".join(self._pending)
+                whole = len(joined) - len(joined) % self.BLOCK
+                for i in range(0, whole, self.BLOCK):
+                    self._hand_over(joined[i:i + self.BLOCK], last=False)
+                self._pending = [joined[whole:]] if whole < len(joined) else []
+                self._pending_size = len(joined) - whole
         return n
 
     def tell(self) -> int:
@@ -1300,45 +1331,31 @@ class _GzipWriter:
     def flush(self) -> None:
         pass
 
-    def _hand_over(self) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(b"".join(self._pending))
-        self._pending, self._pending_size = [], 0
-
-    def _deflate(self) -> None:
-        z = self._zlib
-        comp = z.compressobj(self._level, z.DEFLATED, -z.MAX_WBITS, z.DEF_MEM_LEVEL, 0)
-        crc = 0
-        while True:
-            chunk = self._queue.get()
-            if chunk is None:
-                break
-            if self._error is not None:
-                continue   # drain, so the writer never blocks on a full queue
-            try:
-                crc = z.crc32(chunk, crc)
-                self._raw.write(comp.compress(chunk))
-            except BaseException as e:  # noqa: BLE001 (raised in the writer's thread)
-                self._error = e
-        if self._error is None:
-            try:
-                self._raw.write(comp.flush() + self._struct.pack("<LL", crc, self._size & 0xFFFFFFFF))
-            except BaseException as e:  # noqa: BLE001
-                self._error = e
+    def _hand_over(self, block: bytes, last: bool) -> None:
+        self._crc = self._zlib.crc32(block, self._crc)
+        self._done.append(self._pool.submit(_deflate_block, self._zlib, self._level, self._tail, block, last))
+        self._tail = block[-self.WINDOW:]
+        while len(self._done) > 2 * self._workers:
+            self._raw.write(self._done.popleft().result())
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, value, tb) -> None:
         try:
-            if kind is None and self._pending:
-                self._hand_over()
+            if kind is None:
+                self._hand_over(b"".join(self._pending), last=True)
+                while self._done:
+                    self._raw.write(self._done.popleft().result())
+                self._raw.write(self._struct.pack("<LL", self._crc, self._size & 0xFFFFFFFF))
         finally:
-            self._queue.put(None)
-            self._thread.join()
-        if kind is None and self._error is not None:
-            raise self._error
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _deflate_block(zlib, level: int, primer: bytes, block: bytes, last: bool) -> bytes:
+    args = (level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY)
+    comp = zlib.compressobj(*args, primer) if primer else zlib.compressobj(*args)
+    return comp.compress(block) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, Path, os.stat_result]]:

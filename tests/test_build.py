@@ -611,22 +611,47 @@ def test_tool_versions_are_kept_per_binary_and_asked_again_when_it_changes(tmp_p
     assert b._tool_versions(plan, env) == {"node": node, "npm": "10.0.1"} and log.read_text() == "xxx"
 
 
-def test_pack_writes_the_bytes_gzip_writes(tmp_path):
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, 1 << 20, (3 << 20) + 12345], ids=lambda n: f"{n}-bytes")
+def test_parallel_gzip_is_one_gzip_stream_whatever_the_threads_and_the_cuts(size):
     import gzip
     import io
+    import random
 
+    rnd = random.Random(size)
+    data = bytes(rnd.getrandbits(8) for _ in range(min(size, 4096))) * (size // 4096 + 1)
+    data = (data[:size // 2] + b"abc" * size)[:size]   # incompressible and repetitive parts
+
+    def packed(workers, cuts):
+        out = io.BytesIO()
+        with b._GzipWriter(out, compresslevel=1, workers=workers) as gz:
+            i = 0
+            while i < len(data):
+                n = cuts[i % len(cuts)]
+                gz.write(data[i:i + n])
+                i += n
+        return out.getvalue()
+
+    one = packed(1, [1 << 22])
+    assert gzip.decompress(one) == data
+    assert packed(3, [1, 511, 16384, 70000]) == one == packed(2, [1 << 20])
+    assert one[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"   # no name, no time
+    with gzip.GzipFile(fileobj=io.BytesIO(one)) as f:   # a streaming reader too
+        assert f.read() == data
+
+
+def test_pack_streams_a_manifest_first_tarball_that_hashes_to_its_name(tmp_path):
     tree = tmp_path / "tree"
     (tree / "a").mkdir(parents=True)
-    (tree / "a/big.bin").write_bytes(os.urandom(3 << 20) + b"x" * (5 << 20))   # several 1 MB hand-overs
+    (tree / "a/big.bin").write_bytes(os.urandom(3 << 20) + b"x" * (5 << 20))   # several blocks
     (tree / "small.txt").write_text("hello\n")
     store = tmp_path / "store"
     store.mkdir()
     art = b.pack(tree, store, git_sha=SHA_A, built_at="2024-03-01T00:00:00Z", release_id="r1")
-    data = art.path.read_bytes()
-    raw = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:
-        gz.write(gzip.decompress(data))
-    assert raw.getvalue() == data and hashlib.sha256(data).hexdigest() == art.sha256
+    assert hashlib.sha256(art.path.read_bytes()).hexdigest() == art.sha256 == art.path.name[:64]
+    with tarfile.open(art.path, "r:gz") as tar:
+        names = tar.getnames()
+        assert names[0] == b.MANIFEST and tar.extractfile("a/big.bin").read() == (tree / "a/big.bin").read_bytes()
+    assert b.pack(tree, store, git_sha=SHA_A, built_at="2024-03-01T00:00:00Z", release_id="r1") == art
 
 
 def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path):
