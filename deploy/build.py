@@ -14,7 +14,8 @@ no deploy secret reaches a build script unless `app.build_env` names it.
 A commit is built at most once: `build()` first looks the commit up in the index and
 reuses the tarball if its hash still verifies. The tarball is reproducible (sorted
 entries, fixed owner, modes and mtimes, gzip header without a timestamp, as
-reproducible-builds.org's "archives" advice says), so the same build output always has
+reproducible-builds.org's "archives" advice says; deflated in fixed 1 MiB blocks, see
+`_GzipWriter`), so the same build output always has
 the same SHA-256, and production can insist on the exact bytes staging tested.
 """
 
