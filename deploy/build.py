@@ -381,6 +381,8 @@ def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache
     if contract.deps_cache and plan.install:
         cache_root = Path(deps_cache) if deps_cache is not None else deps_cache_dir(artifacts_dir)
     (app / DEPS / FULL_MARK).unlink(missing_ok=True)   # the build prunes: no longer the full install
+    if (app / LINKED).exists():   # left by a killed build (never packed)
+        _fs(["rm", "-rf", str(app / LINKED)], "clearing an interrupted build")
     later: list[threading.Thread] = []   # clean-ups that may overlap the pack (_swap_in_prod)
     known: dict[tuple[int, int, int, int], str] = {}   # sha256 of files linked from the cache
     try:

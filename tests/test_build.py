@@ -551,6 +551,26 @@ def test_a_cache_hit_links_the_pruned_tree_only_when_the_build_added_nothing_npm
     assert tidy.commands[-1].endswith("/prod/node_modules node_modules") and b._entry_ok(entry)
 
 
+def test_full_install_after_a_build_that_linked_the_production_tree(tmp_path):
+    from deploy.config import AppSection
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    app = make_deps_app(tmp_path / "two", schema="model A")
+    hit = _cache_build(app, tmp_path / "s2", cache)
+    (entry,) = _entries(cache)
+    assert hit.commands[-1].endswith("/prod/node_modules node_modules")
+    deps = app / "node_modules"
+    assert not (deps / "devtool").exists() and (deps / ".gen/client.js").is_file() and not (app / b.LINKED).exists()
+    assert (deps / "leftpad/index.js").stat().st_ino == (entry / "prod/node_modules/leftpad/index.js").stat().st_ino
+    done = b.full_install(app, AppSection(), deps_cache=cache)
+    assert done.entry == entry and (deps / "devtool/index.js").stat().st_ino == \
+        (entry / "full/node_modules/devtool/index.js").stat().st_ino
+    b.check_full_install(done)
+    assert entry.exists() and b._entry_ok(entry)
+
+
 def test_a_cache_hit_with_another_package_json_prunes_in_the_checkout(tmp_path):
     from deploy.testing.depsapp import make_deps_app
 
