@@ -617,7 +617,7 @@ def _tool_versions(plan: Recipe, env: Mapping[str, str], cache_root: Path | None
         with contextlib.suppress(OSError):
             cache_root.mkdir(parents=True, exist_ok=True)
             _atomic_write(cache_root / TOOLS_FILE, (json.dumps(saved, indent=1, sort_keys=True) + "\n").encode())
-    return {t: known.get(t) or fresh[t] for t in tools}
+    return {t: known[t] if t in known else fresh[t] for t in tools}
 
 
 def _step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float) -> str:
@@ -767,32 +767,37 @@ def _check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[b
     stack = [(str(deps), top)]
     while stack:
         path, rel = stack.pop()
-        with os.scandir(path) as it:
-            for e in it:
-                name = rel + e.name
-                want = index.get(name)
-                if want is None:
-                    retired = re.fullmatch(r"\.(.+)-[A-Za-z0-9]{8}", e.name)   # npm's retired-folder names
-                    if rel == top and e.name.startswith(".") and e.name not in _NPM_OWN \
-                            and not (retired and retired.group(1) in packages) and e.is_dir(follow_symlinks=False):
-                        added.append(e.name)
-                    else:
-                        same = False
-                    continue
-                seen += 1
-                st = e.stat(follow_symlinks=False)
-                if want[0] == "d":
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append((e.path, name + "/"))
-                    else:
-                        same = False
-                elif (st.st_dev, st.st_ino) == want[1:3]:
-                    through.add(name)   # the cache's own inode: a change here is a change in the cache
-                    if (st.st_mode, st.st_size, st.st_mtime_ns) != want[3:6]:
-                        intact = False
-                elif not (rel == top and want[0] == "f" and stat.S_ISREG(st.st_mode) and st.st_size == want[4]
-                          and st.st_mode & 0o111 == want[3] & 0o111 and _same_bytes(e.path, full / name)):
-                    same = False    # replaced (a top-level file is the build's own copy: same bytes)
+        try:
+            with os.scandir(path) as it:
+                found = list(it)
+        except OSError:   # the build removed or replaced it
+            same = False
+            continue
+        for e in found:
+            name = rel + e.name
+            want = index.get(name)
+            if want is None:
+                retired = re.fullmatch(r"\.(.+)-[A-Za-z0-9]{8}", e.name)   # npm's retired-folder names
+                if rel == top and e.name.startswith(".") and e.name not in _NPM_OWN \
+                        and not (retired and retired.group(1) in packages) and e.is_dir(follow_symlinks=False):
+                    added.append(e.name)
+                else:
+                    same = False
+                continue
+            seen += 1
+            st = e.stat(follow_symlinks=False)
+            if want[0] == "d":
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((e.path, name + "/"))
+                else:
+                    same = False
+            elif (st.st_dev, st.st_ino) == want[1:3]:
+                through.add(name)   # the cache's own inode: a change here is a change in the cache
+                if (st.st_mode, st.st_size, st.st_mtime_ns) != want[3:6]:
+                    intact = False
+            elif not (rel == top and want[0] == "f" and stat.S_ISREG(st.st_mode) and st.st_size == want[4]
+                      and st.st_mode & 0o111 == want[3] & 0o111 and _same_bytes(e.path, full / name)):
+                same = False    # replaced (a top-level file is the build's own copy: same bytes)
     if seen != len(index):
         same = False
     for name, want in index.items():
@@ -817,7 +822,6 @@ def _same_bytes(a: str | Path, b: str | Path) -> bool:
                 return False
             if not x:
                 return True
-
 
 
 def _swap_in_prod(app: Path, entry: Path, added: list[str], later: list[threading.Thread] | None) -> None:
@@ -906,7 +910,7 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
             intact, added = _check_linked(app / DEPS, entry / "full", scan)
             fits = intact and added is not None and _prune_inputs(app) == prod["inputs"] \
                 and not any((entry / "prod" / DEPS / name).exists() for name in added)
-            prod_ok = not fits or tree_stamp(entry / "prod") == prod.get("stamp")
+            prod_ok = not fits or _stamp_is(entry / "prod", prod.get("stamp"))
             if fits and prod_ok:
                 _swap_in_prod(app, entry, added, later)
                 if known is not None:
@@ -1071,6 +1075,13 @@ def _entry_scan(entry: Path) -> dict[str, tuple] | None:
     except (OSError, ValueError):
         return None
     return index if isinstance(stamp, dict) and stamp.get("full") == got else None
+
+
+def _stamp_is(root: Path, stamp) -> bool:
+    try:
+        return tree_stamp(root) == stamp
+    except OSError:
+        return False
 
 
 def _entry_ok(entry: Path, parts: tuple[str, ...] = ("full",)) -> bool:
