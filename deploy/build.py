@@ -725,6 +725,28 @@ def _prune_beside(side: Path, inputs: dict, plan: Recipe, env: Mapping[str, str]
         return False
 
 
+def _npm_context(env: Mapping[str, str]) -> str:
+    """A fingerprint of what else steers npm's prune: the npm_config_* variables and NODE_ENV
+    of the child's environment (as proc.run builds it) and the user and global npmrc files.
+    Only a hash is kept: a token among them is never written down."""
+    from deploy.redact import reveal
+
+    full = {**proc.child_env(os.environ), **env}
+    h = hashlib.sha256()
+    for k in sorted(full):
+        if k.lower().startswith("npm_") or k == "NODE_ENV":
+            h.update(f"{k}\0{reveal(full[k])}\n".encode())
+    node = shutil.which("node", path=full.get("PATH"))
+    prefix = full.get("npm_config_prefix") or (os.path.dirname(os.path.dirname(os.path.realpath(node))) if node else "")
+    for f in (full.get("npm_config_userconfig") or os.path.join(full.get("HOME", "/nonexistent"), ".npmrc"),
+              full.get("npm_config_globalconfig") or os.path.join(prefix, "etc", "npmrc")):
+        try:
+            h.update(f"{f}\0".encode() + Path(f).read_bytes() + b"\n")
+        except OSError:
+            h.update(f"{f}\0-\n".encode())
+    return h.hexdigest()
+
+
 def _prod_ready(entry: Path, plan: Recipe) -> dict | None:
     """The entry's prod.json when it has a production tree made by this recipe's prune."""
     try:
@@ -862,8 +884,9 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
     build writes into node_modules (a generated client, a cache) is this commit's own. Then,
     when the build left node_modules as linked (or only added top-level dot-folders, which
     npm never reads) and package.json, the lockfile and npm's config are byte for byte the
-    ones `prod` was pruned with, `prod` is linked in instead of running the prune (those
-    folders kept); otherwise the prune runs in the checkout exactly as on a miss. Cached
+    ones `prod` was pruned with (and npm's variables and npmrc files too: `_npm_context`),
+    `prod` is linked in instead of running the prune (those folders kept); otherwise the
+    prune runs in the checkout exactly as on a miss. Cached
     files are shared, never written: the entry's stamp is checked before use and after the
     build (and after a prune in the checkout), and an entry a build (or prune) wrote into
     is dropped and the build redone without it, refilling it, so the artifact is always
@@ -909,6 +932,7 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         else:
             intact, added = _check_linked(app / DEPS, entry / "full", scan)
             fits = intact and added is not None and _prune_inputs(app) == prod["inputs"] \
+                and _npm_context(env) == prod.get("context") \
                 and not any((entry / "prod" / DEPS / name).exists() for name in added)
             prod_ok = not fits or _stamp_is(entry / "prod", prod.get("stamp"))
             if fits and prod_ok:
@@ -967,7 +991,7 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
                 (tmp / "prod").mkdir()
                 os.rename(side[0] / DEPS, tmp / "prod" / DEPS)
                 stamp, index = _scan_tree(tmp / "prod")
-                info = {"prune": list(plan.prune), "inputs": side[1], "stamp": stamp,
+                info = {"prune": list(plan.prune), "inputs": side[1], "context": _npm_context(env), "stamp": stamp,
                         "sha256": [[*row[1:3], row[4], row[5], sha256_file(tmp / "prod" / rel)]
                                    for rel, row in index.items() if row[0] == "f" and stat.S_ISREG(row[3])]}
                 (tmp / PROD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")

@@ -544,7 +544,8 @@ def test_a_cache_hit_links_the_pruned_tree_only_when_the_build_added_nothing_npm
     assert hit.commands[-1].startswith("npm prune")
     assert hit.artifact.sha256 == plain.artifact.sha256
     names = {f["path"] for f in b.read_manifest(hit.artifact)["files"]}
-    assert "node_modules/leftpad/generated.js" in names and not any(n.startswith(("node_modules/devtool/", "node_modules/extra/")) for n in names)
+    assert "node_modules/leftpad/generated.js" in names
+    assert not any(n.startswith(("node_modules/devtool/", "node_modules/extra/")) for n in names)
     # The entry is untouched (the build's files were the checkout's own) and still links
     # its production tree for a tidy build.
     tidy = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)
@@ -586,6 +587,19 @@ def test_a_cache_hit_with_another_package_json_prunes_in_the_checkout(tmp_path):
     plain = _cache_build(bumped(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
     assert hit.commands[0].startswith("(dependency cache") and hit.commands[-1].startswith("npm prune")
     assert hit.artifact.sha256 == plain.artifact.sha256
+
+
+def test_a_cache_hit_with_other_npm_settings_in_its_environment_prunes_in_the_checkout(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    env = {**os.environ, "npm_config_loglevel": "warn"}   # npm reads it; the entry was pruned without it
+    hit = b.build(make_deps_app(tmp_path / "two"), SHA_A, tmp_path / "s2", now=BUILT_AT, deps_cache=cache, env=env)
+    assert hit.commands[0].startswith("(dependency cache") and hit.commands[-1].startswith("npm prune")
+    same = b.build(make_deps_app(tmp_path / "three"), SHA_A, tmp_path / "s3", now=BUILT_AT, deps_cache=cache)
+    assert same.commands[-1].endswith("/prod/node_modules node_modules")
+    assert hit.artifact.sha256 == same.artifact.sha256
 
 
 def test_a_damaged_production_tree_is_not_linked_and_its_entry_is_refilled(tmp_path):
