@@ -572,6 +572,42 @@ def test_full_install_after_a_build_that_linked_the_production_tree(tmp_path):
     assert entry.exists() and b._entry_ok(entry)
 
 
+def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_exactly_the_cached_one(tmp_path):
+    from deploy.testing.depsapp import make_deps_app
+
+    cache = tmp_path / "cache"
+    plain = _cache_build(make_deps_app(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
+    (entry,) = _entries(cache)
+    spare = entry / b.SPARE
+    assert not spare.exists()
+    first = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
+    assert spare.is_dir() and (spare / "devtool/index.js").stat().st_ino == \
+        (entry / "full/node_modules/devtool/index.js").stat().st_ino
+    assert first.commands[0].endswith("/full/node_modules node_modules")
+    # Taken by the next hit (a rename), checked, and put back after it.
+    app = make_deps_app(tmp_path / "three")
+    second = _cache_build(app, tmp_path / "s3", cache)
+    assert second.commands[0].endswith(f"mv {spare} node_modules") and spare.is_dir()
+    assert not (app / b.LINKED).exists()
+    # A spare with a stray file, or one file replaced, is not used: linked anew.
+    (spare / "leftpad/stray.js").write_text("// left by someone\n")
+    third = _cache_build(make_deps_app(tmp_path / "four"), tmp_path / "s4", cache)
+    os.unlink(spare / "leftpad/index.js")
+    (spare / "leftpad/index.js").write_text("module.exports = () => 'other';\n")
+    fourth = _cache_build(make_deps_app(tmp_path / "five"), tmp_path / "s5", cache)
+    assert "cp -al" in third.commands[0] and "cp -al" in fourth.commands[0]
+    for r in (first, second, third, fourth):
+        assert r.commands[0].startswith("(dependency cache") and r.commands[-1].endswith("/prod/node_modules node_modules")
+        assert r.artifact.sha256 == plain.artifact.sha256
+    # Written through one of its links, the cache itself changed: the entry is dropped and refilled.
+    with open(spare / "leftpad/index.js", "a") as f:
+        f.write("// changed in place\n")
+    again = _cache_build(make_deps_app(tmp_path / "six"), tmp_path / "s6", cache)
+    assert again.commands[0].startswith("npm ci") and again.artifact.sha256 == plain.artifact.sha256
+    assert b._entry_ok(entry) and not spare.exists()
+
+
 def test_a_cache_hit_with_another_package_json_prunes_in_the_checkout(tmp_path):
     from deploy.testing.depsapp import make_deps_app
 
