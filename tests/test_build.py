@@ -655,30 +655,35 @@ def test_a_damaged_production_tree_is_not_linked_and_its_entry_is_refilled(tmp_p
 
 
 def test_tool_versions_are_kept_per_binary_and_asked_again_when_it_changes(tmp_path):
-    # A stand-in npm (npm's own layout: <pkg>/bin/npm-cli.js beside package.json named npm)
-    # that logs each time it is asked; node is the real one.
+    # The machine's npm, its folder hard-linked here with its package.json and entry script
+    # copied (so rewriting them leaves the machine's npm alone); node is the machine's.
+    real = Path(os.path.realpath(shutil.which("npm"))).parent.parent
     pkg = tmp_path / "lib/npm"
-    (pkg / "bin").mkdir(parents=True)
-    (pkg / "package.json").write_text('{"name": "npm", "version": "10.0.0"}\n')
-    cli = pkg / "bin/npm-cli.js"
-    log = tmp_path / "asked.log"
-    script = ("#!/usr/bin/env node\nrequire('fs').appendFileSync(%r, 'x');\nconsole.log('%s');\n")
-    cli.write_text(script % (str(log), "10.0.0"))
-    cli.chmod(0o755)
+    pkg.parent.mkdir()
+    subprocess.run(["cp", "-al", str(real), str(pkg)], check=True)
+    for rel in ("package.json", "bin/npm-cli.js"):
+        data, mode = (pkg / rel).read_bytes(), (pkg / rel).stat().st_mode
+        (pkg / rel).unlink()
+        (pkg / rel).write_bytes(data)
+        os.chmod(pkg / rel, mode)
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "npm").symlink_to(cli)
+    (bindir / "npm").symlink_to(pkg / "bin/npm-cli.js")
     env = {"PATH": f"{bindir}:{os.path.dirname(shutil.which('node'))}:/usr/bin:/bin"}
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    npm = subprocess.run([str(bindir / "npm"), "--version"], capture_output=True, text=True, env=env).stdout.strip()
     plan = b.Recipe(pm="npm", commands=(b.INSTALL["npm"],), include=(), install=b.INSTALL["npm"])
     root = tmp_path / "cache"
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    assert b._tool_versions(plan, env, root) == {"node": node, "npm": "10.0.0"}
-    assert b._tool_versions(plan, env, root) == {"node": node, "npm": "10.0.0"}
-    assert log.read_text() == "x"                                  # the second answer came from the cache
-    cli.write_text(script % (str(log), "10.0.1"))                  # npm replaced: asked again
-    assert b._tool_versions(plan, env, root)["npm"] == "10.0.1" and log.read_text() == "xx"
-    assert b._tool_versions(plan, env, root)["npm"] == "10.0.1" and log.read_text() == "xx"
-    assert b._tool_versions(plan, env) == {"node": node, "npm": "10.0.1"} and log.read_text() == "xxx"
+    assert b._tool_versions(plan, env, root) == {"node": node, "npm": npm}
+    # Kept per binary, and what is kept is what is answered: no tool is asked again.
+    saved = json.loads((root / b.TOOLS_FILE).read_text())
+    saved["node"]["version"], saved["npm"]["version"] = "v0.0.0-kept", "0.0.0-kept"
+    (root / b.TOOLS_FILE).write_text(json.dumps(saved))
+    assert b._tool_versions(plan, env, root) == {"node": "v0.0.0-kept", "npm": "0.0.0-kept"}
+    # npm's package.json rewritten (an upgrade in place): npm is asked again; node's answer stays.
+    (pkg / "package.json").write_bytes((pkg / "package.json").read_bytes())
+    assert b._tool_versions(plan, env, root) == {"node": "v0.0.0-kept", "npm": npm}
+    assert b._tool_versions(plan, env) == {"node": node, "npm": npm}   # no cache folder: both asked
 
 
 @pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, 1 << 20, (3 << 20) + 12345], ids=lambda n: f"{n}-bytes")
