@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import http.client
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -223,8 +224,9 @@ def bench_release(w: Work, farm, counts: list[int], runs: int, do_rollback: bool
             rsync_release(farm, hs, "bench/rsync", trees[k], rid, prev_rsync)
             dt_rsync = time.perf_counter() - t
             prev_rsync = rid
-            print(f"{n:>3} hosts, run {i}: toolkit {dt_delta:.3f}s ({res[0].transfer})  full {dt_full:.3f}s  "
-                  f"rsync {dt_rsync:.3f}s", flush=True)
+            rehashing = sum(1 for r in res if re.search(r"\((?!0 )\d+ re-hashed\)", r.transfer))
+            print(f"{n:>3} hosts, run {i}: toolkit {dt_delta:.3f}s ({res[0].transfer}; {rehashing} of {n} host(s) "
+                  f"re-hashed linked files)  full {dt_full:.3f}s  rsync {dt_rsync:.3f}s", flush=True)
             if i:
                 assert all(r.transfer.startswith("delta from") for r in res), [r.transfer for r in res]
                 times["toolkit"].append(dt_delta)
