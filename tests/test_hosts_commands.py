@@ -228,6 +228,58 @@ def test_base_files_ignores_entries_without_a_mode():
     assert base_files(b"not json") == {}
 
 
+def _vouch(tmp_path, pre: str, index: str, sums: str, post: str) -> tuple[list[str], str, str]:
+    """Run the delta's trust rule (the awk program delta_unpack_command runs on the host) on
+    find-style inputs: (paths to hash, the index lines it writes, its stdout)."""
+    import shutil
+    import subprocess
+
+    from deploy.hosts._commands import _DELTA_AWK
+
+    if not shutil.which("awk"):
+        pytest.skip("no awk")
+    files = {}
+    for name, text in (("pre", pre), ("idx", index), ("sums", sums), ("post", post)):
+        files[name] = tmp_path / name
+        files[name].write_text(text)
+    r = subprocess.run(["awk", "-v", f"check={tmp_path / 'check'}", "-v", f"out={tmp_path / 'out'}", _DELTA_AWK,
+                        *(str(files[n]) for n in ("pre", "idx", "sums", "post"))],
+                       capture_output=True, text=True, check=True)
+    check = tmp_path / "check"
+    hashed = [line[66:] for line in check.read_text().splitlines()] if check.exists() else []
+    return hashed, (tmp_path / "out").read_text(), r.stdout
+
+
+A, B = "a" * 64, "b" * 64
+
+
+@pytest.mark.parametrize("pre, index, hashed", [
+    # the base file as indexed: vouched for, not hashed
+    ("9:1 5 100.1 200.5\n", f"9:1 5 100.1 200.5 {A}\n", []),
+    # its ctime moved since it was checked (a write, chmod, touch or utime): hashed
+    ("9:1 5 100.1 200.7\n", f"9:1 5 100.1 200.5 {A}\n", ["dir/x y.js"]),
+    # its size or mtime moved: hashed
+    ("9:1 6 100.1 200.5\n", f"9:1 5 100.1 200.5 {A}\n", ["dir/x y.js"]),
+    # the index checked other bytes than the manifest now names: hashed
+    ("9:1 5 100.1 200.5\n", f"9:1 5 100.1 200.5 {B}\n", ["dir/x y.js"]),
+    # no index line for the inode, or a damaged one: hashed
+    ("9:1 5 100.1 200.5\n", "", ["dir/x y.js"]),
+    ("9:1 5 100.1 200.5\n", "9:1 5 100.1\n", ["dir/x y.js"]),
+    # a file system keeping whole seconds only: never vouched for
+    ("9:1 5 100.0000000000 200.0000000000\n", f"9:1 5 100.0000000000 200.0000000000 {A}\n", ["dir/x y.js"]),
+    ("9:1 5 100 200\n", f"9:1 5 100 200 {A}\n", ["dir/x y.js"]),
+], ids=["as-indexed", "ctime-moved", "size-moved", "other-sha", "no-line", "damaged-line", "whole-seconds",
+        "no-fraction"])
+def test_the_index_vouches_for_a_linked_file_only_when_nothing_about_it_moved(tmp_path, pre, index, hashed):
+    # post: the linked file (same inode as in pre; its ctime moved by the link) and a sent file.
+    post = "9:1 5 100.1 300.9 dir/x y.js\n9:7 3 400.1 400.1 new.js\n"
+    got, out, stdout = _vouch(tmp_path, pre, index, f"{A}  dir/x y.js\n{A}  new.js\n", post)
+    assert got == hashed + ["new.js"], got          # a sent file (a new inode) is always hashed
+    assert stdout == f"hashed={len(got)}\n"
+    # The index it writes: every file of the new tree with its stat after the link and the manifest's sha256.
+    assert out == f"9:1 5 100.1 300.9 {A}\n9:7 3 400.1 400.1 {A}\n"
+
+
 def test_tree_lines_are_what_find_prints_sorted_bytewise():
     from deploy.hosts import TreeEntry, tree_lines
 
@@ -290,7 +342,7 @@ EXACT = [
                  "umask 022 && { printf '%s  %s\\n' aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa /srv/occ/.uploads/r2.tar.gz | sha256sum -c --status || { echo 'sha256 of the uploaded artifact does not match aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' >&2; exit 76; }; } && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && mkdir -p /srv/occ/releases/.partial-r2 && tar -xzf /srv/occ/.uploads/r2.tar.gz --no-same-permissions -C /srv/occ/releases/.partial-r2 && printf '%s\\n' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf '%s\\n' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo 'shared file /srv/occ/shared/.env is missing' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -f /srv/occ/.uploads/r2.tar.gz",
                  id='unpack'),
     pytest.param(lambda: hosts.delta_unpack_command(T, "r2", "r1", "/srv/occ/.uploads/r2.delta.tar", "r1", (".env",)),
-                 'umask 022 && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 /srv/occ/.uploads/r2.d && mkdir -p /srv/occ/.uploads/r2.d && tar -xzf /srv/occ/.uploads/r2.delta.tar --no-same-permissions -C /srv/occ/.uploads/r2.d && mv -T /srv/occ/.uploads/r2.d/files /srv/occ/releases/.partial-r2 && { cd /srv/occ/releases/r1 && find . -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/r2.d/ctl/pre; } && { ! test -s /srv/occ/.uploads/r2.d/ctl/links || { cd /srv/occ/releases/r1 && xargs -0 cp -l --parents -t /srv/occ/releases/.partial-r2 -- < /srv/occ/.uploads/r2.d/ctl/links; } || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest: a file to link is missing or unreadable in r1\' >&2; exit 78; }; } && cd /srv/occ/releases/.partial-r2 && { find . -mindepth 1 \\( -type f -printf \'f %m %s %P\\n\' \\) -o \\( -type l -printf \'l %P -> %l\\n\' \\) -o \\( -type d -empty -printf \'d %P\\n\' \\) | LC_ALL=C sort > /srv/occ/.uploads/r2.d/ctl/found; } && { cmp -s /srv/occ/.uploads/r2.d/ctl/found /srv/occ/.uploads/r2.d/ctl/tree || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest (modes, sizes or entries):\' >&2; diff /srv/occ/.uploads/r2.d/ctl/tree /srv/occ/.uploads/r2.d/ctl/found | head -n 4 >&2; exit 78; }; } && find . -type f -printf \'%D:%i %s %T@ %C@ %P\\n\' > /srv/occ/.uploads/r2.d/ctl/post && { test -f /srv/occ/.verified || : > /srv/occ/.verified; } && awk -v check=/srv/occ/.uploads/r2.d/ctl/check -v out=/srv/occ/.uploads/r2.d/ctl/index \'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } FILENAME == ARGV[2] { if (NF == 5) ok[$1] = $2 " " $3 " " $4 " " $5; next } FILENAME == ARGV[3] { sum[substr($0, 67)] = substr($0, 1, 64); next } { p = substr($0, length($1 $2 $3 $4) + 5); s = sum[p]; if (!(($1 in pre) && ($1 in ok) && ok[$1] == pre[$1] " " s)) { print s "  " p > check; n++ } print $1, $2, $3, $4, s > out } END { print "hashed=" n + 0 }\' /srv/occ/.uploads/r2.d/ctl/pre /srv/occ/.verified /srv/occ/.uploads/r2.d/ctl/sums /srv/occ/.uploads/r2.d/ctl/post && { ! test -s /srv/occ/.uploads/r2.d/ctl/check || { out=$(LC_ALL=C sha256sum -c --quiet --strict /srv/occ/.uploads/r2.d/ctl/check 2>&1) || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest:\' "$out" | head -n 4 >&2; exit 78; }; }; } && awk \'NR == FNR { k[$1]; print; next } !($1 in k)\' /srv/occ/.uploads/r2.d/ctl/index /srv/occ/.verified > /srv/occ/.verified.tmp && mv -f /srv/occ/.verified.tmp /srv/occ/.verified && cd / && printf \'%s\\n\' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf \'%s\\n\' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo \'shared file /srv/occ/shared/.env is missing\' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -rf /srv/occ/.uploads/r2.delta.tar /srv/occ/.uploads/r2.d',
+                 'umask 022 && rm -rf /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 /srv/occ/.uploads/r2.d && mkdir -p /srv/occ/.uploads/r2.d && tar -xzf /srv/occ/.uploads/r2.delta.tar --no-same-permissions -C /srv/occ/.uploads/r2.d && mv -T /srv/occ/.uploads/r2.d/files /srv/occ/releases/.partial-r2 && { cd /srv/occ/releases/r1 && find . -type f -printf \'%D:%i %s %T@ %C@\\n\' > /srv/occ/.uploads/r2.d/ctl/pre; } && { ! test -s /srv/occ/.uploads/r2.d/ctl/links || { cd /srv/occ/releases/r1 && xargs -0 cp -l --parents -t /srv/occ/releases/.partial-r2 -- < /srv/occ/.uploads/r2.d/ctl/links; } || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest: a file to link is missing or unreadable in r1\' >&2; exit 78; }; } && cd /srv/occ/releases/.partial-r2 && { find . -mindepth 1 \\( -type f -printf \'f %m %s %P\\n\' \\) -o \\( -type l -printf \'l %P -> %l\\n\' \\) -o \\( -type d -empty -printf \'d %P\\n\' \\) | LC_ALL=C sort > /srv/occ/.uploads/r2.d/ctl/found; } && { cmp -s /srv/occ/.uploads/r2.d/ctl/found /srv/occ/.uploads/r2.d/ctl/tree || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest (modes, sizes or entries):\' >&2; diff /srv/occ/.uploads/r2.d/ctl/tree /srv/occ/.uploads/r2.d/ctl/found | head -n 4 >&2; exit 78; }; } && find . -type f -printf \'%D:%i %s %T@ %C@ %P\\n\' > /srv/occ/.uploads/r2.d/ctl/post && { test -f /srv/occ/.verified || : > /srv/occ/.verified; } && awk -v check=/srv/occ/.uploads/r2.d/ctl/check -v out=/srv/occ/.uploads/r2.d/ctl/index \'FILENAME == ARGV[1] { if ($4 ~ /[.]/ && $4 !~ /[.]0*$/) pre[$1] = $2 " " $3 " " $4; next } FILENAME == ARGV[2] { if (NF == 5) ok[$1] = $2 " " $3 " " $4 " " $5; next } FILENAME == ARGV[3] { sum[substr($0, 67)] = substr($0, 1, 64); next } { p = substr($0, length($1 $2 $3 $4) + 5); s = sum[p]; if (!(($1 in pre) && ($1 in ok) && ok[$1] == pre[$1] " " s)) { print s "  " p > check; n++ } print $1, $2, $3, $4, s > out } END { print "hashed=" n + 0 }\' /srv/occ/.uploads/r2.d/ctl/pre /srv/occ/.verified /srv/occ/.uploads/r2.d/ctl/sums /srv/occ/.uploads/r2.d/ctl/post && { ! test -s /srv/occ/.uploads/r2.d/ctl/check || { out=$(LC_ALL=C sha256sum -c --quiet --strict /srv/occ/.uploads/r2.d/ctl/check 2>&1) || { printf \'%s\\n\' \'the tree built from r1 does not match the artifact\'"\'"\'s manifest:\' "$out" | head -n 4 >&2; exit 78; }; }; } && awk \'NR == FNR { k[$1]; print; next } !($1 in k)\' /srv/occ/.uploads/r2.d/ctl/index /srv/occ/.verified > /srv/occ/.verified.tmp && mv -f /srv/occ/.verified.tmp /srv/occ/.verified && cd / && printf \'%s\\n\' r2 > /srv/occ/releases/.partial-r2/RELEASE && printf \'%s\\n\' r1 > /srv/occ/releases/.partial-r2/.previous && { test -e /srv/occ/shared/.env || { echo \'shared file /srv/occ/shared/.env is missing\' >&2; exit 77; }; } && mkdir -p /srv/occ/releases/.partial-r2 && rm -rf /srv/occ/releases/.partial-r2/.env && ln -s /srv/occ/shared/.env /srv/occ/releases/.partial-r2/.env && mv -T /srv/occ/releases/.partial-r2 /srv/occ/releases/r2 && rm -rf /srv/occ/.uploads/r2.delta.tar /srv/occ/.uploads/r2.d',
                  id='delta-unpack'),
     pytest.param(lambda: hosts.unlink_current_command(T),
                  'rm -f /srv/occ/current',

@@ -179,9 +179,11 @@ _STAT = "%D:%i %s %T@ %C@"
 # the built tree (`post`). A linked file is trusted without hashing only when its inode's
 # size, mtime and ctime before the link are the ones the index recorded when its bytes were
 # last checked, and the index's sha256 is the manifest's: any write, chmod, utime or
-# rename-over since then changes the ctime, which no user can set back.
+# rename-over since then changes the ctime, which no user can set back. A ctime in whole
+# seconds (a file system that keeps no finer times, where a change within the same second
+# would not show) never vouches: such files are always hashed.
 _DELTA_AWK = (
-    'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } '
+    'FILENAME == ARGV[1] { if ($4 ~ /[.]/ && $4 !~ /[.]0*$/) pre[$1] = $2 " " $3 " " $4; next } '
     'FILENAME == ARGV[2] { if (NF == 5) ok[$1] = $2 " " $3 " " $4 " " $5; next } '
     'FILENAME == ARGV[3] { sum[substr($0, 67)] = substr($0, 1, 64); next } '
     '{ p = substr($0, length($1 $2 $3 $4) + 5); s = sum[p]; '
