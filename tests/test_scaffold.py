@@ -208,6 +208,15 @@ def test_init_adds_the_gitignore_rules_that_are_missing_and_keeps_the_rest(team_
     assert (team_app / ".gitignore").read_text().count("/.deploy/") == 1
 
 
+def test_init_with_a_gitignore_it_cannot_read_names_the_rules_and_changes_nothing(team_app):
+    raw = b"node_modules/\n\xff\xfe not text\n"
+    (team_app / ".gitignore").write_bytes(raw)
+    r = team_invoke(team_app, "init", "--app=.")
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr
+    assert "could not be updated (not UTF-8 text)" in r.stdout and "/.deploy/ /env/*.local.env" in r.stdout
+    assert (team_app / ".gitignore").read_bytes() == raw
+
+
 def test_init_leaves_a_gitignore_that_has_the_rules_alone(team_app):
     text = "/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n"
     (team_app / ".gitignore").write_text(text)

@@ -40,9 +40,15 @@ def main(svc, app: str, namespace, *, force: bool = False) -> None:
         svc.term.out(f"kept  {f} (exists; --force replaces it)")
     missing = _not_ignored(root, scaffold.ignore_rules(facts, rel))
     if missing:
-        scaffold.add_ignore_rules(root / ".gitignore", missing)
-        svc.term.out("added to .gitignore (state, local secrets and the local database stay out of git): "
-                     + " ".join(missing))
+        try:
+            scaffold.add_ignore_rules(root / ".gitignore", missing)
+        except (OSError, UnicodeError) as e:
+            why = getattr(e, "strerror", None) or "not UTF-8 text"
+            svc.term.out(f"warning: {root / '.gitignore'} could not be updated ({why}): add these rules to it "
+                         "yourself (state, local secrets and the local database stay out of git): " + " ".join(missing))
+        else:
+            svc.term.out("added to .gitignore (state, local secrets and the local database stay out of git): "
+                         + " ".join(missing))
     svc.term.out("next: fill in env/staging.env, env/production.env and [hosts] in env/<env>.toml, then "
             "`invoke env.check --env=local` and `invoke promote --to=local`")
 
