@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import filecmp
 import hashlib
 import io
 import json
@@ -728,22 +729,28 @@ def _prune_beside(side: Path, inputs: dict, plan: Recipe, env: Mapping[str, str]
 def _npm_context(env: Mapping[str, str]) -> str:
     """A fingerprint of what else steers npm's prune: the npm_config_* variables and NODE_ENV
     of the child's environment (as proc.run builds it) and the user and global npmrc files.
-    Only a hash is kept: a token among them is never written down."""
+    Credentials (`proc.npm_credential_key`: tokens, passwords, `//registry/:` lines) are left
+    out, variables and npmrc lines alike: they do not change what a prune leaves, and not even
+    a hash of a short one is written down."""
     from deploy.redact import reveal
 
     full = {**proc.child_env(os.environ), **env}
     h = hashlib.sha256()
     for k in sorted(full):
-        if k.lower().startswith("npm_") or k == "NODE_ENV":
+        low = k.lower()
+        if k == "NODE_ENV" or (low.startswith("npm_config_") and not proc.npm_credential_key(low[11:])):
             h.update(f"{k}\0{reveal(full[k])}\n".encode())
     node = shutil.which("node", path=full.get("PATH"))
     prefix = full.get("npm_config_prefix") or (os.path.dirname(os.path.dirname(os.path.realpath(node))) if node else "")
     for f in (full.get("npm_config_userconfig") or os.path.join(full.get("HOME", "/nonexistent"), ".npmrc"),
               full.get("npm_config_globalconfig") or os.path.join(prefix, "etc", "npmrc")):
         try:
-            h.update(f"{f}\0".encode() + Path(f).read_bytes() + b"\n")
+            lines = Path(f).read_bytes().decode("utf-8", "replace").splitlines()
         except OSError:
             h.update(f"{f}\0-\n".encode())
+            continue
+        kept = [ln for ln in lines if not proc.npm_credential_key(ln.split("=", 1)[0])]
+        h.update(f"{f}\0".encode() + "\n".join(kept).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -818,7 +825,7 @@ def _check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[b
                 if (st.st_mode, st.st_size, st.st_mtime_ns) != want[3:6]:
                     intact = False
             elif not (rel == top and want[0] == "f" and stat.S_ISREG(st.st_mode) and st.st_size == want[4]
-                      and st.st_mode & 0o111 == want[3] & 0o111 and _same_bytes(e.path, full / name)):
+                      and st.st_mode & 0o111 == want[3] & 0o111 and filecmp.cmp(e.path, full / name, shallow=False)):
                 same = False    # replaced (a top-level file is the build's own copy: same bytes)
     if seen != len(index):
         same = False
@@ -834,16 +841,6 @@ def _check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[b
         if now != want[:len(now)]:
             return False, None
     return intact, (added if same else None)
-
-
-def _same_bytes(a: str | Path, b: str | Path) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 SPARE = "spare"   # in an entry: a hit's full tree, linked, kept for the next hit (`_take_spare`)

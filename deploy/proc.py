@@ -103,12 +103,15 @@ BASE_PREFIXES = ("LC_", "npm_config_", "NPM_CONFIG_")
 _CREDENTIAL_WORDS = ("auth", "token", "password", "username", "email", "cert", "key")
 
 
+def npm_credential_key(key: str) -> bool:
+    """An npm setting's key (as in an npmrc line, or after `npm_config_`) that authenticates."""
+    low = key.strip().lower()
+    return "//" in low or any(w in low for w in _CREDENTIAL_WORDS)
+
+
 def _is_credential(name: str) -> bool:
     low = name.lower()
-    if not low.startswith("npm_config_"):
-        return False
-    rest = low[len("npm_config_"):]
-    return "//" in rest or any(w in rest for w in _CREDENTIAL_WORDS)
+    return low.startswith("npm_config_") and npm_credential_key(low[len("npm_config_"):])
 
 
 def child_env(

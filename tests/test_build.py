@@ -755,3 +755,22 @@ def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):
     removed = b.prune_deps_cache(root, keep=1, protect=["a" * 64])
     assert removed == ["b" * 64]
     assert sorted(p.name for p in root.iterdir()) == ["a" * 64, "c" * 64]
+
+
+def test_the_npm_context_of_a_pruned_tree_leaves_credentials_out(tmp_path):
+    """What decides whether a cached production tree still fits: npm's settings, never its
+    credentials, not even as a hash (a short token's hash can be guessed)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    npmrc = home / ".npmrc"
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "npm_config_registry": "https://r.example/"}
+
+    def context(env: dict, rc: str) -> str:
+        npmrc.write_text(rc)
+        return b._npm_context(env)
+
+    plain = context(base, "fund=false\n")
+    assert context({**base, "npm_config__authToken": "1", "NPM_TOKEN": "2"}, "fund=false\n") == plain
+    assert context(base, "fund=false\n//r.example/:_authToken=3\n_password=4\n") == plain
+    assert context({**base, "npm_config_omit": "optional"}, "fund=false\n") != plain     # a setting counts
+    assert context(base, "fund=false\nlegacy-peer-deps=true\n") != plain                # so does an npmrc line
