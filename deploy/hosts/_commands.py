@@ -193,15 +193,19 @@ _DELTA_AWK = (
 )
 
 # The index after the toolkit removed release dirs (which changes the ctime of every inode
-# they shared with the kept releases). Inputs: every file's stat just before the removal,
-# just after it, and the index. A line is kept, with the new ctime, only when its inode was
-# exactly as the index says right before the removal and has the same size and mtime after:
-# a file changed earlier (a tampered one) is dropped, and is hashed again when next linked.
+# they shared with the kept releases). Inputs: the stat of the removed releases' files just
+# before the removal, every kept file's stat just after it, and the index. An inode the
+# removal touched keeps its line, with the new ctime, only when it was exactly as the index
+# says right before the removal and has the same size and mtime after: a file changed earlier
+# (a tampered one) is dropped, and is hashed again when next linked. Any other line is kept
+# only when its inode is still there exactly as indexed; lines of inodes gone are dropped.
 _REFRESH_AWK = (
     'FILENAME == ARGV[1] { pre[$1] = $2 " " $3 " " $4; next } '
     'FILENAME == ARGV[2] { cur[$1] = $2 " " $3 " " $4; next } '
-    '($1 in pre) && ($1 in cur) && pre[$1] == $2 " " $3 " " $4 { split(cur[$1], c, " "); '
-    'if (c[1] == $2 && c[2] == $3) print $1, $2, $3, c[3], $5 }'
+    '!($1 in cur) { next } '
+    '($1 in pre) { if (pre[$1] == $2 " " $3 " " $4) { split(cur[$1], c, " "); '
+    'if (c[1] == $2 && c[2] == $3) print $1, $2, $3, c[3], $5 } next } '
+    'cur[$1] == $2 " " $3 " " $4 { print $1, $2, $3, $4, $5 }'
 )
 
 
@@ -221,7 +225,10 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
     src = _p(t, "releases", base)
     idx = _p(t, VERIFIED)
     what = f"the tree built from {base} does not match the artifact's manifest"
-    tree = ("find . -mindepth 1 \\( -type f -printf 'f %m %s %P\\n' \\) -o \\( -type l -printf 'l %P -> %l\\n' \\)"
+    # One walk of the built tree: its entries (compared with the manifest's) and, into
+    # ctl/post, every file's identity and times after the link (for the index).
+    tree = (f"find . -mindepth 1 \\( -type f -printf 'f %m %s %P\\n' -fprintf {sh(ctl + '/post')} "
+            f"{sh(_STAT + ' %P' + chr(92) + 'n')} \\) -o \\( -type l -printf 'l %P -> %l\\n' \\)"
             " -o \\( -type d -empty -printf 'd %P\\n' \\)")
     steps = [
         "umask 022",
@@ -241,7 +248,6 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
         f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
         f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
-        f"find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(ctl + '/post')}",
         f"{{ test -f {sh(idx)} || : > {sh(idx)}; }}",
         sh("awk", "-v", f"check={ctl}/check", "-v", f"out={ctl}/index", _DELTA_AWK,
            ctl + "/pre", idx, ctl + "/sums", ctl + "/post"),
@@ -261,9 +267,13 @@ def remove_releases_command(t: Target, release_ids: Sequence[str]) -> str:
     """Remove release dirs and keep the index (VERIFIED) true: see _REFRESH_AWK."""
     idx = _p(t, VERIFIED)
     before, after = _p(t, ".uploads", ".verified-before"), _p(t, ".uploads", ".verified-after")
-    stat = f"find {sh(_p(t, 'releases'))} -type f -printf {sh(_STAT + chr(92) + 'n')}"
-    rm = sh("rm", "-rf", *[_p(t, "releases", r) for r in release_ids])
-    return (f"if test -s {sh(idx)}; then {stat} > {sh(before)}; {rm}; {stat} > {sh(after)} && "
+    dirs = [_p(t, "releases", r) for r in release_ids]
+    printf = f"-type f -printf {sh(_STAT + chr(92) + 'n')}"
+    rm = sh("rm", "-rf", *dirs)
+    # Only the removed releases are walked before (the removal changes no other inode's
+    # ctime); every kept file after. A removed dir already gone prints nothing.
+    return (f"if test -s {sh(idx)}; then find {' '.join(sh(d) for d in dirs)} {printf} > {sh(before)} 2>/dev/null; "
+            f"{rm}; find {sh(_p(t, 'releases'))} {printf} > {sh(after)} && "
             f"awk {sh(_REFRESH_AWK)} {sh(before)} {sh(after)} {sh(idx)} > {sh(idx + '.tmp')} && "
             f"mv -f {sh(idx + '.tmp')} {sh(idx)}; rm -f {sh(before)} {sh(after)} {sh(idx + '.tmp')}; else {rm}; fi")
 
