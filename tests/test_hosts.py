@@ -723,6 +723,28 @@ def test_a_new_release_with_unchanged_dependencies_sends_only_the_changed_files(
         assert not list((f.deploy_to(h) / ".uploads").iterdir())
 
 
+def test_a_delta_too_large_for_the_commands_input_is_uploaded_and_still_exact(fleet):
+    """Small deltas ride on the building command's stdin; one over STDIN_LIMIT (here a changed
+    incompressible 2 MiB file) goes over SFTP first. Both end with the manifest's tree."""
+    import random
+
+    from deploy.hosts._ssh import STDIN_LIMIT
+
+    f = fleet(1)
+    lib = {"node_modules/dep/index.js": "module.exports = 1;\n"}
+    one = _packed(f, R1, files={**lib, "build/big.bin": random.Random(1).randbytes(2 * MB)}, padding_bytes=MB, seed=2)
+    two = _packed(f, R2, files={**lib, "build/big.bin": random.Random(2).randbytes(2 * MB)}, padding_bytes=MB, seed=2)
+    hosts.release(f.section, one, run_id="run-1", now=T0)
+    (r,) = hosts.release(f.section, two, run_id="run-2", now=T0)
+    assert r.transfer.startswith(f"delta from {R1}") and "linked" in r.transfer, r.transfer
+    assert STDIN_LIMIT < r.uploaded < two.path.stat().st_size, r.uploaded
+    rel = f.deploy_to(f.hosts[0]) / "releases"
+    assert _tree(rel / R2) == _artifact_tree(two)
+    assert (rel / R2 / "assets/blob.bin").stat().st_ino == (rel / R1 / "assets/blob.bin").stat().st_ino
+    assert not list((f.deploy_to(f.hosts[0]) / ".uploads").iterdir())
+    assert f.served() == [R2]
+
+
 def test_a_tampered_file_in_the_old_release_still_ends_with_the_manifests_tree(fleet):
     f = fleet(2)
     one = _packed(f, R1, padding_bytes=1 * MB, seed=3)

@@ -320,6 +320,14 @@ def test_removing_releases_keeps_an_index_line_only_for_a_file_exactly_as_indexe
     assert _refresh(tmp_path, before, after, index) == kept
 
 
+def test_a_delta_sent_on_stdin_is_read_by_tar_alone():
+    cmd = hosts.delta_unpack_command(T, "r2", "r1", None, "r1", ())
+    assert "tar -xzf - --no-same-permissions -C /srv/occ/.uploads/r2.d && exec </dev/null && mv -T" in cmd
+    assert cmd.endswith("rm -rf /srv/occ/.uploads/r2.d")
+    with_file = hosts.delta_unpack_command(T, "r2", "r1", "/srv/occ/.uploads/r2.delta.tar.gz", "r1", ())
+    assert "exec </dev/null" not in with_file and "tar -xzf /srv/occ/.uploads/r2.delta.tar.gz" in with_file
+
+
 def test_tree_lines_are_what_find_prints_sorted_bytewise():
     from deploy.hosts import TreeEntry, tree_lines
 

@@ -53,7 +53,7 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHA
                                     parse_app_of, same_app, start_facts_command, parse_start_facts)
 from deploy.hosts._lock import acquire_lock, release_lock, lock_status, break_lock
 from deploy.hosts._release import release, undo_release, rollback, previous_of
-from deploy.hosts._ssh import MAX_JUMPS, quick_timeout
+from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
 from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
                                    resolve_login, known_hosts_files, KnownHostsText, parse_known_hosts)
 from deploy.hosts._upload import TreeEntry, artifact_tree, tree_lines, base_files, delta_plan
@@ -74,7 +74,7 @@ __all__ = [
     "SUPERVISOR", "APP_STOPPED_EXIT", "supervisor_path", "install_supervisor_command", "supervise_command",
     "unit_name", "unit_text", "systemd_restart_command", "stop_app_command", "app_of_command", "parse_app_of",
     "same_app", "start_facts_command", "parse_start_facts",
-    "MAX_JUMPS", "quick_timeout",
+    "MAX_JUMPS", "STDIN_LIMIT", "quick_timeout",
     "acquire_lock", "release_lock", "lock_status", "break_lock",
     "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
     "hook_env", "batches", "http_health",

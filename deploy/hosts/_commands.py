@@ -209,7 +209,7 @@ _REFRESH_AWK = (
 )
 
 
-def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, previous: str | None,
+def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | None, previous: str | None,
                          shared_files: Sequence[str]) -> str:
     """Build releases/<id> from a delta: hard-link the unchanged files from releases/<base>
     (`ctl/links`, NUL-separated), unpack the new ones (`files/`), then verify the whole tree
@@ -218,7 +218,8 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
     the sent files and every linked file the host's index (VERIFIED) cannot vouch for are
     hashed (`sha256sum -c`); see _DELTA_AWK for when it can. Prints `hashed=N`. Exit
     DELTA_MISMATCH_EXIT when the tree is not the artifact's (e.g. a file of the base release
-    was changed in place): the caller sends the full artifact instead."""
+    was changed in place): the caller sends the full artifact instead. `upload` None: the
+    delta tarball comes on the command's standard input (read by tar, then closed)."""
     partial = _p(t, "releases", f".partial-{release_id}")
     work = _p(t, ".uploads", f"{release_id}.d")
     ctl = work + "/ctl"
@@ -234,7 +235,8 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         "umask 022",
         sh("rm", "-rf", partial, _p(t, "releases", release_id), work),
         sh("mkdir", "-p", work),
-        sh("tar", "-xzf", upload, "--no-same-permissions", "-C", work),
+        sh("tar", "-xzf", upload or "-", "--no-same-permissions", "-C", work),
+        *([] if upload else ["exec </dev/null"]),   # nothing after tar reads what was sent
         sh("mv", "-T", work + "/files", partial),
         # Before linking: a link changes the ctime the index is checked against.
         f"{{ cd {sh(src)} && find . -type f -printf {sh(_STAT + chr(92) + 'n')} > {sh(ctl + '/pre')}; }}",
@@ -258,7 +260,7 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str, pre
         sh("mv", "-f", idx + ".tmp", idx),
         "cd /",
         *_into_place(t, release_id, previous, shared_files),
-        sh("rm", "-rf", upload, work),
+        sh("rm", "-rf", *([upload] if upload else []), work),
     ]
     return _and(*steps)
 

@@ -59,7 +59,7 @@ class _Host:
     started: float = field(default_factory=time.monotonic)
     app: AppSection | None = None         # the release contract: start, port_var, health
     supervisor: str = ""                  # "systemd" or "sh" once chosen for this host
-    uploaded: int = 0                     # bytes sent over SFTP in this operation
+    uploaded: int = 0                     # bytes sent (SFTP, or a command's stdin) in this operation
     transfer: str = ""                    # how the release reached the host (HostResult.transfer)
 
 

@@ -243,10 +243,13 @@ def quick_timeout(section) -> float:
     return min(section.command_timeout, max(3 * section.connect_timeout, 30.0))
 
 
-def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...] = (0,), *, long: bool = False):
+def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...] = (0,), *, long: bool = False,
+         stdin: bytes = b""):
     """Run one remote command; a non-listed exit code raises _HostError with stderr's tail.
     `long`: bounded by hosts.command_timeout, else by `quick_timeout`. After a timeout the
-    connection is closed: no later command (a cleanup, an unlock) waits on that host again."""
+    connection is closed: no later command (a cleanup, an unlock) waits on that host again.
+    `stdin`: bytes for the command's standard input (at most STDIN_LIMIT: they fit in the
+    channel's window, so sending never waits on the command)."""
     from invoke.exceptions import CommandTimedOut
 
     from deploy.proc import echo
@@ -254,7 +257,7 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
     limit = section.command_timeout if long else quick_timeout(section)
     try:
-        r = _exec(conn, cmd, limit)
+        r = _exec(conn, cmd, limit, stdin)
     except (CommandTimedOut, _ExecTimedOut):
         _close_quietly(conn)
         raise _HostError(f"{what} timed out after {limit:g}s; {t.name} gets no more commands in this run "
@@ -291,7 +294,12 @@ class _ExecTimedOut(Exception):
     pass
 
 
-def _exec(conn, cmd: str, timeout: float) -> _Exec:
+# What a command may get on its standard input: less than the window OpenSSH's sshd opens
+# for a session channel (2 MiB), so the bytes are queued at once whatever the command does.
+STDIN_LIMIT = 1 << 20
+
+
+def _exec(conn, cmd: str, timeout: float, stdin: bytes = b"") -> _Exec:
     """`cmd` on one exec channel of the open connection: its exit status, stdout, stderr.
 
     What Fabric's `run(hide=True, warn=True, in_stream=False)` gives, without Invoke's
@@ -310,7 +318,15 @@ def _exec(conn, cmd: str, timeout: float) -> _Exec:
         raise
     try:
         chan.exec_command(cmd)
-        chan.shutdown_write()   # no input: the command sees EOF on stdin
+        if stdin:
+            if len(stdin) > STDIN_LIMIT:
+                raise ValueError(f"{len(stdin)} bytes of input exceed STDIN_LIMIT")
+            chan.settimeout(max(1.0, min(timeout, 60.0)))
+            try:
+                chan.sendall(stdin)
+            except OSError:
+                pass   # the command ended before reading: its exit status says why
+        chan.shutdown_write()   # the command sees EOF on stdin after what was sent
         out, err = [], []
         deadline = time.monotonic() + timeout
         while True:

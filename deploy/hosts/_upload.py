@@ -184,6 +184,7 @@ class _Delta:
         self._tree: list[TreeEntry] | None | bool = False
         self._tars: dict[str, Path] = {}
         self._plans: dict[bytes, tuple[list[str], list[str]] | None] = {}
+        self._small: dict[Path, bytes | None] = {}
         self.dir = Path(tempfile.mkdtemp(prefix="occ-delta-"))
 
     def tree(self) -> list[TreeEntry] | None:
@@ -260,6 +261,15 @@ class _Delta:
             self._tars[key] = out
             return out
 
+    def small(self, tar: Path) -> bytes | None:
+        """The bytes of a delta tarball small enough for a command's stdin (STDIN_LIMIT), else None."""
+        from deploy.hosts._ssh import STDIN_LIMIT
+
+        with self.lock:
+            if tar not in self._small:
+                self._small[tar] = tar.read_bytes() if tar.stat().st_size <= STDIN_LIMIT else None
+            return self._small[tar]
+
     def close(self) -> None:
         import shutil
 
@@ -289,9 +299,15 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
         return False
     tar = delta.tarball(linked, sent)
     upload = _p(t, ".uploads", delta_upload_name(release_id))
-    _upload(section, h, tar, upload)
-    r = _run(h.conn, t, delta_unpack_command(t, release_id, base, upload, h.state.current, section.shared_files),
-             section, f"building releases/{release_id} from {base}", ok_codes=(0, DELTA_MISMATCH_EXIT), long=True)
+    data = delta.small(tar)
+    if data is None:
+        _upload(section, h, tar, upload)
+    else:
+        h.uploaded += len(data)   # a small delta rides on the command's stdin: no SFTP session
+    r = _run(h.conn, t, delta_unpack_command(t, release_id, base, upload if data is None else None,
+                                             h.state.current, section.shared_files),
+             section, f"building releases/{release_id} from {base}", ok_codes=(0, DELTA_MISMATCH_EXIT), long=True,
+             stdin=data or b"")
     if r.exited == DELTA_MISMATCH_EXIT:
         why = " ".join((r.stderr.strip().splitlines() or [""])[1:3])
         h.transfer = f"delta from {base} failed verification ({why[:200]})"

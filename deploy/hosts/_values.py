@@ -34,7 +34,7 @@ class HostResult:
     previous: str | None         # the release it was on before
     duration: float
     error: str = ""
-    uploaded: int = 0            # bytes sent to this host over SFTP (artifact, delta, lists)
+    uploaded: int = 0            # bytes sent to this host (artifact or delta: SFTP, or a command's stdin)
     transfer: str = ""           # "full", "delta from <id>: ...", "delta from <id> failed verification (...); sent in full", "none"
 
 
