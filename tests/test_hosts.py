@@ -781,8 +781,9 @@ def test_linked_files_checked_once_are_not_hashed_again_even_after_old_releases_
     arts = [_packed(f, rid, files={**lib, "build/app.js": rid}, padding_bytes=MB, seed=5) for rid in (R1, R2, R3, R4)]
     hosts.release(s, arts[0], run_id="run-1", now=T0)
     second = hosts.release(s, arts[1], run_id="run-2", now=T0)
-    # A release sent whole has no index yet: the first delta hashes every linked file once.
-    assert all(_rehashed(r.transfer) == 22 for r in second), [r.transfer for r in second]
+    # A release sent whole was indexed as it was unpacked (its bytes checked against the
+    # artifact's sha256): the first delta hashes only what it sent.
+    assert all(_rehashed(r.transfer) == 0 for r in second), [r.transfer for r in second]
     third = hosts.release(s, arts[2], run_id="run-3", now=T0)      # prunes R1 (keep 2)
     assert all(_rehashed(r.transfer) == 0 for r in third), [r.transfer for r in third]
     fourth = hosts.release(s, arts[3], run_id="run-4", now=T0)     # after the prune: still trusted
@@ -791,6 +792,55 @@ def test_linked_files_checked_once_are_not_hashed_again_even_after_old_releases_
         rel = f.deploy_to(h) / "releases"
         assert sorted(p.name for p in rel.iterdir()) == [R3, R4]
         assert _tree(rel / R4) == _artifact_tree(arts[3])
+
+
+def _with_manifest_sum(art, path: str, sha256: str, out: Path):
+    """`art` with its RELEASE.json claiming `sha256` for `path` (the bytes unchanged): an
+    artifact whose manifest lies, with a valid sha256 of its own."""
+    import dataclasses
+    import gzip
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    from deploy.build import MANIFEST
+
+    with tarfile.open(art.path, "r:gz") as src:
+        members = [(m, src.extractfile(m).read() if m.isreg() else None) for m in src]
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as dst:
+        for m, data in members:
+            if m.name == MANIFEST:
+                doc = json.loads(data)
+                for row in doc["files"]:
+                    if row["path"] == path:
+                        row["sha256"] = sha256
+                data = json.dumps(doc, indent=2, sort_keys=True).encode()
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    out.write_bytes(buf.getvalue())
+    return dataclasses.replace(art, path=out, sha256=hashlib.sha256(buf.getvalue()).hexdigest())
+
+
+def test_a_release_sent_whole_is_indexed_with_the_sums_of_its_bytes_not_its_manifests_claims(fleet):
+    """The index after a full unpack holds sha256s hashed from the tarball itself: a manifest
+    that names other bytes (here R1's claims R2's sum for build/app.js) must not let a later
+    delta link those bytes unchecked."""
+    import hashlib
+
+    f = fleet(1)
+    one = _packed(f, R1, files={"build/app.js": "one"}, padding_bytes=MB, seed=6)
+    two = _packed(f, R2, files={"build/app.js": "two"}, padding_bytes=MB, seed=6)
+    lying = _with_manifest_sum(one, "build/app.js", hashlib.sha256(b"two").hexdigest(), f.tmp / "lying.tar.gz")
+    hosts.release(f.section, lying, run_id="run-1", now=T0)
+    (r,) = hosts.release(f.section, two, run_id="run-2", now=T0)
+    # build/app.js was planned as unchanged (the manifests agree), hashed (the index knows its
+    # real bytes), caught, and the whole artifact sent.
+    assert "failed verification" in r.transfer and "build/app.js" in r.transfer, r.transfer
+    rel = f.deploy_to(f.hosts[0]) / "releases"
+    assert (rel / R2 / "build/app.js").read_text() == "two"
+    assert _tree(rel / R2) == _artifact_tree(two)
 
 
 def test_a_file_changed_after_its_bytes_were_checked_is_hashed_again_and_caught(fleet):

@@ -328,6 +328,25 @@ def test_a_delta_sent_on_stdin_is_read_by_tar_alone():
     assert "exec </dev/null" not in with_file and "tar -xzf /srv/occ/.uploads/r2.delta.tar.gz" in with_file
 
 
+def test_a_full_unpack_indexes_its_files_only_after_the_artifacts_sha256_checks(tmp_path):
+    import shutil
+    import subprocess
+
+    from deploy.hosts._commands import _INDEX_AWK
+
+    cmd = hosts.unpack_command(T, "r2", "a" * 64, "/srv/occ/.uploads/r2.tar.gz", "r1", (), index=True)
+    assert cmd.index("sha256sum -c --status") < cmd.index("tar -xzf") < cmd.index(" - /srv/occ/.uploads/r2.post")
+    assert "exec </dev/null" in cmd and "/srv/occ/.verified.tmp /srv/occ/.verified" in cmd
+    assert "exec </dev/null" not in hosts.unpack_command(T, "r2", "a" * 64, "/srv/occ/.uploads/r2.tar.gz", "r1", ())
+    if not shutil.which("awk"):
+        pytest.skip("no awk")
+    # The rule itself: a line for every unpacked file the sums name (paths with spaces too), none for others.
+    (tmp_path / "post").write_text("9:1 5 100.1 200.5 dir/x y.js\n9:2 3 100.1 200.5 RELEASE\n")
+    r = subprocess.run(["awk", _INDEX_AWK, "-", str(tmp_path / "post")], input=f"{A}  dir/x y.js\n",
+                       capture_output=True, text=True, check=True)
+    assert r.stdout == f"9:1 5 100.1 200.5 {A}\n"
+
+
 def test_tree_lines_are_what_find_prints_sorted_bytewise():
     from deploy.hosts import TreeEntry, tree_lines
 

@@ -128,8 +128,13 @@ def read_lock_command(t: Target) -> str:
 
 
 def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previous: str | None,
-                   shared_files: Sequence[str]) -> str:
-    """Verify, unpack into a hidden partial dir, write RELEASE, link shared files, then rename into place."""
+                   shared_files: Sequence[str], index: bool = False) -> str:
+    """Verify, unpack into a hidden partial dir, write RELEASE, link shared files, then rename into place.
+
+    `index`: the artifact's sums (`sha256  path` lines, from its manifest) come on stdin, and
+    the unpacked files go into the host's index (VERIFIED) with them: their bytes are the
+    artifact's, whose sha256 was checked just before, so the first delta built from this
+    release need not hash them again (see _INDEX_AWK)."""
     final = _p(t, "releases", release_id)
     partial = _p(t, "releases", f".partial-{release_id}")
     steps = [
@@ -139,6 +144,21 @@ def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previou
         sh("rm", "-rf", partial, final),
         sh("mkdir", "-p", partial),
         sh("tar", "-xzf", upload, "--no-same-permissions", "-C", partial),
+    ]
+    if index:
+        idx = _p(t, VERIFIED)
+        post, new = _p(t, ".uploads", f"{release_id}.post"), _p(t, ".uploads", f"{release_id}.index")
+        steps += [
+            f"{{ cd {sh(partial)} && find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(post)}; }}",
+            f"awk {sh(_INDEX_AWK)} - {sh(post)} > {sh(new)}",
+            "exec </dev/null",
+            f"{{ test -f {sh(idx)} || : > {sh(idx)}; }}",
+            _MERGE_INDEX.format(new=sh(new), idx=sh(idx), tmp=sh(idx + ".tmp")),
+            sh("mv", "-f", idx + ".tmp", idx),
+            sh("rm", "-f", post, new),
+            "cd /",
+        ]
+    steps += [
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-f", upload),
     ]
@@ -191,6 +211,17 @@ _DELTA_AWK = (
     'print $1, $2, $3, $4, s > out } '
     'END { print "hashed=" n + 0 }'
 )
+
+# Index lines for a freshly unpacked artifact. Inputs: its sums (`sha256  path`, stdin) and
+# the unpacked files' stat (`post`). Every file the sums name gets its line.
+_INDEX_AWK = (
+    'FILENAME == ARGV[1] { sum[substr($0, 67)] = substr($0, 1, 64); next } '
+    '{ p = substr($0, length($1 $2 $3 $4) + 5); if (p in sum) print $1, $2, $3, $4, sum[p] }'
+)
+
+# New index lines replace the old lines of the same inodes; the other old lines stay.
+_MERGE_INDEX = "awk 'NR == FNR {{ k[$1]; print; next }} !($1 in k)' {new} {idx} > {tmp}"
+
 
 # The index after the toolkit removed release dirs (which changes the ctime of every inode
 # they shared with the kept releases). Inputs: the stat of the removed releases' files just
@@ -256,7 +287,7 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | No
         f"{{ ! test -s {sh(ctl + '/check')} || {{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/check')} 2>&1) || "
         f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}; }}",
         # Verified: the tree's files go into the index (a linked file's line replaces its old one).
-        f"awk 'NR == FNR {{ k[$1]; print; next }} !($1 in k)' {sh(ctl + '/index')} {sh(idx)} > {sh(idx + '.tmp')}",
+        _MERGE_INDEX.format(new=sh(ctl + "/index"), idx=sh(idx), tmp=sh(idx + ".tmp")),
         sh("mv", "-f", idx + ".tmp", idx),
         "cd /",
         *_into_place(t, release_id, previous, shared_files),

@@ -175,8 +175,10 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
     if st.upload_sha256 != artifact.sha256:
         _upload(section, h, local, upload)
     h.transfer = (h.transfer + "; sent in full") if h.transfer else "full"
-    _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files),
-         section, f"unpacking releases/{release_id}", long=True)
+    sums = delta.sums() if delta is not None else None
+    _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files,
+                                   index=sums is not None),
+         section, f"unpacking releases/{release_id}", long=True, stdin=sums or b"")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)
 

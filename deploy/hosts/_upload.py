@@ -170,6 +170,11 @@ def delta_plan(entries: Sequence[TreeEntry], base: Mapping[str, tuple[str, int, 
     return linked, sent
 
 
+def _sum_lines(entries: Sequence[TreeEntry]) -> bytes:
+    """`sha256  path` per file, as sha256sum -c reads them."""
+    return "".join(f"{e.sha256}  {e.path}\n" for e in entries if e.kind == "f").encode()
+
+
 class _Delta:
     """One release's delta material, shared by the hosts' threads: the artifact's tree (read
     once), one plan per distinct base manifest and one delta tarball per distinct set of
@@ -185,6 +190,7 @@ class _Delta:
         self._tars: dict[str, Path] = {}
         self._plans: dict[bytes, tuple[list[str], list[str]] | None] = {}
         self._small: dict[Path, bytes | None] = {}
+        self._sums: bytes | None | bool = False
         self.dir = Path(tempfile.mkdtemp(prefix="occ-delta-"))
 
     def tree(self) -> list[TreeEntry] | None:
@@ -227,7 +233,7 @@ class _Delta:
             want = set(sent)
             ctl = {
                 "links": b"".join(p.encode() + b"\0" for p in linked),
-                "sums": "".join(f"{e.sha256}  {e.path}\n" for e in entries if e.kind == "f").encode(),
+                "sums": _sum_lines(entries),
                 "tree": tree_lines(entries).encode(),
             }
             out = self.dir / f"{key[:24]}.tar.gz"
@@ -260,6 +266,23 @@ class _Delta:
                         dst.addfile(m, src.extractfile(m))
             self._tars[key] = out
             return out
+
+    def sums(self) -> bytes | None:
+        """The `sha256  path` lines of the artifact's files for the host's index after a full
+        unpack, hashed here from the tarball's own bytes (never taken from its manifest: the
+        index must only ever hold sums of bytes that were read); None when the tarball holds
+        what a delta cannot describe or the lines would not fit a command's stdin (STDIN_LIMIT)."""
+        from deploy.hosts._ssh import STDIN_LIMIT
+
+        with self.lock:
+            if self._sums is False:
+                try:
+                    entries = _scan_tree(self.local)
+                except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
+                    entries = None
+                data = _sum_lines(entries or ())
+                self._sums = data if entries and len(data) <= STDIN_LIMIT else None
+            return self._sums
 
     def small(self, tar: Path) -> bytes | None:
         """The bytes of a delta tarball small enough for a command's stdin (STDIN_LIMIT), else None."""
