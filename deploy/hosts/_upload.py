@@ -67,6 +67,18 @@ def artifact_tree(path: str | Path) -> list[TreeEntry] | None:
     return _scan_tree(path)
 
 
+def _has_manifest(path: str | Path) -> bool:
+    """The tarball starts with a RELEASE.json that describes it (deploy.build.pack's)."""
+    import tarfile
+
+    from deploy.build import MANIFEST
+
+    with tarfile.open(path, "r:gz") as tar:
+        first = tar.next()
+        return (first is not None and first.isreg() and first.name == MANIFEST
+                and _manifest_tree(tar.extractfile(first).read()) is not None)
+
+
 def _manifest_tree(raw: bytes) -> list[TreeEntry] | None:
     import json
 
@@ -277,7 +289,8 @@ class _Delta:
         with self.lock:
             if self._sums is False:
                 try:
-                    entries = _scan_tree(self.local)
+                    # Only an artifact with a manifest a delta can be planned against is worth indexing.
+                    entries = _scan_tree(self.local) if _has_manifest(self.local) else None
                 except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
                     entries = None
                 data = _sum_lines(entries or ())
@@ -309,7 +322,8 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     # The base's manifest first (read with the state when the base is current; else one SFTP
     # read): a host whose releases carry none (older builds) costs nothing more, and the
     # artifact's tree is not read at all.
-    if base == h.state.current and h.state.manifest:
+    if base == h.state.current:
+        # Read with the state (empty: current has no RELEASE.json, so nothing to plan against).
         raw = h.state.manifest.encode("utf-8", "surrogateescape")
     else:
         raw = _sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b""
