@@ -131,7 +131,9 @@ def test_upload_to_a_host_that_freezes_mid_upload_fails_within_the_bound(stage, 
     before = stage.currents()
     assert before[0] and before == before[::-1]
 
-    _set(stage, "hosts", command_timeout=90, **settings)
+    # The whole artifact goes over SFTP (a delta up to STDIN_LIMIT rides on a command's stdin,
+    # bounded by hosts.command_timeout like any command).
+    _set(stage, "hosts", command_timeout=90, delta=False, **settings)
     frozen = stage.hosts[1]
     with stage.farm.frozen_uploads(frozen, after_bytes=512):
         # Unbounded, this would hang until the invoke timeout below raises.

@@ -243,7 +243,9 @@ _REFRESH_AWK = (
 def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | None, previous: str | None,
                          shared_files: Sequence[str]) -> str:
     """Build releases/<id> from a delta: hard-link the unchanged files from releases/<base>
-    (`ctl/links`, NUL-separated), unpack the new ones (`files/`), then verify the whole tree
+    (`ctl/links.tar`: one hard-link member per file, `.partial-<id>/<path>` to `<base>/<path>`,
+    unpacked in releases/: one process makes every link and the folders they need), unpack
+    the new ones (`files/`), then verify the whole tree
     against the artifact's manifest before anything else: every entry with its mode and size
     and nothing else (`ctl/tree`, sorted `find` lines), and every file's sha256 (`ctl/sums`):
     the sent files and every linked file the host's index (VERIFIED) cannot vouch for are
@@ -271,12 +273,11 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | No
         sh("mv", "-T", work + "/files", partial),
         # Before linking: a link changes the ctime the index is checked against.
         f"{{ cd {sh(src)} && find . -type f -printf {sh(_STAT + chr(92) + 'n')} > {sh(ctl + '/pre')}; }}",
-        # cp --parents recreates each path under partial; -l links instead of copying, so an
-        # unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
-        f"{{ ! test -s {sh(ctl + '/links')} || "
-        f"{{ cd {sh(src)} && xargs -0 cp -l --parents -t {sh(partial)} -- < {sh(ctl + '/links')}; }} || "
+        # An unchanged file costs a directory entry, not its bytes (rsync --link-dest's idea).
+        f"{{ ! test -s {sh(ctl + '/links.tar')} || "
+        f"tar -xf {sh(ctl + '/links.tar')} -C {sh(_p(t, 'releases'))} 2> {sh(ctl + '/link-errors')} || "
         f"{{ printf '%s\\n' {sh(what + ': a file to link is missing or unreadable in ' + base)} >&2; "
-        f"exit {DELTA_MISMATCH_EXIT}; }}; }}",
+        f"head -n 2 {sh(ctl + '/link-errors')} >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
         f"cd {sh(partial)}",
         f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
         f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "

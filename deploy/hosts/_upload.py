@@ -182,6 +182,23 @@ def delta_plan(entries: Sequence[TreeEntry], base: Mapping[str, tuple[str, int, 
     return linked, sent
 
 
+def _links_tar(linked: Sequence[str], release_id: str, base: str) -> bytes:
+    """A tar of hard-link members, `.partial-<release_id>/<path>` to `<base>/<path>`, for tar
+    to unpack in releases/ (names checked by _safe_member when the tree was read)."""
+    import io
+    import tarfile
+
+    if not linked:
+        return b""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for p in linked:
+            info = tarfile.TarInfo(f".partial-{release_id}/{p}")
+            info.type, info.linkname, info.mode = tarfile.LNKTYPE, f"{base}/{p}", 0o644
+            tar.addfile(info)
+    return buf.getvalue()
+
+
 def _sum_lines(entries: Sequence[TreeEntry]) -> bytes:
     """`sha256  path` per file, as sha256sum -c reads them."""
     return "".join(f"{e.sha256}  {e.path}\n" for e in entries if e.kind == "f").encode()
@@ -230,21 +247,22 @@ class _Delta:
             self._plans[key] = found
         return found
 
-    def tarball(self, linked: Sequence[str], sent: Sequence[str]) -> Path:
-        """`ctl/{links,sums,tree}` + `files/<the sent files, symlinks, empty dirs>`, gzip."""
+    def tarball(self, linked: Sequence[str], sent: Sequence[str], release_id: str, base: str) -> Path:
+        """`ctl/{links.tar,sums,tree}` + `files/<the sent files, symlinks, empty dirs>`, gzip."""
         import gzip
         import hashlib
         import io
         import tarfile
 
-        key = hashlib.sha256("\0".join(linked).encode() + b"\1" + "\0".join(sent).encode()).hexdigest()
+        key = hashlib.sha256("\0".join((release_id, base, *linked)).encode() + b"\1"
+                             + "\0".join(sent).encode()).hexdigest()
         with self.lock:
             if key in self._tars:
                 return self._tars[key]
             entries = self._tree or []
             want = set(sent)
             ctl = {
-                "links": b"".join(p.encode() + b"\0" for p in linked),
+                "links.tar": _links_tar(linked, release_id, base),
                 "sums": _sum_lines(entries),
                 "tree": tree_lines(entries).encode(),
             }
@@ -334,7 +352,7 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     if not linked:
         h.transfer = f"delta from {base}: nothing to link"
         return False
-    tar = delta.tarball(linked, sent)
+    tar = delta.tarball(linked, sent, release_id, base)
     upload = _p(t, ".uploads", delta_upload_name(release_id))
     data = delta.small(tar)
     if data is None:
