@@ -843,6 +843,22 @@ def test_a_release_sent_whole_is_indexed_with_the_sums_of_its_bytes_not_its_mani
     assert _tree(rel / R2) == _artifact_tree(two)
 
 
+def test_an_index_that_cannot_be_used_only_costs_hashing(fleet):
+    """The index is an optimisation: a host where it is not a readable file (here a folder in
+    its place) still releases whole and by delta, every linked file hashed, the tree exact."""
+    f = fleet(1)
+    arts = [_packed(f, rid, files={"build/app.js": rid}, padding_bytes=MB, seed=8) for rid in (R1, R2)]
+    (f.deploy_to(f.hosts[0]) / ".verified").mkdir(parents=True)
+    (first,) = hosts.release(f.section, arts[0], run_id="run-1", now=T0)
+    assert first.transfer == "full"
+    (second,) = hosts.release(f.section, arts[1], run_id="run-2", now=T0)
+    assert second.transfer.startswith(f"delta from {R1}") and "failed" not in second.transfer, second.transfer
+    assert _rehashed(second.transfer) > 0, second.transfer
+    assert _tree(f.deploy_to(f.hosts[0]) / "releases" / R2) == _artifact_tree(arts[1])
+    assert f.served() == [R2]
+    assert (f.deploy_to(f.hosts[0]) / ".verified").is_dir()
+
+
 def test_a_file_changed_after_its_bytes_were_checked_is_hashed_again_and_caught(fleet):
     f = fleet(2)
     arts = [_packed(f, rid, files={"build/app.js": rid}, padding_bytes=MB, seed=9) for rid in (R1, R2, R3)]

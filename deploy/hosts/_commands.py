@@ -128,36 +128,42 @@ def read_lock_command(t: Target) -> str:
 
 
 def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previous: str | None,
-                   shared_files: Sequence[str], index: bool = False) -> str:
+                   shared_files: Sequence[str], sums_sha256: str = "") -> str:
     """Verify, unpack into a hidden partial dir, write RELEASE, link shared files, then rename into place.
 
-    `index`: the artifact's sums (`sha256  path` lines, from its manifest) come on stdin, and
-    the unpacked files go into the host's index (VERIFIED) with them: their bytes are the
-    artifact's, whose sha256 was checked just before, so the first delta built from this
-    release need not hash them again (see _INDEX_AWK)."""
+    `sums_sha256`: the artifact's sums (`sha256  path` lines, hashed by the toolkit from the
+    tarball itself) come on stdin, and this is their sha256. Once they are all there (checked
+    against it) and the artifact's own sha256 has checked, the unpacked files go into the
+    host's index (VERIFIED) with them, so the first delta built from this release need not
+    hash them again (see _INDEX_AWK). Indexing is best effort: when any part of it fails, the
+    index stays as it was and the release goes on."""
     final = _p(t, "releases", release_id)
     partial = _p(t, "releases", f".partial-{release_id}")
-    steps = [
-        "umask 022",   # the artifact's 644/755 modes, whatever the login's umask (delta links rely on them)
+    sums = _p(t, ".uploads", f"{release_id}.sums")
+    steps = ["umask 022"]
+    if sums_sha256:
+        # Read at once (the sender never waits on the unpack), checked before use.
+        steps += [f"{{ cat > {sh(sums)} || : ; }}", "exec </dev/null"]
+    steps += [
         f"{{ printf '%s  %s\\n' {sh(sha256)} {sh(upload)} | sha256sum -c --status || "
         f"{_fail(CHECKSUM_EXIT, f'sha256 of the uploaded artifact does not match {sha256}')}; }}",
         sh("rm", "-rf", partial, final),
         sh("mkdir", "-p", partial),
         sh("tar", "-xzf", upload, "--no-same-permissions", "-C", partial),
     ]
-    if index:
+    if sums_sha256:
         idx = _p(t, VERIFIED)
         post, new = _p(t, ".uploads", f"{release_id}.post"), _p(t, ".uploads", f"{release_id}.index")
-        steps += [
-            f"{{ cd {sh(partial)} && find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(post)}; }}",
-            f"awk {sh(_INDEX_AWK)} - {sh(post)} > {sh(new)}",
-            "exec </dev/null",
-            f"{{ test -f {sh(idx)} || : > {sh(idx)}; }}",
+        index = _and(
+            f"printf '%s  %s\\n' {sh(sums_sha256)} {sh(sums)} | sha256sum -c --status",
+            f"cd {sh(partial)}",
+            f"find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(post)}",
+            f"awk {sh(_INDEX_AWK)} {sh(sums)} {sh(post)} > {sh(new)}",
+            f"{{ test -f {sh(idx)} || true > {sh(idx)}; }}",   # not `:`: a special builtin's failed redirect ends sh
             _MERGE_INDEX.format(new=sh(new), idx=sh(idx), tmp=sh(idx + ".tmp")),
-            sh("mv", "-f", idx + ".tmp", idx),
-            sh("rm", "-f", post, new),
-            "cd /",
-        ]
+            sh("mv", "-fT", idx + ".tmp", idx),
+        )
+        steps += [f"{{ {index}; }} 2>/dev/null || :", "cd /", sh("rm", "-f", sums, post, new, idx + ".tmp")]
     steps += [
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-f", upload),
@@ -212,8 +218,8 @@ _DELTA_AWK = (
     'END { print "hashed=" n + 0 }'
 )
 
-# Index lines for a freshly unpacked artifact. Inputs: its sums (`sha256  path`, stdin) and
-# the unpacked files' stat (`post`). Every file the sums name gets its line.
+# Index lines for a freshly unpacked artifact. Inputs: its sums (`sha256  path`) and the
+# unpacked files' stat (`post`). Every file the sums name gets its line.
 _INDEX_AWK = (
     'FILENAME == ARGV[1] { sum[substr($0, 67)] = substr($0, 1, 64); next } '
     '{ p = substr($0, length($1 $2 $3 $4) + 5); if (p in sum) print $1, $2, $3, $4, sum[p] }'
@@ -282,14 +288,16 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | No
         f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
         f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
         f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
-        f"{{ test -f {sh(idx)} || : > {sh(idx)}; }}",
-        sh("awk", "-v", f"check={ctl}/check", "-v", f"out={ctl}/index", _DELTA_AWK,
-           ctl + "/pre", idx, ctl + "/sums", ctl + "/post"),
+        # An index that cannot be read vouches for nothing: every linked file is hashed.
+        f"{{ vi={sh(idx)}; test -f \"$vi\" && test -r \"$vi\" || vi=/dev/null; }}",
+        f"awk -v check={sh(ctl + '/check')} -v out={sh(ctl + '/index')} {sh(_DELTA_AWK)} "
+        f"{sh(ctl + '/pre')} \"$vi\" {sh(ctl + '/sums')} {sh(ctl + '/post')}",
         f"{{ ! test -s {sh(ctl + '/check')} || {{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/check')} 2>&1) || "
         f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}; }}",
-        # Verified: the tree's files go into the index (a linked file's line replaces its old one).
-        _MERGE_INDEX.format(new=sh(ctl + "/index"), idx=sh(idx), tmp=sh(idx + ".tmp")),
-        sh("mv", "-f", idx + ".tmp", idx),
+        # Verified: the tree's files go into the index (a linked file's line replaces its old
+        # one). Best effort: an index that cannot be written stays as it was.
+        f"{{ {_MERGE_INDEX.format(new=sh(ctl + '/index'), idx=chr(34) + '$vi' + chr(34), tmp=sh(idx + '.tmp'))} && "
+        f"mv -fT {sh(idx + '.tmp')} {sh(idx)}; }} 2>/dev/null || rm -f {sh(idx + '.tmp')}",
         "cd /",
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-rf", *([upload] if upload else []), work),

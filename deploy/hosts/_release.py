@@ -5,6 +5,7 @@ close. Every host's outcome is reported once (`HostFailed`)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from contextlib import contextmanager
 from datetime import datetime
@@ -177,7 +178,7 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
     h.transfer = (h.transfer + "; sent in full") if h.transfer else "full"
     sums = delta.sums() if delta is not None else None
     _run(h.conn, t, unpack_command(t, release_id, artifact.sha256, upload, st.current, section.shared_files,
-                                   index=sums is not None),
+                                   sums_sha256=hashlib.sha256(sums).hexdigest() if sums else ""),
          section, f"unpacking releases/{release_id}", long=True, stdin=sums or b"")
     h.prepared = True
     _hook_before_switch(section, h, release_id, env)

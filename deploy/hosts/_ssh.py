@@ -248,8 +248,9 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     """Run one remote command; a non-listed exit code raises _HostError with stderr's tail.
     `long`: bounded by hosts.command_timeout, else by `quick_timeout`. After a timeout the
     connection is closed: no later command (a cleanup, an unlock) waits on that host again.
-    `stdin`: bytes for the command's standard input (at most STDIN_LIMIT: they fit in the
-    channel's window, so sending never waits on the command)."""
+    `stdin`: bytes for the command's standard input (at most STDIN_LIMIT). A command that
+    takes them checks they all came (a gzip stream, a sha256): a send cut short by the
+    command's end or the bound is never taken for the whole."""
     from invoke.exceptions import CommandTimedOut
 
     from deploy.proc import echo
@@ -295,7 +296,8 @@ class _ExecTimedOut(Exception):
 
 
 # What a command may get on its standard input: less than the window OpenSSH's sshd opens
-# for a session channel (2 MiB), so the bytes are queued at once whatever the command does.
+# for a session channel (2 MiB), so with OpenSSH the bytes are queued at once; a server with
+# a smaller window takes them as the command reads, the wait bounded like the command's.
 STDIN_LIMIT = 1 << 20
 
 

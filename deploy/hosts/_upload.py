@@ -300,19 +300,22 @@ class _Delta:
     def sums(self) -> bytes | None:
         """The `sha256  path` lines of the artifact's files for the host's index after a full
         unpack, hashed here from the tarball's own bytes (never taken from its manifest: the
-        index must only ever hold sums of bytes that were read); None when the tarball holds
-        what a delta cannot describe or the lines would not fit a command's stdin (STDIN_LIMIT)."""
+        index must only ever hold sums of bytes that were read); None when the artifact has no
+        manifest a delta could be planned against, or the lines would not fit a command's stdin
+        (STDIN_LIMIT: known from the manifest's paths before anything is hashed)."""
         from deploy.hosts._ssh import STDIN_LIMIT
 
+        described = self.tree()
         with self.lock:
             if self._sums is False:
+                self._sums = None
                 try:
-                    # Only an artifact with a manifest a delta can be planned against is worth indexing.
-                    entries = _scan_tree(self.local) if _has_manifest(self.local) else None
+                    if described and len(_sum_lines(described)) <= STDIN_LIMIT and _has_manifest(self.local):
+                        scanned = _scan_tree(self.local)
+                        data = _sum_lines(scanned or ())
+                        self._sums = data if scanned and len(data) <= STDIN_LIMIT else None
                 except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
-                    entries = None
-                data = _sum_lines(entries or ())
-                self._sums = data if entries and len(data) <= STDIN_LIMIT else None
+                    self._sums = None
             return self._sums
 
     def small(self, tar: Path) -> bytes | None:
