@@ -336,13 +336,15 @@ def test_a_full_unpack_indexes_its_files_only_when_the_sums_and_the_artifact_che
 
     cmd = hosts.unpack_command(T, "r2", "a" * 64, "/srv/occ/.uploads/r2.tar.gz", "r1", (), sums_sha256="b" * 64)
     # The sums are read first (the sender never waits), then nothing reads stdin again.
-    assert cmd.startswith("umask 022 && { cat > /srv/occ/.uploads/r2.sums || : ; } && exec </dev/null && ")
+    assert cmd.startswith("umask 022 && rm -rf /srv/occ/.uploads/r2.d && mkdir -p /srv/occ/.uploads/r2.d && "
+                          "{ cat > /srv/occ/.uploads/r2.d/sums || : ; } && exec </dev/null && ")
     # Indexing comes after the artifact's check and its unpacking, checks the sums' own sha256
     # first, and never fails the release (best effort, the index replaced only when complete).
     check, untar = cmd.index("sha256sum -c --status ||"), cmd.index("tar -xzf")
-    index = cmd.index(f"{{ printf '%s  %s\\n' {'b' * 64} /srv/occ/.uploads/r2.sums | sha256sum -c --status && ")
+    index = cmd.index(f"{{ printf '%s  %s\\n' {'b' * 64} /srv/occ/.uploads/r2.d/sums | sha256sum -c --status && ")
     assert check < untar < index
-    assert "mv -fT /srv/occ/.verified.tmp /srv/occ/.verified; } 2>/dev/null || : && cd / && rm -f" in cmd
+    assert "mv -fT /srv/occ/.verified.tmp /srv/occ/.verified; } 2>/dev/null || rm -f /srv/occ/.verified.tmp; } " \
+           "2>/dev/null || : && cd / && rm -rf /srv/occ/.uploads/r2.d && " in cmd
     plain = hosts.unpack_command(T, "r2", "a" * 64, "/srv/occ/.uploads/r2.tar.gz", "r1", ())
     assert "exec </dev/null" not in plain and ".verified" not in plain
     if not shutil.which("awk"):

@@ -139,11 +139,12 @@ def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previou
     index stays as it was and the release goes on."""
     final = _p(t, "releases", release_id)
     partial = _p(t, "releases", f".partial-{release_id}")
-    sums = _p(t, ".uploads", f"{release_id}.sums")
+    work = _p(t, ".uploads", f"{release_id}.d")   # what discard_release_command removes too
+    sums, post, new = work + "/sums", work + "/post", work + "/index"
     steps = ["umask 022"]
     if sums_sha256:
         # Read at once (the sender never waits on the unpack), checked before use.
-        steps += [f"{{ cat > {sh(sums)} || : ; }}", "exec </dev/null"]
+        steps += [sh("rm", "-rf", work), sh("mkdir", "-p", work), f"{{ cat > {sh(sums)} || : ; }}", "exec </dev/null"]
     steps += [
         f"{{ printf '%s  %s\\n' {sh(sha256)} {sh(upload)} | sha256sum -c --status || "
         f"{_fail(CHECKSUM_EXIT, f'sha256 of the uploaded artifact does not match {sha256}')}; }}",
@@ -152,18 +153,15 @@ def unpack_command(t: Target, release_id: str, sha256: str, upload: str, previou
         sh("tar", "-xzf", upload, "--no-same-permissions", "-C", partial),
     ]
     if sums_sha256:
-        idx = _p(t, VERIFIED)
-        post, new = _p(t, ".uploads", f"{release_id}.post"), _p(t, ".uploads", f"{release_id}.index")
         index = _and(
             f"printf '%s  %s\\n' {sh(sums_sha256)} {sh(sums)} | sha256sum -c --status",
             f"cd {sh(partial)}",
             f"find . -type f -printf {sh(_STAT + ' %P' + chr(92) + 'n')} > {sh(post)}",
             f"awk {sh(_INDEX_AWK)} {sh(sums)} {sh(post)} > {sh(new)}",
-            f"{{ test -f {sh(idx)} || true > {sh(idx)}; }}",   # not `:`: a special builtin's failed redirect ends sh
-            _MERGE_INDEX.format(new=sh(new), idx=sh(idx), tmp=sh(idx + ".tmp")),
-            sh("mv", "-fT", idx + ".tmp", idx),
+            _index_in(t),
+            _index_merge(t, new),
         )
-        steps += [f"{{ {index}; }} 2>/dev/null || :", "cd /", sh("rm", "-f", sums, post, new, idx + ".tmp")]
+        steps += [f"{{ {index}; }} 2>/dev/null || :", "cd /", sh("rm", "-rf", work)]
     steps += [
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-f", upload),
@@ -225,8 +223,19 @@ _INDEX_AWK = (
     '{ p = substr($0, length($1 $2 $3 $4) + 5); if (p in sum) print $1, $2, $3, $4, sum[p] }'
 )
 
-# New index lines replace the old lines of the same inodes; the other old lines stay.
-_MERGE_INDEX = "awk 'NR == FNR {{ k[$1]; print; next }} !($1 in k)' {new} {idx} > {tmp}"
+
+def _index_in(t: Target) -> str:
+    """Sets `$vi` to the index to read: VERIFIED, or /dev/null when it is not a readable file
+    (an index that cannot be read vouches for nothing)."""
+    return f"{{ vi={sh(_p(t, VERIFIED))}; test -f \"$vi\" && test -r \"$vi\" || vi=/dev/null; }}"
+
+
+def _index_merge(t: Target, new: str) -> str:
+    """`new`'s lines into the index, replacing the old lines of the same inodes (the others
+    stay). Best effort: an index that cannot be written stays as it was. Needs `$vi`."""
+    idx = _p(t, VERIFIED)
+    return (f"{{ awk 'NR == FNR {{ k[$1]; print; next }} !($1 in k)' {sh(new)} \"$vi\" > {sh(idx + '.tmp')} && "
+            f"mv -fT {sh(idx + '.tmp')} {sh(idx)}; }} 2>/dev/null || rm -f {sh(idx + '.tmp')}")
 
 
 # The index after the toolkit removed release dirs (which changes the ctime of every inode
@@ -263,7 +272,6 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | No
     work = _p(t, ".uploads", f"{release_id}.d")
     ctl = work + "/ctl"
     src = _p(t, "releases", base)
-    idx = _p(t, VERIFIED)
     what = f"the tree built from {base} does not match the artifact's manifest"
     # One walk of the built tree: its entries (compared with the manifest's) and, into
     # ctl/post, every file's identity and times after the link (for the index).
@@ -288,16 +296,13 @@ def delta_unpack_command(t: Target, release_id: str, base: str, upload: str | No
         f"{{ {tree} | LC_ALL=C sort > {sh(ctl + '/found')}; }}",
         f"{{ cmp -s {sh(ctl + '/found')} {sh(ctl + '/tree')} || {{ printf '%s\\n' {sh(what + ' (modes, sizes or entries):')} >&2; "
         f"diff {sh(ctl + '/tree')} {sh(ctl + '/found')} | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}",
-        # An index that cannot be read vouches for nothing: every linked file is hashed.
-        f"{{ vi={sh(idx)}; test -f \"$vi\" && test -r \"$vi\" || vi=/dev/null; }}",
+        _index_in(t),   # one that cannot be read vouches for nothing: every linked file is hashed
         f"awk -v check={sh(ctl + '/check')} -v out={sh(ctl + '/index')} {sh(_DELTA_AWK)} "
         f"{sh(ctl + '/pre')} \"$vi\" {sh(ctl + '/sums')} {sh(ctl + '/post')}",
         f"{{ ! test -s {sh(ctl + '/check')} || {{ out=$(LC_ALL=C sha256sum -c --quiet --strict {sh(ctl + '/check')} 2>&1) || "
         f"{{ printf '%s\\n' {sh(what + ':')} \"$out\" | head -n 4 >&2; exit {DELTA_MISMATCH_EXIT}; }}; }}; }}",
-        # Verified: the tree's files go into the index (a linked file's line replaces its old
-        # one). Best effort: an index that cannot be written stays as it was.
-        f"{{ {_MERGE_INDEX.format(new=sh(ctl + '/index'), idx=chr(34) + '$vi' + chr(34), tmp=sh(idx + '.tmp'))} && "
-        f"mv -fT {sh(idx + '.tmp')} {sh(idx)}; }} 2>/dev/null || rm -f {sh(idx + '.tmp')}",
+        # Verified: the tree's files go into the index (a linked file's line replaces its old one).
+        _index_merge(t, ctl + "/index"),
         "cd /",
         *_into_place(t, release_id, previous, shared_files),
         sh("rm", "-rf", *([upload] if upload else []), work),

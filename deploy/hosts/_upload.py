@@ -52,6 +52,13 @@ def artifact_tree(path: str | Path) -> list[TreeEntry] | None:
     without decompressing the rest); else from the tarball itself, file by file. A manifest
     that lies about its tarball only costs time: the host checks the tree it builds against
     it, and a mismatch sends the whole tarball."""
+    described = _manifest_entries(path)
+    return described if described is not None else _scan_tree(path)
+
+
+def _manifest_entries(path: str | Path) -> list[TreeEntry] | None:
+    """The tree the tarball's leading RELEASE.json (deploy.build.pack's) describes, that
+    manifest itself first; None when it has none a delta can be planned against."""
     import hashlib
     import tarfile
 
@@ -59,24 +66,13 @@ def artifact_tree(path: str | Path) -> list[TreeEntry] | None:
 
     with tarfile.open(path, "r:gz") as tar:
         first = tar.next()
-        if first is not None and first.isreg() and first.name == MANIFEST:
-            raw = tar.extractfile(first).read()
-            found = _manifest_tree(raw)
-            if found is not None:
-                return [TreeEntry(MANIFEST, "f", 0o644, len(raw), hashlib.sha256(raw).hexdigest()), *found]
-    return _scan_tree(path)
-
-
-def _has_manifest(path: str | Path) -> bool:
-    """The tarball starts with a RELEASE.json that describes it (deploy.build.pack's)."""
-    import tarfile
-
-    from deploy.build import MANIFEST
-
-    with tarfile.open(path, "r:gz") as tar:
-        first = tar.next()
-        return (first is not None and first.isreg() and first.name == MANIFEST
-                and _manifest_tree(tar.extractfile(first).read()) is not None)
+        if first is None or not first.isreg() or first.name != MANIFEST:
+            return None
+        raw = tar.extractfile(first).read()
+    found = _manifest_tree(raw)
+    if found is None:
+        return None
+    return [TreeEntry(MANIFEST, "f", 0o644, len(raw), hashlib.sha256(raw).hexdigest()), *found]
 
 
 def _manifest_tree(raw: bytes) -> list[TreeEntry] | None:
@@ -305,12 +301,12 @@ class _Delta:
         (STDIN_LIMIT: known from the manifest's paths before anything is hashed)."""
         from deploy.hosts._ssh import STDIN_LIMIT
 
-        described = self.tree()
         with self.lock:
             if self._sums is False:
                 self._sums = None
                 try:
-                    if described and len(_sum_lines(described)) <= STDIN_LIMIT and _has_manifest(self.local):
+                    described = _manifest_entries(self.local)
+                    if described and len(_sum_lines(described)) <= STDIN_LIMIT:
                         scanned = _scan_tree(self.local)
                         data = _sum_lines(scanned or ())
                         self._sums = data if scanned and len(data) <= STDIN_LIMIT else None
