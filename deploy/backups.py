@@ -345,7 +345,7 @@ def backup(
         res = proc.run(pg_dump_argv(pg_dump, snapshot, tmp, tool_url, lock_timeout), env=env_vars, timeout=timeout)
         if not res.ok:
             tmp.unlink(missing_ok=True)
-            raise BackupFailed(f"pg_dump of {u.masked} failed (exit {res.returncode}):\n{res.tail()}",
+            raise BackupFailed(f"pg_dump of {u.masked} failed (exit {res.returncode}):\n{res.explain()}",
                                "Check the role's permissions on every table, and disk space in the backup folder.")
         os.replace(tmp, path)
     finally:
@@ -559,7 +559,7 @@ def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, cl
         privileges = [] if clean else ["--no-privileges"]
         res = proc.run([pg_restore, "--no-owner", *privileges, f"--file={script}", str(b.path)], timeout=3600)
         if not res.ok:
-            raise BackupFailed(f"pg_restore cannot read {b.path}:\n{res.tail()}")
+            raise BackupFailed(f"pg_restore cannot read {b.path}:\n{res.explain()}")
         body = script.read_text()
         # pg_dump >= 15 emits no CREATE SCHEMA public; older dumps may: tolerate it.
         body = re.sub(r"^CREATE SCHEMA public;$", "CREATE SCHEMA IF NOT EXISTS public;", body, flags=re.M)
@@ -577,7 +577,7 @@ def _pg_restore_into(b: Backup, target: dburl.DbUrl, server: int, bin_dir, *, cl
                         f"--file={script}", f"--dbname={tool_url}"], env=env_vars, timeout=3600)
         if not res.ok:
             raise BackupFailed(f"Restoring {b.path.name} into {target.masked} failed; the database is unchanged "
-                               f"(one transaction):\n{res.tail()}",
+                               f"(one transaction):\n{res.explain()}",
                                "Read the psql error above (a lock timeout: stop what holds the tables and run "
                                "again; permission denied: restore as the role that owns the schemas).")
 

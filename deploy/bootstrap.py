@@ -319,7 +319,7 @@ def _seed(app: Path, package: Mapping, url: str, settings: Settings, root: Path,
         return Action("seed", "failed", f"`{argv[0]}` is not on PATH, so `{shlex.join(argv)}` cannot run.")
     res = _run(argv, app, environ, 600, {settings.database.url_var: url})
     if not res.ok:
-        return Action("seed", "failed", f"`{shlex.join(argv)}` exited {res.returncode}: {res.tail(5)}")
+        return Action("seed", "failed", f"`{shlex.join(argv)}` exited {res.returncode}: {res.explain(5)}")
     state.setdefault("seeded", {})[key] = {"at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
                                            "command": digest}
     state_path.parent.mkdir(parents=True, exist_ok=True)

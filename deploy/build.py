@@ -29,6 +29,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import tarfile
@@ -155,6 +156,10 @@ class Recipe:
     include: tuple[str, ...]                # what the artifact holds, relative to the app folder; () = all
     install: tuple[str, ...] = ()           # commands[0] when the recipe installs dependencies
     prune: tuple[str, ...] = ()             # commands[-1] when the recipe prunes them after the build
+    generate: tuple[str, ...] = ()          # the generate command (after the install) when there is one
+    # node_modules entries the build writes anew (Prisma's client): a dependency cache entry
+    # never holds them, so a cache hit ships this commit's, never one generated for another.
+    generated: tuple[str, ...] = ()
 
 
 def package_json(app_dir: str | Path) -> dict:
@@ -215,6 +220,159 @@ def _yarn_berry_linker_ok(app: Path) -> None:
             "[app] prune in env/<name>.toml to the commands that build a shippable app.")
 
 
+# ---------------------------------------------------------------- generated code (Prisma)
+#
+# Code generated from the app's own files is built from more than the lockfile: Prisma's
+# client from its schema (by `prisma generate`, and by @prisma/client's install step up to
+# Prisma 6), anything else by the app's install scripts. These say which files that is.
+
+PRISMA_CONFIGS = tuple(f"{base}.{ext}" for base in ("prisma.config", ".config/prisma")
+                       for ext in ("ts", "mts", "cts", "js", "mjs", "cjs"))
+PRISMA_SCHEMAS = ("prisma/schema.prisma", "schema.prisma", "prisma/schema")   # Prisma's defaults
+PRISMA_GENERATE = ("node_modules/.bin/prisma", "generate")   # the app's own CLI, as its lockfile installed it
+PRISMA_CLIENT_DIR = ".prisma"   # in node_modules: where prisma-client-js writes the client by default
+_CONFIG_SCHEMA = re.compile(r"""\bschema\s*:\s*(["'`])([^"'`$]+)\1""")
+_RUNS_GENERATE = re.compile(r"\bprisma\b[^&|;\n]*\bgenerate\b")
+_RUNS_SCRIPT = re.compile(r"\b(?:npm|pnpm|yarn|bun)\s+(?:run(?:-script)?\s+)?([A-Za-z0-9:_.-]+)")
+_SKIP_DIRS = frozenset({"node_modules", ".git"})
+
+
+def _inside(app: Path, rel: str) -> str | None:
+    """`rel` normalised, when it is a path inside the app folder; else None."""
+    if not isinstance(rel, str) or not rel.strip() or os.path.isabs(rel):
+        return None
+    p = os.path.normpath(rel.strip())
+    return None if p == "." or p == ".." or p.startswith("../") else p
+
+
+def _files_under(app: Path, rel: str, suffix: str = "") -> list[str]:
+    """`rel` when it is a file; every file under it (ending in `suffix`) when it is a folder,
+    node_modules and .git aside; relative to the app folder, sorted."""
+    top = app / rel
+    if top.is_file():
+        return [rel]
+    out = []
+    if top.is_dir():
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            out += [os.path.relpath(os.path.join(dirpath, f), app) for f in filenames if f.endswith(suffix)]
+    return sorted(out)
+
+
+def prisma_schema_files(app_dir: str | Path, pkg: dict | None = None) -> list[str]:
+    """The app's Prisma schema files (relative to it, sorted), wherever Prisma may read them:
+    the `schema` a prisma.config.* names (a string literal), package.json's "prisma.schema",
+    and the defaults prisma/schema.prisma, schema.prisma and the prisma/schema/ folder (a
+    folder: every *.prisma under it). All that exist, not only the one Prisma picks: each
+    may be what generates the client. A config that names its schema some other way (an
+    expression): every *.prisma in the app."""
+    app = Path(app_dir)
+    pkg = package_json(app) if pkg is None else pkg
+    named: list[str] = []
+    unreadable = False
+    for cfg in PRISMA_CONFIGS:
+        try:
+            text = (app / cfg).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        found = [m.group(2) for m in _CONFIG_SCHEMA.finditer(text)]
+        named += found
+        unreadable = unreadable or (not found and re.search(r"\bschema\s*:", text) is not None)
+    section = pkg.get("prisma")
+    if isinstance(section, dict) and isinstance(section.get("schema"), str):
+        named.append(section["schema"])
+    if unreadable:
+        return _files_under(app, ".", ".prisma") if (app / ".").is_dir() else []
+    out: set[str] = set()
+    for rel in (*named, *PRISMA_SCHEMAS):
+        p = _inside(app, rel)
+        if p is not None:
+            out.update(_files_under(app, p, "" if (app / p).is_file() else ".prisma"))
+    return sorted(out)
+
+
+def scripts_reached(scripts: Mapping, names: Iterable[str]) -> dict[str, str]:
+    """The package.json scripts that running `names` runs: each, its pre/post scripts, and
+    the scripts those run in turn (`npm run X`, `pnpm X`, `yarn X`), by name."""
+    out: dict[str, str] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        for n in (name, f"pre{name}", f"post{name}"):
+            v = scripts.get(n)
+            if isinstance(v, str) and n not in out:
+                out[n] = v
+                todo += [x for x in _RUNS_SCRIPT.findall(v) if x in scripts]
+    return out
+
+
+def named_files(app_dir: str | Path, commands: Iterable[str]) -> dict[str, str]:
+    """sha256 of every file of the app a command line names (a word, or a `--flag=value`'s
+    value, that is a path inside the app; a folder: its files), node_modules aside (the
+    lockfile covers it): what an install script reads, as far as its words tell."""
+    app = Path(app_dir)
+    out: dict[str, str] = {}
+    for text in commands:
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = text.split()
+        for w in words:
+            p = _inside(app, w.split("=", 1)[1] if w.startswith("-") and "=" in w else w)
+            if p is None or p.split("/", 1)[0] in _SKIP_DIRS or not (app / p).exists():
+                continue
+            for f in _files_under(app, p):
+                out.setdefault(f, sha256_file(app / f))
+    return out
+
+
+def generated_inputs(app_dir: str | Path, pkg: dict | None = None) -> dict[str, str]:
+    """sha256 of the files code is generated from at install, by path: the Prisma schema
+    files, prisma.config.*, and the files the install lifecycle scripts (and the scripts
+    they run) name. Part of the dependency cache key (`deps_key`)."""
+    app = Path(app_dir)
+    pkg = package_json(app) if pkg is None else pkg
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    out = {rel: sha256_file(app / rel) for rel in prisma_schema_files(app, pkg)}
+    out.update({cfg: sha256_file(app / cfg) for cfg in PRISMA_CONFIGS if (app / cfg).is_file()})
+    out.update(named_files(app, scripts_reached(scripts, _INSTALL_SCRIPTS).values()))
+    return dict(sorted(out.items()))
+
+
+def _generate_step(app: Path, pkg: dict, c: AppSection) -> tuple[tuple[str, ...], bool]:
+    """(the generate argv or (), whether the build writes Prisma's client anew) under the
+    contract's `generate` (see AppSection)."""
+    if c.generate == "none":
+        return (), False
+    if isinstance(c.generate, tuple):
+        return tuple(c.generate), bool(_RUNS_GENERATE.search(shlex.join(c.generate)))
+    if not prisma_schema_files(app, pkg):
+        return (), False
+    deps = {k: v for f in ("dependencies", "devDependencies", "optionalDependencies")
+            if isinstance(pkg.get(f), dict) for k, v in pkg[f].items()}
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+
+    def runs_generate(argvs: Iterable[tuple[str, ...]], names: Iterable[str]) -> bool:
+        texts = [shlex.join(a) for a in argvs]
+        reached = [n for t in texts for n in _RUNS_SCRIPT.findall(t) if n in scripts]
+        texts += scripts_reached(scripts, [*names, *reached]).values()
+        return any(_RUNS_GENERATE.search(t) for t in texts)
+
+    if runs_generate([c.build] if isinstance(c.build, tuple) else [], ["build"] if c.build == "auto" else []):
+        return (), True     # the build generates: its own output is the client
+    if runs_generate([c.install] if isinstance(c.install, tuple) else [], _INSTALL_SCRIPTS):
+        return (), False    # the install generates (and the cache key holds the schema)
+    if "prisma" in deps:
+        return PRISMA_GENERATE, True
+    if "@prisma/client" in deps:
+        raise SettingsError(
+            f"{app}/package.json depends on @prisma/client but not on prisma, and nothing in the build runs "
+            "`prisma generate`: the release would ship whatever client the install left.",
+            "Add prisma to devDependencies (the build then runs node_modules/.bin/prisma generate), or set "
+            '[app] generate = [...] in env/<name>.toml to the command that generates it ("none" if the build does).')
+    return (), False
+
+
 def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
     """The commands a fresh build of `app_dir` runs under the `[app]` contract."""
     c = contract or AppSection()
@@ -242,6 +400,9 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
     elif c.install != "none":
         cmds.append(tuple(c.install))
         installed = True
+    gen, regenerates = _generate_step(app, pkg, c)
+    if gen:
+        cmds.append(gen)
     if c.build == "auto":
         if isinstance(pkg.get("scripts"), dict) and pkg["scripts"].get("build"):
             cmds.append((pm or "npm", "run", "build"))
@@ -258,7 +419,8 @@ def recipe(app_dir: str | Path, contract: AppSection | None = None) -> Recipe:
         cmds.append(tuple(c.prune))
         pruned = True
     return Recipe(pm=pm, commands=tuple(cmds), include=tuple(c.include),
-                  install=cmds[0] if installed else (), prune=cmds[-1] if pruned else ())
+                  install=cmds[0] if installed else (), prune=cmds[-1] if pruned else (), generate=gen,
+                  generated=(PRISMA_CLIENT_DIR,) if regenerates else ())
 
 
 def start_command(contract: AppSection | None, release_dir: str | Path, where: str = "") -> list[str]:
@@ -487,8 +649,11 @@ def deps_cache_dir(artifacts_dir: str | Path) -> Path:
 def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]) -> str | None:
     """The dependency cache key of `app_dir` under `plan` (sha256 hex), or None when the app
     has no lockfile. Same key = same installed node_modules: the lockfile, the install-relevant
-    package.json fields, the package manager's config files, the install and prune argv, the
-    platform and architecture, and the node and package manager versions (`tool_versions`)."""
+    package.json fields, the install scripts (and those they run), the package manager's config
+    files, the files code is generated from at install (`generated_inputs`: the Prisma schema,
+    prisma.config.*, files the install scripts name), the install and prune argv, what the
+    entry leaves out (`Recipe.generated`), the platform and architecture, and the node and
+    package manager versions (`tool_versions`). Only inputs are read, never node_modules."""
     app = Path(app_dir)
     lock = next((app / name for name, _ in LOCKFILES if (app / name).is_file()), None)
     if lock is None or not plan.install:
@@ -498,13 +663,15 @@ def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]
     facts = {
         "lockfile": [lock.name, sha256_file(lock)],
         "package": {k: pkg[k] for k in _INSTALL_FIELDS if k in pkg},
-        "scripts": {k: scripts[k] for k in _INSTALL_SCRIPTS if k in scripts},
+        "scripts": scripts_reached(scripts, _INSTALL_SCRIPTS),
         "config": {n: sha256_file(app / n) for n in _INSTALL_CONFIG if (app / n).is_file()},
+        "generated_from": generated_inputs(app, pkg),
         "install": list(plan.install),
         "prune": list(plan.prune),
+        "left_out": list(plan.generated),
         "platform": [os.uname().sysname, os.uname().machine],
         "tools": dict(sorted(tool_versions.items())),
-        "format": 2,   # 2: entries hold prod/ (npm) beside full/
+        "format": 3,   # 2: entries hold prod/ (npm) beside full/; 3: generated code's inputs
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
@@ -625,7 +792,7 @@ def _step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float
     r = proc.run(list(argv), cwd=app, env=env, timeout=timeout, stream="build")
     if not r.ok:
         raise BuildFailed(
-            f"`{r.display}` failed in {app} (exit {r.returncode}):\n{r.tail(20)}",
+            f"`{r.display}` failed in {app} (exit {r.returncode}):\n{r.explain(20)}",
             "Fix the build (run the same command in the app folder to see it all), then run again.",
         )
     return r.display
@@ -998,6 +1165,10 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         (tmp / "full").mkdir(parents=True)
         # A real copy (reflink where the file system can): the build writes into the checkout's.
         _fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(tmp / "full" / DEPS)], "filling the dependency cache")
+        # What the build generates anew is not kept: a hit's build writes its own (a new
+        # folder, never through a link into the entry).
+        for name in plan.generated:
+            _fs(["rm", "-rf", str(tmp / "full" / DEPS / name)], "filling the dependency cache")
     try:
         if tmp is not None:
             full_stamp = tree_stamp(tmp / "full")

@@ -38,7 +38,7 @@ from deploy import clock, facts
 from deploy.display import colour
 from deploy.errors import DeployError, LockHeld
 from deploy.facts import StateError
-from deploy.ledger import HEARTBEAT_SECONDS
+from deploy.ledger import HEARTBEAT_SECONDS, NOW
 from deploy.redact import redact
 
 
@@ -410,7 +410,7 @@ class Runner:
             err = DeployError(f"Abort of run {run_id} could not undo: {'; '.join(undo_errors)}",
                               "Fix the cause and run the same --abort again: undo steps are safe to repeat.")
             status = "failed"
-        self._finish_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
+        self._finish_run(run_id, status=status, finished_at=NOW, state=ctx.state,
                          error=str(err) if err else run.error)
         if not undo_errors:
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
@@ -446,8 +446,10 @@ class Runner:
         taken = self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id,
                                          break_lock=break_lock)
         if taken is not None and taken.holder_alive() is None:
+            silent = taken.silence()
             self.console.line(f"--break-lock: took over the {plan.env} lock from {taken.describe()} "
-                              f"(silent for {clock.age(taken.silent_for())})")
+                              + (f"(silent for {clock.age(silent)})" if silent is not None else
+                                 "(its heartbeat did not change while watched)"))
         # Read again under the lock: another runner may have finished or undone the run between
         # the first read and the lock (it released the lock, so ours was free to take).
         try:
@@ -548,14 +550,14 @@ class Runner:
             if step.skip:
                 try:
                     self.ledger.update_step(run_id, i, status="skipped", result=f"skipped: {step.skip}",
-                                            started_at=time.time(), finished_at=time.time())
+                                            started_at=NOW, finished_at=NOW)
                 except DeployError as e:
                     return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
                 self.console.step(i + 1, n, step.name, "skipped", None, step.skip)
                 continue
             _fault(f"before:{step.name}")
             try:
-                self.ledger.update_step(run_id, i, status="running", started_at=time.time(), error=None)
+                self.ledger.update_step(run_id, i, status="running", started_at=NOW, error=None)
             except DeployError as e:
                 return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
             try:
@@ -567,7 +569,7 @@ class Runner:
                 _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
                 self._check_lock(plan, run_id, f"after step {step.name} (not recorded)")
                 self.ledger.update_run(run_id, state=ctx.state)  # exact; a Secret in it is refused
-                self.ledger.update_step(run_id, i, status="done", finished_at=time.time(), result=str(result or ""))
+                self.ledger.update_step(run_id, i, status="done", finished_at=NOW, result=str(result or ""))
             except LockLost as e:
                 return self._lost(plan, run_id, e, started, ctx)
             except (Interrupted, KeyboardInterrupt) as e:
@@ -596,7 +598,7 @@ class Runner:
         duration = time.monotonic() - started
         self._finish_steps(plan, ctx, range(n))
         try:
-            self.ledger.update_run(run_id, status="succeeded", finished_at=time.time(), state=ctx.state)
+            self.ledger.update_run(run_id, status="succeeded", finished_at=NOW, state=ctx.state)
             self.ledger.release_lock(plan.env, run_id=run_id)
         except DeployError as e:
             cmd = plan.resume_cmd or f"invoke lock.release --env={plan.env} --force"
@@ -640,13 +642,13 @@ class Runner:
         step = plan.steps[i]
         n = len(plan.steps)
         if ran:
-            self._quietly(self.ledger.update_step, run_id, i, status="failed", finished_at=time.time(),
+            self._quietly(self.ledger.update_step, run_id, i, status="failed", finished_at=NOW,
                           error=_ledger_text(err))
             self.console.step(i + 1, n, step.name, "FAILED", time.monotonic() - t0, err.message)
         else:
             self.console.line(f"stopped before step {i + 1}/{n} {step.name}: {err.message}")
         if not self.rollback:
-            self._finish_run(run_id, status="failed_in_place", finished_at=time.time(),
+            self._finish_run(run_id, status="failed_in_place", finished_at=NOW,
                              state=ctx.state, error=_ledger_text(err), failed_step=step.name)
             self._finish_steps(plan, ctx, [*done, i] if ran else list(done))
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
@@ -665,10 +667,12 @@ class Runner:
         except LockLost as e:
             return self._lost(plan, run_id, e, started, ctx)
         status = plan.failed_status if not undo_errors else "failed"
+        if not undo_errors and err.undone_hint:   # the hint for the state the undo left, not the failure's
+            err.hint = err.undone_hint
         msg = _ledger_text(err)
         if undo_errors:
             msg += "\nUndo also failed: " + "; ".join(undo_errors)
-        self._finish_run(run_id, status=status, finished_at=time.time(), state=ctx.state,
+        self._finish_run(run_id, status=status, finished_at=NOW, state=ctx.state,
                          error=msg, failed_step=step.name)
         if not undo_errors:
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)

@@ -61,6 +61,9 @@ class DeployError(Exception):
         self.migration = migration
         self.file = file
         self.traceback: str | None = None
+        # What to do once a run's undo has succeeded, when that differs from `hint` (which
+        # is written for the state the failure left): the runner shows it instead.
+        self.undone_hint: str | None = None
 
     def _render(self, text: str | None) -> str | None:
         return text.replace("<env>", self.env) if text and self.env else text

@@ -45,9 +45,73 @@ class CommandResult:
         text = (self.stderr.strip() or self.stdout.strip())
         return redact("\n".join(text.splitlines()[-lines:]))
 
+    def explain(self, lines: int = 12) -> str:
+        """What an error block shows of a failed child: the lines that name the cause,
+        wherever they are in its output (`cause_lines`), then its last `lines` lines; redacted."""
+        return explain(self.stdout, self.stderr, lines)
+
     @property
     def display(self) -> str:
         return redact(shlex.join(self.argv))
+
+
+# ---- the cause of a failure
+#
+# A tool's last lines are often not its cause: `npm ci` on a lockfile out of sync ends with
+# its usage text (the cause, `Missing: x from lock file`, came before it), a Vite/React Router
+# build with a broken import ends with rollup's list of watched files. So an error block shows
+# the lines these patterns pick from the whole output first, then the tail. One pattern per
+# tool; a line counts when any matches.
+CAUSE_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("npm", r"^npm (?:ERR!|error) (?:code E|.*\b(?:Missing|Invalid): .* (?:from )?lock ?file|.*can only install "
+            r"packages when|.*ERESOLVE|.*Could not resolve dependency|.*Conflicting peer|.*(?:404|E404)\b|"
+            r".*No matching version|.*notarget|.*ETARGET|.*EBADENGINE|.*Unsupported engine|.*ENOENT|.*EACCES|"
+            r".*ELIFECYCLE|.*command failed|.*enoent)"),
+    ("npm-missing", r"^\s*(?:npm (?:ERR!|error) )?(?:Missing|Invalid): \S+ .*lock ?file"),
+    ("vite/rollup", r"(?:^|\s)(?:Could not resolve |\[vite\]: Rollup failed|RollupError|\[commonjs--resolver\]|"
+                    r"Transform failed with|\[plugin:?[\w:-]+\]|error during build:|✘ \[ERROR\]|"
+                    r"\"?\w+\"? is not exported by|Failed to resolve import|Build failed in)"),
+    ("tsc", r"\berror TS\d+:"),
+    ("node", r"^\s*(?:Uncaught )?(?:[A-Z]\w*Error|Error)(?: \[\w+\])?: |Cannot find module |ERR_MODULE_NOT_FOUND"),
+    ("prisma", r"\bError: P\d{4}\b|^\s*P\d{4}\b|\bDatabase error(?: code)?:|Migration name: |"
+               r"migration .* failed to apply|Error validating|Environment variable not found"),
+    ("postgres", r"(?:^|\s)(?:ERROR|FATAL|PANIC):\s|^pg_(?:dump|restore|dumpall): error:|^psql: error:"),
+    ("ssh", r"Permission denied \(|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|"
+            r"Could not resolve hostname|Connection (?:refused|timed out)|No route to host|"
+            r"Offending \w+ key in|Too many authentication failures"),
+)
+_CAUSE_RE = None
+CAUSE_LINES = 8        # at most this many picked lines, the first ones (a cause is usually named first)
+CAUSE_WIDTH = 400      # a picked line is cut here (a minified bundle's line is one line)
+
+
+def cause_lines(text: str, limit: int = CAUSE_LINES) -> list[str]:
+    """The lines of a child's output that name why it failed (CAUSE_PATTERNS), in order,
+    each once, colours and npm's `npm error` prefix kept as the tool wrote them; redacted."""
+    global _CAUSE_RE
+    if _CAUSE_RE is None:
+        _CAUSE_RE = re.compile("|".join(f"(?:{rx})" for _, rx in CAUSE_PATTERNS))
+    picked: list[str] = []
+    for raw in text.splitlines():
+        line = clean_line(raw).rstrip()
+        if line and _CAUSE_RE.search(line) and line not in picked:
+            picked.append(line if len(line) <= CAUSE_WIDTH else line[:CAUSE_WIDTH] + " ...")
+            if len(picked) >= limit:
+                break
+    return picked
+
+
+def explain(stdout: str, stderr: str, lines: int = 12) -> str:
+    """A failed child's cause lines (from both streams) above its last `lines` lines (stderr,
+    or stdout when stderr is empty); only the tail when every cause line is already in it."""
+    text = stderr.strip() or stdout.strip()
+    tail = [clean_line(x).rstrip() for x in text.splitlines()[-lines:]]
+    causes = [c for c in cause_lines(stdout + "\n" + stderr) if c not in tail]
+    if not causes:
+        return "\n".join(tail)
+    tail = tail[-min(lines, 6):]    # the cause is above: the tail only says where it stopped
+    return "\n".join(["cause (picked from the whole output):", *(f"  {c}" for c in causes),
+                      f"last {len(tail)} lines:", *tail])
 
 
 def which(tool: str, path: str | None = None) -> str:

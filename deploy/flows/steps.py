@@ -21,7 +21,7 @@ from deploy.config import Settings
 from deploy.engine import Step, StepContext, Touch
 from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
                            MigrateFacts, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
-from deploy.errors import ApprovalMissing, BuildFailed, DeployError, LockHeld, SettingsError
+from deploy.errors import ApprovalMissing, BuildFailed, DeployError, LockHeld, MigrationFailed, SettingsError
 from deploy.flows.common import git_dirty
 from deploy.redact import Secret
 from deploy.services import terminal_width
@@ -366,8 +366,11 @@ def migrate(s: Settings, environ, sha: str) -> Step:
                     f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
             ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas))))
             ctx.checkpoint()
-        res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
-                                 url_var=s.database.url_var, db=s.database)
+        try:
+            res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
+                                     url_var=s.database.url_var, db=s.database)
+        except MigrationFailed as e:
+            raise _in_repository(s, sha, e) from None
         return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
@@ -416,6 +419,27 @@ def migrate(s: Settings, environ, sha: str) -> Step:
     return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
                 undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
                                      "else restore the backup", skip=skip, shows=shows)
+
+
+def _in_repository(s: Settings, sha: str, e: MigrationFailed) -> MigrationFailed:
+    """A migration's failure as the person who fixes it needs it: files named where they
+    are in the repository (not in the commit's extracted copy under .deploy/src), and, for
+    when the run's undo succeeds, what to do in the state it leaves. The undo marks a
+    migration that failed in this run rolled back, or empties/down-migrates/restores the
+    database, so `db.resolve --rolled-back` would then have nothing to mark."""
+    copy = str(source_dir(s, sha)).rstrip("/") + "/"
+    rel = os.path.relpath(s.app_dir, s.root)
+    here = "" if rel == "." else rel.rstrip("/") + "/"
+    e.message = e._message.replace(copy, here)
+    e.hint = (e._hint or "").replace(copy, here) or None
+    if not e.migration and (named := re.search(r"Migration name: (\S+)", e._message)):
+        e.migration = named.group(1)     # Prisma's own report of the failed migration
+    if e.migration:
+        script = f"{here}{s.database.migrations_dir}/{e.migration}/migration.sql"
+        e.undone_hint = (f"The undo put the database back as it was before this run (its migrate row says how), so "
+                         f"there is nothing to resolve: fix {script} in the repository, commit, and promote again "
+                         f"(`invoke db.status --env=<env>` lists {e.migration} as pending).")
+    return e
 
 
 def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:

@@ -297,6 +297,6 @@ def _if_same_app(section, h: _Host, release_id: str, prev: str) -> str | None:
 def _after_switch_summary(hs: Sequence[_Host]) -> str:
     stuck = [h.t.name for h in hs if h.switched]
     if stuck:
-        return (f"after switching; could NOT switch back {', '.join(stuck)} "
-                "(undo_release with the same run id will retry)")
+        return (f"after switching; {', '.join(stuck)} could not be switched back at once (an undo of this release "
+                "tries again: in a promotion its `release` row says whether that worked, else `invoke hosts.rollback`)")
     return "after switching; every host that switched was returned to its previous release"

@@ -253,7 +253,7 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     command's end or the bound is never taken for the whole."""
     from invoke.exceptions import CommandTimedOut
 
-    from deploy.proc import echo
+    from deploy.proc import echo, explain
 
     echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
     limit = section.command_timeout if long else quick_timeout(section)
@@ -268,7 +268,7 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     except Exception as e:  # paramiko's SSHException when the transport drops
         raise _HostError(f"{what}: {type(e).__name__}: {e}") from None
     if r.exited not in ok_codes:
-        tail = "\n".join((r.stderr.strip() or r.stdout.strip()).splitlines()[-6:])
+        tail = explain(r.stdout, r.stderr, 6)   # a hook's cause lines, then its last lines
         raise _HostError(f"{what} failed (exit {r.exited}): {tail}".rstrip(": "))
     return r
 

@@ -327,7 +327,7 @@ def _migrate_with_prisma(url: str, migrations_dir, *, url_var: str, npx: str, st
     out = redact(res.stdout + res.stderr)
     if not res.ok:
         raise MigrationFailed(
-            f"`{res.display}` failed with exit code {res.returncode} on {parsed.masked}:\n{res.tail()}",
+            f"`{res.display}` failed with exit code {res.returncode} on {parsed.masked}:\n{res.explain()}",
             "Read Prisma's error above (P3009: resolve the failed migration; P3018: fix the SQL), "
             "then run `invoke db.status --env=<env>`.",
         )
