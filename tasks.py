@@ -167,6 +167,17 @@ def env_matrix(c):
     flow.matrix(services())
 
 
+@task(name="push", help={"env": ENV, "yes": "answer yes to the confirmation a protected environment asks",
+                         "dry_run": "name the hosts and variables (never values) and change nothing"})
+@guarded
+@exit_codes
+def env_push(c, env, yes=False, dry_run=False):
+    """Write <deploy_to>/shared/.env (0600, atomic) on every host of an environment from its variables."""
+    from deploy.flows import env as flow
+
+    flow.push(services(), env, yes=yes, dry_run=dry_run)
+
+
 @task(name="dotenv", help={"env": "environment whose values to write (default: dev)",
                            "force": "overwrite an existing .env"})
 @guarded
@@ -493,8 +504,22 @@ ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release
 ns.add_collection(Collection("shopify", shopify_versions, shopify_deploy, shopify_release))
 ns.add_collection(Collection("db", db_status, db_migrate, db_rollback, db_resolve, db_backup, db_verify_backup,
                              db_restore, db_provision))
-ns.add_collection(Collection("env", env_check, env_parity, env_matrix, env_dotenv))
+ns.add_collection(Collection("env", env_check, env_parity, env_matrix, env_push, env_dotenv))
 ns.add_collection(Collection("secrets", secrets_rotation, secrets_rotated))
 ns.add_collection(Collection("lock", lock_release, lock_status))
 ns.add_collection(Collection("app", app_stop, app_start))
 ns.add_collection(Collection("reliability", reliability_report))
+
+# The toolkit's own development tasks (its reliability report, the Operator Control Center's
+# decision log): in the toolkit's `invoke --list`, not in an app's. An app's tasks.py imports
+# this file as `deploy.tasks` (`from deploy.tasks import ns`) and gets the collection without
+# them; `toolkit_ns` is always the whole one.
+TOOLKIT_ONLY = ("reliability", "log")
+toolkit_ns = ns
+if __name__ == "deploy.tasks":
+    ns = Collection()
+    for _name, _t in toolkit_ns.tasks.items():
+        ns.add_task(_t, name=_name)
+    for _name, _sub in toolkit_ns.collections.items():
+        if _name not in TOOLKIT_ONLY:
+            ns.add_collection(_sub, name=_name)

@@ -109,6 +109,10 @@ class AppSection:
 class DatabaseSection:
     provider: Literal["sqlite", "postgresql", "none"] = "none"
     url_var: str = "DATABASE_URL"          # variable that holds the URL (a secret for Postgres)
+    # The variable the app itself reads the URL from (Prisma's `url = env("...")`): the local app
+    # and `env.push` give it the environment's URL under this name, whatever url_var is
+    # (e.g. url_var = "STAGING_DATABASE_URL" on a deployer that also holds other environments').
+    app_url_var: str = "DATABASE_URL"
     url: str = ""                          # allowed only for sqlite (no credentials); a relative file: path is
                                            # relative to the parent of migrations_dir in app_dir (Prisma's rule)
     migrations_dir: str = "prisma/migrations"  # relative to app_dir; read from the promoted commit's checkout
@@ -142,6 +146,10 @@ class HostsSection:
     max_parallel: int = 16
     keep_releases: int = 5
     shared_files: tuple[str, ...] = (".env",)
+    # true: every promotion writes <deploy_to>/shared/.env on each host from the environment's
+    # variables (the matrix values env.check reports; `invoke env.push --env=NAME` does the same
+    # on its own), atomically, mode 0600; its undo puts the previous file back.
+    push_env: bool = False
     before_switch: str = ""
     restart: str = ""                      # custom restart hook (shell, cwd = current); empty: the toolkit supervises
     supervisor: Literal["auto", "systemd", "sh"] = "auto"   # auto: a systemd user unit where usable, else the sh supervisor

@@ -42,7 +42,7 @@ __all__ = [
     "CheckRow", "CheckReport", "ParityRow", "ParityReport", "DotenvResult",
     "load_matrix", "parse_matrix", "resolve", "check", "render_check", "parity",
     "parity_from_files", "render_parity", "render_matrix", "write_matrix_doc", "write_dotenv",
-    "validate_value", "is_placeholder", "where_to_set",
+    "validate_value", "is_placeholder", "where_to_set", "deployer_environ", "app_values", "render_shared_env",
 ]
 
 MATRIX_FILE = "env/variables.toml"
@@ -526,6 +526,58 @@ def resolve(matrix: Matrix, env_name: str, root: Path, environ: Mapping[str, str
                      origins=types.MappingProxyType(origins))
 
 
+def deployer_environ(root: Path, env_name: str, environ: Mapping[str, str]) -> Mapping[str, str]:
+    """What a task acting on `env_name` reads: `environ` with every variable of the matrix
+    replaced by exactly the value `env.check --env=NAME` reports (a plain value from
+    env/<env>.local.env or env/<env>.env, a secret from the process or env/<env>.local.env),
+    and left out when env.check finds none. One view: what the check passes is what the
+    promotion, the database tasks and the local app use. Without a matrix, or for an
+    environment the matrix does not declare: `environ` as it is."""
+    if not (Path(root) / MATRIX_FILE).is_file():
+        return environ
+    matrix = load_matrix(root)
+    if env_name not in matrix.environments:
+        return environ
+    values = resolve(matrix, env_name, root, environ)
+    out = {k: v for k, v in environ.items() if not matrix.has(k)}
+    out.update(values.values)
+    return types.MappingProxyType(out)
+
+
+def app_values(root: Path, env_name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The matrix variables of `env_name` that have a value (secrets as `Secret`): what the
+    environment's app is given (the local app's environment, `shared/.env` on hosts)."""
+    if not (Path(root) / MATRIX_FILE).is_file():
+        return {}
+    matrix = load_matrix(root)
+    if env_name not in matrix.environments:
+        return {}
+    return dict(resolve(matrix, env_name, root, environ).values)
+
+
+_SUPERVISOR_BARE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~^-]*$")
+
+
+def render_shared_env(env_name: str, values: Mapping[str, str]) -> str:
+    """The text of `<deploy_to>/shared/.env` for `env_name` (plain text: secrets revealed, so
+    it goes only to the hosts, never to a terminal). One `KEY=value` line per variable, in
+    the dialect both python-dotenv and the hosts' supervisor read the same way: a value of
+    only plain characters as it is, any other in single quotes (taken literally by both; no
+    `$` expansion, no escapes). A value with a newline or a single quote has no such form:
+    SettingsError naming the variable (not the value)."""
+    lines = [f"# {env_name}: written by `invoke env.push --env={env_name}` from env/ and the deployer's "
+             "secrets; do not edit here (the next push replaces it)."]
+    for name in sorted(values):
+        v = reveal(values[name])
+        if "\n" in v or "\r" in v or "'" in v or "\0" in v:
+            raise SettingsError(
+                f"{name} ({env_name}) holds a newline or a single quote: shared/.env has no form of it that "
+                "python-dotenv and the hosts' supervisor read the same way.",
+                f"Give {name} a value on one line without ' (e.g. base64 for a key file).")
+        lines.append(f"{name}={v}" if _SUPERVISOR_BARE.match(v) else f"{name}='{v}'")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- env.check
 
 Status = Literal["ok", "missing", "placeholder", "invalid", "unknown", "secret-in-file"]
@@ -565,8 +617,11 @@ class CheckReport:
         return 0 if self.ok else SettingsError.exit_code
 
 
-def check(matrix: Matrix, env_name: str, root: Path, environ: Mapping[str, str]) -> CheckReport:
-    """Judge every variable of `env_name`: one row each, plus unknown keys and unreadable lines."""
+def check(matrix: Matrix, env_name: str, root: Path, environ: Mapping[str, str],
+          not_needed: Mapping[str, str] | None = None) -> CheckReport:
+    """Judge every variable of `env_name`: one row each, plus unknown keys and unreadable lines.
+    `not_needed`: variable -> why this run does not use it (the Shopify token when the Shopify
+    step is skipped); such a variable is not an error when it is unset."""
     src = _read_sources(matrix, env_name, root, environ)
     rows: list[CheckRow] = []
     for f in (src.committed, src.local):
@@ -576,7 +631,10 @@ def check(matrix: Matrix, env_name: str, root: Path, environ: Mapping[str, str])
             rows.append(CheckRow(f"{_rel(matrix, f.path)}:{line}", "invalid",
                                  "line cannot be parsed as KEY=value; python-dotenv skips it"))
     for var in matrix.variables:
-        rows.append(_check_one(matrix, src, var))
+        row = _check_one(matrix, src, var)
+        if row.status in ("missing", "placeholder") and var.name in (not_needed or {}):
+            row = CheckRow(var.name, "ok", f"not needed: {(not_needed or {})[var.name]}")
+        rows.append(row)
     for f in (src.committed, src.local):
         if f is None:
             continue

@@ -95,6 +95,13 @@ class Services:
                                 f"Pass {flag}=NAME, one of the files env/NAME.toml ({names}).")
         return load(env, self.root)
 
+    def environ_for(self, env: str) -> Mapping[str, str]:
+        """The environment a task acting on `env` reads: this process's, with every variable of
+        the matrix replaced by what `invoke env.check --env=ENV` reports (envs.deployer_environ)."""
+        from deploy import envs
+
+        return envs.deployer_environ(self.root, env, self.environ)
+
     def ledger(self):
         """The project's ledger (DEPLOY_LEDGER_URL of this environment, else SQLite under .deploy/), opened now."""
         return Ledger.open(self.root, default_url(self.root, self.environ))

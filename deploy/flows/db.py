@@ -17,7 +17,7 @@ def _db(svc, env: str):
     s = svc.settings(env)
     if s.database.provider == "none":
         raise SettingsError(f"The {env} environment has no database (database.provider = \"none\" in {s.file.name}).")
-    return s, database_url(s, svc.environ)
+    return s, database_url(s, svc.environ_for(s.name))
 
 
 def status(svc, env: str, as_json: bool = False) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from deploy import envs
-from deploy.flows import shapes
+from deploy.errors import SettingsError
+from deploy.flows import shapes, steps
 
 
 def _matrix(svc):
@@ -11,8 +12,8 @@ def _matrix(svc):
 
 
 def check(svc, env: str, as_json: bool = False) -> int:
-    svc.settings(env)  # an unknown environment name is caught with the settings' message
-    report = envs.check(_matrix(svc), env, svc.root, svc.environ)
+    s = svc.settings(env)  # an unknown environment name is caught with the settings' message
+    report = envs.check(_matrix(svc), env, svc.root, svc.environ, not_needed=steps.not_needed(s, skip_shopify=False))
     if as_json:
         svc.term.emit_json(shapes.env_check(report))
     else:
@@ -36,3 +37,47 @@ def dotenv(svc, env: str, force: bool) -> None:
     target = s.app_dir / ".env"
     res = envs.write_dotenv(_matrix(svc), env, target, root=svc.root, force=force)
     svc.term.out(f"wrote {target} ({res})" if res else f"wrote {target}")
+
+
+def push(svc, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
+    """Write <deploy_to>/shared/.env on every host of `env` from its variables: one run under
+    the environment's ledger lock and the hosts' deploy lock, recorded; a protected
+    environment asks first (or --yes). A host that fails gets its previous file back."""
+    from deploy import hosts
+    from deploy.flows.common import one_step
+
+    s = svc.settings(env)
+    if s.is_local or not s.hosts.hosts:
+        raise SettingsError(f"{env} has no hosts ([hosts] hosts in {s.file.name} is empty).",
+                            "env.push writes shared/.env on an environment's hosts; the local app reads env/ itself.")
+    environ = svc.environ_for(s.name)
+    report = envs.check(_matrix(svc), env, svc.root, svc.environ, not_needed=steps.not_needed(s, skip_shopify=False))
+    if not report.ok:
+        raise SettingsError(f"env.check {env} found problems; nothing was pushed:\n{envs.render_check(report)}",
+                            f"Fix them, then run `invoke env.push --env={env}` again.")
+    text = steps.shared_env_text(s, environ)
+    names = [ln.split("=", 1)[0] for ln in text.splitlines() if ln and not ln.startswith("#")]
+    where = [t.name for t in hosts.targets(s.hosts, s.app)]
+    if dry_run:
+        svc.term.out(f"would write {s.hosts.deploy_to}/shared/.env (0600) on {', '.join(where)} with "
+                     f"{len(names)} variable(s): {', '.join(names)}\ndry run: nothing was changed.")
+        return
+    if s.environment.protected:
+        svc.term.confirm(f"Replace shared/.env on {len(where)} host(s) of {env} ({', '.join(names)})?", yes)
+
+    def run(ctx):
+        hosts.acquire_lock(s.hosts, run_id=ctx.run_id)
+        try:
+            try:
+                hosts.push_env(s.hosts, text, run_id=ctx.run_id)
+            except Exception:
+                hosts.restore_env(s.hosts, run_id=ctx.run_id)
+                raise
+            hosts.finish_env(s.hosts, run_id=ctx.run_id)
+        finally:
+            hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        return f"shared/.env written on {len(where)} host(s)"
+
+    one_step(s, "env.push", "write shared/.env on every host", run, led=svc.ledger())
+    svc.term.out(f"{env}: shared/.env written (0600) on {', '.join(where)}: {', '.join(names)}")
+    svc.term.out(f"the running app reads it at its next start (invoke promote --to={env}, or hosts.rollback)")

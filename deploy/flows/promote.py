@@ -28,6 +28,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
         steps.build(s, sha, release_id, ledger),
         steps.backup(s, sha, environ),
         steps.migrate(s, environ, sha),
+        *([steps.env_push(s, environ)] if not s.is_local and s.hosts.hosts and s.hosts.push_env else []),
         steps.release(s, release_id, environ),
         steps.shopify_push(s, release_id, sha, environ, skip=skip_shopify),
         steps.smoke_step(s, release_id),
@@ -69,7 +70,7 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
     if resume or abort:
         led = svc.ledger()
         run = common.unfinished_run(led, s.name, "promote")
-        p = plan(s, ledger=led, environ=svc.environ, **run.args)
+        p = plan(s, ledger=led, environ=svc.environ_for(s.name), **run.args)
         runner = Runner(led, Console(), rollback=not no_rollback)
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
@@ -77,13 +78,13 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         full = common.app_sha(s, sha)
         release_id = build.new_release_id(full, datetime.now(timezone.utc))
         if dry_run:
-            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ)
+            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name))
             svc.term.out(p.table())
             svc.term.out("\nwhat each step would run or touch:\n" + p.commands())
             svc.term.out("\ndry run: nothing was changed.")
             return
         led = svc.ledger()
-        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ, ledger=led)
+        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name), ledger=led)
         if s.environment.protected:
             svc.term.out(p.table() + "\n")
             svc.term.confirm(f"Promote {full[:12]} to {s.name}?", yes)

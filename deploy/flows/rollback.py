@@ -94,7 +94,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
 def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False) -> None:
     s = svc.settings(env)
     led = svc.ledger()
-    p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ)
+    p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ_for(s.name))
     if dry_run:
         svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return

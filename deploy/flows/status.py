@@ -48,7 +48,7 @@ def gather(root, led, environ, now: float) -> list[dict]:
                             if live.get("created_at") else None),
             "by": run.who if run else None,
             "shopify_version": live.get("shopify_version"),
-            **dict(zip(("pending_migrations", "pending_migrations_error"), _pending(s, environ))),
+            **dict(zip(("pending_migrations", "pending_migrations_error"), _pending(s, root, environ))),
             "lock": lock.describe(now) if lock else None,
             "last_drill": (f"{_when(drills[0]['started_at'])} {drills[0]['procedure']} {drills[0]['outcome']}"
                            if drills else None),
@@ -58,14 +58,16 @@ def gather(root, led, environ, now: float) -> list[dict]:
     return rows
 
 
-def _pending(s, environ) -> tuple[int | None, str | None]:
+def _pending(s, root, environ) -> tuple[int | None, str | None]:
     """(pending migrations, None) when the database can be read from here; (None, why)
-    when it cannot; (None, None) when the environment has no database."""
+    when it cannot; (None, None) when the environment has no database. Each environment's
+    URL is read as `env.check --env=NAME` reads it (envs.deployer_environ), from its own
+    database.url_var or file: never another environment's."""
     if s.database.provider == "none":
         return None, None
 
     try:
-        url = database_url(s, environ)
+        url = database_url(s, envs.deployer_environ(root, s.name, environ))
 
         return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database).pending), None
     except DeployError as e:

@@ -139,6 +139,15 @@ def _artifact(ctx: StepContext):
 
 # ----------------------------------------------------------------------------- preflight
 
+def not_needed(s: Settings, *, skip_shopify: bool) -> dict[str, str]:
+    """Variables a promotion of `s` does not use, and why: the Shopify token when the Shopify
+    step is skipped (no [shopify] config, or --skip-shopify)."""
+    if skip_shopify:
+        return {s.shopify.token_var: "the Shopify step is skipped (--skip-shopify)"}
+    why = shopify.skip_reason(s)
+    return {s.shopify.token_var: f"the Shopify step is skipped ({s.file.name} has no [shopify] config)"} if why else {}
+
+
 def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify: bool) -> Step:
     def run(ctx: StepContext):
         notes = []
@@ -146,7 +155,7 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
         if matrix_file.exists():
             m = envs.load_matrix(s.root)
             if s.name in m.environments:
-                report = envs.check(m, s.name, s.root, environ)
+                report = envs.check(m, s.name, s.root, environ, not_needed=not_needed(s, skip_shopify=skip_shopify))
                 if not report.ok:
                     raise SettingsError(
                         f"env.check {s.name} found problems:\n{envs.render_check(report)}",
@@ -170,6 +179,8 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
+        if not s.is_local and s.hosts.hosts:
+            notes.append(_hosts_ready(s, environ))
         if not s.is_local and s.hosts.hook_env:
             hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
         if not skip_shopify and shopify.skip_reason(s) is None:
@@ -179,6 +190,29 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
         return f"{'; '.join(notes)}; sha {sha[:12]}"
 
     return Step("preflight", "settings, variables (env.check), tools, clean tree, database URL", run=run)
+
+
+def _hosts_ready(s: Settings, environ) -> str:
+    """What a release to hosts needs, checked before the build: the hosts answer with known
+    keys, and the app's variables will be there (hosts.push_env renders them now; else every
+    host already has shared/.env)."""
+    if s.hosts.push_env:
+        shared_env_text(s, environ)     # a value shared/.env cannot hold fails here, not after the build
+        note = "shared/.env pushed by this run"
+    elif ".env" in s.hosts.shared_files:
+        missing = hosts.missing_env(s.hosts)
+        if missing:
+            raise SettingsError(
+                f"{s.hosts.deploy_to}/shared/.env is missing on {len(missing)} host(s): {', '.join(missing)}. "
+                "The release links it into the app; without it the app starts with none of its variables.",
+                f"Write it with `invoke env.push --env={s.name}`, or set push_env = true under [hosts] in "
+                f"{s.file.name} so every promotion writes it.")
+        note = "shared/.env on every host"
+    else:
+        note = "hosts answer"
+    if not environ.get("DEPLOY_LEDGER_URL"):
+        note += "; ledger: local SQLite (set DEPLOY_LEDGER_URL to share locks and history between runners)"
+    return note
 
 
 def approvals(s: Settings, sha: str, ledger) -> Step:
@@ -238,6 +272,43 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
     return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
                 run=run, undo=undo, undo_does="release this run's host locks", finish=finish, shows=shows)
+
+
+# ----------------------------------------------------------------------------- variables on hosts
+
+def shared_env_text(s: Settings, environ) -> str:
+    """shared/.env for the hosts of `s`: the environment's matrix values (what env.check
+    reports) and its database URL under database.app_url_var."""
+    values = dict(envs.app_values(s.root, s.name, environ))
+    for name in (s.database.url_var, s.database.direct_url_var):
+        if name and name != s.database.app_url_var and name.startswith(f"{s.name.upper()}_"):
+            values.pop(name, None)   # the deployer's own name for it; the app reads app_url_var
+    if s.database.provider == "postgresql":
+        values[s.database.app_url_var] = app_database_url(s, environ)
+    return envs.render_shared_env(s.name, values)
+
+
+def env_push(s: Settings, environ) -> Step:
+    """Write shared/.env on every host (hosts.push_env); the undo puts the previous file back."""
+
+    def run(ctx: StepContext):
+        names = hosts.push_env(s.hosts, shared_env_text(s, environ), run_id=ctx.run_id)
+        return f"shared/.env written on {len(names)} host(s) (0600)"
+
+    def undo(ctx: StepContext):
+        names = hosts.restore_env(s.hosts, run_id=ctx.run_id)
+        return f"previous shared/.env back on {len(names)} host(s)"
+
+    def finish(ctx: StepContext):
+        names = hosts.finish_env(s.hosts, run_id=ctx.run_id)
+        return f"previous shared/.env copies removed on {len(names)} host(s)"
+
+    def shows() -> list[Touch]:
+        return [Touch(t.name, f"{t.deploy_to}/shared/.env: the {s.name} variables (names only here), 0600, atomic")
+                for t in hosts.targets(s.hosts, s.app)]
+
+    return Step("env", f"write {s.hosts.deploy_to}/shared/.env on every host from env/ and the secrets",
+                run=run, undo=undo, undo_does="put the previous shared/.env back", finish=finish, shows=shows)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -490,12 +561,15 @@ def _local_env(s: Settings, environ) -> dict:
     """What the locally started app gets besides the minimal base: DATABASE_URL and the
     variables [app] runtime_env names. Nothing else of the deployer's environment."""
     env = {n: environ[n] for n in s.app.runtime_env if n in environ}
+    # The values env/<env>.env and env/<env>.local.env hold (and the secrets env.check takes
+    # from the process) are the values the app gets: the one view env.check reports.
+    env.update(envs.app_values(s.root, s.name, environ))
     if s.database.provider == "sqlite":
         # Absolute: a relative file: URL would resolve inside the release folder.
         path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
-        env["DATABASE_URL"] = f"file:{path}"
+        env[s.database.app_url_var] = f"file:{path}"
     elif s.database.provider == "postgresql":
-        env["DATABASE_URL"] = app_database_url(s, environ)
+        env[s.database.app_url_var] = app_database_url(s, environ)
     return env
 
 
@@ -512,9 +586,11 @@ def stop_local(s: Settings) -> bool:
 
 
 def restart_local(s: Settings, environ):
-    """(Re)start the local app from this app's `current` as the settings say; its ServerInfo."""
+    """(Re)start the local app from this app's `current` as the settings say; its ServerInfo.
+    The app's environment is worked out first: a missing variable stops nothing."""
+    env = _local_env(s, environ)
     stop_local(s)
-    return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=_local_env(s, environ))
+    return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=env)
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):

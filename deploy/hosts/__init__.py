@@ -32,6 +32,7 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
     _ssh        connections: strict host keys, ProxyJump, one bounded exec per command
     _group      the host group: per-host bookkeeping, parallel phases, results, HostFailed
     _lock       the hosts' deploy lock: for a whole run, status, breaking it
+    _envfile    shared/.env written from the environment's variables (env.push), undone, checked
     _upload     SFTP uploads, bounded; delta uploads built from the host's base release
     _app        hooks, switch, start (supervisor or systemd), health, switching back
     _release    release, undo_release, rollback: phases inside one skeleton (`_locked`)
@@ -52,6 +53,7 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHA
                                     unit_text, systemd_restart_command, stop_app_command, app_of_command,
                                     parse_app_of, same_app, start_facts_command, parse_start_facts)
 from deploy.hosts._lock import acquire_lock, release_lock, lock_status, break_lock
+from deploy.hosts._envfile import push_env, restore_env, finish_env, missing_env
 from deploy.hosts._release import release, undo_release, rollback, previous_of
 from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
 from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
@@ -76,6 +78,7 @@ __all__ = [
     "same_app", "start_facts_command", "parse_start_facts",
     "MAX_JUMPS", "STDIN_LIMIT", "quick_timeout",
     "acquire_lock", "release_lock", "lock_status", "break_lock",
+    "push_env", "restore_env", "finish_env", "missing_env",
     "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
     "hook_env", "batches", "http_health",
     "release", "undo_release", "rollback", "previous_of",

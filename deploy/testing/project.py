@@ -99,7 +99,7 @@ def project(tmp_path):
 def all_tasks() -> dict:
     """Every task of the toolkit's collection by its dotted name (`db.migrate`), as `invoke
     --list` names them. `deploy.tasks` is the same file as the repository's tasks.py."""
-    from deploy.tasks import ns
+    from deploy.tasks import toolkit_ns as ns
 
     out = {}
 
