@@ -26,23 +26,27 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy import clock, dburl, facts
+from deploy import clock, dburl, facts, liveness
 from deploy.dburl import mask as dburl_mask
 from deploy.errors import DeployError, LedgerError, LockHeld
 from deploy.private import create_private, make_private, private_dir
-from deploy.proc import pid_alive as alive
 from deploy.redact import mask_url, redact
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Ordered forward migrations: (version it makes, what it adds, [(table, column)]). Version 1
 # is the schema as it was before versioning; its missing nullable columns are filled in too.
 MIGRATIONS = [
     (2, "deploy_locks.heartbeat_at: the holder's last sign of life (the staleness bound of --break-lock)",
      [("deploy_locks", "heartbeat_at")]),
+    (3, "deploy_locks: the holder's token and where it runs (boot id, pid namespace, pid start time), its "
+        "heartbeat on CLOCK_BOOTTIME and that clock's id, and the tokens of the holders it took over "
+        "(deploy/liveness.py); a lock without them (an older toolkit's) is judged by its heartbeat alone",
+     [("deploy_locks", c) for c in ("token", "boot_id", "pid_ns", "pid_start", "clock_id", "beat_clock",
+                                    "lineage")]),
 ]
 HEARTBEAT_SECONDS = 10.0     # a running runner refreshes its lock this often
 STALE_AFTER_SECONDS = 120.0  # a lock on another machine silent this long may be taken over with --break-lock
@@ -52,7 +56,7 @@ RUN_FINAL = ("succeeded", "failed", "rolled_back", "aborted", "failed_in_place")
 
 
 def _schema():
-    from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint
+    from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint
 
     md = MetaData()
     runs = Table(
@@ -108,6 +112,13 @@ def _schema():
         Column("acquired_at", Float, nullable=False),
         Column("purpose", String(64), nullable=False),
         Column("heartbeat_at", Float),
+        Column("token", String(64)),        # the holder (deploy/liveness.py); pid and hostname only describe it
+        Column("boot_id", String(64)),
+        Column("pid_ns", BigInteger),
+        Column("pid_start", BigInteger),
+        Column("clock_id", String(128)),    # which CLOCK_BOOTTIME beat_clock was read on
+        Column("beat_clock", Float),        # the holder's CLOCK_BOOTTIME at its last sign of life
+        Column("lineage", Text),            # tokens of the holders this one took over, newest first
     )
     schema = Table(
         "deploy_schema", md,
@@ -255,50 +266,102 @@ class LockRow:
     acquired_at: float
     purpose: str
     heartbeat_at: float | None = None
+    token: str | None = None
+    boot_id: str | None = None
+    pid_ns: int | None = None
+    pid_start: int | None = None
+    clock_id: str | None = None
+    beat_clock: float | None = None
+    lineage: str | None = None
+    # How it was read (not part of the lock): the ledger's clock then, whether that clock is the
+    # database's own (Postgres: every runner reads the same one), and this process's CLOCK_BOOTTIME.
+    ledger_now: float | None = field(default=None, compare=False)
+    shared_clock: bool = field(default=False, compare=False)
+    read_boot: float | None = field(default=None, compare=False)
 
     @property
     def last_seen(self) -> float:
-        """The holder's last sign of life: its heartbeat, else when it took the lock."""
+        """The holder's last sign of life on the ledger's clock: its heartbeat, else when it took the lock."""
         return max(self.acquired_at, self.heartbeat_at or 0.0)
 
+    def silence(self) -> float | None:
+        """Seconds since the holder's last sign of life, measured on one clock, or None when no
+        clock it and this process share can measure it. Postgres: the database's clock wrote the
+        heartbeat and read the row. SQLite: the holder's CLOCK_BOOTTIME, when it is ours (same boot
+        and time namespace); never two wall clocks. A lock an older toolkit wrote (no token) is
+        judged as that toolkit did, by wall time."""
+        now = self.ledger_now if self.ledger_now is not None else time.time()
+        if self.shared_clock or self.token is None:
+            return max(0.0, now - self.last_seen)
+        if self.beat_clock is None or self.clock_id is None or self.clock_id != liveness.clock_id():
+            return None
+        boot = self.read_boot if self.read_boot is not None else liveness.boottime()
+        silent = boot - self.beat_clock
+        return silent if silent >= 0 else None   # a beat "after" now is another clock's: unmeasurable
+
     def silent_for(self, now: float | None = None) -> float:
-        return (now or time.time()) - self.last_seen
+        """silence(), or (for display only) the wall-clock difference when it cannot be measured."""
+        s = self.silence()
+        return s if s is not None else (now or time.time()) - self.last_seen
 
     def holder_alive(self) -> bool | None:
-        """True/False when the holder runs on this host; None when it is elsewhere."""
-        if self.hostname != socket.gethostname():
-            return None
-        return pid_alive(self.pid)
+        """True/False when this process can check the holder (same boot and pid namespace: its pid
+        and that pid's start time); None when it cannot (another machine, container or namespace)."""
+        if self.token is not None and self.token == liveness.token():
+            return True
+        verdict = liveness.gone(self.boot_id, self.pid_ns, self.pid, self.pid_start)
+        return None if verdict is None else not verdict
 
     def describe(self, now: float | None = None) -> str:
-        age = (now or time.time()) - self.acquired_at
+        now = self.ledger_now if self.ledger_now is not None else (now or time.time())
+        age = now - self.acquired_at
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
         run = f", run {self.run_id}" if self.run_id else ""
         seen = ""
         if self.heartbeat_at:
-            seen = f", last seen {clock.age(self.silent_for(now))} ago"
+            silent = self.silence()
+            seen = (f", last seen {clock.age(silent)} ago" if silent is not None
+                    else ", its heartbeat cannot be timed from here")
         return (f"{self.who}@{self.hostname} (pid {self.pid}{run}, {self.purpose}) since {since} "
                 f"({clock.age(age)} ago{seen})")
 
 
+def _where(held: "LockRow") -> str:
+    return (f"on another machine ({held.hostname})" if held.boot_id and held.boot_id != liveness.boot_id()
+            else f"by a process this one cannot check ({held.hostname}: another pid namespace, a container, or an "
+                 "older toolkit's lock)")
 
 
-def _refuse_while_showing_life(env: str, held: "LockRow", now: float, what: str, see: str) -> None:
-    """A holder on another machine cannot be checked from here: a lock it held is taken over or
-    broken only once it has been silent for the staleness bound (LockHeld until then)."""
-    silent = held.silent_for(now)
-    if silent < STALE_AFTER_SECONDS:
-        bound = clock.age(STALE_AFTER_SECONDS)
-        raise LockHeld(
-            f"The {env} lock is held on another machine ({held.hostname}) by {held.describe(now)}, which showed "
-            f"life {clock.age(silent)} ago: less than the {bound} staleness bound, so it may still be running. "
-            "Nothing was changed.",
-            f"Wait for it (see `{see}`); {what} a lock on another machine only once its holder has been silent "
-            f"for {bound}.")
+def _refuse_while_showing_life(env: str, held: "LockRow", silent: float | None, what: str, see: str) -> None:
+    """A holder this process cannot check is taken over or broken only once its heartbeat has
+    been silent for the staleness bound, measured on one clock (LockHeld until then)."""
+    if silent is not None and silent >= STALE_AFTER_SECONDS:
+        return
+    bound = clock.age(STALE_AFTER_SECONDS)
+    life = (f"showed life {clock.age(silent)} ago: less than the {bound} staleness bound"
+            if silent is not None else f"beat again while watched for up to {bound}")
+    raise LockHeld(
+        f"The {env} lock is held {_where(held)} by {held.describe()}, which {life}, so it may still be running. "
+        "Nothing was changed.",
+        f"Wait for it (see `{see}`); {what} a lock whose holder cannot be checked from here only once it has been "
+        f"silent for {bound}.")
 
 
-def pid_alive(pid: int) -> bool:
-    return alive(pid)
+class _Now:
+    """`finished_at=NOW` (or `started_at=NOW`): the time on the ledger's clock when it is written."""
+
+    def __repr__(self) -> str:
+        return "NOW"
+
+
+NOW = _Now()
+
+
+def _same_holder(t, held: LockRow):
+    """SQL matching the row of `held`'s holder: its token (pid and hostname for an older toolkit's lock)."""
+    if held.token is not None:
+        return t.c.token == held.token
+    return t.c.token.is_(None) & (t.c.pid == held.pid) & (t.c.hostname == held.hostname)
 
 
 def whoami() -> str:
@@ -336,6 +399,49 @@ class Ledger:
     def __init__(self, engine, tables):
         self.engine = engine
         self.t = tables
+        # Postgres has one clock every runner reads (the server's): run, release, step and lock
+        # times come from it. SQLite has none; times are this machine's wall clock, runs and
+        # releases are kept in the order they were filed, and liveness uses CLOCK_BOOTTIME.
+        self.shared_clock = engine.dialect.name == "postgresql"
+
+    # ------------------------------------------------------------ the ledger's clock
+    def _clock(self):
+        """SQL for "now" on the ledger's clock (epoch seconds)."""
+        from sqlalchemy import Float, bindparam, cast, extract, func
+
+        if self.shared_clock:
+            return cast(extract("epoch", func.clock_timestamp()), Float)
+        return bindparam(None, time.time(), type_=Float)
+
+    def _filed(self, column):
+        """SQL for the time a new row is filed under `column`: the ledger's clock, and never before
+        the latest row already filed (SQLite: a writer whose clock is behind still files after)."""
+        from sqlalchemy import func, select
+
+        if self.shared_clock:
+            return self._clock()
+        latest = select(func.coalesce(func.max(column), 0.0) + 0.001).scalar_subquery()
+        return func.max(self._clock(), latest)
+
+    def _stamped(self, table, values: dict) -> dict:
+        from sqlalchemy import func
+
+        for k, v in values.items():
+            if v is NOW:
+                values[k] = self._clock()
+                if k == "finished_at" and "started_at" in table.c:   # never before it started
+                    began = func.coalesce(table.c.started_at, 0.0)
+                    values[k] = (func.greatest if self.shared_clock else func.max)(values[k], began)
+        return values
+
+    def now(self) -> float:
+        """The ledger's clock: the database server's for Postgres, this machine's for SQLite."""
+        from sqlalchemy import select
+
+        if not self.shared_clock:
+            return time.time()
+        with self._tx(read=True) as c:
+            return float(c.execute(select(self._clock())).scalar())
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -421,12 +527,12 @@ class Ledger:
     def start_run(self, *, env: str, flow: str, sha: str | None, steps: list[str], args: dict,
                   release_id: str | None = None, status: str = "running") -> str:
         run_id = uuid.uuid4().hex[:12]
-        now = time.time()
         args_json = facts.dumps(args)  # exact; a Secret in a run's arguments is refused
         with self._tx(f"record the start of a {flow} run") as c:
             c.execute(self.t["runs"].insert().values(
                 id=run_id, env=env, flow=flow, sha=sha, release_id=release_id, status=status,
-                who=whoami(), hostname=socket.gethostname(), pid=os.getpid(), started_at=now,
+                who=whoami(), hostname=socket.gethostname(), pid=os.getpid(),
+                started_at=self._filed(self.t["runs"].c.started_at),
                 args=args_json, state="{}",
             ))
             if steps:
@@ -440,6 +546,7 @@ class Ledger:
             values["state"] = facts.dumps_state(values["state"])  # facts only, exact; a Secret is refused
         if "error" in values and values["error"] is not None:
             values["error"] = redact(values["error"])
+        self._stamped(self.t["runs"], values)
         with self._tx(f"record run {run_id}") as c:
             c.execute(self.t["runs"].update().where(self.t["runs"].c.id == run_id).values(**values))
 
@@ -452,6 +559,7 @@ class Ledger:
             if values.get(k) is not None:
                 values[k] = redact(values[k])[:4000]
         t = self.t["steps"]
+        self._stamped(t, values)
         with self._tx(f"record step {idx + 1} of run {run_id}") as c:
             c.execute(t.update().where((t.c.run_id == run_id) & (t.c.idx == idx)).values(**values))
 
@@ -500,7 +608,8 @@ class Ledger:
             if existing:
                 c.execute(t.update().where((t.c.env == env) & (t.c.release_id == release_id)).values(**vals))
             else:
-                c.execute(t.insert().values(env=env, release_id=release_id, created_at=time.time(), **vals))
+                c.execute(t.insert().values(env=env, release_id=release_id, created_at=self._filed(t.c.created_at),
+                                            **vals))
 
     def set_release_status(self, env: str, release_id: str, status: str) -> None:
         t = self.t["releases"]
@@ -522,24 +631,29 @@ class Ledger:
         return dict(r) if r else None
 
     # ------------------------------------------------------------ locks
+    def _holder_row(self, **values) -> dict:
+        """The lock's columns naming this process as its holder (deploy/liveness.py)."""
+        me = liveness.here()
+        return dict(who=whoami(), hostname=socket.gethostname(), pid=me.pid, token=me.token, boot_id=me.boot_id,
+                    pid_ns=me.pid_ns, pid_start=me.pid_start, clock_id=me.clock_id, beat_clock=liveness.boottime(),
+                    acquired_at=self._clock(), heartbeat_at=self._clock(), **values)
+
     def acquire_lock(self, env: str, *, run_id: str | None, purpose: str, takeover_run: str | None = None,
-                     break_lock: bool = False, now: float | None = None) -> LockRow | None:
+                     break_lock: bool = False) -> LockRow | None:
         """Take the environment's lock, or raise LockHeld naming the holder.
 
-        `takeover_run`: the lock may be taken over from that run (resume/abort of a killed
-        run) when its holder is known dead: a gone pid on this machine. A holder on another
-        machine cannot be checked from here, so it is taken over only with `break_lock`
-        (`--break-lock`) and only when it has shown no sign of life (heartbeat) for
-        STALE_AFTER_SECONDS. Returns the lock row that was taken over, if any."""
+        `takeover_run`: the lock may be taken over from that run (resume/abort of a killed run)
+        when its holder is provably gone: same boot and pid namespace as this process, and its
+        pid gone or reused (deploy/liveness.py). A holder this process cannot check (another
+        machine, container or pid namespace) is taken over only with `break_lock` and only once
+        its heartbeat has been silent for STALE_AFTER_SECONDS on one clock; a holder that is
+        alive, or beats, is never taken over. Returns the lock row that was taken over, if any."""
         from sqlalchemy.exc import IntegrityError
 
         t = self.t["locks"]
-        now = now or time.time()
-        row = dict(env=env, run_id=run_id, who=whoami(), hostname=socket.gethostname(), pid=os.getpid(),
-                   acquired_at=now, purpose=purpose, heartbeat_at=now)
         try:
             with self._tx(f"take the {env} lock") as c:
-                c.execute(t.insert().values(**row))
+                c.execute(t.insert().values(**self._holder_row(env=env, run_id=run_id, purpose=purpose)))
             return None
         except IntegrityError:
             pass
@@ -550,13 +664,15 @@ class Ledger:
         if takeover_run and held.run_id == takeover_run:
             alive = held.holder_alive()
             if alive is None and break_lock:
-                _refuse_while_showing_life(env, held, now, "--break-lock takes over", "invoke status")
+                _refuse_while_showing_life(env, held, self._silence(env, held), "--break-lock takes over",
+                                           "invoke status")
             if alive is False or (alive is None and break_lock):
+                lineage = " ".join([held.token or "", *(held.lineage or "").split()][:20]).strip() or None
                 with self._tx(f"take over the {env} lock") as c:
-                    res = c.execute(t.update().where((t.c.env == env) & (t.c.pid == held.pid)
-                                                     & (t.c.hostname == held.hostname)
-                                                     & (t.c.run_id == takeover_run)).values(**row))
+                    res = c.execute(t.update().where((t.c.env == env) & (t.c.run_id == takeover_run) & _same_holder(t, held))
+                                    .values(**self._holder_row(run_id=run_id, purpose=purpose, lineage=lineage)))
                     if res.rowcount == 1:
+                        liveness.adopt([held.token, *(held.lineage or "").split()])
                         return held
                 held = self.lock(env) or held
         raise LockHeld(
@@ -564,25 +680,42 @@ class Ledger:
             self._lock_hint(env, held),
         )
 
+    def _silence(self, env: str, held: LockRow) -> float | None:
+        """How long the holder has been silent, for a decision: measured on one clock when one is
+        shared (see LockRow.silence). When none is (a SQLite ledger shared across boots or time
+        namespaces), the heartbeat is watched on this process's monotonic clock for up to the
+        staleness bound: None as soon as it beats (the holder lives), the bound if it never does."""
+        silent = held.silence()
+        if silent is not None:
+            return silent
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < STALE_AFTER_SECONDS:
+            time.sleep(min(1.0, HEARTBEAT_SECONDS / 4))
+            now = self.lock(env)
+            if now is None or now.token != held.token or (now.beat_clock, now.heartbeat_at) != (
+                    held.beat_clock, held.heartbeat_at):
+                return None
+        return time.monotonic() - t0
+
     def _mine(self, t):
-        """The lock row this process holds (its holder: pid and hostname)."""
-        return (t.c.pid == os.getpid()) & (t.c.hostname == socket.gethostname())
+        """The lock row this process holds (its token)."""
+        return t.c.token == liveness.token()
 
     def heartbeat(self, env: str, run_id: str) -> bool:
-        """This run is alive: refresh its lock's heartbeat. False when this process no longer
-        holds the lock (another runner took it over with --break-lock while this one was frozen)."""
+        """This run is alive: refresh its lock's heartbeat (on the ledger's clock, and on this
+        machine's CLOCK_BOOTTIME). False when this process no longer holds the lock (another
+        runner took it over with --break-lock while this one was frozen)."""
         t = self.t["locks"]
         with self._tx(f"refresh the {env} lock") as c:
             res = c.execute(t.update().where((t.c.env == env) & (t.c.run_id == run_id) & self._mine(t))
-                            .values(heartbeat_at=time.time()))
+                            .values(heartbeat_at=self._clock(), beat_clock=liveness.boottime()))
             return res.rowcount > 0
 
     def bind_lock(self, env: str, run_id: str) -> None:
         """The lock this process took before its run existed now names the run."""
         t = self.t["locks"]
         with self._tx(f"bind the {env} lock to run {run_id}") as c:
-            c.execute(t.update().where((t.c.env == env) & (t.c.pid == os.getpid())
-                                       & (t.c.hostname == socket.gethostname())).values(run_id=run_id))
+            c.execute(t.update().where((t.c.env == env) & self._mine(t)).values(run_id=run_id))
 
     def _flow_of(self, held: LockRow) -> str | None:
         if not held.run_id:
@@ -610,25 +743,37 @@ class Ledger:
             bound = clock.age(STALE_AFTER_SECONDS)
             how = (f"take it over with `invoke promote --to={env} --abort --break-lock` (or `--resume --break-lock`)"
                    if resumable else f"break it with `invoke lock.release --env={env} --force`")
-            return (f"The holder runs on another machine ({held.hostname}), so this one cannot tell whether it is "
-                    f"alive; it showed life {clock.age(held.silent_for())} ago. Wait for it (see `invoke status`). "
-                    f"Only if that machine's run is really gone, {how}: refused while the holder showed life within "
+            silent = held.silence()
+            seen = (f"it showed life {clock.age(silent)} ago" if silent is not None
+                    else "its heartbeat cannot be timed from here")
+            return (f"The lock is held {_where(held)}, so this machine cannot tell whether its holder is alive; "
+                    f"{seen}. Wait for it (see `invoke status`). "
+                    f"Only if that run is really gone, {how}: refused while the holder showed life within "
                     f"the last {bound}.")
         return "Wait for it to finish (see `invoke status`), or ask its owner."
 
-    def lock(self, env: str) -> LockRow | None:
+    def _read_locks(self, where=None) -> list[LockRow]:
+        """Lock rows, each with the ledger's clock read in the same query (see LockRow.silence)."""
         t = self.t["locks"]
+        q = t.select().add_columns(self._clock().label("ledger_now"))
+        if where is not None:
+            q = q.where(where)
         with self._tx(read=True) as c:
-            r = c.execute(t.select().where(t.c.env == env)).mappings().first()
-        return LockRow(**dict(r)) if r else None
+            rows = c.execute(q).mappings().all()
+        boot = liveness.boottime()
+        return [LockRow(**{**dict(r), "ledger_now": float(r["ledger_now"])}, shared_clock=self.shared_clock,
+                        read_boot=boot) for r in rows]
+
+    def lock(self, env: str) -> LockRow | None:
+        rows = self._read_locks(self.t["locks"].c.env == env)
+        return rows[0] if rows else None
 
     def locks(self) -> list[LockRow]:
-        with self._tx(read=True) as c:
-            return [LockRow(**dict(r)) for r in c.execute(self.t["locks"].select()).mappings()]
+        return self._read_locks()
 
     def release_lock(self, env: str, *, run_id: str | None = None) -> bool:
-        """Release the lock held by this run and this process (any lock of this process when
-        run_id is None); a lock another runner took over is left to it."""
+        """Release the lock held by this run and this process (its token; any lock of this process
+        when run_id is None); a lock another runner took over is left to it."""
         t = self.t["locks"]
         cond = (t.c.env == env) & self._mine(t)
         if run_id:
@@ -636,34 +781,38 @@ class Ledger:
         with self._tx() as c:
             return c.execute(t.delete().where(cond)).rowcount > 0
 
-    def break_lock(self, env: str, *, max_age_seconds: float, force: bool, now: float | None = None) -> LockRow | None:
-        """Remove a lock whose holder is dead or older than the limit; refuse a live, fresh one."""
+    def break_lock(self, env: str, *, max_age_seconds: float, force: bool) -> LockRow | None:
+        """Remove a lock whose holder is provably gone, or one this process cannot check that is older
+        than the limit and whose heartbeat has been silent for the staleness bound; refuse a live or
+        beating one."""
         held = self.lock(env)
         if held is None:
             return None
-        now = now or time.time()
         alive = held.holder_alive()
-        stale = alive is False or (now - held.acquired_at) > max_age_seconds
         if not force:
-            raise LockHeld(f"The {env} environment is locked by {held.describe(now)}.",
+            raise LockHeld(f"The {env} environment is locked by {held.describe()}.",
                            f"Breaking a lock needs --force: `invoke lock.release --env={env} --force`.")
-        if stale and alive is None:
-            # Another machine's holder cannot be checked from here: old is not enough, it must
-            # also have stopped showing life (the same rule as --break-lock).
-            _refuse_while_showing_life(env, held, now, "--force breaks", "invoke lock.status")
-        if not stale:
+        old = (held.ledger_now or time.time()) - held.acquired_at > max_age_seconds
+        if alive is True:
+            raise LockHeld(f"The {env} lock is held by a live process on this machine: {held.describe()}.",
+                           f"Wait for it, or stop that process (pid {held.pid}): a live holder is never broken, and "
+                           "one that is gone can be taken over at once.")
+        if alive is None and not old:
             raise LockHeld(
-                f"The {env} lock is held by a live process that is younger than the limit: {held.describe(now)}.",
+                f"The {env} lock is held by a live process, or one this machine cannot check, that is younger "
+                f"than the limit: {held.describe()}.",
                 f"Wait for it, stop it, or raise lock.max_age_minutes in env/{env}.toml "
                 f"(now {int(max_age_seconds // 60)} minutes).",
             )
+        if alive is None:
+            _refuse_while_showing_life(env, held, self._silence(env, held), "--force breaks", "invoke lock.status")
         t = self.t["locks"]
         with self._tx() as c:
-            c.execute(t.delete().where((t.c.env == env) & (t.c.acquired_at == held.acquired_at)))
+            c.execute(t.delete().where((t.c.env == env) & (t.c.acquired_at == held.acquired_at) & _same_holder(t, held)))
         if held.run_id:
             run = self.run(held.run_id)
             if run.status == "running":
-                self.update_run(held.run_id, status="failed", finished_at=now,
+                self.update_run(held.run_id, status="failed", finished_at=NOW,
                                 error="lock broken by lock.release --force; the run did not finish")
         return held
 

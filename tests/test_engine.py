@@ -161,15 +161,22 @@ def test_resume_refuses_a_run_whose_holder_is_alive(tmp_path, ledger_url):
         p.communicate(timeout=60)
 
 
-def test_break_lock_needs_force_and_a_dead_or_old_holder(tmp_path, ledger_url):
+def test_break_lock_needs_force_and_a_gone_holder_and_never_breaks_a_live_one(tmp_path, ledger_url):
     led = Ledger.open(tmp_path, ledger_url)
     led.acquire_lock("test", run_id=None, purpose="promote")
     with pytest.raises(LockHeld, match="--force"):
         led.break_lock("test", max_age_seconds=3600, force=False)
     with pytest.raises(LockHeld, match="live process"):
         led.break_lock("test", max_age_seconds=3600, force=True)
-    # older than the limit: may be broken
-    assert led.break_lock("test", max_age_seconds=3600, force=True, now=time.time() + 7200) is not None
+    with pytest.raises(LockHeld, match="live process"):   # however old: this process is alive
+        led.break_lock("test", max_age_seconds=0, force=True)
+    assert led.release_lock("test")
+    # A holder that took the lock and is gone (its pid no longer runs): broken at once.
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from deploy.ledger import Ledger; "
+                    "Ledger.open(Path(sys.argv[1]), sys.argv[2]).acquire_lock('test', run_id=None, purpose='promote')",
+                    str(tmp_path), ledger_url], check=True, cwd=Path(__file__).parent.parent)
+    assert led.lock("test").holder_alive() is False
+    assert led.break_lock("test", max_age_seconds=3600, force=True) is not None
     assert led.lock("test") is None
 
 

@@ -28,6 +28,8 @@ import psycopg
 import pytest
 
 from deploy.facts import fact
+from deploy.ledger import SCHEMA_VERSION
+from deploy.liveness import boottime
 
 from deploy.testing.project import REPO
 from test_reliability_faults import (TIER, add_tier_migration, applied, assert_on_release, edit_settings, spawn,
@@ -169,9 +171,9 @@ def test_abort_never_takes_over_a_lock_held_on_another_machine_without_break_loc
     killed = stage.project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:watch"})
     assert killed.returncode == -9
     b = stage.project.ledger().runs("staging")[0]
-    with psycopg.connect(url) as c:  # the holder is runner 1, on another machine, alive a moment ago
-        c.execute("UPDATE deploy_locks SET hostname = 'ci-runner-1', heartbeat_at = %s WHERE env = 'staging'",
-                  (time.time(),))
+    with psycopg.connect(url) as c:  # the holder is runner 1, on another machine (boot), alive a moment ago
+        c.execute("UPDATE deploy_locks SET hostname = 'ci-runner-1', boot_id = 'ci-runner-1-boot', "
+                  "heartbeat_at = extract(epoch from now()) WHERE env = 'staging'")
 
     def untouched():
         assert stage.currents() == [b.release_id] * 2
@@ -189,9 +191,9 @@ def test_abort_never_takes_over_a_lock_held_on_another_machine_without_break_loc
     assert "ci-runner-1" in text and "staleness bound" in text, text
     untouched()
     # Silent for ten minutes: --break-lock takes it over, says from whom, and the abort finishes.
-    with psycopg.connect(url) as c:
-        c.execute("UPDATE deploy_locks SET acquired_at = acquired_at - 600, heartbeat_at = %s WHERE env = 'staging'",
-                  (time.time() - 600,))
+    with psycopg.connect(url) as c:  # on the ledger's clock, the heartbeat's
+        c.execute("UPDATE deploy_locks SET acquired_at = acquired_at - 600, "
+                  "heartbeat_at = extract(epoch from now()) - 600 WHERE env = 'staging'")
     a = stage.project.ledger().runs("staging", status="succeeded")[0]
     text = ok(stage.project.invoke("promote", "--to=staging", "--abort", "--break-lock"))
     assert "took over" in text and "ci-runner-1" in text, text
@@ -223,9 +225,11 @@ def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touc
         wait_for(lambda: step_running(project, "watch"), 60, "the watch to start")
         run = project.ledger().runs("staging")[0]
         a.send_signal(signal.SIGSTOP)
-        # A's machine, as seen from B's: another host, silent for ten minutes.
-        sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', acquired_at = acquired_at - 600, "
-                     f"heartbeat_at = {time.time() - 600} WHERE env = 'staging'")
+        # A's machine, as seen from B's: another host (boot), silent for ten minutes on the
+        # heartbeat's clock (CLOCK_BOOTTIME for this SQLite ledger).
+        sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', boot_id = 'ci-runner-1-boot', "
+                     f"acquired_at = acquired_at - 600, heartbeat_at = {time.time() - 600}, "
+                     "beat_clock = beat_clock - 600 WHERE env = 'staging'")
         # B takes over, then dies before its own watch: its lock row stays, naming B.
         b = project.invoke("promote", "--to=staging", "--resume", "--break-lock",
                            extra_env={"DEPLOY_FAULT": "before:watch"})
@@ -256,12 +260,13 @@ def test_lock_release_force_breaks_another_machines_old_lock_only_once_its_heart
 
     Ledger.open(project.root).acquire_lock("local", run_id=None, purpose="promote")
     day = time.time() - 86400  # far older than lock.max_age_minutes
-    sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', acquired_at = {day}, "
-                 f"heartbeat_at = {time.time()} WHERE env = 'local'")
+    sql(project, f"UPDATE deploy_locks SET hostname = 'ci-runner-1', boot_id = 'ci-runner-1-boot', "
+                 f"acquired_at = {day}, heartbeat_at = {time.time()}, beat_clock = {boottime()} WHERE env = 'local'")
     text = refused(project.invoke("lock.release", "--env=local", "--force"), 4)
     assert "ci-runner-1" in text and "staleness bound" in text, text
     assert project.ledger().lock("local").hostname == "ci-runner-1"
-    sql(project, f"UPDATE deploy_locks SET heartbeat_at = {time.time() - 600} WHERE env = 'local'")
+    sql(project, f"UPDATE deploy_locks SET heartbeat_at = {time.time() - 600}, beat_clock = {boottime() - 600} "
+                 "WHERE env = 'local'")
     ok(project.invoke("lock.release", "--env=local", "--force"))
     assert project.ledger().lock("local") is None
 
@@ -398,7 +403,7 @@ def test_older_ledger_is_migrated_forward_before_anything_runs(project):
     run = led.runs("local")[0]
     assert run.status == "succeeded" and led.live_release("local")["release_id"] == run.release_id
     with sqlite3.connect(ledger_db(project)) as c:
-        assert c.execute("SELECT version FROM deploy_schema").fetchall() == [(2,)]
+        assert c.execute("SELECT version FROM deploy_schema").fetchall() == [(SCHEMA_VERSION,)]
 
 
 @pytest.mark.parametrize("damage", ["newer", "required-column-missing"])

@@ -58,7 +58,8 @@ def status(svc, env: str | None, as_json: bool = False) -> None:
         if alive is None:
             from deploy import clock
 
-            state += f", seen {clock.age(lk.silent_for())} ago"
+            silent = lk.silence()   # on one clock (the ledger's, or this boot's); never two wall clocks
+            state += f", seen {clock.age(silent)} ago" if silent is not None else ", heartbeat not timed from here"
         rows.append((lk.env, f"{lk.who}@{lk.hostname}", lk.pid, lk.run_id or "-", lk.purpose,
                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lk.acquired_at)), state))
     if not rows:

@@ -102,8 +102,12 @@ def lock_status(ledger_locks, host_locks, now: float | None = None) -> dict[str,
         "locks": [{
             "env": lk.env, "who": lk.who, "hostname": lk.hostname, "pid": int(lk.pid), "run_id": lk.run_id,
             "purpose": lk.purpose, "acquired_at": _iso(lk.acquired_at),
-            "silent_seconds": round(max(0.0, lk.silent_for(now)), 1),
+            # Measured on one clock (the ledger database's, or this boot's CLOCK_BOOTTIME); null
+            # when no clock shared with the holder can measure it.
+            "silent_seconds": None if lk.silence() is None else round(lk.silence(), 1),
             "holder": {True: "alive", False: "gone", None: "other host"}[lk.holder_alive()],
+            "heartbeat_clock": ("ledger" if lk.shared_clock or lk.token is None else
+                                "boottime" if lk.silence() is not None else None),
         } for lk in ledger_locks],
         "host_locks": [{"host": h.host, "holder": h.holder, "run_id": h.run_id or None,
                         "acquired_at": _iso(h.acquired_at), "release": h.release or None} for h in host_locks],

@@ -83,7 +83,7 @@ def _pending_cell(r: dict) -> str:
 def main(svc, as_json: bool) -> None:
     root = svc.root
     led = svc.ledger()
-    rows = gather(root, led, svc.environ, time.time())
+    rows = gather(root, led, svc.environ, led.now())   # the ledger's clock: what its times were written on
     if as_json:
         svc.term.emit_json(shapes.status(rows))
         return

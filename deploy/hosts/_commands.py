@@ -47,8 +47,11 @@ def _p(t: Target, *parts: str) -> str:
     return "/".join((t.deploy_to, *parts))
 
 
-def lock_details(holder: str, run_id: str, release_id: str, now: datetime) -> str:
-    return f"holder={holder}\nrun_id={run_id}\nrelease={release_id}\nacquired_at={now.isoformat()}\n"
+def lock_details(holder: str, run_id: str, release_id: str, now: datetime, token: str = "") -> str:
+    """The lock's details file. `token` is the holding runner's (deploy/liveness.py): what a
+    release matches, never the holder's user@hostname, which two runners can share."""
+    out = f"holder={holder}\nrun_id={run_id}\nrelease={release_id}\nacquired_at={now.isoformat()}\n"
+    return out + (f"token={token}\n" if token else "")
 
 
 def parse_lock_details(host: str, text: str) -> LockInfo:
@@ -58,7 +61,7 @@ def parse_lock_details(host: str, text: str) -> LockInfo:
     except ValueError:
         at = None
     return LockInfo(host=host, holder=values.get("holder", "unknown"), run_id=values.get("run_id", ""),
-                    acquired_at=at, release=values.get("release", ""))
+                    acquired_at=at, release=values.get("release", ""), token=values.get("token", ""))
 
 
 def state_command(t: Target, upload: str | None = None, manifest: bool = False) -> str:

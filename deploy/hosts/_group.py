@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from deploy import liveness
 from deploy.errors import DeployError, HostFailed
 from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, _p, lock_command, lock_details, parse_lock_details,
-                                    parse_state, state_command)
+                                    parse_state, sh, state_command)
 from deploy.hosts._ssh import _connect, _HostError, _local_user, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, HostState, LockInfo, Target
@@ -126,7 +127,7 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
     from fabric import Config
 
     config = Config()
-    details = lock_details(_holder(), run_id, release_id, now)
+    details = lock_details(_holder(), run_id, release_id, now, liveness.token())
 
     def open_one(h: _Host) -> None:
         h.conn = _connect(section, h.t, config)
@@ -142,8 +143,11 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
                     h.lock_info = info
                     raise _HostError(f"locked by {info.holder} (run {info.run_id or '?'}, "
                                      f"since {info.acquired_at or '?'})")
-                # Our own lock from a killed attempt of this run is taken over (resume).
-                r = _run(h.conn, h.t, state, section, "reading the release state")
+                # Our own run's lock from a killed attempt (resume) is taken over: stamped with this
+                # runner's token, so the runner we took the run from can no longer release it.
+                stamp = _p(h.t, LOCK_DIR, "details")
+                r = _run(h.conn, h.t, f"printf %s {sh(details)} > {sh(stamp)} && {{ {state}; }}", section,
+                         "taking over the run's lock")
             h.locked = True
         else:
             r = _run(h.conn, h.t, state, section, "reading the release state")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Sequence
 
+from deploy import liveness
 from deploy.errors import LockHeld
 from deploy.hosts._commands import LOCK_DIR, parse_lock_details, read_lock_command, unlock_command
 from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _read_all
@@ -54,6 +55,14 @@ def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
 
 # ---------------------------------------------------------------- the run's lock on its own
 
+def _ours(info: LockInfo, run_id: str) -> bool:
+    """The lock is this run's and held by this runner: its token, or one of a runner this process
+    took the run over from (deploy/liveness.py). A runner whose run was taken over while it was
+    frozen finds another token there and leaves the lock to the new holder. A lock an older
+    toolkit wrote (no token) is matched by its run alone."""
+    return info.run_id == run_id and (not info.token or info.token in liveness.tokens())
+
+
 def acquire_lock(section: HostsSection, *, run_id: str, release_id: str = "", now: datetime | None = None) -> list[str]:
     """Take the deploy lock for `run_id` on every host (re-entrant for the same run), or
     none: LockHeld naming the holder, HostFailed when a host cannot be reached.
@@ -83,7 +92,7 @@ def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
 
     def one(h: _Host) -> None:
         r = _run(h.conn, h.t, read_lock_command(h.t), section, "reading the lock")
-        if r.stdout.strip() and parse_lock_details(h.t.name, r.stdout).run_id == run_id:
+        if r.stdout.strip() and _ours(parse_lock_details(h.t.name, r.stdout), run_id):
             _run(h.conn, h.t, unlock_command(h.t), section, "releasing the lock")
             freed.append(h.t.name)
 

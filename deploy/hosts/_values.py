@@ -63,6 +63,7 @@ class LockInfo:
     acquired_at: datetime | None
     release: str = ""
 
+    token: str = ""          # the holding runner's (deploy/liveness.py); empty in an older toolkit's lock
     def age_minutes(self, now: datetime) -> float | None:
         if self.acquired_at is None:
             return None
