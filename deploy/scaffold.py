@@ -29,7 +29,8 @@ from deploy.errors import SettingsError
 __all__ = [
     "PackageManager", "EnvVar", "Datasource", "ShopifyConfig", "AppFacts", "WriteResult",
     "package_manager", "install_argv", "parse_datasource", "parse_env_example", "parse_shopify_config",
-    "detect", "render", "write", "ignore_rules", "ENVIRONMENTS",
+    "detect", "render", "write", "ignore_rules", "notices", "ignores", "code_variables", "workflow_configs",
+    "ENVIRONMENTS",
 ]
 
 PackageManager = Literal["npm", "yarn", "pnpm"]   # what deploy.build knows how to install with
@@ -68,6 +69,27 @@ class ShopifyConfig:
     client_id: str = ""
     application_url: str = ""
     scopes: str = ""
+    title: str = ""                  # the app's `name` in the file
+
+    @property
+    def role(self) -> str:
+        """What the file's name says it is: production, staging, dev, or "" (shopify.app.toml,
+        or a name that says none of them)."""
+        return _role_of(self.name)
+
+    def says_dev(self) -> str:
+        """Why this config is a development app ("" when nothing says so): its file suffix,
+        its app name, or its URL (localhost, a tunnel, example.com, a `dev` label)."""
+        if self.role == "dev":
+            return f"its name ({self.file}) says dev"
+        if any(w in _DEV_WORDS for w in re.split(r"[^a-z0-9]+", self.title.lower())):
+            return f"its app name {self.title!r} says dev"
+        host = re.sub(r"^[a-z]+://", "", self.application_url.lower()).split("/", 1)[0].split(":", 1)[0]
+        labels = re.split(r"[.-]", host)
+        if host and (host in ("localhost", "127.0.0.1") or host.endswith(_TUNNELS) or host == "example.com"
+                     or host.endswith(".example.com") or any(w in _DEV_WORDS for w in labels)):
+            return f"its application_url {self.application_url} is a development or placeholder address"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,12 @@ class AppFacts:
     env_example: tuple[EnvVar, ...] = ()
     prisma: bool = False             # prisma or @prisma/client is a dependency
     prisma_config: str = ""          # prisma.config.ts (or .js/.mjs/.cjs/.mts/.cts) when there is one
+    lockfiles: tuple[str, ...] = ()  # every lockfile there (the first is the one used)
+    lock_ignored: str = ""           # the .gitignore line that ignores the lockfile
+    dependencies: bool = False       # package.json declares dependencies
+    code_vars: tuple[EnvVar, ...] = ()   # what the app reads: process.env.X, the Dockerfile's ENV/ARG
+    workflow_configs: tuple[tuple[str, str, str], ...] = ()   # (env, config file, workflow file) from --config
+    tests: str = ""                  # the test runner found (vitest, jest, ...), "" when none
 
     def database_todo(self) -> str:
         """Why the database settings could not be written from what was found ("" when they
@@ -107,20 +135,62 @@ class AppFacts:
         return self.scripts.get("start", "")
 
     def shopify_config(self, env: str) -> ShopifyConfig | None:
-        """The config an environment deploys with: shopify.app.<env>.toml, and production
-        falls back to shopify.app.toml (the template's only file)."""
-        by = {c.name: c for c in self.shopify}
-        if env in by:
-            return by[env]
+        """The config an environment deploys with (`shopify_choice`)."""
+        return self.shopify_choice(env)[0]
+
+    def shopify_choice(self, env: str) -> tuple[ShopifyConfig | None, str]:
+        """(config, why) for `env`: a file whose suffix says the environment (`prod`,
+        `production`, `staging`, `dev`, ...), else the one the app's own workflows pass to
+        `--config` for it, else (production only) shopify.app.toml when nothing about it says
+        dev; local: a dev config, else shopify.app.toml when no other environment has it.
+        Production never gets a config whose name, app name or URL says dev."""
+        want = "dev" if env == "local" else env
+        by_file = {c.file: c for c in self.shopify}
+        named = [c for c in self.shopify if c.role == want]
+        if named:
+            c = named[0]
+            return c, f"its name says {want}" + (f" ({len(named) - 1} other(s) too; the first is taken)"
+                                                  if len(named) > 1 else "")
+        for wenv, file, wf in self.workflow_configs:
+            if wenv == want and file in by_file:
+                c = by_file[file]
+                if env == "production" and c.says_dev():
+                    continue
+                return c, f"{wf} deploys it with --config"
+        plain = by_file.get("shopify.app.toml")
         if env == "production":
-            return by.get("")
-        return None
+            if plain is None:
+                return None, "no shopify.app.prod.toml or shopify.app.production.toml"
+            why = plain.says_dev()
+            if why:
+                return None, f"shopify.app.toml is not given to production: {why}"
+            return plain, "no config is named for production, and nothing in shopify.app.toml says dev"
+        if env == "local":
+            if plain is not None and all(self.shopify_choice(e)[0] is not plain for e in ("staging", "production")):
+                return plain, "no config is named dev, and no other environment uses shopify.app.toml"
+            return None, "no dev config (shopify.app.dev.toml)"
+        return None, f"no shopify.app.{env}.toml (or a workflow passing --config for {env})"
 
 
 @dataclass(frozen=True)
 class WriteResult:
     written: tuple[str, ...]
     kept: tuple[str, ...]            # existed and were left alone (no --force)
+
+
+_ROLES = {"production": "production", "prod": "production", "live": "production", "prd": "production",
+          "staging": "staging", "stage": "staging", "stg": "staging", "preview": "staging",
+          "dev": "dev", "development": "dev", "develop": "dev", "local": "dev", "test": "dev", "sandbox": "dev"}
+_DEV_WORDS = {"dev", "development", "local", "localhost", "test", "sandbox"}
+_TUNNELS = (".trycloudflare.com", ".ngrok.io", ".ngrok-free.app", ".ngrok.app", ".loca.lt", ".localhost")
+
+
+def _role_of(name: str) -> str:
+    """production | staging | dev | "" from a config suffix (`prod`, `my-app-staging`, ...)."""
+    for word in reversed([w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]):
+        if word in _ROLES:
+            return _ROLES[word]
+    return ""
 
 
 # ---------------------------------------------------------------- detection (pure over text)
@@ -211,7 +281,7 @@ def parse_shopify_config(file_name: str, text: str) -> ShopifyConfig:
             from None
     scopes = raw.get("access_scopes", {}).get("scopes", "") if isinstance(raw.get("access_scopes"), dict) else ""
     return ShopifyConfig(name, file_name, str(raw.get("client_id", "") or ""),
-                         str(raw.get("application_url", "") or ""), str(scopes or ""))
+                         str(raw.get("application_url", "") or ""), str(scopes or ""), str(raw.get("name", "") or ""))
 
 
 def detect(app: Path) -> AppFacts:
@@ -283,8 +353,111 @@ def detect(app: Path) -> AppFacts:
         if (app / name).is_file():
             env_vars = parse_env_example(_read(app / name))
             break
+    lockfiles = tuple(n for n, _ in build.LOCKFILES if (app / n).is_file())
+    ignored = ""
+    if (app / ".gitignore").is_file():
+        try:   # a .gitignore that is not UTF-8 is reported by init's own .gitignore step
+            text = (app / ".gitignore").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        ignored = ignores(text, lock or _LOCK_OF.get(pm, "package-lock.json"))
+    runners = ("vitest", "jest", "mocha", "@playwright/test", "ava", "tap")
+    tests = next((r for r in runners if r in deps), "")
+    if not tests and re.search(r"\b(vitest|jest|mocha|playwright|node --test)\b", scripts.get("test", "")):
+        tests = scripts["test"].split()[0]
     return AppFacts(app, pm, lock, scripts, str(engines.get("node", "") or ""), schema_rel, ds, mig,
-                    tuple(configs), env_vars, uses_prisma, prisma_config)
+                    tuple(configs), env_vars, uses_prisma, prisma_config, lockfiles, ignored, bool(deps),
+                    code_variables(app), workflow_configs(app), tests)
+
+
+_LOCK_OF = {"npm": "package-lock.json", "pnpm": "pnpm-lock.yaml", "yarn": "yarn.lock"}
+
+
+def ignores(gitignore: str, name: str) -> str:
+    """The last .gitignore line that ignores the file `name` at the folder's top ("" when
+    none does, or a later `!` line brings it back): the common forms, not every rule git has."""
+    import fnmatch
+
+    hit = ""
+    for line in gitignore.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        neg = s.startswith("!")
+        pat = s[1:] if neg else s
+        pat = pat.lstrip("/").rstrip()
+        if pat.endswith("/") or "/" in pat.strip("*"):
+            continue
+        if fnmatch.fnmatchcase(name, pat):
+            hit = "" if neg else s
+    return hit
+
+
+_CODE_EXT = {".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".jsx", ".tsx"}
+_SKIP_DIRS = {"node_modules", ".git", "build", "dist", ".cache", "public", "coverage", ".deploy", ".shopify",
+              ".react-router", ".next", "tests", "test", "__tests__", "e2e"}
+_PROCESS_ENV = re.compile(r"""process\.env(?:\.([A-Z][A-Z0-9_]*)\b|\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\])""")
+_DOCKER_ENV = re.compile(r"^\s*(?:ENV|ARG)\s+([A-Z][A-Z0-9_]*)\b", re.M)
+# Set by the toolkit or the platform, not by a team's env/ files.
+_NOT_APP_VARS = {"PORT", "HOST", "NODE_ENV", "CI", "HOME", "PATH", "PWD", "TZ", "DEPLOY_APP_ROOT"}
+
+
+def code_variables(app: Path, limit: int = 3000) -> tuple[EnvVar, ...]:
+    """The variables the app's own code reads (`process.env.X`, `process.env["X"]`, outside
+    tests and dependencies) and its Dockerfile sets (`ENV`/`ARG`), each with where it was
+    first seen. Extensions' code is read too: it is built from the same repository."""
+    seen: dict[str, str] = {}
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(app):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            if p.suffix not in _CODE_EXT or re.search(r"\.(test|spec)\.|^(playwright|vitest|jest|vite|eslint|"
+                                                      r"prettier|postcss|tailwind)\.config\.", fn):
+                continue
+            count += 1
+            if count > limit:
+                break
+            try:
+                if p.stat().st_size > 512 * 1024:
+                    continue
+                text = p.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            for m in _PROCESS_ENV.finditer(text):
+                seen.setdefault(m.group(1) or m.group(2), p.relative_to(app).as_posix())
+    for name in ("Dockerfile", "dockerfile"):
+        if (app / name).is_file():
+            for m in _DOCKER_ENV.finditer(_read(app / name)):
+                seen.setdefault(m.group(1), name)
+    return tuple(EnvVar(n, "", f"read by the app ({w})") for n, w in sorted(seen.items())
+                 if n not in _NOT_APP_VARS)
+
+
+_CONFIG_FLAG = re.compile(r"""--config(?:=|\s+)["']?([\w.-]+)""")
+
+
+def workflow_configs(app: Path) -> tuple[tuple[str, str, str], ...]:
+    """(environment, config file, workflow) for every `--config X` in the app's own GitHub
+    workflows, the environment taken from the workflow's file name or its `environment:`."""
+    out = []
+    folder = app / ".github" / "workflows"
+    if not folder.is_dir():
+        return ()
+    for p in sorted(folder.glob("*.y*ml")):
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        m = re.search(r"^\s*environment:\s*(?:\n\s*name:\s*)?[\"']?([\w-]+)", text, re.M)
+        env = _role_of(p.stem) or (_role_of(m.group(1)) if m else "")
+        if not env:
+            continue
+        for c in _CONFIG_FLAG.finditer(text):
+            name = c.group(1)
+            file = name if name.startswith("shopify.app") else f"shopify.app.{name}.toml"
+            out.append((env, file, f".github/workflows/{p.name}"))
+    return tuple(out)
 
 
 def _read(path: Path) -> str:
@@ -298,6 +471,52 @@ def _read(path: Path) -> str:
         raise SettingsError(f"{path}: cannot be read ({e.strerror or e}).",
                             "Check the file's permissions and run `invoke init` again.") from None
 
+
+
+def notices(f: AppFacts, app_rel: str) -> list[str]:
+    """What `invoke init` tells the reader about the app beyond the files: each a line that
+    says what was found, what it means for a promotion and what to do."""
+    out = []
+    order = ", ".join(n for n, _ in build.LOCKFILES)
+    lock = f.lockfile or _LOCK_OF.get(f.package_manager, "package-lock.json")
+    if not f.lockfile and f.dependencies:
+        out.append(f"warning: {app_rel} has no lockfile ({order}): `invoke promote` refuses to build an app whose "
+                   f"dependencies are not locked. Run `{f.package_manager} install` in {app_rel} and commit {lock}.")
+    if f.lock_ignored:
+        out.append(f"warning: {app_rel}/.gitignore ignores {lock} (line `{f.lock_ignored}`): a promotion builds "
+                   f"from a git commit, which will not hold the lockfile, so the build is refused. Remove that line, "
+                   f"then `git add {app_rel}/{lock}` and commit.")
+    if len(f.lockfiles) > 1:
+        others = ", ".join(f.lockfiles[1:])
+        out.append(f"note: {app_rel} has {len(f.lockfiles)} lockfiles: {f.lockfile} is used ({f.package_manager}), "
+                   f"because it comes first in the toolkit's order ({order}); {others} is ignored. Delete the one "
+                   "your team does not use, so everyone installs the same tree.")
+    for env in ENVIRONMENTS:
+        c, why = f.shopify_choice(env)
+        if env == "local" and c is None and not f.shopify:
+            continue
+        out.append(f"shopify {env}: " + (f"{c.file} ({why})" if c else f"none, the Shopify step is skipped ({why})"))
+    known = {f.datasource.url_var, f.datasource.direct_url_var} if f.datasource else set()
+    seeded = [e.name for e in f.code_vars if e.name not in known and e.name not in {x.name for x in f.env_example}]
+    if seeded:
+        out.append(f"variables read by the app's code or Dockerfile, added to env/variables.toml: {', '.join(seeded)} "
+                   "(`invoke env.check --env=ENV` names each until it has a value)")
+    try:
+        plan = build.build_commands(f.app)
+    except Exception:  # noqa: BLE001 - an app the build refuses was warned about above
+        plan = []
+    if plan:
+        out.append("build plan (what promote runs in the commit's checkout): "
+                   + "; ".join(" ".join(c) for c in plan))
+        gen = any("generate" in c for c in plan)
+        if f.package_manager == "pnpm" and f.prisma and gen:
+            out.append("note: pnpm 10 does not run dependencies' build scripts, so Prisma's client is not "
+                       "generated by the install: the build plan runs `prisma generate` after it.")
+    if not f.tests:
+        out.append("note: no test runner found (vitest, jest, ...): staging and production get gate.required = [] "
+                   "(no evidence; the smoke checks and the watch are the only proof). docs/adopting.md says how to "
+                   "add Vitest and require it.")
+    return out
 
 
 # ---------------------------------------------------------------- rendering (pure: facts -> files)
@@ -331,9 +550,15 @@ def _variables(f: AppFacts) -> list[dict]:
     by: dict[str, dict] = {}
 
     def add(name, description, *, value="", kind=None, secret=None, parity=None, source=None,
-            local_value=None, values=None, known=False):
-        """`known`: the toolkit knows this variable better than a .env.example comment does."""
+            local_value=None, values=None, known=False, only=None, only_local=False):
+        """`known`: the toolkit knows this variable better than a .env.example comment does.
+        `only`: required in that environment only (a deployer variable of one environment);
+        `only_local`: the app's own name for a URL that hosts get through env.push."""
         v = by.setdefault(name, {"name": name, "values": {}})
+        if only:
+            v["only"] = only
+        if only_local:
+            v["only_local"] = True
         if known or "description" not in v:
             v["description"] = description
         v["kind"] = kind or v.get("kind") or _kind(name, value)
@@ -350,9 +575,16 @@ def _variables(f: AppFacts) -> list[dict]:
         kind = _kind(e.name, e.value)
         add(e.name, e.comment or f"{e.name} (from the app's .env.example)", value=e.value, kind=kind,
             parity="free" if not _is_secret(e.name) else "differs",
-            local_value=e.value if e.value and not _is_secret(e.name) else None)
+            local_value=e.value if e.value and not _is_secret(e.name) and e.name != db_var else None)
+    for e in f.code_vars:
+        # What the code reads is what the app needs: seeded with no value (env.check names it
+        # until it is set), never with another environment's.
+        if e.name != db_var and e.name != direct:
+            add(e.name, f"{e.name}: {e.comment}", kind=_kind(e.name, ""), parity="differs" if _is_secret(e.name)
+                else "free")
     for env in ENVIRONMENTS:
-        c = f.shopify_config(env) if env != "local" else next((x for x in f.shopify if x.name in ("", "dev")), None)
+        # Each environment's values come from its own config only (shopify_choice).
+        c = f.shopify_config(env)
         if c is None:
             continue
         add("SHOPIFY_API_KEY", "Client ID of the environment's Shopify app (client_id of its shopify.app toml; "
@@ -370,13 +602,31 @@ def _variables(f: AppFacts) -> list[dict]:
                                             "(Dev Dashboard; expires after 1, 3 or 6 months)",
             kind="string", secret=True, source="shopify-partners")
     if db_var:
-        local_url = f.datasource.url or (by.get(db_var, {}).get("values", {}).get("local")) or "file:./dev.sqlite"
-        add(db_var, "Prisma datasource URL of the app database (a SQLite file locally; a secret elsewhere)",
-            kind="url", secret=True, source="runner", local_value=local_url if local_url.startswith("file:") else None,
-            known=True)
+        provider = f.datasource.provider if f.datasource else ""
+        example = next((e.value for e in f.env_example if e.name == db_var), "")
+        if provider == "sqlite":
+            local_url = f.datasource.url or (example if example.startswith("file:") else "") or "file:./dev.sqlite"
+            what = "a SQLite file locally"
+        else:
+            # A Postgres app's local database is Postgres: the app's own example URL, else the
+            # developer fills it in (env.check names it); never a SQLite file, never staging's.
+            local_url = example if re.match(r"postgres(ql)?://", example) else ""
+            what = "a Postgres database on this machine locally"
+        add(db_var, f"Prisma datasource URL the app reads ({what}; on hosts env.push writes the environment's)",
+            kind="url", secret=True, source="runner", local_value=local_url or None, known=True,
+            only_local=True)
+        for env in ENVIRONMENTS[1:]:
+            # The deployer reads each environment's URL from its own variable: a shell that holds
+            # one environment's URL can never make a task act on or report another's database.
+            add(f"{env.upper()}_DATABASE_URL", f"URL of the {env} database (the deployer's; the app gets it as "
+                f"{db_var} through env.push)", kind="url", secret=True, source="runner", only=env, known=True)
+            if direct:
+                add(f"{env.upper()}_DIRECT_URL", f"Direct (session) URL of the {env} database for migrations and "
+                    f"pg_dump (Prisma's directUrl; the app gets it as {direct})", kind="url", secret=True,
+                    source="runner", only=env, known=True)
     if direct:
         add(direct, "Direct (session) connection for migrations and pg_dump (Prisma's directUrl)", kind="url",
-            secret=True)
+            secret=True, only_local=True)
     return list(by.values())
 
 
@@ -401,7 +651,15 @@ def _matrix(f: AppFacts, today: date) -> str:
         name = v["name"]
         lines += ["", f"[variables.{name}]", f"description = {_q(v['description'])}", 'owner = "team"',
                   f"type = {_q(v['kind'])}", f"parity = {_q(v['parity'])}"]
-        if v["secret"]:
+        if v["secret"] and v.get("only"):
+            lines += ["secret = true", "rotation_days = 90", f"source = {_q(v['source'] or 'runner')}",
+                      "required = false"]
+            lines.append(f"{v['only']} = {{ required = true, last_rotated = {today.isoformat()} }}")
+        elif v["secret"] and v.get("only_local"):
+            # The app's name for it; each remote environment's value comes from <ENV>_DATABASE_URL.
+            lines += ["secret = true", "rotation_days = 90", f"source = {_q(v['source'] or 'runner')}",
+                      "required = false", 'local = { secret = false, source = "dotenv", required = true }']
+        elif v["secret"]:
             lines += ["secret = true", "rotation_days = 90",
                       f"source = {_q(v['source'] or 'runner')}"]
             # Locally nothing is a secret: a SQLite file, dev credentials (or none at all).
@@ -430,7 +688,9 @@ def _dotenv(f: AppFacts, env: str) -> str:
         if v["secret"] and env != "local":
             continue
         val = v["values"].get(env, "")
-        if env == "local" and not val:
+        if v.get("only") or (v.get("only_local") and env != "local"):
+            continue          # a deployer variable of one environment, or the app's name on hosts
+        if env == "local" and not val and not v.get("only_local"):
             continue
         if not val:
             lines.append(f"# {v['name']}=   (fill in: {v['description']})")
@@ -459,7 +719,8 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
     out = [f"# `{env}`: written by `invoke init` for the app at `{app_rel}`. Every path below says its base.",
            "", "[environment]"]
     if env == "local":
-        out += ['kind = "local"', f'description = "this machine: {app_rel}, SQLite"']
+        what = {"sqlite": "SQLite", "postgresql": "Postgres"}.get(provider, "no database")
+        out += ['kind = "local"', f'description = "this machine: {app_rel}, {what}"']
     else:
         out += ['kind = "remote"', f'description = "{env}"']
     out += [f"app_dir = {_q(app_rel)}                 # the app folder, relative to the project root (DEPLOY_ROOT)"]
@@ -482,25 +743,35 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
     else:
         out += ["", "[hosts]", f'hosts = ["deploy@{env}-1.example.internal"]   # user@host[:port], one per server',
                 'deploy_to = "/srv/app"                # on each host (absolute)',
-                'shared_files = [".env"]               # relative to <deploy_to>/shared/, linked into each release']
+                'shared_files = [".env"]               # relative to <deploy_to>/shared/, linked into each release',
+                "push_env = true                       # each promotion writes shared/.env from env/ and the secrets",
+                '# key_file = "~/.ssh/deploy_ed25519"  # the SSH key (default: ssh_config, the agent, ~/.ssh/id_*)',
+                '# known_hosts = "~/.ssh/known_hosts"  # host keys to trust (unknown or changed keys are refused)',
+                "# app_ports = [3000]                  # one app port per host (default: app.port, 3000)"]
     out += ["", "[database]"]
     if todo:
         out += ["# TODO(invoke init): THE DATABASE IS NOT SET UP. " + todo + ".",
                 "# Set provider (\"sqlite\" or \"postgresql\"), url or url_var and migrations_dir (relative to",
                 "# app_dir) below by hand; until then no promotion migrates or backs up the app's database."]
+    app_var = (ds.url_var if ds else "") or "DATABASE_URL"
     if env == "local":
-        sqlite = provider == "sqlite" or provider == "none"
-        out += [f'provider = "{"sqlite" if sqlite and ds else provider}"' if ds else 'provider = "none"']
-        if ds and provider in ("sqlite", "none"):
+        out += [f'provider = "{provider}"' if ds else 'provider = "none"']
+        if ds and provider == "sqlite":
             out += [f"url = {_q(_local_db_url(f))}             # Prisma style: relative to the folder of "
                     f"schema.prisma ({app_rel}/{Path(mig).parent.as_posix()})"]
         elif ds:
-            out += [f'url_var = "{ds.url_var or "DATABASE_URL"}"']
+            out += [f'url_var = "{app_var}"                # read from env/local.env (or env/local.local.env), '
+                    "as env.check reports it",
+                    f'direct_url_var = "{ds.direct_url_var}"' if ds.direct_url_var else
+                    'direct_url_var = ""                  # no directUrl in the schema']
     else:
         if ds:
+            up = env.upper()
             out += ['provider = "postgresql"                 # staging and production run on Postgres',
-                    f'url_var = "{(ds.url_var if ds else "") or "DATABASE_URL"}"               '
-                    "# the variable holding the URL (a secret)"]
+                    f'url_var = "{up}_DATABASE_URL"        # this environment\'s own variable (a secret): a shell '
+                    "holding another environment's URL is never read for this one",
+                    f'app_url_var = "{app_var}"            # the name the app reads it by (env.push writes it so)',
+                    (f'direct_url_var = "{up}_DIRECT_URL"' if ds.direct_url_var else 'direct_url_var = ""')]
         else:
             out += ['provider = "none"']
     if ds:
@@ -513,13 +784,21 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
                 'backup_dir = ".deploy/backups"              # relative to the project root']
     out += ["", "[shopify]"]
     if env == "local" or shop is None:
-        why = "no Shopify push from a laptop" if env == "local" else f"no shopify.app.{env}.toml in the app yet"
+        why = "no Shopify push from a laptop" if env == "local" else f.shopify_choice(env)[1]
         out += [f'config = ""                     # {why}: the Shopify step is skipped']
     else:
-        out += [f"config = {_q(shop.name or 'shopify.app.toml')}        # {shop.file} in app_dir"]
+        out += [f"config = {_q(shop.name or 'shopify.app.toml')}        # {shop.file} in app_dir: "
+                f"{f.shopify_choice(env)[1]}"]
     out += ["", "[gate]"]
     if env == "local":
         out += ["required = []                  # the laptop promotes without evidence; staging gates"]
+    elif not f.tests:
+        out += ["# No test runner was found in the app, so no evidence is required yet: promotions are",
+                "# proven only by the smoke checks and the watch (the app starts and answers health_path),",
+                "# not by tests. Add Vitest and its report, then require it (docs/adopting.md, \"Starting",
+                "# without tests\"):  required = [\"vitest\"]",
+                "required = []",
+                'evidence_dir = "evidence"      # relative to the project root', "max_age_hours = 24"]
     else:
         out += ['required = ["vitest"]          # add "playwright", "lighthouse" once CI writes them',
                 'evidence_dir = "evidence"      # relative to the project root', "max_age_hours = 24"]
@@ -731,7 +1010,8 @@ def render(f: AppFacts, app_rel: str, today: date, tasks: Sequence[str] = ()) ->
 def ignore_rules(f: AppFacts, app_rel: str) -> dict[str, str]:
     """What must stay out of git, as (a path to test with `git check-ignore`) -> (the rule to
     add to .gitignore): the toolkit's state, local secrets, the local SQLite database."""
-    rules = {".deploy/ledger.db": "/.deploy/", "env/local.local.env": "/env/*.local.env"}
+    rules = {".deploy/ledger.db": "/.deploy/", "env/local.local.env": "/env/*.local.env",
+             "evidence/manifest.json": "/evidence/", "feedback/deployment.md": "/feedback/"}
     if f.datasource and f.datasource.provider == "sqlite" and f.schema:
         url = _local_db_url(f)
         name = url.split(":", 1)[1].split("?", 1)[0]

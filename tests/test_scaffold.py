@@ -69,7 +69,8 @@ def test_detect_reads_a_react_router_template_app():
     assert f.schema == "prisma/schema.prisma" and f.migrations_dir == "prisma/migrations"
     assert f.datasource == scaffold.Datasource("sqlite", "file:dev.sqlite")
     assert [(c.name, c.file) for c in f.shopify] == [("staging", "shopify.app.staging.toml"), ("", "shopify.app.toml")]
-    assert f.shopify_config("production").file == "shopify.app.toml"     # the template's only file
+    # The template's only file has the placeholder https://example.com: production is not given it.
+    assert f.shopify_config("production") is None and "example.com" in f.shopify_choice("production")[1]
     assert f.shopify_config("staging").client_id == "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
     assert [e.name for e in f.env_example] == ["SHOPIFY_API_KEY", "SHOPIFY_API_SECRET", "SHOPIFY_APP_URL", "SCOPES",
                                                "DATABASE_URL", "PORT", "NODE_ENV"]
@@ -149,6 +150,7 @@ def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
     from deploy.runbooks import RUNBOOKS
 
     assert sorted(files) == sorted([".github/workflows/deploy-production.yml", ".github/workflows/deploy-staging.yml",
+                                    ".github/workflows/rollback.yml", ".github/workflows/hotfix.yml",
                                     *(f"docs/runbooks/{n}" for n in RUNBOOKS), "env/local.env", "env/local.toml",
                                     "env/production.env", "env/production.toml", "env/staging.env",
                                     "env/staging.toml", "env/variables.toml"])
@@ -191,16 +193,18 @@ def test_rendered_matrix_is_seeded_from_env_example_and_shopify_configs(rendered
 def test_ignore_rules_cover_state_local_secrets_and_the_sqlite_file():
     f = scaffold.detect(FIXTURE)
     assert scaffold.ignore_rules(f, ".") == {".deploy/ledger.db": "/.deploy/", "env/local.local.env": "/env/*.local.env",
-                                             "prisma/dev.sqlite": "/prisma/dev.sqlite*"}
+                                             "prisma/dev.sqlite": "/prisma/dev.sqlite*",
+                                             "evidence/manifest.json": "/evidence/",
+                                             "feedback/deployment.md": "/feedback/"}
     assert scaffold.ignore_rules(f, "web")["web/prisma/dev.sqlite"] == "/web/prisma/dev.sqlite*"
 
 
 def test_init_adds_the_gitignore_rules_that_are_missing_and_keeps_the_rest(team_app):
     (team_app / ".gitignore").write_text("node_modules/\n# mine\nbuild")      # no final newline
     r = team_invoke(team_app, "init", "--app=.")
-    assert "added to .gitignore" in r.stdout and "/.deploy/ /env/*.local.env /prisma/dev.sqlite*" in r.stdout
+    assert "added to .gitignore" in r.stdout and "/.deploy/ /env/*.local.env /evidence/ /feedback/ /prisma/dev.sqlite*" in r.stdout
     assert (team_app / ".gitignore").read_text() == (
-        f"node_modules/\n# mine\nbuild\n\n{scaffold.IGNORE_HEADER}\n/.deploy/\n/env/*.local.env\n/prisma/dev.sqlite*\n")
+        f"node_modules/\n# mine\nbuild\n\n{scaffold.IGNORE_HEADER}\n/.deploy/\n/env/*.local.env\n/evidence/\n/feedback/\n/prisma/dev.sqlite*\n")
     for sample in (".deploy/ledger.db", "env/staging.local.env", "prisma/dev.sqlite", "prisma/dev.sqlite-journal"):
         assert subprocess.run(["git", "-C", str(team_app), "check-ignore", "-q", "--no-index", sample]).returncode == 0
     again = team_invoke(team_app, "init", "--app=.")
@@ -218,7 +222,7 @@ def test_init_with_a_gitignore_it_cannot_read_names_the_rules_and_changes_nothin
 
 
 def test_init_leaves_a_gitignore_that_has_the_rules_alone(team_app):
-    text = "/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n"
+    text = "/.deploy/\n/env/*.local.env\nprisma/*.sqlite*\n/evidence/\n/feedback/\n"
     (team_app / ".gitignore").write_text(text)
     assert "added to .gitignore" not in team_invoke(team_app, "init", "--app=.").stdout
     assert (team_app / ".gitignore").read_text() == text

@@ -29,7 +29,9 @@ def main(svc, app: str, namespace, *, force: bool = False) -> None:
             f"start `{facts.start_script or '-'}`, Prisma {ds.provider if ds else 'none'} "
             f"({facts.migrations_dir or 'no migrations'}), Shopify configs "
             f"{', '.join(c.file for c in facts.shopify) or 'none'}, "
-            f"{len(facts.env_example)} variable(s) in .env.example")
+            f"{len(facts.env_example)} variable(s) in .env.example, {len(facts.code_vars)} read by its code")
+    for line in scaffold.notices(facts, rel):
+        svc.term.out(line)
     todo = facts.database_todo()
     if todo:
         svc.term.out(f"warning: {todo}: env/<env>.toml got [database] provider = \"none\" and a TODO. "

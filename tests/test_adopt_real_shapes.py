@@ -1,0 +1,205 @@
+"""A team's own app, not our example: npm workspaces with an extension package, a Postgres
+Prisma schema, no tests, a .gitignore that ignores package-lock.json, three Shopify configs
+(shopify.app.toml is the DEV app), process.env uses in server code and the Dockerfile.
+
+Pure tests run `scaffold.detect`/`render` on file trees (fast); the CLI tests run `invoke init`
+and the tasks through the real command line; the real-part tests start the local app and read
+its environment, and push shared/.env to sshd hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from deploy import envs, scaffold
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def b2b_app(root: Path, *, prod_name: str = "prod", dev_url: str = "https://b2b-dev.trycloudflare.com",
+            secret_var: str = "SESSION_SECRET", lockfiles=("package-lock.json",), gitignore_lock: bool = True,
+            workflows: dict | None = None) -> Path:
+    """The shape of a real B2B app: written fresh, with names and values the test varies."""
+    app = root
+    (app / "app" / "routes").mkdir(parents=True)
+    (app / "extensions" / "checkout-ui" / "src").mkdir(parents=True)
+    (app / "prisma" / "migrations" / "20240101000000_init").mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({
+        "name": "b2b-portal", "private": True, "workspaces": ["extensions/*"],
+        "scripts": {"build": "react-router build", "start": "react-router-serve ./build/server/index.js"},
+        "dependencies": {"@prisma/client": "6.1.0", "react-router": "7.1.0"},
+        "devDependencies": {"prisma": "6.1.0"},
+    }, indent=2))
+    (app / "extensions" / "checkout-ui" / "package.json").write_text(json.dumps({"name": "checkout-ui"}))
+    (app / "extensions" / "checkout-ui" / "src" / "index.ts").write_text(
+        "export const flag = process.env.CHECKOUT_FLAG;\n")
+    for lf in lockfiles:
+        (app / lf).write_text("{}\n" if lf.endswith(".json") else "lockfileVersion: '9.0'\n")
+    (app / ".gitignore").write_text("node_modules\n/build\n" + ("package-lock.json\n" if gitignore_lock else "")
+                                    + ".env\n")
+    (app / "prisma" / "schema.prisma").write_text(
+        'generator client {\n  provider = "prisma-client-js"\n}\n\n'
+        'datasource db {\n  provider = "postgresql"\n  url      = env("DATABASE_URL")\n}\n')
+    (app / "prisma" / "migrations" / "migration_lock.toml").write_text('provider = "postgresql"\n')
+    (app / "prisma" / "migrations" / "20240101000000_init" / "migration.sql").write_text(
+        'CREATE TABLE "Session" (id TEXT PRIMARY KEY);\n')
+    (app / "app" / "shopify.server.ts").write_text(
+        "const secret = process.env." + secret_var + ";\n"
+        "const redis = process.env['REDIS_URL'];\n"
+        "export const key = process.env.SHOPIFY_API_KEY;\n"
+        "export const port = process.env.PORT;\n")
+    (app / "app" / "routes" / "cron.ts").write_text("if (req.headers.auth !== process.env.CRON_SECRET) {}\n")
+    (app / "Dockerfile").write_text("FROM node:20-alpine\nENV NODE_ENV=production\nARG ENCRYPTION_KEY\n")
+    (app / "shopify.app.toml").write_text(
+        f'client_id = "devclient111"\nname = "B2B Portal DEV"\napplication_url = "{dev_url}"\n')
+    (app / "shopify.app.staging.toml").write_text(
+        'client_id = "stagingclient222"\nname = "B2B Portal Staging"\n'
+        'application_url = "https://b2b-staging.example.net"\n')
+    (app / f"shopify.app.{prod_name}.toml").write_text(
+        'client_id = "prodclient333"\nname = "B2B Portal"\napplication_url = "https://b2b.example.net"\n')
+    for name, text in (workflows or {}).items():
+        (app / ".github" / "workflows").mkdir(parents=True, exist_ok=True)
+        (app / ".github" / "workflows" / name).write_text(text)
+    return app
+
+
+# ---------------------------------------------------------------- pure: detect and render (fast)
+
+@pytest.mark.parametrize("prod_name", ["prod", "production", "b2b-prod", "live"],
+                         ids=["prod", "production", "named-prod", "live"])
+def test_production_gets_the_config_named_for_it_never_the_dev_app(tmp_path, prod_name):
+    f = scaffold.detect(b2b_app(tmp_path, prod_name=prod_name))
+    prod, why = f.shopify_choice("production")
+    assert prod is not None and prod.file == f"shopify.app.{prod_name}.toml", why
+    assert f.shopify_choice("staging")[0].file == "shopify.app.staging.toml"
+    files = scaffold.render(f, ".", date(2026, 1, 2))
+    penv = files["env/production.env"]
+    assert "devclient111" not in penv and "trycloudflare" not in penv
+    assert "prodclient333" in penv
+    assert "stagingclient222" in files["env/staging.env"] and "prodclient333" not in files["env/staging.env"]
+
+
+@pytest.mark.parametrize("dev_url", ["https://b2b-dev.trycloudflare.com", "http://localhost:3000",
+                                     "https://example.com", "https://dev.b2b.example.net"],
+                         ids=["tunnel", "localhost", "example-com", "dev-label"])
+def test_a_lone_shopify_app_toml_that_says_dev_is_not_given_to_production(tmp_path, dev_url):
+    app = b2b_app(tmp_path, dev_url=dev_url)
+    (app / "shopify.app.prod.toml").unlink()
+    (app / "shopify.app.toml").write_text(f'client_id = "devclient111"\nname = "B2B"\napplication_url = "{dev_url}"\n')
+    f = scaffold.detect(app)
+    prod, why = f.shopify_choice("production")
+    assert prod is None and "dev" in why.lower() or "development" in why
+    files = scaffold.render(f, ".", date(2026, 1, 2))
+    assert "devclient111" not in files["env/production.env"]
+    assert 'config = ""' in files["env/production.toml"].split("[shopify]")[1]
+
+
+def test_the_apps_own_workflow_config_flag_maps_an_oddly_named_config(tmp_path):
+    app = b2b_app(tmp_path, prod_name="main-store", workflows={
+        "release-production.yml": "jobs:\n  d:\n    steps:\n      - run: shopify app deploy --config main-store\n",
+    })
+    f = scaffold.detect(app)
+    prod, why = f.shopify_choice("production")
+    assert prod.file == "shopify.app.main-store.toml" and "release-production.yml" in why
+
+
+def test_a_postgres_apps_local_database_is_postgres_and_each_env_reads_its_own_url(tmp_path):
+    f = scaffold.detect(b2b_app(tmp_path))
+    files = scaffold.render(f, ".", date(2026, 1, 2))
+    local = tomllib.loads(files["env/local.toml"])
+    assert local["database"]["provider"] == "postgresql"
+    assert "SQLite" not in files["env/local.toml"] and "sqlite" not in files["env/local.env"]
+    assert "file:" not in files["env/local.env"]
+    urls = {env: tomllib.loads(files[f"env/{env}.toml"])["database"]["url_var"] for env in scaffold.ENVIRONMENTS}
+    assert len(set(urls.values())) == 3, urls
+    for env in ("staging", "production"):
+        db = tomllib.loads(files[f"env/{env}.toml"])["database"]
+        assert db["app_url_var"] == "DATABASE_URL" and db["direct_url_var"] != "DIRECT_URL"
+    m = envs.parse_matrix(tomllib.loads(files["env/variables.toml"]), file=tmp_path / "env/variables.toml")
+    assert m.variable("STAGING_DATABASE_URL").on("staging").required
+    assert not m.variable("STAGING_DATABASE_URL").on("production").required
+
+
+@pytest.mark.parametrize("secret_var", ["SESSION_SECRET", "APP_SESSION_KEY"], ids=["session-secret", "session-key"])
+def test_the_matrix_is_seeded_from_what_the_code_and_dockerfile_read(tmp_path, secret_var):
+    f = scaffold.detect(b2b_app(tmp_path, secret_var=secret_var))
+    names = {e.name for e in f.code_vars}
+    assert {secret_var, "REDIS_URL", "CRON_SECRET", "ENCRYPTION_KEY", "CHECKOUT_FLAG"} <= names
+    assert "PORT" not in names and "NODE_ENV" not in names
+    m = envs.parse_matrix(tomllib.loads(scaffold.render(f, ".", date(2026, 1, 2))["env/variables.toml"]),
+                          file=tmp_path / "variables.toml")
+    assert m.variable(secret_var).on("production").secret
+    assert m.variable("CRON_SECRET").on("staging").required
+
+
+@pytest.mark.parametrize("line", ["package-lock.json", "/package-lock.json", "*.json", "package-lock.*"],
+                         ids=["name", "rooted", "glob", "star"])
+def test_init_warns_with_the_fix_when_gitignore_ignores_the_lockfile(tmp_path, line):
+    app = b2b_app(tmp_path, gitignore_lock=False)
+    (app / ".gitignore").write_text(f"node_modules\n{line}\n")
+    f = scaffold.detect(app)
+    assert f.lock_ignored == line
+    text = "\n".join(scaffold.notices(f, "web"))
+    assert "ignores package-lock.json" in text and "Remove that line" in text and "refused" in text
+
+
+def test_a_negated_rule_brings_the_lockfile_back(tmp_path):
+    assert scaffold.ignores("*.json\n!package-lock.json\n", "package-lock.json") == ""
+
+
+def test_init_warns_that_promote_refuses_an_app_without_a_lockfile(tmp_path):
+    f = scaffold.detect(b2b_app(tmp_path, lockfiles=()))
+    text = "\n".join(scaffold.notices(f, "web"))
+    assert "no lockfile" in text and "refuses" in text and "npm install" in text
+
+
+def test_two_lockfiles_name_the_other_and_why(tmp_path):
+    f = scaffold.detect(b2b_app(tmp_path, lockfiles=("package-lock.json", "pnpm-lock.yaml")))
+    text = "\n".join(scaffold.notices(f, "web"))
+    assert "pnpm-lock.yaml is ignored" in text and "package-lock.json is used (npm)" in text
+
+
+def test_an_app_without_tests_gets_an_honest_smoke_only_gate(tmp_path):
+    f = scaffold.detect(b2b_app(tmp_path))
+    assert f.tests == ""
+    staging = scaffold.render(f, ".", date(2026, 1, 2))["env/staging.toml"]
+    assert tomllib.loads(staging)["gate"]["required"] == []
+    assert "proven only by the smoke checks" in staging.replace("\n# ", " ")
+
+
+def test_init_ignores_evidence_feedback_and_deploy(tmp_path):
+    rules = set(scaffold.ignore_rules(scaffold.detect(b2b_app(tmp_path)), ".").values())
+    assert {"/.deploy/", "/evidence/", "/feedback/"} <= rules
+
+
+def test_shared_env_text_is_read_the_same_by_python_dotenv(tmp_path):
+    from dotenv import dotenv_values
+    import io
+
+    values = {"A": "plain-1", "B": "has space and $HOME", "C": 'dq"inside', "D": "x#y"}
+    text = envs.render_shared_env("staging", values)
+    assert dotenv_values(stream=io.StringIO(text), interpolate=True) == values
+
+
+@pytest.mark.parametrize("bad", ["two\nlines", "it's"], ids=["newline", "single-quote"])
+def test_shared_env_refuses_a_value_it_cannot_write_and_names_the_variable(bad):
+    from deploy.errors import SettingsError
+
+    with pytest.raises(SettingsError) as e:
+        envs.render_shared_env("staging", {"WEBHOOK_KEY": bad})
+    assert "WEBHOOK_KEY" in e.value.message and bad not in e.value.message
