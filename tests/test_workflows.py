@@ -243,16 +243,19 @@ def test_production_is_dispatched_with_a_sha_and_bound_to_the_production_environ
     assert deploy["env"]["SHA"] == "${{ inputs.sha }}"
 
 
-def test_production_gates_on_the_evidence_and_artifact_of_the_staging_run_it_names():
+def test_production_finds_the_staging_run_of_its_commit_and_gates_on_that_runs_evidence_and_artifact():
     doc = _load(PRODUCTION)
-    run_id = doc["on"]["workflow_dispatch"]["inputs"]["staging_run_id"]
-    assert run_id["required"] is True
+    assert set(doc["on"]["workflow_dispatch"]["inputs"]) == {"sha"}, "nothing to paste but the commit"
     assert doc["permissions"] == {"contents": "read", "actions": "read"}
     deploy = doc["jobs"]["deploy"]
+    find = next(s for s in _steps(deploy) if s.get("id") == "staging")
+    assert "gh run list" in find["run"] and "--commit \"$SHA\"" in find["run"] and "--status success" in find["run"]
+    assert "deploy-staging.yml" in find["run"] and 'exit 1' in find["run"]
     downloads = {s["with"]["name"]: s for s in _uses(deploy, "actions/download-artifact")}
     assert set(downloads) == {"evidence-${{ inputs.sha }}", "deploy-artifact-${{ inputs.sha }}"}
     for s in downloads.values():
-        assert s["with"]["run-id"] == "${{ inputs.staging_run_id }}" and s["with"]["github-token"] == "${{ github.token }}"
+        assert s["with"]["run-id"] == "${{ steps.staging.outputs.run_id }}"
+        assert s["with"]["github-token"] == "${{ github.token }}"
     assert downloads["deploy-artifact-${{ inputs.sha }}"]["with"]["path"] == ".deploy/artifacts/"
     assert not _uses(deploy, "actions/cache/restore"), "an evictable cache is no source for production's artifact"
     names = [s.get("name", s.get("uses", "")) for s in _steps(deploy)]
@@ -418,3 +421,125 @@ def test_the_workflows_test_the_app_staging_and_production_deploy_and_lighthouse
         level, opts = rc["assert"]["assertions"][f"categories:{category.replace('_', '-')}"]
         assert level == "error" and opts["minScore"] >= threshold, (category, opts, threshold)
     assert rc["upload"] == {"target": "filesystem", "outputDir": ".lighthouseci"}
+
+
+# ---------------------------------------------------------------- the workflows `invoke init` writes
+
+def _adopter_app(tmp_path: Path, provider: str) -> Path:
+    """A copy of the React Router template fixture, its datasource `provider`."""
+    from deploy.testing.project import REPO
+
+    app = tmp_path / f"app-{provider}"
+    shutil.copytree(REPO / "tests/fixtures/rr_app", app)
+    if provider == "postgresql":
+        schema = app / "prisma/schema.prisma"
+        schema.write_text(schema.read_text().replace('provider = "sqlite"\n  url      = "file:dev.sqlite"',
+                                                     'provider = "postgresql"\n  url      = env("DATABASE_URL")'))
+    return app
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite-app", "postgres-app"])
+def adopter(request, tmp_path):
+    from datetime import date
+
+    from deploy import scaffold
+
+    f = scaffold.detect(_adopter_app(tmp_path, request.param))
+    files = scaffold.render(f, "app", date(2026, 12, 1))
+    out = {}
+    for rel, text in files.items():
+        if rel.startswith(".github/workflows/"):
+            path = tmp_path / "wf" / Path(rel).name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            out[path.stem] = (path, _load(path))
+    return request.param, f, out
+
+
+def test_init_writes_staging_production_rollback_and_hotfix_workflows_that_pass_actionlint(adopter, actionlint):
+    _, _, wfs = adopter
+    assert set(wfs) == {"deploy-staging", "deploy-production", "rollback", "hotfix"}
+    for name, (path, _) in wfs.items():
+        r = _lint(actionlint, path)
+        assert r.returncode == 0, f"actionlint {name}:\n{r.stdout}{r.stderr}"
+
+
+def _all_steps(doc: dict) -> list[dict]:
+    return [s for job in doc["jobs"].values() for s in _steps(job)]
+
+
+def test_init_workflows_pin_the_cli_and_actions_cache_npm_and_pip_and_install_key_hosts_and_pg_dump(adopter):
+    provider, f, wfs = adopter
+    for name, (_, doc) in wfs.items():
+        assert doc["env"]["SHOPIFY_CLI_VERSION"] == "3.94.3", name
+        steps = _all_steps(doc)
+        for s in steps:
+            if "uses" in s:
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", s["uses"]), (name, s["uses"])
+        runs = "\n".join(s.get("run", "") for s in steps)
+        assert "@shopify/cli@$SHOPIFY_CLI_VERSION" in runs and "@shopify/cli@3\n" not in runs, name
+        for job in doc["jobs"].values():
+            node = _uses(job, "actions/setup-node")[0]["with"]
+            assert node["cache"] == "npm" and node["cache-dependency-path"] == "${{ env.APP_DIR }}/package-lock.json"
+            pip = _uses(job, "actions/cache")[0]["with"]
+            assert pip["path"] == "~/.cache/pip" and "vars.DEPLOY_TOOLKIT" in pip["key"]
+            ssh = next(s for s in _steps(job) if s.get("name", "").startswith("SSH key"))
+            assert ssh["env"] == {"DEPLOY_SSH_KEY": "${{ secrets.DEPLOY_SSH_KEY }}",
+                                  "DEPLOY_KNOWN_HOSTS": "${{ vars.DEPLOY_KNOWN_HOSTS }}"}
+            assert "umask 077" in ssh["run"] and "~/.ssh/known_hosts" in ssh["run"]
+            pg = [s for s in _steps(job) if s.get("name", "").startswith("PostgreSQL client")]
+            if provider == "postgresql":
+                assert len(pg) == 1 and pg[0]["env"]["PG_MAJOR"] == "${{ vars.PG_MAJOR || '17' }}"
+                assert 'postgresql-client-$PG_MAJOR' in pg[0]["run"] and "apt.postgresql.org.sh" in pg[0]["run"]
+            else:
+                assert pg == [], "an SQLite app needs no pg_dump"
+
+
+@pytest.mark.parametrize("unset", [("DEPLOY_TOOLKIT",), ("DEPLOY_SSH_KEY", "DATABASE_URL"), ()],
+                         ids=["toolkit-variable", "key-and-database-secret", "none-missing"])
+def test_init_workflows_first_step_names_every_missing_secret_or_variable(adopter, unset, tmp_path):
+    _, _, wfs = adopter
+    for name, (_, doc) in wfs.items():
+        for job_name, job in doc["jobs"].items():
+            check = next(s for s in _steps(job) if s.get("name") == "Required secrets and variables are set")
+            assert _steps(job).index(check) <= 1, f"{name}/{job_name}: the check comes first"
+            names = set(check["env"])
+            assert {"DEPLOY_TOOLKIT", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS", "DEPLOY_LEDGER_URL"} <= names
+            env = {"PATH": os.environ["PATH"], **{n: f"value-of-{n.lower()}" for n in names if n not in unset}}
+            r = subprocess.run(["bash", "-e", "-c", check["run"]], env=env, capture_output=True, text=True)
+            if unset:
+                assert r.returncode == 1, r.stdout
+                line = r.stdout.strip()
+                said = re.match(r"::error::not set for environment [^:]*:([^(]*)\(", line)
+                assert said and set(said.group(1).split()) == set(unset), line
+                assert all(f"value-of-{n.lower()}" not in r.stdout for n in names)
+            else:
+                assert r.returncode == 0 and r.stdout == "", r.stdout
+
+
+def test_init_production_takes_staging_proof_of_the_same_commit_found_automatically(adopter):
+    _, _, wfs = adopter
+    doc = wfs["deploy-production"][1]
+    assert set(doc["on"]["workflow_dispatch"]["inputs"]) == {"sha"}
+    assert doc["permissions"]["actions"] == "read"
+    job = doc["jobs"]["deploy"]
+    runs = _runs(job)
+    assert "vitest" not in runs and "npm ci" not in runs, "production runs no test and builds nothing"
+    names = [s.get("name", s.get("uses", "")) for s in _steps(job)]
+    find = next(s for s in _steps(job) if s.get("id") == "staging")
+    assert "gh run list" in find["run"] and '--commit "$SHA"' in find["run"] and "--status success" in find["run"]
+    (down,) = _uses(job, "actions/download-artifact")
+    assert down["with"]["run-id"] == "${{ steps.staging.outputs.run_id }}"
+    assert down["with"]["name"] == "staging-proof-${{ inputs.sha }}"
+    checkout = next(i for i, s in enumerate(_steps(job)) if "actions/checkout" in s.get("uses", ""))
+    assert checkout < _steps(job).index(down), "checkout empties the workspace: download after it"
+    assert _steps(job).index(down) < next(i for i, n in enumerate(names) if "invoke gate" in n)
+    staging = wfs["deploy-staging"][1]["jobs"]["deploy"]
+    (up,) = _uses(staging, "actions/upload-artifact")
+    assert up["with"]["name"] == "staging-proof-${{ github.sha }}"
+    assert "evidence/" in up["with"]["path"] and ".deploy/artifacts/" in up["with"]["path"]
+    hotfix = wfs["hotfix"][1]["jobs"]
+    assert hotfix["production"]["needs"] == "staging"
+    assert _uses(hotfix["production"], "actions/download-artifact")[0]["with"]["name"] == "staging-proof-${{ inputs.sha }}"
+    rollback = wfs["rollback"][1]["jobs"]["rollback"]
+    assert "invoke rollback" in _runs(rollback) and rollback["environment"]["name"] == "${{ inputs.environment }}"
