@@ -15,6 +15,7 @@ def task(*args, **kwargs):
 
 ENV = "environment name: a file env/<name>.toml (local, dev, staging, production)"
 JSON = "print machine-readable JSON (its shape: README, JSON output) instead of a table"
+YES_PROTECTED = "confirm the change of a protected environment (without a terminal it is refused otherwise)"
 EXIT_CODES = """
     Exit codes: 0 done; 1 failed (the run was undone unless the message says otherwise);
     2 settings or flags wrong; 3 a tool is missing; 4 another run holds the lock;
@@ -219,17 +220,18 @@ def db_status(c, env, json=False):
     _exit(db.status(services(), env, as_json=json))
 
 
-@task(name="migrate", help={"env": ENV})
+@task(name="migrate", help={"env": ENV, "yes": YES_PROTECTED})
 @guarded
-def db_migrate(c, env):
-    """Apply pending Prisma migrations (recorded in _prisma_migrations as Prisma does)."""
+def db_migrate(c, env, yes=False):
+    """Apply pending Prisma migrations (recorded in _prisma_migrations as Prisma does); on a shared environment
+    the commit's migrations, after a backup, with promote's rights and locks."""
     from deploy.flows import db
 
-    db.migrate(services(), env)
+    db.migrate(services(), env, yes)
 
 
 @task(name="rollback", help={"env": ENV, "steps": "how many of the latest migrations to undo (default 1)",
-                             "yes": "confirm on a protected environment"})
+                             "yes": YES_PROTECTED})
 @guarded
 def db_rollback(c, env, steps=None, yes=False):
     """Undo the latest migrations with their down.sql files."""
@@ -239,9 +241,9 @@ def db_rollback(c, env, steps=None, yes=False):
 
 
 @task(name="resolve", help={"env": ENV, "applied": "mark this migration applied",
-                            "rolled_back": "mark this failed migration rolled back"})
+                            "rolled_back": "mark this failed migration rolled back", "yes": YES_PROTECTED})
 @guarded
-def db_resolve(c, env, applied=None, rolled_back=None):
+def db_resolve(c, env, applied=None, rolled_back=None, yes=False):
     """Mark a migration applied or rolled back, as `prisma migrate resolve` does."""
     from deploy.flows import db
 
@@ -308,18 +310,20 @@ def hosts_releases(c, env):
     hosts.releases(services(), env)
 
 
-@task(name="release", help={"env": ENV, "sha": "commit whose built artifact to release (default: HEAD)"})
+@task(name="release", help={"env": ENV, "sha": "commit whose built artifact to release (default: HEAD)",
+                            "yes": YES_PROTECTED})
 @guarded
-def hosts_release(c, env, sha=None):
-    """Release an already-built artifact to every host in parallel (promote does this after the gate)."""
+def hosts_release(c, env, sha=None, yes=False):
+    """Release an already-built artifact to every host in parallel (promote does this after the gate);
+    promote's approvals of the commit and its locks apply."""
     from deploy.flows import hosts
 
-    hosts.release(services(), env, sha)
+    hosts.release(services(), env, sha, yes)
 
 
-@task(name="rollback", help={"env": ENV, "to": "release id (default: the one before current)"})
+@task(name="rollback", help={"env": ENV, "to": "release id (default: the one before current)", "yes": YES_PROTECTED})
 @guarded
-def hosts_rollback(c, env, to=None):
+def hosts_rollback(c, env, to=None, yes=False):
     """Switch every host back to the previous (or named) release and restart."""
     from deploy.flows import hosts
 
@@ -337,18 +341,19 @@ def shopify_versions(c, env, json=False):
 
 
 @task(name="deploy", help={"env": ENV, "version": "version tag (default: a new release id)",
-                           "message": "version message (<= 200 characters)"})
+                           "message": "version message (<= 200 characters)", "yes": YES_PROTECTED})
 @guarded
-def shopify_deploy(c, env, version=None, message=None):
-    """Push the app's Shopify configuration and extensions as a new version and release it."""
+def shopify_deploy(c, env, version=None, message=None, yes=False):
+    """Push the app's Shopify configuration and extensions as a new version and release it (on a shared
+    environment: the commit's, with promote's approvals of the commit and its locks)."""
     from deploy.flows import shopify
 
-    shopify.deploy(services(), env, version, message)
+    shopify.deploy(services(), env, version, message, yes)
 
 
-@task(name="release", help={"env": ENV, "version": "the version tag to make live"})
+@task(name="release", help={"env": ENV, "version": "the version tag to make live", "yes": YES_PROTECTED})
 @guarded
-def shopify_release(c, env, version):
+def shopify_release(c, env, version, yes=False):
     """Make an existing Shopify app version live (the undo of shopify.deploy)."""
     from deploy.flows import shopify
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from deploy import backups, clock, decisionlog, envs, evidence, secrets as secrets_mod
+from deploy.approvals import assign, shared_approver
 from deploy.config import Settings
 from deploy.display import fit
 from deploy.errors import DeployError
@@ -344,6 +345,8 @@ def judge_approvals(approvals: Sequence[Mapping[str, Any]], required: Sequence[s
         return _fail("approvals", ev, f"no {', '.join(missing)} approval for {sha[:12]}: "
                                       + "; ".join(f"`invoke approve --env={env} --role={r} --by=NAME --sha={sha}`"
                                                   for r in missing))
+    if assign(required, mine) is None:
+        return _fail("approvals", ev, f"each required role needs its own person, but {shared_approver(required, mine)}")
     return _ok("approvals", ev)
 
 

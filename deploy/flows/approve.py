@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from deploy import approvals as approval_rules
 from deploy import feedback
 from deploy.errors import SettingsError
 from deploy.flows.common import app_sha
@@ -20,6 +21,15 @@ def main(svc, env: str, *, sha: str | None, by: str, role: str, note: str | None
     full = app_sha(s, sha)
     required = s.approvals.required_roles
     led = svc.ledger()
+    # One person fills one required role: the same name in other letters or spacing is the same person.
+    twice = approval_rules.other_role_of(by, role, required, led.approvals(env, full))
+    if twice:
+        raise SettingsError(
+            f"{by.strip()!r} already approved {full[:12]} on {env} as {twice['role']} (recorded as "
+            f"{twice['by']!r}, {approval_rules.when(twice['at'])}); {env}'s required roles "
+            f"({', '.join(required)}) need a different person each. Nothing was recorded.",
+            f"Ask someone else to approve as {role}: invoke approve --env={env} --sha={full[:12]} --role={role} "
+            "--by=NAME.")
     led.approve(env=env, sha=full, role=role, by=by.strip(), note=note)
     feedback.append(s.root, feedback.Entry(kind="approval", env=env, outcome=f"approved as {role}", who=by.strip(),
                                            sha=full, text=note))

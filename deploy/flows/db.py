@@ -6,8 +6,9 @@ from pathlib import Path
 
 from deploy import backups, dburl, migrations
 from deploy.errors import SettingsError
-from deploy.flows import shapes
-from deploy.flows.common import app_sha, one_step, whole_number
+from deploy.flows import rights, shapes
+from deploy.flows import steps as promote_steps
+from deploy.flows.common import app_sha, whole_number
 from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 from deploy.private import write_private
 from deploy.redact import Secret
@@ -33,8 +34,23 @@ def status(svc, env: str, as_json: bool = False) -> int:
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
 
-def migrate(svc, env: str) -> None:
+def migrate(svc, env: str, yes: bool = False) -> None:
+    """`invoke db.migrate`. On a remote environment it is a promotion's database part: the commit's migrations
+    (a working tree that differs is refused), promote's rights for the commit, its locks and question, its
+    backup step first (the undo's way back) and its migrate step (flows/rights.py)."""
     s, url = _db(svc, env)
+    led = svc.ledger()
+    if rights.guarded(s):
+        sha, _ = rights.committed_migrations(s)
+        environ = svc.environ_for(s.name)
+        outcome = rights.act(svc, s, "db.migrate", [promote_steps.backup(s, sha, environ),
+                                                      promote_steps.migrate(s, environ, sha)],
+                             led=led, yes=yes, question=f"Apply {sha[:12]}'s pending migrations to the {env} database?",
+                             promotes=sha, sha=sha)
+        taken = rights.result(led, outcome, "backup")
+        svc.term.out(f"{env}: {rights.result(led, outcome, 'migrate')} (commit {sha[:12]})"
+                     + (f"; backup first: {taken}" if taken else ""))
+        return
     done = {}
 
     def run(ctx):
@@ -43,7 +59,8 @@ def migrate(svc, env: str) -> None:
                                          url_var=s.database.url_var, db=s.database)
         return f"applied {len(done['res'].applied)}"
 
-    one_step(s, "db.migrate", "apply pending Prisma migrations", run, led=svc.ledger())
+    rights.act(svc, s, "db.migrate", rights.one("db.migrate", "apply pending Prisma migrations", run), led=led,
+               yes=yes, question="")
     res = done["res"]
     svc.term.out(f"{env}: applied {len(res.applied)} migration(s)" + (": " + ", ".join(res.applied) if res.applied else ""))
     for w in res.warnings:
@@ -53,32 +70,35 @@ def migrate(svc, env: str) -> None:
 def rollback(svc, env: str, steps: int | str | None, yes: bool) -> None:
     steps = whole_number("steps", steps, 1)
     s, url = _db(svc, env)
-    if s.environment.protected:
-        svc.term.confirm(f"Roll back {steps} migration(s) on {env}?", yes)
+    _, mdir = rights.committed_migrations(s)
     done = {}
 
     def run(ctx):
-        done["res"] = migrations.rollback(url, migrations_dir(s), steps=steps, sqlite_base=sqlite_base(s), db=s.database)
+        done["res"] = migrations.rollback(url, mdir, steps=steps, sqlite_base=sqlite_base(s), db=s.database)
         return f"rolled back {', '.join(done['res'].rolled_back) or 'nothing'}"
 
-    one_step(s, "db.rollback", f"down.sql of the latest {steps} migration(s)", run, led=svc.ledger(), args={"steps": steps})
+    rights.act(svc, s, "db.rollback", rights.one("db.rollback", f"down.sql of the latest {steps} migration(s)", run),
+               led=svc.ledger(), yes=yes, question=f"Roll back {steps} migration(s) on {env}?", args={"steps": steps})
     res = done["res"]
     svc.term.out(f"{env}: rolled back {', '.join(res.rolled_back) or 'nothing'}")
 
 
-def resolve(svc, env: str, applied: str | None, rolled_back: str | None) -> None:
+def resolve(svc, env: str, applied: str | None, rolled_back: str | None, yes: bool = False) -> None:
     if bool(applied) == bool(rolled_back):
         raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
     s, url = _db(svc, env)
+    _, mdir = rights.committed_migrations(s)
     done = {}
 
     def run(ctx):
-        done["res"] = migrations.resolve(url, migrations_dir(s), applied=applied, rolled_back=rolled_back,
+        done["res"] = migrations.resolve(url, mdir, applied=applied, rolled_back=rolled_back,
                                          sqlite_base=sqlite_base(s), db=s.database)
         return f"{done['res'].name} marked {done['res'].action.replace('_', ' ')}"
 
-    one_step(s, "db.resolve", "mark a migration applied or rolled back", run, led=svc.ledger(),
-             args={"applied": applied, "rolled_back": rolled_back})
+    what = f"{applied} applied" if applied else f"{rolled_back} rolled back"
+    rights.act(svc, s, "db.resolve", rights.one("db.resolve", "mark a migration applied or rolled back", run),
+               led=svc.ledger(), yes=yes, question=f"Mark migration {what} in the {env} database?",
+               args={"applied": applied, "rolled_back": rolled_back})
     res = done["res"]
     svc.term.out(f"{env}: {res.name} marked {res.action.replace('_', ' ')}")
 
@@ -129,7 +149,9 @@ def restore(svc, env: str, file: str | None, yes: bool) -> None:
         done["res"] = backups.restore(path, url, sqlite_base=sqlite_base(s), db=s.database)
         return f"restored {path.name}"
 
-    one_step(s, "db.restore", f"restore {path.name} into the database", run, led=svc.ledger(), args={"file": str(path)})
+    # Asked above (on every shared environment); the locks are promote's (flows/rights.py).
+    rights.act(svc, s, "db.restore", rights.one("db.restore", f"restore {path.name} into the database", run),
+               led=svc.ledger(), yes=yes, question="", ask=False, args={"file": str(path)})
     res = done["res"]
     svc.term.out(f"{env}: restored {res.backup.path.name} into {res.url} ({len(res.tables)} tables)")
 

@@ -1,5 +1,5 @@
 """`invoke hosts.*`: the host primitives on their own (check, list, release, roll back).
-A release or rollback runs as a one-step plan: under the environment's lock, recorded."""
+A release or rollback runs as a plan with promote's rights and locks (flows/rights.py), recorded."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 from deploy import build, hosts
 from deploy.errors import SettingsError
-from deploy.flows import shapes
-from deploy.flows.common import app_sha, one_step
+from deploy.flows import rights, shapes
+from deploy.flows.common import app_sha
 from deploy.flows.steps import artifacts_dir
 
 
@@ -47,8 +47,9 @@ def _results(svc, results) -> str:
                           ("host", "verdict", "before", "after", "time", "problem"), optional=("time", "before"))
 
 
-def release(svc, env: str, sha: str | None) -> None:
-    """`invoke hosts.release`: an already-built artifact of `sha` to every host (no gate: use promote for that)."""
+def release(svc, env: str, sha: str | None, yes: bool = False) -> None:
+    """`invoke hosts.release`: an already-built artifact of `sha` to every host (no gate: use promote for that),
+    with promote's rights for `sha`, its locks and, on a protected environment, its question (flows/rights.py)."""
     s = _remote(svc, env)
     full = app_sha(s, sha)
     art = build.find(artifacts_dir(s), full)
@@ -62,16 +63,18 @@ def release(svc, env: str, sha: str | None) -> None:
 
     def run(ctx):
         done["results"] = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=ctx.run_id,
-                                        env=hosts.hook_env(s.hosts, svc.environ), app=s.app)
+                                        env=hosts.hook_env(s.hosts, svc.environ), app=s.app,
+                                        keep_lock=True)   # the plan's lock step holds it until the run ends
         led.record_release(env=s.name, release_id=rid, sha=full, artifact_sha256=art.sha256, run_id=ctx.run_id)
         return f"{rid} live on {len(done['results'])} host(s)"
 
-    one_step(s, "hosts.release", f"release {rid} to every host", run, led=led, release_id=rid, sha=full,
-             args={"sha": full, "release_id": rid})
+    rights.act(svc, s, "hosts.release", rights.one("hosts.release", f"release {rid} to every host", run), led=led,
+               yes=yes, question=f"Release {full[:12]} ({rid}) to every {s.name} host?", promotes=full,
+               release_id=rid, sha=full, args={"sha": full, "release_id": rid})
     svc.term.out(_results(svc, done["results"]))
 
 
-def rollback(svc, env: str, to: str | None) -> None:
+def rollback(svc, env: str, to: str | None, yes: bool = False) -> None:
     """`invoke hosts.rollback`: every host back to `to` (default: the release before current)."""
     s = _remote(svc, env)
     if to is not None:
@@ -91,6 +94,7 @@ def rollback(svc, env: str, to: str | None) -> None:
             led.set_release_status(s.name, target, "live")
         return f"hosts on {target or '-'}"
 
-    one_step(s, "hosts.rollback", f"switch every host to {to or 'the previous release'}", run, led=led,
-             release_id=to, args={"to": to})
+    rights.act(svc, s, "hosts.rollback", rights.one("hosts.rollback", f"switch every host to {to or 'the previous release'}",
+                                                   run), led=led, yes=yes,
+               question=f"Switch every {s.name} host to {to or 'the previous release'}?", release_id=to, args={"to": to})
     svc.term.out(_results(svc, done["results"]))

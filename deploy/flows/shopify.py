@@ -1,5 +1,5 @@
 """`invoke shopify.*`: the app's versions, a deploy and a release on their own. A deploy or
-release runs as a one-step plan: under the environment's lock, recorded."""
+release runs as a plan with promote's rights and locks (flows/rights.py), recorded."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 from deploy import build, shopify
 from deploy.errors import SettingsError
-from deploy.flows import shapes
-from deploy.flows.common import app_sha, one_step
+from deploy.flows import rights, shapes, steps
+from deploy.flows.common import app_sha
 
 
 def versions(svc, env: str, as_json: bool = False) -> None:
@@ -23,28 +23,40 @@ def versions(svc, env: str, as_json: bool = False) -> None:
                                 ("version", "status", "created", "by", "message"), optional=("by", "created")))
 
 
-def deploy(svc, env: str, version: str | None, message: str | None) -> None:
-    """`invoke shopify.deploy`: push the app's configuration as a new version and make it live."""
+def deploy(svc, env: str, version: str | None, message: str | None, yes: bool = False) -> None:
+    """`invoke shopify.deploy`: push the app's configuration as a new version and make it live. On a remote
+    environment: the commit's config (promote's shopify step, from its checkout), promote's rights for the
+    commit, its locks and, where protected, its question (flows/rights.py)."""
     s = svc.settings(env)
     reason = shopify.skip_reason(s)
     if reason:
         raise SettingsError(reason)
     full = app_sha(s)
     rid = version or build.new_release_id(full, datetime.now(timezone.utc))
+    led = svc.ledger()
+    if rights.guarded(s):
+        shopify.validate_version(rid)   # before anything is recorded
+        step = steps.shopify_push(s, rid, full, svc.environ, skip=False, message=message)
+        outcome = rights.act(svc, s, "shopify.deploy", [step], led=led, yes=yes,
+                             question=f"Push {full[:12]}'s Shopify configuration to {s.name} as version {rid}?",
+                             promotes=full, sha=full, release_id=rid, args={"version": rid})
+        svc.term.out(f"{env}: {rights.result(led, outcome, 'shopify')}")
+        return
     done = {}
 
     def run(ctx):
         done["res"] = shopify.deploy(s, rid, message or f"occ-deploy {rid}", "", svc.environ)
         return f"app version {done['res'].version} live"
 
-    one_step(s, "shopify.deploy", f"shopify app deploy --version {rid}", run, led=svc.ledger(), release_id=rid,
-             args={"version": rid})
+    rights.act(svc, s, "shopify.deploy", rights.one("shopify.deploy", f"shopify app deploy --version {rid}", run),
+               led=led, yes=yes, question="", release_id=rid, args={"version": rid})
     res = done["res"]
     svc.term.out(f"{env}: app version {res.version} live (was {res.previous or 'none'})")
 
 
-def release(svc, env: str, version: str) -> None:
-    """`invoke shopify.release`: make an existing app version live."""
+def release(svc, env: str, version: str, yes: bool = False) -> None:
+    """`invoke shopify.release`: make an existing app version live (promote's locks and, where protected,
+    its question)."""
     s = svc.settings(env)
     done = {}
 
@@ -52,8 +64,9 @@ def release(svc, env: str, version: str) -> None:
         done["res"] = shopify.release(s, version, svc.environ)
         return f"app version {done['res'].version} live"
 
-    one_step(s, "shopify.release", f"shopify app release --version {version}", run, led=svc.ledger(),
-             args={"version": version})
+    rights.act(svc, s, "shopify.release", rights.one("shopify.release", f"shopify app release --version {version}", run),
+               led=svc.ledger(), yes=yes, question=f"Make Shopify app version {version} live on {s.name}?",
+               args={"version": version})
     res = done["res"]
     svc.term.out(f"{env}: app version {res.version} live (was {res.previous or 'none'})")
     if res.note:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from deploy import (backups, config, dburl, decisionlog, envs, evidence, hosts, local, migrations, proc, shopify,
                     smoke, source)
+from deploy import approvals as approval_rules
 from deploy import build as b
 from deploy.build import start_command
 from deploy.config import Settings
@@ -224,25 +225,44 @@ def approvals(s: Settings, sha: str, ledger) -> Step:
 
 
 def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
+    """The rights a change of `s` bringing `sha` forward needs (promote's approvals step, and
+    every single primitive that brings a commit to the environment): a staging pass that
+    still stands (deploy/approvals.py) and each required role approved by its own person."""
     notes = []
     if s.environment.requires_staging_run:
-        ok = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
-        if not ok:
+        staging = s.environment.staging_env
+        again = (f"Promote it to {staging} again (a new pass): invoke promote --to={staging} --sha={sha}.")
+        promotions = ledger.runs(staging, flow="promote", sha=sha, limit=50)
+        rollbacks = [r for f in approval_rules.ROLLBACK_FLOWS for r in ledger.runs(staging, flow=f, limit=50)]
+        texts = {r.id: " ".join(x.result or "" for x in ledger.steps(r.id)) for r in rollbacks}
+        stand = approval_rules.staging_standing(sha, promotions, ledger.releases(staging, limit=200), rollbacks,
+                                                texts)
+        if stand.refusal:
+            raise ApprovalMissing(f"{sha[:12]} has no standing {staging} pass: {stand.refusal}.", again)
+        if stand.run is None:
             raise ApprovalMissing(
-                f"{sha[:12]} has no succeeded {s.environment.staging_env} promotion in the ledger.",
-                f"Promote it to {s.environment.staging_env} first: invoke promote --to={s.environment.staging_env} --sha={sha}.",
+                f"{sha[:12]} has no succeeded {staging} promotion in the ledger.",
+                f"Promote it to {staging} first: invoke promote --to={staging} --sha={sha}.",
             )
-        notes.append(f"staging run {ok[0].id}")
+        notes.append(f"staging run {stand.run.id}")
     need = set(s.approvals.required_roles)
     if need:
-        have = {a["role"] for a in ledger.approvals(s.name, sha)}
+        given = ledger.approvals(s.name, sha)
+        have = {a["role"] for a in given}
         missing = [r for r in s.approvals.required_roles if r not in have]
         if missing:
             raise ApprovalMissing(
                 f"{s.name} needs approvals of {sha[:12]} by role(s) {', '.join(missing)}.",
                 f"Record them: invoke approve --env={s.name} --sha={sha} --role={missing[0]} --by=NAME.",
             )
-        notes.append("approved by " + ", ".join(sorted(have)))
+        who = approval_rules.assign(s.approvals.required_roles, given)
+        if who is None:
+            raise ApprovalMissing(
+                f"{s.name} needs each required role approved by its own person, but "
+                f"{approval_rules.shared_approver(s.approvals.required_roles, given)}.",
+                f"Another person approves one of the roles: invoke approve --env={s.name} --sha={sha} "
+                f"--role=ROLE --by=NAME.")
+        notes.append("approved by " + ", ".join(f"{r}: {who[r]}" for r in s.approvals.required_roles))
     return "; ".join(notes) or "nothing required"
 
 
@@ -720,11 +740,11 @@ def _hook_vars(s: Settings, t, release_id: str, previous: str) -> dict[str, str]
 
 # ----------------------------------------------------------------------------- shopify
 
-def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool) -> Step:
+def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool, message: str | None = None) -> Step:
     reason = "--skip-shopify given" if skip else shopify.skip_reason(s)
 
     source = f"{s.environment.repo_url.rstrip('/')}/commit/{sha}" if s.environment.repo_url else ""
-    message = f"occ-deploy {release_id} ({sha[:12]})"
+    message = message or f"occ-deploy {release_id} ({sha[:12]})"
 
     def run(ctx: StepContext):
         app = source_dir(s, sha)  # the commit's config and extensions, never the working tree's
