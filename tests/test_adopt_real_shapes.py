@@ -196,10 +196,116 @@ def test_shared_env_text_is_read_the_same_by_python_dotenv(tmp_path):
     assert dotenv_values(stream=io.StringIO(text), interpolate=True) == values
 
 
-@pytest.mark.parametrize("bad", ["two\nlines", "it's"], ids=["newline", "single-quote"])
-def test_shared_env_refuses_a_value_it_cannot_write_and_names_the_variable(bad):
+def test_shared_env_carries_multi_line_quoted_and_backslashed_values_exactly():
+    from dotenv import dotenv_values
+    import io
+
+    values = {"PEM": "-----BEGIN KEY-----\nMIIB+/=\n-----END KEY-----\n", "Q": "it's \"x\" \\n \\", "CR": "a\r\nb",
+              "HASH": " # not a comment", "U": "h\u00e9 \u2603", "E": ""}
+    text = envs.render_shared_env("staging", values)
+    assert dotenv_values(stream=io.StringIO(text, newline=None), interpolate=False) == values
+
+
+def test_shared_env_refuses_a_nul_byte_and_names_the_variable():
     from deploy.errors import SettingsError
 
     with pytest.raises(SettingsError) as e:
-        envs.render_shared_env("staging", {"WEBHOOK_KEY": bad})
-    assert "WEBHOOK_KEY" in e.value.message and bad not in e.value.message
+        envs.render_shared_env("staging", {"WEBHOOK_KEY": "a\0secret"})
+    assert "WEBHOOK_KEY" in e.value.message and "secret" not in e.value.message
+
+
+# ---------------------------------------------------------------- the real CLI, as the adopting team
+
+def team_invoke(root: Path, *args: str, extra_env: dict | None = None, drop=()) -> subprocess.CompletedProcess:
+    """`invoke` in the team's repository with its own tasks.py, the toolkit importable as if
+    installed; the caller's DATABASE_URL and friends are left out unless given."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DEPLOY_ROOT", "DEPLOY_LEDGER_URL", "DATABASE_URL", "DIRECT_URL", *drop)}
+    env.update({"PYTHONPATH": str(REPO), **(extra_env or {})})
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.fixture
+def b2b_repo(tmp_path):
+    root = b2b_app(tmp_path / "b2b")
+    (root / "tasks.py").write_text("from deploy.tasks import ns\n")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "the app")
+    r = team_invoke(root, "init", "--app=.")
+    assert r.returncode == 0, r.stdout + r.stderr
+    root.joinpath("init.out").write_text(r.stdout)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "deploy settings from invoke init")
+    return root
+
+
+def test_init_on_the_b2b_shape_says_what_it_found_and_what_to_fix(b2b_repo):
+    out = (b2b_repo / "init.out").read_text()
+    assert "ignores package-lock.json" in out and "Remove that line" in out
+    assert "shopify production: shopify.app.prod.toml" in out and "shopify staging: shopify.app.staging.toml" in out
+    assert "shopify local: shopify.app.toml" in out
+    for name in ("SESSION_SECRET", "REDIS_URL", "CRON_SECRET", "ENCRYPTION_KEY"):
+        assert name in out
+    assert "no test runner found" in out
+    ignore = (b2b_repo / ".gitignore").read_text()
+    assert "/evidence/" in ignore and "/feedback/" in ignore and "/.deploy/" in ignore
+    prod = (b2b_repo / "env/production.env").read_text()
+    assert "prodclient333" in prod and "devclient111" not in prod and "trycloudflare" not in prod
+    local = (b2b_repo / "env/local.env").read_text()
+    assert "prodclient333" not in local and "stagingclient222" not in local and "file:" not in local
+
+
+def test_an_apps_task_list_leaves_out_the_toolkits_own_tasks(b2b_repo):
+    r = team_invoke(b2b_repo, "--list")
+    assert r.returncode == 0, r.stderr
+    assert "promote" in r.stdout and "env.push" in r.stdout
+    for internal in ("reliability.report", "log.readiness", "log.blocker"):
+        assert internal not in r.stdout
+
+
+def test_gate_and_promote_agree_on_an_empty_gate(b2b_repo):
+    r = team_invoke(b2b_repo, "gate", "--env=staging")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "gate OPEN" in r.stdout and "gate.required is empty" in r.stdout
+    r = team_invoke(b2b_repo, "promote", "--to=staging", "--dry-run", "--skip-shopify")
+    assert "skipped: gate.required is empty" in r.stdout, r.stdout + r.stderr
+
+
+def test_env_check_does_not_require_the_shopify_token_when_the_step_is_skipped(b2b_repo):
+    def token_row(out: str) -> str:
+        return next(ln for ln in out.splitlines() if "SHOPIFY_APP_AUTOMATION_TOKEN" in ln and ln.count("|") > 2)
+
+    r = team_invoke(b2b_repo, "env.check", "--env=staging")
+    assert "missing" in token_row(r.stdout)                 # staging pushes to Shopify: the token is needed
+    toml = b2b_repo / "env/staging.toml"
+    toml.write_text(toml.read_text().replace('config = "staging"', 'config = ""'))
+    r = team_invoke(b2b_repo, "env.check", "--env=staging")
+    row = token_row(r.stdout)
+    assert "missing" not in row and "not needed" in row and "skipped" in row
+
+
+def test_local_database_url_from_env_files_is_the_one_every_task_uses(b2b_repo, pg_url):
+    r = team_invoke(b2b_repo, "env.check", "--env=local")
+    assert r.returncode == 2 and "DATABASE_URL" in r.stdout and "env/local.env" in r.stdout
+    with (b2b_repo / "env/local.env").open("a") as f:
+        f.write(f"DATABASE_URL={pg_url}\n")
+    r = team_invoke(b2b_repo, "env.check", "--env=local")
+    assert "DATABASE_URL" in r.stdout and "from env/local.env" in r.stdout
+    r = team_invoke(b2b_repo, "db.status", "--env=local")          # no DATABASE_URL in the shell
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is not set" not in r.stdout + r.stderr and "20240101000000_init" in r.stdout
+
+
+def test_status_never_reads_production_from_the_local_database_url_in_the_shell(b2b_repo, pg_url):
+    with (b2b_repo / "env/local.env").open("a") as f:
+        f.write(f"DATABASE_URL={pg_url}\n")
+    r = team_invoke(b2b_repo, "status", "--json", extra_env={"DATABASE_URL": pg_url})
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {row["env"]: row for row in json.loads(r.stdout)["environments"]} if isinstance(
+        json.loads(r.stdout), dict) else {row["env"]: row for row in json.loads(r.stdout)}
+    assert rows["local"]["pending_migrations"] == 1
+    for env in ("staging", "production"):
+        assert rows[env]["pending_migrations"] is None, rows[env]
+        assert f"{env.upper()}_DATABASE_URL" in (rows[env]["pending_migrations_error"] or "")
