@@ -555,26 +555,22 @@ def app_values(root: Path, env_name: str, environ: Mapping[str, str]) -> dict[st
     return dict(resolve(matrix, env_name, root, environ).values)
 
 
-_SUPERVISOR_BARE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~^-]*$")
-
-
 def render_shared_env(env_name: str, values: Mapping[str, str]) -> str:
     """The text of `<deploy_to>/shared/.env` for `env_name` (plain text: secrets revealed, so
-    it goes only to the hosts, never to a terminal). One `KEY=value` line per variable, in
-    the dialect both python-dotenv and the hosts' supervisor read the same way: a value of
-    only plain characters as it is, any other in single quotes (taken literally by both; no
-    `$` expansion, no escapes). A value with a newline or a single quote has no such form:
-    SettingsError naming the variable (not the value)."""
+    it goes only to the hosts, never to a terminal). One `KEY=value` line per variable in the
+    project's dotenv dialect, which the hosts' supervisor reads by python-dotenv's own rules
+    (deploy/hosts/_supervisor.py): any value, multi-line keys included, reaches the app as it
+    is (the dialect has no `${VAR}` expansion: the toolkit and the supervisor read with none).
+    Only a NUL byte has no form in an environment: SettingsError naming the variable (not the
+    value)."""
     lines = [f"# {env_name}: written by `invoke env.push --env={env_name}` from env/ and the deployer's "
              "secrets; do not edit here (the next push replaces it)."]
     for name in sorted(values):
         v = reveal(values[name])
-        if "\n" in v or "\r" in v or "'" in v or "\0" in v:
-            raise SettingsError(
-                f"{name} ({env_name}) holds a newline or a single quote: shared/.env has no form of it that "
-                "python-dotenv and the hosts' supervisor read the same way.",
-                f"Give {name} a value on one line without ' (e.g. base64 for a key file).")
-        lines.append(f"{name}={v}" if _SUPERVISOR_BARE.match(v) else f"{name}='{v}'")
+        if "\0" in v:
+            raise SettingsError(f"{name} ({env_name}) holds a NUL byte, which no environment variable can carry.",
+                                f"Give {name} a value without it (e.g. base64 for binary data).")
+        lines.append(f"{name}={_dotenv_quote(v)}")
     return "\n".join(lines) + "\n"
 
 
@@ -854,8 +850,9 @@ _BARE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~-]*$")
 def _dotenv_quote(value: str) -> str:
     if _BARE.match(value):
         return value
-    # python-dotenv decodes \\ \" \n inside double quotes (dotenv/parser.py, decode_escapes).
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # python-dotenv decodes \\ \" \n \r inside double quotes (dotenv/parser.py, decode_escapes);
+    # a raw CR would not survive: Python's text mode reads it as a line end.
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 

@@ -37,7 +37,7 @@ def deploy_to(tmp_path):
     pid_file = root / "run" / "app.pid"
     if pid_file.exists():
         try:
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
 
@@ -61,7 +61,7 @@ def get(port: int, path: str = "/version") -> dict:
 
 
 def pid_of(root: Path) -> int:
-    return int((root / "run" / "app.pid").read_text())
+    return int((root / "run" / "app.pid").read_text().split()[0])   # then start time, boot id, token
 
 
 def test_supervisor_starts_restarts_and_stops_the_release_in_current(app_artifact, deploy_to):
@@ -122,7 +122,7 @@ def test_the_app_gets_an_explicit_environment(app_artifact, deploy_to):
     assert seen["APP_PORT"] == str(port)             # the settings' port wins over shared/.env
     assert "DATABASE_URL" not in seen and "SHOPIFY_API_SECRET" not in seen
     assert seen["PATH"].startswith(f"{path.resolve()}/node_modules/.bin:")
-    assert set(seen) <= {"PATH", "HOME", "LANG", "PWD", "SHLVL", "_", "DEPLOY_APP_ROOT", "SHOP_NAME", "FLAG",
+    assert set(seen) <= {"PATH", "HOME", "LANG", "PWD", "SHLVL", "_", "DEPLOY_APP_ROOT", "DEPLOY_APP_TOKEN", "SHOP_NAME", "FLAG",
                          "APP_PORT"}
 
 

@@ -35,6 +35,7 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
     _envfile    shared/.env written from the environment's variables (env.push), undone, checked
     _upload     SFTP uploads, bounded; delta uploads built from the host's base release
     _app        hooks, switch, start (supervisor or systemd), health, switching back
+    _supervisor the script installed as bin/app: shared/.env by the dotenv dialect, acts on its own app only
     _release    release, undo_release, rollback: phases inside one skeleton (`_locked`)
     _views      releases, current_release, check (read-only)
 """
@@ -56,6 +57,7 @@ from deploy.hosts._lock import acquire_lock, release_lock, lock_status, break_lo
 from deploy.hosts._envfile import push_env, restore_env, finish_env, missing_env
 from deploy.hosts._release import release, undo_release, rollback, previous_of
 from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
+from deploy.hosts._supervisor import DOTENV_AWK
 from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
                                    resolve_login, known_hosts_files, KnownHostsText, parse_known_hosts)
 from deploy.hosts._upload import TreeEntry, artifact_tree, tree_lines, base_files, delta_plan
@@ -73,7 +75,7 @@ __all__ = [
     "delta_unpack_command", "switch_command", "discard_delta_command", "discard_release_command",
     "free_space_command", "previous_command", "unlink_current_command", "hook_command", "prune_list",
     "finish_command", "go_live_command", "health_check_command", "log_tail_command", "check_command", "parse_check",
-    "SUPERVISOR", "APP_STOPPED_EXIT", "supervisor_path", "install_supervisor_command", "supervise_command",
+    "SUPERVISOR", "DOTENV_AWK", "APP_STOPPED_EXIT", "supervisor_path", "install_supervisor_command", "supervise_command",
     "unit_name", "unit_text", "systemd_restart_command", "stop_app_command", "app_of_command", "parse_app_of",
     "same_app", "start_facts_command", "parse_start_facts",
     "MAX_JUMPS", "STDIN_LIMIT", "quick_timeout",

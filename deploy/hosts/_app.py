@@ -133,8 +133,13 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
         if r.exited == 0 and (section.health_command or not t.health_url):
             return
         return _health(section, h)
+    # The supervisor reads shared/.env at start: one it cannot give the app as written stops
+    # the release here, before current moves or the running app is touched.
+    check = _and(install_supervisor_command(t), supervise_command(t, "check-env"))
     if h.state.current != release_id:
-        _run(h.conn, t, switch_command(t, release_id), section, "switching current")
+        _run(h.conn, t, _and(check, switch_command(t, release_id)), section, "checking shared/.env, switching current")
+    else:
+        _run(h.conn, t, check, section, "checking shared/.env")
     h.switched = True
     h.release = release_id
     _start_app(section, h, release_id, env, "restart")
@@ -182,7 +187,8 @@ def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
     except SettingsError as e:
         raise _HostError(e.message) from None
     if h.supervisor == "systemd":
-        cmd = _and(install_supervisor_command(t), systemd_restart_command(t, unit_text(t, app.port_var, t.app_port, argv)))
+        cmd = _and(install_supervisor_command(t), supervise_command(t, "check-env"),
+                   systemd_restart_command(t, unit_text(t, app.port_var, t.app_port, argv)))
     else:
         cmd = _and(install_supervisor_command(t), supervise_command(t, "restart", app.port_var, t.app_port, argv))
     _run(h.conn, t, cmd, section, f"starting the app ({what})", long=True)

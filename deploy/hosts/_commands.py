@@ -16,6 +16,7 @@ import shlex
 from datetime import datetime
 from typing import Iterable, Sequence
 
+from deploy.hosts._supervisor import APP_STOPPED_EXIT, SUPERVISOR  # noqa: F401  (re-exported)
 from deploy.hosts._values import HostState, LockInfo, Target
 
 LOCK_DIR = ".deploy-lock"
@@ -436,145 +437,8 @@ def parse_check(text: str) -> tuple[bool, int | None]:
 
 # ---------------------------------------------------------------- supervising the app (commands as data)
 
-# The toolkit's own supervisor, installed as <deploy_to>/bin/app on every release: hosts
-# need nothing from the app beyond the [app] contract. POSIX sh, setsid and /proc only.
-SUPERVISOR = r'''#!/bin/sh
-# The app supervisor the deploy toolkit installs as <deploy_to>/bin/app (rewritten on every
-# release; do not edit). It needs only POSIX sh, setsid and /proc.
-#
-#   app start|restart PORT_VAR PORT -- ARGV...  stop the app, then start ARGV in <deploy_to>/current,
-#                                               in its own session (pid = process group, in run/app.pid)
-#   app stop                                    TERM the app's process group; KILL what is left after 10 s
-#   app status                                  "running PID" (exit 0) or "stopped" (exit 3)
-#   app run PORT_VAR PORT -- ARGV...            exec ARGV with the app's environment (a systemd unit runs this)
-#
-# The app's environment is explicit: PATH (node_modules/.bin first), HOME, LANG, the
-# variables in shared/.env, PORT_VAR=PORT, and DEPLOY_APP_ROOT (how stop() knows its app);
-# nothing else of the SSH session. Output goes to logs/app.log.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd -P) || exit 1
-# Every process forked from here carries the marker from its first instant (/proc/PID/environ
-# of a forked child is its parent's until it execs).
-export DEPLOY_APP_ROOT="$root"
-pidfile="$root/run/app.pid"
-log="$root/logs/app.log"
-
-# Any process of group $1 that is not a zombie (fields after "comm)": state ppid pgrp ...).
-group_alive() {
-  g=$1
-  for f in /proc/[0-9]*/stat; do
-    read -r s 2>/dev/null < "$f" || continue
-    s=${s##*) }
-    set -- $s
-    [ "$3" = "$g" ] && [ "$1" != Z ] && return 0
-  done
-  return 1
-}
-
-# Process $1 exists and has not exited (a zombie has).
-not_zombie() {
-  read -r s 2>/dev/null < "/proc/$1/stat" || return 1
-  s=${s##*) }
-  set -- $s
-  [ "$1" != Z ]
-}
-
-# The pid in the pidfile, if its group is alive and its leader (when still there) is this root's app.
-app_pid() {
-  pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  case $pid in ''|*[!0-9]*) return 1 ;; esac
-  # An environ read while the process is between two execs (setsid -> sh -> env -> app) can
-  # come back empty: only a non-empty environ without the marker is another process.
-  envs=$(tr '\000' '\n' < "/proc/$pid/environ" 2>/dev/null) || envs=
-  if [ -n "$envs" ]; then
-    printf '%s\n' "$envs" | grep -qxF "DEPLOY_APP_ROOT=$root" || return 1
-  fi
-  group_alive "$pid" || return 1
-  echo "$pid"
-}
-
-stop() {
-  if pid=$(app_pid); then
-    kill -TERM -"$pid" 2>/dev/null
-    i=0
-    while group_alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    if group_alive "$pid"; then
-      kill -KILL -"$pid" 2>/dev/null
-      i=0
-      while group_alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-    fi
-    echo "stopped $pid"
-  fi
-  rm -f "$pidfile"
-}
-
-start() {
-  [ $# -ge 4 ] && [ "$3" = -- ] || { echo "usage: app start PORT_VAR PORT -- ARGV..." >&2; exit 2; }
-  command -v setsid >/dev/null 2>&1 || { echo "setsid is not installed on this host (util-linux)" >&2; exit 1; }
-  stop >/dev/null
-  mkdir -p "$root/run" "$root/logs"
-  cd "$root/current" || { echo "no release: $root/current is missing" >&2; exit 1; }
-  printf -- '--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cat RELEASE 2>/dev/null)" "$2" >> "$log"
-  # In the background of a non-interactive shell the child is no group leader, so setsid
-  # makes it one without forking: $! is the app's pid, session and process group.
-  setsid "$root/bin/app" run "$@" < /dev/null >> "$log" 2>&1 &
-  pid=$!
-  echo "$pid" > "$pidfile"
-  # Return once the child leads its own process group (setsid has run), so a status or stop
-  # right after this sees the app; or once it is gone.
-  i=0
-  while [ $i -lt 500 ] && not_zombie "$pid" && ! group_alive "$pid"; do sleep 0.01; i=$((i + 1)); done
-  echo "started $pid"
-}
-
-run() {
-  port_var=$1 port=$2
-  shift 3
-  cd "$root/current" || exit 1
-  here=$(pwd -P)   # this release, not whatever `current` points to later
-  exec env -i "PATH=$here/node_modules/.bin:${PATH:-/usr/local/bin:/usr/bin:/bin}" "HOME=${HOME:-/}" \
-    "LANG=${LANG:-C.UTF-8}" "DEPLOY_APP_ROOT=$root" "$root/bin/app" _exec "$port_var" "$port" -- "$@"
-}
-
-# With a clean environment: the variables of shared/.env, then the port, then the app.
-_exec() {
-  port_var=$1 port=$2
-  shift 3
-  cr=$(printf '\r')
-  if [ -r "$root/shared/.env" ]; then
-    while IFS= read -r line || [ -n "$line" ]; do
-      line=${line%"$cr"}
-      line=${line#"${line%%[![:space:]]*}"}
-      case $line in '' | '#'*) continue ;; esac
-      case $line in 'export '*) line=${line#export } ;; esac
-      case $line in *=*) ;; *) continue ;; esac
-      key=${line%%=*} val=${line#*=}
-      key=${key%"${key##*[![:space:]]}"}
-      val=${val#"${val%%[![:space:]]*}"}
-      case $key in '' | [0-9]* | *[!A-Za-z0-9_]*) continue ;; esac
-      case $val in
-        \"*\") val=${val#\"} val=${val%\"} ;;
-        \'*\') val=${val#\'} val=${val%\'} ;;
-      esac
-      export "$key=$val"
-    done < "$root/shared/.env"
-  fi
-  export "$port_var=$port" "DEPLOY_APP_ROOT=$root"
-  exec "$@"
-}
-
-cmd=${1:-}
-[ $# -gt 0 ] && shift
-case $cmd in
-  start | restart) start "$@" ;;
-  stop) stop ;;
-  status) if pid=$(app_pid); then echo "running $pid"; else echo stopped; exit 3; fi ;;
-  run) run "$@" ;;
-  _exec) _exec "$@" ;;
-  *) echo "usage: app start|restart|stop|status|run" >&2; exit 2 ;;
-esac
-'''
-APP_STOPPED_EXIT = 3
+# The toolkit's own supervisor, installed as <deploy_to>/bin/app on every release (its script
+# and why it trusts what it trusts: deploy/hosts/_supervisor.py).
 
 
 def supervisor_path(t: Target) -> str:
@@ -590,10 +454,10 @@ def install_supervisor_command(t: Target) -> str:
 
 def supervise_command(t: Target, action: str, port_var: str = "", port: int = 0,
                       argv: Sequence[str] = ()) -> str:
-    """`bin/app start|restart PORT_VAR PORT -- ARGV` / `bin/app stop|status`."""
+    """`bin/app start|restart PORT_VAR PORT -- ARGV` / `bin/app stop|status|check-env`."""
     if action in ("start", "restart"):
         return sh(supervisor_path(t), action, port_var, port, "--", *argv)
-    if action in ("stop", "status"):
+    if action in ("stop", "status", "check-env"):
         return sh(supervisor_path(t), action)
     raise ValueError(f"unknown supervisor action {action!r}")
 
