@@ -309,3 +309,94 @@ def test_status_never_reads_production_from_the_local_database_url_in_the_shell(
     for env in ("staging", "production"):
         assert rows[env]["pending_migrations"] is None, rows[env]
         assert f"{env.upper()}_DATABASE_URL" in (rows[env]["pending_migrations_error"] or "")
+
+
+# ---------------------------------------------------------------- real parts: the local app's environment
+
+def _app_environ(project) -> dict[str, str]:
+    """The environment of the app `promote --to=local` started, as the kernel holds it."""
+    pid = int((project.local_root() / "app.pid").read_text().split()[0])
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(x.decode().split("=", 1) for x in raw if b"=" in x)
+
+
+@pytest.mark.parametrize("level,flag", [("warn", "false"), ("error", "true")], ids=["warn", "error"])
+def test_env_files_reach_the_local_app_and_the_shell_does_not_override_them(project, level, flag):
+    import secrets as pysecrets
+
+    session = f"s-{pysecrets.token_hex(8)}"
+    env = project.root / "env/local.env"
+    text = env.read_text().replace("LOG_LEVEL=debug", f"LOG_LEVEL={level}")
+    env.write_text(text.replace("FEATURE_BULK_ACTIONS=true", f"FEATURE_BULK_ACTIONS={flag}"))
+    (project.root / "env/local.local.env").write_text(f"SESSION_SECRET={session}\n")   # git-ignored
+    project.commit("local values")
+    r = project.invoke("promote", "--to=local", extra_env={"LOG_LEVEL": "info", "PAYMENTS_MODE": "live"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = _app_environ(project)
+    assert got["LOG_LEVEL"] == level and got["FEATURE_BULK_ACTIONS"] == flag
+    assert got["SESSION_SECRET"] == session and got["PAYMENTS_MODE"] == "mock"
+    assert session not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("missing", ["PAYMENTS_MODE", "ANALYTICS_MODE"], ids=["payments", "analytics"])
+def test_app_start_names_a_missing_variable_and_leaves_the_running_app_up(project, missing):
+    r = project.invoke("promote", "--to=local")
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = int((project.local_root() / "app.pid").read_text().split()[0])
+    env = project.root / "env/local.env"
+    env.write_text("\n".join(ln for ln in env.read_text().splitlines() if not ln.startswith(f"{missing}=")) + "\n")
+    r = project.invoke("app.start", "--env=local")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert missing in r.stdout + r.stderr and "was not restarted" in r.stdout + r.stderr
+    assert Path(f"/proc/{pid}").exists()                  # the live app was not stopped
+    assert int((project.local_root() / "app.pid").read_text().split()[0]) == pid
+
+
+# ---------------------------------------------------------------- real parts: shared/.env on sshd hosts
+
+def test_env_push_writes_shared_env_0600_on_every_host_with_what_env_check_reports(stage):
+    before = [h.root / "srv/occ/shared/.env" for h in stage.hosts]
+    r = stage.project.invoke("env.push", "--env=staging")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in before:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+        text = p.read_text()
+        assert f"DATABASE_URL={stage.db_url}" in text or f'DATABASE_URL="{stage.db_url}"' in text
+        assert "PAYMENTS_MODE=" in text and "HOST=127.0.0.1" not in text
+        assert not list(p.parent.glob(".env.before-*")) and not list(p.parent.glob(".env.push-*"))
+    assert stage.db_url not in r.stdout + r.stderr            # names only, never values
+    assert "DATABASE_URL" in r.stdout
+
+
+@pytest.mark.parametrize("had_file", [True, False], ids=["replaced", "created"])
+def test_a_pushed_shared_env_is_undone_to_exactly_the_file_before(stage, had_file):
+    from deploy import config, hosts
+
+    s = config.load("staging", stage.project.root)
+    files = [h.root / "srv/occ/shared/.env" for h in stage.hosts]
+    for i, p in enumerate(files):
+        if had_file:
+            p.write_text(f"HOST=127.0.0.1\nOLD_{i}=kept\n")
+            p.chmod(0o640)
+        else:
+            p.unlink()
+    old = [(p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) if p.exists() else None for p in files]
+    run = "run-" + os.urandom(4).hex()
+    hosts.push_env(s.hosts, "NEW=1\n", run_id=run)
+    hosts.push_env(s.hosts, "NEWER=2\n", run_id=run)       # a resumed push keeps the first copy
+    assert all(p.read_text() == "NEWER=2\n" for p in files)
+    hosts.restore_env(s.hosts, run_id=run)
+    assert [(p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) if p.exists() else None for p in files] == old
+
+
+def test_preflight_finds_a_missing_shared_env_before_the_build(stage):
+    victim = stage.hosts[1]
+    (victim.root / "srv/occ/shared/.env").unlink()
+    stage.collect_evidence()
+    r = stage.project.invoke("promote", "--to=staging", "--yes")
+    assert r.returncode == 2, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "shared/.env is missing on 1 host(s)" in out and victim.address.split("@")[1] in out
+    assert "invoke env.push --env=staging" in out
+    assert not (stage.project.root / ".deploy/artifacts").exists() or not any(
+        (stage.project.root / ".deploy/artifacts").glob("*.tar.gz"))
