@@ -43,12 +43,19 @@ Where we differ, deliberately:
   the script exactly as Prisma does: one simple-query execution outside any explicit
   transaction (a single statement then runs on its own, several share an implicit one).
   So every script that `prisma migrate deploy` can apply, we can apply.
+- A script's own `BEGIN;` ... `COMMIT;` (Prisma writes these around Postgres enum changes) would
+  end our transaction early: its plain BEGIN/COMMIT statements are left out (`_sql`) and the
+  whole script runs in our one transaction, so it is applied and recorded, or not at all.
+  Only when that cannot work (25001, or 55P04 for a new enum value its own COMMIT made usable)
+  does it run as written, as Prisma runs it; a failure then may leave the part before its
+  COMMIT applied, so the row is recorded failed with that said in `logs` (PARTIAL_NOTE), and
+  nothing (no undo) marks it rolled back as if nothing had happened.
 - SQLite. Prisma runs `execute_batch(script)` with no transaction. We wrap the script and
   the bookkeeping in `BEGIN ... COMMIT` (SQLite DDL is transactional), so a failing script
   leaves the file untouched. `PRAGMA foreign_keys=OFF` (in Prisma's redefine-table
   migrations) is a no-op inside a transaction, but foreign keys are off by default on a
-  fresh sqlite3 connection, so the effect is the same. A script with its own
-  BEGIN/COMMIT is not supported (Prisma never writes one). The SQLite "lock" is Prisma's
+  fresh sqlite3 connection, so the effect is the same. A script's own plain
+  BEGIN/COMMIT is left out (the whole script is one transaction). The SQLite "lock" is Prisma's
   `PRAGMA main.locking_mode=EXCLUSIVE` plus an immediate write transaction.
 - Empty migration.sql (only whitespace) is refused: it is nearly always a half-written
   migration. Prisma's own intentionally-empty migrations carry a comment
@@ -65,6 +72,8 @@ they never read the process environment. Results are frozen dataclasses.
     _status     `_prisma_migrations` rows and each migration's state (pure)
     _backend    the backend interface (`Db`) and the row bookkeeping both backends share
     _postgres   PostgresDb: psycopg, pg_advisory_lock, lock/statement timeouts, 25001 fallback
+    _sql        a script's top-level statements and its own transaction control (pure)
+    _lint       additive or destructive: squawk for Postgres, a conservative classifier for SQLite
     _sqlite     SqliteDb: sqlite3, exclusive locking mode, epoch-millisecond times
 
 The backend is picked once, from the URL's provider (`BACKENDS`); every operation that
@@ -83,8 +92,11 @@ from typing import Literal, Sequence
 from deploy import dburl
 from deploy.config import DatabaseSection
 from deploy.errors import MigrationFailed, SettingsError
-from deploy.migrations._backend import (DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, MIGRATIONS_TABLE, TIMEOUT_HINT,
+from deploy.migrations._backend import (DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, MIGRATIONS_TABLE, PARTIAL_NOTE,
+                                        TIMEOUT_HINT,
                                         Db, Timeouts, connection_error, db_error_text, is_db_error, timeout_note)
+from deploy.migrations._lint import (MigrationLint, find_squawk, judge_postgres, judge_sqlite, lint,
+                                     require_squawk)
 from deploy.migrations._files import (DOWN_SCRIPT, LOCK_FILE, SCRIPT, LocalMigration, check_provider, checksum,
                                       checksum_matches, load_migrations, lock_provider, parse_lock_provider,
                                       refuse_invalid)
@@ -280,8 +292,9 @@ def _apply_one(db: Db, m: LocalMigration) -> None:
     if error is None:
         return
     code, text = db_error_text(error, m.script)
+    partial = getattr(db, "partial", False)
     try:
-        db.record_failed(rid, _P3018.format(name=m.name, code=code, error=text))
+        db.record_failed(rid, _P3018.format(name=m.name, code=code, error=text) + (f"\n\n{PARTIAL_NOTE}" if partial else ""))
     except Exception as e:
         if not is_db_error(e):
             raise
@@ -295,6 +308,16 @@ def _apply_one(db: Db, m: LocalMigration) -> None:
         f"Nothing of it was applied. Fix {m.path / SCRIPT}, then run "
         f"`invoke db.resolve --env=<env> --rolled-back {m.name}` and migrate again."
     )
+    if partial:
+        raise MigrationFailed(
+            f"Migration {m.name} failed on {db.url.masked} (P3018, database error code {code}) after part of it "
+            f"was committed: it carries its own transaction control that cannot run inside one transaction, so it "
+            f"ran as written. It is recorded as failed, not applied:\n{redact(text)}",
+            f"See what of it is in the database (`invoke db.status --env=<env>`). Finish it by hand and run "
+            f"`invoke db.resolve --env=<env> --applied {m.name}`, or take back what it committed and run "
+            f"`invoke db.resolve --env=<env> --rolled-back {m.name}`; or restore the backup taken before it.",
+            migration=m.name,
+        )
     waited = timeout_note(code, db.timeouts)
     if waited:
         raise MigrationFailed(
@@ -498,6 +521,12 @@ def resolve(
         return ResolveResult(masked, name, "rolled_back")
 
 
+def unaccepted(lints: Sequence[MigrationLint], accepted: Sequence[str]) -> tuple[MigrationLint, ...]:
+    """The destructive migrations an undo could only take back by restoring a backup (no
+    down.sql) that nobody accepted by name: a promotion refuses them before it changes anything."""
+    return tuple(m for m in lints if not m.additive and not m.has_down and m.name not in set(accepted))
+
+
 # ---------------------------------------------------------------- first promotion: back to empty
 
 def footprint(url: str, *, sqlite_base: str | Path | None = None, db: DatabaseSection | None = None) -> Footprint:
@@ -532,5 +561,6 @@ __all__ = [
     "checksum_matches", "parse_lock_provider", "load_migrations", "lock_provider", "check_provider",
     "compute_status", "pending_migrations", "render_status", "prisma_deploy_argv", "status", "migrate", "rollback",
     "resolve", "POSTGRES_TABLE_DDL", "SQLITE_TABLE_DDL", "Timeouts", "session_settings_sql", "connection_error",
-    "backend_for", "open_db",
+    "backend_for", "open_db", "MigrationLint", "lint", "find_squawk", "require_squawk", "judge_postgres",
+    "judge_sqlite", "unaccepted",
 ]

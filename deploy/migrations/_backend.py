@@ -65,6 +65,7 @@ class Db(ABC):
         self.url = url
         self.conn = conn
         self.timeouts = timeouts or Timeouts()
+        self.partial = False     # the last `apply` failed after part of the script was committed
 
     # -- connection
 
@@ -236,6 +237,11 @@ def db_error_text(e: Exception, script: str) -> tuple[str, str]:
     code = str(getattr(e, "sqlite_errorcode", "none"))
     return code, str(e)
 
+
+# Written into `logs` (and shown by status) when a script that carries its own transaction control
+# failed after part of it was committed: it is recorded failed, and nothing treats it as undone.
+PARTIAL_NOTE = ("Partially applied: it ran as written, outside one transaction (it carries its own "
+                "transaction control), so statements committed before the failing one stay applied.")
 
 TIMEOUT_HINT = ("Nothing of it was applied (its transaction rolled back). Find what holds the lock "
                 "(pg_stat_activity, pg_locks: a long transaction of the app or a console session), let it finish "

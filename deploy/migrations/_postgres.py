@@ -10,6 +10,7 @@ from typing import Iterable
 from deploy import dburl
 from deploy.errors import LockHeld
 from deploy.migrations._backend import MIGRATIONS_TABLE, Db, Statement, Timeouts, connection_error
+from deploy.migrations._sql import transaction_control, without_transaction_control
 from deploy.migrations._status import MigrationRecord
 
 ADVISORY_LOCK_ID = 72707369          # flavour/postgres.rs: "a unique number we chose to identify Migrate"
@@ -166,6 +167,7 @@ class PostgresDb(Db):
             self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"')
 
     def run_in_transaction(self, script: str, then: Iterable[Statement]) -> None:
+        script = without_transaction_control(script) or script   # a down.sql's own BEGIN/COMMIT, too
         with self.conn.transaction():
             self.conn.execute(script)          # no params: simple protocol, many statements
             for sql, params in then:
@@ -174,19 +176,31 @@ class PostgresDb(Db):
     def apply(self, script: str, rid: str) -> Exception | None:
         import psycopg
 
-        try:
-            self.run_in_transaction(script, [self.finish_sql(rid)])
-            return None
-        except psycopg.errors.ActiveSqlTransaction:
-            # 25001: the script holds a statement that refuses a transaction block (CREATE INDEX
-            # CONCURRENTLY; ADD VALUE before Postgres 12). Our transaction rolled back; run it the
-            # way Prisma does, then record success separately, as Prisma does.
-            pass
-        except psycopg.Error as e:
-            return e
+        self.partial = False
+        # A script with its own plain BEGIN; ... COMMIT; (Prisma writes these for enum changes)
+        # runs with them left out, inside our one transaction: its inner COMMIT would otherwise end
+        # our transaction early, and a failure after it would leave part of it committed.
+        body = without_transaction_control(script)
+        if body is not None:
+            try:
+                self.run_in_transaction(body, [self.finish_sql(rid)])
+                return None
+            except psycopg.errors.ActiveSqlTransaction:
+                # 25001: the script holds a statement that refuses a transaction block (CREATE INDEX
+                # CONCURRENTLY; ADD VALUE before Postgres 12). Our transaction rolled back; run it the
+                # way Prisma does, then record success separately, as Prisma does.
+                pass
+            except psycopg.errors.UnsafeNewEnumValueUsage as e:
+                # 55P04 from a script whose own COMMIT made a new enum value usable: as written, then.
+                if body == script:
+                    return e
+            except psycopg.Error as e:
+                return e
         try:
             self.conn.execute(script)          # one simple-query execution, autocommit (as Prisma)
         except psycopg.Error as e:
+            # With its own COMMIT, what ran before the failing statement's transaction stays committed.
+            self.partial = bool(transaction_control(script))
             return e
         self.conn.execute(*self.finish_sql(rid))
         return None

@@ -11,6 +11,7 @@ from typing import Iterable
 from deploy import dburl
 from deploy.errors import LockHeld, MigrationFailed
 from deploy.migrations._backend import MIGRATIONS_TABLE, Db, Statement, Timeouts
+from deploy.migrations._sql import without_transaction_control
 from deploy.migrations._status import MigrationRecord
 
 # flavour/sqlite.rs, create_migrations_table
@@ -125,6 +126,8 @@ class SqliteDb(Db):
         self.conn.executescript(SQLITE_TABLE_DDL)
 
     def run_in_transaction(self, script: str, then: Iterable[Statement]) -> None:
+        # A script's own plain BEGIN/COMMIT is left out: the whole script is one transaction here.
+        script = without_transaction_control(script) or script
         try:
             # executescript() commits any open transaction first, so BEGIN goes inside the script.
             self.conn.executescript("BEGIN;\n" + script + "\n;")

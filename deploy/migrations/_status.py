@@ -128,7 +128,9 @@ def _failure_summary(logs: str | None) -> str:
     if not logs:
         return ""
     m = re.search(r"Database error:\n(.+)", logs)
-    return (m.group(1) if m else logs.strip().splitlines()[0]).strip()[:200]
+    first = (m.group(1) if m else logs.strip().splitlines()[0]).strip()[:200]
+    # deploy.migrations._backend.PARTIAL_NOTE: part of the script stayed committed.
+    return f"partially applied: {first}" if "Partially applied:" in logs else first
 
 
 def pending_migrations(local: Sequence[LocalMigration], rows: Sequence[MigrationRecord]) -> list[LocalMigration]:
