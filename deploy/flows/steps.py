@@ -201,7 +201,10 @@ def _hosts_ready(s: Settings, environ) -> str:
         shared_env_text(s, environ)     # a value shared/.env cannot hold fails here, not after the build
         note = "shared/.env pushed by this run"
     elif ".env" in s.hosts.shared_files:
-        missing = hosts.missing_env(s.hosts)
+        try:
+            missing = hosts.missing_env(s.hosts)
+        except HostFailed as e:
+            raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
         if missing:
             raise SettingsError(
                 f"{s.hosts.deploy_to}/shared/.env is missing on {len(missing)} host(s): {', '.join(missing)}. "
