@@ -400,3 +400,17 @@ def test_preflight_finds_a_missing_shared_env_before_the_build(stage):
     assert "invoke env.push --env=staging" in out
     assert not (stage.project.root / ".deploy/artifacts").exists() or not any(
         (stage.project.root / ".deploy/artifacts").glob("*.tar.gz"))
+
+
+def test_env_push_to_a_protected_environment_needs_yes_and_changes_nothing_without_it(stage):
+    toml = stage.project.root / "env/staging.toml"
+    toml.write_text(toml.read_text().replace('kind = "remote"', 'kind = "remote"\nprotected = true', 1))
+    stage.project.commit("staging protected")
+    files = [h.root / "srv/occ/shared/.env" for h in stage.hosts]
+    before = [p.read_bytes() for p in files]
+    r = stage.project.invoke("env.push", "--env=staging", extra_env={"CI": "1"})
+    assert r.returncode == 7, r.stdout + r.stderr
+    assert "--yes" in r.stdout + r.stderr and [p.read_bytes() for p in files] == before
+    r = stage.project.invoke("env.push", "--env=staging", "--yes", extra_env={"CI": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert all(b"PAYMENTS_MODE=" in p.read_bytes() for p in files)

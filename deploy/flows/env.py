@@ -44,7 +44,7 @@ def push(svc, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
     the environment's ledger lock and the hosts' deploy lock, recorded; a protected
     environment asks first (or --yes). A host that fails gets its previous file back."""
     from deploy import hosts
-    from deploy.flows.common import one_step
+    from deploy.flows import rights
 
     s = svc.settings(env)
     if s.is_local or not s.hosts.hosts:
@@ -56,28 +56,25 @@ def push(svc, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
         raise SettingsError(f"env.check {env} found problems; nothing was pushed:\n{envs.render_check(report)}",
                             f"Fix them, then run `invoke env.push --env={env}` again.")
     text = steps.shared_env_text(s, environ)
-    names = [ln.split("=", 1)[0] for ln in text.splitlines() if ln and not ln.startswith("#")]
+    names = _names(text)
     where = [t.name for t in hosts.targets(s.hosts, s.app)]
     if dry_run:
         svc.term.out(f"would write {s.hosts.deploy_to}/shared/.env (0600) on {', '.join(where)} with "
                      f"{len(names)} variable(s): {', '.join(names)}\ndry run: nothing was changed.")
         return
-    if s.environment.protected:
-        svc.term.confirm(f"Replace shared/.env on {len(where)} host(s) of {env} ({', '.join(names)})?", yes)
-
-    def run(ctx):
-        hosts.acquire_lock(s.hosts, run_id=ctx.run_id)
-        try:
-            try:
-                hosts.push_env(s.hosts, text, run_id=ctx.run_id)
-            except Exception:
-                hosts.restore_env(s.hosts, run_id=ctx.run_id)
-                raise
-            hosts.finish_env(s.hosts, run_id=ctx.run_id)
-        finally:
-            hosts.release_lock(s.hosts, run_id=ctx.run_id)
-        return f"shared/.env written on {len(where)} host(s)"
-
-    one_step(s, "env.push", "write shared/.env on every host", run, led=svc.ledger())
+    # A promotion's rights and locks (flows/rights.py): the hosts' deploy lock for the run, the
+    # ledger's lock, promote's question on a protected environment; the step's undo puts the
+    # previous file back on every host, its finish drops the copy once the run succeeded.
+    rights.act(svc, s, "env.push", [steps.env_push(s, environ)], led=svc.ledger(), yes=yes,
+               question=f"Replace shared/.env on {len(where)} host(s) of {env} ({', '.join(names)})?")
     svc.term.out(f"{env}: shared/.env written (0600) on {', '.join(where)}: {', '.join(names)}")
     svc.term.out(f"the running app reads it at its next start (invoke promote --to={env}, or hosts.rollback)")
+
+
+def _names(text: str) -> list[str]:
+    """The variable names of a dotenv text (python-dotenv's reading: multi-line values kept whole)."""
+    import io
+
+    from dotenv import dotenv_values
+
+    return list(dotenv_values(stream=io.StringIO(text), interpolate=False))
