@@ -223,8 +223,9 @@ def db_status(c, env, json=False):
 @task(name="migrate", help={"env": ENV, "yes": YES_PROTECTED})
 @guarded
 def db_migrate(c, env, yes=False):
-    """Apply pending Prisma migrations (recorded in _prisma_migrations as Prisma does); on a shared environment
-    the commit's migrations, after a backup, with promote's rights and locks."""
+    """Apply pending Prisma migrations, recorded in _prisma_migrations as Prisma does.
+
+    On a shared environment: the commit's migrations, after a backup, with promote's rights and locks."""
     from deploy.flows import db
 
     db.migrate(services(), env, yes)
@@ -314,8 +315,9 @@ def hosts_releases(c, env):
                             "yes": YES_PROTECTED})
 @guarded
 def hosts_release(c, env, sha=None, yes=False):
-    """Release an already-built artifact to every host in parallel (promote does this after the gate);
-    promote's approvals of the commit and its locks apply."""
+    """Release an already-built artifact to every host in parallel (promote does this after the gate).
+
+    Promote's approvals of the commit and its locks apply."""
     from deploy.flows import hosts
 
     hosts.release(services(), env, sha, yes)
@@ -344,8 +346,9 @@ def shopify_versions(c, env, json=False):
                            "message": "version message (<= 200 characters)", "yes": YES_PROTECTED})
 @guarded
 def shopify_deploy(c, env, version=None, message=None, yes=False):
-    """Push the app's Shopify configuration and extensions as a new version and release it (on a shared
-    environment: the commit's, with promote's approvals of the commit and its locks)."""
+    """Push the app's Shopify configuration and extensions as a new version and release it.
+
+    On a shared environment: the commit's, with promote's approvals of the commit and its locks."""
     from deploy.flows import shopify
 
     shopify.deploy(services(), env, version, message, yes)
@@ -445,8 +448,10 @@ def bootstrap_task(c):
     "force": "replace files that already exist (without it they are kept, and listed)"})
 @guarded
 def init_task(c, app, force=False):
-    """Write the starting files for an existing app: env/<local,staging,production>.toml and .env, the
-    variable matrix (from .env.example and shopify.app*.toml), GitHub workflows, a runbook. Safe to re-run."""
+    """Write an existing app's starting files: settings, variables, workflows, runbooks. Safe to re-run.
+
+    env/<local,staging,production>.toml and .env, the variable matrix (from .env.example and
+    shopify.app*.toml), GitHub workflows (staging, production, rollback, hotfix) and the runbooks."""
     from deploy.flows import init
 
     need(app=app)

@@ -81,7 +81,11 @@ class BootstrapReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        """0 when nothing is wrong; 3 (errors.EXIT_CODES: a tool is not installed) when a required
+        tool is missing, whatever else failed because of it; else 1."""
+        if self.ok:
+            return 0
+        return 3 if any(a.status == "missing" and a.required for a in self.actions) else 1
 
     def action(self, name: str) -> Action:
         for a in self.actions:

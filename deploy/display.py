@@ -31,7 +31,12 @@ def colour(text: str, word: str | None = None, stream=None) -> str:
         return text
     return f"\x1b[{code}m{text}\x1b[0m"
 
-MIN_COLUMN = 8        # a column is never wrapped narrower than this (or its header's longest word)
+MIN_COLUMN = 8        # a column is never wrapped narrower than this (or its longest word: see WORD)
+WORD = 24             # words up to this long (env names, statuses, release ids) are not cut while the
+                      # table can fit so; longer tokens (URLs, paths) may be, or one would decide the width
+SHORT_WORD = 10       # ... and when it cannot, the longest words go first (16, then 10): words up to
+                      # this long ("production", statuses, flags) are never cut
+_WORD_TIERS = (WORD, 16, SHORT_WORD)
 COMFORTABLE = 18      # before any optional column is dropped, none is wrapped narrower than this
 WIDE = 60             # ... and a `wide` column (the reasons) first not narrower than this
 
@@ -48,8 +53,9 @@ def _natural(rows: list[list[str]], headers: list[str]) -> list[int]:
 def _render(rows, headers, fmt: str, widths: list[int] | None) -> str:
     from tabulate import tabulate
 
+    # Headers wrap too (between their words: each column is at least its header's longest word).
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True,
-                    maxcolwidths=widths if widths else None)
+                    maxcolwidths=widths if widths else None, maxheadercolwidths=widths if widths else None)
 
 
 def _visible_width(text: str) -> int:
@@ -75,13 +81,16 @@ def fit(rows: Sequence[Sequence], headers: Sequence[str], width: int | None, *, 
         table = [[c for i, c in enumerate(r) if i not in empty] for r in table]
     headers = list(headers)
     text = None
-    for floor, wide_floor in ((COMFORTABLE, WIDE), (COMFORTABLE, COMFORTABLE), (MIN_COLUMN, MIN_COLUMN)):
+    # Each pass drops optional columns before the next one wraps narrower or cuts longer words.
+    passes = [(COMFORTABLE, WIDE, WORD), (COMFORTABLE, COMFORTABLE, WORD),
+              *((MIN_COLUMN, MIN_COLUMN, limit) for limit in _WORD_TIERS)]
+    for floor, wide_floor, limit in passes:
         keep = list(range(len(headers)))
         dropped: list[str] = []
         while True:
             h = [headers[i] for i in keep]
             t = [[r[i] for i in keep] for r in table]
-            text = _shrink(t, h, fmt, width, floor, [x in wide for x in h], wide_floor)
+            text = _shrink(t, h, fmt, width, floor, [x in wide for x in h], wide_floor, limit)
             if text is not None or not any(o in h for o in optional):
                 break
             victim = next(o for o in optional if o in h)
@@ -89,12 +98,11 @@ def fit(rows: Sequence[Sequence], headers: Sequence[str], width: int | None, *, 
             dropped.append(victim)
         if text is not None:
             break
-    if text is None:   # even the kept columns at their narrowest are wider: show them anyway
-        text = _render(t, h, fmt, [max(MIN_COLUMN, _word(x)) for x in h])
+    if text is None:   # even the kept columns at their narrowest are wider: show them anyway, words whole
+        text = _render(t, h, fmt, [max(MIN_COLUMN, w) for w in _longest_word(t, h, SHORT_WORD)])
     if dropped:
-        note = (f"(not shown to fit {width} columns: {', '.join(dropped)}; "
-                "a wider terminal or --json shows them)")
-        text += "\n" + "\n".join(textwrap.wrap(note, width=max(20, width or 0)))
+        text += "\n" + note(f"(not shown to fit {width} columns: {', '.join(dropped)}; "
+                            "a wider terminal or --json shows them)", width)
     return text
 
 
@@ -102,8 +110,23 @@ def _word(header: str) -> int:
     return max((len(w) for w in header.split()), default=1)
 
 
+def _longest_word(rows: list[list[str]], headers: list[str], limit: int = WORD) -> list[int]:
+    """Per column: its longest word (header and cells) up to `limit` characters, so wrapping
+    breaks lines between words, never inside one ("producti/on")."""
+    return [max([_word(h), *(len(w) for r in rows for w in r[i].split() if len(w) <= limit)])
+            for i, h in enumerate(headers)]
+
+
+def note(text: str, width: int | None) -> str:
+    """A line under a table (a footnote), wrapped at word boundaries to `width`."""
+    if not width or len(text) <= width:
+        return text
+    return "\n".join(textwrap.wrap(text, width=max(20, width), break_long_words=False, break_on_hyphens=False))
+
+
 def _shrink(rows: list[list[str]], headers: list[str], fmt: str, width: int | None,
-            floor: int = MIN_COLUMN, last: list[bool] | None = None, last_floor: int = MIN_COLUMN) -> str | None:
+            floor: int = MIN_COLUMN, last: list[bool] | None = None, last_floor: int = MIN_COLUMN,
+            limit: int = WORD) -> str | None:
     """The table wrapped to `width`, or None when it cannot get that narrow."""
     text = _render(rows, headers, fmt, None)
     if width is None or _visible_width(text) <= width:
@@ -111,8 +134,9 @@ def _shrink(rows: list[list[str]], headers: list[str], fmt: str, width: int | No
     widths = _natural(rows, headers)
     overhead = _visible_width(text) - sum(widths)
     last = last or [False] * len(widths)
-    floors = [min(w, max(last_floor if wide else floor, _word(h))) for w, h, wide in zip(widths, headers, last)]
     budget = width - overhead
+    words = _longest_word(rows, headers, limit)
+    floors = [min(w, max(last_floor if wide else floor, word)) for w, word, wide in zip(widths, words, last)]
     if sum(floors) > budget:
         return None
     # Take one character at a time from the widest column still above its floor (the

@@ -51,6 +51,10 @@ class Terminal:
     def width(self) -> int:
         return terminal_width()
 
+    def note(self, text: str) -> None:
+        """A footnote under a table, wrapped to the terminal's width."""
+        self.out(display.note(text, self.width()))
+
     def table(self, rows, headers, *, fmt: str = "simple", optional=()) -> str:
         """`rows` as a table that fits the terminal (deploy/display.py: wrap, then drop `optional`)."""
         return display.fit(rows, headers, self.width(), fmt=fmt, optional=optional)

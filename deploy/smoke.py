@@ -325,6 +325,10 @@ def watch(
     start = clock()
     samples: list[Sample] = []
     fired: tuple[str, str] | None = None
+    if window > 0 and min_samples > 0:
+        # A window shorter than interval x min_samples (a local watch of 2 s at the default 2 s)
+        # would take one round: poll often enough that the window holds min_samples rounds.
+        interval = min(interval, window / min_samples)
     if window > 0 and urls:
         while True:
             at = clock() - start

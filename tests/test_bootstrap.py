@@ -139,7 +139,7 @@ def test_missing_node_and_npm_fail_the_run_and_say_how_to_install(local, tmp_pat
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     report = bootstrap(root, settings, {"PATH": str(empty)}, NOW)
-    assert not report.ok and report.exit_code == 1
+    assert not report.ok and report.exit_code == 3     # errors.EXIT_CODES[3]: a tool is not installed
     s = statuses(report)
     assert s["node"] == "missing" and s["npm"] == "missing" and s["shopify"] == "missing"
     assert "nodejs.org" in report.action("node").detail
@@ -155,6 +155,7 @@ def test_failed_seed_is_retried_by_the_next_run(local):
     seed.write_text('console.error("seed: cannot reach the shop fixture"); process.exit(1);\n')
     report = bootstrap(root, settings, environ, NOW)
     assert report.action("seed").status == "failed" and not report.ok
+    assert report.exit_code == 1      # every tool there: a step failed, not a missing tool (3)
     assert "exited 1" in report.action("seed").detail and "cannot reach the shop fixture" in report.action("seed").detail
     seed.write_text(SEED)
     again = bootstrap(root, settings, environ, NOW)

@@ -435,3 +435,51 @@ def test_empty_optional_and_reason_columns_are_left_out_of_a_fitted_table():
                        wide=("reasons",))
     assert text.splitlines()[0].split() == ["kind", "file", "verdict"]
     assert "not shown" not in text
+
+
+# ----------------------------------------------------------------------------- narrow terminals (issue 22 #9)
+
+STATUS_HEADERS = ("env", "release", "sha", "deployed (UTC)", "by", "shopify", "pending migr.", "lock", "last drill",
+                  "overdue secrets", "failed 24h")
+STATUS_OPTIONAL = ("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")
+
+
+@pytest.mark.parametrize("width, envs", [(60, ("local", "staging", "production")),
+                                         (56, ("production", "preview-eu", "qa")),
+                                         (66, ("local", "production-eu", "staging"))],
+                         ids=["60-columns-three-envs", "56-columns-other-names", "66-columns-long-name"])
+def test_status_shaped_tables_keep_short_words_whole_and_fit_the_width(width, envs):
+    rows = [[env, "20261207085718-ec4e8f9", "ec4e8f9a1b2c", "2026-12-07 08:57", "alice", "v12", "?",
+             "held by alice@ci-7 since 08:55", "2026-12-01 10:00 hotfix passed", "SESSION_SECRET, SHOPIFY_API_SECRET",
+             "0"] for env in envs]
+    text = display.fit(rows, STATUS_HEADERS, width, optional=STATUS_OPTIONAL)
+    assert not lines_longer_than(text, width), text
+    tokens = set(text.split())
+    for env in envs:
+        assert env in tokens, f"{env!r} was cut at {width} columns:\n{text}"
+    for word in ("held", "since", "08:55", "pending", "migr.", "overdue", "secrets"):
+        assert word in tokens or word + "," in tokens, f"{word!r} was cut:\n{text}"
+
+
+def test_status_at_60_columns_keeps_words_whole_and_fits_its_notes(project):
+    r = project.invoke("status", extra_env={"COLUMNS": "60", "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x"})
+    text = r.stdout
+    assert not lines_longer_than(text, 60), text
+    for env in ("local", "staging", "production"):
+        if (project.root / f"env/{env}.toml").exists():
+            assert re.search(rf"(^|\s){env}(\s|$)", text, re.M), f"{env} cut:\n{text}"
+
+
+@pytest.mark.parametrize("bad", ['[environment]\nkind = "remot"\n', "not toml at all = = \n", '[nosuch]\nx = 1\n'],
+                         ids=["bad-value", "not-toml", "unknown-section"])
+def test_status_with_an_invalid_settings_file_shows_the_others_and_exits_2(project, bad):
+    envs = sorted(p.stem for p in (project.root / "env").glob("*.toml") if p.stem != "variables")
+    victim = "staging" if "staging" in envs else envs[-1]
+    (project.root / f"env/{victim}.toml").write_text(bad)
+    for args in (("status",), ("status", "--json")):
+        r = project.invoke(*args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and victim in r.stderr, r.stderr
+        for other in envs:
+            if other != victim:
+                assert other in r.stdout, r.stdout

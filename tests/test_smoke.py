@@ -328,3 +328,15 @@ def test_watch_window_zero_polls_nothing(server):
     clock = FakeClock()
     report = _watch([server + "/error"], clock, window=0)
     assert report.ok and report.samples == () and clock.slept == []
+
+
+@pytest.mark.parametrize("window, interval, min_samples", [(2, 2.0, 5), (1, 5.0, 4), (3, 10.0, 6)],
+                         ids=["local-2s-default-interval", "1s-long-interval", "3s-six-samples"])
+def test_watch_polls_over_its_whole_window_even_when_the_interval_is_longer(server, window, interval, min_samples):
+    """A short window (the local environment's) with an interval as long or longer: the watch
+    still takes its samples across the window, not one round (real clock and server)."""
+    report = smoke.watch([server + "/healthz"], window=window, interval=interval, max_error_ratio=0.2,
+                         max_p95_ms=2000, timeout=2, min_samples=min_samples)
+    assert len(report.samples) >= min_samples, report.samples
+    assert report.samples[-1].at >= window * 0.6 and report.duration <= window + 2
+    smoke.require(report)

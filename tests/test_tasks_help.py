@@ -23,6 +23,15 @@ def test_task_has_a_one_line_help_and_every_flag_a_description(name):
     assert not missing, f"{name}: flags without help: {missing}"
 
 
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_line_invoke_list_shows_is_whole_sentences(name):
+    """`invoke --list` shows a docstring's first line: it must end a sentence, not stop mid-way."""
+    from invoke.util import helpline
+
+    line = (helpline(TASKS[name]) or "").rstrip()
+    assert line.endswith((".", ")", "?")), f"{name}: `invoke --list` cuts it: {line!r}"
+
+
 @pytest.mark.slow
 def test_help_of_a_task_prints_its_flags():
     r = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "promote", "--help"],

@@ -7,7 +7,7 @@ import time
 
 from deploy import envs, migrations, secrets
 from deploy.config import environments, load
-from deploy.errors import DeployError
+from deploy.errors import DeployError, SettingsError
 from deploy.flows import shapes
 from deploy.flows.steps import database_url, migrations_dir, sqlite_base
 
@@ -86,6 +86,7 @@ def main(svc, as_json: bool) -> None:
     rows = gather(root, led, svc.environ, led.now())   # the ledger's clock: what its times were written on
     if as_json:
         svc.term.emit_json(shapes.status(rows))
+        _fail_on_invalid_settings(rows)
         return
     table = [(r["env"], r.get("release") or "-", r.get("sha") or "-", (r.get("deployed_at") or "-")[:16].replace("T", " "), r.get("by") or "-",
               r.get("shopify_version") or "-", _pending_cell(r),
@@ -97,4 +98,16 @@ def main(svc, as_json: bool) -> None:
                               "lock", "last drill", "overdue secrets", "failed 24h"),
                       optional=("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")))
     if any(r.get("pending_migrations_error") for r in rows):
-        svc.term.out("?: the database cannot be read from here (`invoke status --json` says why)")
+        svc.term.note("?: the database cannot be read from here (`invoke status --json` says why)")
+    _fail_on_invalid_settings(rows)
+
+
+def _fail_on_invalid_settings(rows: list[dict]) -> None:
+    """After the other environments were shown: an invalid settings file is an error (exit 2),
+    not only a cell, so a script or CI step that runs `invoke status` notices it."""
+    bad = [r for r in rows if "error" in r]
+    if bad:
+        raise SettingsError(
+            f"Settings of {', '.join(r['env'] for r in bad)} are invalid: "
+            + "; ".join(f"{r['env']}: {r['error']}" for r in bad),
+            "Fix the file named above (`invoke env.check --env=<name>` checks it alone), then run again.")
