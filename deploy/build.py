@@ -549,7 +549,17 @@ def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache
     later: list[threading.Thread] = []   # clean-ups that may overlap the pack (_swap_in_prod)
     known: dict[tuple[int, int, int, int], str] = {}   # sha256 of files linked from the cache
     try:
-        ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds, later=later, known=known)
+        try:
+            ran = _run_recipe(app, plan, child_env, limit, cache_root, contract.keep_builds, later=later, known=known)
+            if cache_root is not None:   # bounded by size too (one entry is hundreds of MB)
+                prune_deps_cache_to_size(cache_root, contract.cache_max_mb)
+        except BuildFailed:
+            if cache_root is not None and (app / DEPS).is_dir():
+                # The failed build's install is in the cache (`_keep_install`): the checkout need not
+                # keep hundreds of MB, and a retry in it links the cache instead of a second `npm ci`
+                # (an existing node_modules is never taken for the cache's).
+                _fs(["rm", "-rf", str(app / DEPS)], "removing a failed build's node_modules")
+            raise
         for rel in plan.include:
             if not (app / rel).exists():
                 raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
@@ -1181,10 +1191,14 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
         if worker is not None:
             worker.start()
         try:
-            ran += [_step(argv, app, env, timeout) for argv in rest]
-        finally:
-            if worker is not None:
-                worker.join()
+            try:
+                ran += [_step(argv, app, env, timeout) for argv in rest]
+            finally:
+                if worker is not None:
+                    worker.join()
+        except BuildFailed:
+            _keep_install(tmp, side, entry, full_stamp if tmp is not None else None)
+            raise
         pruned = bool(beside and beside[0])
         if tmp is not None and tree_stamp(tmp / "full") == full_stamp:
             (tmp / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
@@ -1209,6 +1223,19 @@ def _run_recipe(app: Path, plan: Recipe, env: Mapping[str, str], timeout: float,
     if tmp is not None:
         prune_deps_cache(cache_root, keep, protect=(key,))
     return ran
+
+
+def _keep_install(tmp: Path | None, side, entry: Path | None, full_stamp) -> None:
+    """The build failed after a good install: keep the install's copy as the cache entry (its
+    `full` tree, no `prod`), so the retry after a fix links it instead of installing again."""
+    if tmp is None or entry is None or not (tmp / "full").is_dir() or tree_stamp(tmp / "full") != full_stamp:
+        return
+    with contextlib.suppress(BuildFailed, OSError):
+        if side is not None:
+            _fs(["rm", "-rf", str(side[0])], "clearing a cache fill")
+        (tmp / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
+        os.rename(tmp, entry)   # complete entries only; a concurrent filler's wins
+        _touch(entry)
 
 
 @dataclass(frozen=True)
@@ -1351,6 +1378,52 @@ def prune_deps_cache(cache_root: str | Path, keep: int, protect: Iterable[str] =
     doomed = [name for _, name in rows[max(1, keep):] if name not in protect]
     for name in doomed:
         _fs(["rm", "-rf", str(root / name)], "pruning the dependency cache")
+    return doomed
+
+
+def tree_bytes(root: str | Path) -> int:
+    """Bytes a folder takes on disk (allocated blocks), each hard-linked file once (the cache's
+    entries and the checkouts share files with `cp -al`)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def prune_deps_cache_to_size(cache_root: str | Path, max_mb: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete least recently used dependency cache entries (never a protected key, nor the most
+    recently used one) until the cache takes at most `max_mb` MB; returns the keys removed."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return []
+    rows = []
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            try:
+                used = (d / "used").stat().st_mtime
+            except OSError:
+                used = 0.0
+            rows.append((used, d.name, tree_bytes(d)))
+    total = sum(r[2] for r in rows)
+    doomed = []
+    protect = set(protect) | {max(rows)[1]} if rows else set(protect)
+    for used, name, size in sorted(rows):          # oldest use first
+        if total <= max_mb * 1024 * 1024:
+            break
+        if name in protect:
+            continue
+        _fs(["rm", "-rf", str(root / name)], "pruning the dependency cache to app.cache_max_mb")
+        total -= size
+        doomed.append(name)
     return doomed
 
 

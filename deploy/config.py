@@ -103,6 +103,7 @@ class AppSection:
     # node version, platform and install/prune argv: .deploy/cache/deps/<key> under the
     # project root (keep_builds entries kept). The artifact is the same bytes either way.
     deps_cache: bool = True
+    cache_max_mb: int = 2048               # the dependency cache is pruned, least recently used first, to this size
 
 
 @dataclass(frozen=True)
@@ -552,3 +553,6 @@ def _check_app(s: Settings) -> None:
         raise SettingsError(f"{f}: app.ready_timeout and app.build_timeout must be more than 0 seconds.")
     if not 1 <= a.keep_builds <= 100:
         raise SettingsError(f"{f}: app.keep_builds = {a.keep_builds} is out of range.", "Use a value from 1 to 100.")
+    if not 100 <= a.cache_max_mb <= 1_000_000:
+        raise SettingsError(f"{f}: app.cache_max_mb = {a.cache_max_mb} is out of range.",
+                            "Use a size in MB from 100 (one app's install) to 1000000.")

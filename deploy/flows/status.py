@@ -99,7 +99,31 @@ def main(svc, as_json: bool) -> None:
                       optional=("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")))
     if any(r.get("pending_migrations_error") for r in rows):
         svc.term.note("?: the database cannot be read from here (`invoke status --json` says why)")
+    usage = deploy_usage(root)
+    if usage:
+        svc.term.note(".deploy on this machine: " + usage)
     _fail_on_invalid_settings(rows)
+
+
+def _mb(n: int) -> str:
+    if n >= 1024 ** 3:
+        return f"{n / 1024 ** 3:.1f} GB"
+    return f"{n / 1024 ** 2:.0f} MB" if n >= 1024 ** 2 else f"{n // 1024} KB"
+
+
+def deploy_usage(root) -> str:
+    """What .deploy takes on disk, in total and its largest parts ("" when there is none):
+    kept bounded by app.keep_builds (artifacts, checkouts) and app.cache_max_mb (dependency cache)."""
+    from deploy.build import tree_bytes
+
+    top = root / ".deploy"
+    if not top.is_dir():
+        return ""
+    parts = [(name, tree_bytes(top / sub)) for name, sub in (("artifacts", "artifacts"), ("checkouts", "src"),
+                                                             ("dependency cache", "cache"), ("backups", "backups"))
+             if (top / sub).is_dir()]
+    total = tree_bytes(top)
+    return _mb(total) + (" (" + ", ".join(f"{n} {_mb(b)}" for n, b in parts if b) + ")" if parts else "")
 
 
 def _fail_on_invalid_settings(rows: list[dict]) -> None:
