@@ -30,10 +30,13 @@ def repo_of(app_dir: Path) -> tuple[Path, str]:
     return top, os.path.relpath(app_dir.resolve(), top)
 
 
-def checkout(app_dir: Path, sha: str, dest_root: Path) -> Path:
-    """Extract `app_dir` as of `sha` under `dest_root/<sha>/` (once) and return its path."""
+def checkout(app_dir: Path, sha: str, dest_root: Path, name: str | None = None) -> Path:
+    """Extract `app_dir` as of `sha` under `dest_root/<name>/` (once; default name: the SHA)
+    and return its path. A checkout is also where its build runs, so the flows name it by
+    the build's key (deploy.build.BuildKey: commit, app folder, contract): two apps of one
+    repository, or one app under two contracts, never share one."""
     top, rel = repo_of(app_dir)
-    target = dest_root / sha
+    target = dest_root / (name or sha)
     app = target / rel if rel != "." else target
     if (target / ".complete").exists():
         return app
@@ -77,9 +80,10 @@ def commit_time(app_dir: Path, sha: str):
 
 def prune(dest_root: Path, keep: int, protect=()) -> list[str]:
     """Delete all but the newest `keep` finished checkouts under `dest_root` (a real app's
-    source plus node_modules is hundreds of MB per commit), never one whose SHA is in
-    `protect`; returns the SHAs removed. Checkouts still being extracted (hidden temp
-    folders) belong to a running build and are left alone."""
+    source plus node_modules is hundreds of MB per commit), never one of a commit whose SHA
+    is in `protect` (a checkout's name starts with its SHA); returns the names removed.
+    Checkouts still being extracted (hidden temp folders) belong to a running build and are
+    left alone."""
     if keep < 1:
         raise SettingsError(f"keep = {keep}: at least 1 checkout must be kept.", "Use app.keep_builds >= 1.")
     if not dest_root.is_dir():
@@ -91,7 +95,7 @@ def prune(dest_root: Path, keep: int, protect=()) -> list[str]:
             done.append((marker.stat().st_mtime, d.name))
     done.sort(reverse=True)
     protect = set(protect)
-    doomed = [sha for _, sha in done[keep:] if sha not in protect]
-    for sha in doomed:
-        shutil.rmtree(dest_root / sha, ignore_errors=True)
+    doomed = [name for _, name in done[keep:] if name.split("-", 1)[0] not in protect]
+    for name in doomed:
+        shutil.rmtree(dest_root / name, ignore_errors=True)
     return doomed

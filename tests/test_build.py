@@ -82,7 +82,8 @@ def test_second_build_of_the_same_commit_reuses_the_artifact_without_npm(example
     assert not first.reused
     assert first.commands == ("npm run build",)   # no dependencies: nothing to install or prune
     assert first.artifact.path == store / f"{first.artifact.sha256}.tar.gz"
-    assert json.loads((store / "by-sha" / f"{SHA_A}.json").read_text())["sha256"] == first.artifact.sha256
+    index = json.loads((store / "builds" / f"{b.build_key(SHA_A).name}.json").read_text())
+    assert index["sha256"] == first.artifact.sha256 and index["app_folder"] == "."
     mtime = first.artifact.path.stat().st_mtime_ns
 
     # Evidence that npm does not run again: its output folder is gone and the build
@@ -343,11 +344,15 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
         out.mkdir()
         (out / "f.txt").write_text(sha)
         art = b.pack(out, store, git_sha=sha, built_at=f"2024-03-0{i + 1}T00:00:00Z", release_id=f"r{i}")
-        b._write_index(store, art)
+        b._write_index(store, art, b.build_key(sha))
+    # An index of the older layout (one build per commit) is never read, and pruned.
+    (store / "by-sha").mkdir()
+    (store / "by-sha" / f"{shas[4]}.json").write_text(json.dumps({"git_sha": shas[4], "sha256": "0" * 64,
+                                                                  "built_at": "2024-01-01T00:00:00Z"}))
     removed = b.prune(store, keep=2, protect=[shas[0]])
-    assert sorted(removed) == sorted(shas[1:3])
+    assert sorted(removed) == sorted(b.build_key(sha).name for sha in shas[1:3])
     assert [sha for sha in shas if b.find(store, sha)] == [shas[0], shas[3], shas[4]]
-    assert len(list(store.glob("*.tar.gz"))) == 3
+    assert len(list(store.glob("*.tar.gz"))) == 3 and list((store / "by-sha").iterdir()) == []
     assert b.prune(store, keep=2, protect=[shas[0]]) == []
 
 
@@ -359,7 +364,7 @@ def test_prune_leaves_a_concurrent_runs_pack_and_unindexed_tarball_alone(tmp_pat
     packed = store / f"{'e' * 64}.tar.gz"                 # packed, its index not written yet
     for f in (live, dead, packed):
         f.write_bytes(b"x")
-    (store / "by-sha").mkdir()
+    (store / "builds").mkdir()
     with b._lock(store / ".locks" / "store.lock", shared=True):   # what build() holds from pack to index
         b.prune(store, keep=1)
         assert live.exists() and packed.exists() and not dead.exists()

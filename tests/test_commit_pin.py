@@ -134,7 +134,7 @@ def test_gate_evidence_and_promote_name_the_app_repositorys_commit(split):
     assert r.returncode == 0, r.stdout + r.stderr
     run = project.ledger().runs("local")[0]
     assert run.sha == app_head
-    assert (project.root / ".deploy/src" / app_head).is_dir()
+    assert [p.is_dir() for p in (project.root / ".deploy/src").glob(f"{app_head}-*")] == [True]
 
 
 def test_rollback_db_down_runs_the_down_sql_of_the_rolled_back_commit(project):

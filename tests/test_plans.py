@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy import config, hosts, shopify
+from deploy.build import build_key
 from deploy.engine import Plan, Step
 from deploy.flows import promote
 
@@ -88,7 +89,9 @@ def staging_with_checkout(tmp_path):
     (app).mkdir()
     (app / "package.json").write_text('{"name": "a", "scripts": {"build": "true", "start": "node server.js"}}')
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    src = tmp_path / ".deploy" / "src" / SHA
+    s = settings("staging", hosts={"hosts": ("deploy@h1.internal", "deploy@h2.internal:2202")},
+                 database={"url": ""})
+    src = tmp_path / ".deploy" / "src" / build_key(SHA, "app", s.app).name   # the checkout of this build
     for m in ("20250101000000_init", "20250301000000_shop_tier"):
         d = src / "app" / "prisma/postgres/migrations" / m
         d.mkdir(parents=True)
@@ -121,7 +124,7 @@ def test_dry_run_shows_the_commands_per_host_and_the_migration_files(staging_wit
         "prisma/postgres/migrations/20250301000000_shop_tier/migration.sql"]
     assert all("the database was not read" in m.what for m in migrate)  # no URL here: said, not guessed
     shop = [t.what for t in dict(p.touches())["shopify"]]
-    app = s.root / ".deploy/src" / SHA / "app"
+    app = s.root / ".deploy/src" / build_key(SHA, "app", s.app).name / "app"
     assert shop[-1] == shlex.join(shopify.deploy_argv(s.shopify, RID, f"occ-deploy {RID} ({SHA[:12]})", "", path=app))
     build = [t.what for t in dict(p.touches())["build"]]
     assert "npm run build" in build or any(c.endswith("run build") for c in build)

@@ -236,9 +236,11 @@ def test_old_builds_and_checkouts_are_pruned_but_never_live_or_previous(project)
     store = project.root / ".deploy/artifacts"
     # keep_builds = 1 keeps the newest build; the live and previous releases' builds (as the
     # ledger had them when the last build ran) are kept too: a rollback needs them.
-    assert sorted(p.stem for p in (store / "by-sha").glob("*.json")) == sorted(shas[1:])
+    # (indexes and checkouts are named <git sha>-<digest of app folder and contract>)
+    assert sorted(p.stem.split("-")[0] for p in (store / "builds").glob("*.json")) == sorted(shas[1:])
     assert len(list(store.glob("*.tar.gz"))) == 3
-    assert sorted(p.name for p in (project.root / ".deploy/src").iterdir() if not p.name.startswith(".")) == sorted(shas[1:])
+    assert sorted(p.name.split("-")[0] for p in (project.root / ".deploy/src").iterdir()
+                  if not p.name.startswith(".")) == sorted(shas[1:])
     led, run = last_run(project)
     assert "pruned 2 old build(s)" in {s.name: s.result for s in led.steps(run.id)}["build"]   # artifact + checkout
 

@@ -409,7 +409,8 @@ def test_a_promotion_installs_once_and_the_shopify_step_links_the_builds_full_in
     r, npm = deps_promotion()
     assert [ln for ln in npm if ln.startswith("ci ")] == ["ci NPM_TOKEN=set"]    # the build's, only
     assert "dependency cache" in _shopify_step(project).result
-    app = project.root / ".deploy/src" / project.head / "examples/app"
+    (src,) = (project.root / ".deploy/src").glob(f"{project.head}-*")   # the build's checkout
+    app = src / "examples/app"
     dev = app / "node_modules/devtool/index.js"                # the CLI builds with dev dependencies
     cached = list((project.root / ".deploy/cache/deps").glob("*/full/node_modules/devtool/index.js"))
     assert len(cached) == 1 and dev.stat().st_ino == cached[0].stat().st_ino
@@ -422,4 +423,5 @@ def test_without_the_cache_the_shopify_step_runs_the_builds_install_in_the_build
     # The build's install, then the same one for the Shopify CLI: both see app.build_env's NPM_TOKEN.
     assert [ln for ln in npm if ln.startswith("ci ")] == ["ci NPM_TOKEN=set", "ci NPM_TOKEN=set"]
     assert _shopify_step(project).result.endswith("installed dependencies (npm ci --no-audit --no-fund)")
-    assert (project.root / ".deploy/src" / project.head / "examples/app/node_modules/devtool/index.js").is_file()
+    (src,) = (project.root / ".deploy/src").glob(f"{project.head}-*")   # the build's checkout
+    assert (src / "examples/app/node_modules/devtool/index.js").is_file()

@@ -10,7 +10,7 @@ from deploy import build, hosts
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes
 from deploy.flows.common import app_sha
-from deploy.flows.steps import artifacts_dir
+from deploy.flows.steps import find_artifact
 
 
 def _remote(svc, env: str):
@@ -52,7 +52,7 @@ def release(svc, env: str, sha: str | None, yes: bool = False) -> None:
     with promote's rights for `sha`, its locks and, on a protected environment, its question (flows/rights.py)."""
     s = _remote(svc, env)
     full = app_sha(s, sha)
-    art = build.find(artifacts_dir(s), full)
+    art = find_artifact(s, full)
     if art is None:
         raise SettingsError(f"No artifact has been built for {full[:12]}.",
                             f"Build it through a promotion (invoke promote --to={env} --sha={full[:12]}), "

@@ -85,9 +85,22 @@ def sqlite_base(s: Settings, app: Path | None = None) -> Path:
 
 
 def source_dir(s: Settings, sha: str) -> Path:
-    """The app folder as of commit `sha` (`git archive`, extracted once under .deploy/src):
-    where a promotion reads its migrations and Shopify config, never the working tree."""
-    return checkout(s.app_dir, sha, s.root / ".deploy" / "src")
+def build_key(s: Settings, sha: str) -> b.BuildKey:
+    """What the environment's build of `sha` is made from (commit, app folder in its
+    repository, [app] contract): the name of its artifact and of its checkout."""
+    _, rel = repo_of(s.app_dir)
+    return b.build_key(sha, rel, s.app)
+
+
+def find_artifact(s: Settings, sha: str):
+    """The stored artifact of the environment's build of `sha`, or None."""
+    return b.find(artifacts_dir(s), build_key(s, sha))
+
+
+    """The app folder as of commit `sha` (`git archive`, extracted once under
+    .deploy/src/<build key>): where a promotion builds and reads its migrations and Shopify
+    config, never the working tree."""
+    return checkout(s.app_dir, sha, s.root / ".deploy" / "src", build_key(s, sha).name)
 
 
 def checkout_if_there(s: Settings, sha: str) -> Path | None:
@@ -96,8 +109,8 @@ def checkout_if_there(s: Settings, sha: str) -> Path | None:
     try:
         top, rel = repo_of(s.app_dir)
     except DeployError:
+        target = s.root / ".deploy" / "src" / build_key(s, sha).name
         return None
-    target = s.root / ".deploy" / "src" / sha
     return (target / rel if rel != "." else target) if (target / ".complete").exists() else None
 
 
@@ -352,12 +365,13 @@ def gate(s: Settings, sha: str) -> Step:
 def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
     def run(ctx: StepContext):
         store = artifacts_dir(s)
-        art = b.find(store, sha)
+        key = build_key(s, sha)
+        art = b.find(store, key)
         reused = art is not None
         if art is None:
-            src = checkout(s.app_dir, sha, s.root / ".deploy" / "src")
+            src = source_dir(s, sha)
             result = b.build(src, sha, store, contract=s.app, now=commit_time(s.app_dir, sha),
-                             app_folder=s.app_dir)
+                             app_folder=s.app_dir, key=key)
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
             staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
@@ -366,7 +380,10 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
                 raise BuildFailed(
                     f"The artifact for {sha[:12]} is {art.sha256[:16]}, but {s.environment.staging_env} tested "
                     f"{want[:16]}: production must get exactly what staging proved.",
-                    "Find out why the artifact changed (.deploy/artifacts), or promote this build to staging again.",
+                    "Find out why the artifact changed (.deploy/artifacts; a build is keyed by commit, "
+                    f"environment.app_dir and the [app] build keys {', '.join(b.CONTRACT_FIELDS)}, which must be "
+                    f"the same in {s.file.name} and {s.environment.staging_env}.toml), or promote this build to "
+                    "staging again.",
                 )
         ctx.put(ArtifactFacts.of(art))
         keep = {sha, *kept_shas(s, ledger)}
@@ -376,11 +393,12 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
                 + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
 
     def shows() -> list[Touch]:
-        art = b.find(artifacts_dir(s), sha)
+        art = find_artifact(s, sha)
         if art is not None:
             return [Touch("local", f"reuse {art.path} (sha256 {art.sha256}), built for {sha[:12]}")]
         src = checkout_if_there(s, sha)
-        out = [] if src else [Touch("local", f"git archive {sha} (the app folder) -> .deploy/src/{sha}")]
+        name = build_key(s, sha).name
+        out = [] if src else [Touch("local", f"git archive {sha} (the app folder) -> .deploy/src/{name}")]
         where = "local" if src else "local, read from the app folder now; the commit's own at run time"
         out += [Touch(where, _argv(c)) for c in b.build_commands(src or s.app_dir, s.app)]
         return out + [Touch("local", f"pack -> {artifacts_dir(s)}/<sha256>.tar.gz")]
