@@ -41,16 +41,22 @@ def exit_codes(fn):
     "no_rollback": "on failure, leave the deploy in place for diagnosis (recorded); undo later with --abort",
     "break_lock": "with --resume/--abort: take over the killed run's lock even though its holder ran on another "
                   "machine; refused unless that holder has shown no sign of life for 2 min (holder and age shown)",
-})
+    "skip_host": "with --abort: a host that cannot be reached (user@host:port; repeat or comma-separate): undo on "
+                 "the others, record it as skipped and print the command that brings it in line once it is back",
+    "accept_destructive": "a destructive migration (drop, rename, type change, SET NOT NULL, data rewrite) that has "
+                          "no down.sql, accepted by name (repeat for several): an undo can then only restore the "
+                          "backup, and asks before discarding rows written since",
+}, iterable=["skip_host", "accept_destructive"])
 @guarded
 @exit_codes
 def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
-            no_rollback=False, break_lock=False):
+            no_rollback=False, break_lock=False, skip_host=None, accept_destructive=None):
     """Promote a commit to an environment: gate, build, backup, migrate, release, Shopify, smoke, watch."""
     from deploy.flows import promote as flow
 
     flow.main(services(), to, sha=sha, dry_run=dry_run, skip_shopify=skip_shopify, resume=resume, abort=abort, yes=yes,
-              no_rollback=no_rollback, break_lock=break_lock)
+              no_rollback=no_rollback, break_lock=break_lock, skip_hosts=skip_host or (),
+              accept_destructive=tuple(accept_destructive or ()))
 
 
 @task(help={
@@ -60,14 +66,17 @@ def promote(c, to, sha=None, dry_run=False, skip_shopify=False, resume=False, ab
     "skip_shopify": "leave the Shopify app version as it is",
     "dry_run": "print the plan and change nothing",
     "yes": "answer yes to every confirmation",
-})
+    "skip_host": "a host that cannot be reached (user@host:port; repeat or comma-separate): roll back the others, "
+                 "record it as skipped and print the command that brings it in line once it is back",
+}, iterable=["skip_host"])
 @guarded
 @exit_codes
-def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False):
+def rollback(c, env, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False, skip_host=None):
     """Put the previous (or a named) release back: hosts, Shopify version, optionally the database; then smoke."""
     from deploy.flows import rollback as flow
 
-    flow.main(services(), env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes)
+    flow.main(services(), env, to=to, db=db, skip_shopify=skip_shopify, dry_run=dry_run, yes=yes,
+              skip_hosts=skip_host or ())
 
 
 @task(help={"json": JSON})
@@ -92,13 +101,16 @@ def approve(c, env, by, role, sha=None, note=None):
 
 
 # ----------------------------------------------------------------------------- lock
-@task(name="release", help={"env": ENV, "force": "break a lock whose holder is dead or older than lock.max_age_minutes"})
+@task(name="release", iterable=["skip_host"],
+      help={"env": ENV, "force": "break a lock whose holder is dead or older than lock.max_age_minutes",
+            "skip_host": "a host that cannot be reached (user@host:port; repeat or comma-separate): release the "
+                         "ledger lock and the other hosts' locks, leave its lock for when it is back"})
 @guarded
-def lock_release(c, env, force=False):
+def lock_release(c, env, force=False, skip_host=None):
     """Break a stale lock of an environment (needs --force)."""
     from deploy.flows import lock
 
-    lock.release(services(), env, force=force)
+    lock.release(services(), env, force=force, skip_hosts=skip_host or ())
 
 
 @task(name="status", help={"env": "only this environment (default: all)", "json": JSON})

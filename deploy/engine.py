@@ -113,6 +113,9 @@ class Plan:
     failed_status: str = "rolled_back"  # a failure whose undo finished ("failed" for one-step tasks: nothing to undo)
     resume_cmd: str | None = None     # the command that finishes a killed run, for hints
     abort_cmd: str | None = None      # the command that undoes a killed run, for hints
+    # Checked once the lock is held, before the run is recorded: raises when what the plan was
+    # built from (and a person confirmed) no longer holds (deploy.errors.PlanChanged).
+    guard: Callable[[], None] | None = None
 
     def _index(self, name: str) -> int:
         for i, s in enumerate(self.steps):
@@ -370,6 +373,8 @@ class Runner:
         # Lock first, with no run id yet: a refused lock leaves no run behind.
         self.ledger.acquire_lock(plan.env, run_id=None, purpose=plan.flow)
         try:
+            if plan.guard is not None:
+                plan.guard()
             run_id = self.ledger.start_run(env=plan.env, flow=plan.flow, sha=plan.sha, steps=names,
                                            args=plan.args, release_id=plan.release_id)
             self.ledger.bind_lock(plan.env, run_id)

@@ -14,6 +14,7 @@
     ├── SmokeFailed             smoke checks or watch triggers failed
     ├── ApprovalMissing         required approvals or a staging run are missing
     └── Aborted                 the user declined a confirmation
+        └── PlanChanged         the live state a confirmed plan showed changed before it ran
 
 Tasks turn a DeployError into one paragraph on stderr and a non-zero exit (EXIT_CODES
 below; README "Exit codes" is checked against it); any other exception is a bug and keeps
@@ -159,3 +160,8 @@ class ApprovalMissing(DeployError):
 
 class Aborted(DeployError):
     exit_code = 7
+
+
+class PlanChanged(Aborted):
+    """What a confirmed plan showed as live changed before it ran (another run released): nothing
+    was done; the operator looks again. Exit 7: the confirmation given no longer holds."""

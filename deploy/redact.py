@@ -45,8 +45,10 @@ class Secret(str):
     __slots__ = ()
 
     def __new__(cls, value: str):
-        self = super().__new__(cls, value)
-        register(value)
+        # str(Secret) is the mask: a Secret made from a Secret must copy its value, not "***".
+        plain = str.__str__(value) if isinstance(value, str) else value
+        self = super().__new__(cls, plain)
+        register(plain)
         return self
 
     def reveal(self) -> str:

@@ -166,7 +166,7 @@ def rollback_plan(led, s=None, **kw) -> Plan:
 
 def test_rollback_steps_mirror_promotes_changing_steps_and_go_back_to_the_previous_release(two_releases):
     p = rollback_plan(two_releases)
-    assert names(p) == ["release", "shopify", "database", "smoke", "record"]
+    assert names(p) == ["check", "release", "shopify", "database", "smoke", "record"]
     assert p.release_id == "20260101000000-aaaaaaa" and dict(p.header)["from"] == "20260102000000-bbbbbbb"
     shown = p.commands()
     for host in settings("staging").hosts.hosts:

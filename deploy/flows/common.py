@@ -124,7 +124,8 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
             f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
     # Every step that changes an environment has an undo, so the steps undone are the changes.
     undone = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.undo_status == "undone")
-    if outcome.status == "rolled_back" and undone == 0:
+    done = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.status == "done")
+    if outcome.status == "rolled_back" and undone == 0 or outcome.status == "failed_in_place" and done == 0:
         fate = "nothing had been changed yet"
     elif outcome.status == "rolled_back" and undone:
         fate = f"the {undone} step(s) that had changed something were undone"
@@ -146,3 +147,51 @@ def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
 
 def now() -> float:
     return time.time()
+
+
+# ----------------------------------------------------------------------------- hosts that cannot be reached
+
+def skipping_hosts(s, names):
+    """(settings without the hosts `--skip-host` names, their full names); unchanged without names."""
+    import dataclasses
+
+    if not names:
+        return s, []
+    if s.is_local or not s.hosts.hosts:
+        raise SettingsError(f"--skip-host: the {s.name} environment has no hosts.", "Drop --skip-host.")
+    from deploy import hosts
+
+    section, skipped = hosts.skipping(s.hosts, names, s.app)
+    return dataclasses.replace(s, hosts=section), skipped
+
+
+def bring_back(s, release: str | None) -> str:
+    """The commands that put a host skipped with --skip-host on `release` once it answers again
+    (a lock a finished run left there goes first)."""
+    to = f" --to={release}" if release else ""
+    return f"`invoke lock.release --env={s.name} --force`, then `invoke hosts.rollback --env={s.name}{to}`"
+
+
+def record_skipped(svc, led, s, run_id: str, args: dict, skipped: list[str]) -> None:
+    """The run's arguments in the ledger name the skipped hosts; the operator is told how to
+    bring each in line."""
+    from deploy import facts
+
+    led.update_run(run_id, args=facts.dumps({**args, "skip_hosts": list(skipped)}))
+    live = (led.live_release(s.name) or {}).get("release_id")
+    for h in skipped:
+        svc.term.out(f"{h}: skipped (--skip-host, recorded in run {run_id}); nothing was changed there. Once it "
+                     f"answers again, bring it in line with {bring_back(s, live)}.")
+
+
+def still_live(led, env: str, shown: dict) -> None:
+    """PlanChanged unless the ledger's live release (id and commit) is still the one a person
+    was shown before confirming; read under the environment's lock."""
+    from deploy.errors import PlanChanged
+
+    now = led.live_release(env) or {}
+    if (now.get("release_id"), now.get("sha")) != (shown.get("release_id"), shown.get("sha")):
+        raise PlanChanged(
+            f"{env} changed after the plan was shown: it said {shown.get('release_id') or 'no release'} is live, the "
+            f"ledger now says {now.get('release_id') or 'none'}. Nothing was changed.",
+            f"Look again (`invoke status`), then run it again to confirm a plan of what is live now.")

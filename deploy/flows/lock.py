@@ -5,37 +5,63 @@ from __future__ import annotations
 import time
 
 from deploy import hosts
-from deploy.flows import shapes
+from deploy.errors import DeployError, HostFailed, SettingsError
+from deploy.flows import shapes, steps
 
 
-def release(svc, env: str, *, force: bool) -> None:
+def release(svc, env: str, *, force: bool, skip_hosts=()) -> None:
     s = svc.settings(env)
     led = svc.ledger()
+    remote = bool(s.hosts.hosts) and not s.is_local
+    if skip_hosts and not remote:
+        raise SettingsError(f"--skip-host: {s.name} has no hosts.", "Drop --skip-host.")
+    section, skipped = hosts.skipping(s.hosts, skip_hosts, s.app) if remote else (s.hosts, [])
+    locks = []
+    if remote:
+        # Every host answers before anything is released: a lock.release that fails half-way
+        # would say "failed" after it had broken the ledger lock.
+        try:
+            locks = hosts.lock_status(section)
+        except HostFailed as e:
+            e.message = f"Nothing was released: {e.message}"
+            raise steps.with_skip_hint(e, s.name, f"invoke lock.release --env={s.name} --force") from None
     held = led.break_lock(s.name, max_age_seconds=s.lock.max_age_minutes * 60, force=force)
     if held is None:
         svc.term.out(f"{s.name}: no ledger lock held.")
     else:
         svc.term.out(f"{s.name}: broke the ledger lock held by {held.describe()}.")
-    if s.hosts.hosts and not s.is_local:
-        _release_hosts(svc, s, held.run_id if held else None)
+    if remote:
+        _release_hosts(svc, s, section, locks, held.run_id if held else None, led)
+    for name in skipped:
+        svc.term.out(f"{name}: skipped (--skip-host), its lock was not read; once it is back, "
+                     f"`invoke lock.release --env={s.name} --force` removes a lock of a run that has ended.")
 
 
-def _release_hosts(svc, s, dead_run: str | None) -> None:
-    """Host locks of the run whose ledger lock was just broken go too; others only when
-    older than hosts.lock_max_age_minutes (a runner on another machine may hold them)."""
+def _release_hosts(svc, s, section, locks, dead_run: str | None, led) -> None:
+    """Host locks of the run whose ledger lock was just broken, or of a run this ledger knows
+    has ended, go too; others only when older than hosts.lock_max_age_minutes (a runner on
+    another machine, or of another ledger, may hold them)."""
 
-    locks = hosts.lock_status(s.hosts)
     if not locks:
         svc.term.out(f"{s.name}: no host holds a deploy lock.")
         return
-    mine = bool(dead_run) and all(lk.run_id == dead_run for lk in locks)
-    broken = hosts.break_lock(s.hosts, force=mine)
+    ended = {lk.run_id for lk in locks if lk.run_id and (lk.run_id == dead_run or _ended(led, lk.run_id))}
+    mine = all(lk.run_id in ended for lk in locks)
+    broken = hosts.break_lock(section, force=mine)
     for lk in broken:
         svc.term.out(f"{lk.host}: broke the deploy lock of run {lk.run_id or '?'} ({lk.holder})")
     left = [lk for lk in locks if lk.host not in {b.host for b in broken}]
     for lk in left:
         svc.term.out(f"{lk.host}: lock of run {lk.run_id or '?'} ({lk.holder}) kept: it is younger than "
                 f"hosts.lock_max_age_minutes and not the broken run's")
+
+
+def _ended(led, run_id: str) -> bool:
+    """This ledger recorded the run, and it is over (not running): its host locks are left over."""
+    try:
+        return led.run(run_id).status != "running"
+    except DeployError:
+        return False   # another ledger's run: not ours to judge
 
 
 def status(svc, env: str | None, as_json: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timezone
 
@@ -55,8 +56,13 @@ def golive_step(s: Settings, sha: str, environ, ledger):
 
 
 def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
-         no_rollback=False, break_lock=False) -> None:
+         no_rollback=False, break_lock=False, skip_hosts=(), accept_destructive=()) -> None:
     s = svc.settings(env, flag="--to")
+    if skip_hosts and not abort:
+        raise SettingsError("--skip-host only goes with --abort: a promotion (or its --resume) needs every host.",
+                            f"Bring the host back, or undo the run on the others: invoke promote --to={env} --abort "
+                            f"--skip-host=HOST.")
+    s, skipped = common.skipping_hosts(s, skip_hosts)
     if resume and abort:
         raise SettingsError("--resume and --abort contradict each other.", "Pass one of them.")
     if dry_run and (resume or abort):
@@ -70,10 +76,16 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
     if resume or abort:
         led = svc.ledger()
         run = common.unfinished_run(led, s.name, "promote")
-        p = plan(s, ledger=led, environ=svc.environ_for(s.name), **run.args)
+        # --abort: a person is there to say whether rows written since the backup may go (`--yes`
+        # says it without a terminal); an automatic undo (of a failed --resume) asks nobody.
+        ask = (lambda question: svc.term.confirm(question, yes)) if abort else None
+        p = plan(s, ledger=led, environ=svc.environ_for(s.name), confirm=ask,
+                 **{k: v for k, v in run.args.items() if k != "skip_hosts"})
         runner = Runner(led, Console(), rollback=not no_rollback)
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
+        if skipped:
+            common.record_skipped(svc, led, s, run.id, run.args, skipped)
     else:
         full = common.app_sha(s, sha)
         release_id = build.new_release_id(full, datetime.now(timezone.utc))
@@ -84,10 +96,14 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
             svc.term.out("\ndry run: nothing was changed.")
             return
         led = svc.ledger()
-        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name), ledger=led)
+        p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name),
+                 ledger=led, accept_destructive=accept_destructive)
         if s.environment.protected:
-            svc.term.out(p.table() + "\n")
+            shown = led.live_release(s.name) or {}
+            svc.term.out(p.table() + f"\nlive now: {shown.get('release_id') or 'none'}"
+                         + (f" ({shown['sha'][:12]})" if shown.get("sha") else "") + "\n")
             svc.term.confirm(f"Promote {full[:12]} to {s.name}?", yes)
+            p = dataclasses.replace(p, guard=lambda: common.still_live(led, s.name, shown))
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)

@@ -35,10 +35,26 @@ def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
     live = led.live_release(s.name)
     if to:
         return to, (live or {}).get("release_id")
+    unfinished = _unfinished(led, s.name, live)
+    if unfinished:
+        return unfinished
     rels = [r for r in led.releases(s.name, limit=50) if r["status"] in ("superseded",)]
     if rels and live:
         return rels[0]["release_id"], live["release_id"]
     return _from_hosts(s)
+
+
+def _unfinished(led, env: str, live: dict | None) -> tuple[str, str] | None:
+    """(target, fled) of the last rollback when it stopped after the hosts switched (the ledger
+    already says its target is live): running `invoke rollback` again finishes that one, it
+    does not go back one release further."""
+    last = led.runs(env, flow="rollback", limit=1)
+    if not last or last[0].status not in ("failed_in_place", "failed") or not live:
+        return None
+    args = last[0].args or {}
+    if args.get("to") == live["release_id"] and args.get("from") and args["from"] != args["to"]:
+        return args["to"], args["from"]
+    return None
 
 
 def _from_hosts(s: Settings) -> tuple[str | None, str | None]:
@@ -59,15 +75,19 @@ def _from_hosts(s: Settings) -> tuple[str | None, str | None]:
     return (older[-1] if older else None), current
 
 
-def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, environ) -> Plan:
+def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, environ, skipped=()) -> Plan:
     if db not in ("keep", "down", "restore"):
         raise SettingsError(f"--db={db!r} is not one of keep, down, restore.",
                             "keep leaves the database as it is; down runs down.sql of the rolled-back release's "
                             "migrations; restore loads the backup taken before it was deployed.")
     target, current = target_release(s, led, to)
     live = led.live_release(s.name) or {}
-    fled = common.promotion_of(led, s.name, live.get("release_id"))  # what the release being fled recorded
-    target_row = next((r for r in led.releases(s.name, limit=100) if r["release_id"] == target), {})
+    rows = led.releases(s.name, limit=100)
+    # What the release being fled recorded (the live one; `current` when finishing a rollback
+    # that stopped after its switch, which the ledger already records).
+    fled_row = next((r for r in rows if r["release_id"] == current), live) if current else live
+    fled = common.promotion_of(led, s.name, fled_row.get("release_id"))
+    target_row = next((r for r in rows if r["release_id"] == target), {})
 
     shop_skip = "--skip-shopify given" if skip_shopify else shopify.skip_reason(s)
     db_skip = None
@@ -76,10 +96,13 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
     elif db == "keep":
         db_skip = "--db=keep: the database stays as it is (schema changes are backward compatible)"
     # Each step is the way back of the promote step of the same name (deploy/flows/steps.py).
+    blockers = (lambda: []) if db_skip else (
+        lambda: steps.rollback_blockers(s, db, fled, fled_row.get("sha"), current, environ))
     seq = [
-        steps.release_back(s, target, current, environ),
+        steps.rollback_check(s, led, live, current, blockers),
+        steps.release_back(s, target, current, environ, ledger=led, target_known=bool(target_row), skipped=skipped),
         steps.shopify_back(s, target_row.get("shopify_version"), environ, skip=shop_skip),
-        steps.database_back(s, db, fled, live.get("sha"), current, environ, skip=db_skip),
+        steps.database_back(s, db, fled, fled_row.get("sha"), current, environ, skip=db_skip),
         steps.smoke_after(s, target),
         steps.record_rollback(s, led, target, current, target_known=bool(target_row)),
     ]
@@ -87,14 +110,16 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         raise DeployError(f"{s.name} has no earlier release in the ledger to roll back to.",
                           "Name one with --to=RELEASE (see `invoke hosts.releases --env=...`).")
     return Plan("rollback", s.name, seq, sha=target_row.get("sha"), release_id=target,
-                args={"to": target, "db": db, "skip_shopify": skip_shopify},
+                args={"to": target, "from": current, "db": db, "skip_shopify": skip_shopify,
+                      **({"skip_hosts": list(skipped)} if skipped else {})},
                 header=[("environment", s.name), ("from", current or "-"), ("to", target), ("database", db)])
 
 
-def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False) -> None:
+def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False, skip_hosts=()) -> None:
     s = svc.settings(env)
+    s, skipped = common.skipping_hosts(s, skip_hosts)
     led = svc.ledger()
-    p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ_for(s.name))
+    p = plan(s, led, to=to, db=db, skip_shopify=skip_shopify, environ=svc.environ_for(s.name), skipped=skipped)
     if dry_run:
         svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return
@@ -106,4 +131,7 @@ def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False
     common.report(s, led, outcome, title=f"rollback {s.name}", kind="rollback")
     if outcome.ok:
         svc.term.out(f"time to rollback: {outcome.duration:.1f}s")
+    for h in skipped:
+        svc.term.out(f"{h}: skipped (--skip-host, recorded in run {outcome.run_id}); it still serves what it served. "
+                     f"Once it answers again, bring it in line with {common.bring_back(s, p.release_id)}.")
     common.fail_if_not_ok(outcome, led, flow="rollback")

@@ -21,9 +21,10 @@ from deploy.build import start_command
 from deploy.config import Settings
 from deploy.engine import Step, StepContext, Touch
 from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
-                           MigrateFacts, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
-from deploy.errors import ApprovalMissing, BuildFailed, DeployError, LockHeld, MigrationFailed, SettingsError
-from deploy.flows.common import git_dirty
+                           MigrateFacts, MigrationCheck, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
+from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed, LockHeld, MigrationFailed,
+                           PlanChanged, SettingsError)
+from deploy.flows.common import git_dirty, still_live
 from deploy.redact import Secret
 from deploy.services import terminal_width
 from deploy.source import checkout, commit_time, repo_of
@@ -291,12 +292,21 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
     `record`), or by this step's undo, the last of the undo chain; never at the release."""
 
     def run(ctx: StepContext):
-        names = hosts.acquire_lock(s.hosts, run_id=ctx.run_id, release_id=release_id)
+        try:
+            names = hosts.acquire_lock(s.hosts, run_id=ctx.run_id, release_id=release_id)
+        except HostFailed as e:
+            raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
         return f"deploy lock held on {len(names)} host(s)"
 
     def undo(ctx: StepContext):
-        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
-        return f"released on {len(freed)} host(s)" if freed else "this run held no host lock"
+        # A host that cannot be reached must not keep the ledger lock (and with it every
+        # other host) held: its lock, if this run took it, is named and left to lock.release.
+        freed, dead = hosts.release_reachable_locks(s.hosts, run_id=ctx.run_id)
+        note = "released on " + (f"{len(freed)} host(s)" if freed else "no host (this run held none there)")
+        if dead:
+            note += (f"; {', '.join(dead)} could not be reached: a lock of this run there is removed with "
+                     f"`invoke lock.release --env={s.name} --force` once it is back")
+        return note
 
     def finish(ctx: StepContext):
         freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
@@ -308,6 +318,22 @@ def lock_hosts(s: Settings, release_id: str) -> Step:
 
     return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
                 run=run, undo=undo, undo_does="release this run's host locks", finish=finish, shows=shows)
+
+
+def with_skip_hint(err: HostFailed, env: str, again: str) -> HostFailed:
+    """`err` with a hint naming the hosts that could not be reached at all and the command that
+    acts on the others (`again` plus `--skip-host`); unchanged when every host answered."""
+    dead = [r.host for r in err.results if not r.reachable]
+    if not dead:
+        return err
+    skip = " ".join(f"--skip-host={h}" for h in dead)
+    if again.startswith("invoke promote --to=") and "--abort" not in again:
+        then = f"A promotion needs every host; meanwhile `invoke rollback --env={env} {skip}` acts on the others."
+    else:
+        then = f"Or act on the reachable hosts only: `{again} {skip}` (the skipped host is recorded)."
+    err.hint = (f"{', '.join(dead)} cannot be reached over SSH (nothing could be changed there). Bring it back "
+                f"(`invoke hosts.check --env={env}` shows it), then run again. {then}")
+    return err
 
 
 # ----------------------------------------------------------------------------- variables on hosts
@@ -708,8 +734,15 @@ def _release_hosts(s: Settings, release_id: str, environ) -> Step:
     def undo(ctx: StepContext):
         if (ctx.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
-                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
+        try:
+            results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
+                                         env=hosts.hook_env(s.hosts, environ), app=s.app)
+        except HostFailed as e:
+            # An undo's failure is shown by its message alone: the way on goes there.
+            e = with_skip_hint(e, s.name, f"invoke promote --to={s.name} --abort")
+            if any(not r.reachable for r in e.results):
+                e.message += f"\n{e.hint}"
+            raise e from None
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     def shows() -> list[Touch]:
@@ -881,8 +914,11 @@ def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
 # (release, shopify, database = backup + migrate, smoke, record). A rollback is not undone:
 # that would bring back the release being fled; re-running it is safe.
 
-def release_back(s: Settings, target: str, current: str | None, environ) -> Step:
-    """Mirror of `release`: this app's `current` (local) or every host's back to `target`, restarted."""
+def release_back(s: Settings, target: str, current: str | None, environ, *, ledger=None,
+                 target_known: bool = False, skipped=()) -> Step:
+    """Mirror of `release`: this app's `current` (local) or every host's back to `target`, restarted.
+    Hosts on anything but `current` or `target` stop it before any switch (PlanChanged); once
+    switched, the ledger says so at once (`status` is what the hosts serve, whatever fails later)."""
     def run(ctx: StepContext):
         if s.is_local:
             root = local_root(s)
@@ -890,10 +926,16 @@ def release_back(s: Settings, target: str, current: str | None, environ) -> Step
                 local.switch(root, target)
             info = restart_local(s, environ)
             ctx.put(Serving(info.url))
+            _record_back(s, ledger, target, current, target_known)
             return f"{current or '-'} -> {target} ({info.url})"
-        results = hosts.rollback(s.hosts, target or None, run_id=ctx.run_id,
-                                 env=hosts.hook_env(s.hosts, environ), app=s.app)
-        return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
+        try:
+            results = hosts.rollback(s.hosts, target or None, run_id=ctx.run_id,
+                                     env=hosts.hook_env(s.hosts, environ), app=s.app, expect=current)
+        except HostFailed as e:
+            raise with_skip_hint(e, s.name, f"invoke rollback --env={s.name}") from None
+        _record_back(s, ledger, target, current, target_known)
+        return (", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
+                + "".join(f", {h}: skipped (--skip-host)" for h in skipped))
 
     def shows() -> list[Touch]:
         if s.is_local:
@@ -976,13 +1018,79 @@ def smoke_after(s: Settings, target: str) -> Step:
     return Step("smoke", f"HTTP checks against {target}", run=run)
 
 
+def _record_back(s: Settings, ledger, target: str, current: str | None, target_known: bool) -> None:
+    if ledger is None:
+        return
+    if current and current != target:
+        ledger.set_release_status(s.name, current, "rolled_back")
+    if target_known:
+        ledger.set_release_status(s.name, target, "live")
+
+
 def record_rollback(s: Settings, ledger, target: str, current: str | None, *, target_known: bool) -> Step:
-    """Mirror of `record`: the ledger's releases say `target` is live and `current` rolled back."""
+    """Mirror of `record`: the ledger's releases say `target` is live and `current` rolled back
+    (already so since the switch: release_back records it; repeated here for a plan without hosts)."""
     def run(ctx: StepContext):
-        if current:
-            ledger.set_release_status(s.name, current, "rolled_back")
-        if target_known:
-            ledger.set_release_status(s.name, target, "live")
+        _record_back(s, ledger, target, current, target_known)
         return f"{target} live; {current or '-'} rolled back"
 
     return Step("record", "ledger: target live, current rolled back", run=run)
+
+
+def rollback_blockers(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: str | None,
+                      current: str | None, environ) -> list[str]:
+    """What would make the database part of a rollback fail, found before any host switches:
+    --db=down without the list of the fled release's migrations or without a down.sql for one
+    of them; --db=restore without its backup, or with one whose checksum does not verify. Reads
+    only (the database's `_prisma_migrations`, the fled commit's checkout, the backup file)."""
+    if s.database.provider == "none" or db == "keep":
+        return []
+    if db == "restore":
+        b = fled.backup if fled else None
+        if not b or not Path(b).exists():
+            return [f"the backup taken before {current or 'the live release'} is not on this machine "
+                    f"({b or 'none recorded'})"]
+        try:
+            backups.load_backup(b)
+        except DeployError as e:
+            return [e.message]
+        return []
+    if fled is None or fled.migrations_before is None:
+        return [f"the ledger has no record of which migrations {current or 'the live release'} applied (it was not "
+                "made by a promotion that reached migrate), so --db=down cannot tell which to undo"]
+    url = database_url(s, environ)
+    mdir = migrations_dir(s, source_dir(s, fled_sha) if fled_sha else None)
+    before = set(fled.migrations_before)
+    st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+    ours = [n for n in st.applied if n not in before]
+    local = {m.name: m for m in migrations.load_migrations(mdir)}
+    return [f"migration {n} has no down.sql ({s.database.migrations_dir}/{n}/down.sql in {fled_sha[:12] if fled_sha else 'the app'})"
+            for n in ours if not (local.get(n) and local[n].has_down)]
+
+
+def rollback_check(s: Settings, ledger, shown: Mapping, current: str | None, blockers) -> Step:
+    """The first step of a rollback, under the environment's lock: the live release the plan
+    showed (ledger release and commit; for local, `current`) is still the live one, and
+    nothing the rollback needs is missing (`blockers()`). Changes nothing."""
+    def run(ctx: StepContext):
+        still_live(ledger, s.name, shown)
+        if s.is_local and current and local.current(local_root(s)) not in (current, None):
+            raise PlanChanged(f"{s.name}'s current release is {local.current(local_root(s))} now, not {current} "
+                              "as the plan showed. Nothing was changed.", "Run the rollback again.")
+        found = blockers()
+        if found:
+            raise SettingsError("The rollback cannot be completed, so it did not start: " + "; ".join(found) + ".",
+                                f"Use --db=keep (or another --db), or fix the cause; `invoke rollback --env={s.name} "
+                                "--dry-run` lists what is checked.")
+        return f"{shown.get('release_id') or current or '-'} still live; nothing missing"
+
+    def shows() -> list[Touch]:
+        try:
+            found = blockers()
+        except DeployError as e:
+            found = [f"cannot be checked now: {e.message}"]
+        out = [Touch("ledger", f"{shown.get('release_id') or current or '-'} is still live when the lock is held")]
+        return out + [Touch("WARNING", f"refused before any host switches: {b}") for b in found]
+
+    return Step("check", "the live release shown is still live; down.sql / backup present and verified", run=run,
+                shows=shows)

@@ -52,14 +52,15 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHA
                                     log_tail_command, check_command, parse_check, SUPERVISOR, APP_STOPPED_EXIT,
                                     supervisor_path, install_supervisor_command, supervise_command, unit_name,
                                     unit_text, systemd_restart_command, stop_app_command, app_of_command,
-                                    parse_app_of, same_app, start_facts_command, parse_start_facts)
-from deploy.hosts._lock import acquire_lock, release_lock, lock_status, break_lock
+                                    parse_app_of, same_app, start_facts_command, parse_start_facts,
+                                    release_tree_command, parse_release_tree, hash_files_command)
+from deploy.hosts._lock import acquire_lock, release_lock, release_reachable_locks, lock_status, break_lock
 from deploy.hosts._envfile import push_env, restore_env, finish_env, missing_env
-from deploy.hosts._release import release, undo_release, rollback, previous_of
+from deploy.hosts._release import release, undo_release, rollback, previous_of, judge_target
 from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
 from deploy.hosts._supervisor import DOTENV_AWK
 from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
-                                   resolve_login, known_hosts_files, KnownHostsText, parse_known_hosts)
+                                   resolve_login, known_hosts_files, KnownHostsText, parse_known_hosts, skipping)
 from deploy.hosts._upload import TreeEntry, artifact_tree, tree_lines, base_files, delta_plan
 from deploy.hosts._values import (RELEASE_ID, Target, HostResult, HostCheck, HostReleases, LockInfo, HostState,
                                   validate_release_id)
@@ -68,7 +69,7 @@ from deploy.hosts._views import releases, current_release, check
 __all__ = [
     "RELEASE_ID", "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo", "HostState", "validate_release_id",
     "targets", "DEFAULT_USER", "DEFAULT_PORT", "USER_KNOWN_HOSTS", "GLOBAL_KNOWN_HOSTS", "resolve_login",
-    "known_hosts_files", "KnownHostsText", "parse_known_hosts",
+    "known_hosts_files", "KnownHostsText", "parse_known_hosts", "skipping",
     "LOCK_DIR", "LOCK_HELD_EXIT", "CHECKSUM_EXIT", "SHARED_MISSING_EXIT", "DELTA_MISMATCH_EXIT", "SWITCH_FAILED_EXIT",
     "HOOK_FAILED_EXIT", "HEALTH_PENDING_EXIT", "sh", "lock_details", "parse_lock_details", "state_command",
     "parse_state", "lock_command", "unlock_command", "VERIFIED", "MANIFEST_SECTION", "remove_releases_command", "read_lock_command", "unpack_command", "delta_upload_name",
@@ -77,12 +78,13 @@ __all__ = [
     "finish_command", "go_live_command", "health_check_command", "log_tail_command", "check_command", "parse_check",
     "SUPERVISOR", "DOTENV_AWK", "APP_STOPPED_EXIT", "supervisor_path", "install_supervisor_command", "supervise_command",
     "unit_name", "unit_text", "systemd_restart_command", "stop_app_command", "app_of_command", "parse_app_of",
-    "same_app", "start_facts_command", "parse_start_facts",
+    "same_app", "start_facts_command", "parse_start_facts", "release_tree_command", "parse_release_tree",
+    "hash_files_command",
     "MAX_JUMPS", "STDIN_LIMIT", "quick_timeout",
-    "acquire_lock", "release_lock", "lock_status", "break_lock",
+    "acquire_lock", "release_lock", "release_reachable_locks", "lock_status", "break_lock",
     "push_env", "restore_env", "finish_env", "missing_env",
     "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
     "hook_env", "batches", "http_health",
-    "release", "undo_release", "rollback", "previous_of",
+    "release", "undo_release", "rollback", "previous_of", "judge_target",
     "releases", "current_release", "check",
 ]

@@ -560,3 +560,31 @@ def parse_start_facts(text: str) -> tuple[str | None, str | None]:
         elif cur == "package":
             pkg.append(line)
     return sup, ("\n".join(pkg) if cur == "package" or pkg else None)
+
+
+# ---------------------------------------------------------------- a release checked in place
+
+def release_tree_command(t: Target, release_id: str) -> str:
+    """Print a release's entries as the delta's check sees them (files with mode, size, inode
+    and change times), the host's index (VERIFIED) and the release's own RELEASE.json, in
+    sections: what `_release._verify_target` judges before a rollback switches to it."""
+    d = _p(t, "releases", release_id)
+    tree = (f"find . -mindepth 1 \\( -type f -printf {sh('f %m ' + _STAT + ' %P' + chr(92) + 'n')} \\) "
+            "-o \\( -type l -printf 'l %P -> %l\\n' \\) -o \\( -type d -empty -printf 'd %P\\n' \\)")
+    return (f"cd {sh(d)} && echo '== tree' && {tree} && echo '== index' && "
+            f"{{ cat {sh(_p(t, VERIFIED))} 2>/dev/null || true; }} && echo '== manifest' && "
+            f"{{ cat RELEASE.json 2>/dev/null || true; }}")
+
+
+def parse_release_tree(text: str) -> tuple[list[str], list[str], bytes]:
+    """(tree lines, index lines, RELEASE.json bytes) of release_tree_command's output."""
+    head, _, manifest = text.partition("\n== manifest\n")
+    head, _, index = head.partition("\n== index\n")
+    tree = head.split("== tree\n", 1)[-1] if "== tree" in head else ""
+    return ([ln for ln in tree.splitlines() if ln.strip()], [ln for ln in index.splitlines() if ln.strip()],
+            manifest.encode("utf-8"))
+
+
+def hash_files_command(t: Target, release_id: str, paths: Sequence[str]) -> str:
+    """sha256 of the named files of a release (`sha256  path` lines; a missing one fails)."""
+    return f"cd {sh(_p(t, 'releases', release_id))} && LC_ALL=C sha256sum -- {' '.join(sh(p) for p in paths)}"

@@ -106,7 +106,7 @@ def _results(hosts: Sequence[_Host]) -> list[HostResult]:
         now_on = h.release if h.release is not None else prev
         out.append(HostResult(host=h.t.name, ok=not h.error, release=now_on, previous=prev,
                               duration=round(time.monotonic() - h.started, 3), error=h.error,
-                              uploaded=h.uploaded, transfer=h.transfer))
+                              uploaded=h.uploaded, transfer=h.transfer, reachable=h.conn is not None))
     return out
 
 

@@ -88,6 +88,18 @@ def acquire_lock(section: HostsSection, *, run_id: str, release_id: str = "", no
 
 def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
     """Release the deploy lock on every host where `run_id` holds it; others are left alone."""
+    freed, _ = _release_lock(section, run_id=run_id, unreachable_ok=False)
+    return freed
+
+
+def release_reachable_locks(section: HostsSection, *, run_id: str) -> tuple[list[str], list[str]]:
+    """Like release_lock, but a host that cannot be reached is not an error: (freed, unreachable).
+    Nothing done here can free a dead host's lock, and failing would keep the run's ledger
+    lock and freeze every other host with it; the caller names what was left."""
+    return _release_lock(section, run_id=run_id, unreachable_ok=True)
+
+
+def _release_lock(section, *, run_id: str, unreachable_ok: bool) -> tuple[list[str], list[str]]:
     freed: list[str] = []
 
     def one(h: _Host) -> None:
@@ -97,10 +109,10 @@ def release_lock(section: HostsSection, *, run_id: str) -> list[str]:
             freed.append(h.t.name)
 
     hs = _read_all(section, one)
-    bad = [h for h in hs if h.error]
-    if bad:
+    dead = [h.t.name for h in hs if h.error and h.conn is None] if unreachable_ok else []
+    if any(h.error and h.t.name not in dead for h in hs):
         raise _failed("releasing the deploy lock", hs, "")
-    return freed
+    return freed, dead
 
 
 # ---------------------------------------------------------------- who holds it, breaking it

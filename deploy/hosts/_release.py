@@ -12,11 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from deploy.errors import HostFailed, SettingsError
+from deploy.errors import HostFailed, PlanChanged, SettingsError
 from deploy.hosts._app import (_after_switch_summary, _check_env, _hook_before_switch, _if_same_app, _restore,
                                _roll_out, _switch_back)
-from deploy.hosts._commands import (_p, discard_release_command, finish_command,
-                                    previous_command, prune_list, same_app, unpack_command)
+from deploy.hosts._commands import (_p, discard_release_command, finish_command, hash_files_command,
+                                    parse_release_tree, previous_command, prune_list, release_tree_command,
+                                    same_app, unpack_command)
 from deploy.hosts._group import _close, _failed, _holder, _Host, _now, _open_all, _parallel, _results, _table
 from deploy.hosts._lock import _raise_if_locked, _unlock_all
 from deploy.hosts._ssh import _HostError, _run
@@ -224,10 +225,15 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
 
 
 def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: datetime | None = None,
-             env: dict[str, str] | None = None, app: AppSection | None = None) -> list[HostResult]:
+             env: dict[str, str] | None = None, app: AppSection | None = None,
+             expect: str | None = None) -> list[HostResult]:
     """Switch every host to release `to` (default: the release before current, which
     must be the same on all hosts), restart and check health. Checks every host before
-    switching any; a failure after switching returns the switched hosts."""
+    switching any: the target is there, of the same app, and exactly as it was released
+    (its files against its RELEASE.json, see judge_target); a failure after switching
+    returns the switched hosts. `expect`: the release the caller showed as current (a
+    confirmed plan): a host on anything else (but the target) stops the rollback with
+    PlanChanged before any host switches."""
     if to is not None:
         validate_release_id(to)
     env = _check_env(env)
@@ -235,6 +241,17 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
     with _locked(section, app, run_id=run_id, release_id=to or "rollback", now=now) as op:
         if not op.failed():
             _check_rollback_target(section, op.hs, to)
+        stale = [h for h in op.hs if not h.error and expect and h.state.current not in (expect, to or previous_of(h.state))]
+        if stale:
+            op.unlock()
+            raise PlanChanged(
+                "The hosts changed after the rollback plan was shown: it said they serve "
+                f"{expect}, but " + ", ".join(f"{h.t.name} serves {h.state.current or 'nothing'}" for h in stale)
+                + ". Nothing was switched.",
+                "Another run released meanwhile. Look again (`invoke status`, `invoke hosts.releases --env=<env>`) "
+                "and run the rollback again to get a plan of what is live now.")
+        if not op.failed():
+            _parallel(op.hs, lambda h: _verify_target(section, h, to or previous_of(h.state)), section.max_parallel)
         op.stop_before_switch("rollback", "before any host switched; nothing changed")
         target = to or previous_of(op.hs[0].state)
         op.go_live(f"rollback to {target}", target, env)
@@ -267,9 +284,116 @@ def _check_rollback_target(section, hs: Sequence[_Host], to: str | None) -> None
             h.error = f"hosts disagree on the previous release (this one: {previous_of(h.state)})"
 
 
+def _verify_target(section, h: _Host, target: str | None) -> None:
+    """The rollback target on this host is the release as it was unpacked: every entry of its
+    RELEASE.json with its mode and size, nothing added, and the bytes of every file the index
+    cannot vouch for hashed. A delta release shares unchanged files' inodes with the releases
+    before it, so an app that appends to a file of the live release changes them too; such a
+    release is refused (naming the files), never served."""
+    if not target or target == h.state.current:
+        return   # already live: a re-run finishing a rollback, nothing is switched to
+    r = _run(h.conn, h.t, release_tree_command(h.t, target), section, f"checking releases/{target}", long=True)
+    tree, index, manifest = parse_release_tree(r.stdout)
+    problems, to_hash = judge_target(manifest, tree, index, section.shared_files)
+    paths = sorted(to_hash or {})
+    for i in range(0, len(paths), 400):
+        chunk = paths[i:i + 400]
+        out = _run(h.conn, h.t, hash_files_command(h.t, target, chunk), section, f"hashing releases/{target}",
+                   long=True, ok_codes=(0, 1)).stdout
+        got = {}
+        for line in out.splitlines():
+            sha, sep, path = line.partition("  ")
+            if sep:
+                got[path] = sha
+        problems += [f"{p}: other bytes than released" for p in chunk if got.get(p) != to_hash[p]]
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        h.error = (f"releases/{target} was changed in place since it was released, so it is not rolled back to "
+                   f"({shown}). Release that commit again (a fresh copy from its artifact), or roll back to "
+                   f"another release with --to")
+
+
 def previous_of(state: HostState) -> str | None:
     """The release before current by name order (Capistrano's rollback target)."""
     if state.current not in state.releases:
         return None
     i = state.releases.index(state.current)
     return state.releases[i - 1] if i > 0 else None
+
+
+# ---------------------------------------------------------------- the rollback target, checked in place
+
+# What the toolkit adds to a release dir after the artifact is unpacked (and RELEASE.json,
+# the manifest the tree is checked against).
+_ADDED = ("RELEASE", ".previous", "RELEASE.json")
+
+
+def judge_target(manifest: bytes, tree: Sequence[str], index: Sequence[str],
+                 shared_files: Sequence[str] = ()) -> tuple[list[str], dict[str, str] | None]:
+    """(how the release differs from its manifest, path -> sha256 of the files whose bytes must
+    still be hashed); None for the second when the manifest cannot be read (refused).
+
+    Pure. `tree`: release_tree_command's `f mode dev:ino size mtime ctime path`, `l path ->
+    target`, `d path` lines; `index`: the host's VERIFIED lines. A file whose entry matches
+    the manifest is trusted without hashing only when the index holds its inode with the same
+    size, mtime and ctime and the manifest's sha256 (the delta's rule, _DELTA_AWK: any write,
+    chmod or replacement since its bytes were checked changes the ctime; whole-second ctimes
+    never vouch)."""
+    from deploy.hosts._upload import _manifest_tree
+
+    entries = _manifest_tree(manifest) if manifest.strip() else None
+    if entries is None:
+        return ["its RELEASE.json is missing or unreadable, so it cannot be checked"], None
+    want: dict[str, tuple] = {}
+    for e in entries:
+        want[e.path] = ("f", e.mode, e.size, e.sha256) if e.kind == "f" else (e.kind, e.target)
+    ok: dict[str, str] = {}
+    for line in index:
+        parts = line.split()
+        if len(parts) == 5:
+            ok[parts[0]] = " ".join(parts[1:])
+    shared_links = set(shared_files)
+    found: dict[str, tuple] = {}
+    stats: dict[str, tuple[str, str]] = {}
+    for line in tree:
+        if line.startswith("f "):
+            parts = line.split(" ", 6)
+            if len(parts) < 7:
+                continue
+            _, mode, ino, size, mtime, ctime, path = parts
+            found[path] = ("f", int(mode, 8), int(size))
+            stats[path] = (ino, f"{size} {mtime} {ctime}")
+        elif line.startswith("l "):
+            path, _, target = line[2:].partition(" -> ")
+            found[path] = ("l", target)
+        elif line.startswith("d "):
+            found[line[2:]] = ("d", "")
+    problems: list[str] = []
+    for path in sorted(found):
+        if path in _ADDED or (path in shared_links and found[path][0] == "l"):
+            continue
+        if path not in want:
+            problems.append(f"{path}: not in the release (added since)")
+    to_hash: dict[str, str] = {}
+    for path, w in sorted(want.items()):
+        f = found.get(path)
+        if f is None:
+            problems.append(f"{path}: missing")
+        elif w[0] != f[0]:
+            problems.append(f"{path}: is a {'file' if f[0] == 'f' else 'link' if f[0] == 'l' else 'folder'} now")
+        elif w[0] == "f" and (w[1], w[2]) != (f[1], f[2]):
+            what = []
+            if w[1] != f[1]:
+                what.append(f"mode {f[1]:o}, was {w[1]:o}")
+            if w[2] != f[2]:
+                what.append(f"{f[2]} bytes, was {w[2]}")
+            problems.append(f"{path}: {', '.join(what)}")
+        elif w[0] == "l" and w[1] != f[1]:
+            problems.append(f"{path}: links to {f[1]}, was {w[1]}")
+        elif w[0] == "f":
+            ino, times = stats[path]
+            ctime = times.rsplit(" ", 1)[-1]
+            fine = "." in ctime and ctime.rstrip("0") != ctime.split(".")[0] + "."
+            if not (fine and ok.get(ino) == f"{times} {w[3]}"):
+                to_hash[path] = w[3]
+    return problems, to_hash

@@ -181,3 +181,38 @@ def parse_known_hosts(text: str) -> KnownHostsText:
             names = tuple(h for h in fields[0].split(",") if h and not h.startswith("!"))
             entries.append((names, fields[1], fields[2]))
     return KnownHostsText(tuple(entries), tuple(revoked), tuple(skipped))
+
+
+# ---------------------------------------------------------------- skipping dead hosts
+
+def skipping(section: HostsSection, names, app: AppSection | None = None) -> tuple[HostsSection, list[str]]:
+    """`section` without the hosts named in `names` (`--skip-host`: an entry as written in
+    hosts.hosts, its `user@host:port`, or `host:port`; repeated or comma-separated), and
+    the skipped hosts' full names. Their app_ports and health_urls go with them, so smoke
+    and health never ask a skipped host. An unknown name, a name that fits two hosts, or
+    skipping every host is a SettingsError: the operator says exactly which host is dead."""
+    import dataclasses
+
+    wanted = [n.strip() for raw in (names or ()) for n in str(raw).split(",") if n.strip()]
+    if not wanted:
+        return section, []
+    all_targets = targets(section, app)
+    keep = list(range(len(all_targets)))
+    skipped: list[str] = []
+    for name in wanted:
+        hits = [i for i, t in enumerate(all_targets)
+                if name in (section.hosts[i].strip(), t.name, f"{t.host}:{t.port}", t.host)]
+        if len(hits) != 1:
+            known = ", ".join(t.name for t in all_targets)
+            what = "fits no host" if not hits else f"fits {len(hits)} hosts"
+            raise SettingsError(f"--skip-host={name} {what} of hosts.hosts ({known}).",
+                                "Name the dead host as user@host:port, as `invoke hosts.check` lists it.")
+        if hits[0] in keep:
+            keep.remove(hits[0])
+            skipped.append(all_targets[hits[0]].name)
+    if not keep:
+        raise SettingsError("--skip-host names every host: there would be nothing left to act on.",
+                            "Skip only the hosts that cannot be reached (invoke hosts.check shows which).")
+    pick = lambda seq: tuple(seq[i] for i in keep) if seq else seq  # noqa: E731
+    return dataclasses.replace(section, hosts=pick(section.hosts), app_ports=pick(section.app_ports),
+                               health_urls=pick(section.health_urls)), skipped

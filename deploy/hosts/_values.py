@@ -36,6 +36,7 @@ class HostResult:
     error: str = ""
     uploaded: int = 0            # bytes sent to this host (artifact or delta: SFTP, or a command's stdin)
     transfer: str = ""           # "full", "delta from <id>: ...", "delta from <id> failed verification (...); sent in full", "none"
+    reachable: bool = True       # False: no SSH connection could be made (a dead host, not a failed command)
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,27 @@ class SshdFarm:
             proc.kill()
             proc.wait(10)
 
+    def drop(self, host: SshHost) -> None:
+        """Kill the host's sshd and every session it serves: open connections break, as when a
+        machine loses its network (stop_host alone keeps established sessions alive)."""
+        proc = self._procs.get(host.port)
+        victims = _descendants(proc.pid) if proc else []
+        self.stop_host(host)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def bring_back(self, host: SshHost) -> None:
+        """Start a dropped host's sshd again with its own config, key and port."""
+        cfg = self.dir / host.name / "sshd_config"
+        log = self.dir / host.name / "sshd.log"
+        proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                stderr=log.open("ab"), start_new_session=True)
+        self._wait_ready(host, proc, log)
+        self._procs[host.port] = proc
+
     @contextlib.contextmanager
     def frozen_sessions(self, host: SshHost):
         """While active, every open SSH session on `host` is frozen (its sshd session
@@ -411,6 +432,24 @@ class SshdFarm:
                 self.reset(h)
         if remove and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def _listen_inode(port: int) -> str | None:
