@@ -2,7 +2,8 @@
 
     artifacts/
       <sha256>.tar.gz          the packed app plus RELEASE.json; named by its own hash
-      by-sha/<git sha>.json    index: which tarball holds this commit's build
+      builds/<key>.json        index: which tarball holds the build of `BuildKey` <key>
+                               (<git sha>-<digest of the app folder and the release contract>)
 
 What is built and packed is the `[app]` release contract (config.AppSection): in the
 commit's checkout, the package manager's clean install, the build script, then the
@@ -11,8 +12,10 @@ and the production node_modules, installed once here, so the bytes staging prove
 the bytes production runs. The build gets an explicit environment (`build_environment`):
 no deploy secret reaches a build script unless `app.build_env` names it.
 
-A commit is built at most once: `build()` first looks the commit up in the index and
-reuses the tarball if its hash still verifies. The tarball is reproducible (sorted
+A build is keyed by what it is made from (`BuildKey`): the commit, the app folder in the
+repository and the build part of the release contract, so two apps of one repository, or
+one app under two contracts, never share a build. Each is built at most once: `build()`
+first looks the key up in the index and reuses the tarball if its hash still verifies. The tarball is reproducible (sorted
 entries, fixed owner, modes and mtimes, gzip header without a timestamp, as
 reproducible-builds.org's "archives" advice says; deflated in fixed 1 MiB blocks, see
 `_GzipWriter`), so the same build output always has
@@ -62,6 +65,44 @@ class Artifact:
     release_id: str      # "<UTC yyyymmddHHMMSS>-<sha7>", valid as a directory and a Shopify version
     git_sha: str
     built_at: str        # ISO 8601 UTC
+
+
+INDEX = "builds"
+LEGACY_INDEX = "by-sha"    # the older layout, one build per commit: never read, removed by prune
+# The [app] keys a build's output depends on (the rest say how it runs), and the version of
+# the recipe rules ("auto" means other commands when they change: 2 added `generate`).
+CONTRACT_FIELDS = ("install", "generate", "build", "prune", "include", "build_env")
+RECIPE_RULES = 2
+
+
+def contract_digest(contract: AppSection | None = None) -> str:
+    """A digest of the release contract's build part (`CONTRACT_FIELDS`), 16 hex digits."""
+    c = contract or AppSection()
+    facts = {"rules": RECIPE_RULES, **{k: getattr(c, k) for k in CONTRACT_FIELDS}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuildKey:
+    """What a build is made from, and so what its artifact and checkout are stored under:
+    the commit, the app folder relative to the repository's top level, and the build part
+    of the release contract (`contract_digest`)."""
+
+    git_sha: str
+    app_folder: str = "."
+    contract: str = ""
+
+    @property
+    def name(self) -> str:
+        """`<git sha>-<16 hex digits of the app folder and contract>`: a file and folder name."""
+        h = hashlib.sha256(json.dumps([self.app_folder, self.contract]).encode()).hexdigest()[:16]
+        return f"{self.git_sha}-{h}"
+
+
+def build_key(git_sha: str, app_folder: str = ".", contract: AppSection | None = None) -> BuildKey:
+    """The key of building `app_folder` (relative to its repository) at `git_sha` under `contract`."""
+    _check_sha(git_sha)
+    return BuildKey(git_sha, os.path.normpath(app_folder), contract_digest(contract))
 
 
 @dataclass(frozen=True)
@@ -493,6 +534,7 @@ def build(
     timeout: float | None = None,
     deps_cache: str | Path | None = None,
     app_folder: str | Path | None = None,
+    key: BuildKey | None = None,
 ) -> BuildResult:
     """The artifact for `git_sha`: reused if already built and verified, else built in
     `app_dir` (which must hold that commit's sources) under the `[app]` contract and packed.
@@ -501,27 +543,32 @@ def build(
     explicit environment is picked (`build_environment`). `deps_cache`: the dependency
     cache folder (default: <artifacts_dir>/../cache/deps; see `deps_key`), used when
     `app.deps_cache` is on and the recipe installs dependencies. `app_folder`: the configured
-    app folder, whose name is the app's when package.json has none (`app_name`)."""
+    app folder, whose name is the app's when package.json has none (`app_name`). `key`: what
+    the build is stored under (default `build_key(git_sha, ".", contract)`); its app folder
+    and contract digest are written into RELEASE.json."""
     contract = contract or AppSection()
     started = time.monotonic()
     _check_sha(git_sha)
+    key = key or build_key(git_sha, ".", contract)
+    if key.git_sha != git_sha or key.contract != contract_digest(contract):
+        raise ValueError(f"build key {key} is not a key of {git_sha} under this contract")
     app = Path(app_dir).resolve()
     store = _writable_dir(Path(artifacts_dir))
-    existing = find(store, git_sha)
+    existing = find(store, key)
     if existing is not None:
         return BuildResult(existing, True, time.monotonic() - started)
-    # One build per commit at a time: builds of a SHA share its checkout (.deploy/src/<sha>),
+    # One build per key at a time: builds of a key share its checkout (.deploy/src/<key>),
     # so a second runner waits, then reuses what the first one packed.
-    with _lock(store / ".locks" / f"{git_sha}.lock"):
-        existing = find(store, git_sha)
+    with _lock(store / ".locks" / f"{key.name}.lock"):
+        existing = find(store, key)
         if existing is not None:
             return BuildResult(existing, True, time.monotonic() - started)
         return _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache, app_folder,
-                               artifacts_dir, started)
+                               artifacts_dir, started, key)
 
 
 def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache, app_folder, artifacts_dir,
-                    started) -> BuildResult:
+                    started, key) -> BuildResult:
     plan = recipe(app, contract)
     environ = os.environ if env is None else env
     built = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
@@ -566,8 +613,9 @@ def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache
                                   "Make the build write it, or remove it from [app] include.")
         with _lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
             artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                            include=plan.include, app=app_name(app, app_folder), known_sha256=known)
-            _write_index(store, artifact)
+                            include=plan.include, app=app_name(app, app_folder), known_sha256=known,
+                            source={"app_folder": key.app_folder, "contract": key.contract})
+            _write_index(store, artifact, key)
     finally:
         for t in later:
             t.join()
@@ -576,37 +624,41 @@ def _build_unlocked(app, git_sha, store, contract, env, now, timeout, deps_cache
 
 def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]:
     """Delete all but the newest `keep` builds (by build time), never one whose git SHA is in
-    `protect` (live or previous somewhere, or just built); returns the git SHAs removed.
-    Tarballs no kept index points to (an interrupted pack) go too."""
+    `protect` (live or previous somewhere, or just built: every build of that commit);
+    returns the names (`BuildKey.name`) of the builds removed. Tarballs no kept index points
+    to (an interrupted pack) go too, and so do indexes of the older layout (by-sha/<git sha>.json,
+    one build per commit), which no lookup reads any more."""
     store = Path(artifacts_dir)
-    by_sha = store / "by-sha"
     if keep < 1:
         raise SettingsError(f"keep = {keep}: at least 1 build must be kept.", "Use app.keep_builds >= 1.")
-    if not by_sha.is_dir():
+    if not (store / INDEX).is_dir() and not (store / LEGACY_INDEX).is_dir():
         return []
     rows = []
-    for f in by_sha.glob("*.json"):
+    for f in [*(store / INDEX).glob("*.json"), *(store / LEGACY_INDEX).glob("*.json")]:
         # Newest = most recently built (the index file's mtime). `built_at` is the commit's
         # time (reproducible bytes), so commits made in the same second would tie on it.
         try:
             when = f.stat().st_mtime_ns
         except OSError:
             when = 0
+        legacy = f.parent.name == LEGACY_INDEX
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
-            rows.append((when, str(data["built_at"]), f.stem, str(data["sha256"])))
+            row = (when, str(data["built_at"]), str(f), str(data["git_sha"]), str(data["sha256"]), legacy)
         except (OSError, ValueError, KeyError, TypeError):
-            rows.append((when, "", f.stem, ""))
+            row = (when, "", str(f), f.stem.split("-", 1)[0], "", legacy)
+        rows.append(row)
     rows.sort(reverse=True)
-    rows = [r[1:] for r in rows]
+    current = [r[1:] for r in rows if not r[5]]
     protect = set(protect)
-    kept = rows[:keep] + [r for r in rows[keep:] if r[1] in protect]
-    doomed = [r for r in rows[keep:] if r[1] not in protect]
-    live_tars = {r[2] for r in kept}
-    for _, sha, _ in doomed:
-        (by_sha / f"{sha}.json").unlink(missing_ok=True)
-    for tar in {r[2] for r in doomed} - live_tars:
-        (store / f"{tar}.tar.gz").unlink(missing_ok=True)
+    kept = current[:keep] + [r for r in current[keep:] if r[2] in protect]
+    doomed = [r for r in current[keep:] if r[2] not in protect] + [r[1:] for r in rows if r[5]]
+    live_tars = {r[3] for r in kept}
+    for _, index, _, _, _ in doomed:
+        Path(index).unlink(missing_ok=True)
+    for tar in {r[3] for r in doomed} - live_tars:
+        if tar:
+            (store / f"{tar}.tar.gz").unlink(missing_ok=True)
     # A tarball no index points to is an interrupted pack, or a concurrent build's between
     # its pack and its index: swept only while no build is packing.
     with _lock(store / ".locks" / "store.lock", wait=False) as free:
@@ -618,7 +670,7 @@ def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> 
         pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
         if not pid.isdigit() or not proc.pid_alive(int(pid)):   # never a running pack's
             tmp.unlink(missing_ok=True)
-    return [sha for _, sha, _ in doomed]
+    return [Path(index).stem for _, index, _, _, legacy in doomed if not legacy]
 
 
 @contextlib.contextmanager
@@ -1437,9 +1489,11 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def find(artifacts_dir: str | Path, git_sha: str) -> Artifact | None:
-    """The stored artifact for `git_sha` if its tarball exists and its hash verifies."""
-    index = Path(artifacts_dir) / "by-sha" / f"{git_sha}.json"
+def find(artifacts_dir: str | Path, key: "BuildKey | str") -> Artifact | None:
+    """The stored artifact built for `key` (a bare git SHA: `build_key(sha)`, the default
+    app folder and contract) if its tarball exists and its hash verifies."""
+    key = build_key(key) if isinstance(key, str) else key
+    index = Path(artifacts_dir) / INDEX / f"{key.name}.json"
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
         art = Artifact(
@@ -1449,10 +1503,11 @@ def find(artifacts_dir: str | Path, git_sha: str) -> Artifact | None:
             git_sha=data["git_sha"],
             built_at=data["built_at"],
         )
+        same = (data["git_sha"], data["app_folder"], data["contract"]) == (key.git_sha, key.app_folder, key.contract)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if art.git_sha != git_sha or not art.path.is_file() or sha256_file(art.path) != art.sha256:
-        return None   # a truncated or edited tarball is rebuilt, never shipped
+    if not same or not art.path.is_file() or sha256_file(art.path) != art.sha256:
+        return None   # another build's index, or a truncated or edited tarball: rebuilt, never shipped
     return art
 
 
@@ -1478,17 +1533,19 @@ def read_manifest(artifact: Artifact | str | Path) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
-def _write_index(store: Path, artifact: Artifact) -> None:
-    by_sha = store / "by-sha"
-    by_sha.mkdir(parents=True, exist_ok=True)
+def _write_index(store: Path, artifact: Artifact, key: "BuildKey") -> None:
+    index = store / INDEX
+    index.mkdir(parents=True, exist_ok=True)
     data = {
         "git_sha": artifact.git_sha,
+        "app_folder": key.app_folder,
+        "contract": key.contract,
         "sha256": artifact.sha256,
         "file": artifact.path.name,
         "release_id": artifact.release_id,
         "built_at": artifact.built_at,
     }
-    _atomic_write(by_sha / f"{artifact.git_sha}.json", (json.dumps(data, indent=2) + "\n").encode())
+    _atomic_write(index / f"{key.name}.json", (json.dumps(data, indent=2) + "\n").encode())
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
@@ -1512,13 +1569,15 @@ def _writable_dir(path: Path) -> Path:
 
 def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
          include: Iterable[str] = (), app: str = "",
-         known_sha256: Mapping[tuple[int, int, int, int], str] | None = None) -> Artifact:
+         known_sha256: Mapping[tuple[int, int, int, int], str] | None = None,
+         source: Mapping[str, str] | None = None) -> Artifact:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz`.
 
     The bytes depend only on the files' contents, their executable bits and the
     manifest: same build output, same hash. `known_sha256`: hashes already known by
-    (device, inode, size, mtime_ns), e.g. of files hard-linked from the dependency cache."""
+    (device, inode, size, mtime_ns), e.g. of files hard-linked from the dependency cache.
+    `source`: the build's app folder and contract digest, recorded as the manifest's "source"."""
     known = known_sha256 or {}
     root = Path(build_dir)
     store = Path(artifacts_dir)
@@ -1539,6 +1598,8 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
                 "symlinks": links, "empty_dirs": empty}
     if app:
         manifest["app"] = app   # which app this is: an undo never starts another app's release
+    if source:
+        manifest["source"] = dict(source)   # what it was built from besides the commit (BuildKey)
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 

@@ -79,6 +79,12 @@ class AppSection:
     install: Command = "auto"
     # "auto": `<pm> run build` when package.json has a build script, else nothing.
     build: Command = "auto"
+    # Code generated from the app's sources, run after the install and before the build.
+    # "auto": for a Prisma app (a schema where Prisma looks for it, and `prisma` in package.json),
+    # `node_modules/.bin/prisma generate` (the app's own Prisma, from its lockfile), unless the
+    # build or install scripts already run `prisma generate`. "none": the build does it (or there
+    # is nothing to generate). Or an argv, e.g. ["npx", "prisma", "generate", "--no-hints"].
+    generate: Command = "auto"
     # "auto": after the build, remove devDependencies (npm prune --omit=dev, pnpm prune
     # --prod, yarn install --production --frozen-lockfile, yarn 2+: yarn workspaces focus --all
     # --production) so the artifact carries exactly
@@ -525,7 +531,7 @@ _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _check_app(s: Settings) -> None:
     f, a = s.file, s.app
-    for key in ("install", "build", "prune", "start"):
+    for key in ("install", "build", "generate", "prune", "start"):
         v = getattr(a, key)
         if isinstance(v, tuple) and (not v or not all(v)):
             raise SettingsError(f"{f}: app.{key} is an empty command.",
