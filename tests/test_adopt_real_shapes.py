@@ -414,3 +414,23 @@ def test_env_push_to_a_protected_environment_needs_yes_and_changes_nothing_witho
     r = stage.project.invoke("env.push", "--env=staging", "--yes", extra_env={"CI": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert all(b"PAYMENTS_MODE=" in p.read_bytes() for p in files)
+
+
+def test_the_shared_env_commands_are_exactly_these():
+    from deploy.hosts import (Target, env_finish_command, env_present_command, env_push_command,
+                              env_restore_command)
+
+    t = Target(name="deploy@h:22", host="h", port=22, user="deploy", deploy_to="/srv/b2b")
+    d = "/srv/b2b/shared"
+    assert env_push_command(t, "r1", "ab" * 32) == (
+        f"umask 077 && mkdir -p {d} && {{ [ -e {d}/.env.before-r1 ] || [ -e {d}/.env.none-r1 ] || "
+        f"{{ if [ -e {d}/.env ]; then cp -p {d}/.env {d}/.env.before-r1.tmp && mv -f {d}/.env.before-r1.tmp "
+        f"{d}/.env.before-r1; else : > {d}/.env.none-r1; fi; }}; }} && cat > {d}/.env.push-r1 && "
+        f"{{ printf '%s  %s\\n' {'ab' * 32} {d}/.env.push-r1 | sha256sum -c --status || {{ rm -f {d}/.env.push-r1; "
+        f"echo 'shared/.env: the bytes received are not the bytes sent' >&2; exit 1; }}; }} && "
+        f"chmod 600 {d}/.env.push-r1 && mv -f {d}/.env.push-r1 {d}/.env")
+    assert env_restore_command(t, "r1") == (
+        f"rm -f {d}/.env.push-r1; if [ -e {d}/.env.before-r1 ]; then mv -f {d}/.env.before-r1 {d}/.env; "
+        f"elif [ -e {d}/.env.none-r1 ]; then rm -f {d}/.env {d}/.env.none-r1; fi")
+    assert env_finish_command(t, "r1") == f"rm -f {d}/.env.before-r1 {d}/.env.none-r1"
+    assert env_present_command(t) == f"if [ -f {d}/.env ]; then echo present; else echo missing; fi"

@@ -55,7 +55,8 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHA
                                     parse_app_of, same_app, start_facts_command, parse_start_facts,
                                     release_tree_command, parse_release_tree, hash_files_command)
 from deploy.hosts._lock import acquire_lock, release_lock, release_reachable_locks, lock_status, break_lock
-from deploy.hosts._envfile import push_env, restore_env, finish_env, missing_env
+from deploy.hosts._envfile import (SHARED_ENV, env_push_command, env_restore_command, env_finish_command,
+                                   env_present_command, push_env, restore_env, finish_env, missing_env)
 from deploy.hosts._release import release, undo_release, rollback, previous_of, judge_target
 from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
 from deploy.hosts._supervisor import DOTENV_AWK
@@ -82,6 +83,7 @@ __all__ = [
     "hash_files_command",
     "MAX_JUMPS", "STDIN_LIMIT", "quick_timeout",
     "acquire_lock", "release_lock", "release_reachable_locks", "lock_status", "break_lock",
+    "SHARED_ENV", "env_push_command", "env_restore_command", "env_finish_command", "env_present_command",
     "push_env", "restore_env", "finish_env", "missing_env",
     "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
     "hook_env", "batches", "http_health",

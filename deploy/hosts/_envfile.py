@@ -25,18 +25,18 @@ from deploy.hosts._targets import targets
 if TYPE_CHECKING:
     from deploy.config import HostsSection
 
-ENV_FILE = ".env"
+SHARED_ENV = ".env"
 _RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 def _names(t, run_id: str) -> tuple[str, str, str, str]:
     if not _RUN_ID.match(run_id):
         raise SettingsError(f"Bug: run id {run_id!r} cannot name a file on the hosts.")
-    return (_p(t, "shared", ENV_FILE), _p(t, "shared", f"{ENV_FILE}.before-{run_id}"),
-            _p(t, "shared", f"{ENV_FILE}.none-{run_id}"), _p(t, "shared", f"{ENV_FILE}.push-{run_id}"))
+    return (_p(t, "shared", SHARED_ENV), _p(t, "shared", f"{SHARED_ENV}.before-{run_id}"),
+            _p(t, "shared", f"{SHARED_ENV}.none-{run_id}"), _p(t, "shared", f"{SHARED_ENV}.push-{run_id}"))
 
 
-def push_command(t, run_id: str, sha256: str) -> str:
+def env_push_command(t, run_id: str, sha256: str) -> str:
     """Keep the current shared/.env (once per run), then write stdin to it atomically, 0600."""
     env, before, none, tmp = (sh(x) for x in _names(t, run_id))
     return (f"umask 077 && mkdir -p {sh(_p(t, 'shared'))} && "
@@ -47,21 +47,21 @@ def push_command(t, run_id: str, sha256: str) -> str:
             f"chmod 600 {tmp} && mv -f {tmp} {env}")
 
 
-def restore_command(t, run_id: str) -> str:
+def env_restore_command(t, run_id: str) -> str:
     """Put back the shared/.env this run replaced (or remove the one it created)."""
     env, before, none, tmp = (sh(x) for x in _names(t, run_id))
     return (f"rm -f {tmp}; if [ -e {before} ]; then mv -f {before} {env}; "
             f"elif [ -e {none} ]; then rm -f {env} {none}; fi")
 
 
-def finish_command(t, run_id: str) -> str:
+def env_finish_command(t, run_id: str) -> str:
     """The run succeeded: the copy kept for its undo goes."""
     _env, before, none, _tmp = (sh(x) for x in _names(t, run_id))
     return f"rm -f {before} {none}"
 
 
-def present_command(t) -> str:
-    return f"if [ -f {sh(_p(t, 'shared', ENV_FILE))} ]; then echo present; else echo missing; fi"
+def env_present_command(t) -> str:
+    return f"if [ -f {sh(_p(t, 'shared', SHARED_ENV))} ]; then echo present; else echo missing; fi"
 
 
 def _each(section: HostsSection, what: str, command, stdin: bytes = b"") -> list[_Host]:
@@ -83,27 +83,27 @@ def push_env(section: HostsSection, text: str, *, run_id: str) -> list[str]:
     hosts already written keep the run's copy, so the undo restores them)."""
     data = text.encode("utf-8")
     digest = hashlib.sha256(data).hexdigest()
-    hs = _each(section, "writing shared/.env", lambda t: push_command(t, run_id, digest), stdin=data)
+    hs = _each(section, "writing shared/.env", lambda t: env_push_command(t, run_id, digest), stdin=data)
     if any(h.error for h in hs):
         raise _failed("writing shared/.env", hs, "(`--abort` or the run's undo puts the previous file back)")
     return [h.t.name for h in hs]
 
 
 def restore_env(section: HostsSection, *, run_id: str) -> list[str]:
-    hs = _each(section, "restoring shared/.env", lambda t: restore_command(t, run_id))
+    hs = _each(section, "restoring shared/.env", lambda t: env_restore_command(t, run_id))
     if any(h.error for h in hs):
         raise _failed("restoring shared/.env", hs, "(run the undo again: it is safe to repeat)")
     return [h.t.name for h in hs]
 
 
 def finish_env(section: HostsSection, *, run_id: str) -> list[str]:
-    hs = _each(section, "removing the previous shared/.env", lambda t: finish_command(t, run_id))
+    hs = _each(section, "removing the previous shared/.env", lambda t: env_finish_command(t, run_id))
     return [h.t.name for h in hs if not h.error]
 
 
 def missing_env(section: HostsSection) -> list[str]:
     """The hosts that have no shared/.env (HostFailed when a host cannot be asked)."""
-    hs = _each(section, "looking for shared/.env", present_command)
+    hs = _each(section, "looking for shared/.env", env_present_command)
     if any(h.error for h in hs):
         raise _failed("looking for shared/.env", hs, "before anything was changed")
     return [h.t.name for h in hs if h.pending != "present"]
