@@ -6,7 +6,8 @@
       previous                 the release `current` pointed to before the last switch
       revisions.log            one line per switch, as Capistrano writes
       app.pid, app.port        the running app (started from current; the pid leads its own
-                               process group, which stop() signals as a whole)
+                               process group, which stop() signals as a whole; app.pid's second
+                               line, its start time and boot id, says it is still that process)
       logs/app.log             its output
 
 One root holds the releases of one app (the flows give each app its own root under
@@ -236,7 +237,8 @@ def start(
             start_new_session=True,
         )
     _children[p.pid] = p
-    _write(root / "app.pid", f"{p.pid}\n")
+    # The pid, then what makes it this process and no later one with the same number.
+    _write(root / "app.pid", f"{p.pid}\n{_identity(p.pid) or ''}\n")
     _write(root / "app.port", f"{port}\n")
     url = f"http://{_url_host(host)}:{port}"
     health = url + app.health_path
@@ -263,9 +265,9 @@ def stop(root: str | Path, timeout: float = 5.0) -> bool:
     """Stop the app in the pidfile (its whole process group: TERM, then KILL); True if one
     was running. Safe to call twice."""
     root = Path(root)
-    pid = _read_int(root / "app.pid")
+    pid, ident = _read_pidfile(root / "app.pid")
     stopped = False
-    if pid and _ours(pid, root):
+    if pid and _ours(pid, root, ident):
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _group_alive(pid) and time.monotonic() < deadline:
@@ -302,8 +304,8 @@ def status(root: str | Path, host: str = "127.0.0.1") -> ServerInfo | None:
     """The running app per the pidfile, or None (a stale pidfile, or a pid now used by a
     process this root did not start, counts as not running)."""
     root = Path(root)
-    pid = _read_int(root / "app.pid")
-    if not pid or not _ours(pid, root):
+    pid, ident = _read_pidfile(root / "app.pid")
+    if not pid or not _ours(pid, root, ident):
         return None
     port = _read_int(root / "app.port") or 0
     release = None
@@ -314,10 +316,33 @@ def status(root: str | Path, host: str = "127.0.0.1") -> ServerInfo | None:
     return ServerInfo(pid, port, f"http://{_url_host(host)}:{port}", release, root / "logs" / "app.log")
 
 
-def _ours(pid: int, root: Path) -> bool:
+def _identity(pid: int) -> str | None:
+    """`<start time> <boot id>` of a process: its start (field 22 of /proc/PID/stat, clock
+    ticks since boot, fixed at fork) on this boot. No other process, before or after a reboot,
+    has both. None where /proc does not say (not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        return f"{stat.rsplit(')', 1)[1].split()[19]} {boot}"
+    except (OSError, IndexError):
+        return None
+
+
+def _read_pidfile(path: Path) -> tuple[int | None, str | None]:
+    """(pid, identity) of app.pid; identity None for a pidfile written before it had one."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return int(lines[0].strip()), (lines[1].strip() if len(lines) > 1 and lines[1].strip() else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _ours(pid: int, root: Path, ident: str | None = None) -> bool:
     """`pid` is alive and is the app this root started: it leads its own process group (we
-    start it with a new session) and it runs inside this root's releases, or carries this
-    root in its environment. A recycled pid belongs to someone else and is never signalled."""
+    start it with a new session) and it is the very process the pidfile recorded (same start
+    time, same boot). A pidfile without that record (written before it was kept) is trusted
+    only when the process carries this root in its environment, read from /proc. A recycled pid, or one from before a reboot, belongs to someone else and is
+    never signalled."""
     if pid <= 1:
         return False
     if pid in _children and _children[pid].poll() is not None:
@@ -329,12 +354,11 @@ def _ours(pid: int, root: Path) -> bool:
             return False
     except ProcessLookupError:
         return False
+    if ident is not None:
+        return _identity(pid) == ident
+    # Where a process runs proves nothing (a shell in a release folder leads its group too);
+    # the marker in an environment that can be read is what the toolkit put there.
     here = Path(root).resolve()
-    try:
-        if Path(f"/proc/{pid}/cwd").resolve().is_relative_to(here / "releases"):
-            return True
-    except OSError:
-        pass
     try:
         marker = f"{MARKER}={here}".encode()
         return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

@@ -449,7 +449,7 @@ class NodeFleet(Fleet):
         out = []
         for h in self.hosts:
             f = self.deploy_to(h) / "run" / "app.pid"
-            out.append(int(f.read_text()) if f.exists() else None)
+            out.append(int(f.read_text().split()[0]) if f.exists() else None)   # then start time, boot, token
         return out
 
     def running(self, pid: int) -> bool:

@@ -117,6 +117,7 @@ def test_supervise_commands_are_one_quoted_argv_each():
         "/srv/occ/bin/app start APP_PORT 8080 -- node build/server.mjs")
     assert hosts.supervise_command(t, "stop") == "/srv/occ/bin/app stop"
     assert hosts.supervise_command(t, "status") == "/srv/occ/bin/app status"
+    assert hosts.supervise_command(t, "check-env") == "/srv/occ/bin/app check-env"
     with pytest.raises(ValueError):
         hosts.supervise_command(t, "reload")
 

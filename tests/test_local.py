@@ -123,7 +123,7 @@ def test_start_serves_current_then_restart_serves_the_new_release(app_artifact, 
     local.switch(local_root, R1)
     first = local.start(local_root, "127.0.0.1", 0)
     assert first.release_id == R1 and first.url == f"http://127.0.0.1:{first.port}"
-    assert (local_root / "app.pid").read_text().strip() == str(first.pid)
+    assert (local_root / "app.pid").read_text().splitlines()[0] == str(first.pid)
     assert (local_root / "app.port").read_text().strip() == str(first.port)
     version = _get_json(first.url + "/version")
     assert version == {"release": R1, "sha": app_artifact.git_sha, "built_at": "2024-03-01T12:00:00Z"}

@@ -68,6 +68,12 @@ def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:
 
 
 def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
+    """Last check of the prepare phase, on every host before any switches: the toolkit's
+    supervisor reads shared/.env at each start, and a file it cannot give the app as written
+    stops the release here, naming the line and the name; then the operator's hook."""
+    if not section.restart:
+        _run(h.conn, h.t, _and(install_supervisor_command(h.t), supervise_command(h.t, "check-env")),
+             section, "checking shared/.env")
     if section.before_switch:
         _run(h.conn, h.t, hook_command(h.t, section.before_switch, _p(h.t, "releases", release_id),
                                        _hook_env(section, h, release_id, env)),
@@ -133,13 +139,8 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
         if r.exited == 0 and (section.health_command or not t.health_url):
             return
         return _health(section, h)
-    # The supervisor reads shared/.env at start: one it cannot give the app as written stops
-    # the release here, before current moves or the running app is touched.
-    check = _and(install_supervisor_command(t), supervise_command(t, "check-env"))
     if h.state.current != release_id:
-        _run(h.conn, t, _and(check, switch_command(t, release_id)), section, "checking shared/.env, switching current")
-    else:
-        _run(h.conn, t, check, section, "checking shared/.env")
+        _run(h.conn, t, switch_command(t, release_id), section, "switching current")
     h.switched = True
     h.release = release_id
     _start_app(section, h, release_id, env, "restart")
