@@ -6,7 +6,7 @@ import dataclasses
 import os
 from datetime import datetime, timezone
 
-from deploy import build, golive
+from deploy import build, golive, hosts
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import ApprovalMissing, SettingsError
@@ -84,6 +84,10 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         runner = Runner(led, Console(), rollback=not no_rollback)
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
+        if abort and outcome.status == "aborted" and s.hosts.hosts and not s.is_local:
+            # An abort repeated after a failed one re-runs the release's undo, which takes the
+            # hosts' lock for the run while the lock step (undone the first time) is not run again.
+            hosts.release_reachable_locks(s.hosts, run_id=run.id)
         if skipped:
             common.record_skipped(svc, led, s, run.id, run.args, skipped)
     else:
