@@ -136,6 +136,10 @@ class DatabaseSection:
     statement_timeout: float = 900.0       # seconds one migration or down.sql statement may run; 0: no limit
     bin_dir: str = ""                      # folder with pg_dump/pg_restore/psql (an absolute path, ~ expanded);
                                            # empty: the server's major version's tools
+    # Destructive migrations (a drop, rename, type change, SET NOT NULL, data rewrite: squawk's
+    # verdict) that have no down.sql are refused before a promotion changes anything, unless
+    # named here (committed, so reviewed) or with `promote --accept-destructive=NAME`.
+    accept_destructive: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

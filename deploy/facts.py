@@ -187,11 +187,32 @@ class DatabaseBefore:
 
 @fact
 @dataclasses.dataclass(frozen=True)
+class MigrationCheck:
+    """The verdict on one migration before it ran (deploy/migrations/_lint.py): whether the
+    previous release can run on the schema it leaves, why not, and the linter's findings."""
+
+    name: str
+    kind: str                               # "additive" | "destructive"
+    reasons: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()
+    has_down: bool = False
+    accepted: bool = False                  # destructive, accepted without down.sql (settings or flag)
+
+    @classmethod
+    def of(cls, lint, accepted: bool = False) -> "MigrationCheck":
+        return cls(lint.name, lint.kind, tuple(lint.reasons), tuple(str(f) for f in lint.findings), lint.has_down,
+                   accepted)
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
 class MigrateFacts:
-    """migrate: what the database held before this run migrated it."""
+    """migrate: what the database held before this run migrated it, and the verdict on each
+    migration it was about to apply (an undo keeps the additive ones)."""
 
     before: tuple[str, ...]                 # migrations applied before
     database: DatabaseBefore | None = None
+    checks: tuple[MigrationCheck, ...] | None = None   # None: recorded before verdicts existed
 
 
 @fact

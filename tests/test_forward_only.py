@@ -1,6 +1,8 @@
 """Forward-only migrations (Prisma writes no down.sql), through the real CLI: a first-ever
 promotion that fails after the database was migrated leaves the database as it was (none,
-or empty), no app running and the lock free; a SIGKILL there followed by `--abort` too."""
+or empty), no app running and the lock free; a SIGKILL there followed by `--abort` too. A
+later promotion's additive migrations are kept by its undo, with the data written meanwhile
+(tests/test_reliability_trust_data.py has the destructive side)."""
 
 from __future__ import annotations
 
@@ -59,7 +61,9 @@ def test_failed_first_local_promotion_removes_the_database_it_created(project):
     assert not answers(get(run.state, Serving).url + "/healthz")
 
 
-def test_failed_local_promotion_over_existing_data_restores_the_backup(project):
+def test_failed_local_promotion_over_existing_data_keeps_its_additive_migration_and_the_data(project):
+    """A nullable column without down.sql (Prisma's shape): the undo keeps it (the previous release
+    runs on it) instead of restoring the backup over what was written since."""
     forward_only(project, "prisma/migrations")
     assert project.invoke("promote", "--to=local").returncode == 0
     db = project.root / "examples/app/prisma/dev.sqlite"
@@ -71,10 +75,11 @@ def test_failed_local_promotion_over_existing_data_restores_the_backup(project):
     break_version(project)
     r = project.invoke("promote", "--to=local")
     assert r.returncode != 0
-    assert "no down.sql for 20250501000000_shop_note" in r.stdout
+    assert "kept: 1 additive migration(s) stay applied (20250501000000_shop_note), no rows lost" in r.stdout
+    assert "restored" not in r.stdout
     with sqlite3.connect(db) as c:
         cols = [row[1] for row in c.execute('PRAGMA table_info("Shop")')]
-        assert "note" not in cols
+        assert "note" in cols
         assert c.execute('SELECT "domain" FROM "Shop"').fetchall() == [("kept.myshopify.com",)]
     assert project.ledger().lock("local") is None
 
@@ -132,7 +137,8 @@ def test_staging_first_promotion_failing_at_smoke_leaves_postgres_empty(stage):
 @pytest.mark.sshd
 def test_staging_first_promotion_failing_at_smoke_keeps_objects_that_were_there_before(stage):
     """A function, an enum and a sequence in `public` before the first promotion: the database
-    is not empty, so the undo restores the backup instead of emptying it; they survive."""
+    is not empty, so the undo does not empty it; the migrations are additive (new tables), so
+    they stay applied, and what was there before survives."""
     with psycopg.connect(stage.db_url, autocommit=True) as c:
         c.execute("CREATE FUNCTION ours() RETURNS INT LANGUAGE sql AS $$ SELECT 42 $$;"
                   "CREATE TYPE mood AS ENUM ('ok'); CREATE SEQUENCE ticket_seq")
@@ -143,8 +149,9 @@ def test_staging_first_promotion_failing_at_smoke_keeps_objects_that_were_there_
     assert r.returncode != 0 and "Traceback" not in r.stderr
     run = stage.project.ledger().runs("staging")[0]
     assert run.status == "rolled_back" and run.failed_step == "smoke", r.stdout
-    assert "empty before this run" not in r.stdout and "restored" in r.stdout
-    assert pg_tables(stage.db_url) == []
+    assert "empty before this run" not in r.stdout and "restored" not in r.stdout
+    assert "kept: 3 additive migration(s) stay applied" in r.stdout
+    assert {"Shop", "OperatorSession", "decision_log"} <= set(pg_tables(stage.db_url))
     with psycopg.connect(stage.db_url) as c:
         assert c.execute("SELECT ours(), nextval('ticket_seq'), enum_range(NULL::mood)::text").fetchone() == (
             42, 1, "{ok}")

@@ -256,8 +256,10 @@ def test_failed_promotion_undoes_the_older_migration_it_applied_not_the_newest_n
     branch = mdir / "20240301000000_branch_feature"
     assert branch.name < newest
     branch.mkdir()
-    (branch / "migration.sql").write_text('CREATE TABLE "BranchFeature" ("id" TEXT NOT NULL PRIMARY KEY);\n')
-    (branch / "down.sql").write_text('DROP TABLE "BranchFeature";\n')
+    # Destructive (a rename), so its undo is its down.sql; an additive one would be kept.
+    (branch / "migration.sql").write_text('CREATE TABLE "BranchFeature" ("id" TEXT NOT NULL PRIMARY KEY);\n'
+                                          'ALTER TABLE "Shop" RENAME COLUMN "plan" TO "tier";\n')
+    (branch / "down.sql").write_text('DROP TABLE "BranchFeature";\nALTER TABLE "Shop" RENAME COLUMN "tier" TO "plan";\n')
     server = project.root / "examples/app/server.mjs"
     server.write_text(server.read_text().replace("/version", "/version-moved"))
     project.commit("a branch's migration, and a broken /version")

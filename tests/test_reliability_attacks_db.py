@@ -237,15 +237,16 @@ def _columns(url, table="Shop") -> set[str]:
 
 def test_promote_undo_restores_with_the_tools_of_database_bin_dir(stage, pg_cluster, tmp_path):
     """A folder holding pg_dump only: the backup step takes it from there, and the undo that
-    must restore (no down.sql) looks there for pg_restore too and says it is missing."""
+    must restore (an accepted destructive migration without down.sql) looks there for
+    pg_restore too and says it is missing."""
     project = stage.project
     tools = tmp_path / "only-pg-dump"
     tools.mkdir()
     (tools / "pg_dump").symlink_to(pg_cluster.tool("pg_dump"))
-    _set_database(project, "staging", f'bin_dir = "{tools}"')
+    _set_database(project, "staging", f'bin_dir = "{tools}"\naccept_destructive = ["20990101000000_billing"]')
     stage.collect_evidence()
     ok(project.invoke("promote", "--to=staging"))          # the database has data from here on
-    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n')
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" DROP COLUMN "uninstalled";\n')
     add_migration(project.root, "20990101000001_broken", 'ALTER TABLE "NoSuchTable" ADD COLUMN x int;\n')
     project.commit("a migration without down.sql, then a broken one")
     stage.collect_evidence()
@@ -287,20 +288,21 @@ def test_promote_undo_down_migration_behind_a_table_lock_fails_within_lock_timeo
     stage.collect_evidence()
     ok(project.invoke("promote", "--to=staging"))
     _set_database(project, "staging", "lock_timeout = 1.0")
-    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" ADD COLUMN "billing_note" TEXT;\n',
-                  'ALTER TABLE "Shop" DROP COLUMN "billing_note";\n')
-    project.commit("billing note")
+    # Destructive with a down.sql: its undo is the down.sql (an additive one would be kept).
+    add_migration(project.root, "20990101000000_billing", 'ALTER TABLE "Shop" DROP COLUMN "uninstalled";\n',
+                  'ALTER TABLE "Shop" ADD COLUMN "uninstalled" BOOLEAN NOT NULL DEFAULT false;\n')
+    project.commit("drop uninstalled")
     stage.collect_evidence()
     killed = project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:release"})
     assert killed.returncode == -9
-    assert "billing_note" in _columns(stage.db_url)
+    assert "uninstalled" not in _columns(stage.db_url)
     with TableLock(stage.db_url, "Shop", mode="ACCESS SHARE") as app_session:
         r = project.invoke("promote", "--to=staging", "--abort")
         assert not app_session.released.is_set()
     failed_clearly(r, "20990101000000_billing", "database.lock_timeout (1 s)")
-    assert "billing_note" in _columns(stage.db_url)
+    assert "uninstalled" not in _columns(stage.db_url)
     ok(project.invoke("promote", "--to=staging", "--abort"))
-    assert "billing_note" not in _columns(stage.db_url)
+    assert "uninstalled" in _columns(stage.db_url)
 
 
 # ---------------------------------------------------------------- #9 gates over reports where nothing ran

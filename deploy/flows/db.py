@@ -141,8 +141,12 @@ def verify_backup(svc, env: str, file: str | None) -> int:
 def restore(svc, env: str, file: str | None, yes: bool) -> None:
     s, url = _db(svc, env)
     path = _backup_file(s, file)
-    if s.environment.protected or not s.is_local:
-        svc.term.confirm(f"Restore {path.name} into the {env} database, replacing its data?", yes)
+    # What the restore would discard: shown, and never discarded without a person saying so.
+    writes = backups.written_since(path, url, sqlite_base=sqlite_base(s), db=s.database)
+    show_writes(svc, writes)
+    if s.environment.protected or not s.is_local or writes.any:
+        lost = f", discarding {writes.summary()}" if writes.any else ""
+        svc.term.confirm(f"Restore {path.name} into the {env} database, replacing its data{lost}?", yes)
     done = {}
 
     def run(ctx):
@@ -154,6 +158,14 @@ def restore(svc, env: str, file: str | None, yes: bool) -> None:
                led=svc.ledger(), yes=yes, question="", ask=False, args={"file": str(path)})
     res = done["res"]
     svc.term.out(f"{env}: restored {res.backup.path.name} into {res.url} ({len(res.tables)} tables)")
+
+
+def show_writes(svc, writes) -> None:
+    """The rows a restore would discard, per table (only the tables written since), then one line."""
+    hit = [r for r in writes.rows() if r[3] or r[4]]
+    if hit:
+        svc.term.out(svc.term.table(hit, ("table", "rows at backup", "rows now", "written since", "gone since")))
+    svc.term.out(writes.summary())
 
 
 def provision(svc, env: str, admin_url_var: str, db_name: str | None, role: str | None, reset_password: bool) -> None:

@@ -14,10 +14,14 @@ from deploy.facts import Serving
 from deploy.flows import common, steps
 
 
-def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None) -> Plan:
-    """Every step of a promotion of `sha` to `s`, in order; nothing runs here."""
+def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None,
+         accept_destructive=(), confirm=None) -> Plan:
+    """Every step of a promotion of `sha` to `s`, in order; nothing runs here. `accept_destructive`:
+    destructive migrations accepted without down.sql (--accept-destructive); `confirm(question)`:
+    a person asked before the migrate undo discards rows written since the backup (None: nobody)."""
     environ = os.environ if environ is None else environ
-    seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify)]
+    accept = tuple(accept_destructive or ())
+    seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify, accept_destructive=accept)]
     if not s.is_local and s.hosts.hosts:
         seq.append(steps.lock_hosts(s, release_id))
     if s.environment.requires_staging_run or s.approvals.required_roles:
@@ -28,7 +32,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
         steps.gate(s, sha),
         steps.build(s, sha, release_id, ledger),
         steps.backup(s, sha, environ),
-        steps.migrate(s, environ, sha),
+        steps.migrate(s, environ, sha, accept=accept, confirm=confirm),
         *([steps.env_push(s, environ)] if not s.is_local and s.hosts.hosts and s.hosts.push_env else []),
         steps.release(s, release_id, environ),
         steps.shopify_push(s, release_id, sha, environ, skip=skip_shopify),
@@ -39,7 +43,8 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
     header = [("environment", f"{s.name} ({s.environment.description or s.environment.kind})"),
               ("commit", sha), ("release", release_id)]
     return Plan("promote", s.name, seq, sha=sha, release_id=release_id,
-                args={"sha": sha, "release_id": release_id, "skip_shopify": skip_shopify}, header=header,
+                args={"sha": sha, "release_id": release_id, "skip_shopify": skip_shopify,
+                      **({"accept_destructive": list(accept)} if accept else {})}, header=header,
                 resume_cmd=f"invoke promote --to={s.name} --resume", abort_cmd=f"invoke promote --to={s.name} --abort")
 
 
@@ -94,7 +99,8 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         full = common.app_sha(s, sha)
         release_id = build.new_release_id(full, datetime.now(timezone.utc))
         if dry_run:
-            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name))
+            p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name),
+                     accept_destructive=accept_destructive)
             svc.term.out(p.table())
             svc.term.out("\nwhat each step would run or touch:\n" + p.commands())
             svc.term.out("\ndry run: nothing was changed.")

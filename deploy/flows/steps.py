@@ -163,9 +163,11 @@ def not_needed(s: Settings, *, skip_shopify: bool) -> dict[str, str]:
     return {s.shopify.token_var: f"the Shopify step is skipped ({s.file.name} has no [shopify] config)"} if why else {}
 
 
-def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify: bool) -> Step:
+def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify: bool,
+              accept_destructive: tuple[str, ...] = ()) -> Step:
     def run(ctx: StepContext):
         notes = []
+        detail = ""
         matrix_file = s.root / "env" / "variables.toml"
         if matrix_file.exists():
             m = envs.load_matrix(s.root)
@@ -194,6 +196,10 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
         database_url(s, environ)
+        if s.database.provider != "none":
+            # Before anything changes: a destructive migration without down.sql is refused here.
+            summary, detail = migration_gate(ctx, s, sha, environ, accept_destructive)
+            notes.append(summary)
         if not s.is_local and s.hosts.hosts:
             notes.append(_hosts_ready(s, environ))
         if not s.is_local and s.hosts.hook_env:
@@ -202,9 +208,14 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
             # The config the push will use is the commit's, so that is the one checked.
             shopify.check(s, environ, path=source_dir(s, sha), commit=sha)
             notes.append("shopify cli and token ok")
-        return f"{'; '.join(notes)}; sha {sha[:12]}"
+        return f"{'; '.join(notes)}; sha {sha[:12]}" + (f"\n{detail}" if detail else "")
 
-    return Step("preflight", "settings, variables (env.check), tools, clean tree, database URL", run=run)
+    def shows() -> list[Touch]:
+        return [Touch("database", line) for line in migration_verdict_lines(s, sha, environ, accept_destructive)]
+
+    return Step("preflight", "settings, variables (env.check), tools, clean tree, database URL, migrations "
+                             "(additive or destructive: squawk)", run=run,
+                shows=shows if s.database.provider != "none" else None)
 
 
 def _hosts_ready(s: Settings, environ) -> str:
@@ -486,30 +497,157 @@ def backup(s: Settings, sha: str, environ) -> Step:
                 run=run, skip=skip, shows=shows)
 
 
-def migrate(s: Settings, environ, sha: str) -> Step:
+# ----------------------------------------------------------------------------- migrations: additive or destructive
+# An undo keeps an additive migration (the previous release runs on the schema it leaves, and
+# rows written into it stay); a destructive one needs its down.sql, or an acceptance by name, or
+# the promotion refuses it before anything changes (deploy/migrations/_lint.py decides which).
+
+def accepted_destructive(s: Settings, accept=()) -> tuple[str, ...]:
+    """Destructive migrations accepted without down.sql: database.accept_destructive, then the flag."""
+    return tuple(dict.fromkeys((*s.database.accept_destructive, *accept)))
+
+
+def pending_verdicts(s: Settings, mdir: Path, environ, *, strict: bool = True):
+    """(verdict on each migration of `mdir` the database has not applied, whether the database
+    is empty: None when it was not read). `strict` false (a dry run): a database that cannot be
+    read gets every migration of the folder judged."""
+    local = migrations.load_migrations(mdir)
+    provider = s.database.provider
+    try:
+        url = database_url(s, environ)
+        base = sqlite_base(s)
+        u = dburl.parse(url, sqlite_base=base)
+        if u.provider == "sqlite" and not u.sqlite_path.exists():   # reading must not create it
+            return migrations.lint(local, provider), True
+        pending = set(migrations.status(url, mdir, sqlite_base=base, db=s.database).pending)
+        empty = migrations.footprint(url, sqlite_base=base, db=s.database).empty
+    except DeployError:
+        if strict:
+            raise
+        return migrations.lint(local, provider), None
+    return migrations.lint([m for m in local if m.name in pending], provider), empty
+
+
+def _verdict(m, accepted) -> str:
+    if m.additive:
+        return "additive"
+    if m.has_down:
+        return "destructive, down.sql"
+    return "destructive, ACCEPTED without down.sql" if m.name in accepted else "destructive, REFUSED (no down.sql)"
+
+
+def verdict_table(lints, accepted) -> str:
+    """The verdicts as a table: migration, verdict, why (or the linter's other findings)."""
+    from tabulate import tabulate
+
+    rows = [(m.name, _verdict(m, accepted),
+             "; ".join(m.reasons) if not m.additive else
+             ("notes: " + ", ".join(sorted({f.rule for f in m.findings})) if m.findings else "-"))
+            for m in lints]
+    return tabulate(rows, headers=("migration", f"verdict ({lints[0].linter})", "why"), tablefmt="simple")
+
+
+def migration_gate(ctx: StepContext, s: Settings, sha: str, environ, accept=()) -> tuple[str, str]:
+    """Preflight: judge every pending migration of the commit, show the verdicts, and refuse
+    (SettingsError, exit 2, nothing changed) a destructive one without down.sql that nobody
+    accepted, unless the database is empty (no row to lose, no release running on it).
+    Returns (summary, one line per migration with its findings, for the ledger)."""
+    mdir = migrations_dir(s, source_dir(s, sha))
+    lints, empty = pending_verdicts(s, mdir, environ)
+    if not lints:
+        return "migrations: none pending", ""
+    ok = accepted_destructive(s, accept)
+    table = verdict_table(lints, ok)
+    ctx.note(table.replace("\n", "\n        "))
+    bad = migrations.unaccepted(lints, ok)
+    if bad and not empty:
+        one = bad[0].name
+        raise SettingsError(
+            f"{'Migration' if len(bad) == 1 else 'Migrations'} {', '.join(m.name for m in bad)} of {sha[:12]} "
+            f"{'is' if len(bad) == 1 else 'are'} destructive and {'has' if len(bad) == 1 else 'have'} no down.sql: "
+            f"the previous release may not run on the schema left behind, and an undo could only restore the "
+            f"backup, discarding every row written after it. Refused before anything changed.\n{table}",
+            f"Write a down.sql beside its migration.sql (`prisma migrate diff --from-schema-datamodel <new> "
+            f"--to-schema-datamodel <old> --script > down.sql`) and commit it; or accept it by name: "
+            f"accept_destructive = [\"{one}\"] under [database] in {s.file.name} (committed), or "
+            f"`invoke promote --to={s.name} --accept-destructive={one}`.")
+    additive = sum(m.additive for m in lints)
+    summary = f"migrations: {additive} additive, {len(lints) - additive} destructive ({lints[0].linter})"
+    if empty:
+        summary += "; the database is empty: nothing to lose"
+    detail = "\n".join(f"{m.name}: {_verdict(m, ok)}" + (f": {'; '.join(m.reasons)}" if m.reasons else "")
+                       + (f" | findings: {' | '.join(str(f) for f in m.findings)}" if m.findings else "")
+                       for m in lints)
+    return summary, detail
+
+
+def migration_verdict_lines(s: Settings, sha: str, environ, accept=()) -> list[str]:
+    """For --dry-run: the verdict on each migration the promotion would apply, read from the
+    commit (its migrations folder extracted to a scratch folder, nothing kept) and the database
+    when it can be read."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="occ-migrations-"))
+    try:
+        mdir = checkout(s.app_dir / s.database.migrations_dir, sha, tmp)
+        lints, empty = pending_verdicts(s, mdir, environ, strict=False)
+    except DeployError as e:
+        return [f"cannot judge the migrations of {sha[:12]} before running: {e.message}"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not lints:
+        return ["no pending migration to judge"]
+    ok = accepted_destructive(s, accept)
+    head = "" if empty is not None else " (the database was not read: every migration of the commit)"
+    out = [f"{len(lints)} migration(s) judged by {lints[0].linter}{head}"]
+    for m in lints:
+        out.append(f"{m.name}: {_verdict(m, ok)}" + (f": {'; '.join(m.reasons)}" if m.reasons else ""))
+        out += [f"  {f}" for f in m.findings]
+    return out
+
+
+def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
+    """Apply the commit's pending migrations. Its undo keeps additive migrations; takes destructive
+    ones back with their down.sql, or by restoring the backup only when nothing was written since
+    it, or when a person confirms (`confirm(question)`, None: nobody to ask: the database is kept
+    and the undo fails, naming the command that restores it)."""
     def run(ctx: StepContext):
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
         if ctx.get(MigrateFacts) is None:
             fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
             st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+            todo = [m for m in migrations.load_migrations(mdir) if m.name in st.pending]
+            lints = migrations.lint(todo, s.database.provider)
+            ok = accepted_destructive(s, accept)
+            bad = migrations.unaccepted(lints, ok)
+            if bad and not fp.empty:   # preflight refused these already, unless the database changed since
+                raise SettingsError(
+                    f"Migration {bad[0].name} is destructive ({'; '.join(bad[0].reasons)}) and has no down.sql; "
+                    "nobody accepted it. Nothing was applied.",
+                    f"Write its down.sql, or accept it: --accept-destructive={bad[0].name}.")
             # Fail closed before changing anything when this run could not be undone: a
-            # database with data, migrations without down.sql, and no backup to restore.
-            no_down = [m.name for m in migrations.load_migrations(mdir) if m.name in st.pending and not m.has_down]
+            # database with data, destructive migrations without down.sql, and no backup.
+            no_down = [m.name for m in lints if not m.additive and not m.has_down]
             taken = ctx.get(BackupFacts)
             if no_down and not fp.empty and not (taken and taken.path):
                 raise DeployError(
-                    f"Migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
+                    f"Destructive migrations {', '.join(no_down)} have no down.sql and this run took no backup of "
                     f"{s.name}'s database, so they could not be undone. Nothing was applied.",
                     f"Set database.backup = true in {s.file.name} (the undo restores it), or add down.sql files.")
-            ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas))))
+            checks = tuple(MigrationCheck.of(m, accepted=m.name in ok and not m.additive and not m.has_down)
+                           for m in lints)
+            ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas)), checks))
             ctx.checkpoint()
         try:
             res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
                                      url_var=s.database.url_var, db=s.database)
         except MigrationFailed as e:
             raise _in_repository(s, sha, e) from None
-        return f"applied {len(res.applied)}: {', '.join(res.applied)}" if res.applied else "up to date"
+        checks = {c.name: c for c in (ctx.get(MigrateFacts).checks or ())}
+        kinds = [f"{n} ({checks[n].kind})" if n in checks else n for n in res.applied]
+        return f"applied {len(res.applied)}: {', '.join(kinds)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
         facts = ctx.get(MigrateFacts)
@@ -517,46 +655,91 @@ def migrate(s: Settings, environ, sha: str) -> Step:
             return "nothing was migrated"
         url = database_url(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
+        base = sqlite_base(s)
         before_db = facts.database
         if before_db and before_db.empty:
             # A first promotion: there was nothing before, so undo means nothing again (no
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind). Empty means
             # no object at all (an extension's aside), so the footprint's object list is empty too.
+            # Every row in it now was written during this run: emptying it is a person's decision then.
+            rows = backups.app_rows(url, sqlite_base=base, db=s.database)
+            if rows:
+                _ask_or_keep(confirm, s, f"empty {s.name}'s database again (it was empty before this run)",
+                             "; ".join(f"{t} {n}" for t, n in rows), "the first release's tables stay")
             fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas))
             return "the database was empty before this run: " + migrations.empty_database(
-                url, fp, sqlite_base=sqlite_base(s), db=s.database)
-        st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+                url, fp, sqlite_base=base, db=s.database)
+        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
         before = set(facts.before)
         notes = []
-        for name in st.failed:  # a migration that failed in this run: its transaction left no trace
-            if name not in before:
-                migrations.resolve(url, mdir, rolled_back=name, sqlite_base=sqlite_base(s), db=s.database)
-                notes.append(f"marked {name} rolled back")
-        ours = [n for n in st.applied if n not in before]
+        for m in st.migrations:  # a migration that failed in this run: its transaction left no trace
+            if m.state == "failed" and m.name not in before:
+                if m.detail.startswith("partially applied"):
+                    raise DeployError(
+                        f"{m.name} failed after part of it was committed (it ran as written, with its own "
+                        "transaction control); it stays recorded as failed, not marked rolled back.",
+                        f"See `invoke db.status --env={s.name}`; finish it by hand and `invoke db.resolve "
+                        f"--env={s.name} --applied {m.name}`, or take back what it committed and `--rolled-back "
+                        f"{m.name}`; then `invoke promote --to={s.name} --abort` finishes the undo.")
+                migrations.resolve(url, mdir, rolled_back=m.name, sqlite_base=base, db=s.database)
+                notes.append(f"marked {m.name} rolled back")
+        at = {m.name: m.applied_at for m in st.migrations}
+        ours = sorted((n for n in st.applied if n not in before), key=lambda n: (at.get(n) is None, at.get(n), n))
         if not ours:
             return "; ".join(notes) or "no migration of this run to undo"
+        checks = {c.name: c for c in (facts.checks or ())}
+        # In the order they were applied: the additive ones before the first destructive one stay
+        # (no row lost, the previous release runs on them); from the first destructive one on, back.
+        first = next((i for i, n in enumerate(ours) if n not in checks or checks[n].kind != "additive"), len(ours))
+        kept, back = ours[:first], ours[first:]
+        if kept:
+            notes.append(f"kept: {len(kept)} additive migration(s) stay applied ({', '.join(kept)}), no rows lost")
+        if not back:
+            return "; ".join(notes)
         local = {m.name: m for m in migrations.load_migrations(mdir)}
-        if all(local.get(n) and local[n].has_down for n in ours):
-            res = migrations.rollback(url, mdir, names=ours, sqlite_base=sqlite_base(s), db=s.database)
+        if all(local.get(n) and local[n].has_down for n in back):
+            res = migrations.rollback(url, mdir, names=back, sqlite_base=base, db=s.database)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
-        elif (taken := ctx.get(BackupFacts)) and taken.path:
-            # Forward-only migrations (Prisma writes no down.sql): the pre-deploy backup.
-            backups.restore(taken.path, url, sqlite_base=sqlite_base(s), db=s.database)
-            notes.append(f"restored {Path(taken.path).name} (no down.sql for {', '.join(ours)})")
-        else:
+            return "; ".join(notes)
+        taken = ctx.get(BackupFacts)
+        if not (taken and taken.path):
             raise DeployError(
-                f"Cannot undo migrations {', '.join(ours)}: no down.sql and no backup.",
+                f"Cannot undo migrations {', '.join(back)}: destructive, no down.sql and no backup.",
                 "Restore the database by hand (invoke db.restore) or write down.sql files.",
             )
-        return "; ".join(notes)
+        name = Path(taken.path).name
+        writes = backups.written_since(taken.path, url, sqlite_base=base, db=s.database)
+        if writes.any:
+            _ask_or_keep(confirm, s, f"restore {name} (destructive {', '.join(back)} without down.sql)",
+                         writes.summary(), f"{', '.join(back)} stay applied")
+        backups.restore(taken.path, url, sqlite_base=base, db=s.database)
+        said = "a person confirmed discarding " + writes.summary() if writes.any else writes.summary()
+        return "; ".join([f"restored {name} (no down.sql for {', '.join(back)}; {said})"]
+                         + [n for n in notes if not n.startswith("kept:")])
 
     def shows() -> list[Touch]:
         return migrate_touches(s, sha, environ)
 
     skip = "no database for this environment" if s.database.provider == "none" else None
     return Step("migrate", f"apply pending Prisma migrations of {sha[:12]} ({s.database.runner})", run=run,
-                undo=undo, undo_does="empty again if it was empty; else down.sql of this run's migrations, "
-                                     "else restore the backup", skip=skip, shows=shows)
+                undo=undo, undo_does="keep additive migrations; empty again if it was empty; down.sql of "
+                                     "destructive ones, else restore the backup if nothing was written since "
+                                     "(else a person decides)", skip=skip, shows=shows)
+
+
+def _ask_or_keep(confirm, s: Settings, act: str, written: str, stays: str) -> None:
+    """Before an undo discards rows written since the backup (or since an empty start): ask a
+    person; with nobody to ask, keep the database and fail the undo, naming the command."""
+    question = f"{act[0].upper()}{act[1:]}, discarding {written}?"
+    if confirm is not None:
+        confirm(question)
+        return
+    raise DeployError(
+        f"Kept the database: the undo would {act}, discarding {written}. Nobody was asked, so nothing was "
+        f"discarded; {stays}.",
+        f"A person decides: `invoke promote --to={s.name} --abort` asks (at a terminal; `--yes` confirms "
+        f"without one) and then does it. To keep the database as it is instead, leave it, and free the lock "
+        f"with `invoke lock.release --env={s.name} --force`.")
 
 
 def _in_repository(s: Settings, sha: str, e: MigrationFailed) -> MigrationFailed:
@@ -980,8 +1163,9 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
             if not b or not Path(b).exists():
                 raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
                                   "Restore a specific file with `invoke db.restore --env=<env> --file=...`.")
+            writes = backups.written_since(b, url, sqlite_base=base, db=s.database)
             backups.restore(b, url, sqlite_base=base, db=s.database)
-            return f"restored {Path(b).name}"
+            return f"restored {Path(b).name} (confirmed; {writes.summary()})"
         if fled is None or fled.migrations_before is None:
             # Without the list, "this release's migrations" is unknown: guessing could drop them all.
             raise DeployError(f"The ledger has no record of which migrations {current or 'the live release'} applied "
@@ -997,15 +1181,29 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
         res = migrations.rollback(url, mdir, names=ours, sqlite_base=base, db=s.database)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
+    def since() -> str:
+        """What the restore would discard, measured now (read-only), for the plan a person confirms."""
+        b = fled.backup if fled else None
+        if not b or not Path(b).exists():
+            return "no backup on this machine: refused at run time"
+        try:
+            return backups.written_since(b, database_url(s, environ), sqlite_base=sqlite_base(s),
+                                         db=s.database).summary()
+        except DeployError as e:
+            return f"writes since the backup cannot be measured ({e.message}): counted as written"
+
     def shows() -> list[Touch]:
         if db == "restore":
-            return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}")]
+            return [Touch("database", f"restore {fled.backup if fled and fled.backup else '(no backup recorded)'}; "
+                                      f"{since()}")]
         before = "unknown: refused at run time" if fled is None or fled.migrations_before is None else \
             f"not among the {len(fled.migrations_before)} applied before {current}"
         return [Touch("database", f"down.sql of each applied migration {before}, last applied first")]
 
     does = {"down": "down.sql of the rolled-back release's migrations",
             "restore": "restore the backup taken before the rolled-back release"}.get(db, "keep")
+    if db == "restore" and skip is None:
+        does += f", discarding what was written since: {since()}"
     return Step("database", does, run=run, skip=skip, shows=shows)
 
 
