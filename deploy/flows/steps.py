@@ -85,7 +85,6 @@ def sqlite_base(s: Settings, app: Path | None = None) -> Path:
     return migrations_dir(s, app).parent
 
 
-def source_dir(s: Settings, sha: str) -> Path:
 def build_key(s: Settings, sha: str) -> b.BuildKey:
     """What the environment's build of `sha` is made from (commit, app folder in its
     repository, [app] contract): the name of its artifact and of its checkout."""
@@ -98,6 +97,7 @@ def find_artifact(s: Settings, sha: str):
     return b.find(artifacts_dir(s), build_key(s, sha))
 
 
+def source_dir(s: Settings, sha: str) -> Path:
     """The app folder as of commit `sha` (`git archive`, extracted once under
     .deploy/src/<build key>): where a promotion builds and reads its migrations and Shopify
     config, never the working tree."""
@@ -109,8 +109,8 @@ def checkout_if_there(s: Settings, sha: str) -> Path | None:
     run reads, it does not extract)."""
     try:
         top, rel = repo_of(s.app_dir)
-    except DeployError:
         target = s.root / ".deploy" / "src" / build_key(s, sha).name
+    except DeployError:
         return None
     return (target / rel if rel != "." else target) if (target / ".complete").exists() else None
 
