@@ -164,7 +164,8 @@ def test_rendered_settings_are_valid_and_say_what_was_detected(rendered):
     assert staging.database.provider == "postgresql" and staging.shopify.config == "staging"
     assert staging.database.migrations_dir == "prisma/postgres/migrations"   # the SQLite folder cannot serve Postgres
     production = config.load("production", root)
-    assert production.shopify.config == "shopify.app.toml" and production.environment.requires_staging_run
+    # The template's shopify.app.toml has the placeholder URL https://example.com: not production's.
+    assert production.shopify.config == "" and production.environment.requires_staging_run
     assert "react-router-serve ./build/server/index.js" in files["docs/runbooks/deployment_staging.md"]
 
 
