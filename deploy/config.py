@@ -105,7 +105,8 @@ class AppSection:
     runtime_env: tuple[str, ...] = ()      # names the locally started app gets (hosts: put them in shared/.env)
     build_timeout: float = 900.0           # seconds each build command may take
     keep_builds: int = 5                   # artifacts and .deploy/src checkouts kept (live/previous always kept)
-    # Reuse installed dependencies across commits with the same lockfile, package manager,
+    # Reuse installed dependencies across commits with the same lockfile, install scripts (and the
+    # files they name), Prisma schema and config, package manager,
     # node version, platform and install/prune argv: .deploy/cache/deps/<key> under the
     # project root (keep_builds entries kept). The artifact is the same bytes either way.
     deps_cache: bool = True
