@@ -200,8 +200,8 @@ def test_check_catches_a_task_renamed_in_tasks_py(tmp_path):
     """The other direction: the task is renamed, the runbooks still say the old name."""
     root = _copy_repo(tmp_path)
     before = rb.check(root)
-    _edit_first(root / "tasks.py", '@task(name="release", help={"env": ENV, "force"',
-                '@task(name="unlock", help={"env": ENV, "force"')
+    _edit_first(root / "tasks.py", '@task(name="release", iterable=["skip_host"]',
+                '@task(name="unlock", iterable=["skip_host"]')
     new = _new_findings(before, rb.check(root))
     stale = [f for f in new if f.kind == "unknown-task"]
     assert stale and {f.name for f in stale} == {"lock.release"}
