@@ -123,6 +123,8 @@ def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False
     if dry_run:
         svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return
+    # Refused before anyone is asked and before any host switches (the check step asks again under the lock).
+    p.step("check").run(None)
     if db != "keep" or s.environment.protected:
         svc.term.out(p.table() + "\n")
         svc.term.confirm(f"Roll {env} back to {p.release_id}" + (f" and its database ({db})" if db != "keep" else "") + "?",
