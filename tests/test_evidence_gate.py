@@ -214,7 +214,9 @@ def test_closed_gate_error_carries_the_table_reasons_and_a_hint(passing_evidence
     text = str(exc.value)
     for column in ("kind", "file", "counts", "scores", "threshold", "verdict", "reasons"):
         assert column in text
-    assert "the commit being deployed" in text and "invoke evidence.collect" in exc.value.hint
+    # The table wraps the reasons column between words; the reasons themselves are whole.
+    assert "the commit being deployed" in "\n".join(exc.value.reasons) and "deployed" in text
+    assert "invoke evidence.collect" in exc.value.hint
     assert not exc.value.verdict.ok
 
 
