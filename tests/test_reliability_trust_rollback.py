@@ -487,3 +487,109 @@ def test_skipping_hosts_refuses_unknown_or_every_host(names, says):
     sec = HostsSection(hosts=("a:22", "b:22"), user="deploy", deploy_to="/srv/occ")
     with pytest.raises(SettingsError, match=says):
         skipping(sec, names)
+
+
+# ----------------------------------------------------------------------------- case 7: a stale promotion plan
+
+def _protect_staging(stage) -> None:
+    """Staging becomes a protected environment: a promotion shows its plan and asks (or takes --yes)."""
+    p = stage.project.root / "env/staging.toml"
+    p.write_text(p.read_text().replace('app_dir = "examples/app"\n', 'app_dir = "examples/app"\nprotected = true\n', 1))
+    stage.project.commit("staging is protected")
+
+
+def _on_other_ledger(stage, pg_cluster, *args):
+    """`invoke ARGS` by a runner with its own Postgres ledger that shares only the hosts."""
+    stage.project.env["DEPLOY_LEDGER_URL"] = pg_cluster.create_database()
+    try:
+        return stage.project.invoke(*args)
+    finally:
+        stage.project.env.pop("DEPLOY_LEDGER_URL", None)
+
+
+def _host_releases(stage) -> list[list[str]]:
+    return [sorted(p.name for p in (h.root / "srv/occ/releases").iterdir()) for h in stage.hosts]
+
+
+def _ci_commits_c(stage) -> None:
+    (stage.project.root / "examples/app/NOTE.txt").write_text("release c\n")
+    stage.project.commit("release c")
+    stage.collect_evidence()
+
+
+# What CI does while the operator reads the promotion plan. Each returns what the hosts serve after.
+def _same_ledger_promotes(stage, pg_cluster, a, b):
+    _ci_commits_c(stage)
+    r = stage.project.invoke("promote", "--to=staging", "--yes")
+    assert r.returncode == 0, text(r)
+    return stage.currents()
+
+
+def _other_ledger_promotes(stage, pg_cluster, a, b):
+    _ci_commits_c(stage)
+    r = _on_other_ledger(stage, pg_cluster, "promote", "--to=staging", "--yes")
+    assert r.returncode == 0, text(r)
+    return stage.currents()
+
+
+def _other_ledger_rolls_one_host_back(stage, pg_cluster, a, b):
+    r = _on_other_ledger(stage, pg_cluster, "rollback", "--env=staging", "--yes", f"--to={a}",
+                         f"--skip-host={stage.hosts[0].address}")
+    assert r.returncode == 0, text(r)
+    assert stage.currents() == [b, a]
+    return stage.currents()
+
+
+@pytest.mark.parametrize("meanwhile, flags", [
+    (_same_ledger_promotes, ()),
+    (_other_ledger_promotes, ()),
+    (_other_ledger_rolls_one_host_back, ()),
+    (_other_ledger_promotes, ("--no-rollback",)),
+], ids=["same-ledger-promotes-c", "other-ledger-promotes-c", "other-ledger-rolls-last-host-back",
+        "other-ledger-promotes-c-no-rollback"])
+def test_confirmed_promotion_to_protected_env_whose_live_release_changed_meanwhile_is_refused(two, pg_cluster,
+                                                                                             meanwhile, flags):
+    stage, a, b = two
+    _protect_staging(stage)
+    (stage.project.root / "examples/app/NOTE.txt").write_text("release d\n")
+    d_sha = stage.project.commit("release d")
+    stage.collect_evidence()
+    p, master = _spawn_on_pty(stage.project, "promote", "--to=staging", *flags)
+    shown = _read_until(master, "[y/N]")
+    assert f"live now: {b}" in shown and "hosts serve:" in shown and shown.count(f": {b}") >= 2, shown
+    serving = meanwhile(stage, pg_cluster, a, b)
+    assert serving != [b, b]
+    stage.collect_evidence(d_sha)   # D's gate would pass: only the changed live state may stop it
+    ledger_live = live(stage)
+    migrations, dirs = applied(stage.db_url), _host_releases(stage)
+    runs_before = len(stage.project.ledger().runs("staging", flow="promote", limit=100))
+    os.write(master, b"y\n")
+    out = _drain(p, master)
+    assert p.returncode == 7, out
+    assert "changed after the plan was shown" in out and "Nothing was changed" in out, out
+    assert "Traceback" not in out, out
+    assert stage.currents() == serving and _host_releases(stage) == dirs
+    assert live(stage) == ledger_live and applied(stage.db_url) == migrations
+    assert stage.project.ledger().lock("staging") is None
+    assert not any(host_locked(h) for h in stage.hosts)
+    runs = stage.project.ledger().runs("staging", flow="promote", limit=100)
+    assert all(r.sha != d_sha or r.status != "succeeded" for r in runs) and len(runs) <= runs_before + 1
+
+
+def test_promotion_with_yes_to_protected_env_runs_whatever_the_hosts_served_before(two, pg_cluster):
+    stage, a, b = two
+    _protect_staging(stage)
+    _ci_commits_c(stage)   # the hosts serve C (another ledger's run), this ledger still says B
+    r = _on_other_ledger(stage, pg_cluster, "promote", "--to=staging", "--yes")
+    assert r.returncode == 0, text(r)
+    c = stage.currents()[0]
+    assert c not in (a, b) and live(stage) == b
+    (stage.project.root / "examples/app/NOTE.txt").write_text("release d\n")
+    stage.project.commit("release d")
+    stage.collect_evidence()
+    r = stage.project.invoke("promote", "--to=staging", "--yes")
+    assert r.returncode == 0, text(r)
+    assert f"live now: {b}" in r.stdout and f": {c}" in r.stdout, r.stdout
+    d = live(stage)
+    assert d not in (a, b, c) and stage.currents() == [d, d] and stage.versions() == [d, d]
+    assert stage.project.ledger().lock("staging") is None and not any(host_locked(h) for h in stage.hosts)

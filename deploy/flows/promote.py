@@ -9,21 +9,22 @@ from datetime import datetime, timezone
 from deploy import build, golive, hosts
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner, Step
-from deploy.errors import ApprovalMissing, SettingsError
+from deploy.errors import ApprovalMissing, HostFailed, SettingsError
 from deploy.facts import Serving
 from deploy.flows import common, steps
 
 
 def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None,
-         accept_destructive=(), confirm=None) -> Plan:
+         accept_destructive=(), confirm=None, hosts_shown=None) -> Plan:
     """Every step of a promotion of `sha` to `s`, in order; nothing runs here. `accept_destructive`:
     destructive migrations accepted without down.sql (--accept-destructive); `confirm(question)`:
-    a person asked before the migrate undo discards rows written since the backup (None: nobody)."""
+    a person asked before the migrate undo discards rows written since the backup (None: nobody);
+    `hosts_shown`: each host's current release as shown before the confirmation (checked under the host lock)."""
     environ = os.environ if environ is None else environ
     accept = tuple(accept_destructive or ())
     seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify, accept_destructive=accept)]
     if not s.is_local and s.hosts.hosts:
-        seq.append(steps.lock_hosts(s, release_id))
+        seq.append(steps.lock_hosts(s, release_id, shown=hosts_shown))
     if s.environment.requires_staging_run or s.approvals.required_roles:
         seq.append(steps.approvals(s, sha, ledger))
     if s.environment.golive_required:
@@ -106,12 +107,20 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
             svc.term.out("\ndry run: nothing was changed.")
             return
         led = svc.ledger()
+        on_hosts = None
+        if s.environment.protected and not s.is_local and s.hosts.hosts:
+            try:   # what the hosts serve, which a runner of another ledger may change too
+                on_hosts = hosts.current_release(s.hosts)
+            except HostFailed as e:
+                raise steps.with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
         p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name),
-                 ledger=led, accept_destructive=accept_destructive)
+                 ledger=led, accept_destructive=accept_destructive, hosts_shown=on_hosts)
         if s.environment.protected:
             shown = led.live_release(s.name) or {}
             svc.term.out(p.table() + f"\nlive now: {shown.get('release_id') or 'none'}"
-                         + (f" ({shown['sha'][:12]})" if shown.get("sha") else "") + "\n")
+                         + (f" ({shown['sha'][:12]})" if shown.get("sha") else "")
+                         + ("\nhosts serve: " + ", ".join(f"{h}: {c or 'nothing'}" for h, c in on_hosts.items())
+                            if on_hosts else "") + "\n")
             svc.term.confirm(f"Promote {full[:12]} to {s.name}?", yes)
             p = dataclasses.replace(p, guard=lambda: common.still_live(led, s.name, shown))
         outcome = Runner(led, Console(), rollback=not no_rollback).execute(p)

@@ -296,17 +296,32 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
 
 # ----------------------------------------------------------------------------- hosts lock
 
-def lock_hosts(s: Settings, release_id: str) -> Step:
+def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | None = None) -> Step:
     """The remote lock, taken before anything changes: runners that share no ledger
     (another CI system, a laptop) still exclude each other, and the loser stops here.
     It lasts until the run ends: released when the whole run has succeeded (after
-    `record`), or by this step's undo, the last of the undo chain; never at the release."""
+    `record`), or by this step's undo, the last of the undo chain; never at the release.
+    `shown`: host -> the release its `current` pointed at when a person confirmed the plan;
+    once the lock is held, a host on anything else stops the run (PlanChanged) before any change."""
 
     def run(ctx: StepContext):
         try:
             names = hosts.acquire_lock(s.hosts, run_id=ctx.run_id, release_id=release_id)
         except HostFailed as e:
             raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
+        if shown is not None:
+            # Read under the host lock: a runner of another ledger that shares only the hosts
+            # may have released between the question and this lock.
+            now = hosts.current_release(s.hosts)
+            stale = [h for h in dict.fromkeys([*shown, *now]) if now.get(h) != shown.get(h)]
+            if stale:   # this step's undo (or its finish, under --no-rollback) frees the host locks
+                raise PlanChanged(
+                    f"The hosts of {s.name} changed after the plan was shown: "
+                    + ", ".join(f"{h} served {shown.get(h) or 'nothing'}, now {now.get(h) or 'nothing'}"
+                                for h in stale) + ". Nothing was changed.",
+                    "Another run (perhaps of another ledger) released meanwhile. Look again "
+                    f"(`invoke hosts.releases --env={s.name}`), then run it again to confirm a plan of what is "
+                    "live now.")
         return f"deploy lock held on {len(names)} host(s)"
 
     def undo(ctx: StepContext):
