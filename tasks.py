@@ -260,7 +260,7 @@ def db_resolve(c, env, applied=None, rolled_back=None, yes=False):
     """Mark a migration applied or rolled back, as `prisma migrate resolve` does."""
     from deploy.flows import db
 
-    db.resolve(services(), env, applied, rolled_back)
+    db.resolve(services(), env, applied, rolled_back, yes)
 
 
 @task(name="backup", help={"env": ENV})
@@ -341,7 +341,7 @@ def hosts_rollback(c, env, to=None, yes=False):
     """Switch every host back to the previous (or named) release and restart."""
     from deploy.flows import hosts
 
-    hosts.rollback(services(), env, to)
+    hosts.rollback(services(), env, to, yes)
 
 
 @task(name="versions", help={"env": ENV, "json": JSON})
@@ -373,7 +373,7 @@ def shopify_release(c, env, version, yes=False):
     from deploy.flows import shopify
 
     need(version=version)
-    shopify.release(services(), env, version)
+    shopify.release(services(), env, version, yes)
 
 
 @task(help={"env": ENV, "release": "release id /version must name (local: the running one)"})
