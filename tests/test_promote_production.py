@@ -19,7 +19,11 @@ def staging_ok(stage):
     return stage.project.ledger().runs("staging")[0]
 
 
-def approve(stage, role, by="pat"):
+APPROVERS = {"product": "pat", "manager": "sam"}   # each required role its own person
+
+
+def approve(stage, role, by=None):
+    by = by or APPROVERS.get(role, "lee")
     r = stage.project.invoke("approve", "--env=production", f"--role={role}", f"--by={by}")
     assert r.returncode == 0, r.stderr
 
