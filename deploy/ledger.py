@@ -339,7 +339,7 @@ def _refuse_while_showing_life(env: str, held: "LockRow", silent: float | None, 
         return
     bound = clock.age(STALE_AFTER_SECONDS)
     life = (f"showed life {clock.age(silent)} ago: less than the {bound} staleness bound"
-            if silent is not None else f"beat again while watched for up to {bound}")
+            if silent is not None else f"beat again while watched for up to the {bound} staleness bound")
     raise LockHeld(
         f"The {env} lock is held {_where(held)} by {held.describe()}, which {life}, so it may still be running. "
         "Nothing was changed.",

@@ -2,11 +2,12 @@
 
 Each step appends `<name>` to <dir>/world (the "environment"); each undo appends
 `-<name>`. A step named in BLOCK_AT waits for <dir>/go before finishing; FAIL_AT fails.
-Usage: engine_child.py DIR run|resume|abort [RUN_ID]
+Usage: engine_child.py DIR run|resume|abort [RUN_ID]  (BREAK_LOCK=1: resume/abort with --break-lock)
 """
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,8 +36,9 @@ def plan(d: Path) -> Plan:
             ctx.put(Ran((*(ran.steps if ran else ()), name)))
             if os.environ.get("BLOCK_AT") == name:
                 (d / "blocked").write_text(str(os.getpid()))
+                pause = threading.Event()   # not time.sleep: under libfaketime its clock_nanosleep fails (EINVAL)
                 while not (d / "go").exists():
-                    time.sleep(0.05)
+                    pause.wait(0.05)
             if os.environ.get("FAIL_AT") == name:
                 raise DeployError(f"{name} broke on purpose")
             with world.open("a") as f:
@@ -62,9 +64,9 @@ def main() -> int:
         if mode == "run":
             outcome = runner.execute(p)
         elif mode == "resume":
-            outcome = runner.resume(p, sys.argv[3])
+            outcome = runner.resume(p, sys.argv[3], break_lock=os.environ.get("BREAK_LOCK") == "1")
         else:
-            outcome = runner.abort(p, sys.argv[3])
+            outcome = runner.abort(p, sys.argv[3], break_lock=os.environ.get("BREAK_LOCK") == "1")
     except DeployError as e:
         print(f"error: {e}", file=sys.stderr)
         return 4
