@@ -438,3 +438,53 @@ def test_env_check_warns_of_a_secret_too_short_to_be_masked(tmp_path, value, sho
         assert "| ok" in line and "warning: too short to be masked in output, rotate it" in line, line
     else:
         assert "| ok" in line and "warning" not in line, line
+
+
+# ---------------------------------------------------------------- the package's surface
+
+def _defined_public(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_the_envs_package_exports_exactly_its_modules_public_names():
+    """deploy.envs re-exports every public name of _matrix, _values, _checks and _render,
+    and nothing else (httpx's tests/test_exported_members.py)."""
+    modules = sorted(p for p in Path(envs.__file__).parent.glob("_*.py") if p.stem != "__init__")
+    assert {p.stem for p in modules} == {"_matrix", "_values", "_checks", "_render"}
+    defined = set().union(*(_defined_public(p) for p in modules))
+    assert set(envs.__all__) == defined
+    assert len(envs.__all__) == len(set(envs.__all__))
+    assert all(hasattr(envs, n) for n in envs.__all__)
+
+
+def test_every_envs_name_the_toolkit_and_tests_use_is_exported():
+    import re
+
+    used = set()
+    for path in [*(REPO / "deploy").rglob("*.py"), *(REPO / "tests").rglob("*.py"), REPO / "tasks.py"]:
+        if "envs" in path.parts:
+            continue
+        text = path.read_text()
+        if not re.search(r"from deploy import [^\n]*\benvs\b|from deploy\.envs import", text):
+            continue
+        used |= set(re.findall(r"\benvs\.([A-Za-z]\w*)", text))
+        used |= {n.strip() for m in re.findall(r"from deploy\.envs import ([\w, ]+)", text) for n in m.split(",")}
+    assert used - set(envs.__all__) == set()
+
+
+@pytest.mark.parametrize("module", ["_matrix", "_values", "_checks", "_render"])
+def test_each_envs_module_opens_with_a_docstring_naming_its_job(module):
+    import importlib
+
+    doc = importlib.import_module(f"deploy.envs.{module}").__doc__
+    assert doc and len(doc.split()) >= 8

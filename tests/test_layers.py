@@ -57,7 +57,7 @@ def test_only_task_facing_code_imports_the_cli_or_the_tasks(path):
         "from the Services argument (deploy/services.py), and anything else the task layer has as an argument")
 
 
-@pytest.mark.parametrize("path", [p for p in modules() if p.parent == DEPLOY or p.parent.name in ("evidence", "migrations")],
+@pytest.mark.parametrize("path", [p for p in modules() if p.parent == DEPLOY or p.parent.name in ("evidence", "migrations", "envs")],
                          ids=rel)
 def test_no_primitive_imports_a_flow(path):
     if rel(path) in TASK_FACING:

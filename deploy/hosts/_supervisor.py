@@ -3,7 +3,7 @@ sh script (setsid, awk, od and /proc), rewritten on every release. Two jobs, bot
 on exactly what was meant:
 
 - **The app's environment is shared/.env read by the project's dotenv dialect**: python-dotenv's
-  rules, as `deploy/envs.py` reads and writes them, without `${VAR}` expansion. Quotes, escapes,
+  rules, as `deploy/envs/` reads and writes them, without `${VAR}` expansion. Quotes, escapes,
   inline comments, `export `, CRLF line ends and multi-line quoted values come out as
   python-dotenv gives them. What the dialect cannot carry into an environment (a line it cannot
   parse, a name that is not a variable name, a name without `=`, a NUL byte, text that is not
