@@ -6,7 +6,6 @@ Kept free of heavy imports so `invoke --list` stays fast.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -35,30 +34,6 @@ def services():
     from deploy.services import Services
 
     return Services(root=root(), environ=os.environ)
-
-
-def settings(env: str | None, flag: str = "--env"):
-    """The typed settings of `env` (see `Services.settings`)."""
-    return services().settings(env, flag)
-
-
-def ledger():
-    return services().ledger()
-
-
-def out(text: str = "") -> None:
-    print(redact(text), flush=True)
-
-
-def width() -> int:
-    """The terminal's width in columns (COLUMNS when set; no wrapping when stdout is no terminal)."""
-    from deploy.services import terminal_width
-
-    return terminal_width()
-
-
-def emit_json(value) -> None:
-    print(redact(json.dumps(value, indent=2, default=str)), flush=True)
 
 
 def _quiet_stdout() -> None:
@@ -165,10 +140,3 @@ def need(**flags) -> None:
     missing = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is None or v == ""]
     if missing:
         raise SettingsError(f"Missing {', '.join(missing)}.", "See `invoke <task> --help` for every flag.")
-
-
-def confirm(question: str, yes: bool) -> None:
-    """Ask unless --yes; refuse without a terminal."""
-    from deploy.services import Terminal
-
-    Terminal().confirm(question, yes)

@@ -1,5 +1,5 @@
 """What the task layer hands a flow: the project, its settings, the ledger, the terminal and
-the process environment (DESIGN.md "Services").
+the process environment (drawn in docs/architecture.md).
 
 deploy/cli.py builds one `Services` per task (`cli.services()`); flows take it as their
 first argument and never import deploy/cli (tests/test_layers.py checks the rule). A test

@@ -581,6 +581,7 @@ def test_an_app_without_a_name_at_its_repository_root_goes_back_to_its_first_rel
     from deploy import config
     from deploy.engine import Console, StepContext
     from deploy.flows import steps
+    from deploy.locations import find_artifact
 
     repo = tmp_path / "shop"
     repo.mkdir()
@@ -601,7 +602,7 @@ def test_an_app_without_a_name_at_its_repository_root_goes_back_to_its_first_rel
     for sha in shas:
         ctx = StepContext(run_id=None, env="local", state={}, console=Console(io.StringIO()))
         steps.build(s, sha, "r").run(ctx)
-        arts.append(steps.find_artifact(s, sha))
+        arts.append(find_artifact(s, sha))
     assert [b.read_manifest(a)["app"] for a in arts] == ["shop", "shop"]
 
     f = NodeFleet(sshd_farm, sshd_hosts(1), tmp_path)

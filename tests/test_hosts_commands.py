@@ -393,7 +393,7 @@ def test_batch_size_is_checked_when_the_settings_are_read(tmp_path, value, ok):
 
 
 # ---------------------------------------------------------------- every builder, exactly
-# Commands are data (STYLE.md, pyinfra's tests/operations): each host command builder's
+# Commands are data (pyinfra's tests/operations): each host command builder's
 # output for one fixed target, to the character. A change to what runs on a host shows
 # here as a diff to review, not as a surprise on a host.
 

@@ -108,3 +108,28 @@ def test_a_task_name_leads_to_its_flow_module_in_one_hop(name, task):
     fn = sub.replace("-", "_") if sub else "main"
     assert re.search(rf"\b{fn}\(services\(\)", src), f"invoke {name} should call flows/{module}.py:{fn}"
     assert f"flows/{module}.py" in (ROOT / "docs" / "architecture.md").read_text() or not sub
+
+
+def cli_functions_nothing_calls(src: str, users: list[str]) -> list[str]:
+    """The functions `src` (deploy/cli.py) defines that neither it (by bare name: a call, a
+    decorator, a reference) nor any of `users` (imported from deploy.cli, or `cli.NAME`) uses."""
+    import re
+
+    tree = ast.parse(src)
+    names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    inside = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return [name for name in names if name not in inside and not any(
+        re.search(rf"from deploy\.cli import [^\n]*\b{name}\b|\bcli\.{name}\b", u) for u in users)]
+
+
+def test_every_function_of_the_cli_edge_is_used():
+    """deploy/cli.py holds only what the task layer calls (or its own functions call): a
+    helper nothing calls is dead weight a newcomer reads for nothing."""
+    users = [(ROOT / "tasks.py").read_text(), *(p.read_text() for p in DEPLOY.rglob("*.py") if p.name != "cli.py"),
+             *(p.read_text() for p in (ROOT / "tests").rglob("*.py") if p.name != "test_layers.py")]  # its strings
+    assert cli_functions_nothing_calls((DEPLOY / "cli.py").read_text(), users) == []
+
+
+def test_the_dead_helper_finder_sees_an_unused_function_and_not_a_used_one():
+    src = "def used():\n    pass\n\ndef helper():\n    used()\n\ndef dead():\n    x.dead()\n\ndef outside():\n    pass\n"
+    assert cli_functions_nothing_calls(src, ["from deploy.cli import helper", "cli.outside()"]) == ["dead"]

@@ -88,7 +88,7 @@ def parse_lhci(files: Mapping[str, bytes], name: str) -> LighthouseReport:
         if not isinstance(results, list):
             raise EvidenceError(where, "not a Lighthouse CI assertion-results.json (a list of results).")
         for res in results:
-            # docs/assertions.md: only level "error" fails `lhci assert`; "warn" is advice.
+            # lighthouse-ci's docs/assertions.md: only level "error" fails `lhci assert`; "warn" is advice.
             if isinstance(res, dict) and res.get("passed") is False and res.get("level") == "error":
                 errors.append(f"lhci assertion {_first_line(res.get('name') or res.get('auditId') or '?', 60)} "
                               f"failed on {_first_line(res.get('url') or '?', 80)} "

@@ -4,32 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy import backups, dburl, migrations
+from deploy import backups, migrations
+from deploy.database import Database
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes
 from deploy.flows import steps as promote_steps
 from deploy.flows.common import app_sha, whole_number
-from deploy.flows.steps import database_url, migrations_dir, sqlite_base
+from deploy.locations import migrations_dir
 from deploy.private import write_private
 from deploy.redact import Secret
 
 
 def _db(svc, env: str):
     s = svc.settings(env)
-    if s.database.provider == "none":
-        raise SettingsError(f"The {env} environment has no database (database.provider = \"none\" in {s.file.name}).")
-    return s, database_url(s, svc.environ_for(s.name))
+    return s, Database.of(s, svc.environ_for(s.name))
 
 
 def status(svc, env: str, as_json: bool = False) -> int:
-    s, url = _db(svc, env)
-    report = migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database)
+    s, database = _db(svc, env)
+    report = database.status(migrations_dir(s))
     if as_json:
         svc.term.emit_json(shapes.db_status(report, s.name))
     else:
         svc.term.out(migrations.render_status(report, width=svc.term.width()))
 
-        for note in dburl.parse(url, sqlite_base=sqlite_base(s)).notes:
+        for note in database.parsed().notes:
             svc.term.out(f"note: {note}")
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
@@ -38,7 +37,7 @@ def migrate(svc, env: str, yes: bool = False) -> None:
     """`invoke db.migrate`. On a remote environment it is a promotion's database part: the commit's migrations
     (a working tree that differs is refused), promote's rights for the commit, its locks and question, its
     backup step first (the undo's way back) and its migrate step (flows/rights.py)."""
-    s, url = _db(svc, env)
+    s, database = _db(svc, env)
     led = svc.ledger()
     if rights.guarded(s):
         sha, _ = rights.committed_migrations(s)
@@ -54,9 +53,7 @@ def migrate(svc, env: str, yes: bool = False) -> None:
     done = {}
 
     def run(ctx):
-        done["res"] = migrations.migrate(url, migrations_dir(s), runner=s.database.runner,
-                                         sqlite_base=sqlite_base(s),
-                                         url_var=s.database.url_var, db=s.database)
+        done["res"] = database.migrate(migrations_dir(s))
         return f"applied {len(done['res'].applied)}"
 
     rights.act(svc, s, "db.migrate", rights.one("db.migrate", "apply pending Prisma migrations", run), led=led,
@@ -69,12 +66,12 @@ def migrate(svc, env: str, yes: bool = False) -> None:
 
 def rollback(svc, env: str, steps: int | str | None, yes: bool) -> None:
     steps = whole_number("steps", steps, 1)
-    s, url = _db(svc, env)
+    s, database = _db(svc, env)
     _, mdir = rights.committed_migrations(s)
     done = {}
 
     def run(ctx):
-        done["res"] = migrations.rollback(url, mdir, steps=steps, sqlite_base=sqlite_base(s), db=s.database)
+        done["res"] = database.rollback(mdir, steps)
         return f"rolled back {', '.join(done['res'].rolled_back) or 'nothing'}"
 
     rights.act(svc, s, "db.rollback", rights.one("db.rollback", f"down.sql of the latest {steps} migration(s)", run),
@@ -86,13 +83,12 @@ def rollback(svc, env: str, steps: int | str | None, yes: bool) -> None:
 def resolve(svc, env: str, applied: str | None, rolled_back: str | None, yes: bool = False) -> None:
     if bool(applied) == bool(rolled_back):
         raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
-    s, url = _db(svc, env)
+    s, database = _db(svc, env)
     _, mdir = rights.committed_migrations(s)
     done = {}
 
     def run(ctx):
-        done["res"] = migrations.resolve(url, mdir, applied=applied, rolled_back=rolled_back,
-                                         sqlite_base=sqlite_base(s), db=s.database)
+        done["res"] = database.resolve(mdir, applied=applied, rolled_back=rolled_back)
         return f"{done['res'].name} marked {done['res'].action.replace('_', ' ')}"
 
     what = f"{applied} applied" if applied else f"{rolled_back} rolled back"
@@ -104,12 +100,12 @@ def resolve(svc, env: str, applied: str | None, rolled_back: str | None, yes: bo
 
 
 def backup(svc, env: str) -> None:
-    s, url = _db(svc, env)
+    s, database = _db(svc, env)
     try:
         sha = app_sha(s)
     except SettingsError:
         sha = "nosha"
-    b = backups.backup(url, s.path(s.database.backup_dir), env, sha, sqlite_base=sqlite_base(s), db=s.database)
+    b = database.backup(s.path(s.database.backup_dir), env, sha)
     pruned = backups.prune(s.path(s.database.backup_dir), env, s.database.backup_keep)
     svc.term.out(f"{env}: backup {b.path} ({len(b.tables)} tables, sha256 {b.sha256[:16]})"
             + (f"; pruned {len(pruned)} old" if pruned else ""))
@@ -122,7 +118,8 @@ def _backup_file(s, file: str | None) -> Path:
 
 
 def verify_backup(svc, env: str, file: str | None) -> int:
-    s, url = _db(svc, env)
+    s, database = _db(svc, env)
+    url = None     # this database's server
     var = s.golive.backup_verify_url_var
     if var and s.database.provider == "postgresql":
         if not svc.environ.get(var):
@@ -130,7 +127,7 @@ def verify_backup(svc, env: str, file: str | None) -> int:
                                 f"Export {var}: a Postgres server where a scratch database may be created.")
 
         url = Secret(svc.environ[var])  # a server whose role may CREATE DATABASE for the scratch copy
-    res = backups.verify(_backup_file(s, file), url, sqlite_base=sqlite_base(s), db=s.database)
+    res = database.verify(_backup_file(s, file), url)
     rows = [(c.table, c.expected, "missing" if c.actual is None else c.actual, "ok" if c.ok else "MISMATCH")
             for c in res.counts]
     svc.term.out(svc.term.table(rows, ("table", "rows at backup", "rows restored", "verdict")))
@@ -139,10 +136,10 @@ def verify_backup(svc, env: str, file: str | None) -> int:
 
 
 def restore(svc, env: str, file: str | None, yes: bool) -> None:
-    s, url = _db(svc, env)
+    s, database = _db(svc, env)
     path = _backup_file(s, file)
     # What the restore would discard: shown, and never discarded without a person saying so.
-    writes = backups.written_since(path, url, sqlite_base=sqlite_base(s), db=s.database)
+    writes = database.written_since(path)
     show_writes(svc, writes)
     if s.environment.protected or not s.is_local or writes.any:
         lost = f", discarding {writes.summary()}" if writes.any else ""
@@ -150,7 +147,7 @@ def restore(svc, env: str, file: str | None, yes: bool) -> None:
     done = {}
 
     def run(ctx):
-        done["res"] = backups.restore(path, url, sqlite_base=sqlite_base(s), db=s.database)
+        done["res"] = database.restore(path)
         return f"restored {path.name}"
 
     # Asked above (on every shared environment); the locks are promote's (flows/rights.py).

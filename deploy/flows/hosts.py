@@ -10,7 +10,7 @@ from deploy import build, hosts
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes
 from deploy.flows.common import app_sha
-from deploy.flows.steps import find_artifact
+from deploy.locations import find_artifact
 
 
 def _remote(svc, env: str):

@@ -1,7 +1,7 @@
 """Single primitives that change a shared environment, held to what a promotion is held to.
 
-DESIGN.md: every change to a protected environment, by `promote` or by a single
-primitive, checks the same rights, takes the same locks and uses committed files only.
+Every change to a protected environment, by `promote` or by a single primitive, checks
+the same rights, takes the same locks and uses committed files only.
 A task that changes an environment (`hosts.release/rollback`, `db.migrate/rollback/
 resolve/restore`, `shopify.deploy/release`) hands its work, as steps, to `act`. For a
 remote environment `act` puts promote's own steps in front of it:
@@ -33,6 +33,7 @@ from deploy.engine import Console, Outcome, Plan, Runner, Step
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import steps
 from deploy.flows.common import app_sha
+from deploy.locations import migrations_dir, source_dir
 
 
 def guarded(s: Settings) -> bool:
@@ -89,10 +90,10 @@ def committed_migrations(s: Settings) -> tuple[str | None, Path]:
     as a promotion extracts it, refused (SettingsError) when the working tree's migrations
     differ from that commit's: only committed migrations change a shared database."""
     if not guarded(s):
-        return None, steps.migrations_dir(s)
+        return None, migrations_dir(s)
     sha = app_sha(s)
-    committed = steps.migrations_dir(s, steps.source_dir(s, sha))
-    here = steps.migrations_dir(s)
+    committed = migrations_dir(s, source_dir(s, sha))
+    here = migrations_dir(s)
     diff = differences(here, committed)
     if diff:
         shown = ", ".join(diff[:6]) + (f" and {len(diff) - 6} more" if len(diff) > 6 else "")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from deploy import envs, migrations, secrets
+from deploy import envs, secrets
 from deploy.config import environments, load
+from deploy.database import Database
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import shapes
-from deploy.flows.steps import database_url, migrations_dir, sqlite_base
+from deploy.locations import migrations_dir
 
 
 def _when(t: float | None) -> str:
@@ -67,9 +68,8 @@ def _pending(s, root, environ) -> tuple[int | None, str | None]:
         return None, None
 
     try:
-        url = database_url(s, envs.deployer_environ(root, s.name, environ))
-
-        return len(migrations.status(url, migrations_dir(s), sqlite_base=sqlite_base(s), db=s.database).pending), None
+        database = Database.of(s, envs.deployer_environ(root, s.name, environ))
+        return len(database.status(migrations_dir(s)).pending), None
     except DeployError as e:
         return None, e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
 

@@ -11,7 +11,6 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlsplit
 
 from deploy import (backups, config, dburl, decisionlog, envs, evidence, hosts, local, migrations, proc, shopify,
                     smoke, source)
@@ -19,101 +18,24 @@ from deploy import approvals as approval_rules
 from deploy import build as b
 from deploy.build import start_command
 from deploy.config import Settings
+from deploy.database import Database
 from deploy.engine import Step, StepContext, Touch
 from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
-                           MigrateFacts, MigrationCheck, PromotionRecord, RecordFacts, Serving, ShopifyFacts, get)
+                           MigrateFacts, MigrationCheck, PromotionRecord, RecordFacts, Serving, ShopifyFacts)
 from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed, LockHeld, MigrationFailed,
                            PlanChanged, SettingsError)
 from deploy.flows.common import git_dirty, still_live
+from deploy.locations import (app_database_url, artifacts_dir, base_urls, build_key, checkout_if_there,
+                              database_url, find_artifact, migrations_dir, source_dir, sqlite_base)
 from deploy.redact import Secret
 from deploy.services import terminal_width
-from deploy.source import checkout, commit_time, repo_of
+from deploy.source import checkout, commit_time
 
 
 TOOLKIT_RECORDS = ("env/rotations.log",)
 
 
-# ----------------------------------------------------------------------------- facts
-
-def artifacts_dir(s: Settings) -> Path:
-    return s.root / ".deploy" / "artifacts"
-
-
-def database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
-    """The URL of the toolkit's own database work (migrations, backups, restores, the migrate
-    lock): committed for SQLite; for Postgres the session URL from the environment (a Secret):
-    database.direct_url_var's (Prisma's directUrl) when set, else database.url_var's; refused
-    when it points at a transaction pooler (dburl.session_url)."""
-    db = s.database
-    if db.provider == "none":
-        return None
-    if db.url:
-        return db.url
-    value, var = dburl.session_url(environ, db.url_var, db.direct_url_var)
-    if not value:
-        raise SettingsError(
-            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
-            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
-        )
-    return Secret(value)
-
-
-def app_database_url(s: Settings, environ: Mapping[str, str]) -> str | None:
-    """The URL the app itself connects with (database.url_var: the pooled one on Supabase)."""
-    db = s.database
-    if db.provider == "none":
-        return None
-    if db.url:
-        return db.url
-    value = environ.get(db.url_var, "")
-    if not value:
-        raise SettingsError(
-            f"{db.url_var} is not set for the {s.name} environment (database.url_var in {s.file.name}).",
-            f"Export {db.url_var} (in CI: the GitHub environment secret {db.url_var}).",
-        )
-    return Secret(value)
-
-
-def migrations_dir(s: Settings, app: Path | None = None) -> Path:
-    return (app or s.app_dir) / s.database.migrations_dir
-
-
-def sqlite_base(s: Settings, app: Path | None = None) -> Path:
-    # Prisma resolves `file:` URLs relative to the folder of schema.prisma. Always the
-    # working tree's app folder (never a commit's checkout): the environment has one
-    # database, whichever commit is promoted, and `invoke bootstrap` migrates the same file.
-    return migrations_dir(s, app).parent
-
-
-def build_key(s: Settings, sha: str) -> b.BuildKey:
-    """What the environment's build of `sha` is made from (commit, app folder in its
-    repository, [app] contract): the name of its artifact and of its checkout."""
-    _, rel = repo_of(s.app_dir)
-    return b.build_key(sha, rel, s.app)
-
-
-def find_artifact(s: Settings, sha: str):
-    """The stored artifact of the environment's build of `sha`, or None."""
-    return b.find(artifacts_dir(s), build_key(s, sha))
-
-
-def source_dir(s: Settings, sha: str) -> Path:
-    """The app folder as of commit `sha` (`git archive`, extracted once under
-    .deploy/src/<build key>): where a promotion builds and reads its migrations and Shopify
-    config, never the working tree."""
-    return checkout(s.app_dir, sha, s.root / ".deploy" / "src", build_key(s, sha).name)
-
-
-def checkout_if_there(s: Settings, sha: str) -> Path | None:
-    """The commit's extracted app folder when an earlier run extracted it, else None (a dry
-    run reads, it does not extract)."""
-    try:
-        top, rel = repo_of(s.app_dir)
-        target = s.root / ".deploy" / "src" / build_key(s, sha).name
-    except DeployError:
-        return None
-    return (target / rel if rel != "." else target) if (target / ".complete").exists() else None
-
+# ----------------------------------------------------------------------------- small helpers
 
 def _argv(argv) -> str:
     return shlex.join(str(a) for a in argv)
@@ -124,24 +46,6 @@ def _start_argv(s: Settings, app: Path, where: str) -> list[str] | None:
         return start_command(s.app, app, where)
     except SettingsError:
         return None
-
-
-def base_urls(s: Settings, state: dict) -> list[str]:
-    """The app's URL and each host's origin, for smoke checks (`state`: a run's facts)."""
-    urls = []
-    if s.is_local:
-        serving = get(state, Serving)
-        if serving:
-            urls.append(serving.url)
-    else:
-        if s.environment.app_url:
-            urls.append(s.environment.app_url)
-        if s.hosts.hosts:
-            for t in hosts.targets(s.hosts, s.app):
-                if t.health_url:
-                    u = urlsplit(t.health_url)
-                    urls.append(f"{u.scheme}://{u.netloc}")
-    return urls
 
 
 def _artifact(ctx: StepContext):
@@ -478,13 +382,11 @@ def kept_shas(s: Settings, ledger) -> set[str]:
 
 def backup(s: Settings, sha: str, environ) -> Step:
     def run(ctx: StepContext):
-        url = database_url(s, environ)
-        u = dburl.parse(url, sqlite_base=sqlite_base(s))
-        if u.provider == "sqlite" and not u.sqlite_path.exists():
+        database = Database.of(s, environ)
+        if database.missing:
             ctx.put(BackupFacts(None))
             return "no database file yet: nothing to back up"
-        b = backups.backup(url, s.path(s.database.backup_dir), s.name, sha, sqlite_base=sqlite_base(s),
-                           db=s.database)
+        b = database.backup(s.path(s.database.backup_dir), s.name, sha)
         ctx.put(BackupFacts(str(b.path)))
         backups.prune(s.path(s.database.backup_dir), s.name, s.database.backup_keep)
         rows = sum(n for _, n in b.tables)
@@ -529,13 +431,11 @@ def pending_verdicts(s: Settings, mdir: Path, environ, *, strict: bool = True):
     local = migrations.load_migrations(mdir)
     provider = s.database.provider
     try:
-        url = database_url(s, environ)
-        base = sqlite_base(s)
-        u = dburl.parse(url, sqlite_base=base)
-        if u.provider == "sqlite" and not u.sqlite_path.exists():   # reading must not create it
+        database = Database.of(s, environ)
+        if database.missing:   # reading must not create it
             return migrations.lint(local, provider), True
-        pending = set(migrations.status(url, mdir, sqlite_base=base, db=s.database).pending)
-        empty = migrations.footprint(url, sqlite_base=base, db=s.database).empty
+        pending = set(database.status(mdir).pending)
+        empty = database.footprint().empty
     except DeployError:
         if strict:
             raise
@@ -628,11 +528,11 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
     it, or when a person confirms (`confirm(question)`, None: nobody to ask: the database is kept
     and the undo fails, naming the command that restores it)."""
     def run(ctx: StepContext):
-        url = database_url(s, environ)
+        database = Database.of(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
         if ctx.get(MigrateFacts) is None:
-            fp = migrations.footprint(url, sqlite_base=sqlite_base(s), db=s.database)
-            st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+            fp = database.footprint()
+            st = database.status(mdir)
             todo = [m for m in migrations.load_migrations(mdir) if m.name in st.pending]
             lints = migrations.lint(todo, s.database.provider)
             ok = accepted_destructive(s, accept)
@@ -656,8 +556,7 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
             ctx.put(MigrateFacts(tuple(st.applied), DatabaseBefore(fp.existed, fp.empty, tuple(fp.schemas)), checks))
             ctx.checkpoint()
         try:
-            res = migrations.migrate(url, mdir, runner=s.database.runner, sqlite_base=sqlite_base(s),
-                                     url_var=s.database.url_var, db=s.database)
+            res = database.migrate(mdir)
         except MigrationFailed as e:
             raise _in_repository(s, sha, e) from None
         checks = {c.name: c for c in (ctx.get(MigrateFacts).checks or ())}
@@ -668,23 +567,21 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
         facts = ctx.get(MigrateFacts)
         if facts is None:
             return "nothing was migrated"
-        url = database_url(s, environ)
+        database = Database.of(s, environ)
         mdir = migrations_dir(s, source_dir(s, sha))
-        base = sqlite_base(s)
         before_db = facts.database
         if before_db and before_db.empty:
             # A first promotion: there was nothing before, so undo means nothing again (no
             # backup needed, no down.sql needed, and no `_prisma_migrations` left behind). Empty means
             # no object at all (an extension's aside), so the footprint's object list is empty too.
             # Every row in it now was written during this run: emptying it is a person's decision then.
-            rows = backups.app_rows(url, sqlite_base=base, db=s.database)
+            rows = database.app_rows()
             if rows:
                 _ask_or_keep(confirm, s, f"empty {s.name}'s database again (it was empty before this run)",
                              "; ".join(f"{t} {n}" for t, n in rows), "the first release's tables stay")
             fp = migrations.Footprint(before_db.existed, True, tuple(before_db.schemas))
-            return "the database was empty before this run: " + migrations.empty_database(
-                url, fp, sqlite_base=base, db=s.database)
-        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
+            return "the database was empty before this run: " + database.empty_again(fp)
+        st = database.status(mdir)
         before = set(facts.before)
         notes = []
         for m in st.migrations:  # a migration that failed in this run: its transaction left no trace
@@ -696,7 +593,7 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
                         f"See `invoke db.status --env={s.name}`; finish it by hand and `invoke db.resolve "
                         f"--env={s.name} --applied {m.name}`, or take back what it committed and `--rolled-back "
                         f"{m.name}`; then `invoke promote --to={s.name} --abort` finishes the undo.")
-                migrations.resolve(url, mdir, rolled_back=m.name, sqlite_base=base, db=s.database)
+                database.resolve(mdir, rolled_back=m.name)
                 notes.append(f"marked {m.name} rolled back")
         at = {m.name: m.applied_at for m in st.migrations}
         ours = sorted((n for n in st.applied if n not in before), key=lambda n: (at.get(n) is None, at.get(n), n))
@@ -713,7 +610,7 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
             return "; ".join(notes)
         local = {m.name: m for m in migrations.load_migrations(mdir)}
         if all(local.get(n) and local[n].has_down for n in back):
-            res = migrations.rollback(url, mdir, names=back, sqlite_base=base, db=s.database)
+            res = database.rollback(mdir, names=back)
             notes.append(f"down-migrated {', '.join(res.rolled_back)}")
             return "; ".join(notes)
         taken = ctx.get(BackupFacts)
@@ -723,11 +620,11 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
                 "Restore the database by hand (invoke db.restore) or write down.sql files.",
             )
         name = Path(taken.path).name
-        writes = backups.written_since(taken.path, url, sqlite_base=base, db=s.database)
+        writes = database.written_since(taken.path)
         if writes.any:
             _ask_or_keep(confirm, s, f"restore {name} (destructive {', '.join(back)} without down.sql)",
                          writes.summary(), f"{', '.join(back)} stay applied")
-        backups.restore(taken.path, url, sqlite_base=base, db=s.database)
+        database.restore(taken.path)
         said = "a person confirmed discarding " + writes.summary() if writes.any else writes.summary()
         return "; ".join([f"restored {name} (no down.sql for {', '.join(back)}; {said})"]
                          + [n for n in notes if not n.startswith("kept:")])
@@ -792,10 +689,9 @@ def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
         return [Touch("database", f"cannot read {mdir}: {e.message}")]
     pending = None
     try:
-        url = database_url(s, environ)
-        u = dburl.parse(url, sqlite_base=sqlite_base(s))
-        if u.provider != "sqlite" or u.sqlite_path.exists():   # reading must not create a SQLite file
-            pending = set(migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database).pending)
+        database = Database.of(s, environ)
+        if not database.missing:   # reading must not create a SQLite file
+            pending = set(database.status(mdir).pending)
     except DeployError:
         pass   # no URL here, or the database does not answer: the list says so
     rows = [m for m in local if pending is None or m.name in pending]
@@ -1168,18 +1064,17 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
     """Mirror of `backup` + `migrate`: restore the backup the fled promotion took (db=restore), or
     down.sql of the migrations it applied (db=down), read from its PromotionRecord."""
     def run(ctx: StepContext):
-        url = database_url(s, environ)
+        database = Database.of(s, environ)
         # The down.sql files of the release being rolled back are in its commit, not
         # necessarily in the working tree.
         mdir = migrations_dir(s, source_dir(s, fled_sha) if fled_sha else None)
-        base = sqlite_base(s)
         if db == "restore":
             b = fled.backup if fled else None
             if not b or not Path(b).exists():
                 raise DeployError(f"The backup taken before {current} is not on this machine ({b or 'none recorded'}).",
                                   "Restore a specific file with `invoke db.restore --env=<env> --file=...`.")
-            writes = backups.written_since(b, url, sqlite_base=base, db=s.database)
-            backups.restore(b, url, sqlite_base=base, db=s.database)
+            writes = database.written_since(b)
+            database.restore(b)
             return f"restored {Path(b).name} (confirmed; {writes.summary()})"
         if fled is None or fled.migrations_before is None:
             # Without the list, "this release's migrations" is unknown: guessing could drop them all.
@@ -1189,11 +1084,11 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
                               f"Undo a known number with `invoke db.rollback --env={s.name} --steps=N`, or use "
                               "--db=restore / --db=keep.")
         before = set(fled.migrations_before)
-        st = migrations.status(url, mdir, sqlite_base=base, db=s.database)
+        st = database.status(mdir)
         ours = [n for n in st.applied if n not in before]
         if not ours:
             return f"{current} applied no migration: nothing to undo"
-        res = migrations.rollback(url, mdir, names=ours, sqlite_base=base, db=s.database)
+        res = database.rollback(mdir, names=ours)
         return f"down-migrated {', '.join(res.rolled_back)}"
 
     def since() -> str:
@@ -1202,8 +1097,7 @@ def database_back(s: Settings, db: str, fled: PromotionRecord | None, fled_sha: 
         if not b or not Path(b).exists():
             return "no backup on this machine: refused at run time"
         try:
-            return backups.written_since(b, database_url(s, environ), sqlite_base=sqlite_base(s),
-                                         db=s.database).summary()
+            return Database.of(s, environ).written_since(b).summary()
         except DeployError as e:
             return f"writes since the backup cannot be measured ({e.message}): counted as written"
 
@@ -1271,10 +1165,10 @@ def rollback_blockers(s: Settings, db: str, fled: PromotionRecord | None, fled_s
     if fled is None or fled.migrations_before is None:
         return [f"the ledger has no record of which migrations {current or 'the live release'} applied (it was not "
                 "made by a promotion that reached migrate), so --db=down cannot tell which to undo"]
-    url = database_url(s, environ)
+    database = Database.of(s, environ)
     mdir = migrations_dir(s, source_dir(s, fled_sha) if fled_sha else None)
     before = set(fled.migrations_before)
-    st = migrations.status(url, mdir, sqlite_base=sqlite_base(s), db=s.database)
+    st = database.status(mdir)
     ours = [n for n in st.applied if n not in before]
     local = {m.name: m for m in migrations.load_migrations(mdir)}
     return [f"migration {n} has no down.sql ({s.database.migrations_dir}/{n}/down.sql in {fled_sha[:12] if fled_sha else 'the app'})"
