@@ -192,6 +192,14 @@ class HostsSection:
 
 
 @dataclass(frozen=True)
+class ReleaseSection:
+    # Where a release goes (deploy/targets/): "tree" puts releases/<id> trees behind an atomic
+    # `current` switch, on this machine for a local environment and on [hosts] for a remote one.
+    # Another value is refused when the file is read, naming the allowed ones.
+    target: Literal["tree"] = "tree"
+
+
+@dataclass(frozen=True)
 class ShopifySection:
     config: str = ""                       # shopify.app.<config>.toml in app_dir (of the promoted commit); empty: skipped
     token_var: str = "SHOPIFY_APP_AUTOMATION_TOKEN"
@@ -292,6 +300,7 @@ class Settings:
     app: AppSection = field(default_factory=AppSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
     hosts: HostsSection = field(default_factory=HostsSection)
+    release: ReleaseSection = field(default_factory=ReleaseSection)
     shopify: ShopifySection = field(default_factory=ShopifySection)
     gate: GateSection = field(default_factory=GateSection)
     approvals: ApprovalsSection = field(default_factory=ApprovalsSection)

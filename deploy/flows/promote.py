@@ -6,7 +6,7 @@ import dataclasses
 import os
 from datetime import datetime, timezone
 
-from deploy import build, golive, hosts
+from deploy import build, golive
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import ApprovalMissing, HostFailed, SettingsError
@@ -23,7 +23,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
     environ = os.environ if environ is None else environ
     accept = tuple(accept_destructive or ())
     seq = [steps.preflight(s, sha, environ, skip_shopify=skip_shopify, accept_destructive=accept)]
-    if not s.is_local and s.hosts.hosts:
+    if steps.target(s).shared:
         seq.append(steps.lock_hosts(s, release_id, shown=hosts_shown))
     if s.environment.requires_staging_run or s.approvals.required_roles:
         seq.append(steps.approvals(s, sha, ledger))
@@ -34,7 +34,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
         steps.build(s, sha, release_id, ledger),
         steps.backup(s, sha, environ),
         steps.migrate(s, environ, sha, accept=accept, confirm=confirm),
-        *([steps.env_push(s, environ)] if not s.is_local and s.hosts.hosts and s.hosts.push_env else []),
+        *([steps.env_push(s, environ)] if steps.pushes_env(s) else []),
         steps.release(s, release_id, environ),
         steps.shopify_push(s, release_id, sha, environ, skip=skip_shopify),
         steps.smoke_step(s, release_id),
@@ -90,10 +90,11 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         runner = Runner(led, Console(), rollback=not no_rollback)
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
-        if abort and outcome.status == "aborted" and s.hosts.hosts and not s.is_local:
+        target = steps.target(s)
+        if abort and outcome.status == "aborted" and target.shared:
             # An abort repeated after a failed one re-runs the release's undo, which takes the
             # hosts' lock for the run while the lock step (undone the first time) is not run again.
-            hosts.release_reachable_locks(s.hosts, run_id=run.id)
+            target.unlock_reachable(run.id)
         if skipped:
             common.record_skipped(svc, led, s, run.id, run.args, skipped)
     else:
@@ -108,9 +109,9 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
             return
         led = svc.ledger()
         on_hosts = None
-        if s.environment.protected and not s.is_local and s.hosts.hosts:
+        if s.environment.protected and steps.target(s).shared:
             try:   # what the hosts serve, which a runner of another ledger may change too
-                on_hosts = hosts.current_release(s.hosts)
+                on_hosts = steps.target(s).serving()
             except HostFailed as e:
                 raise steps.with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
         p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name),
@@ -127,5 +128,5 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
     common.report(s, led, outcome, title=f"promote {s.name}", kind="promote")
     common.fail_if_not_ok(outcome, led)
     serving = outcome.fact(Serving)
-    if s.is_local and serving:
+    if serving:   # a target that serves the app from this machine says where
         svc.term.out(f"the app: {serving.url}{s.app.health_path}  (stop it with: invoke app.stop --env={s.name})")

@@ -52,7 +52,7 @@ def act(svc, s: Settings, name: str, work: list[Step], *, led, yes: bool, questi
     failing step's error (LockHeld, ApprovalMissing, the primitive's); returns the Outcome."""
     seq: list[Step] = []
     if guarded(s):
-        if s.hosts.hosts:
+        if steps.target(s).shared:
             seq.append(steps.lock_hosts(s, release_id or ""))
         if promotes and (s.environment.requires_staging_run or s.approvals.required_roles):
             seq.append(steps.approvals(s, promotes, led))

@@ -8,7 +8,7 @@ release being fled) and says exactly which part failed; re-running it is safe.
 
 from __future__ import annotations
 
-from deploy import hosts, local, shopify
+from deploy import shopify
 from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
 from deploy.errors import DeployError, SettingsError
@@ -16,22 +16,12 @@ from deploy.flows import common, steps
 
 
 def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
-    """(release to go back to, release now live)."""
-    if s.is_local:
-        root = steps.local_root(s)   # this app's releases only
-        now = local.current(root)
-        if to:
-            if to not in local.releases(root):
-                raise SettingsError(f"Release {to} is not in {root}/releases.",
-                                    f"Known: {', '.join(local.releases(root)[-5:]) or '(none)'}.")
-            return to, now
-        prev = local.previous(root)
-        if not prev:
-            older = [r for r in local.releases(root) if now and r < now]
-            prev = older[-1] if older else None
-        if not prev:
-            raise DeployError(f"{s.name} has no earlier release to roll back to (current: {now or 'none'}).")
-        return prev, now
+    """(release to go back to, release now live): from the release target's own record, or
+    from the ledger first (what was promoted) and the target when the ledger knows nothing."""
+    target = steps.target(s)
+    if not target.ledger_first:
+        back = target.way_back(to)
+        return back.to, back.current
     live = led.live_release(s.name)
     if to:
         return to, (live or {}).get("release_id")
@@ -41,7 +31,8 @@ def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
     rels = [r for r in led.releases(s.name, limit=50) if r["status"] in ("superseded",)]
     if rels and live:
         return rels[0]["release_id"], live["release_id"]
-    return _from_hosts(s)
+    back = target.way_back(None)   # a runner that does not share the ledger that made the releases
+    return back.to, back.current
 
 
 def _unfinished(led, env: str, live: dict | None) -> tuple[str, str] | None:
@@ -55,24 +46,6 @@ def _unfinished(led, env: str, live: dict | None) -> tuple[str, str] | None:
     if args.get("to") == live["release_id"] and args.get("from") and args["from"] != args["to"]:
         return args["to"], args["from"]
     return None
-
-
-def _from_hosts(s: Settings) -> tuple[str | None, str | None]:
-    """(previous, current) as the hosts see them: for a runner that does not share the
-    ledger that made the releases. Every host must agree on current."""
-    if not s.hosts.hosts:
-        return None, None
-
-    seen = hosts.releases(s.hosts)
-    currents = {h.current for h in seen}
-    if len(currents) != 1 or None in currents:
-        raise DeployError(
-            "The hosts are not on one release: " + ", ".join(f"{h.host}: {h.current or '-'}" for h in seen),
-            f"Name the release to go back to: invoke rollback --env={s.name} --to=RELEASE.")
-    current = currents.pop()
-    common = sorted(set.intersection(*(set(h.releases) for h in seen)))
-    older = [r for r in common if r < current]
-    return (older[-1] if older else None), current
 
 
 def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, environ, skipped=()) -> Plan:

@@ -3,8 +3,6 @@ its `undo` needs in the run's state; `undo` is safe after a partial or repeated 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 import re
 import shlex
@@ -12,23 +10,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
-from deploy import (backups, config, dburl, decisionlog, envs, evidence, hosts, local, migrations, proc, shopify,
+from deploy import (backups, config, dburl, decisionlog, envs, evidence, hosts, migrations, proc, shopify,
                     smoke, source)
 from deploy import approvals as approval_rules
 from deploy import build as b
-from deploy.build import start_command
 from deploy.config import Settings
 from deploy.database import Database
 from deploy.engine import Step, StepContext, Touch
-from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, HostsReleaseFacts, LocalReleaseFacts,
-                           MigrateFacts, MigrationCheck, PromotionRecord, RecordFacts, Serving, ShopifyFacts)
-from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed, LockHeld, MigrationFailed,
+from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, MigrateFacts,
+                           MigrationCheck, PromotionRecord, RecordFacts, ShopifyFacts)
+from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed, MigrationFailed,
                            PlanChanged, SettingsError)
 from deploy.flows.common import git_dirty, still_live
 from deploy.locations import (app_database_url, artifacts_dir, base_urls, build_key, checkout_if_there,
                               database_url, find_artifact, migrations_dir, source_dir, sqlite_base)
 from deploy.redact import Secret
 from deploy.services import terminal_width
+from deploy.targets import Command, ReleaseTarget, target_for
+from deploy.targets.local import local_root, restart_app, stop_app
 from deploy.source import checkout, commit_time
 
 
@@ -39,13 +38,6 @@ TOOLKIT_RECORDS = ("env/rotations.log",)
 
 def _argv(argv) -> str:
     return shlex.join(str(a) for a in argv)
-
-
-def _start_argv(s: Settings, app: Path, where: str) -> list[str] | None:
-    try:
-        return start_command(s.app, app, where)
-    except SettingsError:
-        return None
 
 
 def _artifact(ctx: StepContext):
@@ -104,10 +96,9 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
             # Before anything changes: a destructive migration without down.sql is refused here.
             summary, detail = migration_gate(ctx, s, sha, environ, accept_destructive)
             notes.append(summary)
-        if not s.is_local and s.hosts.hosts:
-            notes.append(_hosts_ready(s, environ))
-        if not s.is_local and s.hosts.hook_env:
-            hosts.hook_env(s.hosts, environ)   # an unset or secret hook variable fails before anything changes
+        ready = _target_ready(s, environ)
+        if ready:
+            notes.append(ready)
         if not skip_shopify and shopify.skip_reason(s) is None:
             # The config the push will use is the commit's, so that is the one checked.
             shopify.check(s, environ, path=source_dir(s, sha), commit=sha)
@@ -122,28 +113,32 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                 shows=shows if s.database.provider != "none" else None)
 
 
-def _hosts_ready(s: Settings, environ) -> str:
-    """What a release to hosts needs, checked before the build: the hosts answer with known
-    keys, and the app's variables will be there (hosts.push_env renders them now; else every
-    host already has shared/.env)."""
-    if s.hosts.push_env:
+def target(s: Settings) -> ReleaseTarget:
+    """The environment's release target (deploy/targets/); a local app is started with `_local_env`."""
+    return target_for(s, app_env=lambda environ: _local_env(s, environ))
+
+
+def pushes_env(s: Settings) -> bool:
+    """A promotion writes shared/.env on the hosts itself (hosts.push_env): the `env` step."""
+    return target(s).shared and s.hosts.push_env
+
+
+def _touches(commands: list[Command]) -> list[Touch]:
+    return [Touch(c.where, c.what) for c in commands]
+
+
+def _target_ready(s: Settings, environ) -> str:
+    """What a release needs, checked before the build: the target's own check (hosts: they
+    answer with known keys, every host has shared/.env, the hook variables are set), and the
+    shared/.env this run pushes renders (hosts.push_env)."""
+    t = target(s)
+    if t.shared and s.hosts.push_env:
         shared_env_text(s, environ)     # a value shared/.env cannot hold fails here, not after the build
-        note = "shared/.env pushed by this run"
-    elif ".env" in s.hosts.shared_files:
-        try:
-            missing = hosts.missing_env(s.hosts)
-        except HostFailed as e:
-            raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
-        if missing:
-            raise SettingsError(
-                f"{s.hosts.deploy_to}/shared/.env is missing on {len(missing)} host(s): {', '.join(missing)}. "
-                "The release links it into the app; without it the app starts with none of its variables.",
-                f"Write it with `invoke env.push --env={s.name}`, or set push_env = true under [hosts] in "
-                f"{s.file.name} so every promotion writes it.")
-        note = "shared/.env on every host"
-    else:
-        note = "hosts answer"
-    if not environ.get("DEPLOY_LEDGER_URL"):
+    try:
+        note = t.prepare(environ)
+    except HostFailed as e:
+        raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
+    if t.shared and not environ.get("DEPLOY_LEDGER_URL"):
         note += "; ledger: local SQLite (set DEPLOY_LEDGER_URL to share locks and history between runners)"
     return note
 
@@ -208,15 +203,17 @@ def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | N
     `shown`: host -> the release its `current` pointed at when a person confirmed the plan;
     once the lock is held, a host on anything else stops the run (PlanChanged) before any change."""
 
+    t = target(s)
+
     def run(ctx: StepContext):
         try:
-            names = hosts.acquire_lock(s.hosts, run_id=ctx.run_id, release_id=release_id)
+            names = t.lock(ctx.run_id, release_id)
         except HostFailed as e:
             raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
         if shown is not None:
             # Read under the host lock: a runner of another ledger that shares only the hosts
             # may have released between the question and this lock.
-            now = hosts.current_release(s.hosts)
+            now = t.serving()
             stale = [h for h in dict.fromkeys([*shown, *now]) if now.get(h) != shown.get(h)]
             if stale:   # this step's undo (or its finish, under --no-rollback) frees the host locks
                 raise PlanChanged(
@@ -231,7 +228,8 @@ def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | N
     def undo(ctx: StepContext):
         # A host that cannot be reached must not keep the ledger lock (and with it every
         # other host) held: its lock, if this run took it, is named and left to lock.release.
-        freed, dead = hosts.release_reachable_locks(s.hosts, run_id=ctx.run_id)
+        unlocked = t.unlock_reachable(ctx.run_id)
+        freed, dead = unlocked.freed, unlocked.unreachable
         note = "released on " + (f"{len(freed)} host(s)" if freed else "no host (this run held none there)")
         if dead:
             note += (f"; {', '.join(dead)} could not be reached: a lock of this run there is removed with "
@@ -239,15 +237,13 @@ def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | N
         return note
 
     def finish(ctx: StepContext):
-        freed = hosts.release_lock(s.hosts, run_id=ctx.run_id)
+        freed = t.unlock(ctx.run_id)
         return f"deploy lock released on {len(freed)} host(s)"
 
     def shows() -> list[Touch]:
-        return [Touch(t.name, hosts.lock_command(t, "<holder, run, release, time>"))
-                for t in hosts.targets(s.hosts, s.app)]
+        return _touches(t.lock_shows())
 
-    return Step("lock", f"take the deploy lock on every host ({s.hosts.deploy_to}/.deploy-lock) until the run ends",
-                run=run, undo=undo, undo_does="release this run's host locks", finish=finish, shows=shows)
+    return Step("lock", t.lock_text(), run=run, undo=undo, undo_does="release this run's host locks", finish=finish, shows=shows)
 
 
 def with_skip_hint(err: HostFailed, env: str, again: str) -> HostFailed:
@@ -704,18 +700,24 @@ def migrate_touches(s: Settings, sha: str, environ) -> list[Touch]:
 # ----------------------------------------------------------------------------- release
 
 def release(s: Settings, release_id: str, environ) -> Step:
-    if s.is_local:
-        return _release_local(s, release_id, environ)
-    return _release_hosts(s, release_id, environ)
+    """Put the built artifact live on the environment's release target; the undo switches back."""
+    t = target(s)
 
+    def run(ctx: StepContext):
+        return t.release(ctx, release_id, _artifact(ctx), environ)
 
-def local_root(s: Settings) -> Path:
-    """This app's release root under [local] root: `<root>/<app folder>-<hash of app_dir>`.
-    One root per app, so `current`, `previous` and every undo or rollback only ever name
-    releases of the app the settings deploy, never another app's."""
-    key = os.path.normpath(s.environment.app_dir)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key).name).strip(".-") or "app"
-    return s.path(s.local.root) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    def undo(ctx: StepContext):
+        try:
+            return t.switch_back(ctx, release_id, environ)
+        except HostFailed as e:
+            # An undo's failure is shown by its message alone: the way on goes there.
+            e = with_skip_hint(e, s.name, f"invoke promote --to={s.name} --abort")
+            if any(not r.reachable for r in e.results):
+                e.message += f"\n{e.hint}"
+            raise e from None
+
+    return Step("release", t.release_text(release_id), run=run, undo=undo, undo_does=t.switch_back_text(),
+                shows=lambda: _touches(t.release_shows(release_id)))
 
 
 def _local_env(s: Settings, environ) -> dict:
@@ -734,24 +736,13 @@ def _local_env(s: Settings, environ) -> dict:
     return env
 
 
-def stop_local(s: Settings) -> bool:
-    """Stop the local environment's app: this app's, and any other app's still running from
-    the same [local] root (one local environment serves one app)."""
-    base = s.path(s.local.root)
-    stopped = local.stop(local_root(s))
-    if base.is_dir():
-        for d in [base, *sorted(p for p in base.iterdir() if p.is_dir())]:
-            if (d / "app.pid").exists():
-                stopped = local.stop(d) or stopped
-    return stopped
+stop_local = stop_app   # the local environment's app (app.stop, and before each start)
 
 
 def restart_local(s: Settings, environ):
     """(Re)start the local app from this app's `current` as the settings say; its ServerInfo.
     The app's environment is worked out first: a missing variable stops nothing."""
-    env = _local_env(s, environ)
-    stop_local(s)
-    return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=env)
+    return restart_app(s, _local_env(s, environ))
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):
@@ -760,130 +751,6 @@ def run_smoke(s: Settings, state: dict, release_id: str | None):
     report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
     smoke.require(report)
     return report
-
-
-def _release_local(s: Settings, release_id: str, environ) -> Step:
-    root = local_root(s)
-
-    def run(ctx: StepContext):
-        if ctx.get(LocalReleaseFacts) is None:
-            ctx.put(LocalReleaseFacts(local.current(root)))
-            ctx.checkpoint()
-        local.place(_artifact(ctx), root, release_id)
-        local.switch(root, release_id)
-        info = restart_local(s, environ)
-        ctx.put(Serving(info.url))
-        pruned = local.prune(root, s.local.keep_releases)
-        return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
-
-    def undo(ctx: StepContext):
-        prev = (ctx.get(LocalReleaseFacts) or LocalReleaseFacts(None)).previous
-        if local.current(root) != release_id:
-            local.remove(root, release_id)  # placed but never switched to
-            return "current is not this release: nothing to switch back"
-        if prev and prev in local.releases(root):
-            # `root` holds this app's releases only: prev is this app's previous release.
-            local.switch(root, prev)
-            info = restart_local(s, environ)
-            ctx.put(Serving(info.url))
-            return f"back on {prev} ({info.url})"
-        stop_local(s)
-        (root / "current").unlink(missing_ok=True)
-        local.remove(root, release_id)
-        return "first release of this app removed; the app is stopped"
-
-    def shows() -> list[Touch]:
-        argv = _start_argv(s, s.app_dir, f"releases/{release_id}")
-        return [Touch("local", f"unpack the artifact -> {root}/releases/{release_id}"),
-                Touch("local", f"current -> releases/{release_id}"),
-                Touch("local", f"start {_argv(argv) if argv else 'the package start script'} on "
-                               f"{s.local.host}:{s.local.port}, wait for {s.app.health_path}")]
-
-    return Step("release", f"unpack to {root.relative_to(s.root) if root.is_relative_to(s.root) else root}/releases/"
-                           f"{release_id}, switch current, start {_start_text(s)}, wait for {s.app.health_path}",
-                run=run, undo=undo, undo_does="switch current back to this app's previous release and restart, "
-                                              "or stop the app if it had none", shows=shows)
-
-
-def _start_text(s: Settings) -> str:
-    return f"`{' '.join(s.app.start)}`" if isinstance(s.app.start, tuple) else "the package's start script"
-
-
-def _release_hosts(s: Settings, release_id: str, environ) -> Step:
-    def run(ctx: StepContext):
-        art = dataclasses.replace(_artifact(ctx), release_id=release_id)
-        ctx.drop(HostsReleaseFacts)
-        try:
-            # The lock step holds the hosts' lock until the run ends.
-            results = hosts.release(s.hosts, art, run_id=ctx.run_id, keep_lock=True,
-                                   env=hosts.hook_env(s.hosts, environ), app=s.app)
-        except LockHeld:
-            ctx.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
-            raise
-        ctx.put(HostsReleaseFacts({r.host: r.previous for r in results}))
-        deltas = sum(r.transfer.startswith("delta") and "sent in full" not in r.transfer for r in results)
-        return (f"{release_id} live on {len(results)} host(s); sent {sum(r.uploaded for r in results) // 1024} KiB"
-                + (f" ({deltas} as a delta)" if deltas else ""))
-
-    def undo(ctx: StepContext):
-        if (ctx.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
-            return "another run held the hosts' lock: this run changed nothing there"
-        try:
-            results = hosts.undo_release(s.hosts, release_id, run_id=ctx.run_id, keep_lock=True,
-                                         env=hosts.hook_env(s.hosts, environ), app=s.app)
-        except HostFailed as e:
-            # An undo's failure is shown by its message alone: the way on goes there.
-            e = with_skip_hint(e, s.name, f"invoke promote --to={s.name} --abort")
-            if any(not r.reachable for r in e.results):
-                e.message += f"\n{e.hint}"
-            raise e from None
-        return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
-
-    def shows() -> list[Touch]:
-        return host_release_touches(s, release_id)
-
-    n = len(s.hosts.hosts)
-    how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
-    return Step("release", f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on {n} "
-                           f"host(s) (max {s.hosts.max_parallel} at once)",
-                run=run, undo=undo, undo_does="switch switched hosts back and restart; stop the app where it had none",
-                shows=shows)
-
-
-def host_release_touches(s: Settings, release_id: str, *, sha256: str = "<artifact sha256>",
-                         previous: str = "<current release>") -> list[Touch]:
-    """Per host, the commands a release sends (deploy/hosts/_commands.py's builders), in order. The artifact's
-    checksum and each host's current release are read at run time: shown as placeholders."""
-    out = []
-    argv = _start_argv(s, s.app_dir, f"releases/{release_id}") or ["<the package's start script>"]
-    for t in hosts.targets(s.hosts, s.app):
-        upload = f"{t.deploy_to}/.uploads/{release_id}.tar.gz"
-        out.append(Touch(t.name, f"upload the artifact -> {upload}"
-                                 + (" (or a delta against a release it has: hosts.delta)" if s.hosts.delta else "")))
-        out.append(Touch(t.name, hosts.unpack_command(t, release_id, sha256, upload, previous, s.hosts.shared_files)))
-        if s.hosts.before_switch:
-            out.append(Touch(t.name, hosts.hook_command(t, s.hosts.before_switch, f"{t.deploy_to}/releases/{release_id}",
-                                                        _hook_vars(s, t, release_id, previous))))
-        if s.hosts.restart:
-            hook = hosts.hook_command(t, s.hosts.restart, f"{t.deploy_to}/current",
-                                      _hook_vars(s, t, release_id, previous))
-            out.append(Touch(t.name, hosts.go_live_command(t, release_id, True, hook, s.hosts.health_command)))
-        else:
-            out.append(Touch(t.name, hosts.switch_command(t, release_id)))
-            via = "" if s.hosts.supervisor == "sh" else " (as a systemd user unit where systemd --user runs)"
-            out.append(Touch(t.name, hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv) + via))
-        if s.hosts.health_command:
-            out.append(Touch(t.name, f"health: {s.hosts.health_command}"))
-        elif t.health_url:
-            out.append(Touch(t.name, f"GET {t.health_url} until it answers"))
-    return out
-
-
-def _hook_vars(s: Settings, t, release_id: str, previous: str) -> dict[str, str]:
-    # What hosts passes a hook (RELEASE_ID, PREVIOUS_RELEASE, DEPLOY_TO, DEPLOY_HOST) and
-    # hosts.hook_env's variables, whose values are read at run time.
-    return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": previous, "DEPLOY_TO": t.deploy_to,
-            "DEPLOY_HOST": t.name, **{n: f"<${n}>" for n in s.hosts.hook_env}}
 
 
 # ----------------------------------------------------------------------------- shopify
@@ -1008,41 +875,23 @@ def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
 # (release, shopify, database = backup + migrate, smoke, record). A rollback is not undone:
 # that would bring back the release being fled; re-running it is safe.
 
-def release_back(s: Settings, target: str, current: str | None, environ, *, ledger=None,
+def release_back(s: Settings, target_id: str, current: str | None, environ, *, ledger=None,
                  target_known: bool = False, skipped=()) -> Step:
-    """Mirror of `release`: this app's `current` (local) or every host's back to `target`, restarted.
-    Hosts on anything but `current` or `target` stop it before any switch (PlanChanged); once
-    switched, the ledger says so at once (`status` is what the hosts serve, whatever fails later)."""
+    """Mirror of `release`: the release target back to `target_id`, restarted. Places on anything
+    but `current` or `target_id` stop it before any switch (PlanChanged); once switched, the ledger
+    says so at once (`status` is what the target serves, whatever fails later)."""
+    t = target(s)
+
     def run(ctx: StepContext):
-        if s.is_local:
-            root = local_root(s)
-            if local.current(root) != target:
-                local.switch(root, target)
-            info = restart_local(s, environ)
-            ctx.put(Serving(info.url))
-            _record_back(s, ledger, target, current, target_known)
-            return f"{current or '-'} -> {target} ({info.url})"
         try:
-            results = hosts.rollback(s.hosts, target or None, run_id=ctx.run_id,
-                                     env=hosts.hook_env(s.hosts, environ), app=s.app, expect=current)
+            done = t.rollback(ctx, target_id, expect=current, environ=environ)
         except HostFailed as e:
             raise with_skip_hint(e, s.name, f"invoke rollback --env={s.name}") from None
-        _record_back(s, ledger, target, current, target_known)
-        return (", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
-                + "".join(f", {h}: skipped (--skip-host)" for h in skipped))
+        _record_back(s, ledger, target_id, current, target_known)
+        return done + "".join(f", {h}: skipped (--skip-host)" for h in skipped)
 
-    def shows() -> list[Touch]:
-        if s.is_local:
-            return [Touch("local", f"current -> releases/{target}; restart the app")]
-        argv = _start_argv(s, s.app_dir, f"releases/{target}") or ["<the package's start script>"]
-        out = []
-        for t in hosts.targets(s.hosts, s.app):
-            out.append(Touch(t.name, hosts.switch_command(t, target)))
-            out.append(Touch(t.name, f"restart hook: {s.hosts.restart}" if s.hosts.restart else
-                             hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv)))
-        return out
-
-    return Step("release", f"switch every host back to {target}, restart", run=run, shows=shows)
+    return Step("release", f"switch every host back to {target_id}, restart", run=run,
+                shows=lambda: _touches(t.rollback_shows(target_id)))
 
 
 def shopify_back(s: Settings, version: str | None, environ, *, skip: str | None) -> Step:
@@ -1181,9 +1030,7 @@ def rollback_check(s: Settings, ledger, shown: Mapping, current: str | None, blo
     nothing the rollback needs is missing (`blockers()`). Changes nothing."""
     def run(ctx: StepContext):
         still_live(ledger, s.name, shown)
-        if s.is_local and current and local.current(local_root(s)) not in (current, None):
-            raise PlanChanged(f"{s.name}'s current release is {local.current(local_root(s))} now, not {current} "
-                              "as the plan showed. Nothing was changed.", "Run the rollback again.")
+        target(s).still_serving(current)
         found = blockers()
         if found:
             raise SettingsError("The rollback cannot be completed, so it did not start: " + "; ".join(found) + ".",

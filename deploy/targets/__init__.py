@@ -1,0 +1,60 @@
+"""Where a release goes, behind one interface: the seam promote and rollback call.
+
+A target puts a built artifact live somewhere, takes it back, goes back to an earlier
+release and says what is live; flows know the order of steps and record it. A flow gets its
+target from `target_for(settings)` and never asks which kind it has. The interface
+(`_base.ReleaseTarget`):
+
+    prepare(environ)              what a release will need is there (preflight; changes nothing)
+    lock / unlock / unlock_reachable
+                                  the target's own lock for a whole run, when others may change it
+    release(state, id, artifact)  put the artifact live (promote's `release` step)
+    switch_back(state, id)        the undo of release: back to what was live before it
+    way_back(to), still_serving   where a rollback goes; is the plan's live release still live
+    rollback(state, to, expect)   go back to an earlier release (rollback's `release` step)
+    serving() / releases()        what is live per place, and what each place holds
+    prune()                       drop releases beyond the settings' keep count
+    *_text(), *_shows()           plan rows and the exact commands, for --dry-run
+
+Targets (`[release] target` in env/<name>.toml; the environment's kind picks the place):
+
+    tree     releases/<id> trees and an atomic `current` switch: on this machine for a local
+             environment (`local.LocalTree`), on SSH hosts for a remote one (`tree.HostsTree`,
+             over deploy/hosts/)
+
+Step facts stay the flows' vocabulary (deploy/facts.py): a target reads and writes the
+run's state through `RunState` (the engine's StepContext has that shape), so an undo after
+a kill finds what the run did.
+
+Adding a target: a module here with a class that implements every method of
+`ReleaseTarget` (tests/test_targets.py fails on a missing one), its name added to
+`config.ReleaseSection.target` and to `TARGETS` below, and its line in `target_for`.
+promote, rollback and the steps stay as they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deploy.targets._base import (METHODS, AppEnv, Command, PlaceReleases, ReleaseTarget, RunState, Unlocked,
+                                  WayBack)
+from deploy.targets.local import LocalTree
+from deploy.targets.tree import HostsTree
+
+if TYPE_CHECKING:
+    from deploy.config import Settings
+
+#: every `[release] target` value, and the classes that implement it (local, remote)
+TARGETS: dict[str, tuple[type[ReleaseTarget], type[ReleaseTarget]]] = {"tree": (LocalTree, HostsTree)}
+
+
+def target_for(s: Settings, *, app_env: AppEnv | None = None) -> ReleaseTarget:
+    """The release target of environment `s`: `[release] target` (default "tree"), on this
+    machine for a local environment, else on its hosts. `app_env`: what a local app is
+    started with, from the deployer's environment (a local target needs it to start the app)."""
+    local_cls, remote_cls = TARGETS[s.release.target]   # config refuses any other value, naming the allowed ones
+    return local_cls(s, app_env) if s.is_local else remote_cls(s, app_env)
+
+
+__all__ = ["METHODS", "TARGETS", "AppEnv", "Command", "HostsTree", "LocalTree", "PlaceReleases", "ReleaseTarget",
+           "RunState", "Unlocked", "WayBack", "target_for"]

@@ -1,0 +1,176 @@
+"""The release-target interface (`ReleaseTarget`), what a target reads and writes of a run
+(`RunState`), and its small frozen result values. The seam is described in deploy/targets/__init__.py."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+if TYPE_CHECKING:
+    from deploy.build import Artifact
+    from deploy.config import Settings
+    from deploy.config import Settings
+
+AppEnv = Callable[[Mapping[str, str]], dict]   # the deployer's environment -> what a local app is started with
+
+
+class RunState(Protocol):
+    """The part of a run a target reads and writes: its id and its typed step facts
+    (`deploy.engine.StepContext` has this shape)."""
+
+    run_id: str | None
+
+    def get(self, cls: type) -> Any: ...
+
+    def put(self, value: Any) -> None: ...
+
+    def drop(self, cls: type) -> None: ...
+
+    def checkpoint(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Command:
+    """One thing a target would run or touch, for --dry-run: `where` (`local` or a host)
+    and `what` (the command as sent, or what changes)."""
+
+    where: str
+    what: str
+
+
+@dataclass(frozen=True)
+class PlaceReleases:
+    """What one place (this machine, a host) holds: its releases in name order and the live one."""
+
+    place: str
+    releases: tuple[str, ...]
+    current: str | None
+
+
+@dataclass(frozen=True)
+class WayBack:
+    """Where a rollback goes (`to`, None: nowhere known) and what it leaves (`current`)."""
+
+    to: str | None
+    current: str | None
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """The places whose lock of the run was freed, and those that could not be reached."""
+
+    freed: tuple[str, ...]
+    unreachable: tuple[str, ...] = ()
+
+
+class ReleaseTarget(ABC):
+    """Where the environment's releases go. Every method that changes something is safe to
+    repeat with the same run (a resumed or aborted run calls it again)."""
+
+    def __init__(self, s: Settings, app_env: AppEnv | None = None):
+        self.s = s
+        self.app_env = app_env   # what a local app is started with (a target that starts one locally needs it)
+
+    @property
+    @abstractmethod
+    def shared(self) -> bool:
+        """Runners of other ledgers may change it: a run takes its lock (`lock`) and a
+        confirmed plan re-reads `serving()` under that lock."""
+
+    @property
+    @abstractmethod
+    def ledger_first(self) -> bool:
+        """A rollback picks its way back from the ledger first (True) or from the target's
+        own record (False: `way_back` alone)."""
+
+    # ------------------------------------------------------------ before anything changes
+
+    @abstractmethod
+    def prepare(self, environ: Mapping[str, str]) -> str:
+        """What a release will need is there (reachable, its files and variables); a note.
+        Changes nothing; raises a DeployError naming what is missing."""
+
+    @abstractmethod
+    def lock(self, run_id: str, release_id: str) -> list[str]:
+        """Take the target's lock for the whole run; the places locked (LockHeld when another run holds one)."""
+
+    @abstractmethod
+    def unlock(self, run_id: str) -> list[str]:
+        """Free the run's lock when it ends; the places freed."""
+
+    @abstractmethod
+    def unlock_reachable(self, run_id: str) -> Unlocked:
+        """Free the run's lock wherever it can be reached (an undo must not fail on a dead place)."""
+
+    @abstractmethod
+    def lock_text(self) -> str:
+        """The plan row of the lock step."""
+
+    @abstractmethod
+    def lock_shows(self) -> list[Command]:
+        """What `lock` would run."""
+
+    # ------------------------------------------------------------ promote
+
+    @abstractmethod
+    def release(self, state: RunState, release_id: str, artifact: Artifact, environ: Mapping[str, str]) -> str:
+        """Put `artifact` live as `release_id`, recording in `state` what `switch_back` needs
+        before changing anything; a one-line summary."""
+
+    @abstractmethod
+    def switch_back(self, state: RunState, release_id: str, environ: Mapping[str, str]) -> str:
+        """Undo `release` of `release_id`: places on it go back to what they served before
+        (nothing where they served nothing); places elsewhere are left alone; a summary."""
+
+    @abstractmethod
+    def release_text(self, release_id: str) -> str:
+        """The plan row of the release step."""
+
+    @abstractmethod
+    def switch_back_text(self) -> str:
+        """What `switch_back` does, for the plan's undo column."""
+
+    @abstractmethod
+    def release_shows(self, release_id: str) -> list[Command]:
+        """What `release` would run, per place, in order (values read at run time as placeholders)."""
+
+    # ------------------------------------------------------------ rollback
+
+    @abstractmethod
+    def way_back(self, to: str | None) -> WayBack:
+        """The release a rollback goes to (`to` checked, or the one before the live one) and the
+        live one, as the target itself records them."""
+
+    @abstractmethod
+    def still_serving(self, expect: str | None) -> None:
+        """PlanChanged when the target serves something other than `expect` (what a confirmed
+        plan showed) where that is known only here; a target that checks it under its lock
+        in `rollback` does nothing here."""
+
+    @abstractmethod
+    def rollback(self, state: RunState, to: str, *, expect: str | None, environ: Mapping[str, str]) -> str:
+        """Switch to `to` (checked before any place switches; PlanChanged when a place serves
+        neither `expect` nor `to`); a summary."""
+
+    @abstractmethod
+    def rollback_shows(self, to: str) -> list[Command]:
+        """What `rollback` would run, per place."""
+
+    # ------------------------------------------------------------ status
+
+    @abstractmethod
+    def serving(self) -> dict[str, str | None]:
+        """place -> the release live there (None: nothing yet)."""
+
+    @abstractmethod
+    def releases(self) -> list[PlaceReleases]:
+        """Every place's releases and its live one."""
+
+    @abstractmethod
+    def prune(self) -> list[str]:
+        """Drop releases beyond the settings' keep count (never the live or previous one); the ids dropped."""
+
+
+#: the interface, method by method (tests/test_targets.py checks each target implements all)
+METHODS = tuple(sorted(ReleaseTarget.__abstractmethods__))

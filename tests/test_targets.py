@@ -1,0 +1,106 @@
+"""The release-target seam (deploy/targets/): every target implements the whole interface,
+the settings name only known targets, and promote/rollback never ask which target they have."""
+
+from __future__ import annotations
+
+import ast
+import typing
+from pathlib import Path
+
+import pytest
+
+from deploy import config, targets
+from deploy.errors import SettingsError
+from deploy.targets import METHODS, TARGETS, HostsTree, LocalTree, ReleaseTarget, target_for
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPLEMENTATIONS = sorted({cls for pair in TARGETS.values() for cls in pair}, key=lambda c: c.__name__)
+
+
+def settings(raw: dict, name: str = "staging") -> config.Settings:
+    return config.parse(raw, name=name, file=Path(f"env/{name}.toml"), root=Path("/p"))
+
+
+def test_the_interface_has_the_seams_operations():
+    # prepare, release, switch back, rollback, status, prune (and the lock a shared target needs)
+    assert {"prepare", "release", "switch_back", "rollback", "serving", "releases", "prune",
+            "lock", "unlock", "unlock_reachable"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("cls", IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def test_every_target_implements_every_method_of_the_interface(cls):
+    assert issubclass(cls, ReleaseTarget)
+    assert not cls.__abstractmethods__, f"{cls.__name__} leaves {sorted(cls.__abstractmethods__)} unimplemented"
+    for name in METHODS:
+        owner = next(k for k in cls.__mro__ if name in k.__dict__)
+        assert owner is not ReleaseTarget, f"{cls.__name__}.{name} is the interface's, not the target's own"
+        assert not getattr(getattr(cls, name), "__isabstractmethod__", False)
+
+
+def test_every_settings_value_has_a_target_and_every_target_a_settings_value():
+    allowed = typing.get_args(typing.get_type_hints(config.ReleaseSection)["target"])
+    assert set(allowed) == set(TARGETS)
+    assert config.ReleaseSection().target == "tree"
+
+
+@pytest.mark.parametrize("raw, cls", [
+    ({"environment": {"kind": "local"}}, LocalTree),
+    ({"environment": {"kind": "local"}, "release": {"target": "tree"}}, LocalTree),
+    ({"environment": {"kind": "remote"}, "hosts": {"hosts": ["web1", "web2"]}}, HostsTree),
+    ({"environment": {"kind": "remote"}, "hosts": {"hosts": ["deploy@10.0.0.5"]}, "release": {"target": "tree"}},
+     HostsTree),
+], ids=["local-default", "local-tree", "remote-default", "remote-tree"])
+def test_target_for_picks_the_place_from_the_environment_kind(raw, cls):
+    t = target_for(settings(raw), app_env=lambda environ: {})
+    assert type(t) is cls
+    assert t.shared is (cls is HostsTree and bool(raw.get("hosts")))
+
+
+@pytest.mark.parametrize("value", ["image", "Tree", "hosts", "", "tree ", 1, ["tree"]],
+                         ids=["next-target", "wrong-case", "old-word", "empty", "trailing-space", "number", "list"])
+def test_an_unknown_release_target_is_refused_naming_file_key_and_allowed_values(value):
+    with pytest.raises(SettingsError) as e:
+        settings({"environment": {"kind": "remote"}, "release": {"target": value}})
+    text = f"{e.value.message} {e.value.hint}"
+    assert "env/staging.toml" in text and "release.target" in text and "'tree'" in text
+
+
+def test_an_unknown_key_under_release_names_the_allowed_keys():
+    with pytest.raises(SettingsError, match=r"unknown key release\.targets") as e:
+        settings({"release": {"targets": "tree"}})
+    assert "target" in e.value.hint
+
+
+def test_an_unknown_target_stops_promote_and_rollback_with_one_paragraph(project):
+    toml = project.root / "env" / "local.toml"
+    toml.write_text(toml.read_text() + '\n[release]\ntarget = "image"\n')
+    for task in (["promote", "--to=local"], ["rollback", "--env=local"], ["promote", "--to=local", "--dry-run"]):
+        r = project.invoke(*task)
+        assert r.returncode == 2, (task, r.stdout, r.stderr)
+        assert "local.toml" in r.stderr and "release.target = 'image' is not allowed" in r.stderr
+        assert "Allowed values: 'tree'" in r.stderr and "Traceback" not in r.stderr
+    assert not (project.root / ".deploy" / "local").exists()   # nothing was released
+
+
+FLOWS = ["deploy/flows/promote.py", "deploy/flows/rollback.py"]
+
+
+@pytest.mark.parametrize("path", FLOWS)
+def test_promote_and_rollback_never_ask_which_target_they_have(path):
+    """A new target plugs in without an edit here: no import of a target's own module and no
+    branch on whether the environment is local or on its hosts."""
+    tree = ast.parse((ROOT / path).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.update({node.module, *(f"{node.module}.{a.name}" for a in node.names)})
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    kinds = {"deploy.hosts", "deploy.local", "deploy.targets.local", "deploy.targets.tree"}
+    assert not imported & kinds, f"{path} imports {sorted(imported & kinds)}"
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not attrs & {"is_local", "hosts"}, f"{path} reads {sorted(attrs & {'is_local', 'hosts'})}"
+
+
+def test_the_package_exports_what_it_documents():
+    assert set(targets.__all__) <= set(dir(targets))
