@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 from deploy import backups, dburl, migrations
 from deploy.config import DatabaseSection, Settings
+from deploy.errors import SettingsError
 from deploy.locations import database_url, sqlite_base
 
 
@@ -22,11 +23,14 @@ class Database:
     section: DatabaseSection
 
     @classmethod
-    def of(cls, s: Settings, environ: Mapping[str, str]) -> Database | None:
-        """The environment's database (the toolkit's session URL), or None when it has none;
-        SettingsError when its URL variable is not set."""
+    def of(cls, s: Settings, environ: Mapping[str, str]) -> Database:
+        """The environment's database (the toolkit's session URL). SettingsError when it has
+        none (database.provider = "none") or its URL variable is not set."""
         url = database_url(s, environ)
-        return None if url is None else cls(url, sqlite_base(s), s.database)
+        if url is None:
+            raise SettingsError(f"The {s.name} environment has no database "
+                                f"(database.provider = \"none\" in {s.file.name}).")
+        return cls(url, sqlite_base(s), s.database)
 
     def parsed(self) -> dburl.DbUrl:
         return dburl.parse(self.url, sqlite_base=self.sqlite_base)

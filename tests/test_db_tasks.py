@@ -96,3 +96,24 @@ def test_a_password_libpq_would_quote_never_reaches_the_output(project):
         assert "Traceback" not in out and "postgresql://app:***@127.0.0.1:9/occ" in out
         for piece in ("Zq9", "zzTop", "TopSecret"):
             assert piece not in out, (password, out)
+
+
+NO_DATABASE_ENV = '''
+[environment]
+kind = "local"
+app_dir = "examples/app"
+
+[database]
+provider = "none"
+'''
+
+
+def test_every_db_task_on_an_environment_without_a_database_says_so_and_exits_2(project):
+    project.write_env("nodb", NO_DATABASE_ENV)
+    project.commit("an environment without a database")
+    for args in (["db.status"], ["db.migrate"], ["db.backup"], ["db.verify-backup"], ["db.restore", "--yes"],
+                 ["db.rollback", "--yes"], ["db.resolve", "--applied=x", "--yes"]):
+        r = project.invoke(*args, "--env=nodb")
+        assert r.returncode == 2, (args, r.stdout + r.stderr)
+        assert 'The nodb environment has no database (database.provider = "none" in nodb.toml)' in r.stderr, args
+        assert "Traceback" not in r.stderr
