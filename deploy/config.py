@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deploy.errors import SettingsError
+from deploy.rollout import batches
 
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -523,8 +524,6 @@ def _check(s: Settings) -> None:
                             "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     _check_app(s)
     if s.hosts.rollout == "rolling":
-        from deploy.hosts import batches
-
         try:
             batches(max(1, len(s.hosts.hosts)), s.hosts.batch_size)
         except SettingsError as e:

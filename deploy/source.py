@@ -1,4 +1,5 @@
-"""The exact sources of one commit, extracted once: what the build step builds.
+"""The exact sources of one commit: which commit (HEAD, a clean tree, a release id naming
+it) and its files, extracted once: what the build step builds.
 
 Building from `git archive <sha>` rather than the working tree means a dirty checkout can
 never produce an artifact that is cached under a commit it does not match.
@@ -7,14 +8,18 @@ never produce an artifact that is cached under a commit it does not match.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from deploy.errors import BuildFailed, SettingsError
 from deploy.proc import child_env, run
+
+GIT_SHA = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 def repo_of(app_dir: Path) -> tuple[Path, str]:
@@ -99,3 +104,53 @@ def prune(dest_root: Path, keep: int, protect=()) -> list[str]:
     for name in doomed:
         shutil.rmtree(dest_root / name, ignore_errors=True)
     return doomed
+
+
+# ---------------------------------------------------------------- which commit
+
+def new_release_id(git_sha: str, now: datetime) -> str:
+    """`<UTC yyyymmddHHMMSS>-<sha7>`: sorts by time, names its commit, and is valid as a
+    directory name and as a Shopify `--version` ([a-zA-Z0-9._-], <= 100 chars)."""
+    check_sha(git_sha)
+    if now.tzinfo is None:
+        raise ValueError("new_release_id needs an aware datetime (UTC)")
+    return f"{now.astimezone(timezone.utc):%Y%m%d%H%M%S}-{git_sha[:7]}"
+
+
+def git_head(root: str | Path) -> str:
+    """The full SHA of HEAD in `root`, or SettingsError saying why there is none."""
+    r = run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
+    if r.ok and GIT_SHA.match(r.stdout.strip()):
+        return r.stdout.strip()
+    probe = run(["git", "-C", str(root), "rev-parse", "--git-dir"])
+    if not probe.ok:
+        raise SettingsError(
+            f"{root} is not inside a git repository, so there is no commit to deploy ({probe.tail(2)}).",
+            "Run from a clone of the project, or pass --sha=<commit>.",
+        )
+    raise SettingsError(
+        f"{root}: the git repository has no commits yet, so there is no SHA to deploy.",
+        "Commit the project first (git commit), then run again.",
+    )
+
+
+def git_dirty(root: str | Path) -> list[str]:
+    """Paths `git status` reports as changed or untracked (ignored files excluded)."""
+    r = run(["git", "-C", str(root), "status", "--porcelain=v1", "--untracked-files=normal"])
+    if not r.ok:
+        raise SettingsError(f"{root}: `git status` failed: {r.tail(3)}", "Run from a clone of the project.")
+    return [line[3:] for line in r.stdout.splitlines() if line.strip()]
+
+
+def git_is_clean(root: str | Path) -> bool:
+    """True when the working tree matches HEAD: the build will be exactly that commit."""
+    return not git_dirty(root)
+
+
+def check_sha(git_sha: str) -> None:
+    """SettingsError unless `git_sha` looks like a commit SHA."""
+    if not isinstance(git_sha, str) or not GIT_SHA.match(git_sha):
+        raise SettingsError(
+            f"{git_sha!r} is not a git commit SHA (7 to 64 lowercase hex digits).",
+            "Pass the full SHA, e.g. --sha=$(git rev-parse HEAD).",
+        )

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploy import build as b
+from deploy.build import artifact, cachekey, fullinstall, ops, packing, recipes
+from deploy.build import entry as cache_entry
 from deploy.errors import BuildFailed, SettingsError, ToolMissing
 from deploy.testing.app import (  # noqa: F401  (fixtures)
     BUILT_AT, SHA_A, SHA_B, app_artifact, copy_example_app, example_app,
@@ -344,7 +346,7 @@ def test_prune_keeps_the_newest_builds_and_every_protected_one(tmp_path):
         out.mkdir()
         (out / "f.txt").write_text(sha)
         art = b.pack(out, store, git_sha=sha, built_at=f"2024-03-0{i + 1}T00:00:00Z", release_id=f"r{i}")
-        b._write_index(store, art, b.build_key(sha))
+        artifact.write_index(store, art, b.build_key(sha))
     # An index of the older layout (one build per commit) is never read, and pruned.
     (store / "by-sha").mkdir()
     (store / "by-sha" / f"{shas[4]}.json").write_text(json.dumps({"git_sha": shas[4], "sha256": "0" * 64,
@@ -365,7 +367,7 @@ def test_prune_leaves_a_concurrent_runs_pack_and_unindexed_tarball_alone(tmp_pat
     for f in (live, dead, packed):
         f.write_bytes(b"x")
     (store / "builds").mkdir()
-    with b._lock(store / ".locks" / "store.lock", shared=True):   # what build() holds from pack to index
+    with ops.lock(store / ".locks" / "store.lock", shared=True):   # what build() holds from pack to index
         b.prune(store, keep=1)
         assert live.exists() and packed.exists() and not dead.exists()
     b.prune(store, keep=1)
@@ -481,7 +483,7 @@ def test_a_build_that_writes_into_cached_files_drops_the_entry_and_builds_withou
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert again.commands[-2:] == plain.commands[-2:] and any(c.startswith("npm ci") for c in again.commands)
     assert again.artifact.sha256 == plain.artifact.sha256
-    assert not entry.exists() or b._entry_ok(entry)   # the damaged entry is gone (or refilled intact)
+    assert not entry.exists() or cache_entry.entry_ok(entry)   # the damaged entry is gone (or refilled intact)
 
 
 def test_full_install_after_a_build_links_the_caches_full_entry_and_drops_it_when_written_into(tmp_path):
@@ -507,7 +509,7 @@ def test_full_install_after_a_build_links_the_caches_full_entry_and_drops_it_whe
     # A build in the checkout removes the mark: its prune leaves no full install behind.
     b.full_install(app, AppSection(deps_cache=False))
     _cache_build(app, tmp_path / "s2", cache, deps_cache=False)
-    assert not (app / "node_modules" / b.FULL_MARK).exists()
+    assert not (app / "node_modules" / fullinstall.FULL_MARK).exists()
 
 
 def test_a_cache_hit_ships_what_this_commits_build_wrote_into_node_modules(tmp_path):
@@ -554,7 +556,7 @@ def test_a_cache_hit_links_the_pruned_tree_only_when_the_build_added_nothing_npm
     # The entry is untouched (the build's files were the checkout's own) and still links
     # its production tree for a tidy build.
     tidy = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)
-    assert tidy.commands[-1].endswith("/prod/node_modules node_modules") and b._entry_ok(entry)
+    assert tidy.commands[-1].endswith("/prod/node_modules node_modules") and cache_entry.entry_ok(entry)
 
 
 def test_full_install_after_a_build_that_linked_the_production_tree(tmp_path):
@@ -568,13 +570,13 @@ def test_full_install_after_a_build_that_linked_the_production_tree(tmp_path):
     (entry,) = _entries(cache)
     assert hit.commands[-1].endswith("/prod/node_modules node_modules")
     deps = app / "node_modules"
-    assert not (deps / "devtool").exists() and (deps / ".gen/client.js").is_file() and not (app / b.LINKED).exists()
+    assert not (deps / "devtool").exists() and (deps / ".gen/client.js").is_file() and not (app / recipes.LINKED).exists()
     assert (deps / "leftpad/index.js").stat().st_ino == (entry / "prod/node_modules/leftpad/index.js").stat().st_ino
     done = b.full_install(app, AppSection(), deps_cache=cache)
     assert done.entry == entry and (deps / "devtool/index.js").stat().st_ino == \
         (entry / "full/node_modules/devtool/index.js").stat().st_ino
     b.check_full_install(done)
-    assert entry.exists() and b._entry_ok(entry)
+    assert entry.exists() and cache_entry.entry_ok(entry)
 
 
 def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_exactly_the_cached_one(tmp_path):
@@ -584,7 +586,7 @@ def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_ex
     plain = _cache_build(make_deps_app(tmp_path / "plain"), tmp_path / "s0", cache, deps_cache=False)
     _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
     (entry,) = _entries(cache)
-    spare = entry / b.SPARE
+    spare = entry / cache_entry.SPARE
     assert not spare.exists()
     first = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
     assert spare.is_dir() and (spare / "devtool/index.js").stat().st_ino == \
@@ -594,7 +596,7 @@ def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_ex
     app = make_deps_app(tmp_path / "three")
     second = _cache_build(app, tmp_path / "s3", cache)
     assert second.commands[0].endswith(f"mv {spare} node_modules") and spare.is_dir()
-    assert not (app / b.LINKED).exists()
+    assert not (app / recipes.LINKED).exists()
     # A spare with a stray file, or one file replaced, is not used: linked anew.
     (spare / "leftpad/stray.js").write_text("// left by someone\n")
     third = _cache_build(make_deps_app(tmp_path / "four"), tmp_path / "s4", cache)
@@ -610,7 +612,7 @@ def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_ex
         f.write("// changed in place\n")
     again = _cache_build(make_deps_app(tmp_path / "six"), tmp_path / "s6", cache)
     assert again.commands[0].startswith("npm ci") and again.artifact.sha256 == plain.artifact.sha256
-    assert b._entry_ok(entry) and not spare.exists()
+    assert cache_entry.entry_ok(entry) and not spare.exists()
 
 
 def test_a_cache_hit_with_another_package_json_prunes_in_the_checkout(tmp_path):
@@ -656,7 +658,7 @@ def test_a_damaged_production_tree_is_not_linked_and_its_entry_is_refilled(tmp_p
     assert hit.artifact.sha256 == plain.artifact.sha256
     assert not entry.exists()
     again = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)
-    assert again.commands[0].startswith("npm ci") and b._entry_ok(entry) and (entry / "prod").is_dir()
+    assert again.commands[0].startswith("npm ci") and cache_entry.entry_ok(entry) and (entry / "prod").is_dir()
 
 
 def test_tool_versions_are_kept_per_binary_and_asked_again_when_it_changes(tmp_path):
@@ -679,16 +681,16 @@ def test_tool_versions_are_kept_per_binary_and_asked_again_when_it_changes(tmp_p
     npm = subprocess.run([str(bindir / "npm"), "--version"], capture_output=True, text=True, env=env).stdout.strip()
     plan = b.Recipe(pm="npm", commands=(b.INSTALL["npm"],), include=(), install=b.INSTALL["npm"])
     root = tmp_path / "cache"
-    assert b._tool_versions(plan, env, root) == {"node": node, "npm": npm}
+    assert cachekey.tool_versions(plan, env, root) == {"node": node, "npm": npm}
     # Kept per binary, and what is kept is what is answered: no tool is asked again.
-    saved = json.loads((root / b.TOOLS_FILE).read_text())
+    saved = json.loads((root / cachekey.TOOLS_FILE).read_text())
     saved["node"]["version"], saved["npm"]["version"] = "v0.0.0-kept", "0.0.0-kept"
-    (root / b.TOOLS_FILE).write_text(json.dumps(saved))
-    assert b._tool_versions(plan, env, root) == {"node": "v0.0.0-kept", "npm": "0.0.0-kept"}
+    (root / cachekey.TOOLS_FILE).write_text(json.dumps(saved))
+    assert cachekey.tool_versions(plan, env, root) == {"node": "v0.0.0-kept", "npm": "0.0.0-kept"}
     # npm's package.json rewritten (an upgrade in place): npm is asked again; node's answer stays.
     (pkg / "package.json").write_bytes((pkg / "package.json").read_bytes())
-    assert b._tool_versions(plan, env, root) == {"node": "v0.0.0-kept", "npm": npm}
-    assert b._tool_versions(plan, env) == {"node": node, "npm": npm}   # no cache folder: both asked
+    assert cachekey.tool_versions(plan, env, root) == {"node": "v0.0.0-kept", "npm": npm}
+    assert cachekey.tool_versions(plan, env) == {"node": node, "npm": npm}   # no cache folder: both asked
 
 
 @pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, 1 << 20, (3 << 20) + 12345], ids=lambda n: f"{n}-bytes")
@@ -703,7 +705,7 @@ def test_parallel_gzip_is_one_gzip_stream_whatever_the_threads_and_the_cuts(size
 
     def packed(workers, cuts):
         out = io.BytesIO()
-        with b._GzipWriter(out, compresslevel=1, workers=workers) as gz:
+        with packing.gzip_writer(out, compresslevel=1, threads=workers) as gz:
             i = 0
             while i < len(data):
                 n = cuts[i % len(cuts)]
@@ -714,7 +716,7 @@ def test_parallel_gzip_is_one_gzip_stream_whatever_the_threads_and_the_cuts(size
     one = packed(1, [1 << 22])
     assert gzip.decompress(one) == data
     assert packed(3, [1, 511, 16384, 70000]) == one == packed(2, [1 << 20])
-    assert one[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"   # no name, no time
+    assert one[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00"   # no name, no time
     with gzip.GzipFile(fileobj=io.BytesIO(one)) as f:   # a streaming reader too
         assert f.read() == data
 
@@ -742,9 +744,9 @@ def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path
     (entry,) = _entries(cache)
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert any(c.startswith("npm ci") for c in again.commands)
-    assert entry.exists() and b._entry_ok(entry), "the dropped entry is filled by the build that dropped it"
+    assert entry.exists() and cache_entry.entry_ok(entry), "the dropped entry is filled by the build that dropped it"
     third = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)   # same key, a tidy build
-    assert third.commands[0].startswith("(dependency cache") and b._entry_ok(entry)
+    assert third.commands[0].startswith("(dependency cache") and cache_entry.entry_ok(entry)
 
 
 def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):
@@ -772,7 +774,7 @@ def test_the_npm_context_of_a_pruned_tree_leaves_credentials_out(tmp_path):
 
     def context(env: dict, rc: str) -> str:
         npmrc.write_text(rc)
-        return b._npm_context(env)
+        return cachekey.npm_context(env)
 
     plain = context(base, "fund=false\n")
     assert context({**base, "npm_config__authToken": "1", "NPM_TOKEN": "2"}, "fund=false\n") == plain

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy import build as b
+from deploy.build import artifact
 from deploy.config import AppSection
 from deploy.errors import SettingsError
 
@@ -157,7 +158,7 @@ def test_an_index_of_another_build_is_not_found_under_this_key(tmp_path):
     web, admin = b.build_key(SHA, "apps/web"), b.build_key(SHA, "apps/admin")
     art = b.pack(out, store, git_sha=SHA, built_at="2024-03-01T00:00:00Z", release_id="r1",
                  source={"app_folder": web.app_folder, "contract": web.contract})
-    b._write_index(store, art, web)
+    artifact.write_index(store, art, web)
     assert b.find(store, web) == art and b.find(store, admin) is None
     # An index copied under another key's name is refused: it names the build it belongs to.
     (store / "builds" / f"{admin.name}.json").write_text((store / "builds" / f"{web.name}.json").read_text())

@@ -17,6 +17,8 @@ from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_
 from deploy.hosts._group import _Host, _parallel
 from deploy.hosts._ssh import _HostError, _run
 from deploy.parallel import pmap
+from deploy.rollout import batches
+from deploy.startup import start_argv
 
 if TYPE_CHECKING:
     from deploy.config import AppSection, HostsSection
@@ -82,23 +84,6 @@ def _hook_before_switch(section, h: _Host, release_id: str, env) -> None:
 
 # ---------------------------------------------------------------- switching, starting, health, going back
 
-def batches(n: int, batch_size: int | str) -> list[range]:
-    """Index ranges of `n` hosts in rollout batches: `batch_size` hosts each (an int), or a
-    share of them ("25%": rounded up, at least 1)."""
-    if isinstance(batch_size, str):
-        m = re.fullmatch(r"\s*(\d{1,3})\s*%\s*", batch_size)
-        if not m or not 1 <= int(m[1]) <= 100:
-            raise SettingsError(f"hosts.batch_size = {batch_size!r} is not a share of the hosts.",
-                                'Use a whole number of hosts (e.g. 1) or a percentage from "1%" to "100%".')
-        size = max(1, -(-n * int(m[1]) // 100))
-    else:
-        if isinstance(batch_size, bool) or batch_size < 1:
-            raise SettingsError(f"hosts.batch_size = {batch_size!r}: a batch needs at least 1 host.",
-                                'Use a whole number of hosts (e.g. 1) or a percentage such as "25%".')
-        size = batch_size
-    return [range(i, min(n, i + size)) for i in range(0, n, size)]
-
-
 def _roll_out(section, hs: Sequence[_Host], release_id: str, env) -> str:
     """Switch, restart and health-check the hosts: all at once (hosts.rollout = "all"), or in
     batches (hosts.rollout = "rolling", hosts.batch_size), each batch healthy before the next
@@ -161,8 +146,6 @@ def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
         _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env)),
              section, f"{what} hook" if what == "restart" else f"restart hook ({what})", long=True)
         return
-    from deploy.build import start_argv
-
     app = _contract(h)
     want_pkg = not isinstance(app.start, tuple)
     probe = section.supervisor == "auto" and not h.supervisor

@@ -26,7 +26,7 @@ from deploy.hosts._upload import _Delta, _delta_base, _prepare_delta, _upload
 from deploy.hosts._values import HostResult, HostState, validate_release_id
 
 if TYPE_CHECKING:
-    from deploy.build import Artifact
+    from deploy.build.artifact import Artifact
     from deploy.config import AppSection, HostsSection
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from deploy.build.artifact import MANIFEST
 from deploy.hosts._commands import (DELTA_MISMATCH_EXIT, _p, delta_unpack_command, delta_upload_name,
                                     discard_delta_command, free_space_command)
 from deploy.hosts._group import _Host
@@ -61,8 +62,6 @@ def _manifest_entries(path: str | Path) -> list[TreeEntry] | None:
     manifest itself first; None when it has none a delta can be planned against."""
     import hashlib
     import tarfile
-
-    from deploy.build import MANIFEST
 
     with tarfile.open(path, "r:gz") as tar:
         first = tar.next()
@@ -165,8 +164,6 @@ def base_files(manifest_text: bytes) -> dict[str, tuple[str, int, int]]:
 def delta_plan(entries: Sequence[TreeEntry], base: Mapping[str, tuple[str, int, int]]) -> tuple[list[str], list[str]]:
     """(paths hard-linked from the base release, file paths sent): a file is linked when the
     base's manifest has the same path with the same sha256, mode and size."""
-    from deploy.build import MANIFEST
-
     linked, sent = [], []
     for e in entries:
         if e.kind != "f":
@@ -333,8 +330,6 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     """Send only what releases/<base> lacks and build the release from both, verified on the
     host. False (the caller sends the full artifact) when no delta applies or the built tree
     does not match the manifest; the reason is kept in h.transfer."""
-    from deploy.build import MANIFEST
-
     t = h.t
     # The base's manifest first (read with the state when the base is current; else one SFTP
     # read): a host whose releases carry none (older builds) costs nothing more, and the

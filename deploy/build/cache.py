@@ -1,0 +1,340 @@
+"""The dependency cache: installed node_modules reused across builds with the same inputs.
+
+`DepsCache.hit` builds with an entry's install hard-linked in, `DepsCache.fill` builds
+with a fresh install and keeps a copy of it as the entry, `entry_ok` (deploy.build.entry)
+verifies an entry before and after a build: cached files are shared, never written. An
+entry a build wrote into is dropped and the build redone without it (`run_recipe`), so the
+artifact is always what a build without the cache packs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from deploy import proc
+from deploy.build.cachekey import deps_key, npm_context, tool_versions
+from deploy.build.entry import PROD_INFO, SPARE, entry_ok, entry_scan, prod_ready, prod_sha256, stamp_is, touch
+from deploy.build.ops import fs, scan_tree, sha256_file, step, tree_bytes, tree_stamp
+from deploy.build.prodtree import (check_linked, prod_cacheable, prune_beside, prune_beside_setup, prune_inputs,
+                                   swap_in_prod, take_spare, unshare_top_files)
+from deploy.build.recipes import DEPS, Recipe
+from deploy.errors import BuildFailed, DeployError
+
+Env = Mapping[str, str]
+
+
+def run_recipe(app: Path, plan: Recipe, env: Env, timeout: float, cache: DepsCache | None) -> list[str]:
+    """Run the recipe's commands in `app` (display forms returned); with a cache, the install
+    comes from the entry of the app's `deps_key` when there is a sound one (`hit`), else
+    the build installs and fills it (`fill`), also when the hit's build wrote into the entry."""
+    key = cache.key(app, plan, env) if cache is not None and plan.install and not (app / DEPS).exists() else None
+    if cache is None or key is None:
+        return [step(argv, app, env, timeout) for argv in plan.commands]
+    ran = cache.hit(key, app, plan, env, timeout)
+    return ran if ran is not None else cache.fill(key, app, plan, env, timeout)
+
+
+class DepsCache:
+    """The dependency cache folder `root`, for one build: at most `keep` entries kept.
+
+    An entry holds `full/node_modules`, as the install left it (before any build wrote into
+    it), and for npm (`prod_cacheable`) `prod/node_modules`, what the prune leaves of it. A
+    hit hard-links `full` into the checkout (cp -al) and runs the build there, so what the
+    build writes into node_modules (a generated client, a cache) is this commit's own. Then,
+    when the build left node_modules as linked (or only added top-level dot-folders, which
+    npm never reads) and package.json, the lockfile and npm's config are byte for byte the
+    ones `prod` was pruned with (and npm's variables and npmrc files too: `npm_context`),
+    `prod` is linked in instead of running the prune; otherwise the prune runs in the
+    checkout exactly as on a miss. The full tree a hit moved aside is kept as the entry's
+    spare, which the next hit takes (`take_spare`) instead of linking anew.
+
+    `known_sha256` collects hashes of files linked from a production tree (pack reads them
+    without hashing again); `wait()` finishes the removals started in the background."""
+
+    def __init__(self, root: Path, keep: int):
+        self.root = root
+        self.keep = keep
+        self.known_sha256: dict[tuple[int, int, int, int], str] = {}
+        self._background: list[Future] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def key(self, app: Path, plan: Recipe, env: Env) -> str | None:
+        """The entry name of `app`'s install (`deps_key`), None when it cannot be keyed."""
+        versions = tool_versions(plan, env, self.root)
+        return deps_key(app, plan, versions) if versions is not None else None
+
+    # ---- a hit
+
+    def hit(self, key: str, app: Path, plan: Recipe, env: Env, timeout: float) -> list[str] | None:
+        """Build in `app` with the entry's install linked in; None when there is no sound
+        entry, or when the build wrote into it (then the entry, node_modules and what the
+        build added to the checkout are gone): build it as a miss."""
+        entry = self.root / key
+        if not entry.exists():
+            return None
+        touch(entry)   # in use from now: a concurrent prune keeps the most recently used
+        sources = source_files(app)
+        index = take_spare(entry, app / DEPS)
+        spare = index is not None
+        if not spare:
+            index = self._link_full(entry, app) if entry.exists() else None
+            if index is None:
+                return None
+            unshare_top_files(app / DEPS)
+        ran = [f"(dependency cache {key[:12]}) " + (f"mv {entry / SPARE} {DEPS}" if spare else
+                                                     f"cp -al {entry / 'full' / DEPS} {DEPS}")]
+        prod = prod_ready(entry, plan)
+        rest = list(plan.commands[1:])
+        ran += [step(argv, app, env, timeout) for argv in (rest[:-1] if prod else rest)]
+        intact = entry_ok(entry) if prod is None else self._prune_from_entry(entry, prod, index, app, plan, env,
+                                                                              timeout, ran)
+        if intact:
+            touch(entry)
+            self.prune(protect=(key,))
+            return ran
+        # The build wrote into a cached file: that entry can no longer be trusted, and
+        # neither can this build's output. Drop both; the caller builds again and refills.
+        fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
+        for rel in sorted(source_files(app) - sources):
+            (app / rel).unlink(missing_ok=True)
+        return None
+
+    def _link_full(self, entry: Path, app: Path) -> dict[str, tuple] | None:
+        """Hard-link the entry's full tree into `app` while checking the entry (both only read
+        it): the entry's index, or None when it is damaged (then dropped, its links too)."""
+        def link() -> DeployError | None:
+            try:
+                fs(["cp", "-al", str(entry / "full" / DEPS), str(app / DEPS)], "restoring node_modules from the cache")
+            except DeployError as e:
+                return e
+            return None
+
+        pending = self._pooled().submit(link)
+        try:
+            index = entry_scan(entry)
+        finally:
+            failed = pending.result()
+        if index is None:
+            fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
+            return None
+        if failed is not None:
+            raise failed
+        return index
+
+    def _prune_from_entry(self, entry: Path, prod: dict, index: dict, app: Path, plan: Recipe, env: Env,
+                          timeout: float, ran: list[str]) -> bool:
+        """The prune after a hit's build: the entry's production tree linked in when it fits
+        this build, else the prune run in the checkout. True when the build is sound (an
+        entry whose production tree changed is dropped here, refilled next time)."""
+        intact, added = check_linked(app / DEPS, entry / "full", index)
+        fits = intact and added is not None and prune_inputs(app) == prod["inputs"] \
+            and npm_context(env) == prod.get("context") \
+            and not any((entry / "prod" / DEPS / name).exists() for name in added)
+        prod_ok = not fits or stamp_is(entry / "prod", prod.get("stamp"))
+        if fits and prod_ok:
+            aside = swap_in_prod(app, entry, added)
+            if aside is not None:
+                self._in_background(["rm", "-rf", str(aside)], "removing the full node_modules")
+            self.known_sha256.update(prod_sha256(prod))
+            ran.append(f"(dependency cache {entry.name[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
+            return intact
+        if not intact:
+            return False
+        ran.append(step(plan.prune, app, env, timeout))
+        if not entry_ok(entry):   # the prune ran on the links too
+            return False
+        if not prod_ok:
+            fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
+        return True
+
+    # ---- a miss
+
+    def fill(self, key: str, app: Path, plan: Recipe, env: Env, timeout: float) -> list[str]:
+        """Build in `app` with a fresh install, and keep a copy of that install as the entry
+        (with, for npm, its production tree pruned beside the build), unless the install
+        wrote outside node_modules or the copy changed meanwhile. A build that fails after
+        its install still keeps it, so the retry after a fix links it."""
+        entry = self.root / key
+        before = source_stamp(app)
+        ran = [step(plan.commands[0], app, env, timeout)]
+        fill = self._copy_install(key, app, plan) if source_stamp(app) == before and (app / DEPS).is_dir() else None
+        try:
+            full_stamp = tree_stamp(fill / "full") if fill is not None else None
+            side = prune_beside_setup(app, fill) if fill is not None and prod_cacheable(app, plan) else None
+            try:
+                # The production tree is pruned beside the build, on its own copy; the build stays
+                # in this thread, where an interrupt reaches it (and kills its process group).
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    beside = pool.submit(prune_beside, *side, plan, env, timeout) if side is not None else None
+                    ran += [step(argv, app, env, timeout) for argv in plan.commands[1:]]
+            except BuildFailed:
+                if fill is not None:
+                    self._keep(fill, entry, full_stamp, side, pruned=False, plan=plan, env=env, quiet=True)
+                raise
+            if fill is not None and tree_stamp(fill / "full") == full_stamp:
+                pruned = beside is not None and beside.exception() is None and beside.result()
+                self._keep(fill, entry, full_stamp, side, pruned=pruned, plan=plan, env=env)
+        finally:
+            if fill is not None and fill.exists():
+                fs(["rm", "-rf", str(fill)], "clearing a cache fill")
+        if fill is not None:
+            self.prune(protect=(key,))
+        return ran
+
+    def _copy_install(self, key: str, app: Path, plan: Recipe) -> Path:
+        """<root>/.fill-<key>-<pid>/full/node_modules: a real copy of the fresh install (a
+        reflink where the file system can: the build writes into the checkout's), without
+        what the build generates anew (a hit's build writes its own, never into the entry)."""
+        fill = self.root / f".fill-{key[:16]}-{os.getpid()}"
+        fs(["rm", "-rf", str(fill)], "clearing a cache fill")
+        (fill / "full").mkdir(parents=True)
+        fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(fill / "full" / DEPS)], "filling the dependency cache")
+        for name in plan.generated:
+            fs(["rm", "-rf", str(fill / "full" / DEPS / name)], "filling the dependency cache")
+        return fill
+
+    def _keep(self, fill: Path, entry: Path, full_stamp: str | None, side, *, pruned: bool, plan: Recipe,
+              env: Env, quiet: bool = False) -> None:
+        """Complete the fill (stamp.json, and prod/ + prod.json when pruned beside) and rename
+        it to the entry: complete entries only, and a concurrent filler's wins. `quiet`: after
+        a failed build, keep only a sound `full` tree, and never fail for it."""
+        if quiet and (not (fill / "full").is_dir() or tree_stamp(fill / "full") != full_stamp):
+            return
+        try:
+            (fill / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
+            if pruned:
+                (fill / "prod").mkdir()
+                os.rename(side[0] / DEPS, fill / "prod" / DEPS)
+                stamp, index = scan_tree(fill / "prod")
+                info = {"prune": list(plan.prune), "inputs": side[1], "context": npm_context(env), "stamp": stamp,
+                        "sha256": [[*row[1:3], row[4], row[5], sha256_file(fill / "prod" / rel)]
+                                   for rel, row in index.items() if row[0] == "f" and stat.S_ISREG(row[3])]}
+                (fill / PROD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+            if side is not None:
+                fs(["rm", "-rf", str(side[0])], "clearing a cache fill")
+            with contextlib.suppress(OSError):
+                os.rename(fill, entry)   # complete entries only; a concurrent filler's wins
+                touch(entry)
+        except (BuildFailed, OSError):
+            if not quiet:
+                raise
+
+    # ---- upkeep
+
+    def prune(self, protect: Iterable[str] = ()) -> list[str]:
+        """`prune_deps_cache` of this cache to `keep` entries."""
+        return prune_deps_cache(self.root, self.keep, protect)
+
+    def _pooled(self) -> ThreadPoolExecutor:
+        self._pool = self._pool or ThreadPoolExecutor(max_workers=2)
+        return self._pool
+
+    def _in_background(self, argv: list[str], what: str) -> None:
+        """Run a clean-up while the build goes on (`wait` finishes it); a leftover is never
+        packed, and the next swap clears it."""
+        def quietly() -> None:
+            try:
+                fs(argv, what)
+            except DeployError:
+                pass
+        self._background.append(self._pooled().submit(quietly))
+
+    def wait(self) -> None:
+        """Finish the background clean-ups."""
+        for f in self._background:
+            f.exception()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def source_files(app: Path) -> set[str]:
+    """The checkout's files outside node_modules (to remove what a build added)."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(app):
+        dirnames[:] = [d for d in dirnames if not (dirpath == str(app) and d == DEPS)]
+        out.update(os.path.relpath(os.path.join(dirpath, f), app) for f in filenames)
+    return out
+
+
+def source_stamp(app: Path) -> str:
+    """The checkout's own files, node_modules aside: an install that writes elsewhere
+    (a postinstall generating sources) is not cacheable by node_modules alone."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(app):
+        dirnames[:] = sorted(d for d in dirnames if not (dirpath == str(app) and d == DEPS))
+        for name in sorted(filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, app)}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def deps_cache_dir(artifacts_dir: str | Path) -> Path:
+    """The build's default dependency cache folder: <artifacts_dir>/../cache/deps."""
+    return Path(artifacts_dir).parent / "cache" / "deps"
+
+
+def prune_deps_cache(cache_root: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete all but the `keep` most recently used dependency cache entries (never a
+    protected key) and leftovers of interrupted fills; returns the keys removed."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return []
+    rows = []
+    for d in root.iterdir():
+        if d.name.startswith(".fill-"):
+            try:
+                pid = int(d.name.rsplit("-", 1)[1])
+            except ValueError:
+                pid = 0
+            if pid <= 0 or not proc.pid_alive(pid):
+                fs(["rm", "-rf", str(d)], "removing an interrupted cache fill")
+            continue
+        if d.is_dir():
+            try:
+                used = (d / "used").stat().st_mtime
+            except OSError:
+                used = 0.0
+            rows.append((used, d.name))
+    rows.sort(reverse=True)
+    protect = set(protect)
+    doomed = [name for _, name in rows[max(1, keep):] if name not in protect]
+    for name in doomed:
+        fs(["rm", "-rf", str(root / name)], "pruning the dependency cache")
+    return doomed
+
+
+def prune_deps_cache_to_size(cache_root: str | Path, max_mb: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete least recently used dependency cache entries (never a protected key, nor the most
+    recently used one) until the cache takes at most `max_mb` MB; returns the keys removed."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return []
+    rows = []
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            try:
+                used = (d / "used").stat().st_mtime
+            except OSError:
+                used = 0.0
+            rows.append((used, d.name, tree_bytes(d)))
+    total = sum(r[2] for r in rows)
+    doomed = []
+    protect = set(protect) | {max(rows)[1]} if rows else set(protect)
+    for used, name, size in sorted(rows):          # oldest use first
+        if total <= max_mb * 1024 * 1024:
+            break
+        if name in protect:
+            continue
+        fs(["rm", "-rf", str(root / name)], "pruning the dependency cache to app.cache_max_mb")
+        total -= size
+        doomed.append(name)
+    return doomed

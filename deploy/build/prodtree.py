@@ -1,0 +1,223 @@
+"""The production tree of a dependency cache entry (npm), and linking trees in and out.
+
+An npm prune's result depends on package.json, the lockfile, npm's config and node_modules
+(npm's arborist reads nothing else for an app with a name, no workspaces and no linked
+folders). So a prune of the cached full install, laid out as a cache hit lays out the
+checkout (cp -al, top-level files unshared), in a folder holding byte-identical copies of
+those files, leaves the node_modules the checkout's own prune would leave after a build
+that did not change node_modules: the entry keeps it as `prod/node_modules` (prod.json
+says from which files), and such a hit links it in instead of running npm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Mapping
+
+from deploy import proc
+from deploy.build.entry import SPARE, entry_scan
+from deploy.build.ops import fs, sha256_file
+from deploy.build.recipes import DEPS, LINKED, PRUNE, Recipe
+from deploy.build.cachekey import INSTALL_CONFIG
+from deploy.errors import BuildFailed, DeployError, SettingsError
+from deploy.startup import package_json
+
+
+_PRUNE_INPUTS = ("package.json", "package-lock.json", "npm-shrinkwrap.json", *INSTALL_CONFIG)
+_NPM_OWN = frozenset({".bin", ".package-lock.json", ".store"})   # npm reads or writes these in node_modules/
+
+
+def prune_inputs(folder: Path) -> dict[str, list | None] | None:
+    """The files besides node_modules an npm prune in `folder` reads, each [sha256,
+    executable] or None when absent; None when one is not a regular file."""
+    out: dict[str, list | None] = {}
+    for name in _PRUNE_INPUTS:
+        try:
+            st = os.lstat(folder / name)
+        except FileNotFoundError:
+            out[name] = None
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        out[name] = [sha256_file(folder / name), bool(st.st_mode & 0o111)]
+    return out
+
+
+def prod_cacheable(app: Path, plan: Recipe) -> bool:
+    """npm's own prune as the recipe's last command, in an app whose package.json has a name
+    (else npm names the root after its folder) and no workspaces, and whose lockfile links
+    no folder (a link's target lies outside the pruned folder)."""
+    if plan.pm != "npm" or plan.prune != PRUNE["npm"] or not plan.commands or plan.commands[-1] != plan.prune:
+        return False
+    try:
+        pkg = package_json(app)
+        lock = json.loads((app / "package-lock.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, SettingsError, BuildFailed):
+        return False
+    packages = lock.get("packages") if isinstance(lock, dict) else None
+    return (isinstance(pkg.get("name"), str) and bool(pkg["name"]) and "workspaces" not in pkg
+            and not (app / "npm-shrinkwrap.json").exists() and isinstance(packages, dict)
+            and not any(isinstance(v, dict) and v.get("link") for v in packages.values()))
+
+
+def prune_beside_setup(app: Path, fill: Path) -> tuple[Path, dict] | None:
+    """fill/prune: the app's prune inputs (copied now, before the build runs) and a copy of
+    fill/full/node_modules laid out as a hit lays out the checkout; None when that fails
+    (the entry is then filled without a production tree)."""
+    try:
+        return prune_beside_layout(app, fill)
+    except (BuildFailed, OSError):
+        return None
+
+
+def prune_beside_layout(app: Path, fill: Path) -> tuple[Path, dict] | None:
+    inputs = prune_inputs(app)
+    if inputs is None:
+        return None
+    side = fill / "prune"
+    side.mkdir()
+    for name, v in inputs.items():
+        if v is not None:
+            fs(["cp", "-p", str(app / name), str(side / name)], "filling the dependency cache")
+    fs(["cp", "-al", str(fill / "full" / DEPS), str(side / DEPS)], "filling the dependency cache")
+    unshare_top_files(side / DEPS)
+    # As in a hit's checkout, npm's hidden lockfile is older than node_modules/ (so npm reads
+    # the tree from disk), even when this fill came within npm's 10 ms of the install.
+    with contextlib.suppress(OSError):
+        lock_ns = os.stat(side / DEPS / ".package-lock.json").st_mtime_ns
+        if os.stat(side / DEPS).st_mtime_ns <= lock_ns + 10_000_000:
+            os.utime(side / DEPS, ns=(lock_ns + 1_000_000_000,) * 2)
+    return side, inputs
+
+
+def prune_beside(side: Path, inputs: dict, plan: Recipe, env: Mapping[str, str], timeout: float) -> bool:
+    """Run the prune in `side`; True when it succeeded and left its inputs as they were."""
+    try:
+        r = proc.run(list(plan.prune), cwd=side, env=env, timeout=timeout)
+        present = {DEPS, *(n for n, v in inputs.items() if v is not None)}
+        return r.ok and prune_inputs(side) == inputs and set(os.listdir(side)) == present
+    except (OSError, DeployError):   # npm gone meanwhile: no production tree, nothing else
+        return False
+
+
+def check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[bool, list[str] | None]:
+    """After a build in a checkout whose `deps` (node_modules) was hard-linked from the
+    cache's `full` tree, scanned before as `index` (`scan_tree`): (intact, added).
+
+    intact: every cached file and symlink still has the mode, size and mtime (and inode) it
+    had, whether reached through the checkout's link or at its own path, and every cached
+    folder its mtime (so nothing was added to or removed from it): all a second
+    `tree_stamp` of the entry would tell. added: None when the build changed node_modules
+    (a path removed, replaced or added, a top-level file rewritten); else the top-level
+    dot-folders the build made (vite's .vite-temp, a generated client: npm never reads
+    inside them), possibly none."""
+    intact, same = True, True
+    added: list[str] = []
+    through: set[str] = set()      # cached inodes stat'ed through the checkout's link
+    seen = 1                       # node_modules itself
+    top = f"{DEPS}/"
+    packages = {n[len(top):] for n in index if n.startswith(top) and "/" not in n[len(top):]}
+    stack = [(str(deps), top)]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                found = list(it)
+        except OSError:   # the build removed or replaced it
+            same = False
+            continue
+        for e in found:
+            name = rel + e.name
+            want = index.get(name)
+            if want is None:
+                retired = re.fullmatch(r"\.(.+)-[A-Za-z0-9]{8}", e.name)   # npm's retired-folder names
+                if rel == top and e.name.startswith(".") and e.name not in _NPM_OWN \
+                        and not (retired and retired.group(1) in packages) and e.is_dir(follow_symlinks=False):
+                    added.append(e.name)
+                else:
+                    same = False
+                continue
+            seen += 1
+            st = e.stat(follow_symlinks=False)
+            if want[0] == "d":
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((e.path, name + "/"))
+                else:
+                    same = False
+            elif (st.st_dev, st.st_ino) == want[1:3]:
+                through.add(name)   # the cache's own inode: a change here is a change in the cache
+                if (st.st_mode, st.st_size, st.st_mtime_ns) != want[3:6]:
+                    intact = False
+            elif not (rel == top and want[0] == "f" and stat.S_ISREG(st.st_mode) and st.st_size == want[4]
+                      and st.st_mode & 0o111 == want[3] & 0o111 and filecmp.cmp(e.path, full / name, shallow=False)):
+                same = False    # replaced (a top-level file is the build's own copy: same bytes)
+    if seen != len(index):
+        same = False
+    for name, want in index.items():
+        if name in through:
+            continue
+        try:
+            st = os.lstat(os.path.join(full, name))
+        except OSError:
+            return False, None
+        now = ("d", st.st_mtime_ns) if stat.S_ISDIR(st.st_mode) else \
+            (want[0], st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+        if now != want[:len(now)]:
+            return False, None
+    return intact, (added if same else None)
+
+
+def take_spare(entry: Path, deps: Path) -> dict[str, tuple] | None:
+    """Claim the entry's spare linked full tree as the checkout's node_modules (a rename: a
+    concurrent build gets it or not, never half) and check it: the index of the entry's
+    full tree when the spare is exactly that tree linked (every path, inode and top-level
+    byte: `check_linked`), which saves creating ~650 folders and ~5,600 links. Else None
+    and no node_modules (and a damaged entry dropped)."""
+    try:
+        os.rename(entry / SPARE, deps)
+    except OSError:
+        return None
+    scan = entry_scan(entry)
+    intact, added = check_linked(deps, entry / "full", scan) if scan is not None else (False, None)
+    if intact and added == []:
+        return scan
+    fs(["rm", "-rf", str(deps)] + ([] if intact else [str(entry)]), "removing a spare node_modules")
+    return None
+
+
+def swap_in_prod(app: Path, entry: Path, added: list[str]) -> Path | None:
+    """Replace the checkout's node_modules (the full install, linked) by the entry's
+    production tree, linked, keeping the top-level folders the build added. The full tree
+    is moved aside (`LINKED`, never packed), then kept as the entry's spare for the next hit
+    (checked there before use); when a spare is there already, returns the moved-aside
+    tree for the caller to remove (in the background: it is thousands of links)."""
+    deps, old = app / DEPS, app / LINKED
+    if old.exists():
+        fs(["rm", "-rf", str(old)], "clearing an interrupted build")
+    os.rename(deps, old)
+    fs(["cp", "-al", str(entry / "prod" / DEPS), str(deps)], "restoring node_modules from the cache")
+    for name in added:
+        os.rename(old / name, deps / name)
+    unshare_top_files(deps)
+    try:
+        os.rename(old, entry / SPARE)   # fails when a spare is there already (or across file systems)
+        return None
+    except OSError:
+        return old
+
+
+def unshare_top_files(deps: Path) -> None:
+    """Real copies of node_modules' own top-level files (npm's .package-lock.json, pnpm's
+    .modules.yaml, yarn's .yarn-integrity): the prune rewrites them in place, which would
+    write through a hard link into the cache entry."""
+    for p in deps.iterdir():
+        if p.is_file() and not p.is_symlink():
+            tmp = p.with_name(p.name + ".unshare")
+            fs(["cp", "-p", str(p), str(tmp)], "restoring node_modules from the cache")
+            os.replace(tmp, p)

@@ -1,0 +1,28 @@
+"""Rollout batches: which hosts switch together when `hosts.rollout = "rolling"`.
+
+Below both the settings (which check `hosts.batch_size` when they are read) and the hosts
+(which roll out batch by batch), so neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from deploy.errors import SettingsError
+
+
+def batches(n: int, batch_size: int | str) -> list[range]:
+    """Index ranges of `n` hosts in rollout batches: `batch_size` hosts each (an int), or a
+    share of them ("25%": rounded up, at least 1)."""
+    if isinstance(batch_size, str):
+        m = re.fullmatch(r"\s*(\d{1,3})\s*%\s*", batch_size)
+        if not m or not 1 <= int(m[1]) <= 100:
+            raise SettingsError(f"hosts.batch_size = {batch_size!r} is not a share of the hosts.",
+                                'Use a whole number of hosts (e.g. 1) or a percentage from "1%" to "100%".')
+        size = max(1, -(-n * int(m[1]) // 100))
+    else:
+        if isinstance(batch_size, bool) or batch_size < 1:
+            raise SettingsError(f"hosts.batch_size = {batch_size!r}: a batch needs at least 1 host.",
+                                'Use a whole number of hosts (e.g. 1) or a percentage such as "25%".')
+        size = batch_size
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
