@@ -266,16 +266,16 @@ def test_a_health_path_that_never_answers_2xx_or_3xx_fails_and_leaves_nothing_ru
 
 def test_the_local_app_gets_its_database_url_and_only_the_runtime_variables_named(tmp_path):
     from deploy import config
-    from deploy.flows import steps
+    from deploy.targets import local as local_target
 
     raw = {"environment": {"kind": "local"}, "app": {"runtime_env": ["SHOPIFY_API_KEY", "NOT_SET"]},
            "database": {"provider": "sqlite", "url": "file:dev.sqlite"}}
     s = config.parse(raw, name="local", file=tmp_path / "env/local.toml", root=tmp_path)
-    env = steps._local_env(s, {"SHOPIFY_API_KEY": "key-1", "SHOPIFY_API_SECRET": "secret-1", "HOME": "/root"})
+    env = local_target.app_env(s, {"SHOPIFY_API_KEY": "key-1", "SHOPIFY_API_SECRET": "secret-1", "HOME": "/root"})
     assert sorted(env) == ["DATABASE_URL", "SHOPIFY_API_KEY"]
     assert env["SHOPIFY_API_KEY"] == "key-1" and env["DATABASE_URL"].startswith("file:/")
     # One release root per app: another app_dir is another root under [local] root.
     other = config.parse({**raw, "environment": {"kind": "local", "app_dir": "apps/web"}}, name="local",
                          file=tmp_path / "env/local.toml", root=tmp_path)
-    assert steps.local_root(s).parent == steps.local_root(other).parent == tmp_path / ".deploy/local"
-    assert steps.local_root(s).name.startswith("app-") and steps.local_root(other).name.startswith("web-")
+    assert local_target.local_root(s).parent == local_target.local_root(other).parent == tmp_path / ".deploy/local"
+    assert local_target.local_root(s).name.startswith("app-") and local_target.local_root(other).name.startswith("web-")

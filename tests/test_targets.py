@@ -51,7 +51,7 @@ def test_every_settings_value_has_a_target_and_every_target_a_settings_value():
      HostsTree),
 ], ids=["local-default", "local-tree", "remote-default", "remote-tree"])
 def test_target_for_picks_the_place_from_the_environment_kind(raw, cls):
-    t = target_for(settings(raw), app_env=lambda environ: {})
+    t = target_for(settings(raw))
     assert type(t) is cls
     assert t.shared is (cls is HostsTree and bool(raw.get("hosts")))
 

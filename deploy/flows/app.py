@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from deploy import envs, local
 from deploy.errors import SettingsError
-from deploy.flows.steps import local_root, not_needed, restart_local, stop_local
+from deploy.flows.steps import not_needed
+from deploy.targets.local import local_root, restart_app, stop_app
 
 
 def _local(svc, env: str):
@@ -17,7 +18,7 @@ def _local(svc, env: str):
 
 def stop(svc, env: str) -> None:
     s = _local(svc, env)
-    stopped = stop_local(s)
+    stopped = stop_app(s)
     svc.term.out(f"{env}: app server stopped" if stopped else f"{env}: no app server was running")
 
 
@@ -38,5 +39,5 @@ def start(svc, env: str) -> None:
                                     f"then run `invoke app.start --env={env}` again.")
     if local.current(local_root(s)) is None:
         raise SettingsError(f"{env} has no release to start yet.", f"Promote one first: invoke promote --to={env}.")
-    info = restart_local(s, environ)
+    info = restart_app(s, environ)
     svc.term.out(f"{env}: serving {local.current(local_root(s))} on {info.url} (pid {info.pid})")

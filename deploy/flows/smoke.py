@@ -6,8 +6,8 @@ from deploy import local
 from deploy import smoke as sm
 from deploy.errors import SettingsError
 from deploy.facts import Serving, put
-from deploy.flows.steps import local_root
 from deploy.locations import base_urls
+from deploy.targets.local import local_root
 
 
 def main(svc, env: str, release: str | None) -> int:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
-from deploy import (backups, config, dburl, decisionlog, envs, evidence, hosts, migrations, proc, shopify,
+from deploy import (backups, config, decisionlog, envs, evidence, hosts, migrations, proc, shopify,
                     smoke, source)
 from deploy import approvals as approval_rules
 from deploy import build as b
@@ -23,11 +23,10 @@ from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed
                            PlanChanged, SettingsError)
 from deploy.flows.common import git_dirty, still_live
 from deploy.locations import (app_database_url, artifacts_dir, base_urls, build_key, checkout_if_there,
-                              database_url, find_artifact, migrations_dir, source_dir, sqlite_base)
+                              database_url, find_artifact, migrations_dir, source_dir)
 from deploy.redact import Secret
 from deploy.services import terminal_width
 from deploy.targets import Command, ReleaseTarget, target_for
-from deploy.targets.local import local_root, restart_app, stop_app
 from deploy.source import checkout, commit_time
 
 
@@ -114,8 +113,8 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
 
 
 def target(s: Settings) -> ReleaseTarget:
-    """The environment's release target (deploy/targets/); a local app is started with `_local_env`."""
-    return target_for(s, app_env=lambda environ: _local_env(s, environ))
+    """The environment's release target (deploy/targets/)."""
+    return target_for(s)
 
 
 def pushes_env(s: Settings) -> bool:
@@ -718,31 +717,6 @@ def release(s: Settings, release_id: str, environ) -> Step:
 
     return Step("release", t.release_text(release_id), run=run, undo=undo, undo_does=t.switch_back_text(),
                 shows=lambda: _touches(t.release_shows(release_id)))
-
-
-def _local_env(s: Settings, environ) -> dict:
-    """What the locally started app gets besides the minimal base: DATABASE_URL and the
-    variables [app] runtime_env names. Nothing else of the deployer's environment."""
-    env = {n: environ[n] for n in s.app.runtime_env if n in environ}
-    # The values env/<env>.env and env/<env>.local.env hold (and the secrets env.check takes
-    # from the process) are the values the app gets: the one view env.check reports.
-    env.update(envs.app_values(s.root, s.name, environ))
-    if s.database.provider == "sqlite":
-        # Absolute: a relative file: URL would resolve inside the release folder.
-        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
-        env[s.database.app_url_var] = f"file:{path}"
-    elif s.database.provider == "postgresql":
-        env[s.database.app_url_var] = app_database_url(s, environ)
-    return env
-
-
-stop_local = stop_app   # the local environment's app (app.stop, and before each start)
-
-
-def restart_local(s: Settings, environ):
-    """(Re)start the local app from this app's `current` as the settings say; its ServerInfo.
-    The app's environment is worked out first: a missing variable stops nothing."""
-    return restart_app(s, _local_env(s, environ))
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):

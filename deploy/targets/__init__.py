@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploy.targets._base import (METHODS, AppEnv, Command, PlaceReleases, ReleaseTarget, RunState, Unlocked,
+from deploy.targets._base import (METHODS, Command, PlaceReleases, ReleaseTarget, RunState, Unlocked,
                                   WayBack)
 from deploy.targets.local import LocalTree
 from deploy.targets.tree import HostsTree
@@ -48,13 +48,12 @@ if TYPE_CHECKING:
 TARGETS: dict[str, tuple[type[ReleaseTarget], type[ReleaseTarget]]] = {"tree": (LocalTree, HostsTree)}
 
 
-def target_for(s: Settings, *, app_env: AppEnv | None = None) -> ReleaseTarget:
+def target_for(s: Settings) -> ReleaseTarget:
     """The release target of environment `s`: `[release] target` (default "tree"), on this
-    machine for a local environment, else on its hosts. `app_env`: what a local app is
-    started with, from the deployer's environment (a local target needs it to start the app)."""
+    machine for a local environment, else on its hosts."""
     local_cls, remote_cls = TARGETS[s.release.target]   # config refuses any other value, naming the allowed ones
-    return local_cls(s, app_env) if s.is_local else remote_cls(s, app_env)
+    return local_cls(s) if s.is_local else remote_cls(s)
 
 
-__all__ = ["METHODS", "TARGETS", "AppEnv", "Command", "HostsTree", "LocalTree", "PlaceReleases", "ReleaseTarget",
+__all__ = ["METHODS", "TARGETS", "Command", "HostsTree", "LocalTree", "PlaceReleases", "ReleaseTarget",
            "RunState", "Unlocked", "WayBack", "target_for"]

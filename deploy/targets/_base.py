@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
     from deploy.build import Artifact
     from deploy.config import Settings
     from deploy.config import Settings
-
-AppEnv = Callable[[Mapping[str, str]], dict]   # the deployer's environment -> what a local app is started with
-
 
 class RunState(Protocol):
     """The part of a run a target reads and writes: its id and its typed step facts
@@ -68,9 +65,8 @@ class ReleaseTarget(ABC):
     """Where the environment's releases go. Every method that changes something is safe to
     repeat with the same run (a resumed or aborted run calls it again)."""
 
-    def __init__(self, s: Settings, app_env: AppEnv | None = None):
+    def __init__(self, s: Settings):
         self.s = s
-        self.app_env = app_env   # what a local app is started with (a target that starts one locally needs it)
 
     @property
     @abstractmethod

@@ -10,10 +10,11 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from deploy import local
+from deploy import dburl, envs, local
 from deploy.build import start_command
 from deploy.errors import DeployError, PlanChanged, SettingsError
 from deploy.facts import LocalReleaseFacts, Serving
+from deploy.locations import app_database_url, sqlite_base
 from deploy.targets._base import Command, PlaceReleases, ReleaseTarget, RunState, Unlocked, WayBack
 
 if TYPE_CHECKING:
@@ -42,9 +43,26 @@ def stop_app(s: Settings) -> bool:
     return stopped
 
 
-def restart_app(s: Settings, env: dict) -> local.ServerInfo:
-    """(Re)start the local app from this app's `current` with `env` (worked out by the caller
-    first, so a missing variable stops nothing); its ServerInfo."""
+def app_env(s: Settings, environ: Mapping[str, str]) -> dict:
+    """What the locally started app gets besides the minimal base: DATABASE_URL and the
+    variables [app] runtime_env names. Nothing else of the deployer's environment."""
+    env = {n: environ[n] for n in s.app.runtime_env if n in environ}
+    # The values env/<env>.env and env/<env>.local.env hold (and the secrets env.check takes
+    # from the process) are the values the app gets: the one view env.check reports.
+    env.update(envs.app_values(s.root, s.name, environ))
+    if s.database.provider == "sqlite":
+        # Absolute: a relative file: URL would resolve inside the release folder.
+        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        env[s.database.app_url_var] = f"file:{path}"
+    elif s.database.provider == "postgresql":
+        env[s.database.app_url_var] = app_database_url(s, environ)
+    return env
+
+
+def restart_app(s: Settings, environ: Mapping[str, str]) -> local.ServerInfo:
+    """(Re)start the local app from this app's `current` as the settings say; its ServerInfo.
+    The app's environment is worked out first: a missing variable stops nothing."""
+    env = app_env(s, environ)
     stop_app(s)
     return local.restart(local_root(s), s.local.host, s.local.port, app=s.app, env=env)
 
@@ -79,10 +97,7 @@ class LocalTree(ReleaseTarget):
         return False   # the root's own `current`/`previous` are the record (one ledger per machine)
 
     def _restart(self, environ: Mapping[str, str]) -> local.ServerInfo:
-        if self.app_env is None:
-            raise DeployError("Bug: the local target was made without the app's environment (app_env).",
-                              "This is a bug in the toolkit; please report it.")
-        return restart_app(self.s, self.app_env(environ))
+        return restart_app(self.s, environ)
 
     # ------------------------------------------------------------ before anything changes
 

@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Mapping
 
 from deploy import hosts
-from deploy.errors import DeployError, HostFailed, LockHeld, SettingsError
+from deploy.errors import DeployError, LockHeld, SettingsError
 from deploy.facts import HostsReleaseFacts
 from deploy.targets._base import Command, PlaceReleases, ReleaseTarget, RunState, Unlocked, WayBack
 from deploy.targets.local import start_argv

@@ -55,7 +55,7 @@ class Project:
     def local_root(self, env: str = "local") -> Path:
         """The release root of the app `env` deploys (one per app under [local] root)."""
         from deploy import config
-        from deploy.flows.steps import local_root
+        from deploy.targets.local import local_root
 
         return local_root(config.load(env, self.root))
 
