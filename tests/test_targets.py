@@ -104,3 +104,15 @@ def test_promote_and_rollback_never_ask_which_target_they_have(path):
 
 def test_the_package_exports_what_it_documents():
     assert set(targets.__all__) <= set(dir(targets))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "targets").glob("*.py")), ids=lambda p: p.name)
+def test_a_target_sits_below_the_engine_and_the_flows(path):
+    """Targets are called by steps; they read and write the run's facts through RunState, never
+    through the engine, and know nothing of the flows (docs/architecture.md's layers)."""
+    tree = ast.parse(path.read_text())
+    found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    found |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    above = {m for m in found if m in ("deploy.engine", "deploy.cli", "deploy.tasks", "deploy.services")
+             or m.startswith("deploy.flows")}
+    assert not above, f"deploy/targets/{path.name} imports {sorted(above)}"
