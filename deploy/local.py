@@ -256,8 +256,13 @@ def start(
     stop(root)
     raise HostFailed(
         f"The local app (release {rid}, `{' '.join(argv)}`) {why}. Last lines of {log_path}:\n{_tail(log_path)}",
-        "Fix the app, its [app] start/health_path settings or the port; "
-        "a failed promotion goes back to the app's previous release by itself.",
+        ("If the log names a variable the app needs, give it a value in env/local.env, or env/local.local.env "
+         "for a secret (`invoke env.check --env=local` lists what the app gets); else fix the app or its [app] "
+         "start; " if why.startswith("exited") else
+         f"If the app is up but answers {app.health_path} with an error, set [app] health_path in "
+         "env/<env>.toml to a path it answers with 2xx/3xx (e.g. /healthz); else fix the app, its [app] start "
+         "or the port; ")
+        + "a failed promotion goes back to the app's previous release by itself.",
     )
 
 
@@ -444,8 +449,12 @@ def _read_int(path: Path) -> int | None:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
+    """The last lines of the log since its last start marker: an earlier start's failure is
+    not this one's cause."""
     try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    starts = [i for i, ln in enumerate(text) if ln.startswith("--- ") and " starting " in ln]
+    return "\n".join(text[starts[-1] if starts else 0:][-lines:])
 

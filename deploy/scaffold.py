@@ -725,7 +725,8 @@ def _env_toml(f: AppFacts, env: str, app_rel: str) -> str:
         out += ['kind = "remote"', f'description = "{env}"']
     out += [f"app_dir = {_q(app_rel)}                 # the app folder, relative to the project root (DEPLOY_ROOT)"]
     if env != "local":
-        out += [f'app_url = "https://{env}.example.com"     # the public URL of the app in {env}']
+        out += [f'app_url = ""                # the public URL of the app in {env} (e.g. "https://{env}.example.com"): '
+                "smoke-checked after each release once set; empty: the hosts only"]
     if env == "production":
         out += ["protected = true", "requires_staging_run = true", 'staging_env = "staging"']
     out += ["", "[app]",

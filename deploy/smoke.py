@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import socket
 import time
 import urllib.error
@@ -296,10 +297,18 @@ def require(report: SmokeReport | WatchReport) -> None:
     if report.ok:
         return
     n, m = len(report.failed), len(report.results)
-    raise SmokeFailed(
-        f"{n} of {m} smoke check{'s' if m != 1 else ''} failed:\n{report.table()}",
-        "The release answering is not the healthy new one; the flow rolls back. Re-check with: invoke smoke --env=<env>",
-    )
+    hint = "The release answering is not the healthy new one; the flow rolls back. Re-check with: invoke smoke --env=<env>"
+    unreached = [r.url for r in report.failed if r.status is None and _NO_HOST.search(r.detail or "")]
+    if unreached and len(unreached) == n:
+        # Nothing answered at that name at all: the URL, not the release, is what is wrong.
+        hint = (f"No server answers at {', '.join(unreached)} (its name does not resolve): the URL is wrong, not "
+                "the release. Set environment.app_url in env/<env>.toml to the app's public URL, or to \"\" to "
+                "smoke-check the hosts only, commit, then promote again.")
+    raise SmokeFailed(f"{n} of {m} smoke check{'s' if m != 1 else ''} failed:\n{report.table()}", hint)
+
+
+_NO_HOST = re.compile(r"Name or service not known|nodename nor servname|No address associated|"
+                      r"Temporary failure in name resolution|getaddrinfo failed", re.I)
 
 
 # ---------------------------------------------------------------- watch

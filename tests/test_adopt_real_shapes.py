@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from deploy import envs, scaffold
+from deploy.testing.adoptapp import b2b_app, team_invoke
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,53 +30,6 @@ def _git(cwd: Path, *args: str) -> str:
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
     return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True,
                           env=env).stdout.strip()
-
-
-def b2b_app(root: Path, *, prod_name: str = "prod", dev_url: str = "https://b2b-dev.trycloudflare.com",
-            secret_var: str = "SESSION_SECRET", lockfiles=("package-lock.json",), gitignore_lock: bool = True,
-            workflows: dict | None = None) -> Path:
-    """The shape of a real B2B app: written fresh, with names and values the test varies."""
-    app = root
-    (app / "app" / "routes").mkdir(parents=True)
-    (app / "extensions" / "checkout-ui" / "src").mkdir(parents=True)
-    (app / "prisma" / "migrations" / "20240101000000_init").mkdir(parents=True)
-    (app / "package.json").write_text(json.dumps({
-        "name": "b2b-portal", "private": True, "workspaces": ["extensions/*"],
-        "scripts": {"build": "react-router build", "start": "react-router-serve ./build/server/index.js"},
-        "dependencies": {"@prisma/client": "6.1.0", "react-router": "7.1.0"},
-        "devDependencies": {"prisma": "6.1.0"},
-    }, indent=2))
-    (app / "extensions" / "checkout-ui" / "package.json").write_text(json.dumps({"name": "checkout-ui"}))
-    (app / "extensions" / "checkout-ui" / "src" / "index.ts").write_text(
-        "export const flag = process.env.CHECKOUT_FLAG;\n")
-    for lf in lockfiles:
-        (app / lf).write_text("{}\n" if lf.endswith(".json") else "lockfileVersion: '9.0'\n")
-    (app / ".gitignore").write_text("node_modules\n/build\n" + ("package-lock.json\n" if gitignore_lock else "")
-                                    + ".env\n")
-    (app / "prisma" / "schema.prisma").write_text(
-        'generator client {\n  provider = "prisma-client-js"\n}\n\n'
-        'datasource db {\n  provider = "postgresql"\n  url      = env("DATABASE_URL")\n}\n')
-    (app / "prisma" / "migrations" / "migration_lock.toml").write_text('provider = "postgresql"\n')
-    (app / "prisma" / "migrations" / "20240101000000_init" / "migration.sql").write_text(
-        'CREATE TABLE "Session" (id TEXT PRIMARY KEY);\n')
-    (app / "app" / "shopify.server.ts").write_text(
-        "const secret = process.env." + secret_var + ";\n"
-        "const redis = process.env['REDIS_URL'];\n"
-        "export const key = process.env.SHOPIFY_API_KEY;\n"
-        "export const port = process.env.PORT;\n")
-    (app / "app" / "routes" / "cron.ts").write_text("if (req.headers.auth !== process.env.CRON_SECRET) {}\n")
-    (app / "Dockerfile").write_text("FROM node:20-alpine\nENV NODE_ENV=production\nARG ENCRYPTION_KEY\n")
-    (app / "shopify.app.toml").write_text(
-        f'client_id = "devclient111"\nname = "B2B Portal DEV"\napplication_url = "{dev_url}"\n')
-    (app / "shopify.app.staging.toml").write_text(
-        'client_id = "stagingclient222"\nname = "B2B Portal Staging"\n'
-        'application_url = "https://b2b-staging.example.net"\n')
-    (app / f"shopify.app.{prod_name}.toml").write_text(
-        'client_id = "prodclient333"\nname = "B2B Portal"\napplication_url = "https://b2b.example.net"\n')
-    for name, text in (workflows or {}).items():
-        (app / ".github" / "workflows").mkdir(parents=True, exist_ok=True)
-        (app / ".github" / "workflows" / name).write_text(text)
-    return app
 
 
 # ---------------------------------------------------------------- pure: detect and render (fast)
@@ -215,16 +169,6 @@ def test_shared_env_refuses_a_nul_byte_and_names_the_variable():
 
 
 # ---------------------------------------------------------------- the real CLI, as the adopting team
-
-def team_invoke(root: Path, *args: str, extra_env: dict | None = None, drop=()) -> subprocess.CompletedProcess:
-    """`invoke` in the team's repository with its own tasks.py, the toolkit importable as if
-    installed; the caller's DATABASE_URL and friends are left out unless given."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DEPLOY_ROOT", "DEPLOY_LEDGER_URL", "DATABASE_URL", "DIRECT_URL", *drop)}
-    env.update({"PYTHONPATH": str(REPO), **(extra_env or {})})
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=180)
-
 
 @pytest.fixture
 def b2b_repo(tmp_path):

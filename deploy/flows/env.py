@@ -51,7 +51,8 @@ def push(svc, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
         raise SettingsError(f"{env} has no hosts ([hosts] hosts in {s.file.name} is empty).",
                             "env.push writes shared/.env on an environment's hosts; the local app reads env/ itself.")
     environ = svc.environ_for(s.name)
-    report = envs.check(_matrix(svc), env, svc.root, svc.environ, not_needed=steps.not_needed(s, skip_shopify=False))
+    report = envs.check(_matrix(svc), env, svc.root, svc.environ, not_needed={
+        s.shopify.token_var: "env.push leaves it out: only the Shopify step uses it, the app never reads it"})
     if not report.ok:
         raise SettingsError(f"env.check {env} found problems; nothing was pushed:\n{envs.render_check(report)}",
                             f"Fix them, then run `invoke env.push --env={env}` again.")

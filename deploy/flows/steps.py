@@ -3,6 +3,7 @@ its `undo` needs in the run's state; `undo` is safe after a partial or repeated 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -27,7 +28,7 @@ from deploy.locations import (app_database_url, artifacts_dir, base_urls, build_
 from deploy.redact import Secret
 from deploy.services import terminal_width
 from deploy.targets import Command, ReleaseTarget, target_for
-from deploy.source import checkout, commit_time
+from deploy.source import checkout, commit_time, repo_of
 
 
 TOOLKIT_RECORDS = ("env/rotations.log",)
@@ -90,6 +91,7 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
                     f"The settings in {s.root} have uncommitted changes ({', '.join(dirty[:5])}).",
                     "Commit or revert them: a deploy to a shared environment uses committed settings only.",
                 )
+        lockfile_committed(s, sha)     # the build would refuse it after the checkout; say why now
         database_url(s, environ)
         if s.database.provider != "none":
             # Before anything changes: a destructive migration without down.sql is refused here.
@@ -110,6 +112,52 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
     return Step("preflight", "settings, variables (env.check), tools, clean tree, database URL, migrations "
                              "(additive or destructive: squawk)", run=run,
                 shows=shows if s.database.provider != "none" else None)
+
+
+def lockfile_committed(s: Settings, sha: str) -> None:
+    """A build installs only from a lockfile the commit holds. Refused in preflight, before
+    anything is built, naming the repository's files: the lockfile the working tree has and
+    the .gitignore line that keeps it out of git (Shopify's template ships one)."""
+    if s.app.install != "auto":
+        return
+    top, rel = repo_of(s.app_dir)
+    prefix = "" if rel in ("", ".") else rel.rstrip("/") + "/"
+    listed = proc.run(["git", "-C", str(top), "ls-tree", "--name-only", sha, "--", prefix or "."])
+    names = {Path(n).name for n in listed.stdout.splitlines()} if listed.ok else set()
+    if not listed.ok or "package.json" not in names or names & {n for n, _ in b.LOCKFILES}:
+        return
+    shown = proc.run(["git", "-C", str(top), "show", f"{sha}:{prefix}package.json"])
+    try:
+        pkg = json.loads(shown.stdout) if shown.ok else {}
+    except ValueError:
+        return      # the build names a package.json it cannot read
+    if not isinstance(pkg, dict) or not any(
+            pkg.get(k) for k in ("dependencies", "devDependencies", "optionalDependencies")):
+        return
+    where = f"{prefix}package.json"
+    have = [n for n, _ in b.LOCKFILES if (s.app_dir / n).is_file()]
+    if not have:
+        raise SettingsError(
+            f"{where} declares dependencies but commit {sha[:12]} holds no lockfile (package-lock.json, "
+            "pnpm-lock.yaml or yarn.lock) beside it, so the build would be refused: a deploy installs only "
+            "from a lockfile.",
+            f"Run the install in {s.app_dir} (e.g. `npm install`), `git add {prefix}<lockfile>`, commit, "
+            "and promote again.")
+    lock = have[0]
+    why = proc.run(["git", "-C", str(s.app_dir), "check-ignore", "-v", "--", lock])
+    rule = why.stdout.split("\t", 1)[0].strip() if why.ok and why.stdout.strip() else ""
+    if rule and not rule.split(":", 2)[-1].startswith("!"):      # a `!` rule brings it back
+        source, line, pattern = (rule.split(":", 2) + ["", ""])[:3]
+        src = os.path.relpath(os.path.join(top, source), s.root) if not os.path.isabs(source) else source
+        ignored = f" git ignores it: line {line} of {src} (`{pattern}`)."
+        fix = f"Remove that line from {src}, then run "
+    else:
+        ignored = " it is not committed."
+        fix = ""
+    raise SettingsError(
+        f"{where} declares dependencies but commit {sha[:12]} holds no lockfile, so the build would be refused "
+        f"(a deploy installs only from a lockfile). {prefix}{lock} is in the working tree, but{ignored}",
+        f"{fix or 'Run '}`git add {prefix}{lock}`, commit, and promote again.")
 
 
 def target(s: Settings) -> ReleaseTarget:
@@ -267,6 +315,9 @@ def shared_env_text(s: Settings, environ) -> str:
     """shared/.env for the hosts of `s`: the environment's matrix values (what env.check
     reports) and its database URL under database.app_url_var."""
     values = dict(envs.app_values(s.root, s.name, environ))
+    # The Shopify CLI's token deploys the app's configuration; the app never reads it, so it
+    # stays on the deploying machine and is never written onto the app's hosts.
+    values.pop(s.shopify.token_var, None)
     for name in (s.database.url_var, s.database.direct_url_var):
         if name and name != s.database.app_url_var and name.startswith(f"{s.name.upper()}_"):
             values.pop(name, None)   # the deployer's own name for it; the app reads app_url_var

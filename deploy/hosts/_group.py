@@ -113,9 +113,19 @@ def _results(hosts: Sequence[_Host]) -> list[HostResult]:
 def _failed(what: str, hs: Sequence[_Host], summary: str) -> HostFailed:
     results = _results(hs)
     bad = [r for r in results if not r.ok]
+    import re
+
+    answered = [m.group(2) for r in bad if (m := re.search(r"health check (\S+) failed \(HTTP (\d{3})", r.error))]
+    if answered and len(answered) == len(bad):
+        # The app is up and answers, only not with 2xx/3xx on that path: the host is fine.
+        hint = (f"The app started and answers its health path with HTTP {', '.join(sorted(set(answered)))}: "
+                "set [app] health_path in env/<env>.toml to a path it answers with 2xx/3xx (e.g. /healthz), "
+                "commit, then run the release again.")
+    else:
+        hint = "Fix the failing hosts (the error column says what), then run the release again."
     return HostFailed(
         f"{what} failed on {len(bad)} of {len(results)} hosts {summary}.\n{_table(results)}",
-        "Fix the failing hosts (the error column says what), then run the release again.",
+        hint,
         results=results,
     )
 

@@ -123,6 +123,12 @@ def _vendor(dest: Path) -> tuple[dict, dict]:
     return ({"@prisma/client": "file:vendor/prisma-client-6.99.0.tgz"}, {"prisma": "file:vendor/prisma-6.99.0.tgz"})
 
 
+def prisma_standins(dest: Path) -> tuple[dict, dict]:
+    """Pack the `@prisma/client` and `prisma` stand-ins into dest/vendor: the (dependencies,
+    devDependencies) entries that install them."""
+    return _vendor(dest)
+
+
 def schema_files(app: Path, layout: str) -> list[Path]:
     """The schema file(s) of `layout`, as make_gen_app writes them."""
     return {"default": [app / "prisma/schema.prisma"],
