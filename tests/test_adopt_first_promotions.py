@@ -275,3 +275,88 @@ def test_a_new_team_takes_its_b2b_app_through_init_local_and_staging_following_o
     for secret_value in (*staging_secrets.values(), team.shell["SHOPIFY_APP_AUTOMATION_TOKEN"]):
         for run in (first, second, back, r):
             assert secret_value not in _out(run)
+
+
+# ---------------------------------------------------------------- the messages the flow follows (fast)
+
+def _repo_with_settings(tmp_path: Path, app_rel: str, *, gitignore: str, lock: bool = True) -> Path:
+    """A project whose app (at `app_rel`) is the B2B shape, with init's files rendered in-process."""
+    from datetime import date
+
+    from deploy import scaffold
+
+    root = tmp_path / f"proj-{secrets.token_hex(2)}"
+    app = root / app_rel if app_rel != "." else root
+    b2b_app(app, lockfiles=("package-lock.json",) if lock else (), gitignore_lock=False)
+    (app / ".gitignore").write_text(gitignore)
+    for rel, text in scaffold.render(scaffold.detect(app), app_rel, date(2026, 1, 2)).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "app")
+    return root
+
+
+@pytest.mark.parametrize("app_rel,rule", [
+    (".", "package-lock.json"), (".", "/package-lock.json"), (".", "*-lock.json"), (".", "package-lock.*"),
+    ("web", "package-lock.json"),
+], ids=["name", "rooted", "glob", "star", "app-in-a-folder"])
+def test_preflight_names_the_gitignore_line_that_keeps_the_lockfile_out_of_the_commit(tmp_path, app_rel, rule):
+    from deploy import config
+    from deploy.errors import SettingsError
+    from deploy.flows import steps
+
+    root = _repo_with_settings(tmp_path, app_rel, gitignore=f"node_modules\n# deps\n{rule}\n.env\n")
+    s = config.load("local", root)
+    with pytest.raises(SettingsError) as e:
+        steps.lockfile_committed(s, _git(root, "rev-parse", "HEAD"))
+    prefix = "" if app_rel == "." else f"{app_rel}/"
+    assert f"line 3 of {prefix}.gitignore (`{rule}`)" in e.value.message
+    assert ".deploy" not in e.value.message
+    assert e.value.hint.startswith(f"Remove that line from {prefix}.gitignore")
+    assert f"`git add {prefix}package-lock.json`" in e.value.hint
+
+
+@pytest.mark.parametrize("case", ["untracked", "no-lockfile", "negated", "committed"])
+def test_preflight_on_a_lockfile_that_is_not_ignored(tmp_path, case):
+    from deploy import config
+    from deploy.errors import SettingsError
+    from deploy.flows import steps
+
+    gitignore = {"negated": "package-lock.*\n!package-lock.json\n"}.get(case, "node_modules\n")
+    root = _repo_with_settings(tmp_path, ".", gitignore=gitignore, lock=case != "no-lockfile")
+    if case in ("untracked", "negated"):
+        _git(root, "rm", "-q", "--cached", "package-lock.json")
+        _git(root, "commit", "-qm", "lockfile out")
+    s = config.load("local", root)
+    sha = _git(root, "rev-parse", "HEAD")
+    if case == "committed":
+        assert steps.lockfile_committed(s, sha) is None
+        return
+    with pytest.raises(SettingsError) as e:
+        steps.lockfile_committed(s, sha)
+    if case == "no-lockfile":
+        assert "holds no lockfile" in e.value.message and "npm install" in e.value.hint
+    else:
+        assert "it is not committed" in e.value.message and "ignores" not in e.value.message
+        assert e.value.hint == "Run `git add package-lock.json`, commit, and promote again."
+
+
+@pytest.mark.parametrize("details,names_app_url", [
+    (["no answer: [Errno -2] Name or service not known"], True),
+    (["no answer: [Errno -3] Temporary failure in name resolution", "no answer: Name or service not known"], True),
+    (["no answer: [Errno 111] Connection refused"], False),
+    (["no answer: Name or service not known", "HTTP 500"], False),
+], ids=["unknown-name", "two-unresolved", "refused", "one-unresolved-one-500"])
+def test_a_smoke_url_nobody_answers_at_names_app_url_not_the_release(details, names_app_url):
+    from deploy import smoke
+    from deploy.errors import SmokeFailed
+
+    results = [smoke.SmokeResult(f"https://stg-{i}.example.com/healthz", False,
+                                 500 if d.startswith("HTTP") else None, d, 3, 5.0) for i, d in enumerate(details)]
+    results.append(smoke.SmokeResult("http://127.0.0.1:3000/healthz", True, 200, "ok", 1, 3.0))
+    with pytest.raises(SmokeFailed) as e:
+        smoke.require(smoke.SmokeReport(tuple(results)))
+    assert ("environment.app_url" in e.value.hint) is names_app_url
+    assert ("not the healthy new one" in e.value.hint) is not names_app_url
