@@ -36,6 +36,7 @@ SUITE = {
     "migrations": ("bench_migrations.py", ["--repeat", "5"], ["--repeat", "3"]),
     "backups": ("bench_backups.py", ["--size-mb", "200", "--runs", "3"], ["--quick"]),
     "build": ("bench_build.py", ["--runs", "3"], ["--runs", "1"]),
+    "pack": ("bench_pack.py", ["--runs", "3"], ["--runs", "1", "--max-mb", "40"]),
     "fast": ("bench_fast.py", ["--runs", "3"], ["--runs", "1"]),
 }
 
