@@ -125,6 +125,7 @@ def read_manifest(artifact: Artifact | str | Path) -> dict:
 
 
 def write_index(store: Path, artifact: Artifact, key: BuildKey) -> None:
+    """Record (atomically) that `artifact` is the build of `key`: builds/<key name>.json."""
     index = store / INDEX
     index.mkdir(parents=True, exist_ok=True)
     data = {

@@ -34,6 +34,7 @@ def entry_scan(entry: Path) -> dict[str, tuple] | None:
 
 
 def stamp_is(root: Path, stamp) -> bool:
+    """True when `root`'s tree stamp is `stamp` (False when it cannot be read)."""
     try:
         return tree_stamp(root) == stamp
     except OSError:
@@ -41,6 +42,7 @@ def stamp_is(root: Path, stamp) -> bool:
 
 
 def entry_ok(entry: Path, parts: tuple[str, ...] = ("full",)) -> bool:
+    """True when the entry's `parts` (full, prod) still have the stamps it was filled with: nothing wrote into them."""
     try:
         stamp = json.loads((entry / "stamp.json").read_text())
         return isinstance(stamp, dict) and all(stamp.get(k) == tree_stamp(entry / k) for k in parts)
@@ -49,6 +51,7 @@ def entry_ok(entry: Path, parts: tuple[str, ...] = ("full",)) -> bool:
 
 
 def touch(entry: Path) -> None:
+    """Mark the entry used now (the LRU prune keeps the most recently used)."""
     try:
         (entry / "used").write_text(str(time.time()))
     except OSError:

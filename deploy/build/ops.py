@@ -17,6 +17,7 @@ from deploy.errors import BuildFailed
 
 
 def step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float) -> str:
+    """Run one build command in `app` (its output streamed); its display form, or BuildFailed with its cause lines."""
     r = proc.run(list(argv), cwd=app, env=env, timeout=timeout, stream="build")
     if not r.ok:
         raise BuildFailed(
@@ -27,6 +28,7 @@ def step(argv: Sequence[str], app: Path, env: Mapping[str, str], timeout: float)
 
 
 def fs(argv: list[str], what: str) -> None:
+    """Run a file-system command (cp, rm) on the build's folders; BuildFailed saying `what` failed."""
     r = proc.run(argv, timeout=1800)
     if not r.ok:
         raise BuildFailed(f"{what} failed: `{r.display}` (exit {r.returncode}): {r.tail(5)}",
@@ -34,6 +36,7 @@ def fs(argv: list[str], what: str) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, 64 lowercase hex digits."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -42,6 +45,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def atomic_write(target: Path, data: bytes) -> None:
+    """Write `target` whole or not at all (a temporary file beside it, then a rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -53,6 +57,7 @@ def atomic_write(target: Path, data: bytes) -> None:
 
 
 def writable_dir(path: Path) -> Path:
+    """`path` created and writable, or SettingsError saying where to point the artifacts folder."""
     return proc.ensure_writable(
         path, "the artifacts folder",
         "Point the artifacts folder at a writable place (default .deploy/artifacts under the project root).")

@@ -29,6 +29,8 @@ from deploy.source import check_sha, new_release_id
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What `build` did: the artifact, whether it was reused, how long it took and what ran."""
+
     artifact: Artifact
     reused: bool                     # True: an earlier build of this commit was verified and reused
     duration: float                  # seconds, including npm

@@ -119,7 +119,7 @@ class _Hashing:
 
 
 
-def gzip_writer(raw, compresslevel: int = 1, threads: int | None = None) -> "_Blocks":
+def gzip_writer(raw, compresslevel: int = 1, threads: int | None = None) -> _Blocks:
     """A write-only gzip stream into `raw` (close it to finish), compressed on `threads`
     threads by isal: one deflate block per 1 MiB of input, each primed with the 32 KiB
     before it (pigz's way), so the bytes depend only on the data, never on the threads or on

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Mapping
 
 from deploy import proc
+from deploy.build.cachekey import INSTALL_CONFIG
 from deploy.build.entry import SPARE, entry_scan
 from deploy.build.ops import fs, sha256_file
 from deploy.build.recipes import DEPS, LINKED, PRUNE, Recipe
-from deploy.build.cachekey import INSTALL_CONFIG
 from deploy.errors import BuildFailed, DeployError, SettingsError
 from deploy.startup import package_json
 
@@ -77,6 +77,7 @@ def prune_beside_setup(app: Path, fill: Path) -> tuple[Path, dict] | None:
 
 
 def prune_beside_layout(app: Path, fill: Path) -> tuple[Path, dict] | None:
+    """`prune_beside_setup`, failures raised."""
     inputs = prune_inputs(app)
     if inputs is None:
         return None
