@@ -176,6 +176,7 @@ def test_a_new_team_takes_its_b2b_app_through_init_local_and_staging_following_o
     _set(st, "key_file", f'"{sshd_farm.key_file}"')
     _set(st, "known_hosts", f'"{known}"')
     _set(st, "app_ports", "[" + ", ".join(map(str, ports)) + "]")
+    _set(st, "app_url", '"https://b2b-staging.example.net"')   # as the docs' worked example has it
     _set(st, "window_seconds", "2")                       # the test's patience, not a message's fix
     r = team.invoke("hosts.check", "--env=staging")
     assert r.returncode == 0, _out(r)
@@ -230,6 +231,20 @@ def test_a_new_team_takes_its_b2b_app_through_init_local_and_staging_following_o
         assert c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
     _set(st, "health_path", '"/healthz"')
     team.commit("staging health path")
+
+    # ---- the hosts are healthy, but the docs' example app_url answers nowhere: the hint names
+    # environment.app_url (not the release), and the undo of this first release leaves the hosts
+    # on nothing, as its row says
+    r = team.invoke("promote", "--to=staging", "--skip-shopify")
+    assert r.returncode != 0, _out(r)
+    assert "https://b2b-staging.example.net/healthz" in r.stderr
+    assert "environment.app_url in env/staging.toml" in r.stderr and "not the healthy new one" not in r.stderr
+    undo_row = next(ln for ln in r.stdout.splitlines() if re.match(r"\[\d+/\d+\] release\s+undone", ln))
+    assert all(f"{h.address}: -" in undo_row for h in hosts), undo_row
+    for h in hosts:
+        assert not (Path(sshd_farm.deploy_to("srv/b2b").format(port=h.port)) / "current").exists()
+    _set(st, "app_url", '""')
+    team.commit("staging has no public URL yet: smoke the hosts")
 
     team.shell["SHOPIFY_APP_AUTOMATION_TOKEN"] = f"shptka_{secrets.token_hex(8)}"   # a token now exists
     first = team.invoke("promote", "--to=staging", "--skip-shopify")

@@ -53,6 +53,7 @@ class _Host:
     made_dir: bool = False
     switched: bool = False
     release: str | None = None
+    left_empty: bool = False              # an undo of a first release: the host is on nothing now
     pending: str = ""                     # the release being prepared here
     lock_info: LockInfo | None = None     # another run's lock found on this host
     probe: tuple[bool, int | None] | None = None
@@ -103,7 +104,7 @@ def _results(hosts: Sequence[_Host]) -> list[HostResult]:
     out = []
     for h in hosts:
         prev = h.state.current if h.state else None
-        now_on = h.release if h.release is not None else prev
+        now_on = None if h.left_empty else h.release if h.release is not None else prev
         out.append(HostResult(host=h.t.name, ok=not h.error, release=now_on, previous=prev,
                               duration=round(time.monotonic() - h.started, 3), error=h.error,
                               uploaded=h.uploaded, transfer=h.transfer, reachable=h.conn is not None))

@@ -208,7 +208,7 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
             validate_release_id(prev)
             prev = _if_same_app(section, h, release_id, prev)
         _restore(section, h, prev, env)
-        h.release = prev
+        h.release, h.left_empty = prev, prev is None
         line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
         _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
 
