@@ -46,3 +46,29 @@ def test_no_build_module_imports_the_toolkit_inside_a_function(path):
                     pytest.fail(f"{path.name}:{node.lineno} imports {node.module} inside {fn.name}")
                 if isinstance(node, ast.Import) and any(a.name.startswith("deploy") for a in node.names):
                     pytest.fail(f"{path.name}:{node.lineno} imports the toolkit inside {fn.name}")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every toolkit module `path` imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return {m for m in found if m.startswith("deploy")}
+
+
+ROOT = PACKAGE.parents[1]
+
+
+@pytest.mark.parametrize("rel, above", [
+    ("deploy/config.py", ("deploy.hosts", "deploy.build")),      # batches came from hosts: config -> hosts -> build -> config
+    ("deploy/rollout.py", ("deploy.hosts", "deploy.config", "deploy.build")),
+    ("deploy/startup.py", ("deploy.hosts", "deploy.build", "deploy.local")),
+    ("deploy/hosts/_app.py", ("deploy.build",)),                  # starting an app needs the start contract only
+    ("deploy/source.py", ("deploy.build", "deploy.hosts", "deploy.config")),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_the_settings_the_start_contract_and_the_commit_helpers_sit_below_hosts_and_build(rel, above):
+    up = {m for m in imports_of(ROOT / rel) if m.split(".")[:2] in [a.split(".") for a in above]}
+    assert not up, f"{rel} imports {sorted(up)}, which sit above it"
