@@ -26,7 +26,11 @@ from deploy.errors import DeployError
 SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_reliability_concurrency.py",
          "tests/test_reliability_faults.py", "tests/test_reliability_hostile.py", "tests/test_reliability_fuzz.py",
          "tests/test_reliability_remote.py", "tests/test_reliability_attacks_db.py",
-         "tests/test_reliability_attacks_children.py", "tests/test_reliability_attacks_engine.py")
+         "tests/test_reliability_attacks_children.py", "tests/test_reliability_attacks_engine.py",
+         "tests/test_reliability_trust_data.py", "tests/test_reliability_trust_rights.py",
+         "tests/test_reliability_trust_liveness.py", "tests/test_reliability_trust_rollback.py",
+         "tests/test_reliability_trust_supervisor.py", "tests/test_dotenv_dialect.py",
+         "tests/test_reliability_trust_build.py")
 DOC = "docs/reliability.md"
 
 
@@ -82,6 +86,7 @@ class Figures:
     findings: tuple[str, ...] = field(default=())
     db_attacks: Tally = field(default_factory=Tally)
     attacks: tuple[tuple[str, Tally], ...] = field(default=())   # one row per attack case below
+    trust: tuple[tuple[str, Tally], ...] = field(default=())     # one row per case of the second attack
 
 
 E, C, D = ("test_reliability_attacks_engine.py", "test_reliability_attacks_children.py",
@@ -124,10 +129,72 @@ ATTACKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def attack_rows(cases: list[Case]) -> tuple[tuple[str, Tally], ...]:
+TD, TR, TL, TB, TS, TDD, TBU = ("test_reliability_trust_data.py", "test_reliability_trust_rights.py",
+                                "test_reliability_trust_liveness.py", "test_reliability_trust_rollback.py",
+                                "test_reliability_trust_supervisor.py", "test_dotenv_dialect.py",
+                                "test_reliability_trust_build.py")
+# The second attack on a production-shaped setup (data, rights, live runs, stale code), case by case.
+TRUST: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("1 an undo never discards rows written during the run", (
+        (TD, "test_watch_failure_after_additive_migrations_keeps"), (TD, "test_abort_after_a_kill_keeps"),
+        (TD, "test_destructive_migration_without_down_sql_is_refused"), (TD, "test_dry_run_shows_squawks"),
+        (TD, "test_smoke_failure_after_an_accepted_drop_keeps"), (TD, "test_accepted_drop_with_nothing_written"),
+        (TD, "test_destructive_migration_with_down_sql"), (TD, "test_db_restore_shows_the_rows_written_since"),
+        (TD, "test_rollback_db_restore_plan_says"))),
+    ("2 single primitives on a protected environment need promote's rights", (
+        (TR, "test_every_mutating_primitive_on_a_protected_environment"),
+        (TR, "test_production_primitives_that_bring_a_commit"), (TR, "test_db_migrate_on_a_shared_environment_never"),
+        (TR, "test_db_migrate_on_production_applies_the_commits"))),
+    ("3 a commit rolled back in staging cannot go to production", (
+        (TR, "test_production_refuses_a_commit_whose_staging_pass_was_taken_back"),)),
+    ("4 another ledger's host locks block database and Shopify primitives", (
+        (TR, "test_a_run_of_another_ledger_holding_the_hosts_blocks"),
+        (TR, "test_an_unprotected_shared_environment_still_takes_the_hosts_lock"))),
+    ("5 a runner with the same hostname never takes over a live run", (
+        (TL, "test_a_runner_in_another_pid_namespace_never_takes_over"),
+        (TL, "test_promote_abort_from_a_container_with_the_same_hostname"),
+        (TL, "test_a_dead_holder_on_this_machine_is_taken_over_at_once"),
+        (TL, "test_a_dead_holder_that_cannot_be_checked"), (TL, "test_lock_status_says_a_holder_in_another_pid"))),
+    ("6 clock skew never makes a live runner look dead", (
+        (TL, "test_a_live_holder_whose_clock_is_wrong"), (TL, "test_a_live_holder_in_another_time_namespace"),
+        (TL, "test_runs_are_filed_in_the_ledgers_order"), (TL, "test_a_promotion_under_a_slow_clock"))),
+    ("7 a plan that went stale while confirmed is not executed", (
+        (TB, "test_confirmed_rollback_whose_live_release_changed"),
+        (TB, "test_confirmed_promotion_to_protected_env_whose_live_release_changed"),
+        (TB, "test_promotion_with_yes_to_protected_env"))),
+    ("8 a rollback target changed in place is refused", (
+        (TB, "test_rollback_refuses_a_target_changed_in_place"), (TB, "test_rollback_to_an_untouched_delta_release"),
+        (TB, "test_judge_target_"))),
+    ("9 the app gets exactly the values written", (
+        (TS, "test_values_env_push_writes_reach_the_app"), (TS, "test_a_hand_written_shared_env_reaches"),
+        (TS, "test_a_shared_env_the_app_cannot_get"), (TDD, "test_the_app_gets_exactly_what_python_dotenv_reads"),
+        (TDD, "test_what_the_dialect_cannot_carry"), (TDD, "test_any_file_reads_as_python_dotenv"))),
+    ("10 the supervisor acts only on its own process", (
+        (TS, "test_a_stale_pidfile_is_never_obeyed"), (TS, "test_a_reused_pid_is_never_obeyed"),
+        (TS, "test_after_a_reboot_a_promotion_restarts"), (TS, "test_the_local_app_stop_never_signals"))),
+    ("11 one unreachable host never freezes the environment", (
+        (TB, "test_unreachable_host_fails_the_promotion"), (TB, "test_rollback_with_a_dead_host_needs_skip_host"),
+        (TB, "test_abort_of_a_promotion_killed_during_release"), (TB, "test_lock_release_with_a_dead_host"),
+        (TB, "test_skip_host_naming_no_host"))),
+    ("12 a rollback is checked whole before the first host switches", (
+        (TB, "test_rollback_database_part_is_checked_before_any_host_switches"),
+        (TB, "test_rollback_failing_after_the_switch_leaves_status"))),
+    ("13 generated code follows the files it is generated from", (
+        (TBU, "test_a_schema_only_commit_ships"), (TBU, "test_code_an_install_script_generates"),
+        (TBU, "test_a_commit_that_changes_no_generated_input"))),
+    ("14 two apps of one commit never share a build", ((TBU, "test_two_apps_of_one_commit"),)),
+    ("15 required approval roles need different people", (
+        (TR, "test_one_person_cannot_approve_two_required_roles"),
+        (TR, "test_promotion_rechecks_that_the_required_roles"))),
+    ("16 a migration's own COMMIT never leaves it half applied", (
+        (TD, "test_failure_after_a_migrations_own_commit"),)),
+)
+
+
+def attack_rows(cases: list[Case], table=ATTACKS) -> tuple[tuple[str, Tally], ...]:
     """One (case, tally) per attack: a case with no test found counts as 0/0, which shows."""
     rows = []
-    for what, tests in ATTACKS:
+    for what, tests in table:
         hits = [c for c in cases for file, prefix in tests if c.file.endswith(file) and c.name.startswith(prefix)]
         rows.append((what, tally(hits)))
     return tuple(rows)
@@ -201,6 +268,7 @@ def figures(cases: list[Case], fuzz_examples_per_test: int = 150) -> Figures:
         findings=findings,
         db_attacks=tally(_in(cases, "test_reliability_attacks_db.py")),
         attacks=attack_rows(cases),
+        trust=attack_rows(cases, TRUST),
     )
 
 
@@ -227,6 +295,7 @@ def render(f: Figures, *, when: datetime, where: str, command: str, duration: fl
         ("remote-side security", f.remote.line()),
         ("database attacks (restore, lock waits, skipped reports, URLs)", f.db_attacks.line()),
         *((f"attack {what}", tl.line()) for what, tl in f.attacks),
+        *((f"trust {what}", tl.line()) for what, tl in f.trust),
     ]
     lines = [
         "# Reliability",
@@ -267,6 +336,12 @@ def render(f: Figures, *, when: datetime, where: str, command: str, duration: fl
         "  schemas and `public`'s grants; migrations, rollbacks, backups and restores behind a held table lock;",
         "  `database.bin_dir` on every path; gates over all-skipped reports; URLs with raw `@`/`/`, `?schema=`,",
         "  several hosts, and a transaction pooler (Supabase's `DIRECT_URL`).",
+        "- **Trust** (tests/test_reliability_trust_*.py, tests/test_dotenv_dialect.py): the second attack on a",
+        "  production-shaped setup. Writes kept by an undo (squawk's verdict per migration), single primitives",
+        "  held to promote's rights and locks, staging rights taken back by a rollback, lock holders told apart",
+        "  by token across pid namespaces and wrong clocks (unshare, libfaketime), stale plans refused, changed",
+        "  rollback targets refused, dead hosts skipped by name, the app's environment compared byte for byte,",
+        "  stale pidfiles, schema-only commits and two apps of one commit.",
         "",
     ]
     return "\n".join(lines)
@@ -280,8 +355,9 @@ def run_suite(root: Path, files: tuple[str, ...] = SUITE, *, timeout: float = 36
 
     with tempfile.TemporaryDirectory(prefix="occ-reliability-") as d:
         junit = Path(d) / "junit.xml"
+        workers = os.environ.get("PYTEST_WORKERS", "2")
         argv = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-                "-o", "junit_family=xunit1"]
+                "-o", "junit_family=xunit1", *(["-n", workers, "--dist", "loadfile"] if workers != "0" else [])]
         # Our own test suite, run for the report: it gets the developer's whole environment
         # on purpose (fixtures read PG*/DEPLOY_* variables), and says so here.
         r = proc.run(argv, cwd=root, timeout=timeout, env=dict(os.environ))

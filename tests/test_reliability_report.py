@@ -68,10 +68,12 @@ def test_every_attack_case_names_tests_that_exist():
     from pathlib import Path
 
     tests = Path(__file__).parent
+    tables = (*reliability.ATTACKS, *reliability.TRUST)
     names = {f: set(re.findall(r"^def (test_\w+)", (tests / f).read_text(), re.M))
-             for f in {file for _, refs in reliability.ATTACKS for file, _ in refs}}
-    assert len(reliability.ATTACKS) == 14
-    for what, refs in reliability.ATTACKS:
+             for f in {file for _, refs in tables for file, _ in refs}}
+    assert len(reliability.ATTACKS) == 14 and len(reliability.TRUST) == 16
+    assert all(f"tests/{file}" in reliability.SUITE for _, refs in tables for file, _ in refs)
+    for what, refs in tables:
         for file, prefix in refs:
             assert any(n.startswith(prefix) for n in names[file]), f"{what}: no {prefix}* in {file}"
 
