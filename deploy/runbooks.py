@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from invoke import Collection
+
 from deploy.errors import DeployError, SettingsError
 
 RUNBOOK_DIR = "docs/runbooks"
@@ -72,8 +74,6 @@ class TaskInfo:
 
 def load_collection(root: Path):
     """Import `<root>/tasks.py` under a private module name and return its `ns` Collection."""
-    from invoke import Collection
-
     path = Path(root) / "tasks.py"
     if not path.is_file():
         raise RunbookError(f"{path} does not exist: there is no task collection to check against.",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
-from deploy import display
+from deploy import display, envs
 from deploy.config import environments, load
 from deploy.errors import Aborted, DeployError, SettingsError
 from deploy.ledger import Ledger, default_url
@@ -102,8 +102,6 @@ class Services:
     def environ_for(self, env: str) -> Mapping[str, str]:
         """The environment a task acting on `env` reads: this process's, with every variable of
         the matrix replaced by what `invoke env.check --env=ENV` reports (envs.deployer_environ)."""
-        from deploy import envs
-
         return envs.deployer_environ(self.root, env, self.environ)
 
     def ledger(self):

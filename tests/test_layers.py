@@ -66,6 +66,146 @@ def test_no_primitive_imports_a_flow(path):
     assert not flows, f"{rel(path)} (a primitive) imports {sorted(flows)}: flows sit above primitives"
 
 
+# ----------------------------------------------------------------------------- no import loops, visible or hidden
+
+LAZY_ALLOWED = {"deploy/cli.py", "tasks.py", "deploy/tasks.py"}   # the CLI edge may defer any import
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(path: Path, known: set[str], module: str | None = None) -> list[tuple[str, bool, int]]:
+    """(module, inside a function?, line) for every import that runs: `if TYPE_CHECKING:`
+    blocks are left out. A name is resolved to the deepest module of `known` it names
+    (`from deploy import hosts` -> deploy.hosts; `from deploy.hosts import x` -> deploy.hosts)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    module = module or module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[str, bool, int]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child, in_function)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((a.name, in_function, node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([base] if base else []))
+            for a in node.names:
+                full = f"{base}.{a.name}"
+                found.append((full if full in known else base, in_function, node.lineno))
+        inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """deploy module -> the deploy modules it imports when it runs (at the top or in a function)."""
+    paths = [p for p in modules()] + [ROOT / "tasks.py"]
+    known = {module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for p in paths:
+        graph[module_name(p)] = {m for m, _, _ in runtime_imports(p, known) if m in known} - {module_name(p)}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        for v in sorted(graph):
+            if v not in index:
+                strong(v)
+    finally:
+        sys.setrecursionlimit(limit)
+    return out
+
+
+@pytest.mark.parametrize("graph,expected", [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+    ({"a": {"b"}, "b": {"a"}}, [["a", "b"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
+    ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b"], ["c", "d"]]),
+], ids=["a-chain-has-none", "two-modules-import-each-other", "a-three-module-loop-and-a-tail", "two-loops"])
+def test_the_cycle_finder_sees_every_loop_and_nothing_else(graph, expected):
+    assert sorted(cycles(graph)) == expected
+
+
+def test_runtime_imports_see_function_level_relative_and_skip_type_checking(tmp_path):
+    src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from deploy import build\n"
+           "from . import _ssh\nfrom deploy import config\ndef f():\n    from deploy.smoke import probe\n")
+    g = tmp_path / "m.py"
+    g.write_text(src)
+    known = {"deploy.hosts._ssh", "deploy.config", "deploy.smoke", "deploy.build"}
+    found = runtime_imports(g, known, module="deploy.hosts._probe")
+    assert {(m, inner) for m, inner, _ in found} >= {
+        ("deploy.smoke", True), ("deploy.config", False), ("deploy.hosts._ssh", False)}
+    assert not any(m == "deploy.build" for m, _, _ in found)   # for the type checker only
+
+
+def test_no_import_cycle_among_deploy_modules():
+    """A loop of imports, at the top or hidden in a function, means two modules share a thing
+    that belongs a layer below both: move it there (STYLE.md 21)."""
+    assert cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize("path", modules(), ids=rel)
+def test_no_function_level_import_of_the_toolkit_or_a_light_library(path):
+    import sys
+
+    from deploy import LAZY_LIBRARIES
+
+    if rel(path) in LAZY_ALLOWED:
+        return
+    known = {module_name(p) for p in modules()}
+    hidden = []
+    for m, inner, line in runtime_imports(path, known):
+        top = m.split(".")[0]
+        if inner and (top == "deploy" or (top not in sys.stdlib_module_names and top not in LAZY_LIBRARIES)):
+            hidden.append(f"line {line}: {m}")
+    assert not hidden, (
+        f"{rel(path)} imports inside a function {hidden}: import it at the top; if that makes a loop, move the "
+        "shared thing down a layer. Only the heavy libraries in deploy.LAZY_LIBRARIES may be imported late.")
+
+
 def test_a_flow_runs_on_services_a_test_builds_without_the_cli(tmp_path, monkeypatch):
     import io
     import json

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from deploy.config import GateSection, LighthouseThresholds
+from deploy.display import fit
 from deploy.evidence._reports import LighthouseReport, Report, TestCounts, TestReport
 
 # Lighthouse category ids (types/lhr/lhr.d.ts) for the settings' field names.
@@ -173,8 +174,6 @@ def _scores(scores: dict[str, float | None]) -> str:
 def render(v: GateVerdict, width: int | None = 160) -> str:
     """The verdict as a table no wider than `width` (every failure reason in it, wrapped),
     then the notes and the overall outcome."""
-    from deploy.display import fit
-
     table = [
         [r.kind + (f"\n{r.tool}" if r.tool else ""), r.file + (f"\n{r.url}" if r.url else ""), r.counts.describe() if r.counts else "",
          _scores(r.scores), r.threshold, r.verdict.upper(), "\n".join(f"- {x}" for x in r.reasons)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from deploy import feedback, proc, summary
+from deploy import facts, feedback, hosts, proc, summary
 from deploy.engine import Console, Plan, Runner, Step
-from deploy.errors import DeployError, SettingsError
+from deploy.errors import DeployError, PlanChanged, SettingsError
 from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
 
 
@@ -159,7 +159,6 @@ def skipping_hosts(s, names):
         return s, []
     if s.is_local or not s.hosts.hosts:
         raise SettingsError(f"--skip-host: the {s.name} environment has no hosts.", "Drop --skip-host.")
-    from deploy import hosts
 
     section, skipped = hosts.skipping(s.hosts, names, s.app)
     return dataclasses.replace(s, hosts=section), skipped
@@ -175,8 +174,6 @@ def bring_back(s, release: str | None) -> str:
 def record_skipped(svc, led, s, run_id: str, args: dict, skipped: list[str]) -> None:
     """The run's arguments in the ledger name the skipped hosts; the operator is told how to
     bring each in line."""
-    from deploy import facts
-
     led.update_run(run_id, args=facts.dumps({**args, "skip_hosts": list(skipped)}))
     live = (led.live_release(s.name) or {}).get("release_id")
     for h in skipped:
@@ -187,8 +184,6 @@ def record_skipped(svc, led, s, run_id: str, args: dict, skipped: list[str]) -> 
 def still_live(led, env: str, shown: dict) -> None:
     """PlanChanged unless the ledger's live release (id and commit) is still the one a person
     was shown before confirming; read under the environment's lock."""
-    from deploy.errors import PlanChanged
-
     now = led.live_release(env) or {}
     if (now.get("release_id"), now.get("sha")) != (shown.get("release_id"), shown.get("sha")):
         raise PlanChanged(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+from deploy.flows.common import whole_number
+
 
 def main(svc, days: int | str | None) -> int:
     """Every recorded drill; NOT EXERCISED (exit 1) for a procedure with no passed drill in `days`."""
-    from deploy.flows.common import whole_number
-
     days = whole_number("days", days, 30)
     led = svc.ledger()
     now = time.time()

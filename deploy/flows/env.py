@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from deploy import envs
+from deploy import envs, hosts
 from deploy.errors import SettingsError
-from deploy.flows import shapes, steps
+from deploy.flows import rights, shapes, steps
 
 
 def _matrix(svc):
@@ -43,9 +43,6 @@ def push(svc, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
     """Write <deploy_to>/shared/.env on every host of `env` from its variables: one run under
     the environment's ledger lock and the hosts' deploy lock, recorded; a protected
     environment asks first (or --yes). A host that fails gets its previous file back."""
-    from deploy import hosts
-    from deploy.flows import rights
-
     s = svc.settings(env)
     if s.is_local or not s.hosts.hosts:
         raise SettingsError(f"{env} has no hosts ([hosts] hosts in {s.file.name} is empty).",

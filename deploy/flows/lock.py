@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from deploy import hosts
+from deploy import clock, hosts
 from deploy.errors import DeployError, HostFailed, SettingsError
 from deploy.flows import shapes, steps
 
@@ -82,8 +82,6 @@ def status(svc, env: str | None, as_json: bool = False) -> None:
         alive = lk.holder_alive()
         state = {True: "alive", False: "holder gone", None: "other host"}[alive]
         if alive is None:
-            from deploy import clock
-
             silent = lk.silence()   # on one clock (the ledger's, or this boot's); never two wall clocks
             state += f", seen {clock.age(silent)} ago" if silent is not None else ", heartbeat not timed from here"
         rows.append((lk.env, f"{lk.who}@{lk.hostname}", lk.pid, lk.run_id or "-", lk.purpose,

@@ -6,6 +6,7 @@ import datetime as dt
 import time
 
 from deploy import envs, secrets
+from deploy.build import tree_bytes
 from deploy.config import environments, load
 from deploy.database import Database
 from deploy.errors import DeployError, SettingsError
@@ -114,8 +115,6 @@ def _mb(n: int) -> str:
 def deploy_usage(root) -> str:
     """What .deploy takes on disk, in total and its largest parts ("" when there is none):
     kept bounded by app.keep_builds (artifacts, checkouts) and app.cache_max_mb (dependency cache)."""
-    from deploy.build import tree_bytes
-
     top = root / ".deploy"
     if not top.is_dir():
         return ""

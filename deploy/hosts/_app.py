@@ -8,6 +8,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from deploy.config import AppSection
 from deploy.errors import SettingsError
 from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_FAILED_EXIT, SWITCH_FAILED_EXIT, _and,
                                     _p, app_of_command, go_live_command, health_check_command, hook_command,
@@ -17,18 +18,18 @@ from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_
 from deploy.hosts._group import _Host, _parallel
 from deploy.hosts._ssh import _HostError, _run
 from deploy.parallel import pmap
+from deploy.redact import Secret, redact
 from deploy.rollout import batches
+from deploy.smoke import probe
 from deploy.startup import start_argv
 
 if TYPE_CHECKING:
-    from deploy.config import AppSection, HostsSection
+    from deploy.config import HostsSection
 
 
 # ---------------------------------------------------------------- hooks
 
 def _check_env(env: dict[str, str] | None) -> dict[str, str]:
-    from deploy.redact import Secret
-
     env = dict(env or {})
     for k, v in env.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
@@ -46,8 +47,6 @@ def hook_env(section: HostsSection, environ) -> dict[str, str]:
     restart hooks (which get these, the release variables and the host login's own
     environment: nothing else of the deployer's). SettingsError for an unset name or a
     value holding a secret: hook variables travel on the remote command line."""
-    from deploy.redact import Secret, redact
-
     out: dict[str, str] = {}
     for name in section.hook_env:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -133,8 +132,6 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
 
 
 def _contract(h: _Host) -> AppSection:
-    from deploy.config import AppSection
-
     return h.app or AppSection()
 
 
@@ -226,8 +223,6 @@ def _app_log_tail(section, h: _Host) -> str:
 def http_health(url: str, timeout: float, interval: float = 0.1) -> str:
     """GET `url` until it answers 2xx/3xx (redirects not followed) or `timeout` passes;
     '' when healthy, else the last problem."""
-    from deploy.smoke import probe
-
     deadline = time.monotonic() + timeout
     while True:
         last = probe(url, timeout=min(5.0, max(0.5, timeout)))

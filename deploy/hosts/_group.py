@@ -19,6 +19,7 @@ from deploy.hosts._ssh import _connect, _HostError, _local_user, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, HostState, LockInfo, Target
 from deploy.parallel import pmap
+from deploy.redact import redact
 
 if TYPE_CHECKING:
     from deploy.config import AppSection
@@ -34,8 +35,6 @@ def _holder() -> str:
 
 
 def _redacted(text: str) -> str:
-    from deploy.redact import redact
-
     return redact(text)
 
 

@@ -22,7 +22,7 @@ from deploy.hosts._group import _close, _failed, _holder, _Host, _now, _open_all
 from deploy.hosts._lock import _raise_if_locked, _unlock_all
 from deploy.hosts._ssh import _HostError, _run
 from deploy.hosts._targets import targets
-from deploy.hosts._upload import _Delta, _delta_base, _prepare_delta, _upload
+from deploy.hosts._upload import _Delta, _delta_base, _manifest_tree, _prepare_delta, _upload
 from deploy.hosts._values import HostResult, HostState, validate_release_id
 
 if TYPE_CHECKING:
@@ -339,8 +339,6 @@ def judge_target(manifest: bytes, tree: Sequence[str], index: Sequence[str],
     size, mtime and ctime and the manifest's sha256 (the delta's rule, _DELTA_AWK: any write,
     chmod or replacement since its bytes were checked changes the ctime; whole-second ctimes
     never vouch)."""
-    from deploy.hosts._upload import _manifest_tree
-
     entries = _manifest_tree(manifest) if manifest.strip() else None
     if entries is None:
         return ["its RELEASE.json is missing or unreadable, so it cannot be checked"], None

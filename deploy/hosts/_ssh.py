@@ -10,8 +10,11 @@ import socket
 import time
 from dataclasses import dataclass
 
+from invoke.exceptions import CommandTimedOut
+
 from deploy.hosts._targets import _ADDRESS, known_hosts_files, parse_known_hosts
 from deploy.hosts._values import Target
+from deploy.proc import echo, explain
 
 
 class _HostError(Exception):
@@ -251,10 +254,6 @@ def _run(conn, t: Target, cmd: str, section, what: str, ok_codes: tuple[int, ...
     `stdin`: bytes for the command's standard input (at most STDIN_LIMIT). A command that
     takes them checks they all came (a gzip stream, a sha256): a send cut short by the
     command's end or the bound is never taken for the whole."""
-    from invoke.exceptions import CommandTimedOut
-
-    from deploy.proc import echo, explain
-
     echo(f"{t.name}: {cmd}")   # Invoke's --echo (redacted)
     limit = section.command_timeout if long else quick_timeout(section)
     try:

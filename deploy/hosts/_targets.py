@@ -7,11 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from deploy.config import AppSection
 from deploy.errors import SettingsError
 from deploy.hosts._values import Target
 
 if TYPE_CHECKING:
-    from deploy.config import AppSection, HostsSection
+    from deploy.config import HostsSection
 
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
 _ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
@@ -38,8 +39,6 @@ def targets(section: HostsSection, app: AppSection | None = None, ssh_config=Non
     default the user's and the system's ssh_config as Fabric reads them), else
     `deploy` and 22. The host stays as written (an ssh_config alias is fine: HostName,
     IdentityFile, ProxyJump and the known hosts files are applied when connecting)."""
-    from deploy.config import AppSection
-
     app = app or AppSection()
     if not section.hosts:
         raise SettingsError("hosts.hosts is empty: there is no host to release to.",

@@ -14,7 +14,7 @@ from deploy.build.artifact import MANIFEST
 from deploy.hosts._commands import (DELTA_MISMATCH_EXIT, _p, delta_unpack_command, delta_upload_name,
                                     discard_delta_command, free_space_command)
 from deploy.hosts._group import _Host
-from deploy.hosts._ssh import _connect, _HostError, _run
+from deploy.hosts._ssh import STDIN_LIMIT, _connect, _HostError, _run
 from deploy.hosts._values import HostState
 
 
@@ -296,8 +296,6 @@ class _Delta:
         index must only ever hold sums of bytes that were read); None when the artifact has no
         manifest a delta could be planned against, or the lines would not fit a command's stdin
         (STDIN_LIMIT: known from the manifest's paths before anything is hashed)."""
-        from deploy.hosts._ssh import STDIN_LIMIT
-
         with self.lock:
             if self._sums is False:
                 self._sums = None
@@ -313,8 +311,6 @@ class _Delta:
 
     def small(self, tar: Path) -> bytes | None:
         """The bytes of a delta tarball small enough for a command's stdin (STDIN_LIMIT), else None."""
-        from deploy.hosts._ssh import STDIN_LIMIT
-
         with self.lock:
             if tar not in self._small:
                 self._small[tar] = tar.read_bytes() if tar.stat().st_size <= STDIN_LIMIT else None

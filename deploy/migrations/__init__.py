@@ -89,7 +89,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-from deploy import dburl
+from deploy import dburl, proc
 from deploy.config import DatabaseSection
 from deploy.errors import MigrationFailed, SettingsError
 from deploy.migrations._backend import (DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, MIGRATIONS_TABLE, PARTIAL_NOTE,
@@ -338,8 +338,6 @@ def _apply_one(db: Db, m: LocalMigration) -> None:
 
 def _migrate_with_prisma(url: str, migrations_dir, *, url_var: str, npx: str, start: float,
                          extra_env: dict | None = None) -> MigrateResult:
-    from deploy import proc
-
     parsed = dburl.parse(url, sqlite_base=Path(migrations_dir).parent)
     check_provider(migrations_dir, parsed.provider)
     argv = prisma_deploy_argv(migrations_dir, npx=npx)

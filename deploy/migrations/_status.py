@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Sequence
 
+from deploy.display import fit
 from deploy.errors import MigrationFailed
 from deploy.migrations._files import SCRIPT, LocalMigration, checksum_matches
 
@@ -160,8 +161,6 @@ def refuse_failed(rows: Sequence[MigrationRecord], masked: str) -> None:
 
 def render_status(report: StatusReport, width: int | None = None) -> str:
     """The status as a table (for the task's output), no wider than `width`."""
-    from deploy.display import fit
-
     rows = [
         (m.name, m.state.replace("_", " "), m.applied_at.strftime("%Y-%m-%d %H:%M:%S") if m.applied_at else "", m.detail)
         for m in report.migrations

@@ -19,6 +19,8 @@ import json
 import shutil
 from pathlib import Path
 
+from deploy.testing.genapp import _npm, prisma_standins
+
 # GET /healthz -> 200 {"release", "db", "key", "client"}: the release folder's RELEASE file,
 # the database name of DATABASE_URL, SHOPIFY_API_KEY and who generated the Prisma client, so a
 # test can tell which release and which environment's values each running app has.
@@ -105,8 +107,6 @@ def b2b_app(root: Path, *, prod_name: str = "prod", dev_url: str = "https://b2b-
         (app / ".github" / "workflows").mkdir(parents=True, exist_ok=True)
         (app / ".github" / "workflows" / wf).write_text(text)
     if runnable:
-        from deploy.testing.genapp import _npm, prisma_standins
-
         deps, dev = prisma_standins(app)
         pkg.update(type="module", scripts={"build": "node scripts/build.mjs", "start": "node build/server.mjs"},
                    dependencies=deps, devDependencies=dev)

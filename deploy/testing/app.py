@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy import local
+from deploy.build import build
+
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "app"
 SHA_A = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 SHA_B = "b2c3d4e5f60718293a4b5c6d7e8f901234567890"
@@ -40,8 +43,6 @@ def example_app(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def local_root(tmp_path: Path):
-    from deploy import local
-
     root = tmp_path / "local"
     yield root
     local.stop(root)
@@ -49,8 +50,6 @@ def local_root(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def app_artifact(tmp_path_factory):
-    from deploy.build import build
-
     base = tmp_path_factory.mktemp("app-artifact")
     app = copy_example_app(base / "app")
     return build(app, SHA_A, base / "artifacts", now=BUILT_AT).artifact

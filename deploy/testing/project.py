@@ -16,6 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from deploy import config
+from deploy.ledger import Ledger
+from deploy.targets.local import local_root
+from deploy.tasks import toolkit_ns
+from deploy.testing.shopify_app import copy_shopify_app
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -54,14 +60,9 @@ class Project:
 
     def local_root(self, env: str = "local") -> Path:
         """The release root of the app `env` deploys (one per app under [local] root)."""
-        from deploy import config
-        from deploy.targets.local import local_root
-
         return local_root(config.load(env, self.root))
 
     def ledger(self):
-        from deploy.ledger import Ledger
-
         return Ledger.open(self.root, self.env.get("DEPLOY_LEDGER_URL"))
 
 
@@ -70,7 +71,6 @@ def make_project(dest: Path) -> Project:
     shutil.copytree(REPO / "examples" / "app", dest / "examples" / "app",
                     ignore=shutil.ignore_patterns("node_modules", "build", ".env"))
     # env/staging.toml and env/production.toml deploy the React Router example.
-    from deploy.testing.shopify_app import copy_shopify_app
 
     copy_shopify_app(dest / "examples" / "shopify-app")
     shutil.copytree(REPO / "docs", dest / "docs")
@@ -99,8 +99,6 @@ def project(tmp_path):
 def all_tasks() -> dict:
     """Every task of the toolkit's collection by its dotted name (`db.migrate`), as `invoke
     --list` names them. `deploy.tasks` is the same file as the repository's tasks.py."""
-    from deploy.tasks import toolkit_ns as ns
-
     out = {}
 
     def walk(coll, prefix=""):
@@ -109,5 +107,5 @@ def all_tasks() -> dict:
         for name, sub in coll.collections.items():
             walk(sub, prefix + name + ".")
 
-    walk(ns)
+    walk(toolkit_ns)
     return out

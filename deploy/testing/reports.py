@@ -22,6 +22,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 
+from deploy.evidence import collect
+
 ROOT_DIR = "/home/runner/work/occ/occ/examples/app"
 T0 = datetime(2026, 10, 20, 9, 30, 0, tzinfo=timezone.utc)
 
@@ -397,8 +399,6 @@ def evidence_now() -> datetime:
 @pytest.fixture
 def passing_evidence(tmp_path):
     """Factory: write a green evidence set under tmp_path/<name> and collect it for `sha`."""
-    from deploy.evidence import collect
-
     def make(sha: str, *, name: str = "evidence", start: datetime = T0, now: datetime | None = None):
         folder = tmp_path / name
         files = write_passing(folder, start)

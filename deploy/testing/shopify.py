@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from deploy import config
+
 AUTH_VARS = ("SHOPIFY_APP_AUTOMATION_TOKEN", "SHOPIFY_CLI_PARTNERS_TOKEN")
 
 # Flags of Shopify CLI 3.94 (`shopify app <cmd> --help`): name -> takes a value.
@@ -399,8 +401,6 @@ class ShopifyStandIn:
     def settings(self, name: str = "staging", **sections: dict[str, Any]):
         """Settings for environment `name` whose app dir is the stand-in's app and whose
         [shopify] config is `name` (override with shopify={...})."""
-        from deploy import config
-
         raw: dict[str, Any] = {
             "environment": {"kind": "remote", "app_url": "https://app.example.test",
                             "app_dir": str(self.app_dir)},

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from deploy import proc
+from deploy.testing.ports import free_port  # below the ephemeral range: no bind(0) takes it first
 
 SHOPIFY_APP = Path(__file__).resolve().parents[2] / "examples" / "shopify-app"
 # Debian's chromium by default; CHROMIUM_PATH points at another build (playwright.config.js reads it too).
@@ -103,8 +104,6 @@ class Server:
 def serve(app: Path, database_url: str, *, timeout: float = 30) -> Server:
     """`npm start` (react-router-serve ./build/server/index.js) in a built `app`, PORT from
     the environment, until "/" answers; stop it with .stop() or a `with` block."""
-    from deploy.testing.stage import free_port  # below the ephemeral range: no bind(0) takes it first
-
     port = free_port()
     log = app / f"server-{port}.log"
     env = node_env(PORT=str(port), HOST="127.0.0.1", DATABASE_URL=database_url, NODE_ENV="production")

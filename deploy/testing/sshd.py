@@ -37,6 +37,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.build import Artifact, pack
+from deploy.config import HostsSection
+
 LOGIN_USER = "occdeploy"
 
 
@@ -271,8 +274,6 @@ class SshdFarm:
 
     def hosts_section(self, hosts: list[SshHost], **overrides):
         """`HostsSection` settings that target `hosts` with this farm's key and known_hosts."""
-        from deploy.config import HostsSection
-
         values = dict(hosts=tuple(h.address for h in hosts), user=hosts[0].user, key_file=str(self.key_file),
                       known_hosts=str(self.known_hosts), deploy_to=self.deploy_to(), connect_timeout=5.0)
         values.update(overrides)
@@ -589,8 +590,6 @@ def make_artifact(out_dir: str | Path, release_id: str, *, files: dict[str, str]
     import io
     import tarfile
 
-    from deploy.build import Artifact
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{release_id}.tar.gz"
@@ -619,8 +618,6 @@ def packed_artifact(out_dir: str | Path, release_id: str, *, files: dict[str, st
     delta. `padding_bytes` of data fixed by `seed` go to assets/blob.bin: the same seed in
     two releases is an unchanged file."""
     import random
-
-    from deploy.build import pack
 
     out_dir = Path(out_dir)
     src = out_dir / f"src-{release_id}"

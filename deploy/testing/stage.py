@@ -4,38 +4,15 @@ evidence for the project's HEAD collected through the real CLI."""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from deploy import envs
+from deploy.testing.ports import free_port
 from deploy.testing.project import Project
-
-
-def free_port() -> int:
-    """A free loopback port for an app server the test starts later. Picked below the
-    kernel's ephemeral range (32768+), so no `bind(0)` elsewhere in the run (sshd, Postgres,
-    clients) can take it between now and then. Under pytest-xdist each worker picks from
-    its own slice of 20000-32000, so two workers never hand out the same port."""
-    import os
-    import random
-
-    lo, hi = 20000, 32000
-    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
-        size = (hi - lo) // int(count)
-        lo += size * (int(worker[2:]) % int(count))
-        hi = lo + size
-    for _ in range(200):
-        port = random.randrange(lo, hi)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free loopback port in {lo}-{hi}")
+from deploy.testing.reports import write_passing
 
 
 @dataclass
@@ -69,8 +46,6 @@ class Stage:
 
     def collect_evidence(self, sha: str | None = None):
         from datetime import datetime, timedelta, timezone
-
-        from deploy.testing.reports import write_passing
 
         folder = self.project.root / "evidence"
         folder.mkdir(exist_ok=True)
@@ -136,8 +111,6 @@ min_samples = 2
 
 def secrets_env(project: Project, env: str, db_url: str) -> dict:
     """A value for every secret the matrix requires in `env` (fake but well-formed)."""
-    from deploy import envs
-
     m = envs.load_matrix(project.root)
     out = {}
     for v in m.variables:
