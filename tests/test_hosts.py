@@ -15,7 +15,7 @@ import pytest
 
 from deploy.testing.stage import free_port
 
-from deploy import hosts
+from deploy import hosts, rollout
 from deploy.errors import HostFailed, LockHeld, SettingsError
 from deploy.testing.sshd import make_artifact
 
@@ -952,13 +952,13 @@ def test_delta_off_sends_the_whole_artifact_every_time(fleet):
     (2, "100%", [[0, 1]]),
 ], ids=["one-by-one", "halves", "quarters-of-16", "share-rounds-up", "remainder", "all"])
 def test_rollout_batches(n, size, expected):
-    assert [list(r) for r in hosts.batches(n, size)] == expected
+    assert [list(r) for r in rollout.batches(n, size)] == expected
 
 
 @pytest.mark.parametrize("size", [0, "0%", "150%", "a quarter", -2])
 def test_a_bad_batch_size_is_a_settings_error(size):
     with pytest.raises(SettingsError, match="hosts.batch_size"):
-        hosts.batches(4, size)
+        rollout.batches(4, size)
 
 
 def _app_pid(f: Fleet, h) -> str:

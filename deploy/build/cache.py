@@ -164,10 +164,10 @@ class DepsCache:
         entry = self.root / key
         before = source_stamp(app)
         ran = [step(plan.commands[0], app, env, timeout)]
-        fill = self._copy_install(key, app, plan) if source_stamp(app) == before and (app / DEPS).is_dir() else None
+        staged = self._copy_install(key, app, plan) if source_stamp(app) == before and (app / DEPS).is_dir() else None
         try:
-            full_stamp = tree_stamp(fill / "full") if fill is not None else None
-            side = prune_beside_setup(app, fill) if fill is not None and prod_cacheable(app, plan) else None
+            full_stamp = tree_stamp(staged / "full") if staged is not None else None
+            side = prune_beside_setup(app, staged) if staged is not None and prod_cacheable(app, plan) else None
             try:
                 # The production tree is pruned beside the build, on its own copy; the build stays
                 # in this thread, where an interrupt reaches it (and kills its process group).
@@ -175,16 +175,16 @@ class DepsCache:
                     beside = pool.submit(prune_beside, *side, plan, env, timeout) if side is not None else None
                     ran += [step(argv, app, env, timeout) for argv in plan.commands[1:]]
             except BuildFailed:
-                if fill is not None:
-                    self._keep(fill, entry, full_stamp, side, pruned=False, plan=plan, env=env, quiet=True)
+                if staged is not None:
+                    self._keep(staged, entry, full_stamp, side, pruned=False, plan=plan, env=env, quiet=True)
                 raise
-            if fill is not None and tree_stamp(fill / "full") == full_stamp:
+            if staged is not None and tree_stamp(staged / "full") == full_stamp:
                 pruned = beside is not None and beside.exception() is None and beside.result()
-                self._keep(fill, entry, full_stamp, side, pruned=pruned, plan=plan, env=env)
+                self._keep(staged, entry, full_stamp, side, pruned=pruned, plan=plan, env=env)
         finally:
-            if fill is not None and fill.exists():
-                fs(["rm", "-rf", str(fill)], "clearing a cache fill")
-        if fill is not None:
+            if staged is not None and staged.exists():
+                fs(["rm", "-rf", str(staged)], "clearing a cache fill")
+        if staged is not None:
             self.prune(protect=(key,))
         return ran
 
@@ -192,35 +192,35 @@ class DepsCache:
         """<root>/.fill-<key>-<pid>/full/node_modules: a real copy of the fresh install (a
         reflink where the file system can: the build writes into the checkout's), without
         what the build generates anew (a hit's build writes its own, never into the entry)."""
-        fill = self.root / f".fill-{key[:16]}-{os.getpid()}"
-        fs(["rm", "-rf", str(fill)], "clearing a cache fill")
-        (fill / "full").mkdir(parents=True)
-        fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(fill / "full" / DEPS)], "filling the dependency cache")
+        staged = self.root / f".fill-{key[:16]}-{os.getpid()}"
+        fs(["rm", "-rf", str(staged)], "clearing a cache fill")
+        (staged / "full").mkdir(parents=True)
+        fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(staged / "full" / DEPS)], "filling the dependency cache")
         for name in plan.generated:
-            fs(["rm", "-rf", str(fill / "full" / DEPS / name)], "filling the dependency cache")
-        return fill
+            fs(["rm", "-rf", str(staged / "full" / DEPS / name)], "filling the dependency cache")
+        return staged
 
-    def _keep(self, fill: Path, entry: Path, full_stamp: str | None, side, *, pruned: bool, plan: Recipe,
+    def _keep(self, staged: Path, entry: Path, full_stamp: str | None, side, *, pruned: bool, plan: Recipe,
               env: Env, quiet: bool = False) -> None:
-        """Complete the fill (stamp.json, and prod/ + prod.json when pruned beside) and rename
+        """Complete the staged copy (stamp.json, and prod/ + prod.json when pruned beside) and rename
         it to the entry: complete entries only, and a concurrent filler's wins. `quiet`: after
         a failed build, keep only a sound `full` tree, and never fail for it."""
-        if quiet and (not (fill / "full").is_dir() or tree_stamp(fill / "full") != full_stamp):
+        if quiet and (not (staged / "full").is_dir() or tree_stamp(staged / "full") != full_stamp):
             return
         try:
-            (fill / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
+            (staged / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
             if pruned:
-                (fill / "prod").mkdir()
-                os.rename(side[0] / DEPS, fill / "prod" / DEPS)
-                stamp, index = scan_tree(fill / "prod")
+                (staged / "prod").mkdir()
+                os.rename(side[0] / DEPS, staged / "prod" / DEPS)
+                stamp, index = scan_tree(staged / "prod")
                 info = {"prune": list(plan.prune), "inputs": side[1], "context": npm_context(env), "stamp": stamp,
-                        "sha256": [[*row[1:3], row[4], row[5], sha256_file(fill / "prod" / rel)]
+                        "sha256": [[*row[1:3], row[4], row[5], sha256_file(staged / "prod" / rel)]
                                    for rel, row in index.items() if row[0] == "f" and stat.S_ISREG(row[3])]}
-                (fill / PROD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+                (staged / PROD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
             if side is not None:
                 fs(["rm", "-rf", str(side[0])], "clearing a cache fill")
             with contextlib.suppress(OSError):
-                os.rename(fill, entry)   # complete entries only; a concurrent filler's wins
+                os.rename(staged, entry)   # complete entries only; a concurrent filler's wins
                 touch(entry)
         except (BuildFailed, OSError):
             if not quiet:

@@ -40,7 +40,7 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
     _views      releases, current_release, check (read-only)
 """
 
-from deploy.hosts._app import hook_env, batches, http_health
+from deploy.hosts._app import hook_env, http_health
 from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHARED_MISSING_EXIT, DELTA_MISMATCH_EXIT,
                                     SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT, sh, lock_details,
                                     parse_lock_details, state_command, parse_state, lock_command, unlock_command,
@@ -86,7 +86,7 @@ __all__ = [
     "SHARED_ENV", "env_push_command", "env_restore_command", "env_finish_command", "env_present_command",
     "push_env", "restore_env", "finish_env", "missing_env",
     "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
-    "hook_env", "batches", "http_health",
+    "hook_env", "http_health",
     "release", "undo_release", "rollback", "previous_of", "judge_target",
     "releases", "current_release", "check",
 ]
