@@ -1,7 +1,7 @@
 """Promotion rights, decided from ledger rows: who counts as one person, whether the
 required roles are filled by different people, and whether a staging pass still stands.
 
-Pure functions over the ledger's rows (RunRow-like objects and release dicts); the approvals
+Pure functions over the ledger's rows (RunRow, ReleaseRow, ApprovalRow: deploy/ledger.py); the approvals
 step (deploy/flows/steps.py) and `invoke approve` read the ledger and call them.
 
 - One person, one role: the required roles of a commit are filled by different people.
@@ -18,7 +18,10 @@ from __future__ import annotations
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from deploy.ledger import ApprovalRow, ReleaseRow
 
 FINAL = ("succeeded", "failed", "rolled_back", "aborted", "failed_in_place")
 ROLLBACK_FLOWS = ("rollback", "hosts.rollback")
@@ -29,14 +32,14 @@ def person(name: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", name or "").casefold().split())
 
 
-def assign(required: Sequence[str], approvals: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
+def assign(required: Sequence[str], approvals: Sequence[ApprovalRow]) -> dict[str, str] | None:
     """A different approver for each required role (role -> name as recorded), or None when
     the approvals cannot give every required role its own person (bipartite matching:
     at most a handful of roles, so the plain augmenting-path search is enough)."""
     who: dict[str, dict[str, str]] = {r: {} for r in required}
     for a in approvals:
-        if a["role"] in who:
-            who[a["role"]].setdefault(person(a["by"]), a["by"])
+        if a.role in who:
+            who[a.role].setdefault(person(a.by), a.by)
     taken: dict[str, str] = {}      # person key -> role
 
     def place(role: str, seen: set[str]) -> bool:
@@ -55,10 +58,10 @@ def assign(required: Sequence[str], approvals: Sequence[Mapping[str, Any]]) -> d
     return {role: who[role][key] for key, role in taken.items()}
 
 
-def shared_approver(required: Sequence[str], approvals: Sequence[Mapping[str, Any]]) -> str | None:
+def shared_approver(required: Sequence[str], approvals: Sequence[ApprovalRow]) -> str | None:
     """Why the required roles cannot each have their own person, e.g. "product and manager are
     approved only by pat" (None when they can, or when a role has no approval at all)."""
-    have = {r: sorted({a["by"] for a in approvals if a["role"] == r}) for r in required}
+    have = {r: sorted({a.by for a in approvals if a.role == r}) for r in required}
     if any(not v for v in have.values()) or assign(required, approvals) is not None:
         return None
     names = sorted({b for v in have.values() for b in v})
@@ -67,15 +70,15 @@ def shared_approver(required: Sequence[str], approvals: Sequence[Mapping[str, An
             f"({len(people)} {'person' if len(people) == 1 else 'people'} for {len(required)} required roles)")
 
 
-def other_role_of(by: str, role: str, required: Sequence[str], approvals: Sequence[Mapping[str, Any]]) -> dict | None:
+def other_role_of(by: str, role: str, required: Sequence[str], approvals: Sequence[ApprovalRow]) -> ApprovalRow | None:
     """The approval by the same person as `by` of another required role than `role`, if any
     (an approval `invoke approve` refuses)."""
     if role not in required:
         return None
     me = person(by)
     for a in approvals:
-        if a["role"] != role and a["role"] in required and person(a["by"]) == me:
-            return dict(a)
+        if a.role != role and a.role in required and person(a.by) == me:
+            return a
     return None
 
 
@@ -92,7 +95,7 @@ def when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch)) if epoch else "?"
 
 
-def staging_standing(sha: str, promotions: Sequence[Any], releases: Sequence[Mapping[str, Any]],
+def staging_standing(sha: str, promotions: Sequence[Any], releases: Sequence[ReleaseRow],
                      later_runs: Sequence[Any], step_results: Mapping[str, str] | None = None) -> Standing:
     """Judge the staging pass of `sha` (all arguments read from the staging environment's ledger).
 
@@ -110,10 +113,10 @@ def staging_standing(sha: str, promotions: Sequence[Any], releases: Sequence[Map
             f"a later staging promotion of {sha[:12]}, run {r.id} ({when(r.started_at)}, by {r.who}), ended "
             f"{r.status.replace('_', ' ')}" + (f" at step {r.failed_step}" if r.failed_step else "")
             + f": the earlier pass (run {ok.id}) no longer stands"))
-    row = next((x for x in releases if x.get("run_id") == ok.id), None)
-    if row is None or row.get("status") != "rolled_back":
+    row = next((x for x in releases if x.run_id == ok.id), None)
+    if row is None or row.status != "rolled_back":
         return Standing(run=ok)
-    rid = row["release_id"]
+    rid = row.release_id
     after = sorted((r for r in later_runs if r.flow in ROLLBACK_FLOWS and r.started_at >= (ok.finished_at or 0)),
                    key=lambda r: r.started_at)
     results = step_results or {}

@@ -418,7 +418,7 @@ def parse(raw: dict[str, Any], *, name: str, file: Path, root: Path) -> Settings
 def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise SettingsError(f"{file}: [{key}] must be a table, not {type(value).__name__}.")
         fields = {f.name: f for f in dataclasses.fields(tp)}

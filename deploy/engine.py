@@ -32,14 +32,17 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace as _with
-from typing import Any, Callable, TextIO
+from types import FrameType
+from typing import Any, Callable, Iterable, Literal, TextIO, TypeVar
 
 from deploy import clock, facts
 from deploy.display import colour
 from deploy.errors import DeployError, LockHeld
 from deploy.facts import StateError
-from deploy.ledger import HEARTBEAT_SECONDS, NOW
+from deploy.ledger import HEARTBEAT_SECONDS, NOW, Ledger, RunRow, StepRow
 from deploy.redact import redact
+
+F = TypeVar("F")   # a step fact type
 
 
 @dataclass
@@ -53,17 +56,17 @@ class StepContext:
     state: dict[str, Any]
     console: "Console"
     dry_run: bool = False
-    save: Callable[[dict], None] | None = None
+    save: Callable[[dict[str, Any]], None] | None = None
 
-    def get(self, cls):
+    def get(self, cls: type[F]) -> F | None:
         """The `cls` fact this run recorded, or None."""
         return facts.get(self.state, cls)
 
-    def put(self, value) -> None:
+    def put(self, value: object) -> None:
         """Record a fact (a frozen @fact dataclass), replacing the earlier one of its type."""
         facts.put(self.state, value)
 
-    def drop(self, cls) -> None:
+    def drop(self, cls: type) -> None:
         facts.drop(self.state, cls)
 
     def note(self, text: str) -> None:
@@ -151,7 +154,7 @@ class Plan:
 
     def touches(self) -> list[tuple[str, list[Touch]]]:
         """(step name, what it would touch) for every step that is not skipped and says."""
-        out = []
+        out: list[tuple[str, list[Touch]]] = []
         for s in self.steps:
             if s.shows is None or s.skip:
                 continue
@@ -197,7 +200,7 @@ class Outcome:
     def ok(self) -> bool:
         return self.status == "succeeded"
 
-    def fact(self, cls):
+    def fact(self, cls: type[F]) -> F | None:
         """The `cls` fact the run recorded, or None."""
         return facts.get(self.state, cls)
 
@@ -236,7 +239,7 @@ class Console:
         self.line(f"        {text}")
 
 
-def _silence(out) -> None:
+def _silence(out: TextIO) -> None:
     """Point a closed output at /dev/null so the interpreter's last flush does not fail."""
     try:
         fd = out.fileno()
@@ -271,15 +274,15 @@ class _Signals:
         self.received: str | None = None
         self.phase = "book"
         self.abort_cmd: str | None = None
-        self._prev: dict = {}
+        self._prev: dict[int, Any] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> "_Signals":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._prev[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for sig, prev in self._prev.items():
             signal.signal(sig, prev)
         return False
@@ -294,7 +297,7 @@ class _Signals:
         except Exception:  # a closed stderr or anything else: the message is not worth a failed undo
             pass
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.phase == "undo" or self.received:
             after = f" (if this process is killed anyway, `{self.abort_cmd}` finishes it)" if self.abort_cmd else ""
@@ -310,16 +313,17 @@ class _Heartbeat:
     """Refreshes the run's lock every HEARTBEAT_SECONDS, so a runner on another machine can
     tell a live holder from a dead one (the staleness bound of --break-lock)."""
 
-    def __init__(self, ledger, env: str, run_id: str):
+    def __init__(self, ledger: Ledger, env: str, run_id: str):
         self.ledger, self.env, self.run_id = ledger, env, run_id
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> "_Heartbeat":
         heartbeat = getattr(self.ledger, "heartbeat", None)
         if heartbeat is None:
             return self
-        def beat():
+
+        def beat() -> None:
             while not self._stop.wait(HEARTBEAT_SECONDS):
                 try:
                     if heartbeat(self.env, self.run_id) is False:
@@ -331,7 +335,7 @@ class _Heartbeat:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -359,7 +363,7 @@ def _fault(point: str) -> None:
 class Runner:
     """Applies plans under a lock, records them in the ledger, undoes on failure."""
 
-    def __init__(self, ledger, console: Console | None = None, *, rollback: bool = True):
+    def __init__(self, ledger: Ledger, console: Console | None = None, *, rollback: bool = True):
         self.ledger = ledger
         self.console = console or Console()
         self.rollback = rollback
@@ -425,7 +429,7 @@ class Runner:
         return Outcome(run_id, status, err, None, time.monotonic() - started, ctx.state)
 
     # ------------------------------------------------------------------ internals
-    def _adoptable(self, plan: Plan, run_id: str, verb: str):
+    def _adoptable(self, plan: Plan, run_id: str, verb: str) -> tuple[RunRow, list[StepRow]]:
         """The run and its steps, when it can be resumed/aborted by this plan; DeployError otherwise."""
         run = self.ledger.run(run_id)
         allowed = ("running", "failed_in_place", "failed") if verb == "abort" else ("running", "failed_in_place")
@@ -446,7 +450,7 @@ class Runner:
                               "Use the toolkit version that started the run, or break the lock and restore by hand.")
         return run, steps
 
-    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False):
+    def _adopt(self, plan: Plan, run_id: str, verb: str, break_lock: bool = False) -> tuple[RunRow, list[StepRow]]:
         run, steps = self._adoptable(plan, run_id, verb)
         taken = self.ledger.acquire_lock(plan.env, run_id=run_id, purpose=verb, takeover_run=run_id,
                                          break_lock=break_lock)
@@ -496,10 +500,10 @@ class Runner:
         self.console.line(f"stopped: the {plan.env} lock was taken over by another runner; nothing is undone.")
         return Outcome(run_id, "lock_lost", err, None, time.monotonic() - started, ctx.state)
 
-    def _saver(self, run_id: str):
+    def _saver(self, run_id: str) -> Callable[[dict[str, Any]], None]:
         return lambda state: self.ledger.update_run(run_id, state=state)
 
-    def _quietly(self, fn, *args, **kwargs) -> bool:
+    def _quietly(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> bool:
         """Bookkeeping during a failure or an undo: a ledger that cannot be written must not
         stop the undo; what it could not record is reported at the end."""
         try:
@@ -512,7 +516,7 @@ class Runner:
                 self._ledger_errors.append(e.message)
             return False
 
-    def _finish_run(self, run_id: str, **values) -> None:
+    def _finish_run(self, run_id: str, **values: Any) -> None:
         """The run's final row; when its state cannot be stored (a bug: a Secret in it), the
         outcome is still recorded, with the last state that could be."""
         if not self._quietly(self.ledger.update_run, run_id, **values) and "state" in values:
@@ -536,7 +540,7 @@ class Runner:
         e.exit_code = 1
         return e
 
-    def _apply(self, plan: Plan, run_id: str, *, state: dict, start_at: int, started: float) -> Outcome:
+    def _apply(self, plan: Plan, run_id: str, *, state: dict[str, Any], start_at: int, started: float) -> Outcome:
         ctx = StepContext(run_id=run_id, env=plan.env, state=state, console=self.console, save=self._saver(run_id))
         n = len(plan.steps)
         done: list[int] = [i for i in range(start_at)
@@ -613,7 +617,7 @@ class Runner:
         self.console.line(f"{plan.flow} {plan.env}: succeeded in {duration:.2f}s (run {run_id})")
         return Outcome(run_id, "succeeded", None, None, duration, ctx.state)
 
-    def _finish_steps(self, plan: Plan, ctx: StepContext, indexes) -> None:
+    def _finish_steps(self, plan: Plan, ctx: StepContext, indexes: Iterable[int]) -> None:
         """The run ends with its lock released: steps that hold something until then
         (the hosts' deploy lock) let go of it."""
         for i in indexes:
@@ -637,7 +641,8 @@ class Runner:
         err.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
         return err
 
-    def _fail(self, plan, run_id, ctx, i, err: DeployError, done, started, t0, *, ran: bool = True) -> Outcome:
+    def _fail(self, plan: Plan, run_id: str, ctx: StepContext, i: int, err: DeployError, done: list[int],
+              started: float, t0: float, *, ran: bool = True) -> Outcome:
         self._sig.phase = "undo"
         try:
             self._check_lock(plan, run_id, f"at the failure of step {plan.steps[i].name}")
@@ -693,7 +698,7 @@ class Runner:
 
     def _undo(self, plan: Plan, run_id: str, ctx: StepContext, indexes: list[int]) -> list[str]:
         self._sig.phase = "undo"
-        errors = []
+        errors: list[str] = []
         n = len(plan.steps)
         for i in sorted(set(indexes), reverse=True):
             step = plan.steps[i]

@@ -24,6 +24,8 @@ printed with DEPLOY_DEBUG=1).
 
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 INTERRUPTED = 130          # Ctrl-C (SIGINT) outside a run's own handling, as shells report it
 
 # Every exit code a task returns, and what it means.
@@ -71,7 +73,7 @@ class DeployError(Exception):
 
     @property
     def message(self) -> str:
-        return self._render(self._message)
+        return self._render(self._message) or ""
 
     @message.setter
     def message(self, text: str) -> None:
@@ -141,7 +143,8 @@ class BackupFailed(DeployError):
 class HostFailed(DeployError):
     """One or more hosts failed; `results` holds every host's outcome."""
 
-    def __init__(self, message: str, hint: str | None = None, results=None, **fields):
+    def __init__(self, message: str, hint: str | None = None, results: Iterable[object] | None = None,
+                 **fields: Any):
         super().__init__(message, hint, **fields)
         self.results = list(results or [])
 

@@ -22,23 +22,29 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploy.build import Artifact
 from deploy.errors import DeployError
 from deploy.redact import Secret
 
+if TYPE_CHECKING:
+    from deploy.ledger import RunRow
+    from deploy.migrations import MigrationLint
+
 TAG = "__fact__"
 _FACTS: dict[str, type] = {}
+F = TypeVar("F")
+State = dict[str, Any]   # a run's state: fact type name -> fact (or, from earlier versions, plain values)
 
 
 class StateError(DeployError):
     """Run state that must not be stored (a bug in a step, not a user error)."""
 
 
-def fact(cls):
+def fact(cls: type[F]) -> type[F]:
     """Mark a frozen dataclass as a step fact that the ledger stores by type."""
-    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+    if not dataclasses.is_dataclass(cls) or not getattr(cls, "__dataclass_params__").frozen:
         raise TypeError(f"{cls.__name__}: a step fact must be a frozen dataclass")
     name = _name(cls)
     if name in _FACTS and _FACTS[name] is not cls:
@@ -47,8 +53,8 @@ def fact(cls):
     return cls
 
 
-def _name(cls) -> str:
-    return cls.__qualname__
+def _name(cls: type) -> str:
+    return str(cls.__qualname__)
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -73,7 +79,7 @@ def _encode(value: Any, where: str) -> Any:
         if name not in _FACTS:
             raise StateError(f"Bug: {type(value).__name__} at {where} is a dataclass not marked @fact.",
                              "Mark it with deploy.facts.fact (a frozen dataclass) or store plain values.")
-        out = {TAG: name}
+        out: dict[str, Any] = {TAG: name}
         for f in dataclasses.fields(value):
             out[f.name] = _encode(getattr(value, f.name), f"{where}.{f.name}")
         return out
@@ -81,7 +87,7 @@ def _encode(value: Any, where: str) -> Any:
                      "Store strings, numbers, lists, dicts or @fact dataclasses.")
 
 
-def dumps(state: dict) -> str:
+def dumps(state: dict[str, Any]) -> str:
     """The exact JSON of `state`; StateError (before anything is written) on a Secret."""
     return json.dumps(_encode(state, "state"), sort_keys=True)
 
@@ -110,12 +116,13 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def loads(text: str | None) -> dict:
+def loads(text: str | None) -> State:
     """The state `dumps` stored, with its facts as their types."""
-    return _decode(json.loads(text or "{}"))
+    state: State = _decode(json.loads(text or "{}"))
+    return state
 
 
-def dumps_state(state: dict) -> str:
+def dumps_state(state: State) -> str:
     """The exact JSON of a run's state: every entry a fact, stored under its type's name."""
     for key, value in state.items():
         if not (dataclasses.is_dataclass(value) and _FACTS.get(key) is type(value)):
@@ -124,13 +131,13 @@ def dumps_state(state: dict) -> str:
     return dumps(state)
 
 
-def get(state: dict, cls):
+def get(state: State, cls: type[F]) -> F | None:
     """The `cls` fact in a run's state, or None."""
     value = state.get(_name(cls))
     return value if isinstance(value, cls) else None
 
 
-def put(state: dict, value) -> None:
+def put(state: State, value: object) -> None:
     """Record `value` (a @fact instance) in a run's state, replacing the fact of its type."""
     cls = type(value)
     if _FACTS.get(_name(cls)) is not cls:
@@ -139,11 +146,11 @@ def put(state: dict, value) -> None:
     state[_name(cls)] = value
 
 
-def drop(state: dict, cls) -> None:
+def drop(state: State, cls: type) -> None:
     state.pop(_name(cls), None)
 
 
-def legacy_keys(state: dict) -> list[str]:
+def legacy_keys(state: State) -> list[str]:
     """Entries of a run's state written by an earlier version (plain keys, not facts)."""
     return sorted(k for k, v in state.items() if _FACTS.get(k) is None or not isinstance(v, _FACTS[k]))
 
@@ -162,10 +169,10 @@ class ArtifactFacts:
     built_at: str
 
     @classmethod
-    def of(cls, art) -> "ArtifactFacts":
+    def of(cls, art: Artifact) -> "ArtifactFacts":
         return cls(str(art.path), art.sha256, art.release_id, art.git_sha, art.built_at)
 
-    def artifact(self):
+    def artifact(self) -> Artifact:
         return Artifact(Path(self.path), self.sha256, self.release_id, self.git_sha, self.built_at)
 
 
@@ -199,7 +206,7 @@ class MigrationCheck:
     accepted: bool = False                  # destructive, accepted without down.sql (settings or flag)
 
     @classmethod
-    def of(cls, lint, accepted: bool = False) -> "MigrationCheck":
+    def of(cls, lint: MigrationLint, accepted: bool = False) -> "MigrationCheck":
         return cls(lint.name, lint.kind, tuple(lint.reasons), tuple(str(f) for f in lint.findings), lint.has_down,
                    accepted)
 
@@ -228,7 +235,7 @@ class LocalReleaseFacts:
 class HostsReleaseFacts:
     """release (hosts): each host's release before the switch; or that another run held the hosts."""
 
-    previous: dict = dataclasses.field(default_factory=dict)   # host -> release (None: it had none)
+    previous: dict[str, str | None] = dataclasses.field(default_factory=dict)   # host -> release (None: it had none)
     locked_out: bool = False
 
 
@@ -274,7 +281,7 @@ class PromotionRecord:
     shopify_version: str | None = None
 
     @classmethod
-    def of(cls, run) -> "PromotionRecord":
+    def of(cls, run: RunRow) -> "PromotionRecord":
         st = run.state or {}
         art, bak, mig, shop = (get(st, ArtifactFacts), get(st, BackupFacts), get(st, MigrateFacts),
                                get(st, ShopifyFacts))
@@ -285,8 +292,8 @@ class PromotionRecord:
                        shopify_previous=shop.previous if shop else None,
                        shopify_version=shop.version if shop else None)
         # A promotion stored by an earlier version (plain keys): read, for rollback of its release.
-        art, shop, before = st.get("artifact") or {}, st.get("shopify") or {}, st.get("migrations_before")
+        old_art, old_shop, before = st.get("artifact") or {}, st.get("shopify") or {}, st.get("migrations_before")
         return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
-                   artifact_sha256=art.get("sha256") if isinstance(art, dict) else None,
+                   artifact_sha256=old_art.get("sha256") if isinstance(old_art, dict) else None,
                    backup=st.get("backup"), migrations_before=tuple(before) if before is not None else None,
-                   shopify_previous=shop.get("previous"), shopify_version=shop.get("version"))
+                   shopify_previous=old_shop.get("previous"), shopify_version=old_shop.get("version"))

@@ -33,6 +33,7 @@ from deploy.approvals import assign, shared_approver
 from deploy.config import Settings
 from deploy.display import fit
 from deploy.errors import DeployError
+from deploy.ledger import ApprovalRow, DrillRow, Ledger
 from deploy.redact import Secret, redact
 
 __all__ = [
@@ -266,29 +267,29 @@ def judge_rollback_triggers(settings: Settings) -> Item:
 @dataclass(frozen=True)
 class DrillFacts:
     envs: tuple[str, ...]              # environments whose drills count
-    drills: tuple[dict, ...]           # ledger rows (procedure, env, outcome, started_at, finished_at, who)
+    drills: tuple[DrillRow, ...]       # the ledger's drill rows
 
 
 def judge_drills(f: DrillFacts, now: datetime, max_age_days: int) -> Item:
     where = " or ".join(f.envs)
-    relevant = sorted((d for d in f.drills if d["procedure"] in DRILL_PROCEDURES and d["env"] in f.envs),
-                      key=lambda d: d["started_at"], reverse=True)
-    passed = [d for d in relevant if d["outcome"] in DRILL_PASSED]
+    relevant = sorted((d for d in f.drills if d.procedure in DRILL_PROCEDURES and d.env in f.envs),
+                      key=lambda d: d.started_at, reverse=True)
+    passed = [d for d in relevant if d.outcome in DRILL_PASSED]
     now_ts = _utc(now).timestamp()
     if not passed:
-        last = (f"; the last one ({relevant[0]['procedure']} on {relevant[0]['env']}, "
-                f"{_stamp(datetime.fromtimestamp(relevant[0]['started_at'], timezone.utc))}) ended "
-                f"{relevant[0]['outcome']}") if relevant else ""
+        last = (f"; the last one ({relevant[0].procedure} on {relevant[0].env}, "
+                f"{_stamp(datetime.fromtimestamp(relevant[0].started_at, timezone.utc))}) ended "
+                f"{relevant[0].outcome}") if relevant else ""
         return _fail("rollback drill", f"{len(relevant)} rollback/hotfix drill(s) on {where} in the ledger",
                      f"the rollback procedure has never been exercised successfully on {where}{last}: "
                      f"run `invoke hotfix.drill --env={f.envs[-1]}`")
     d = passed[0]
-    at = d["started_at"]
+    at = d.started_at
     age = now_ts - at
-    ev = (f"last passed: {d['procedure']} drill on {d['env']} by {d.get('who', '?')}, "
+    ev = (f"last passed: {d.procedure} drill on {d.env} by {d.who or '?'}, "
           f"{_stamp(datetime.fromtimestamp(at, timezone.utc))} ({clock.age(age)} ago)")
     if relevant[0] is not d:
-        ev += f"; a later drill ended {relevant[0]['outcome']}"
+        ev += f"; a later drill ended {relevant[0].outcome}"
     if age > max_age_days * 86400:
         return _fail("rollback drill", ev, f"the last successful drill is {clock.age(age)} old (limit "
                                            f"golive.drill_max_age_days = {max_age_days}): run "
@@ -331,12 +332,12 @@ def judge_parity(report: Any) -> Item:
     return _ok("staging parity", ev)
 
 
-def judge_approvals(approvals: Sequence[Mapping[str, Any]], required: Sequence[str], env: str, sha: str) -> Item:
+def judge_approvals(approvals: Sequence[ApprovalRow], required: Sequence[str], env: str, sha: str) -> Item:
     """Every required role approved this SHA (approvals of other commits do not count)."""
-    mine = [a for a in approvals if a["env"] == env and _same_commit(a["sha"], sha)]
+    mine = [a for a in approvals if a.env == env and _same_commit(a.sha, sha)]
     by_role: dict[str, list[str]] = {}
     for a in mine:
-        by_role.setdefault(a["role"], []).append(f"{a['by']} {_stamp(datetime.fromtimestamp(a['at'], timezone.utc))}")
+        by_role.setdefault(a.role, []).append(f"{a.by} {_stamp(datetime.fromtimestamp(a.at, timezone.utc))}")
     if not required:
         return _ok("approvals", f"none required (approvals.required_roles is empty); {len(mine)} recorded")
     ev = "; ".join(f"{role}: {', '.join(by_role[role])}" if role in by_role else f"{role}: -" for role in required)
@@ -369,7 +370,7 @@ def _guard(name: str, fn: Callable[[], Item]) -> Item:
         return _fail(name, "could not be checked", f"{e.filename or ''}: {e.strerror or e}")
 
 
-def run_checklist(settings: Settings, ledger, sha: str, now: datetime, environ: Mapping[str, str], *,
+def run_checklist(settings: Settings, ledger: Ledger, sha: str, now: datetime, environ: Mapping[str, str], *,
                   gate: GateFn | None = None, verify_backup: Callable[[Path], Any] | None = None,
                   staging_environ: Mapping[str, str] | None = None) -> Checklist:
     """Run every item for `sha` on `settings.name` at `now`; never raises for a failing item.

@@ -27,14 +27,18 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from deploy import clock, dburl, facts, liveness
 from deploy.dburl import mask as dburl_mask
 from deploy.errors import DeployError, LedgerError, LockHeld
 from deploy.private import create_private, make_private, private_dir
 from deploy.redact import mask_url, redact
+
+if TYPE_CHECKING:   # SQLAlchemy is imported when the ledger opens, never at start-up
+    from sqlalchemy import ColumnElement, Connection, Engine, MetaData, Table
 
 SCHEMA_VERSION = 3
 # Ordered forward migrations: (version it makes, what it adds, [(table, column)]). Version 1
@@ -51,11 +55,50 @@ MIGRATIONS = [
 HEARTBEAT_SECONDS = 10.0     # a running runner refreshes its lock this often
 STALE_AFTER_SECONDS = 120.0  # a lock on another machine silent this long may be taken over with --break-lock
 
-RUN_ACTIVE = ("running",)
-RUN_FINAL = ("succeeded", "failed", "rolled_back", "aborted", "failed_in_place")
 
 
-def _schema():
+class RunStatus(StrEnum):
+    """A run's status in the ledger."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"                     # and its undo did not finish, or nothing to undo
+    ROLLED_BACK = "rolled_back"           # failed, and every completed step was undone
+    ABORTED = "aborted"                   # a killed run undone with --abort
+    FAILED_IN_PLACE = "failed_in_place"   # --no-rollback: left for diagnosis
+
+
+class StepStatus(StrEnum):
+    """A step's status in the ledger."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class UndoStatus(StrEnum):
+    """What became of a step's undo."""
+
+    UNDONE = "undone"
+    UNDO_FAILED = "undo_failed"
+
+
+class ReleaseStatus(StrEnum):
+    """A release of an environment in the ledger."""
+
+    LIVE = "live"
+    SUPERSEDED = "superseded"             # a later release went live after it
+    ROLLED_BACK = "rolled_back"
+
+
+RUN_ACTIVE = (RunStatus.RUNNING,)
+RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.ABORTED,
+             RunStatus.FAILED_IN_PLACE)
+
+
+def _schema() -> tuple[MetaData, dict[str, Table]]:
     from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint
 
     md = MetaData()
@@ -154,7 +197,7 @@ def _schema():
                     schema=schema)
 
 
-def _prepare_schema(engine, md, tables, where: str) -> None:
+def _prepare_schema(engine: Engine, md: MetaData, tables: dict[str, Table], where: str) -> None:
     """Create a fresh ledger, or migrate an older one forward; LedgerError (before any
     change) for a newer or unrecognisable one."""
     from sqlalchemy import inspect, text
@@ -226,14 +269,14 @@ class RunRow:
     sha: str | None
     release_id: str | None
     artifact_sha256: str | None
-    status: str
+    status: RunStatus
     who: str
     hostname: str
     pid: int
     started_at: float
     finished_at: float | None
-    args: dict
-    state: dict
+    args: dict[str, Any]
+    state: facts.State
     error: str | None
     failed_step: str | None
 
@@ -247,13 +290,75 @@ class StepRow:
     run_id: str
     idx: int
     name: str
-    status: str
+    status: StepStatus
     started_at: float | None
     finished_at: float | None
     result: str | None
     error: str | None
-    undo_status: str | None
+    undo_status: UndoStatus | None
     undo_result: str | None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> "StepRow":
+        d = dict(row)
+        return cls(**{**d, "status": StepStatus(d["status"]),
+                      "undo_status": UndoStatus(d["undo_status"]) if d.get("undo_status") else None})
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """A release of an environment: which build, from which commit, and whether it is live."""
+
+    env: str
+    release_id: str
+    sha: str
+    artifact_sha256: str | None
+    run_id: str | None
+    status: ReleaseStatus
+    created_at: float
+    shopify_version: str | None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> "ReleaseRow":
+        d = {k: row[k] for k in cls.__dataclass_fields__}
+        return cls(**{**d, "status": ReleaseStatus(d["status"])})
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """One person's approval of a commit for an environment, in one role."""
+
+    env: str
+    sha: str
+    role: str
+    by: str
+    at: float
+    note: str | None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> "ApprovalRow":
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class DrillRow:
+    """A rehearsal of a procedure (hotfix, rollback, restore): when, by whom, how it went."""
+
+    id: int
+    env: str
+    procedure: str
+    who: str
+    started_at: float
+    finished_at: float | None
+    outcome: str                          # "passed" | "failed"
+    durations: dict[str, float]           # phase -> seconds
+    run_id: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> "DrillRow":
+        d = {k: row[k] for k in cls.__dataclass_fields__}
+        return cls(**{**d, "durations": json.loads(d["durations"] or "{}")})
 
 
 @dataclass(frozen=True)
@@ -357,7 +462,7 @@ class _Now:
 NOW = _Now()
 
 
-def _same_holder(t, held: LockRow):
+def _same_holder(t: Table, held: LockRow) -> ColumnElement[bool]:
     """SQL matching the row of `held`'s holder: its token (pid and hostname for an older toolkit's lock)."""
     if held.token is not None:
         return t.c.token == held.token
@@ -374,7 +479,7 @@ def whoami() -> str:
         return f"uid{os.getuid()}"
 
 
-def default_url(root: Path, environ=None) -> str:
+def default_url(root: Path, environ: Mapping[str, str] | None = None) -> str:
     """DEPLOY_LEDGER_URL of `environ` (default: this process's), else SQLite under `root`/.deploy/."""
     environ = os.environ if environ is None else environ
     return environ.get("DEPLOY_LEDGER_URL") or f"sqlite:///{(root / '.deploy' / 'ledger.db').as_posix()}"
@@ -396,7 +501,7 @@ def _private_ledger(path: Path, root: Path) -> None:
 class Ledger:
     """Access to the ledger database. Open with `Ledger.open(root)`."""
 
-    def __init__(self, engine, tables):
+    def __init__(self, engine: Engine, tables: dict[str, Table]):
         self.engine = engine
         self.t = tables
         # Postgres has one clock every runner reads (the server's): run, release, step and lock
@@ -405,7 +510,7 @@ class Ledger:
         self.shared_clock = engine.dialect.name == "postgresql"
 
     # ------------------------------------------------------------ the ledger's clock
-    def _clock(self):
+    def _clock(self) -> ColumnElement[float]:
         """SQL for "now" on the ledger's clock (epoch seconds)."""
         from sqlalchemy import Float, bindparam, cast, extract, func
 
@@ -413,7 +518,7 @@ class Ledger:
             return cast(extract("epoch", func.clock_timestamp()), Float)
         return bindparam(None, time.time(), type_=Float)
 
-    def _filed(self, column):
+    def _filed(self, column: Any) -> ColumnElement[float]:
         """SQL for the time a new row is filed under `column`: the ledger's clock, and never before
         the latest row already filed (SQLite: a writer whose clock is behind still files after)."""
         from sqlalchemy import func, select
@@ -423,7 +528,7 @@ class Ledger:
         latest = select(func.coalesce(func.max(column), 0.0) + 0.001).scalar_subquery()
         return func.max(self._clock(), latest)
 
-    def _stamped(self, table, values: dict) -> dict:
+    def _stamped(self, table: Table, values: dict[str, Any]) -> dict[str, Any]:
         from sqlalchemy import func
 
         for k, v in values.items():
@@ -441,7 +546,7 @@ class Ledger:
         if not self.shared_clock:
             return time.time()
         with self._tx(read=True) as c:
-            return float(c.execute(select(self._clock())).scalar())
+            return float(c.execute(select(self._clock())).scalar_one())
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -486,7 +591,7 @@ class Ledger:
             engine = create_engine(url, future=True, **kwargs)
             if url.startswith("sqlite"):
                 @event.listens_for(engine, "connect")
-                def _pragmas(dbapi_conn, _):  # WAL lets readers run beside the one writer
+                def _pragmas(dbapi_conn: Any, _: Any) -> None:  # WAL lets readers run beside the one writer
                     cur = dbapi_conn.cursor()
                     cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA busy_timeout=30000")
@@ -504,7 +609,7 @@ class Ledger:
         self.engine.dispose()
 
     @contextmanager
-    def _tx(self, what: str = "be written", *, read: bool = False):
+    def _tx(self, what: str = "be written", *, read: bool = False) -> Iterator[Connection]:
         """A transaction (or a read connection); a database failure (disk full, server gone)
         becomes one LedgerError saying what could not be done."""
         from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -524,24 +629,25 @@ class Ledger:
             ) from None
 
     # ------------------------------------------------------------ runs and steps
-    def start_run(self, *, env: str, flow: str, sha: str | None, steps: list[str], args: dict,
-                  release_id: str | None = None, status: str = "running") -> str:
+    def start_run(self, *, env: str, flow: str, sha: str | None, steps: list[str], args: dict[str, Any],
+                  release_id: str | None = None, status: RunStatus = RunStatus.RUNNING) -> str:
         run_id = uuid.uuid4().hex[:12]
         args_json = facts.dumps(args)  # exact; a Secret in a run's arguments is refused
         with self._tx(f"record the start of a {flow} run") as c:
             c.execute(self.t["runs"].insert().values(
-                id=run_id, env=env, flow=flow, sha=sha, release_id=release_id, status=status,
+                id=run_id, env=env, flow=flow, sha=sha, release_id=release_id, status=str(status),
                 who=whoami(), hostname=socket.gethostname(), pid=os.getpid(),
                 started_at=self._filed(self.t["runs"].c.started_at),
                 args=args_json, state="{}",
             ))
             if steps:
                 c.execute(self.t["steps"].insert(), [
-                    dict(run_id=run_id, idx=i, name=n, status="pending") for i, n in enumerate(steps)
+                    dict(run_id=run_id, idx=i, name=n, status=str(StepStatus.PENDING)) for i, n in enumerate(steps)
                 ])
         return run_id
 
-    def update_run(self, run_id: str, **values) -> None:
+    def update_run(self, run_id: str, **values: Any) -> None:
+        _plain(values)
         if "state" in values:
             values["state"] = facts.dumps_state(values["state"])  # facts only, exact; a Secret is refused
         if "error" in values and values["error"] is not None:
@@ -554,7 +660,8 @@ class Ledger:
         """This process takes over a run (resume/abort)."""
         self.update_run(run_id, pid=os.getpid(), hostname=socket.gethostname())
 
-    def update_step(self, run_id: str, idx: int, **values) -> None:
+    def update_step(self, run_id: str, idx: int, **values: Any) -> None:
+        _plain(values)
         for k in ("result", "error", "undo_result"):
             if values.get(k) is not None:
                 values[k] = redact(values[k])[:4000]
@@ -575,9 +682,9 @@ class Ledger:
         t = self.t["steps"]
         with self._tx(read=True) as c:
             rows = c.execute(t.select().where(t.c.run_id == run_id).order_by(t.c.idx)).mappings().all()
-        return [StepRow(**dict(r)) for r in rows]
+        return [StepRow.of(r) for r in rows]
 
-    def runs(self, env: str | None = None, *, flow: str | None = None, status: str | tuple | None = None,
+    def runs(self, env: str | None = None, *, flow: str | None = None, status: str | tuple[str, ...] | None = None,
              sha: str | None = None, since: float | None = None, limit: int = 50) -> list[RunRow]:
         t = self.t["runs"]
         q = t.select()
@@ -597,13 +704,15 @@ class Ledger:
 
     # ------------------------------------------------------------ releases
     def record_release(self, *, env: str, release_id: str, sha: str, artifact_sha256: str | None,
-                       run_id: str | None, status: str = "live", shopify_version: str | None = None) -> None:
+                       run_id: str | None, status: ReleaseStatus = ReleaseStatus.LIVE,
+                       shopify_version: str | None = None) -> None:
         t = self.t["releases"]
         with self._tx() as c:
-            if status == "live":
-                c.execute(t.update().where((t.c.env == env) & (t.c.status == "live")).values(status="superseded"))
+            if status == ReleaseStatus.LIVE:
+                c.execute(t.update().where((t.c.env == env) & (t.c.status == str(ReleaseStatus.LIVE)))
+                          .values(status=str(ReleaseStatus.SUPERSEDED)))
             existing = c.execute(t.select().where((t.c.env == env) & (t.c.release_id == release_id))).first()
-            vals = dict(sha=sha, artifact_sha256=artifact_sha256, run_id=run_id, status=status,
+            vals = dict(sha=sha, artifact_sha256=artifact_sha256, run_id=run_id, status=str(status),
                         shopify_version=shopify_version)
             if existing:
                 c.execute(t.update().where((t.c.env == env) & (t.c.release_id == release_id)).values(**vals))
@@ -611,27 +720,28 @@ class Ledger:
                 c.execute(t.insert().values(env=env, release_id=release_id, created_at=self._filed(t.c.created_at),
                                             **vals))
 
-    def set_release_status(self, env: str, release_id: str, status: str) -> None:
+    def set_release_status(self, env: str, release_id: str, status: ReleaseStatus) -> None:
         t = self.t["releases"]
         with self._tx() as c:
-            if status == "live":
-                c.execute(t.update().where((t.c.env == env) & (t.c.status == "live")).values(status="superseded"))
-            c.execute(t.update().where((t.c.env == env) & (t.c.release_id == release_id)).values(status=status))
+            if status == ReleaseStatus.LIVE:
+                c.execute(t.update().where((t.c.env == env) & (t.c.status == str(ReleaseStatus.LIVE)))
+                          .values(status=str(ReleaseStatus.SUPERSEDED)))
+            c.execute(t.update().where((t.c.env == env) & (t.c.release_id == release_id)).values(status=str(status)))
 
-    def releases(self, env: str, limit: int = 20) -> list[dict]:
+    def releases(self, env: str, limit: int = 20) -> list[ReleaseRow]:
         t = self.t["releases"]
         with self._tx(read=True) as c:
             rows = c.execute(t.select().where(t.c.env == env).order_by(t.c.created_at.desc()).limit(limit)).mappings()
-            return [dict(r) for r in rows]
+            return [ReleaseRow.of(r) for r in rows]
 
-    def live_release(self, env: str) -> dict | None:
+    def live_release(self, env: str) -> ReleaseRow | None:
         t = self.t["releases"]
         with self._tx(read=True) as c:
-            r = c.execute(t.select().where((t.c.env == env) & (t.c.status == "live"))).mappings().first()
-        return dict(r) if r else None
+            r = c.execute(t.select().where((t.c.env == env) & (t.c.status == str(ReleaseStatus.LIVE)))).mappings().first()
+        return ReleaseRow.of(r) if r else None
 
     # ------------------------------------------------------------ locks
-    def _holder_row(self, **values) -> dict:
+    def _holder_row(self, **values: Any) -> dict[str, Any]:
         """The lock's columns naming this process as its holder (deploy/liveness.py)."""
         me = liveness.here()
         return dict(who=whoami(), hostname=socket.gethostname(), pid=me.pid, token=me.token, boot_id=me.boot_id,
@@ -697,7 +807,7 @@ class Ledger:
                 return None
         return time.monotonic() - t0
 
-    def _mine(self, t):
+    def _mine(self, t: Table) -> ColumnElement[bool]:
         """The lock row this process holds (its token)."""
         return t.c.token == liveness.token()
 
@@ -709,7 +819,7 @@ class Ledger:
         with self._tx(f"refresh the {env} lock") as c:
             res = c.execute(t.update().where((t.c.env == env) & (t.c.run_id == run_id) & self._mine(t))
                             .values(heartbeat_at=self._clock(), beat_clock=liveness.boottime()))
-            return res.rowcount > 0
+            return bool(res.rowcount > 0)
 
     def bind_lock(self, env: str, run_id: str) -> None:
         """The lock this process took before its run existed now names the run."""
@@ -752,7 +862,7 @@ class Ledger:
                     f"the last {bound}.")
         return "Wait for it to finish (see `invoke status`), or ask its owner."
 
-    def _read_locks(self, where=None) -> list[LockRow]:
+    def _read_locks(self, where: ColumnElement[bool] | None = None) -> list[LockRow]:
         """Lock rows, each with the ledger's clock read in the same query (see LockRow.silence)."""
         t = self.t["locks"]
         q = t.select().add_columns(self._clock().label("ledger_now"))
@@ -779,7 +889,7 @@ class Ledger:
         if run_id:
             cond = cond & (t.c.run_id == run_id)
         with self._tx() as c:
-            return c.execute(t.delete().where(cond)).rowcount > 0
+            return bool(c.execute(t.delete().where(cond)).rowcount > 0)
 
     def break_lock(self, env: str, *, max_age_seconds: float, force: bool) -> LockRow | None:
         """Remove a lock whose holder is provably gone, or one this process cannot check that is older
@@ -826,23 +936,23 @@ class Ledger:
         except IntegrityError:
             pass  # the same person approving the same role twice is one approval
 
-    def approvals(self, env: str, sha: str | None = None) -> list[dict]:
+    def approvals(self, env: str, sha: str | None = None) -> list[ApprovalRow]:
         t = self.t["approvals"]
         q = t.select().where(t.c.env == env)
         if sha:
             q = q.where(t.c.sha == sha)
         with self._tx(read=True) as c:
-            return [dict(r) for r in c.execute(q.order_by(t.c.at)).mappings()]
+            return [ApprovalRow.of(r) for r in c.execute(q.order_by(t.c.at)).mappings()]
 
     def record_drill(self, *, env: str, procedure: str, started_at: float, finished_at: float, outcome: str,
-                     durations: dict, run_id: str | None = None, note: str | None = None) -> int:
+                     durations: dict[str, float], run_id: str | None = None, note: str | None = None) -> int:
         with self._tx() as c:
             res = c.execute(self.t["drills"].insert().values(
                 env=env, procedure=procedure, who=whoami(), started_at=started_at, finished_at=finished_at,
                 outcome=outcome, durations=json.dumps(durations), run_id=run_id, note=note))
-            return int(res.inserted_primary_key[0])
+            return int(res.inserted_primary_key[0])  # type: ignore[index]  # one key on an insert
 
-    def drills(self, env: str | None = None, procedure: str | None = None, limit: int = 50) -> list[dict]:
+    def drills(self, env: str | None = None, procedure: str | None = None, limit: int = 50) -> list[DrillRow]:
         t = self.t["drills"]
         q = t.select()
         if env:
@@ -851,11 +961,19 @@ class Ledger:
             q = q.where(t.c.procedure == procedure)
         with self._tx(read=True) as c:
             rows = c.execute(q.order_by(t.c.started_at.desc()).limit(limit)).mappings()
-            return [dict(r, durations=json.loads(r["durations"] or "{}")) for r in rows]
+            return [DrillRow.of(r) for r in rows]
 
 
-def _run_row(r) -> RunRow:
+def _plain(values: dict[str, Any]) -> None:
+    """Statuses are stored as their text (a database driver may adapt an enum by its name)."""
+    for k, v in values.items():
+        if isinstance(v, StrEnum):
+            values[k] = str(v)
+
+
+def _run_row(r: Mapping[Any, Any]) -> RunRow:
     d = dict(r)
     d["args"] = json.loads(d.get("args") or "{}")
     d["state"] = facts.loads(d.get("state"))
+    d["status"] = RunStatus(d["status"])
     return RunRow(**d)

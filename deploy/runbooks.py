@@ -37,6 +37,7 @@ from typing import Iterable
 from invoke import Collection
 
 from deploy.errors import DeployError, SettingsError
+from deploy.ledger import DrillRow, Ledger
 
 RUNBOOK_DIR = "docs/runbooks"
 WORKFLOW_DIR = ".github/workflows"
@@ -426,36 +427,35 @@ def _secs(value) -> str:
         return str(value)
 
 
-def describe_drill(drill: dict) -> str:
+def describe_drill(drill: DrillRow) -> str:
     """One drill row of the ledger as a sentence: when, where, outcome, phases, who."""
-    durations = drill.get("durations") or {}
-    phases = ", ".join(f"{k} {_secs(v)}" for k, v in durations.items())
+    phases = ", ".join(f"{k} {_secs(v)}" for k, v in drill.durations.items())
     total = ""
-    if drill.get("finished_at") and drill.get("started_at"):
-        total = f"total {drill['finished_at'] - drill['started_at']:.1f}s"
+    if drill.finished_at and drill.started_at:
+        total = f"total {drill.finished_at - drill.started_at:.1f}s"
     detail = "; ".join(x for x in (phases, total) if x)
-    text = f"{_when(drill['started_at'])} on {drill['env']}, {drill['outcome']}"
+    text = f"{_when(drill.started_at)} on {drill.env}, {drill.outcome}"
     if detail:
         text += f" ({detail})"
-    return text + f", by {drill['who']}"
+    return text + f", by {drill.who}"
 
 
-def stamp_line(procedure: str, drills: list[dict]) -> str:
+def stamp_line(procedure: str, drills: list[DrillRow]) -> str:
     """The "Last exercised:" line for a procedure from its drills, newest first. Pure."""
     if not drills:
         return (f"Last exercised: never (no {procedure} drill in the ledger; "
                 "run `invoke hotfix.drill --env=staging`, then `invoke runbooks.stamp`).")
     latest = drills[0]
     text = f"Last exercised: {describe_drill(latest)}"
-    if latest.get("procedure") and latest["procedure"] != procedure:
-        text += f" (during a {latest['procedure']} drill)"
-    if latest["outcome"] not in ("passed", "succeeded", "ok"):
-        ok = [d for d in drills if d["outcome"] in ("passed", "succeeded", "ok")]
-        text += f"; last passed: {_when(ok[0]['started_at'])} on {ok[0]['env']}" if ok else "; never passed"
+    if latest.procedure and latest.procedure != procedure:
+        text += f" (during a {latest.procedure} drill)"
+    if latest.outcome not in ("passed", "succeeded", "ok"):
+        ok = [d for d in drills if d.outcome in ("passed", "succeeded", "ok")]
+        text += f"; last passed: {_when(ok[0].started_at)} on {ok[0].env}" if ok else "; never passed"
     return text + ". Source: the ledger (`invoke drills`)."
 
 
-def drills_for(ledger, procedure: str) -> list[dict]:
+def drills_for(ledger: Ledger, procedure: str) -> list[DrillRow]:
     """The drills that exercised a procedure, newest first.
 
     A hotfix drill ends with a forced rollback, so it exercises the rollback procedure too
@@ -463,8 +463,8 @@ def drills_for(ledger, procedure: str) -> list[dict]:
     """
     rows = list(ledger.drills(procedure=procedure))
     if procedure == "rollback":
-        rows += [d for d in ledger.drills(procedure="hotfix") if "rollback" in (d.get("durations") or {})]
-    return sorted(rows, key=lambda d: d["started_at"], reverse=True)
+        rows += [d for d in ledger.drills(procedure="hotfix") if "rollback" in d.durations]
+    return sorted(rows, key=lambda d: d.started_at, reverse=True)
 
 
 def restamp(text: str, line: str, *, file: str = "") -> str:

@@ -9,9 +9,9 @@ pytest_plugins = [
     "deploy.testing.sshd",
     "deploy.testing.shopify",
     "deploy.testing.reports",
+    "deploy.testing.shopify_app",   # before project, which imports it
     "deploy.testing.project",
     "deploy.testing.app",
-    "deploy.testing.shopify_app",
     "deploy.testing.stage",
 ]
 

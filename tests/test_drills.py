@@ -7,18 +7,18 @@ def test_hotfix_drill_exercises_deploy_and_rollback_and_records_every_phase(stag
     stage.collect_evidence()
     assert stage.project.invoke("promote", "--to=staging").returncode == 0
     led = stage.project.ledger()
-    baseline = led.live_release("staging")["release_id"]
+    baseline = led.live_release("staging").release_id
     (stage.project.root / "examples/app/README.md").write_text("hotfix candidate\n")
     stage.project.commit("hotfix candidate")
     stage.collect_evidence()
     r = stage.project.invoke("hotfix.drill", "--env=staging")
     assert r.returncode == 0, r.stdout + r.stderr
-    drills = {d["procedure"]: d for d in led.drills(env="staging")}
+    drills = {d.procedure: d for d in led.drills(env="staging")}
     hot = drills["hotfix"]
-    assert hot["outcome"] == "passed"
-    assert {"baseline", "deploy", "detect", "rollback", "verify", "total"} <= set(hot["durations"])
-    assert hot["durations"]["deploy"] > 0 and hot["durations"]["rollback"] > 0
-    assert drills["rollback"]["outcome"] == "passed"
+    assert hot.outcome == "passed"
+    assert {"baseline", "deploy", "detect", "rollback", "verify", "total"} <= set(hot.durations)
+    assert hot.durations["deploy"] > 0 and hot.durations["rollback"] > 0
+    assert drills["rollback"].outcome == "passed"
     # the environment is back on the baseline, proven by HTTP
     assert stage.versions() == [baseline] * 2 and stage.shopify.active() == baseline
     assert "drill | staging | passed" in (stage.project.root / "feedback/deployment.md").read_text()

@@ -91,7 +91,7 @@ def test_the_app_in_its_own_repository_is_promoted_twice_and_rolled_back(project
     assert back.returncode == 0, back.stdout + back.stderr
     assert served_release(url2) == run1.release_id
     assert "Orders, decisions" in http_get(url2 + "/")[1]
-    assert project.ledger().live_release("local")["release_id"] == run1.release_id
+    assert project.ledger().live_release("local").release_id == run1.release_id
 
 
 def test_a_release_whose_server_dies_at_start_goes_back_to_the_apps_previous_release(project, app_repo, tmp_path):
@@ -114,5 +114,5 @@ def test_a_release_whose_server_dies_at_start_goes_back_to_the_apps_previous_rel
     run2 = led.runs("local")[0]
     assert run2.status == "rolled_back" and run2.failed_step == "release", (run2.status, run2.failed_step)
     assert served_release(get(run1.state, Serving).url) == run1.release_id
-    assert led.live_release("local")["release_id"] == run1.release_id
+    assert led.live_release("local").release_id == run1.release_id
     assert led.lock("local") is None

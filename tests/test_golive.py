@@ -18,7 +18,7 @@ import pytest
 from deploy import backups, config, evidence, golive
 from deploy.config import SmokeSection
 from deploy.errors import DeployError
-from deploy.ledger import Ledger
+from deploy.ledger import ApprovalRow, DrillRow, Ledger
 from deploy.testing.decisionlog import create_decision_log
 
 pytestmark = pytest.mark.postgres
@@ -313,7 +313,7 @@ def test_gate_is_injectable_and_its_reasons_become_the_items_reason(world):
 # ---------------------------------------------------------------- pure judges
 
 def _approval(role, by, sha=SHA, env="production"):
-    return {"env": env, "sha": sha, "role": role, "by": by, "at": ts(NOW), "note": None}
+    return ApprovalRow(env=env, sha=sha, role=role, by=by, at=ts(NOW), note=None)
 
 
 @pytest.mark.parametrize("approvals, ok", [
@@ -334,8 +334,8 @@ def test_no_required_roles_is_ok_and_says_so():
 
 def _drill(days, outcome="passed", env="staging", procedure="rollback"):
     at = ts(NOW - timedelta(days=days))
-    return {"env": env, "procedure": procedure, "outcome": outcome, "started_at": at, "finished_at": at + 60,
-            "who": "riley"}
+    return DrillRow(id=1, env=env, procedure=procedure, who="riley", started_at=at, finished_at=at + 60,
+                    outcome=outcome, durations={}, run_id=None, note=None)
 
 
 @pytest.mark.parametrize("drills, ok, fragment", [

@@ -56,4 +56,4 @@ def test_kill_then_resume_or_abort_reaches_a_consistent_state(deployed, point, m
     migrated = POINTS.index(point) >= POINTS.index("during:migrate")
     assert has_tier is (mode == "resume" or migrated)
     assert led.lock("staging") is None
-    assert led.live_release("staging")["release_id"] == target
+    assert led.live_release("staging").release_id == target

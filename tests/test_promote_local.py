@@ -150,7 +150,7 @@ def test_rollback_puts_the_previous_local_release_back(project):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "time to rollback" in r.stdout
     assert version(get(second.state, Serving).url)["release"] == first.release_id
-    assert led.live_release("local")["release_id"] == first.release_id
+    assert led.live_release("local").release_id == first.release_id
     again = project.invoke("rollback", "--env=local", "--to=nonexistent-1")
     assert again.returncode != 0 and "not in" in again.stderr and "Traceback" not in again.stderr
 

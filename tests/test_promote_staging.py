@@ -36,7 +36,7 @@ def test_promotion_puts_the_new_release_on_both_hosts(stage):
     assert stage.versions() == [run.release_id] * 2
     assert stage.shopify.active() == run.release_id
     assert len(applied(stage.db_url)) == 3
-    assert led.live_release("staging")["release_id"] == run.release_id
+    assert led.live_release("staging").release_id == run.release_id
     log = (stage.project.root / "feedback/deployment.md").read_text()
     assert f"release {run.release_id}" in log and "succeeded" in log
 
@@ -147,7 +147,7 @@ def test_rollback_task_returns_to_the_previous_release(stage):
     assert "time to rollback" in r.stdout
     assert stage.versions() == [first.release_id] * 2
     assert stage.shopify.active() == first.release_id
-    assert led.live_release("staging")["release_id"] == first.release_id
+    assert led.live_release("staging").release_id == first.release_id
     rb = led.runs("staging", flow="rollback")[0]
     assert rb.status == "succeeded" and rb.duration is not None
 

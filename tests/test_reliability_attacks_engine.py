@@ -206,7 +206,7 @@ def assert_on_release_shared(stage, release_id):
     assert stage.shopify.active() == release_id
     assert TIER not in applied(stage.db_url)
     led = stage.project.ledger()
-    assert led.lock("staging") is None and led.live_release("staging")["release_id"] == release_id
+    assert led.lock("staging") is None and led.live_release("staging").release_id == release_id
 
 
 def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touching_the_lock(stage):
@@ -402,7 +402,7 @@ def test_older_ledger_is_migrated_forward_before_anything_runs(project):
     ok(project.invoke("promote", "--to=local"))
     led = project.ledger()
     run = led.runs("local")[0]
-    assert run.status == "succeeded" and led.live_release("local")["release_id"] == run.release_id
+    assert run.status == "succeeded" and led.live_release("local").release_id == run.release_id
     with sqlite3.connect(ledger_db(project)) as c:
         assert c.execute("SELECT version FROM deploy_schema").fetchall() == [(SCHEMA_VERSION,)]
 
@@ -503,7 +503,7 @@ def test_a_promotion_whose_reader_goes_away_still_finishes_and_frees_the_lock(pr
     led = project.ledger()
     run = led.runs("local")[0]
     assert run.status == "succeeded" and led.lock("local") is None, err
-    assert led.live_release("local")["release_id"] == run.release_id
+    assert led.live_release("local").release_id == run.release_id
 
 
 # ----------------------------------------------------------------------------- issue 14: hints

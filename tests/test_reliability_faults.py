@@ -116,7 +116,7 @@ def assert_on_release(stage, release_id: str, *, tier: bool) -> None:
     assert unfinished(stage.db_url) == 0
     led = stage.project.ledger()
     assert led.lock("staging") is None
-    assert led.live_release("staging")["release_id"] == release_id
+    assert led.live_release("staging").release_id == release_id
 
 
 def promote(stage):

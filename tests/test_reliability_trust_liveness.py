@@ -404,5 +404,5 @@ def test_a_promotion_under_a_slow_clock_is_filed_after_the_previous_one(shared, 
     rc, out, err = done(cli(project, "promote", "--to=staging", "--abort"))
     assert rc == 0 and f"run {b.id}" in out, out + err
     led = project.ledger()
-    assert led.run(b.id).status == "aborted" and led.live_release("staging")["release_id"] == a.release_id
+    assert led.run(b.id).status == "aborted" and led.live_release("staging").release_id == a.release_id
     assert stage.currents() == [a.release_id] * 2

@@ -29,6 +29,7 @@ import pytest
 
 from deploy import approvals as rules
 from deploy.flows.rights import differences
+from deploy.ledger import ApprovalRow, ReleaseRow, ReleaseStatus
 from deploy.testing.project import REPO, all_tasks
 
 TIER = "20250301000000_shop_tier"
@@ -52,6 +53,11 @@ MUTATING = {
 
 # ----------------------------------------------------------------------------- data: the rules
 
+def release(release_id, run_id, status):
+    return ReleaseRow(env="staging", release_id=release_id, sha="b" * 40, artifact_sha256=None, run_id=run_id,
+                      status=status, created_at=1.0, shopify_version=None)
+
+
 def run(id, status, started, *, flow="promote", who="ci", finished=None, failed_step=None):
     return SimpleNamespace(id=id, status=status, started_at=started, finished_at=finished or started + 1,
                            who=who, flow=flow, failed_step=failed_step)
@@ -74,7 +80,7 @@ def test_names_typed_differently_are_one_person(a, b):
 ], ids=["two-people", "one-person-two-spellings", "reassigned", "three-roles-two-people",
         "three-roles-two-people-shuffled", "extra-role"])
 def test_required_roles_need_a_different_person_each(approvals, ok):
-    rows = [{"role": r, "by": b} for r, b in approvals]
+    rows = [ApprovalRow(env="production", sha="a" * 40, role=r, by=b, at=1.0, note=None) for r, b in approvals]
     required = ("product", "manager", "ops") if any(r == "ops" for r, _ in approvals) else ("product", "manager")
     got = rules.assign(required, rows)
     assert (got is not None) == ok
@@ -86,7 +92,7 @@ def test_required_roles_need_a_different_person_each(approvals, ok):
 
 def test_a_staging_pass_stands_until_a_later_failure_or_rollback_takes_it_back():
     ok = run("r1", "succeeded", 100)
-    rel = [{"release_id": "B1", "run_id": "r1", "status": "superseded"}]
+    rel = [release("B1", "r1", ReleaseStatus.SUPERSEDED)]
     assert rules.staging_standing("b" * 40, [ok], rel, []).run is ok
     for status in ("rolled_back", "aborted", "failed", "failed_in_place"):
         later = run("r2", status, 200, who="kim", failed_step="smoke")
@@ -97,7 +103,7 @@ def test_a_staging_pass_stands_until_a_later_failure_or_rollback_takes_it_back()
     assert rules.staging_standing("b" * 40, [again, run("r2", "aborted", 200), ok], rel, []).run is again
     assert rules.staging_standing("b" * 40, [run("r4", "running", 400), ok], rel, []).run is ok
     # rolled back: the rollback run that names the release is named
-    back = [{"release_id": "B1", "run_id": "r1", "status": "rolled_back"}]
+    back = [release("B1", "r1", ReleaseStatus.ROLLED_BACK)]
     rbs = [run("x1", "succeeded", 150, flow="hosts.rollback", who="lee"), run("x2", "succeeded", 160, flow="rollback")]
     why = rules.staging_standing("b" * 40, [ok], back, rbs, {"x2": "A1 live; B1 rolled back"}).refusal
     assert "x2" in why and "B1" in why, why
@@ -419,7 +425,7 @@ def test_one_person_cannot_approve_two_required_roles(project, second):
     text = approve(project, "manager", second, code=2)
     assert "already approved" in text and "product" in text and "Nothing was recorded" in text, text
     led = project.ledger()
-    assert [a["role"] for a in led.approvals("production", project.head)] == ["product"]
+    assert [a.role for a in led.approvals("production", project.head)] == ["product"]
     approve(project, "manager", "sam")
     approve(project, "security", second)          # not a required role: allowed
     approve(project, "product", second)           # the same role again: one approval

@@ -56,7 +56,7 @@ def release(stage, tag: str, *, migration: str | None = None, down: str | None =
 
 def live(stage) -> str | None:
     row = stage.project.ledger().live_release("staging")
-    return row["release_id"] if row else None
+    return row.release_id if row else None
 
 
 def host_locked(h) -> bool:

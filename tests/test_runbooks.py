@@ -324,6 +324,6 @@ def test_describe_drill_reads_durations_as_the_ledger_stores_them(tmp_path, monk
     led.record_drill(env="staging", procedure="rollback", started_at=T0, finished_at=T0 + 9, outcome="passed",
                      durations={"rollback": 7, "verify": 2})
     row = led.drills(procedure="rollback")[0]
-    assert isinstance(row["durations"], dict) and json.dumps(row["durations"])
+    assert isinstance(row.durations, dict) and json.dumps(row.durations)
     assert rb.describe_drill(row) == ("2026-10-21 14:03 UTC on staging, passed (rollback 7.0s, verify 2.0s; "
                                       "total 9.0s), by carol")

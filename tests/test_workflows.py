@@ -391,15 +391,15 @@ def test_the_staging_and_rollback_workflows_replay_in_order_against_a_staging_en
                        "deploy: Promote (invoke promote)",
                        "deploy: Where staging stands (invoke status)"]
         live = project.ledger().live_release("staging")
-        assert live["sha"] == sha
-        releases.append(live["release_id"])
-        assert stage.currents() == [live["release_id"]] * len(stage.hosts)
+        assert live.sha == sha
+        releases.append(live.release_id)
+        assert stage.currents() == [live.release_id] * len(stage.hosts)
 
     ctx = {"inputs.environment": "staging", "inputs.release": "", "inputs.db": "keep", "github.actor": "replay"}
     ran = _replay(ROLLBACK, ["rollback"], project, ctx=ctx, secrets=secrets, bin_dir=invoke_shim)
     assert ran[1] == "rollback: Roll back (invoke rollback)"
     assert stage.currents() == [releases[0]] * len(stage.hosts)
-    assert project.ledger().live_release("staging")["release_id"] == releases[0]
+    assert project.ledger().live_release("staging").release_id == releases[0]
 
 
 def test_the_workflows_test_the_app_staging_and_production_deploy_and_lighthouse_asserts_their_gate():

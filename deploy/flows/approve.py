@@ -25,15 +25,15 @@ def main(svc, env: str, *, sha: str | None, by: str, role: str, note: str | None
     twice = approval_rules.other_role_of(by, role, required, led.approvals(env, full))
     if twice:
         raise SettingsError(
-            f"{by.strip()!r} already approved {full[:12]} on {env} as {twice['role']} (recorded as "
-            f"{twice['by']!r}, {approval_rules.when(twice['at'])}); {env}'s required roles "
+            f"{by.strip()!r} already approved {full[:12]} on {env} as {twice.role} (recorded as "
+            f"{twice.by!r}, {approval_rules.when(twice.at)}); {env}'s required roles "
             f"({', '.join(required)}) need a different person each. Nothing was recorded.",
             f"Ask someone else to approve as {role}: invoke approve --env={env} --sha={full[:12]} --role={role} "
             "--by=NAME.")
     led.approve(env=env, sha=full, role=role, by=by.strip(), note=note)
     feedback.append(s.root, feedback.Entry(kind="approval", env=env, outcome=f"approved as {role}", who=by.strip(),
                                            sha=full, text=note))
-    have = sorted({a["role"] for a in led.approvals(env, full)})
+    have = sorted({a.role for a in led.approvals(env, full)})
     missing = [r for r in required if r not in have]
     svc.term.out(f"{env}: {full[:12]} approved by {by} as {role}. Roles so far: {', '.join(have)}"
             + (f"; still needed: {', '.join(missing)}" if missing else "; all required roles present"))

@@ -9,6 +9,7 @@ from deploy import facts, feedback, hosts, proc, summary
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, PlanChanged, SettingsError
 from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
+from deploy.ledger import Ledger, ReleaseRow
 
 
 def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
@@ -29,10 +30,10 @@ def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
 
 def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
     """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
-    row = next((r for r in led.releases(env, limit=100) if r["release_id"] == release_id), None)
-    if not row or not row.get("run_id"):
+    row = next((r for r in led.releases(env, limit=100) if r.release_id == release_id), None)
+    if not row or not row.run_id:
         return None
-    run = led.run(row["run_id"])
+    run = led.run(row.run_id)
     return PromotionRecord.of(run) if run.flow == "promote" else None
 
 
@@ -175,18 +176,23 @@ def record_skipped(svc, led, s, run_id: str, args: dict, skipped: list[str]) -> 
     """The run's arguments in the ledger name the skipped hosts; the operator is told how to
     bring each in line."""
     led.update_run(run_id, args=facts.dumps({**args, "skip_hosts": list(skipped)}))
-    live = (led.live_release(s.name) or {}).get("release_id")
+    live_row = led.live_release(s.name)
+    live = live_row.release_id if live_row else None
     for h in skipped:
         svc.term.out(f"{h}: skipped (--skip-host, recorded in run {run_id}); nothing was changed there. Once it "
                      f"answers again, bring it in line with {bring_back(s, live)}.")
 
 
-def still_live(led, env: str, shown: dict) -> None:
+def _id_and_commit(row: ReleaseRow | None) -> tuple[str | None, str | None]:
+    return (row.release_id, row.sha) if row else (None, None)
+
+
+def still_live(led: Ledger, env: str, shown: ReleaseRow | None) -> None:
     """PlanChanged unless the ledger's live release (id and commit) is still the one a person
     was shown before confirming; read under the environment's lock."""
-    now = led.live_release(env) or {}
-    if (now.get("release_id"), now.get("sha")) != (shown.get("release_id"), shown.get("sha")):
+    now = led.live_release(env)
+    if _id_and_commit(now) != _id_and_commit(shown):
         raise PlanChanged(
-            f"{env} changed after the plan was shown: it said {shown.get('release_id') or 'no release'} is live, the "
-            f"ledger now says {now.get('release_id') or 'none'}. Nothing was changed.",
+            f"{env} changed after the plan was shown: it said {shown.release_id if shown else 'no release'} is live, "
+            f"the ledger now says {now.release_id if now else 'none'}. Nothing was changed.",
             f"Look again (`invoke status`), then run it again to confirm a plan of what is live now.")

@@ -14,14 +14,14 @@ def main(svc, days: int | str | None) -> int:
     now = time.time()
     rows = []
     for d in led.drills(limit=100):
-        rows.append((time.strftime("%Y-%m-%d %H:%M", time.gmtime(d["started_at"])), d["env"], d["procedure"],
-                     d["outcome"], d["who"], ", ".join(f"{k} {v:.1f}s" for k, v in d["durations"].items())))
+        rows.append((time.strftime("%Y-%m-%d %H:%M", time.gmtime(d.started_at)), d.env, d.procedure,
+                     d.outcome, d.who, ", ".join(f"{k} {v:.1f}s" for k, v in d.durations.items())))
     svc.term.out(svc.term.table(rows, ("when (UTC)", "env", "procedure", "outcome", "who", "durations"), optional=("who",))
                  if rows else "No drill has been recorded.")
     stale = []
     for proc in ("hotfix", "rollback"):
-        ok = [d for d in led.drills(procedure=proc, limit=50) if d["outcome"] == "passed"]
-        if not ok or now - ok[0]["started_at"] > days * 86400:
+        ok = [d for d in led.drills(procedure=proc, limit=50) if d.outcome == "passed"]
+        if not ok or now - ok[0].started_at > days * 86400:
             stale.append(proc)
     for proc in stale:
         svc.term.out(f"NOT EXERCISED: no passed {proc} drill in the last {days} days "

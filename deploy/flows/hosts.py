@@ -10,6 +10,7 @@ from deploy import build, hosts
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes
 from deploy.flows.common import app_sha
+from deploy.ledger import ReleaseStatus
 from deploy.locations import find_artifact
 
 
@@ -86,12 +87,12 @@ def rollback(svc, env: str, to: str | None, yes: bool = False) -> None:
         done["results"] = results = hosts.rollback(s.hosts, to, run_id=ctx.run_id,
                                                    env=hosts.hook_env(s.hosts, svc.environ), app=s.app)
         target = results[0].release if results else None
-        known = {r["release_id"] for r in led.releases(s.name, limit=100)}
+        known = {r.release_id for r in led.releases(s.name, limit=100)}
         if target in known:  # keep `status` and `invoke rollback` true to the hosts
-            live = (led.live_release(s.name) or {}).get("release_id")
-            if live and live != target:
-                led.set_release_status(s.name, live, "rolled_back")
-            led.set_release_status(s.name, target, "live")
+            live = led.live_release(s.name)
+            if live and live.release_id != target:
+                led.set_release_status(s.name, live.release_id, ReleaseStatus.ROLLED_BACK)
+            led.set_release_status(s.name, target, ReleaseStatus.LIVE)
         return f"hosts on {target or '-'}"
 
     rights.act(svc, s, "hosts.rollback", rights.one("hosts.rollback", f"switch every host to {to or 'the previous release'}",

@@ -49,21 +49,24 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
     outcome, note = "failed", None
     candidate = common.app_sha(s, sha)
     prod_live = led.live_release(production)
-    baseline_sha = (prod_live or led.live_release(env) or {}).get("sha")
+    baseline_row = prod_live or led.live_release(env)
+    baseline_sha = baseline_row.sha if baseline_row else None
     try:
         if not baseline_sha:
             raise DeployError(f"Neither {production} nor {env} has a live release to drill from.",
                               f"Promote once first: invoke promote --to={env}.")
         # 1. baseline: what production runs, on the drill environment (its gate was passed when it shipped).
-        live = led.live_release(env) or {}
-        if live.get("sha") != baseline_sha:
+        live = led.live_release(env)
+        if (live.sha if live else None) != baseline_sha:
             rid = build.new_release_id(baseline_sha, datetime.now(timezone.utc))
             plan = promote.plan(fast, sha=baseline_sha, release_id=rid, ledger=led, environ=svc.environ).skip(
                 "gate", f"baseline {baseline_sha[:12]} passed its gate when it shipped to {production}")
             _run(led, plan, durations, "baseline")
         else:
             durations["baseline"] = 0.0
-        baseline = led.live_release(env)["release_id"]
+        now_live = led.live_release(env)
+        assert now_live is not None, "the baseline step left a live release"
+        baseline = now_live.release_id
         # 2. deploy the hotfix candidate through the gated fast path.
         rid = build.new_release_id(candidate, datetime.now(timezone.utc))
         if rid == baseline:

@@ -117,9 +117,9 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name),
                  ledger=led, accept_destructive=accept_destructive, hosts_shown=on_hosts)
         if s.environment.protected:
-            shown = led.live_release(s.name) or {}
-            svc.term.out(p.table() + f"\nlive now: {shown.get('release_id') or 'none'}"
-                         + (f" ({shown['sha'][:12]})" if shown.get("sha") else "")
+            shown = led.live_release(s.name)
+            svc.term.out(p.table() + f"\nlive now: {shown.release_id if shown else 'none'}"
+                         + (f" ({shown.sha[:12]})" if shown and shown.sha else "")
                          + ("\nhosts serve: " + ", ".join(f"{h}: {c or 'nothing'}" for h, c in on_hosts.items())
                             if on_hosts else "") + "\n")
             svc.term.confirm(f"Promote {full[:12]} to {s.name}?", yes)

@@ -13,6 +13,7 @@ from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, steps
+from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus
 
 
 def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
@@ -24,18 +25,18 @@ def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
         return back.to, back.current
     live = led.live_release(s.name)
     if to:
-        return to, (live or {}).get("release_id")
+        return to, live.release_id if live else None
     unfinished = _unfinished(led, s.name, live)
     if unfinished:
         return unfinished
-    rels = [r for r in led.releases(s.name, limit=50) if r["status"] in ("superseded",)]
+    rels = [r for r in led.releases(s.name, limit=50) if r.status == ReleaseStatus.SUPERSEDED]
     if rels and live:
-        return rels[0]["release_id"], live["release_id"]
+        return rels[0].release_id, live.release_id
     back = target.way_back(None)   # a runner that does not share the ledger that made the releases
     return back.to, back.current
 
 
-def _unfinished(led, env: str, live: dict | None) -> tuple[str, str] | None:
+def _unfinished(led: Ledger, env: str, live: ReleaseRow | None) -> tuple[str, str] | None:
     """(target, fled) of the last rollback when it stopped after the hosts switched (the ledger
     already says its target is live): running `invoke rollback` again finishes that one, it
     does not go back one release further."""
@@ -43,7 +44,7 @@ def _unfinished(led, env: str, live: dict | None) -> tuple[str, str] | None:
     if not last or last[0].status not in ("failed_in_place", "failed") or not live:
         return None
     args = last[0].args or {}
-    if args.get("to") == live["release_id"] and args.get("from") and args["from"] != args["to"]:
+    if args.get("to") == live.release_id and args.get("from") and args["from"] != args["to"]:
         return args["to"], args["from"]
     return None
 
@@ -54,13 +55,14 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
                             "keep leaves the database as it is; down runs down.sql of the rolled-back release's "
                             "migrations; restore loads the backup taken before it was deployed.")
     target, current = target_release(s, led, to)
-    live = led.live_release(s.name) or {}
+    live = led.live_release(s.name)
     rows = led.releases(s.name, limit=100)
     # What the release being fled recorded (the live one; `current` when finishing a rollback
     # that stopped after its switch, which the ledger already records).
-    fled_row = next((r for r in rows if r["release_id"] == current), live) if current else live
-    fled = common.promotion_of(led, s.name, fled_row.get("release_id"))
-    target_row = next((r for r in rows if r["release_id"] == target), {})
+    fled_row = next((r for r in rows if r.release_id == current), live) if current else live
+    fled_sha = fled_row.sha if fled_row else None
+    fled = common.promotion_of(led, s.name, fled_row.release_id if fled_row else None)
+    target_row = next((r for r in rows if r.release_id == target), None)
 
     shop_skip = "--skip-shopify given" if skip_shopify else shopify.skip_reason(s)
     db_skip = None
@@ -70,19 +72,20 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         db_skip = "--db=keep: the database stays as it is (schema changes are backward compatible)"
     # Each step is the way back of the promote step of the same name (deploy/flows/steps.py).
     blockers = (lambda: []) if db_skip else (
-        lambda: steps.rollback_blockers(s, db, fled, fled_row.get("sha"), current, environ))
+        lambda: steps.rollback_blockers(s, db, fled, fled_sha, current, environ))
     seq = [
         steps.rollback_check(s, led, live, current, blockers),
-        steps.release_back(s, target, current, environ, ledger=led, target_known=bool(target_row), skipped=skipped),
-        steps.shopify_back(s, target_row.get("shopify_version"), environ, skip=shop_skip),
-        steps.database_back(s, db, fled, fled_row.get("sha"), current, environ, skip=db_skip),
+        steps.release_back(s, target, current, environ, ledger=led, target_known=target_row is not None,
+                           skipped=skipped),
+        steps.shopify_back(s, target_row.shopify_version if target_row else None, environ, skip=shop_skip),
+        steps.database_back(s, db, fled, fled_sha, current, environ, skip=db_skip),
         steps.smoke_after(s, target),
-        steps.record_rollback(s, led, target, current, target_known=bool(target_row)),
+        steps.record_rollback(s, led, target, current, target_known=target_row is not None),
     ]
     if target is None:
         raise DeployError(f"{s.name} has no earlier release in the ledger to roll back to.",
                           "Name one with --to=RELEASE (see `invoke hosts.releases --env=...`).")
-    return Plan("rollback", s.name, seq, sha=target_row.get("sha"), release_id=target,
+    return Plan("rollback", s.name, seq, sha=target_row.sha if target_row else None, release_id=target,
                 args={"to": target, "from": current, "db": db, "skip_shopify": skip_shopify,
                       **({"skip_hosts": list(skipped)} if skipped else {})},
                 header=[("environment", s.name), ("from", current or "-"), ("to", target), ("database", db)])

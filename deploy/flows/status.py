@@ -36,23 +36,23 @@ def gather(root, led, environ, now: float) -> list[dict]:
         except DeployError as e:
             rows.append({"env": name, "error": e.message})
             continue
-        live = led.live_release(name) or {}
-        run = led.run(live["run_id"]) if live.get("run_id") else None
+        live = led.live_release(name)
+        run = led.run(live.run_id) if live and live.run_id else None
         lock = led.lock(name)
         drills = led.drills(env=name, limit=1)
         failed = [r for r in led.runs(name, since=now - 86400, limit=100)
                   if r.status in ("failed", "rolled_back", "failed_in_place")]
         rows.append({
             "env": name,
-            "release": live.get("release_id"),
-            "sha": (live.get("sha") or "")[:12] or None,
-            "deployed_at": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(live["created_at"]))
-                            if live.get("created_at") else None),
+            "release": live.release_id if live else None,
+            "sha": live.sha[:12] if live and live.sha else None,
+            "deployed_at": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(live.created_at))
+                            if live and live.created_at else None),
             "by": run.who if run else None,
-            "shopify_version": live.get("shopify_version"),
+            "shopify_version": live.shopify_version if live else None,
             **dict(zip(("pending_migrations", "pending_migrations_error"), _pending(s, root, environ))),
             "lock": lock.describe(now) if lock else None,
-            "last_drill": (f"{_when(drills[0]['started_at'])} {drills[0]['procedure']} {drills[0]['outcome']}"
+            "last_drill": (f"{_when(drills[0].started_at)} {drills[0].procedure} {drills[0].outcome}"
                            if drills else None),
             "overdue_secrets": rotation.get(name, []),
             "failed_runs_24h": len(failed),

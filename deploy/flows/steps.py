@@ -9,7 +9,7 @@ import re
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from deploy import (backups, config, decisionlog, envs, evidence, hosts, migrations, proc, shopify,
                     smoke, source)
@@ -23,6 +23,7 @@ from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, MigrateFac
 from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed, MigrationFailed,
                            PlanChanged, SettingsError)
 from deploy.flows.common import git_dirty, still_live
+from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus
 from deploy.locations import (app_database_url, artifacts_dir, base_urls, build_key, checkout_if_there,
                               database_url, find_artifact, migrations_dir, source_dir)
 from deploy.redact import Secret
@@ -222,7 +223,7 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
     need = set(s.approvals.required_roles)
     if need:
         given = ledger.approvals(s.name, sha)
-        have = {a["role"] for a in given}
+        have = {a.role for a in given}
         missing = [r for r in s.approvals.required_roles if r not in have]
         if missing:
             raise ApprovalMissing(
@@ -417,9 +418,9 @@ def kept_shas(s: Settings, ledger) -> set[str]:
     out: set[str] = set()
     for env in config.environments(s.root):
         rows = ledger.releases(env, limit=20)
-        live = [r for r in rows if r["status"] == "live"]
-        older = [r for r in rows if r["status"] == "superseded"]
-        out.update(r["sha"] for r in (live + older[:1]) if r.get("sha"))
+        live = [r for r in rows if r.status == ReleaseStatus.LIVE]
+        older = [r for r in rows if r.status == ReleaseStatus.SUPERSEDED]
+        out.update(r.sha for r in (live + older[:1]) if r.sha)
     out.update(r.sha for r in ledger.runs(status="running", limit=100) if r.sha)
     return out
 
@@ -875,20 +876,21 @@ def record(s: Settings, sha: str, release_id: str, ledger) -> Step:
     def run(ctx: StepContext):
         art, shop = ctx.get(ArtifactFacts), ctx.get(ShopifyFacts)
         if ctx.get(RecordFacts) is None:
-            ctx.put(RecordFacts((ledger.live_release(s.name) or {}).get("release_id")))
+            live = ledger.live_release(s.name)
+            ctx.put(RecordFacts(live.release_id if live else None))
             ctx.checkpoint()
         ledger.record_release(env=s.name, release_id=release_id, sha=sha, artifact_sha256=art.sha256 if art else None,
                               run_id=ctx.run_id, shopify_version=shop.version if shop else None)
         return f"{release_id} recorded live"
 
     def undo(ctx: StepContext):
-        if not any(r["release_id"] == release_id for r in ledger.releases(s.name, limit=100)):
+        if not any(r.release_id == release_id for r in ledger.releases(s.name, limit=100)):
             return "no release row was written"
-        ledger.set_release_status(s.name, release_id, "rolled_back")
+        ledger.set_release_status(s.name, release_id, ReleaseStatus.ROLLED_BACK)
         facts = ctx.get(RecordFacts)
         prev = facts.previous_live if facts else None
         if prev:
-            ledger.set_release_status(s.name, prev, "live")
+            ledger.set_release_status(s.name, prev, ReleaseStatus.LIVE)
         return f"{release_id} marked rolled back"
 
     return Step("record", "ledger release row (the deployment log and CI summary follow the run)", run=run, undo=undo,
@@ -1003,9 +1005,9 @@ def _record_back(s: Settings, ledger, target: str, current: str | None, target_k
     if ledger is None:
         return
     if current and current != target:
-        ledger.set_release_status(s.name, current, "rolled_back")
+        ledger.set_release_status(s.name, current, ReleaseStatus.ROLLED_BACK)
     if target_known:
-        ledger.set_release_status(s.name, target, "live")
+        ledger.set_release_status(s.name, target, ReleaseStatus.LIVE)
 
 
 def record_rollback(s: Settings, ledger, target: str, current: str | None, *, target_known: bool) -> Step:
@@ -1049,7 +1051,8 @@ def rollback_blockers(s: Settings, db: str, fled: PromotionRecord | None, fled_s
             for n in ours if not (local.get(n) and local[n].has_down)]
 
 
-def rollback_check(s: Settings, ledger, shown: Mapping, current: str | None, blockers) -> Step:
+def rollback_check(s: Settings, ledger: Ledger, shown: ReleaseRow | None, current: str | None,
+                   blockers: Callable[[], list[str]]) -> Step:
     """The first step of a rollback, under the environment's lock: the live release the plan
     showed (ledger release and commit; for local, `current`) is still the live one, and
     nothing the rollback needs is missing (`blockers()`). Changes nothing."""
@@ -1061,14 +1064,15 @@ def rollback_check(s: Settings, ledger, shown: Mapping, current: str | None, blo
             raise SettingsError("The rollback cannot be completed, so it did not start: " + "; ".join(found) + ".",
                                 f"Use --db=keep (or another --db), or fix the cause; `invoke rollback --env={s.name} "
                                 "--dry-run` lists what is checked.")
-        return f"{shown.get('release_id') or current or '-'} still live; nothing missing"
+        return f"{(shown.release_id if shown else None) or current or '-'} still live; nothing missing"
 
     def shows() -> list[Touch]:
         try:
             found = blockers()
         except DeployError as e:
             found = [f"cannot be checked now: {e.message}"]
-        out = [Touch("ledger", f"{shown.get('release_id') or current or '-'} is still live when the lock is held")]
+        out = [Touch("ledger", f"{(shown.release_id if shown else None) or current or '-'} is still live when the lock "
+                             "is held")]
         return out + [Touch("WARNING", f"refused before any host switches: {b}") for b in found]
 
     return Step("check", "the live release shown is still live; down.sql / backup present and verified", run=run,

@@ -16,7 +16,10 @@ is left."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from deploy.testing.genapp import _npm, prisma_standins
@@ -129,14 +132,10 @@ def b2b_app(root: Path, *, prod_name: str = "prod", dev_url: str = "https://b2b-
 
 
 def team_invoke(root: Path, *args: str, extra_env: dict | None = None, drop=(),
-                timeout: float = 180) -> "subprocess.CompletedProcess":
+                timeout: float = 180) -> subprocess.CompletedProcess:
     """`invoke` in the team's repository with its own tasks.py (`from deploy.tasks import ns`),
     the toolkit importable as if installed; the caller's DATABASE_URL, DEPLOY_LEDGER_URL and
     friends are left out unless given."""
-    import os
-    import subprocess
-    import sys
-
     repo = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items()
            if k not in ("DEPLOY_ROOT", "DEPLOY_LEDGER_URL", "DATABASE_URL", "DIRECT_URL", *drop)}
