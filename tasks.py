@@ -507,13 +507,15 @@ def runbooks_stamp(c):
     runbooks.stamp(services())
 
 
-@task(name="report", help={"out": "where to write the report (default: docs/reliability.md)"})
+@task(name="report", help={"out": "where to write the report (default: docs/reliability.md)",
+                            "junit": "read the cases from this JUnit XML of a pytest run that included the suite "
+                                     "(e.g. ./scripts/deploy/test --junitxml=FILE) instead of running it again"})
 @guarded
-def reliability_report(c, out="docs/reliability.md"):
-    """Run the reliability suite (kill points, concurrency, faults, hostile input, leaks, remote) and regenerate docs/reliability.md."""
+def reliability_report(c, out="docs/reliability.md", junit=None):
+    """Run the reliability suite (kill points, concurrency, faults, hostile input, leaks, remote, trust) and regenerate docs/reliability.md."""
     from deploy.flows import reliability
 
-    reliability.report(services(), out)
+    reliability.report(services(), out, junit)
 
 
 ns = Collection(promote, rollback, status, approve, smoke, gate_task, drills, bootstrap_task, init_task)

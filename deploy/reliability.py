@@ -367,12 +367,33 @@ def run_suite(root: Path, files: tuple[str, ...] = SUITE, *, timeout: float = 36
         return parse_junit(junit.read_text(encoding="utf-8")), r.duration
 
 
-def report(root: Path, *, out: str = DOC, files: tuple[str, ...] = SUITE, now: datetime | None = None) -> Figures:
-    """Run the suite, write `out` (docs/reliability.md); DeployError when a case failed unexpectedly."""
-    cases, duration = run_suite(root, files)
+def from_junit(path: Path, files: tuple[str, ...] = SUITE) -> list[Case]:
+    """The suite's cases from the JUnit XML of a run that included it (other files' cases left out)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DeployError(f"{path} cannot be read: {e.strerror}",
+                          "Pass the file pytest wrote with --junitxml=FILE.") from None
+    cases = [c for c in parse_junit(text) if any(c.file.endswith(f) for f in files)]
+    missing = [f for f in files if not any(c.file.endswith(f) for c in cases)]
+    if missing:
+        raise DeployError(f"{path} holds no case of {', '.join(missing)}: the run did not include the whole suite",
+                          "Run the whole test suite with --junitxml=FILE, or run "
+                          "`invoke reliability.report` without --junit.")
+    return cases
+
+
+def report(root: Path, *, out: str = DOC, files: tuple[str, ...] = SUITE, now: datetime | None = None,
+           junit: Path | None = None) -> Figures:
+    """Run the suite (or read `junit`), write `out` (docs/reliability.md); DeployError when a case failed."""
+    if junit is not None:
+        cases, duration = from_junit(junit, files), None
+        command = f"invoke reliability.report --junit={junit.name}  # cases of " + " ".join(files)
+    else:
+        cases, duration = run_suite(root, files)
+        command = "invoke reliability.report  # pytest " + " ".join(files)
     f = figures(cases)
     when = now or datetime.now(timezone.utc)
-    command = "invoke reliability.report  # pytest " + " ".join(files)
     path = root / out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(f, when=when, where=machine(), command=command, duration=duration), encoding="utf-8")

@@ -87,3 +87,30 @@ def test_attack_rows_count_the_cases_of_each_attack():
     assert rows["10 SIGTERM/SIGINT undo and free the lock"].line() == "1/1 passed"
     assert rows["5 the host lock lasts until the run ends"].failed == 1
     assert rows["13 a full disk under .deploy/ undoes and says how to finish"].total == 0
+
+
+def _junit(tmp_path, files):
+    cases = "".join(f'<testcase classname="tests.{f.removesuffix(".py")}" name="test_a" time="0.1"/>' for f in files)
+    p = tmp_path / "junit.xml"
+    p.write_text(f'<testsuites><testsuite name="pytest">{cases}</testsuite></testsuites>')
+    return p
+
+
+def test_report_from_a_junit_file_counts_only_the_suites_cases(tmp_path):
+    files = [f.removeprefix("tests/") for f in reliability.SUITE]
+    p = _junit(tmp_path, [*files, "test_unrelated.py"])
+    cases = reliability.from_junit(p)
+    assert len(cases) == len(files) and not any(c.file.endswith("test_unrelated.py") for c in cases)
+
+
+def test_report_from_a_junit_file_of_a_partial_run_names_the_missing_files(tmp_path):
+    import pytest
+
+    from deploy.errors import DeployError
+
+    p = _junit(tmp_path, ["test_kill_points.py"])
+    with pytest.raises(DeployError, match="test_reliability_trust_data.py") as e:
+        reliability.from_junit(p)
+    assert "--junitxml" in e.value.hint
+    with pytest.raises(DeployError, match="cannot be read"):
+        reliability.from_junit(tmp_path / "nope.xml")
