@@ -18,12 +18,11 @@ from __future__ import annotations
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-if TYPE_CHECKING:
-    from deploy.ledger import ApprovalRow, ReleaseRow
+from deploy.ledger import RUN_FINAL, ApprovalRow, ReleaseRow, ReleaseStatus, RunStatus
 
-FINAL = ("succeeded", "failed", "rolled_back", "aborted", "failed_in_place")
+FINAL = RUN_FINAL
 ROLLBACK_FLOWS = ("rollback", "hosts.rollback")
 
 
@@ -103,7 +102,7 @@ def staging_standing(sha: str, promotions: Sequence[Any], releases: Sequence[Rel
     runs of any flow (to name a rollback); `step_results`: run id -> the text of its steps'
     results (a rollback names the release it left there)."""
     done = sorted((r for r in promotions if r.status in FINAL), key=lambda r: r.started_at, reverse=True)
-    ok = next((r for r in done if r.status == "succeeded"), None)
+    ok = next((r for r in done if r.status == RunStatus.SUCCEEDED), None)
     if ok is None:
         return Standing()
     later = [r for r in done if r.started_at > ok.started_at]
@@ -114,7 +113,7 @@ def staging_standing(sha: str, promotions: Sequence[Any], releases: Sequence[Rel
             f"{r.status.replace('_', ' ')}" + (f" at step {r.failed_step}" if r.failed_step else "")
             + f": the earlier pass (run {ok.id}) no longer stands"))
     row = next((x for x in releases if x.run_id == ok.id), None)
-    if row is None or row.status != "rolled_back":
+    if row is None or row.status != ReleaseStatus.ROLLED_BACK:
         return Standing(run=ok)
     rid = row.release_id
     after = sorted((r for r in later_runs if r.flow in ROLLBACK_FLOWS and r.started_at >= (ok.finished_at or 0)),

@@ -39,7 +39,7 @@ from deploy import clock, facts
 from deploy.display import colour
 from deploy.errors import DeployError, LockHeld
 from deploy.facts import StateError
-from deploy.ledger import HEARTBEAT_SECONDS, NOW, Ledger, RunRow, StepRow
+from deploy.ledger import HEARTBEAT_SECONDS, NOW, Ledger, RunRow, RunStatus, StepRow, StepStatus, UndoStatus
 from deploy.redact import redact
 
 F = TypeVar("F")   # a step fact type
@@ -113,7 +113,7 @@ class Plan:
     release_id: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     header: list[tuple[str, str]] = field(default_factory=list)   # facts shown above the table
-    failed_status: str = "rolled_back"  # a failure whose undo finished ("failed" for one-step tasks: nothing to undo)
+    failed_status: RunStatus = RunStatus.ROLLED_BACK  # a failure whose undo finished ("failed" for one-step tasks: nothing to undo)
     resume_cmd: str | None = None     # the command that finishes a killed run, for hints
     abort_cmd: str | None = None      # the command that undoes a killed run, for hints
     # Checked once the lock is held, before the run is recorded: raises when what the plan was
@@ -190,7 +190,7 @@ class Plan:
 @dataclass(frozen=True)
 class Outcome:
     run_id: str
-    status: str                       # succeeded | failed | rolled_back | aborted | failed_in_place | lock_lost
+    status: RunStatus
     error: DeployError | None
     failed_step: str | None
     duration: float
@@ -198,7 +198,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == RunStatus.SUCCEEDED
 
     def fact(self, cls: type[F]) -> F | None:
         """The `cls` fact the run recorded, or None."""
@@ -393,7 +393,7 @@ class Runner:
         """Finish a killed run: re-run its interrupted step, then the rest."""
         self._sig.abort_cmd = plan.abort_cmd
         run, steps = self._adopt(plan, run_id, "resume", break_lock)
-        first = next((s.idx for s in steps if s.status not in ("done", "skipped")), len(steps))
+        first = next((s.idx for s in steps if s.status not in (StepStatus.DONE, StepStatus.SKIPPED)), len(steps))
         self.console.line(f"resume {plan.env}: run {run_id} from step {first + 1}/{len(steps)}")
         with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
             return self._apply(plan, run_id, state=dict(run.state), start_at=first, started=time.monotonic())
@@ -405,7 +405,8 @@ class Runner:
         started = time.monotonic()
         ctx = StepContext(run_id=run_id, env=plan.env, state=dict(run.state), console=self.console,
                           save=self._saver(run_id))
-        touched = [s.idx for s in steps if s.status in ("done", "running", "failed") and s.undo_status != "undone"]
+        touched = [s.idx for s in steps if s.status in (StepStatus.DONE, StepStatus.RUNNING, StepStatus.FAILED)
+                   and s.undo_status != UndoStatus.UNDONE]
         self.console.line(f"abort {plan.env}: run {run_id}, undoing {len(touched)} step(s)")
         with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
             self._sig.phase = "undo"
@@ -413,26 +414,27 @@ class Runner:
                 undo_errors = self._undo(plan, run_id, ctx, touched)
             except LockLost as e:
                 return self._lost(plan, run_id, e, started, ctx)
-        status = "aborted"
+        status = RunStatus.ABORTED
         err = None
         if undo_errors:
             err = DeployError(f"Abort of run {run_id} could not undo: {'; '.join(undo_errors)}",
                               "Fix the cause and run the same --abort again: undo steps are safe to repeat.")
-            status = "failed"
+            status = RunStatus.FAILED
         self._finish_run(run_id, status=status, finished_at=NOW, state=ctx.state,
                          error=str(err) if err else run.error)
         if not undo_errors:
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
         if self._ledger_errors:
             err = self._ledger_failed(plan, err or DeployError(f"Run {run_id} was undone."))
-            status = "failed"
+            status = RunStatus.FAILED
         return Outcome(run_id, status, err, None, time.monotonic() - started, ctx.state)
 
     # ------------------------------------------------------------------ internals
     def _adoptable(self, plan: Plan, run_id: str, verb: str) -> tuple[RunRow, list[StepRow]]:
         """The run and its steps, when it can be resumed/aborted by this plan; DeployError otherwise."""
         run = self.ledger.run(run_id)
-        allowed = ("running", "failed_in_place", "failed") if verb == "abort" else ("running", "failed_in_place")
+        allowed = ((RunStatus.RUNNING, RunStatus.FAILED_IN_PLACE, RunStatus.FAILED) if verb == "abort"
+                   else (RunStatus.RUNNING, RunStatus.FAILED_IN_PLACE))
         if run.status not in allowed:
             raise DeployError(f"Run {run_id} is {run.status}; there is nothing to {verb}.",
                               "See `invoke status` for the environment's runs.")
@@ -467,8 +469,8 @@ class Runner:
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
             raise
         self.ledger.adopt_run(run_id)
-        if run.status in ("failed_in_place", "failed"):
-            self.ledger.update_run(run_id, status="running")
+        if run.status in (RunStatus.FAILED_IN_PLACE, RunStatus.FAILED):
+            self.ledger.update_run(run_id, status=RunStatus.RUNNING)
         return run, steps
 
     def _check_lock(self, plan: Plan, run_id: str, where: str) -> None:
@@ -498,7 +500,7 @@ class Runner:
         """The lock was taken over: stop without undoing, recording or releasing anything."""
         self._sig.phase = "undo"
         self.console.line(f"stopped: the {plan.env} lock was taken over by another runner; nothing is undone.")
-        return Outcome(run_id, "lock_lost", err, None, time.monotonic() - started, ctx.state)
+        return Outcome(run_id, RunStatus.LOCK_LOST, err, None, time.monotonic() - started, ctx.state)
 
     def _saver(self, run_id: str) -> Callable[[dict[str, Any]], None]:
         return lambda state: self.ledger.update_run(run_id, state=state)
@@ -558,7 +560,7 @@ class Runner:
                                   started, t0, ran=False)
             if step.skip:
                 try:
-                    self.ledger.update_step(run_id, i, status="skipped", result=f"skipped: {step.skip}",
+                    self.ledger.update_step(run_id, i, status=StepStatus.SKIPPED, result=f"skipped: {step.skip}",
                                             started_at=NOW, finished_at=NOW)
                 except DeployError as e:
                     return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
@@ -566,7 +568,7 @@ class Runner:
                 continue
             _fault(f"before:{step.name}")
             try:
-                self.ledger.update_step(run_id, i, status="running", started_at=NOW, error=None)
+                self.ledger.update_step(run_id, i, status=StepStatus.RUNNING, started_at=NOW, error=None)
             except DeployError as e:
                 return self._fail(plan, run_id, ctx, i, e, done, started, t0, ran=False)
             try:
@@ -578,7 +580,7 @@ class Runner:
                 _fault(f"during:{step.name}")  # the step's work is done but not yet recorded
                 self._check_lock(plan, run_id, f"after step {step.name} (not recorded)")
                 self.ledger.update_run(run_id, state=ctx.state)  # exact; a Secret in it is refused
-                self.ledger.update_step(run_id, i, status="done", finished_at=NOW, result=str(result or ""))
+                self.ledger.update_step(run_id, i, status=StepStatus.DONE, finished_at=NOW, result=str(result or ""))
             except LockLost as e:
                 return self._lost(plan, run_id, e, started, ctx)
             except (Interrupted, KeyboardInterrupt) as e:
@@ -607,15 +609,15 @@ class Runner:
         duration = time.monotonic() - started
         self._finish_steps(plan, ctx, range(n))
         try:
-            self.ledger.update_run(run_id, status="succeeded", finished_at=NOW, state=ctx.state)
+            self.ledger.update_run(run_id, status=RunStatus.SUCCEEDED, finished_at=NOW, state=ctx.state)
             self.ledger.release_lock(plan.env, run_id=run_id)
         except DeployError as e:
             cmd = plan.resume_cmd or f"invoke lock.release --env={plan.env} --force"
             err = DeployError(f"Every step of run {run_id} succeeded, but the ledger could not record it: {e.message}",
                               f"Fix the ledger (free space under .deploy/), then `{cmd}` to record the end.")
-            return Outcome(run_id, "failed", err, None, duration, ctx.state)
+            return Outcome(run_id, RunStatus.FAILED, err, None, duration, ctx.state)
         self.console.line(f"{plan.flow} {plan.env}: succeeded in {duration:.2f}s (run {run_id})")
-        return Outcome(run_id, "succeeded", None, None, duration, ctx.state)
+        return Outcome(run_id, RunStatus.SUCCEEDED, None, None, duration, ctx.state)
 
     def _finish_steps(self, plan: Plan, ctx: StepContext, indexes: Iterable[int]) -> None:
         """The run ends with its lock released: steps that hold something until then
@@ -652,13 +654,13 @@ class Runner:
         step = plan.steps[i]
         n = len(plan.steps)
         if ran:
-            self._quietly(self.ledger.update_step, run_id, i, status="failed", finished_at=NOW,
+            self._quietly(self.ledger.update_step, run_id, i, status=StepStatus.FAILED, finished_at=NOW,
                           error=_ledger_text(err))
             self.console.step(i + 1, n, step.name, "FAILED", time.monotonic() - t0, err.message)
         else:
             self.console.line(f"stopped before step {i + 1}/{n} {step.name}: {err.message}")
         if not self.rollback:
-            self._finish_run(run_id, status="failed_in_place", finished_at=NOW,
+            self._finish_run(run_id, status=RunStatus.FAILED_IN_PLACE, finished_at=NOW,
                              state=ctx.state, error=_ledger_text(err), failed_step=step.name)
             self._finish_steps(plan, ctx, [*done, i] if ran else list(done))
             self._quietly(self.ledger.release_lock, plan.env, run_id=run_id)
@@ -669,14 +671,14 @@ class Runner:
                 self.console.line(f"{plan.flow} stopped at {step.name}; what it did is left in place (run {run_id}).")
             if self._ledger_errors:
                 err = self._ledger_failed(plan, err)
-            return Outcome(run_id, "failed_in_place", err, step.name, time.monotonic() - started, ctx.state)
+            return Outcome(run_id, RunStatus.FAILED_IN_PLACE, err, step.name, time.monotonic() - started, ctx.state)
         # The failed step may have changed part of the world before failing: undo it too
         # (undos tolerate a partial run), then the completed steps in reverse.
         try:
             undo_errors = self._undo(plan, run_id, ctx, [*done, i] if ran else list(done))
         except LockLost as e:
             return self._lost(plan, run_id, e, started, ctx)
-        status = plan.failed_status if not undo_errors else "failed"
+        status = plan.failed_status if not undo_errors else RunStatus.FAILED
         if not undo_errors and err.undone_hint:   # the hint for the state the undo left, not the failure's
             err.hint = err.undone_hint
         msg = _ledger_text(err)
@@ -693,7 +695,7 @@ class Runner:
             err.exit_code = exit_code
         if self._ledger_errors:
             err = self._ledger_failed(plan, err)
-            status = "failed"
+            status = RunStatus.FAILED
         return Outcome(run_id, status, err, step.name, time.monotonic() - started, ctx.state)
 
     def _undo(self, plan: Plan, run_id: str, ctx: StepContext, indexes: list[int]) -> list[str]:
@@ -712,11 +714,11 @@ class Runner:
                 if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                     e = _disk_full(e, step.name)
                 msg = e.message if isinstance(e, DeployError) else f"{type(e).__name__}: {e}"
-                self._quietly(self.ledger.update_step, run_id, i, undo_status="undo_failed", undo_result=msg)
+                self._quietly(self.ledger.update_step, run_id, i, undo_status=UndoStatus.UNDO_FAILED, undo_result=msg)
                 self.console.step(i + 1, n, step.name, "UNDO-ERR", time.monotonic() - t0, msg)
                 errors.append(f"{step.name}: {msg}")
                 continue
-            self._quietly(self.ledger.update_step, run_id, i, undo_status="undone", undo_result=str(result or ""))
+            self._quietly(self.ledger.update_step, run_id, i, undo_status=UndoStatus.UNDONE, undo_result=str(result or ""))
             self._quietly(self.ledger.update_run, run_id, state=ctx.state)
             self.console.step(i + 1, n, step.name, "undone", time.monotonic() - t0, result or "")
         return errors

@@ -66,6 +66,7 @@ class RunStatus(StrEnum):
     ROLLED_BACK = "rolled_back"           # failed, and every completed step was undone
     ABORTED = "aborted"                   # a killed run undone with --abort
     FAILED_IN_PLACE = "failed_in_place"   # --no-rollback: left for diagnosis
+    LOCK_LOST = "lock_lost"               # an outcome only, never stored: the lock's new holder owns the run
 
 
 class StepStatus(StrEnum):

@@ -9,7 +9,7 @@ from deploy import facts, feedback, hosts, proc, summary
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, PlanChanged, SettingsError
 from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
-from deploy.ledger import Ledger, ReleaseRow
+from deploy.ledger import Ledger, ReleaseRow, RunRow, RunStatus, StepStatus, UndoStatus
 
 
 def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
@@ -64,13 +64,13 @@ def git_dirty(root: Path) -> list[str]:
     return [ln[3:] for ln in r.stdout.splitlines() if ln.strip()] if r.ok else []
 
 
-def unfinished_run(led, env: str, flow: str):
+def unfinished_run(led: Ledger, env: str, flow: str) -> RunRow | None:
     """The latest run of `flow` on `env` that a kill or --no-rollback left unfinished."""
     lock = led.lock(env)
     for r in led.runs(env, flow=flow, limit=20):
-        if r.status in ("running", "failed_in_place"):
+        if r.status in (RunStatus.RUNNING, RunStatus.FAILED_IN_PLACE):
             return r
-        if r.status == "failed" and lock is not None and lock.run_id == r.id:
+        if r.status == RunStatus.FAILED and lock is not None and lock.run_id == r.id:
             return r  # its undo did not finish, so it kept the lock: --abort finishes the undo
         break
     raise DeployError(f"{env} has no interrupted {flow} run to resume or abort.",
@@ -85,7 +85,7 @@ def one_step(s, name: str, does: str, fn, *, led, args: dict | None = None, rele
     Raises the primitive's own error when it fails; returns the Outcome otherwise."""
 
     plan = Plan(name, s.name, [Step(name.split(".")[-1], does, run=fn)], sha=sha, release_id=release_id,
-                args=args or {}, failed_status="failed")
+                args=args or {}, failed_status=RunStatus.FAILED)
     outcome = Runner(led, Console(quiet=True)).execute(plan)
     if not outcome.ok:
         raise outcome.error or DeployError(f"{name} on {s.name} ended {outcome.status} (run {outcome.run_id}).")
@@ -99,8 +99,8 @@ def report(settings, led, outcome, *, title: str, kind: str) -> None:
 
     run = led.run(outcome.run_id)
     steps = led.steps(outcome.run_id)
-    changed = outcome.ok or any(s.status == "done" for s in steps)
-    if not settings.is_local and changed and outcome.status != "lock_lost":  # the new holder logs the run  # the team's log is for shared environments; the ledger has local runs
+    changed = outcome.ok or any(s.status == StepStatus.DONE for s in steps)
+    if not settings.is_local and changed and outcome.status != RunStatus.LOCK_LOST:  # the new holder logs the run  # the team's log is for shared environments; the ledger has local runs
         first = (outcome.error.message.strip().splitlines() or [""])[0] if outcome.error else ""
         feedback.append(settings.root, feedback.Entry(
             kind=kind, env=settings.name, outcome=run.status, who=run.who, sha=run.sha,
@@ -118,24 +118,25 @@ def _short(text: str, limit: int = 200) -> str:
 def fail_if_not_ok(outcome, led=None, flow: str = "promote") -> None:
     """Raise the run's error with what happened to the environment, unless it succeeded.
     With the ledger, say whether anything had been done (and undone) before the failure."""
-    if outcome.ok or outcome.status == "aborted":
+    if outcome.ok or outcome.status == RunStatus.ABORTED:
         return
     err = outcome.error or DeployError(f"The run ended {outcome.status}.")
     kept = ("the failed deploy was left in place (--no-rollback)" if flow == "promote" else
             f"what the {flow} did before it is left in place (a {flow} is not undone); re-running it is safe")
     # Every step that changes an environment has an undo, so the steps undone are the changes.
-    undone = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.undo_status == "undone")
-    done = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.status == "done")
-    if outcome.status == "rolled_back" and undone == 0 or outcome.status == "failed_in_place" and done == 0:
+    undone = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.undo_status == UndoStatus.UNDONE)
+    done = None if led is None else sum(1 for s in led.steps(outcome.run_id) if s.status == StepStatus.DONE)
+    if (outcome.status == RunStatus.ROLLED_BACK and undone == 0
+            or outcome.status == RunStatus.FAILED_IN_PLACE and done == 0):
         fate = "nothing had been changed yet"
-    elif outcome.status == "rolled_back" and undone:
+    elif outcome.status == RunStatus.ROLLED_BACK and undone:
         fate = f"the {undone} step(s) that had changed something were undone"
     else:
         fate = {
-            "rolled_back": "every completed step was undone",
-            "failed_in_place": kept,
-            "failed": "the undo did not finish; the lock is kept",
-            "lock_lost": "another runner took the lock over, so nothing was undone",
+            RunStatus.ROLLED_BACK: "every completed step was undone",
+            RunStatus.FAILED_IN_PLACE: kept,
+            RunStatus.FAILED: "the undo did not finish; the lock is kept",
+            RunStatus.LOCK_LOST: "another runner took the lock over, so nothing was undone",
         }.get(outcome.status, outcome.status)
     if outcome.failed_step:
         head = f"Step {outcome.failed_step} failed, and {fate} (run {outcome.run_id})"

@@ -7,6 +7,7 @@ import time
 from deploy import clock, hosts
 from deploy.errors import DeployError, HostFailed, SettingsError
 from deploy.flows import shapes, steps
+from deploy.ledger import RunStatus
 
 
 def release(svc, env: str, *, force: bool, skip_hosts=()) -> None:
@@ -59,7 +60,7 @@ def _release_hosts(svc, s, section, locks, dead_run: str | None, led) -> None:
 def _ended(led, run_id: str) -> bool:
     """This ledger recorded the run, and it is over (not running): its host locks are left over."""
     try:
-        return led.run(run_id).status != "running"
+        return led.run(run_id).status != RunStatus.RUNNING
     except DeployError:
         return False   # another ledger's run: not ours to judge
 

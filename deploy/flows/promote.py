@@ -12,6 +12,7 @@ from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import ApprovalMissing, HostFailed, SettingsError
 from deploy.facts import Serving
 from deploy.flows import common, steps
+from deploy.ledger import RunStatus
 
 
 def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None,
@@ -91,7 +92,7 @@ def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=F
         outcome = (runner.resume(p, run.id, break_lock=break_lock) if resume
                    else runner.abort(p, run.id, break_lock=break_lock))
         target = steps.target(s)
-        if abort and outcome.status == "aborted" and target.shared:
+        if abort and outcome.status == RunStatus.ABORTED and target.shared:
             # An abort repeated after a failed one re-runs the release's undo, which takes the
             # hosts' lock for the run while the lock step (undone the first time) is not run again.
             target.unlock_reachable(run.id)

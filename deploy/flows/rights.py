@@ -33,6 +33,7 @@ from deploy.engine import Console, Outcome, Plan, Runner, Step
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import steps
 from deploy.flows.common import app_sha
+from deploy.ledger import RunStatus, StepStatus
 from deploy.locations import migrations_dir, source_dir
 
 
@@ -59,7 +60,7 @@ def act(svc, s: Settings, name: str, work: list[Step], *, led, yes: bool, questi
     seq += work
     undoable = any(st.undo for st in seq)
     plan = Plan(name, s.name, seq, sha=sha, release_id=release_id, args=args or {},
-                failed_status="rolled_back" if undoable else "failed",
+                failed_status=RunStatus.ROLLED_BACK if undoable else RunStatus.FAILED,
                 header=[("environment", f"{s.name} ({s.environment.description or s.environment.kind})"),
                         ("task", name)] + ([("commit", promotes)] if promotes else []))
     if ask and guarded(s) and s.environment.protected:
@@ -79,7 +80,7 @@ def one(name: str, does: str, fn) -> list[Step]:
 def result(led, outcome: Outcome, step: str) -> str:
     """What step `step` of the run recorded as its result ('' when it was skipped or absent)."""
     row = next((r for r in led.steps(outcome.run_id) if r.name == step), None)
-    return (row.result or "") if row and row.status == "done" else ""
+    return (row.result or "") if row and row.status == StepStatus.DONE else ""
 
 
 # ----------------------------------------------------------------------------- committed files

@@ -13,7 +13,7 @@ from deploy.config import Settings
 from deploy.engine import Console, Plan, Runner
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, steps
-from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus
+from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus, RunStatus
 
 
 def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
@@ -41,7 +41,7 @@ def _unfinished(led: Ledger, env: str, live: ReleaseRow | None) -> tuple[str, st
     already says its target is live): running `invoke rollback` again finishes that one, it
     does not go back one release further."""
     last = led.runs(env, flow="rollback", limit=1)
-    if not last or last[0].status not in ("failed_in_place", "failed") or not live:
+    if not last or last[0].status not in (RunStatus.FAILED_IN_PLACE, RunStatus.FAILED) or not live:
         return None
     args = last[0].args or {}
     if args.get("to") == live.release_id and args.get("from") and args["from"] != args["to"]:

@@ -11,6 +11,7 @@ from deploy.config import environments, load
 from deploy.database import Database
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import shapes
+from deploy.ledger import RunStatus
 from deploy.locations import migrations_dir
 
 
@@ -41,7 +42,7 @@ def gather(root, led, environ, now: float) -> list[dict]:
         lock = led.lock(name)
         drills = led.drills(env=name, limit=1)
         failed = [r for r in led.runs(name, since=now - 86400, limit=100)
-                  if r.status in ("failed", "rolled_back", "failed_in_place")]
+                  if r.status in (RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.FAILED_IN_PLACE)]
         rows.append({
             "env": name,
             "release": live.release_id if live else None,

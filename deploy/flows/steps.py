@@ -23,7 +23,7 @@ from deploy.facts import (ArtifactFacts, BackupFacts, DatabaseBefore, MigrateFac
 from deploy.errors import (ApprovalMissing, BuildFailed, DeployError, HostFailed, MigrationFailed,
                            PlanChanged, SettingsError)
 from deploy.flows.common import git_dirty, still_live
-from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus
+from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus, RunStatus
 from deploy.locations import (app_database_url, artifacts_dir, base_urls, build_key, checkout_if_there,
                               database_url, find_artifact, migrations_dir, source_dir)
 from deploy.redact import Secret
@@ -377,7 +377,7 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
                              app_folder=s.app_dir, key=key)
             art, reused = result.artifact, result.reused
         if s.environment.requires_staging_run and ledger is not None:
-            staged = ledger.runs(s.environment.staging_env, flow="promote", status="succeeded", sha=sha, limit=1)
+            staged = ledger.runs(s.environment.staging_env, flow="promote", status=RunStatus.SUCCEEDED, sha=sha, limit=1)
             want = PromotionRecord.of(staged[0]).artifact_sha256 if staged else None
             if want and want != art.sha256:
                 raise BuildFailed(
@@ -421,7 +421,7 @@ def kept_shas(s: Settings, ledger) -> set[str]:
         live = [r for r in rows if r.status == ReleaseStatus.LIVE]
         older = [r for r in rows if r.status == ReleaseStatus.SUPERSEDED]
         out.update(r.sha for r in (live + older[:1]) if r.sha)
-    out.update(r.sha for r in ledger.runs(status="running", limit=100) if r.sha)
+    out.update(r.sha for r in ledger.runs(status=RunStatus.RUNNING, limit=100) if r.sha)
     return out
 
 
