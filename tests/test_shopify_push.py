@@ -309,9 +309,11 @@ def test_stand_in_rejects_flags_the_real_cli_does_not_have(shopify_cli):
     assert os.environ["PATH"].startswith(str(shopify_cli.bin_dir))
 
 
-def test_invoke_shopify_release_reaches_the_3rd_oldest_of_25_versions(project, shopify_cli):
+def test_invoke_shopify_release_reaches_the_3rd_oldest_of_25_versions(stage):
+    # shopify.release is promotion-grade: it takes the staging hosts' lock, so it runs against real hosts.
+    shopify_cli = stage.shopify
     shopify_cli.deploy_versions(TAGS)
-    r = project.invoke("shopify.release", "--env=staging", "--version=v03")
+    r = stage.project.invoke("shopify.release", "--env=staging", "--version=v03")
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode == 0, out
     assert shopify_cli.active() == "v03"
@@ -319,6 +321,10 @@ def test_invoke_shopify_release_reaches_the_3rd_oldest_of_25_versions(project, s
     assert "older than the newest 20" in out, "the output says how the release was confirmed"
     release = [c for c in shopify_cli.calls() if c["argv"][1] == "release"]
     assert [c["argv"][c["argv"].index("--version") + 1] for c in release] == ["v03"]
+    led = stage.project.ledger()
+    run = led.runs("staging", flow="shopify.release")[0]
+    assert [(s.name, s.status) for s in led.steps(run.id)] == [("lock", "done"), ("release", "done")]
+    assert led.lock("staging") is None
 
 
 def test_deploy_from_a_checkout_reads_that_folders_config(shopify_cli, tmp_path):
@@ -393,6 +399,9 @@ def deps_promotion(project, shopify_cli, tmp_path):
         text = local.read_text().replace('config = ""', 'config = "staging"', 1)
         local.write_text(text.replace("[app]\n", '[app]\nbuild_env = ["NPM_TOKEN"]\n' + extra_toml, 1))
         project.commit("the app has npm dependencies and a Shopify config")
+        # The matrix reads local's Shopify token from its dotenv files (as env.check does), not
+        # from the process: the git-ignored env/local.local.env, written after the commit.
+        (project.root / "env/local.local.env").write_text(f"SHOPIFY_APP_AUTOMATION_TOKEN={shopify_cli.token}\n")
         r = project.invoke("promote", "--to=local", extra_env=env, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
         return r, log.read_text().splitlines()
