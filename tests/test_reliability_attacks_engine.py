@@ -66,6 +66,17 @@ def commit_b(stage):
     stage.collect_evidence()
 
 
+KEPT_TIER = f"kept: 1 additive migration(s) stay applied ({TIER}), no rows lost"
+
+
+def assert_back_on_a_keeping_tier(stage, a_release_id: str, text: str) -> None:
+    """Undone to A: hosts, Shopify and the ledger on A; B's additive `tier` column stays applied
+    (A runs on it, no row lost) and the undo's line says so, restoring nothing."""
+    assert_on_release(stage, a_release_id, tier=True)
+    assert applied(stage.db_url) == A_MIGRATIONS | {TIER}
+    assert KEPT_TIER in text and "restored" not in text, text
+
+
 def shops(url: str) -> int:
     with psycopg.connect(url) as c:
         return c.execute('SELECT count(*) FROM "Shop"').fetchone()[0]
@@ -124,8 +135,7 @@ def test_short_secret_value_does_not_corrupt_the_run_state_resume_and_abort_read
     assert os.path.isfile(art.path) and len(art.sha256) == 64 and art.git_sha == b.sha
     text = ok(stage.project.invoke("promote", "--to=staging", f"--{mode}"))
     if mode == "abort":
-        assert_on_release(stage, a.release_id, tier=False)
-        assert applied(stage.db_url) == A_MIGRATIONS  # only this run's migration was undone
+        assert_back_on_a_keeping_tier(stage, a.release_id, text)  # additive: kept, not taken back
         assert led.run(b.id).status == "aborted"
     else:
         assert_on_release(stage, b.release_id, tier=True)
@@ -199,12 +209,13 @@ def test_abort_never_takes_over_a_lock_held_on_another_machine_without_break_loc
     assert "took over" in text and "ci-runner-1" in text, text
     assert stage.project.ledger().run(b.id).status == "aborted"
     assert_on_release_shared(stage, a.release_id)
+    assert KEPT_TIER in text, text  # the undo keeps B's additive migration and says so
 
 
 def assert_on_release_shared(stage, release_id):
     assert stage.currents() == [release_id] * 2
     assert stage.shopify.active() == release_id
-    assert TIER not in applied(stage.db_url)
+    assert applied(stage.db_url) == A_MIGRATIONS | {TIER}  # additive: kept by the undo
     led = stage.project.ledger()
     assert led.lock("staging") is None and led.live_release("staging").release_id == release_id
 
@@ -355,9 +366,9 @@ def test_sigterm_during_watch_undoes_and_a_second_signal_does_not_cut_the_undo(s
         assert b.status == "rolled_back"
     else:
         assert proc.returncode == -9
-        ok(project.invoke("promote", "--to=staging", "--abort"))
+        text = ok(project.invoke("promote", "--to=staging", "--abort"))
         assert led.run(b.id).status == "aborted"
-    assert_on_release(stage, a.release_id, tier=False)
+    assert_back_on_a_keeping_tier(stage, a.release_id, text)
     assert not any((h.root / "srv/occ/.deploy-lock").exists() for h in stage.hosts)
 
 
@@ -468,10 +479,9 @@ def test_disk_full_under_deploy_mid_run_undoes_and_says_how_to_finish(stage, sma
     assert "full" in text and "invoke promote --to=staging --abort" in text, text
     # The undo ran although the ledger could not record it.
     assert stage.currents() == [a.release_id] * 2 and stage.shopify.active() == a.release_id
-    assert TIER not in applied(stage.db_url)
+    assert applied(stage.db_url) == A_MIGRATIONS | {TIER}  # additive: kept by the undo
     os.unlink(filler)
-    ok(project.invoke("promote", "--to=staging", "--abort"))
-    assert_on_release(stage, a.release_id, tier=False)
+    assert_back_on_a_keeping_tier(stage, a.release_id, ok(project.invoke("promote", "--to=staging", "--abort")))
 
 
 # ----------------------------------------------------------------------------- 14. closed pipe
