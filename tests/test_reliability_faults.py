@@ -4,7 +4,8 @@ CLI failing after creating or releasing a version, a smoke endpoint that is slow
 answers 500, then hangs, and a host whose disk is full.
 
 Each must end rolled back (or resumable with --abort once the fault is gone), with
-nothing lost (every host on one release, the schema matching it, Shopify matching it,
+nothing lost (every host on one release, Shopify matching it, the schema one that release
+runs on: an additive migration of the undone run stays applied, and the undo says so;
 the lock free) and one clear message naming what failed. Every command's output and
 every file the toolkit wrote is also scanned for the environment's secrets.
 """
@@ -119,6 +120,16 @@ def assert_on_release(stage, release_id: str, *, tier: bool) -> None:
     assert led.live_release("staging").release_id == release_id
 
 
+def assert_back_keeping_tier(stage, release_id: str, run_id: str) -> None:
+    """The code back on `release_id` everywhere, while the additive tier migration (a nullable
+    column) stays applied: the run's undo kept it, said so, and ran no down.sql."""
+    assert_on_release(stage, release_id, tier=True)
+    migrate = {s.name: s for s in stage.project.ledger().steps(run_id)}["migrate"]
+    assert migrate.undo_status == "undone", (migrate.undo_status, migrate.undo_result)
+    assert f"kept: 1 additive migration(s) stay applied ({TIER})" in migrate.undo_result
+    assert "down-migrated" not in migrate.undo_result and "restored" not in migrate.undo_result
+
+
 def promote(stage):
     r = stage.project.invoke("promote", "--to=staging")
     return r
@@ -212,7 +223,7 @@ def test_host_dropping_during_release_leaves_every_host_on_the_old_release(deplo
     # The reachable host was never switched and its half-made release dir is gone.
     assert stage.currents() == [a.release_id] * 2
     assert not (stage.hosts[0].root / "srv/occ/releases" / run.release_id).exists()
-    assert TIER not in applied(stage.db_url)
+    assert TIER in applied(stage.db_url)     # additive: the undo keeps it (or has not run yet)
     if run.status != "rolled_back":
         # The undo could not reach the dropped host: the run keeps its lock and says so;
         # once the host is back, --abort finishes the undo.
@@ -226,7 +237,7 @@ def test_host_dropping_during_release_leaves_every_host_on_the_old_release(deplo
         bring_back(farm, h2)
         r = project.invoke("lock.release", "--env=staging", "--force")
         outputs.append((r.stdout, r.stderr))
-    assert_on_release(stage, a.release_id, tier=False)
+    assert_back_keeping_tier(stage, a.release_id, run.id)
     assert leaks(stage, outputs) == []
 
 
@@ -287,7 +298,7 @@ def test_shopify_cli_failing_after_making_a_version_rolls_everything_back(deploy
     assert "shopify" in r.stderr.lower() and "Something went wrong" in r.stdout + r.stderr
     run = latest(stage)
     assert run.failed_step == "shopify" and run.status == "rolled_back", run.error
-    assert_on_release(stage, a.release_id, tier=False)
+    assert_back_keeping_tier(stage, a.release_id, run.id)
     # The version the CLI made is kept (Shopify cannot delete versions), just not live.
     assert run.release_id in [v["versionTag"] for v in stage.shopify.versions()]
     assert leaks(stage, [(r.stdout, r.stderr)]) == []
@@ -356,7 +367,7 @@ def test_smoke_endpoint_slow_then_500_then_hanging_rolls_back(deployed, misbehav
     assert url in r.stderr and "timed out after 0.5s" in r.stderr
     run = latest(stage)
     assert run.failed_step == "smoke" and run.status == "rolled_back", run.error
-    assert_on_release(stage, a.release_id, tier=False)
+    assert_back_keeping_tier(stage, a.release_id, run.id)
     assert leaks(stage, [(r.stdout, r.stderr)]) == []
 
 
@@ -412,7 +423,7 @@ def test_full_disk_on_one_host_stops_the_release_before_any_switch(small_disk_st
     assert "no space left on device" in r.stderr.lower(), r.stderr
     run = latest(stage)
     assert run.failed_step == "release" and run.status == "rolled_back", run.error
-    assert_on_release(stage, a.release_id, tier=False)
+    assert_back_keeping_tier(stage, a.release_id, run.id)
     assert not (disk / "releases" / run.release_id).exists()
     assert not (disk / "releases" / f".partial-{run.release_id}").exists()
     assert not (disk / ".deploy-lock").exists()
