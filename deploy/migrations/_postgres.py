@@ -144,7 +144,10 @@ class PostgresDb(Db):
         return MigrationRecord(*row)
 
     def table_exists(self) -> bool:
-        return self.query("SELECT to_regclass(format('%I._prisma_migrations', current_schema())) IS NOT NULL")[0][0]
+        # current_schema() is NULL while the URL's ?schema= does not exist yet (status read before
+        # the first migrate creates it): no table then, where format('%I', NULL) would raise.
+        return self.query("SELECT to_regclass(quote_ident(current_schema()) || '._prisma_migrations') "
+                          "IS NOT NULL")[0][0]
 
     def user_tables(self) -> list[str]:
         # Tables an extension created (pg_depend deptype 'e') are not the app's.
