@@ -289,7 +289,7 @@ def load_backup(path: str | Path) -> Backup:
     created = (datetime.fromisoformat(meta["created_at"]) if "created_at" in meta
                else datetime.strptime(m.group("stamp"), STAMP).replace(tzinfo=timezone.utc) if m
                else datetime.fromtimestamp(p.stat().st_mtime, timezone.utc))
-    return Backup(p, actual, created, meta.get("env", p.parent.name), meta.get("sha", m.group("sha") if m else ""),
+    return Backup(p, actual, created, meta.get("env", p.parent.name), meta.get("sha", m.group("sha") if m else "") or "",
                   tuple(sorted((meta.get("tables") or {}).items())), meta.get("snapshot"))
 
 
@@ -543,9 +543,10 @@ def restore_sql(created: Sequence[str], table_schemas: Sequence[str],
             before.append(f"DROP SCHEMA IF EXISTS {_ident(f.name)} CASCADE;")
     for name in sorted(dumped - set(created)):
         before.append(f"CREATE SCHEMA {_ident(name)};")
-        f = by_name.get(name)
-        if f is None:
+        found = by_name.get(name)
+        if found is None:
             continue
+        f = found
         if f.comment is not None:
             after.append(f"COMMENT ON SCHEMA {_ident(name)} IS {_literal(f.comment)};")
         after.append(f"ALTER SCHEMA {_ident(name)} OWNER TO {_ident(f.owner)};")
@@ -742,7 +743,7 @@ def written_since(backup_path: str | Path, url: str, *, sqlite_base: str | Path 
     from psycopg import sql
 
     at = dict(b.tables)
-    out = []
+    out: list[TableWrites] = []
     with _connect(u) as conn:
         if db is not None and db.lock_timeout > 0:
             conn.execute(lock_timeout_sql(db.lock_timeout).strip())

@@ -118,8 +118,7 @@ def _utc(t: datetime | date | None) -> datetime | None:
 
 def judge(facts: DecisionLogFacts, section: DecisionLogSection, now: datetime) -> DecisionLogHealth:
     """The verdict on `facts` under the section's thresholds at `now` (pure)."""
-    now = _utc(now)
-    assert now is not None
+    now = _utc(now) or now
     reasons: list[str] = []
     where = f"{facts.table!r} on {facts.url}"
 
@@ -166,8 +165,7 @@ def judge(facts: DecisionLogFacts, section: DecisionLogSection, now: datetime) -
 
 def gather(url: Secret | str | None, section: DecisionLogSection, now: datetime) -> DecisionLogFacts:
     """Look at the decision-log table once; failures become `error`, never exceptions."""
-    now = _utc(now)
-    assert now is not None
+    now = _utc(now) or now
     table = section.table
     if url is None or not reveal(url).strip():
         return DecisionLogFacts("(unset)", table, error=(
@@ -212,12 +210,12 @@ def gather(url: Secret | str | None, section: DecisionLogSection, now: datetime)
             return DecisionLogFacts(u.masked, table, True, names, ttype, False)
         ident = sql.Identifier(*(p for p in (schema, name) if p is not None))
         tcol, scol = sql.Identifier(section.time_column), sql.Identifier(section.status_column)
-        newest = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(tcol, ident)).fetchone()[0]
+        newest = (conn.execute(sql.SQL("SELECT max({}) FROM {}").format(tcol, ident)).fetchone() or (None,))[0]
         # ::text so an enum or varchar status column compares with the configured value alike.
-        errors = conn.execute(
+        errors = (conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {}::text = %s").format(ident, tcol, scol),
             (now - timedelta(hours=1), section.error_value),
-        ).fetchone()[0]
+        ).fetchone() or (0,))[0]
         return DecisionLogFacts(u.masked, table, True, names, ttype, True, _utc(newest), int(errors))
     except psycopg.Error as e:
         first = next((ln for ln in redact(str(e)).strip().splitlines() if ln.strip()), type(e).__name__)

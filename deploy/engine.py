@@ -72,6 +72,13 @@ class StepContext:
     def note(self, text: str) -> None:
         self.console.note(text)
 
+    @property
+    def id(self) -> str:
+        """The run's id: every step the runner applies has one (a check run outside a run has none)."""
+        if self.run_id is None:
+            raise RuntimeError("Bug: a step that records under its run was run outside one")
+        return self.run_id
+
     def checkpoint(self) -> None:
         """Persist the state now, before changing the world, so an undo after a kill
         inside this step knows what to undo."""

@@ -143,10 +143,10 @@ class BackupFailed(DeployError):
 class HostFailed(DeployError):
     """One or more hosts failed; `results` holds every host's outcome."""
 
-    def __init__(self, message: str, hint: str | None = None, results: Iterable[object] | None = None,
+    def __init__(self, message: str, hint: str | None = None, results: Iterable[Any] | None = None,
                  **fields: Any):
         super().__init__(message, hint, **fields)
-        self.results = list(results or [])
+        self.results: list[Any] = list(results or [])   # hosts.HostResult, one per host
 
 
 class ShopifyFailed(DeployError):

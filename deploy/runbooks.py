@@ -82,6 +82,7 @@ def load_collection(root: Path):
     # A name per file, so two roots in one process (the tests) never share a cached module.
     name = "_runbooks_tasks_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, "a .py file has a spec with a loader"
     module = importlib.util.module_from_spec(spec)
     added = str(path.parent) not in sys.path
     if added:
@@ -476,7 +477,9 @@ def restamp(text: str, line: str, *, file: str = "") -> str:
                            f"{', '.join(str(i + 1) for i in hits)}).", "Keep exactly one; runbooks.stamp rewrites it.")
     if hits:
         i = hits[0]
-        lines[i] = STAMP_LINE.match(lines[i]).group("lead") + line
+        found = STAMP_LINE.match(lines[i])
+        assert found is not None   # hits are the lines it matches
+        lines[i] = found.group("lead") + line
     else:
         at = next((i + 1 for i, s in enumerate(lines) if s.startswith("# ")), 0)
         lines[at:at] = ["", line] if at else [line, ""]

@@ -197,7 +197,8 @@ def _role_of(name: str) -> str:
 
 def package_manager(app: Path) -> PackageManager:
     """The package manager whose lockfile `app` holds (deploy.build's rule); npm when none."""
-    return build.package_manager(app) or "npm"
+    pm = build.package_manager(app)
+    return "yarn" if pm == "yarn" else "pnpm" if pm == "pnpm" else "npm"   # LOCKFILES names no other
 
 
 def install_argv(pm: PackageManager, *, lockfile: bool = True) -> tuple[str, ...]:
@@ -304,7 +305,7 @@ def detect(app: Path) -> AppFacts:
         raise SettingsError(f"{app / 'package.json'}: \"scripts\" is a {type(raw_scripts).__name__}, not an object "
                             "of name -> command.", 'Write it as "scripts": {"start": "...", "build": "..."}.')
     scripts = {k: v for k, v in (raw_scripts or {}).items() if isinstance(v, str)}
-    engines = package.get("engines") if isinstance(package.get("engines"), dict) else {}
+    engines = package["engines"] if isinstance(package.get("engines"), dict) else {}
 
     deps = {k: v for key in ("dependencies", "devDependencies")
             if isinstance(package.get(key), dict) for k, v in package[key].items()}
@@ -312,7 +313,7 @@ def detect(app: Path) -> AppFacts:
     prisma_config = next((n for n in (f"prisma.config.{e}" for e in ("ts", "mts", "cts", "js", "mjs", "cjs"))
                           if (app / n).is_file()), "")
     candidates = []
-    prisma = package.get("prisma") if isinstance(package.get("prisma"), dict) else {}
+    prisma = package["prisma"] if isinstance(package.get("prisma"), dict) else {}
     if isinstance(prisma.get("schema"), str):
         candidates.append(prisma["schema"])
     if prisma_config:
@@ -605,7 +606,7 @@ def _variables(f: AppFacts) -> list[dict]:
         provider = f.datasource.provider if f.datasource else ""
         example = next((e.value for e in f.env_example if e.name == db_var), "")
         if provider == "sqlite":
-            local_url = f.datasource.url or (example if example.startswith("file:") else "") or "file:./dev.sqlite"
+            local_url = (f.datasource.url if f.datasource else "") or (example if example.startswith("file:") else "") or "file:./dev.sqlite"
             what = "a SQLite file locally"
         else:
             # A Postgres app's local database is Postgres: the app's own example URL, else the

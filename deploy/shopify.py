@@ -439,7 +439,7 @@ def previous_version(items: Sequence[AppVersion]) -> AppVersion | None:
     ordered = list(items)
     older = [v for v in ordered[ordered.index(act) + 1:] if v.version_tag]
     released = [v for v in older if v.status == "released"]
-    return (released or older or [None])[0]
+    return released[0] if released else older[0] if older else None
 
 
 # ---------------------------------------------------------------- running the CLI

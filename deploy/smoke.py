@@ -184,7 +184,7 @@ def checks_for(section: SmokeSection, base_urls: Iterable[str], health_path: str
     bases = [b for b in dict.fromkeys(base_urls) if b]
     if not section.checks:
         return [c for b in bases for c in default_checks(b, health_path)]
-    out = []
+    out: list[SmokeCheck] = []
     for c in section.checks:
         if c.url.startswith("/"):
             out.extend(_replace(c, url=join_url(b, c.url)) for b in bases)
@@ -269,6 +269,7 @@ def check(
     backoff (backoff, 2*backoff, ...); never raises for a failing target."""
 
     def one(c: SmokeCheck) -> SmokeResult:
+        problem: str | None
         attempts, problem, status, latency = 0, "not run", None, 0.0
         for attempt in range(retries + 1):
             if attempt:

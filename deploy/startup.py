@@ -47,7 +47,7 @@ def start_argv(contract: AppSection, pkg: dict, where: str) -> list[str]:
     fallback is not guessed)."""
     if isinstance(contract.start, tuple):
         return list(contract.start)
-    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    scripts = pkg["scripts"] if isinstance(pkg.get("scripts"), dict) else {}
     script = scripts.get("start")
     if isinstance(script, str) and script.strip():
         if isinstance(scripts.get("poststart"), str) and scripts["poststart"].strip():

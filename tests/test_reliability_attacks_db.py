@@ -122,8 +122,14 @@ def test_promotion_after_a_failed_migration_that_created_a_schema_succeeds(stage
     project.commit("audit schema, and a broken migration")
     stage.collect_evidence()
     r = project.invoke("promote", "--to=staging")
-    failed_clearly(r, "20990101000001_broken")
-    assert schemas(stage.db_url) == before          # the backup's schemas, `audit` gone
+    # The undo keeps the additive `audit` migration (a new schema and table: no row lost, the
+    # previous release runs on it), says so, restores nothing and marks the broken one rolled back.
+    failed_clearly(r, "20990101000001_broken", "marked 20990101000001_broken rolled back",
+                   "kept: 1 additive migration(s) stay applied (20990101000000_audit), no rows lost")
+    assert "restored" not in r.stdout + r.stderr
+    after = schemas(stage.db_url)
+    assert [x for x in after if x[0] != "audit"] == before and "audit" in [x[0] for x in after]
+    assert q(stage.db_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'audit'") == [("events",)]
     (project.root / MIGRATIONS / "20990101000001_broken/migration.sql").write_text("CREATE TABLE audit.more (id int);\n")
     project.commit("fix the broken migration")
     stage.collect_evidence()

@@ -181,9 +181,9 @@ def prune(artifacts_dir: str | Path, keep: int, protect: Iterable[str] = ()) -> 
     # its pack and its index: swept only while no build is packing.
     with lock(store / ".locks" / "store.lock", wait=False) as free:
         if free:
-            for tar in store.glob("*.tar.gz"):
-                if not tar.name.startswith(".") and tar.name[:-len(".tar.gz")] not in live_tars:
-                    tar.unlink(missing_ok=True)
+            for orphan in store.glob("*.tar.gz"):
+                if not orphan.name.startswith(".") and orphan.name[:-len(".tar.gz")] not in live_tars:
+                    orphan.unlink(missing_ok=True)
     for tmp in store.glob(".pack-*"):
         pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
         if not pid.isdigit() or not proc.pid_alive(int(pid)):   # never a running pack's

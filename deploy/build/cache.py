@@ -88,6 +88,7 @@ class DepsCache:
             if index is None:
                 return None
             unshare_top_files(app / DEPS)
+        assert index is not None   # the spare's index, or the linked tree's
         ran = [f"(dependency cache {key[:12]}) " + (f"mv {entry / SPARE} {DEPS}" if spare else
                                                      f"cp -al {entry / 'full' / DEPS} {DEPS}")]
         prod = prod_ready(entry, plan)
@@ -138,7 +139,7 @@ class DepsCache:
             and npm_context(env) == prod.get("context") \
             and not any((entry / "prod" / DEPS / name).exists() for name in added)
         prod_ok = not fits or stamp_is(entry / "prod", prod.get("stamp"))
-        if fits and prod_ok:
+        if fits and prod_ok and added is not None:   # fits: added is known
             aside = swap_in_prod(app, entry, added)
             if aside is not None:
                 self._in_background(["rm", "-rf", str(aside)], "removing the full node_modules")
@@ -257,7 +258,7 @@ class DepsCache:
 
 def source_files(app: Path) -> set[str]:
     """The checkout's files outside node_modules (to remove what a build added)."""
-    out = set()
+    out: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(app):
         dirnames[:] = [d for d in dirnames if not (dirpath == str(app) and d == DEPS)]
         out.update(os.path.relpath(os.path.join(dirpath, f), app) for f in filenames)

@@ -45,7 +45,7 @@ def deps_key(app_dir: str | Path, plan: Recipe, tool_versions: Mapping[str, str]
     if lock is None or not plan.install:
         return None
     pkg = package_json(app)
-    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    scripts = pkg["scripts"] if isinstance(pkg.get("scripts"), dict) else {}
     facts = {
         "lockfile": [lock.name, sha256_file(lock)],
         "package": {k: pkg[k] for k in INSTALL_FIELDS if k in pkg},

@@ -61,7 +61,7 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
     links = [{"path": rel, "target": os.readlink(p)} for rel, p, st in entries if stat.S_ISLNK(st.st_mode)]
     parents = {rel.rsplit("/", 1)[0] for rel, _, _ in entries if "/" in rel}
     empty = [rel for rel, _, st in entries if stat.S_ISDIR(st.st_mode) and rel not in parents]
-    manifest = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files,
+    manifest: dict[str, object] = {"release_id": release_id, "git_sha": git_sha, "built_at": built_at, "files": files,
                 "symlinks": links, "empty_dirs": empty}
     if app:
         manifest["app"] = app   # which app this is: an undo never starts another app's release
@@ -78,7 +78,7 @@ def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, buil
             # larger file; a commit is packed once, and hosts mostly get deltas.
             with gzip_writer(raw, compresslevel=1) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    tar.copybufsize = 1 << 20
+                    tar.copybufsize = 1 << 20   # type: ignore[attr-defined]  # tarfile's copy buffer
                     # The manifest first: a reader (a delta upload) gets it without
                     # decompressing the whole tarball.
                     info = _info(MANIFEST, tarfile.REGTYPE, 0o644, mtime)

@@ -215,7 +215,7 @@ def generated_inputs(app_dir: str | Path, pkg: dict | None = None) -> dict[str, 
     they run) name. Part of the dependency cache key (`deps_key`)."""
     app = Path(app_dir)
     pkg = package_json(app) if pkg is None else pkg
-    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    scripts = pkg["scripts"] if isinstance(pkg.get("scripts"), dict) else {}
     out = {rel: sha256_file(app / rel) for rel in prisma_schema_files(app, pkg)}
     out.update({cfg: sha256_file(app / cfg) for cfg in PRISMA_CONFIGS if (app / cfg).is_file()})
     out.update(named_files(app, scripts_reached(scripts, INSTALL_SCRIPTS).values()))
@@ -233,7 +233,7 @@ def _generate_step(app: Path, pkg: dict, c: AppSection) -> tuple[tuple[str, ...]
         return (), False
     deps = {k: v for f in ("dependencies", "devDependencies", "optionalDependencies")
             if isinstance(pkg.get(f), dict) for k, v in pkg[f].items()}
-    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    scripts = pkg["scripts"] if isinstance(pkg.get("scripts"), dict) else {}
 
     def runs_generate(argvs: Iterable[tuple[str, ...]], names: Iterable[str]) -> bool:
         texts = [shlex.join(a) for a in argvs]

@@ -85,7 +85,7 @@ def _check_one(matrix: Matrix, src: _Sources, var: Variable) -> CheckRow:
     rule = var.on(env)
     line = _committed_secret(src, var)
     if line is not None:
-        Secret(src.committed.values[var.name])
+        Secret(src.committed.values[var.name] or "")
         return CheckRow(var.name, "secret-in-file",
                         f"a secret with a value in committed {_rel(matrix, src.committed.path)} line {line}: "
                         "remove it and rotate the secret")

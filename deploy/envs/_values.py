@@ -149,7 +149,7 @@ def resolve(matrix: Matrix, env_name: str, root: Path, environ: Mapping[str, str
     for var in matrix.variables:
         line = _committed_secret(src, var)
         if line is not None:
-            Secret(src.committed.values[var.name])  # registered, so no later output can show it
+            Secret(src.committed.values[var.name] or "")  # registered, so no later output can show it
             raise SettingsError(
                 f"{src.committed.path}: line {line}: {var.name} is a secret in {env_name!r} and must not be committed.",
                 f"Remove the line, rotate {var.name} (the value is in git history), then "

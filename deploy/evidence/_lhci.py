@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Literal, Mapping
 
 from deploy.evidence import _lhr
 from deploy.evidence._common import (EvidenceError, LighthousePage, LighthouseReport, LighthouseRun, _first_line,
@@ -72,6 +72,7 @@ def parse_lhci(files: Mapping[str, bytes], name: str) -> LighthouseReport:
     for r in runs:
         by_url.setdefault(r.url, []).append(r)      # upload.js groups by requestedUrl, first seen first
     pages = []
+    how: Literal["single", "manifest", "median"]
     for url, group in by_url.items():
         marked = [r for r in group if _basename(r.file) in flagged]
         if len(group) == 1:

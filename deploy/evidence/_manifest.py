@@ -220,7 +220,7 @@ def read_manifest(path: Path, shown: str = MANIFEST) -> Manifest:
                                      sha256=digest, size=size if isinstance(size, int) else 0,
                                      files=tuple(sorted(files.items()))))
     try:
-        collected = datetime.fromisoformat(doc.get("collected_at"))
+        collected = datetime.fromisoformat(doc.get("collected_at") or "")   # absent: ValueError, below
     except (TypeError, ValueError):
         raise EvidenceError(shown, "collected_at is not an ISO 8601 time.") from None
     return Manifest(sha=sha, collected_at=collected, entries=tuple(entries))

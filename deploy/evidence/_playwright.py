@@ -91,8 +91,8 @@ def parse(obj: dict, name: str) -> TestReport:
     top_errors = obj.get("errors") or []
     if not isinstance(top_errors, list):
         raise EvidenceError(name, f"errors is not a list ({_short(top_errors)}).")
-    for e in top_errors:
-        msg = e.get("message") if isinstance(e, dict) else e
+    for err in top_errors:
+        msg = err.get("message") if isinstance(err, dict) else err
         errors.append(f"run error: {_first_line(msg or '?')}")
     claimed = {k: _count(stats.get(k)) for k in ("expected", "unexpected", "flaky", "skipped")}
     counted = {"expected": passed, "unexpected": failed - never_ran, "flaky": flaky, "skipped": skipped + never_ran}

@@ -118,10 +118,10 @@ def judge_lighthouse(report: LighthouseReport, file: str, gate: GateSection,
             if cat not in run.scores:
                 have = ", ".join(run.scores) or "none"
                 reasons.append(f"category {cat} is missing from the report (it has {have})")
-            elif run.scores[cat] is None:
+            elif (score := run.scores[cat]) is None:
                 reasons.append(f"{cat} score is null: Lighthouse could not compute it")
-            elif run.scores[cat] < least:
-                reasons.append(f"{cat} {run.scores[cat]:.2f} is below {least:.2f}")
+            elif score < least:
+                reasons.append(f"{cat} {score:.2f} is below {least:.2f}")
         for bad in page.errored:
             reasons.append(f"runtimeError in {bad.file.rsplit('/', 1)[-1]}: {bad.runtime_error}")
         if i == 0:

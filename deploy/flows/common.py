@@ -64,7 +64,7 @@ def git_dirty(root: Path) -> list[str]:
     return [ln[3:] for ln in r.stdout.splitlines() if ln.strip()] if r.ok else []
 
 
-def unfinished_run(led: Ledger, env: str, flow: str) -> RunRow | None:
+def unfinished_run(led: Ledger, env: str, flow: str) -> RunRow:
     """The latest run of `flow` on `env` that a kill or --no-rollback left unfinished."""
     lock = led.lock(env)
     for r in led.runs(env, flow=flow, limit=20):

@@ -41,6 +41,7 @@ def migrate(svc, env: str, yes: bool = False) -> None:
     led = svc.ledger()
     if rights.guarded(s):
         sha, _ = rights.committed_migrations(s)
+        assert sha is not None, "a guarded environment's migrations come from a commit"
         environ = svc.environ_for(s.name)
         outcome = rights.act(svc, s, "db.migrate", [promote_steps.backup(s, sha, environ),
                                                       promote_steps.migrate(s, environ, sha)],

@@ -81,7 +81,9 @@ def drill(svc, env: str, *, sha: str | None, production: str = "production", wat
         _run(led, rb.without("smoke"), durations, "rollback")
 
         ctx = StepContext(run_id=None, env=env, state={}, console=Console())
-        _phase(durations, "verify", lambda: smoke_step.run(ctx))
+        smoke_run = smoke_step.run
+        assert smoke_run is not None
+        _phase(durations, "verify", lambda: smoke_run(ctx))
         outcome = "passed"
     except DeployError as e:
         note = e.message.splitlines()[0][:300]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from deploy import shopify
 from deploy.config import Settings
-from deploy.engine import Console, Plan, Runner
+from deploy.engine import Console, Plan, Runner, StepContext
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, steps
 from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus, RunStatus
 
 
-def target_release(s: Settings, led, to: str | None) -> tuple[str | None, str]:
+def target_release(s: Settings, led: Ledger, to: str | None) -> tuple[str | None, str | None]:
     """(release to go back to, release now live): from the release target's own record, or
     from the ledger first (what was promoted) and the target when the ledger knows nothing."""
     target = steps.target(s)
@@ -63,6 +63,9 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
     fled_sha = fled_row.sha if fled_row else None
     fled = common.promotion_of(led, s.name, fled_row.release_id if fled_row else None)
     target_row = next((r for r in rows if r.release_id == target), None)
+    if target is None:
+        raise DeployError(f"{s.name} has no earlier release in the ledger to roll back to.",
+                          "Name one with --to=RELEASE (see `invoke hosts.releases --env=...`).")
 
     shop_skip = "--skip-shopify given" if skip_shopify else shopify.skip_reason(s)
     db_skip = None
@@ -82,9 +85,6 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
         steps.smoke_after(s, target),
         steps.record_rollback(s, led, target, current, target_known=target_row is not None),
     ]
-    if target is None:
-        raise DeployError(f"{s.name} has no earlier release in the ledger to roll back to.",
-                          "Name one with --to=RELEASE (see `invoke hosts.releases --env=...`).")
     return Plan("rollback", s.name, seq, sha=target_row.sha if target_row else None, release_id=target,
                 args={"to": target, "from": current, "db": db, "skip_shopify": skip_shopify,
                       **({"skip_hosts": list(skipped)} if skipped else {})},
@@ -100,7 +100,9 @@ def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False
         svc.term.out(p.table() + "\n\nwhat each step would run or touch:\n" + p.commands() + "\n\ndry run: nothing was changed.")
         return
     # Refused before anyone is asked and before any host switches (the check step asks again under the lock).
-    p.step("check").run(None)
+    check = p.step("check").run
+    assert check is not None
+    check(StepContext(run_id=None, env=s.name, state={}, console=Console()))
     if db != "keep" or s.environment.protected:
         svc.term.out(p.table() + "\n")
         svc.term.confirm(f"Roll {env} back to {p.release_id}" + (f" and its database ({db})" if db != "keep" else "") + "?",

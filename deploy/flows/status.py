@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import Any
 
 from deploy import envs, secrets
 from deploy.build import tree_bytes
@@ -20,7 +21,7 @@ def _when(t: float | None) -> str:
 
 
 def gather(root, led, environ, now: float) -> list[dict]:
-    rotation = {}
+    rotation: dict[str, list[str]] = {}
     try:
         m = envs.load_matrix(root)
         rep = secrets.rotation_report(m, dt.datetime.fromtimestamp(now, dt.UTC).date(),
@@ -30,7 +31,7 @@ def gather(root, led, environ, now: float) -> list[dict]:
                 rotation.setdefault(r.env, []).append(r.variable)
     except DeployError:
         rotation = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in environments(root):
         try:
             s = load(name, root)

@@ -255,7 +255,7 @@ def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | N
 
     def run(ctx: StepContext):
         try:
-            names = t.lock(ctx.run_id, release_id)
+            names = t.lock(ctx.id, release_id)
         except HostFailed as e:
             raise with_skip_hint(e, s.name, f"invoke promote --to={s.name}") from None
         if shown is not None:
@@ -276,7 +276,7 @@ def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | N
     def undo(ctx: StepContext):
         # A host that cannot be reached must not keep the ledger lock (and with it every
         # other host) held: its lock, if this run took it, is named and left to lock.release.
-        unlocked = t.unlock_reachable(ctx.run_id)
+        unlocked = t.unlock_reachable(ctx.id)
         freed, dead = unlocked.freed, unlocked.unreachable
         note = "released on " + (f"{len(freed)} host(s)" if freed else "no host (this run held none there)")
         if dead:
@@ -285,7 +285,7 @@ def lock_hosts(s: Settings, release_id: str, *, shown: dict[str, str | None] | N
         return note
 
     def finish(ctx: StepContext):
-        freed = t.unlock(ctx.run_id)
+        freed = t.unlock(ctx.id)
         return f"deploy lock released on {len(freed)} host(s)"
 
     def shows() -> list[Touch]:
@@ -323,7 +323,7 @@ def shared_env_text(s: Settings, environ) -> str:
         if name and name != s.database.app_url_var and name.startswith(f"{s.name.upper()}_"):
             values.pop(name, None)   # the deployer's own name for it; the app reads app_url_var
     if s.database.provider == "postgresql":
-        values[s.database.app_url_var] = app_database_url(s, environ)
+        values[s.database.app_url_var] = app_database_url(s, environ) or ""   # postgresql: a URL, or SettingsError
     return envs.render_shared_env(s.name, values)
 
 
@@ -331,15 +331,15 @@ def env_push(s: Settings, environ) -> Step:
     """Write shared/.env on every host (hosts.push_env); the undo puts the previous file back."""
 
     def run(ctx: StepContext):
-        names = hosts.push_env(s.hosts, shared_env_text(s, environ), run_id=ctx.run_id)
+        names = hosts.push_env(s.hosts, shared_env_text(s, environ), run_id=ctx.id)
         return f"shared/.env written on {len(names)} host(s) (0600)"
 
     def undo(ctx: StepContext):
-        names = hosts.restore_env(s.hosts, run_id=ctx.run_id)
+        names = hosts.restore_env(s.hosts, run_id=ctx.id)
         return f"previous shared/.env back on {len(names)} host(s)"
 
     def finish(ctx: StepContext):
-        names = hosts.finish_env(s.hosts, run_id=ctx.run_id)
+        names = hosts.finish_env(s.hosts, run_id=ctx.id)
         return f"previous shared/.env copies removed on {len(names)} host(s)"
 
     def shows() -> list[Touch]:
@@ -606,8 +606,9 @@ def migrate(s: Settings, environ, sha: str, *, accept=(), confirm=None) -> Step:
             res = database.migrate(mdir)
         except MigrationFailed as e:
             raise _in_repository(s, sha, e) from None
-        checks = {c.name: c for c in (ctx.get(MigrateFacts).checks or ())}
-        kinds = [f"{n} ({checks[n].kind})" if n in checks else n for n in res.applied]
+        mig = ctx.get(MigrateFacts)
+        verdicts = {c.name: c for c in ((mig.checks if mig else None) or ())}
+        kinds = [f"{n} ({verdicts[n].kind})" if n in verdicts else n for n in res.applied]
         return f"applied {len(res.applied)}: {', '.join(kinds)}" if res.applied else "up to date"
 
     def undo(ctx: StepContext):
@@ -799,7 +800,8 @@ def shopify_push(s: Settings, release_id: str, sha: str, environ, *, skip: bool,
             res = shopify.deploy(s, release_id, message, source, environ, path=app)
         finally:
             b.check_full_install(installed)
-        prev = ctx.get(ShopifyFacts).previous
+        before = ctx.get(ShopifyFacts)
+        prev = before.previous if before else None
         ctx.put(ShopifyFacts(version=res.version, previous=prev if res.reused else res.previous))
         return f"app version {res.version} live (was {res.previous or 'none'}) from {sha[:12]}; {installed.summary}"
 

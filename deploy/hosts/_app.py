@@ -64,7 +64,7 @@ def hook_env(section: HostsSection, environ) -> dict[str, str]:
 
 
 def _hook_env(section, h: _Host, release_id: str, extra) -> dict[str, str]:
-    return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": (h.state.current or "") if h.state else "",
+    return {"RELEASE_ID": release_id, "PREVIOUS_RELEASE": (h.known.current or "") if h.state else "",
             "DEPLOY_TO": h.t.deploy_to, "DEPLOY_HOST": h.t.name, **extra}
 
 
@@ -107,7 +107,7 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
     t = h.t
     if section.restart:
         hook = hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env))
-        r = _run(h.conn, t, go_live_command(t, release_id, h.state.current != release_id, hook,
+        r = _run(h.conn, t, go_live_command(t, release_id, h.known.current != release_id, hook,
                                             section.health_command),
                  section, "switching current and restarting",
                  ok_codes=(0, SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT), long=True)
@@ -123,7 +123,7 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
         if r.exited == 0 and (section.health_command or not t.health_url):
             return
         return _health(section, h)
-    if h.state.current != release_id:
+    if h.known.current != release_id:
         _run(h.conn, t, switch_command(t, release_id), section, "switching current")
     h.switched = True
     h.release = release_id
@@ -239,7 +239,7 @@ def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
     def back(h: _Host) -> None:
         if not h.switched or h.conn is None:
             return
-        prev = h.state.current
+        prev = h.known.current
         if prev == release_id:
             return
         try:
@@ -271,8 +271,8 @@ def _if_same_app(section, h: _Host, release_id: str, prev: str) -> str | None:
     """`prev` when it is a release of the same app as `release_id`, else None: going back to
     another app's release (the environment switched apps) would start the wrong app, so the
     undo stops the app instead, as after a first release."""
-    if release_id in h.state.releases and prev in h.state.releases:
-        apps = h.state.app_of()   # both were there when the state was read
+    if release_id in h.known.releases and prev in h.known.releases:
+        apps = h.known.app_of()   # both were there when the state was read
     else:
         r = _run(h.conn, h.t, app_of_command(h.t, release_id, prev), section, "reading which app the releases are")
         apps = parse_app_of(r.stdout)

@@ -9,7 +9,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from deploy import liveness
 from deploy.errors import DeployError, HostFailed
@@ -45,7 +45,7 @@ class _Host:
     """Per-host bookkeeping for one operation (mutable; results are frozen)."""
 
     t: Target
-    conn: object = None
+    conn: Any = None                      # a Fabric Connection once opened
     state: HostState | None = None
     locked: bool = False
     prepared: bool = False
@@ -62,6 +62,14 @@ class _Host:
     supervisor: str = ""                  # "systemd" or "sh" once chosen for this host
     uploaded: int = 0                     # bytes sent (SFTP, or a command's stdin) in this operation
     transfer: str = ""                    # how the release reached the host (HostResult.transfer)
+    note: str = ""                        # a warning for the operator (HostResult.note)
+
+    @property
+    def known(self) -> HostState:
+        """The state read when the host was opened: every step after that reads it."""
+        if self.state is None:
+            raise RuntimeError(f"Bug: {self.t.name}: its state is read before the host was opened")
+        return self.state
 
 
 def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel: int) -> None:
@@ -106,7 +114,8 @@ def _results(hosts: Sequence[_Host]) -> list[HostResult]:
         now_on = None if h.left_empty else h.release if h.release is not None else prev
         out.append(HostResult(host=h.t.name, ok=not h.error, release=now_on, previous=prev,
                               duration=round(time.monotonic() - h.started, 3), error=h.error,
-                              uploaded=h.uploaded, transfer=h.transfer, reachable=h.conn is not None))
+                              uploaded=h.uploaded, transfer=h.transfer, reachable=h.conn is not None,
+                              note=h.note))
     return out
 
 

@@ -139,8 +139,8 @@ def break_lock(section: HostsSection, *, now: datetime | None = None, force: boo
     Raises LockHeld naming the holders of the younger locks it left in place."""
     now = now or _now()
     held = lock_status(section)
-    stale = [i for i in held if force or (i.age_minutes(now) is not None and
-                                          i.age_minutes(now) >= section.lock_max_age_minutes)]
+    stale = [i for i in held if force or ((age := i.age_minutes(now)) is not None and
+                                          age >= section.lock_max_age_minutes)]
     fresh = [i for i in held if i not in stale]
     names = {i.host for i in stale}
     if names:

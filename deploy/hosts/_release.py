@@ -6,12 +6,14 @@ close. Every host's outcome is reported once (`HostFailed`)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Sequence
 
+from deploy.build.artifact import MANIFEST
 from deploy.errors import HostFailed, PlanChanged, SettingsError
 from deploy.hosts._app import (_after_switch_summary, _check_env, _hook_before_switch, _if_same_app, _restore,
                                _roll_out, _switch_back)
@@ -22,7 +24,8 @@ from deploy.hosts._group import _close, _failed, _holder, _Host, _now, _open_all
 from deploy.hosts._lock import _raise_if_locked, _unlock_all
 from deploy.hosts._ssh import _HostError, _run
 from deploy.hosts._targets import targets
-from deploy.hosts._upload import _Delta, _delta_base, _manifest_tree, _prepare_delta, _upload
+from deploy.hosts._upload import (TreeEntry, _Delta, _delta_base, _manifest_tree, _prepare_delta, _safe_member,
+                                  _upload)
 from deploy.hosts._values import HostResult, HostState, validate_release_id
 
 if TYPE_CHECKING:
@@ -103,7 +106,7 @@ def _discard_prepared(section, hs: Sequence[_Host]) -> None:
         if h.conn is None:
             continue
         try:
-            if h.made_dir and h.state and h.state.current != h.pending:
+            if h.made_dir and h.state and h.known.current != h.pending:
                 _run(h.conn, h.t, discard_release_command(h.t, h.pending), section, "cleaning up", long=True)
         except _HostError as e:
             h.error = h.error or f"cleanup failed: {e}"
@@ -147,10 +150,10 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
         op.go_live(what, release_id, env)
         results = op.finish(
             "pruning and unlocking",
-            line=lambda h: (f"{now.isoformat()} release {release_id} (was {h.state.current or '-'}) "
+            line=lambda h: (f"{now.isoformat()} release {release_id} (was {h.known.current or '-'}) "
                             f"by {_holder()} run {run_id}"),
-            prune=lambda h: prune_list((*h.state.releases, release_id), section.keep_releases,
-                                       (release_id, h.state.current)))
+            prune=lambda h: prune_list((*h.known.releases, release_id), section.keep_releases,
+                                       (release_id, h.known.current or release_id)))
         if any(not r.ok for r in results):
             raise HostFailed(
                 f"release {release_id}: every host switched and is healthy, but finishing failed on some:\n"
@@ -161,7 +164,7 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
 def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_name: str, env,
              delta: "_Delta | None" = None) -> None:
     t = h.t
-    st = h.state
+    st = h.known
     if st.current == release_id:
         # Re-running a release that is live (a resumed run): nothing to unpack, never touch the live dir.
         h.transfer = "none"
@@ -171,7 +174,7 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
     h.pending = release_id
     h.made_dir = True
     base = _delta_base(st, release_id) if delta is not None and st.upload_sha256 != artifact.sha256 else None
-    if base is not None and _prepare_delta(section, h, delta, release_id, base):
+    if base is not None and delta is not None and _prepare_delta(section, h, delta, release_id, base):
         h.prepared = True
         return _hook_before_switch(section, h, release_id, env)
     if st.upload_sha256 != artifact.sha256:
@@ -200,8 +203,8 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
     def one(h: _Host) -> None:
         t = h.t
         r = _run(h.conn, t, previous_command(t, release_id), section, "reading the previous release")
-        if h.state.current != release_id:
-            h.release = h.state.current
+        if h.known.current != release_id:
+            h.release = h.known.current
             return
         prev = (r.stdout.strip().splitlines() or [""])[0] or None
         if prev is not None:
@@ -241,22 +244,23 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
     with _locked(section, app, run_id=run_id, release_id=to or "rollback", now=now) as op:
         if not op.failed():
             _check_rollback_target(section, op.hs, to)
-        stale = [h for h in op.hs if not h.error and expect and h.state.current not in (expect, to or previous_of(h.state))]
+        stale = [h for h in op.hs if not h.error and expect and h.known.current not in (expect, to or previous_of(h.known))]
         if stale:
             op.unlock()
             raise PlanChanged(
                 "The hosts changed after the rollback plan was shown: it said they serve "
-                f"{expect}, but " + ", ".join(f"{h.t.name} serves {h.state.current or 'nothing'}" for h in stale)
+                f"{expect}, but " + ", ".join(f"{h.t.name} serves {h.known.current or 'nothing'}" for h in stale)
                 + ". Nothing was switched.",
                 "Another run released meanwhile. Look again (`invoke status`, `invoke hosts.releases --env=<env>`) "
                 "and run the rollback again to get a plan of what is live now.")
         if not op.failed():
-            _parallel(op.hs, lambda h: _verify_target(section, h, to or previous_of(h.state)), section.max_parallel)
+            _parallel(op.hs, lambda h: _verify_target(section, h, to or previous_of(h.known)), section.max_parallel)
         op.stop_before_switch("rollback", "before any host switched; nothing changed")
-        target = to or previous_of(op.hs[0].state)
+        target = to or previous_of(op.hs[0].known)
+        assert target is not None, "a host without a release to go back to was stopped before the switch"
         op.go_live(f"rollback to {target}", target, env)
         return op.finish("logging and unlocking", line=lambda h: (
-            f"{now.isoformat()} rollback {h.state.current or '-'} -> {target} by {_holder()} run {run_id}"))
+            f"{now.isoformat()} rollback {h.known.current or '-'} -> {target} by {_holder()} run {run_id}"))
 
 
 def _check_rollback_target(section, hs: Sequence[_Host], to: str | None) -> None:
@@ -264,24 +268,25 @@ def _check_rollback_target(section, hs: Sequence[_Host], to: str | None) -> None
     `current`, and (without `to`) every host names the same previous release. A host that
     fails a check gets its error."""
     for h in hs:
-        target = to or previous_of(h.state)
+        target = to or previous_of(h.known)
         if target is None:
-            h.error = f"no release before {h.state.current or '(none)'} to roll back to"
-        elif target not in h.state.releases:
-            h.error = f"release {target} is not on this host (has: {', '.join(h.state.releases) or 'none'})"
+            h.error = f"no release before {h.known.current or '(none)'} to roll back to"
+        elif target not in h.known.releases:
+            h.error = f"release {target} is not on this host (has: {', '.join(h.known.releases) or 'none'})"
 
     for h in hs:
-        target = to or previous_of(h.state)
-        if h.error or not h.state.current or target == h.state.current:
+        target = to or previous_of(h.known)
+        current = h.known.current
+        if h.error or not current or not target or target == current:
             continue
-        apps = h.state.app_of()   # read with the state, under the lock
-        if not same_app(apps, h.state.current, target):
-            h.error = (f"release {target} is of app {apps[target]}, but {h.state.current} (current) is "
-                       f"of app {apps[h.state.current]}: a rollback never starts another app")
-    wanted = {to or previous_of(h.state) for h in hs}
+        apps = h.known.app_of()   # read with the state, under the lock
+        if not same_app(apps, current, target):
+            h.error = (f"release {target} is of app {apps[target]}, but {current} (current) is "
+                       f"of app {apps[current]}: a rollback never starts another app")
+    wanted = {to or previous_of(h.known) for h in hs}
     if not any(h.error for h in hs) and len(wanted) > 1:
         for h in hs:
-            h.error = f"hosts disagree on the previous release (this one: {previous_of(h.state)})"
+            h.error = f"hosts disagree on the previous release (this one: {previous_of(h.known)})"
 
 
 def _verify_target(section, h: _Host, target: str | None) -> None:
@@ -290,12 +295,13 @@ def _verify_target(section, h: _Host, target: str | None) -> None:
     cannot vouch for hashed. A delta release shares unchanged files' inodes with the releases
     before it, so an app that appends to a file of the live release changes them too; such a
     release is refused (naming the files), never served."""
-    if not target or target == h.state.current:
+    if not target or target == h.known.current:
         return   # already live: a re-run finishing a rollback, nothing is switched to
     r = _run(h.conn, h.t, release_tree_command(h.t, target), section, f"checking releases/{target}", long=True)
     tree, index, manifest = parse_release_tree(r.stdout)
-    problems, to_hash = judge_target(manifest, tree, index, section.shared_files)
-    paths = sorted(to_hash or {})
+    problems, to_hash, unchecked = judge_target(manifest, tree, index, section.shared_files)
+    to_hash = to_hash or {}
+    paths = sorted(to_hash)
     for i in range(0, len(paths), 400):
         chunk = paths[i:i + 400]
         out = _run(h.conn, h.t, hash_files_command(h.t, target, chunk), section, f"hashing releases/{target}",
@@ -311,6 +317,9 @@ def _verify_target(section, h: _Host, target: str | None) -> None:
         h.error = (f"releases/{target} was changed in place since it was released, so it is not rolled back to "
                    f"({shown}). Release that commit again (a fresh copy from its artifact), or roll back to "
                    f"another release with --to")
+    elif unchecked:
+        h.note = (f"releases/{target} {unchecked}; rolled back to as it is. If it may have been changed by hand, "
+                  f"release that commit again (a fresh copy from its artifact)")
 
 
 def previous_of(state: HostState) -> str | None:
@@ -328,23 +337,48 @@ def previous_of(state: HostState) -> str | None:
 _ADDED = ("RELEASE", ".previous", "RELEASE.json")
 
 
+class Judgement(NamedTuple):
+    """judge_target's verdict on a rollback target."""
+
+    problems: list[str]                # how the release differs from its manifest (any: refused)
+    to_hash: dict[str, str] | None     # path -> sha256 of the files whose bytes must still be hashed
+    unchecked: str = ""                # what could not be checked, said to the operator (a warning)
+
+
+def _older_manifest(raw: bytes) -> list[TreeEntry] | None:
+    """The files of a RELEASE.json written before manifests carried symlinks and empty folders
+    (and, before that, modes): path, size and sha256 each (mode 0 when it names none); None
+    when it is not such a manifest either."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        files = [TreeEntry(str(f["path"]), "f", int(f.get("mode", 0)), int(f["size"]), str(f["sha256"]))
+                 for f in data["files"]]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
+    if not all(_safe_member(e.path) and re.fullmatch(r"[0-9a-f]{64}", e.sha256) and e.mode in (0, 0o644, 0o755)
+               for e in files):
+        return None
+    return files
+
+
 def judge_target(manifest: bytes, tree: Sequence[str], index: Sequence[str],
-                 shared_files: Sequence[str] = ()) -> tuple[list[str], dict[str, str] | None]:
-    """(how the release differs from its manifest, path -> sha256 of the files whose bytes must
-    still be hashed); None for the second when the manifest cannot be read (refused).
+                 shared_files: Sequence[str] = ()) -> Judgement:
+    """How the release differs from its RELEASE.json (refused when it does), the files whose
+    bytes must still be hashed, and what could not be checked.
 
     Pure. `tree`: release_tree_command's `f mode dev:ino size mtime ctime path`, `l path ->
     target`, `d path` lines; `index`: the host's VERIFIED lines. A file whose entry matches
     the manifest is trusted without hashing only when the index holds its inode with the same
     size, mtime and ctime and the manifest's sha256 (the delta's rule, _DELTA_AWK: any write,
     chmod or replacement since its bytes were checked changes the ctime; whole-second ctimes
-    never vouch)."""
-    entries = _manifest_tree(manifest) if manifest.strip() else None
-    if entries is None:
-        return ["its RELEASE.json is missing or unreadable, so it cannot be checked"], None
-    want: dict[str, tuple] = {}
-    for e in entries:
-        want[e.path] = ("f", e.mode, e.size, e.sha256) if e.kind == "f" else (e.kind, e.target)
+    never vouch).
+
+    A release without any RELEASE.json (made by a toolkit older than manifests, or by hand) is
+    not refused: on-call must be able to go back to it right after upgrading; `unchecked` says
+    so. It is refused when the host's index holds one of its files as unpacked (only a release
+    with a manifest is indexed: its RELEASE.json was removed). A manifest that is there but
+    unreadable is refused; an older one (no symlinks or folders, maybe no modes) checks the
+    files it lists and says what it could not."""
     ok: dict[str, str] = {}
     for line in index:
         parts = line.split()
@@ -366,10 +400,32 @@ def judge_target(manifest: bytes, tree: Sequence[str], index: Sequence[str],
             found[path] = ("l", target)
         elif line.startswith("d "):
             found[line[2:]] = ("d", "")
+    unchecked = ""
+    entries = _manifest_tree(manifest) if manifest.strip() else None
+    if entries is None:
+        if not manifest.strip() and not any(p == MANIFEST or p.startswith(MANIFEST + "/") for p in found):
+            indexed = sorted(p for p, (ino, times) in stats.items() if ok.get(ino, "").startswith(times + " "))
+            if indexed:
+                return Judgement([f"its RELEASE.json was removed since it was released (the host's index holds "
+                                  f"{indexed[0]} as unpacked from a release with one), so it cannot be checked"],
+                                 None)
+            return Judgement([], {}, "has no RELEASE.json (made by a toolkit older than release manifests, or by "
+                                     "hand), so its files were not checked against what was released")
+        entries = _older_manifest(manifest)
+        if entries is None:
+            return Judgement(["its RELEASE.json is there but unreadable (not a manifest the toolkit writes), "
+                              "so it cannot be checked"], None)
+        unchecked = ("has an older toolkit's RELEASE.json: the files it lists were checked, its symlinks and "
+                     "folders could not be" + ("" if all(e.mode for e in entries) else ", nor the files' modes"))
+    want: dict[str, tuple] = {}
+    for e in entries:
+        want[e.path] = ("f", e.mode, e.size, e.sha256) if e.kind == "f" else (e.kind, e.target)
     problems: list[str] = []
     for path in sorted(found):
         if path in _ADDED or (path in shared_links and found[path][0] == "l"):
             continue
+        if unchecked and found[path][0] != "f":
+            continue   # an older manifest lists no symlinks or folders
         if path not in want:
             problems.append(f"{path}: not in the release (added since)")
     to_hash: dict[str, str] = {}
@@ -379,9 +435,9 @@ def judge_target(manifest: bytes, tree: Sequence[str], index: Sequence[str],
             problems.append(f"{path}: missing")
         elif w[0] != f[0]:
             problems.append(f"{path}: is a {'file' if f[0] == 'f' else 'link' if f[0] == 'l' else 'folder'} now")
-        elif w[0] == "f" and (w[1], w[2]) != (f[1], f[2]):
+        elif w[0] == "f" and ((w[1] or f[1]), w[2]) != (f[1], f[2]):
             what = []
-            if w[1] != f[1]:
+            if w[1] and w[1] != f[1]:
                 what.append(f"mode {f[1]:o}, was {w[1]:o}")
             if w[2] != f[2]:
                 what.append(f"{f[2]} bytes, was {w[2]}")
@@ -394,4 +450,4 @@ def judge_target(manifest: bytes, tree: Sequence[str], index: Sequence[str],
             fine = "." in ctime and ctime.rstrip("0") != ctime.split(".")[0] + "."
             if not (fine and ok.get(ino) == f"{times} {w[3]}"):
                 to_hash[path] = w[3]
-    return problems, to_hash
+    return Judgement(problems, to_hash, unchecked)

@@ -105,7 +105,7 @@ def _strict_connection(section, config, host: str, user, port, kwargs: dict, gat
                          "key cannot be checked: add the host's verified key to ~/.ssh/known_hosts "
                          "(ssh-keyscan, compare the fingerprint), or set hosts.known_hosts")
     revoked: set[tuple[str, str]] = set()
-    keys = []
+    keys: list[tuple[tuple[str, ...], str, str]] = []
     for f in present:
         try:
             with open(f, encoding="utf-8", errors="replace") as fh:

@@ -67,7 +67,10 @@ def _manifest_entries(path: str | Path) -> list[TreeEntry] | None:
         first = tar.next()
         if first is None or not first.isreg() or first.name != MANIFEST:
             return None
-        raw = tar.extractfile(first).read()
+        member = tar.extractfile(first)
+        if member is None:
+            return None
+        raw = member.read()
     found = _manifest_tree(raw)
     if found is None:
         return None
@@ -113,6 +116,7 @@ def _scan_tree(path: str | Path) -> list[TreeEntry] | None:
             elif m.isreg():
                 h = hashlib.sha256()
                 f = tar.extractfile(m)
+                assert f is not None, "a regular member has a body"
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
                 files.append(TreeEntry(name, "f", m.mode & 0o7777 & ~0o022, m.size, h.hexdigest()))
@@ -208,16 +212,19 @@ class _Delta:
 
         self.local = local
         self.lock = threading.Lock()
-        self._tree: list[TreeEntry] | None | bool = False
+        self._tree: list[TreeEntry] | None = None
+        self._tree_read = False
         self._tars: dict[str, Path] = {}
         self._plans: dict[bytes, tuple[list[str], list[str]] | None] = {}
         self._small: dict[Path, bytes | None] = {}
-        self._sums: bytes | None | bool = False
+        self._sums: bytes | None = None
+        self._sums_read = False
         self.dir = Path(tempfile.mkdtemp(prefix="occ-delta-"))
 
     def tree(self) -> list[TreeEntry] | None:
         with self.lock:
-            if self._tree is False:
+            if not self._tree_read:
+                self._tree_read = True
                 try:
                     self._tree = artifact_tree(self.local)
                 except Exception:  # noqa: BLE001 - an unreadable tarball is sent whole, and checked there
@@ -297,8 +304,8 @@ class _Delta:
         manifest a delta could be planned against, or the lines would not fit a command's stdin
         (STDIN_LIMIT: known from the manifest's paths before anything is hashed)."""
         with self.lock:
-            if self._sums is False:
-                self._sums = None
+            if not self._sums_read:
+                self._sums_read = True
                 try:
                     described = _manifest_entries(self.local)
                     if described and len(_sum_lines(described)) <= STDIN_LIMIT:
@@ -330,9 +337,9 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     # The base's manifest first (read with the state when the base is current; else one SFTP
     # read): a host whose releases carry none (older builds) costs nothing more, and the
     # artifact's tree is not read at all.
-    if base == h.state.current:
+    if base == h.known.current:
         # Read with the state (empty: current has no RELEASE.json, so nothing to plan against).
-        raw = h.state.manifest.encode("utf-8", "surrogateescape")
+        raw = h.known.manifest.encode("utf-8", "surrogateescape")
     else:
         raw = _sftp_read(section, h, _p(t, "releases", base, MANIFEST)) or b""
     found = delta.plan(raw)
@@ -350,7 +357,7 @@ def _prepare_delta(section, h: _Host, delta: _Delta, release_id: str, base: str)
     else:
         h.uploaded += len(data)   # a small delta rides on the command's stdin: no SFTP session
     r = _run(h.conn, t, delta_unpack_command(t, release_id, base, upload if data is None else None,
-                                             h.state.current, section.shared_files),
+                                             h.known.current, section.shared_files),
              section, f"building releases/{release_id} from {base}", ok_codes=(0, DELTA_MISMATCH_EXIT), long=True,
              stdin=data or b"")
     if r.exited == DELTA_MISMATCH_EXIT:

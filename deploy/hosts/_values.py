@@ -37,6 +37,7 @@ class HostResult:
     uploaded: int = 0            # bytes sent to this host (artifact or delta: SFTP, or a command's stdin)
     transfer: str = ""           # "full", "delta from <id>: ...", "delta from <id> failed verification (...); sent in full", "none"
     reachable: bool = True       # False: no SSH connection could be made (a dead host, not a failed command)
+    note: str = ""               # a warning that did not stop it (a rollback target whose files could not be checked)
 
 
 @dataclass(frozen=True)

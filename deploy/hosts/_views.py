@@ -20,7 +20,7 @@ def releases(section: HostsSection) -> list[HostReleases]:
     bad = [h for h in hs if h.error]
     if bad:
         raise _failed("listing releases", hs, "")
-    return [HostReleases(host=h.t.name, releases=h.state.releases, current=h.state.current) for h in hs]
+    return [HostReleases(host=h.t.name, releases=h.known.releases, current=h.known.current) for h in hs]
 
 
 def current_release(section: HostsSection) -> dict[str, str | None]:
@@ -41,6 +41,7 @@ def check(section: HostsSection) -> list[HostCheck]:
         if h.error:
             out.append(HostCheck(host=h.t.name, ok=False, error=h.error))
             continue
+        assert h.probe is not None, "every host without an error was probed"
         writable, free_mb = h.probe
         problems = []
         if not writable:
@@ -48,5 +49,5 @@ def check(section: HostsSection) -> list[HostCheck]:
         if free_mb is not None and free_mb < section.min_free_mb:
             problems.append(f"only {free_mb} MB free under {h.t.deploy_to} (need {section.min_free_mb})")
         out.append(HostCheck(host=h.t.name, ok=not problems, writable=writable, free_mb=free_mb,
-                             current=h.state.current, error="; ".join(problems)))
+                             current=h.known.current, error="; ".join(problems)))
     return out

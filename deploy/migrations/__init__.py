@@ -226,7 +226,7 @@ def status(url: str, migrations_dir: str | Path, *, sqlite_base: str | Path | No
     session = _Session(url, migrations_dir, sqlite_base=sqlite_base, timeouts=Timeouts.of(db), lock=False)
     with session as conn:
         exists = conn is not None and conn.table_exists()
-        rows = conn.rows() if exists else []
+        rows = conn.rows() if conn is not None and exists else []
     return StatusReport(session.url.masked, session.url.provider, compute_status(local, rows), exists)
 
 

@@ -15,7 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from deploy import dburl
 from deploy.config import DatabaseSection
@@ -74,6 +74,12 @@ class Db(ABC):
     def open(cls, url: dburl.DbUrl, *, create: bool = True, timeouts: Timeouts | None = None) -> "Db | None":
         """Connect; None when there is no database to open and `create` is false (a SQLite file)."""
 
+    @classmethod
+    @abstractmethod
+    def empty(cls, url: dburl.DbUrl, before: Any, timeouts: Timeouts) -> str:
+        """Take a database that was empty before a run back to empty (the Footprint `before`
+        says what it held); what was removed, in a sentence."""
+
     def close(self) -> None:
         try:
             self.conn.close()
@@ -96,7 +102,7 @@ class Db(ABC):
 
     # -- queries
 
-    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
         cur = self.conn.execute(sql, params) if params else self.conn.execute(sql)
         return cur.fetchall() if cur.description else []
 

@@ -18,6 +18,11 @@ class RunState(Protocol):
 
     run_id: str | None
 
+    @property
+    def id(self) -> str:
+        """The run's id (a step the runner applies always has one)."""
+        ...
+
     def get(self, cls: type) -> Any: ...
 
     def put(self, value: Any) -> None: ...

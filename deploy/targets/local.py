@@ -52,10 +52,10 @@ def app_env(s: Settings, environ: Mapping[str, str]) -> dict:
     env.update(envs.app_values(s.root, s.name, environ))
     if s.database.provider == "sqlite":
         # Absolute: a relative file: URL would resolve inside the release folder.
-        path = dburl.parse(app_database_url(s, environ), sqlite_base=sqlite_base(s)).sqlite_path
+        path = dburl.parse(app_database_url(s, environ) or "", sqlite_base=sqlite_base(s)).sqlite_path
         env[s.database.app_url_var] = f"file:{path}"
     elif s.database.provider == "postgresql":
-        env[s.database.app_url_var] = app_database_url(s, environ)
+        env[s.database.app_url_var] = app_database_url(s, environ) or ""   # postgresql: a URL, or SettingsError
     return env
 
 

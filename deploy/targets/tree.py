@@ -82,7 +82,7 @@ class HostsTree(ReleaseTarget):
         state.drop(HostsReleaseFacts)
         try:
             # The run's lock step holds the hosts' lock until the run ends.
-            results = hosts.release(s.hosts, art, run_id=state.run_id, keep_lock=True,
+            results = hosts.release(s.hosts, art, run_id=state.id, keep_lock=True,
                                     env=self._hook_env(environ), app=s.app)
         except LockHeld:
             state.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
@@ -95,7 +95,7 @@ class HostsTree(ReleaseTarget):
     def switch_back(self, state: RunState, release_id: str, environ: Mapping[str, str]) -> str:
         if (state.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
-        results = hosts.undo_release(self.s.hosts, release_id, run_id=state.run_id, keep_lock=True,
+        results = hosts.undo_release(self.s.hosts, release_id, run_id=state.id, keep_lock=True,
                                      env=self._hook_env(environ), app=self.s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
@@ -164,6 +164,7 @@ class HostsTree(ReleaseTarget):
                 "The hosts are not on one release: " + ", ".join(f"{h.place}: {h.current or '-'}" for h in seen),
                 f"Name the release to go back to: invoke rollback --env={s.name} --to=RELEASE.")
         current = currents.pop()
+        assert current is not None   # refused above
         common = sorted(set.intersection(*(set(h.releases) for h in seen)))
         older = [r for r in common if r < current]
         return WayBack(older[-1] if older else None, current)
@@ -172,7 +173,7 @@ class HostsTree(ReleaseTarget):
         return None   # checked under the hosts' lock by rollback(expect=...), before any host switches
 
     def rollback(self, state: RunState, to: str, *, expect: str | None, environ: Mapping[str, str]) -> str:
-        results = hosts.rollback(self.s.hosts, to or None, run_id=state.run_id, env=self._hook_env(environ),
+        results = hosts.rollback(self.s.hosts, to or None, run_id=state.id, env=self._hook_env(environ),
                                  app=self.s.app, expect=expect)
         return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
 

@@ -248,7 +248,7 @@ def lhr(url: str, scores: Mapping[str, float | None], *, fetch_time: datetime = 
         "timing": {"entries": [], "total": 8123.4},
         "i18n": {"rendererFormattedStrings": {}, "icuMessagePaths": {}},
     }
-    if broken:
+    if runtime_error is not None:
         doc["runtimeError"] = {"code": runtime_error[0], "message": runtime_error[1]}
         doc["runWarnings"] = [runtime_error[1]]
     return doc

@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,7 +275,7 @@ class SshdFarm:
 
     def hosts_section(self, hosts: list[SshHost], **overrides):
         """`HostsSection` settings that target `hosts` with this farm's key and known_hosts."""
-        values = dict(hosts=tuple(h.address for h in hosts), user=hosts[0].user, key_file=str(self.key_file),
+        values: dict[str, Any] = dict(hosts=tuple(h.address for h in hosts), user=hosts[0].user, key_file=str(self.key_file),
                       known_hosts=str(self.known_hosts), deploy_to=self.deploy_to(), connect_timeout=5.0)
         values.update(overrides)
         return HostsSection(**values)
