@@ -322,11 +322,14 @@ def test_break_lock_removes_only_a_stale_lock_unless_forced(fleet):
 # ---------------------------------------------------------------- rollback, pruning
 
 def test_rollback_goes_to_the_previous_release_or_a_named_one(fleet):
+    """These releases carry no RELEASE.json (an older toolkit's, or hand-made): the rollback goes
+    to them, and each host's result says their files could not be checked."""
     f = fleet(2)
     for i, rid in enumerate((R1, R2, R3)):
         hosts.release(f.section, f.artifact(rid), run_id=f"run-{i}", now=T0)
     results = hosts.rollback(f.section, run_id="rb-1", now=T0)
     assert [(r.previous, r.release) for r in results] == [(R3, R2)] * 2
+    assert all(r.ok and r.note.startswith(f"releases/{R2} has no RELEASE.json") for r in results), results
     assert f.currents() == [R2, R2] and f.served() == [R2, R2]
     hosts.rollback(f.section, to=R1, run_id="rb-2", now=T0)
     assert f.currents() == [R1, R1] and f.served() == [R1, R1]
@@ -343,7 +346,8 @@ def test_keep_releases_prunes_the_oldest_but_never_current_or_previous(fleet):
     for i, rid in enumerate((R1, R2, R3, R4)):
         hosts.release(s, f.artifact(rid), run_id=f"run-{i}", now=T0)
     assert f.release_dirs(f.hosts[0]) == [R3, R4]
-    hosts.rollback(s, to=R3, run_id="rb", now=T0)
+    (r,) = hosts.rollback(s, to=R3, run_id="rb", now=T0)
+    assert r.release == R3 and "has no RELEASE.json" in r.note
     hosts.release(s, f.artifact(R4), run_id="again", now=T0)
     assert f.release_dirs(f.hosts[0]) == [R3, R4]
 
@@ -902,7 +906,14 @@ def test_removing_old_releases_never_makes_the_index_vouch_for_a_file_changed_be
     (third,) = hosts.release(s, arts[2], run_id="run-3", now=T0)   # caught; its finish removes R1
     assert "failed verification" in third.transfer, third.transfer
     assert sorted(p.name for p in rel.iterdir()) == [R2, R3]
-    hosts.rollback(s, to=R2, run_id="run-4", now=T0)                # the tampered release is the base again
+    with pytest.raises(HostFailed) as e:                            # a rollback checks it first and refuses
+        hosts.rollback(s, to=R2, run_id="run-4", now=T0)
+    assert "changed in place" in e.value.results[0].error and "assets/blob.bin" in e.value.results[0].error
+    assert f.currents() == [R3]
+    # The tampered release is the base again, switched to by hand (as before rollbacks checked it).
+    cur = f.deploy_to(f.hosts[0]) / "current"
+    (cur.parent / "current.tmp").symlink_to(f"releases/{R2}")
+    os.replace(cur.parent / "current.tmp", cur)
     (fourth,) = hosts.release(s, arts[3], run_id="run-5", now=T0)
     assert "failed verification" in fourth.transfer and "assets/blob.bin" in fourth.transfer, fourth.transfer
     assert _tree(rel / R4) == _artifact_tree(arts[3])

@@ -272,6 +272,66 @@ def test_rollback_to_an_untouched_delta_release_still_succeeds_and_serves_it(two
     assert stage.currents() == [a, a] and stage.versions() == [a, a] and live(stage) == a
 
 
+def _older_manifest(rel) -> None:
+    """releases/<id>/RELEASE.json as a toolkit before symlinks, folders and modes wrote it (a new
+    inode: a delta release never shares its manifest)."""
+    data = json.loads((rel / "RELEASE.json").read_text())
+    old = {k: v for k, v in data.items() if k not in ("symlinks", "empty_dirs")}
+    old["files"] = [{k: v for k, v in f.items() if k != "mode"} for f in data["files"]]
+    (rel / "RELEASE.json.new").write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+    os.replace(rel / "RELEASE.json.new", rel / "RELEASE.json")
+
+
+def _made_before_manifests(stage, a):
+    for h in stage.hosts:   # no manifest, and no index either (older toolkits kept none)
+        (releases_dir(h, a) / "RELEASE.json").unlink()
+        (h.root / "srv/occ/.verified").unlink(missing_ok=True)
+
+
+def _manifest_removed(stage, a):
+    (releases_dir(stage.hosts[1], a) / "RELEASE.json").unlink()   # the index still holds its files
+
+
+def _older_manifest_everywhere(stage, a):
+    for h in stage.hosts:
+        _older_manifest(releases_dir(h, a))
+
+
+def _older_manifest_and_a_changed_file(stage, a):
+    _older_manifest_everywhere(stage, a)
+    with open(releases_dir(stage.hosts[1], a) / "server.mjs", "a") as f:
+        f.write("// appended by the live app\n")
+
+
+@pytest.mark.parametrize("prepare, refused, says", [
+    (_made_before_manifests, False, "has no RELEASE.json (made by a toolkit older than release manifests"),
+    (_manifest_removed, True, "RELEASE.json was removed since it was released"),
+    (_older_manifest_everywhere, False, "has an older toolkit's RELEASE.json: the files it lists were checked"),
+    (_older_manifest_and_a_changed_file, True, "server.mjs"),
+], ids=["made-before-manifests", "manifest-removed", "older-manifest", "older-manifest-file-changed"])
+def test_rollback_to_a_release_without_a_current_manifest_warns_or_refuses(two, prepare, refused, says):
+    """Right after upgrading, on-call goes back to a release an older toolkit made (no manifest, or
+    an older one): it is switched to with a warning naming the release and what was not checked.
+    A manifest removed from a release the index holds, or a file an older manifest lists that
+    changed, is refused before any host switches."""
+    stage, a, b = two
+    prepare(stage, a)
+    r = stage.project.invoke("rollback", "--env=staging", "--yes")
+    assert "Traceback" not in text(r), text(r)
+    flat = " ".join(text(r).split())
+    assert says in flat, text(r)
+    if refused:
+        assert r.returncode == 1, text(r)
+        assert ("changed in place" in flat or "cannot be checked" in flat) and "--to" in flat, text(r)
+        assert stage.currents() == [b, b] and stage.versions() == [b, b] and live(stage) == b
+        assert stage.project.ledger().lock("staging") is None and not any(host_locked(h) for h in stage.hosts)
+    else:
+        assert r.returncode == 0, text(r)
+        assert f"WARNING {stage.hosts[0].address}: releases/{a} " in r.stdout, r.stdout
+        assert "release that commit again" in flat, text(r)
+        assert stage.currents() == [a, a] and stage.versions() == [a, a] and live(stage) == a
+
+
 # ----------------------------------------------------------------------------- case 12: one consistent act
 
 NO_DOWN = 'CREATE TABLE "Audit" ("id" SERIAL PRIMARY KEY, "note" TEXT);\n'
@@ -444,20 +504,89 @@ def _swap(line_from: str, line_to: str):
 def test_judge_target_trusts_only_indexed_untouched_inodes_and_names_every_difference(tree, index, problem, hashed):
     from deploy.hosts._release import judge_target
 
-    problems, to_hash = judge_target(MANIFEST, tree, index, shared_files=(".env",))
+    problems, to_hash, unchecked = judge_target(MANIFEST, tree, index, shared_files=(".env",))
     if problem is None:
         assert problems == []
     else:
         assert any(p.startswith(problem) for p in problems), problems
     assert sorted(to_hash) == hashed
+    assert unchecked == ""
 
 
-def test_judge_target_refuses_a_release_without_a_readable_manifest():
+def _with_manifest_file(tree: list[str], entry: str = "f 644 64769:40 120 1.1 1.5 RELEASE.json") -> list[str]:
+    return tree + [entry]
+
+
+@pytest.mark.parametrize("raw, tree, index, says", [
+    (b"", TREE, INDEX, "its RELEASE.json was removed since it was released (the host's index holds a.js"),
+    (b"", _with_manifest_file(TREE, "f 644 64769:40 0 1.1 1.5 RELEASE.json"), [], "its RELEASE.json is there but "
+     "unreadable"),
+    (b"{not json", _with_manifest_file(TREE), [], "its RELEASE.json is there but unreadable"),
+    (json.dumps({"files": [{"path": "a"}]}).encode(), _with_manifest_file(TREE), [],
+     "its RELEASE.json is there but unreadable"),
+    (json.dumps({"files": [{"path": "../a", "size": 3, "sha256": "1" * 64}]}).encode(), _with_manifest_file(TREE),
+     [], "its RELEASE.json is there but unreadable"),
+    (b"", _with_manifest_file(TREE, "f 644 64769:41 3 1.1 1.5 RELEASE.json/x"), [],
+     "its RELEASE.json is there but unreadable"),
+], ids=["removed-but-indexed", "emptied", "not-json", "entry-without-sums", "unsafe-path", "a-folder-now"])
+def test_judge_target_refuses_a_release_whose_manifest_was_removed_or_cannot_be_read(raw, tree, index, says):
     from deploy.hosts._release import judge_target
 
-    for raw in (b"", b"{not json", json.dumps({"files": [{"path": "a"}]}).encode()):
-        problems, to_hash = judge_target(raw, TREE, INDEX)
-        assert to_hash is None and "RELEASE.json" in problems[0]
+    problems, to_hash, unchecked = judge_target(raw, tree, index)
+    assert to_hash is None and problems and problems[0].startswith(says), problems
+    assert unchecked == ""
+
+
+def test_judge_target_lets_a_release_made_before_manifests_through_and_says_it_was_not_checked():
+    """No RELEASE.json and nothing of it in the host's index: an older toolkit's (or a hand-made)
+    release. On-call can go back to it right after upgrading; the warning says what was skipped."""
+    from deploy.hosts._release import judge_target
+
+    # The index holds other releases' files, and a line for bin/x's inode number from before that
+    # inode was reused (another change time): neither is this release's.
+    others = [INDEX[0].replace("64769:11", "64769:99"), INDEX[1].replace("1700000001.5", "1700000002.5")]
+    for tree in (TREE, TREE + ["f 644 64769:20 2 1.1 1.5 planted.js"], []):
+        problems, to_hash, unchecked = judge_target(b"", tree, others)
+        assert problems == [] and to_hash == {}, problems
+        assert unchecked.startswith("has no RELEASE.json (made by a toolkit older than release manifests")
+
+
+OLD_FILES = [{"path": "a.js", "size": 3, "sha256": "1" * 64}, {"path": "bin/x", "size": 5, "sha256": "2" * 64}]
+OLD_NO_MODES = json.dumps({"release_id": "r", "files": OLD_FILES}).encode()
+OLD_MODES = json.dumps({"release_id": "r", "files": [dict(OLD_FILES[0], mode=0o644),
+                                                     dict(OLD_FILES[1], mode=0o755)]}).encode()
+OLD_TREE = _with_manifest_file(TREE)
+
+
+@pytest.mark.parametrize("raw, tree, index, problem, hashed, modes_checked", [
+    (OLD_NO_MODES, OLD_TREE, INDEX, None, [], False),
+    (OLD_MODES, OLD_TREE, INDEX, None, [], True),
+    (OLD_NO_MODES, OLD_TREE, [], None, ["a.js", "bin/x"], False),
+    (OLD_MODES, [ln.replace("f 644", "f 755") if ln.endswith(" a.js") else ln for ln in OLD_TREE], INDEX,
+     "a.js: mode 755, was 644", [], True),
+    (OLD_NO_MODES, [ln.replace("64769:11 3 ", "64769:11 9 ") for ln in OLD_TREE], INDEX, "a.js: 9 bytes, was 3",
+     [], False),
+    (OLD_NO_MODES, OLD_TREE + ["f 644 64769:20 2 1.1 1.5 planted.js"], INDEX, "planted.js: not in the release",
+     [], False),
+    (OLD_MODES, [ln for ln in OLD_TREE if not ln.endswith(" bin/x")], INDEX, "bin/x: missing", [], True),
+    (OLD_NO_MODES, [ln.replace("64769:11 3 1700000000.1234567890 1700000001.5000000000",
+                               "64769:11 3 1700000000.1234567890 1700000009.5000000000") for ln in OLD_TREE],
+     INDEX, None, ["a.js"], False),
+], ids=["no-modes-untouched", "modes-untouched", "no-index-hashes-all", "mode-changed", "size-changed",
+        "added-file", "deleted-file", "ctime-changed-hashes-it"])
+def test_judge_target_checks_the_files_an_older_manifest_lists_and_says_what_it_could_not(
+        raw, tree, index, problem, hashed, modes_checked):
+    from deploy.hosts._release import judge_target
+
+    problems, to_hash, unchecked = judge_target(raw, tree, index, shared_files=(".env",))
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(p.startswith(problem) for p in problems), problems
+    assert sorted(to_hash or {}) == hashed
+    assert unchecked.startswith("has an older toolkit's RELEASE.json: the files it lists were checked, its symlinks "
+                                "and folders could not be")
+    assert unchecked.endswith(", nor the files' modes") != modes_checked
 
 
 @pytest.mark.parametrize("names, kept, skipped", [

@@ -44,7 +44,8 @@ def releases(svc, env: str) -> None:
 
 def _results(svc, results) -> str:
     return svc.term.table([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-",
-                            f"{r.duration:.2f}s", r.error) for r in results],
+                            f"{r.duration:.2f}s", r.error or (f"WARNING: {r.note}" if r.note else ""))
+                           for r in results],
                           ("host", "verdict", "before", "after", "time", "problem"), optional=("time", "before"))
 
 

@@ -31,6 +31,10 @@ class RunState(Protocol):
 
     def checkpoint(self) -> None: ...
 
+    def note(self, text: str) -> None:
+        """Tell the operator something on its own line (a warning that did not stop the step)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Command:

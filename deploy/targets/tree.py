@@ -175,7 +175,11 @@ class HostsTree(ReleaseTarget):
     def rollback(self, state: RunState, to: str, *, expect: str | None, environ: Mapping[str, str]) -> str:
         results = hosts.rollback(self.s.hosts, to or None, run_id=state.id, env=self._hook_env(environ),
                                  app=self.s.app, expect=expect)
-        return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)
+        for r in results:
+            if r.note:
+                state.note(f"WARNING {r.host}: {r.note}")
+        return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" + (f" (WARNING: {r.note})" if r.note else "")
+                         for r in results)
 
     def rollback_shows(self, to: str) -> list[Command]:
         s = self.s
