@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from deploy import proc
 from deploy.errors import DeployError
 
 SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_reliability_concurrency.py",
@@ -351,8 +352,6 @@ def render(f: Figures, *, when: datetime, where: str, command: str, duration: fl
 
 def run_suite(root: Path, files: tuple[str, ...] = SUITE, *, timeout: float = 3600) -> tuple[list[Case], float]:
     """Run pytest on the suite and return its cases (from --junitxml) and the wall time."""
-    from deploy import proc
-
     with tempfile.TemporaryDirectory(prefix="occ-reliability-") as d:
         junit = Path(d) / "junit.xml"
         workers = os.environ.get("PYTEST_WORKERS", "2")
