@@ -22,19 +22,34 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from deploy.build import Artifact
 from deploy.errors import DeployError
 from deploy.redact import Secret
 
 if TYPE_CHECKING:
-    from deploy.ledger import RunRow
     from deploy.migrations import MigrationLint
 
 TAG = "__fact__"
 _FACTS: dict[str, type] = {}
 F = TypeVar("F")
+
+
+class StoredRun(Protocol):
+    """What a fact reads of a run the ledger stored (deploy.ledger.RunRow has this shape;
+    the ledger imports this module, so the type is named here, not imported from there)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def env(self) -> str: ...
+    @property
+    def release_id(self) -> str | None: ...
+    @property
+    def sha(self) -> str | None: ...
+    @property
+    def state(self) -> dict[str, Any]: ...
 State = dict[str, Any]   # a run's state: fact type name -> fact (or, from earlier versions, plain values)
 
 
@@ -281,7 +296,7 @@ class PromotionRecord:
     shopify_version: str | None = None
 
     @classmethod
-    def of(cls, run: RunRow) -> "PromotionRecord":
+    def of(cls, run: StoredRun) -> "PromotionRecord":
         st = run.state or {}
         art, bak, mig, shop = (get(st, ArtifactFacts), get(st, BackupFacts), get(st, MigrateFacts),
                                get(st, ShopifyFacts))

@@ -76,17 +76,19 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def runtime_imports(path: Path, known: set[str], module: str | None = None) -> list[tuple[str, bool, int]]:
-    """(module, inside a function?, line) for every import that runs: `if TYPE_CHECKING:`
-    blocks are left out. A name is resolved to the deepest module of `known` it names
-    (`from deploy import hosts` -> deploy.hosts; `from deploy.hosts import x` -> deploy.hosts)."""
+def runtime_imports(path: Path, known: set[str], module: str | None = None, *,
+                    typing_too: bool = False) -> list[tuple[str, bool, int]]:
+    """(module, inside a function?, line) for every import that runs (with `typing_too`, the
+    ones under `if TYPE_CHECKING:` as well). A name is resolved to the deepest module of
+    `known` it names (`from deploy import hosts` -> deploy.hosts; `from deploy.hosts import x`
+    -> deploy.hosts)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     module = module or module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[tuple[str, bool, int]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) and not typing_too:
             for child in node.orelse:
                 visit(child, in_function)
             return
@@ -109,12 +111,14 @@ def runtime_imports(path: Path, known: set[str], module: str | None = None) -> l
 
 
 def import_graph() -> dict[str, set[str]]:
-    """deploy module -> the deploy modules it imports when it runs (at the top or in a function)."""
+    """deploy module -> the deploy modules it imports: at the top, in a function, or for the type
+    checker only (a type-only loop still ties two modules together: name the type lower down)."""
     paths = [p for p in modules()] + [ROOT / "tasks.py"]
     known = {module_name(p) for p in paths}
     graph: dict[str, set[str]] = {}
     for p in paths:
-        graph[module_name(p)] = {m for m, _, _ in runtime_imports(p, known) if m in known} - {module_name(p)}
+        graph[module_name(p)] = {m for m, _, _ in runtime_imports(p, known, typing_too=True) if m in known} - {
+            module_name(p)}
     return graph
 
 
@@ -179,6 +183,8 @@ def test_runtime_imports_see_function_level_relative_and_skip_type_checking(tmp_
     assert {(m, inner) for m, inner, _ in found} >= {
         ("deploy.smoke", True), ("deploy.config", False), ("deploy.hosts._ssh", False)}
     assert not any(m == "deploy.build" for m, _, _ in found)   # for the type checker only
+    assert ("deploy.build", False) in {(m, inner) for m, inner, _ in
+                                       runtime_imports(g, known, module="deploy.hosts._probe", typing_too=True)}
 
 
 def test_no_import_cycle_among_deploy_modules():
