@@ -41,13 +41,24 @@ def test_promotion_puts_the_new_release_on_both_hosts(stage):
     assert f"release {run.release_id}" in log and "succeeded" in log
 
 
+def reasons_cell(text: str) -> str:
+    """The gate table's reasons column read as a person reads it: its wrapped lines joined."""
+    cells = [line.split("│")[-2].strip() for line in text.splitlines()
+             if line.startswith("│") and line.count("│") >= 3]
+    return " ".join(c for c in cells if c)
+
+
 def test_gate_closes_on_evidence_for_another_commit(stage):
     stage.collect_evidence()
+    tested = stage.project.head
     (stage.project.root / "examples/app/README.md").write_text("changed\n")
-    stage.project.commit("a newer commit without evidence")
+    head = stage.project.commit("a newer commit without evidence")
     r = promote(stage)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "not" in r.stderr and "commit being deployed" in r.stdout + r.stderr
+    # The table wraps the reason between words; read whole, it names both commits.
+    assert (f"the evidence is for commit {tested[:12]}, not {head[:12]}, the commit being deployed"
+            in reasons_cell(r.stderr)), r.stderr
+    assert f"invoke evidence.collect --sha={head}" in r.stderr
     led, run = run_of(stage)
     assert run.failed_step == "gate"
     assert stage.currents() == [None, None] and stage.shopify.active() is None
@@ -77,10 +88,14 @@ def test_failing_migration_stops_before_any_host_switches(stage):
         assert failed == 0  # resolved as rolled back by the undo, so the next deploy is not blocked
 
 
-def test_smoke_failure_after_switch_rolls_back_hosts_shopify_and_database(stage):
+def test_smoke_failure_after_switch_rolls_back_hosts_and_shopify_and_keeps_an_additive_migration(stage):
+    """The new release fails its smoke check: hosts and Shopify go back; its nullable column is
+    additive, so the undo keeps it (the previous release runs on it, no row is lost) and says so,
+    even though it has a down.sql."""
     stage.collect_evidence()
     assert promote(stage).returncode == 0
     led, good = run_of(stage)
+    applied_before = applied(stage.db_url)
     app = stage.project.root / "examples/app"
     mig = app / "prisma/postgres/migrations/20250201000000_shop_region"
     mig.mkdir()
@@ -97,10 +112,13 @@ def test_smoke_failure_after_switch_rolls_back_hosts_shopify_and_database(stage)
     assert stage.currents() == [good.release_id] * 2
     assert stage.versions() == [good.release_id] * 2
     assert stage.shopify.active() == good.release_id
-    assert "20250201000000_shop_region" not in applied(stage.db_url)
+    assert applied(stage.db_url) == sorted(applied_before + ["20250201000000_shop_region"])
     with psycopg.connect(stage.db_url) as c:
         cols = [r[0] for r in c.execute("SELECT column_name FROM information_schema.columns WHERE table_name='Shop'")]
-    assert "region" not in cols
+    assert "region" in cols
+    assert ("kept: 1 additive migration(s) stay applied (20250201000000_shop_region), no rows lost"
+            in r.stdout), r.stdout
+    assert "down-migrated" not in r.stdout and "restored" not in r.stdout
     undone = {s.name: s.undo_status for s in led.steps(run.id)}
     assert undone["release"] == undone["shopify"] == undone["migrate"] == "undone"
 
