@@ -57,7 +57,7 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHA
 from deploy.hosts._lock import acquire_lock, release_lock, release_reachable_locks, lock_status, break_lock
 from deploy.hosts._envfile import (SHARED_ENV, env_push_command, env_restore_command, env_finish_command,
                                    env_present_command, push_env, restore_env, finish_env, missing_env)
-from deploy.hosts._release import release, undo_release, rollback, previous_of, judge_target
+from deploy.hosts._release import release, undo_release, rollback, previous_of, judge_target, Judgement
 from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
 from deploy.hosts._supervisor import DOTENV_AWK
 from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
@@ -87,6 +87,6 @@ __all__ = [
     "push_env", "restore_env", "finish_env", "missing_env",
     "TreeEntry", "artifact_tree", "tree_lines", "base_files", "delta_plan",
     "hook_env", "http_health",
-    "release", "undo_release", "rollback", "previous_of", "judge_target",
+    "release", "undo_release", "rollback", "previous_of", "judge_target", "Judgement",
     "releases", "current_release", "check",
 ]
