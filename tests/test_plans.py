@@ -99,8 +99,6 @@ def staging_with_checkout(tmp_path):
     (src / "app" / "prisma/postgres/migrations/migration_lock.toml").write_text('provider = "postgresql"\n')
     (src / "app" / "package.json").write_text((app / "package.json").read_text())
     (src / ".complete").write_text(SHA)
-    s = settings("staging", hosts={"hosts": ("deploy@h1.internal", "deploy@h2.internal:2202")},
-                 database={"url": ""})
     return dataclasses.replace(s, root=tmp_path, environment=dataclasses.replace(s.environment, app_dir="app"))
 
 

@@ -64,8 +64,8 @@ class LockInfo:
     run_id: str
     acquired_at: datetime | None
     release: str = ""
-
     token: str = ""          # the holding runner's (deploy/liveness.py); empty in an older toolkit's lock
+
     def age_minutes(self, now: datetime) -> float | None:
         if self.acquired_at is None:
             return None
