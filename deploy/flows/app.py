@@ -6,9 +6,10 @@ from deploy import envs, local
 from deploy.errors import SettingsError
 from deploy.flows.steps import not_needed
 from deploy.targets.local import local_root, restart_app, stop_app
+from deploy.services import Services
 
 
-def _local(svc, env: str):
+def _local(svc: Services, env: str):
     s = svc.settings(env)
     if not s.is_local:
         raise SettingsError(f"{env} is not a local environment (environment.kind = {s.environment.kind!r}).",
@@ -16,13 +17,13 @@ def _local(svc, env: str):
     return s
 
 
-def stop(svc, env: str) -> None:
+def stop(svc: Services, env: str) -> None:
     s = _local(svc, env)
     stopped = stop_app(s)
     svc.term.out(f"{env}: app server stopped" if stopped else f"{env}: no app server was running")
 
 
-def start(svc, env: str) -> None:
+def start(svc: Services, env: str) -> None:
     s = _local(svc, env)
     environ = svc.environ_for(s.name)
     # Everything the app needs is checked before the running app is stopped: a missing

@@ -8,11 +8,12 @@ from deploy import approvals as approval_rules
 from deploy import feedback
 from deploy.errors import SettingsError
 from deploy.flows.common import app_sha
+from deploy.services import Services
 
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
-def main(svc, env: str, *, sha: str | None, by: str, role: str, note: str | None) -> None:
+def main(svc: Services, env: str, *, sha: str | None, by: str, role: str, note: str | None) -> None:
     s = svc.settings(env)
     if not ROLE.match(role or ""):
         raise SettingsError(f"--role={role!r} is not a role name.", "Use a lower-case word such as product or manager.")

@@ -10,6 +10,7 @@ from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, PlanChanged, SettingsError
 from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
 from deploy.ledger import Ledger, ReleaseRow, RunRow, RunStatus, StepStatus, UndoStatus
+from deploy.services import Services
 
 
 def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
@@ -28,7 +29,7 @@ def whole_number(flag: str, value, default: int, *, minimum: int = 1) -> int:
     return n
 
 
-def promotion_of(led, env: str, release_id: str | None) -> PromotionRecord | None:
+def promotion_of(led: Ledger, env: str, release_id: str | None) -> PromotionRecord | None:
     """The record of the promotion that made `release_id` live on `env`, if the ledger has it."""
     row = next((r for r in led.releases(env, limit=100) if r.release_id == release_id), None)
     if not row or not row.run_id:
@@ -77,7 +78,7 @@ def unfinished_run(led: Ledger, env: str, flow: str) -> RunRow:
                       f"`invoke status` shows the environment's runs; start a new one with `invoke {flow} --to={env}`.")
 
 
-def one_step(s, name: str, does: str, fn, *, led, args: dict | None = None, release_id: str | None = None,
+def one_step(s, name: str, does: str, fn, *, led: Ledger, args: dict | None = None, release_id: str | None = None,
              sha: str | None = None):
     """Run a single primitive that changes an environment as a one-step plan: under the
     environment's lock (LockHeld naming the holder while another run has it), recorded in
@@ -92,7 +93,7 @@ def one_step(s, name: str, does: str, fn, *, led, args: dict | None = None, rele
     return outcome
 
 
-def report(settings, led, outcome, *, title: str, kind: str) -> None:
+def report(settings, led: Ledger, outcome, *, title: str, kind: str) -> None:
     """Record the outcome everywhere it belongs: deployment log, CI summary, terminal.
     A run that failed before any step completed (a failed preflight) changed nothing, so
     it leaves the tracked deployment log alone: the ledger and the terminal have it."""
@@ -173,7 +174,7 @@ def bring_back(s, release: str | None) -> str:
     return f"`invoke lock.release --env={s.name} --force`, then `invoke hosts.rollback --env={s.name}{to}`"
 
 
-def record_skipped(svc, led, s, run_id: str, args: dict, skipped: list[str]) -> None:
+def record_skipped(svc: Services, led: Ledger, s, run_id: str, args: dict, skipped: list[str]) -> None:
     """The run's arguments in the ledger name the skipped hosts; the operator is told how to
     bring each in line."""
     led.update_run(run_id, args=facts.dumps({**args, "skip_hosts": list(skipped)}))

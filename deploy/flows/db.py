@@ -13,14 +13,15 @@ from deploy.flows.common import app_sha, whole_number
 from deploy.locations import migrations_dir
 from deploy.private import write_private
 from deploy.redact import Secret
+from deploy.services import Services
 
 
-def _db(svc, env: str):
+def _db(svc: Services, env: str):
     s = svc.settings(env)
     return s, Database.of(s, svc.environ_for(s.name))
 
 
-def status(svc, env: str, as_json: bool = False) -> int:
+def status(svc: Services, env: str, as_json: bool = False) -> int:
     s, database = _db(svc, env)
     report = database.status(migrations_dir(s))
     if as_json:
@@ -33,7 +34,7 @@ def status(svc, env: str, as_json: bool = False) -> int:
     return 0 if report.up_to_date or not (report.failed or report.drift or report.invalid) else 1
 
 
-def migrate(svc, env: str, yes: bool = False) -> None:
+def migrate(svc: Services, env: str, yes: bool = False) -> None:
     """`invoke db.migrate`. On a remote environment it is a promotion's database part: the commit's migrations
     (a working tree that differs is refused), promote's rights for the commit, its locks and question, its
     backup step first (the undo's way back) and its migrate step (flows/rights.py)."""
@@ -65,7 +66,7 @@ def migrate(svc, env: str, yes: bool = False) -> None:
         svc.term.out(f"warning: {w}")
 
 
-def rollback(svc, env: str, steps: int | str | None, yes: bool) -> None:
+def rollback(svc: Services, env: str, steps: int | str | None, yes: bool) -> None:
     steps = whole_number("steps", steps, 1)
     s, database = _db(svc, env)
     _, mdir = rights.committed_migrations(s)
@@ -81,7 +82,7 @@ def rollback(svc, env: str, steps: int | str | None, yes: bool) -> None:
     svc.term.out(f"{env}: rolled back {', '.join(res.rolled_back) or 'nothing'}")
 
 
-def resolve(svc, env: str, applied: str | None, rolled_back: str | None, yes: bool = False) -> None:
+def resolve(svc: Services, env: str, applied: str | None, rolled_back: str | None, yes: bool = False) -> None:
     if bool(applied) == bool(rolled_back):
         raise SettingsError("Pass exactly one of --applied NAME or --rolled-back NAME.")
     s, database = _db(svc, env)
@@ -100,7 +101,7 @@ def resolve(svc, env: str, applied: str | None, rolled_back: str | None, yes: bo
     svc.term.out(f"{env}: {res.name} marked {res.action.replace('_', ' ')}")
 
 
-def backup(svc, env: str) -> None:
+def backup(svc: Services, env: str) -> None:
     s, database = _db(svc, env)
     try:
         sha = app_sha(s)
@@ -118,7 +119,7 @@ def _backup_file(s, file: str | None) -> Path:
     return backups.latest(s.path(s.database.backup_dir), s.name).path
 
 
-def verify_backup(svc, env: str, file: str | None) -> int:
+def verify_backup(svc: Services, env: str, file: str | None) -> int:
     s, database = _db(svc, env)
     url = None     # this database's server
     var = s.golive.backup_verify_url_var
@@ -136,7 +137,7 @@ def verify_backup(svc, env: str, file: str | None) -> int:
     return 0 if res.ok else 1
 
 
-def restore(svc, env: str, file: str | None, yes: bool) -> None:
+def restore(svc: Services, env: str, file: str | None, yes: bool) -> None:
     s, database = _db(svc, env)
     path = _backup_file(s, file)
     # What the restore would discard: shown, and never discarded without a person saying so.
@@ -158,7 +159,7 @@ def restore(svc, env: str, file: str | None, yes: bool) -> None:
     svc.term.out(f"{env}: restored {res.backup.path.name} into {res.url} ({len(res.tables)} tables)")
 
 
-def show_writes(svc, writes) -> None:
+def show_writes(svc: Services, writes) -> None:
     """The rows a restore would discard, per table (only the tables written since), then one line."""
     hit = [r for r in writes.rows() if r[3] or r[4]]
     if hit:
@@ -166,7 +167,7 @@ def show_writes(svc, writes) -> None:
     svc.term.out(writes.summary())
 
 
-def provision(svc, env: str, admin_url_var: str, db_name: str | None, role: str | None, reset_password: bool) -> None:
+def provision(svc: Services, env: str, admin_url_var: str, db_name: str | None, role: str | None, reset_password: bool) -> None:
     s = svc.settings(env)
     admin = svc.environ.get(admin_url_var)
     if not admin:

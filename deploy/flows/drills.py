@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from deploy.flows.common import whole_number
+from deploy.services import Services
 
 
-def main(svc, days: int | str | None) -> int:
+def main(svc: Services, days: int | str | None) -> int:
     """Every recorded drill; NOT EXERCISED (exit 1) for a procedure with no passed drill in `days`."""
     days = whole_number("days", days, 30)
     led = svc.ledger()

@@ -5,13 +5,14 @@ from __future__ import annotations
 from deploy import envs, hosts
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes, steps
+from deploy.services import Services
 
 
-def _matrix(svc):
+def _matrix(svc: Services):
     return envs.load_matrix(svc.root)
 
 
-def check(svc, env: str, as_json: bool = False) -> int:
+def check(svc: Services, env: str, as_json: bool = False) -> int:
     s = svc.settings(env)  # an unknown environment name is caught with the settings' message
     report = envs.check(_matrix(svc), env, svc.root, svc.environ, not_needed=steps.not_needed(s, skip_shopify=False))
     if as_json:
@@ -21,25 +22,25 @@ def check(svc, env: str, as_json: bool = False) -> int:
     return report.exit_code
 
 
-def parity(svc, left: str, right: str) -> int:
+def parity(svc: Services, left: str, right: str) -> int:
     report = envs.parity_from_files(_matrix(svc), svc.root, left, right)
     svc.term.out(envs.render_parity(report))
     return report.exit_code
 
 
-def matrix(svc) -> None:
+def matrix(svc: Services) -> None:
     path = envs.write_matrix_doc(_matrix(svc), svc.root)
     svc.term.out(f"wrote {path.relative_to(svc.root)}")
 
 
-def dotenv(svc, env: str, force: bool) -> None:
+def dotenv(svc: Services, env: str, force: bool) -> None:
     s = svc.settings(env)
     target = s.app_dir / ".env"
     res = envs.write_dotenv(_matrix(svc), env, target, root=svc.root, force=force)
     svc.term.out(f"wrote {target} ({res})" if res else f"wrote {target}")
 
 
-def push(svc, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
+def push(svc: Services, env: str, *, yes: bool = False, dry_run: bool = False) -> None:
     """Write <deploy_to>/shared/.env on every host of `env` from its variables: one run under
     the environment's ledger lock and the hosts' deploy lock, recorded; a protected
     environment asks first (or --yes). A host that fails gets its previous file back."""

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from deploy import evidence
 from deploy.flows.common import app_sha, git_sha
+from deploy.services import Services
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
-def collect(svc, sha: str, files: list[str], out: str | None, env: str | None) -> None:
+def collect(svc: Services, sha: str, files: list[str], out: str | None, env: str | None) -> None:
     root = svc.root
     if not FULL_SHA.match(sha or ""):
         # A ref (HEAD, a branch, a short SHA): the commit it names in the app's repository,

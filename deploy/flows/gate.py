@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 from deploy import evidence
 from deploy.flows import shapes
 from deploy.flows.common import app_sha
+from deploy.services import Services
 
 
-def main(svc, env: str, sha: str | None, as_json: bool = False) -> int:
+def main(svc: Services, env: str, sha: str | None, as_json: bool = False) -> int:
     """The gate's verdict on `sha` for `env` as a table (or JSON); 0 open, 5 closed."""
     s = svc.settings(env)
     full = app_sha(s, sha)

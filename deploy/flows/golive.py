@@ -8,9 +8,10 @@ from deploy import feedback, golive
 from deploy.flows import shapes
 from deploy.flows.common import app_sha
 from deploy.ledger import whoami
+from deploy.services import Services
 
 
-def check(svc, env: str, sha: str | None, as_json: bool = False) -> int:
+def check(svc: Services, env: str, sha: str | None, as_json: bool = False) -> int:
     """`invoke golive.check`: run the checklist, write it as markdown, log GO / NO GO."""
     s = svc.settings(env)
     led = svc.ledger()

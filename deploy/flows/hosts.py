@@ -12,9 +12,10 @@ from deploy.flows import rights, shapes
 from deploy.flows.common import app_sha
 from deploy.ledger import ReleaseStatus
 from deploy.locations import find_artifact
+from deploy.services import Services
 
 
-def _remote(svc, env: str):
+def _remote(svc: Services, env: str):
     s = svc.settings(env)
     if not s.hosts.hosts:
         raise SettingsError(f"The {env} environment has no hosts (hosts.hosts in {s.file.name}).",
@@ -22,7 +23,7 @@ def _remote(svc, env: str):
     return s
 
 
-def check(svc, env: str, as_json: bool = False) -> int:
+def check(svc: Services, env: str, as_json: bool = False) -> int:
     """`invoke hosts.check`: reach, disk and current release of every host; 0 when all are ok."""
     s = _remote(svc, env)
     rows = hosts.check(s.hosts)
@@ -36,20 +37,20 @@ def check(svc, env: str, as_json: bool = False) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
-def releases(svc, env: str) -> None:
+def releases(svc: Services, env: str) -> None:
     """`invoke hosts.releases`: the releases on every host, the current one in brackets."""
     for h in hosts.releases(_remote(svc, env).hosts):
         svc.term.out(f"{h.host}: " + ", ".join(f"[{r}]" if r == h.current else r for r in h.releases))
 
 
-def _results(svc, results) -> str:
+def _results(svc: Services, results) -> str:
     return svc.term.table([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-",
                             f"{r.duration:.2f}s", r.error or (f"WARNING: {r.note}" if r.note else ""))
                            for r in results],
                           ("host", "verdict", "before", "after", "time", "problem"), optional=("time", "before"))
 
 
-def release(svc, env: str, sha: str | None, yes: bool = False) -> None:
+def release(svc: Services, env: str, sha: str | None, yes: bool = False) -> None:
     """`invoke hosts.release`: an already-built artifact of `sha` to every host (no gate: use promote for that),
     with promote's rights for `sha`, its locks and, on a protected environment, its question (flows/rights.py)."""
     s = _remote(svc, env)
@@ -76,7 +77,7 @@ def release(svc, env: str, sha: str | None, yes: bool = False) -> None:
     svc.term.out(_results(svc, done["results"]))
 
 
-def rollback(svc, env: str, to: str | None, yes: bool = False) -> None:
+def rollback(svc: Services, env: str, to: str | None, yes: bool = False) -> None:
     """`invoke hosts.rollback`: every host back to `to` (default: the release before current)."""
     s = _remote(svc, env)
     if to is not None:

@@ -17,7 +17,8 @@ from deploy import build, feedback
 from deploy.engine import Console, Runner, StepContext
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, promote, rollback
-from deploy.ledger import whoami
+from deploy.ledger import Ledger, whoami
+from deploy.services import Services
 
 
 def _phase(durations: dict, name: str, fn):
@@ -28,14 +29,14 @@ def _phase(durations: dict, name: str, fn):
         durations[name] = round(time.monotonic() - t0, 3)
 
 
-def _run(led, plan, durations, name):
+def _run(led: Ledger, plan, durations, name):
     outcome = _phase(durations, name, lambda: Runner(led, Console()).execute(plan))
     if not outcome.ok:
         common.fail_if_not_ok(outcome, led)
     return outcome
 
 
-def drill(svc, env: str, *, sha: str | None, production: str = "production", watch_seconds: float = 2.0) -> dict:
+def drill(svc: Services, env: str, *, sha: str | None, production: str = "production", watch_seconds: float = 2.0) -> dict:
     s = svc.settings(env)
     if s.environment.protected or env == production:
         raise SettingsError(f"{env} is protected: drills run on a rehearsal environment.",

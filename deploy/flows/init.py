@@ -8,9 +8,10 @@ from pathlib import Path
 
 from deploy import proc, runbooks, scaffold
 from deploy.errors import SettingsError
+from deploy.services import Services
 
 
-def main(svc, app: str, namespace, *, force: bool = False) -> None:
+def main(svc: Services, app: str, namespace, *, force: bool = False) -> None:
     """Write the starting files for the app in `app`; its runbook lists `namespace`'s tasks
     (tasks.py's Invoke collection, passed down so this flow never imports the task layer)."""
     # Files go to the project being set up: DEPLOY_ROOT, else the folder `invoke` runs in

@@ -7,10 +7,11 @@ import time
 from deploy import clock, hosts
 from deploy.errors import DeployError, HostFailed, SettingsError
 from deploy.flows import shapes, steps
-from deploy.ledger import RunStatus
+from deploy.ledger import Ledger, RunStatus
+from deploy.services import Services
 
 
-def release(svc, env: str, *, force: bool, skip_hosts=()) -> None:
+def release(svc: Services, env: str, *, force: bool, skip_hosts=()) -> None:
     s = svc.settings(env)
     led = svc.ledger()
     remote = bool(s.hosts.hosts) and not s.is_local
@@ -38,7 +39,7 @@ def release(svc, env: str, *, force: bool, skip_hosts=()) -> None:
                      f"`invoke lock.release --env={s.name} --force` removes a lock of a run that has ended.")
 
 
-def _release_hosts(svc, s, section, locks, dead_run: str | None, led) -> None:
+def _release_hosts(svc: Services, s, section, locks, dead_run: str | None, led: Ledger) -> None:
     """Host locks of the run whose ledger lock was just broken, or of a run this ledger knows
     has ended, go too; others only when older than hosts.lock_max_age_minutes (a runner on
     another machine, or of another ledger, may hold them)."""
@@ -57,7 +58,7 @@ def _release_hosts(svc, s, section, locks, dead_run: str | None, led) -> None:
                 f"hosts.lock_max_age_minutes and not the broken run's")
 
 
-def _ended(led, run_id: str) -> bool:
+def _ended(led: Ledger, run_id: str) -> bool:
     """This ledger recorded the run, and it is over (not running): its host locks are left over."""
     try:
         return led.run(run_id).status != RunStatus.RUNNING
@@ -65,7 +66,7 @@ def _ended(led, run_id: str) -> bool:
         return False   # another ledger's run: not ours to judge
 
 
-def status(svc, env: str | None, as_json: bool = False) -> None:
+def status(svc: Services, env: str | None, as_json: bool = False) -> None:
     s = svc.settings(env) if env else None  # an unknown environment is an error before anything is printed
     led = svc.ledger()
     if as_json:

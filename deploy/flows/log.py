@@ -5,9 +5,10 @@ from __future__ import annotations
 from deploy import feedback
 from deploy.errors import SettingsError
 from deploy.ledger import whoami
+from deploy.services import Services
 
 
-def entry(svc, kind: str, env: str, text: str | None) -> None:
+def entry(svc: Services, kind: str, env: str, text: str | None) -> None:
     """Append a `kind` entry (blocker, readiness) for `env` to the deployment log."""
     s = svc.settings(env)
     if not (text or "").strip():
@@ -16,11 +17,11 @@ def entry(svc, kind: str, env: str, text: str | None) -> None:
     svc.term.out(f"logged {kind} for {env} in {path.relative_to(s.root)}")
 
 
-def blocker(svc, env: str, text: str | None) -> None:
+def blocker(svc: Services, env: str, text: str | None) -> None:
     """`invoke log.blocker`."""
     entry(svc, "blocker", env, text)
 
 
-def readiness(svc, env: str, text: str | None) -> None:
+def readiness(svc: Services, env: str, text: str | None) -> None:
     """`invoke log.readiness`."""
     entry(svc, "readiness", env, text)

@@ -13,6 +13,7 @@ from deploy.errors import ApprovalMissing, HostFailed, SettingsError
 from deploy.facts import Serving
 from deploy.flows import common, steps
 from deploy.ledger import RunStatus
+from deploy.services import Services
 
 
 def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None,
@@ -62,7 +63,7 @@ def golive_step(s: Settings, sha: str, environ, ledger):
                 run=run)
 
 
-def main(svc, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
+def main(svc: Services, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
          no_rollback=False, break_lock=False, skip_hosts=(), accept_destructive=()) -> None:
     s = svc.settings(env, flag="--to")
     if skip_hosts and not abort:

@@ -33,8 +33,9 @@ from deploy.engine import Console, Outcome, Plan, Runner, Step
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import steps
 from deploy.flows.common import app_sha
-from deploy.ledger import RunStatus, StepStatus
+from deploy.ledger import Ledger, RunStatus, StepStatus
 from deploy.locations import migrations_dir, source_dir
+from deploy.services import Services
 
 
 def guarded(s: Settings) -> bool:
@@ -43,7 +44,7 @@ def guarded(s: Settings) -> bool:
     return not s.is_local
 
 
-def act(svc, s: Settings, name: str, work: list[Step], *, led, yes: bool, question: str,
+def act(svc: Services, s: Settings, name: str, work: list[Step], *, led: Ledger, yes: bool, question: str,
         promotes: str | None = None, sha: str | None = None, release_id: str | None = None,
         args: dict | None = None, ask: bool = True) -> Outcome:
     """Run `work` as the plan of task `name` on `s` with a promotion's rights and locks.
@@ -77,7 +78,7 @@ def one(name: str, does: str, fn) -> list[Step]:
     return [Step(name.split(".")[-1], does, run=fn)]
 
 
-def result(led, outcome: Outcome, step: str) -> str:
+def result(led: Ledger, outcome: Outcome, step: str) -> str:
     """What step `step` of the run recorded as its result ('' when it was skipped or absent)."""
     row = next((r for r in led.steps(outcome.run_id) if r.name == step), None)
     return (row.result or "") if row and row.status == StepStatus.DONE else ""

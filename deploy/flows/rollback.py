@@ -14,6 +14,7 @@ from deploy.engine import Console, Plan, Runner, StepContext
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import common, steps
 from deploy.ledger import Ledger, ReleaseRow, ReleaseStatus, RunStatus
+from deploy.services import Services
 
 
 def target_release(s: Settings, led: Ledger, to: str | None) -> tuple[str | None, str | None]:
@@ -49,7 +50,7 @@ def _unfinished(led: Ledger, env: str, live: ReleaseRow | None) -> tuple[str, st
     return None
 
 
-def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, environ, skipped=()) -> Plan:
+def plan(s: Settings, led: Ledger, *, to: str | None, db: str, skip_shopify: bool, environ, skipped=()) -> Plan:
     if db not in ("keep", "down", "restore"):
         raise SettingsError(f"--db={db!r} is not one of keep, down, restore.",
                             "keep leaves the database as it is; down runs down.sql of the rolled-back release's "
@@ -91,7 +92,7 @@ def plan(s: Settings, led, *, to: str | None, db: str, skip_shopify: bool, envir
                 header=[("environment", s.name), ("from", current or "-"), ("to", target), ("database", db)])
 
 
-def main(svc, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False, skip_hosts=()) -> None:
+def main(svc: Services, env: str, *, to=None, db="keep", skip_shopify=False, dry_run=False, yes=False, skip_hosts=()) -> None:
     s = svc.settings(env)
     s, skipped = common.skipping_hosts(s, skip_hosts)
     led = svc.ledger()

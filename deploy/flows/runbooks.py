@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy import runbooks
+from deploy.services import Services
 
 
-def check(svc) -> int:
+def check(svc: Services) -> int:
     """`invoke runbooks.check`: every command a runbook names exists; the report's exit code."""
     root = svc.root
     toolkit = Path(__file__).resolve().parents[2]  # the tasks.py this toolkit runs from
@@ -16,7 +17,7 @@ def check(svc) -> int:
     return report.exit_code
 
 
-def stamp(svc) -> None:
+def stamp(svc: Services) -> None:
     """`invoke runbooks.stamp`: write each runbook's last drill from the ledger."""
     root = svc.root
     changed = runbooks.stamp(root, svc.ledger())

@@ -6,9 +6,10 @@ import datetime as dt
 
 from deploy import envs, secrets
 from deploy.ledger import whoami
+from deploy.services import Services
 
 
-def rotation(svc) -> int:
+def rotation(svc: Services) -> int:
     """`invoke secrets.rotation`: secrets due for rotation; 1 when one is overdue."""
     m = envs.load_matrix(svc.root)
     today = dt.datetime.now(dt.UTC).date()
@@ -17,7 +18,7 @@ def rotation(svc) -> int:
     return report.exit_code
 
 
-def rotated(svc, name: str, env: str, by: str | None) -> None:
+def rotated(svc: Services, name: str, env: str, by: str | None) -> None:
     """`invoke secrets.rotated`: record that `name` was rotated in `env` today."""
     m = envs.load_matrix(svc.root)
     secrets.record_rotation(m, name, env, by or whoami(), dt.datetime.now(dt.UTC))

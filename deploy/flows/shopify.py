@@ -9,9 +9,10 @@ from deploy import build, shopify
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes, steps
 from deploy.flows.common import app_sha
+from deploy.services import Services
 
 
-def versions(svc, env: str, as_json: bool = False) -> None:
+def versions(svc: Services, env: str, as_json: bool = False) -> None:
     """`invoke shopify.versions`: the app's versions as the Shopify CLI lists them."""
     s = svc.settings(env)
     items = shopify.versions(s, svc.environ)
@@ -23,7 +24,7 @@ def versions(svc, env: str, as_json: bool = False) -> None:
                                 ("version", "status", "created", "by", "message"), optional=("by", "created")))
 
 
-def deploy(svc, env: str, version: str | None, message: str | None, yes: bool = False) -> None:
+def deploy(svc: Services, env: str, version: str | None, message: str | None, yes: bool = False) -> None:
     """`invoke shopify.deploy`: push the app's configuration as a new version and make it live. On a remote
     environment: the commit's config (promote's shopify step, from its checkout), promote's rights for the
     commit, its locks and, where protected, its question (flows/rights.py)."""
@@ -54,7 +55,7 @@ def deploy(svc, env: str, version: str | None, message: str | None, yes: bool = 
     svc.term.out(f"{env}: app version {res.version} live (was {res.previous or 'none'})")
 
 
-def release(svc, env: str, version: str, yes: bool = False) -> None:
+def release(svc: Services, env: str, version: str, yes: bool = False) -> None:
     """`invoke shopify.release`: make an existing app version live (promote's locks and, where protected,
     its question)."""
     s = svc.settings(env)

@@ -8,9 +8,10 @@ from deploy.errors import SettingsError
 from deploy.facts import Serving, put
 from deploy.locations import base_urls
 from deploy.targets.local import local_root
+from deploy.services import Services
 
 
-def main(svc, env: str, release: str | None) -> int:
+def main(svc: Services, env: str, release: str | None) -> int:
     """The smoke checks of `env` (`release`: the id /version must name); 0 when all pass."""
     s = svc.settings(env)
     state: dict = {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from deploy import envs, secrets
 from deploy.build import tree_bytes
@@ -12,15 +13,16 @@ from deploy.config import environments, load
 from deploy.database import Database
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import shapes
-from deploy.ledger import RunStatus
+from deploy.ledger import Ledger, RunStatus
 from deploy.locations import migrations_dir
+from deploy.services import Services
 
 
 def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
 
 
-def gather(root, led, environ, now: float) -> list[dict]:
+def gather(root: Path, led: Ledger, environ: Mapping[str, str], now: float) -> list[dict[str, Any]]:
     rotation: dict[str, list[str]] = {}
     try:
         m = envs.load_matrix(root)
@@ -83,7 +85,7 @@ def _pending_cell(r: dict) -> str:
     return "?" if r.get("pending_migrations_error") else "-"
 
 
-def main(svc, as_json: bool) -> None:
+def main(svc: Services, as_json: bool) -> None:
     root = svc.root
     led = svc.ledger()
     rows = gather(root, led, svc.environ, led.now())   # the ledger's clock: what its times were written on
