@@ -12,7 +12,7 @@ import pytest
 
 from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, LockHeld
-from deploy.ledger import Ledger
+from deploy.ledger import Ledger, ReleaseStatus, RunStatus, StepStatus, UndoStatus
 
 HERE = Path(__file__).parent
 CHILD = HERE / "engine_child.py"
@@ -277,3 +277,34 @@ def test_abort_rereads_the_run_under_the_lock_and_refuses_one_finished_meanwhile
         Runner(_Racing(led, other_runner_resumes), Console(quiet=True)).abort(plan(tmp_path), run.id)
     assert world(tmp_path) == ["preflight", "build", "migrate", "release", "smoke"]  # nothing undone
     assert led.run(run.id).status == "succeeded" and led.lock("test") is None
+
+
+@pytest.mark.parametrize("run_status, step_status, undo_status, release_status", [
+    (RunStatus.ROLLED_BACK, StepStatus.DONE, UndoStatus.UNDONE, ReleaseStatus.ROLLED_BACK),
+    (RunStatus.FAILED_IN_PLACE, StepStatus.FAILED, UndoStatus.UNDO_FAILED, ReleaseStatus.LIVE),
+    (RunStatus.SUCCEEDED, StepStatus.SKIPPED, None, ReleaseStatus.SUPERSEDED),
+], ids=["undone", "left-in-place", "succeeded"])
+def test_statuses_are_stored_as_their_text_and_read_back_as_their_enums(tmp_path, ledger_url, run_status,
+                                                                         step_status, undo_status, release_status):
+    """A database driver may adapt an enum by its member's name: the ledger writes the text
+    another toolkit version (or a person with psql) reads, and reads it back typed."""
+    from sqlalchemy import text
+
+    led = Ledger.open(tmp_path, ledger_url)
+    env = f"t{os.getpid()}{time.monotonic_ns() % 10_000}"
+    run_id = led.start_run(env=env, flow="promote", sha=None, steps=["one"], args={})
+    led.update_run(run_id, status=run_status)
+    led.update_step(run_id, 0, status=step_status, undo_status=undo_status)
+    led.record_release(env=env, release_id="r1", sha="a" * 40, artifact_sha256=None, run_id=run_id)
+    led.set_release_status(env, "r1", release_status)
+    with led.engine.connect() as c:
+        raw = (c.execute(text("SELECT status FROM deploy_runs WHERE id = :i"), {"i": run_id}).scalar_one(),
+               c.execute(text("SELECT status, undo_status FROM deploy_steps WHERE run_id = :i"), {"i": run_id}).one(),
+               c.execute(text("SELECT status FROM deploy_releases WHERE env = :e"), {"e": env}).scalar_one())
+    assert raw == (run_status.value, (step_status.value, undo_status.value if undo_status else None),
+                   release_status.value)
+    assert led.run(run_id).status is run_status
+    assert (led.steps(run_id)[0].status, led.steps(run_id)[0].undo_status) == (step_status, undo_status)
+    assert led.releases(env)[0].status is release_status
+    live = led.live_release(env)
+    assert (live.release_id if live else None) == ("r1" if release_status is ReleaseStatus.LIVE else None)
