@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import signal
 import socketserver
 import subprocess
 import sys
@@ -150,53 +149,14 @@ def latest(stage):
 
 # ----------------------------------------------------------------------------- a host drops
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in children.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def drop_host(farm, host) -> None:
-    """Kill the host's sshd and every session it serves: open connections break, as when
-    a machine loses its network (stopping only the listener would keep them alive)."""
-    proc = farm._procs[host.port]
-    victims = _descendants(proc.pid)
-    farm.stop_host(host)
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """The host drops off the network: its sshd and every session it serves are killed."""
+    farm.drop(host)
 
 
 def bring_back(farm, host) -> None:
-    """Start the host's sshd again with its own config, key and port."""
-    cfg = farm.dir / host.name / "sshd_config"
-    proc = subprocess.Popen([farm.sshd, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    farm._procs[host.port] = proc
-    import socket
-
-    def answers():
-        try:
-            with socket.create_connection((host.host, host.port), timeout=1) as s:
-                return s.recv(64).startswith(b"SSH-")
-        except OSError:
-            return False
-
-    wait_for(answers, 15, f"sshd of {host.name} to answer again")
+    """The host is back: its sshd answers again with its own config, key and port."""
+    farm.bring_back(host)
 
 
 def test_host_dropping_during_release_leaves_every_host_on_the_old_release(deployed):
