@@ -193,11 +193,81 @@ class HostsSection:
 
 
 @dataclass(frozen=True)
+class ProxySection:
+    # A reverse proxy on each host in front of the app (deploy/hosts/_proxy.py), for zero downtime on
+    # one host: a release starts beside the live app on the other port of the pair (app port,
+    # app port + spare_port_offset), is health-checked there, the proxy is switched, the old app drained
+    # and stopped. "none": no proxy, the app restarts in place (the behaviour without this section).
+    # Per-host values: "{deploy_to}" in the paths; listen_ports/admin_ports override listen/admin per host.
+    kind: Literal["none", "caddy", "nginx"] = "none"
+    listen: int = 8080                     # the port the proxy serves the app on (all interfaces)
+    listen_ports: tuple[int, ...] = ()     # one per entry of hosts.hosts; overrides listen
+    admin: str = "127.0.0.1:2019"          # caddy: its admin API (a loopback address; switch by PATCH)
+    admin_ports: tuple[int, ...] = ()      # caddy: one admin port per host (on admin's address); overrides its port
+    config_dir: str = "{deploy_to}/proxy"  # the proxy's own files on the host (config, pid, logs, data)
+    nginx_conf: str = "{config_dir}/nginx.conf"        # nginx: the main config hosts.setup writes
+    upstream_file: str = "{config_dir}/upstream.conf"  # nginx: the include naming the live upstream
+    spare_port_offset: int = 1             # the second app port = the host's app port + this
+    drain_seconds: float = 2.0             # after the switch, the old app keeps running this long (in-flight)
+    switch_timeout: float = 10.0           # seconds the switch may take to be seen serving the new upstream
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+    def for_host(self, index: int, deploy_to: str) -> "ProxySection":
+        """This section with one host's values: its listen and admin port, `{deploy_to}` and
+        `{config_dir}` filled in (what deploy/hosts/_proxy.py's commands take)."""
+        listen = self.listen_ports[index] if self.listen_ports else self.listen
+        admin = self.admin
+        if self.admin_ports:
+            admin = f"{admin.rsplit(':', 1)[0]}:{self.admin_ports[index]}"
+        config_dir = self.config_dir.replace("{deploy_to}", deploy_to.rstrip("/"))
+        fill = {"{deploy_to}": deploy_to.rstrip("/"), "{config_dir}": config_dir}
+
+        def path(v: str) -> str:
+            for k, val in fill.items():
+                v = v.replace(k, val)
+            return v
+
+        return dataclasses.replace(self, listen=listen, listen_ports=(), admin=admin, admin_ports=(),
+                                   config_dir=config_dir, nginx_conf=path(self.nginx_conf),
+                                   upstream_file=path(self.upstream_file))
+
+
+@dataclass(frozen=True)
 class ReleaseSection:
     # Where a release goes (deploy/targets/): "tree" puts releases/<id> trees behind an atomic
     # `current` switch, on this machine for a local environment and on [hosts] for a remote one.
     # Another value is refused when the file is read, naming the allowed ones.
     target: Literal["tree"] = "tree"
+
+
+@dataclass(frozen=True)
+class ImageSection:
+    """The image target's build and registry (`[release] target = "image"`, deploy/images/).
+    The image is built once per build key (commit, app folder, release contract), tagged with
+    the commit, pushed, and from then on named by its digest only."""
+
+    registry: str = ""                     # host[:port] of the registry, e.g. "ghcr.io" or "10.0.0.9:5000"
+    repository: str = ""                   # the image's name there, e.g. "acme/occ-app" (lower case)
+    # "toolkit": a build file the toolkit writes (FROM base, the artifact's unpacked tree, the
+    # [app] start command); or the path of the app's own Dockerfile, relative to environment.app_dir.
+    build: str = "toolkit"
+    # The toolkit build's base image: it must run the artifact's node_modules, which were
+    # installed on the deployer (glibc), so a Debian-based Node, not alpine (musl).
+    base: str = "docker.io/library/node:20-bookworm-slim"
+    insecure: bool = False                 # true: no TLS verification for this registry (an explicit opt-out)
+    ca_file: str = ""                      # an extra CA (PEM) the registry's certificate is verified against
+    # Names of the deployer's variables whose values are the registry login. Secrets: they go
+    # to podman/docker through a private auth file, never on a command line, never in the ledger.
+    # Both "": an anonymous registry.
+    username_var: str = "REGISTRY_USERNAME"
+    password_var: str = "REGISTRY_PASSWORD"
+    runtime: Literal["auto", "podman", "docker"] = "auto"   # the container tool, here and on hosts; auto: podman, else docker
+    keep: int = 3                          # images kept per host (live + previous ones, for rollback)
+    build_timeout: float = 1800.0          # seconds a build may take
+    push_timeout: float = 900.0            # seconds a push (or a registry check) may take
 
 
 @dataclass(frozen=True)
@@ -302,6 +372,8 @@ class Settings:
     database: DatabaseSection = field(default_factory=DatabaseSection)
     hosts: HostsSection = field(default_factory=HostsSection)
     release: ReleaseSection = field(default_factory=ReleaseSection)
+    image: ImageSection = field(default_factory=ImageSection)
+    proxy: ProxySection = field(default_factory=ProxySection)
     shopify: ShopifySection = field(default_factory=ShopifySection)
     gate: GateSection = field(default_factory=GateSection)
     approvals: ApprovalsSection = field(default_factory=ApprovalsSection)
@@ -523,6 +595,7 @@ def _check(s: Settings) -> None:
         raise SettingsError(f"{f}: gate.max_skipped_ratio = {s.gate.max_skipped_ratio:g} is out of range.",
                             "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     _check_app(s)
+    _check_image(s)
     if s.hosts.rollout == "rolling":
         try:
             batches(max(1, len(s.hosts.hosts)), s.hosts.batch_size)
@@ -531,6 +604,7 @@ def _check(s: Settings) -> None:
     if s.hosts.app_ports and len(s.hosts.app_ports) != len(s.hosts.hosts):
         raise SettingsError(f"{f}: hosts.app_ports has {len(s.hosts.app_ports)} entries for {len(s.hosts.hosts)} hosts.",
                             "Give one port per host, in the order of hosts.hosts, or use app.port for all.")
+    _check_proxy(s)
     for cat in dataclasses.fields(LighthouseThresholds):
         v = getattr(s.gate.lighthouse, cat.name)
         if v is not None and not 0.0 <= v <= 1.0:
@@ -540,6 +614,38 @@ def _check(s: Settings) -> None:
 
 
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_proxy(s: Settings) -> None:
+    f, p = s.file, s.proxy
+    if not p.enabled:
+        return
+    if s.hosts.restart:
+        raise SettingsError(f"{f}: proxy.kind = {p.kind!r} with hosts.restart set: the proxy mode starts each "
+                            "release beside the live one with the toolkit's supervisor, which a restart hook replaces.",
+                            "Remove hosts.restart, or set proxy.kind = \"none\".")
+    for key, ports in (("listen_ports", p.listen_ports), ("admin_ports", p.admin_ports)):
+        if ports and len(ports) != len(s.hosts.hosts):
+            raise SettingsError(f"{f}: proxy.{key} has {len(ports)} entries for {len(s.hosts.hosts)} hosts.",
+                                f"Give one port per host, in the order of hosts.hosts, or leave {key} out.")
+    for name, v in (("proxy.listen", p.listen), *((f"proxy.listen_ports[{i}]", x) for i, x in enumerate(p.listen_ports)),
+                    *((f"proxy.admin_ports[{i}]", x) for i, x in enumerate(p.admin_ports))):
+        if not 0 < v < 65536:
+            raise SettingsError(f"{f}: {name} = {v} is out of range.", "Use a port from 1 to 65535.")
+    if not re.fullmatch(r"(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}", p.admin):
+        raise SettingsError(f"{f}: proxy.admin = {p.admin!r} is not a loopback address with a port.",
+                            "Caddy's admin API changes what the host serves: keep it on loopback, e.g. \"127.0.0.1:2019\".")
+    if not 1 <= p.spare_port_offset < 1000:
+        raise SettingsError(f"{f}: proxy.spare_port_offset = {p.spare_port_offset} is out of range.",
+                            "Use 1 to 999: the second app port is the app port plus this.")
+    if p.drain_seconds < 0 or p.switch_timeout <= 0:
+        raise SettingsError(f"{f}: proxy.drain_seconds must be 0 or more and proxy.switch_timeout more than 0.")
+    for key in ("config_dir", "nginx_conf", "upstream_file"):
+        v = getattr(p, key)
+        probe = v.replace("{deploy_to}", "/d").replace("{config_dir}", "/c")
+        if not re.fullmatch(r"/[A-Za-z0-9._/+-]*", probe) or ".." in probe.split("/"):
+            raise SettingsError(f"{f}: proxy.{key} = {v!r} is not a safe absolute path.",
+                                "Use an absolute path (or one starting with {deploy_to}) of letters, digits and . _ / + -.")
 
 
 def _check_app(s: Settings) -> None:
@@ -575,3 +681,49 @@ def _check_app(s: Settings) -> None:
     if not 100 <= a.cache_max_mb <= 1_000_000:
         raise SettingsError(f"{f}: app.cache_max_mb = {a.cache_max_mb} is out of range.",
                             "Use a size in MB from 100 (one app's install) to 1000000.")
+
+
+_REGISTRY = re.compile(r"^(localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])(:[0-9]{1,5})?$")
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+IMAGE_TARGET: str = "image"   # `[release] target` of container images (deploy/targets/image.py)
+
+
+def _check_image(s: Settings) -> None:
+    """[image]: checked whenever the release target is "image" (and its shapes always)."""
+    f, im = s.file, s.image
+    if im.registry and not _REGISTRY.match(im.registry):
+        raise SettingsError(f"{f}: image.registry = {im.registry!r} is not a registry address.",
+                            'Give host[:port] without a scheme or path, e.g. "ghcr.io" or "10.0.0.9:5000".')
+    if im.repository and not _REPOSITORY.match(im.repository):
+        raise SettingsError(f"{f}: image.repository = {im.repository!r} is not an image name.",
+                            'Use lower-case letters, digits and . _ - separated by /, e.g. "acme/occ-app".')
+    if im.build != "toolkit":
+        parts = im.build.split("/")
+        if not im.build or im.build.startswith("/") or ".." in parts:
+            raise SettingsError(f"{f}: image.build = {im.build!r} is neither \"toolkit\" nor a path inside the app folder.",
+                                'Use "toolkit", or the Dockerfile\'s path relative to environment.app_dir, e.g. "Dockerfile".')
+    if not im.base or any(c.isspace() for c in im.base):
+        raise SettingsError(f"{f}: image.base = {im.base!r} is not an image reference.",
+                            'E.g. "docker.io/library/node:20-bookworm-slim".')
+    for key in ("username_var", "password_var"):
+        v = getattr(im, key)
+        if v and not _VAR.match(v):
+            raise SettingsError(f"{f}: image.{key} = {v!r} is not a variable name.",
+                                "Name the variable that holds the value (letters, digits and _), not the value itself.")
+    if bool(im.username_var) != bool(im.password_var):
+        raise SettingsError(f"{f}: image.username_var and image.password_var must be set together.",
+                            'Name both variables, or set both to "" for an anonymous registry.')
+    if im.insecure and im.ca_file:
+        raise SettingsError(f"{f}: image.insecure = true and image.ca_file are both set.",
+                            "Keep ca_file (the registry's certificate is then verified) and remove insecure.")
+    if not 1 <= im.keep <= 100:
+        raise SettingsError(f"{f}: image.keep = {im.keep} is out of range.", "Use a value from 1 to 100.")
+    if im.build_timeout <= 0 or im.push_timeout <= 0:
+        raise SettingsError(f"{f}: image.build_timeout and image.push_timeout must be more than 0 seconds.")
+    if s.release.target == IMAGE_TARGET:
+        for key in ("registry", "repository"):
+            if not getattr(im, key):
+                raise SettingsError(f"{f}: release.target = \"image\" needs image.{key}.",
+                                    'Set [image] registry = "host[:port]" and repository = "name/app".')
