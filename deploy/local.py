@@ -21,10 +21,13 @@ no `current`; rename(2) replaces the link in one step (Capistrano's
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -35,9 +38,9 @@ from pathlib import Path
 from typing import Mapping
 
 from deploy import proc
-from deploy.build import Artifact, start_command, start_path, verify
+from deploy.build import MANIFEST, Artifact, start_command, start_path, verify
 from deploy.config import AppSection
-from deploy.errors import HostFailed, SettingsError
+from deploy.errors import BuildFailed, HostFailed, SettingsError
 from deploy.redact import reveal
 from deploy.smoke import probe
 
@@ -71,19 +74,39 @@ def ensure_root(root: str | Path) -> Path:
 
 
 def place(artifact: Artifact, root: str | Path, release_id: str) -> Path:
-    """Unpack `artifact` into `releases/<release_id>` and write its RELEASE file."""
+    """Unpack `artifact` into `releases/<release_id>` and write its RELEASE file; files
+    identical to the previous release's are hard-linked from it (see `place_sharing`)."""
+    return place_sharing(artifact, root, release_id).path
+
+
+@dataclass(frozen=True)
+class Placed:
+    path: Path
+    base: str | None      # the release files were shared with
+    linked: int           # files hard-linked from it
+    written: int          # files written from the artifact
+
+
+def place_sharing(artifact: Artifact, root: str | Path, release_id: str) -> Placed:
+    """`place`, saying what was shared. An unchanged file costs a directory entry, not its
+    bytes (what host deltas and `rsync --link-dest` do): a file is linked from the base
+    release (`current`, else the newest other release) only when the artifact's manifest
+    and the base's own manifest give it the same path, sha256, mode and size AND the base's
+    file still hashes to it (the running app may have written to its release); every other
+    file is written new. Nothing is ever written through a link: new files are created
+    exclusively, and the tarball's bytes are hashed as they are read and must match its
+    manifest, so a linked file is exactly the file the artifact holds."""
     _check_id(release_id)
     root = ensure_root(root)
     verify(artifact)
     target = root / "releases" / release_id
     if target.exists() and current(root) == release_id:
-        return target    # a resumed run placing what is already live: nothing to do
+        return Placed(target, None, 0, 0)    # a resumed run placing what is already live: nothing to do
+    base = _share_base(root, release_id)
     tmp = Path(tempfile.mkdtemp(prefix=f".{release_id}.", dir=root / "releases"))
     try:
-        with tarfile.open(artifact.path, "r:gz") as tar:
-            # The "data" filter refuses absolute paths, `..`, and links leaving the folder.
-            tar.extractall(tmp, filter="data")
-        (tmp / RELEASE_FILE).write_text(release_id + "\n", encoding="utf-8")
+        linked, written = _unpack(Path(artifact.path), tmp, root / "releases" / base if base else None)
+        _write_new(tmp / RELEASE_FILE, (release_id + "\n").encode())
         tmp.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)   # a half-placed earlier attempt; never the live release (checked above)
@@ -91,7 +114,137 @@ def place(artifact: Artifact, root: str | Path, release_id: str) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
+    return Placed(target, base if linked else None, linked, written)
+
+
+def _share_base(root: Path, release_id: str) -> str | None:
+    """The release a new one shares files with: `current`, else the newest other release."""
+    others = [r for r in releases(root) if r != release_id]
+    now = current(root)
+    return now if now in others else (others[-1] if others else None)
+
+
+def _manifest_files(raw: bytes) -> dict[str, tuple[str, int, int]]:
+    """path -> (sha256, mode, size) of a RELEASE.json's files ({} when it has none usable)."""
+    try:
+        rows = json.loads(raw.decode("utf-8"))["files"]
+        return {str(r["path"]): (str(r["sha256"]), int(r["mode"]), int(r["size"])) for r in rows}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return {}
+
+
+def _member_name(m: tarfile.TarInfo) -> str:
+    return (m.name[2:] if m.name.startswith("./") else m.name).rstrip("/")
+
+
+def _unpack(tarball: Path, dest: Path, base: Path | None) -> tuple[int, int]:
+    """The tarball into `dest` (empty), sharing what `base` holds unchanged; (linked, written)."""
+    with tarfile.open(tarball, "r:gz") as tar:
+        first = tar.next()
+        files: dict[str, tuple[str, int, int]] = {}
+        if first is not None and first.isreg() and _member_name(first) == MANIFEST:
+            f = tar.extractfile(first)
+            files = _manifest_files(f.read()) if f is not None else {}
+        linked = _link_unchanged(files, base, dest) if files and base is not None else set()
+        seen = set()
+        for m in ([first] if first is not None else []) + list(_rest(tar)):
+            name = _member_name(m)
+            if not m.isreg():
+                # The "data" filter refuses absolute paths, `..`, and links leaving the folder.
+                tar.extract(m, dest, filter="data")
+                continue
+            safe = tarfile.data_filter(m, str(dest))
+            src = tar.extractfile(m)
+            assert src is not None, "a regular member has a body"
+            out = None if name in linked else _create(dest / safe.name)
+            h = hashlib.sha256()
+            try:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    h.update(chunk)
+                    if out is not None:
+                        out.write(chunk)
+            finally:
+                if out is not None:
+                    out.close()
+            if out is not None:
+                os.chmod(dest / safe.name, safe.mode if safe.mode is not None else 0o644)
+                os.utime(dest / safe.name, (safe.mtime, safe.mtime))
+            want = files.get(name)
+            if files and name != MANIFEST and (want is None or want[0] != h.hexdigest()):
+                raise BuildFailed(f"{tarball}: {name} does not match the artifact's {MANIFEST} "
+                                  "(the tarball and its manifest disagree).",
+                                  "Delete the artifact and build again; never ship one that does not verify.")
+            seen.add(name)
+        missing = sorted(linked - seen)
+        if missing:
+            raise BuildFailed(f"{tarball}: {MANIFEST} lists {missing[0]}, which the tarball does not hold.",
+                              "Delete the artifact and build again; never ship one that does not verify.")
+    return len(linked), len(seen) - len(linked)
+
+
+def _rest(tar: tarfile.TarFile):
+    while (m := tar.next()) is not None:
+        yield m
+
+
+def _link_unchanged(files: Mapping[str, tuple[str, int, int]], base: Path, dest: Path) -> set[str]:
+    """Hard-link into `dest` the files of `base` that are byte for byte what `files` wants."""
+    try:
+        had = _manifest_files((base / MANIFEST).read_bytes())
+    except OSError:
+        return set()
+    linked = set()
+    for path, want in files.items():
+        if path == MANIFEST or had.get(path) != want or not _safe_path(path):
+            continue
+        src = base / path
+        if not _holds(src, *want):
+            continue
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        before = os.lstat(src)
+        os.link(src, dest / path, follow_symlinks=False)
+        after = os.lstat(dest / path)
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            os.unlink(dest / path)   # changed while it was checked: written new instead
+            continue
+        linked.add(path)
+    return linked
+
+
+def _safe_path(path: str) -> bool:
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and ".." not in parts and "" not in parts and "\0" not in path
+
+
+def _holds(path: Path, sha256: str, mode: int, size: int) -> bool:
+    """`path` is a regular file (not a link to one) with this mode and size whose bytes hash to sha256."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode or st.st_size != size:
+            return False
+        if any(stat.S_ISLNK(os.lstat(p).st_mode) for p in path.parents if p != path.parents[-1]):
+            return False
+        h = hashlib.sha256()
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest() == sha256
+    except OSError:
+        return False
+
+
+def _create(path: Path):
+    """A new file at `path`, opened for writing: never an existing file or link (O_EXCL)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write `path` as a new file, unlinking whatever was there (never writing through a link)."""
+    path.unlink(missing_ok=True)
+    with _create(path) as f:
+        f.write(data)
+    path.chmod(0o644)
 
 
 def switch(root: str | Path, release_id: str) -> str | None:

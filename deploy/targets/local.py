@@ -126,12 +126,15 @@ class LocalTree(ReleaseTarget):
         if state.get(LocalReleaseFacts) is None:
             state.put(LocalReleaseFacts(local.current(root)))
             state.checkpoint()
-        local.place(artifact, root, release_id)
+        placed = local.place_sharing(artifact, root, release_id)
         local.switch(root, release_id)
         info = self._restart(environ)
         state.put(Serving(info.url))
         pruned = self.prune()
-        return f"{release_id} serving on {info.url} (pid {info.pid})" + (f"; pruned {len(pruned)}" if pruned else "")
+        shared = (f"; {placed.linked} unchanged file(s) linked from {placed.base}, {placed.written} written"
+                  if placed.base else "")
+        return (f"{release_id} serving on {info.url} (pid {info.pid})" + shared
+                + (f"; pruned {len(pruned)}" if pruned else ""))
 
     def switch_back(self, state: RunState, release_id: str, environ: Mapping[str, str]) -> str:
         root = self.root
