@@ -710,7 +710,8 @@ def _check_image(s: Settings) -> None:
     for key in ("username_var", "password_var"):
         v = getattr(im, key)
         if v and not _VAR.match(v):
-            raise SettingsError(f"{f}: image.{key} = {v!r} is not a variable name.",
+            # Not quoted: a value put where its variable's name goes may be the password itself.
+            raise SettingsError(f"{f}: image.{key} is not a variable name (its value is not shown: it may be a secret).",
                                 "Name the variable that holds the value (letters, digits and _), not the value itself.")
     if bool(im.username_var) != bool(im.password_var):
         raise SettingsError(f"{f}: image.username_var and image.password_var must be set together.",

@@ -7,6 +7,7 @@
     ├── LedgerError             the ledger database cannot be reached or is inconsistent
     ├── GateClosed              evidence missing, stale, malformed or failing
     ├── BuildFailed             the app build failed
+    ├── ImageFailed             a container image could not be built, pushed or found in its registry
     ├── MigrationFailed         a migration could not be read, applied or rolled back
     ├── BackupFailed            a dump, verification or restore failed
     ├── HostFailed              one or more hosts failed (carries every host's outcome)
@@ -129,6 +130,10 @@ class GateClosed(DeployError):
 
 
 class BuildFailed(DeployError):
+    pass
+
+
+class ImageFailed(DeployError):
     pass
 
 

@@ -193,6 +193,20 @@ class ArtifactFacts:
 
 @fact
 @dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """image (release target "image"): the container image built from the artifact and pushed,
+    named by digest from then on (deploy/images/). `reference` is `<registry>/<repository>@<digest>`,
+    what hosts pull and run; `tag` is the commit-named tag it was pushed under (for people)."""
+
+    reference: str
+    digest: str                             # "sha256:<64 hex>", the registry's manifest digest
+    registry: str = ""
+    repository: str = ""
+    tag: str = ""
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
 class BackupFacts:
     """backup: the copy taken before migrate (None: there was no database file yet)."""
 
@@ -290,6 +304,7 @@ class PromotionRecord:
     release_id: str | None
     sha: str | None
     artifact_sha256: str | None = None
+    image_digest: str | None = None                   # release target "image": the digest it ran (ImageRef)
     backup: str | None = None                         # the pg_dump/SQLite copy taken before it migrated
     migrations_before: tuple[str, ...] | None = None  # applied before it migrated (None: it never got there)
     shopify_previous: str | None = None               # the app version active before its push
@@ -300,9 +315,11 @@ class PromotionRecord:
         st = run.state or {}
         art, bak, mig, shop = (get(st, ArtifactFacts), get(st, BackupFacts), get(st, MigrateFacts),
                                get(st, ShopifyFacts))
+        img = get(st, ImageRef)
         if not legacy_keys(st) or not st:
             return cls(run_id=run.id, env=run.env, release_id=run.release_id, sha=run.sha,
-                       artifact_sha256=art.sha256 if art else None, backup=bak.path if bak else None,
+                       artifact_sha256=art.sha256 if art else None, image_digest=img.digest if img else None,
+                       backup=bak.path if bak else None,
                        migrations_before=tuple(mig.before) if mig else None,
                        shopify_previous=shop.previous if shop else None,
                        shopify_version=shop.version if shop else None)

@@ -1,0 +1,75 @@
+"""The [image] settings: parsed into types, every mistake named with its key and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy import config
+from deploy.config import ImageSection
+from deploy.errors import SettingsError
+
+REMOTE = {"environment": {"kind": "remote"}, "hosts": {"hosts": ["deploy@a.example"]}}
+
+
+def parse(image: dict, **extra) -> config.Settings:
+    return config.parse({**REMOTE, "image": image, **extra}, name="staging", file=Path("env/staging.toml"),
+                        root=Path("/p"))
+
+
+def test_defaults_name_the_credential_variables_and_verify_tls():
+    im = parse({}).image
+    assert im == ImageSection()
+    assert (im.build, im.insecure, im.ca_file, im.runtime) == ("toolkit", False, "", "auto")
+    assert (im.username_var, im.password_var) == ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
+    assert "alpine" not in im.base   # the artifact's node_modules were installed against glibc
+
+
+@pytest.mark.parametrize("image", [
+    {"registry": "ghcr.io", "repository": "acme/occ-app"},
+    {"registry": "127.0.0.1:5000", "repository": "occ", "build": "Dockerfile"},
+    {"registry": "registry.internal:443", "repository": "team/app.web_1", "build": "docker/Containerfile",
+     "ca_file": "/etc/ssl/internal-ca.pem", "runtime": "docker", "keep": 5},
+    {"registry": "localhost:5000", "repository": "a/b/c", "insecure": True, "username_var": "", "password_var": ""},
+], ids=["public-host", "ip-port-own-dockerfile", "ca-file-docker", "insecure-anonymous"])
+def test_good_image_settings_are_read(image):
+    im = parse(image).image
+    for k, v in image.items():
+        assert getattr(im, k) == v
+
+
+@pytest.mark.parametrize("image, match", [
+    ({"registry": "https://ghcr.io"}, "image.registry = 'https://ghcr.io' is not a registry address"),
+    ({"registry": "ghcr.io/acme"}, "image.registry = 'ghcr.io/acme' is not a registry address"),
+    ({"repository": "Acme/App"}, "image.repository = 'Acme/App' is not an image name"),
+    ({"repository": "acme//app"}, "image.repository = 'acme//app' is not an image name"),
+    ({"build": "../Dockerfile"}, "image.build = '../Dockerfile' is neither \"toolkit\" nor a path inside"),
+    ({"build": "/srv/Dockerfile"}, "image.build = '/srv/Dockerfile' is neither"),
+    ({"base": "node 20"}, "image.base = 'node 20' is not an image reference"),
+    ({"password_var": "hunter2-secret!"}, "image.password_var is not a variable name"),
+    ({"username_var": ""}, "image.username_var and image.password_var must be set together"),
+    ({"insecure": True, "ca_file": "ca.pem"}, "image.insecure = true and image.ca_file are both set"),
+    ({"keep": 0}, "image.keep = 0 is out of range"),
+    ({"runtime": "containerd"}, "image.runtime = 'containerd' is not allowed"),
+    ({"push_timeout": 0}, "image.build_timeout and image.push_timeout must be more than 0"),
+    ({"registy": "ghcr.io"}, "unknown key image.registy"),
+    ({"insecure": "yes"}, "image.insecure must be true or false"),
+], ids=["scheme", "path-in-registry", "upper-case-name", "empty-path-part", "escaping-dockerfile",
+        "absolute-dockerfile", "space-in-base", "value-instead-of-name", "half-credentials",
+        "insecure-and-ca", "keep-zero", "unknown-runtime", "zero-timeout", "typo", "string-bool"])
+def test_bad_image_settings_name_the_file_and_key(image, match):
+    with pytest.raises(SettingsError, match=match) as e:
+        parse(image)
+    assert "env/staging.toml" in str(e.value)
+
+
+@pytest.mark.parametrize("key, value", [("password_var", "s3cr3t pass!"), ("username_var", "ci@acme.example"),
+                                        ("password_var", "ghp_0123456789abcdefXYZ-")],
+                         ids=["password-with-space", "username-email", "token-with-dash"])
+def test_a_credential_put_where_its_variable_name_goes_is_not_shown_in_the_error(key, value):
+    other = "password_var" if key == "username_var" else "username_var"
+    with pytest.raises(SettingsError) as e:
+        parse({key: value, other: "REGISTRY_X"})
+    assert value not in str(e.value) and f"image.{key} is not a variable name" in str(e.value)
+    assert "Name the variable that holds the value" in (e.value.hint or "")
