@@ -1,8 +1,8 @@
 """Promotion rights, decided from ledger rows: who counts as one person, whether the
 required roles are filled by different people, and whether a staging pass still stands.
 
-Pure functions over the ledger's rows (RunRow, ReleaseRow, ApprovalRow: deploy/ledger.py); the approvals
-step (deploy/flows/steps.py) and `invoke approve` read the ledger and call them.
+Pure functions over the ledger's rows (RunRow, ReleaseRow, ApprovalRow: deploy/ledger/); the approvals
+step (deploy/flows/steps/_gates.py) and `invoke approve` read the ledger and call them.
 
 - One person, one role: the required roles of a commit are filled by different people.
   Names are compared as people type them differently (`person`): Unicode-normalised,

@@ -28,7 +28,7 @@ import pytest
 from deploy.testing.project import REPO
 
 TIER = "20250301000000_shop_tier"
-# Found by these tests (deploy/engine.py, the lead's; not fixed here).
+# Found by these tests (deploy/engine/, the lead's; not fixed here).
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -1,3 +1,20 @@
-"""Plan, Step, Runner (being split into one module per job)."""
+"""Plan, Step, Runner: how every flow changes an environment (the runner's own docstring,
+deploy/engine/_runner.py, tells how a run is applied, resumed and aborted).
 
-from deploy.engine._runner import *  # noqa: F401,F403
+    _plan       Plan, Step, Touch: what a flow will do, as data, and its rendering
+    _context    StepContext (what a step sees) and Outcome (what a run returns)
+    _console    Console: one redacted progress line per step
+    _signals    SIGINT/SIGTERM: interrupt the step, never the undo
+    _heartbeat  the run's lock kept alive; LockLost when it was taken over
+    _runner     Runner: applies a plan under the lock, records it, undoes on failure
+"""
+
+from deploy.engine._console import DETAIL_MAX, Console
+from deploy.engine._context import Outcome, StepContext
+from deploy.engine._heartbeat import LockLost
+from deploy.engine._plan import Plan, Step, StepFn, Touch
+from deploy.engine._runner import Runner
+from deploy.engine._signals import Interrupted
+
+__all__ = ["DETAIL_MAX", "Console", "Interrupted", "LockLost", "Outcome", "Plan", "Runner", "Step", "StepContext",
+           "StepFn", "Touch"]

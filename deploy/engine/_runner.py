@@ -1,4 +1,4 @@
-"""Plan, Step, Runner: how every flow changes an environment.
+"""The Runner: how every flow changes an environment.
 
 A flow builds a `Plan` (an ordered list of `Step`s) before anything runs; `--dry-run`
 prints it. The `Runner` applies it under the environment's lock, records every step in
@@ -27,326 +27,19 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import sys
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace as _with
-from types import FrameType
-from typing import Any, Callable, Iterable, Literal, TextIO, TypeVar
+from typing import Any, Callable, Iterable
 
 from deploy import clock, facts
-from deploy.display import colour
-from deploy.errors import DeployError, LockHeld
+from deploy.errors import DeployError
 from deploy.facts import StateError
-from deploy.ledger import HEARTBEAT_SECONDS, NOW, Ledger, RunRow, RunStatus, StepRow, StepStatus, UndoStatus
-from deploy.redact import redact
-
-F = TypeVar("F")   # a step fact type
-
-
-@dataclass
-class StepContext:
-    """What a step sees: the run's id and its facts (deploy/facts.py), persisted after every
-    step. A step records what its undo and later steps need with `put(SomeFacts(...))` and
-    reads it with `get(SomeFacts)`; `state` is the stored form (type name -> fact)."""
-
-    run_id: str | None
-    env: str
-    state: dict[str, Any]
-    console: "Console"
-    dry_run: bool = False
-    save: Callable[[dict[str, Any]], None] | None = None
-
-    def get(self, cls: type[F]) -> F | None:
-        """The `cls` fact this run recorded, or None."""
-        return facts.get(self.state, cls)
-
-    def put(self, value: object) -> None:
-        """Record a fact (a frozen @fact dataclass), replacing the earlier one of its type."""
-        facts.put(self.state, value)
-
-    def drop(self, cls: type) -> None:
-        facts.drop(self.state, cls)
-
-    def note(self, text: str) -> None:
-        self.console.note(text)
-
-    @property
-    def id(self) -> str:
-        """The run's id: every step the runner applies has one (a check run outside a run has none)."""
-        if self.run_id is None:
-            raise RuntimeError("Bug: a step that records under its run was run outside one")
-        return self.run_id
-
-    def checkpoint(self) -> None:
-        """Persist the state now, before changing the world, so an undo after a kill
-        inside this step knows what to undo."""
-        if self.save is not None:
-            self.save(self.state)
-
-
-StepFn = Callable[[StepContext], "str | None"]
-
-
-@dataclass(frozen=True)
-class Touch:
-    """One thing a step would touch, for `--dry-run` (pyinfra's plan is its diff): `where` is
-    `local`, a host (`user@host:port`), `database` or `shopify`; `what` the exact command
-    (argv joined, or the remote command as sent), SQL file or URL."""
-
-    where: str
-    what: str
-
-
-@dataclass
-class Step:
-    name: str
-    does: str                         # what it will do/change, for the plan table
-    run: StepFn | None = None
-    undo: StepFn | None = None
-    undo_does: str = ""               # what the undo does, for the plan table
-    skip: str | None = None           # a reason: the step is shown and recorded as skipped
-    finish: StepFn | None = None      # when the whole run has succeeded (e.g. release a lock the run held)
-    shows: Callable[[], "list[Touch]"] | None = None  # what it would touch, computed for --dry-run only
-
-
-@dataclass
-class Plan:
-    flow: str
-    env: str
-    steps: list[Step]
-    sha: str | None = None
-    release_id: str | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    header: list[tuple[str, str]] = field(default_factory=list)   # facts shown above the table
-    failed_status: RunStatus = RunStatus.ROLLED_BACK  # a failure whose undo finished ("failed" for one-step tasks: nothing to undo)
-    resume_cmd: str | None = None     # the command that finishes a killed run, for hints
-    abort_cmd: str | None = None      # the command that undoes a killed run, for hints
-    # Checked once the lock is held, before the run is recorded: raises when what the plan was
-    # built from (and a person confirmed) no longer holds (deploy.errors.PlanChanged).
-    guard: Callable[[], None] | None = None
-
-    def _index(self, name: str) -> int:
-        for i, s in enumerate(self.steps):
-            if s.name == name:
-                return i
-        raise ValueError(f"The {self.flow} plan for {self.env} has no step {name!r} "
-                         f"(its steps: {', '.join(s.name for s in self.steps)}).")
-
-    def step(self, name: str) -> "Step":
-        """The step called `name` (ValueError naming the plan's steps if there is none)."""
-        return self.steps[self._index(name)]
-
-    def replace(self, name: str, step: "Step") -> "Plan":
-        """A new plan with `step` where the step called `name` is; this plan is unchanged."""
-        i = self._index(name)
-        return _with(self, steps=[*self.steps[:i], step, *self.steps[i + 1:]])
-
-    def skip(self, name: str, reason: str) -> "Plan":
-        """A new plan in which the step called `name` is shown and recorded as skipped."""
-        return self.replace(name, _with(self.step(name), skip=reason))
-
-    def without(self, name: str) -> "Plan":
-        """A new plan without the step called `name`."""
-        i = self._index(name)
-        return _with(self, steps=[*self.steps[:i], *self.steps[i + 1:]])
-
-    def lock_hint(self) -> str:
-        """What to do when this plan's run kept the lock (its undo did not finish)."""
-        if self.abort_cmd:
-            return f"The lock is kept. Fix the cause, then `{self.abort_cmd}` to finish the undo (safe to repeat)."
-        return (f"The lock is kept. Fix the cause and finish by hand what the undo could not, then free the lock "
-                f"with `invoke lock.release --env={self.env} --force` and run the {self.flow} again.")
-
-    def touches(self) -> list[tuple[str, list[Touch]]]:
-        """(step name, what it would touch) for every step that is not skipped and says."""
-        out: list[tuple[str, list[Touch]]] = []
-        for s in self.steps:
-            if s.shows is None or s.skip:
-                continue
-            try:
-                out.append((s.name, list(s.shows())))
-            except DeployError as e:  # e.g. a host entry the run would refuse: say so, the plan still prints
-                out.append((s.name, [Touch("-", f"cannot say before running: {e.message}")]))
-        return out
-
-    def commands(self) -> str:
-        """The exact commands, SQL files and hosts each step would touch, per step."""
-        out = []
-        for name, touches in self.touches():
-            out.append(f"{name}:")
-            out.extend(f"  [{t.where}] {t.what}" for t in touches)
-        return redact("\n".join(out))
-
-    def table(self) -> str:
-        from tabulate import tabulate
-
-        rows = []
-        for i, s in enumerate(self.steps, 1):
-            if s.skip:
-                undo, action = "-", f"skipped: {s.skip}"
-            else:
-                undo, action = (s.undo_does or ("yes" if s.undo else "-")), s.does
-            rows.append((i, s.name, redact(action), redact(undo)))
-        head = "\n".join(f"{k}: {redact(v)}" for k, v in self.header)
-        body = tabulate(rows, headers=("#", "step", "what it does", "undo"), tablefmt="simple")
-        return (head + "\n\n" if head else "") + body
-
-
-@dataclass(frozen=True)
-class Outcome:
-    run_id: str
-    status: RunStatus
-    error: DeployError | None
-    failed_step: str | None
-    duration: float
-    state: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        return self.status == RunStatus.SUCCEEDED
-
-    def fact(self, cls: type[F]) -> F | None:
-        """The `cls` fact the run recorded, or None."""
-        return facts.get(self.state, cls)
-
-
-DETAIL_MAX = 160   # characters of a step's result shown on its progress line
-
-
-class Console:
-    """One progress line per step; everything printed goes through redaction."""
-
-    def __init__(self, out: TextIO | None = None, quiet: bool = False):
-        self.out = out or sys.stdout
-        self.quiet = quiet
-
-    def line(self, text: str = "") -> None:
-        if self.quiet:
-            return
-        try:
-            print(redact(text), file=self.out, flush=True)
-        except BrokenPipeError:
-            # The reader went away (`| head`): a deploy does not stop half-way for that.
-            self.quiet = True
-            _silence(self.out)
-
-    def step(self, i: int, n: int, name: str, status: str, elapsed: float | None, detail: str = "") -> None:
-        t = f"{elapsed:6.2f}s" if elapsed is not None else " " * 7
-        # One line per step: a long detail (a failure's table, a CLI's output) is shown once,
-        # whole, by the final error message; here only its first line, cut short.
-        lines = [ln for ln in str(detail or "").splitlines() if ln.strip()]
-        detail = " ".join(lines[0].split()) if lines else ""
-        if len(detail) > DETAIL_MAX or len(lines) > 1:
-            detail = detail[:DETAIL_MAX].rstrip() + " [...]"
-        self.line(f"[{i}/{n}] {name:<12} {colour(f'{status:<8}', status, self.out)} {t}  {detail}".rstrip())
-
-    def note(self, text: str) -> None:
-        self.line(f"        {text}")
-
-
-def _silence(out: TextIO) -> None:
-    """Point a closed output at /dev/null so the interpreter's last flush does not fail."""
-    try:
-        fd = out.fileno()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-
-
-class Interrupted(BaseException):
-    """A stop signal arrived during a step (raised from the signal handler)."""
-
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.name = name
-
-
-class LockLost(LockHeld):
-    """This runner no longer holds its environment's lock: another runner took it over (with
-    --break-lock, after this one was frozen or cut off past the staleness bound)."""
-
-
-class _Signals:
-    """SIGINT/SIGTERM while a run is applied or undone (main thread only; elsewhere a no-op).
-
-    phase "step": the first signal interrupts the step (raises Interrupted); "book" (between
-    steps): it is noted and the loop stops at the next boundary; "undo": ignored with a message."""
-
-    def __init__(self, console: "Console"):
-        self.console = console
-        self.received: str | None = None
-        self.phase = "book"
-        self.abort_cmd: str | None = None
-        self._prev: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._prev[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> Literal[False]:
-        for sig, prev in self._prev.items():
-            signal.signal(sig, prev)
-        return False
-
-    def _say(self, text: str) -> None:
-        """Write from the signal handler: straight to fd 2, never through a buffered stream (a
-        signal landing inside a print would make it reentrant: RuntimeError, in an undo too)."""
-        if self.console.quiet:
-            return
-        try:
-            os.write(2, (redact(text) + "\n").encode("utf-8", "replace"))
-        except Exception:  # a closed stderr or anything else: the message is not worth a failed undo
-            pass
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.phase == "undo" or self.received:
-            after = f" (if this process is killed anyway, `{self.abort_cmd}` finishes it)" if self.abort_cmd else ""
-            self._say(f"{name} received while undoing: ignored, the undo finishes first{after}.")
-            return
-        self.received = name
-        self._say(f"{name} received: stopping the run and undoing what it did.")
-        if self.phase == "step":
-            raise Interrupted(name)
-
-
-class _Heartbeat:
-    """Refreshes the run's lock every HEARTBEAT_SECONDS, so a runner on another machine can
-    tell a live holder from a dead one (the staleness bound of --break-lock)."""
-
-    def __init__(self, ledger: Ledger, env: str, run_id: str):
-        self.ledger, self.env, self.run_id = ledger, env, run_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> "_Heartbeat":
-        heartbeat = getattr(self.ledger, "heartbeat", None)
-        if heartbeat is None:
-            return self
-
-        def beat() -> None:
-            while not self._stop.wait(HEARTBEAT_SECONDS):
-                try:
-                    if heartbeat(self.env, self.run_id) is False:
-                        return  # taken over: the runner stops at its next step boundary
-                except Exception:  # the next step's bookkeeping reports a broken ledger
-                    pass
-
-        self._thread = threading.Thread(target=beat, name=f"heartbeat-{self.run_id}", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> Literal[False]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        return False
+from deploy.ledger import NOW, Ledger, RunRow, RunStatus, StepRow, StepStatus, UndoStatus
+from deploy.engine._console import Console
+from deploy.engine._context import Outcome, StepContext
+from deploy.engine._heartbeat import Heartbeat, LockLost
+from deploy.engine._plan import Plan, Step
+from deploy.engine._signals import Interrupted, Signals
 
 
 def _ledger_text(err: DeployError) -> str:
@@ -374,7 +67,7 @@ class Runner:
         self.ledger = ledger
         self.console = console or Console()
         self.rollback = rollback
-        self._sig = _Signals(self.console)
+        self._sig = Signals(self.console)
         self._ledger_errors: list[str] = []
 
     # ------------------------------------------------------------------ entry points
@@ -393,7 +86,7 @@ class Runner:
             self.ledger.release_lock(plan.env)
             raise
         self.console.line(f"{plan.flow} {plan.env}: run {run_id}" + (f", sha {plan.sha[:12]}" if plan.sha else ""))
-        with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
+        with self._sig, Heartbeat(self.ledger, plan.env, run_id):
             return self._apply(plan, run_id, state={}, start_at=0, started=time.monotonic())
 
     def resume(self, plan: Plan, run_id: str, *, break_lock: bool = False) -> Outcome:
@@ -402,7 +95,7 @@ class Runner:
         run, steps = self._adopt(plan, run_id, "resume", break_lock)
         first = next((s.idx for s in steps if s.status not in (StepStatus.DONE, StepStatus.SKIPPED)), len(steps))
         self.console.line(f"resume {plan.env}: run {run_id} from step {first + 1}/{len(steps)}")
-        with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
+        with self._sig, Heartbeat(self.ledger, plan.env, run_id):
             return self._apply(plan, run_id, state=dict(run.state), start_at=first, started=time.monotonic())
 
     def abort(self, plan: Plan, run_id: str, *, break_lock: bool = False) -> Outcome:
@@ -415,7 +108,7 @@ class Runner:
         touched = [s.idx for s in steps if s.status in (StepStatus.DONE, StepStatus.RUNNING, StepStatus.FAILED)
                    and s.undo_status != UndoStatus.UNDONE]
         self.console.line(f"abort {plan.env}: run {run_id}, undoing {len(touched)} step(s)")
-        with self._sig, _Heartbeat(self.ledger, plan.env, run_id):
+        with self._sig, Heartbeat(self.ledger, plan.env, run_id):
             self._sig.phase = "undo"
             try:
                 undo_errors = self._undo(plan, run_id, ctx, touched)

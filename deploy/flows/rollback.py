@@ -74,7 +74,7 @@ def plan(s: Settings, led: Ledger, *, to: str | None, db: str, skip_shopify: boo
         db_skip = "no database for this environment"
     elif db == "keep":
         db_skip = "--db=keep: the database stays as it is (schema changes are backward compatible)"
-    # Each step is the way back of the promote step of the same name (deploy/flows/steps.py).
+    # Each step is the way back of the promote step of the same name (deploy/flows/steps/).
     blockers = (lambda: []) if db_skip else (
         lambda: steps.rollback_blockers(s, db, fled, fled_sha, current, environ))
     seq = [

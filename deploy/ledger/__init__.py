@@ -1,3 +1,32 @@
-"""The ledger (being split into one module per job)."""
+"""The ledger: one small SQL schema for runs, steps, releases, locks, approvals and drills.
 
-from deploy.ledger._locks import *  # noqa: F401,F403
+The default is SQLite in `<root>/.deploy/ledger.db`; `DEPLOY_LEDGER_URL` points every CI
+runner at one Postgres so they share locks and history. Times are stored as UTC epoch
+seconds (floats): comparable and portable across both databases. SQLAlchemy is imported
+when a ledger is opened, never at start-up.
+
+    _schema   the tables and their forward migrations (deploy_schema holds the version)
+    _rows     statuses (StrEnum, stored as their text) and one frozen dataclass per row
+    _store    opening a ledger, its clock, its transactions
+    _records  runs and steps, releases, approvals, drills
+    _locks    the environment locks: heartbeat, takeover, break
+
+`Ledger` is the three layers in one: open it with `Ledger.open(root)`.
+"""
+
+from deploy.ledger._locks import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Locks
+from deploy.ledger._rows import (RUN_ACTIVE, RUN_FINAL, ApprovalRow, DrillRow, LockRow, ReleaseRow, ReleaseStatus,
+                                 RunRow, RunStatus, StepRow, StepStatus, UndoStatus)
+from deploy.ledger._schema import MIGRATIONS, SCHEMA_VERSION
+from deploy.ledger._store import NOW, default_url, whoami
+
+
+class Ledger(Locks):
+    """Access to the ledger database. Open with `Ledger.open(root)`."""
+
+
+__all__ = [
+    "HEARTBEAT_SECONDS", "MIGRATIONS", "NOW", "RUN_ACTIVE", "RUN_FINAL", "SCHEMA_VERSION", "STALE_AFTER_SECONDS",
+    "ApprovalRow", "DrillRow", "Ledger", "LockRow", "ReleaseRow", "ReleaseStatus", "RunRow", "RunStatus", "StepRow",
+    "StepStatus", "UndoStatus", "default_url", "whoami",
+]

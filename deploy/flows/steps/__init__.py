@@ -1,3 +1,42 @@
-"""The steps flows are made of (being split into one module per job)."""
+"""The steps flows are made of, one module per kind of step. Each step wraps one primitive:
+`run` does it and records what its `undo` needs in the run's state; `undo` is safe after a
+partial or repeated run. Flows import them from here (`steps.build(...)`).
 
-from deploy.flows.steps._database import *  # noqa: F401,F403
+    _common     the release target of an environment, the unreachable-host hint, plan-row helpers
+    _preflight  preflight: every check before anything changes
+    _gates      gate (evidence) and approvals (staging pass, roles)
+    _lock       lock: the release target's own lock for the whole run
+    _env        env: shared/.env on the hosts
+    _build      build: the artifact, reused or built, the one staging proved
+    _verdicts   migrations judged additive or destructive before they run
+    _database   backup, migrate, and their mirror on the way back
+    _release    release, release_back, rollback_check
+    _smoke      smoke, watch
+    _shopify    shopify, shopify_back
+    _record     record, record_rollback
+"""
+
+from deploy.flows.steps._build import build, kept_shas
+from deploy.flows.steps._common import argv_line, artifact_of, as_touches, target, with_skip_hint
+from deploy.flows.steps._database import (backup, database_back, migrate, migrate_touches,
+                                          rollback_blockers)
+from deploy.flows.steps._env import env_push, pushes_env, shared_env_text
+from deploy.flows.steps._gates import approvals, check_promotion_rights, gate
+from deploy.flows.steps._lock import lock_hosts
+from deploy.flows.steps._preflight import TOOLKIT_RECORDS, lockfile_committed, not_needed, preflight
+from deploy.flows.steps._record import mark_rolled_back, record, record_rollback
+from deploy.flows.steps._release import release, release_back, rollback_check
+from deploy.flows.steps._shopify import shopify_back, shopify_push
+from deploy.flows.steps._smoke import run_smoke, smoke_after, smoke_step, watch_step
+from deploy.flows.steps._verdicts import (accepted_destructive, migration_gate, migration_verdict_lines,
+                                          pending_verdicts, verdict_table)
+
+__all__ = [
+    "TOOLKIT_RECORDS", "accepted_destructive", "approvals", "argv_line", "artifact_of", "as_touches", "backup",
+    "build", "check_promotion_rights", "database_back", "env_push", "gate", "kept_shas", "lock_hosts",
+    "lockfile_committed", "mark_rolled_back", "migrate", "migrate_touches", "migration_gate",
+    "migration_verdict_lines", "not_needed", "pending_verdicts", "preflight", "pushes_env", "record",
+    "record_rollback", "release", "release_back", "rollback_blockers", "rollback_check", "run_smoke",
+    "shared_env_text", "shopify_back", "shopify_push", "smoke_after", "smoke_step", "target", "verdict_table",
+    "watch_step", "with_skip_hint",
+]

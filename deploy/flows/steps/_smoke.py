@@ -1,0 +1,73 @@
+"""The smoke and watch steps: HTTP checks of the app after a change, and the watch window."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from deploy import decisionlog, smoke
+from deploy.config import Settings
+from deploy.engine import Step, StepContext, Touch
+from deploy.locations import base_urls
+from deploy.redact import Secret
+
+
+
+def run_smoke(s: Settings, state: dict, release_id: str | None):
+    """The environment's smoke checks against the app and each host; SmokeFailed with every result."""
+    checks = smoke.checks_for(s.smoke, base_urls(s, state), s.app.health_path)
+    report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
+    smoke.require(report)
+    return report
+
+
+def smoke_step(s: Settings, release_id: str) -> Step:
+    def run(ctx: StepContext):
+        report = run_smoke(s, ctx.state, release_id)
+        return f"{len(report.results)} check(s) passed on {release_id}"
+
+    what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
+            else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
+    def shows() -> list[Touch]:
+        bases = base_urls(s, {}) or [f"http://{s.local.host}:{s.local.port}"]
+        return [Touch("http", f"GET {c.url}") for c in smoke.checks_for(s.smoke, bases, s.app.health_path)]
+
+    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run, shows=shows)
+
+
+def watch_step(s: Settings, environ) -> Step:
+    def run(ctx: StepContext):
+        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state), s.app.health_path)
+        extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
+        w = s.watch
+        rep = smoke.watch(urls, window=w.window_seconds, interval=w.interval_seconds,
+                          max_error_ratio=w.max_error_ratio, max_p95_ms=w.max_p95_ms, extra_check=extra,
+                          timeout=w.timeout_seconds, max_consecutive_failures=w.max_consecutive_failures,
+                          min_samples=w.min_samples)
+        smoke.require(rep)
+        return f"{len(rep.samples)} samples, error ratio {rep.error_ratio:.2f}, p95 {rep.p95_ms:.0f} ms"
+
+    w = s.watch
+    skip = "watch.window_seconds = 0" if w.window_seconds <= 0 else None
+    return Step("watch", f"poll health for {w.window_seconds:g}s; triggers: error ratio > {w.max_error_ratio}, "
+                         f"p95 > {w.max_p95_ms:g} ms" + (", decision log" if w.decision_log_check else ""),
+                run=run, skip=skip)
+
+
+def _decision_log_check(s: Settings, environ):
+    def check():
+        url = environ.get(s.decision_log.url_var)
+        if not url:
+            return f"{s.decision_log.url_var} is not set"
+        h = decisionlog.health(Secret(url), s.decision_log, datetime.now(timezone.utc))
+        return None if h.ok else "; ".join(h.reasons)
+
+    return check
+
+
+def smoke_after(s: Settings, target: str) -> Step:
+    """Mirror of `smoke_step`: the smoke checks against the restored release."""
+    def run(ctx: StepContext):
+        report = run_smoke(s, ctx.state, target)
+        return f"{len(report.results)} check(s) passed on {target}"
+
+    return Step("smoke", f"HTTP checks against {target}", run=run)
