@@ -58,6 +58,10 @@ class LocalSection:
     host: str = "127.0.0.1"
     port: int = 0                          # 0: pick a free loopback port (the last one while it is free)
     keep_releases: int = 5
+    # What .deploy on this machine may take on disk (MB; hard-linked files counted once): over it,
+    # the build step removes the oldest local releases, checkouts and artifacts that are neither live
+    # nor previous (deploy/disk.py). Read from the settings of the environment being promoted.
+    max_deploy_mb: int = 8192
 
 
 Command = typing.Union[tuple[str, ...], Literal["auto", "none"]]
@@ -580,7 +584,8 @@ def _check(s: Settings) -> None:
             f"{f}: a remote environment needs hosts.hosts or environment.app_url.",
             "List the hosts under [hosts] (hosts = [\"deploy@10.0.0.5\"]).",
         )
-    for lim, lo, hi in (("hosts.max_parallel", 1, 256), ("hosts.keep_releases", 1, 100), ("local.keep_releases", 1, 100)):
+    for lim, lo, hi in (("hosts.max_parallel", 1, 256), ("hosts.keep_releases", 1, 100), ("local.keep_releases", 1, 100),
+                        ("local.max_deploy_mb", 1, 10_000_000)):
         sec, key = lim.split(".")
         v = getattr(getattr(s, sec), key)
         if not lo <= v <= hi:

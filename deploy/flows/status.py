@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from deploy import envs, secrets
+from deploy import disk, envs, secrets
 from deploy.build import tree_bytes
 from deploy.config import environments, load
 from deploy.database import Database
@@ -106,7 +106,7 @@ def main(svc: Services, as_json: bool) -> None:
         svc.term.note("?: the database cannot be read from here (`invoke status --json` says why)")
     usage = deploy_usage(root)
     if usage:
-        svc.term.note(".deploy on this machine: " + usage)
+        svc.term.note(".deploy on this machine: " + usage + _bound_note(root))
     _fail_on_invalid_settings(rows)
 
 
@@ -125,8 +125,17 @@ def deploy_usage(root) -> str:
     parts = [(name, tree_bytes(top / sub)) for name, sub in (("artifacts", "artifacts"), ("checkouts", "src"),
                                                              ("dependency cache", "cache"), ("backups", "backups"))
              if (top / sub).is_dir()]
-    total = tree_bytes(top)
+    total = disk.usage(top)
     return _mb(total) + (" (" + ", ".join(f"{n} {_mb(b)}" for n, b in parts if b) + ")" if parts else "")
+
+
+def _bound_note(root) -> str:
+    """The bound `.deploy` is kept within (the local environment's [local] max_deploy_mb)."""
+    try:
+        s = load("local", root)
+    except DeployError:
+        return ""
+    return f"; bound {_mb(s.local.max_deploy_mb * 1024 ** 2)} ([local] max_deploy_mb in {s.file.name})"
 
 
 def _fail_on_invalid_settings(rows: list[dict]) -> None:
