@@ -190,6 +190,16 @@ class HostsSection:
     # next starts, and a failing batch stops the rollout and switches every switched host back.
     rollout: Literal["all", "rolling"] = "all"
     batch_size: int | str = "25%"
+    # Rolling only, for the load balancer in front of the hosts (deploy/rollout.py): `balancer` is
+    # a command run on this machine as `<balancer...> out <host:port>...` before a batch stops (it
+    # returns once the balancer sends those hosts nothing new) and `... in <host:port>...` once the
+    # batch is healthy (it returns once the balancer sends to them again). `drain_seconds`: after
+    # `out`, the time requests in flight get before the apps stop. `settle_seconds`: the wait after
+    # a batch before the next goes down, at least a passive balancer's fail_timeout (nginx keeps a
+    # host it saw failing out that long; a rollout faster than that empties its pool).
+    balancer: tuple[str, ...] = ()
+    drain_seconds: float = 0.0
+    settle_seconds: float = 0.0
     hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
                                            # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
@@ -242,9 +252,10 @@ class ProxySection:
 @dataclass(frozen=True)
 class ReleaseSection:
     # Where a release goes (deploy/targets/): "tree" puts releases/<id> trees behind an atomic
-    # `current` switch, on this machine for a local environment and on [hosts] for a remote one.
-    # Another value is refused when the file is read, naming the allowed ones.
-    target: Literal["tree"] = "tree"
+    # `current` switch, on this machine for a local environment and on [hosts] for a remote one;
+    # "image" runs the [image] built for the commit, by digest, in a container on each of [hosts]
+    # behind its [proxy]. Another value is refused when the file is read, naming the allowed ones.
+    target: Literal["tree", "image"] = "tree"
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,17 @@ class ImageSection:
     password_var: str = "REGISTRY_PASSWORD"
     runtime: Literal["auto", "podman", "docker"] = "auto"   # the container tool, here and on hosts; auto: podman, else docker
     keep: int = 3                          # images kept per host (live + previous ones, for rollback)
+    # On the hosts (deploy/targets/image.py): flags the runtime gets on every call ("{deploy_to}",
+    # "{host}", "{port}", "{key}" (a short hash of deploy_to) filled per host, e.g. ["--root", "{deploy_to}/containers/storage"] for a
+    # storage of its own), and flags `run` gets (e.g. ["--ulimit", "nofile=1024:1024"]).
+    runtime_args: tuple[str, ...] = ()
+    run_args: tuple[str, ...] = ()
+    # "host": the container shares the host's network and the app listens on the port picked for
+    # it (given in app.port_var); "publish": the app listens on app.port inside, and
+    # 127.0.0.1:<picked port> is published to it.
+    network: Literal["host", "publish"] = "host"
+    port_span: int = 20                    # a new container's port: the first free one of app port .. + port_span - 1
+    stop_timeout: int = 10                 # seconds an old container has after SIGTERM (after proxy.drain_seconds)
     build_timeout: float = 1800.0          # seconds a build may take
     push_timeout: float = 900.0            # seconds a push (or a registry check) may take
 
@@ -601,6 +623,13 @@ def _check(s: Settings) -> None:
                             "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     _check_app(s)
     _check_image(s)
+    for key in ("drain_seconds", "settle_seconds"):
+        if not 0 <= getattr(s.hosts, key) <= 600:
+            raise SettingsError(f"{f}: hosts.{key} = {getattr(s.hosts, key):g} is out of range.",
+                                "Use seconds from 0 to 600.")
+    if any(not isinstance(a, str) or not a or "\0" in a for a in s.hosts.balancer):
+        raise SettingsError(f"{f}: hosts.balancer must be a command as a list of non-empty strings.",
+                            'e.g. balancer = ["scripts/lb", "--pool", "app"] (run as <it> out|in <host:port>...).')
     if s.hosts.rollout == "rolling":
         try:
             batches(max(1, len(s.hosts.hosts)), s.hosts.batch_size)
@@ -728,6 +757,17 @@ def _check_image(s: Settings) -> None:
         raise SettingsError(f"{f}: image.keep = {im.keep} is out of range.", "Use a value from 1 to 100.")
     if im.build_timeout <= 0 or im.push_timeout <= 0:
         raise SettingsError(f"{f}: image.build_timeout and image.push_timeout must be more than 0 seconds.")
+    if not 1 <= im.port_span <= 1000 or not 0 <= im.stop_timeout <= 600:
+        raise SettingsError(f"{f}: image.port_span ({im.port_span}) or image.stop_timeout ({im.stop_timeout}) is "
+                            "out of range.", "Use port_span from 1 to 1000 and stop_timeout from 0 to 600 seconds.")
+    ours = ("--name", "--network", "--net", "-p", "--publish", "--env-file", "--rm", "-d", "--detach", "--label")
+    for key in ("runtime_args", "run_args"):
+        for a in getattr(im, key):
+            if not isinstance(a, str) or "\n" in a or "\0" in a:
+                raise SettingsError(f"{f}: image.{key} holds {a!r}, which is not one flag.", "Give one string per flag.")
+            if key == "run_args" and a.split("=", 1)[0] in ours:
+                raise SettingsError(f"{f}: image.run_args sets {a.split('=', 1)[0]}, which the image target sets itself "
+                                    "(name, network, port, env file, labels).", f"Remove it from image.run_args.")
     if s.release.target == IMAGE_TARGET:
         for key in ("registry", "repository"):
             if not getattr(im, key):

@@ -207,6 +207,20 @@ class ImageRef:
 
 @fact
 @dataclasses.dataclass(frozen=True)
+class ImageReleaseFacts:
+    """release (target "image"): what each host served before (release and proxy port, None:
+    nothing), recorded before anything changes; the hosts where this release pulled its image
+    (an undo removes it there); locked_out: another run held the hosts, nothing was changed."""
+
+    ref: str = ""
+    previous: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    ports: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    pulled: tuple[str, ...] = ()
+    locked_out: bool = False
+
+
+@fact
+@dataclasses.dataclass(frozen=True)
 class BackupFacts:
     """backup: the copy taken before migrate (None: there was no database file yet)."""
 

@@ -14,7 +14,7 @@ from deploy.errors import SettingsError
 from deploy.targets import METHODS, TARGETS, HostsTree, LocalTree, ReleaseTarget, target_for
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = sorted({cls for pair in TARGETS.values() for cls in pair}, key=lambda c: c.__name__)
+IMPLEMENTATIONS = sorted({cls for pair in TARGETS.values() for cls in pair if cls is not None}, key=lambda c: c.__name__)
 
 
 def settings(raw: dict, name: str = "staging") -> config.Settings:
@@ -56,13 +56,14 @@ def test_target_for_picks_the_place_from_the_environment_kind(raw, cls):
     assert t.shared is (cls is HostsTree and bool(raw.get("hosts")))
 
 
-@pytest.mark.parametrize("value", ["image", "Tree", "hosts", "", "tree ", 1, ["tree"]],
-                         ids=["next-target", "wrong-case", "old-word", "empty", "trailing-space", "number", "list"])
+@pytest.mark.parametrize("value", ["platform", "Image", "Tree", "hosts", "", "tree ", 1, ["tree"]],
+                         ids=["next-target", "wrong-case-image", "wrong-case", "old-word", "empty", "trailing-space",
+                              "number", "list"])
 def test_an_unknown_release_target_is_refused_naming_file_key_and_allowed_values(value):
     with pytest.raises(SettingsError) as e:
         settings({"environment": {"kind": "remote"}, "release": {"target": value}})
     text = f"{e.value.message} {e.value.hint}"
-    assert "env/staging.toml" in text and "release.target" in text and "'tree'" in text
+    assert "env/staging.toml" in text and "release.target" in text and "'tree'" in text and "'image'" in text
 
 
 def test_an_unknown_key_under_release_names_the_allowed_keys():
@@ -73,16 +74,20 @@ def test_an_unknown_key_under_release_names_the_allowed_keys():
 
 def test_an_unknown_target_stops_promote_and_rollback_with_one_paragraph(project):
     toml = project.root / "env" / "local.toml"
-    toml.write_text(toml.read_text() + '\n[release]\ntarget = "image"\n')
+    toml.write_text(toml.read_text() + '\n[release]\ntarget = "platform"\n')
     for task in (["promote", "--to=local"], ["rollback", "--env=local"], ["promote", "--to=local", "--dry-run"]):
         r = project.invoke(*task)
         assert r.returncode == 2, (task, r.stdout, r.stderr)
-        assert "local.toml" in r.stderr and "release.target = 'image' is not allowed" in r.stderr
+        assert "local.toml" in r.stderr and "release.target = 'platform' is not allowed" in r.stderr
         assert "Allowed values: 'tree'" in r.stderr and "Traceback" not in r.stderr
     assert not (project.root / ".deploy" / "local").exists()   # nothing was released
 
 
-FLOWS = ["deploy/flows/promote.py", "deploy/flows/rollback.py"]
+# promote and rollback, and what else acts on where releases go: the lock tasks, the env step
+# and the steps that release, lock and smoke-check.
+FLOWS = ["deploy/flows/promote.py", "deploy/flows/rollback.py", "deploy/flows/lock.py",
+         "deploy/flows/steps/_env.py", "deploy/flows/steps/_lock.py", "deploy/flows/steps/_release.py",
+         "deploy/flows/steps/_smoke.py"]
 
 
 @pytest.mark.parametrize("path", FLOWS)

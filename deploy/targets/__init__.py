@@ -21,6 +21,8 @@ Targets (`[release] target` in env/<name>.toml; the environment's kind picks the
     tree     releases/<id> trees and an atomic `current` switch: on this machine for a local
              environment (`local.LocalTree`), on SSH hosts for a remote one (`tree.HostsTree`,
              over deploy/hosts/)
+    image    the commit's container image, by digest, on SSH hosts behind each host's proxy
+             (`image.HostsImage`, over deploy/hosts/_images.py); remote environments only
 
 Step facts stay the flows' vocabulary (deploy/facts.py): a target reads and writes the
 run's state through `RunState` (the engine's StepContext has that shape), so an undo after
@@ -38,6 +40,8 @@ from typing import TYPE_CHECKING
 
 from deploy.targets._base import (METHODS, Command, PlaceReleases, ReleaseTarget, RunState, Unlocked,
                                   WayBack)
+from deploy.errors import SettingsError
+from deploy.targets.image import HostsImage
 from deploy.targets.local import LocalTree
 from deploy.targets.tree import HostsTree
 
@@ -45,15 +49,25 @@ if TYPE_CHECKING:
     from deploy.config import Settings
 
 #: every `[release] target` value, and the classes that implement it (local, remote)
-TARGETS: dict[str, tuple[type[ReleaseTarget], type[ReleaseTarget]]] = {"tree": (LocalTree, HostsTree)}
+TARGETS: dict[str, tuple[type[ReleaseTarget] | None, type[ReleaseTarget]]] = {
+    "tree": (LocalTree, HostsTree),
+    "image": (None, HostsImage),   # a local environment runs its tree on this machine
+}
 
 
 def target_for(s: Settings) -> ReleaseTarget:
     """The release target of environment `s`: `[release] target` (default "tree"), on this
     machine for a local environment, else on its hosts."""
     local_cls, remote_cls = TARGETS[s.release.target]   # config refuses any other value, naming the allowed ones
-    return local_cls(s) if s.is_local else remote_cls(s)
+    if s.is_local:
+        if local_cls is None:
+            raise SettingsError(f"{s.file}: release.target = {s.release.target!r} runs on [hosts]; a local environment "
+                                "releases a tree on this machine.",
+                                "Remove release.target from this file (or set it to \"tree\"), or make the "
+                                "environment remote (environment.kind = \"remote\") with [hosts].")
+        return local_cls(s)
+    return remote_cls(s)
 
 
-__all__ = ["METHODS", "TARGETS", "Command", "HostsTree", "LocalTree", "PlaceReleases", "ReleaseTarget",
+__all__ = ["METHODS", "TARGETS", "Command", "HostsImage", "HostsTree", "LocalTree", "PlaceReleases", "ReleaseTarget",
            "RunState", "Unlocked", "WayBack", "target_for"]
