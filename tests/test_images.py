@@ -201,6 +201,34 @@ def test_own_dockerfile_missing_at_the_commit_names_the_file(project, built):
     assert e.value.file and e.value.file.endswith("deploy/Containerfile")
 
 
+OWN_DOCKERFILE = """\
+FROM {base}
+WORKDIR /app
+COPY package.json ./
+RUN ["node", "-e", "require('fs').writeFileSync('/app/built.txt', 'made by RUN at ' + require('./package.json').name)"]
+CMD ["node", "-e", "require('http').createServer((q, r) => r.end(require('fs').readFileSync('/app/built.txt'))).listen(process.env.PORT, '127.0.0.1')"]
+"""
+
+
+def test_the_apps_own_dockerfile_is_built_from_the_commits_checkout_with_its_run_steps(project, built, tmp_path):
+    """image.build names a Dockerfile: built from .deploy/src (the commit, not the working
+    tree), its RUN step run by the deployer's container settings (runc, ulimits), pushed."""
+    _, art, _ = built
+    (project.app / "docker").mkdir(exist_ok=True)
+    (project.app / "docker" / "Containerfile").write_text(OWN_DOCKERFILE.format(base=project.node_image))
+    git(project.app, "add", "docker/Containerfile")
+    git(project.app, "commit", "-qm", "own build file")
+    sha = git(project.app, "rev-parse", "HEAD")
+    # An edit left in the working tree is not what is built.
+    (project.app / "docker" / "Containerfile").write_text("FROM scratch-not-committed\n")
+    s = project.settings(build="docker/Containerfile", repository="occ/own-dockerfile")
+    result = build_image(s, None, project.environ(), commit=sha)
+    assert not result.reused and result.ref.tag.startswith(sha)
+    assert project.registry.digest("occ/own-dockerfile", result.ref.tag) == result.ref.digest
+    body = run_by_digest(project, result.ref, tmp_path)
+    assert body == "made by RUN at occ-shopify-app"
+
+
 def test_dry_run_shows_the_exact_build_and_push_with_the_login_as_a_placeholder(project, built):
     s = project.settings(repository="occ/dry-run")
     shown = [c.what for c in image_shows(s, project.sha, project.environ())]
