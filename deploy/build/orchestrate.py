@@ -20,7 +20,7 @@ from deploy.build.artifact import Artifact, BuildKey, build_key, contract_digest
 from deploy.build.cache import DepsCache, deps_cache_dir, prune_deps_cache_to_size, run_recipe
 from deploy.build.fullinstall import FULL_MARK
 from deploy.build.ops import fs, lock, writable_dir
-from deploy.build.packing import pack
+from deploy.build.packing import PackStats, pack_counted, prune_members
 from deploy.build.recipes import DEPS, LINKED, app_name, build_environment, recipe
 from deploy.config import AppSection
 from deploy.errors import BuildFailed
@@ -35,6 +35,7 @@ class BuildResult:
     reused: bool                     # True: an earlier build of this commit was verified and reused
     duration: float                  # seconds, including npm
     commands: tuple[str, ...] = ()   # what ran (display form), empty when reused
+    pack: PackStats | None = None    # what packing read (None when reused): the dependency member reused or packed
 
 
 def build(
@@ -128,12 +129,21 @@ def _build_unlocked(app: Path, git_sha: str, store: Path, contract: AppSection, 
                 raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
                                   "Make the build write it, or remove it from [app] include.")
         with lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
-            artifact = pack(app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                            include=plan.include, app=app_name(app, app_folder),
-                            known_sha256=cache.known_sha256 if cache is not None else None,
-                            source={"app_folder": key.app_folder, "contract": key.contract})
+            artifact, stats = pack_counted(
+                app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
+                include=plan.include, app=app_name(app, app_folder),
+                known_sha256=cache.known_sha256 if cache is not None else None,
+                source={"app_folder": key.app_folder, "contract": key.contract},
+                members=members_dir(cache.root) if cache is not None else None)
             write_index(store, artifact, key)
+        if cache is not None and stats.member is not None:
+            prune_members(members_dir(cache.root), contract.keep_builds, protect=(stats.member.name[:-3],))
     finally:
         if cache is not None:
             cache.wait()   # clean-ups that overlapped the pack
-    return BuildResult(artifact, False, time.monotonic() - started, tuple(ran))
+    return BuildResult(artifact, False, time.monotonic() - started, tuple(ran), stats)
+
+
+def members_dir(deps_cache: Path) -> Path:
+    """The kept dependency members (deploy.build.packing), beside the dependency cache: <cache>/../packed."""
+    return deps_cache.parent / "packed"
