@@ -237,19 +237,17 @@ def pull_command(t: Target, rt: Runtime, ref: str, *, auth: bool, insecure: bool
 
 
 def login_check_command(t: Target, rt: Runtime, registry: str, *, insecure: bool = False, ca: bool = False) -> str:
-    """Log in to the registry with the auth file on stdin (podman: `login --get-login` against
-    it checks nothing remote, so `login --password-stdin` is used; docker the same), then log
-    out; nothing is kept. For prepare: the credentials and TLS work before anything changes."""
+    """Check the login (prepare): the auth file comes on stdin into a private scratch folder and
+    the runtime logs in with the credentials it holds (podman and docker check stored ones
+    against the registry), then the folder goes. Neither the user nor the password is on a
+    command line; nothing is kept."""
     tls = _tls_args(t, rt, registry, insecure=insecure, ca=ca)
     if rt.name == "docker":
-        login = (f"{sh('docker', '--config')} \"$w\" {sh(*rt.args, 'login', '--username')} \"$u\" --password-stdin "
-                 f"{sh(registry)}")
+        write, login = "cat > \"$w/config.json\"", f"{sh('docker', '--config')} \"$w\" {sh(*rt.args, 'login', registry)}"
     else:
-        login = (f"{rt('login', *tls)} --authfile \"$w/auth.json\" --username \"$u\" --password-stdin "
-                 f"{sh(registry)}")
-    # stdin: the user name on the first line, the password after it (read by the runtime).
-    return (f"umask 077 && {_work(t)} && IFS= read -r u && "
-            f"{{ {login} >/dev/null; rc=$?; rm -rf \"$w\"; exit $rc; }}")
+        write, login = "cat > \"$w/auth.json\"", f"{rt('login', *tls)} --authfile \"$w/auth.json\" {sh(registry)}"
+    return (f"umask 077 && {_work(t)} && {write} && "
+            f"{{ {login} </dev/null >/dev/null; rc=$?; rm -rf \"$w\"; exit $rc; }}")
 
 
 # ---------------------------------------------------------------- the app's container

@@ -40,7 +40,7 @@ from deploy.hosts._ssh import _connect, _HostError, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, Target
 from deploy.parallel import pmap
-from deploy.redact import Secret, redact
+from deploy.redact import Secret, redact, reveal
 
 if TYPE_CHECKING:
     from deploy.config import AppSection, HostsSection
@@ -75,7 +75,7 @@ class Containers:
     app_port: int = 3000                     # the app's port inside the container (network = publish)
     insecure: bool = False                   # the registry is reached without TLS verification (named in settings)
     ca: bytes = b""                          # the registry's CA (PEM), written to each host for podman
-    username: str = ""
+    username: str = ""                       # the registry login (a Secret: it may be one)
     password: Secret | None = None
     proxy: Proxy | None = None
 
@@ -197,7 +197,7 @@ def _pull(h: _H, ref: str) -> None:
     stdin = b""
     if c.auth:
         assert c.password is not None
-        stdin = auth_json(registry_of(ref), c.username, c.password.reveal())
+        stdin = auth_json(registry_of(ref), reveal(c.username), c.password.reveal())
     r = h.run(pull_command(h.t, rt, ref, auth=c.auth, insecure=c.insecure, ca=bool(c.ca)),
               f"pulling {ref}", stdin=stdin, long=True)
     h.pulled = "pulled" in r.stdout.split()
@@ -537,7 +537,7 @@ def check(section: HostsSection, c: Containers, registry: str, app: AppSection |
             if c.auth:
                 assert c.password is not None
                 h.run(login_check_command(h.t, h.rt, registry, insecure=c.insecure, ca=bool(c.ca)),
-                      f"logging in to {registry}", stdin=f"{c.username}\n{c.password.reveal()}".encode())
+                      f"logging in to {registry}", stdin=auth_json(registry, reveal(c.username), c.password.reveal()))
 
         _each(hs, one, section.max_parallel)
         if any(h.error for h in hs):

@@ -22,15 +22,15 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Mapping
 
-from deploy import hosts
+from deploy import hosts, images
 from deploy.errors import DeployError, LockHeld, SettingsError
 from deploy.facts import ImageRef, ImageReleaseFacts
 from deploy.hosts import _images as ops
 from deploy.hosts._containers import (ImageHostState, Runtime, container_name, fill_args, health_command,
                                       pull_command, run_command, stop_command)
 from deploy.hosts._proxy import switch_command as proxy_switch, upstream_command as proxy_upstream
-from deploy.redact import Secret
-from deploy.targets._base import Command, PlaceReleases, ReleaseTarget, RunState, Unlocked, WayBack
+from deploy.targets._base import Command, PlaceReleases, RunState, WayBack
+from deploy.targets._hosts import OnHosts
 
 if TYPE_CHECKING:
     from deploy.build import Artifact
@@ -43,14 +43,10 @@ def _port(text: str) -> int | None:
     return int(line) if line.isdigit() else None
 
 
-class HostsImage(ReleaseTarget):
+class HostsImage(OnHosts):
     """The environment's [hosts], each running the release's image behind its proxy."""
 
     name = "image on hosts"
-
-    @property
-    def shared(self) -> bool:
-        return bool(self.s.hosts.hosts)
 
     @property
     def ledger_first(self) -> bool:
@@ -72,16 +68,7 @@ class HostsImage(ReleaseTarget):
 
     def _containers(self, environ: Mapping[str, str] | None = None, *, creds: bool = True) -> ops.Containers:
         s, im = self.s, self.s.image
-        user = password = None
-        if creds and environ is not None and im.username_var:
-            user, password = environ.get(im.username_var), environ.get(im.password_var)
-            if not user or not password:
-                missing = [v for v, x in ((im.username_var, user), (im.password_var, password)) if not x]
-                raise SettingsError(
-                    f"The registry login for {im.registry} is not set: {', '.join(missing)} "
-                    f"(image.username_var / image.password_var in {s.file.name}).",
-                    f"Export {' and '.join(missing)} (a CI secret), or set both image.username_var and "
-                    "image.password_var to \"\" for an anonymous registry.")
+        login = images.credentials(s, environ) if creds and environ is not None else None
         ca = b""
         if im.ca_file:
             path = s.path(im.ca_file)
@@ -95,11 +82,8 @@ class HostsImage(ReleaseTarget):
             port_span=im.port_span, keep=im.keep, stop_timeout=im.stop_timeout,
             drain_seconds=s.proxy.drain_seconds, health_path=s.app.health_path,
             health_timeout=s.hosts.health_timeout or s.app.ready_timeout, port_var=s.app.port_var,
-            app_port=s.app.port, insecure=im.insecure, ca=ca, username=user or "",
-            password=Secret(password) if password else None, proxy=self._proxy())
-
-    def _targets(self):
-        return hosts.targets(self.s.hosts, self.s.app)
+            app_port=s.app.port, insecure=im.insecure, ca=ca, username=login.username if login else "",
+            password=login.password if login else None, proxy=self._proxy())
 
     def _read(self) -> list[tuple[str, ImageHostState | None, str]]:
         return ops.read(self.s.hosts, self._containers(creds=False), self.s.app)
@@ -126,21 +110,7 @@ class HostsImage(ReleaseTarget):
         found = ops.check(s.hosts, self._containers(environ), s.image.registry, s.app)
         return "; ".join(found) + (f"; logged in to {s.image.registry}" if s.image.username_var else "")
 
-    def lock(self, run_id: str, release_id: str) -> list[str]:
-        return hosts.acquire_lock(self.s.hosts, run_id=run_id, release_id=release_id)
-
-    def unlock(self, run_id: str) -> list[str]:
-        return hosts.release_lock(self.s.hosts, run_id=run_id)
-
-    def unlock_reachable(self, run_id: str) -> Unlocked:
-        freed, dead = hosts.release_reachable_locks(self.s.hosts, run_id=run_id)
-        return Unlocked(tuple(freed), tuple(dead))
-
-    def lock_text(self) -> str:
-        return f"take the deploy lock on every host ({self.s.hosts.deploy_to}/.deploy-lock) until the run ends"
-
-    def lock_shows(self) -> list[Command]:
-        return [Command(t.name, hosts.lock_command(t, "<holder, run, release, time>")) for t in self._targets()]
+    # the hosts' deploy lock, shared/.env and the smoke origins: OnHosts (deploy/targets/_hosts.py)
 
     # ------------------------------------------------------------ promote
 
