@@ -200,6 +200,16 @@ class HostsSection:
     balancer: tuple[str, ...] = ()
     drain_seconds: float = 0.0
     settle_seconds: float = 0.0
+    # Rolling only, for the load balancer in front of the hosts (deploy/rollout.py): `balancer` is
+    # a command run on this machine as `<balancer...> out <host:port>...` before a batch stops (it
+    # returns once the balancer sends those hosts nothing new) and `... in <host:port>...` once the
+    # batch is healthy (it returns once the balancer sends to them again). `drain_seconds`: after
+    # `out`, the time requests in flight get before the apps stop. `settle_seconds`: the wait after
+    # a batch before the next goes down, at least a passive balancer's fail_timeout (nginx keeps a
+    # host it saw failing out that long; a rollout faster than that empties its pool).
+    balancer: tuple[str, ...] = ()
+    drain_seconds: float = 0.0
+    settle_seconds: float = 0.0
     hook_env: tuple[str, ...] = ()         # deployer variables exported to before_switch/restart (no secrets: the
                                            # exports are on the remote command line; secrets go in shared/.env)
     min_free_mb: int = 100                 # `check` fails a host with less free space under deploy_to
@@ -623,6 +633,13 @@ def _check(s: Settings) -> None:
                             "It is a share of the tests: from 0 (nothing may be skipped) to 1.")
     _check_app(s)
     _check_image(s)
+    for key in ("drain_seconds", "settle_seconds"):
+        if not 0 <= getattr(s.hosts, key) <= 600:
+            raise SettingsError(f"{f}: hosts.{key} = {getattr(s.hosts, key):g} is out of range.",
+                                "Use seconds from 0 to 600.")
+    if any(not isinstance(a, str) or not a or "\0" in a for a in s.hosts.balancer):
+        raise SettingsError(f"{f}: hosts.balancer must be a command as a list of non-empty strings.",
+                            'e.g. balancer = ["scripts/lb", "--pool", "app"] (run as <it> out|in <host:port>...).')
     for key in ("drain_seconds", "settle_seconds"):
         if not 0 <= getattr(s.hosts, key) <= 600:
             raise SettingsError(f"{f}: hosts.{key} = {getattr(s.hosts, key):g} is out of range.",

@@ -5,9 +5,11 @@ and going back to the previous release."""
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from deploy import proc
 from deploy.config import AppSection
 from deploy.errors import SettingsError
 from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_FAILED_EXIT, SWITCH_FAILED_EXIT, _and,
@@ -19,7 +21,7 @@ from deploy.hosts._group import _Host, _parallel
 from deploy.hosts._ssh import _HostError, _run
 from deploy.parallel import pmap
 from deploy.redact import Secret, redact
-from deploy.rollout import batches
+from deploy.rollout import balancer_argv, batches
 from deploy.smoke import probe
 from deploy.startup import start_argv
 
@@ -95,12 +97,43 @@ def _roll_out(section, hs: Sequence[_Host], release_id: str, env) -> str:
     groups = batches(len(hs), section.batch_size)
     for k, idx in enumerate(groups, 1):
         group = [hs[i] for i in idx]
-        _parallel(group, lambda h: _go_live(section, h, release_id, env), section.max_parallel)
+        if k > 1 and section.settle_seconds:
+            time.sleep(section.settle_seconds)   # the balancer takes the last batch back before this one goes
+        if _balancer(section, group, "out"):
+            if section.drain_seconds:
+                time.sleep(section.drain_seconds)   # requests in flight finish before the app stops
+            _parallel(group, lambda h: _go_live(section, h, release_id, env), section.max_parallel)
+            # Back in even when the batch failed: its hosts are switched back next, and a host
+            # left out of the balancer would serve nothing.
+            _balancer(section, group, "in")
         if any(h.error for h in group):
             left = len(hs) - idx.stop
             return (f"in rolling batch {k} of {len(groups)} (the rollout stopped there"
                     + (f"; {left} host(s) of later batches were not touched" if left else "") + "), ")
     return ""
+
+
+def _upstream(h: _Host) -> str:
+    """The address the load balancer sends this host's requests to: its proxy's listen port
+    when a per-host proxy fronts the app, else the app's port."""
+    proxy = getattr(h, "proxy", None)
+    return f"{h.t.host}:{proxy.listen if proxy is not None else h.t.app_port}"
+
+
+def _balancer(section, group: Sequence[_Host], action: str) -> bool:
+    """Run `hosts.balancer` for a batch (rollout.balancer_argv) on this machine; False, with
+    every host of the batch failed and the command's tail in its error, when it fails. True
+    when no balancer is set."""
+    if not section.balancer:
+        return True
+    argv = balancer_argv(section.balancer, action, [_upstream(h) for h in group])
+    r = proc.run(argv, timeout=section.command_timeout)
+    if r.ok:
+        return True
+    for h in group:
+        h.error = h.error or (f"the load balancer command ({action}) failed (exit {r.returncode}): "
+                              f"{shlex.join(argv)}: {r.tail(3)}")
+    return False
 
 
 def _go_live(section, h: _Host, release_id: str, env) -> None:
