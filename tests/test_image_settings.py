@@ -73,3 +73,24 @@ def test_a_credential_put_where_its_variable_name_goes_is_not_shown_in_the_error
         parse({key: value, other: "REGISTRY_X"})
     assert value not in str(e.value) and f"image.{key} is not a variable name" in str(e.value)
     assert "Name the variable that holds the value" in (e.value.hint or "")
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("image", ["gate", "build", "image", "backup"]),
+    ("tree", ["gate", "build", "backup"]),
+], ids=["image-target-builds-then-pushes", "tree-target-has-no-image-step"])
+def test_promotion_plan_pushes_the_image_right_after_the_build(target, expected):
+    from deploy.flows import promote
+
+    s = parse({"registry": "ghcr.io", "repository": "acme/app"}, release={"target": target},
+              database={"provider": "none"})
+    names = [st.name for st in promote.plan(s, sha="a" * 40, release_id="20260101000000-aaaaaaa").steps]
+    start = names.index("gate")
+    assert names[start:start + len(expected)] == expected
+
+
+def test_the_image_target_needs_a_registry_and_a_repository():
+    with pytest.raises(SettingsError, match='release.target = "image" needs image.registry'):
+        parse({}, release={"target": "image"})
+    with pytest.raises(SettingsError, match='needs image.repository'):
+        parse({"registry": "ghcr.io"}, release={"target": "image"})

@@ -6,6 +6,7 @@ clear error; the registry's password in no output, file, ledger-bound fact or pr
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import threading
@@ -18,7 +19,10 @@ import pytest
 from deploy import build as b
 from deploy import config
 from deploy.errors import DeployError, ImageFailed, SettingsError
-from deploy.facts import ImageRef, dumps_state
+from deploy.engine import Console, StepContext
+from deploy.facts import ArtifactFacts, ImageRef, PromotionRecord, dumps_state
+from deploy.flows import steps
+from deploy.ledger import Ledger, RunStatus
 from deploy.images import build_image, image_shows, image_tag
 from deploy.locations import artifacts_dir, build_key, source_dir
 from deploy.source import commit_time
@@ -46,15 +50,16 @@ class Project:
         self.node_image, self.podman_env = node_image, podman_env
         self.sha = git(app, "rev-parse", "HEAD")
 
-    def settings(self, **image: object) -> config.Settings:
+    def settings(self, env: str = "staging", environment: str = "", target: str = "image",
+                 **image: object) -> config.Settings:
         values = {"registry": self.registry.address, "repository": REPOSITORY, "base": self.node_image,
                   "ca_file": str(self.registry.ca_file), **image}
         lines = [f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
                  for k, v in values.items()]
-        (self.root / "env" / "staging.toml").write_text(
-            f'[environment]\nkind = "remote"\napp_dir = "{self.app}"\napp_url = "https://occ.example"\n\n'
-            '[app]\nhealth_path = "/"\n\n[image]\n' + "\n".join(lines) + "\n")
-        return config.load("staging", self.root)
+        (self.root / "env" / f"{env}.toml").write_text(
+            f'[environment]\nkind = "remote"\napp_dir = "{self.app}"\napp_url = "https://occ.example"\n{environment}\n'
+            f'[release]\ntarget = "{target}"\n\n[app]\nhealth_path = "/"\n\n[image]\n' + "\n".join(lines) + "\n")
+        return config.load(env, self.root)
 
     def environ(self, password: str | None = None) -> dict[str, str]:
         return {**self.podman_env, "REGISTRY_USERNAME": self.registry.username,
@@ -272,3 +277,36 @@ def test_the_registry_password_is_in_no_output_file_fact_or_process_list(project
         if f.is_file() and "images" in f.parts:
             assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
     assert not list(Path("/tmp").glob("occ-registry-*/auth.json")), "a login file was left behind"
+
+
+def _staging_run(ledger: Ledger, sha: str, ref: ImageRef) -> str:
+    """A succeeded staging promotion of `sha` that ran `ref`, as the runner records it."""
+    run_id = ledger.start_run(env="staging", flow="promote", sha=sha, steps=["image"], args={})
+    ledger.update_run(run_id, status=RunStatus.SUCCEEDED, state={"ImageRef": ref})
+    return run_id
+
+
+@pytest.mark.parametrize("staged", ["same-digest", "other-digest", "no-staging-image"])
+def test_production_runs_only_the_digest_staging_proved_for_the_commit(project, built, staged, tmp_path):
+    s_staging, art, first = built
+    ledger = Ledger.open(tmp_path)
+    other = "sha256:" + ("0123456789abcdef" * 4)
+    if staged != "no-staging-image":
+        digest = first.ref.digest if staged == "same-digest" else other
+        run_id = _staging_run(ledger, project.sha, ImageRef(f"{first.ref.registry}/{REPOSITORY}@{digest}", digest,
+                                                              first.ref.registry, REPOSITORY, first.ref.tag))
+        assert PromotionRecord.of(ledger.run(run_id)).image_digest == digest
+    prod = project.settings("production", 'requires_staging_run = true\nstaging_env = "staging"\nprotected = true\n')
+    assert steps.ships_image(prod)
+    step = steps.image(prod, project.sha, project.environ(), ledger)
+    ctx = StepContext(run_id=None, env="production", state={}, console=Console(io.StringIO()))
+    ctx.put(ArtifactFacts.of(art))
+    if staged == "other-digest":
+        with pytest.raises(ImageFailed) as e:
+            step.run(ctx)
+        assert other in e.value.message and first.ref.digest in e.value.message
+        assert "exactly the image staging proved" in e.value.message
+        assert ctx.get(ImageRef) is None           # nothing for the release target to run
+    else:
+        line = step.run(ctx)
+        assert ctx.get(ImageRef) == first.ref and "reused" in line   # the same key: nothing built or pushed

@@ -34,6 +34,7 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
     seq += [
         steps.gate(s, sha),
         steps.build(s, sha, release_id, ledger),
+        *([steps.image(s, sha, environ, ledger)] if steps.ships_image(s) else []),
         steps.backup(s, sha, environ),
         steps.migrate(s, environ, sha, accept=accept, confirm=confirm),
         *([steps.env_push(s, environ)] if steps.pushes_env(s) else []),

@@ -8,6 +8,7 @@ partial or repeated run. Flows import them from here (`steps.build(...)`).
     _lock       lock: the release target's own lock for the whole run
     _env        env: shared/.env on the hosts
     _build      build: the artifact, reused or built, the one staging proved
+    _image      image (release target "image"): the artifact as an image, pushed once, the digest staging proved
     _verdicts   migrations judged additive or destructive before they run
     _database   backup, migrate, and their mirror on the way back
     _release    release, release_back, rollback_check
@@ -22,6 +23,7 @@ from deploy.flows.steps._database import (backup, database_back, migrate, migrat
                                           rollback_blockers)
 from deploy.flows.steps._env import env_push, pushes_env, shared_env_text
 from deploy.flows.steps._gates import approvals, check_promotion_rights, gate
+from deploy.flows.steps._image import image, ships_image, staged_digest
 from deploy.flows.steps._lock import lock_hosts
 from deploy.flows.steps._preflight import TOOLKIT_RECORDS, lockfile_committed, not_needed, preflight
 from deploy.flows.steps._record import mark_rolled_back, record, record_rollback
@@ -33,10 +35,10 @@ from deploy.flows.steps._verdicts import (accepted_destructive, migration_gate, 
 
 __all__ = [
     "TOOLKIT_RECORDS", "accepted_destructive", "approvals", "argv_line", "artifact_of", "as_touches", "backup",
-    "build", "check_promotion_rights", "database_back", "env_push", "gate", "kept_shas", "lock_hosts",
+    "build", "check_promotion_rights", "database_back", "env_push", "gate", "image", "kept_shas", "lock_hosts",
     "lockfile_committed", "mark_rolled_back", "migrate", "migrate_touches", "migration_gate",
     "migration_verdict_lines", "not_needed", "pending_verdicts", "preflight", "pushes_env", "record",
-    "record_rollback", "release", "release_back", "rollback_blockers", "rollback_check", "run_smoke",
-    "shared_env_text", "shopify_back", "shopify_push", "smoke_after", "smoke_step", "target", "verdict_table",
+    "record_rollback", "release", "release_back", "rollback_blockers", "rollback_check", "run_smoke", "staged_digest",
+    "shared_env_text", "ships_image", "shopify_back", "shopify_push", "smoke_after", "smoke_step", "target", "verdict_table",
     "watch_step", "with_skip_hint",
 ]
