@@ -40,10 +40,12 @@ class Trim:
         """One line for a step's result ("" when nothing was over the bound)."""
         if self.before <= self.bound:
             return ""
-        line = (f".deploy {self.before / MB:.0f} MB > [local] max_deploy_mb {self.bound // MB}: "
-                f"removed {len(self.removed)} old release(s)/build(s), now {self.after / MB:.0f} MB")
-        return line + ("; still over: the rest is live, previous, the dependency cache (app.cache_max_mb) "
-                       "or backups" if self.over else "")
+        line = f".deploy {self.before / MB:.1f} MB > [local] max_deploy_mb {self.bound // MB}: "
+        if self.removed:
+            line += f"removed {len(self.removed)} old release(s)/build(s), now {self.after / MB:.1f} MB"
+        return line + (("; still over" if self.removed else "nothing more may go") +
+                       ": the rest is live, previous, the dependency cache (app.cache_max_mb) or backups"
+                       if self.over else "")
 
 
 def usage(top: Path) -> int:

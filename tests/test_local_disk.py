@@ -190,3 +190,24 @@ def test_three_promotions_of_new_commits_grow_deploy_by_the_changed_files_and_th
     r = project.invoke("status")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "bound 8.0 GB ([local] max_deploy_mb in local.toml)" in r.stdout + r.stderr
+
+
+def test_a_promotion_over_the_bound_removes_old_releases_and_builds_but_keeps_live_and_previous(project):
+    text = (project.root / "env" / "local.toml").read_text()
+    project.write_env("local", text.replace("keep_releases = 5", "keep_releases = 5\nmax_deploy_mb = 1", 1))
+    app = project.root / "examples" / "app"
+    outs = []
+    for n in range(4):
+        (app / "server.mjs").write_text((app / "server.mjs").read_text() + f"\n// change {n}\n")
+        project.commit(f"change {n}")
+        r = project.invoke("promote", "--to=local", timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        outs.append(r.stdout + r.stderr)
+    root = project.local_root()
+    assert "> [local] max_deploy_mb 1: removed" in outs[-1]
+    # Checked at the build step, before this release was placed: what was live and previous
+    # then, and the new one.
+    kept = local.releases(root)
+    assert len(kept) == 3 and kept[-2:] == sorted([local.previous(root), local.current(root)])
+    builds = list((project.root / ".deploy/artifacts/builds").glob("*.json"))
+    assert len(builds) == 3     # the new build, and the live and previous ones when it was made

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploy import config, source
+from deploy import config, disk, source
 from deploy import build as b
 from deploy.config import Settings
 from deploy.engine import Step, StepContext, Touch
@@ -42,8 +42,9 @@ def build(s: Settings, sha: str, release_id: str, ledger=None) -> Step:
         keep = {sha, *kept_shas(s, ledger)}
         pruned = b.prune(store, s.app.keep_builds, keep)
         pruned += source.prune(s.root / ".deploy" / "src", s.app.keep_builds, keep)
+        trim = disk.keep_within(s, keep)   # [local] max_deploy_mb: the oldest go first, never live or previous
         return (f"{'reused' if reused else 'built'} {art.path.name[:16]}… ({art.path.stat().st_size // 1024} KiB)"
-                + (f"; pruned {len(pruned)} old build(s)" if pruned else ""))
+                + (f"; pruned {len(pruned)} old build(s)" if pruned else "") + (f"; {trim.text()}" if trim.text() else ""))
 
     def shows() -> list[Touch]:
         art = find_artifact(s, sha)
