@@ -23,7 +23,7 @@ from deploy.engine import Console, StepContext
 from deploy.facts import ArtifactFacts, ImageRef, PromotionRecord, dumps_state
 from deploy.flows import steps
 from deploy.ledger import Ledger, RunStatus
-from deploy.images import build_image, image_shows, image_tag
+from deploy.images import build_image, image_shows, image_tag, registry_ready
 from deploy.locations import artifacts_dir, build_key, source_dir
 from deploy.source import commit_time
 from deploy.testing.images import podman
@@ -185,8 +185,17 @@ def test_registry_failures_are_one_clear_error_naming_the_registry_before_anythi
         build_image(s, art, environ, commit=project.sha)
     assert want in e.value.message and s.image.registry in e.value.message
     assert hint in (e.value.hint or "")
+    # The promotion's preflight asks the same, before the lock, the backup or any build.
+    with pytest.raises(ImageFailed) as pre:
+        registry_ready(s, environ)
+    assert pre.value.message == e.value.message
     assert time.monotonic() - t0 < 20          # asked first: no build ran
     assert registry.tags("occ/other-" + case) == []
+
+
+def test_preflight_says_the_registry_answers_and_takes_the_login(project, built):
+    assert registry_ready(project.settings(), project.environ()) == (
+        f"podman; registry {project.registry.address} answers, login ok")
 
 
 def test_unset_credential_variables_are_named(project, built):

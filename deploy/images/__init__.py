@@ -39,7 +39,7 @@ from deploy.images._buildfile import containerfile
 from deploy.images._ensure import (ImageCommand, ImageResult, build_image, ensure_image, image_shows, image_tag,
                                    registry_trouble)
 from deploy.images._index import images_dir
-from deploy.images._ping import check_registry
+from deploy.images._ping import check_registry, registry_ready
 from deploy.images._tool import (AUTH_PLACEHOLDER, Access, Credentials, credentials, registry_flags, tool,
                                  tool_env)
 
@@ -59,6 +59,7 @@ __all__ = [
     "ImageResult",
     "images_dir",
     "registry_flags",
+    "registry_ready",
     "registry_trouble",
     "tool",
     "tool_env",

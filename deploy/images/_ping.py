@@ -19,9 +19,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from typing import Mapping
+
 from deploy.config import Settings
 from deploy.errors import ImageFailed
-from deploy.images._tool import Credentials
+from deploy.images._tool import Credentials, check_docker_tls, credentials, tool
 
 
 def _context(s: Settings) -> ssl.SSLContext:
@@ -123,3 +125,14 @@ def _network(s: Settings, reason: object) -> ImageFailed:
     return ImageFailed(f"The registry {im.registry} cannot be reached: {text}.",
                        "Check image.registry (host:port) and that the registry is up and reachable from this machine, "
                        "then promote again.")
+
+
+def registry_ready(s: Settings, environ: Mapping[str, str]) -> str:
+    """Preflight for the image step, before anything changes: the container tool is here, the
+    login variables are set, and the registry answers, is trusted and takes the login."""
+    name = tool(s.image, environ.get("PATH"))
+    if name == "docker":
+        check_docker_tls(s.image)
+    creds = credentials(s, environ)
+    check_registry(s, creds)
+    return f"{name}; registry {s.image.registry} answers" + (", login ok" if creds else " (anonymous)")

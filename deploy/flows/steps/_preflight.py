@@ -10,7 +10,8 @@ from typing import Mapping
 
 from deploy import envs, proc, shopify
 from deploy import build as b
-from deploy.config import Settings
+from deploy import images
+from deploy.config import IMAGE_TARGET, Settings
 from deploy.engine import Step, StepContext, Touch
 from deploy.errors import HostFailed, SettingsError
 from deploy.flows.common import git_dirty
@@ -72,6 +73,8 @@ def preflight(s: Settings, sha: str, environ: Mapping[str, str], *, skip_shopify
             # Before anything changes: a destructive migration without down.sql is refused here.
             summary, detail = migration_gate(ctx, s, sha, environ, accept_destructive)
             notes.append(summary)
+        if s.release.target == IMAGE_TARGET:
+            notes.append(images.registry_ready(s, environ))   # the image step pushes there: asked before anything changes
         ready = _target_ready(s, environ)
         if ready:
             notes.append(ready)
