@@ -175,3 +175,171 @@ def test_undo_of_a_release_goes_back_to_the_previous_container(env, images):
     env.target().switch_back(ctx, "20260101000100-bbbbbbb", env.environ)   # repeated: nothing more happens
     assert env.versions() == ["v1", "v1"]
     assert env.target().serving() == {h.address: "20260101000000-aaaaaaa" for h in env.hosts}
+
+
+# ---------------------------------------------------------------- a killed release: resume and abort
+
+CHILD = Path(__file__).with_name("image_child.py")
+
+
+def _serving_port(env: Env, i: int) -> int | None:
+    """The port the proxy of host `i` serves from (its admin API)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{env.admin[i]}/id/occ_upstream/upstreams", timeout=2) as r:
+            return int(json.loads(r.read())[0]["dial"].rsplit(":", 1)[1])
+    except OSError:
+        return None
+
+
+def _start_child(env: Env, d: Path, run_id: str, release_id: str, ref: str) -> subprocess.Popen:
+    import os
+    import sys
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "spec.json").write_text(json.dumps({"raw": env.raw, "root": str(env.tmp), "run_id": run_id,
+                                             "release_id": release_id, "ref": ref, "environ": env.environ}))
+    return subprocess.Popen([sys.executable, str(CHILD), str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def _wait(cond, timeout: float = 60.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("when", ["before-switch", "after-switch"])
+@pytest.mark.parametrize("then", ["resume", "abort"])
+def test_a_killed_release_resumes_or_aborts_and_one_container_always_serves(env, images, tmp_path, when, then):
+    from deploy import facts
+
+    first, second = "20260101000000-aaaaaaa", "20260101000100-bbbbbbb"
+    _release(env, "run-1", first, images["v1"])
+    old_ports = [_serving_port(env, i) for i in range(2)]
+    if when == "before-switch":
+        # The new app answers its health path only after 4 s: the kill lands while it is checked.
+        for h in env.hosts:
+            h.write("srv/occ/shared/.env", f"APP_SECRET={env.secret}\nREADY_AFTER_MS=4000\n", 0o600)
+    else:
+        env.raw["proxy"]["drain_seconds"] = 5.0   # the kill lands while the old containers drain
+    d = tmp_path / "child"
+    child = _start_child(env, d, "run-2", second, images["v2"])
+    try:
+        if when == "before-switch":
+            names = [f"occ-{__import__('deploy').hosts._containers.app_key(t)}-{second}"
+                     for t in __import__("deploy").hosts.targets(env.s.hosts, env.s.app)]
+            _wait(lambda: all(any(n in ln for ln in _ps(env, h)) for n, h in zip(names, env.hosts)), what="new containers")
+        else:
+            _wait(lambda: all(_serving_port(env, i) not in (None, old_ports[i]) for i in range(2)), what="the switch")
+        assert env.versions() in (["v1", "v1"], ["v2", "v2"])   # someone serves on every host
+    finally:
+        child.kill()
+        child.wait()
+    assert env.versions() == (["v1", "v1"] if when == "before-switch" else ["v2", "v2"])
+    state = facts.loads((d / "state.json").read_text())
+    ctx = StepContext(run_id="run-2", env="staging", state=state, console=Console(env.out))
+    assert ctx.get(ImageReleaseFacts).previous == {h.address: first for h in env.hosts}   # recorded before any change
+    t = env.target()
+    if then == "resume":
+        t.release(ctx, second, None, env.environ)   # type: ignore[arg-type]
+        assert env.versions() == ["v2", "v2"]
+        assert t.serving() == {h.address: second for h in env.hosts}
+        running = [ln for h in env.hosts for ln in _ps(env, h)]
+        assert not any(first in ln for ln in running), running   # the old containers were stopped
+    else:
+        t.switch_back(ctx, second, env.environ)
+        assert env.versions() == ["v1", "v1"]
+        assert t.serving() == {h.address: first for h in env.hosts}
+        t.switch_back(ctx, second, env.environ)   # an abort repeated changes nothing
+        assert env.versions() == ["v1", "v1"]
+        running = [ln for h in env.hosts for ln in _ps(env, h)]
+        assert not any(second in ln for ln in running), running
+
+
+def _ps(env: Env, h) -> list[str]:
+    from deploy.testing.imagehosts import host_podman
+
+    r = host_podman(h, env.deploy_to(h), "ps", "--format", "{{.Names}}")
+    return r.stdout.split()
+
+
+# ---------------------------------------------------------------- leaks
+
+def _cmdlines() -> list[bytes]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.append(p.read_bytes())
+        except OSError:
+            pass
+    return out
+
+
+def _scan_tree(root: Path, secrets: dict[str, str], skip=()) -> list[str]:
+    found = []
+    for p in root.rglob("*"):
+        if any(str(p).startswith(str(s)) for s in skip) or not p.is_file() or p.is_symlink():
+            continue
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        found += [f"{p}: {name}" for name, v in secrets.items() if v.encode() in data]
+    return found
+
+
+def test_no_registry_login_or_app_secret_reaches_a_command_line_the_output_or_a_host_file(env, images):
+    import threading
+
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.extend(_cmdlines())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    errors = []
+    try:
+        t = env.target()
+        errors.append(t.prepare(env.environ))
+        errors.append(_release(env, "run-1", "20260101000000-aaaaaaa", images["v1"]))
+        ctx = env.state("run-2", images["v3-broken"])
+        with pytest.raises(HostFailed) as e:
+            t.release(ctx, "20260101000200-ccccccc", None, env.environ)   # type: ignore[arg-type]
+        errors.append(e.value.message)
+        errors.append(t.switch_back(ctx, "20260101000200-ccccccc", env.environ))
+        t.unlock("run-2")
+        errors.append(_release(env, "run-3", "20260101000300-ddddddd", images["v2"]))
+        errors.append(repr(t.digests()))
+        errors.append("\n".join(c.what for c in t.release_shows("r9")))
+    finally:
+        stop.set()
+        sampler.join()
+    secrets = {"registry password": env.registry.password, "registry user": env.registry.username,
+               "app secret": env.secret}
+    assert len(seen) > 100
+    assert any(b"--env-file" in c for c in seen) and any(b"pull" in c and b"--authfile" in c for c in seen), \
+        "the sampler never saw the hosts' podman commands: it proves nothing"
+    assert not [name for name, v in secrets.items() if any(v.encode() in c for c in seen)], "a secret was in ps"
+    text = env.out.getvalue() + "\n".join(errors) + json.dumps(env.raw)
+    assert not [name for name, v in secrets.items() if v in text]
+    found = []
+    for h in env.hosts:
+        d = Path(env.deploy_to(h))
+        # The registry login must be nowhere on the host, the runtime's own storage included.
+        found += _scan_tree(h.root, {"registry password": env.registry.password})
+        from deploy.hosts._containers import app_key
+        from deploy.hosts._values import Target
+
+        runroot = Path(f"/tmp/occ-run-{app_key(Target('', '', 0, '', str(d)))}")
+        found += _scan_tree(runroot, {"registry password": env.registry.password})
+        # The app's secret lives in shared/.env and in the runtime's container config (podman
+        # keeps a container's environment): nowhere else, no env file left behind.
+        found += _scan_tree(h.root, {"app secret": env.secret}, skip=(d / "shared", d / "containers"))
+        assert not list((d / "image").glob(".work-*"))
+    assert not found, found

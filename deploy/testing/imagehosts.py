@@ -27,7 +27,8 @@ HOST_RUNTIME_ARGS = ("--root", "{deploy_to}/containers/storage", "--runroot", "/
                      "--tmpdir", "{deploy_to}/containers/tmp", "--runtime=runc")
 HOST_RUN_ARGS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 
-# A small app: /healthz (500 when its version names "broken"), /version (its version, and a
+# A small app: /healthz (500 when its version names "broken", 503 for READY_AFTER_MS after its
+# start), /version (its version, and a
 # hash of APP_SECRET so a test sees the variable arrived without the value being shown), / .
 SERVER = r'''
 import http from "node:http";
@@ -36,8 +37,13 @@ import fs from "node:fs";
 const version = fs.readFileSync("/app/version.txt", "utf8").trim();
 const broken = version.includes("broken");
 const sha = (v) => crypto.createHash("sha256").update(v || "").digest("hex");
+const readyAt = Date.now() + Number(process.env.READY_AFTER_MS || 0);
 const server = http.createServer((req, res) => {
-  if (req.url === "/healthz") { res.statusCode = broken ? 500 : 200; res.end(broken ? "broken" : "ok"); return; }
+  if (req.url === "/healthz") {
+    res.statusCode = broken ? 500 : Date.now() < readyAt ? 503 : 200;
+    res.end(String(res.statusCode));
+    return;
+  }
   if (req.url === "/version") {
     res.setHeader("content-type", "application/json");
     res.end(JSON.stringify({ release: version, secret_sha256: sha(process.env.APP_SECRET), multi: process.env.MULTI_WORD || "" }));
