@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+from deploy.errors import DeployError
 
 if TYPE_CHECKING:
     from deploy.build import Artifact
-    from deploy.config import Settings
     from deploy.config import Settings
 
 class RunState(Protocol):
@@ -68,6 +70,17 @@ class Unlocked:
 
     freed: tuple[str, ...]
     unreachable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaceLock:
+    """A run's lock held on one place of the target, as lock.status and lock.release see it."""
+
+    place: str
+    holder: str
+    run_id: str
+    acquired_at: datetime | None
+    release: str
 
 
 class ReleaseTarget(ABC):
@@ -175,6 +188,60 @@ class ReleaseTarget(ABC):
     @abstractmethod
     def prune(self) -> list[str]:
         """Drop releases beyond the settings' keep count (never the live or previous one); the ids dropped."""
+
+    # ------------------------------------------------------------ with defaults: a target without them keeps these
+
+    def places(self) -> list[str]:
+        """The places a release goes, by name (hosts); [] for this machine."""
+        return []
+
+    def origins(self, state: dict[str, Any]) -> list[str]:
+        """The URLs the app answers on, for the smoke checks: its public URL and each place's origin
+        (scheme://host:port); `state`: the run's facts (a local app's URL is known once it started)."""
+        return []
+
+    def locks_held(self) -> list[PlaceLock]:
+        """The target's own locks held now, outside any run (lock.status); [] when it has none."""
+        return []
+
+    def break_locks(self, *, force: bool) -> list[PlaceLock]:
+        """Remove the target's own locks older than its limit (any age with `force`); those removed
+        (lock.release). LockHeld naming the ones left, if any."""
+        return []
+
+    @property
+    def holds_env(self) -> bool:
+        """The app's variables live in a file on the target that the toolkit writes (`invoke env.push`)."""
+        return False
+
+    @property
+    def writes_env(self) -> bool:
+        """A promotion writes that file itself (the `env` step)."""
+        return False
+
+    def env_file(self) -> str:
+        """Where the variables file is on each place, for plan rows and messages."""
+        return ""
+
+    def push_env(self, text: str, run_id: str) -> list[str]:
+        """Write `text` as the variables file on every place, keeping the previous one for the
+        undo; the places written."""
+        raise DeployError(f"Bug: {type(self).__name__} holds no variables file, but a step wrote one.",
+                          "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
+
+    def restore_env(self, run_id: str) -> list[str]:
+        """The undo of `push_env`: the previous file back on every place."""
+        raise DeployError(f"Bug: {type(self).__name__} holds no variables file, but a step wrote one.",
+                          "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
+
+    def finish_env(self, run_id: str) -> list[str]:
+        """The run succeeded: drop the previous file kept by `push_env`."""
+        raise DeployError(f"Bug: {type(self).__name__} holds no variables file, but a step wrote one.",
+                          "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
+
+    def env_shows(self, what: str) -> list[Command]:
+        """What `push_env` would write on each place (`what`: the file's content described)."""
+        return []
 
 
 #: the interface, method by method (tests/test_targets.py checks each target implements all)
