@@ -94,3 +94,58 @@ def test_the_image_target_needs_a_registry_and_a_repository():
         parse({}, release={"target": "image"})
     with pytest.raises(SettingsError, match='needs image.repository'):
         parse({"registry": "ghcr.io"}, release={"target": "image"})
+
+
+# ---------------------------------------------------------------- the login folder and the flags (data)
+
+def _image_settings(tmp_path: Path, **image) -> config.Settings:
+    return config.parse({**REMOTE, "image": {"registry": "registry.example:5000", "repository": "acme/app", **image}},
+                        name="staging", file=Path("env/staging.toml"), root=tmp_path)
+
+
+@pytest.mark.parametrize("tool_name, auth_name", [("podman", "auth.json"), ("docker", "config.json")],
+                         ids=["podman-authfile", "docker-config-folder"])
+def test_the_login_is_only_in_a_private_auth_file_removed_afterwards(tmp_path, tool_name, auth_name):
+    import base64
+    import json
+
+    from deploy.images import Access, Credentials
+    from deploy.redact import Secret
+
+    s = _image_settings(tmp_path)
+    with Access(s, tool_name, Credentials(Secret("ci-bot"), Secret("pa55-word-xyz"))) as acc:
+        folder = acc.dir
+        assert folder is not None and folder.stat().st_mode & 0o777 == 0o700
+        assert acc.auth_file.name == auth_name and acc.auth_file.stat().st_mode & 0o777 == 0o600
+        token = json.loads(acc.auth_file.read_text())["auths"]["registry.example:5000"]["auth"]
+        assert base64.b64decode(token).decode() == "ci-bot:pa55-word-xyz"
+        flags = acc.flags("podman")
+        assert "pa55-word-xyz" not in " ".join(flags) and "ci-bot" not in " ".join(flags)
+        assert acc.env == ({"DOCKER_CONFIG": str(folder)} if tool_name == "docker" else {})
+    assert not folder.exists()
+
+
+def test_an_unreadable_ca_file_is_named_and_leaves_no_login_behind(tmp_path):
+    from deploy.images import Access, Credentials
+    from deploy.redact import Secret
+
+    s = _image_settings(tmp_path, ca_file="certs/missing-ca.pem")
+    made = []
+    with pytest.raises(SettingsError, match="image.ca_file = 'certs/missing-ca.pem'"):
+        acc = Access(s, "podman", Credentials(Secret("u"), Secret("secret-value-1")))
+        made.append(acc)
+        with acc:
+            pass
+    assert made[0].dir is None
+
+
+@pytest.mark.parametrize("image, kind, flags", [
+    ({}, "podman", ["--authfile", "<private auth file>"]),
+    ({"ca_file": "ca.pem"}, "podman", ["--authfile", "<private auth file>", "--cert-dir", "<private cert dir>"]),
+    ({"insecure": True}, "skopeo", ["--authfile", "<private auth file>", "--tls-verify=false"]),
+    ({"ca_file": "ca.pem"}, "docker", []),
+], ids=["verified-by-system-roots", "private-ca", "explicit-insecure", "docker-daemon-owns-tls"])
+def test_registry_flags_say_how_tls_is_verified(tmp_path, image, kind, flags):
+    from deploy.images import registry_flags
+
+    assert registry_flags(_image_settings(tmp_path, **image).image, kind) == flags

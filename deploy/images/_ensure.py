@@ -118,7 +118,7 @@ def _failed(s: Settings, r: proc.CommandResult, doing: str, hint: str, **fields:
 
 def _in_registry(s: Settings, name: str, acc: Access, ref: ImageRef, env: Mapping[str, str]) -> bool:
     """Is `ref`'s digest in the registry? ImageFailed when the registry cannot say."""
-    checker = "skopeo" if shutil.which("skopeo", path=os.environ.get("PATH")) else name
+    checker = "skopeo" if shutil.which("skopeo", path=env.get("PATH") or os.environ.get("PATH")) else name
     if checker == "podman":
         raise ToolMissing("`skopeo` was not found on PATH: the toolkit asks the registry with it whether an "
                           "image pushed earlier is still there.", "Install it: apt-get install -y skopeo.")

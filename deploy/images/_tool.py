@@ -83,8 +83,16 @@ class Access:
         self.dir: Path | None = None
 
     def __enter__(self) -> "Access":
-        self.dir = Path(tempfile.mkdtemp(prefix="occ-registry-"))
-        os.chmod(self.dir, 0o700)
+        self.dir = Path(tempfile.mkdtemp(prefix="occ-registry-"))   # 0700
+        try:
+            self._fill()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _fill(self) -> None:
+        assert self.dir is not None
         auths = {}
         if self.creds is not None:
             token = base64.b64encode(f"{self.creds.username.reveal()}:{self.creds.password.reveal()}".encode()).decode()
@@ -103,7 +111,6 @@ class Access:
                 raise SettingsError(f"image.ca_file = {self.im.ca_file!r}: {src} cannot be read ({e.strerror}).",
                                     "Point image.ca_file at the PEM file of the CA that signed the registry's "
                                     "certificate (relative to the project root, or absolute).") from None
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.dir is not None:
