@@ -122,13 +122,16 @@ PLAYBOOK = """\
 class AnsiblePeer:
     """ansible-core in a venv of its own, an inventory of the farm's hosts, a playbook."""
 
-    def __init__(self, work: Path, farm, forks: int = 16, ansible_playbook: str | None = None):
+    def __init__(self, work: Path, farm, forks: int = 16, ansible_playbook: str | None = None,
+                 venv: Path | None = None):
         self.dir = work / "ansible"
         self.dir.mkdir()
+        venv = venv or self.dir / "venv"
         if ansible_playbook:
             self.exe = ansible_playbook
+        elif (venv / "bin" / "ansible-playbook").exists():
+            self.exe = str(venv / "bin" / "ansible-playbook")   # kept from an earlier run (--ansible-venv)
         else:
-            venv = self.dir / "venv"
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "ansible-core"],
                                capture_output=True, text=True)
@@ -193,6 +196,7 @@ def main() -> int:
     ap.add_argument("--mb", type=float, default=3.0)
     ap.add_argument("--no-ansible", action="store_true", help="leave the Ansible peer out")
     ap.add_argument("--ansible-playbook", help="an ansible-playbook to use instead of a fresh venv")
+    ap.add_argument("--ansible-venv", help="a venv for ansible-core kept between runs (made when missing)")
     ap.add_argument("--claims-out")
     args = ap.parse_args()
     counts = [int(x) for x in args.hosts.split(",")]
@@ -202,7 +206,8 @@ def main() -> int:
     ansible = None
     try:
         if "ansible" in methods:
-            ansible = AnsiblePeer(work, farm, forks=16, ansible_playbook=args.ansible_playbook)
+            ansible = AnsiblePeer(work, farm, forks=16, ansible_playbook=args.ansible_playbook,
+                                  venv=Path(args.ansible_venv) if args.ansible_venv else None)
             print(ansible.version, flush=True)
         rows = []
         for n in counts:
