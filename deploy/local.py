@@ -198,7 +198,7 @@ def _link_unchanged(files: Mapping[str, tuple[str, int, int]], base: Path, dest:
         if path == MANIFEST or had.get(path) != want or not _safe_path(path):
             continue
         src = base / path
-        if not _holds(src, *want):
+        if not _holds(base, path, *want):
             continue
         (dest / path).parent.mkdir(parents=True, exist_ok=True)
         before = os.lstat(src)
@@ -216,13 +216,16 @@ def _safe_path(path: str) -> bool:
     return bool(path) and not path.startswith("/") and ".." not in parts and "" not in parts and "\0" not in path
 
 
-def _holds(path: Path, sha256: str, mode: int, size: int) -> bool:
-    """`path` is a regular file (not a link to one) with this mode and size whose bytes hash to sha256."""
+def _holds(base: Path, rel: str, sha256: str, mode: int, size: int) -> bool:
+    """`base/rel` is a regular file (not a link to one, nor under a linked folder of `base`)
+    with this mode and size whose bytes hash to sha256."""
+    path = base / rel
     try:
         st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode or st.st_size != size:
             return False
-        if any(stat.S_ISLNK(os.lstat(p).st_mode) for p in path.parents if p != path.parents[-1]):
+        parts = rel.split("/")[:-1]
+        if any(stat.S_ISLNK(os.lstat(base.joinpath(*parts[:i + 1])).st_mode) for i in range(len(parts))):
             return False
         h = hashlib.sha256()
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:

@@ -79,8 +79,8 @@ def test_second_release_links_only_identical_files_and_writes_the_changed_one(tm
     assert _ino(old / "RELEASE.json") != _ino(new / "RELEASE.json")
 
 
-@pytest.mark.parametrize("how", ["rewritten-in-place", "appended", "replaced-by-symlink", "chmod"],
-                         ids=["rewritten-in-place", "appended", "replaced-by-symlink", "chmod"])
+@pytest.mark.parametrize("how", ["rewritten-in-place", "appended", "replaced-by-symlink", "chmod", "folder-symlinked"],
+                         ids=["rewritten-in-place", "appended", "replaced-by-symlink", "chmod", "folder-symlinked"])
 def test_a_base_file_the_app_changed_is_not_linked_and_stays_as_the_app_left_it(tmp_path, how):
     root = tmp_path / "root"
     one = _artifact(tmp_path, "one", BASE_TREE)
@@ -97,13 +97,20 @@ def test_a_base_file_the_app_changed_is_not_linked_and_stays_as_the_app_left_it(
         victim.unlink()
         (tmp_path / "elsewhere.js").write_bytes(BASE_TREE["node_modules/dep/index.js"])
         victim.symlink_to(tmp_path / "elsewhere.js")
-    else:
+    elif how == "chmod":
         victim.chmod(0o755)
+    else:
+        import shutil
+
+        folder = victim.parent
+        shutil.copytree(folder, tmp_path / "dep-copy")
+        shutil.rmtree(folder)
+        folder.symlink_to(tmp_path / "dep-copy")
     left = victim.read_bytes()
     second = local.place_sharing(_artifact(tmp_path, "two", dict(BASE_TREE)), root, R2)
     fresh = second.path / "node_modules/dep/index.js"
     assert fresh.read_bytes() == BASE_TREE["node_modules/dep/index.js"]
-    assert not fresh.is_symlink() and _ino(fresh) != os.lstat(victim).st_ino
+    assert not fresh.is_symlink() and _ino(fresh) != os.stat(victim).st_ino and not fresh.parent.is_symlink()
     assert victim.read_bytes() == left
     assert _ino(second.path / "package.json") == _ino(root / "releases" / R1 / "package.json")
 
@@ -147,3 +154,13 @@ def test_a_tarball_that_disagrees_with_its_manifest_is_refused_and_nothing_is_pl
     assert local.releases(root) == [R1]
     assert not [p for p in (root / "releases").iterdir() if p.name.startswith(".")]
     assert (root / "releases" / R1 / member).read_bytes() == BASE_TREE[member]
+
+
+def test_a_release_root_reached_through_a_symlink_still_shares(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    root = tmp_path / "via" / "root"
+    local.place(_artifact(tmp_path, "one", BASE_TREE), root, R1)
+    local.switch(root, R1)
+    second = local.place_sharing(_artifact(tmp_path, "two", dict(BASE_TREE)), root, R2)
+    assert second.linked == len(BASE_TREE) and second.written == 1     # RELEASE.json only
