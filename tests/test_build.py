@@ -478,7 +478,11 @@ def test_a_build_that_writes_into_cached_files_drops_the_entry_and_builds_withou
     cache = tmp_path / "cache"
     plain = _cache_build(make_deps_app(tmp_path / "plain", damage_cache=True), tmp_path / "s0", cache,
                          deps_cache=False)
-    _cache_build(make_deps_app(tmp_path / "one", damage_cache=True), tmp_path / "s1", cache)
+    # A cold build's install is linked into its checkout (deploy.build.cache.fill): a build that
+    # writes into it ships its own output, and keeps no entry.
+    cold = _cache_build(make_deps_app(tmp_path / "cold", damage_cache=True), tmp_path / "sc", cache)
+    assert cold.artifact.sha256 == plain.artifact.sha256 and _entries(cache) == []
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)   # same lockfile, a tidy build
     (entry,) = _entries(cache)
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert again.commands[-2:] == plain.commands[-2:] and any(c.startswith("npm ci") for c in again.commands)
@@ -587,11 +591,11 @@ def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_ex
     _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)
     (entry,) = _entries(cache)
     spare = entry / cache_entry.SPARE
-    assert not spare.exists()
-    first = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
+    # The cold build's install, moved into the entry and linked back, is kept as the spare.
     assert spare.is_dir() and (spare / "devtool/index.js").stat().st_ino == \
         (entry / "full/node_modules/devtool/index.js").stat().st_ino
-    assert first.commands[0].endswith("/full/node_modules node_modules")
+    first = _cache_build(make_deps_app(tmp_path / "two"), tmp_path / "s2", cache)
+    assert first.commands[0].endswith(f"mv {spare} node_modules") and spare.is_dir()
     # Taken by the next hit (a rename), checked, and put back after it.
     app = make_deps_app(tmp_path / "three")
     second = _cache_build(app, tmp_path / "s3", cache)
@@ -612,7 +616,8 @@ def test_the_full_tree_a_hit_moved_aside_serves_the_next_hit_only_while_it_is_ex
         f.write("// changed in place\n")
     again = _cache_build(make_deps_app(tmp_path / "six"), tmp_path / "s6", cache)
     assert again.commands[0].startswith("npm ci") and again.artifact.sha256 == plain.artifact.sha256
-    assert cache_entry.entry_ok(entry) and not spare.exists()
+    assert cache_entry.entry_ok(entry) and (spare / "leftpad/index.js").stat().st_ino == \
+        (entry / "full/node_modules/leftpad/index.js").stat().st_ino   # the refill's own install is the new spare
 
 
 def test_a_cache_hit_with_another_package_json_prunes_in_the_checkout(tmp_path):
@@ -740,11 +745,15 @@ def test_an_entry_dropped_because_a_build_wrote_into_it_is_filled_again(tmp_path
     from deploy.testing.depsapp import make_deps_app
 
     cache = tmp_path / "cache"
-    _cache_build(make_deps_app(tmp_path / "one", damage_cache=True), tmp_path / "s1", cache)
+    _cache_build(make_deps_app(tmp_path / "one"), tmp_path / "s1", cache)   # filled by a tidy build
     (entry,) = _entries(cache)
     again = _cache_build(make_deps_app(tmp_path / "two", damage_cache=True), tmp_path / "s2", cache)
     assert any(c.startswith("npm ci") for c in again.commands)
-    assert entry.exists() and cache_entry.entry_ok(entry), "the dropped entry is filled by the build that dropped it"
+    # The build that dropped it wrote into its own fresh install too (linked into the checkout,
+    # deploy.build.cache.fill): that install is not kept; the next tidy build fills the entry.
+    assert not entry.exists()
+    refill = _cache_build(make_deps_app(tmp_path / "refill"), tmp_path / "sr", cache)
+    assert refill.commands[0].startswith("npm ci") and cache_entry.entry_ok(entry)
     third = _cache_build(make_deps_app(tmp_path / "three"), tmp_path / "s3", cache)   # same key, a tidy build
     assert third.commands[0].startswith("(dependency cache") and cache_entry.entry_ok(entry)
 

@@ -130,11 +130,12 @@ class DepsCache:
         return index
 
     def _prune_from_entry(self, entry: Path, prod: dict, index: dict, app: Path, plan: Recipe, env: Env,
-                          timeout: float, ran: list[str]) -> bool:
+                          timeout: float, ran: list[str], linked: tuple[bool, list[str] | None] | None = None) -> bool:
         """The prune after a hit's build: the entry's production tree linked in when it fits
         this build, else the prune run in the checkout. True when the build is sound (an
-        entry whose production tree changed is dropped here, refilled next time)."""
-        intact, added = check_linked(app / DEPS, entry / "full", index)
+        entry whose production tree changed is dropped here, refilled next time). `linked`:
+        `check_linked`'s answer for this checkout when the caller has it already."""
+        intact, added = linked if linked is not None else check_linked(app / DEPS, entry / "full", index)
         fits = intact and added is not None and prune_inputs(app) == prod["inputs"] \
             and npm_context(env) == prod.get("context") \
             and not any((entry / "prod" / DEPS / name).exists() for name in added)
@@ -158,48 +159,94 @@ class DepsCache:
     # ---- a miss
 
     def fill(self, key: str, app: Path, plan: Recipe, env: Env, timeout: float) -> list[str]:
-        """Build in `app` with a fresh install, and keep a copy of that install as the entry
-        (with, for npm, its production tree pruned beside the build), unless the install
-        wrote outside node_modules or the copy changed meanwhile. A build that fails after
-        its install still keeps it, so the retry after a fix links it."""
+        """Build in `app` with a fresh install, and keep that install as the entry (with, for
+        npm, its production tree pruned beside the build), unless the install wrote outside
+        node_modules. The install is moved into the entry and hard-linked back (`mv`, `cp -al`:
+        never copied), so the build runs on links as a hit's does and gets the same checks
+        (`check_linked`: a build that wrote into the install through a link keeps its output,
+        which is its own install's, but no entry). A build that fails after its install still
+        keeps it, so the retry after a fix links it."""
         entry = self.root / key
         before = source_stamp(app)
         ran = [step(plan.commands[0], app, env, timeout)]
-        staged = self._copy_install(key, app, plan) if source_stamp(app) == before and (app / DEPS).is_dir() else None
+        staged = index = None
+        if source_stamp(app) == before and (app / DEPS).is_dir():
+            staged, index = self._stage_install(key, app, plan)
+        if staged is None or index is None:   # not cacheable: the build as without a cache
+            return ran + [step(argv, app, env, timeout) for argv in plan.commands[1:]]
         try:
-            full_stamp = tree_stamp(staged / "full") if staged is not None else None
-            side = prune_beside_setup(app, staged) if staged is not None and prod_cacheable(app, plan) else None
+            full_stamp = json.loads((staged / "stamp.json").read_text())["full"]
+            side = prune_beside_setup(app, staged) if prod_cacheable(app, plan) else None
+            rest = list(plan.commands[1:])
+            last_is_prune = bool(plan.prune) and bool(rest) and rest[-1] == plan.prune
             try:
-                # The production tree is pruned beside the build, on its own copy; the build stays
+                # The production tree is pruned beside the build, on its own links; the build stays
                 # in this thread, where an interrupt reaches it (and kills its process group).
                 with ThreadPoolExecutor(max_workers=1) as pool:
                     beside = pool.submit(prune_beside, *side, plan, env, timeout) if side is not None else None
-                    ran += [step(argv, app, env, timeout) for argv in plan.commands[1:]]
+                    ran += [step(argv, app, env, timeout) for argv in (rest[:-1] if last_is_prune else rest)]
             except BuildFailed:
-                if staged is not None:
-                    self._keep(staged, entry, full_stamp, side, pruned=False, plan=plan, env=env, quiet=True)
+                self._keep(staged, entry, full_stamp, side, pruned=False, plan=plan, env=env, quiet=True)
                 raise
-            if staged is not None and tree_stamp(staged / "full") == full_stamp:
-                pruned = beside is not None and beside.exception() is None and beside.result()
-                self._keep(staged, entry, full_stamp, side, pruned=pruned, plan=plan, env=env)
-        finally:
-            if staged is not None and staged.exists():
+            pruned = beside is not None and beside.exception() is None and beside.result()
+            intact, added = check_linked(app / DEPS, staged / "full", index)
+            if not intact:
+                # The build wrote into its install in place: its output is its own, but the
+                # install is no longer what npm left, so it is not kept.
                 fs(["rm", "-rf", str(staged)], "clearing a cache fill")
-        if staged is not None:
-            self.prune(protect=(key,))
+                if last_is_prune:
+                    ran.append(step(plan.prune, app, env, timeout))
+                return ran
+            self._keep(staged, entry, full_stamp, side, pruned=pruned, plan=plan, env=env)
+            ours = entry.exists() and not staged.exists()
+            prod = prod_ready(entry, plan) if ours and last_is_prune else None
+            if prod is not None:
+                if not self._prune_from_entry(entry, prod, index, app, plan, env, timeout, ran, (intact, added)):
+                    fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
+            elif last_is_prune:
+                ran.append(step(plan.prune, app, env, timeout))
+                if ours and not entry_ok(entry):   # the prune ran on the links too
+                    fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
+        finally:
+            if staged.exists():
+                fs(["rm", "-rf", str(staged)], "clearing a cache fill")
+        self.prune(protect=(key,))
         return ran
 
-    def _copy_install(self, key: str, app: Path, plan: Recipe) -> Path:
-        """<root>/.fill-<key>-<pid>/full/node_modules: a real copy of the fresh install (a
-        reflink where the file system can: the build writes into the checkout's), without
-        what the build generates anew (a hit's build writes its own, never into the entry)."""
+    def _stage_install(self, key: str, app: Path, plan: Recipe) -> tuple[Path | None, dict | None]:
+        """<root>/.fill-<key>-<pid>/full/node_modules: the fresh install moved there (a rename),
+        without what the build generates anew (a hit's build writes its own, never into the
+        entry), stamped (stamp.json), and hard-linked back into the checkout while it is
+        scanned (both only read it). (staged folder, its index), or (None, None) when the
+        install cannot be moved (another file system): then nothing is kept."""
         staged = self.root / f".fill-{key[:16]}-{os.getpid()}"
         fs(["rm", "-rf", str(staged)], "clearing a cache fill")
         (staged / "full").mkdir(parents=True)
-        fs(["cp", "-a", "--reflink=auto", str(app / DEPS), str(staged / "full" / DEPS)], "filling the dependency cache")
+        try:
+            os.rename(app / DEPS, staged / "full" / DEPS)
+        except OSError:
+            fs(["rm", "-rf", str(staged)], "clearing a cache fill")
+            return None, None
         for name in plan.generated:
             fs(["rm", "-rf", str(staged / "full" / DEPS / name)], "filling the dependency cache")
-        return staged
+
+        def link() -> DeployError | None:
+            try:
+                fs(["cp", "-al", str(staged / "full" / DEPS), str(app / DEPS)], "linking the install back")
+            except DeployError as e:
+                return e
+            return None
+
+        pending = self._pooled().submit(link)
+        try:
+            stamp, index = scan_tree(staged / "full")
+        finally:
+            failed = pending.result()
+        if failed is not None:
+            raise failed
+        (staged / "stamp.json").write_text(json.dumps({"full": stamp}) + "\n")
+        unshare_top_files(app / DEPS)
+        return staged, index
 
     def _keep(self, staged: Path, entry: Path, full_stamp: str | None, side, *, pruned: bool, plan: Recipe,
               env: Env, quiet: bool = False) -> None:
@@ -209,7 +256,7 @@ class DepsCache:
         if quiet and (not (staged / "full").is_dir() or tree_stamp(staged / "full") != full_stamp):
             return
         try:
-            (staged / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")
+            (staged / "stamp.json").write_text(json.dumps({"full": full_stamp}) + "\n")   # as staged
             if pruned:
                 (staged / "prod").mkdir()
                 os.rename(side[0] / DEPS, staged / "prod" / DEPS)

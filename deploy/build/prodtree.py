@@ -33,11 +33,39 @@ _PRUNE_INPUTS = ("package.json", "package-lock.json", "npm-shrinkwrap.json", *IN
 _NPM_OWN = frozenset({".bin", ".package-lock.json", ".store"})   # npm reads or writes these in node_modules/
 
 
+def workspace_folders(folder: Path) -> list[str] | None:
+    """The folders (relative, sorted) of the workspace packages the lockfile in `folder` links
+    into node_modules; None when one is not a plain folder inside `folder` (a link elsewhere)."""
+    try:
+        lock = json.loads((folder / "package-lock.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    packages = lock.get("packages") if isinstance(lock, dict) else None
+    if not isinstance(packages, dict):
+        return []
+    out = set()
+    for v in packages.values():
+        if isinstance(v, dict) and v.get("link"):
+            rel = v.get("resolved")
+            if not isinstance(rel, str) or os.path.isabs(rel) or not rel.strip():
+                return None
+            rel = os.path.normpath(rel)
+            if rel in (".", "..") or rel.startswith("../") or rel.split("/", 1)[0] in (DEPS, LINKED) \
+                    or rel not in packages or not (folder / rel).is_dir() or (folder / rel).is_symlink():
+                return None
+            out.add(rel)
+    return sorted(out)
+
+
 def prune_inputs(folder: Path) -> dict[str, list | None] | None:
     """The files besides node_modules an npm prune in `folder` reads, each [sha256,
-    executable] or None when absent; None when one is not a regular file."""
+    executable] or None when absent (the workspace packages' package.json files among them);
+    None when one is not a regular file or a workspace lies outside `folder`."""
     out: dict[str, list | None] = {}
-    for name in _PRUNE_INPUTS:
+    workspaces = workspace_folders(folder)
+    if workspaces is None:
+        return None
+    for name in (*_PRUNE_INPUTS, *(f"{w}/package.json" for w in workspaces)):
         try:
             st = os.lstat(folder / name)
         except FileNotFoundError:
@@ -51,8 +79,9 @@ def prune_inputs(folder: Path) -> dict[str, list | None] | None:
 
 def prod_cacheable(app: Path, plan: Recipe) -> bool:
     """npm's own prune as the recipe's last command, in an app whose package.json has a name
-    (else npm names the root after its folder) and no workspaces, and whose lockfile links
-    no folder (a link's target lies outside the pruned folder)."""
+    (else npm names the root after its folder) and whose lockfile links only workspace
+    folders inside the app (their package.json files are pruned beside with it:
+    `prune_beside_layout`)."""
     if plan.pm != "npm" or plan.prune != PRUNE["npm"] or not plan.commands or plan.commands[-1] != plan.prune:
         return False
     try:
@@ -61,9 +90,9 @@ def prod_cacheable(app: Path, plan: Recipe) -> bool:
     except (OSError, ValueError, SettingsError, BuildFailed):
         return False
     packages = lock.get("packages") if isinstance(lock, dict) else None
-    return (isinstance(pkg.get("name"), str) and bool(pkg["name"]) and "workspaces" not in pkg
+    return (isinstance(pkg.get("name"), str) and bool(pkg["name"])
             and not (app / "npm-shrinkwrap.json").exists() and isinstance(packages, dict)
-            and not any(isinstance(v, dict) and v.get("link") for v in packages.values()))
+            and workspace_folders(app) is not None)
 
 
 def prune_beside_setup(app: Path, fill: Path) -> tuple[Path, dict] | None:
@@ -85,6 +114,7 @@ def prune_beside_layout(app: Path, fill: Path) -> tuple[Path, dict] | None:
     side.mkdir()
     for name, v in inputs.items():
         if v is not None:
+            (side / name).parent.mkdir(parents=True, exist_ok=True)   # a workspace's folder
             fs(["cp", "-p", str(app / name), str(side / name)], "filling the dependency cache")
     fs(["cp", "-al", str(fill / "full" / DEPS), str(side / DEPS)], "filling the dependency cache")
     unshare_top_files(side / DEPS)
@@ -101,8 +131,12 @@ def prune_beside(side: Path, inputs: dict, plan: Recipe, env: Mapping[str, str],
     """Run the prune in `side`; True when it succeeded and left its inputs as they were."""
     try:
         r = proc.run(list(plan.prune), cwd=side, env=env, timeout=timeout)
-        present = {DEPS, *(n for n, v in inputs.items() if v is not None)}
-        return r.ok and prune_inputs(side) == inputs and set(os.listdir(side)) == present
+        present = {DEPS, *(n.split("/", 1)[0] for n, v in inputs.items() if v is not None)}
+        workspaces = [n[:-len("/package.json")] for n, v in inputs.items() if v is not None and "/" in n]
+        # The prune left the workspace folders as they were (only their package.json): what
+        # the production tree's links point to in a checkout is the checkout's own.
+        untouched = all(os.listdir(side / w) == ["package.json"] for w in workspaces)
+        return r.ok and prune_inputs(side) == inputs and set(os.listdir(side)) == present and untouched
     except (OSError, DeployError):   # npm gone meanwhile: no production tree, nothing else
         return False
 
