@@ -13,12 +13,12 @@ environment.
     sqlite      the same three for a SQLite file
     operations  backup, verify, restore: settings and URL read, the engine's module called
     writes      written_since (what a restore would discard), app_rows (what emptying would)
-    provision   db.provision: a database and its login role
+    provisioning  db.provision: a database and its login role
 """
 
 from deploy.backups.operations import RestoreResult, TableCount, VerifyResult, backup, restore, verify
 from deploy.backups.postgres import SchemaFacts, dump_schemas, pg_dump_argv, restore_sql, schema_facts
-from deploy.backups.provision import ProvisionResult, provision
+from deploy.backups.provisioning import ProvisionResult, provision
 from deploy.backups.store import (Backup, backup_name, free_name, latest, list_backups, load_backup, prune,
                                   select_to_prune, sha256_file)
 from deploy.backups.tools import check_tool_version, find_tool, parse_tool_major
