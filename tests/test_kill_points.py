@@ -18,9 +18,7 @@ def applied(url):
                                         "WHERE rolled_back_at IS NULL AND finished_at IS NOT NULL")}
 
 
-@pytest.fixture
-def deployed(stage):
-    """Staging on release A; HEAD is a commit B with one more migration (with down.sql)."""
+def release_a_and_commit_b(stage):
     stage.collect_evidence()
     assert stage.project.invoke("promote", "--to=staging").returncode == 0
     a = stage.project.ledger().runs("staging")[0]
@@ -30,6 +28,15 @@ def deployed(stage):
     (mig / "down.sql").write_text('ALTER TABLE "Shop" DROP COLUMN "tier";\n')
     stage.project.commit("B: shop tier")
     stage.collect_evidence()
+    return a
+
+
+@pytest.fixture
+def deployed(stage_snapshot):
+    """Staging on release A; HEAD is a commit B with one more migration (with down.sql).
+    Made once per module, then put back for each test (deploy/testing/snapshots.py)."""
+    stage, a = stage_snapshot(release_a_and_commit_b)
+    assert stage.currents() == [a.release_id] * 2 and stage.versions() == [a.release_id] * 2
     return stage, a
 
 

@@ -77,15 +77,22 @@ def last_run(stage, flow: str):
     return stage.project.ledger().runs("staging", flow=flow, limit=1)[0]
 
 
-@pytest.fixture
-def two(stage):
-    """Staging with release A, then B live (B delta-uploaded: unchanged files share A's inodes)."""
+def promote_a_then_b(stage):
     stage.collect_evidence()
     r = stage.project.invoke("promote", "--to=staging")
     assert r.returncode == 0, text(r)
     a = live(stage)
     b = release(stage, "b")
     assert stage.currents() == [b, b]
+    return a, b
+
+
+@pytest.fixture
+def two(stage_snapshot):
+    """Staging with release A, then B live (B delta-uploaded: unchanged files share A's inodes);
+    promoted once per module, then put back for each test (deploy/testing/snapshots.py)."""
+    stage, (a, b) = stage_snapshot(promote_a_then_b)
+    assert stage.currents() == [b, b] and live(stage) == b
     return stage, a, b
 
 

@@ -88,12 +88,24 @@ def make_project(dest: Path) -> Project:
     return p
 
 
+def stop_local_apps(p: Project) -> None:
+    """`invoke app.stop --env=local`, unless the local environment's [local] root was never
+    made (then no local app can run: the stop would only cost a CLI start)."""
+    try:
+        s = config.load("local", p.root)
+        base = s.path(s.local.root)
+    except Exception:  # noqa: BLE001 - settings a test broke: let the task itself try
+        base = None
+    if base is None or base.exists():
+        p.invoke("app.stop", "--env=local", timeout=30)
+
+
 @pytest.fixture
 def project(tmp_path):
     """A fresh example project; every local app server it started is stopped afterwards."""
     p = make_project(tmp_path / "project")
     yield p
-    p.invoke("app.stop", "--env=local", timeout=30)
+    stop_local_apps(p)
 
 
 def all_tasks() -> dict:

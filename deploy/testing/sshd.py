@@ -284,7 +284,9 @@ class SshdFarm:
         """Kill what a test started on `host` (pid files under its root) and wipe its disk."""
         for pidfile in glob.glob(str(host.root / "**" / "*.pid"), recursive=True):
             try:
-                pid = int(Path(pidfile).read_text().strip() or 0)
+                # The supervisor's run/app.pid has the pid on its first line, then its start
+                # time, boot id and token: read the first word, or the app outlives the test.
+                pid = int((Path(pidfile).read_text().split() or ["0"])[0])
             except (OSError, ValueError):
                 continue
             if pid > 1:
