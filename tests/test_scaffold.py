@@ -334,3 +334,84 @@ def test_init_on_a_folder_that_is_not_an_app_is_one_clear_error(team_app, tmp_pa
     (tmp_path / "empty").mkdir()
     r = team_invoke(team_app, "init", f"--app={tmp_path / 'empty'}")
     assert r.returncode != 0 and "no package.json" in r.stderr
+
+
+# ---------------------------------------------------------------- a Dockerfile: the image target offered
+
+TEMPLATE_DOCKERFILE = """FROM node:20-alpine
+RUN apk add --no-cache openssl
+EXPOSE 3000
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json* ./
+RUN npm ci --omit=dev && npm cache clean --force
+COPY . .
+RUN npm run build
+CMD ["npm", "run", "docker-start"]
+"""
+
+
+def _app_with(tmp_path: Path, name: str, text: str, scripts: dict[str, str]) -> Path:
+    import json
+
+    app = tmp_path / "app"
+    shutil.copytree(FIXTURE, app)
+    pkg = json.loads((app / "package.json").read_text())
+    pkg["scripts"].update(scripts)
+    (app / "package.json").write_text(json.dumps(pkg, indent=2))
+    if name:
+        (app / name).write_text(text)
+    return app
+
+
+def _uncommented(toml: str) -> str:
+    lines, on = [], False
+    for line in toml.splitlines():
+        if line == "# [release]":
+            on = True
+        if on and line.startswith("# "):
+            lines.append(line[2:])
+            on = not line.startswith("# password_var")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name, text, scripts, migrates", [
+    ("Dockerfile", TEMPLATE_DOCKERFILE,
+     {"docker-start": "npm run setup && npm run start", "setup": "prisma generate && prisma migrate deploy"},
+     "its start (`npm run docker-start`) runs `prisma migrate deploy`"),
+    ("Containerfile", 'FROM node:20-bookworm-slim\nCOPY . /app\nCMD ["npm", "start"]\n', {}, ""),
+    ("Dockerfile", "FROM node:20\nCOPY . .\nCMD npx prisma migrate deploy && node build/server.js\n", {},
+     "its command (`npx prisma migrate deploy && node build/server.js`) runs a migration itself"),
+], ids=["shopify-template-docker-start-migrates", "containerfile-plain-start", "shell-cmd-migrates"])
+def test_init_offers_the_image_target_for_an_app_with_a_dockerfile(tmp_path, name, text, scripts, migrates):
+    app = _app_with(tmp_path, name, text, scripts)
+    facts = scaffold.detect(app)
+    assert (facts.dockerfile, facts.dockerfile_migrates) == (name, migrates)
+    files = scaffold.render(facts, "app", TODAY)
+    said = "\n".join(scaffold.notices(facts, "app"))
+    assert f"image target: app/{name} found" in said
+    assert ("runs `prisma migrate deploy`" in said or "runs a migration itself" in said) == bool(migrates)
+    root = tmp_path / "project"
+    for rel, body in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(body)
+    # As written, nothing changes: the tree target stays until a person uncomments the block.
+    assert config.load("staging", root).release.target == "tree"
+    assert "# [image]" not in files["env/local.toml"]
+    for env in ("staging", "production"):
+        (root / f"env/{env}.toml").write_text(_uncommented(files[f"env/{env}.toml"]))
+        s = config.load(env, root)
+        assert s.release.target == "image" and s.image.build == "toolkit"
+        assert (s.image.registry, s.image.repository) == ("ghcr.io", "acme/app")
+        assert (s.image.username_var, s.image.password_var) == ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
+    assert ("keep build = \"toolkit\"" in files["env/staging.toml"]) == bool(migrates)
+
+
+def test_init_offers_no_image_target_without_a_dockerfile(tmp_path):
+    facts = scaffold.detect(_app_with(tmp_path, "", "", {}))
+    assert facts.dockerfile == ""
+    files = scaffold.render(facts, "app", TODAY)
+    assert "[image]" not in files["env/staging.toml"]
+    assert not [n for n in scaffold.notices(facts, "app") if "image target" in n]

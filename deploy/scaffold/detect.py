@@ -198,7 +198,52 @@ def detect(app: Path) -> AppFacts:
         tests = scripts["test"].split()[0]
     return AppFacts(app, pm, lock, scripts, str(engines.get("node", "") or ""), schema_rel, ds, mig,
                     tuple(configs), env_vars, uses_prisma, prisma_config, lockfiles, ignored, bool(deps),
-                    code_variables(app), workflow_configs(app), tests)
+                    code_variables(app), workflow_configs(app), tests, *dockerfile_facts(app, scripts))
+
+
+DOCKERFILES = ("Dockerfile", "Containerfile", "dockerfile")
+_START_LINE = re.compile(r"^\s*(?:CMD|ENTRYPOINT)\s+(.+)$", re.M | re.I)
+_RUNS_SCRIPT = re.compile(r"\b(?:npm|pnpm|yarn)\s+(?:run(?:-script)?\s+)?([\w:.-]+)")
+_MIGRATES = re.compile(r"\b(?:prisma\s+migrate\s+deploy|prisma\s+db\s+push|migrate\s+deploy)\b")
+
+
+def dockerfile_facts(app: Path, scripts: dict[str, str]) -> tuple[str, str]:
+    """(the app's Dockerfile, how its start migrates the database): the first of DOCKERFILES
+    in the app folder, and whether its CMD/ENTRYPOINT runs a migration, directly or through
+    package.json scripts it names (Shopify's template: `npm run docker-start` ->
+    `npm run setup` -> `prisma migrate deploy`), three scripts deep."""
+    name = next((n for n in DOCKERFILES if (app / n).is_file()), "")
+    if not name:
+        return "", ""
+    for m in _START_LINE.finditer(_read(app / name)):
+        command = m.group(1).strip()
+        if command.startswith("["):      # exec form: a JSON array of words
+            try:
+                words = json.loads(command)
+                command = " ".join(str(w) for w in words) if isinstance(words, list) else command
+            except ValueError:
+                pass
+        if _MIGRATES.search(command):
+            return name, f"its command (`{command}`) runs a migration itself"
+        for s in _RUNS_SCRIPT.findall(command):
+            chain = _script_chain(scripts, "start" if s in ("start", "run") else s)
+            if chain:
+                return name, f"its start (`npm run {s}`) runs `{chain}`"
+    return name, ""
+
+
+def _script_chain(scripts: dict[str, str], name: str, depth: int = 3) -> str:
+    """The migration command `name` runs, following `npm run X` up to `depth` scripts, or ""."""
+    body = scripts.get(name, "")
+    found = _MIGRATES.search(body)
+    if found:
+        return found.group(0)
+    if depth > 0:
+        for inner in _RUNS_SCRIPT.findall(body):
+            hit = _script_chain(scripts, inner, depth - 1)
+            if hit:
+                return hit
+    return ""
 
 
 LOCK_OF = {"npm": "package-lock.json", "pnpm": "pnpm-lock.yaml", "yarn": "yarn.lock"}

@@ -83,6 +83,8 @@ class AppFacts:
     code_vars: tuple[EnvVar, ...] = ()   # what the app reads: process.env.X, the Dockerfile's ENV/ARG
     workflow_configs: tuple[tuple[str, str, str], ...] = ()   # (env, config file, workflow file) from --config
     tests: str = ""                  # the test runner found (vitest, jest, ...), "" when none
+    dockerfile: str = ""             # the app's own Dockerfile (or Containerfile), "" when none: the image target
+    dockerfile_migrates: str = ""    # how its start migrates the database ("" when it does not, as far as read)
 
     def database_todo(self) -> str:
         """Why the database settings could not be written from what was found ("" when they

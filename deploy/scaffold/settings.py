@@ -61,6 +61,8 @@ def env_toml(f: AppFacts, env: str, app_rel: str) -> str:
                 '# key_file = "~/.ssh/deploy_ed25519"  # the SSH key (default: ssh_config, the agent, ~/.ssh/id_*)',
                 '# known_hosts = "~/.ssh/known_hosts"  # host keys to trust (unknown or changed keys are refused)',
                 "# app_ports = [3000]                  # one app port per host (default: app.port, 3000)"]
+        if f.dockerfile:
+            out += image_lines(f, env)
     out += ["", "[database]"]
     if todo:
         out += ["# TODO(invoke init): THE DATABASE IS NOT SET UP. " + todo + ".",
@@ -118,3 +120,24 @@ def env_toml(f: AppFacts, env: str, app_rel: str) -> str:
     out += ["", "[smoke]", "retries = 5                    # no checks listed: app.health_path on the app and each host",
             "", "[watch]", f"window_seconds = {2 if env == 'local' else 60}"]
     return "\n".join(out) + "\n"
+
+
+def image_lines(f: AppFacts, env: str) -> list[str]:
+    """The image target's settings, commented out, for an app with a Dockerfile: a team that
+    releases images uncomments them (the toolkit's docs/runbooks/deployment_staging.md, section 7)."""
+    out = ["", f"# {f.dockerfile} found: to release a container image by digest instead of a file tree, uncomment",
+           "# these (and add [proxy]: each host's proxy switches to the new container once it is healthy).",
+           "# [release]", '# target = "image"', "# [image]",
+           '# registry = "ghcr.io"                 # host[:port] of your registry (TLS verified; ca_file for a private CA)',
+           '# repository = "acme/app"              # the same for staging and production: production runs staging\'s digest',
+           '# build = "toolkit"                    # the artifact on `base`, started by [app] start; or '
+           f'"{f.dockerfile}" (the app\'s own)',
+           '# base = "docker.io/library/node:20-bookworm-slim"',
+           '# username_var = "REGISTRY_USERNAME"   # NAMES of the variables holding the registry login (secrets)',
+           '# password_var = "REGISTRY_PASSWORD"']
+    if f.dockerfile_migrates:
+        out += [f"# Note: {f.dockerfile}: {f.dockerfile_migrates}",
+                "# on every container start. The toolkit migrates from the promoted commit under its lock, after a",
+                "# backup: keep build = \"toolkit\", or give the image a start command without the migration."]
+    return out
+
