@@ -319,3 +319,28 @@ def test_production_runs_only_the_digest_staging_proved_for_the_commit(project, 
     else:
         line = step.run(ctx)
         assert ctx.get(ImageRef) == first.ref and "reused" in line   # the same key: nothing built or pushed
+
+
+def test_promote_dry_run_through_the_cli_shows_the_image_build_and_push_between_build_and_backup(tmp_path):
+    """`invoke promote --to=staging --dry-run` on an image environment: the exact build and push,
+    the login as a placeholder, nothing run, no credential in the output."""
+    from deploy.testing.project import make_project
+
+    p = make_project(tmp_path / "project")
+    text = (p.root / "env/staging.toml").read_text().replace(
+        "[hosts]", '[release]\ntarget = "image"\n\n[image]\nregistry = "registry.example:5000"\n'
+                   'repository = "acme/occ-app"\n\n[proxy]\nkind = "caddy"\n\n[hosts]', 1)
+    p.write_env("staging", text)
+    sha = p.commit("the image target")
+    secret = "pw-" + os.urandom(6).hex()
+    r = p.invoke("promote", "--to=staging", "--dry-run",
+                 extra_env={"REGISTRY_USERNAME": "ci-bot-" + os.urandom(3).hex(), "REGISTRY_PASSWORD": secret})
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert out.index("\nbuild:") < out.index("\nimage:") < out.index("\nbackup:")
+    image = out[out.index("\nimage:"):out.index("\nbackup:")]
+    assert f"podman build -f" in image and f"registry.example:5000/acme/occ-app:{sha}-" in image
+    assert "--authfile '<private auth file>'" in image and "podman push" in image
+    assert "CMD [\"sh\", \"-c\", \"react-router-serve ./build/server/index.js\"]" in image
+    assert secret not in out + r.stderr and "ci-bot-" not in out + r.stderr
+    assert "dry run: nothing was changed" in out and not (p.root / ".deploy" / "images").exists()

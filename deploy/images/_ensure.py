@@ -313,7 +313,8 @@ def image_shows(s: Settings, commit: str, environ: Mapping[str, str] | None = No
         except DeployError:
             start = ["<[app] start>"]
         work = f"{index.images_dir(s.root)}/work/<temp>"
-        out += [ImageCommand("local", f"unpack {art.path if art else '<the build step`s artifact>'} -> {work}/context"),
+        tree_from = str(art.path) if art else "<the build step's artifact>"
+        out += [ImageCommand("local", f"unpack {tree_from} -> {work}/context"),
                 ImageCommand("local", f"write {work}/Containerfile: FROM {im.base}; COPY . /app; "
                                       f"ENV {s.app.port_var}={s.app.port}; CMD {json.dumps(start)}")]
         built = _epoch(art.built_at) if art else None
