@@ -71,7 +71,7 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, registry, node_image, podman_env, shopify_app_installed) -> Project:
+def project(tmp_path_factory, registry, node_image, podman_env) -> Project:
     root = tmp_path_factory.mktemp("image-project")
     (root / "env").mkdir()
     app = copy_shopify_app(root / "shopify-app")
