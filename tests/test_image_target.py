@@ -138,13 +138,11 @@ def test_image_release_runs_the_digest_on_two_hosts_behind_the_proxy_and_rolls_b
     back = t.way_back(None)
     assert (back.to, back.current) == ("20260101000000-aaaaaaa", "20260101000100-bbbbbbb")
 
-    # The registry goes away: a rollback to an image the hosts still hold needs no pull.
-    env.registry.down()
-    try:
-        ctx = env.state("run-3")
-        t.rollback(ctx, "20260101000000-aaaaaaa", expect="20260101000100-bbbbbbb", environ=env.environ)
-    finally:
-        env.registry.start()
+    # A rollback to an image the hosts still hold needs no pull: with a login the registry
+    # refuses, any pull would fail the rollback.
+    ctx = env.state("run-3")
+    t.rollback(ctx, "20260101000000-aaaaaaa", expect="20260101000100-bbbbbbb",
+               environ={**env.environ, "REGISTRY_PASSWORD": "not-the-password"})
     assert env.versions() == ["v1", "v1"]
     assert t.serving() == {h.address: "20260101000000-aaaaaaa" for h in env.hosts}
 

@@ -284,7 +284,8 @@ def run_command(t: Target, rt: Runtime, release_id: str, ref: str, *, port_var: 
                 first_port: int, span: int, network: str = "host", shown: bool = False) -> str:
     """Start the release's container on a free port (or keep it when a killed attempt left it
     running) and print `port=N`. The app's variables go in as an env file made on the host
-    (never a value on a command line); the file goes as soon as the container exists.
+    (never a value on a command line); the file goes as soon as the container exists. The app
+    also gets DEPLOY_RELEASE_ID (the image is one per commit; the release id is per promotion).
 
     `network`: `host` (the app listens on the picked port, given in `port_var`) or `publish`
     (the app listens on `app_port` inside; 127.0.0.1:<picked port> is published to it).
@@ -296,7 +297,8 @@ def run_command(t: Target, rt: Runtime, release_id: str, ref: str, *, port_var: 
     inside = "$port" if network == "host" else str(app_port)
     publish = "" if network == "host" else " -p \"127.0.0.1:$port:" + str(app_port) + "\""
     run = (f"{rt('run', '-d', '--name', name, '--label', f'occ.release={release_id}', '--label', f'occ.digest={digest}', *net)}"
-           f" --label \"occ.port=$port\" --env-file \"$w/env\" --env \"{port_var}={inside}\"{publish} "
+           f" --label \"occ.port=$port\" --env-file \"$w/env\" --env \"{port_var}={inside}\" "
+           f"--env {sh(f'DEPLOY_RELEASE_ID={release_id}')}{publish} "
            f"{sh(*rt.run_args, ref)} >/dev/null")
     port_of = rt('container', 'inspect', '--format', '{{index .Config.Labels "occ.port"}}', name)
     running = rt('container', 'inspect', '--format', '{{.State.Running}}', name)

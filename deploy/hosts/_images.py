@@ -233,6 +233,17 @@ def _stop(h: _H, release_id: str | None, drain: bool = True) -> None:
                            stop_timeout=h.c.stop_timeout), f"stopping the container of {release_id}", long=True)
 
 
+def _stop_others(h: _H, live: str, drain: str | None) -> None:
+    """Every container of this environment on the host but `live`'s goes: `drain` (the one the
+    proxy served before) after proxy.drain_seconds, any other (left by a killed run) at once."""
+    prefix = container_name(h.t, "")
+    others = {n[len(prefix):] for n, _ in h.known.containers if n.startswith(prefix)} - {live}
+    if drain and drain != live:
+        others.add(drain)
+    for rid in sorted(others, key=lambda r: r != drain):
+        _stop(h, rid, drain=rid == drain)
+
+
 def _forget(h: _H, release_id: str, ref: str | None) -> None:
     """Remove what preparing `release_id` made: its container, its record unless it was there
     before, and its image when this operation pulled it."""
@@ -313,8 +324,7 @@ def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, 
 
         def finish(h: _H) -> None:
             old = h.known.current
-            if old and old != release_id:
-                _stop(h, old)
+            _stop_others(h, release_id, drain=old)
             _prune(h, protect=(release_id, old or release_id))
 
         _each(hs, finish, section.max_parallel)
@@ -330,8 +340,8 @@ def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, 
 
 def _prune(h: _H, protect: Sequence[str]) -> None:
     assert h.rt is not None
-    _read(h)
-    drop, refs = prune_images(h.known.records, h.c.keep, protect)
+    now = parse_state(h.run(state_command(h.t, h.rt), "reading the host's images").stdout)   # after this release
+    drop, refs = prune_images(now.records, h.c.keep, protect)
     if drop:
         h.run(remove_command(h.t, h.rt, drop, refs), "pruning old images", long=True)
         h.note = f"pruned {', '.join(drop)}"
@@ -507,9 +517,7 @@ def rollback(section: HostsSection, c: Containers, to: str, *, run_id: str, expe
             raise _failed(what, hs, "while switching; the switched hosts are back on their old containers")
 
         def finish(h: _H) -> None:
-            old = h.known.current
-            if old and old != to:
-                _stop(h, old)
+            _stop_others(h, to, drain=h.known.current)
 
         _each(todo, finish, section.max_parallel)
         results = _results(hs)

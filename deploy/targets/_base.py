@@ -49,11 +49,13 @@ class Command:
 
 @dataclass(frozen=True)
 class PlaceReleases:
-    """What one place (this machine, a host) holds: its releases in name order and the live one."""
+    """What one place (this machine, a host) holds: its releases in name order and the live one
+    (`detail`: what else identifies the live one there, e.g. the image target's digest)."""
 
     place: str
     releases: tuple[str, ...]
     current: str | None
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ uses these only for what a host no longer shows.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from deploy import hosts, images
 from deploy.errors import DeployError, LockHeld, SettingsError
@@ -110,7 +110,19 @@ class HostsImage(OnHosts):
         found = ops.check(s.hosts, self._containers(environ), s.image.registry, s.app)
         return "; ".join(found) + (f"; logged in to {s.image.registry}" if s.image.username_var else "")
 
-    # the hosts' deploy lock, shared/.env and the smoke origins: OnHosts (deploy/targets/_hosts.py)
+    # the hosts' deploy lock and shared/.env: OnHosts (deploy/targets/_hosts.py)
+
+    def origins(self, state: dict[str, Any]) -> list[str]:
+        """The app's public URL, then each host's proxy (the app is served there, never on a
+        container's own port, which changes with every release); explicit health URLs win."""
+        s = self.s
+        if s.hosts.health_url or s.hosts.health_urls or not s.proxy.enabled or not s.hosts.hosts:
+            return super().origins(state)
+        out = [s.environment.app_url] if s.environment.app_url else []
+        for i, t in enumerate(self._targets()):
+            host = f"[{t.host}]" if ":" in t.host else t.host
+            out.append(f"http://{host}:{s.proxy.for_host(i, t.deploy_to).listen}")
+        return out
 
     # ------------------------------------------------------------ promote
 
@@ -275,8 +287,12 @@ class HostsImage(OnHosts):
         return {h: (st.current if st else None) for h, st, _ in self._read()}
 
     def releases(self) -> list[PlaceReleases]:
-        return [PlaceReleases(h, tuple(r.release for r in st.records) if st else (), st.current if st else None)
-                for h, st, _ in self._read()]
+        out = []
+        for h, st, _ in self._read():
+            rec = st.record(st.current) if st else None
+            out.append(PlaceReleases(h, tuple(r.release for r in st.records) if st else (), st.current if st else None,
+                                     f"live image {rec.ref}" if rec else ""))
+        return out
 
     def digests(self) -> dict[str, tuple[str | None, str | None]]:
         """host -> (live release, its image reference by digest): what `status` shows per host."""
