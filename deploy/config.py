@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import re
 import tomllib
@@ -515,12 +516,20 @@ def parse(raw: dict[str, Any], *, name: str, file: Path, root: Path) -> Settings
             f"Allowed sections: {', '.join(sorted(_SECTIONS))}.",
         )
     values: dict[str, Any] = {}
-    hints = typing.get_type_hints(Settings)
+    hints = _type_hints(Settings)
     for key, value in raw.items():
         values[key] = _coerce(hints[key], value, file, key)
     settings = Settings(name=name, file=file, root=root, **values)
     _check(settings)
     return settings
+
+
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    """A settings class's field types, resolved once per process: every settings file read
+    (and every table parsed by `parse_table`) would otherwise evaluate each section's string
+    annotations again, a cost `--dry-run` paid on every load."""
+    return typing.get_type_hints(tp)
 
 
 def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
@@ -530,7 +539,7 @@ def _coerce(tp: Any, value: Any, file: Path, key: str) -> Any:
         if not isinstance(value, dict):
             raise SettingsError(f"{file}: [{key}] must be a table, not {type(value).__name__}.")
         fields = {f.name: f for f in dataclasses.fields(tp)}
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         out = {}
         for k, v in value.items():
             if k not in fields:
