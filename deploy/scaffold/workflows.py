@@ -35,10 +35,6 @@ def _e(expr: str) -> str:
     return "${{ " + expr + " }}"
 
 
-def _indent(text: str, n: int) -> str:
-    return "".join((" " * n + ln) if ln.strip() else ln for ln in text.splitlines(keepends=True))
-
-
 def _env_block(pairs: Sequence[tuple[str, str]], n: int = 10) -> str:
     return "".join(f"{' ' * n}{k}: {v}\n" for k, v in pairs) or f"{' ' * n}NO_SECRETS: \"\"\n"
 
