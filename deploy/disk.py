@@ -12,6 +12,7 @@ hard-linked file counted once (releases, checkouts and the cache share files).
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from deploy.build.artifact import INDEX
 from deploy.config import Settings
 
 MB = 1024 * 1024
+TRASH = ".trash-"   # the prefix of folders being deleted in the background
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,30 @@ def usage(top: Path) -> int:
     entries several times faster than Python; its own walk is the fallback."""
     if not top.is_dir():
         return 0
+    # Folders already renamed aside for deletion in the background (`.trash-*`: removing big
+    # folders off the critical path) are gone as far as the bound is concerned.
     if shutil.which("du"):
-        r = proc.run(["du", "-s", "-B1", str(top)], timeout=120)
+        r = proc.run(["du", "-s", "-B1", f"--exclude={TRASH}*", str(top)], timeout=120)
         head = r.stdout.split()[:1] if r.ok else []
         if head and head[0].isdigit():
             return int(head[0])
-    return b.tree_bytes(top)
+    return _walk_bytes(top)
+
+
+def _walk_bytes(top: Path) -> int:
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for d, dirs, files in os.walk(top):
+        dirs[:] = [x for x in dirs if not x.startswith(TRASH)]
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(d, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total + os.lstat(top).st_blocks * 512
 
 
 def release_roots(s: Settings) -> list[Path]:
