@@ -28,6 +28,7 @@ from deploy.locations import artifacts_dir, build_key, source_dir
 from deploy.source import commit_time
 from deploy.testing.images import podman
 from deploy.testing.ports import free_port
+from deploy.testing.registry import Registry
 from deploy.testing.shopify_app import copy_shopify_app, http_get
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
@@ -145,6 +146,10 @@ def test_the_same_build_key_is_built_and_pushed_once(project, built):
                    env=project.podman_env)
     assert local.returncode == 1
     assert time.monotonic() - t0 < 10
+    # --dry-run says so too: the digest is reused once the registry confirms it has it.
+    shown = "\n".join(c.what for c in image_shows(s, project.sha, project.environ()))
+    assert f"reuse {first.ref.reference}" in shown and "skopeo inspect --raw" in shown
+    assert "podman build" not in shown and "podman push" not in shown
 
 
 def test_an_image_gone_from_the_registry_is_built_and_pushed_again(project, built):
@@ -344,3 +349,20 @@ def test_promote_dry_run_through_the_cli_shows_the_image_build_and_push_between_
     assert "CMD [\"sh\", \"-c\", \"react-router-serve ./build/server/index.js\"]" in image
     assert secret not in out + r.stderr and "ci-bot-" not in out + r.stderr
     assert "dry run: nothing was changed" in out and not (p.root / ".deploy" / "images").exists()
+
+
+def test_a_plain_http_registry_is_refused_unless_insecure_is_said_and_then_pushed_to(project, built, tmp_path):
+    _, art, _ = built
+    plain = Registry(tmp_path / "plain-registry", tls=False)
+    try:
+        s = project.settings(registry=plain.address, repository="occ/plain", ca_file="")
+        with pytest.raises(ImageFailed) as e:
+            build_image(s, art, project.environ(), commit=project.sha)
+        assert f"TLS with the registry {plain.address} failed" in e.value.message
+        assert "image.insecure = true" in (e.value.hint or "")
+        s = project.settings(registry=plain.address, repository="occ/plain", ca_file="", insecure=True)
+        environ = {**project.environ(), "REGISTRY_USERNAME": plain.username, "REGISTRY_PASSWORD": plain.password}
+        result = build_image(s, art, environ, commit=project.sha)
+        assert plain.digest("occ/plain", result.ref.tag) == result.ref.digest
+    finally:
+        plain.stop()
