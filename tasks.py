@@ -344,6 +344,18 @@ def hosts_rollback(c, env, to=None, yes=False):
     hosts.rollback(services(), env, to, yes)
 
 
+@task(name="setup", help={"env": ENV, "remove": "stop the proxy and remove its files instead (the undo)",
+                          "yes": YES_PROTECTED})
+@guarded
+def hosts_setup(c, env, remove=False, yes=False):
+    """Install and start the environment's [proxy] (caddy or nginx) on every host, for zero-downtime releases.
+
+    Safe to repeat: a proxy that runs keeps serving its live upstream. --remove undoes it."""
+    from deploy.flows import hosts
+
+    hosts.setup(services(), env, remove, yes)
+
+
 @task(name="versions", help={"env": ENV, "json": JSON})
 @guarded
 @reads_only
@@ -524,7 +536,7 @@ ns.add_collection(Collection("golive", golive_check))
 ns.add_collection(Collection("log", log_blocker, log_readiness))
 ns.add_collection(Collection("hotfix", hotfix_drill))
 ns.add_collection(Collection("evidence", evidence_collect))
-ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release, hosts_rollback))
+ns.add_collection(Collection("hosts", hosts_check, hosts_releases, hosts_release, hosts_rollback, hosts_setup))
 ns.add_collection(Collection("shopify", shopify_versions, shopify_deploy, shopify_release))
 ns.add_collection(Collection("db", db_status, db_migrate, db_rollback, db_resolve, db_backup, db_verify_backup,
                              db_restore, db_provision))

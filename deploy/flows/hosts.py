@@ -1,14 +1,15 @@
-"""`invoke hosts.*`: the host primitives on their own (check, list, release, roll back).
-A release or rollback runs as a plan with promote's rights and locks (flows/rights.py), recorded."""
+"""`invoke hosts.*`: the hosts on their own (check, list, release, roll back). Listing, release and
+rollback go through the environment's release target (deploy/targets/: a tree or an image on the
+hosts), as promote's and rollback's steps do; a release or rollback runs as a plan with promote's
+rights and locks (flows/rights.py), recorded."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timezone
 
 from deploy import build, hosts
-from deploy.errors import SettingsError
-from deploy.flows import rights, shapes
+from deploy.errors import DeployError, SettingsError
+from deploy.flows import rights, shapes, steps
 from deploy.flows.common import app_sha
 from deploy.ledger import ReleaseStatus
 from deploy.locations import find_artifact
@@ -39,15 +40,9 @@ def check(svc: Services, env: str, as_json: bool = False) -> int:
 
 def releases(svc: Services, env: str) -> None:
     """`invoke hosts.releases`: the releases on every host, the current one in brackets."""
-    for h in hosts.releases(_remote(svc, env).hosts):
-        svc.term.out(f"{h.host}: " + ", ".join(f"[{r}]" if r == h.current else r for r in h.releases))
-
-
-def _results(svc: Services, results) -> str:
-    return svc.term.table([(r.host, "ok" if r.ok else "FAIL", r.previous or "-", r.release or "-",
-                            f"{r.duration:.2f}s", r.error or (f"WARNING: {r.note}" if r.note else ""))
-                           for r in results],
-                          ("host", "verdict", "before", "after", "time", "problem"), optional=("time", "before"))
+    for h in steps.target(_remote(svc, env)).releases():
+        svc.term.out(f"{h.place}: " + ", ".join(f"[{r}]" if r == h.current else r for r in h.releases)
+                     + (f"  ({h.detail})" if h.detail else ""))
 
 
 def release(svc: Services, env: str, sha: str | None, yes: bool = False) -> None:
@@ -62,19 +57,17 @@ def release(svc: Services, env: str, sha: str | None, yes: bool = False) -> None
                             "which also runs the gate.")
     rid = build.new_release_id(full, datetime.now(timezone.utc))
     led = svc.ledger()
-    done = {}
+    t = steps.target(s)
 
     def run(ctx):
-        done["results"] = hosts.release(s.hosts, dataclasses.replace(art, release_id=rid), run_id=ctx.run_id,
-                                        env=hosts.hook_env(s.hosts, svc.environ), app=s.app,
-                                        keep_lock=True)   # the plan's lock step holds it until the run ends
+        done = t.release(ctx, rid, art, svc.environ)   # the plan's lock step holds the hosts' lock until the run ends
         led.record_release(env=s.name, release_id=rid, sha=full, artifact_sha256=art.sha256, run_id=ctx.run_id)
-        return f"{rid} live on {len(done['results'])} host(s)"
+        return done
 
-    rights.act(svc, s, "hosts.release", rights.one("hosts.release", f"release {rid} to every host", run), led=led,
-               yes=yes, question=f"Release {full[:12]} ({rid}) to every {s.name} host?", promotes=full,
-               release_id=rid, sha=full, args={"sha": full, "release_id": rid})
-    svc.term.out(_results(svc, done["results"]))
+    outcome = rights.act(svc, s, "hosts.release", rights.one("hosts.release", f"release {rid} to every host", run),
+                         led=led, yes=yes, question=f"Release {full[:12]} ({rid}) to every {s.name} host?",
+                         promotes=full, release_id=rid, sha=full, args={"sha": full, "release_id": rid})
+    svc.term.out(rights.result(led, outcome, "release"))
 
 
 def rollback(svc: Services, env: str, to: str | None, yes: bool = False) -> None:
@@ -83,21 +76,52 @@ def rollback(svc: Services, env: str, to: str | None, yes: bool = False) -> None
     if to is not None:
         hosts.validate_release_id(to)  # before anything is recorded or touched
     led = svc.ledger()
-    done = {}
+    t = steps.target(s)
 
     def run(ctx):
-        done["results"] = results = hosts.rollback(s.hosts, to, run_id=ctx.run_id,
-                                                   env=hosts.hook_env(s.hosts, svc.environ), app=s.app)
-        target = results[0].release if results else None
+        target = t.way_back(to).to   # `to`, else the release every host had before its current one
+        if target is None:
+            raise DeployError(f"The hosts of {s.name} hold no release before their current one.",
+                              f"See `invoke hosts.releases --env={s.name}`; name one with --to=RELEASE.")
+        done = t.rollback(ctx, target, expect=None, environ=svc.environ)
         known = {r.release_id for r in led.releases(s.name, limit=100)}
         if target in known:  # keep `status` and `invoke rollback` true to the hosts
             live = led.live_release(s.name)
             if live and live.release_id != target:
                 led.set_release_status(s.name, live.release_id, ReleaseStatus.ROLLED_BACK)
             led.set_release_status(s.name, target, ReleaseStatus.LIVE)
-        return f"hosts on {target or '-'}"
+        return done
 
-    rights.act(svc, s, "hosts.rollback", rights.one("hosts.rollback", f"switch every host to {to or 'the previous release'}",
-                                                   run), led=led, yes=yes,
-               question=f"Switch every {s.name} host to {to or 'the previous release'}?", release_id=to, args={"to": to})
-    svc.term.out(_results(svc, done["results"]))
+    outcome = rights.act(svc, s, "hosts.rollback",
+                         rights.one("hosts.rollback", f"switch every host to {to or 'the previous release'}", run),
+                         led=led, yes=yes, question=f"Switch every {s.name} host to {to or 'the previous release'}?",
+                         release_id=to, args={"to": to})
+    svc.term.out(rights.result(led, outcome, "rollback"))
+
+
+def setup(svc: Services, env: str, remove: bool = False, yes: bool = False) -> None:
+    """`invoke hosts.setup`: the environment's [proxy] installed and started on every host (idempotent;
+    a running proxy keeps its live upstream), or with `remove` stopped and its files removed; under the
+    hosts' deploy lock, recorded."""
+    s = _remote(svc, env)
+    if not s.proxy.enabled:
+        raise SettingsError(f'proxy.kind = "none" in {s.file.name}: there is no proxy to set up.',
+                            'Add [proxy] with kind = "caddy" or "nginx" (docs/runbooks/zero_downtime.md).')
+    led = svc.ledger()
+    done = {}
+    what = "remove" if remove else "setup"
+
+    def run(ctx):
+        fn = hosts.remove_proxy if remove else hosts.setup_proxy
+        done["results"] = results = fn(s.hosts, s.proxy, s.app)
+        return ", ".join(f"{r.host}: {r.done}" for r in results)
+
+    does = (f"stop {s.proxy.kind} and remove its files on every host" if remove else
+            f"install and start {s.proxy.kind} on every host (listening on the proxy port, first serving the app port)")
+    rights.act(svc, s, "hosts.setup", rights.one(f"hosts.{what}", does, run), led=led, yes=yes,
+               question=f"{'Remove' if remove else 'Set up'} {s.proxy.kind} on every {s.name} host?",
+               args={"remove": remove})
+    svc.term.out(svc.term.table([(r.host, r.done, r.listen, r.upstream or "-", r.error or "")
+                                 for r in done["results"]],
+                                ("host", "proxy", "listens on", "serves from port", "problem"),
+                                optional=("serves from port",)))

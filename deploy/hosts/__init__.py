@@ -37,6 +37,9 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
     _app        hooks, switch, start (supervisor or systemd), health, switching back
     _supervisor the script installed as bin/app: shared/.env by the dotenv dialect, acts on its own app only
     _release    release, undo_release, rollback: phases inside one skeleton (`_locked`)
+    _proxy      the per-host reverse proxy ([proxy]: caddy or nginx) as commands: switch, live upstream, setup
+    _slots      zero downtime on one host: the app on two ports, started beside the live one, the proxy switched
+    _setup      hosts.setup: the proxy installed and started on every host, or removed
     _views      releases, current_release, check (read-only)
 """
 
@@ -66,6 +69,13 @@ from deploy.hosts._upload import TreeEntry, artifact_tree, tree_lines, base_file
 from deploy.hosts._values import (RELEASE_ID, Target, HostResult, HostCheck, HostReleases, LockInfo, HostState,
                                   validate_release_id)
 from deploy.hosts._views import releases, current_release, check
+from deploy.hosts._setup import ProxyResult, setup_proxy, remove_proxy
+# _proxy.switch_command (the proxy's switch) keeps its module's name: deploy.hosts.switch_command is `current`'s.
+from deploy.hosts._proxy import (UPSTREAM_ID, UPSTREAM_NAME, PROBE_HEADER, SEEN_HEADER, PROXY_SWITCH_FAILED_EXIT,
+                                 upstream_command, caddy_config, nginx_config, proxy_setup_command,
+                                 proxy_remove_command, proxy_status_command, parse_proxy_status)
+from deploy.hosts._slots import (slot_ports, slot_command, slots_state_command, parse_slots_state, start_slot_command,
+                                 slot_health_command, stop_slot_command, converge)
 
 __all__ = [
     "RELEASE_ID", "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo", "HostState", "validate_release_id",
@@ -89,4 +99,10 @@ __all__ = [
     "hook_env", "http_health",
     "release", "undo_release", "rollback", "previous_of", "judge_target", "Judgement",
     "releases", "current_release", "check",
+    "ProxyResult", "setup_proxy", "remove_proxy",
+    "UPSTREAM_ID", "UPSTREAM_NAME", "PROBE_HEADER", "SEEN_HEADER", "PROXY_SWITCH_FAILED_EXIT", "upstream_command",
+    "caddy_config", "nginx_config", "proxy_setup_command", "proxy_remove_command", "proxy_status_command",
+    "parse_proxy_status",
+    "slot_ports", "slot_command", "slots_state_command", "parse_slots_state", "start_slot_command",
+    "slot_health_command", "stop_slot_command", "converge",
 ]

@@ -18,6 +18,7 @@ from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_
                                     same_app, start_facts_command, stop_app_command, supervise_command,
                                     switch_command, systemd_restart_command, unit_text, unlink_current_command)
 from deploy.hosts._group import _Host, _parallel
+from deploy.hosts._slots import converge
 from deploy.hosts._ssh import _HostError, _run
 from deploy.parallel import pmap
 from deploy.redact import Secret, redact
@@ -138,6 +139,8 @@ def _balancer(section, group: Sequence[_Host], action: str) -> bool:
 
 def _go_live(section, h: _Host, release_id: str, env) -> None:
     t = h.t
+    if h.proxy is not None:
+        return converge(section, h, release_id)   # beside the live app, then the proxy switches (_slots.py)
     if section.restart:
         hook = hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env))
         r = _run(h.conn, t, go_live_command(t, release_id, h.known.current != release_id, hook,
@@ -288,6 +291,8 @@ def _switch_back(section, hs: Sequence[_Host], release_id: str, env) -> None:
 
 def _restore(section, h: _Host, prev: str | None, env) -> None:
     t = h.t
+    if h.proxy is not None:
+        return converge(section, h, prev)
     if prev:
         _run(h.conn, t, switch_command(t, prev), section, f"switching back to {prev}")
         _start_app(section, h, prev, env, "after switching back")

@@ -22,7 +22,7 @@ from deploy.parallel import pmap
 from deploy.redact import redact
 
 if TYPE_CHECKING:
-    from deploy.config import AppSection
+    from deploy.config import AppSection, ProxySection
 
 
 def _now() -> datetime:
@@ -63,6 +63,7 @@ class _Host:
     uploaded: int = 0                     # bytes sent (SFTP, or a command's stdin) in this operation
     transfer: str = ""                    # how the release reached the host (HostResult.transfer)
     note: str = ""                        # a warning for the operator (HostResult.note)
+    proxy: ProxySection | None = None     # this host's [proxy] (for_host) when one fronts the app (_slots.py)
 
     @property
     def known(self) -> HostState:

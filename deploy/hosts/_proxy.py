@@ -35,8 +35,7 @@ UPSTREAM_ID = "occ_upstream"     # caddy: the @id of the reverse_proxy handler
 UPSTREAM_NAME = "occ_app"        # nginx: the upstream block's name
 PROBE_HEADER = "X-Occ-Probe"     # nginx: a request with this header gets...
 SEEN_HEADER = "X-Occ-Upstream"   # ...the upstream address that answered it
-SWITCH_FAILED_EXIT = 83          # the proxy could not be pointed at the new upstream (the old one still serves)
-NOT_RUNNING_EXIT = 84            # the proxy is not running on the host (run hosts.setup)
+PROXY_SWITCH_FAILED_EXIT = 83    # the proxy could not be pointed at the new upstream (the old one still serves)
 
 # The port at the end of the probe's header, and of caddy's first upstream `"dial":"127.0.0.1:PORT"`.
 _SEEN_SED = r"s/^" + SEEN_HEADER + r": *.*:\([0-9][0-9]*\)$/\1/Ip"
@@ -73,6 +72,13 @@ def _wait_for(cond: str, timeout: float, message: str, code: int) -> str:
             f"exit {code}; fi; sleep 0.05; done")
 
 
+def _old_workers(p: ProxySection) -> str:
+    """Sets $old to the pids of the nginx master's workers now (children in /proc)."""
+    return (f"old=; m=$(cat {sh(p.config_dir + '/nginx.pid')} 2>/dev/null); for f in /proc/[0-9]*/stat; do "
+            f"read -r st < \"$f\" 2>/dev/null || continue; st=${{st##*) }}; set -- $st; "
+            f"if [ -n \"$m\" ] && [ \"$2\" = \"$m\" ]; then w=${{f#/proc/}}; old=\"$old ${{w%/stat}}\"; fi; done; true")
+
+
 def upstream_command(p: ProxySection) -> str:
     """Prints the port of the upstream the proxy serves from (nothing when the proxy does not run)."""
     _resolved(p)
@@ -86,7 +92,7 @@ def upstream_command(p: ProxySection) -> str:
 
 def switch_command(p: ProxySection, port: int) -> str:
     """Points the proxy at 127.0.0.1:`port`; returns (exit 0) once it serves from it. Exit
-    SWITCH_FAILED_EXIT, the old upstream left in place, when it cannot be switched."""
+    PROXY_SWITCH_FAILED_EXIT, the old upstream left in place, when it cannot be switched."""
     _resolved(p)
     port = int(port)
     if not 0 < port < 65536:
@@ -96,21 +102,29 @@ def switch_command(p: ProxySection, port: int) -> str:
         patch = (f"curl -fsS --max-time {p.switch_timeout:g} -X PATCH -H 'Content-Type: application/json' "
                  f"-d {sh(body)} {sh(_admin_url(p, f'/id/{UPSTREAM_ID}/upstreams'))}")
         return (f"{{ {patch} >/dev/null || {{ echo {sh(f'caddy at {p.admin} refused the switch to port {port}')} >&2; "
-                f"exit {SWITCH_FAILED_EXIT}; }}; }} && "
+                f"exit {PROXY_SWITCH_FAILED_EXIT}; }}; }} && "
                 + _wait_for(f'[ "$({upstream_command(p)})" = {port} ]', p.switch_timeout,
-                            f"caddy at {p.admin} does not serve from port {port}", SWITCH_FAILED_EXIT))
+                            f"caddy at {p.admin} does not serve from port {port}", PROXY_SWITCH_FAILED_EXIT))
     if p.kind == "nginx":
         f = p.upstream_file
         text = f"upstream {UPSTREAM_NAME} {{ server 127.0.0.1:{port}; }}\n"
-        return (f"printf %s {sh(text)} > {sh(f + '.new')} && {{ cp -p {sh(f)} {sh(f + '.prev')} 2>/dev/null || "
-                f"rm -f {sh(f + '.prev')}; }} && mv -f {sh(f + '.new')} {sh(f)} && "
-                f"{{ if ! {_nginx(p, '-t', '-q')}; then if [ -e {sh(f + '.prev')} ]; then mv -f {sh(f + '.prev')} "
-                f"{sh(f)}; fi; echo {sh(f'nginx -t refused the config with upstream port {port}; the old one stays')} "
-                f">&2; exit {SWITCH_FAILED_EXIT}; fi; }} && "
-                f"{{ {_nginx(p, '-s', 'reload')} || exit {SWITCH_FAILED_EXIT}; }} && "
-                + _wait_for(f'[ "$({_probe(p)})" = {port} ]', p.switch_timeout,
-                            f"nginx on port {p.listen} does not serve from port {port} after the reload",
-                            SWITCH_FAILED_EXIT))
+        fail = f"exit {PROXY_SWITCH_FAILED_EXIT}"
+        tries = max(1, int(p.switch_timeout / 0.05))
+        return "\n".join([
+            f"printf %s {sh(text)} > {sh(f + '.new')} || {fail}",
+            f"cp -p {sh(f)} {sh(f + '.prev')} 2>/dev/null || rm -f {sh(f + '.prev')}",
+            f"mv -f {sh(f + '.new')} {sh(f)} || {fail}",
+            f"if ! {_nginx(p, '-t', '-q')}; then if [ -e {sh(f + '.prev')} ]; then mv -f {sh(f + '.prev')} {sh(f)}; "
+            f"fi; echo {sh(f'nginx -t refused the config with upstream port {port}; the old one stays')} >&2; {fail}; fi",
+            _old_workers(p),
+            f"{_nginx(p, '-s', 'reload')} || {fail}",
+            # The old workers stop accepting when the master's signal reaches them; until they are
+            # gone a new connection may still be served from the old upstream (bounded: a worker
+            # busy with a long request may outlive the wait; it no longer accepts by then).
+            f'i=0; while ( for w in $old; do kill -0 "$w" 2>/dev/null && exit 0; done; exit 1 ) && [ $i -lt {tries} ]; '
+            f"do i=$((i + 1)); sleep 0.05; done",
+            _wait_for(f'[ "$({_probe(p)})" = {port} ]', p.switch_timeout,
+                      f"nginx on port {p.listen} does not serve from port {port} after the reload", PROXY_SWITCH_FAILED_EXIT)])
     raise ValueError(f"Bug: proxy.kind = {p.kind!r} cannot be switched")
 
 
@@ -173,7 +187,7 @@ def _running(pidfile: str) -> str:
     return f'{{ [ -s {sh(pidfile)} ] && kill -0 "$(cat {sh(pidfile)})" 2>/dev/null; }}'
 
 
-def setup_command(p: ProxySection, port: int) -> str:
+def proxy_setup_command(p: ProxySection, port: int) -> str:
     """Install and start the proxy (idempotent): its config (first pointed at 127.0.0.1:`port`,
     the host's app port) and its process. A proxy that already runs keeps its live upstream.
     Prints `started` when it started the proxy, `running` when it was running."""
@@ -212,8 +226,8 @@ def setup_command(p: ProxySection, port: int) -> str:
     raise ValueError(f"Bug: proxy.kind = {p.kind!r} cannot be set up")
 
 
-def remove_command(p: ProxySection) -> str:
-    """The undo of setup_command: stop the proxy and remove config_dir."""
+def proxy_remove_command(p: ProxySection) -> str:
+    """The undo of proxy_setup_command: stop the proxy and remove config_dir."""
     _resolved(p)
     d = p.config_dir
     pidfile = f"{d}/{'caddy' if p.kind == 'caddy' else 'nginx'}.pid"
@@ -222,15 +236,15 @@ def remove_command(p: ProxySection) -> str:
     return f"{stop}; rm -rf {sh(d)}"
 
 
-def status_command(p: ProxySection) -> str:
-    """`kind=<caddy|nginx> running=<0|1> upstream=<port or empty>` (parse_status)."""
+def proxy_status_command(p: ProxySection) -> str:
+    """`kind=<caddy|nginx> running=<0|1> upstream=<port or empty>` (parse_proxy_status)."""
     _resolved(p)
     pidfile = f"{p.config_dir}/{'caddy' if p.kind == 'caddy' else 'nginx'}.pid"
     return (f"if {_running(pidfile)}; then r=1; else r=0; fi; "
             f"printf 'kind={p.kind} running=%s upstream=%s\\n' \"$r\" \"$({upstream_command(p)})\"")
 
 
-def parse_status(text: str) -> dict[str, str]:
-    """status_command's line as a dict (kind, running, upstream)."""
+def parse_proxy_status(text: str) -> dict[str, str]:
+    """proxy_status_command's line as a dict (kind, running, upstream)."""
     line = (text.strip().splitlines() or [""])[-1]
     return dict(part.split("=", 1) for part in line.split() if "=" in part)

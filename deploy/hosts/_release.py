@@ -30,7 +30,7 @@ from deploy.hosts._values import HostResult, HostState, validate_release_id
 
 if TYPE_CHECKING:
     from deploy.build.artifact import Artifact
-    from deploy.config import AppSection, HostsSection
+    from deploy.config import AppSection, HostsSection, ProxySection
 
 
 # ---------------------------------------------------------------- the skeleton
@@ -86,11 +86,14 @@ class _Locked:
 
 @contextmanager
 def _locked(section, app: AppSection | None, *, run_id: str, release_id: str, now: datetime,
-            upload_name: str | None = None, keep_lock: bool = False, manifest: bool = False) -> Iterator[_Locked]:
+            upload_name: str | None = None, keep_lock: bool = False, manifest: bool = False,
+            proxy: ProxySection | None = None) -> Iterator[_Locked]:
     """Connect to every host, take its lock and read its state (phase 1); close every
     connection whatever happens. LockHeld (every lock taken here released) when another
     run holds a host; a host that failed to open carries its error into the operation."""
-    hs = [_Host(t, app=app) for t in targets(section, app)]
+    on = proxy is not None and proxy.enabled
+    hs = [_Host(t, app=app, proxy=proxy.for_host(i, t.deploy_to) if on and proxy else None)
+          for i, t in enumerate(targets(section, app))]
     try:
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True,
                   manifest=manifest)
@@ -116,7 +119,7 @@ def _discard_prepared(section, hs: Sequence[_Host]) -> None:
 
 def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: datetime | None = None,
             env: dict[str, str] | None = None, keep_lock: bool = False,
-            app: AppSection | None = None) -> list[HostResult]:
+            app: AppSection | None = None, proxy: ProxySection | None = None) -> list[HostResult]:
     """Release `artifact` to every host; all switch, or none stays switched.
 
     Returns one HostResult per host (in settings order) when every host is on the new
@@ -137,7 +140,7 @@ def release(section: HostsSection, artifact: Artifact, *, run_id: str, now: date
     what = f"release {release_id}"
     upload_name = f"{release_id}.tar.gz"
     with _locked(section, app, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name,
-                 keep_lock=keep_lock, manifest=section.delta) as op:
+                 keep_lock=keep_lock, manifest=section.delta, proxy=proxy) as op:
         op.stop_before_switch(what, "before any host switched; every host stays on its release")
         delta = _Delta(local) if section.delta else None
         try:
@@ -192,7 +195,7 @@ def _prepare(section, h: _Host, artifact, local: Path, release_id: str, upload_n
 
 def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: datetime | None = None,
                  env: dict[str, str] | None = None, keep_lock: bool = False,
-                 app: AppSection | None = None) -> list[HostResult]:
+                 app: AppSection | None = None, proxy: ProxySection | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts on it go back to the release they were
     on before it (recorded in releases/<id>/.previous), hosts elsewhere are left alone.
     Safe to repeat, and to run after the release's process was killed (same run id)."""
@@ -215,7 +218,8 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
         line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
         _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
 
-    with _locked(section, app, run_id=run_id, release_id=release_id, now=now, keep_lock=keep_lock) as op:
+    with _locked(section, app, run_id=run_id, release_id=release_id, now=now, keep_lock=keep_lock,
+                 proxy=proxy) as op:
         _parallel(op.hs, one, section.max_parallel)
         op.unlock()
         results = _results(op.hs)
@@ -229,7 +233,7 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
 
 def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: datetime | None = None,
              env: dict[str, str] | None = None, app: AppSection | None = None,
-             expect: str | None = None) -> list[HostResult]:
+             expect: str | None = None, proxy: ProxySection | None = None) -> list[HostResult]:
     """Switch every host to release `to` (default: the release before current, which
     must be the same on all hosts), restart and check health. Checks every host before
     switching any: the target is there, of the same app, and exactly as it was released
@@ -241,7 +245,7 @@ def rollback(section: HostsSection, to: str | None = None, *, run_id: str, now: 
         validate_release_id(to)
     env = _check_env(env)
     now = now or _now()
-    with _locked(section, app, run_id=run_id, release_id=to or "rollback", now=now) as op:
+    with _locked(section, app, run_id=run_id, release_id=to or "rollback", now=now, proxy=proxy) as op:
         if not op.failed():
             _check_rollback_target(section, op.hs, to)
         stale = [h for h in op.hs if not h.error and expect and h.known.current not in (expect, to or previous_of(h.known))]

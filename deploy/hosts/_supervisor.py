@@ -152,6 +152,7 @@ _SCRIPT = r'''#!/bin/sh
 #   app status                                  "running PID" (exit 0) or "stopped" (exit 3)
 #   app check-env                               exit 1 naming the line when shared/.env cannot reach the app as written
 #   app run PORT_VAR PORT -- ARGV...            exec ARGV with the app's environment (a systemd unit runs this)
+#   app --slot PORT ACTION ...                  the same for the app of one port of the proxy's pair (run/app-PORT.pid)
 #
 # The app's environment is explicit: PATH (node_modules/.bin first), HOME, LANG, the variables
 # of shared/.env (python-dotenv's dialect, no ${VAR} expansion), then PORT_VAR=PORT,
@@ -303,6 +304,13 @@ _exec() {
   eval "exec env $words \"\$@\""
 }
 
+# `app --slot PORT ACTION ...`: the app on one port of the proxy's pair (deploy/hosts/_slots.py), with its
+# own pidfile, so a release starts beside the live app instead of replacing it.
+if [ "${1:-}" = --slot ]; then
+  case ${2:-} in ''|*[!0-9]*) echo "usage: app --slot PORT start|restart|stop|status ..." >&2; exit 2 ;; esac
+  pidfile="$root/run/app-$2.pid"
+  shift 2
+fi
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case $cmd in

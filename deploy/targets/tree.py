@@ -10,21 +10,18 @@ from typing import TYPE_CHECKING, Mapping
 from deploy import hosts
 from deploy.errors import DeployError, LockHeld, SettingsError
 from deploy.facts import HostsReleaseFacts
-from deploy.targets._base import Command, PlaceReleases, ReleaseTarget, RunState, Unlocked, WayBack
+from deploy.targets._base import Command, PlaceReleases, RunState, WayBack
+from deploy.targets._hosts import OnHosts
 from deploy.targets.local import start_argv
 
 if TYPE_CHECKING:
     from deploy.build import Artifact
 
 
-class HostsTree(ReleaseTarget):
+class HostsTree(OnHosts):
     """The environment's [hosts], all at once or in rolling batches (deploy/hosts/)."""
 
     name = "tree on hosts"
-
-    @property
-    def shared(self) -> bool:
-        return bool(self.s.hosts.hosts)   # runners of other ledgers may release to the same hosts
 
     @property
     def ledger_first(self) -> bool:
@@ -32,9 +29,6 @@ class HostsTree(ReleaseTarget):
 
     def _hook_env(self, environ: Mapping[str, str]) -> dict[str, str]:
         return hosts.hook_env(self.s.hosts, environ)
-
-    def _targets(self):
-        return hosts.targets(self.s.hosts, self.s.app)
 
     # ------------------------------------------------------------ before anything changes
 
@@ -58,21 +52,7 @@ class HostsTree(ReleaseTarget):
             self._hook_env(environ)   # an unset or secret hook variable fails before anything changes
         return note
 
-    def lock(self, run_id: str, release_id: str) -> list[str]:
-        return hosts.acquire_lock(self.s.hosts, run_id=run_id, release_id=release_id)
-
-    def unlock(self, run_id: str) -> list[str]:
-        return hosts.release_lock(self.s.hosts, run_id=run_id)
-
-    def unlock_reachable(self, run_id: str) -> Unlocked:
-        freed, dead = hosts.release_reachable_locks(self.s.hosts, run_id=run_id)
-        return Unlocked(tuple(freed), tuple(dead))
-
-    def lock_text(self) -> str:
-        return f"take the deploy lock on every host ({self.s.hosts.deploy_to}/.deploy-lock) until the run ends"
-
-    def lock_shows(self) -> list[Command]:
-        return [Command(t.name, hosts.lock_command(t, "<holder, run, release, time>")) for t in self._targets()]
+    # the hosts' deploy lock, shared/.env and the smoke origins: OnHosts (deploy/targets/_hosts.py)
 
     # ------------------------------------------------------------ promote
 
@@ -83,7 +63,7 @@ class HostsTree(ReleaseTarget):
         try:
             # The run's lock step holds the hosts' lock until the run ends.
             results = hosts.release(s.hosts, art, run_id=state.id, keep_lock=True,
-                                    env=self._hook_env(environ), app=s.app)
+                                    env=self._hook_env(environ), app=s.app, proxy=s.proxy)
         except LockHeld:
             state.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
             raise
@@ -96,7 +76,7 @@ class HostsTree(ReleaseTarget):
         if (state.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(self.s.hosts, release_id, run_id=state.id, keep_lock=True,
-                                     env=self._hook_env(environ), app=self.s.app)
+                                     env=self._hook_env(environ), app=self.s.app, proxy=self.s.proxy)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     def release_text(self, release_id: str) -> str:
@@ -174,7 +154,7 @@ class HostsTree(ReleaseTarget):
 
     def rollback(self, state: RunState, to: str, *, expect: str | None, environ: Mapping[str, str]) -> str:
         results = hosts.rollback(self.s.hosts, to or None, run_id=state.id, env=self._hook_env(environ),
-                                 app=self.s.app, expect=expect)
+                                 app=self.s.app, expect=expect, proxy=self.s.proxy)
         for r in results:
             if r.note:
                 state.note(f"WARNING {r.host}: {r.note}")
