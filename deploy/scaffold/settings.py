@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.scaffold.detect import install_argv
+from deploy.scaffold.detection import install_argv
 from deploy.scaffold.facts import AppFacts
 from deploy.scaffold.variables import toml_str
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from deploy.scaffold.detect import install_argv
+from deploy.scaffold.detection import install_argv
 from deploy.scaffold.facts import AppFacts
 from deploy.scaffold.variables import variables
 

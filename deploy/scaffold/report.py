@@ -5,7 +5,7 @@ build plan, a missing test runner."""
 from __future__ import annotations
 
 from deploy import build
-from deploy.scaffold.detect import LOCK_OF
+from deploy.scaffold.detection import LOCK_OF
 from deploy.scaffold.facts import ENVIRONMENTS, AppFacts
 
 
