@@ -22,17 +22,26 @@ from deploy.proc import child_env, run
 GIT_SHA = re.compile(r"^[0-9a-f]{7,64}$")
 
 
+# Folder -> its repository's top level, as git answered once in this process: a plan asks for
+# it several times (build key, checkout, migrations), each a `git rev-parse` otherwise (7 per
+# `promote --dry-run`). Only answers are kept; a folder that is not in a repository is asked again.
+_TOPS: dict[str, Path] = {}
+
+
 def repo_of(app_dir: Path) -> tuple[Path, str]:
     """(repository top level, app_dir relative to it)."""
     if not app_dir.is_dir():
         raise SettingsError(f"The app folder {app_dir} does not exist.",
                             "Set environment.app_dir in env/<name>.toml to the app's folder.")
-    r = run(["git", "-C", str(app_dir), "rev-parse", "--show-toplevel"])
-    if not r.ok:
-        raise SettingsError(f"{app_dir} is not inside a git repository, so no commit can be deployed from it.",
-                            "Deploy from a git checkout of the app.")
-    top = Path(r.stdout.strip()).resolve()
-    return top, os.path.relpath(app_dir.resolve(), top)
+    here = app_dir.resolve()
+    top = _TOPS.get(str(here))
+    if top is None or not (top / ".git").exists():
+        r = run(["git", "-C", str(app_dir), "rev-parse", "--show-toplevel"])
+        if not r.ok:
+            raise SettingsError(f"{app_dir} is not inside a git repository, so no commit can be deployed from it.",
+                                "Deploy from a git checkout of the app.")
+        top = _TOPS[str(here)] = Path(r.stdout.strip()).resolve()
+    return top, os.path.relpath(here, top)
 
 
 def checkout(app_dir: Path, sha: str, dest_root: Path, name: str | None = None) -> Path:
