@@ -16,6 +16,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from deploy import trash
 from deploy.errors import BuildFailed, SettingsError
 from deploy.proc import child_env, run
 
@@ -111,7 +112,7 @@ def prune(dest_root: Path, keep: int, protect=()) -> list[str]:
     protect = set(protect)
     doomed = [name for _, name in done[keep:] if name.split("-", 1)[0] not in protect]
     for name in doomed:
-        shutil.rmtree(dest_root / name, ignore_errors=True)
+        trash.discard(dest_root / name)   # renamed aside now, deleted in the background (deploy.trash)
     return doomed
 
 

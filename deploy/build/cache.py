@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from deploy import proc
+from deploy import proc, trash
 from deploy.build.cachekey import deps_key, npm_context, tool_versions
 from deploy.build.entry import PROD_INFO, SPARE, entry_ok, entry_scan, prod_ready, prod_sha256, stamp_is, touch
 from deploy.build.ops import fs, scan_tree, sha256_file, step, tree_bytes, tree_stamp
@@ -346,7 +346,7 @@ def prune_deps_cache(cache_root: str | Path, keep: int, protect: Iterable[str] =
             if pid <= 0 or not proc.pid_alive(pid):
                 fs(["rm", "-rf", str(d)], "removing an interrupted cache fill")
             continue
-        if d.is_dir():
+        if d.is_dir() and not d.name.startswith("."):   # .trash-*: being deleted (deploy.trash)
             try:
                 used = (d / "used").stat().st_mtime
             except OSError:
@@ -356,7 +356,7 @@ def prune_deps_cache(cache_root: str | Path, keep: int, protect: Iterable[str] =
     protect = set(protect)
     doomed = [name for _, name in rows[max(1, keep):] if name not in protect]
     for name in doomed:
-        fs(["rm", "-rf", str(root / name)], "pruning the dependency cache")
+        trash.discard(root / name)   # renamed aside now, deleted in the background (deploy.trash)
     return doomed
 
 
@@ -382,7 +382,7 @@ def prune_deps_cache_to_size(cache_root: str | Path, max_mb: int, protect: Itera
             break
         if name in protect:
             continue
-        fs(["rm", "-rf", str(root / name)], "pruning the dependency cache to app.cache_max_mb")
+        trash.discard(root / name)
         total -= size
         doomed.append(name)
     return doomed

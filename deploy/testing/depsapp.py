@@ -68,10 +68,23 @@ def add_deps(app: Path, *, version: str = "1.0.0") -> Path:
 
 
 def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = False, schema: str = "",
-                  build_writes: Mapping[str, str] | None = None) -> Path:
-    """The app at `dest` (created), with its lockfile and without node_modules."""
+                  build_writes: Mapping[str, str] | None = None, workspace: str = "") -> Path:
+    """The app at `dest` (created), with its lockfile and without node_modules. `workspace`:
+    the app is an npm workspace root with one package, extensions/<workspace>, which depends
+    on a package of its own (`extlib`, a runtime dependency only it names)."""
     dest.mkdir(parents=True)
     deps, dev = _vendor(dest, version)
+    if workspace:
+        work = dest.parent / f".{dest.name}-extlib"
+        _package(work, "extlib", "3.0.0", "module.exports = 'extlib';\n")
+        _npm(work / "extlib", "pack", "--pack-destination", str(dest / "vendor"))
+        shutil.rmtree(work)
+        ext = dest / "extensions" / workspace
+        ext.mkdir(parents=True)
+        (ext / "package.json").write_text(json.dumps({
+            "name": workspace, "version": "0.1.0", "private": True,
+            "dependencies": {"extlib": "file:../../vendor/extlib-3.0.0.tgz"}}, indent=2) + "\n")
+        (ext / "index.js").write_text("module.exports = require('extlib');\n")
     build = "node build.mjs"
     (dest / "build.mjs").write_text(
         "import { createRequire } from 'node:module';\n"
@@ -95,6 +108,8 @@ def make_deps_app(dest: Path, *, version: str = "1.0.0", damage_cache: bool = Fa
         "dependencies": deps,
         "devDependencies": dev,
     }
+    if workspace:
+        pkg["workspaces"] = ["extensions/*"]
     (dest / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
     _npm(dest, "install", "--no-audit", "--no-fund")
     shutil.rmtree(dest / "node_modules")
