@@ -1,19 +1,18 @@
 """Where an environment's things are: the folders under .deploy/ (the artifact store, a commit's
-checkout and its artifact), the URLs the app answers on, its migrations folder,
-where SQLite paths resolve, and the database URLs (the toolkit's session URL and the app's own).
+checkout and its artifact), its migrations folder, where SQLite paths resolve, and the database
+URLs (the toolkit's session URL and the app's own). Where releases go is the release target's
+(deploy/targets/).
 Pure over the settings and the environment given, except the checkout (extracted once)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlsplit
 
 from deploy import build as b
-from deploy import dburl, hosts
+from deploy import dburl
 from deploy.config import Settings
 from deploy.errors import DeployError, SettingsError
-from deploy.facts import Serving, get
 from deploy.redact import Secret
 from deploy.source import checkout, repo_of
 
@@ -51,24 +50,6 @@ def build_key(s: Settings, sha: str) -> b.BuildKey:
 def find_artifact(s: Settings, sha: str):
     """The stored artifact of the environment's build of `sha`, or None."""
     return b.find(artifacts_dir(s), build_key(s, sha))
-
-
-def base_urls(s: Settings, state: dict) -> list[str]:
-    """The app's URL and each host's origin, for smoke checks (`state`: a run's facts)."""
-    urls = []
-    if s.is_local:
-        serving = get(state, Serving)
-        if serving:
-            urls.append(serving.url)
-    else:
-        if s.environment.app_url:
-            urls.append(s.environment.app_url)
-        if s.hosts.hosts:
-            for t in hosts.targets(s.hosts, s.app):
-                if t.health_url:
-                    u = urlsplit(t.health_url)
-                    urls.append(f"{u.scheme}://{u.netloc}")
-    return urls
 
 
 def migrations_dir(s: Settings, app: Path | None = None) -> Path:

@@ -279,3 +279,80 @@ def test_every_function_of_the_cli_edge_is_used():
 def test_the_dead_helper_finder_sees_an_unused_function_and_not_a_used_one():
     src = "def used():\n    pass\n\ndef helper():\n    used()\n\ndef dead():\n    x.dead()\n\ndef outside():\n    pass\n"
     assert cli_functions_nothing_calls(src, ["from deploy.cli import helper", "cli.outside()"]) == ["dead"]
+
+
+# ----------------------------------------------------------------------------- the packages split from one module
+
+SPLIT = {"deploy.engine": "deploy/engine", "deploy.ledger": "deploy/ledger", "deploy.flows.steps": "deploy/flows/steps"}
+
+
+def names_taken_from(module: str, sources: list[str]) -> set[str]:
+    """Every name the `sources` take from `module`: `from module import X`, and `alias.X` where
+    `alias` is the module (`from deploy.flows import steps`, `import deploy.ledger as led`)."""
+    parent, _, leaf = module.rpartition(".")
+    found: set[str] = set()
+    for src in sources:
+        tree = ast.parse(src)
+        aliases = set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module == module:
+                found.update(a.name for a in n.names if a.name != "*")
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module == parent:
+                aliases.update(a.asname or a.name for a in n.names if a.name == leaf)
+            elif isinstance(n, ast.Import):
+                aliases.update(a.asname for a in n.names if a.name == module and a.asname)
+        found.update(n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                     and isinstance(n.value, ast.Name) and n.value.id in aliases)
+    return found
+
+
+def test_the_name_finder_sees_every_way_a_name_is_taken():
+    srcs = ["from deploy.ledger import Ledger, NOW\n", "from deploy.flows import steps as s\ns.build(1)\n",
+            "import deploy.engine as e\ne.Plan\n", "from deploy import ledger\n"]
+    assert names_taken_from("deploy.ledger", srcs) == {"Ledger", "NOW"}
+    assert names_taken_from("deploy.flows.steps", srcs) == {"build"}
+    assert names_taken_from("deploy.engine", srcs) == {"Plan"}
+
+
+@pytest.mark.parametrize("module", sorted(SPLIT))
+def test_a_split_package_still_offers_every_name_taken_from_the_module_it_was(module):
+    import importlib
+
+    pkg = importlib.import_module(module)
+    sources = [p.read_text() for p in [ROOT / "tasks.py", *DEPLOY.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+               if not p.is_symlink() and not p.is_relative_to(ROOT / SPLIT[module])]
+    missing = names_taken_from(module, sources) - set(pkg.__all__)
+    assert not missing, f"{module} no longer offers {sorted(missing)}: re-export them from its __init__.py"
+    assert [n for n in pkg.__all__ if not hasattr(pkg, n)] == []
+
+
+@pytest.mark.parametrize("path", [p for d in SPLIT.values() for p in sorted((ROOT / d).glob("*.py"))], ids=rel)
+def test_a_module_of_a_split_package_says_its_one_job_and_stays_under_700_lines(path):
+    text = path.read_text()
+    assert ast.get_docstring(ast.parse(text)), f"{rel(path)} does not open with a docstring saying its job"
+    assert len(text.splitlines()) < 700, f"{rel(path)} has {len(text.splitlines())} lines"
+
+
+def functions_nothing_calls(paths: list[Path], users: list[str]) -> list[str]:
+    """Top-level functions and methods defined in `paths` whose name appears nowhere else in
+    `users` (the repository's Python sources) than at its own definition."""
+    import collections
+    import re
+
+    words = collections.Counter(w for u in users for w in re.findall(r"[A-Za-z_]\w*", u))
+    dead = []
+    for p in paths:
+        tree = ast.parse(p.read_text())
+        for node in tree.body:
+            defs = [node] if isinstance(node, ast.FunctionDef) else []
+            if isinstance(node, ast.ClassDef):
+                defs += [n for n in node.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("__")]
+            dead += [f"{rel(p)}:{d.name}" for d in defs if words[d.name] <= 1]
+    return dead
+
+
+@pytest.mark.parametrize("folder", ["deploy/engine", "deploy/ledger", "deploy/flows"])
+def test_no_function_of_the_engine_ledger_or_flows_is_called_by_nothing(folder):
+    users = [p.read_text() for p in [ROOT / "tasks.py", *DEPLOY.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+             if not p.is_symlink()]
+    assert functions_nothing_calls(sorted((ROOT / folder).rglob("*.py")), users) == []

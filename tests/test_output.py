@@ -276,8 +276,9 @@ def test_read_only_tasks_print_json(project):
 
 def test_hosts_and_shopify_json_shapes():
     from deploy.flows import shapes
-    from deploy.hosts import HostCheck, LockInfo
+    from deploy.hosts import HostCheck
     from deploy.shopify import AppVersion
+    from deploy.targets import PlaceLock
 
     h = shapes.hosts_check([HostCheck("web1", True, True, 2048, "20260101-abc"),
                             HostCheck("web2", False, error="cannot reach web2:22")], "staging")
@@ -293,7 +294,7 @@ def test_hosts_and_shopify_json_shapes():
          "created_by": "ci", "message": "release r-2"},
         {"version_tag": None, "status": "inactive", "active": False, "created_at": None, "created_by": None,
          "message": None}]
-    hl = shapes.lock_status([], [LockInfo("web1", "ci@runner", "run1", at, "r-2")])
+    hl = shapes.lock_status([], [PlaceLock("web1", "ci@runner", "run1", at, "r-2")])
     assert hl["host_locks"] == [{"host": "web1", "holder": "ci@runner", "run_id": "run1",
                                  "acquired_at": "2026-01-02T03:04:05Z", "release": "r-2"}]
     json.dumps(h), json.dumps(v), json.dumps(hl)

@@ -6,9 +6,8 @@ import time
 from pathlib import Path
 
 from deploy import facts, feedback, hosts, proc, summary
-from deploy.engine import Console, Plan, Runner, Step
 from deploy.errors import DeployError, PlanChanged, SettingsError
-from deploy.facts import PromotionRecord  # noqa: F401  (rollback and drill read it from here)
+from deploy.facts import PromotionRecord
 from deploy.ledger import Ledger, ReleaseRow, RunRow, RunStatus, StepStatus, UndoStatus
 from deploy.services import Services
 
@@ -76,21 +75,6 @@ def unfinished_run(led: Ledger, env: str, flow: str) -> RunRow:
         break
     raise DeployError(f"{env} has no interrupted {flow} run to resume or abort.",
                       f"`invoke status` shows the environment's runs; start a new one with `invoke {flow} --to={env}`.")
-
-
-def one_step(s, name: str, does: str, fn, *, led: Ledger, args: dict | None = None, release_id: str | None = None,
-             sha: str | None = None):
-    """Run a single primitive that changes an environment as a one-step plan: under the
-    environment's lock (LockHeld naming the holder while another run has it), recorded in
-    the ledger as a run of flow `name` (e.g. db.restore). `fn(ctx)` returns the result line.
-    Raises the primitive's own error when it fails; returns the Outcome otherwise."""
-
-    plan = Plan(name, s.name, [Step(name.split(".")[-1], does, run=fn)], sha=sha, release_id=release_id,
-                args=args or {}, failed_status=RunStatus.FAILED)
-    outcome = Runner(led, Console(quiet=True)).execute(plan)
-    if not outcome.ok:
-        raise outcome.error or DeployError(f"{name} on {s.name} ended {outcome.status} (run {outcome.run_id}).")
-    return outcome
 
 
 def report(settings, led: Ledger, outcome, *, title: str, kind: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploy import envs, hosts
+from deploy import envs
 from deploy.errors import SettingsError
 from deploy.flows import rights, shapes, steps
 from deploy.services import Services
@@ -45,7 +45,8 @@ def push(svc: Services, env: str, *, yes: bool = False, dry_run: bool = False) -
     the environment's ledger lock and the hosts' deploy lock, recorded; a protected
     environment asks first (or --yes). A host that fails gets its previous file back."""
     s = svc.settings(env)
-    if s.is_local or not s.hosts.hosts:
+    t = steps.target(s)
+    if not t.holds_env:
         raise SettingsError(f"{env} has no hosts ([hosts] hosts in {s.file.name} is empty).",
                             "env.push writes shared/.env on an environment's hosts; the local app reads env/ itself.")
     environ = svc.environ_for(s.name)
@@ -56,9 +57,9 @@ def push(svc: Services, env: str, *, yes: bool = False, dry_run: bool = False) -
                             f"Fix them, then run `invoke env.push --env={env}` again.")
     text = steps.shared_env_text(s, environ)
     names = _names(text)
-    where = [t.name for t in hosts.targets(s.hosts, s.app)]
+    where = t.places()
     if dry_run:
-        svc.term.out(f"would write {s.hosts.deploy_to}/shared/.env (0600) on {', '.join(where)} with "
+        svc.term.out(f"would write {t.env_file()} (0600) on {', '.join(where)} with "
                      f"{len(names)} variable(s): {', '.join(names)}\ndry run: nothing was changed.")
         return
     # A promotion's rights and locks (flows/rights.py): the hosts' deploy lock for the run, the

@@ -109,7 +109,7 @@ def lock_status(ledger_locks, host_locks, now: float | None = None) -> dict[str,
             "heartbeat_clock": ("ledger" if lk.shared_clock or lk.token is None else
                                 "boottime" if lk.silence() is not None else None),
         } for lk in ledger_locks],
-        "host_locks": [{"host": h.host, "holder": h.holder, "run_id": h.run_id or None,
+        "host_locks": [{"host": h.place, "holder": h.holder, "run_id": h.run_id or None,
                         "acquired_at": _iso(h.acquired_at), "release": h.release or None} for h in host_locks],
     }
 

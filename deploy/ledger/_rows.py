@@ -207,11 +207,6 @@ class LockRow:
         silent = boot - self.beat_clock
         return silent if silent >= 0 else None   # a beat "after" now is another clock's: unmeasurable
 
-    def silent_for(self, now: float | None = None) -> float:
-        """silence(), or (for display only) the wall-clock difference when it cannot be measured."""
-        s = self.silence()
-        return s if s is not None else (now or time.time()) - self.last_seen
-
     def holder_alive(self) -> bool | None:
         """True/False when this process can check the holder (same boot and pid namespace: its pid
         and that pid's start time); None when it cannot (another machine, container or namespace)."""

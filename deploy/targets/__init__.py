@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploy.targets._base import (METHODS, Command, PlaceReleases, ReleaseTarget, RunState, Unlocked,
-                                  WayBack)
+from deploy.targets._base import (METHODS, Command, PlaceLock, PlaceReleases, ReleaseTarget, RunState,
+                                  Unlocked, WayBack)
 from deploy.errors import SettingsError
 from deploy.targets.image import HostsImage
 from deploy.targets.local import LocalTree
@@ -69,5 +69,5 @@ def target_for(s: Settings) -> ReleaseTarget:
     return remote_cls(s)
 
 
-__all__ = ["METHODS", "TARGETS", "Command", "HostsImage", "HostsTree", "LocalTree", "PlaceReleases", "ReleaseTarget",
-           "RunState", "Unlocked", "WayBack", "target_for"]
+__all__ = ["METHODS", "TARGETS", "Command", "HostsImage", "HostsTree", "LocalTree", "PlaceLock", "PlaceReleases",
+           "ReleaseTarget", "RunState", "Unlocked", "WayBack", "target_for"]

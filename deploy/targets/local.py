@@ -8,12 +8,12 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from deploy import dburl, envs, local
 from deploy.build import start_command
 from deploy.errors import DeployError, PlanChanged, SettingsError
-from deploy.facts import LocalReleaseFacts, Serving
+from deploy.facts import LocalReleaseFacts, Serving, get
 from deploy.locations import app_database_url, sqlite_base
 from deploy.targets._base import Command, PlaceReleases, ReleaseTarget, RunState, Unlocked, WayBack
 
@@ -205,6 +205,11 @@ class LocalTree(ReleaseTarget):
         return [Command("local", f"current -> releases/{to}; restart the app")]
 
     # ------------------------------------------------------------ status
+
+    def origins(self, state: dict[str, Any]) -> list[str]:
+        """The app's URL once the run started it (its Serving fact); none before."""
+        serving = get(state, Serving)
+        return [serving.url] if serving else []
 
     def serving(self) -> dict[str, str | None]:
         return {"local": local.current(self.root)}

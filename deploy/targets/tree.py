@@ -63,7 +63,7 @@ class HostsTree(OnHosts):
         try:
             # The run's lock step holds the hosts' lock until the run ends.
             results = hosts.release(s.hosts, art, run_id=state.id, keep_lock=True,
-                                    env=self._hook_env(environ), app=s.app, proxy=s.proxy)
+                                    env=self._hook_env(environ), app=s.app)
         except LockHeld:
             state.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
             raise
@@ -76,7 +76,7 @@ class HostsTree(OnHosts):
         if (state.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(self.s.hosts, release_id, run_id=state.id, keep_lock=True,
-                                     env=self._hook_env(environ), app=self.s.app, proxy=self.s.proxy)
+                                     env=self._hook_env(environ), app=self.s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     def release_text(self, release_id: str) -> str:
@@ -154,7 +154,7 @@ class HostsTree(OnHosts):
 
     def rollback(self, state: RunState, to: str, *, expect: str | None, environ: Mapping[str, str]) -> str:
         results = hosts.rollback(self.s.hosts, to or None, run_id=state.id, env=self._hook_env(environ),
-                                 app=self.s.app, expect=expect, proxy=self.s.proxy)
+                                 app=self.s.app, expect=expect)
         for r in results:
             if r.note:
                 state.note(f"WARNING {r.host}: {r.note}")

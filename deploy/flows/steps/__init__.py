@@ -29,7 +29,7 @@ from deploy.flows.steps._preflight import TOOLKIT_RECORDS, lockfile_committed, n
 from deploy.flows.steps._record import mark_rolled_back, record, record_rollback
 from deploy.flows.steps._release import release, release_back, rollback_check
 from deploy.flows.steps._shopify import shopify_back, shopify_push
-from deploy.flows.steps._smoke import run_smoke, smoke_after, smoke_step, watch_step
+from deploy.flows.steps._smoke import run_smoke, smoke_after, smoke_bases, smoke_step, watch_step
 from deploy.flows.steps._verdicts import (accepted_destructive, migration_gate, migration_verdict_lines,
                                           pending_verdicts, verdict_table)
 
@@ -39,6 +39,6 @@ __all__ = [
     "lockfile_committed", "mark_rolled_back", "migrate", "migrate_touches", "migration_gate",
     "migration_verdict_lines", "not_needed", "pending_verdicts", "preflight", "pushes_env", "record",
     "record_rollback", "release", "release_back", "rollback_blockers", "rollback_check", "run_smoke", "staged_digest",
-    "shared_env_text", "ships_image", "shopify_back", "shopify_push", "smoke_after", "smoke_step", "target", "verdict_table",
+    "shared_env_text", "ships_image", "shopify_back", "shopify_push", "smoke_after", "smoke_bases", "smoke_step", "target", "verdict_table",
     "watch_step", "with_skip_hint",
 ]

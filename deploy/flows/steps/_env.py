@@ -1,18 +1,19 @@
-"""The env step: shared/.env written on every host from env/ and the secrets, and put back by its undo."""
+"""The env step: the app's variables file (shared/.env on hosts) written on the release target from
+env/ and the secrets, and put back by its undo."""
 
 from __future__ import annotations
 
-from deploy import envs, hosts
+from deploy import envs
 from deploy.config import Settings
 from deploy.engine import Step, StepContext, Touch
 from deploy.locations import app_database_url
 
-from deploy.flows.steps._common import target
+from deploy.flows.steps._common import as_touches, target
 
 
 def pushes_env(s: Settings) -> bool:
-    """A promotion writes shared/.env on the hosts itself (hosts.push_env): the `env` step."""
-    return target(s).shared and s.hosts.push_env
+    """A promotion writes the variables file on the release target itself (hosts.push_env): the `env` step."""
+    return target(s).writes_env
 
 
 def shared_env_text(s: Settings, environ) -> str:
@@ -31,23 +32,24 @@ def shared_env_text(s: Settings, environ) -> str:
 
 
 def env_push(s: Settings, environ) -> Step:
-    """Write shared/.env on every host (hosts.push_env); the undo puts the previous file back."""
+    """Write the variables file on every place of the release target (shared/.env on hosts); the
+    undo puts the previous file back."""
+    t = target(s)
 
     def run(ctx: StepContext):
-        names = hosts.push_env(s.hosts, shared_env_text(s, environ), run_id=ctx.id)
+        names = t.push_env(shared_env_text(s, environ), ctx.id)
         return f"shared/.env written on {len(names)} host(s) (0600)"
 
     def undo(ctx: StepContext):
-        names = hosts.restore_env(s.hosts, run_id=ctx.id)
+        names = t.restore_env(ctx.id)
         return f"previous shared/.env back on {len(names)} host(s)"
 
     def finish(ctx: StepContext):
-        names = hosts.finish_env(s.hosts, run_id=ctx.id)
+        names = t.finish_env(ctx.id)
         return f"previous shared/.env copies removed on {len(names)} host(s)"
 
     def shows() -> list[Touch]:
-        return [Touch(t.name, f"{t.deploy_to}/shared/.env: the {s.name} variables (names only here), 0600, atomic")
-                for t in hosts.targets(s.hosts, s.app)]
+        return as_touches(t.env_shows(f"the {s.name} variables (names only here), 0600, atomic"))
 
-    return Step("env", f"write {s.hosts.deploy_to}/shared/.env on every host from env/ and the secrets",
+    return Step("env", f"write {t.env_file()} on every host from env/ and the secrets",
                 run=run, undo=undo, undo_does="put the previous shared/.env back", finish=finish, shows=shows)

@@ -143,7 +143,7 @@ def _target_ready(s: Settings, environ) -> str:
     answer with known keys, every host has shared/.env, the hook variables are set), and the
     shared/.env this run pushes renders (hosts.push_env)."""
     t = target(s)
-    if t.shared and s.hosts.push_env:
+    if t.writes_env:
         shared_env_text(s, environ)     # a value shared/.env cannot hold fails here, not after the build
     try:
         note = t.prepare(environ)

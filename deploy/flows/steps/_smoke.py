@@ -7,14 +7,20 @@ from datetime import datetime, timezone
 from deploy import decisionlog, smoke
 from deploy.config import Settings
 from deploy.engine import Step, StepContext, Touch
-from deploy.locations import base_urls
 from deploy.redact import Secret
 
+from deploy.flows.steps._common import target
+
+
+def smoke_bases(s: Settings, state: dict) -> list[str]:
+    """What the smoke checks ask: the URLs the release target says the app answers on (a remote
+    environment's public URL and each host's origin; the local app's URL once started)."""
+    return target(s).origins(state)
 
 
 def run_smoke(s: Settings, state: dict, release_id: str | None):
     """The environment's smoke checks against the app and each host; SmokeFailed with every result."""
-    checks = smoke.checks_for(s.smoke, base_urls(s, state), s.app.health_path)
+    checks = smoke.checks_for(s.smoke, smoke_bases(s, state), s.app.health_path)
     report = smoke.check(checks, release_id=release_id, retries=s.smoke.retries, backoff=s.smoke.backoff)
     smoke.require(report)
     return report
@@ -28,15 +34,16 @@ def smoke_step(s: Settings, release_id: str) -> Step:
     what = (f"{len(s.smoke.checks)} configured HTTP check(s)" if s.smoke.checks
             else f"HTTP check: {s.app.health_path} answers 2xx/3xx")
     def shows() -> list[Touch]:
-        bases = base_urls(s, {}) or [f"http://{s.local.host}:{s.local.port}"]
+        bases = smoke_bases(s, {}) or [f"http://{s.local.host}:{s.local.port}"]
         return [Touch("http", f"GET {c.url}") for c in smoke.checks_for(s.smoke, bases, s.app.health_path)]
 
-    return Step("smoke", f"{what} against the app" + ("" if s.is_local else " and each host"), run=run, shows=shows)
+    return Step("smoke", f"{what} against the app" + (" and each host" if target(s).shared else ""), run=run,
+                shows=shows)
 
 
 def watch_step(s: Settings, environ) -> Step:
     def run(ctx: StepContext):
-        urls = smoke.watch_urls(s.watch, base_urls(s, ctx.state), s.app.health_path)
+        urls = smoke.watch_urls(s.watch, smoke_bases(s, ctx.state), s.app.health_path)
         extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
         w = s.watch
         rep = smoke.watch(urls, window=w.window_seconds, interval=w.interval_seconds,
