@@ -43,9 +43,10 @@ SUITE = {
     "evidence": ("bench_evidence.py", ["--tests", "50000", "--runs", "7"], ["--tests", "50000", "--runs", "3"]),
     "migrations": ("bench_migrations.py", ["--repeat", "5"], ["--repeat", "3"]),
     "backups": ("bench_backups.py", ["--size-mb", "200", "--runs", "3"], ["--quick"]),
-    "build": ("bench_build.py", ["--runs", "3"], ["--runs", "1"]),
+    "build": ("bench_build.py", ["--runs", "3"], ["--runs", "1", "--warm-runs", "2", "--cold-runs", "1"]),
     "pack": ("bench_pack.py", ["--runs", "3"], ["--runs", "1", "--max-mb", "40"]),
     "fast": ("bench_fast.py", ["--runs", "3"], ["--runs", "1", "--hosts", "1,16"]),
+    "zero": ("bench_zero.py", ["--runs", "5"], ["--runs", "3"]),
 }
 
 

@@ -91,15 +91,15 @@ def start_slot_command(t: Target, port: int, release_id: str, port_var: str, arg
 
 def slot_health_command(t: Target, port: int, path: str, timeout: float) -> str:
     """On the host, GET 127.0.0.1:`port``path` until it answers 2xx/3xx (redirects not followed);
-    exit 1 at once when the port's app exited, or after `timeout` seconds."""
+    exit 1 at once when the port's app exited, or after `timeout` seconds (a subshell: it can be chained)."""
     url = f"http://127.0.0.1:{port}{path}"
-    return (f"end=$(( $(date +%s) + {max(1, int(timeout + 0.999))} )); "
+    return (f"( end=$(( $(date +%s) + {max(1, int(timeout + 0.999))} )); "
             f"while :; do code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {sh(url)} 2>/dev/null); "
             f"case $code in 2??|3??) exit 0 ;; esac; "
             f"if ! {slot_command(t, port, 'status')} >/dev/null 2>&1; then "
             f"echo \"the app on port {port} exited\" >&2; exit 1; fi; "
             f"if [ $(date +%s) -ge $end ]; then echo \"no 2xx/3xx from {url} (last: ${{code:-no answer}}) "
-            f"within {timeout:g}s\" >&2; exit 1; fi; sleep 0.1; done")
+            f"within {timeout:g}s\" >&2; exit 1; fi; sleep 0.1; done )")
 
 
 def stop_slot_command(t: Target, port: int) -> str:
