@@ -103,19 +103,19 @@ def keep_within(s: Settings, protect: Iterable[str]) -> Trim:
     keep = set(protect)
     store, src = top / "artifacts", top / "src"
     roots = release_roots(s)
-    counts = {"releases": {r: len(local.releases(r)) for r in roots},
-              "checkouts": _count(src, "*/.complete"), "artifacts": _count(store / INDEX, "*.json")}
+    releases = {r: len(local.releases(r)) for r in roots}
+    checkouts, artifacts = _count(src, "*/.complete"), _count(store / INDEX, "*.json")
     while after > bound:
         gone: list[str] = []
         for r in roots:
-            n = counts["releases"][r] = max(1, counts["releases"][r] - 1)
-            gone += [f"release {x}" for x in local.prune(r, n)]
-        counts["checkouts"] = max(1, counts["checkouts"] - 1)
-        gone += [f"checkout {x}" for x in source.prune(src, counts["checkouts"], keep)]
-        counts["artifacts"] = max(1, counts["artifacts"] - 1)
-        gone += [f"artifact {x}" for x in b.prune(store, counts["artifacts"], keep)]
+            releases[r] = max(1, releases[r] - 1)
+            gone += [f"release {x}" for x in local.prune(r, releases[r])]
+        checkouts = max(1, checkouts - 1)
+        gone += [f"checkout {x}" for x in source.prune(src, checkouts, keep)]
+        artifacts = max(1, artifacts - 1)
+        gone += [f"artifact {x}" for x in b.prune(store, artifacts, keep)]
         removed += gone
-        if not gone and all(v <= 1 for v in [*counts["releases"].values(), counts["checkouts"], counts["artifacts"]]):
+        if not gone and all(v <= 1 for v in [*releases.values(), checkouts, artifacts]):
             break
         after = usage(top) if gone else after
     return Trim(before, after, bound, tuple(removed))

@@ -86,7 +86,7 @@ def test_keep_within_removes_the_oldest_and_never_what_is_live_or_previous(fille
     assert {rids[3], rids[4]} <= set(left)                       # previous and current
     assert local.current(root) == rids[4]
     builds = {json.loads(f.read_text())["git_sha"] for f in (p.root / ".deploy/artifacts/builds").glob("*.json")}
-    checkouts = {d.name[:40] for d in (p.root / ".deploy/src").iterdir()}
+    checkouts = {d.name[:40] for d in (p.root / ".deploy/src").iterdir() if not d.name.startswith(".")}
     assert keep <= builds and keep <= checkouts                  # protected commits keep build and checkout
     # The oldest went first: whatever is left of each kind is its newest ones (or protected).
     order = {sha: i for i, sha in enumerate(SHAS)}
