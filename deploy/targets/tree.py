@@ -8,6 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Mapping
 
 from deploy import hosts
+from deploy.hosts import _proxy
 from deploy.errors import DeployError, LockHeld, SettingsError
 from deploy.facts import HostsReleaseFacts
 from deploy.targets._base import Command, PlaceReleases, RunState, WayBack
@@ -63,7 +64,7 @@ class HostsTree(OnHosts):
         try:
             # The run's lock step holds the hosts' lock until the run ends.
             results = hosts.release(s.hosts, art, run_id=state.id, keep_lock=True,
-                                    env=self._hook_env(environ), app=s.app)
+                                    env=self._hook_env(environ), app=s.app, proxy=s.proxy)
         except LockHeld:
             state.put(HostsReleaseFacts(locked_out=True))  # another run holds the hosts: nothing was changed
             raise
@@ -76,12 +77,16 @@ class HostsTree(OnHosts):
         if (state.get(HostsReleaseFacts) or HostsReleaseFacts()).locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
         results = hosts.undo_release(self.s.hosts, release_id, run_id=state.id, keep_lock=True,
-                                     env=self._hook_env(environ), app=self.s.app)
+                                     env=self._hook_env(environ), app=self.s.app, proxy=self.s.proxy)
         return ", ".join(f"{r.host}: {r.release or '-'}" for r in results)
 
     def release_text(self, release_id: str) -> str:
         s = self.s
         how = "the restart hook" if s.hosts.restart else "the toolkit's supervisor"
+        if s.proxy.enabled:
+            return (f"upload, unpack, switch current, start beside the live app on the free port, wait for "
+                    f"{s.app.health_path} there, switch the host's {s.proxy.kind} to it, stop the old app after "
+                    f"{s.proxy.drain_seconds:g}s, on {len(s.hosts.hosts)} host(s) (max {s.hosts.max_parallel} at once)")
         return (f"upload, unpack, switch current, start via {how}, wait for {s.app.health_path} on "
                 f"{len(s.hosts.hosts)} host(s) (max {s.hosts.max_parallel} at once)")
 
@@ -106,6 +111,9 @@ class HostsTree(OnHosts):
                 out.append(Command(t.name, hosts.hook_command(t, s.hosts.before_switch,
                                                               f"{t.deploy_to}/releases/{release_id}",
                                                               self._hook_vars(t, release_id, previous))))
+            if s.proxy.enabled:
+                out += self._beside_shows(t, release_id, argv)
+                continue
             if s.hosts.restart:
                 hook = hosts.hook_command(t, s.hosts.restart, f"{t.deploy_to}/current",
                                           self._hook_vars(t, release_id, previous))
@@ -120,6 +128,24 @@ class HostsTree(OnHosts):
             elif t.health_url:
                 out.append(Command(t.name, f"GET {t.health_url} until it answers"))
         return out
+
+    def _beside_shows(self, t, release_id: str, argv) -> list[Command]:
+        """With a proxy: the release started beside the live app, health-checked, the proxy switched, the old
+        app stopped (deploy/hosts/_slots.py). Which port of the pair is free is read at run time: shown for
+        the spare port, the host's app port being live."""
+        s = self.s
+        i = [x.name for x in self._targets()].index(t.name)
+        p = s.proxy.for_host(i, t.deploy_to)
+        live, new = hosts.slot_ports(t, p)
+        timeout = s.hosts.health_timeout or s.app.ready_timeout
+        return [Command(t.name, hosts.slots_state_command(t, p)),
+                Command(t.name, hosts.switch_command(t, release_id)),
+                Command(t.name, hosts.start_slot_command(t, new, release_id, s.app.port_var, argv)
+                        + f"  (port {new}, or {live} when {new} is the live one)"),
+                Command(t.name, hosts.slot_health_command(t, new, s.app.health_path, timeout)),
+                Command(t.name, _proxy.switch_command(p, new)),
+                Command(t.name, f"after proxy.drain_seconds ({p.drain_seconds:g}s): "
+                                + hosts.stop_slot_command(t, live))]
 
     def _hook_vars(self, t, release_id: str, previous: str) -> dict[str, str]:
         # What hosts passes a hook (RELEASE_ID, PREVIOUS_RELEASE, DEPLOY_TO, DEPLOY_HOST) and
@@ -154,7 +180,7 @@ class HostsTree(OnHosts):
 
     def rollback(self, state: RunState, to: str, *, expect: str | None, environ: Mapping[str, str]) -> str:
         results = hosts.rollback(self.s.hosts, to or None, run_id=state.id, env=self._hook_env(environ),
-                                 app=self.s.app, expect=expect)
+                                 app=self.s.app, expect=expect, proxy=self.s.proxy)
         for r in results:
             if r.note:
                 state.note(f"WARNING {r.host}: {r.note}")
@@ -166,6 +192,9 @@ class HostsTree(OnHosts):
         argv = start_argv(s, f"releases/{to}") or ["<the package's start script>"]
         out = []
         for t in self._targets():
+            if s.proxy.enabled:
+                out += self._beside_shows(t, to, argv)
+                continue
             out.append(Command(t.name, hosts.switch_command(t, to)))
             out.append(Command(t.name, f"restart hook: {s.hosts.restart}" if s.hosts.restart else
                                hosts.supervise_command(t, "restart", s.app.port_var, t.app_port, argv)))
