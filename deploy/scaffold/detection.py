@@ -3,9 +3,9 @@
 Package manager and lockfiles, package.json's scripts and dependencies, the Prisma schema and
 its datasource, the Shopify configs `shopify.app[.<name>].toml`, the variables of
 `.env.example`, what the code reads (`process.env.X`, the Dockerfile's ENV/ARG), the
-`--config` the app's own workflows pass, the test runner. A new thing `init` should notice
-about an app (a Dockerfile to build an image from, say) is read here, into a field of
-`AppFacts`.
+`--config` the app's own workflows pass, the test runner, its own Dockerfile and whether its
+start migrates (`dockerfile_facts`: the image target's choice). A new thing `init` should
+notice about an app is read here, into a field of `AppFacts`.
 
 The parsers are deliberately small: they read what Shopify's React Router template and
 Prisma write (`datasource db { provider = "sqlite" url = "file:dev.sqlite" }`, dotenv
@@ -24,6 +24,7 @@ from pathlib import Path
 from deploy import build
 from deploy.errors import SettingsError
 from deploy.scaffold.facts import AppFacts, Datasource, EnvVar, PackageManager, ShopifyConfig, role_of
+
 
 def package_manager(app: Path) -> PackageManager:
     """The package manager whose lockfile `app` holds (deploy.build's rule); npm when none."""
