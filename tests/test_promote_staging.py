@@ -5,6 +5,7 @@ import json
 import re
 
 import psycopg
+import pytest
 
 
 def applied(url):
@@ -156,8 +157,15 @@ def two_releases(stage):
     return first, run_of(stage)[1]
 
 
-def test_rollback_task_returns_to_the_previous_release(stage):
-    first, second = two_releases(stage)
+@pytest.fixture
+def promoted_twice(stage_snapshot):
+    """(stage, (first run, second run)) as `two_releases` leaves them: made once per module,
+    put back in place for each test (deploy/testing/snapshots.py)."""
+    return stage_snapshot(two_releases)
+
+
+def test_rollback_task_returns_to_the_previous_release(promoted_twice):
+    stage, (first, second) = promoted_twice
     led = stage.project.ledger()
     assert stage.versions() == [second.release_id] * 2
     r = stage.project.invoke("rollback", "--env=staging", "--yes")
@@ -170,8 +178,8 @@ def test_rollback_task_returns_to_the_previous_release(stage):
     assert rb.status == "succeeded" and rb.duration is not None
 
 
-def test_rollback_reaches_a_shopify_version_older_than_the_newest_20(stage):
-    first, second = two_releases(stage)
+def test_rollback_reaches_a_shopify_version_older_than_the_newest_20(promoted_twice):
+    stage, (first, second) = promoted_twice
     # 25 more app versions since (Shopify CLI's `versions list` returns the newest 20 only).
     stage.shopify.deploy_versions([f"later-{i:02d}" for i in range(25)])
     listed = [v["versionTag"] for v in json.loads(stage.shopify.run("app", "versions", "list", "--config",
@@ -224,8 +232,8 @@ def test_lock_release_force_frees_a_killed_runs_ledger_and_host_locks(stage):
     assert led.runs("staging")[0].status == "failed"
 
 
-def test_rollback_from_a_runner_without_the_ledger_asks_the_hosts(stage):
-    first, _ = two_releases(stage)
+def test_rollback_from_a_runner_without_the_ledger_asks_the_hosts(promoted_twice):
+    stage, (first, _) = promoted_twice
     (stage.project.root / ".deploy/ledger.db").unlink()  # another runner: no shared ledger
     r = stage.project.invoke("rollback", "--env=staging", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -264,8 +272,8 @@ def test_a_failed_first_promotion_leaves_no_app_running_on_the_hosts(stage):
     assert not any((d / ".deploy-lock").exists() for d in stage.host_dirs())
 
 
-def test_a_second_promotion_sends_only_the_changed_files_and_links_the_rest(stage):
-    first, second = two_releases(stage)
+def test_a_second_promotion_sends_only_the_changed_files_and_links_the_rest(promoted_twice):
+    stage, (first, second) = promoted_twice
     led = stage.project.ledger()
     (release,) = [s for s in led.steps(second.id) if s.name == "release"]
     assert release.status == "done" and "(2 as a delta)" in (release.result or ""), release.result

@@ -60,6 +60,13 @@ def promote_a(stage):
     return stage.project.ledger().runs("staging")[0]
 
 
+@pytest.fixture
+def on_a(stage_snapshot):
+    """(stage, run of A) as `promote_a` leaves them: made once per module, put back in place
+    for each test (deploy/testing/snapshots.py)."""
+    return stage_snapshot(promote_a)
+
+
 def commit_b(stage):
     add_tier_migration(stage.project)
     stage.project.commit("B: shop tier")
@@ -220,12 +227,12 @@ def assert_on_release_shared(stage, release_id):
     assert led.lock("staging") is None and led.live_release("staging").release_id == release_id
 
 
-def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touching_the_lock(stage):
+def test_a_frozen_runner_whose_lock_was_taken_over_stops_without_undoing_or_touching_the_lock(on_a):
     """Runner A freezes (SIGSTOP) in its watch past the staleness bound; runner B takes the
     lock over with --resume --break-lock. When A wakes, its heartbeat no longer matches the
     holder: A stops at the next step boundary, undoes nothing and leaves B's lock alone."""
+    stage, _ = on_a
     project = stage.project
-    promote_a(stage)
     # Long enough for A to be seen in its watch and frozen there; B runs while A is frozen.
     edit_settings(project, "window_seconds = 1\n", "window_seconds = 8\n")
     commit_b(stage)
@@ -290,8 +297,8 @@ def test_lock_status_of_an_unknown_environment_is_only_the_error(project):
 
 # ----------------------------------------------------------------------------- 4. one-step tasks take the lock
 
-def test_single_primitive_tasks_refuse_while_another_run_holds_the_lock(stage):
-    a = promote_a(stage)
+def test_single_primitive_tasks_refuse_while_another_run_holds_the_lock(on_a):
+    stage, a = on_a
     stage.project.invoke("db.backup", "--env=staging")
     commit_b(stage)
     killed = stage.project.invoke("promote", "--to=staging", extra_env={"DEPLOY_FAULT": "before:watch"})
@@ -343,9 +350,9 @@ def test_host_lock_lasts_until_the_run_ends(stage, pg_cluster):
 # ----------------------------------------------------------------------------- 10. SIGTERM
 
 @pytest.mark.parametrize("second", ["SIGTERM", "SIGKILL"])
-def test_sigterm_during_watch_undoes_and_a_second_signal_does_not_cut_the_undo(stage, second):
+def test_sigterm_during_watch_undoes_and_a_second_signal_does_not_cut_the_undo(on_a, second):
+    stage, a = on_a
     project = stage.project
-    a = promote_a(stage)
     edit_settings(project, "window_seconds = 1\n", "window_seconds = 60\n")
     commit_b(stage)
     proc = spawn(project, "promote", "--to=staging")
@@ -518,8 +525,8 @@ def test_a_promotion_whose_reader_goes_away_still_finishes_and_frees_the_lock(pr
 
 # ----------------------------------------------------------------------------- issue 14: hints
 
-def test_a_killed_rollback_is_not_sent_to_promote_resume(stage):
-    a = promote_a(stage)
+def test_a_killed_rollback_is_not_sent_to_promote_resume(on_a):
+    stage, a = on_a
     stage.collect_evidence()
     ok(stage.project.invoke("promote", "--to=staging"))
     killed = stage.project.invoke("rollback", "--env=staging", "--yes", extra_env={"DEPLOY_FAULT": "before:smoke"})

@@ -134,13 +134,18 @@ def promote(stage):
     return r
 
 
-@pytest.fixture
-def deployed(stage):
-    """Staging on release A (3 migrations); the caller commits B."""
+def release_a(stage):
     stage.collect_evidence()
     r = promote(stage)
     assert r.returncode == 0, r.stdout + r.stderr
-    return stage, stage.project.ledger().runs("staging")[0]
+    return stage.project.ledger().runs("staging")[0]
+
+
+@pytest.fixture
+def deployed(stage_snapshot):
+    """Staging on release A (3 migrations); the caller commits B. Made once per module, put
+    back in place for each test (deploy/testing/snapshots.py)."""
+    return stage_snapshot(release_a)
 
 
 def latest(stage):

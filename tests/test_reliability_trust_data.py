@@ -79,6 +79,13 @@ def first_release(stage):
     return stage.project.ledger().runs("staging")[0]
 
 
+@pytest.fixture
+def released(stage_snapshot):
+    """(stage, run of A) as `first_release` leaves them: made once per module, put back in
+    place for each test (deploy/testing/snapshots.py)."""
+    return stage_snapshot(first_release)
+
+
 def shops(url) -> set[str]:
     return {r[0] for r in q(url, 'SELECT id FROM "Shop"')}
 
@@ -110,9 +117,9 @@ ADDITIVE = {
 @pytest.mark.postgres
 @pytest.mark.sshd
 @pytest.mark.parametrize("shape", list(ADDITIVE))
-def test_watch_failure_after_additive_migrations_keeps_the_rows_written_during_the_run(stage, shape):
+def test_watch_failure_after_additive_migrations_keeps_the_rows_written_during_the_run(released, shape):
+    stage, a = released
     project = stage.project
-    a = first_release(stage)
     sql, writes, counts = ADDITIVE[shape]
     add_migration(project, "20990101000000_grow", sql)          # no down.sql: Prisma writes none
     unhealthy_when_flagged(project)
@@ -140,11 +147,11 @@ def test_watch_failure_after_additive_migrations_keeps_the_rows_written_during_t
 
 @pytest.mark.postgres
 @pytest.mark.sshd
-def test_abort_after_a_kill_keeps_an_additive_migration_and_the_rows_inserted_meanwhile(stage):
+def test_abort_after_a_kill_keeps_an_additive_migration_and_the_rows_inserted_meanwhile(released):
     """Case 1 as reported: killed before watch, rows inserted, then `--abort`: exit 0, and the
     rows are still there (they were restored away before)."""
+    stage, _ = released
     project = stage.project
-    first_release(stage)
     add_migration(project, "20990101000000_shop_note", 'ALTER TABLE "Shop" ADD COLUMN "note" TEXT;\n')
     project.commit("B: a nullable column")
     stage.collect_evidence()
@@ -176,9 +183,9 @@ DESTRUCTIVE = {
 @pytest.mark.postgres
 @pytest.mark.sshd
 @pytest.mark.parametrize("shape", list(DESTRUCTIVE))
-def test_destructive_migration_without_down_sql_is_refused_before_anything_changes(stage, shape):
+def test_destructive_migration_without_down_sql_is_refused_before_anything_changes(released, shape):
+    stage, a = released
     project = stage.project
-    a = first_release(stage)
     sql, rule = DESTRUCTIVE[shape]
     name = f"20990101000000_{shape.replace('-', '_')}"
     add_migration(project, name, sql)
@@ -199,9 +206,9 @@ def test_destructive_migration_without_down_sql_is_refused_before_anything_chang
 
 @pytest.mark.postgres
 @pytest.mark.sshd
-def test_dry_run_shows_squawks_verdict_and_findings(stage):
+def test_dry_run_shows_squawks_verdict_and_findings(released):
+    stage, _ = released
     project = stage.project
-    first_release(stage)
     add_migration(project, "20990101000000_note", 'ALTER TABLE "Shop" ADD COLUMN "note" TEXT;\n')
     add_migration(project, "20990101000001_drop_name", 'ALTER TABLE "Shop" DROP COLUMN "name";\n')
     project.commit("B: additive and destructive")
@@ -222,9 +229,9 @@ def accept_in_settings(project, name: str) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.sshd
-def test_smoke_failure_after_an_accepted_drop_keeps_the_database_until_a_person_confirms(stage):
+def test_smoke_failure_after_an_accepted_drop_keeps_the_database_until_a_person_confirms(released):
+    stage, a = released
     project = stage.project
-    a = first_release(stage)
     name = "20990101000000_drop_uninstalled"
     add_migration(project, name, 'ALTER TABLE "Shop" DROP COLUMN "uninstalled";\n')
     accept_in_settings(project, name)
@@ -255,9 +262,9 @@ def test_smoke_failure_after_an_accepted_drop_keeps_the_database_until_a_person_
 
 @pytest.mark.postgres
 @pytest.mark.sshd
-def test_accepted_drop_with_nothing_written_since_is_restored_by_the_automatic_undo(stage):
+def test_accepted_drop_with_nothing_written_since_is_restored_by_the_automatic_undo(released):
+    stage, _ = released
     project = stage.project
-    first_release(stage)
     name = "20990101000000_drop_plan"
     add_migration(project, name, 'ALTER TABLE "Shop" DROP COLUMN "plan";\n')
     break_version(project)
@@ -272,9 +279,9 @@ def test_accepted_drop_with_nothing_written_since_is_restored_by_the_automatic_u
 
 @pytest.mark.postgres
 @pytest.mark.sshd
-def test_destructive_migration_with_down_sql_is_down_migrated_and_earlier_additive_ones_kept(stage):
+def test_destructive_migration_with_down_sql_is_down_migrated_and_earlier_additive_ones_kept(released):
+    stage, _ = released
     project = stage.project
-    first_release(stage)
     add_migration(project, "20990101000000_note", 'ALTER TABLE "Shop" ADD COLUMN "note" TEXT;\n')
     add_migration(project, "20990101000001_rename", 'ALTER TABLE "Shop" RENAME COLUMN "domain" TO "host";\n',
                   'ALTER TABLE "Shop" RENAME COLUMN "host" TO "domain";\n')
@@ -312,9 +319,9 @@ def test_db_restore_shows_the_rows_written_since_and_asks_even_on_local(project)
 
 @pytest.mark.postgres
 @pytest.mark.sshd
-def test_rollback_db_restore_plan_says_what_it_would_discard(stage):
+def test_rollback_db_restore_plan_says_what_it_would_discard(released):
+    stage, _ = released
     project = stage.project
-    first_release(stage)
     add_migration(project, "20990101000000_note", 'ALTER TABLE "Shop" ADD COLUMN "note" TEXT;\n')
     project.commit("B")
     stage.collect_evidence()
@@ -335,9 +342,9 @@ def test_rollback_db_restore_plan_says_what_it_would_discard(stage):
     'ALTER TABLE "NoSuchTable" ADD COLUMN "x" INTEGER;',
     'INSERT INTO "Shop" (id, domain, name) VALUES (\'s0\', \'dup.myshopify.com\', \'Dup\');',
 ], ids=["missing-table", "duplicate-key"])
-def test_failure_after_a_migrations_own_commit_leaves_nothing_half_applied(stage, after_commit):
+def test_failure_after_a_migrations_own_commit_leaves_nothing_half_applied(released, after_commit):
+    stage, a = released
     project = stage.project
-    a = first_release(stage)
     name = "20990101000000_plan_tiers"
     add_migration(project, name, '-- AlterEnum, the way Prisma writes it\nBEGIN;\n'
                                  'CREATE TYPE "PlanTier" AS ENUM (\'free\', \'pro\');\n'

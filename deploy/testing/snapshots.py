@@ -17,8 +17,8 @@ index (`.verified`) is rewritten for the copies: a file the index vouched for be
 vouched for again, one it did not stays unvouched.
 
 The first test of a module gets the state as `prepare` left it; the value `prepare`
-returned is handed to every test as it was. A module whose hosts were replaced (a test
-stopped one for good) makes the state again from scratch. Tests that ask for it must not
+returned is handed to every test as it was. A host the last test dropped is brought back
+(same port and key); one that had to be replaced makes the state again from scratch. Tests that ask for it must not
 also ask for `stage` or `project` (those are other, fresh ones).
 """
 
@@ -215,9 +215,16 @@ class StageSnapshots:
 
     def get(self, prepare: Callable) -> tuple[Stage, Any]:
         s = self.saved.get(prepare)
-        if s is not None and [h.port for h in s.stage.hosts] != [h.port for h in self._hosts(2)]:
-            self._drop(s)        # a host was replaced: its disk and key are new, make it again
-            s = None
+        if s is not None:
+            for h in s.stage.hosts:
+                if h.port not in self.farm._procs:   # the last test dropped it: same port and key again
+                    try:
+                        self.farm.bring_back(h)
+                    except Exception:  # noqa: BLE001 - its port was taken: a new host, made again below
+                        pass
+            if [h.port for h in s.stage.hosts] != [h.port for h in self._hosts(2)]:
+                self._drop(s)        # a host was replaced: its disk and key are new, make it again
+                s = None
         if s is None:
             s = self.saved[prepare] = self._make(prepare)
         elif s.handed:
