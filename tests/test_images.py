@@ -156,8 +156,14 @@ def test_an_image_gone_from_the_registry_is_built_and_pushed_again(project, buil
     s, art, first = built
     project.registry.request(f"/v2/{REPOSITORY}/manifests/{first.ref.digest}", method="DELETE")
     assert project.registry.digest(REPOSITORY, first.ref.digest) is None
+    # What a run killed mid-build of this tag left behind is cleared by the next build of it.
+    work = project.root / ".deploy" / "images" / "work"
+    left = work / f"{first.ref.tag}-killed" / "context"
+    left.mkdir(parents=True)
+    (left / "half-unpacked.js").write_text("x")
     again = build_image(s, art, project.environ(), commit=project.sha)
     assert not again.reused
+    assert list(work.iterdir()) == []
     assert project.registry.digest(REPOSITORY, again.ref.digest) == again.ref.digest
     # Built from the same tree at the commit's time: the same image, the same digest.
     assert again.ref.digest == first.ref.digest

@@ -250,7 +250,9 @@ def build_image(s: Settings, artifact: Artifact | None, environ: Mapping[str, st
                     return ImageResult(hit, True, time.monotonic() - started)
                 index.forget(s.root, hit)
             work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            work = Path(tempfile.mkdtemp(prefix=f"{tag[:12]}-", dir=work_root))
+            for left in work_root.glob(f"{tag}-*"):   # a killed run's unpacked tree (this tag's lock is ours)
+                shutil.rmtree(left, ignore_errors=True)
+            work = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work_root))
             try:
                 _build(s, name, acc, env, commit=commit, artifact=artifact, ref=ref, work=work)
                 digest = _push(s, name, acc, env, ref)
