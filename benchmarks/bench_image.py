@@ -56,6 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     n = max(1, args.runs)
     tmp = Path(tempfile.mkdtemp(prefix="occ-bench-image-"))
+    tmp.chmod(0o755)   # the hosts' login user reaches the farm's keys below it
     farm = SshdFarm(1, tmp / "farm")
     registry = Registry(tmp / "registry")
     host = farm.hosts[0]
@@ -78,10 +79,10 @@ def main() -> int:
         s = config.parse(raw, name="bench", file=Path("env/bench.toml"), root=tmp)
         environ = {"REGISTRY_USERNAME": registry.username, "REGISTRY_PASSWORD": registry.password}
         host.write("srv/occ/shared/.env", "APP_SECRET=bench\n", 0o600)
+        hosts.setup_proxy(s.hosts, s.proxy, s.app)   # what `invoke hosts.setup` does
         t = hosts.targets(s.hosts, s.app)[0]
         conn = _connect(s.hosts, t)
         p = s.proxy.for_host(0, t.deploy_to)
-        _run(conn, t, _proxy.setup_command(p, app_port), s.hosts, "caddy", long=True)
         target = target_for(s)
         out = io.StringIO()
 

@@ -21,8 +21,7 @@ from deploy import config
 from deploy.engine import Console, StepContext
 from deploy.errors import HostFailed
 from deploy.facts import ImageRef, ImageReleaseFacts
-from deploy.hosts import _proxy
-from deploy.hosts._ssh import _connect, _run
+from deploy.hosts import setup_proxy
 from deploy.targets import HostsImage, target_for
 from deploy.testing.imagehosts import (HOST_RUN_ARGS, HOST_RUNTIME_ARGS, host_images, push_app_image,
                                        remove_all_containers)
@@ -92,15 +91,9 @@ def env(sshd_farm, sshd_hosts, registry, tmp_path):
     hosts = sshd_hosts(2)
     e = Env(sshd_farm, hosts, registry, tmp_path)
     s = e.s
-    for i, h in enumerate(hosts):
+    for h in hosts:
         h.write("srv/occ/shared/.env", f"APP_SECRET={e.secret}\nMULTI_WORD='two words # not a comment'\n", 0o600)
-        t = next(t for t in __import__("deploy").hosts.targets(s.hosts, s.app) if t.port == h.port)
-        conn = _connect(s.hosts, t)
-        try:
-            _run(conn, t, _proxy.setup_command(s.proxy.for_host(i, t.deploy_to), e.app_ports[i]), s.hosts,
-                 "starting caddy", long=True)
-        finally:
-            conn.close()
+    setup_proxy(s.hosts, s.proxy, s.app)   # what `invoke hosts.setup` does: caddy on every host
     yield e
     for h in hosts:
         remove_all_containers(h, e.deploy_to(h))

@@ -17,8 +17,6 @@ import pytest
 from deploy import build as b
 from deploy import config, hosts
 from deploy.engine import Console, StepContext
-from deploy.hosts import _proxy
-from deploy.hosts._ssh import _connect, _run
 from deploy.images import build_image
 from deploy.locations import artifacts_dir, build_key, source_dir
 from deploy.source import commit_time
@@ -80,15 +78,9 @@ def test_the_react_router_example_is_released_by_digest_to_two_hosts_again_and_r
            str(work / "digest"), second_tag, env=podman_env)
     second = f"{registry.address}/occ/shopify-app-hosts@{(work / 'digest').read_text().strip()}"
 
-    for i, h in enumerate(host_list):
+    for h in host_list:
         h.write("srv/occ/shared/.env", "HOST=127.0.0.1\nDATABASE_URL=file:/tmp/app.db\nNODE_ENV=production\n", 0o600)
-        t = hosts.targets(s.hosts, s.app)[i]
-        conn = _connect(s.hosts, t)
-        try:
-            _run(conn, t, _proxy.setup_command(s.proxy.for_host(i, t.deploy_to), app_ports[i]), s.hosts, "caddy",
-                 long=True)
-        finally:
-            conn.close()
+    hosts.setup_proxy(s.hosts, s.proxy, s.app)   # what `invoke hosts.setup` does: caddy on every host
     out = io.StringIO()
     target = target_for(s)
     assert isinstance(target, HostsImage)

@@ -112,10 +112,11 @@ def parse_detect(text: str) -> tuple[str, str]:
     return values.get("runtime", ""), values.get("health", "")
 
 
-def state_command(t: Target, rt: Runtime) -> str:
+def state_command(t: Target, rt: Runtime, images: bool = True) -> str:
     """Clear scratch left by a killed command, then print, in sections: `current`, one line per
-    release record (`id ref previous present`: present 1 when the image is in the runtime's
-    store), and this environment's containers (`name state`)."""
+    release record (`id ref previous`), the images the runtime holds by digest (`images`: a
+    release asks the runtime per image when it pulls instead), and this environment's
+    containers (`name state`). At most two runtime calls, whatever the host holds."""
     d = _d(t)
     return "; ".join([
         f"mkdir -p {sh(_d(t, 'releases'))}",
@@ -123,9 +124,10 @@ def state_command(t: Target, rt: Runtime) -> str:
         "echo '== current'", f"cat {sh(_d(t, 'current'))} 2>/dev/null || true",
         "echo '== records'",
         f"for f in {sh(_d(t, 'releases'))}/*; do [ -f \"$f\" ] || continue; ref=; prev=; "
-        "read -r ref prev < \"$f\" || true; "
-        f"if {rt('image', 'inspect')} \"$ref\" >/dev/null 2>&1; then p=1; else p=0; fi; "
-        "printf '%s %s %s %s\\n' \"${f##*/}\" \"$ref\" \"${prev:--}\" \"$p\"; done",
+        "read -r ref prev < \"$f\" || true; printf '%s %s %s\\n' \"${f##*/}\" \"$ref\" \"${prev:--}\"; done",
+        "echo '== images'",
+        f"{rt('images', '--digests', '--format', '{{.Repository}}@{{.Digest}}')} 2>/dev/null || true" if images
+        else "true",
         "echo '== containers'",
         f"{rt('ps', '-a', '--format', '{{.Names}} {{.State}}')} 2>/dev/null | "
         f"grep {sh('^' + re.escape(f'occ-{app_key(t)}-'))} || true",
@@ -173,12 +175,13 @@ def parse_state(text: str) -> ImageHostState:
     if head:
         current = head[0]
         port = int(head[1]) if len(head) > 1 and head[1].isdigit() else None
+    held = set(sections.get("images", []))
     records = []
     for line in sections.get("records", []):
         parts = line.split()
-        if len(parts) == 4:
-            rid, ref, prev, present = parts
-            records.append(Record(rid, ref, None if prev == "-" else prev, present == "1"))
+        if len(parts) == 3:
+            rid, ref, prev = parts
+            records.append(Record(rid, ref, None if prev == "-" else prev, ref in held))
     containers = []
     for line in sections.get("containers", []):
         name, _, st = line.partition(" ")
@@ -281,7 +284,7 @@ def _pick_port(first: int, span: int) -> str:
 
 
 def run_command(t: Target, rt: Runtime, release_id: str, ref: str, *, port_var: str, app_port: int,
-                first_port: int, span: int, network: str = "host", shown: bool = False) -> str:
+                first_port: int, span: int, network: str = "host", shown: bool = False, fresh: bool = False) -> str:
     """Start the release's container on a free port (or keep it when a killed attempt left it
     running) and print `port=N`. The app's variables go in as an env file made on the host
     (never a value on a command line); the file goes as soon as the container exists. The app
@@ -289,6 +292,8 @@ def run_command(t: Target, rt: Runtime, release_id: str, ref: str, *, port_var: 
 
     `network`: `host` (the app listens on the picked port, given in `port_var`) or `publish`
     (the app listens on `app_port` inside; 127.0.0.1:<picked port> is published to it).
+    `fresh`: the host was just read (under the lock) and has no container of that name: the
+    runtime is not asked again.
     `shown`: for --dry-run, `ref` may hold a placeholder."""
     shown or check_ref(ref)
     name = container_name(t, release_id)
@@ -302,8 +307,10 @@ def run_command(t: Target, rt: Runtime, release_id: str, ref: str, *, port_var: 
            f"{sh(*rt.run_args, ref)} >/dev/null")
     port_of = rt('container', 'inspect', '--format', '{{index .Config.Labels "occ.port"}}', name)
     running = rt('container', 'inspect', '--format', '{{.State.Running}}', name)
-    return (f"if [ \"$({running} 2>/dev/null)\" = true ]; then echo \"port=$({port_of})\"; exit 0; fi; "
-            f"{rt('rm', '-f', name)} >/dev/null 2>&1; "
+    reuse = "" if fresh else (
+        f"st=$({running} 2>/dev/null); if [ \"$st\" = true ]; then echo \"port=$({port_of})\"; exit 0; fi; "
+        f"if [ -n \"$st\" ]; then {rt('rm', '-f', name)} >/dev/null 2>&1; fi; ")
+    return (f"{reuse}"
             f"umask 077 && {_work(t)} && {{ {_env_file(t, port_var)}; }} && {_pick_port(first_port, span)} && "
             f"{{ {run}; rc=$?; rm -rf \"$w\"; [ $rc -eq 0 ] || exit $rc; }} && echo \"port=$port\"")
 
@@ -327,9 +334,9 @@ def health_command(t: Target, rt: Runtime, release_id: str, port: int, path: str
         probe = f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {sh(url)} 2>/dev/null)"
     running = rt('container', 'inspect', '--format', '{{.State.Running}}', name)
     limit = max(1, int(round(timeout)))
-    return (f"end=$(( $(date +%s) + {limit} )); code=; while :; do {probe} || :; "
-            "case $code in 2??|3??) echo healthy; exit 0;; esac; "
-            f"if [ \"$({running} 2>/dev/null)\" != true ]; then echo {sh(f'container {name} stopped before it was healthy; its last lines:')} >&2; "
+    return (f"end=$(( $(date +%s) + {limit} )); code=; n=0; while :; do {probe} || :; "
+            "case $code in 2??|3??) echo healthy; exit 0;; esac; n=$((n + 1)); "
+            f"if [ $((n % 5)) -eq 0 ] && [ \"$({running} 2>/dev/null)\" != true ]; then echo {sh(f'container {name} stopped before it was healthy; its last lines:')} >&2; "
             f"{rt('logs', '--tail', '10', name)} >&2 2>&1; exit {HEALTH_FAILED_EXIT}; fi; "
             f"if [ $(date +%s) -ge $end ]; then echo \"no 2xx/3xx from {url} within {limit}s (last: ${{code:-no answer}})\" >&2; "
             f"exit {HEALTH_FAILED_EXIT}; fi; sleep 0.2; done")
@@ -354,11 +361,14 @@ def set_current_command(t: Target, release_id: str | None, port: int | None, log
 
 
 def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0, stop_timeout: int = 10) -> str:
-    """Drain (in-flight requests finish on the old port), stop, remove the release's container."""
+    """Drain (in-flight requests finish on the old port), stop (SIGTERM, SIGKILL after
+    `stop_timeout`), remove the release's container; one runtime call with podman. Nothing
+    there is fine."""
     name = container_name(t, release_id)
     wait = f"sleep {drain:g}; " if drain > 0 else ""
-    return (f"if {rt('container', 'inspect', name)} >/dev/null 2>&1; then {wait}"
-            f"{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; fi; true")
+    if rt.name == "podman":
+        return f"{wait}{rt('rm', '-f', '-t', stop_timeout, name)} >/dev/null 2>&1; true"
+    return f"{wait}{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
 
 
 def remove_command(t: Target, rt: Runtime, release_ids: Sequence[str], refs: Sequence[str]) -> str:

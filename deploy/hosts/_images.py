@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from deploy.errors import HostFailed, PlanChanged, SettingsError
-from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, auth_json, HEALTH_FAILED_EXIT, NO_FREE_PORT_EXIT, ImageHostState,
+from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, Record, auth_json, HEALTH_FAILED_EXIT, NO_FREE_PORT_EXIT, ImageHostState,
                                       Runtime, ca_command, check_ref, container_name, detect_command, fill_args,
                                       health_command, login_check_command, parse_detect, parse_port, parse_state,
                                       prune_images, pull_command, record_command, registry_of, remove_command,
@@ -145,7 +145,7 @@ def _why(text: str) -> str:
     return text
 
 
-def _open(section: HostsSection, c: Containers, app: AppSection | None) -> list[_H]:
+def _open(section: HostsSection, c: Containers, app: AppSection | None, images: bool = True) -> list[_H]:
     hs = [_H(t, c, section=section) for t in targets(section, app)]
 
     def one(h: _H) -> None:
@@ -153,15 +153,15 @@ def _open(section: HostsSection, c: Containers, app: AppSection | None) -> list[
         r = h.run(detect_command(c.runtime), "looking for the container runtime")
         name, h.tool = parse_detect(r.stdout)
         h.rt = Runtime(name, fill_args(c.runtime_args, h.t), fill_args(c.run_args, h.t))
-        _read(h)
+        _read(h, images)
 
     _each(hs, one, section.max_parallel)
     return hs
 
 
-def _read(h: _H) -> None:
+def _read(h: _H, images: bool = True) -> None:
     assert h.rt is not None
-    cmd = state_command(h.t, h.rt)
+    cmd = state_command(h.t, h.rt, images)
     if h.c.proxy is not None:
         cmd += f"; echo '== proxy'; {{ {h.c.proxy.upstream(h.t)}; }} 2>/dev/null || true"
     r = h.run(cmd, "reading the host's images")
@@ -208,7 +208,8 @@ def _start(h: _H, release_id: str, ref: str) -> int:
     c, rt = h.c, h.rt
     assert rt is not None
     r = h.run(run_command(h.t, rt, release_id, ref, port_var=c.port_var, app_port=c.app_port,
-                          first_port=h.t.app_port, span=c.port_span, network=c.network),
+                          first_port=h.t.app_port, span=c.port_span, network=c.network,
+                          fresh=not h.known.exists(container_name(h.t, release_id))),
               f"starting the container of {release_id}", long=True)
     port = parse_port(r.stdout)
     if port is None:
@@ -282,7 +283,7 @@ def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, 
     check_ref(ref)
     now = now or _now()
     what = f"release {release_id}"
-    hs = _open(section, c, app)
+    hs = _open(section, c, app, images=False)   # the pull asks the runtime for its one image
     try:
         if any(h.error for h in hs):
             raise _failed(what, hs, "before anything changed; every host stays on its release")
@@ -325,7 +326,7 @@ def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, 
         def finish(h: _H) -> None:
             old = h.known.current
             _stop_others(h, release_id, drain=old)
-            _prune(h, protect=(release_id, old or release_id))
+            _prune(h, protect=(release_id, old or release_id), new=Record(release_id, ref, old, True))
 
         _each(hs, finish, section.max_parallel)
         results = _results(hs)
@@ -338,10 +339,12 @@ def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, 
         _close(hs)   # type: ignore[arg-type]
 
 
-def _prune(h: _H, protect: Sequence[str]) -> None:
+def _prune(h: _H, protect: Sequence[str], new: Record | None = None) -> None:
+    """Records (and images no kept record names) beyond `keep`, from what the host held when
+    it was read plus the record this operation wrote (`new`)."""
     assert h.rt is not None
-    now = parse_state(h.run(state_command(h.t, h.rt), "reading the host's images").stdout)   # after this release
-    drop, refs = prune_images(now.records, h.c.keep, protect)
+    records = [r for r in h.known.records if new is None or r.release != new.release] + ([new] if new else [])
+    drop, refs = prune_images(records, h.c.keep, protect)
     if drop:
         h.run(remove_command(h.t, h.rt, drop, refs), "pruning old images", long=True)
         h.note = f"pruned {', '.join(drop)}"
