@@ -14,8 +14,9 @@ pushed by digest (deploy/testing/imagehosts.py). Then:
   not hold yet. Target: median toolkit/bare <= 1.3x.
 - rollback time: the toolkit's rollback to a release whose image the host keeps (no pull: run,
   health, switch, drain, stop) against a bare `podman run` + health loop + proxy switch of the
-  same image. Reported with the 1.2x target; the drain (proxy.drain_seconds) is part of the
-  toolkit's time and is set to 0 here so both sides do the same work.
+  same image. Reported with the 1.2x target. The toolkit's times include its lock, reading the
+  host, the drain (proxy.drain_seconds = 0.5 s) and stopping the old container, which the bare
+  side does not do; the ratio without the drain is reported beside it.
 
     python benchmarks/bench_image.py [--runs 3]
 """
@@ -158,6 +159,7 @@ def main() -> int:
             claim("image", f"failed GETs (10 ms) during {n} releases + 1 rollback of one host",
                   f"{len(traffic.failures)} of {traffic.sent}", "0", not traffic.failures),
             claim("image", "release toolkit/bare (pull+run+health)", f"{tk / bk:.2f}x", "<= 1.3x", tk / bk <= 1.3),
+            claim("image", "release toolkit without the 0.5 s drain/bare", f"{(tk - 0.5) / bk:.2f}x"),
             claim("image", "rollback toolkit/bare (run+health+switch)", f"{rollback_time / bare_rb:.2f}x", "<= 1.2x",
                   rollback_time / bare_rb <= 1.2),
         ]

@@ -239,7 +239,7 @@ class HostsImage(OnHosts):
                                                                  for h, st, _ in seen),
                 f"Name the release to go back to: invoke rollback --env={s.name} --to=RELEASE.")
         current = currents.pop()
-        prevs = {(st.record(current).previous if st.record(current) else None) for st in states}
+        prevs = {(rec.previous if (rec := st.record(current)) else None) for st in states}
         prev = prevs.pop() if len(prevs) == 1 else None
         if prev is None or not all(st.record(prev) for st in states):
             common = sorted(set.intersection(*({r.release for r in st.records} for st in states)))
