@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -372,3 +373,20 @@ def test_a_plain_http_registry_is_refused_unless_insecure_is_said_and_then_pushe
         assert plain.digest("occ/plain", result.ref.tag) == result.ref.digest
     finally:
         plain.stop()
+
+
+def test_a_ca_the_container_tool_trusts_for_the_registry_is_trusted_by_the_check_too(project, built):
+    """podman reads /etc/containers/certs.d/<registry>/*.crt: a CA installed there (and not named in
+    image.ca_file) lets both the toolkit's registry check and the push verify the registry."""
+    _, art, _ = built
+    folder = Path("/etc/containers/certs.d") / project.registry.address
+    if not os.access(Path("/etc/containers"), os.W_OK):
+        pytest.fail("this test installs a CA under /etc/containers/certs.d: run the suite as root (as CI does)")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / "ca.crt").write_bytes(project.registry.ca_file.read_bytes())
+        s = project.settings(repository="occ/system-ca", ca_file="")
+        result = build_image(s, art, project.environ(), commit=project.sha)
+        assert project.registry.digest("occ/system-ca", result.ref.tag) == result.ref.digest
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -35,6 +35,13 @@ def _context(s: Settings) -> ssl.SSLContext:
     if im.ca_file:
         p = Path(os.path.expanduser(im.ca_file))
         ctx.load_verify_locations(cafile=str(p if p.is_absolute() else s.root / p))
+    # What podman and docker also trust for this registry: the per-registry CA folders.
+    for folder in (Path("/etc/containers/certs.d") / im.registry, Path("/etc/docker/certs.d") / im.registry):
+        for crt in sorted(folder.glob("*.crt")) if folder.is_dir() else ():
+            try:
+                ctx.load_verify_locations(cafile=str(crt))
+            except (OSError, ssl.SSLError):
+                pass   # not a CA the tools could use either; the request below says what fails
     return ctx
 
 
