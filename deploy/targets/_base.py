@@ -228,22 +228,24 @@ class ReleaseTarget(ABC):
     def push_env(self, text: str, run_id: str) -> list[str]:
         """Write `text` as the variables file on every place, keeping the previous one for the
         undo; the places written."""
-        raise DeployError(f"Bug: {type(self).__name__} holds no variables file, but a step wrote one.",
-                          "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
+        raise _no_env_file(self)
 
     def restore_env(self, run_id: str) -> list[str]:
         """The undo of `push_env`: the previous file back on every place."""
-        raise DeployError(f"Bug: {type(self).__name__} holds no variables file, but a step wrote one.",
-                          "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
+        raise _no_env_file(self)
 
     def finish_env(self, run_id: str) -> list[str]:
         """The run succeeded: drop the previous file kept by `push_env`."""
-        raise DeployError(f"Bug: {type(self).__name__} holds no variables file, but a step wrote one.",
-                          "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
+        raise _no_env_file(self)
 
     def env_shows(self, what: str) -> list[Command]:
         """What `push_env` would write on each place (`what`: the file's content described)."""
         return []
+
+
+def _no_env_file(t: ReleaseTarget) -> DeployError:
+    return DeployError(f"Bug: {type(t).__name__} holds no variables file, but a step wrote one.",
+                       "This is a bug in the toolkit (the env step is planned only when holds_env); please report it.")
 
 
 #: the interface, method by method (tests/test_targets.py checks each target implements all)

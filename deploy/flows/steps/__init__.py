@@ -39,6 +39,6 @@ __all__ = [
     "lockfile_committed", "mark_rolled_back", "migrate", "migrate_touches", "migration_gate",
     "migration_verdict_lines", "not_needed", "pending_verdicts", "preflight", "pushes_env", "record",
     "record_rollback", "release", "release_back", "rollback_blockers", "rollback_check", "run_smoke", "staged_digest",
-    "shared_env_text", "ships_image", "shopify_back", "shopify_push", "smoke_after", "smoke_bases", "smoke_step", "target", "verdict_table",
-    "watch_step", "with_skip_hint",
+    "shared_env_text", "ships_image", "shopify_back", "shopify_push", "smoke_after", "smoke_bases", "smoke_step",
+    "target", "verdict_table", "watch_step", "with_skip_hint",
 ]
