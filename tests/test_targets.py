@@ -121,3 +121,47 @@ def test_a_target_sits_below_the_engine_and_the_flows(path):
     above = {m for m in found if m in ("deploy.engine", "deploy.cli", "deploy.tasks", "deploy.services")
              or m.startswith("deploy.flows")}
     assert not above, f"deploy/targets/{path.name} imports {sorted(above)}"
+
+
+# ----------------------------------------------------------------------------- what flows ask the target besides releasing
+
+@pytest.mark.parametrize("raw, serving, origins", [
+    ({"environment": {"kind": "remote", "app_url": "https://shop.example"},
+      "hosts": {"hosts": ["web1", "deploy@web2:2222"], "app_ports": [3001, 3002]}}, None,
+     ["https://shop.example", "http://web1:3001", "http://web2:3002"]),
+    ({"environment": {"kind": "remote"}, "hosts": {"hosts": ["web1"]}}, "http://127.0.0.1:4567", ["http://web1:3000"]),
+    ({"environment": {"kind": "local"}}, "http://127.0.0.1:4567", ["http://127.0.0.1:4567"]),
+    ({"environment": {"kind": "local"}}, None, []),
+], ids=["hosts-and-public-url", "hosts-ignore-a-local-url", "local-once-started", "local-before-it-started"])
+def test_the_smoke_checks_ask_the_urls_the_target_names(raw, serving, origins):
+    from deploy.facts import Serving, put
+
+    state: dict = {}
+    if serving:
+        put(state, Serving(serving))
+    assert target_for(settings(raw)).origins(state) == origins
+
+
+@pytest.mark.parametrize("raw, holds, writes", [
+    ({"environment": {"kind": "remote"}, "hosts": {"hosts": ["web1"], "push_env": True}}, True, True),
+    ({"environment": {"kind": "remote"}, "hosts": {"hosts": ["web1"], "push_env": False}}, True, False),
+    ({"environment": {"kind": "remote", "app_url": "https://shop.example"}}, False, False),
+    ({"environment": {"kind": "local"}, "hosts": {"push_env": True}}, False, False),
+], ids=["hosts-push-env", "hosts-env-pushed-by-hand", "remote-without-hosts", "local"])
+def test_the_env_step_and_env_push_follow_what_the_target_holds(raw, holds, writes):
+    from deploy.flows import steps
+
+    s = settings(raw)
+    t = target_for(s)
+    assert (t.holds_env, t.writes_env, steps.pushes_env(s)) == (holds, writes, writes)
+    if not holds:
+        assert t.places() == [] and t.locks_held() == [] and t.break_locks(force=True) == []
+
+
+def test_a_target_on_hosts_names_each_host_and_its_variables_file():
+    t = target_for(settings({"environment": {"kind": "remote"},
+                             "hosts": {"hosts": ["web1", "deploy@web2:2222"], "deploy_to": "/srv/shop"}}))
+    assert t.places() == ["deploy@web1:22", "deploy@web2:2222"]
+    assert t.env_file() == "/srv/shop/shared/.env"
+    assert [c.where for c in t.env_shows("the variables")] == t.places()
+    assert all(c.what.startswith("/srv/shop/shared/.env: ") for c in t.env_shows("the variables"))
