@@ -30,6 +30,7 @@ import pytest
 
 from deploy.ledger import Ledger
 from deploy.testing.project import REPO
+from deploy.testing.snapshots import new_database
 
 HERE = Path(__file__).parent
 CHILD = HERE / "engine_child.py"
@@ -337,20 +338,34 @@ def done(p, timeout=300):
     return p.returncode, out, err
 
 
+def a_on_sqlite_ledger(stage):
+    from test_reliability_attacks_engine import promote_a
+
+    return promote_a(stage)
+
+
+def a_on_postgres_ledger(stage):
+    from test_reliability_attacks_engine import promote_a
+
+    stage.project.env["DEPLOY_LEDGER_URL"] = new_database(stage)
+    return promote_a(stage)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def shared(request, stage):
-    if request.param == "postgres":
-        stage.project.env["DEPLOY_LEDGER_URL"] = request.getfixturevalue("pg_cluster").create_database()
-    return stage
+def shared(request, stage_snapshot):
+    """(stage, run of A): release A promoted with the project's own SQLite ledger or a shared
+    Postgres one; made once per module and ledger, put back in place for each test
+    (deploy/testing/snapshots.py)."""
+    return stage_snapshot(a_on_sqlite_ledger if request.param == "sqlite" else a_on_postgres_ledger)
 
 
 @needs_pidns
 def test_promote_abort_from_a_container_with_the_same_hostname_leaves_a_live_promotion_alone(shared):
-    from test_reliability_attacks_engine import commit_b, promote_a, step_running
+    from test_reliability_attacks_engine import commit_b, step_running
     from test_reliability_faults import edit_settings
 
-    stage, project = shared, shared.project
-    promote_a(stage)
+    stage, _ = shared
+    project = stage.project
     edit_settings(project, "window_seconds = 1\n", "window_seconds = 12\n")   # a live runner, watching
     commit_b(stage)
     a = cli(project, "promote", "--to=staging")
@@ -381,10 +396,10 @@ def staging_status(project) -> dict:
 @pytest.mark.parametrize("slow", [pytest.param(600, id="ten-minutes"), pytest.param(240, id="four-minutes")])
 @pytest.mark.parametrize("outcome", ["succeeds", "killed-then-aborted"])
 def test_a_promotion_under_a_slow_clock_is_filed_after_the_previous_one(shared, slow, outcome):
-    from test_reliability_attacks_engine import commit_b, promote_a
+    from test_reliability_attacks_engine import commit_b
 
-    stage, project = shared, shared.project
-    a = promote_a(stage)
+    stage, a = shared
+    project = stage.project
     before = staging_status(project)
     assert before["release"] == a.release_id
     commit_b(stage)

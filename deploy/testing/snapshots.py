@@ -17,7 +17,9 @@ index (`.verified`) is rewritten for the copies: a file the index vouched for be
 vouched for again, one it did not stays unvouched.
 
 The first test of a module gets the state as `prepare` left it; the value `prepare`
-returned is handed to every test as it was. A host the last test dropped is brought back
+returned is handed to every test as it was. Every database of the cluster that the project's
+environment names after `prepare` (the stage's, a shared ledger's from `new_database`, a
+production one) is saved and put back the same way. A host the last test dropped is brought back
 (same port and key); one that had to be replaced makes the state again from scratch. Tests that ask for it must not
 also ask for `stage` or `project` (those are other, fresh ones).
 """
@@ -80,8 +82,7 @@ class _Saved:
     stage: Stage
     value: Any
     dir: Path
-    db_name: str
-    template_db: str
+    db_names: list[str]     # every database of the cluster the project's environment names
     env: dict
     ports: list[int]
     shopify: ShopifyStandIn
@@ -128,8 +129,10 @@ class StageSnapshots:
         with pytest.MonkeyPatch.context() as mp:
             _stand_in_env(mp, shopify)
             value = prepare(stage)
-        db_name = db_url.rsplit("/", 1)[1].split("?", 1)[0]
-        saved = _Saved(stage, value, base / "saved", db_name, f"{db_name}_snap", dict(project.env), ports, shopify)
+        prefix = self.pg.url_for("")
+        dbs = sorted({v[len(prefix):].split("?", 1)[0] for v in project.env.values()
+                      if isinstance(v, str) and v.startswith(prefix)})
+        saved = _Saved(stage, value, base / "saved", dbs, dict(project.env), ports, shopify)
         self._save(saved)
         return saved
 
@@ -152,8 +155,9 @@ class StageSnapshots:
             _copy(h.root, s.dir / f"host{i}")
         _copy(st.project.root, s.dir / "project")
         _copy(s.shopify.state_dir, s.dir / "shopify-state")
-        self._terminate(s.db_name)
-        self.pg.execute(f'CREATE DATABASE "{s.template_db}" TEMPLATE "{s.db_name}"')
+        for db in s.db_names:
+            self._terminate(db)
+            self.pg.execute(f'CREATE DATABASE "{db}_snap" TEMPLATE "{db}"')
 
     # ------------------------------------------------------------------ putting it back
 
@@ -173,8 +177,9 @@ class StageSnapshots:
         _copy(s.dir / "project", st.project.root)
         shutil.rmtree(s.shopify.state_dir)
         _copy(s.dir / "shopify-state", s.shopify.state_dir)
-        self.pg.drop_database(s.db_name)
-        self.pg.execute(f'CREATE DATABASE "{s.db_name}" TEMPLATE "{s.template_db}"')
+        for db in s.db_names:
+            self.pg.drop_database(db)
+            self.pg.execute(f'CREATE DATABASE "{db}" TEMPLATE "{db}_snap"')
         st.project.env.clear()
         st.project.env.update(s.env)
         with ThreadPoolExecutor(len(st.hosts)) as pool:   # the hosts at once, as a release does
@@ -237,13 +242,26 @@ class StageSnapshots:
         for h in s.stage.hosts:
             if h.port in self.farm._procs:
                 self.farm.reset(h)
-        for db in (s.db_name, s.template_db):
+        for db in s.db_names:
             self.pg.drop_database(db)
+            self.pg.drop_database(f"{db}_snap")
         del self.saved[next(k for k, v in self.saved.items() if v is s)]
 
     def close(self) -> None:
         for s in list(self.saved.values()):
             self._drop(s)
+
+
+def new_database(stage: Stage) -> str:
+    """A fresh, empty database on the cluster of `stage.db_url` (for a `prepare` that needs
+    one more, such as a shared ledger's): a snapshot puts it back like the stage's own."""
+    import psycopg
+
+    name = f"s{os.urandom(4).hex()}"
+    base = stage.db_url.split("?", 1)[0].rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return f"{base}/{name}"
 
 
 def _stand_in_env(mp: pytest.MonkeyPatch, shopify) -> None:
