@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploy import build as b
+from deploy import trash
 from deploy.build import artifact, cachekey, fullinstall, ops, packing, recipes
 from deploy.build import entry as cache_entry
 from deploy.errors import BuildFailed, SettingsError, ToolMissing
@@ -421,6 +422,7 @@ def test_source_checkouts_are_pruned_to_the_newest_n_and_the_protected(tmp_path)
     (dest / ".abc123-partial").mkdir()      # a checkout another build is still extracting
     removed = source.prune(dest, keep=2, protect=[shas[0]])
     assert sorted(removed) == sorted([shas[1]])
+    trash.drain()   # renamed aside at once, deleted in the background (deploy.trash)
     assert sorted(p.name for p in dest.iterdir()) == sorted([shas[0], shas[2], shas[3], ".abc123-partial"])
 
 
@@ -770,6 +772,7 @@ def test_dependency_cache_keeps_the_most_recently_used_entries(tmp_path):
     (root / ".fill-dead-999999999").mkdir()
     removed = b.prune_deps_cache(root, keep=1, protect=["a" * 64])
     assert removed == ["b" * 64]
+    trash.drain()
     assert sorted(p.name for p in root.iterdir()) == ["a" * 64, "c" * 64]
 
 

@@ -20,10 +20,11 @@ from typing import Iterable, Mapping
 
 from deploy import proc, trash
 from deploy.build.cachekey import deps_key, npm_context, tool_versions
-from deploy.build.entry import PROD_INFO, SPARE, entry_ok, entry_scan, prod_ready, prod_sha256, stamp_is, touch
+from deploy.build.entry import (PROD_INFO, SPARE, entry_ok, entry_scan, prod_ready, prod_sha256, stamp_is, touch,
+                                write_index)
 from deploy.build.ops import fs, scan_tree, sha256_file, step, tree_bytes, tree_stamp
-from deploy.build.prodtree import (check_linked, prod_cacheable, prune_beside, prune_beside_setup, prune_inputs,
-                                   swap_in_prod, take_spare, unshare_top_files)
+from deploy.build.prodtree import (check_linked, prelink_prod, prod_cacheable, prune_beside, prune_beside_setup,
+                                   prune_inputs, swap_in_prod, take_spare, unshare_top_files)
 from deploy.build.recipes import DEPS, Recipe
 from deploy.errors import BuildFailed, DeployError
 
@@ -62,6 +63,7 @@ class DepsCache:
         self.root = root
         self.keep = keep
         self.known_sha256: dict[tuple[int, int, int, int], str] = {}
+        self.filled = False   # a fill ran: the cache may have grown
         self._background: list[Future] = []
         self._pool: ThreadPoolExecutor | None = None
 
@@ -93,9 +95,17 @@ class DepsCache:
                                                      f"cp -al {entry / 'full' / DEPS} {DEPS}")]
         prod = prod_ready(entry, plan)
         rest = list(plan.commands[1:])
-        ran += [step(argv, app, env, timeout) for argv in (rest[:-1] if prod else rest)]
-        intact = entry_ok(entry) if prod is None else self._prune_from_entry(entry, prod, index, app, plan, env,
-                                                                              timeout, ran)
+        # The production tree is checked and linked beside while the build runs (it only reads the entry).
+        ready = self._pooled().submit(prelink_prod, entry, prod.get("stamp")) if prod is not None else None
+        try:
+            ran += [step(argv, app, env, timeout) for argv in (rest[:-1] if prod else rest)]
+            intact = entry_ok(entry) if prod is None else self._prune_from_entry(entry, prod, index, app, plan, env,
+                                                                                  timeout, ran, ready=ready)
+        finally:
+            if ready is not None:
+                left = ready.result()[1]
+                if left is not None and left.exists():
+                    trash.discard(left)   # not used (the build failed, or did not fit)
         if intact:
             touch(entry)
             self.prune(protect=(key,))
@@ -130,18 +140,21 @@ class DepsCache:
         return index
 
     def _prune_from_entry(self, entry: Path, prod: dict, index: dict, app: Path, plan: Recipe, env: Env,
-                          timeout: float, ran: list[str], linked: tuple[bool, list[str] | None] | None = None) -> bool:
+                          timeout: float, ran: list[str], linked: tuple[bool, list[str] | None] | None = None,
+                          ready: Future | None = None) -> bool:
         """The prune after a hit's build: the entry's production tree linked in when it fits
         this build, else the prune run in the checkout. True when the build is sound (an
         entry whose production tree changed is dropped here, refilled next time). `linked`:
-        `check_linked`'s answer for this checkout when the caller has it already."""
+        `check_linked`'s answer for this checkout when the caller has it already; `ready`:
+        `prelink_prod`'s (the tree checked and linked while the build ran)."""
         intact, added = linked if linked is not None else check_linked(app / DEPS, entry / "full", index)
         fits = intact and added is not None and prune_inputs(app) == prod["inputs"] \
             and npm_context(env) == prod.get("context") \
             and not any((entry / "prod" / DEPS / name).exists() for name in added)
-        prod_ok = not fits or stamp_is(entry / "prod", prod.get("stamp"))
+        held, linked_prod = ready.result() if ready is not None else (None, None)
+        prod_ok = not fits or (held if held is not None else stamp_is(entry / "prod", prod.get("stamp")))
         if fits and prod_ok and added is not None:   # fits: added is known
-            aside = swap_in_prod(app, entry, added)
+            aside = swap_in_prod(app, entry, added, linked_prod)
             if aside is not None:
                 self._in_background(["rm", "-rf", str(aside)], "removing the full node_modules")
             self.known_sha256.update(prod_sha256(prod))
@@ -169,6 +182,7 @@ class DepsCache:
         entry = self.root / key
         before = source_stamp(app)
         ran = [step(plan.commands[0], app, env, timeout)]
+        self.filled = True
         staged = index = None
         if source_stamp(app) == before and (app / DEPS).is_dir():
             staged, index = self._stage_install(key, app, plan)
@@ -245,6 +259,7 @@ class DepsCache:
         if failed is not None:
             raise failed
         (staged / "stamp.json").write_text(json.dumps({"full": stamp}) + "\n")
+        write_index(staged, stamp, index)
         unshare_top_files(app / DEPS)
         return staged, index
 

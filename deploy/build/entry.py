@@ -5,6 +5,8 @@
       prod/node_modules    npm only: what the prune leaves of it (prod.json: from which files)
       spare/               a hit's full tree, linked, kept for the next hit
       stamp.json           tree stamps: a file written through a hard link changes them
+      index.json           the full tree's index as filled (`scan_tree`), so taking the spare
+                           checks it through its links without scanning `full` first
       used                 its mtime: when a build last used the entry (the LRU prune)
 """
 
@@ -31,6 +33,29 @@ def entry_scan(entry: Path) -> dict[str, tuple] | None:
     except (OSError, ValueError):
         return None
     return index if isinstance(stamp, dict) and stamp.get("full") == got else None
+
+
+INDEX = "index.json"
+
+
+def write_index(folder: Path, stamp: str, index: Mapping[str, tuple]) -> None:
+    """Keep `index` (of `folder`/full, whose stamp is `stamp`) as index.json."""
+    (folder / INDEX).write_text(json.dumps({"full": stamp, "index": index}, separators=(",", ":")))
+
+
+def entry_index(entry: Path) -> dict[str, tuple] | None:
+    """The full tree's index kept when the entry was filled, when it belongs to the stamp the
+    entry holds; else a fresh `entry_scan`. Taking the spare checks every file through its
+    links and every cached folder at its own path against it (`check_linked`)."""
+    try:
+        kept = json.loads((entry / INDEX).read_text())
+        stamp = json.loads((entry / "stamp.json").read_text())
+        if isinstance(kept, dict) and isinstance(stamp, dict) and kept.get("full") == stamp.get("full") \
+                and isinstance(kept.get("index"), dict):
+            return {k: tuple(v) for k, v in kept["index"].items()}
+    except (OSError, ValueError, TypeError):
+        pass
+    return entry_scan(entry)
 
 
 def stamp_is(root: Path, stamp) -> bool:

@@ -115,7 +115,8 @@ def _build_unlocked(app: Path, git_sha: str, store: Path, contract: AppSection, 
     try:
         try:
             ran = run_recipe(app, plan, child_env, limit, cache)
-            if cache is not None:   # bounded by size too (one entry is hundreds of MB)
+            if cache is not None and cache.filled:   # bounded by size too (one entry is hundreds of MB);
+                # only a fill adds to it: a hit does not walk the whole cache to measure it
                 prune_deps_cache_to_size(cache.root, contract.cache_max_mb)
         except BuildFailed:
             if cache is not None and (app / DEPS).is_dir():

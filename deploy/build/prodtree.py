@@ -17,12 +17,13 @@ import json
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 from typing import Mapping
 
 from deploy import proc
 from deploy.build.cachekey import INSTALL_CONFIG
-from deploy.build.entry import SPARE, entry_scan
+from deploy.build.entry import SPARE, entry_index, stamp_is
 from deploy.build.ops import fs, sha256_file
 from deploy.build.recipes import DEPS, LINKED, PRUNE, Recipe
 from deploy.errors import BuildFailed, DeployError, SettingsError
@@ -218,7 +219,7 @@ def take_spare(entry: Path, deps: Path) -> dict[str, tuple] | None:
         os.rename(entry / SPARE, deps)
     except OSError:
         return None
-    scan = entry_scan(entry)
+    scan = entry_index(entry)
     intact, added = check_linked(deps, entry / "full", scan) if scan is not None else (False, None)
     if intact and added == []:
         return scan
@@ -226,17 +227,36 @@ def take_spare(entry: Path, deps: Path) -> dict[str, tuple] | None:
     return None
 
 
-def swap_in_prod(app: Path, entry: Path, added: list[str]) -> Path | None:
+def prelink_prod(entry: Path, stamp) -> tuple[bool, Path | None]:
+    """While the build runs: check the entry's production tree against its stamp and, when it
+    holds, hard-link it into a folder of the entry (`swap_in_prod` renames it into place, so
+    the build's critical path links nothing). (stamp held, the linked folder or None)."""
+    if not stamp_is(entry / "prod", stamp):
+        return False, None
+    ready = entry / f".prelinked-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fs(["rm", "-rf", str(ready)], "clearing a linked production tree")
+        fs(["cp", "-al", str(entry / "prod" / DEPS), str(ready)], "restoring node_modules from the cache")
+    except DeployError:
+        return True, None
+    return True, ready
+
+
+def swap_in_prod(app: Path, entry: Path, added: list[str], ready: Path | None = None) -> Path | None:
     """Replace the checkout's node_modules (the full install, linked) by the entry's
-    production tree, linked, keeping the top-level folders the build added. The full tree
-    is moved aside (`LINKED`, never packed), then kept as the entry's spare for the next hit
-    (checked there before use); when a spare is there already, returns the moved-aside
-    tree for the caller to remove (in the background: it is thousands of links)."""
+    production tree, linked (`ready`: linked already, by `prelink_prod`), keeping the
+    top-level folders the build added. The full tree is moved aside (`LINKED`, never packed),
+    then kept as the entry's spare for the next hit (checked there before use); when a spare
+    is there already, returns the moved-aside tree for the caller to remove (in the
+    background: it is thousands of links)."""
     deps, old = app / DEPS, app / LINKED
     if old.exists():
         fs(["rm", "-rf", str(old)], "clearing an interrupted build")
     os.rename(deps, old)
-    fs(["cp", "-al", str(entry / "prod" / DEPS), str(deps)], "restoring node_modules from the cache")
+    if ready is not None:
+        os.rename(ready, deps)
+    else:
+        fs(["cp", "-al", str(entry / "prod" / DEPS), str(deps)], "restoring node_modules from the cache")
     for name in added:
         os.rename(old / name, deps / name)
     unshare_top_files(deps)
