@@ -15,7 +15,7 @@ One job per module (each re-exported here, as `__all__` lists):
     cache.py        the dependency cache: hit, fill, verify, prune (`DepsCache`, `run_recipe`)
     fullinstall.py  the full install given back to a checkout after the build
     artifact.py     the artifact store: Artifact, BuildKey, find, verify, index, prune
-    packing.py      reproducible packing (isal's threaded gzip)
+    packing.py      reproducible packing (isal's threaded gzip; the dependencies a gzip member kept per content)
     orchestrate.py  `build`: reuse or build once per key, then pack
     ops.py          low-level operations the others share
 
