@@ -43,7 +43,8 @@ from deploy.hosts._containers import fill_args  # noqa: E402
 from deploy.hosts._ssh import _connect, _run  # noqa: E402
 from deploy.targets import target_for  # noqa: E402
 from deploy.testing.images import ensure_node_image  # noqa: E402
-from deploy.testing.imagehosts import HOST_RUN_ARGS, HOST_RUNTIME_ARGS, push_app_image, remove_all_containers  # noqa: E402
+from deploy.testing.imagehosts import (HOST_RUN_ARGS, HOST_RUNTIME_ARGS, authfile, push_app_image,  # noqa: E402
+                                       remove_all_containers)
 from deploy.testing.ports import free_port  # noqa: E402
 from deploy.testing.registry import Registry  # noqa: E402
 from deploy.testing.sshd import SshdFarm  # noqa: E402
@@ -118,11 +119,9 @@ def main() -> int:
         rt = ["podman", *fill_args(HOST_RUNTIME_ARGS, t)]
         auth = tmp / "bare-auth"
         auth.mkdir()
-        from deploy.testing.imagehosts import _authfile
-
-        authfile = _authfile(auth, registry)
+        auth_path = authfile(auth, registry)
         host_auth = f"{t.deploy_to}/bare-auth.json"
-        conn.put(str(authfile), host_auth)
+        conn.put(str(auth_path), host_auth)
         certs = f"{t.deploy_to}/image/certs/{registry.address}"
         bare: list[float] = []
         for i in range(n + 1, 2 * n + 1):

@@ -151,12 +151,12 @@ def test_state_output_is_parsed_into_records_current_and_containers():
     text = ("== current\n20260102-b 41001\n== records\n20260101-a " + REF + " -\n20260102-b " + other + " 20260101-a\n"
             "== images\n" + REF + "\nregistry.example:5000/acme/other@sha256:" + "ef" * 32 + "\n"
             "== containers\nocc-x-20260102-b Up 3 minutes ago\nocc-x-20260101-a exited\n")
-    st = c.parse_state(text)
+    st = c.parse_image_state(text)
     assert (st.current, st.port) == ("20260102-b", 41001)
     assert [(r.release, r.previous, r.present) for r in st.records] == [("20260101-a", None, True),
                                                                        ("20260102-b", "20260101-a", False)]
     assert st.running("occ-x-20260102-b") and not st.running("occ-x-20260101-a") and st.exists("occ-x-20260101-a")
-    empty = c.parse_state("== current\n== records\n== images\n== containers\n")
+    empty = c.parse_image_state("== current\n== records\n== images\n== containers\n")
     assert (empty.current, empty.port, empty.records) == (None, None, ())
 
 

@@ -10,20 +10,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from deploy import config
+from deploy import config, facts, hosts
 from deploy.engine import Console, StepContext
 from deploy.errors import HostFailed
 from deploy.facts import ImageRef, ImageReleaseFacts
-from deploy.hosts import setup_proxy
+from deploy.hosts import app_key, setup_proxy
+from deploy.hosts._values import Target
 from deploy.targets import HostsImage, target_for
-from deploy.testing.imagehosts import (HOST_RUN_ARGS, HOST_RUNTIME_ARGS, host_images, push_app_image,
+from deploy.testing.imagehosts import (HOST_RUN_ARGS, HOST_RUNTIME_ARGS, host_images, host_podman, push_app_image,
                                        remove_all_containers)
 from deploy.testing.ports import free_port
 
@@ -183,9 +187,6 @@ def _serving_port(env: Env, i: int) -> int | None:
 
 
 def _start_child(env: Env, d: Path, run_id: str, release_id: str, ref: str) -> subprocess.Popen:
-    import os
-    import sys
-
     d.mkdir(parents=True, exist_ok=True)
     (d / "spec.json").write_text(json.dumps({"raw": env.raw, "root": str(env.tmp), "run_id": run_id,
                                              "release_id": release_id, "ref": ref, "environ": env.environ}))
@@ -204,8 +205,6 @@ def _wait(cond, timeout: float = 60.0, what: str = "") -> None:
 @pytest.mark.parametrize("when", ["before-switch", "after-switch"])
 @pytest.mark.parametrize("then", ["resume", "abort"])
 def test_a_killed_release_resumes_or_aborts_and_one_container_always_serves(env, images, tmp_path, when, then):
-    from deploy import facts
-
     first, second = "20260101000000-aaaaaaa", "20260101000100-bbbbbbb"
     _release(env, "run-1", first, images["v1"])
     old_ports = [_serving_port(env, i) for i in range(2)]
@@ -219,8 +218,7 @@ def test_a_killed_release_resumes_or_aborts_and_one_container_always_serves(env,
     child = _start_child(env, d, "run-2", second, images["v2"])
     try:
         if when == "before-switch":
-            names = [f"occ-{__import__('deploy').hosts._containers.app_key(t)}-{second}"
-                     for t in __import__("deploy").hosts.targets(env.s.hosts, env.s.app)]
+            names = [f"occ-{app_key(t)}-{second}" for t in hosts.targets(env.s.hosts, env.s.app)]
             _wait(lambda: all(any(n in ln for ln in _ps(env, h)) for n, h in zip(names, env.hosts)), what="new containers")
         else:
             _wait(lambda: all(_serving_port(env, i) not in (None, old_ports[i]) for i in range(2)), what="the switch")
@@ -250,8 +248,6 @@ def test_a_killed_release_resumes_or_aborts_and_one_container_always_serves(env,
 
 
 def _ps(env: Env, h) -> list[str]:
-    from deploy.testing.imagehosts import host_podman
-
     r = host_podman(h, env.deploy_to(h), "ps", "--format", "{{.Names}}")
     return r.stdout.split()
 
@@ -282,8 +278,6 @@ def _scan_tree(root: Path, secrets: dict[str, str], skip=()) -> list[str]:
 
 
 def test_no_registry_login_or_app_secret_reaches_a_command_line_the_output_or_a_host_file(env, images):
-    import threading
-
     seen: list[bytes] = []
     stop = threading.Event()
 
@@ -324,9 +318,6 @@ def test_no_registry_login_or_app_secret_reaches_a_command_line_the_output_or_a_
         d = Path(env.deploy_to(h))
         # The registry login must be nowhere on the host, the runtime's own storage included.
         found += _scan_tree(h.root, {"registry password": env.registry.password})
-        from deploy.hosts._containers import app_key
-        from deploy.hosts._values import Target
-
         runroot = Path(f"/tmp/occ-run-{app_key(Target('', '', 0, '', str(d)))}")
         found += _scan_tree(runroot, {"registry password": env.registry.password})
         # The app's secret lives in shared/.env and in the runtime's container config (podman

@@ -17,11 +17,13 @@ import pytest
 from deploy import build as b
 from deploy import config, hosts
 from deploy.engine import Console, StepContext
+from deploy.facts import ImageRef
 from deploy.images import build_image
 from deploy.locations import artifacts_dir, build_key, source_dir
 from deploy.source import commit_time
 from deploy.targets import HostsImage, target_for
-from deploy.testing.imagehosts import HOST_RUN_ARGS, HOST_RUNTIME_ARGS, host_images, remove_all_containers
+from deploy.testing.images import podman
+from deploy.testing.imagehosts import HOST_RUN_ARGS, HOST_RUNTIME_ARGS, authfile, host_images, remove_all_containers
 from deploy.testing.ports import free_port
 from deploy.testing.shopify_app import copy_shopify_app, http_get
 
@@ -68,10 +70,7 @@ def test_the_react_router_example_is_released_by_digest_to_two_hosts_again_and_r
     work = tmp_path / "second"
     work.mkdir()
     (work / "Containerfile").write_text(f"FROM {first.reference}\nLABEL occ.test=second\n")
-    from deploy.testing.imagehosts import _authfile
-    from deploy.testing.images import podman
-
-    auth = _authfile(work, registry)
+    auth = authfile(work, registry)
     podman("pull", "--authfile", str(auth), "--cert-dir", str(registry.cert_dir), first.reference, env=podman_env)
     podman("build", "-q", "-t", second_tag, str(work), env=podman_env)
     podman("push", "--authfile", str(auth), "--cert-dir", str(registry.cert_dir), "--digestfile",
@@ -86,8 +85,6 @@ def test_the_react_router_example_is_released_by_digest_to_two_hosts_again_and_r
     assert isinstance(target, HostsImage)
 
     def release(run_id: str, release_id: str, ref: str) -> float:
-        from deploy.facts import ImageRef
-
         ctx = StepContext(run_id=run_id, env="staging", state={}, console=Console(out))
         ctx.put(ImageRef(reference=ref, digest=ref.rsplit("@", 1)[1]))
         started = time.monotonic()

@@ -37,6 +37,8 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
     _app        hooks, switch, start (supervisor or systemd), health, switching back
     _supervisor the script installed as bin/app: shared/.env by the dotenv dialect, acts on its own app only
     _release    release, undo_release, rollback: phases inside one skeleton (`_locked`)
+    _containers the image target's host commands (podman or docker), as data, and their parsers
+    _images     the image target's release, undo, rollback and reads: phases over the host group
     _proxy      the per-host reverse proxy ([proxy]: caddy or nginx) as commands: switch, live upstream, setup
     _slots      zero downtime on one host: the app on two ports, started beside the live one, the proxy switched
     _setup      hosts.setup: the proxy installed and started on every host, or removed
@@ -70,6 +72,14 @@ from deploy.hosts._values import (RELEASE_ID, Target, HostResult, HostCheck, Hos
                                   validate_release_id)
 from deploy.hosts._views import releases, current_release, check
 from deploy.hosts._setup import ProxyResult, setup_proxy, remove_proxy
+from deploy.hosts._containers import (IMAGE_DIR, IMAGE_REF, RUNTIMES, ENV_UNCARRIED_EXIT, NO_FREE_PORT_EXIT,
+                                      HEALTH_FAILED_EXIT, NO_RUNTIME_EXIT, Runtime, Record, ImageHostState, app_key,
+                                      container_name, check_ref, registry_of, fill_args, detect_command, parse_detect,
+                                      image_state_command, parse_image_state, auth_json, ca_command, pull_command,
+                                      login_check_command, run_command, parse_port, health_command, record_command,
+                                      set_current_command, stop_command, remove_images_command, prune_images)
+from deploy.hosts._images import (ImageProxy, Containers, ServedBefore, read_image_hosts, release_image,
+                                  undo_image_release, rollback_image, check_image_hosts)
 # _proxy.switch_command (the proxy's switch) keeps its module's name: deploy.hosts.switch_command is `current`'s.
 from deploy.hosts._proxy import (UPSTREAM_ID, UPSTREAM_NAME, PROBE_HEADER, SEEN_HEADER, PROXY_SWITCH_FAILED_EXIT,
                                  upstream_command, caddy_config, nginx_config, proxy_setup_command,
@@ -105,4 +115,11 @@ __all__ = [
     "parse_proxy_status",
     "slot_ports", "slot_command", "slots_state_command", "parse_slots_state", "start_slot_command",
     "slot_health_command", "stop_slot_command", "converge",
+    "IMAGE_DIR", "IMAGE_REF", "RUNTIMES", "ENV_UNCARRIED_EXIT", "NO_FREE_PORT_EXIT", "HEALTH_FAILED_EXIT",
+    "NO_RUNTIME_EXIT", "Runtime", "Record", "ImageHostState", "app_key", "container_name", "check_ref", "registry_of",
+    "fill_args", "detect_command", "parse_detect", "image_state_command", "parse_image_state", "auth_json",
+    "ca_command", "pull_command", "login_check_command", "run_command", "parse_port", "health_command",
+    "record_command", "set_current_command", "stop_command", "remove_images_command", "prune_images",
+    "ImageProxy", "Containers", "ServedBefore", "read_image_hosts", "release_image", "undo_image_release",
+    "rollback_image", "check_image_hosts",
 ]

@@ -112,7 +112,7 @@ def parse_detect(text: str) -> tuple[str, str]:
     return values.get("runtime", ""), values.get("health", "")
 
 
-def state_command(t: Target, rt: Runtime, images: bool = True) -> str:
+def image_state_command(t: Target, rt: Runtime, images: bool = True) -> str:
     """Clear scratch left by a killed command, then print, in sections: `current`, one line per
     release record (`id ref previous`), the images the runtime holds by digest (`images`: a
     release asks the runtime per image when it pulls instead), and this environment's
@@ -161,7 +161,7 @@ class ImageHostState:
         return any(n == name for n, _ in self.containers)
 
 
-def parse_state(text: str) -> ImageHostState:
+def parse_image_state(text: str) -> ImageHostState:
     sections: dict[str, list[str]] = {}
     cur = None
     for line in text.splitlines():
@@ -371,7 +371,7 @@ def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0,
     return f"{wait}{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
 
 
-def remove_command(t: Target, rt: Runtime, release_ids: Sequence[str], refs: Sequence[str]) -> str:
+def remove_images_command(t: Target, rt: Runtime, release_ids: Sequence[str], refs: Sequence[str]) -> str:
     """Remove releases' records and (when given) their images; a missing one is fine."""
     parts = []
     if release_ids:

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from deploy.errors import HostFailed, PlanChanged, SettingsError
 from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, Record, auth_json, HEALTH_FAILED_EXIT, NO_FREE_PORT_EXIT, ImageHostState,
                                       Runtime, ca_command, check_ref, container_name, detect_command, fill_args,
-                                      health_command, login_check_command, parse_detect, parse_port, parse_state,
-                                      prune_images, pull_command, record_command, registry_of, remove_command,
-                                      run_command, set_current_command, state_command, stop_command)
+                                      health_command, login_check_command, parse_detect, parse_port, parse_image_state,
+                                      prune_images, pull_command, record_command, registry_of, remove_images_command,
+                                      run_command, set_current_command, image_state_command, stop_command)
 from deploy.hosts._group import _close, _holder, _table
 from deploy.hosts._ssh import _connect, _HostError, _run
 from deploy.hosts._targets import targets
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Proxy:
+class ImageProxy:
     """The host's proxy as the image target drives it (deploy/hosts/_proxy.py's builders):
     `switch(t, port)` points it at 127.0.0.1:port and returns once it serves from there;
     `upstream(t)` prints the live port, `parse(text)` reads it back (None: none)."""
@@ -77,7 +77,7 @@ class Containers:
     ca: bytes = b""                          # the registry's CA (PEM), written to each host for podman
     username: str = ""                       # the registry login (a Secret: it may be one)
     password: Secret | None = None
-    proxy: Proxy | None = None
+    proxy: ImageProxy | None = None
 
     @property
     def auth(self) -> bool:
@@ -161,12 +161,12 @@ def _open(section: HostsSection, c: Containers, app: AppSection | None, images: 
 
 def _read(h: _H, images: bool = True) -> None:
     assert h.rt is not None
-    cmd = state_command(h.t, h.rt, images)
+    cmd = image_state_command(h.t, h.rt, images)
     if h.c.proxy is not None:
         cmd += f"; echo '== proxy'; {{ {h.c.proxy.upstream(h.t)}; }} 2>/dev/null || true"
     r = h.run(cmd, "reading the host's images")
     text, _, proxy = r.stdout.partition("\n== proxy\n")
-    h.st = parse_state(text)
+    h.st = parse_image_state(text)
     port = h.c.proxy.parse(proxy) if h.c.proxy is not None and proxy.strip() else None
     h.live_port = port or h.st.port
 
@@ -250,21 +250,21 @@ def _forget(h: _H, release_id: str, ref: str | None) -> None:
     before, and its image when this operation pulled it."""
     assert h.rt is not None
     _stop(h, release_id, drain=False)
-    h.run(remove_command(h.t, h.rt, [release_id], [ref] if ref and h.pulled else []),
+    h.run(remove_images_command(h.t, h.rt, [release_id], [ref] if ref and h.pulled else []),
           f"removing what preparing {release_id} made", long=True)
 
 
 # ---------------------------------------------------------------- release
 
 @dataclass(frozen=True)
-class Before:
+class ServedBefore:
     """What a host served before an operation: its release and port (None: nothing)."""
 
     release: str | None
     port: int | None
 
 
-def read(section: HostsSection, c: Containers, app: AppSection | None = None) -> list[tuple[str, ImageHostState | None, str]]:
+def read_image_hosts(section: HostsSection, c: Containers, app: AppSection | None = None) -> list[tuple[str, ImageHostState | None, str]]:
     """(host, its state or None, error) for every host: what `serving`, `releases` and
     `way_back` read."""
     hs = _open(section, c, app)
@@ -274,8 +274,8 @@ def read(section: HostsSection, c: Containers, app: AppSection | None = None) ->
         _close(hs)   # type: ignore[arg-type]
 
 
-def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, run_id: str,
-            remember: Callable[[dict[str, Before]], None], pulled: Callable[[list[str]], None],
+def release_image(section: HostsSection, c: Containers, release_id: str, ref: str, *, run_id: str,
+            remember: Callable[[dict[str, ServedBefore]], None], pulled: Callable[[list[str]], None],
             app: AppSection | None = None, now: datetime | None = None) -> list[HostResult]:
     """Put `ref` live as `release_id` on every host (phases in the module docstring). `remember`
     gets what each host served before anything changes (the run state's record for the undo);
@@ -287,7 +287,7 @@ def release(section: HostsSection, c: Containers, release_id: str, ref: str, *, 
     try:
         if any(h.error for h in hs):
             raise _failed(what, hs, "before anything changed; every host stays on its release")
-        remember({h.t.name: Before(h.known.current, h.live_port) for h in hs})
+        remember({h.t.name: ServedBefore(h.known.current, h.live_port) for h in hs})
         for h in hs:
             if h.known.current == release_id:
                 h.release = release_id   # a resumed run: this host is done but for the finish
@@ -346,7 +346,7 @@ def _prune(h: _H, protect: Sequence[str], new: Record | None = None) -> None:
     records = [r for r in h.known.records if new is None or r.release != new.release] + ([new] if new else [])
     drop, refs = prune_images(records, h.c.keep, protect)
     if drop:
-        h.run(remove_command(h.t, h.rt, drop, refs), "pruning old images", long=True)
+        h.run(remove_images_command(h.t, h.rt, drop, refs), "pruning old images", long=True)
         h.note = f"pruned {', '.join(drop)}"
 
 
@@ -373,8 +373,8 @@ def _back_to_before(section, hs: Sequence[_H], release_id: str, ref: str, now: d
 
 # ---------------------------------------------------------------- undo
 
-def undo_release(section: HostsSection, c: Containers, release_id: str, *, run_id: str,
-                 before: dict[str, Before], pulled: Sequence[str], app: AppSection | None = None,
+def undo_image_release(section: HostsSection, c: Containers, release_id: str, *, run_id: str,
+                 before: dict[str, ServedBefore], pulled: Sequence[str], app: AppSection | None = None,
                  now: datetime | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts serving it go back to what they served before
     (`before`, else the release's record), hosts elsewhere lose only what preparing it made.
@@ -406,7 +406,7 @@ def undo_release(section: HostsSection, c: Containers, release_id: str, *, run_i
             _switch(h, prev, port, line)
             h.release = prev
             _stop(h, release_id)
-            h.run(remove_command(h.t, h.rt, [release_id], [rec.ref] if rec and h.pulled else []),  # type: ignore[arg-type]
+            h.run(remove_images_command(h.t, h.rt, [release_id], [rec.ref] if rec and h.pulled else []),  # type: ignore[arg-type]
                   f"removing {release_id}'s record")
 
         _each(hs, one, section.max_parallel)
@@ -452,7 +452,7 @@ def _ensure_running(h: _H, release_id: str) -> int:
 
 # ---------------------------------------------------------------- rollback
 
-def rollback(section: HostsSection, c: Containers, to: str, *, run_id: str, expect: str | None,
+def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str, expect: str | None,
              app: AppSection | None = None, now: datetime | None = None) -> list[HostResult]:
     """Every host to release `to` (its record's image: no pull while the host has it), after
     health, proxy switched; checked on every host before any switches (the record is there;
@@ -534,7 +534,7 @@ def rollback(section: HostsSection, c: Containers, to: str, *, run_id: str, expe
 
 # ---------------------------------------------------------------- prepare
 
-def check(section: HostsSection, c: Containers, registry: str, app: AppSection | None = None) -> list[str]:
+def check_image_hosts(section: HostsSection, c: Containers, registry: str, app: AppSection | None = None) -> list[str]:
     """Every host answers, has the runtime and curl or wget, and logs in to `registry` with the
     settings' credentials (through stdin; nothing kept). HostFailed naming each failing host."""
     hs = _open(section, c, app)

@@ -54,7 +54,7 @@ class HostsImage(OnHosts):
 
     # ------------------------------------------------------------ settings -> what the hosts need
 
-    def _proxy(self) -> ops.Proxy | None:
+    def _proxy(self) -> ops.ImageProxy | None:
         s = self.s
         if not s.proxy.enabled:
             return None
@@ -63,7 +63,7 @@ class HostsImage(OnHosts):
         def one(t: Target):
             return s.proxy.for_host(index[t.name], t.deploy_to)
 
-        return ops.Proxy(switch=lambda t, port: proxy_switch(one(t), port),
+        return ops.ImageProxy(switch=lambda t, port: proxy_switch(one(t), port),
                          upstream=lambda t: proxy_upstream(one(t)), parse=_port)
 
     def _containers(self, environ: Mapping[str, str] | None = None, *, creds: bool = True) -> ops.Containers:
@@ -86,7 +86,7 @@ class HostsImage(OnHosts):
             password=login.password if login else None, proxy=self._proxy())
 
     def _read(self) -> list[tuple[str, ImageHostState | None, str]]:
-        return ops.read(self.s.hosts, self._containers(creds=False), self.s.app)
+        return ops.read_image_hosts(self.s.hosts, self._containers(creds=False), self.s.app)
 
     # ------------------------------------------------------------ before anything changes
 
@@ -107,7 +107,7 @@ class HostsImage(OnHosts):
                     f"{s.hosts.deploy_to}/shared/.env is missing on {len(missing)} host(s): {', '.join(missing)}. "
                     "The container gets its variables from it.",
                     f"Write it with `invoke env.push --env={s.name}`, or set push_env = true under [hosts].")
-        found = ops.check(s.hosts, self._containers(environ), s.image.registry, s.app)
+        found = ops.check_image_hosts(s.hosts, self._containers(environ), s.image.registry, s.app)
         return "; ".join(found) + (f"; logged in to {s.image.registry}" if s.image.username_var else "")
 
     # the hosts' deploy lock and shared/.env: OnHosts (deploy/targets/_hosts.py)
@@ -144,7 +144,7 @@ class HostsImage(OnHosts):
             raise
         known = state.get(ImageReleaseFacts)
 
-        def remember(before: dict[str, ops.Before]) -> None:
+        def remember(before: dict[str, ops.ServedBefore]) -> None:
             if known is not None and known.ref == ref and known.previous:
                 return   # a resumed run: what the hosts served before its first attempt stands
             state.put(ImageReleaseFacts(ref=ref, previous={h: b.release for h, b in before.items()},
@@ -157,7 +157,7 @@ class HostsImage(OnHosts):
                 state.put(dataclasses.replace(facts, pulled=tuple(sorted({*facts.pulled, *names}))))
                 state.checkpoint()
 
-        results = ops.release(s.hosts, c, release_id, ref, run_id=state.id, remember=remember, pulled=pulled,
+        results = ops.release_image(s.hosts, c, release_id, ref, run_id=state.id, remember=remember, pulled=pulled,
                               app=s.app)
         for r in results:
             if r.note and not r.note.startswith("pruned"):
@@ -169,9 +169,9 @@ class HostsImage(OnHosts):
         facts = state.get(ImageReleaseFacts)
         if facts is not None and facts.locked_out:
             return "another run held the hosts' lock: this run changed nothing there"
-        before = {h: ops.Before(r, (facts.ports or {}).get(h)) for h, r in (facts.previous or {}).items()} if facts \
+        before = {h: ops.ServedBefore(r, (facts.ports or {}).get(h)) for h, r in (facts.previous or {}).items()} if facts \
             else {}
-        results = ops.undo_release(self.s.hosts, self._containers(environ), release_id, run_id=state.id,
+        results = ops.undo_image_release(self.s.hosts, self._containers(environ), release_id, run_id=state.id,
                                    before=before, pulled=facts.pulled if facts else (), app=self.s.app)
         return ", ".join(f"{r.host}: {r.release or '-'}" + (f" ({r.note})" if r.note else "") for r in results)
 
@@ -256,7 +256,7 @@ class HostsImage(OnHosts):
         c = self._containers(environ, creds=bool(s.image.username_var and s.image.username_var in environ))
         hosts.acquire_lock(s.hosts, run_id=state.id, release_id=to)
         try:
-            results = ops.rollback(s.hosts, c, to, run_id=state.id, expect=expect, app=s.app)
+            results = ops.rollback_image(s.hosts, c, to, run_id=state.id, expect=expect, app=s.app)
         finally:
             hosts.release_lock(s.hosts, run_id=state.id)
         return ", ".join(f"{r.host}: {r.previous or '-'} -> {r.release}" for r in results)

@@ -14,12 +14,16 @@ this sandbox's needs (../shared/FACTS.md), set the same way (`runtime_args`, `ru
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
 
+from deploy.hosts._containers import app_key
+from deploy.hosts._values import Target
 from deploy.testing.images import container_env, podman
 
 #: per-host podman storage and this sandbox's runtime, as `[image] runtime_args`
@@ -57,9 +61,8 @@ process.on("SIGTERM", () => server.close(() => process.exit(0)));
 '''
 
 
-def _authfile(folder: Path, registry) -> Path:
-    import base64
-
+def authfile(folder: Path, registry) -> Path:
+    """A podman auth file (0600) in `folder` holding `registry`'s login (for a test's own pushes and pulls)."""
     token = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
     path = folder / "auth.json"
     path.write_text(json.dumps({"auths": {registry.address: {"auth": token}}}))
@@ -80,7 +83,7 @@ def push_app_image(registry, base: str, version: str, repository: str = "occ/tin
         local = f"localhost/occ-test-app:{version}"
         podman("build", "-q", "-t", local, "-f", str(d / "Containerfile"), str(d), env=env, timeout=600)
         digest_file = d / "digest"
-        auth = _authfile(d, registry)
+        auth = authfile(d, registry)
         podman("push", "--authfile", str(auth), "--cert-dir", str(registry.cert_dir), "--digestfile",
                str(digest_file), local, f"docker://{registry.address}/{repository}:{version}", env=env, timeout=600)
         return f"{registry.address}/{repository}@{digest_file.read_text().strip()}"
@@ -88,21 +91,12 @@ def push_app_image(registry, base: str, version: str, repository: str = "occ/tin
 
 def host_podman(host, deploy_to: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """podman on `host` as its login user, with that host's storage (HOST_RUNTIME_ARGS)."""
-    from deploy.hosts._containers import app_key
-    from deploy.hosts._values import Target
-
     key = app_key(Target(name="", host="", port=0, user="", deploy_to=deploy_to))
     flags = [a.replace("{deploy_to}", deploy_to).replace("{key}", key) for a in HOST_RUNTIME_ARGS]
-    cmd = " ".join(_q(x) for x in ("podman", *flags, *args))
+    cmd = shlex.join(("podman", *flags, *args))
     return subprocess.run(["ssh", "-i", str(host.key_file), "-o", f"UserKnownHostsFile={host.known_hosts}",
                            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", str(host.port),
                            f"{host.user}@{host.host}", cmd], capture_output=True, text=True, timeout=timeout)
-
-
-def _q(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
 
 
 def remove_all_containers(host, deploy_to: str) -> None:
