@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from test_layers import import_graph
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 700
 MIN_WORDS = 5   # "`invoke status`: one table ..." is the shortest that still names a job
@@ -74,3 +76,55 @@ def test_the_check_names_each_offender_by_path_and_line_count(tmp_path, files, e
         (package / rel).parent.mkdir(parents=True, exist_ok=True)
         (package / rel).write_text(text)
     assert offenders(package, tmp_path, limit=10) == expected
+
+
+# ----------------------------------------------------------------------------- the layers drawn in docs/architecture.md
+
+# Highest first; a module belongs to the first layer one of whose prefixes it starts with, and
+# to "primitives" when none matches (places, artifact, data, governance, the ledger and facts).
+LAYERS = [
+    ("edge", ("tasks", "deploy.tasks", "deploy.cli")),
+    ("flows", ("deploy.flows",)),
+    ("engine", ("deploy.engine", "deploy.services")),
+    ("seam", ("deploy.targets",)),
+    ("primitives", ()),
+    ("base", ("deploy.config", "deploy.errors", "deploy.proc", "deploy.redact", "deploy.private", "deploy.parallel",
+              "deploy.clock", "deploy.display", "deploy.liveness", "deploy.dburl", "deploy.rollout", "deploy.startup")),
+]
+
+
+def layer_of(module: str) -> int:
+    """The rank of `module` in LAYERS (0 is the top); the package `deploy` itself is base."""
+    if module == "deploy":
+        return len(LAYERS) - 1
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return [name for name, _ in LAYERS].index("primitives")
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """`a (layer) imports b (layer)` for every import of a module in a higher layer."""
+    return sorted(f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+                  for a, bs in graph.items() if not a.startswith("deploy.testing")
+                  for b in bs if layer_of(b) < layer_of(a))
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    """The drawing in docs/architecture.md ("Layers and folders"), checked: edge, flows, engine,
+    seam, primitives, base; each imports only the layers below it (or its own)."""
+    found = upward(import_graph())
+    assert not found, "imports against the layers of docs/architecture.md:\n  " + "\n  ".join(found)
+
+
+@pytest.mark.parametrize("graph,expected", [
+    ({"deploy.flows.promote": {"deploy.engine", "deploy.targets", "deploy.build", "deploy.config"}}, []),
+    ({"deploy.build": {"deploy.flows.steps"}}, ["deploy.build (primitives) imports deploy.flows.steps (flows)"]),
+    ({"deploy.config": {"deploy.hosts"}}, ["deploy.config (base) imports deploy.hosts (primitives)"]),
+    ({"deploy.hosts": {"deploy.targets.tree"}}, ["deploy.hosts (primitives) imports deploy.targets.tree (seam)"]),
+    ({"deploy.engine": {"deploy.cli"}}, ["deploy.engine (engine) imports deploy.cli (edge)"]),
+    ({"deploy.testing.stage": {"deploy.cli"}}, []),
+], ids=["flows-import-everything-below", "a-primitive-importing-a-step", "base-importing-a-primitive",
+        "a-place-importing-the-seam", "the-engine-importing-the-edge", "test-starters-stand-above-all"])
+def test_the_layer_check_names_each_upward_import(graph, expected):
+    assert upward(graph) == expected
