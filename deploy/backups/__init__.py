@@ -7,12 +7,12 @@ very snapshot pg_dump dumps. SQLite: a consistent copy through the online backup
 password never reaches argv: the tools get the URL without it and `PGPASSWORD` in their
 environment.
 
-    store       where backups lie, their sidecars; load, list, latest, prune
-    tools       pg_dump/pg_restore/psql found by the server's version and checked
-    postgres    dump in one snapshot, verify in a scratch database, restore in one transaction
-    sqlite      the same three for a SQLite file
-    operations  backup, verify, restore: settings and URL read, the engine's module called
-    writes      written_since (what a restore would discard), app_rows (what emptying would)
+    store         where backups lie, their sidecars; load, list, latest, prune
+    tools         pg_dump/pg_restore/psql found by the server's version and checked
+    postgres      dump in one snapshot, verify in a scratch database, restore in one transaction
+    sqlite        the same three for a SQLite file
+    operations    backup, verify, restore: settings and URL read, the engine's module called
+    writes        written_since (what a restore would discard), app_rows (what emptying would)
     provisioning  db.provision: a database and its login role
 """
 
