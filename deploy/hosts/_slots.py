@@ -165,15 +165,15 @@ def converge(section, h: _Host, release_id: str | None) -> None:
     app = h.app
     port_var = app.port_var if app else "PORT"
     argv = _argv(section, h, release_id)
-    if current != release_id:
-        _run(h.conn, t, switch_command(t, release_id), section, "switching current")
+    timeout = section.health_timeout or (app.ready_timeout if app else 30.0)
     try:
-        _run(h.conn, t, start_slot_command(t, new, release_id, port_var, argv), section,
-             f"starting {release_id} on port {new}", long=True)
-        timeout = section.health_timeout or (app.ready_timeout if app else 30.0)
-        _run(h.conn, t, slot_health_command(t, new, app.health_path if app else "/", timeout), section,
-             f"health check of {release_id} on port {new}", long=True)
-        _run(h.conn, t, proxy_switch_command(p, new), section, f"switching the {p.kind} proxy to port {new}")
+        # Two round trips: `current` and the start; then health and, only when it passed, the proxy.
+        _run(h.conn, t, _and(switch_command(t, release_id) if current != release_id else "",
+                             start_slot_command(t, new, release_id, port_var, argv)),
+             section, f"switching current and starting {release_id} on port {new}", long=True)
+        _run(h.conn, t, f"{slot_health_command(t, new, app.health_path if app else '/', timeout)} && "
+                        f"{{ {proxy_switch_command(p, new)}\n}}",
+             section, f"health check of {release_id} on port {new} (then the {p.kind} switch to it)", long=True)
     except _HostError as e:
         # Never switched to: stop it, `current` back to what it was; the proxy still serves the old app.
         serving = slots.get(live, (False, ""))[1] if live else ""
