@@ -389,7 +389,9 @@ def bench_requests(w: Work, farm, runs: int) -> list:
             for i in range(n):
                 k = 1 if i % 2 == 0 else 0
                 art = dataclasses.replace(w.arts[k], release_id=f"2024070100{next(seq):04d}-{w.arts[k].git_sha[:7]}")
-                time.sleep(1.0)   # let the balancer forget earlier failures (fail_timeout)
+                # nginx leaves a server it saw failing out for fail_timeout: the all-at-once run
+                # before would otherwise still empty its pool when the next run starts.
+                time.sleep(lb.fail_timeout + 1.0)
                 with Loop(lb.port) as loop:
                     time.sleep(0.5)
                     H.release(section, art, run_id=f"lb-{mode}-{i}", app=app)
