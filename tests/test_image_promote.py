@@ -8,6 +8,7 @@ registry's login and the app's secret in no output, ledger row or host file."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 
 import pytest
@@ -25,6 +26,13 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def _live_digest(text: str) -> str:
+    """The one digest `invoke hosts.releases` shows live on every host."""
+    found = re.findall(r"live image \S+@(sha256:[0-9a-f]{64})", text)
+    assert len(found) == 2 and len(set(found)) == 1, text
+    return found[0]
 
 
 def test_promote_runs_the_image_by_digest_behind_the_proxy_again_and_rolls_back(stage, registry, node_image,
@@ -76,6 +84,7 @@ drain_seconds = 0.2
         r = p.invoke("hosts.releases", "--env=staging")
         outputs.append(r.stdout + r.stderr)
         assert r.returncode == 0 and r.stdout.count(f"[{first.release_id}]") == 2, r.stdout
+        first_digest = _live_digest(r.stdout)
 
         (p.root / "examples/app/README.md").write_text("a change\n")
         p.commit("a change")
@@ -87,6 +96,7 @@ drain_seconds = 0.2
         assert second.release_id != first.release_id and second.status == "succeeded"
         r = p.invoke("hosts.releases", "--env=staging")
         assert r.stdout.count(f"[{second.release_id}]") == 2, r.stdout
+        assert _live_digest(r.stdout) != first_digest   # a new commit: a new image
 
         r = p.invoke("rollback", "--env=staging", "--yes", timeout=600)
         outputs.append(r.stdout + r.stderr)
@@ -94,6 +104,7 @@ drain_seconds = 0.2
         r = p.invoke("hosts.releases", "--env=staging")
         outputs.append(r.stdout + r.stderr)
         assert r.stdout.count(f"[{first.release_id}]") == 2, r.stdout
+        assert _live_digest(r.stdout) == first_digest   # rolled back by digest
         assert all(_get(port, "/healthz")[0] == 200 for port in listen)
         assert p.ledger().live_release("staging").release_id == first.release_id
     finally:
