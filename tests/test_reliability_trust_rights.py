@@ -32,6 +32,8 @@ from deploy import approvals as rules
 from deploy.flows.rights import differences
 from deploy.ledger import ApprovalRow, ReleaseRow, ReleaseStatus
 from deploy.testing.project import REPO, all_tasks
+from deploy.testing.snapshots import new_database
+from deploy.testing.stage import add_production
 
 TIER = "20250301000000_shop_tier"
 MIGRATIONS = "examples/app/prisma/postgres/migrations"
@@ -193,6 +195,25 @@ def promote_staging(stage, *extra):
     return stage.project.ledger().runs("staging", flow="promote")[0]
 
 
+def with_production(stage):
+    return add_production(stage, new_database(stage))
+
+
+def with_production_a_then_b_on_staging(stage):
+    production = with_production(stage)
+    a = promote_staging(stage)
+    b_sha = commit_b(stage)
+    b = promote_staging(stage)
+    return production, a, b_sha, b
+
+
+@pytest.fixture
+def production(stage_snapshot):
+    """The `production` fixture's environments, made once per module and put back in place for
+    each test (deploy/testing/snapshots.py)."""
+    return stage_snapshot(with_production)[1]
+
+
 def commit_b(stage) -> str:
     add_migration(stage.project, TIER, 'ALTER TABLE "Shop" ADD COLUMN "tier" TEXT;\n',
                   'ALTER TABLE "Shop" DROP COLUMN "tier";\n')
@@ -329,12 +350,10 @@ def test_db_migrate_on_production_applies_the_commits_migrations_after_a_backup(
 # ----------------------------------------------------------------------------- #3 rights follow what happened later
 
 @pytest.mark.parametrize("how", ["rollback", "hosts.rollback", "aborted-re-promotion"])
-def test_production_refuses_a_commit_whose_staging_pass_was_taken_back(production, how):
+def test_production_refuses_a_commit_whose_staging_pass_was_taken_back(stage_snapshot, how):
+    _, (production, a, b_sha, b) = stage_snapshot(with_production_a_then_b_on_staging)
     stage = production.stage
     project = stage.project
-    a = promote_staging(stage)
-    b_sha = commit_b(stage)
-    b = promote_staging(stage)
     assert b.sha == b_sha
     if how == "rollback":
         ok(project.invoke("rollback", "--env=staging", "--yes"))

@@ -159,6 +159,11 @@ class Production:
 def production(stage, pg_cluster):
     """A production environment beside `stage`: same hosts, its own deploy path, ports and
     database; staging run and approvals of product and manager required."""
+    return add_production(stage, pg_cluster.create_database())
+
+
+def add_production(stage, url: str) -> Production:
+    """The `production` fixture's environment added to `stage`, with `url` its database."""
     ports = [free_port() for _ in stage.hosts]
     for h in stage.hosts:
         h.write("srv/occ-prod/shared/.env", "HOST=127.0.0.1\n")
@@ -169,6 +174,5 @@ def production(stage, pg_cluster):
     text += '\n[approvals]\nrequired_roles = ["product", "manager"]\n'
     stage.project.write_env("production", text)
     stage.project.commit("production on test hosts")
-    url = pg_cluster.create_database()
     stage.project.env["PRODUCTION_DATABASE_URL"] = url
     return Production(stage, ports, url)
