@@ -131,8 +131,15 @@ def _argv(section, h: _Host, release_id: str) -> list[str]:
         raise _HostError(e.message) from None
 
 
+def _proxy_of(h: _Host) -> ProxySection:
+    """The host's proxy settings (a host reaches this module only in proxy mode)."""
+    if h.proxy is None:
+        raise _HostError("no [proxy] is set for this host, so it has no second port to start on")
+    return h.proxy
+
+
 def _read(section, h: _Host) -> tuple[int | None, str | None, dict[int, tuple[bool, str]]]:
-    t, p = h.t, h.proxy
+    t, p = h.t, _proxy_of(h)
     r = _run(h.conn, t, slots_state_command(t, p), section, "reading the proxy and the app's ports")
     proxy, current, slots = parse_slots_state(r.stdout)
     if proxy.get("running") != "1":
@@ -144,7 +151,7 @@ def _read(section, h: _Host) -> tuple[int | None, str | None, dict[int, tuple[bo
 def converge(section, h: _Host, release_id: str | None) -> None:
     """Make `release_id` the one the host's proxy serves (module docstring), or with None stop
     every port's app and remove `current` (the undo of a first release)."""
-    t, p = h.t, h.proxy
+    t, p = h.t, _proxy_of(h)
     app_port, spare = slot_ports(t, p)
     live, current, slots = _read(section, h)
     if release_id is None:
