@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from deploy import build as b
-from deploy import config
+from deploy import config, trash
 from deploy.config import AppSection
 from deploy.errors import BuildFailed, SettingsError
 
@@ -84,6 +84,7 @@ def test_dependency_cache_is_pruned_by_size_least_recently_used_first(tmp_path, 
     for i, mb in enumerate(sizes):
         _entry(cache, f"e{i + 1}", mb, now - 1000 + i * 100)       # e3 used last
     removed = b.prune_deps_cache_to_size(cache, max_mb)
+    trash.drain()   # renamed aside at once, deleted in the background (deploy.trash)
     assert {d.name for d in cache.iterdir()} == kept and set(removed) == {f"e{i + 1}" for i in range(3)} - kept
 
 
