@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,36 @@ def test_state_output_is_parsed_into_records_current_and_containers():
     assert st.running("occ-x-20260102-b") and not st.running("occ-x-20260101-a") and st.exists("occ-x-20260101-a")
     empty = c.parse_image_state("== current\n== records\n== images\n== containers\n")
     assert (empty.current, empty.port, empty.records) == (None, None, ())
+
+
+# ---------------------------------------------------------------- the finish in the background
+
+def _sh(cmd: str) -> float:
+    started = time.monotonic()
+    subprocess.run(["sh", "-c", cmd], check=True, timeout=30)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("seconds", [0.4, 0.9, 1.3], ids=["short", "medium", "long"])
+def test_the_finish_returns_at_once_and_the_next_state_read_waits_until_it_ended(tmp_path, seconds):
+    t = _t(str(tmp_path))
+    (tmp_path / "image").mkdir()
+    done = tmp_path / "done"
+    assert _sh(c.finish_command(t, f"sleep {seconds}; touch {done}")) < seconds / 2   # detached from the session
+    assert list((tmp_path / "image").glob(".finish-*"))          # marked while it runs
+    waited = _sh(c.image_state_command(t, c.Runtime("true")))
+    assert done.exists(), "the state read came back before the finish ended"
+    assert waited < seconds + 2
+    assert not list((tmp_path / "image").glob(".finish-*"))
+
+
+@pytest.mark.parametrize("content", ["999999", "", "not-a-pid"], ids=["dead-pid", "empty", "garbage"])
+def test_a_finish_killed_with_its_host_does_not_hold_up_the_next_state_read(tmp_path, content):
+    t = _t(str(tmp_path))
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / ".finish-4242").write_text(content + "\n")
+    assert _sh(c.wait_finish_command(t)) < 1.0
+    assert not (tmp_path / "image" / ".finish-4242").exists()
 
 
 def _rec(rid, ref=REF):

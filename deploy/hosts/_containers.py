@@ -44,6 +44,7 @@ NO_FREE_PORT_EXIT = 88      # every candidate port is taken
 HEALTH_FAILED_EXIT = 89     # the container did not answer its health path in time, or exited
 NO_RUNTIME_EXIT = 90        # the runtime the settings name (or any) is not installed
 RUNTIMES = ("podman", "docker")
+FINISH_WAIT_LIMIT = 120     # seconds a state read waits for an earlier operation's background finish
 
 #: a digest reference: <registry>/<repository>@sha256:<64 hex>
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9.:-]*(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
@@ -113,7 +114,8 @@ def parse_detect(text: str) -> tuple[str, str]:
 
 
 def image_state_command(t: Target, rt: Runtime, images: bool = True) -> str:
-    """Clear scratch left by a killed command, then print, in sections: `current`, one line per
+    """Wait for an earlier operation's finish still draining or stopping in the background
+    (wait_finish_command), clear scratch left by a killed command, then print, in sections: `current`, one line per
     release record (`id ref previous`), the images the runtime holds by digest (`images`: a
     release asks the runtime per image when it pulls instead), and this environment's
     containers (`name state`). At most two runtime calls, whatever the host holds."""
@@ -121,6 +123,7 @@ def image_state_command(t: Target, rt: Runtime, images: bool = True) -> str:
     return "; ".join([
         f"mkdir -p {sh(_d(t, 'releases'))}",
         f"rm -rf {sh(d)}/.work-*",
+        wait_finish_command(t),
         "echo '== current'", f"cat {sh(_d(t, 'current'))} 2>/dev/null || true",
         "echo '== records'",
         f"for f in {sh(_d(t, 'releases'))}/*; do [ -f \"$f\" ] || continue; ref=; prev=; "
@@ -369,6 +372,26 @@ def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0,
     if rt.name == "podman":
         return f"{wait}{rt('rm', '-f', '-t', stop_timeout, name)} >/dev/null 2>&1; true"
     return f"{wait}{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
+
+
+def finish_command(t: Target, script: str) -> str:
+    """Run `script` (the drain, the old containers' stop, the prune) detached from the SSH
+    session, so the operation returns once the proxy serves the new container. The file
+    image/.finish-<n> exists while it runs (made before it starts, holding its pid once it
+    runs) and goes when it ends. Every later state read (which each operation does first,
+    under the lock) waits for it: no operation starts while an earlier one still drains or
+    stops a container."""
+    f = _d(t, ".finish-")
+    body = sh('echo $$ > "$0"; ' + script + '; rm -f "$0"')
+    return (f"f={sh(f)}$$; echo $$ > \"$f\" && {{ nohup sh -c {body} \"$f\" </dev/null >/dev/null 2>&1 & }}")
+
+
+def wait_finish_command(t: Target, limit: int = FINISH_WAIT_LIMIT) -> str:
+    """Wait (at most `limit` seconds each) for the background finishes whose files remain: a
+    file goes when its finish ends; one whose process is gone (killed with its host) is removed."""
+    return (f"for f in {sh(_d(t))}/.finish-*; do n=0; while [ -f \"$f\" ] && [ $n -lt {limit * 20} ]; do "
+            "pid=$(cat \"$f\" 2>/dev/null); [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null || break; "
+            "sleep 0.05; n=$((n + 1)); done; rm -f \"$f\"; done")
 
 
 def remove_images_command(t: Target, rt: Runtime, release_ids: Sequence[str], refs: Sequence[str]) -> str:

@@ -14,7 +14,9 @@ release does), so the hosts go together:
        then `image/current`
        -- a failure switches the switched hosts' proxies back to their old containers, which
           are still running; the new containers go
-    3. finish: the old containers drain and stop; records and images beyond `keep` are pruned
+    3. finish: the old containers drain and stop; records and images beyond `keep` are pruned,
+       in one command left running in the background on the host (the operation returns once
+       every proxy serves the new container); the next operation's state read waits for it
 
 A rollback is the same with an earlier release's record (its image kept on the host: no pull).
 An undo goes back to the release each host served before, reusing its container when it still
@@ -34,7 +36,8 @@ from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, Record, auth_json, HEA
                                       Runtime, ca_command, check_ref, container_name, detect_command, fill_args,
                                       health_command, login_check_command, parse_detect, parse_port, parse_image_state,
                                       prune_images, pull_command, record_command, registry_of, remove_images_command,
-                                      run_command, set_current_command, image_state_command, stop_command)
+                                      run_command, set_current_command, image_state_command, stop_command,
+                                      finish_command)
 from deploy.hosts._group import _close, _holder, _table
 from deploy.hosts._ssh import _connect, _HostError, _run
 from deploy.hosts._targets import targets
@@ -234,15 +237,25 @@ def _stop(h: _H, release_id: str | None, drain: bool = True) -> None:
                            stop_timeout=h.c.stop_timeout), f"stopping the container of {release_id}", long=True)
 
 
-def _stop_others(h: _H, live: str, drain: str | None) -> None:
+def _finish(h: _H, live: str, drain: str | None, prune: tuple[list[str], list[str]] = ([], [])) -> None:
     """Every container of this environment on the host but `live`'s goes: `drain` (the one the
-    proxy served before) after proxy.drain_seconds, any other (left by a killed run) at once."""
+    proxy served before) after proxy.drain_seconds, then any left by a killed run; then the
+    records and images in `prune`. In one command that runs on in the background (finish_command):
+    the proxy already serves `live`, nothing here is needed for the result, and the next
+    operation's state read waits for it."""
+    assert h.rt is not None
     prefix = container_name(h.t, "")
     others = {n[len(prefix):] for n, _ in h.known.containers if n.startswith(prefix)} - {live}
     if drain and drain != live:
         others.add(drain)
-    for rid in sorted(others, key=lambda r: r != drain):
-        _stop(h, rid, drain=rid == drain)
+    parts = [stop_command(h.t, h.rt, rid, drain=h.c.drain_seconds if rid == drain else 0.0,
+                          stop_timeout=h.c.stop_timeout) for rid in sorted(others, key=lambda r: r != drain)]
+    drop, refs = prune
+    if drop:
+        parts.append(remove_images_command(h.t, h.rt, drop, refs))
+        h.note = f"pruned {', '.join(drop)}"
+    if parts:
+        h.run(finish_command(h.t, "; ".join(parts)), "stopping the old containers (in the background)")
 
 
 def _forget(h: _H, release_id: str, ref: str | None) -> None:
@@ -325,8 +338,8 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
 
         def finish(h: _H) -> None:
             old = h.known.current
-            _stop_others(h, release_id, drain=old)
-            _prune(h, protect=(release_id, old or release_id), new=Record(release_id, ref, old, True))
+            _finish(h, release_id, drain=old,
+                    prune=_to_prune(h, protect=(release_id, old or release_id), new=Record(release_id, ref, old, True)))
 
         _each(hs, finish, section.max_parallel)
         results = _results(hs)
@@ -339,15 +352,11 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
         _close(hs)   # type: ignore[arg-type]
 
 
-def _prune(h: _H, protect: Sequence[str], new: Record | None = None) -> None:
-    """Records (and images no kept record names) beyond `keep`, from what the host held when
-    it was read plus the record this operation wrote (`new`)."""
-    assert h.rt is not None
+def _to_prune(h: _H, protect: Sequence[str], new: Record | None = None) -> tuple[list[str], list[str]]:
+    """(records, images no kept record names) beyond `keep`, from what the host held when it
+    was read plus the record this operation wrote (`new`)."""
     records = [r for r in h.known.records if new is None or r.release != new.release] + ([new] if new else [])
-    drop, refs = prune_images(records, h.c.keep, protect)
-    if drop:
-        h.run(remove_images_command(h.t, h.rt, drop, refs), "pruning old images", long=True)
-        h.note = f"pruned {', '.join(drop)}"
+    return prune_images(records, h.c.keep, protect)
 
 
 def _back_to_before(section, hs: Sequence[_H], release_id: str, ref: str, now: datetime, run_id: str) -> None:
@@ -520,7 +529,7 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
             raise _failed(what, hs, "while switching; the switched hosts are back on their old containers")
 
         def finish(h: _H) -> None:
-            _stop_others(h, to, drain=h.known.current)
+            _finish(h, to, drain=h.known.current)
 
         _each(todo, finish, section.max_parallel)
         results = _results(hs)

@@ -6,8 +6,9 @@ hosts, each host's commands from deploy/hosts/_containers.py); this class puts t
 target interface and reads the settings and the registry's credentials.
 
 A release pulls (unless the host has the image), starts the new container beside the live one,
-waits for `[app] health_path` on the host, switches the proxy, drains and stops the old
-container, and keeps `[image] keep` releases' images for rollback. Rollback is an earlier
+waits for `[app] health_path` on the host, switches the proxy, and returns; the old container
+drains and stops and images beyond `[image] keep` releases' go in a finish left running in the
+background on the host, which the next operation's first read of the host waits for. Rollback is an earlier
 release's image: no build, no pull while the host still has it. Migrations and Shopify are the
 promotion's own steps, as for the tree target; an image whose start command migrates (the
 template's `docker-start` runs `prisma migrate deploy`) does so on every start.
@@ -27,7 +28,7 @@ from deploy.errors import DeployError, LockHeld, SettingsError
 from deploy.facts import ImageRef, ImageReleaseFacts
 from deploy.hosts import _images as ops
 from deploy.hosts._containers import (ImageHostState, Runtime, container_name, fill_args, health_command,
-                                      pull_command, run_command, stop_command)
+                                      finish_command, pull_command, run_command, stop_command)
 from deploy.hosts._proxy import switch_command as proxy_switch, upstream_command as proxy_upstream
 from deploy.targets._base import Command, PlaceReleases, RunState, WayBack
 from deploy.targets._hosts import OnHosts
@@ -211,9 +212,10 @@ class HostsImage(OnHosts):
             if proxy is not None:
                 out.append(Command(t.name, f"proxy: switch to <port>: {proxy.switch(t, 65535)}"
                                    .replace("65535", "<port>")))
-            out.append(Command(t.name, stop_command(t, rt, "<previous release>", drain=s.proxy.drain_seconds,
-                                                    stop_timeout=im.stop_timeout)))
-            out.append(Command(t.name, f"prune image records and images beyond the newest {im.keep}"))
+            out.append(Command(t.name, finish_command(t, stop_command(t, rt, "<previous release>",
+                                                                      drain=s.proxy.drain_seconds,
+                                                                      stop_timeout=im.stop_timeout)
+                                                      + f"; <prune image records and images beyond the newest {im.keep}>")))
         return out
 
     # ------------------------------------------------------------ rollback
@@ -277,8 +279,9 @@ class HostsImage(OnHosts):
             if proxy is not None:
                 out.append(Command(t.name, f"proxy: switch to <port>: {proxy.switch(t, 65535)}"
                                    .replace("65535", "<port>")))
-            out.append(Command(t.name, stop_command(t, rt, "<current release>", drain=s.proxy.drain_seconds,
-                                                    stop_timeout=im.stop_timeout)))
+            out.append(Command(t.name, finish_command(t, stop_command(t, rt, "<current release>",
+                                                                      drain=s.proxy.drain_seconds,
+                                                                      stop_timeout=im.stop_timeout))))
         return out
 
     # ------------------------------------------------------------ status
