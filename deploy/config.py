@@ -303,6 +303,9 @@ class ImageSection:
     network: Literal["host", "publish"] = "host"
     port_span: int = 20                    # a new container's port: the first free one of app port .. + port_span - 1
     stop_timeout: int = 10                 # seconds an old container has after SIGTERM (after proxy.drain_seconds)
+    # true: after a release or rollback the container the proxy served before stays running, idle
+    # (its memory stays in use), so going back to it is a health check and the proxy switch, no start
+    previous_running: bool = False
     build_timeout: float = 1800.0          # seconds a build may take
     push_timeout: float = 900.0            # seconds a push (or a registry check) may take
 

@@ -174,7 +174,8 @@ def test_the_finish_returns_at_once_and_the_next_state_read_waits_until_it_ended
     t = _t(str(tmp_path))
     (tmp_path / "image").mkdir()
     done = tmp_path / "done"
-    assert _sh(c.finish_command(t, f"sleep {seconds}; touch {done}")) < seconds / 2   # detached from the session
+    launched = _sh(c.background_finish_command(t, f"sleep {seconds}; touch {done}"))
+    assert launched < seconds / 2   # detached from the session
     assert list((tmp_path / "image").glob(".finish-*"))          # marked while it runs
     waited = _sh(c.image_state_command(t, c.Runtime("true")))
     assert done.exists(), "the state read came back before the finish ended"

@@ -144,6 +144,34 @@ def test_image_release_runs_the_digest_on_two_hosts_behind_the_proxy_and_rolls_b
     assert t.serving() == {h.address: "20260101000000-aaaaaaa" for h in env.hosts}
 
 
+@pytest.mark.parametrize("releases", [2, 3], ids=["one-before", "two-before"])
+def test_with_previous_running_the_container_served_before_stays_up_and_a_rollback_starts_nothing(env, images,
+                                                                                                 releases):
+    env.raw["image"]["previous_running"] = True
+    ids = [f"2026010100{i:02d}00-{c * 7}" for i, c in zip(range(releases), "abc")]
+    refs = [images["v1"], images["v2"], images["v1"]][:releases]
+    for i, (rid, ref) in enumerate(zip(ids, refs)):
+        _release(env, f"run-{i}", rid, ref)
+    targets = hosts.targets(env.s.hosts, env.s.app)
+    live, prev = ids[-1], ids[-2]
+
+    def started(h, t, rid):
+        return host_podman(h, env.deploy_to(h), "inspect", "--format", "{{.State.StartedAt}}",
+                           f"occ-{app_key(t)}-{rid}").stdout.strip()
+
+    for h, t in zip(env.hosts, targets):
+        _wait(lambda: sorted(_ps(env, h)) == sorted(f"occ-{app_key(t)}-{r}" for r in (live, prev)),
+              what="the live and the previous container, no other")   # an older one is stopped
+    before = [started(h, t, prev) for h, t in zip(env.hosts, targets)]
+    env.target().rollback(env.state("run-rb"), prev, expect=live, environ=env.environ)
+    assert env.target().serving() == {h.address: prev for h in env.hosts}
+    assert env.versions() == [["v1", "v2"][releases - 2]] * 2
+    assert [started(h, t, prev) for h, t in zip(env.hosts, targets)] == before   # not started again
+    for h, t in zip(env.hosts, targets):   # the one rolled back from is now the previous: still up
+        _wait(lambda: sorted(_ps(env, h)) == sorted(f"occ-{app_key(t)}-{r}" for r in (live, prev)),
+              what="both containers after the rollback")
+
+
 def test_a_release_whose_health_fails_is_undone_and_the_old_container_keeps_serving(env, images):
     _release(env, "run-1", "20260101000000-aaaaaaa", images["v1"])
     ctx = env.state("run-2", images["v3-broken"])

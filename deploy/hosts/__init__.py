@@ -77,7 +77,8 @@ from deploy.hosts._containers import (IMAGE_DIR, IMAGE_REF, RUNTIMES, ENV_UNCARR
                                       container_name, check_ref, registry_of, fill_args, detect_command, parse_detect,
                                       image_state_command, parse_image_state, auth_json, ca_command, pull_command,
                                       login_check_command, run_command, parse_port, health_command, record_command,
-                                      set_current_command, stop_command, remove_images_command, prune_images)
+                                      set_current_command, stop_command, remove_images_command, prune_images,
+                                      background_finish_command, wait_finish_command, FINISH_WAIT_LIMIT)
 from deploy.hosts._images import (ImageProxy, Containers, ServedBefore, read_image_hosts, release_image,
                                   undo_image_release, rollback_image, check_image_hosts)
 # _proxy.switch_command (the proxy's switch) keeps its module's name: deploy.hosts.switch_command is `current`'s.
@@ -120,6 +121,7 @@ __all__ = [
     "fill_args", "detect_command", "parse_detect", "image_state_command", "parse_image_state", "auth_json",
     "ca_command", "pull_command", "login_check_command", "run_command", "parse_port", "health_command",
     "record_command", "set_current_command", "stop_command", "remove_images_command", "prune_images",
+    "background_finish_command", "wait_finish_command", "FINISH_WAIT_LIMIT",
     "ImageProxy", "Containers", "ServedBefore", "read_image_hosts", "release_image", "undo_image_release",
     "rollback_image", "check_image_hosts",
 ]

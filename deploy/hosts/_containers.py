@@ -374,7 +374,7 @@ def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0,
     return f"{wait}{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
 
 
-def finish_command(t: Target, script: str) -> str:
+def background_finish_command(t: Target, script: str) -> str:
     """Run `script` (the drain, the old containers' stop, the prune) detached from the SSH
     session, so the operation returns once the proxy serves the new container. The file
     image/.finish-<n> exists while it runs (made before it starts, holding its pid once it

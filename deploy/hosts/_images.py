@@ -37,7 +37,7 @@ from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, Record, auth_json, HEA
                                       health_command, login_check_command, parse_detect, parse_port, parse_image_state,
                                       prune_images, pull_command, record_command, registry_of, remove_images_command,
                                       run_command, set_current_command, image_state_command, stop_command,
-                                      finish_command)
+                                      background_finish_command)
 from deploy.hosts._group import _close, _holder, _table
 from deploy.hosts._ssh import _connect, _HostError, _run
 from deploy.hosts._targets import targets
@@ -72,6 +72,7 @@ class Containers:
     keep: int = 3                            # release records (and their images) kept per host
     stop_timeout: int = 10                   # seconds an old container gets after SIGTERM
     drain_seconds: float = 1.0               # the old container serves in-flight requests this long after the switch
+    previous_running: bool = False           # the container served before stays running (no drain, no stop)
     health_path: str = "/"
     health_timeout: float = 30.0
     port_var: str = "PORT"
@@ -240,13 +241,17 @@ def _stop(h: _H, release_id: str | None, drain: bool = True) -> None:
 def _finish(h: _H, live: str, drain: str | None, prune: tuple[list[str], list[str]] = ([], [])) -> None:
     """Every container of this environment on the host but `live`'s goes: `drain` (the one the
     proxy served before) after proxy.drain_seconds, then any left by a killed run; then the
-    records and images in `prune`. In one command that runs on in the background (finish_command):
+    records and images in `prune`. In one command that runs on in the background
+    (background_finish_command):
     the proxy already serves `live`, nothing here is needed for the result, and the next
-    operation's state read waits for it."""
+    operation's state read waits for it. With `previous_running`, `drain` stays running instead
+    (the way back is then a health check and a switch)."""
     assert h.rt is not None
     prefix = container_name(h.t, "")
     others = {n[len(prefix):] for n, _ in h.known.containers if n.startswith(prefix)} - {live}
-    if drain and drain != live:
+    if h.c.previous_running and drain:
+        others.discard(drain)
+    elif drain and drain != live:
         others.add(drain)
     parts = [stop_command(h.t, h.rt, rid, drain=h.c.drain_seconds if rid == drain else 0.0,
                           stop_timeout=h.c.stop_timeout) for rid in sorted(others, key=lambda r: r != drain)]
@@ -255,7 +260,7 @@ def _finish(h: _H, live: str, drain: str | None, prune: tuple[list[str], list[st
         parts.append(remove_images_command(h.t, h.rt, drop, refs))
         h.note = f"pruned {', '.join(drop)}"
     if parts:
-        h.run(finish_command(h.t, "; ".join(parts)), "stopping the old containers (in the background)")
+        h.run(background_finish_command(h.t, "; ".join(parts)), "stopping the old containers (in the background)")
 
 
 def _forget(h: _H, release_id: str, ref: str | None) -> None:

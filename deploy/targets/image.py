@@ -28,7 +28,7 @@ from deploy.errors import DeployError, LockHeld, SettingsError
 from deploy.facts import ImageRef, ImageReleaseFacts
 from deploy.hosts import _images as ops
 from deploy.hosts._containers import (ImageHostState, Runtime, container_name, fill_args, health_command,
-                                      finish_command, pull_command, run_command, stop_command)
+                                      background_finish_command, pull_command, run_command, stop_command)
 from deploy.hosts._proxy import switch_command as proxy_switch, upstream_command as proxy_upstream
 from deploy.targets._base import Command, PlaceReleases, RunState, WayBack
 from deploy.targets._hosts import OnHosts
@@ -80,7 +80,7 @@ class HostsImage(OnHosts):
                                     f"({e.strerror}).", "Point it at the registry's CA certificate (PEM).") from None
         return ops.Containers(
             runtime=im.runtime, runtime_args=im.runtime_args, run_args=im.run_args, network=im.network,
-            port_span=im.port_span, keep=im.keep, stop_timeout=im.stop_timeout,
+            port_span=im.port_span, keep=im.keep, stop_timeout=im.stop_timeout, previous_running=im.previous_running,
             drain_seconds=s.proxy.drain_seconds, health_path=s.app.health_path,
             health_timeout=s.hosts.health_timeout or s.app.ready_timeout, port_var=s.app.port_var,
             app_port=s.app.port, insecure=im.insecure, ca=ca, username=login.username if login else "",
@@ -212,10 +212,9 @@ class HostsImage(OnHosts):
             if proxy is not None:
                 out.append(Command(t.name, f"proxy: switch to <port>: {proxy.switch(t, 65535)}"
                                    .replace("65535", "<port>")))
-            out.append(Command(t.name, finish_command(t, stop_command(t, rt, "<previous release>",
-                                                                      drain=s.proxy.drain_seconds,
-                                                                      stop_timeout=im.stop_timeout)
-                                                      + f"; <prune image records and images beyond the newest {im.keep}>")))
+            stop = stop_command(t, rt, "<previous release>", drain=s.proxy.drain_seconds, stop_timeout=im.stop_timeout)
+            out.append(Command(t.name, background_finish_command(
+                t, stop + f"; <prune records and images beyond the newest {im.keep}>")))
         return out
 
     # ------------------------------------------------------------ rollback
@@ -279,9 +278,8 @@ class HostsImage(OnHosts):
             if proxy is not None:
                 out.append(Command(t.name, f"proxy: switch to <port>: {proxy.switch(t, 65535)}"
                                    .replace("65535", "<port>")))
-            out.append(Command(t.name, finish_command(t, stop_command(t, rt, "<current release>",
-                                                                      drain=s.proxy.drain_seconds,
-                                                                      stop_timeout=im.stop_timeout))))
+            stop = stop_command(t, rt, "<current release>", drain=s.proxy.drain_seconds, stop_timeout=im.stop_timeout)
+            out.append(Command(t.name, background_finish_command(t, stop)))
         return out
 
     # ------------------------------------------------------------ status
