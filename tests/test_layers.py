@@ -283,7 +283,8 @@ def test_the_dead_helper_finder_sees_an_unused_function_and_not_a_used_one():
 
 # ----------------------------------------------------------------------------- the packages split from one module
 
-SPLIT = {"deploy.engine": "deploy/engine", "deploy.ledger": "deploy/ledger", "deploy.flows.steps": "deploy/flows/steps"}
+SPLIT = {"deploy.engine": "deploy/engine", "deploy.ledger": "deploy/ledger", "deploy.flows.steps": "deploy/flows/steps",
+         "deploy.config": "deploy/config"}
 
 
 def names_taken_from(module: str, sources: list[str]) -> set[str]:
