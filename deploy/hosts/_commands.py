@@ -73,7 +73,7 @@ def state_command(t: Target, upload: str | None = None, manifest: bool = False) 
     parts = [
         "echo '== current'", f"readlink {sh(_p(t, 'current'))} || true",
         "echo '== releases'", f"ls -1 {sh(_p(t, 'releases'))} 2>/dev/null || true",
-        "echo '== apps'", f"grep -s -H -m 1 '^  \"app\": \"' {sh(_p(t, 'releases'))}/*/RELEASE.json || true",
+        "echo '== apps'", f"grep -s -H -m 1 '^ *\"app\": \"' {sh(_p(t, 'releases'))}/*/RELEASE.json || true",
         "echo '== upload'",
     ]
     if upload:
@@ -507,12 +507,13 @@ def stop_app_command(t: Target) -> str:
             f"{sh('systemctl', '--user', 'stop', unit_name(t))} 2>/dev/null; fi; true")
 
 
-_APP_LINE = r's/^  "app": "\(.*\)",\{0,1\}$/\1/p'
+_APP_LINE = r's/^ *"app": "\(.*\)",\{0,1\}$/\1/p'
 
 
 def app_of_command(t: Target, *release_ids: str) -> str:
     """Print `<release id> <app>` per release, the app read from its RELEASE.json (the build
-    writes it with sorted keys, two-space indent, so `"app"` is a line of its own)."""
+    writes one top-level key per line, so `"app"` is a line of its own; releases packed before
+    that have it indented by two spaces)."""
     parts = []
     for rid in release_ids:
         manifest = _p(t, "releases", rid, "RELEASE.json")
