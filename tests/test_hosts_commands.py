@@ -199,7 +199,7 @@ def test_the_state_carries_currents_manifest_as_it_is():
 
 def test_which_app_a_release_is_comes_from_its_manifest():
     assert hosts.app_of_command(_t(), "r1") == (
-        "printf '%s ' r1; { sed -n 's/^  \"app\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' /srv/occ/releases/r1/RELEASE.json "
+        "printf '%s ' r1; { sed -n 's/^ *\"app\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' /srv/occ/releases/r1/RELEASE.json "
         "2>/dev/null | head -n 1 | tr -d '\\n'; echo; }")
     apps = hosts.parse_app_of("r1 occ-shopify-app\nr2 occ-example-app\nr0 \n")
     assert apps == {"r1": "occ-shopify-app", "r2": "occ-example-app", "r0": ""}
@@ -402,13 +402,13 @@ T = hosts.Target(name="deploy@web1:22", host="web1", port=22, user="deploy", dep
 
 EXACT = [
     pytest.param(lambda: hosts.state_command(T),
-                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'',
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^ *"app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'',
                  id='state'),
     pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz"),
-                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true',
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^ *"app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true',
                  id='state-with-upload'),
     pytest.param(lambda: hosts.state_command(T, "/srv/occ/.uploads/r1.tar.gz", manifest=True),
-                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^  "app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true; echo \'== manifest\'; cat /srv/occ/current/RELEASE.json 2>/dev/null || true',
+                 'echo \'== current\'; readlink /srv/occ/current || true; echo \'== releases\'; ls -1 /srv/occ/releases 2>/dev/null || true; echo \'== apps\'; grep -s -H -m 1 \'^ *"app": "\' /srv/occ/releases/*/RELEASE.json || true; echo \'== upload\'; sha256sum /srv/occ/.uploads/r1.tar.gz 2>/dev/null || true; echo \'== manifest\'; cat /srv/occ/current/RELEASE.json 2>/dev/null || true',
                  id='state-with-manifest'),
     pytest.param(lambda: hosts.lock_command(T, "holder=a@b\nrun_id=r1\n"),
                  "mkdir -p /srv/occ/releases /srv/occ/shared /srv/occ/.uploads && if mkdir /srv/occ/.deploy-lock 2>/dev/null; then printf %s 'holder=a@b\nrun_id=r1\n' > /srv/occ/.deploy-lock/details; else cat /srv/occ/.deploy-lock/details 2>/dev/null; exit 75; fi",
