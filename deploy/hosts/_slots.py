@@ -175,9 +175,13 @@ def converge(section, h: _Host, release_id: str | None) -> None:
     timeout = section.health_timeout or (app.ready_timeout if app else 30.0)
     try:
         # Two round trips: `current` and the start; then health and, only when it passed, the proxy.
-        _run(h.conn, t, _and(switch_command(t, release_id) if current != release_id else "",
-                             start_slot_command(t, new, release_id, port_var, argv)),
-             section, f"switching current and starting {release_id} on port {new}", long=True)
+        # The free port already running this release (a killed run started it, and its health
+        # check may still switch the proxy to it) is kept, never restarted under the proxy.
+        keep = slots.get(new) == (True, release_id)
+        first = _and(switch_command(t, release_id) if current != release_id else "",
+                     "" if keep else start_slot_command(t, new, release_id, port_var, argv))
+        if first:
+            _run(h.conn, t, first, section, f"switching current and starting {release_id} on port {new}", long=True)
         _run(h.conn, t, f"{slot_health_command(t, new, app.health_path if app else '/', timeout)} && "
                         f"{{ {proxy_switch_command(p, new)}\n}}",
              section, f"health check of {release_id} on port {new} (then the {p.kind} switch to it)", long=True)
