@@ -82,9 +82,17 @@ class OnHosts(ReleaseTarget):
 
     def origins(self, state: dict[str, Any]) -> list[str]:
         """The environment's public URL (environment.app_url), then each host's origin
-        (scheme://host:port of its health URL): the smoke checks ask the app and every host."""
-        out = [self.s.environment.app_url] if self.s.environment.app_url else []
-        if not self.s.hosts.hosts:
+        (scheme://host:port of its health URL): the smoke checks ask the app and every host.
+        Behind a per-host proxy with no health URL set, each host's origin is its proxy's
+        listen port (the app's own port changes with every release)."""
+        s = self.s
+        out = [s.environment.app_url] if s.environment.app_url else []
+        if not s.hosts.hosts:
+            return out
+        if s.proxy.enabled and not (s.hosts.health_url or s.hosts.health_urls):
+            for i, t in enumerate(self._targets()):
+                host = f"[{t.host}]" if ":" in t.host else t.host
+                out.append(f"http://{host}:{s.proxy.for_host(i, t.deploy_to).listen}")
             return out
         for t in self._targets():
             if t.health_url:

@@ -21,7 +21,7 @@ uses these only for what a host no longer shows.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from deploy import hosts, images
 from deploy.errors import DeployError, LockHeld, SettingsError
@@ -113,17 +113,6 @@ class HostsImage(OnHosts):
 
     # the hosts' deploy lock and shared/.env: OnHosts (deploy/targets/_hosts.py)
 
-    def origins(self, state: dict[str, Any]) -> list[str]:
-        """The app's public URL, then each host's proxy (the app is served there, never on a
-        container's own port, which changes with every release); explicit health URLs win."""
-        s = self.s
-        if s.hosts.health_url or s.hosts.health_urls or not s.proxy.enabled or not s.hosts.hosts:
-            return super().origins(state)
-        out = [s.environment.app_url] if s.environment.app_url else []
-        for i, t in enumerate(self._targets()):
-            host = f"[{t.host}]" if ":" in t.host else t.host
-            out.append(f"http://{host}:{s.proxy.for_host(i, t.deploy_to).listen}")
-        return out
 
     # ------------------------------------------------------------ promote
 

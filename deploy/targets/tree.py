@@ -5,7 +5,7 @@ is deploy/hosts/'s; this class only puts it behind the target interface."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from deploy import hosts
 from deploy.hosts import _proxy
@@ -55,17 +55,6 @@ class HostsTree(OnHosts):
 
     # the hosts' deploy lock, shared/.env and the smoke origins: OnHosts (deploy/targets/_hosts.py)
 
-    def origins(self, state: dict[str, Any]) -> list[str]:
-        """With a proxy the app is served on each host's proxy, never on one app port (the live one of the
-        pair changes with every release): the public URL, then each host's proxy; explicit health URLs win."""
-        s = self.s
-        if s.hosts.health_url or s.hosts.health_urls or not s.proxy.enabled or not s.hosts.hosts:
-            return super().origins(state)
-        out = [s.environment.app_url] if s.environment.app_url else []
-        for i, t in enumerate(self._targets()):
-            host = f"[{t.host}]" if ":" in t.host else t.host
-            out.append(f"http://{host}:{s.proxy.for_host(i, t.deploy_to).listen}")
-        return out
 
     # ------------------------------------------------------------ promote
 
