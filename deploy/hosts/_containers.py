@@ -377,13 +377,17 @@ def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0,
 def background_finish_command(t: Target, script: str) -> str:
     """Run `script` (the drain, the old containers' stop, the prune) detached from the SSH
     session, so the operation returns once the proxy serves the new container. The file
-    image/.finish-<n> exists while it runs (made before it starts, holding its pid once it
-    runs) and goes when it ends. Every later state read (which each operation does first,
+    image/.finish-<n> exists while it runs (made before it starts, holding its pid before this
+    command returns) and goes when it ends. Every later state read (which each operation does first,
     under the lock) waits for it: no operation starts while an earlier one still drains or
     stops a container."""
     f = _d(t, ".finish-")
-    body = sh('echo $$ > "$0"; ' + script + '; rm -f "$0"')
-    return (f"f={sh(f)}$$; echo $$ > \"$f\" && {{ nohup sh -c {body} \"$f\" </dev/null >/dev/null 2>&1 & }}")
+    body = sh(script + '; rm -f "$0"')
+    # The file first holds this shell's pid, then the detached process's ($!), written before
+    # this command returns: a state read never sees a pid that is already gone while the finish
+    # runs (the detached process writing its own pid raced the read).
+    return (f"f={sh(f)}$$; echo $$ > \"$f\" && {{ nohup sh -c {body} \"$f\" </dev/null >/dev/null 2>&1 & }} "
+            "&& echo $! > \"$f\"")
 
 
 def wait_finish_command(t: Target, limit: int = FINISH_WAIT_LIMIT) -> str:
