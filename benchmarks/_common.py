@@ -14,6 +14,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,35 @@ def read_claims(path: Path) -> list[Claim]:
 
 def verdict(met: bool | None) -> str:
     return "-" if met is None else ("met" if met else "MISSED")
+
+
+def print_claims(claims: list[Claim]) -> int:
+    """The script's closing table of its claims; the exit code: 1 when a target was missed."""
+    from tabulate import tabulate
+
+    print()
+    print(tabulate([(c.figure, c.value, c.target or "-", verdict(c.met)) for c in claims],
+                   headers=["figure", "value", "target", "met?"]))
+    return 0 if all(c.met is not False for c in claims) else 1
+
+
+def on_each(items, fn: Callable[..., object]) -> None:
+    """fn(item) for every item at once, one thread each; the first error is raised after all ended."""
+    errors: list[BaseException] = []
+
+    def one(item) -> None:
+        try:
+            fn(item)
+        except BaseException as e:  # noqa: BLE001 - raised below, after the others ended
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def timed(fn: Callable[[], object]) -> float:

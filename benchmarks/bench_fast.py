@@ -41,13 +41,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import claim, write_claims  # noqa: E402
+from benchmarks._common import claim, on_each, print_claims, write_claims  # noqa: E402
 from deploy import build as B  # noqa: E402
 from deploy import hosts as H  # noqa: E402
 from deploy import proc, source  # noqa: E402
@@ -156,8 +155,6 @@ def switch_script(deploy_to: str, rid: str) -> str:
 
 
 def rsync_release(farm, hs, sub: str, tree: Path, rid: str, prev: str | None) -> None:
-    errors = []
-
     def one(h):
         d = str(h.root / sub)
         link = [f"--link-dest={d}/releases/{prev}"] if prev else []
@@ -167,15 +164,9 @@ def rsync_release(farm, hs, sub: str, tree: Path, rid: str, prev: str | None) ->
             r = subprocess.run([*ssh_argv(farm, h), f"{h.user}@{h.host}", switch_script(d, rid)],
                                capture_output=True, text=True)
         if r.returncode != 0:
-            errors.append(f"{h.name}: {r.stderr[-500:]}")
+            raise RuntimeError(f"{h.name}: {r.stderr[-500:]}")
 
-    threads = [threading.Thread(target=one, args=(h,)) for h in hs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError("; ".join(errors))
+    on_each(hs, one)
 
 
 def keep_current_and(hs, sub: str, also: str | None = None) -> None:
@@ -294,13 +285,6 @@ def bench_rollback(farm, hs, section, runs: int) -> list:
     tool, bare, locked = [], [], []
     sub = "bench/toolkit"
 
-    def run_all(fn):
-        threads = [threading.Thread(target=fn, args=(h,)) for h in hs]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-
     def locked_switch(h, target):
         # The least a rollback that can switch every host back needs: the lock taken on every
         # host before any switches (here: per host), the switch and restart, then the unlock.
@@ -327,20 +311,16 @@ def bench_rollback(farm, hs, section, runs: int) -> list:
                       f" && cd {d}/current && true && test -f package.json", hide=True, in_stream=False)
 
         def bare_switch(target):
-            threads = [threading.Thread(target=one, args=(h, target)) for h in hs]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
+            on_each(hs, lambda h: one(h, target))
 
         t = time.perf_counter()
         bare_switch(prev)
         bare.append(time.perf_counter() - t)
         bare_switch(newest)
         t = time.perf_counter()
-        run_all(lambda h: locked_switch(h, prev))
+        on_each(hs, lambda h: locked_switch(h, prev))
         locked.append(time.perf_counter() - t)
-        run_all(lambda h: locked_switch(h, newest))
+        on_each(hs, lambda h: locked_switch(h, newest))
 
     ratio = statistics.median(tool) / statistics.median(bare)
     lratio = statistics.median(tool) / statistics.median(locked)
@@ -469,12 +449,7 @@ def main() -> int:
             if "requests" in only:
                 claims += bench_requests(w, farm, max(1, args.request_runs))
         write_claims(args.claims_out, claims)
-        from tabulate import tabulate
-
-        print()
-        print(tabulate([(c.figure, c.value, c.target or "-", "-" if c.met is None else ("met" if c.met else "MISSED"))
-                        for c in claims], headers=["figure", "value", "target", "met?"]))
-        return 0 if all(c.met is not False for c in claims) else 1
+        return print_claims(claims)
     finally:
         write_claims(args.claims_out, claims)
         if farm is not None:

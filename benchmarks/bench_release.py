@@ -27,14 +27,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import claim, write_claims  # noqa: E402
+from benchmarks._common import claim, on_each, write_claims  # noqa: E402
 from deploy import hosts as H  # noqa: E402
 from deploy.testing.sshd import SshdFarm, make_artifact  # noqa: E402
 
@@ -67,21 +66,7 @@ def run_sequential(hs, sub, artifact):
 
 
 def run_parallel(hs, sub, artifact):
-    errors = []
-
-    def one(h):
-        try:
-            bare_release(h, str(h.root / sub), artifact)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(h,)) for h in hs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    on_each(hs, lambda h: bare_release(h, str(h.root / sub), artifact))
 
 
 # The same steps as bare_release, as an Ansible user would write them with the builtin

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import claim, write_claims  # noqa: E402
+from benchmarks._common import claim, print_claims, write_claims  # noqa: E402
 from deploy import hosts  # noqa: E402
 from deploy.build import build  # noqa: E402
 from deploy.config import AppSection, ProxySection  # noqa: E402
@@ -160,12 +160,7 @@ def main() -> int:
             claims += one_proxy(farm, h, art, kind, max(2, args.runs))
             write_claims(args.claims_out, claims)
             farm.reset(h)
-        from tabulate import tabulate
-
-        print()
-        print(tabulate([(c.figure, c.value, c.target or "-", "-" if c.met is None else ("met" if c.met else "MISSED"))
-                        for c in claims], headers=["figure", "value", "target", "met?"]))
-        return 0 if all(c.met is not False for c in claims) else 1
+        return print_claims(claims)
     finally:
         write_claims(args.claims_out, claims)
         if farm is not None:
