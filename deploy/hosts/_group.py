@@ -15,7 +15,7 @@ from deploy import liveness
 from deploy.errors import DeployError, HostFailed
 from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, _p, lock_command, lock_details, parse_lock_details,
                                     parse_state, sh, state_command)
-from deploy.hosts._ssh import _connect, _HostError, _local_user, _run
+from deploy.hosts._ssh import _connect, _give_back, _HostError, _local_user, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, HostState, LockInfo, Target
 from deploy.parallel import pmap
@@ -91,10 +91,16 @@ def _parallel(hosts: Sequence[_Host], fn: Callable[[_Host], None], max_parallel:
 
 
 def _close(hosts: Sequence[_Host]) -> None:
+    """The end of an operation: a connection to a host the run still holds locked is kept for
+    the run's next operation (_ssh._give_back: its unlock closes it); the others close. The
+    image target's hosts (no `locked`) are only ever changed under the run's lock."""
     for h in hosts:
         if h.conn is not None:
             try:
-                h.conn.close()
+                if getattr(h, "locked", True):
+                    _give_back(h.conn)
+                else:
+                    h.conn.close()
             except Exception:  # noqa: BLE001
                 pass
 
@@ -143,16 +149,19 @@ def _failed(what: str, hs: Sequence[_Host], summary: str) -> HostFailed:
 # ---------------------------------------------------------------- phase 1: connect, lock, read
 
 def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: datetime,
-              upload_name: str | None, lock: bool, manifest: bool = False) -> None:
+              upload_name: str | None, lock: bool, manifest: bool = False, read: bool = True) -> None:
+    """Connect to every host and read its state; with `lock`, take its deploy lock first, in the
+    same round trip. `read=False`: the state is not read (the lock's own operations need none);
+    `h.state` stays None."""
     from fabric import Config
 
     config = Config()
     details = lock_details(_holder(), run_id, release_id, now, liveness.token())
 
     def open_one(h: _Host) -> None:
-        h.conn = _connect(section, h.t, config)
+        h.conn = _connect(section, h.t, config, run=run_id)
         upload = _p(h.t, ".uploads", upload_name) if upload_name else None
-        state = state_command(h.t, upload, manifest)
+        state = state_command(h.t, upload, manifest) if read else "true"
         if lock:
             # One round trip: take the lock, then read the state under it.
             r = _run(h.conn, h.t, f"{lock_command(h.t, details)} && {{ {state}; }}", section,
@@ -169,17 +178,22 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
                 r = _run(h.conn, h.t, f"printf %s {sh(details)} > {sh(stamp)} && {{ {state}; }}", section,
                          "taking over the run's lock")
             h.locked = True
-        else:
+        elif read:
             r = _run(h.conn, h.t, state, section, "reading the release state")
-        h.state = parse_state(r.stdout)
+        else:
+            return
+        if read:
+            h.state = parse_state(r.stdout)
 
     _parallel(hs, open_one, section.max_parallel)
 
 
-def _read_all(section, fn: Callable[[_Host], None]) -> list[_Host]:
+def _read_all(section, fn: Callable[[_Host], None], *, run: str = "", read: bool = True) -> list[_Host]:
+    """Open every host (`run`: with the run's kept connections), read its state unless not
+    `read`, then `fn` on each; every connection closed."""
     hs = [_Host(t) for t in targets(section)]
     try:
-        _open_all(section, hs, run_id="", release_id="", now=_now(), upload_name=None, lock=False)
+        _open_all(section, hs, run_id=run, release_id="", now=_now(), upload_name=None, lock=False, read=read)
         _parallel(hs, fn, section.max_parallel)
     finally:
         _close(hs)

@@ -149,26 +149,37 @@ def _why(text: str) -> str:
     return text
 
 
-def _open(section: HostsSection, c: Containers, app: AppSection | None, images: bool = True) -> list[_H]:
+def _open(section: HostsSection, c: Containers, app: AppSection | None, images: bool = True,
+          run: str = "") -> list[_H]:
     hs = [_H(t, c, section=section) for t in targets(section, app)]
 
     def one(h: _H) -> None:
-        h.conn = _connect(section, h.t)
-        r = h.run(detect_command(c.runtime), "looking for the container runtime")
-        name, h.tool = parse_detect(r.stdout)
-        h.rt = Runtime(name, fill_args(c.runtime_args, h.t), fill_args(c.run_args, h.t))
-        _read(h, images)
+        h.conn = _connect(section, h.t, run=run)   # `run`: the connection its lock was taken on
+        if c.runtime == "auto":
+            r = h.run(detect_command(c.runtime), "looking for the container runtime")
+            name, h.tool = parse_detect(r.stdout)
+            h.rt = Runtime(name, fill_args(c.runtime_args, h.t), fill_args(c.run_args, h.t))
+            _read(h, images)
+        else:   # the runtime is named: it is looked for and the host read in one round trip
+            h.rt = Runtime(c.runtime, fill_args(c.runtime_args, h.t), fill_args(c.run_args, h.t))
+            _read(h, images, detect=detect_command(c.runtime))
 
     _each(hs, one, section.max_parallel)
     return hs
 
 
-def _read(h: _H, images: bool = True) -> None:
+def _read(h: _H, images: bool = True, detect: str = "") -> None:
+    """The host's state (and the proxy's live port) into `h.st`, `h.live_port`; `detect`: the
+    runtime check first, in the same command (its lines come before the first section)."""
     assert h.rt is not None
     cmd = image_state_command(h.t, h.rt, images)
     if h.c.proxy is not None:
         cmd += f"; echo '== proxy'; {{ {h.c.proxy.upstream(h.t)}; }} 2>/dev/null || true"
+    if detect:
+        cmd = f"{detect} && {{ {cmd}; }}"
     r = h.run(cmd, "reading the host's images")
+    if detect:
+        h.tool = parse_detect(r.stdout.split("\n== ", 1)[0])[1]
     text, _, proxy = r.stdout.partition("\n== proxy\n")
     h.st = parse_image_state(text)
     port = h.c.proxy.parse(proxy) if h.c.proxy is not None and proxy.strip() else None
@@ -301,7 +312,7 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
     check_ref(ref)
     now = now or _now()
     what = f"release {release_id}"
-    hs = _open(section, c, app, images=False)   # the pull asks the runtime for its one image
+    hs = _open(section, c, app, images=False, run=run_id)   # the pull asks the runtime for its one image
     try:
         if any(h.error for h in hs):
             raise _failed(what, hs, "before anything changed; every host stays on its release")
@@ -394,7 +405,7 @@ def undo_image_release(section: HostsSection, c: Containers, release_id: str, *,
     (`before`, else the release's record), hosts elsewhere lose only what preparing it made.
     Reads each host first: safe to repeat, and after a kill at any point."""
     now = now or _now()
-    hs = _open(section, c, app)
+    hs = _open(section, c, app, run=run_id)
     try:
         def one(h: _H) -> None:
             st = h.known
@@ -474,7 +485,7 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
     switches the switched hosts back. The caller holds the hosts' lock."""
     now = now or _now()
     what = f"rollback to {to}"
-    hs = _open(section, c, app)
+    hs = _open(section, c, app, run=run_id)
     try:
         for h in hs:
             if h.error:

@@ -10,7 +10,7 @@ from deploy import liveness
 from deploy.errors import LockHeld
 from deploy.hosts._commands import LOCK_DIR, parse_lock_details, read_lock_command, unlock_command
 from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _read_all
-from deploy.hosts._ssh import _HostError, _run
+from deploy.hosts._ssh import _drop_run, _HostError, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import LockInfo
 from deploy.parallel import pmap
@@ -76,7 +76,7 @@ def acquire_lock(section: HostsSection, *, run_id: str, release_id: str = "", no
             if not group:
                 continue
             _open_all(section, group, run_id=run_id, release_id=release_id or "-", now=now, upload_name=None,
-                      lock=True)
+                      lock=True, read=False)
             _raise_if_locked(hs, section, now)
             if any(h.error for h in hs):
                 _unlock_all(section, hs)
@@ -108,7 +108,10 @@ def _release_lock(section, *, run_id: str, unreachable_ok: bool) -> tuple[list[s
             _run(h.conn, h.t, unlock_command(h.t), section, "releasing the lock")
             freed.append(h.t.name)
 
-    hs = _read_all(section, one)
+    try:
+        hs = _read_all(section, one, run=run_id, read=False)
+    finally:
+        _drop_run(run_id)   # the run is over on these hosts: its kept connections go
     dead = [h.t.name for h in hs if h.error and h.conn is None] if unreachable_ok else []
     if any(h.error and h.t.name not in dead for h in hs):
         raise _failed("releasing the deploy lock", hs, "")
@@ -126,7 +129,7 @@ def lock_status(section: HostsSection) -> list[LockInfo]:
         if r.stdout.strip():
             found.append(parse_lock_details(h.t.name, r.stdout))
 
-    hs = _read_all(section, one)
+    hs = _read_all(section, one, read=False)
     if any(h.error for h in hs):
         raise _failed("reading the lock", hs, "")
     order = {t.name: i for i, t in enumerate(targets(section))}
@@ -148,7 +151,7 @@ def break_lock(section: HostsSection, *, now: datetime | None = None, force: boo
             if h.t.name in names:
                 _run(h.conn, h.t, unlock_command(h.t), section, "breaking the lock")
 
-        hs = _read_all(section, one)
+        hs = _read_all(section, one, read=False)
         if any(h.error for h in hs):
             raise _failed("breaking the lock", hs, "")
     if fresh:

@@ -4,9 +4,11 @@ Fabric and paramiko are imported inside the functions (`invoke --list` stays lig
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -21,11 +23,22 @@ class _HostError(Exception):
     """A step failed on one host; the message names what and is shown in the table."""
 
 
-def _connect(section, t: Target, config=None):
+def _connect(section, t: Target, config=None, *, run: str = ""):
     """An open Fabric Connection that refuses unknown, changed or revoked host keys:
     the known hosts files ssh would read for the host (or hosts.known_hosts), and the
     same rule for every ProxyJump gateway on the way (Fabric's own gateways add
-    unknown keys). HostName, IdentityFile, ProxyCommand come from ssh_config."""
+    unknown keys). HostName, IdentityFile, ProxyCommand come from ssh_config.
+    `run`: the connection belongs to that run (the one its earlier operation gave back, when
+    still usable; see RUN_IDLE_SECONDS); end its use with `_give_back`."""
+    if run:
+        key = (run, _host_key(section, t))
+        conn = _take_kept(key)
+        if conn is None:
+            conn = _connect(section, t, config)
+            # On the instance itself: Fabric's Connection stores other attributes in its
+            # config, which the hosts of one operation share.
+            object.__setattr__(conn, "_occ_run_key", key)
+        return conn
     from fabric import Config
 
     config = config or Config()
@@ -52,6 +65,82 @@ def _connect(section, t: Target, config=None):
     except (OSError, AttributeError):
         pass  # a gateway/proxy socket; correctness does not depend on it
     return c
+
+
+# ---------------------------------------------------------------- a run's connections, kept between its operations
+
+# A run that holds the hosts' lock talks to each host in several operations: the lock, the
+# release (or rollback), the unlock. Each used to open its own connection (key exchange, host
+# key check, login: 60-100 ms a host here). A connection opened for a run (`_connect(run=...)`)
+# is given back when its operation ends (`_give_back`) and the run's next operation takes it
+# again; releasing the run's lock closes them (`_drop_run`). It is only reused while its
+# transport is up, in the process that opened it, and for at most RUN_IDLE_SECONDS after its
+# last use (a connection left idle longer, e.g. across a long migration, is replaced: a
+# half-open one would otherwise cost a command's timeout). Reading hosts outside a run
+# (status, lock.status) always opens fresh connections.
+RUN_IDLE_SECONDS = 60.0
+
+_kept: dict[tuple, tuple[object, float, int]] = {}   # (run, host key) -> (connection, last use, pid)
+_kept_guard = threading.Lock()
+
+
+def _host_key(section, t: Target) -> tuple:
+    return (t.name, t.host, t.port, t.user, section.key_file, section.known_hosts, section.connect_timeout)
+
+
+def _usable(conn, used: float, pid: int) -> bool:
+    try:
+        transport = conn.client.get_transport()
+    except Exception:  # noqa: BLE001 - a broken connection is not reused
+        return False
+    return (pid == os.getpid() and transport is not None and transport.is_active()
+            and time.monotonic() - used <= RUN_IDLE_SECONDS)
+
+
+def _take_kept(key: tuple):
+    with _kept_guard:
+        found = _kept.pop(key, None)
+    if found is None:
+        return None
+    conn, used, pid = found
+    if _usable(conn, used, pid):
+        return conn
+    if pid == os.getpid():
+        _close_chain(conn)
+    return None
+
+
+def _give_back(conn) -> None:
+    """The end of an operation's use of `conn`: kept for its run's next operation when it was
+    opened for a run and still works, else closed."""
+    key = getattr(conn, "_occ_run_key", None)
+    if key is not None and _usable(conn, time.monotonic(), os.getpid()):
+        with _kept_guard:
+            other = _kept.get(key)
+            if other is None or other[0] is conn:
+                _kept[key] = (conn, time.monotonic(), os.getpid())
+                return
+    _close_chain(conn)
+
+
+def _drop_run(run_id: str) -> None:
+    """Close every connection kept for `run_id` (its lock is released: the run is over here)."""
+    with _kept_guard:
+        gone = [k for k in _kept if k[0] == run_id]
+        found = [_kept.pop(k) for k in gone]
+    for conn, _, pid in found:
+        if pid == os.getpid():
+            _close_chain(conn)
+
+
+@atexit.register
+def _drop_all() -> None:
+    with _kept_guard:
+        found = list(_kept.values())
+        _kept.clear()
+    for conn, _, pid in found:
+        if pid == os.getpid():
+            _close_chain(conn)
 
 
 class _KeyRefused(Exception):
