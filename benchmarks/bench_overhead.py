@@ -4,7 +4,10 @@
     holding one no-op task (an empty tasks.py makes invoke exit 1 with "No tasks found"),
     and of `invoke promote --to=local --dry-run` in a throwaway project; plus
     `python -X importtime` proving that `invoke --list` imports none of sqlalchemy,
-    fabric, paramiko, psycopg.
+    fabric, paramiko, psycopg. Every case's child runs without PYTHONDONTWRITEBYTECODE
+    (some sandboxes and CI images set it), so the warm-up run writes __pycache__ for the
+    toolkit's modules (an editable install) as pip did for invoke's: every case is timed
+    with its bytecode cached, as a user's install runs.
 (b) engine: a Plan of N no-op Steps run by deploy.engine.Runner (lock, ledger rows for the
     run and every step, progress lines) against calling the N functions directly, with the
     SQLite ledger and, when Postgres is installed, a Postgres ledger. Per step: the slope
@@ -55,7 +58,8 @@ def startup(runs: int, work: Path):
     bare = work / "bare"
     bare.mkdir()
     (bare / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("DEPLOY_ROOT", "DEPLOY_LEDGER_URL")}
+    # The same for every case: bytecode written and read (see the module docstring).
+    env = {k: v for k, v in os.environ.items() if k not in ("DEPLOY_ROOT", "DEPLOY_LEDGER_URL", "PYTHONDONTWRITEBYTECODE")}
     project = make_project(work / "project")
     penv = {**env, "DEPLOY_ROOT": str(project.root), "PYTHONPATH": str(REPO)}
     cases = {

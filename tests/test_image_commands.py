@@ -17,7 +17,8 @@ from deploy import config
 from deploy.errors import SettingsError
 from deploy.hosts import _containers as c
 from deploy.hosts._values import Target
-from deploy.targets import HostsImage, target_for
+from deploy.targets import target_for
+from deploy.targets.image import HostsImage
 
 REF = "registry.example:5000/acme/app@sha256:" + "ab" * 32
 PODMAN = c.Runtime("podman", ("--root", "/srv/occ/containers"), ("--ulimit", "nofile=1024:1024"))

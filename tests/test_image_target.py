@@ -26,7 +26,8 @@ from deploy.errors import HostFailed
 from deploy.facts import ImageRef, ImageReleaseFacts
 from deploy.hosts import app_key, setup_proxy
 from deploy.hosts._values import Target
-from deploy.targets import HostsImage, target_for
+from deploy.targets import target_for
+from deploy.targets.image import HostsImage
 from deploy.testing.imagehosts import (HOST_RUN_ARGS, HOST_RUNTIME_ARGS, host_images, host_podman, push_app_image,
                                        remove_all_containers)
 from deploy.testing.ports import free_port

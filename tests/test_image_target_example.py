@@ -21,7 +21,8 @@ from deploy.facts import ImageRef
 from deploy.images import build_image
 from deploy.locations import artifacts_dir, build_key, source_dir
 from deploy.source import commit_time
-from deploy.targets import HostsImage, target_for
+from deploy.targets import target_for
+from deploy.targets.image import HostsImage
 from deploy.testing.images import podman
 from deploy.testing.imagehosts import HOST_RUN_ARGS, HOST_RUNTIME_ARGS, authfile, host_images, remove_all_containers
 from deploy.testing.ports import free_port

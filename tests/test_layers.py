@@ -110,16 +110,42 @@ def runtime_imports(path: Path, known: set[str], module: str | None = None, *,
     return found
 
 
+def deferred_names(path: Path) -> list[str]:
+    """Every "deploy.<module>:<name>" string `path` holds: code it names to import later
+    (deploy/deferred.py's `later`, `resolve`, the release targets' TARGETS)."""
+    from deploy.deferred import REF
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and REF.match(n.value)]
+
+
+def all_deferred_names() -> list[str]:
+    return sorted({ref for p in modules() if not rel(p).startswith("deploy/testing/") for ref in deferred_names(p)})
+
+
 def import_graph() -> dict[str, set[str]]:
     """deploy module -> the deploy modules it imports: at the top, in a function, or for the type
-    checker only (a type-only loop still ties two modules together: name the type lower down)."""
+    checker only (a type-only loop still ties two modules together: name the type lower down),
+    or by a deferred name ("deploy.x:f", deploy/deferred.py: loaded later, a dependency all the same)."""
     paths = [p for p in modules()] + [ROOT / "tasks.py"]
     known = {module_name(p) for p in paths}
     graph: dict[str, set[str]] = {}
     for p in paths:
-        graph[module_name(p)] = {m for m, _, _ in runtime_imports(p, known, typing_too=True) if m in known} - {
-            module_name(p)}
+        named = {ref.partition(":")[0] for ref in deferred_names(p)}
+        graph[module_name(p)] = ({m for m, _, _ in runtime_imports(p, known, typing_too=True) if m in known}
+                                 | (named & known)) - {module_name(p)}
     return graph
+
+
+def test_a_deferred_name_counts_as_an_import_for_the_layers_and_loops(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('from deploy.engine import later\nrun = later("deploy.flows.steps.work.build:build", 1)\n'
+                 'not_one = "deploy.hosts: a sentence"\nnor = "hosts:skipping"\n')
+    assert deferred_names(f) == ["deploy.flows.steps.work.build:build"]
+    graph = import_graph()
+    assert "deploy.flows.steps.work.gates" in graph["deploy.flows.steps._gates"]
+    assert "deploy.targets.tree" in graph["deploy.targets"]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

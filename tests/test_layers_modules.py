@@ -85,7 +85,8 @@ LAYERS = [
     ("seam", ("deploy.targets",)),
     ("primitives", ()),
     ("base", ("deploy.config", "deploy.errors", "deploy.proc", "deploy.redact", "deploy.private", "deploy.parallel",
-              "deploy.clock", "deploy.display", "deploy.liveness", "deploy.dburl", "deploy.rollout", "deploy.startup")),
+              "deploy.clock", "deploy.display", "deploy.liveness", "deploy.dburl", "deploy.rollout", "deploy.startup",
+              "deploy.deferred")),
 ]
 
 

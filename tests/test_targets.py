@@ -11,10 +11,13 @@ import pytest
 
 from deploy import config, targets
 from deploy.errors import SettingsError
-from deploy.targets import METHODS, TARGETS, HostsTree, LocalTree, ReleaseTarget, target_for
+from deploy.targets import METHODS, TARGETS, ReleaseTarget, target_class, target_for
+from deploy.targets.local import LocalTree
+from deploy.targets.tree import HostsTree
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = sorted({cls for pair in TARGETS.values() for cls in pair if cls is not None}, key=lambda c: c.__name__)
+IMPLEMENTATIONS = sorted({target_class(ref) for pair in TARGETS.values() for ref in pair if ref is not None},
+                         key=lambda c: c.__name__)
 
 
 def settings(raw: dict, name: str = "staging") -> config.Settings:

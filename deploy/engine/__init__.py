@@ -7,6 +7,8 @@ deploy/engine/_runner.py, tells how a run is applied, resumed and aborted).
     _signals    SIGINT/SIGTERM: interrupt the step, never the undo
     _heartbeat  the run's lock kept alive; LockLost when it was taken over
     _runner     Runner: applies a plan under the lock, records it, undoes on failure
+
+`later` (deploy/deferred.py): a step's run/undo/finish named as "module:function", loaded when it runs.
 """
 
 from deploy.engine._console import DETAIL_MAX, Console
@@ -15,6 +17,7 @@ from deploy.engine._heartbeat import LockLost
 from deploy.engine._plan import Plan, Step, StepFn, Touch
 from deploy.engine._runner import Runner
 from deploy.engine._signals import Interrupted
+from deploy.deferred import Later, later
 
-__all__ = ["DETAIL_MAX", "Console", "Interrupted", "LockLost", "Outcome", "Plan", "Runner", "Step", "StepContext",
-           "StepFn", "Touch"]
+__all__ = ["DETAIL_MAX", "Console", "Interrupted", "Later", "LockLost", "Outcome", "Plan", "Runner", "Step",
+           "StepContext", "StepFn", "Touch", "later"]

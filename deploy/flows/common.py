@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from deploy import facts, feedback, hosts, proc, summary
+from deploy import facts, feedback, proc, summary
+from deploy.deferred import resolve
 from deploy.errors import DeployError, PlanChanged, SettingsError
 from deploy.facts import PromotionRecord
 from deploy.ledger import Ledger, ReleaseRow, RunRow, RunStatus, StepStatus, UndoStatus
@@ -147,7 +148,9 @@ def skipping_hosts(s, names):
     if s.is_local or not s.hosts.hosts:
         raise SettingsError(f"--skip-host: the {s.name} environment has no hosts.", "Drop --skip-host.")
 
-    section, skipped = hosts.skipping(s.hosts, names, s.app)
+    # Named, not imported (deploy/deferred.py): only --skip-host needs deploy/hosts/ here, and a
+    # dry run of a local environment must not load it.
+    section, skipped = resolve("deploy.hosts:skipping")(s.hosts, names, s.app)
     return dataclasses.replace(s, hosts=section), skipped
 
 

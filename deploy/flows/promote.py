@@ -6,14 +6,14 @@ import dataclasses
 import os
 from datetime import datetime, timezone
 
-from deploy import build, golive
 from deploy.config import Settings
-from deploy.engine import Console, Plan, Runner, Step
-from deploy.errors import ApprovalMissing, HostFailed, SettingsError
+from deploy.engine import Console, Plan, Runner, Step, later
+from deploy.errors import HostFailed, SettingsError
 from deploy.facts import Serving
 from deploy.flows import common, steps
 from deploy.ledger import RunStatus
 from deploy.services import Services
+from deploy.source import new_release_id
 
 
 def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, environ=None, ledger=None,
@@ -53,15 +53,8 @@ def plan(s: Settings, *, sha: str, release_id: str, skip_shopify: bool = False, 
 
 
 def golive_step(s: Settings, sha: str, environ, ledger):
-    def run(ctx):
-        checklist = golive.run_checklist(s, ledger, sha, datetime.now(timezone.utc), environ)
-        if not checklist.ok:
-            raise ApprovalMissing(f"The go-live checklist is not green:\n{golive.render(checklist)}",
-                                  f"Fix each failing item (invoke golive.check --env={s.name} --sha={sha}).")
-        return f"{len(checklist.items)} items green"
-
     return Step("golive", "go-live checklist: evidence, decision log, backup, drills, secrets, parity, approvals",
-                run=run)
+                run=later("deploy.flows.steps.work.golive:checklist", s, sha, environ, ledger))
 
 
 def main(svc: Services, env: str, *, sha=None, dry_run=False, skip_shopify=False, resume=False, abort=False, yes=False,
@@ -102,7 +95,7 @@ def main(svc: Services, env: str, *, sha=None, dry_run=False, skip_shopify=False
             common.record_skipped(svc, led, s, run.id, run.args, skipped)
     else:
         full = common.app_sha(s, sha)
-        release_id = build.new_release_id(full, datetime.now(timezone.utc))
+        release_id = new_release_id(full, datetime.now(timezone.utc))
         if dry_run:
             p = plan(s, sha=full, release_id=release_id, skip_shopify=skip_shopify, environ=svc.environ_for(s.name),
                      accept_destructive=accept_destructive)

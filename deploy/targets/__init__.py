@@ -30,7 +30,8 @@ a kill finds what the run did.
 
 Adding a target: a module here with a class that implements every method of
 `ReleaseTarget` (tests/test_targets.py fails on a missing one), its name added to
-`config.ReleaseSection.target` and to `TARGETS` below, and its line in `target_for`.
+`config.ReleaseSection.target` and its classes named in `TARGETS` below. The classes are
+imported from their modules (`deploy.targets.tree`, ...), not from this package.
 promote, rollback and the steps stay as they are.
 """
 
@@ -40,34 +41,40 @@ from typing import TYPE_CHECKING
 
 from deploy.targets._base import (METHODS, Command, PlaceLock, PlaceReleases, ReleaseTarget, RunState,
                                   Unlocked, WayBack)
+from deploy.deferred import resolve
 from deploy.errors import SettingsError
-from deploy.targets.image import HostsImage
-from deploy.targets.local import LocalTree
-from deploy.targets.tree import HostsTree
 
 if TYPE_CHECKING:
     from deploy.config import Settings
 
-#: every `[release] target` value, and the classes that implement it (local, remote)
-TARGETS: dict[str, tuple[type[ReleaseTarget] | None, type[ReleaseTarget]]] = {
-    "tree": (LocalTree, HostsTree),
-    "image": (None, HostsImage),   # a local environment runs its tree on this machine
+#: every `[release] target` value, and the classes that implement it (local, remote), named
+#: ("module:Class", deploy/deferred.py) so an environment imports only its own target: a local
+#: one never loads deploy/hosts/ or deploy/images/
+TARGETS: dict[str, tuple[str | None, str]] = {
+    "tree": ("deploy.targets.local:LocalTree", "deploy.targets.tree:HostsTree"),
+    "image": (None, "deploy.targets.image:HostsImage"),   # a local environment runs its tree on this machine
 }
 
 
 def target_for(s: Settings) -> ReleaseTarget:
     """The release target of environment `s`: `[release] target` (default "tree"), on this
     machine for a local environment, else on its hosts."""
-    local_cls, remote_cls = TARGETS[s.release.target]   # config refuses any other value, naming the allowed ones
+    local_ref, remote_ref = TARGETS[s.release.target]   # config refuses any other value, naming the allowed ones
     if s.is_local:
-        if local_cls is None:
+        if local_ref is None:
             raise SettingsError(f"{s.file}: release.target = {s.release.target!r} runs on [hosts]; a local environment "
                                 "releases a tree on this machine.",
                                 "Remove release.target from this file (or set it to \"tree\"), or make the "
                                 "environment remote (environment.kind = \"remote\") with [hosts].")
-        return local_cls(s)
-    return remote_cls(s)
+        return target_class(local_ref)(s)
+    return target_class(remote_ref)(s)
 
 
-__all__ = ["METHODS", "TARGETS", "Command", "HostsImage", "HostsTree", "LocalTree", "PlaceLock", "PlaceReleases",
-           "ReleaseTarget", "RunState", "Unlocked", "WayBack", "target_for"]
+def target_class(ref: str) -> type[ReleaseTarget]:
+    """The class a TARGETS entry names, its module imported now."""
+    cls: type[ReleaseTarget] = resolve(ref)
+    return cls
+
+
+__all__ = ["METHODS", "TARGETS", "Command", "PlaceLock", "PlaceReleases", "ReleaseTarget", "RunState", "Unlocked",
+           "WayBack", "target_class", "target_for"]

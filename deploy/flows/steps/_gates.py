@@ -3,14 +3,10 @@ staging pass, each required role approved by its own person)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from deploy import evidence
 from deploy import approvals as approval_rules
 from deploy.config import Settings
-from deploy.engine import Step, StepContext
+from deploy.engine import Step, StepContext, later
 from deploy.errors import ApprovalMissing
-from deploy.services import terminal_width
 
 
 def approvals(s: Settings, sha: str, ledger) -> Step:
@@ -64,11 +60,7 @@ def check_promotion_rights(s: Settings, sha: str, ledger) -> str:
 
 
 def gate(s: Settings, sha: str) -> Step:
-    def run(ctx: StepContext):
-        verdict = evidence.require(s.gate, sha, evidence.evidence_dir(s), datetime.now(timezone.utc))
-        ctx.note(evidence.render(verdict, width=max(60, terminal_width() - 8)).replace("\n", "\n        "))
-        return f"{len(verdict.rows)} evidence item(s) passed"
-
     kinds = ", ".join(s.gate.required)
     skip = None if kinds else f"gate.required is empty in {s.file.name}"
-    return Step("gate", f"evidence for {sha[:12]}: {kinds}", run=run, skip=skip)
+    return Step("gate", f"evidence for {sha[:12]}: {kinds}", run=later("deploy.flows.steps.work.gates:gate", s, sha),
+                skip=skip)

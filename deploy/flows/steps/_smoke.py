@@ -1,13 +1,11 @@
-"""The smoke and watch steps: HTTP checks of the app after a change, and the watch window."""
+"""The smoke and watch steps: HTTP checks of the app after a change, and the watch window (which
+runs from deploy/flows/steps/work/smoke.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from deploy import decisionlog, smoke
+from deploy import smoke
 from deploy.config import Settings
-from deploy.engine import Step, StepContext, Touch
-from deploy.redact import Secret
+from deploy.engine import Step, StepContext, Touch, later
 
 from deploy.flows.steps._common import target
 
@@ -42,33 +40,11 @@ def smoke_step(s: Settings, release_id: str) -> Step:
 
 
 def watch_step(s: Settings, environ) -> Step:
-    def run(ctx: StepContext):
-        urls = smoke.watch_urls(s.watch, smoke_bases(s, ctx.state), s.app.health_path)
-        extra = _decision_log_check(s, environ) if s.watch.decision_log_check else None
-        w = s.watch
-        rep = smoke.watch(urls, window=w.window_seconds, interval=w.interval_seconds,
-                          max_error_ratio=w.max_error_ratio, max_p95_ms=w.max_p95_ms, extra_check=extra,
-                          timeout=w.timeout_seconds, max_consecutive_failures=w.max_consecutive_failures,
-                          min_samples=w.min_samples)
-        smoke.require(rep)
-        return f"{len(rep.samples)} samples, error ratio {rep.error_ratio:.2f}, p95 {rep.p95_ms:.0f} ms"
-
     w = s.watch
     skip = "watch.window_seconds = 0" if w.window_seconds <= 0 else None
     return Step("watch", f"poll health for {w.window_seconds:g}s; triggers: error ratio > {w.max_error_ratio}, "
                          f"p95 > {w.max_p95_ms:g} ms" + (", decision log" if w.decision_log_check else ""),
-                run=run, skip=skip)
-
-
-def _decision_log_check(s: Settings, environ):
-    def check():
-        url = environ.get(s.decision_log.url_var)
-        if not url:
-            return f"{s.decision_log.url_var} is not set"
-        h = decisionlog.health(Secret(url), s.decision_log, datetime.now(timezone.utc))
-        return None if h.ok else "; ".join(h.reasons)
-
-    return check
+                run=later("deploy.flows.steps.work.smoke:watch", s, environ), skip=skip)
 
 
 def smoke_after(s: Settings, target: str) -> Step:
