@@ -16,8 +16,6 @@ import math
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -213,6 +211,12 @@ def _replace(check: SmokeCheck, **kw) -> SmokeCheck:
 
 def _get(url: str, timeout: float) -> tuple[int | None, bytes, float, str | None]:
     """One GET, no redirects followed, no exception: (status, body, latency ms, error)."""
+    # The HTTP client (urllib.request pulls in http.client and email) is the standard library's,
+    # loaded on the first request: a plan (--dry-run) builds its smoke URLs from this module
+    # without ever asking one.
+    import urllib.error
+    import urllib.request
+
     class _NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):   # a 302 is an answer to judge, not to follow
             return None
