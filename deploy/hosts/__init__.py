@@ -8,6 +8,9 @@ On every host, under `deploy_to`:
                              a moment with no `current`; Capistrano's deploy:symlink:release)
     shared/                  files linked into every release (`.env`, ...)
     .deploy-lock/details     the remote lock: `mkdir` is the atomic step (Kamal's lock.rb)
+    .deploy-fence            the token of the run whose changes the host takes (every change
+                             checks it under flock: a killed run's command still running
+                             there changes nothing once another run took the host)
     revisions.log            one line per release, rollback and undo (Capistrano)
 
 `release()` runs in phases over all hosts in parallel (a thread per host, at most
@@ -47,7 +50,9 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
 
 from deploy.hosts._app import hook_env, http_health
 from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHARED_MISSING_EXIT, DELTA_MISMATCH_EXIT,
-                                    SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT, sh, lock_details,
+                                    SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT, FENCED_EXIT,
+                                    FENCE_BUSY_EXIT, FENCE_FILE, FENCE_WAIT, fence_token, take_fence_command, fenced,
+                                    sh, lock_details,
                                     parse_lock_details, state_command, parse_state, lock_command, unlock_command,
                                     VERIFIED, MANIFEST_SECTION, remove_releases_command,
                                     read_lock_command, unpack_command, delta_upload_name, delta_unpack_command,
@@ -93,7 +98,8 @@ __all__ = [
     "targets", "DEFAULT_USER", "DEFAULT_PORT", "USER_KNOWN_HOSTS", "GLOBAL_KNOWN_HOSTS", "resolve_login",
     "known_hosts_files", "KnownHostsText", "parse_known_hosts", "skipping",
     "LOCK_DIR", "LOCK_HELD_EXIT", "CHECKSUM_EXIT", "SHARED_MISSING_EXIT", "DELTA_MISMATCH_EXIT", "SWITCH_FAILED_EXIT",
-    "HOOK_FAILED_EXIT", "HEALTH_PENDING_EXIT", "sh", "lock_details", "parse_lock_details", "state_command",
+    "HOOK_FAILED_EXIT", "HEALTH_PENDING_EXIT", "FENCED_EXIT", "FENCE_BUSY_EXIT", "FENCE_FILE", "FENCE_WAIT",
+    "fence_token", "take_fence_command", "fenced", "sh", "lock_details", "parse_lock_details", "state_command",
     "parse_state", "lock_command", "unlock_command", "VERIFIED", "MANIFEST_SECTION", "remove_releases_command", "read_lock_command", "unpack_command", "delta_upload_name",
     "delta_unpack_command", "switch_command", "discard_delta_command", "discard_release_command",
     "free_space_command", "previous_command", "unlink_current_command", "hook_command", "prune_list",

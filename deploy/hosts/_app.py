@@ -13,7 +13,7 @@ from deploy import proc
 from deploy.config import AppSection
 from deploy.errors import SettingsError
 from deploy.hosts._commands import (APP_STOPPED_EXIT, HEALTH_PENDING_EXIT, HOOK_FAILED_EXIT, SWITCH_FAILED_EXIT, _and,
-                                    _p, app_of_command, go_live_command, health_check_command, hook_command,
+                                    _p, app_of_command, fenced, go_live_command, health_check_command, hook_command,
                                     install_supervisor_command, log_tail_command, parse_app_of, parse_start_facts,
                                     same_app, start_facts_command, stop_app_command, supervise_command,
                                     switch_command, systemd_restart_command, unit_text, unlink_current_command)
@@ -144,7 +144,7 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
     if section.restart:
         hook = hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env))
         r = _run(h.conn, t, go_live_command(t, release_id, h.known.current != release_id, hook,
-                                            section.health_command),
+                                            section.health_command, h.fence),
                  section, "switching current and restarting",
                  ok_codes=(0, SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT), long=True)
         lines = (r.stderr.strip() or r.stdout.strip()).splitlines()
@@ -160,7 +160,7 @@ def _go_live(section, h: _Host, release_id: str, env) -> None:
             return
         return _health(section, h)
     if h.known.current != release_id:
-        _run(h.conn, t, switch_command(t, release_id), section, "switching current")
+        _run(h.conn, t, fenced(t, h.fence, switch_command(t, release_id)), section, "switching current")
     h.switched = True
     h.release = release_id
     _start_app(section, h, release_id, env, "restart")
@@ -176,7 +176,8 @@ def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
     toolkit's supervisor (a systemd user unit where usable, else bin/app)."""
     t = h.t
     if section.restart:
-        _run(h.conn, t, hook_command(t, section.restart, _p(t, "current"), _hook_env(section, h, release_id, env)),
+        _run(h.conn, t, fenced(t, h.fence, hook_command(t, section.restart, _p(t, "current"),
+                                                         _hook_env(section, h, release_id, env))),
              section, f"{what} hook" if what == "restart" else f"restart hook ({what})", long=True)
         return
     app = _contract(h)
@@ -208,7 +209,7 @@ def _start_app(section, h: _Host, release_id: str, env, what: str) -> None:
                    systemd_restart_command(t, unit_text(t, app.port_var, t.app_port, argv)))
     else:
         cmd = _and(install_supervisor_command(t), supervise_command(t, "restart", app.port_var, t.app_port, argv))
-    _run(h.conn, t, cmd, section, f"starting the app ({what})", long=True)
+    _run(h.conn, t, fenced(t, h.fence, cmd), section, f"starting the app ({what})", long=True)
 
 
 def _ready_timeout(section, h: _Host) -> float:
@@ -294,7 +295,7 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
     if h.proxy is not None:
         return converge(section, h, prev)
     if prev:
-        _run(h.conn, t, switch_command(t, prev), section, f"switching back to {prev}")
+        _run(h.conn, t, fenced(t, h.fence, switch_command(t, prev)), section, f"switching back to {prev}")
         _start_app(section, h, prev, env, "after switching back")
         if not section.restart:
             _health(section, h)   # the supervisor returns at once; a hook returns when its app is up
@@ -302,7 +303,8 @@ def _restore(section, h: _Host, prev: str | None, env) -> None:
         # There was no release before: no app may be left running (the hook's app is the
         # operator's to stop; the toolkit's supervisor or unit is stopped here).
         cmd = unlink_current_command(t) if section.restart else _and(stop_app_command(t), unlink_current_command(t))
-        _run(h.conn, t, cmd, section, "stopping the app and removing current (there was no previous release)")
+        _run(h.conn, t, fenced(t, h.fence, cmd), section,
+             "stopping the app and removing current (there was no previous release)")
 
 
 def _if_same_app(section, h: _Host, release_id: str, prev: str) -> str | None:

@@ -27,6 +27,11 @@ DELTA_MISMATCH_EXIT = 78
 SWITCH_FAILED_EXIT = 79
 HOOK_FAILED_EXIT = 81
 HEALTH_PENDING_EXIT = 82
+FENCED_EXIT = 84        # the host's fence names another run: this command changed nothing
+FENCE_BUSY_EXIT = 85    # the fence stayed locked (an earlier run's change still running there)
+
+FENCE_FILE = ".deploy-fence"   # <deploy_to>/.deploy-fence: the token of the run that may change the host
+FENCE_WAIT = 20                # seconds a command waits for the fence's flock
 
 
 # ---------------------------------------------------------------- commands as data
@@ -63,6 +68,50 @@ def parse_lock_details(host: str, text: str) -> LockInfo:
         at = None
     return LockInfo(host=host, holder=values.get("holder", "unknown"), run_id=values.get("run_id", ""),
                     acquired_at=at, release=values.get("release", ""), token=values.get("token", ""))
+
+
+# ---------------------------------------------------------------- the fence
+
+# A remote command outlives its client: sshd does not stop a command without a terminal when the
+# connection goes, so a killed run's health-then-switch, restart or prune may still act after a
+# later run changed the host (a lost update). Every command that changes what a host serves runs
+# its change under flock(1) of <deploy_to>/.deploy-fence, and only when the file still holds its
+# run's token; a run writes its token there, under the same flock, when it takes the host's lock.
+# So a change either ends before a later run takes the host, or finds the fence moved and exits
+# FENCED_EXIT having changed nothing. The cost is one read of a small file per change.
+
+def fence_token(run_id: str, *, undo: bool = False) -> str:
+    """The token a run's changes carry: its run id (a resumed run keeps it: it finishes the same
+    change), or for the undo of a release another one, so that an abort of a killed run fences the
+    killed attempt's commands still running on the host."""
+    return f"{run_id}/undo" if undo else run_id
+
+
+def _flock(t: Target, wait: int) -> str:
+    busy = (f"the fence {_p(t, FENCE_FILE)} stayed locked {wait}s (a change of an earlier run is still "
+            "running there, or flock from util-linux is missing)")
+    return f"flock -w {wait} 9 || {{ echo {sh(busy)} >&2; exit {FENCE_BUSY_EXIT}; }}"
+
+
+def take_fence_command(t: Target, token: str, wait: int = FENCE_WAIT) -> str:
+    """Write `token` to the host's fence under its flock: every change of another run's token
+    that starts after this fails the fence check; one running now ends first."""
+    path = _p(t, FENCE_FILE)
+    return (f"mkdir -p {sh(t.deploy_to)} && {{ {_flock(t, wait)}; printf '%s\\n' {sh(token)} > {sh(path)}; }} "
+            f"9>>{sh(path)}")
+
+
+def fenced(t: Target, token: str, cmd: str, wait: int = FENCE_WAIT) -> str:
+    """`cmd` run under the fence's flock, only when the fence still holds `token`; else exit
+    FENCED_EXIT at once, naming the run that holds the host now. `cmd` may `exit` (its code is
+    the command's); its children do not inherit the flock. No token: `cmd` as it is."""
+    if not token:
+        return cmd
+    path = _p(t, FENCE_FILE)
+    stale = f"{t.name}: run {token} no longer holds this host (its fence names run "
+    return (f"{{ {_flock(t, wait)}; f=$(cat {sh(path)} 2>/dev/null); [ \"$f\" = {sh(token)} ] || "
+            f"{{ printf '%s%s); this command changed nothing\\n' {sh(stale)} \"${{f:-none}}\" >&2; exit {FENCED_EXIT}; }}; "
+            f"{{ {cmd}\n}} 9>&-; }} 9>>{sh(path)}")
 
 
 def state_command(t: Target, upload: str | None = None, manifest: bool = False) -> str:
@@ -393,14 +442,17 @@ def finish_command(t: Target, prune: Sequence[str], log_line: str, unlock: bool)
     return "; ".join(cmds)
 
 
-def go_live_command(t: Target, release_id: str, switch: bool, hook: str, health_command: str) -> str:
+def go_live_command(t: Target, release_id: str, switch: bool, hook: str, health_command: str, fence: str = "") -> str:
     """With a restart hook, one round trip: switch `current`, run the hook, try the health
     command once. Exit SWITCH_FAILED_EXIT (nothing switched), HOOK_FAILED_EXIT (its own code
-    on stderr as `__hook_exit=N`) or HEALTH_PENDING_EXIT (not healthy yet: keep checking)."""
+    on stderr as `__hook_exit=N`) or HEALTH_PENDING_EXIT (not healthy yet: keep checking).
+    `fence`: the switch and the hook run under the host's fence (`fenced`), the health try after it."""
     parts = []
     if switch:
         parts.append(f"{{ {switch_command(t, release_id)}; }} || exit {SWITCH_FAILED_EXIT}")
     parts.append(f"( {hook} ) || {{ rc=$?; echo __hook_exit=$rc >&2; exit {HOOK_FAILED_EXIT}; }}")
+    if fence:
+        parts = [fenced(t, fence, "; ".join(parts))]
     if health_command:
         parts.append(f"( cd {sh(_p(t, 'current'))} && {health_command} ) >/dev/null 2>&1 || exit {HEALTH_PENDING_EXIT}")
     return "; ".join(parts)

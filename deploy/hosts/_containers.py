@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from deploy.hosts._commands import _p, sh
+from deploy.hosts._commands import _p, fenced, sh
 from deploy.hosts._supervisor import DOTENV_AWK
 from deploy.hosts._values import Target
 
@@ -206,10 +206,12 @@ def _work(t: Target) -> str:
     return f"w={sh(_d(t))}/.work-$$ && rm -rf \"$w\" && mkdir -p \"$w\""
 
 
-def ca_command(t: Target, registry: str) -> str:
-    """Write the registry's CA (stdin) where podman's --cert-dir reads it."""
+def ca_command(t: Target, registry: str, pem: bytes | None = None) -> str:
+    """Write the registry's CA (stdin; or `pem`, a public certificate, in the command itself, so
+    that stdin stays free for the pull's login) where podman's --cert-dir reads it."""
     certs = _d(t, "certs", registry)
-    return f"umask 022 && mkdir -p {sh(certs)} && cat > {sh(certs + '/ca.crt.new')} && mv -f {sh(certs + '/ca.crt.new')} {sh(certs + '/ca.crt')}"
+    source = "cat" if pem is None else f"printf %s {sh(pem.decode('ascii'))}"
+    return f"umask 022 && mkdir -p {sh(certs)} && {source} > {sh(certs + '/ca.crt.new')} && mv -f {sh(certs + '/ca.crt.new')} {sh(certs + '/ca.crt')}"
 
 
 def _tls_args(t: Target, rt: Runtime, registry: str, *, insecure: bool, ca: bool) -> list[str]:
@@ -318,23 +320,42 @@ def run_command(t: Target, rt: Runtime, release_id: str, ref: str, *, port_var: 
             f"{{ {run}; rc=$?; rm -rf \"$w\"; [ $rc -eq 0 ] || exit $rc; }} && echo \"port=$port\"")
 
 
+PORT_VAR = "$port"   # the shell variable run_then_health_command sets from the run's `port=N`
+
+
+def run_then_health_command(run: str, health: str) -> str:
+    """`run` (a run_command, perhaps fenced), then `health` (a health_command on PORT_VAR) in one
+    command: the run's `port=N` is printed and kept in `$port`. The run is in a subshell: its own
+    `exit` (a container kept from a killed attempt) does not end this command."""
+    return (f"out=$( {run}\n) || exit $?; printf '%s\\n' \"$out\"; port=${{out##*port=}}; "
+            "case $port in ''|*[!0-9]*) echo \"the start printed no port: $out\" >&2; exit 1;; esac; "
+            f"{health}")
+
+
 def parse_port(text: str) -> int | None:
     m = re.search(r"^port=(\d+)$", text, re.M)
     return int(m[1]) if m else None
 
 
-def health_command(t: Target, rt: Runtime, release_id: str, port: int, path: str, timeout: float,
+def health_command(t: Target, rt: Runtime, release_id: str, port: int | str, path: str, timeout: float,
                    tool: str = "curl") -> str:
     """GET http://127.0.0.1:<port><path> on the host until it answers 2xx/3xx (redirects not
     followed) or `timeout` passes; HEALTH_FAILED_EXIT with the last answer and, when the
-    container stopped, its log's tail."""
+    container stopped, its log's tail. `port`: a number, or PORT_VAR (the shell's `$port`, set
+    by the run command before it in the same command). Ends the shell (exit): it comes last."""
     name = container_name(t, release_id)
     url = f"http://127.0.0.1:{port}{path}"
+    if isinstance(port, int):
+        arg = sh(url)
+    elif port == PORT_VAR:
+        arg = f"\"http://127.0.0.1:$port\"{sh(path)}"
+    else:
+        raise ValueError(f"Bug: health port {port!r} is neither a number nor {PORT_VAR}")
     if tool == "wget":
-        probe = (f"code=$(wget -S -q -O /dev/null --max-redirect=0 -T 2 {sh(url)} 2>&1 | "
+        probe = (f"code=$(wget -S -q -O /dev/null --max-redirect=0 -T 2 {arg} 2>&1 | "
                  "awk '/^  HTTP\\//{c=$2} END{print c}')")
     else:
-        probe = f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {sh(url)} 2>/dev/null)"
+        probe = f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {arg} 2>/dev/null)"
     running = rt('container', 'inspect', '--format', '{{.State.Running}}', name)
     limit = max(1, int(round(timeout)))
     return (f"end=$(( $(date +%s) + {limit} )); code=; n=0; while :; do {probe} || :; "
@@ -363,15 +384,19 @@ def set_current_command(t: Target, release_id: str | None, port: int | None, log
             f" && {log}")
 
 
-def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0, stop_timeout: int = 10) -> str:
+def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0, stop_timeout: int = 10,
+                 fence: str = "") -> str:
     """Drain (in-flight requests finish on the old port), stop (SIGTERM, SIGKILL after
     `stop_timeout`), remove the release's container; one runtime call with podman. Nothing
-    there is fine."""
+    there is fine. `fence`: the stop, after the drain, runs only while the host's fence holds
+    it (_commands.fenced; a stale one exits FENCED_EXIT)."""
     name = container_name(t, release_id)
     wait = f"sleep {drain:g}; " if drain > 0 else ""
     if rt.name == "podman":
-        return f"{wait}{rt('rm', '-f', '-t', stop_timeout, name)} >/dev/null 2>&1; true"
-    return f"{wait}{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
+        stop = f"{rt('rm', '-f', '-t', stop_timeout, name)} >/dev/null 2>&1; true"
+    else:
+        stop = f"{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
+    return wait + fenced(t, fence, stop)
 
 
 def background_finish_command(t: Target, script: str) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from deploy import liveness
 from deploy.errors import DeployError, HostFailed
 from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, _p, lock_command, lock_details, parse_lock_details,
-                                    parse_state, sh, state_command)
+                                    parse_state, sh, state_command, take_fence_command)
 from deploy.hosts._ssh import _connect, _give_back, _HostError, _local_user, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, HostState, LockInfo, Target
@@ -64,6 +64,7 @@ class _Host:
     transfer: str = ""                    # how the release reached the host (HostResult.transfer)
     note: str = ""                        # a warning for the operator (HostResult.note)
     proxy: ProxySection | None = None     # this host's [proxy] (for_host) when one fronts the app (_slots.py)
+    fence: str = ""                       # the token this operation's changes carry (_commands.fenced)
 
     @property
     def known(self) -> HostState:
@@ -149,10 +150,12 @@ def _failed(what: str, hs: Sequence[_Host], summary: str) -> HostFailed:
 # ---------------------------------------------------------------- phase 1: connect, lock, read
 
 def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: datetime,
-              upload_name: str | None, lock: bool, manifest: bool = False, read: bool = True) -> None:
-    """Connect to every host and read its state; with `lock`, take its deploy lock first, in the
-    same round trip. `read=False`: the state is not read (the lock's own operations need none);
-    `h.state` stays None."""
+              upload_name: str | None, lock: bool, manifest: bool = False, fence: str = "",
+              read: bool = True) -> None:
+    """Connect to every host and read its state; with `lock`, take its deploy lock and its
+    fence (`fence`, by default the run id: every change this operation sends carries it) first,
+    in the same round trip. `read=False`: the state is not read (the lock's own operations
+    need none); `h.state` stays None."""
     from fabric import Config
 
     config = Config()
@@ -163,8 +166,10 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
         upload = _p(h.t, ".uploads", upload_name) if upload_name else None
         state = state_command(h.t, upload, manifest) if read else "true"
         if lock:
-            # One round trip: take the lock, then read the state under it.
-            r = _run(h.conn, h.t, f"{lock_command(h.t, details)} && {{ {state}; }}", section,
+            h.fence = fence or run_id
+            take = take_fence_command(h.t, h.fence)
+            # One round trip: take the lock and the fence, then read the state under them.
+            r = _run(h.conn, h.t, f"{lock_command(h.t, details)} && {take} && {{ {state}; }}", section,
                      f"taking the lock {_p(h.t, LOCK_DIR)}", ok_codes=(0, LOCK_HELD_EXIT))
             if r.exited == LOCK_HELD_EXIT:
                 info = parse_lock_details(h.t.name, r.stdout)
@@ -175,7 +180,7 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
                 # Our own run's lock from a killed attempt (resume) is taken over: stamped with this
                 # runner's token, so the runner we took the run from can no longer release it.
                 stamp = _p(h.t, LOCK_DIR, "details")
-                r = _run(h.conn, h.t, f"printf %s {sh(details)} > {sh(stamp)} && {{ {state}; }}", section,
+                r = _run(h.conn, h.t, f"printf %s {sh(details)} > {sh(stamp)} && {take} && {{ {state}; }}", section,
                          "taking over the run's lock")
             h.locked = True
         elif read:

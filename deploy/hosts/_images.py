@@ -37,12 +37,14 @@ from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, Record, auth_json, HEA
                                       health_command, login_check_command, parse_detect, parse_port, parse_image_state,
                                       prune_images, pull_command, record_command, registry_of, remove_images_command,
                                       run_command, set_current_command, image_state_command, stop_command,
-                                      background_finish_command)
+                                      background_finish_command, PORT_VAR, run_then_health_command)
+from deploy.hosts._commands import fence_token, fenced, take_fence_command
 from deploy.hosts._group import _close, _holder, _table
 from deploy.hosts._ssh import _connect, _HostError, _run
 from deploy.hosts._targets import targets
 from deploy.hosts._values import HostResult, Target
 from deploy.parallel import pmap
+from deploy.proc import explain
 from deploy.redact import Secret, redact, reveal
 
 if TYPE_CHECKING:
@@ -105,7 +107,9 @@ class _H:
     release: str | None = None            # the release this host is on afterwards
     error: str = ""
     note: str = ""
+    output: str = ""                      # stdout of the last command of several steps (_steps)
     started: float = field(default_factory=time.monotonic)
+    fence: str = ""                       # the token this operation's changes carry (_commands.fenced)
 
     @property
     def known(self) -> ImageHostState:
@@ -115,6 +119,10 @@ class _H:
 
     def run(self, cmd: str, what: str, *, stdin: bytes = b"", long: bool = False, ok=(0,)):
         return _run(self.conn, self.t, cmd, self.section, what, ok, long=long, stdin=stdin)
+
+    def change(self, cmd: str, what: str, *, long: bool = False):
+        """A command that changes what the host serves: run under the host's fence."""
+        return self.run(fenced(self.t, self.fence, cmd), what, long=long)
 
     section: Any = None
 
@@ -150,8 +158,11 @@ def _why(text: str) -> str:
 
 
 def _open(section: HostsSection, c: Containers, app: AppSection | None, images: bool = True,
-          run: str = "") -> list[_H]:
-    hs = [_H(t, c, section=section) for t in targets(section, app)]
+          fence: str = "", run: str = "") -> list[_H]:
+    """Connect, detect the runtime, read every host; with `fence` (an operation that changes the
+    hosts) take each host's fence first, in the same round trip as the read: from then on, a
+    change of an earlier run still running there (a killed run's drain and stop) changes nothing."""
+    hs = [_H(t, c, section=section, fence=fence) for t in targets(section, app)]
 
     def one(h: _H) -> None:
         h.conn = _connect(section, h.t, run=run)   # `run`: the connection its lock was taken on
@@ -173,6 +184,8 @@ def _read(h: _H, images: bool = True, detect: str = "") -> None:
     runtime check first, in the same command (its lines come before the first section)."""
     assert h.rt is not None
     cmd = image_state_command(h.t, h.rt, images)
+    if h.fence:   # before the wait for an earlier finish: a stale one stops at its next change
+        cmd = f"{take_fence_command(h.t, h.fence)} && {{ {cmd}; }}"
     if h.c.proxy is not None:
         cmd += f"; echo '== proxy'; {{ {h.c.proxy.upstream(h.t)}; }} 2>/dev/null || true"
     if detect:
@@ -203,50 +216,85 @@ def _failed(what: str, hs: Sequence[_H], summary: str, hint: str = "") -> HostFa
 
 # ---------------------------------------------------------------- the steps of one host
 
-def _pull(h: _H, ref: str) -> None:
-    """The image on the host (a pull only when it is not there yet)."""
+def _pull_command(h: _H, ref: str) -> tuple[str, bytes]:
+    """(command, its stdin): the registry's CA written (podman), then `ref` pulled unless the
+    host has it, printing `pulled` or `present`; the login (when set) is the stdin."""
     c, rt = h.c, h.rt
     assert rt is not None
+    parts = []
     if c.ca and not c.insecure and rt.name == "podman":
-        h.run(ca_command(h.t, registry_of(ref)), "writing the registry's CA", stdin=c.ca)
+        parts.append(ca_command(h.t, registry_of(ref), pem=c.ca))   # public: stdin stays the login's
     stdin = b""
     if c.auth:
         assert c.password is not None
         stdin = auth_json(registry_of(ref), reveal(c.username), c.password.reveal())
-    r = h.run(pull_command(h.t, rt, ref, auth=c.auth, insecure=c.insecure, ca=bool(c.ca)),
-              f"pulling {ref}", stdin=stdin, long=True)
+    parts.append(pull_command(h.t, rt, ref, auth=c.auth, insecure=c.insecure, ca=bool(c.ca)))
+    return " && ".join(f"{{ {p}\n}}" for p in parts), stdin
+
+
+def _pull(h: _H, ref: str) -> None:
+    """The image on the host (a pull only when it is not there yet)."""
+    cmd, stdin = _pull_command(h, ref)
+    r = h.run(cmd, f"pulling {ref}", stdin=stdin, long=True)
     h.pulled = "pulled" in r.stdout.split()
 
 
-def _start(h: _H, release_id: str, ref: str) -> int:
-    """The release's container running and healthy on a port of its own; the port."""
+_ANY_EXIT = range(-1, 256)
+
+
+def _steps(h: _H, cmd: str, steps: Sequence[tuple[tuple[str, ...], str]], last: str, *, stdin: bytes = b"",
+           long: bool = True):
+    """Several steps in one round trip: `steps` are (the line starts a step prints when it
+    succeeded, what it does), `last` what the final step does. On a failure the error names the
+    first step whose line is missing (as `_run` names its one step); the result otherwise."""
+    r = h.run(cmd, steps[0][1] if steps else last, stdin=stdin, long=long, ok=_ANY_EXIT)
+    h.output = r.stdout
+    if r.exited != 0:
+        lines = [line.strip() for line in r.stdout.splitlines()]
+        what = next((w for marks, w in steps if not any(line.startswith(marks) for line in lines)), last)
+        raise _HostError(f"{what} failed (exit {r.exited}): {explain(r.stdout, r.stderr, 6)}".rstrip(": "))
+    return r
+
+
+def _start(h: _H, release_id: str, ref: str, *, before: str = "",
+           steps: Sequence[tuple[tuple[str, ...], str]] = (), stdin: bytes = b"") -> int:
+    """The release's container running and healthy on a port of its own, in one round trip
+    (after `before`, whose `steps` say what it does); the port."""
     c, rt = h.c, h.rt
     assert rt is not None
-    r = h.run(run_command(h.t, rt, release_id, ref, port_var=c.port_var, app_port=c.app_port,
-                          first_port=h.t.app_port, span=c.port_span, network=c.network,
-                          fresh=not h.known.exists(container_name(h.t, release_id))),
-              f"starting the container of {release_id}", long=True)
+    run = fenced(h.t, h.fence, run_command(h.t, rt, release_id, ref, port_var=c.port_var, app_port=c.app_port,
+                                           first_port=h.t.app_port, span=c.port_span, network=c.network,
+                                           fresh=not h.known.exists(container_name(h.t, release_id))))
+    cmd = run_then_health_command(run, health_command(h.t, rt, release_id, PORT_VAR, c.health_path,
+                                                      c.health_timeout, h.tool))
+    if before:
+        cmd = f"{before} && {{ {cmd}\n}}"
+    r = _steps(h, cmd, [*steps, (("port=",), f"starting the container of {release_id}")],
+               f"waiting for {c.health_path} on the new container's port", stdin=stdin)
     port = parse_port(r.stdout)
     if port is None:
         raise _HostError(f"starting the container of {release_id} printed no port: {r.stdout.strip()[:200]}")
-    h.run(health_command(h.t, rt, release_id, port, c.health_path, c.health_timeout, h.tool),
-          f"waiting for {c.health_path} on port {port}", long=True)
     return port
 
 
 def _switch(h: _H, release_id: str | None, port: int | None, line: str) -> None:
-    """The proxy to `port`, then image/current (the proxy first: current never names a release
-    the proxy does not serve for long, and a re-run repeats both)."""
+    """The proxy to `port`, then image/current, in one round trip (the proxy first: current
+    never names a release the proxy does not serve for long, and a re-run repeats both)."""
+    current = set_current_command(h.t, release_id, port, line)
     if port is not None and h.c.proxy is not None:
-        h.run(h.c.proxy.switch(h.t, port), f"switching the proxy to port {port}", long=True)
-    h.run(set_current_command(h.t, release_id, port, line), "writing image/current")
+        cmd = f"{{ {h.c.proxy.switch(h.t, port)}\n}} && echo switched && {{ {current}; }}"
+        _steps(h, fenced(h.t, h.fence, cmd), [(("switched",), f"switching the proxy to port {port}")],
+               "writing image/current")
+    else:
+        h.change(current, "writing image/current")
 
 
 def _stop(h: _H, release_id: str | None, drain: bool = True) -> None:
     if release_id:
         assert h.rt is not None
         h.run(stop_command(h.t, h.rt, release_id, drain=h.c.drain_seconds if drain else 0.0,
-                           stop_timeout=h.c.stop_timeout), f"stopping the container of {release_id}", long=True)
+                           stop_timeout=h.c.stop_timeout, fence=h.fence),
+              f"stopping the container of {release_id}", long=True)
 
 
 def _finish(h: _H, live: str, drain: str | None, prune: tuple[list[str], list[str]] = ([], [])) -> None:
@@ -265,13 +313,17 @@ def _finish(h: _H, live: str, drain: str | None, prune: tuple[list[str], list[st
     elif drain and drain != live:
         others.add(drain)
     parts = [stop_command(h.t, h.rt, rid, drain=h.c.drain_seconds if rid == drain else 0.0,
-                          stop_timeout=h.c.stop_timeout) for rid in sorted(others, key=lambda r: r != drain)]
+                          stop_timeout=h.c.stop_timeout, fence=h.fence)
+             for rid in sorted(others, key=lambda r: r != drain)]
     drop, refs = prune
     if drop:
-        parts.append(remove_images_command(h.t, h.rt, drop, refs))
+        parts.append(fenced(h.t, h.fence, remove_images_command(h.t, h.rt, drop, refs)))
         h.note = f"pruned {', '.join(drop)}"
     if parts:
-        h.run(background_finish_command(h.t, "; ".join(parts)), "stopping the old containers (in the background)")
+        # Each part in a subshell: one that finds the fence moved (exit FENCED_EXIT) ends alone,
+        # and the next checks again.
+        h.run(background_finish_command(h.t, "; ".join(f"( {p}\n)" for p in parts)),
+              "stopping the old containers (in the background)")
 
 
 def _forget(h: _H, release_id: str, ref: str | None) -> None:
@@ -279,8 +331,8 @@ def _forget(h: _H, release_id: str, ref: str | None) -> None:
     before, and its image when this operation pulled it."""
     assert h.rt is not None
     _stop(h, release_id, drain=False)
-    h.run(remove_images_command(h.t, h.rt, [release_id], [ref] if ref and h.pulled else []),
-          f"removing what preparing {release_id} made", long=True)
+    h.change(remove_images_command(h.t, h.rt, [release_id], [ref] if ref and h.pulled else []),
+             f"removing what preparing {release_id} made", long=True)
 
 
 # ---------------------------------------------------------------- release
@@ -312,7 +364,7 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
     check_ref(ref)
     now = now or _now()
     what = f"release {release_id}"
-    hs = _open(section, c, app, images=False, run=run_id)   # the pull asks the runtime for its one image
+    hs = _open(section, c, app, images=False, fence=fence_token(run_id), run=run_id)   # the pull asks for its one image
     try:
         if any(h.error for h in hs):
             raise _failed(what, hs, "before anything changed; every host stays on its release")
@@ -323,11 +375,16 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
         todo = [h for h in hs if h.release != release_id]
 
         def prepare(h: _H) -> None:
-            prev_rec = h.known.record(release_id)
-            _pull(h, ref)
-            if prev_rec is None:
-                h.run(record_command(h.t, release_id, ref, h.known.current), "writing the release's record")
-            h.new_port = _start(h, release_id, ref)
+            # One round trip: the pull, the release's record, the start and its health check.
+            pull, stdin = _pull_command(h, ref)
+            steps = [(("pulled", "present"), f"pulling {ref}")]
+            if h.known.record(release_id) is None:
+                pull += f" && {{ {record_command(h.t, release_id, ref, h.known.current)}; }} && echo recorded"
+                steps.append((("recorded",), "writing the release's record"))
+            try:
+                h.new_port = _start(h, release_id, ref, before=pull, steps=steps, stdin=stdin)
+            finally:
+                h.pulled = "pulled" in h.output.split()   # also when a later step failed: the undo removes it
 
         _each(todo, prepare, section.max_parallel)
         pulled([h.t.name for h in todo if h.pulled])
@@ -403,9 +460,10 @@ def undo_image_release(section: HostsSection, c: Containers, release_id: str, *,
                  now: datetime | None = None) -> list[HostResult]:
     """Undo `release(..)` of `release_id`: hosts serving it go back to what they served before
     (`before`, else the release's record), hosts elsewhere lose only what preparing it made.
-    Reads each host first: safe to repeat, and after a kill at any point."""
+    Reads each host first: safe to repeat, and after a kill at any point. Its own fence token: an
+    abort fences the killed attempt's commands still running on a host."""
     now = now or _now()
-    hs = _open(section, c, app, run=run_id)
+    hs = _open(section, c, app, fence=fence_token(run_id, undo=True), run=run_id)
     try:
         def one(h: _H) -> None:
             st = h.known
@@ -431,8 +489,8 @@ def undo_image_release(section: HostsSection, c: Containers, release_id: str, *,
             _switch(h, prev, port, line)
             h.release = prev
             _stop(h, release_id)
-            h.run(remove_images_command(h.t, h.rt, [release_id], [rec.ref] if rec and h.pulled else []),  # type: ignore[arg-type]
-                  f"removing {release_id}'s record")
+            h.change(remove_images_command(h.t, h.rt, [release_id], [rec.ref] if rec and h.pulled else []),  # type: ignore[arg-type]
+                     f"removing {release_id}'s record")
 
         _each(hs, one, section.max_parallel)
         results = _results(hs)
@@ -485,7 +543,7 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
     switches the switched hosts back. The caller holds the hosts' lock."""
     now = now or _now()
     what = f"rollback to {to}"
-    hs = _open(section, c, app, run=run_id)
+    hs = _open(section, c, app, fence=fence_token(run_id), run=run_id)
     try:
         for h in hs:
             if h.error:

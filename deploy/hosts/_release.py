@@ -17,7 +17,8 @@ from deploy.build.artifact import MANIFEST
 from deploy.errors import HostFailed, PlanChanged, SettingsError
 from deploy.hosts._app import (_after_switch_summary, _check_env, _hook_before_switch, _if_same_app, _restore,
                                _roll_out, _switch_back)
-from deploy.hosts._commands import (_p, discard_release_command, finish_command, hash_files_command,
+from deploy.hosts._commands import (_p, discard_release_command, fence_token, fenced, finish_command,
+                                    hash_files_command,
                                     parse_release_tree, previous_command, prune_list, release_tree_command,
                                     same_app, unpack_command)
 from deploy.hosts._group import _close, _failed, _holder, _Host, _now, _open_all, _parallel, _results, _table
@@ -76,8 +77,8 @@ class _Locked:
 
         def one(h: _Host) -> None:
             old = prune(h)
-            _run(h.conn, h.t, finish_command(h.t, old, line(h), unlock=not self.keep_lock), self.section, what,
-                 long=bool(old))
+            _run(h.conn, h.t, fenced(h.t, h.fence, finish_command(h.t, old, line(h), unlock=not self.keep_lock)),
+                 self.section, what, long=bool(old))
             h.locked = self.keep_lock
 
         _parallel(self.hs, one, self.section.max_parallel)
@@ -87,7 +88,7 @@ class _Locked:
 @contextmanager
 def _locked(section, app: AppSection | None, *, run_id: str, release_id: str, now: datetime,
             upload_name: str | None = None, keep_lock: bool = False, manifest: bool = False,
-            proxy: ProxySection | None = None) -> Iterator[_Locked]:
+            proxy: ProxySection | None = None, fence: str = "") -> Iterator[_Locked]:
     """Connect to every host, take its lock and read its state (phase 1); close every
     connection whatever happens. LockHeld (every lock taken here released) when another
     run holds a host; a host that failed to open carries its error into the operation."""
@@ -96,7 +97,7 @@ def _locked(section, app: AppSection | None, *, run_id: str, release_id: str, no
           for i, t in enumerate(targets(section, app))]
     try:
         _open_all(section, hs, run_id=run_id, release_id=release_id, now=now, upload_name=upload_name, lock=True,
-                  manifest=manifest)
+                  manifest=manifest, fence=fence)
         _raise_if_locked(hs, section, now)
         yield _Locked(section, hs, keep_lock)
     finally:
@@ -216,10 +217,11 @@ def undo_release(section: HostsSection, release_id: str, *, run_id: str, now: da
         _restore(section, h, prev, env)
         h.release, h.left_empty = prev, prev is None
         line = f"{now.isoformat()} undo {release_id} -> {prev or '-'} by {_holder()} run {run_id}"
-        _run(h.conn, t, finish_command(t, [], line, unlock=False), section, "logging")
+        _run(h.conn, t, fenced(t, h.fence, finish_command(t, [], line, unlock=False)), section, "logging")
 
+    # Its own fence token: an abort fences the killed attempt's commands still running on a host.
     with _locked(section, app, run_id=run_id, release_id=release_id, now=now, keep_lock=keep_lock,
-                 proxy=proxy) as op:
+                 proxy=proxy, fence=fence_token(run_id, undo=True)) as op:
         _parallel(op.hs, one, section.max_parallel)
         op.unlock()
         results = _results(op.hs)

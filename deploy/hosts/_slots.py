@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from deploy.config import AppSection
 from deploy.errors import SettingsError
-from deploy.hosts._commands import (_and, _p, install_supervisor_command, parse_start_facts, sh, start_facts_command,
+from deploy.hosts._commands import (_and, _p, fenced, install_supervisor_command, parse_start_facts, sh, start_facts_command,
                                     stop_app_command, supervisor_path, switch_command, unlink_current_command)
 from deploy.hosts._proxy import parse_proxy_status, proxy_status_command
 from deploy.hosts._proxy import switch_command as proxy_switch_command
@@ -155,15 +155,16 @@ def converge(section, h: _Host, release_id: str | None) -> None:
     app_port, spare = slot_ports(t, p)
     live, current, slots = _read(section, h)
     if release_id is None:
-        _run(h.conn, t, "; ".join([stop_slot_command(t, app_port), stop_slot_command(t, spare),
-                                   unlink_current_command(t)]),
+        _run(h.conn, t, fenced(t, h.fence, "; ".join([stop_slot_command(t, app_port), stop_slot_command(t, spare),
+                                                      unlink_current_command(t)])),
              section, "stopping the app on both ports and removing current (there was no previous release)")
         return
     if live in (app_port, spare) and slots.get(live) == (True, release_id):
         # Already served (a resumed run, or a repeat): only `current` and the other port are put right.
         other = spare if live == app_port else app_port
         cmds = [] if current == release_id else [switch_command(t, release_id)]
-        _run(h.conn, t, _and(*cmds, stop_slot_command(t, other)) if cmds else stop_slot_command(t, other),
+        _run(h.conn, t, fenced(t, h.fence, _and(*cmds, stop_slot_command(t, other)) if cmds
+                               else stop_slot_command(t, other)),
              section, f"{release_id} already live behind the proxy: stopping port {other}")
         h.switched = True
         h.release = release_id
@@ -181,9 +182,12 @@ def converge(section, h: _Host, release_id: str | None) -> None:
         first = _and(switch_command(t, release_id) if current != release_id else "",
                      "" if keep else start_slot_command(t, new, release_id, port_var, argv))
         if first:
-            _run(h.conn, t, first, section, f"switching current and starting {release_id} on port {new}", long=True)
+            _run(h.conn, t, fenced(t, h.fence, first), section,
+                 f"switching current and starting {release_id} on port {new}", long=True)
+        # The health wait is outside the fence; the switch after it checks the fence: a killed run's
+        # command still waiting here never switches the proxy after another run took the host.
         _run(h.conn, t, f"{slot_health_command(t, new, app.health_path if app else '/', timeout)} && "
-                        f"{{ {proxy_switch_command(p, new)}\n}}",
+                        f"{{ {fenced(t, h.fence, proxy_switch_command(p, new))}\n}}",
              section, f"health check of {release_id} on port {new} (then the {p.kind} switch to it)", long=True)
     except _HostError as e:
         # Never switched to: stop it, `current` back to what it was; the proxy still serves the old app.
@@ -191,7 +195,7 @@ def converge(section, h: _Host, release_id: str | None) -> None:
         before = serving or (current if current != release_id else None)
         back = switch_command(t, before) if before else unlink_current_command(t)
         try:
-            _run(h.conn, t, "; ".join([stop_slot_command(t, new), back]), section,
+            _run(h.conn, t, fenced(t, h.fence, "; ".join([stop_slot_command(t, new), back])), section,
                  f"stopping port {new} and putting current back")
         except _HostError as e2:
             raise _HostError(f"{e}; putting it back FAILED: {e2}") from None
@@ -202,6 +206,7 @@ def converge(section, h: _Host, release_id: str | None) -> None:
         if p.drain_seconds and slots.get(live, (False, ""))[0]:
             time.sleep(p.drain_seconds)
         try:
-            _run(h.conn, t, stop_slot_command(t, live), section, f"stopping the old app on port {live}", long=True)
+            _run(h.conn, t, fenced(t, h.fence, stop_slot_command(t, live)), section,
+                 f"stopping the old app on port {live}", long=True)
         except _HostError as e:
             h.note = (h.note + "; " if h.note else "") + f"the old app on port {live} could not be stopped: {e}"
