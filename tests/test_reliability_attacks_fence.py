@@ -24,6 +24,7 @@ import pytest
 from deploy import hosts
 from deploy.config import AppSection, ProxySection
 from deploy.testing.sshd import make_artifact
+from test_image_target import env, images  # noqa: F401  (fixtures)
 from test_proxy import KINDS, SUB, ProxyHost, proxy_host  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.sshd
@@ -165,3 +166,43 @@ def test_fence_a_killed_runs_health_wait_never_switches_the_proxy_after_the_next
     time.sleep(0.5)
     assert ph.upstream() == live, "the killed run's command switched the proxy after the next run"
     assert ph.served() == R1 and ph.current() == R1
+
+
+# ---------------------------------------------------------------- the image target: the finish's drain
+
+def _container_ids(e, h, release_id: str) -> list[str]:
+    from deploy.testing.imagehosts import host_podman
+
+    r = host_podman(h, e.deploy_to(h), "ps", "-q", "--no-trunc", "--filter", f"label=occ.release={release_id}")
+    return r.stdout.split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drain", [pytest.param(4.0, id="drain-4s"), pytest.param(7.0, id="drain-7s")])
+def test_fence_a_killed_releases_drain_never_stops_the_container_an_abort_went_back_to(env, images, tmp_path, drain):
+    from test_image_target import _release, _serving_port, _start_child, _wait
+
+    first, second = "20260101000000-aaaaaaa", "20260101000100-bbbbbbb"
+    _release(env, "run-1", first, images["v1"])
+    old_ports = [_serving_port(env, i) for i in range(2)]
+    before = [_container_ids(env, h, first) for h in env.hosts]
+    env.raw["proxy"]["drain_seconds"] = drain   # the old containers drain this long, then the finish stops them
+    child = _start_child(env, tmp_path / "child", "run-2", second, images["v2"])
+    try:
+        _wait(lambda: all(_serving_port(env, i) not in (None, old_ports[i]) for i in range(2)), what="the switch")
+        # killed once every host's finish (drain, then stop the old container) runs in the background
+        _wait(lambda: all(list((h.root / "srv/occ/image").glob(".finish-*")) for h in env.hosts), what="the finish")
+    finally:
+        child.kill()
+        child.wait()
+    from deploy import facts
+    from deploy.engine import Console, StepContext
+
+    ctx = StepContext(run_id="run-2", env="staging", state=facts.loads((tmp_path / "child" / "state.json").read_text()),
+                      console=Console(env.out))
+    env.target().switch_back(ctx, second, env.environ)   # the abort, while the killed run's finish drains
+    assert env.versions() == ["v1", "v1"]
+    time.sleep(drain + 1.0)   # past the drain: the killed run's finish would have stopped v1's containers now
+    assert env.versions() == ["v1", "v1"]
+    assert [_container_ids(env, h, first) for h in env.hosts] == before, \
+        "the killed run's finish stopped the container the abort went back to (it was started again)"
