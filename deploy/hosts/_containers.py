@@ -113,12 +113,19 @@ def parse_detect(text: str) -> tuple[str, str]:
     return values.get("runtime", ""), values.get("health", "")
 
 
-def image_state_command(t: Target, rt: Runtime, images: bool = True) -> str:
+# The container's occ.port label in `ps --format`: podman's Labels is a map, docker's a string
+# with a Label method.
+_PORT_LABEL = ('{{index .Labels "occ.port"}}', '{{.Label "occ.port"}}')
+
+
+def image_state_command(t: Target, rt: Runtime, images: bool = True, containers: bool = True) -> str:
     """Wait for an earlier operation's finish still draining or stopping in the background
     (wait_finish_command), clear scratch left by a killed command, then print, in sections: `current`, one line per
     release record (`id ref previous`), the images the runtime holds by digest (`images`: a
     release asks the runtime per image when it pulls instead), and this environment's
-    containers (`name state`). At most two runtime calls, whatever the host holds."""
+    containers (`name state port`; `containers=False`: a release, which knows from the records
+    whether its container can exist and whose finish asks the runtime on the host). At most two
+    runtime calls, whatever the host holds; none with neither."""
     d = _d(t)
     return "; ".join([
         f"mkdir -p {sh(_d(t, 'releases'))}",
@@ -132,8 +139,8 @@ def image_state_command(t: Target, rt: Runtime, images: bool = True) -> str:
         f"{rt('images', '--digests', '--format', '{{.Repository}}@{{.Digest}}')} 2>/dev/null || true" if images
         else "true",
         "echo '== containers'",
-        f"{rt('ps', '-a', '--format', '{{.Names}} {{.State}}')} 2>/dev/null | "
-        f"grep {sh('^' + re.escape(f'occ-{app_key(t)}-'))} || true",
+        f"{rt('ps', '-a', '--format', '{{.Names}} {{.State}} ' + _PORT_LABEL[rt.name == 'docker'])} 2>/dev/null | "
+        f"grep {sh('^' + re.escape(f'occ-{app_key(t)}-'))} || true" if containers else "true",
     ])
 
 
@@ -162,6 +169,14 @@ class ImageHostState:
 
     def exists(self, name: str) -> bool:
         return any(n == name for n, _ in self.containers)
+
+    def running_port(self, name: str) -> int | None:
+        """The port (occ.port label) of the container when the read saw it running."""
+        for n, st in self.containers:
+            words = st.split()
+            if n == name and self.running(name) and len(words) > 1 and words[-1].isdigit():
+                return int(words[-1])
+        return None
 
 
 def parse_image_state(text: str) -> ImageHostState:
@@ -397,6 +412,24 @@ def stop_command(t: Target, rt: Runtime, release_id: str, *, drain: float = 0.0,
     else:
         stop = f"{rt('stop', '-t', stop_timeout, name)} >/dev/null 2>&1; {rt('rm', '-f', name)} >/dev/null 2>&1; true"
     return wait + fenced(t, fence, stop)
+
+
+def stop_others_command(t: Target, rt: Runtime, keep: Sequence[str], *, drain: float = 0.0, stop_timeout: int = 10,
+                        fence: str = "") -> str:
+    """Drain, then stop and remove every container of this environment on the host but those of
+    the releases in `keep`: which ones is asked of the runtime there, after the drain (one call
+    to list them, one to remove them all with podman). Nothing there is fine. `fence`: as
+    stop_command's."""
+    names = " ".join(f"-e {sh(container_name(t, r))}" for r in keep)
+    listed = (f"{rt('ps', '-a', '--format', '{{.Names}}')} 2>/dev/null | grep {sh('^' + re.escape(f'occ-{app_key(t)}-'))}"
+              + (f" | grep -v -x -F {names}" if names else ""))
+    if rt.name == "podman":
+        stop = f"{rt('rm', '-f', '-t', stop_timeout)} $n >/dev/null 2>&1"
+    else:
+        stop = f"{rt('stop', '-t', stop_timeout)} $n >/dev/null 2>&1; {rt('rm', '-f')} $n >/dev/null 2>&1"
+    wait = f"sleep {drain:g}; " if drain > 0 else ""
+    # $n unquoted on purpose: one word per container name (occ-<key>-<release id>: no blanks).
+    return wait + fenced(t, fence, f"n=$({listed}); [ -z \"$n\" ] || {{ {stop}; }}; true")
 
 
 def background_finish_command(t: Target, script: str) -> str:

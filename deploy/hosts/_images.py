@@ -37,7 +37,8 @@ from deploy.hosts._containers import (ENV_UNCARRIED_EXIT, Record, auth_json, HEA
                                       health_command, login_check_command, parse_detect, parse_port, parse_image_state,
                                       prune_images, pull_command, record_command, registry_of, remove_images_command,
                                       run_command, set_current_command, image_state_command, stop_command,
-                                      background_finish_command, PORT_VAR, run_then_health_command)
+                                      background_finish_command, PORT_VAR, run_then_health_command,
+                                      stop_others_command)
 from deploy.hosts._commands import fence_token, fenced, take_fence_command
 from deploy.hosts._group import _close, _holder, _table
 from deploy.hosts._ssh import _connect, _HostError, _run
@@ -158,7 +159,7 @@ def _why(text: str) -> str:
 
 
 def _open(section: HostsSection, c: Containers, app: AppSection | None, images: bool = True,
-          fence: str = "", run: str = "") -> list[_H]:
+          fence: str = "", run: str = "", containers: bool = True) -> list[_H]:
     """Connect, detect the runtime, read every host; with `fence` (an operation that changes the
     hosts) take each host's fence first, in the same round trip as the read: from then on, a
     change of an earlier run still running there (a killed run's drain and stop) changes nothing."""
@@ -170,20 +171,20 @@ def _open(section: HostsSection, c: Containers, app: AppSection | None, images: 
             r = h.run(detect_command(c.runtime), "looking for the container runtime")
             name, h.tool = parse_detect(r.stdout)
             h.rt = Runtime(name, fill_args(c.runtime_args, h.t), fill_args(c.run_args, h.t))
-            _read(h, images)
+            _read(h, images, containers=containers)
         else:   # the runtime is named: it is looked for and the host read in one round trip
             h.rt = Runtime(c.runtime, fill_args(c.runtime_args, h.t), fill_args(c.run_args, h.t))
-            _read(h, images, detect=detect_command(c.runtime))
+            _read(h, images, detect=detect_command(c.runtime), containers=containers)
 
     _each(hs, one, section.max_parallel)
     return hs
 
 
-def _read(h: _H, images: bool = True, detect: str = "") -> None:
+def _read(h: _H, images: bool = True, detect: str = "", containers: bool = True) -> None:
     """The host's state (and the proxy's live port) into `h.st`, `h.live_port`; `detect`: the
     runtime check first, in the same command (its lines come before the first section)."""
     assert h.rt is not None
-    cmd = image_state_command(h.t, h.rt, images)
+    cmd = image_state_command(h.t, h.rt, images, containers)
     if h.fence:   # before the wait for an earlier finish: a stale one stops at its next change
         cmd = f"{take_fence_command(h.t, h.fence)} && {{ {cmd}; }}"
     if h.c.proxy is not None:
@@ -257,14 +258,17 @@ def _steps(h: _H, cmd: str, steps: Sequence[tuple[tuple[str, ...], str]], last: 
 
 
 def _start(h: _H, release_id: str, ref: str, *, before: str = "",
-           steps: Sequence[tuple[tuple[str, ...], str]] = (), stdin: bytes = b"") -> int:
+           steps: Sequence[tuple[tuple[str, ...], str]] = (), stdin: bytes = b"", fresh: bool | None = None) -> int:
     """The release's container running and healthy on a port of its own, in one round trip
-    (after `before`, whose `steps` say what it does); the port."""
+    (after `before`, whose `steps` say what it does); the port. `fresh`: no container of the
+    release can be on the host (default: none was when the host was read)."""
     c, rt = h.c, h.rt
     assert rt is not None
+    if fresh is None:
+        fresh = not h.known.exists(container_name(h.t, release_id))
     run = fenced(h.t, h.fence, run_command(h.t, rt, release_id, ref, port_var=c.port_var, app_port=c.app_port,
                                            first_port=h.t.app_port, span=c.port_span, network=c.network,
-                                           fresh=not h.known.exists(container_name(h.t, release_id))))
+                                           fresh=fresh))
     cmd = run_then_health_command(run, health_command(h.t, rt, release_id, PORT_VAR, c.health_path,
                                                       c.health_timeout, h.tool))
     if before:
@@ -299,31 +303,24 @@ def _stop(h: _H, release_id: str | None, drain: bool = True) -> None:
 
 def _finish(h: _H, live: str, drain: str | None, prune: tuple[list[str], list[str]] = ([], [])) -> None:
     """Every container of this environment on the host but `live`'s goes: `drain` (the one the
-    proxy served before) after proxy.drain_seconds, then any left by a killed run; then the
-    records and images in `prune`. In one command that runs on in the background
-    (background_finish_command):
-    the proxy already serves `live`, nothing here is needed for the result, and the next
-    operation's state read waits for it. With `previous_running`, `drain` stays running instead
-    (the way back is then a health check and a switch)."""
+    proxy served before) after proxy.drain_seconds, with any left by a killed run (the runtime
+    on the host says which there are); then the records and images in `prune`. In one command
+    that runs on in the background (background_finish_command): the proxy already serves
+    `live`, nothing here is needed for the result, and the next operation's state read waits
+    for it. With `previous_running`, `drain` stays running instead (the way back is then a
+    health check and a switch)."""
     assert h.rt is not None
-    prefix = container_name(h.t, "")
-    others = {n[len(prefix):] for n, _ in h.known.containers if n.startswith(prefix)} - {live}
-    if h.c.previous_running and drain:
-        others.discard(drain)
-    elif drain and drain != live:
-        others.add(drain)
-    parts = [stop_command(h.t, h.rt, rid, drain=h.c.drain_seconds if rid == drain else 0.0,
-                          stop_timeout=h.c.stop_timeout, fence=h.fence)
-             for rid in sorted(others, key=lambda r: r != drain)]
+    keep = [live] + ([drain] if h.c.previous_running and drain and drain != live else [])
+    wait = h.c.drain_seconds if drain and drain != live and not h.c.previous_running else 0.0
+    parts = [stop_others_command(h.t, h.rt, keep, drain=wait, stop_timeout=h.c.stop_timeout, fence=h.fence)]
     drop, refs = prune
     if drop:
         parts.append(fenced(h.t, h.fence, remove_images_command(h.t, h.rt, drop, refs)))
         h.note = f"pruned {', '.join(drop)}"
-    if parts:
-        # Each part in a subshell: one that finds the fence moved (exit FENCED_EXIT) ends alone,
-        # and the next checks again.
-        h.run(background_finish_command(h.t, "; ".join(f"( {p}\n)" for p in parts)),
-              "stopping the old containers (in the background)")
+    # Each part in a subshell: one that finds the fence moved (exit FENCED_EXIT) ends alone,
+    # and the next checks again.
+    h.run(background_finish_command(h.t, "; ".join(f"( {p}\n)" for p in parts)),
+          "stopping the old containers (in the background)")
 
 
 def _forget(h: _H, release_id: str, ref: str | None) -> None:
@@ -364,7 +361,9 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
     check_ref(ref)
     now = now or _now()
     what = f"release {release_id}"
-    hs = _open(section, c, app, images=False, fence=fence_token(run_id), run=run_id)   # the pull asks for its one image
+    # No runtime call in the read: the pull asks the runtime for its one image, and the finish
+    # which containers there are.
+    hs = _open(section, c, app, images=False, fence=fence_token(run_id), run=run_id, containers=False)
     try:
         if any(h.error for h in hs):
             raise _failed(what, hs, "before anything changed; every host stays on its release")
@@ -378,11 +377,14 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
             # One round trip: the pull, the release's record, the start and its health check.
             pull, stdin = _pull_command(h, ref)
             steps = [(("pulled", "present"), f"pulling {ref}")]
-            if h.known.record(release_id) is None:
+            # A release's container is only ever started once its record is written, and removed
+            # before its record is: with no record there is no container of it to look for.
+            fresh = h.known.record(release_id) is None
+            if fresh:
                 pull += f" && {{ {record_command(h.t, release_id, ref, h.known.current)}; }} && echo recorded"
                 steps.append((("recorded",), "writing the release's record"))
             try:
-                h.new_port = _start(h, release_id, ref, before=pull, steps=steps, stdin=stdin)
+                h.new_port = _start(h, release_id, ref, before=pull, steps=steps, stdin=stdin, fresh=fresh)
             finally:
                 h.pulled = "pulled" in h.output.split()   # also when a later step failed: the undo removes it
 
@@ -504,19 +506,24 @@ def undo_image_release(section: HostsSection, c: Containers, release_id: str, *,
 
 
 def _container_port(h: _H, release_id: str) -> int | None:
-    """The port of the release's container when it runs (its occ.port label)."""
+    """The port of the release's container when it runs (its occ.port label): as the host's read
+    saw it (`ps` lists both), else asked of the runtime."""
     assert h.rt is not None
-    if not h.known.exists(container_name(h.t, release_id)):
+    name = container_name(h.t, release_id)
+    if not h.known.exists(name):
         return None
+    seen = h.known.running_port(name)
+    if seen is not None:
+        return seen
     r = h.run(h.rt("container", "inspect", "--format", '{{.State.Running}} {{index .Config.Labels "occ.port"}}',
-                   container_name(h.t, release_id)) + " 2>/dev/null || true", "reading a container's port")
+                   name) + " 2>/dev/null || true", "reading a container's port")
     parts = r.stdout.split()
     return int(parts[1]) if len(parts) == 2 and parts[0] == "true" and parts[1].isdigit() else None
 
 
 def _ensure_running(h: _H, release_id: str) -> int:
     """`release_id`'s container running and healthy: the one still running (its port), or a new
-    one from its record's image (pulled only when the host no longer has it)."""
+    one from its record's image (pulled only when the host no longer has it), in one round trip."""
     port = _container_port(h, release_id)
     if port is not None:
         assert h.rt is not None
@@ -527,10 +534,15 @@ def _ensure_running(h: _H, release_id: str) -> int:
     if rec is None:
         raise _HostError(f"release {release_id} has no record on this host (image/releases/{release_id}): "
                          "its image is unknown here")
-    if not rec.present:
-        _pull(h, rec.ref)
+    if rec.present:
+        return _start(h, release_id, rec.ref)
+    # Not seen (or the read did not ask the runtime for its images): pulled unless the host has it.
+    pull, stdin = _pull_command(h, rec.ref)
+    try:
+        return _start(h, release_id, rec.ref, before=pull, steps=[(("pulled", "present"), f"pulling {rec.ref}")],
+                      stdin=stdin)
+    finally:
         h.pulled = False   # an image brought back for a release that keeps its record is kept
-    return _start(h, release_id, rec.ref)
 
 
 # ---------------------------------------------------------------- rollback
@@ -543,7 +555,8 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
     switches the switched hosts back. The caller holds the hosts' lock."""
     now = now or _now()
     what = f"rollback to {to}"
-    hs = _open(section, c, app, fence=fence_token(run_id), run=run_id)
+    # The read asks the runtime for containers only: the start pulls the image if it is gone.
+    hs = _open(section, c, app, images=False, fence=fence_token(run_id), run=run_id)
     try:
         for h in hs:
             if h.error:
