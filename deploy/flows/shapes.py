@@ -127,17 +127,22 @@ def golive(cl) -> dict[str, Any]:
 
 
 STATUS_KEYS = ("env", "error", "release", "sha", "deployed_at", "by", "shopify_version", "pending_migrations",
-               "pending_migrations_error", "lock", "last_drill", "overdue_secrets", "failed_runs_24h")
+               "pending_migrations_error", "lock", "last_drill", "overdue_secrets", "failed_runs_24h", "hosts")
 
 
 def status(rows: list[dict]) -> list[dict[str, Any]]:
     """`invoke status --json`: one object per environment with every key of STATUS_KEYS;
     `pending_migrations` is an integer or null (null with `pending_migrations_error` saying
-    why when the database could not be read, or with neither when there is no database)."""
+    why when the database could not be read, or with neither when there is no database);
+    `hosts` is null unless the environment runs images on hosts: then one object per host,
+    `{host, release, digest, error}`, read from the host (`error` says why it could not be)."""
     out = []
     for r in rows:
         item = {k: r.get(k) for k in STATUS_KEYS}
         item["overdue_secrets"] = list(r.get("overdue_secrets") or [])
         item["failed_runs_24h"] = int(r.get("failed_runs_24h") or 0)
+        item["hosts"] = None if r.get("hosts") is None else [
+            {"host": h["host"], "release": h.get("release"), "digest": h.get("digest"), "error": h.get("error")}
+            for h in r["hosts"]]
         out.append(item)
     return out

@@ -5,17 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from deploy import disk, envs, secrets
 from deploy.build import tree_bytes
-from deploy.config import environments, load
+from deploy.config import IMAGE_TARGET, environments, load
 from deploy.database import Database
 from deploy.errors import DeployError, SettingsError
 from deploy.flows import shapes
 from deploy.ledger import Ledger, RunStatus
 from deploy.locations import migrations_dir
+from deploy.parallel import pmap
 from deploy.services import Services
+from deploy.targets import target_for
+
+if TYPE_CHECKING:
+    from deploy.targets.image import HostsImage
 
 
 def _when(t: float | None) -> str:
@@ -34,6 +39,7 @@ def gather(root: Path, led: Ledger, environ: Mapping[str, str], now: float) -> l
     except DeployError:
         rotation = {}
     rows: list[dict[str, Any]] = []
+    on_hosts: list[tuple[dict[str, Any], Any]] = []   # (row, settings) of environments whose hosts are read
     for name in environments(root):
         try:
             s = load(name, root)
@@ -60,8 +66,32 @@ def gather(root: Path, led: Ledger, environ: Mapping[str, str], now: float) -> l
                            if drills else None),
             "overdue_secrets": rotation.get(name, []),
             "failed_runs_24h": len(failed),
+            "hosts": None,
         })
+        if _reads_hosts(s):
+            on_hosts.append((rows[-1], s))
+    # Every environment's hosts at once (each read is parallel over its hosts and bounded by
+    # hosts.connect_timeout and the short commands' bound).
+    for row, read in zip([r for r, _ in on_hosts], pmap(lambda x: _live_hosts(x[1]), on_hosts, 4)):
+        row["hosts"] = read
     return rows
+
+
+def _reads_hosts(s) -> bool:
+    """The environment runs images on hosts: what each host serves is read from the host (the
+    ledger knows what was promoted, not which digest each host runs now)."""
+    return s.release.target == IMAGE_TARGET and not s.is_local and bool(s.hosts.hosts)
+
+
+def _live_hosts(s) -> list[dict[str, Any]]:
+    """[{host, release, digest, error}] as the hosts say now; a host that cannot be reached has
+    its error (and the others their values)."""
+    try:
+        live = cast("HostsImage", target_for(s)).live_images()   # _reads_hosts: the image target
+    except DeployError as e:
+        why = e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
+        return [{"host": h, "release": None, "digest": None, "error": why} for h in s.hosts.hosts]
+    return [{"host": i.host, "release": i.release, "digest": i.digest, "error": i.error or None} for i in live]
 
 
 def _pending(s, root, environ) -> tuple[int | None, str | None]:
@@ -104,10 +134,21 @@ def main(svc: Services, as_json: bool) -> None:
                       optional=("by", "deployed (UTC)", "last drill", "shopify", "failed 24h", "sha")))
     if any(r.get("pending_migrations_error") for r in rows):
         svc.term.note("?: the database cannot be read from here (`invoke status --json` says why)")
+    live = [(r["env"], h) for r in rows if r.get("hosts") for h in r["hosts"]]
+    if live:
+        svc.term.out("\nlive on each host (read from the hosts now):")
+        svc.term.out(svc.term.table([(env, h["host"], h["release"] or "-", _short(h["digest"]) or "-",
+                                      f"cannot be reached or read: {h['error']}" if h["error"] else "")
+                                     for env, h in live], ("env", "host", "release", "image digest", "note")))
     usage = deploy_usage(root)
     if usage:
         svc.term.note(".deploy on this machine: " + usage + _bound_note(root))
     _fail_on_invalid_settings(rows)
+
+
+def _short(digest: str | None) -> str | None:
+    """`sha256:` and the first 12 hex digits: the form people compare."""
+    return digest[:19] if digest else None
 
 
 def _mb(n: int) -> str:

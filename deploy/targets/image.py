@@ -39,6 +39,22 @@ if TYPE_CHECKING:
     from deploy.hosts._values import Target
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveImage:
+    """What one host serves: its live release and that release's image (None: nothing, or no
+    record of it), or why the host could not be read."""
+
+    host: str
+    release: str | None
+    ref: str | None
+    error: str = ""
+
+    @property
+    def digest(self) -> str | None:
+        """`sha256:<64 hex>` of the live image."""
+        return self.ref.rsplit("@", 1)[1] if self.ref and "@" in self.ref else None
+
+
 def _port(text: str) -> int | None:
     line = (text.strip().splitlines() or [""])[-1].strip()
     return int(line) if line.isdigit() else None
@@ -284,13 +300,20 @@ class HostsImage(OnHosts):
                                      f"live image {rec.ref}" if rec else ""))
         return out
 
-    def digests(self) -> dict[str, tuple[str | None, str | None]]:
-        """host -> (live release, its image reference by digest): what `status` shows per host."""
-        out: dict[str, tuple[str | None, str | None]] = {}
+    def live_images(self) -> list[LiveImage]:
+        """Per host, in settings order, its live release and that release's image by digest, read
+        from the host (every host at once, each bounded by hosts.connect_timeout and the short
+        commands' bound); a host that cannot be reached or read has its error instead."""
+        out = []
         for h, st, err in self._read():
             rec = st.record(st.current) if st else None
-            out[h] = (st.current if st else None, rec.ref if rec else (f"unreadable: {err}" if err else None))
+            out.append(LiveImage(h, st.current if st else None, rec.ref if rec else None,
+                                 err or ("" if st else "not read")))
         return out
+
+    def digests(self) -> dict[str, tuple[str | None, str | None]]:
+        """host -> (live release, its image reference by digest, or `unreadable: <why>`)."""
+        return {i.host: (i.release, i.ref if not i.error else f"unreadable: {i.error}") for i in self.live_images()}
 
     def prune(self) -> list[str]:
         # Each host prunes beyond image.keep in the release's finish phase, under the lock
@@ -298,4 +321,4 @@ class HostsImage(OnHosts):
         return []
 
 
-__all__ = ["HostsImage", "container_name"]
+__all__ = ["HostsImage", "LiveImage", "container_name"]
