@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy import migrations
+from deploy import migrations, proc
 from deploy.config import Settings
 from deploy.database import Database
 from deploy.engine import StepContext
 from deploy.errors import DeployError, SettingsError
 from deploy.locations import migrations_dir, source_dir
-from deploy.source import checkout
+from deploy.source import checkout, repo_of
 
 
 def accepted_destructive(s: Settings, accept=()) -> tuple[str, ...]:
@@ -102,14 +102,18 @@ def migration_verdict_lines(s: Settings, sha: str, environ, accept=()) -> list[s
     import shutil
     import tempfile
 
-    tmp = Path(tempfile.mkdtemp(prefix="occ-migrations-"))
+    tmp = None
     try:
-        mdir = checkout(s.app_dir / s.database.migrations_dir, sha, tmp)
+        mdir = committed_as_is(s.app_dir / s.database.migrations_dir, sha)
+        if mdir is None:
+            tmp = Path(tempfile.mkdtemp(prefix="occ-migrations-"))
+            mdir = checkout(s.app_dir / s.database.migrations_dir, sha, tmp)
         lints, empty = pending_verdicts(s, mdir, environ, strict=False)
     except DeployError as e:
         return [f"cannot judge the migrations of {sha[:12]} before running: {e.message}"]
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     if not lints:
         return ["no pending migration to judge"]
     ok = accepted_destructive(s, accept)
@@ -119,3 +123,19 @@ def migration_verdict_lines(s: Settings, sha: str, environ, accept=()) -> list[s
         out.append(f"{m.name}: {_verdict(m, ok)}" + (f": {'; '.join(m.reasons)}" if m.reasons else ""))
         out += [f"  {f}" for f in m.findings]
     return out
+
+
+def committed_as_is(folder: Path, sha: str) -> Path | None:
+    """`folder` itself when the working tree holds there exactly what commit `sha` does: no
+    tracked file changed, added or removed since `sha` (`git diff --quiet`) and no other file
+    beside them, ignored ones included (`git ls-files --others`). Reading it is then reading the
+    commit, with nothing extracted (a dry run writes no scratch copy); None otherwise."""
+    try:
+        top, rel = repo_of(folder)
+    except DeployError:
+        return None
+    same = proc.run(["git", "-C", str(top), "diff", "--quiet", "--no-ext-diff", "--no-textconv", sha, "--", rel])
+    if not same.ok:
+        return None
+    others = proc.run(["git", "-C", str(top), "ls-files", "--others", "-z", "--", rel])
+    return folder if others.ok and not others.stdout.strip("\0\n") else None
