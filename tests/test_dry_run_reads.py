@@ -85,8 +85,13 @@ def test_the_working_folder_is_read_in_place_only_when_it_is_the_commits(tmp_pat
     if change is not None:
         change(mdir)
     assert committed_as_is(mdir, sha) == (mdir if read_in_place else None)
+    # the same when the repository is found from a folder above it (the app folder)
+    assert committed_as_is(mdir, sha, within=mdir.parents[1]) == (mdir if read_in_place else None)
 
 
-def test_a_folder_outside_any_repository_is_not_read_in_place(tmp_path):
+def test_a_folder_outside_any_repository_or_missing_is_not_read_in_place(tmp_path):
     (tmp_path / "migrations").mkdir()
     assert committed_as_is(tmp_path / "migrations", "0" * 40) is None
+    mdir, sha = repo_with_migrations(tmp_path / "repo", "prisma/migrations")
+    assert committed_as_is(mdir.parent / "missing", sha) is None
+    assert committed_as_is(tmp_path / "migrations", sha, within=mdir.parent) is None   # not under `within`'s top

@@ -7,6 +7,7 @@ the promotion refuses it before anything changes (deploy/migrations/_lint.py dec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from deploy import migrations, proc
@@ -104,7 +105,7 @@ def migration_verdict_lines(s: Settings, sha: str, environ, accept=()) -> list[s
 
     tmp = None
     try:
-        mdir = committed_as_is(s.app_dir / s.database.migrations_dir, sha)
+        mdir = committed_as_is(s.app_dir / s.database.migrations_dir, sha, within=s.app_dir)
         if mdir is None:
             tmp = Path(tempfile.mkdtemp(prefix="occ-migrations-"))
             mdir = checkout(s.app_dir / s.database.migrations_dir, sha, tmp)
@@ -125,14 +126,20 @@ def migration_verdict_lines(s: Settings, sha: str, environ, accept=()) -> list[s
     return out
 
 
-def committed_as_is(folder: Path, sha: str) -> Path | None:
+def committed_as_is(folder: Path, sha: str, *, within: Path | None = None) -> Path | None:
     """`folder` itself when the working tree holds there exactly what commit `sha` does: no
     tracked file changed, added or removed since `sha` (`git diff --quiet`) and no other file
     beside them, ignored ones included (`git ls-files --others`). Reading it is then reading the
-    commit, with nothing extracted (a dry run writes no scratch copy); None otherwise."""
+    commit, with nothing extracted (a dry run writes no scratch copy); None otherwise. `within`:
+    a folder above it in the same repository whose top level is already known (the app folder)."""
+    if not folder.is_dir():
+        return None
     try:
-        top, rel = repo_of(folder)
+        top, _ = repo_of(within or folder)
     except DeployError:
+        return None
+    rel = os.path.relpath(folder.resolve(), top)
+    if rel.startswith(".."):
         return None
     same = proc.run(["git", "-C", str(top), "diff", "--quiet", "--no-ext-diff", "--no-textconv", sha, "--", rel])
     if not same.ok:
