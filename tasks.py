@@ -1,10 +1,18 @@
 """Invoke tasks: parse flags, load settings, call one flow or primitive, map the outcome
 to an exit code. Logic lives in deploy/; this file stays thin and cheap to import."""
 
+import sys
+
 from invoke import Collection
 from invoke import task as _task
 
-from deploy.cli import guarded, need, reads_only, services
+# Invoke turns bytecode writing off (unless --write-pyc) before it loads this file, so this file
+# leaves no .pyc. The toolkit's modules, imported from here on, keep Python's own setting (-B,
+# PYTHONDONTWRITEBYTECODE): an editable install (`pip install -e .`, README) compiles them once
+# instead of on every run (about 200 ms of a `promote --dry-run`).
+sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
+
+from deploy.cli import guarded, need, reads_only, services  # noqa: E402  (after the line above, on purpose)
 
 
 def task(*args, **kwargs):

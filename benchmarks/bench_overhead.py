@@ -8,8 +8,8 @@
     package runs (pip compiles a wheel's modules when it installs them; invoke's were): the
     toolkit's modules (an editable install here) are compiled once first (`compileall`), and
     every child runs without PYTHONDONTWRITEBYTECODE (some sandboxes and CI images set it).
-    The warm-up alone would not do it: invoke sets `sys.dont_write_bytecode` unless given
-    `--write-pyc`, so a module a task imports is never written by an invoke run.
+    (Invoke turns bytecode writing off unless given `--write-pyc`; tasks.py gives Python's own
+    setting back for the toolkit's modules, so the warm-up run would write them too.)
 (b) engine: a Plan of N no-op Steps run by deploy.engine.Runner (lock, ledger rows for the
     run and every step, progress lines) against calling the N functions directly, with the
     SQLite ledger and, when Postgres is installed, a Postgres ledger. Per step: the slope

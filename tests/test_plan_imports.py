@@ -28,19 +28,26 @@ PLACES = ("deploy.hosts", "deploy.targets.tree", "deploy.targets.image")
 CHILD = """
 import atexit, json, sys
 out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+atexit.register(lambda: open(out, "w").write(json.dumps({"modules": sorted(sys.modules),
+                                                           "no_bytecode": sys.dont_write_bytecode})))
 from invoke.main import program
 program.run()
 """
 
 
-def _loaded(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+def _child(tmp_path: Path, *args: str, env_too: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "modules.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("DEPLOY_LEDGER_URL", "GITHUB_STEP_SUMMARY")}
-    env.update(DEPLOY_ROOT=str(ROOT), PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DEPLOY_LEDGER_URL", "GITHUB_STEP_SUMMARY", "PYTHONDONTWRITEBYTECODE")}
+    env.update(DEPLOY_ROOT=str(ROOT), PYTHONPATH=str(ROOT), **(env_too or {}))
     r = subprocess.run([sys.executable, "-c", CHILD, str(out), "-r", str(ROOT), *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
-    return r, set(json.loads(out.read_text())) if out.exists() else set()
+    return r, json.loads(out.read_text()) if out.exists() else {}
+
+
+def _loaded(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    r, seen = _child(tmp_path, *args)
+    return r, set(seen.get("modules", ()))
 
 
 def _under(loaded: set[str], prefixes) -> list[str]:
@@ -79,6 +86,16 @@ def test_a_real_step_still_loads_its_work(tmp_path):
                         "resolve('deploy.flows.steps.work.golive:checklist')\nprint('deploy.golive' in sys.modules)"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "True", r.stderr
+
+
+@pytest.mark.parametrize("python_says,written", [({}, True), ({"PYTHONDONTWRITEBYTECODE": "1"}, False)],
+                         ids=["python-default-writes-bytecode", "PYTHONDONTWRITEBYTECODE-still-respected"])
+def test_the_toolkits_modules_keep_pythons_bytecode_setting_under_invoke(tmp_path, python_says, written):
+    """Invoke turns bytecode writing off unless --write-pyc; tasks.py gives Python's own setting
+    back, so an editable install compiles the toolkit once, not on every run."""
+    r, seen = _child(tmp_path, "--list", env_too=python_says)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert seen["no_bytecode"] is (not written)
 
 
 def test_importing_promote_and_rollback_loads_no_step_work():
