@@ -3,8 +3,9 @@
 A step factory in deploy/flows/steps/ builds what a plan shows (name, what it does and
 undoes, what it would touch) and names its run, undo and finish here as
 `later("deploy.flows.steps.work.<kind>:<function>", ...)` (deploy/deferred.py): a dry
-run imports none of these modules, nor the primitives they call (tests/test_plan_imports.py).
-Each function takes the step's context first, then what its factory passes.
+run imports none of these modules, nor the primitives only they need (tests/test_plan_imports.py);
+the one exception is `image.shows`, the commands an image environment's dry run prints, loaded
+by that plan alone. A run function takes the step's context first, then what its factory passes.
 
     golive      the go-live checklist (production)
     gates       the evidence gate
