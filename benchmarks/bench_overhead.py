@@ -2,7 +2,8 @@
 
 (a) start-up: wall time of `invoke --list` in this repo vs `invoke --list` on a tasks.py
     holding one no-op task (an empty tasks.py makes invoke exit 1 with "No tasks found"),
-    and of `invoke promote --to=local --dry-run` in a throwaway project; plus
+    and of `invoke promote --to=local --dry-run` in a throwaway project, the three in turn
+    round after round; plus
     `python -X importtime` proving that `invoke --list` imports none of sqlalchemy,
     fabric, paramiko, psycopg. Every case is timed with its bytecode cached, as an installed
     package runs (pip compiles a wheel's modules when it installs them; invoke's were): the
@@ -72,10 +73,12 @@ def startup(runs: int, work: Path):
         "invoke promote --to=local --dry-run": (invoke_argv("-r", str(REPO), "promote", "--to=local", "--dry-run"),
                                                 project.root, penv),
     }
-    times = {}
-    for name, (argv, cwd, e) in cases.items():
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for argv, cwd, e in cases.values():
         run_ok(argv, cwd, e)  # warm the page cache and __pycache__
-        times[name] = [timed(lambda: run_ok(argv, cwd, e)) for _ in range(runs)]
+    for _ in range(runs):     # the cases in turn, round after round: a machine's drift hits each alike
+        for name, (argv, cwd, e) in cases.items():
+            times[name].append(timed(lambda: run_ok(argv, cwd, e)))
     if (project.root / ".deploy").exists():
         raise RuntimeError("promote --dry-run wrote .deploy/: a dry run must change nothing")
 
