@@ -125,3 +125,66 @@ def test_a_run_whose_kept_connection_broke_reconnects(fleet, sshd_farm):
     assert [bool(s) for s in f.sessions()] == [True, True]
     assert sorted(hosts.release_lock(f.section, run_id="run-drop")) == sorted(t.name for t in hosts.targets(f.section))
     assert _until(lambda: f.sessions() == [set()] * 2)
+
+
+# ---------------------------------------------------------------- the lock's own round trips
+
+def _lock_host(tmp_path, held: str | None):
+    from deploy.hosts._values import Target
+
+    t = Target(name="d@h:22", host="h", port=22, user="d", deploy_to=str(tmp_path / "srv"))
+    if held is not None:
+        (tmp_path / "srv/.deploy-lock").mkdir(parents=True)
+        if held != "<no details>":
+            (tmp_path / "srv/.deploy-lock/details").write_text(held)
+    return t, tmp_path / "srv/.deploy-lock/details"
+
+
+def _sh(cmd: str):
+    import subprocess
+
+    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=30)
+
+
+MINE = "holder=a@b\nrun_id=run-7\nrelease=r1\nacquired_at=2026-01-01T00:00:00+00:00\ntoken=tok-new\n"
+
+
+@pytest.mark.parametrize("held, code, details, prints", [
+    (None, 0, MINE, ""),
+    ("holder=a@b\nrun_id=run-7\ntoken=tok-old\n", 0, MINE, ""),                       # the run's own: taken over
+    ("holder=x@y\nrun_id=run-70\ntoken=t\n", 75, "holder=x@y\nrun_id=run-70\ntoken=t\n", "run_id=run-70"),
+    ("holder=x@y\nrun_id=other\nrelease=run_id=run-7\n", 75, None, "run_id=other"),  # a value that only contains it
+    ("<no details>", 75, None, ""),
+], ids=["free", "own-run-taken-over", "other-run-with-a-longer-id", "other-run-naming-it-in-a-value",
+        "lock-without-details"])
+def test_taking_the_lock_takes_over_the_runs_own_in_the_same_command(tmp_path, held, code, details, prints):
+    from deploy.hosts._commands import lock_command
+
+    t, f = _lock_host(tmp_path, held)
+    r = _sh(lock_command(t, MINE, "run-7"))
+    assert r.returncode == code, r.stderr
+    if details is not None:
+        assert f.read_text() == details
+    assert prints in r.stdout
+
+
+@pytest.mark.parametrize("held, tokens, freed", [
+    ("run_id=run-7\ntoken=tok-a\n", ["tok-a"], True),
+    ("run_id=run-7\ntoken=tok-b\n", ["tok-a", "tok-b"], True),       # a runner it took the run over from
+    ("run_id=run-7\ntoken=tok-z\n", ["tok-a"], False),                # taken over by another runner meanwhile
+    ("run_id=run-7\n", ["tok-a"], True),                              # an older toolkit's lock: by its run
+    ("run_id=run-7\ntoken=\n", ["tok-a"], True),
+    ("run_id=run-70\ntoken=tok-a\n", ["tok-a"], False),
+    ("run_id=other\ntoken=tok-a\n", ["tok-a"], False),
+    ("<no details>", ["tok-a"], False),
+    (None, ["tok-a"], False),
+], ids=["own-token", "adopted-token", "foreign-token", "no-token", "empty-token", "longer-run-id", "other-run",
+        "no-details", "not-locked"])
+def test_the_unlock_frees_only_the_runs_lock_held_by_this_runner(tmp_path, held, tokens, freed):
+    from deploy.hosts._commands import unlock_ours_command
+
+    t, f = _lock_host(tmp_path, held)
+    r = _sh(unlock_ours_command(t, "run-7", tokens))
+    assert r.returncode == 0, r.stderr
+    assert ("freed" in r.stdout) == freed
+    assert (tmp_path / "srv/.deploy-lock").exists() == (held is not None and not freed)

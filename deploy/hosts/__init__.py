@@ -54,6 +54,7 @@ from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHA
                                     FENCE_BUSY_EXIT, FENCE_FILE, FENCE_WAIT, fence_token, take_fence_command, fenced,
                                     sh, lock_details,
                                     parse_lock_details, state_command, parse_state, lock_command, unlock_command,
+                                    unlock_ours_command,
                                     VERIFIED, MANIFEST_SECTION, remove_releases_command,
                                     read_lock_command, unpack_command, delta_upload_name, delta_unpack_command,
                                     switch_command, discard_delta_command, discard_release_command,
@@ -68,7 +69,7 @@ from deploy.hosts._lock import acquire_lock, release_lock, release_reachable_loc
 from deploy.hosts._envfile import (SHARED_ENV, env_push_command, env_restore_command, env_finish_command,
                                    env_present_command, push_env, restore_env, finish_env, missing_env)
 from deploy.hosts._release import release, undo_release, rollback, previous_of, judge_target, Judgement
-from deploy.hosts._ssh import MAX_JUMPS, STDIN_LIMIT, quick_timeout
+from deploy.hosts._ssh import MAX_JUMPS, RUN_IDLE_SECONDS, STDIN_LIMIT, quick_timeout
 from deploy.hosts._supervisor import DOTENV_AWK
 from deploy.hosts._targets import (targets, DEFAULT_USER, DEFAULT_PORT, USER_KNOWN_HOSTS, GLOBAL_KNOWN_HOSTS,
                                    resolve_login, known_hosts_files, KnownHostsText, parse_known_hosts, skipping)
@@ -83,7 +84,8 @@ from deploy.hosts._containers import (IMAGE_DIR, IMAGE_REF, RUNTIMES, ENV_UNCARR
                                       image_state_command, parse_image_state, auth_json, ca_command, pull_command,
                                       login_check_command, run_command, parse_port, health_command, record_command,
                                       set_current_command, stop_command, remove_images_command, prune_images,
-                                      background_finish_command, wait_finish_command, FINISH_WAIT_LIMIT)
+                                      background_finish_command, wait_finish_command, FINISH_WAIT_LIMIT, PORT_VAR,
+                                      run_then_health_command, stop_others_command)
 from deploy.hosts._images import (ImageProxy, Containers, ServedBefore, read_image_hosts, release_image,
                                   undo_image_release, rollback_image, check_image_hosts)
 # _proxy.switch_command (the proxy's switch) keeps its module's name: deploy.hosts.switch_command is `current`'s.
@@ -100,7 +102,7 @@ __all__ = [
     "LOCK_DIR", "LOCK_HELD_EXIT", "CHECKSUM_EXIT", "SHARED_MISSING_EXIT", "DELTA_MISMATCH_EXIT", "SWITCH_FAILED_EXIT",
     "HOOK_FAILED_EXIT", "HEALTH_PENDING_EXIT", "FENCED_EXIT", "FENCE_BUSY_EXIT", "FENCE_FILE", "FENCE_WAIT",
     "fence_token", "take_fence_command", "fenced", "sh", "lock_details", "parse_lock_details", "state_command",
-    "parse_state", "lock_command", "unlock_command", "VERIFIED", "MANIFEST_SECTION", "remove_releases_command", "read_lock_command", "unpack_command", "delta_upload_name",
+    "parse_state", "lock_command", "unlock_command", "unlock_ours_command", "VERIFIED", "MANIFEST_SECTION", "remove_releases_command", "read_lock_command", "unpack_command", "delta_upload_name",
     "delta_unpack_command", "switch_command", "discard_delta_command", "discard_release_command",
     "free_space_command", "previous_command", "unlink_current_command", "hook_command", "prune_list",
     "finish_command", "go_live_command", "health_check_command", "log_tail_command", "check_command", "parse_check",
@@ -108,7 +110,7 @@ __all__ = [
     "unit_name", "unit_text", "systemd_restart_command", "stop_app_command", "app_of_command", "parse_app_of",
     "same_app", "start_facts_command", "parse_start_facts", "release_tree_command", "parse_release_tree",
     "hash_files_command",
-    "MAX_JUMPS", "STDIN_LIMIT", "quick_timeout",
+    "MAX_JUMPS", "RUN_IDLE_SECONDS", "STDIN_LIMIT", "quick_timeout",
     "acquire_lock", "release_lock", "release_reachable_locks", "lock_status", "break_lock",
     "SHARED_ENV", "env_push_command", "env_restore_command", "env_finish_command", "env_present_command",
     "push_env", "restore_env", "finish_env", "missing_env",
@@ -127,7 +129,8 @@ __all__ = [
     "fill_args", "detect_command", "parse_detect", "image_state_command", "parse_image_state", "auth_json",
     "ca_command", "pull_command", "login_check_command", "run_command", "parse_port", "health_command",
     "record_command", "set_current_command", "stop_command", "remove_images_command", "prune_images",
-    "background_finish_command", "wait_finish_command", "FINISH_WAIT_LIMIT",
+    "background_finish_command", "wait_finish_command", "FINISH_WAIT_LIMIT", "PORT_VAR", "run_then_health_command",
+    "stop_others_command",
     "ImageProxy", "Containers", "ServedBefore", "read_image_hosts", "release_image", "undo_image_release",
     "rollback_image", "check_image_hosts",
 ]

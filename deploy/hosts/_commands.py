@@ -160,14 +160,35 @@ def parse_state(text: str) -> HostState:
                      manifest=manifest if found else "")
 
 
-def lock_command(t: Target, details: str) -> str:
-    """mkdir is the atomic test-and-set; on contention print the holder's details."""
+def lock_command(t: Target, details: str, run_id: str | None = None) -> str:
+    """mkdir is the atomic test-and-set; on contention print the holder's details. `run_id`: a
+    lock of that run (its own, from a killed attempt or an earlier operation) is taken over in
+    the same command: its details are rewritten with `details` (this runner's token), so the
+    runner the run was taken from can no longer release it."""
     lock = _p(t, LOCK_DIR)
+    own = "" if run_id is None else (
+        f"elif grep -qxF {sh('run_id=' + run_id)} {sh(lock + '/details')} 2>/dev/null; then "
+        f"printf %s {sh(details)} > {sh(lock + '/details')}; ")
     return (
         f"mkdir -p {sh(_p(t, 'releases'))} {sh(_p(t, 'shared'))} {sh(_p(t, '.uploads'))} && "
         f"if mkdir {sh(lock)} 2>/dev/null; then printf %s {sh(details)} > {sh(lock + '/details')}; "
-        f"else cat {sh(lock + '/details')} 2>/dev/null; exit {LOCK_HELD_EXIT}; fi"
+        f"{own}else cat {sh(lock + '/details')} 2>/dev/null; exit {LOCK_HELD_EXIT}; fi"
     )
+
+
+def unlock_ours_command(t: Target, run_id: str, tokens: Sequence[str]) -> str:
+    """Release the lock when it is `run_id`'s and held by this runner, printing `freed`; else
+    leave it. Held by this runner: its token is one of `tokens` (this process's, and those of
+    runners it took the run over from, deploy/liveness.py); a runner whose run was taken over
+    while it was frozen finds another token there and leaves the lock to the new holder. A lock
+    an older toolkit wrote (no token) is matched by its run alone. Checked on the host, so that
+    the unlock is one round trip."""
+    f = _p(t, LOCK_DIR, "details")
+    held = " ".join(f"-e {sh('token=' + k)}" for k in tokens if k)
+    token_ok = f"{{ ! grep -q '^token=.' {sh(f)} || grep -qxF {held} {sh(f)}; }}" if held else \
+        f"! grep -q '^token=.' {sh(f)}"
+    return (f"if grep -qxF {sh('run_id=' + run_id)} {sh(f)} 2>/dev/null && {token_ok}; then "
+            f"{unlock_command(t)} && echo freed; fi")
 
 
 def unlock_command(t: Target) -> str:

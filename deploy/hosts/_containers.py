@@ -356,7 +356,8 @@ def health_command(t: Target, rt: Runtime, release_id: str, port: int | str, pat
                    tool: str = "curl") -> str:
     """GET http://127.0.0.1:<port><path> on the host until it answers 2xx/3xx (redirects not
     followed) or `timeout` passes; HEALTH_FAILED_EXIT with the last answer and, when the
-    container stopped, its log's tail. `port`: a number, or PORT_VAR (the shell's `$port`, set
+    container stopped, its log's tail (asked about once a second: a probe every 0.05 s, so the
+    switch follows the app's first answer closely, and a runtime call every 20th). `port`: a number, or PORT_VAR (the shell's `$port`, set
     by the run command before it in the same command). Ends the shell (exit): it comes last."""
     name = container_name(t, release_id)
     url = f"http://127.0.0.1:{port}{path}"
@@ -375,10 +376,10 @@ def health_command(t: Target, rt: Runtime, release_id: str, port: int | str, pat
     limit = max(1, int(round(timeout)))
     return (f"end=$(( $(date +%s) + {limit} )); code=; n=0; while :; do {probe} || :; "
             "case $code in 2??|3??) echo healthy; exit 0;; esac; n=$((n + 1)); "
-            f"if [ $((n % 5)) -eq 0 ] && [ \"$({running} 2>/dev/null)\" != true ]; then echo {sh(f'container {name} stopped before it was healthy; its last lines:')} >&2; "
+            f"if [ $((n % 20)) -eq 0 ] && [ \"$({running} 2>/dev/null)\" != true ]; then echo {sh(f'container {name} stopped before it was healthy; its last lines:')} >&2; "
             f"{rt('logs', '--tail', '10', name)} >&2 2>&1; exit {HEALTH_FAILED_EXIT}; fi; "
             f"if [ $(date +%s) -ge $end ]; then echo \"no 2xx/3xx from {url} within {limit}s (last: ${{code:-no answer}})\" >&2; "
-            f"exit {HEALTH_FAILED_EXIT}; fi; sleep 0.2; done")
+            f"exit {HEALTH_FAILED_EXIT}; fi; sleep 0.05; done")
 
 
 def record_command(t: Target, release_id: str, ref: str, previous: str | None) -> str:

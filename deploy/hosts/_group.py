@@ -168,8 +168,9 @@ def _open_all(section, hs: list[_Host], *, run_id: str, release_id: str, now: da
         if lock:
             h.fence = fence or run_id
             take = take_fence_command(h.t, h.fence)
-            # One round trip: take the lock and the fence, then read the state under them.
-            r = _run(h.conn, h.t, f"{lock_command(h.t, details)} && {take} && {{ {state}; }}", section,
+            # One round trip: take the lock (or take over the run's own) and the fence, then read
+            # the state under them.
+            r = _run(h.conn, h.t, f"{lock_command(h.t, details, run_id)} && {take} && {{ {state}; }}", section,
                      f"taking the lock {_p(h.t, LOCK_DIR)}", ok_codes=(0, LOCK_HELD_EXIT))
             if r.exited == LOCK_HELD_EXIT:
                 info = parse_lock_details(h.t.name, r.stdout)

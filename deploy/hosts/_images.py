@@ -376,7 +376,7 @@ def release_image(section: HostsSection, c: Containers, release_id: str, ref: st
         def prepare(h: _H) -> None:
             # One round trip: the pull, the release's record, the start and its health check.
             pull, stdin = _pull_command(h, ref)
-            steps = [(("pulled", "present"), f"pulling {ref}")]
+            steps: list[tuple[tuple[str, ...], str]] = [(("pulled", "present"), f"pulling {ref}")]
             # A release's container is only ever started once its record is written, and removed
             # before its record is: with no record there is no container of it to look for.
             fresh = h.known.record(release_id) is None

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from deploy import liveness
 from deploy.errors import LockHeld
-from deploy.hosts._commands import LOCK_DIR, parse_lock_details, read_lock_command, unlock_command
+from deploy.hosts._commands import (LOCK_DIR, parse_lock_details, read_lock_command, unlock_command,
+                                    unlock_ours_command)
 from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _read_all
 from deploy.hosts._ssh import _drop_run, _HostError, _run
 from deploy.hosts._targets import targets
@@ -55,14 +56,6 @@ def _raise_if_locked(hs: Sequence[_Host], section, now: datetime) -> None:
 
 # ---------------------------------------------------------------- the run's lock on its own
 
-def _ours(info: LockInfo, run_id: str) -> bool:
-    """The lock is this run's and held by this runner: its token, or one of a runner this process
-    took the run over from (deploy/liveness.py). A runner whose run was taken over while it was
-    frozen finds another token there and leaves the lock to the new holder. A lock an older
-    toolkit wrote (no token) is matched by its run alone."""
-    return info.run_id == run_id and (not info.token or info.token in liveness.tokens())
-
-
 def acquire_lock(section: HostsSection, *, run_id: str, release_id: str = "", now: datetime | None = None) -> list[str]:
     """Take the deploy lock for `run_id` on every host (re-entrant for the same run), or
     none: LockHeld naming the holder, HostFailed when a host cannot be reached.
@@ -103,9 +96,10 @@ def _release_lock(section, *, run_id: str, unreachable_ok: bool) -> tuple[list[s
     freed: list[str] = []
 
     def one(h: _Host) -> None:
-        r = _run(h.conn, h.t, read_lock_command(h.t), section, "reading the lock")
-        if r.stdout.strip() and _ours(parse_lock_details(h.t.name, r.stdout), run_id):
-            _run(h.conn, h.t, unlock_command(h.t), section, "releasing the lock")
+        # One round trip: the lock goes when it is ours, checked on the host (unlock_ours_command).
+        r = _run(h.conn, h.t, unlock_ours_command(h.t, run_id, sorted(liveness.tokens())), section,
+                 "releasing the lock")
+        if "freed" in r.stdout.split():
             freed.append(h.t.name)
 
     try:
