@@ -272,6 +272,14 @@ def test_release_killed_during_the_switch_is_made_consistent_by_undo_or_rerun(fl
     assert states.count(R2) == 1 and states.count(R1) == 2, "each host is on one release, never half-switched"
     with pytest.raises(LockHeld, match="run-killed"):
         hosts.release(f.section, art, run_id="someone-else", now=T0)
+    # The killed run's restart hook still runs on the first host (sshd leaves it running) and
+    # holds that host's fence: nothing may change there until it ends. The undo or re-run waits
+    # for it, then stops naming the fence and changes nothing (the other hosts stay on R1).
+    if then == "undo":
+        with pytest.raises(HostFailed, match="deploy-fence stayed locked"):
+            hosts.undo_release(f.section, R2, run_id="run-killed")
+        assert f.currents() == states
+    os.kill(int((f.deploy_to(f.hosts[0]) / "shared/hang.pid").read_text()), 9)   # the operator stops it
     if then == "undo":
         hosts.undo_release(f.section, R2, run_id="run-killed")
         assert f.currents() == [R1] * 3 and f.served() == [R1] * 3

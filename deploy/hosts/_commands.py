@@ -88,8 +88,9 @@ def fence_token(run_id: str, *, undo: bool = False) -> str:
 
 
 def _flock(t: Target, wait: int) -> str:
-    busy = (f"the fence {_p(t, FENCE_FILE)} stayed locked {wait}s (a change of an earlier run is still "
-            "running there, or flock from util-linux is missing)")
+    busy = (f"the fence {_p(t, FENCE_FILE)} stayed locked {wait}s: a change of an earlier run (a restart hook, "
+            "a stop) is still running on this host; wait for it to end or stop it, then run again (or flock, "
+            "from util-linux, is missing)")
     return f"flock -w {wait} 9 || {{ echo {sh(busy)} >&2; exit {FENCE_BUSY_EXIT}; }}"
 
 
