@@ -124,15 +124,30 @@ def all_deferred_names() -> list[str]:
     return sorted({ref for p in modules() if not rel(p).startswith("deploy/testing/") for ref in deferred_names(p)})
 
 
+def exported_names(path: Path) -> dict[str, list[str]]:
+    """module -> the names a package's `exports(__name__, {...})` table (deploy/deferred.py) takes
+    from it: re-exports loaded when first used, imports of the package all the same."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: dict[str, list[str]] = {}
+    for n in ast.walk(tree):
+        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "exports" and len(n.args) == 2
+                and isinstance(n.args[1], ast.Dict)):
+            for key, value in zip(n.args[1].keys, n.args[1].values):
+                assert isinstance(key, ast.Constant) and isinstance(value, (ast.Tuple, ast.List)), ast.unparse(n)
+                found.setdefault(key.value, []).extend(e.value for e in value.elts if isinstance(e, ast.Constant))
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     """deploy module -> the deploy modules it imports: at the top, in a function, or for the type
     checker only (a type-only loop still ties two modules together: name the type lower down),
-    or by a deferred name ("deploy.x:f", deploy/deferred.py: loaded later, a dependency all the same)."""
+    or by a deferred name ("deploy.x:f", deploy/deferred.py: loaded later, a dependency all the same)
+    or a package's deferred re-export (`exports`)."""
     paths = [p for p in modules()] + [ROOT / "tasks.py"]
     known = {module_name(p) for p in paths}
     graph: dict[str, set[str]] = {}
     for p in paths:
-        named = {ref.partition(":")[0] for ref in deferred_names(p)}
+        named = {ref.partition(":")[0] for ref in deferred_names(p)} | set(exported_names(p))
         graph[module_name(p)] = ({m for m, _, _ in runtime_imports(p, known, typing_too=True) if m in known}
                                  | (named & known)) - {module_name(p)}
     return graph
@@ -146,6 +161,42 @@ def test_a_deferred_name_counts_as_an_import_for_the_layers_and_loops(tmp_path):
     graph = import_graph()
     assert "deploy.flows.steps.work.gates" in graph["deploy.flows.steps._gates"]
     assert "deploy.targets.tree" in graph["deploy.targets"]
+
+
+def test_a_packages_deferred_re_exports_count_as_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('from deploy.deferred import exports\n__getattr__, __dir__ = exports(__name__, {\n'
+                 '    "deploy.hosts._lock": ("acquire_lock",), "deploy.hosts._views": ["check", "releases"]})\n')
+    assert exported_names(f) == {"deploy.hosts._lock": ["acquire_lock"], "deploy.hosts._views": ["check", "releases"]}
+    graph = import_graph()
+    assert {"deploy.backups.store", "deploy.build.packing", "deploy.migrations._runner"} <= (
+        graph["deploy.backups"] | graph["deploy.build"] | graph["deploy.migrations"])
+
+
+def lazy_packages() -> list[Path]:
+    return [p for p in modules() if p.name == "__init__.py" and exported_names(p)]
+
+
+@pytest.mark.parametrize("path", lazy_packages(), ids=rel)
+def test_a_lazy_package_types_exactly_the_names_it_exports(path):
+    """What mypy sees (the `if TYPE_CHECKING:` imports) is what the package gives at run time (the
+    `exports` table): the same names from the same modules, and every name of `__all__` among them."""
+    tree = ast.parse(path.read_text())
+    typed: dict[str, list[str]] = {}
+    for n in tree.body:
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
+            for imp in n.body:
+                if isinstance(imp, ast.ImportFrom) and imp.module and imp.module.startswith("deploy."):
+                    typed.setdefault(imp.module, []).extend(a.name for a in imp.names)
+    table = exported_names(path)
+    assert {m: sorted(v) for m, v in typed.items()} == {m: sorted(v) for m, v in table.items()}
+    import importlib
+
+    pkg = importlib.import_module(module_name(path))
+    given = {n for names in table.values() for n in names}
+    assert set(pkg.__all__) - given - set(vars(pkg)) == set(), f"{rel(path)}: __all__ names what it does not export"
+    assert set(dir(pkg)) >= given
+    assert [n for n in sorted(given) if not hasattr(pkg, n)] == [], f"{rel(path)} exports a name its module lacks"
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

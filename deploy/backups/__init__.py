@@ -16,13 +16,28 @@ environment.
     provisioning  db.provision: a database and its login role
 """
 
-from deploy.backups.operations import RestoreResult, TableCount, VerifyResult, backup, restore, verify
-from deploy.backups.postgres import SchemaFacts, dump_schemas, pg_dump_argv, restore_sql, schema_facts
-from deploy.backups.provisioning import ProvisionResult, provision
-from deploy.backups.store import (Backup, backup_name, free_name, latest, list_backups, load_backup, prune,
-                                  select_to_prune, sha256_file)
-from deploy.backups.tools import check_tool_version, find_tool, parse_tool_major
-from deploy.backups.writes import TableWrites, Writes, app_rows, written_since
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy.backups.operations import RestoreResult, TableCount, VerifyResult, backup, restore, verify
+    from deploy.backups.postgres import SchemaFacts, dump_schemas, pg_dump_argv, restore_sql, schema_facts
+    from deploy.backups.provisioning import ProvisionResult, provision
+    from deploy.backups.store import (Backup, backup_name, free_name, latest, list_backups, load_backup, prune,
+                                      select_to_prune, sha256_file)
+    from deploy.backups.tools import check_tool_version, find_tool, parse_tool_major
+    from deploy.backups.writes import TableWrites, Writes, app_rows, written_since
+else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
+    from deploy.deferred import exports
+
+    __getattr__, __dir__ = exports(__name__, {
+        "deploy.backups.operations": ("RestoreResult", "TableCount", "VerifyResult", "backup", "restore", "verify"),
+        "deploy.backups.postgres": ("SchemaFacts", "dump_schemas", "pg_dump_argv", "restore_sql", "schema_facts"),
+        "deploy.backups.provisioning": ("ProvisionResult", "provision"),
+        "deploy.backups.store": ("Backup", "backup_name", "free_name", "latest", "list_backups", "load_backup",
+                                 "prune", "select_to_prune", "sha256_file"),
+        "deploy.backups.tools": ("check_tool_version", "find_tool", "parse_tool_major"),
+        "deploy.backups.writes": ("TableWrites", "Writes", "app_rows", "written_since"),
+    })
 
 __all__ = [
     "Backup", "TableCount", "VerifyResult", "RestoreResult", "ProvisionResult", "backup_name", "free_name",

@@ -23,18 +23,38 @@ Which commit and its release id are deploy.source's; how the app starts is deplo
 (re-exported here for callers of the build).
 """
 
-from deploy.build.artifact import (CONTRACT_FIELDS, DEFAULT_ARTIFACTS_DIR, MANIFEST, Artifact, BuildKey, build_key,
-                                   contract_digest, find, prune, read_manifest, verify)
-from deploy.build.cache import DepsCache, deps_cache_dir, prune_deps_cache, prune_deps_cache_to_size
-from deploy.build.cachekey import deps_key
-from deploy.build.fullinstall import FullInstall, check_full_install, full_install
-from deploy.build.ops import sha256_file, tree_bytes
-from deploy.build.orchestrate import BuildResult, build
-from deploy.build.packing import pack
-from deploy.build.recipes import (INSTALL, LOCKFILES, PRUNE, Recipe, app_name, build_commands, build_environment,
-                                 package_manager, recipe)
-from deploy.source import git_dirty, git_head, git_is_clean, new_release_id
-from deploy.startup import package_json, start_argv, start_command, start_path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy.build.artifact import (CONTRACT_FIELDS, DEFAULT_ARTIFACTS_DIR, MANIFEST, Artifact, BuildKey, build_key,
+                                       contract_digest, find, prune, read_manifest, verify)
+    from deploy.build.cache import DepsCache, deps_cache_dir, prune_deps_cache, prune_deps_cache_to_size
+    from deploy.build.cachekey import deps_key
+    from deploy.build.fullinstall import FullInstall, check_full_install, full_install
+    from deploy.build.ops import sha256_file, tree_bytes
+    from deploy.build.orchestrate import BuildResult, build
+    from deploy.build.packing import pack
+    from deploy.build.recipes import (INSTALL, LOCKFILES, PRUNE, Recipe, app_name, build_commands, build_environment,
+                                     package_manager, recipe)
+    from deploy.source import git_dirty, git_head, git_is_clean, new_release_id
+    from deploy.startup import package_json, start_argv, start_command, start_path
+else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
+    from deploy.deferred import exports
+
+    __getattr__, __dir__ = exports(__name__, {
+        "deploy.build.artifact": ("CONTRACT_FIELDS", "DEFAULT_ARTIFACTS_DIR", "MANIFEST", "Artifact", "BuildKey",
+                                  "build_key", "contract_digest", "find", "prune", "read_manifest", "verify"),
+        "deploy.build.cache": ("DepsCache", "deps_cache_dir", "prune_deps_cache", "prune_deps_cache_to_size"),
+        "deploy.build.cachekey": ("deps_key",),
+        "deploy.build.fullinstall": ("FullInstall", "check_full_install", "full_install"),
+        "deploy.build.ops": ("sha256_file", "tree_bytes"),
+        "deploy.build.orchestrate": ("BuildResult", "build"),
+        "deploy.build.packing": ("pack",),
+        "deploy.build.recipes": ("INSTALL", "LOCKFILES", "PRUNE", "Recipe", "app_name", "build_commands",
+                                 "build_environment", "package_manager", "recipe"),
+        "deploy.source": ("git_dirty", "git_head", "git_is_clean", "new_release_id"),
+        "deploy.startup": ("package_json", "start_argv", "start_command", "start_path"),
+    })
 
 __all__ = [
     "app_name",

@@ -25,14 +25,31 @@ Everything is pure over its inputs except `load_matrix`, the file reads in
 `resolve`/`check`, and the two writers (`write_matrix_doc`, `write_dotenv`).
 """
 
-from deploy.envs._checks import (ERROR_STATUSES, CheckReport, CheckRow, ParityReport, ParityRow, Status, check,
-                                 parity, parity_from_files, render_check, render_parity)
-from deploy.envs._matrix import (DOC_FILE, KINDS, MATRIX_FILE, PARITY_RULES, REGENERATE, SOURCE_TEXT, SOURCES,
-                                 EnvRule, Kind, Matrix, Parity, Source, Variable, VarType, convert, is_placeholder,
-                                 load_matrix, parse_matrix, validate_value, where_to_set)
-from deploy.envs._render import (DotenvResult, render_dotenv, render_matrix, render_shared_env, write_dotenv,
-                                 write_matrix_doc)
-from deploy.envs._values import EnvValues, app_values, deployer_environ, resolve
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy.envs._checks import (ERROR_STATUSES, CheckReport, CheckRow, ParityReport, ParityRow, Status, check,
+                                     parity, parity_from_files, render_check, render_parity)
+    from deploy.envs._matrix import (DOC_FILE, KINDS, MATRIX_FILE, PARITY_RULES, REGENERATE, SOURCE_TEXT, SOURCES,
+                                     EnvRule, Kind, Matrix, Parity, Source, Variable, VarType, convert, is_placeholder,
+                                     load_matrix, parse_matrix, validate_value, where_to_set)
+    from deploy.envs._render import (DotenvResult, render_dotenv, render_matrix, render_shared_env, write_dotenv,
+                                     write_matrix_doc)
+    from deploy.envs._values import EnvValues, app_values, deployer_environ, resolve
+else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
+    from deploy.deferred import exports
+
+    __getattr__, __dir__ = exports(__name__, {
+        "deploy.envs._checks": ("ERROR_STATUSES", "CheckReport", "CheckRow", "ParityReport", "ParityRow", "Status",
+                                "check", "parity", "parity_from_files", "render_check", "render_parity"),
+        "deploy.envs._matrix": ("DOC_FILE", "KINDS", "MATRIX_FILE", "PARITY_RULES", "REGENERATE", "SOURCE_TEXT",
+                                "SOURCES", "EnvRule", "Kind", "Matrix", "Parity", "Source", "Variable", "VarType",
+                                "convert", "is_placeholder", "load_matrix", "parse_matrix", "validate_value",
+                                "where_to_set"),
+        "deploy.envs._render": ("DotenvResult", "render_dotenv", "render_matrix", "render_shared_env",
+                                "write_dotenv", "write_matrix_doc"),
+        "deploy.envs._values": ("EnvValues", "app_values", "deployer_environ", "resolve"),
+    })
 
 __all__ = [
     "MATRIX_FILE", "DOC_FILE", "REGENERATE", "Kind", "Parity", "Source", "KINDS", "PARITY_RULES", "SOURCES",

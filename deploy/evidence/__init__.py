@@ -7,13 +7,30 @@ for this exact commit are present, intact, fresh and passing.
     _manifest   evidence/manifest.json (collect) and the gate that reads it (gate, require)
 """
 
-from deploy.evidence._manifest import (MANIFEST, Manifest, ManifestEntry, check_sha, collect, evidence_dir,
-                                       gate, read_manifest, render_manifest, require, write_manifest)
-from deploy.evidence._policy import (GateRow, GateVerdict, error_row, judge, judge_lighthouse, judge_tests,
-                                     missing_rows, render, thresholds, verdict)
-from deploy.evidence._reports import (KINDS, EvidenceError, LighthousePage, LighthouseReport, LighthouseRun,
-                                      Report, TestCounts, TestReport, detect, load_json, parse_junit, parse_lhci,
-                                      parse_lhr, parse_playwright, parse_report, parse_vitest, representative_run)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy.evidence._manifest import (MANIFEST, Manifest, ManifestEntry, check_sha, collect, evidence_dir,
+                                           gate, read_manifest, render_manifest, require, write_manifest)
+    from deploy.evidence._policy import (GateRow, GateVerdict, error_row, judge, judge_lighthouse, judge_tests,
+                                         missing_rows, render, thresholds, verdict)
+    from deploy.evidence._reports import (KINDS, EvidenceError, LighthousePage, LighthouseReport, LighthouseRun,
+                                          Report, TestCounts, TestReport, detect, load_json, parse_junit, parse_lhci,
+                                          parse_lhr, parse_playwright, parse_report, parse_vitest, representative_run)
+else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
+    from deploy.deferred import exports
+
+    __getattr__, __dir__ = exports(__name__, {
+        "deploy.evidence._manifest": ("MANIFEST", "Manifest", "ManifestEntry", "check_sha", "collect",
+                                      "evidence_dir", "gate", "read_manifest", "render_manifest", "require",
+                                      "write_manifest"),
+        "deploy.evidence._policy": ("GateRow", "GateVerdict", "error_row", "judge", "judge_lighthouse",
+                                    "judge_tests", "missing_rows", "render", "thresholds", "verdict"),
+        "deploy.evidence._reports": ("KINDS", "EvidenceError", "LighthousePage", "LighthouseReport", "LighthouseRun",
+                                     "Report", "TestCounts", "TestReport", "detect", "load_json", "parse_junit",
+                                     "parse_lhci", "parse_lhr", "parse_playwright", "parse_report", "parse_vitest",
+                                     "representative_run"),
+    })
 
 __all__ = [
     "EvidenceError", "KINDS", "MANIFEST",

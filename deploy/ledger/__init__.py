@@ -11,18 +11,27 @@ when a ledger is opened, never at start-up.
     _records  runs and steps, releases, approvals, drills
     _locks    the environment locks: heartbeat, takeover, break
 
-`Ledger` is the three layers in one: open it with `Ledger.open(root)`.
+`Ledger` (in _locks) is the three layers in one: open it with `Ledger.open(root)`.
 """
 
-from deploy.ledger._locks import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Locks
-from deploy.ledger._rows import (RUN_ACTIVE, RUN_FINAL, ApprovalRow, DrillRow, LockRow, ReleaseRow, ReleaseStatus,
-                                 RunRow, RunStatus, StepRow, StepStatus, UndoStatus)
-from deploy.ledger._schema import MIGRATIONS, SCHEMA_VERSION
-from deploy.ledger._store import NOW, default_url, whoami
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from deploy.ledger._locks import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Ledger
+    from deploy.ledger._rows import (RUN_ACTIVE, RUN_FINAL, ApprovalRow, DrillRow, LockRow, ReleaseRow, ReleaseStatus,
+                                     RunRow, RunStatus, StepRow, StepStatus, UndoStatus)
+    from deploy.ledger._schema import MIGRATIONS, SCHEMA_VERSION
+    from deploy.ledger._store import NOW, default_url, whoami
+else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
+    from deploy.deferred import exports
 
-class Ledger(Locks):
-    """Access to the ledger database. Open with `Ledger.open(root)`."""
+    __getattr__, __dir__ = exports(__name__, {
+        "deploy.ledger._locks": ("HEARTBEAT_SECONDS", "STALE_AFTER_SECONDS", "Ledger"),
+        "deploy.ledger._rows": ("RUN_ACTIVE", "RUN_FINAL", "ApprovalRow", "DrillRow", "LockRow", "ReleaseRow",
+                                "ReleaseStatus", "RunRow", "RunStatus", "StepRow", "StepStatus", "UndoStatus"),
+        "deploy.ledger._schema": ("MIGRATIONS", "SCHEMA_VERSION"),
+        "deploy.ledger._store": ("NOW", "default_url", "whoami"),
+    })
 
 
 __all__ = [

@@ -238,3 +238,7 @@ class Locks(Records):
                 self.update_run(held.run_id, status="failed", finished_at=NOW,
                                 error="lock broken by lock.release --force; the run did not finish")
         return held
+
+
+class Ledger(Locks):
+    """Access to the ledger database. Open with `Ledger.open(root)`."""

@@ -299,3 +299,9 @@ def lint(migrations: Sequence[LocalMigration], provider: str) -> tuple[Migration
     binary = require_squawk()
     version = squawk_version(binary)
     return tuple(lint_postgres(m, binary, version) for m in todo)
+
+
+def unaccepted(lints: Sequence[MigrationLint], accepted: Sequence[str]) -> tuple[MigrationLint, ...]:
+    """The destructive migrations an undo could only take back by restoring a backup (no
+    down.sql) that nobody accepted by name: a promotion refuses them before it changes anything."""
+    return tuple(m for m in lints if not m.additive and not m.has_down and m.name not in set(accepted))

@@ -12,16 +12,34 @@ token only in the child's environment.
     push       running the CLI: deploy, release (the undo), versions, rollback
 """
 
-from deploy.shopify.commands import (AUTOMATION_TOKEN_VAR, LISTED_MAX, MESSAGE_MAX, PARTNERS_TOKEN_VAR, VERSION_MAX,
-                                     clean_source_url, clip_message, config_file_name, deploy_argv, release_argv,
-                                     skip_reason, validate_version, versions_argv)
-from deploy.shopify.output import (CREATED, NOT_RELEASED, RELEASED, VERSION_NOT_RELEASED, VERSION_RELEASED,
-                                   AppVersion, Banner, CliOutput, DeployOutcome, ReleaseOutcome, active_version,
-                                   confirm_release, parse_cli_output, parse_deploy_output, parse_release_output,
-                                   parse_versions, previous_version)
-from deploy.shopify.preflight import auth_env, check, check_client_id
-from deploy.shopify.push import (ShopifyDeployResult, ShopifyReleaseResult, deploy, prepare, release, rollback, undo,
-                                 versions)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy.shopify.commands import (AUTOMATION_TOKEN_VAR, LISTED_MAX, MESSAGE_MAX, PARTNERS_TOKEN_VAR, VERSION_MAX,
+                                         clean_source_url, clip_message, config_file_name, deploy_argv, release_argv,
+                                         skip_reason, validate_version, versions_argv)
+    from deploy.shopify.output import (CREATED, NOT_RELEASED, RELEASED, VERSION_NOT_RELEASED, VERSION_RELEASED,
+                                       AppVersion, Banner, CliOutput, DeployOutcome, ReleaseOutcome, active_version,
+                                       confirm_release, parse_cli_output, parse_deploy_output, parse_release_output,
+                                       parse_versions, previous_version)
+    from deploy.shopify.preflight import auth_env, check, check_client_id
+    from deploy.shopify.push import (ShopifyDeployResult, ShopifyReleaseResult, deploy, prepare, release, rollback, undo,
+                                     versions)
+else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
+    from deploy.deferred import exports
+
+    __getattr__, __dir__ = exports(__name__, {
+        "deploy.shopify.commands": ("AUTOMATION_TOKEN_VAR", "LISTED_MAX", "MESSAGE_MAX", "PARTNERS_TOKEN_VAR",
+                                    "VERSION_MAX", "clean_source_url", "clip_message", "config_file_name",
+                                    "deploy_argv", "release_argv", "skip_reason", "validate_version", "versions_argv"),
+        "deploy.shopify.output": ("CREATED", "NOT_RELEASED", "RELEASED", "VERSION_NOT_RELEASED", "VERSION_RELEASED",
+                                  "AppVersion", "Banner", "CliOutput", "DeployOutcome", "ReleaseOutcome",
+                                  "active_version", "confirm_release", "parse_cli_output", "parse_deploy_output",
+                                  "parse_release_output", "parse_versions", "previous_version"),
+        "deploy.shopify.preflight": ("auth_env", "check", "check_client_id"),
+        "deploy.shopify.push": ("ShopifyDeployResult", "ShopifyReleaseResult", "deploy", "prepare", "release",
+                                "rollback", "undo", "versions"),
+    })
 
 __all__ = [
     "AUTOMATION_TOKEN_VAR", "PARTNERS_TOKEN_VAR", "MESSAGE_MAX", "VERSION_MAX",
