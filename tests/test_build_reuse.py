@@ -266,6 +266,118 @@ def test_an_entry_a_cold_build_linked_is_refused_once_corrupted(tmp_path, corrup
     assert cache_entry.entry_ok(entry)                                # refilled from this build's install
 
 
+# ---------------------------------------------------------------- one walk of each tree on a warm build
+
+
+@pytest.mark.parametrize("workspace", ["", "ext-b"], ids=["plain-app", "workspace-app"])
+def test_a_warm_builds_pack_takes_the_production_trees_checked_rows_instead_of_walking_node_modules(
+        tmp_path, workspace):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    cold = _build(make_deps_app(tmp_path / "one", workspace=workspace), SHAS[0], store, cache)
+    plain = _build(_new_commit(tmp_path, "plain", "r", workspace=workspace), SHAS[1], tmp_path / "ps", None)
+    warm = _build(_new_commit(tmp_path, "two", "r", workspace=workspace), SHAS[1], store, cache)
+    assert warm.artifact.sha256 == plain.artifact.sha256 and warm.pack.deps_member == "reused"
+    with tarfile.open(warm.artifact.path, "r:gz") as tar:
+        names = [n for n in tar.getnames() if n != b.MANIFEST]
+    below = [n for n in names if n.startswith("node_modules/") and n.count("/") >= 2]
+    assert below and cold.pack.walked == len(names)        # the cold build stat'ed every entry it packed
+    # The warm one stat'ed the app's own entries and node_modules' top level only: the rest are
+    # the production tree's rows, checked by its folders' listings and the cache's one stat walk.
+    assert warm.pack.walked == len(names) - len(below), (warm.pack, len(names), len(below))
+
+
+def _same_size_other_bytes(p: Path) -> None:
+    """`p` replaced by another file (a new inode) of the same size and mtime: what a size and
+    mtime stamp alone cannot tell from the original."""
+    st = p.stat()
+    data = p.read_bytes()
+    other = bytes(reversed(data)) if data != bytes(reversed(data)) else data.swapcase()
+    p.unlink()
+    p.write_bytes(other)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _prod_file_replaced(entry: Path, rel: str) -> None:
+    _same_size_other_bytes(entry / "prod/node_modules" / rel)
+
+
+def _prod_empty_folder_added(entry: Path, rel: str) -> None:
+    (entry / "prod/node_modules" / rel / f"planted-{os.getpid()}").mkdir()
+
+
+def _prod_own_file_rewritten(entry: Path, rel: str) -> None:
+    # npm's own hidden lockfile is not a file the full tree shares: it is stat'ed on its own
+    p = entry / "prod/node_modules" / rel
+    p.write_text(p.read_text().replace("leftpad", "LEFTPAD", 1))
+
+
+# What the hit does when it finds the change: "prune" (seen in the linked tree's listings while
+# the build ran: npm's prune runs in the checkout, the entry is dropped) or "rebuild" (seen by
+# the stat walk that runs while the build packs: nothing of the build is kept, it is built again
+# as a miss, which refills the entry).
+PROD_TAMPERING = {
+    "file-replaced-same-size-and-mtime-code": (_prod_file_replaced, "leftpad/index.js", "prune"),
+    "file-replaced-same-size-and-mtime-manifest": (_prod_file_replaced, "leftpad/package.json", "prune"),
+    "empty-folder-added-in-a-package": (_prod_empty_folder_added, "leftpad", "prune"),
+    "empty-folder-added-at-the-top": (_prod_empty_folder_added, ".", "prune"),
+    "npm-own-file-rewritten": (_prod_own_file_rewritten, ".package-lock.json", "rebuild"),
+}
+
+
+@pytest.mark.parametrize("tamper", list(PROD_TAMPERING), ids=list(PROD_TAMPERING))
+def test_a_production_tree_changed_in_the_cache_is_never_linked_nor_its_rows_packed(tmp_path, tamper):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    _build(make_deps_app(tmp_path / "one"), SHAS[0], store, cache)
+    plain = _build(_new_commit(tmp_path, "plain", "p"), SHAS[1], tmp_path / "ps", None)
+    (entry,) = _entries(cache)
+    how, rel, then = PROD_TAMPERING[tamper]
+    how(entry, rel)
+    hit = _build(_new_commit(tmp_path, "two", "p"), SHAS[1], store, cache)
+    assert hit.commands[0].startswith("(dependency cache")
+    assert hit.artifact.sha256 == plain.artifact.sha256   # what a build without the cache ships
+    if then == "prune":
+        assert hit.commands[-1].startswith("npm prune") and not entry.exists()   # dropped; a miss refills it
+        again = _build(_new_commit(tmp_path, "three", "p"), SHAS[2], store, cache)
+        assert again.commands[0].startswith("npm ci")
+    else:
+        redo = next(i for i, c in enumerate(hit.commands) if "changed during the build" in c)
+        assert hit.commands[redo + 1].startswith("npm ci")
+    assert cache_entry.entry_ok(entry) and "LEFTPAD" not in (entry / "prod/node_modules/.package-lock.json").read_text()
+
+
+@pytest.mark.parametrize("pkg", ["leftpad", "devtool"])
+def test_a_cached_file_replaced_while_a_spare_holds_the_original_drops_the_entry(tmp_path, pkg):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    _build(make_deps_app(tmp_path / "one"), SHAS[0], store, cache)
+    plain = _build(_new_commit(tmp_path, "plain", "f"), SHAS[1], tmp_path / "ps", None)
+    (entry,) = _entries(cache)
+    cached = entry / f"full/node_modules/{pkg}/index.js"
+    original = cached.read_bytes()
+    assert (entry / cache_entry.SPARE / pkg / "index.js").stat().st_ino == cached.stat().st_ino
+    _same_size_other_bytes(cached)   # the spare keeps the original inode; the entry's own path does not
+    hit = _build(_new_commit(tmp_path, "two", "f"), SHAS[1], store, cache)
+    redo = next(i for i, c in enumerate(hit.commands) if "changed during the build" in c)
+    assert hit.commands[0].endswith("node_modules") and hit.commands[redo + 1].startswith("npm ci")
+    assert hit.artifact.sha256 == plain.artifact.sha256
+    assert cached.read_bytes() == original and cache_entry.entry_ok(entry)   # refilled from this build's install
+
+
+@pytest.mark.parametrize("name", [".vite", ".cache", ".planted-dir"])
+def test_a_folder_planted_at_the_top_of_a_spare_is_never_built_on_nor_shipped(tmp_path, name):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    _build(make_deps_app(tmp_path / "one"), SHAS[0], store, cache)
+    plain = _build(_new_commit(tmp_path, "plain", "v"), SHAS[1], tmp_path / "ps", None)
+    (entry,) = _entries(cache)
+    (entry / cache_entry.SPARE / name).mkdir()
+    (entry / cache_entry.SPARE / name / "deps.js").write_text(f"// planted {time.time_ns()}\n")
+    hit = _build(_new_commit(tmp_path, "two", "v"), SHAS[1], store, cache)
+    # Taking the spare looks at its top level: a name the cached tree has not is not taken for the
+    # build's own (what the build adds there is packed), and the entry is linked anew instead.
+    assert hit.commands[0].endswith(f"cp -al {entry / 'full' / 'node_modules'} node_modules"), hit.commands
+    assert hit.artifact.sha256 == plain.artifact.sha256
+    assert not any(f["path"].startswith(f"node_modules/{name}") for f in b.read_manifest(hit.artifact)["files"])
+
+
 # ---------------------------------------------------------------- old checkouts
 
 

@@ -20,15 +20,17 @@ from typing import Iterable, Mapping
 
 from deploy import proc, trash
 from deploy.build.cachekey import deps_key, npm_context, tool_versions
-from deploy.build.entry import (PROD_INFO, SPARE, entry_ok, entry_scan, prod_ready, prod_sha256, stamp_is, touch,
-                                write_index)
+from deploy.build.entry import (PROD_INFO, SPARE, entry_index, entry_ok, entry_scan, prod_ready, prod_sha256,
+                                stamp_is, touch, write_index)
 from deploy.build.ops import fs, scan_tree, sha256_file, step, tree_bytes, tree_stamp
-from deploy.build.prodtree import (check_linked, prelink_prod, prod_cacheable, prune_beside, prune_beside_setup,
-                                   prune_inputs, swap_in_prod, take_spare, unshare_top_files)
+from deploy.build.prodtree import (cached_intact, check_linked, check_spare_linked, linked_shape, prelink_prod,
+                                   prod_cacheable, prune_beside, prune_beside_setup, prune_inputs, swap_in_prod,
+                                   take_spare, unshare_top_files, vouch_prod)
 from deploy.build.recipes import DEPS, Recipe
 from deploy.errors import BuildFailed, DeployError
 
 Env = Mapping[str, str]
+AGAIN = object()   # a build on a spare that was not the cached tree after it: built again on the tree linked anew
 
 
 def run_recipe(app: Path, plan: Recipe, env: Env, timeout: float, cache: DepsCache | None) -> list[str]:
@@ -57,13 +59,18 @@ class DepsCache:
     spare, which the next hit takes (`take_spare`) instead of linking anew.
 
     `known_sha256` collects hashes of files linked from a production tree (pack reads them
-    without hashing again); `wait()` finishes the removals started in the background."""
+    without hashing again), `known_tree` that tree's rows once checked (the pack takes them
+    instead of walking node_modules); `wait()` finishes the removals started in the background."""
 
     def __init__(self, root: Path, keep: int):
         self.root = root
         self.keep = keep
         self.known_sha256: dict[tuple[int, int, int, int], str] = {}
-        self.filled = False   # a fill ran: the cache may have grown
+        self.known_tree: dict[str, tuple] | None = None
+        self.filled = False
+        self._verdict: Future | None = None          # the stat walks `confirmed` waits for
+        self._verdict_entry = root
+        self._checkout: tuple[Path, set[str]] | None = None   # the hit's checkout and its files before the build   # a fill ran: the cache may have grown
         self._background: list[Future] = []
         self._pool: ThreadPoolExecutor | None = None
 
@@ -77,45 +84,102 @@ class DepsCache:
     def hit(self, key: str, app: Path, plan: Recipe, env: Env, timeout: float) -> list[str] | None:
         """Build in `app` with the entry's install linked in; None when there is no sound
         entry, or when the build wrote into it (then the entry, node_modules and what the
-        build added to the checkout are gone): build it as a miss."""
+        build added to the checkout are gone): build it as a miss.
+
+        The entry's spare (its full tree, linked, left by the hit before) is taken by a rename
+        and checked once, after the build (`check_linked`: every path, inode, mode, size and
+        mtime, the index read while the build runs): the same walk that says whether the build
+        left node_modules as linked. When it was not the cached tree then, the build changed it or
+        the spare was not what the entry holds: the build's output is dropped and it runs again on
+        the entry's tree linked anew (checked as it links). An app with no production tree to link
+        after the build has its spare checked before the build, as it has nothing to gain."""
         entry = self.root / key
         if not entry.exists():
             return None
         touch(entry)   # in use from now: a concurrent prune keeps the most recently used
         sources = source_files(app)
-        index = take_spare(entry, app / DEPS)
-        spare = index is not None
-        if not spare:
+        self._checkout = (app, sources)
+        prod = prod_ready(entry, plan)
+        ran: list[str] = []
+        if prod is not None and take_spare(entry, app / DEPS):
+            ran = [f"(dependency cache {key[:12]}) mv {entry / SPARE} {DEPS}"]
+            got = self._build_linked(entry, app, plan, env, timeout, prod, self._pooled().submit(entry_index, entry),
+                                     ran)
+            if got is not AGAIN:
+                return self._settle(got, entry, key, app, sources, ran)
+            ran.append(f"(dependency cache {key[:12]}) node_modules was not the cached tree after the build: "
+                       "built again on the entry linked anew")
+            self._clear(app, sources)
+            if not entry.exists():
+                return None
+        index = None
+        spare = prod is None and take_spare(entry, app / DEPS)
+        if spare:
+            index = check_spare_linked(entry, app / DEPS)
+            spare = index is not None
+        if index is None:
             index = self._link_full(entry, app) if entry.exists() else None
             if index is None:
                 return None
             unshare_top_files(app / DEPS)
-        assert index is not None   # the spare's index, or the linked tree's
-        ran = [f"(dependency cache {key[:12]}) " + (f"mv {entry / SPARE} {DEPS}" if spare else
-                                                     f"cp -al {entry / 'full' / DEPS} {DEPS}")]
-        prod = prod_ready(entry, plan)
+        ran.append(f"(dependency cache {key[:12]}) " + (f"mv {entry / SPARE} {DEPS}" if spare else
+                                                        f"cp -al {entry / 'full' / DEPS} {DEPS}"))
+        got = self._build_linked(entry, app, plan, env, timeout, prod, index, ran)
+        return self._settle(got, entry, key, app, sources, ran)
+
+    def _build_linked(self, entry: Path, app: Path, plan: Recipe, env: Env, timeout: float, prod: dict | None,
+                      index: dict[str, tuple] | Future, ran: list[str]) -> bool | object:
+        """The build on node_modules linked from the entry, then the prune (`_prune_from_entry`).
+        `index`: the full tree's index when the tree was checked before the build, or a Future
+        of it for a spare checked only after. True when the build is sound, False when the
+        entry is damaged, AGAIN when a spare was not the cached tree after the build."""
         rest = list(plan.commands[1:])
-        # The production tree is checked and linked beside while the build runs (it only reads the entry).
+        # The production tree is linked beside (and checked) while the build runs (it only reads the entry).
         ready = self._pooled().submit(prelink_prod, entry, prod.get("stamp")) if prod is not None else None
+        spare = isinstance(index, Future)
         try:
-            ran += [step(argv, app, env, timeout) for argv in (rest[:-1] if prod else rest)]
-            intact = entry_ok(entry) if prod is None else self._prune_from_entry(entry, prod, index, app, plan, env,
-                                                                                  timeout, ran, ready=ready)
+            try:
+                ran += [step(argv, app, env, timeout) for argv in (rest[:-1] if prod else rest)]
+            except BuildFailed:
+                if isinstance(index, Future):   # the failure may be the spare's: looked at before it is reported
+                    full = index.result()
+                    intact, added = check_linked(app / DEPS, entry / "full", full) if full else (False, None)
+                    if not intact:
+                        return False
+                    if added is None:
+                        return AGAIN
+                raise
+            full = index.result() if isinstance(index, Future) else index
+            if full is None:   # the entry's full tree is not the one it was filled with
+                return False
+            if prod is None:
+                return entry_ok(entry)
+            return self._prune_from_entry(entry, prod, full, app, plan, env, timeout, ran, ready=ready, spare=spare)
         finally:
             if ready is not None:
                 left = ready.result()[1]
                 if left is not None and left.exists():
                     trash.discard(left)   # not used (the build failed, or did not fit)
-        if intact:
+
+    def _settle(self, sound: bool | object, entry: Path, key: str, app: Path, sources: set[str],
+                ran: list[str]) -> list[str] | None:
+        if sound is True:
             touch(entry)
             self.prune(protect=(key,))
             return ran
         # The build wrote into a cached file: that entry can no longer be trusted, and
         # neither can this build's output. Drop both; the caller builds again and refills.
-        fs(["rm", "-rf", str(entry), str(app / DEPS)], "dropping a damaged cache entry")
+        fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
+        self._clear(app, sources)
+        return None
+
+    def _clear(self, app: Path, sources: set[str]) -> None:
+        """Remove node_modules and what the build added to the checkout (its own files stay)."""
+        fs(["rm", "-rf", str(app / DEPS)], "removing node_modules")
         for rel in sorted(source_files(app) - sources):
             (app / rel).unlink(missing_ok=True)
-        return None
+        self.known_sha256.clear()
+        self.known_tree = None
 
     def _link_full(self, entry: Path, app: Path) -> dict[str, tuple] | None:
         """Hard-link the entry's full tree into `app` while checking the entry (both only read
@@ -141,25 +205,41 @@ class DepsCache:
 
     def _prune_from_entry(self, entry: Path, prod: dict, index: dict, app: Path, plan: Recipe, env: Env,
                           timeout: float, ran: list[str], linked: tuple[bool, list[str] | None] | None = None,
-                          ready: Future | None = None) -> bool:
+                          ready: Future | None = None, spare: bool = False) -> bool | object:
         """The prune after a hit's build: the entry's production tree linked in when it fits
         this build, else the prune run in the checkout. True when the build is sound (an
-        entry whose production tree changed is dropped here, refilled next time). `linked`:
+        entry whose production tree changed is dropped here, refilled next time), AGAIN when
+        the build ran on the `spare` and node_modules is not the cached tree now. `linked`:
         `check_linked`'s answer for this checkout when the caller has it already; `ready`:
-        `prelink_prod`'s (the tree checked and linked while the build ran)."""
-        intact, added = linked if linked is not None else check_linked(app / DEPS, entry / "full", index)
-        fits = intact and added is not None and prune_inputs(app) == prod["inputs"] \
+        `prelink_prod`'s (the tree linked, and checked by its listings, while the build ran).
+
+        Whether node_modules is still as linked is read from its listings here; when the
+        production tree fits, the stat walks (the full tree at its own paths, the production
+        tree's own files) run while the caller packs, and `confirmed` waits for them before the
+        caller keeps anything."""
+        if linked is not None:
+            intact, added = linked
+        else:
+            intact, added = None, linked_shape(app / DEPS, entry / "full", index)   # intact: stat'ed below
+        fits = intact is not False and added is not None and prune_inputs(app) == prod["inputs"] \
             and npm_context(env) == prod.get("context") \
             and not any((entry / "prod" / DEPS / name).exists() for name in added)
-        held, linked_prod = ready.result() if ready is not None else (None, None)
+        held, linked_prod, rows = ready.result() if ready is not None else (None, None, None)
         prod_ok = not fits or (held if held is not None else stamp_is(entry / "prod", prod.get("stamp")))
         if fits and prod_ok and added is not None:   # fits: added is known
+            if intact is None:
+                self._check_later(entry, index, rows)
             aside = swap_in_prod(app, entry, added, linked_prod)
             if aside is not None:
                 self._in_background(["rm", "-rf", str(aside)], "removing the full node_modules")
             self.known_sha256.update(prod_sha256(prod))
+            self.known_tree = rows   # what node_modules now holds (vouched for by `confirmed`): the pack takes its rows
             ran.append(f"(dependency cache {entry.name[:12]}) cp -al {entry / 'prod' / DEPS} {DEPS}")
-            return intact
+            return True
+        if intact is None:
+            intact = cached_intact(entry / "full", index)
+        if spare and intact and added is None:
+            return AGAIN
         if not intact:
             return False
         ran.append(step(plan.prune, app, env, timeout))
@@ -168,6 +248,28 @@ class DepsCache:
         if not prod_ok:
             fs(["rm", "-rf", str(entry)], "dropping a damaged cache entry")
         return True
+
+    def _check_later(self, entry: Path, index: dict, rows: dict | None) -> None:
+        """Start the stat walks `confirmed` waits for: the entry's full tree against `index`,
+        then the production tree's `rows` (`vouch_prod`)."""
+        def check() -> bool:
+            return cached_intact(entry / "full", index) and (rows is None or vouch_prod(rows, index, entry / "prod" / DEPS))
+        self._verdict = self._pooled().submit(check)
+        self._verdict_entry = entry
+
+    def confirmed(self) -> bool:
+        """Whether the stat walks left running while the build packed (`_prune_from_entry`)
+        found the entry as it was filled (True when none ran). When not, the build may have
+        written into the cache, or the cache was changed: the entry is dropped and the checkout
+        cleared (node_modules, what the build added), and nothing of this build may be kept:
+        the caller builds again (a miss)."""
+        pending, self._verdict = self._verdict, None
+        if pending is None or pending.result():
+            return True
+        fs(["rm", "-rf", str(self._verdict_entry)], "dropping a damaged cache entry")
+        if self._checkout is not None:
+            self._clear(*self._checkout)
+        return False
 
     # ---- a miss
 
@@ -276,6 +378,7 @@ class DepsCache:
                 (staged / "prod").mkdir()
                 os.rename(side[0] / DEPS, staged / "prod" / DEPS)
                 stamp, index = scan_tree(staged / "prod")
+                write_index(staged, stamp, index, part="prod")
                 info = {"prune": list(plan.prune), "inputs": side[1], "context": npm_context(env), "stamp": stamp,
                         "sha256": [[*row[1:3], row[4], row[5], sha256_file(staged / "prod" / rel)]
                                    for rel, row in index.items() if row[0] == "f" and stat.S_ISREG(row[3])]}
@@ -310,7 +413,12 @@ class DepsCache:
         self._background.append(self._pooled().submit(quietly))
 
     def wait(self) -> None:
-        """Finish the background clean-ups."""
+        """Finish the background clean-ups (and a check `confirmed` was not asked for: the
+        build failed meanwhile; a damaged entry is dropped all the same)."""
+        pending, self._verdict = self._verdict, None
+        if pending is not None and pending.exception() is None and not pending.result():
+            with contextlib.suppress(DeployError):
+                fs(["rm", "-rf", str(self._verdict_entry)], "dropping a damaged cache entry")
         for f in self._background:
             f.exception()
         if self._pool is not None:

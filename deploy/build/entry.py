@@ -5,8 +5,11 @@
       prod/node_modules    npm only: what the prune leaves of it (prod.json: from which files)
       spare/               a hit's full tree, linked, kept for the next hit
       stamp.json           tree stamps: a file written through a hard link changes them
-      index.json           the full tree's index as filled (`scan_tree`), so taking the spare
-                           checks it through its links without scanning `full` first
+      index.json           the full tree's index as filled (`scan_tree`): a hit's check after
+                           the build compares node_modules with it, without scanning `full` first
+      prod-index.json      npm only: the production tree's index as pruned, so a hit checks its
+                           linked copy by names and inodes (`linked_as`) and the pack takes its
+                           rows instead of walking it
       used                 its mtime: when a build last used the entry (the LRU prune)
 """
 
@@ -38,15 +41,32 @@ def entry_scan(entry: Path) -> dict[str, tuple] | None:
 INDEX = "index.json"
 
 
-def write_index(folder: Path, stamp: str, index: Mapping[str, tuple]) -> None:
-    """Keep `index` (of `folder`/full, whose stamp is `stamp`) as index.json."""
-    (folder / INDEX).write_text(json.dumps({"full": stamp, "index": index}, separators=(",", ":")))
+PROD_INDEX = "prod-index.json"
+
+
+def write_index(folder: Path, stamp: str, index: Mapping[str, tuple], part: str = "full") -> None:
+    """Keep `index` (of `folder`/`part`, whose stamp is `stamp`) as index.json (full) or prod-index.json."""
+    name = INDEX if part == "full" else PROD_INDEX
+    (folder / name).write_text(json.dumps({part: stamp, "index": index}, separators=(",", ":")))
+
+
+def prod_index(entry: Path, stamp) -> dict[str, tuple] | None:
+    """The production tree's index kept when it was pruned, when it belongs to `stamp` (prod.json's);
+    None when there is none (an entry filled before indexes were kept) or it is another tree's."""
+    try:
+        kept = json.loads((entry / PROD_INDEX).read_text())
+        if isinstance(kept, dict) and stamp is not None and kept.get("prod") == stamp \
+                and isinstance(kept.get("index"), dict):
+            return {k: tuple(v) for k, v in kept["index"].items()}
+    except (OSError, ValueError, TypeError):
+        pass
+    return None
 
 
 def entry_index(entry: Path) -> dict[str, tuple] | None:
     """The full tree's index kept when the entry was filled, when it belongs to the stamp the
-    entry holds; else a fresh `entry_scan`. Taking the spare checks every file through its
-    links and every cached folder at its own path against it (`check_linked`)."""
+    entry holds; else a fresh `entry_scan`. A build on the spare is checked against it after
+    the build: every file through its links, every cached folder at its own path (`check_linked`)."""
     try:
         kept = json.loads((entry / INDEX).read_text())
         stamp = json.loads((entry / "stamp.json").read_text())

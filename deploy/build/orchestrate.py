@@ -21,7 +21,7 @@ from deploy.build.cache import DepsCache, deps_cache_dir, prune_deps_cache_to_si
 from deploy.build.fullinstall import FULL_MARK
 from deploy.build.ops import fs, lock, writable_dir
 from deploy.build.packing import PackStats, pack_counted, prune_members
-from deploy.build.recipes import DEPS, LINKED, app_name, build_environment, recipe
+from deploy.build.recipes import DEPS, LINKED, Recipe, app_name, build_environment, recipe
 from deploy.config import AppSection
 from deploy.errors import BuildFailed
 from deploy.source import check_sha, new_release_id
@@ -112,37 +112,60 @@ def _build_unlocked(app: Path, git_sha: str, store: Path, contract: AppSection, 
     (app / DEPS / FULL_MARK).unlink(missing_ok=True)   # the build prunes: no longer the full install
     if (app / LINKED).exists():   # left by a killed build (never packed)
         fs(["rm", "-rf", str(app / LINKED)], "clearing an interrupted build")
+    ran: list[str] = []
     try:
-        try:
-            ran = run_recipe(app, plan, child_env, limit, cache)
-            if cache is not None and cache.filled:   # bounded by size too (one entry is hundreds of MB);
-                # only a fill adds to it: a hit does not walk the whole cache to measure it
-                prune_deps_cache_to_size(cache.root, contract.cache_max_mb)
-        except BuildFailed:
-            if cache is not None and (app / DEPS).is_dir():
-                # The failed build's install is in the cache (`DepsCache.fill`): the checkout need not
-                # keep hundreds of MB, and a retry in it links the cache instead of a second `npm ci`
-                # (an existing node_modules is never taken for the cache's).
-                fs(["rm", "-rf", str(app / DEPS)], "removing a failed build's node_modules")
-            raise
-        for rel in plan.include:
-            if not (app / rel).exists():
-                raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
-                                  "Make the build write it, or remove it from [app] include.")
-        with lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
-            artifact, stats = pack_counted(
-                app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
-                include=plan.include, app=app_name(app, app_folder),
-                known_sha256=cache.known_sha256 if cache is not None else None,
-                source={"app_folder": key.app_folder, "contract": key.contract},
-                members=members_dir(cache.root) if cache is not None else None)
-            write_index(store, artifact, key)
+        for again in (False, True):
+            ran += _run(app, plan, child_env, limit, cache, contract)
+            with lock(store / ".locks" / "store.lock", shared=True):   # prune leaves an unindexed tarball alone meanwhile
+                artifact, stats = pack_counted(
+                    app, store, git_sha=git_sha, built_at=built_at, release_id=new_release_id(git_sha, built),
+                    include=plan.include, app=app_name(app, app_folder),
+                    known_sha256=cache.known_sha256 if cache is not None else None,
+                    source={"app_folder": key.app_folder, "contract": key.contract},
+                    members=members_dir(cache.root) if cache is not None else None,
+                    known_tree=cache.known_tree if cache is not None else None)
+                # The cache's stat walks ran while it packed: nothing is indexed before they held.
+                if cache is None or cache.confirmed():
+                    write_index(store, artifact, key)
+                    break
+            # The cached tree changed during the build: nothing of it is kept (the tarball, never
+            # indexed, goes with the store's next prune; a dependency member it packed goes now)
+            # and the commit is built again without that entry.
+            if stats.deps_member == "packed" and stats.member is not None:
+                stats.member.unlink(missing_ok=True)
+                stats.member.with_suffix(".json").unlink(missing_ok=True)
+            if again:   # a miss verifies before it packs: not reached
+                raise BuildFailed("The dependency cache changed while the build ran, twice.",
+                                  "Find what writes into .deploy/cache during builds, then build again.")
+            ran.append("(dependency cache) the cached tree changed during the build: built again without it")
         if cache is not None and stats.member is not None:
             prune_members(members_dir(cache.root), contract.keep_builds, protect=(stats.member.name[:-3],))
     finally:
         if cache is not None:
             cache.wait()   # clean-ups that overlapped the pack
     return BuildResult(artifact, False, time.monotonic() - started, tuple(ran), stats)
+
+
+def _run(app: Path, plan: Recipe, env: Mapping[str, str], limit: float, cache: DepsCache | None,
+         contract: AppSection) -> list[str]:
+    """The recipe's commands in `app` (through the dependency cache when there is one); what ran."""
+    try:
+        ran = run_recipe(app, plan, env, limit, cache)
+        if cache is not None and cache.filled:   # bounded by size too (one entry is hundreds of MB);
+            # only a fill adds to it: a hit does not walk the whole cache to measure it
+            prune_deps_cache_to_size(cache.root, contract.cache_max_mb)
+    except BuildFailed:
+        if cache is not None and (app / DEPS).is_dir():
+            # The failed build's install is in the cache (`DepsCache.fill`): the checkout need not
+            # keep hundreds of MB, and a retry in it links the cache instead of a second `npm ci`
+            # (an existing node_modules is never taken for the cache's).
+            fs(["rm", "-rf", str(app / DEPS)], "removing a failed build's node_modules")
+        raise
+    for rel in plan.include:
+        if not (app / rel).exists():
+            raise BuildFailed(f"app.include names {rel}, but the build left no {app / rel}.",
+                              "Make the build write it, or remove it from [app] include.")
+    return ran
 
 
 def members_dir(deps_cache: Path) -> Path:

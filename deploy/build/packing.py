@@ -57,8 +57,9 @@ _KEEP_TOP = (".bin",)   # npm's own top-level folder that is part of the depende
 @dataclass(frozen=True)
 class PackStats:
     """What a pack read: `hashed` files read to hash them (the rest came with known hashes),
-    `read` files read into the tarball, and whether the dependency member was reused (copied
-    from the members folder: none of its files read), packed (and kept), or absent."""
+    `read` files read into the tarball, whether the dependency member was reused (copied
+    from the members folder: none of its files read), packed (and kept), or absent, and how
+    many entries it `walked` (stat'ed) rather than took as checked rows."""
 
     files: int
     hashed: int
@@ -66,6 +67,7 @@ class PackStats:
     deps_files: int
     deps_member: str        # "reused" | "packed" | "none"
     member: Path | None = None
+    walked: int = 0         # entries the pack stat'ed itself (the rest came as checked rows: `known_tree`)
 
 
 def in_deps_member(rel: str) -> bool:
@@ -83,18 +85,21 @@ def in_deps_member(rel: str) -> bool:
 def pack(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str, release_id: str,
          include: Iterable[str] = (), app: str = "",
          known_sha256: Mapping[tuple[int, int, int, int], str] | None = None,
-         source: Mapping[str, str] | None = None, members: str | Path | None = None) -> Artifact:
+         source: Mapping[str, str] | None = None, members: str | Path | None = None,
+         known_tree: Mapping[str, tuple] | None = None) -> Artifact:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz` (`pack_counted`, without its counts)."""
     return pack_counted(build_dir, artifacts_dir, git_sha=git_sha, built_at=built_at, release_id=release_id,
-                        include=include, app=app, known_sha256=known_sha256, source=source, members=members)[0]
+                        include=include, app=app, known_sha256=known_sha256, source=source, members=members,
+                        known_tree=known_tree)[0]
 
 
 def pack_counted(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: str, built_at: str,
                  release_id: str, include: Iterable[str] = (), app: str = "",
                  known_sha256: Mapping[tuple[int, int, int, int], str] | None = None,
                  source: Mapping[str, str] | None = None,
-                 members: str | Path | None = None) -> tuple[Artifact, PackStats]:
+                 members: str | Path | None = None,
+                 known_tree: Mapping[str, tuple] | None = None) -> tuple[Artifact, PackStats]:
     """Pack `build_dir` (or only its `include` paths) plus a RELEASE.json into
     `<artifacts_dir>/<sha256>.tar.gz`, and say what it read.
 
@@ -102,11 +107,15 @@ def pack_counted(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: s
     manifest: same build output, same hash. `known_sha256`: hashes already known by
     (device, inode, size, mtime_ns), e.g. of files hard-linked from the dependency cache.
     `source`: the build's app folder and contract digest, recorded as the manifest's "source".
-    `members`: the folder of kept dependency members (none: the member is packed, not kept)."""
+    `members`: the folder of kept dependency members (none: the member is packed, not kept).
+    `known_tree`: what node_modules holds below its top level, as a `scan_tree` index of
+    node_modules (deploy.build.ops) the caller checked against it (the dependency cache's
+    production tree, linked in and checked: deploy.build.prodtree): its rows are taken instead
+    of walking those folders; node_modules' own entries are still read."""
     known = known_sha256 or {}
     root = Path(build_dir)
     store = Path(artifacts_dir)
-    entries = _walk(root, tuple(include))
+    entries = _walk(root, tuple(include), known_tree)
     hashed = 0
 
     def digest(p: str, st: os.stat_result) -> str:
@@ -135,8 +144,10 @@ def pack_counted(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: s
         manifest["source"] = dict(source)   # what it was built from besides the commit (BuildKey)
     manifest_bytes = _manifest_json(manifest)
     mtime = int(datetime.strptime(built_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
-    head = [e for e in entries if not in_deps_member(e[0])]
-    deps = [e for e in entries if in_deps_member(e[0])]
+    head: list = []
+    deps: list = []
+    for e in entries:
+        (deps if in_deps_member(e[0]) else head).append(e)
     key = member_key([_describe(rel, p, st, sums.get(rel)) for rel, p, st in deps]) if deps else ""
     kept = Path(members) / f"{key}.gz" if members is not None and deps else None
     read = 0
@@ -178,7 +189,8 @@ def pack_counted(build_dir: str | Path, artifacts_dir: str | Path, *, git_sha: s
         raise
     art = Artifact(path=final, sha256=digest_hex, release_id=release_id, git_sha=git_sha, built_at=built_at)
     n_deps = sum(1 for e in deps if stat.S_ISREG(e[2].st_mode))
-    return art, PackStats(len(files), hashed, read, n_deps, how, kept if how != "none" else None)
+    walked = sum(1 for e in entries if not isinstance(e[2], _Row))
+    return art, PackStats(len(files), hashed, read, n_deps, how, kept if how != "none" else None, walked)
 
 
 def _manifest_json(manifest: Mapping[str, object]) -> bytes:
@@ -429,17 +441,48 @@ class _Blocks:
         self.close()
 
 
-def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, str, os.stat_result]]:
-    """(path relative to `root`, path, lstat) of everything packed, sorted by path."""
-    out = []
+class _Row:
+    """The lstat fields the pack reads, from a checked index row (`known_tree`)."""
+
+    __slots__ = ("st_mode", "st_size", "st_mtime_ns", "st_dev", "st_ino")
+
+    def __init__(self, row: tuple):
+        if row[0] == "d":
+            self.st_mode, self.st_size, self.st_mtime_ns, self.st_dev, self.st_ino = stat.S_IFDIR | 0o755, 0, row[1], 0, 0
+        else:
+            self.st_dev, self.st_ino, self.st_mode, self.st_size, self.st_mtime_ns = row[1:6]
+
+
+def _walk(root: Path, include: tuple[str, ...] = (),
+          known: Mapping[str, tuple] | None = None) -> list[tuple[str, str, os.stat_result]]:
+    """(path relative to `root`, path, lstat) of everything packed, sorted by path; below
+    node_modules' top-level folders, the `known` rows when given (see `pack_counted`)."""
+    out: list = []
     wanted = [p.strip("/") for p in include]
     top = root.resolve()
+    base = str(root) + os.sep
+    below: dict[str, list[str]] = {}   # a top-level folder of node_modules -> the known paths under it
+    for rel in known or ():
+        parts = rel.split("/", 2)
+        if len(parts) == 3 and parts[0] == DEPS:
+            below.setdefault(parts[1], []).append(rel)
 
     def chosen(rel: str) -> bool:
         if not wanted:
             return rel.split("/", 1)[0] not in SKIP_TOP
         # A path is packed when it is an included path, inside one, or a folder leading to one.
         return any(rel == w or rel.startswith(w + "/") or w.startswith(rel + "/") for w in wanted)
+
+    def add(rel: str, p: str, st) -> None:
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(p)
+            resolved = Path(os.path.dirname(p), target).resolve()
+            if os.path.isabs(target) or not resolved.is_relative_to(top):
+                raise BuildFailed(
+                    f"{p} is a symlink to {target}, outside the build folder.",
+                    "Copy the file into the app folder instead: a release must not depend on the build machine.",
+                )
+        out.append((rel, p, st))
 
     def visit(folder: str, prefix: str) -> None:
         with os.scandir(folder) as it:
@@ -455,17 +498,15 @@ def _walk(root: Path, include: tuple[str, ...] = ()) -> list[tuple[str, str, os.
                     f"Rename it in the build script ({', '.join(RESERVED)} are reserved).",
                 )
             st = e.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(p)
-                resolved = Path(os.path.dirname(p), target).resolve()
-                if os.path.isabs(target) or not resolved.is_relative_to(top):
-                    raise BuildFailed(
-                        f"{p} is a symlink to {target}, outside the build folder.",
-                        "Copy the file into the app folder instead: a release must not depend on the build machine.",
-                    )
-            out.append((rel, p, st))
+            add(rel, p, st)
             if stat.S_ISDIR(st.st_mode):
-                visit(e.path, rel + "/")
+                rows = below.get(e.name) if prefix == DEPS + "/" and known is not None else None
+                if rows is not None and known is not None and known.get(rel, ("",))[0] == "d":
+                    for r in rows:
+                        if not wanted or chosen(r):
+                            add(r, base + r, _Row(known[r]))
+                else:
+                    visit(e.path, rel + "/")
 
     visit(str(root), "")
     out.sort(key=lambda row: row[0])

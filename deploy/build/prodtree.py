@@ -23,7 +23,7 @@ from typing import Mapping
 
 from deploy import proc
 from deploy.build.cachekey import INSTALL_CONFIG
-from deploy.build.entry import SPARE, entry_index, stamp_is
+from deploy.build.entry import SPARE, entry_index, prod_index, stamp_is
 from deploy.build.ops import fs, sha256_file
 from deploy.build.recipes import DEPS, LINKED, PRUNE, Recipe
 from deploy.errors import BuildFailed, DeployError, SettingsError
@@ -144,21 +144,27 @@ def prune_beside(side: Path, inputs: dict, plan: Recipe, env: Mapping[str, str],
 
 def check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[bool, list[str] | None]:
     """After a build in a checkout whose `deps` (node_modules) was hard-linked from the
-    cache's `full` tree, scanned before as `index` (`scan_tree`): (intact, added).
+    cache's `full` tree, scanned before as `index` (`scan_tree`): (intact, added), the two
+    halves below. intact: `cached_intact`. added (when intact): `linked_shape`."""
+    if not cached_intact(full, index):
+        return False, None
+    return True, linked_shape(deps, full, index)
 
-    intact: every cached file and symlink still has the mode, size and mtime (and inode) it
-    had, whether reached through the checkout's link or at its own path, and every cached
-    folder its mtime (so nothing was added to or removed from it): all a second
-    `tree_stamp` of the entry would tell. added: None when the build changed node_modules
-    (a path removed, replaced or added, a top-level file rewritten); else the top-level
-    dot-folders the build made (vite's .vite-temp, a generated client: npm never reads
-    inside them), possibly none."""
-    intact, same = True, True
+
+def linked_shape(deps: Path, full: Path, index: Mapping[str, tuple]) -> list[str] | None:
+    """Whether `deps` (node_modules) is still the cached `full` tree (indexed as `index`) it was
+    linked from: None when the build changed node_modules (a path removed, replaced or added, a
+    top-level file rewritten); else the top-level dot-folders the build made (vite's
+    .vite-temp, a generated client: npm never reads inside them), possibly none.
+
+    Read from the folders' listings (names, kinds and inode numbers: no stat per file): whether
+    a cached inode reached through a link is unchanged is `cached_intact`'s, which stats it at
+    the cached tree's own path. A mount inside node_modules is not looked for."""
+    same = True
     added: list[str] = []
-    through: set[str] = set()      # cached inodes stat'ed through the checkout's link
     seen = 1                       # node_modules itself
     top = f"{DEPS}/"
-    packages = {n[len(top):] for n in index if n.startswith(top) and "/" not in n[len(top):]}
+    packages: set[str] | None = None
     stack = [(str(deps), top)]
     while stack:
         path, rel = stack.pop()
@@ -166,12 +172,13 @@ def check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[bo
             with os.scandir(path) as it:
                 found = list(it)
         except OSError:   # the build removed or replaced it
-            same = False
-            continue
+            return None
         for e in found:
             name = rel + e.name
             want = index.get(name)
             if want is None:
+                if packages is None:
+                    packages = {n[len(top):] for n in index if n.startswith(top) and "/" not in n[len(top):]}
                 retired = re.fullmatch(r"\.(.+)-[A-Za-z0-9]{8}", e.name)   # npm's retired-folder names
                 if rel == top and e.name.startswith(".") and e.name not in _NPM_OWN \
                         and not (retired and retired.group(1) in packages) and e.is_dir(follow_symlinks=False):
@@ -180,45 +187,122 @@ def check_linked(deps: Path, full: Path, index: Mapping[str, tuple]) -> tuple[bo
                     same = False
                 continue
             seen += 1
-            st = e.stat(follow_symlinks=False)
             if want[0] == "d":
-                if stat.S_ISDIR(st.st_mode):
+                if e.is_dir(follow_symlinks=False):
                     stack.append((e.path, name + "/"))
                 else:
                     same = False
-            elif (st.st_dev, st.st_ino) == want[1:3]:
-                through.add(name)   # the cache's own inode: a change here is a change in the cache
-                if (st.st_mode, st.st_size, st.st_mtime_ns) != want[3:6]:
-                    intact = False
-            elif not (rel == top and want[0] == "f" and stat.S_ISREG(st.st_mode) and st.st_size == want[4]
-                      and st.st_mode & 0o111 == want[3] & 0o111 and filecmp.cmp(e.path, full / name, shallow=False)):
+            elif e.inode() != want[2] and not (rel == top and want[0] == "f" and _same_bytes(e, full / name, want)):
                 same = False    # replaced (a top-level file is the build's own copy: same bytes)
-    if seen != len(index):
-        same = False
+    return added if same and seen == len(index) else None
+
+
+def cached_intact(full: Path, index: Mapping[str, tuple]) -> bool:
+    """Whether the cached tree `full` is still as indexed at its own paths: every file and
+    symlink the same inode with the same mode, size and mtime (a write through any hard link
+    to it changes them), every folder its mtime (nothing added to or removed from it): all a
+    second `tree_stamp` of the entry would tell, and the inodes too. One stat per path."""
+    base = os.path.join(full, "")
     for name, want in index.items():
-        if name in through:
-            continue
         try:
-            st = os.lstat(os.path.join(full, name))
+            st = os.lstat(base + name)
         except OSError:
-            return False, None
-        now = ("d", st.st_mtime_ns) if stat.S_ISDIR(st.st_mode) else \
-            (want[0], st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
-        if now != want[:len(now)]:
-            return False, None
-    return intact, (added if same else None)
+            return False
+        if want[0] == "d":
+            if st.st_mtime_ns != want[1] or not stat.S_ISDIR(st.st_mode):
+                return False
+        elif (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns) != tuple(want[1:6]):
+            return False
+    return True
 
 
-def take_spare(entry: Path, deps: Path) -> dict[str, tuple] | None:
+def _same_bytes(e: os.DirEntry, cached: Path, want: tuple) -> bool:
+    """A top-level file of node_modules that is a copy of the cached one (`unshare_top_files`): same bytes."""
+    st = e.stat(follow_symlinks=False)
+    return stat.S_ISREG(st.st_mode) and st.st_size == want[4] and st.st_mode & 0o111 == want[3] & 0o111 \
+        and filecmp.cmp(e.path, cached, shallow=False)
+
+
+def take_spare(entry: Path, deps: Path) -> bool:
     """Claim the entry's spare linked full tree as the checkout's node_modules (a rename: a
-    concurrent build gets it or not, never half) and check it: the index of the entry's
-    full tree when the spare is exactly that tree linked (every path, inode and top-level
-    byte: `check_linked`), which saves creating ~650 folders and ~5,600 links. Else None
-    and no node_modules (and a damaged entry dropped)."""
+    concurrent build gets it or not, never half), which saves creating ~4,400 folders and
+    ~50,000 links. Only its top level is looked at here (the same names as the entry's full
+    tree: nothing planted beside the packages); the build's check after it (`check_linked`)
+    compares every path, inode and top-level byte with the cached tree, and a build on a spare
+    that is not exactly that tree is built again on the entry linked anew (DepsCache.hit).
+    False, and no node_modules, when there is no spare or its top level differs."""
     try:
         os.rename(entry / SPARE, deps)
     except OSError:
-        return None
+        return False
+    try:
+        same = sorted(os.listdir(deps)) == sorted(os.listdir(entry / "full" / DEPS))
+    except OSError:
+        same = False
+    if not same:
+        fs(["rm", "-rf", str(deps)], "removing a spare node_modules")
+    return same
+
+
+def linked_as(folder: Path, rows: Mapping[str, tuple], prefix: str = DEPS) -> bool:
+    """Whether `folder` holds exactly what `rows` (a `scan_tree` index whose keys are `prefix`
+    and paths under it) records: the same names, folders where it has folders, and each file
+    and symlink the very inode recorded. Read from the folders' listings (their inode numbers):
+    no stat per file. The inodes' own mode, size and mtime are checked apart (`vouch_prod`)."""
+    try:
+        dev = os.stat(folder).st_dev
+    except OSError:
+        return False
+    seen = 0
+    stack = [(str(folder), prefix + "/")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                found = list(it)
+        except OSError:
+            return False
+        for e in found:
+            want = rows.get(rel + e.name)
+            if want is None:
+                return False
+            seen += 1
+            if want[0] == "d":
+                if not e.is_dir(follow_symlinks=False):
+                    return False
+                stack.append((e.path, rel + e.name + "/"))
+            elif e.inode() != want[2] or want[1] != dev or e.is_dir(follow_symlinks=False):
+                return False
+    return seen == len(rows) - (prefix in rows)
+
+
+def vouch_prod(rows: Mapping[str, tuple], index: Mapping[str, tuple], linked: Path) -> bool:
+    """After `cached_intact` found the entry's full tree as indexed (every inode of `index` as
+    filled): whether every file and symlink of the production tree `rows` (at `linked`, the
+    entry's prod/node_modules) is still the inode it was pruned with, with the same mode, size
+    and mtime. One the full tree holds at the same path with the same inode and attributes is
+    vouched for by that check; the others (npm's own top-level files, anything the prune wrote
+    anew) are stat'ed."""
+    top = len(DEPS) + 1
+    for rel, row in rows.items():
+        if row[0] == "d":
+            continue
+        same = index.get(rel)
+        if same is not None and same[:6] == row[:6]:
+            continue
+        try:
+            st = os.lstat(os.path.join(linked, rel[top:]))
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns) != tuple(row[1:6]):
+            return False
+    return True
+
+
+def check_spare_linked(entry: Path, deps: Path) -> dict[str, tuple] | None:
+    """The pre-build check of a spare (for a build with no production tree to check it after):
+    the index of the entry's full tree when `deps` is exactly that tree linked (`check_linked`),
+    else None, and no node_modules (and a damaged entry dropped)."""
     scan = entry_index(entry)
     intact, added = check_linked(deps, entry / "full", scan) if scan is not None else (False, None)
     if intact and added == []:
@@ -227,19 +311,26 @@ def take_spare(entry: Path, deps: Path) -> dict[str, tuple] | None:
     return None
 
 
-def prelink_prod(entry: Path, stamp) -> tuple[bool, Path | None]:
-    """While the build runs: check the entry's production tree against its stamp and, when it
-    holds, hard-link it into a folder of the entry (`swap_in_prod` renames it into place, so
-    the build's critical path links nothing). (stamp held, the linked folder or None)."""
-    if not stamp_is(entry / "prod", stamp):
-        return False, None
+def prelink_prod(entry: Path, stamp) -> tuple[bool, Path | None, dict[str, tuple] | None]:
+    """While the build runs: hard-link the entry's production tree into a folder of the entry
+    (`swap_in_prod` renames it into place, so the build's critical path links nothing) and
+    check it. (tree as pruned, the linked folder or None, its rows or None). With the tree's
+    kept index (`prod_index`), the linked copy is compared with it by names and inodes
+    (`linked_as`), and the rows go to the caller, which vouches for their attributes after the
+    build (`vouch_prod`) and lets the pack take them instead of walking the tree; without one
+    (an older entry) the tree's stamp is checked first, as it was."""
+    rows = prod_index(entry, stamp)
+    if rows is None and not stamp_is(entry / "prod", stamp):
+        return False, None, None
     ready = entry / f".prelinked-{os.getpid()}-{threading.get_ident()}"
     try:
         fs(["rm", "-rf", str(ready)], "clearing a linked production tree")
         fs(["cp", "-al", str(entry / "prod" / DEPS), str(ready)], "restoring node_modules from the cache")
     except DeployError:
-        return True, None
-    return True, ready
+        return (True if rows is None else stamp_is(entry / "prod", stamp)), None, None
+    if rows is None:
+        return True, ready, None
+    return (True, ready, rows) if linked_as(ready, rows) else (False, ready, None)
 
 
 def swap_in_prod(app: Path, entry: Path, added: list[str], ready: Path | None = None) -> Path | None:
