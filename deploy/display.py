@@ -2,7 +2,8 @@
 
 `fit` wraps the widest columns, then drops the optional ones. It is pure: the width is
 passed in (deploy/cli.py's `width()` reads the terminal's), so tests render the same table
-at 80 and 200 columns without a terminal. tabulate does the drawing.
+at 80 and 200 columns without a terminal. tabulate does the drawing, except the plan's table
+(`plain_table`, drawn here so a dry run does not import tabulate).
 """
 
 from __future__ import annotations
@@ -56,6 +57,23 @@ def _render(rows, headers, fmt: str, widths: list[int] | None) -> str:
     # Headers wrap too (between their words: each column is at least its header's longest word).
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True,
                     maxcolwidths=widths if widths else None, maxheadercolwidths=widths if widths else None)
+
+
+def plain_table(rows: Sequence[Sequence], headers: Sequence[str]) -> str:
+    """`rows` under `headers` as tabulate's "simple" format draws them (numbers to the right, text
+    to the left, a cell's lines stacked), drawn here for the plan a dry run shows: importing tabulate
+    costs more than showing the plan (its version lookup loads importlib.metadata; bench_overhead)."""
+    right = [bool(rows) and all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
+    cells = [[_cell(v).strip().split("\n") for v in r] for r in rows]
+    widths = [max([len(h) + 2, *(len(line) for r in cells for line in r[i])]) for i, h in enumerate(headers)]
+
+    def line(parts: Sequence[str]) -> str:
+        return "  ".join(p.rjust(w) if r else p.ljust(w) for p, w, r in zip(parts, widths, right)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    for r in cells:
+        out += [line([c[k] if k < len(c) else "" for c in r]) for k in range(max(len(c) for c in r))]
+    return "\n".join(out)
 
 
 def _visible_width(text: str) -> int:

@@ -24,11 +24,12 @@ import json
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from deploy.build import Artifact
+from deploy import build   # the package: Artifact's module (tarfile, hashlib) loads only when a fact is read
 from deploy.errors import DeployError
 from deploy.redact import Secret
 
 if TYPE_CHECKING:
+    from deploy.build import Artifact
     from deploy.migrations import MigrationLint
 
 TAG = "__fact__"
@@ -188,7 +189,7 @@ class ArtifactFacts:
         return cls(str(art.path), art.sha256, art.release_id, art.git_sha, art.built_at)
 
     def artifact(self) -> Artifact:
-        return Artifact(Path(self.path), self.sha256, self.release_id, self.git_sha, self.built_at)
+        return build.Artifact(Path(self.path), self.sha256, self.release_id, self.git_sha, self.built_at)
 
 
 @fact

@@ -484,3 +484,20 @@ def test_status_with_an_invalid_settings_file_shows_the_others_and_exits_2(proje
         for other in envs:
             if other != victim:
                 assert other in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("rows", [
+    [(1, "preflight", "settings, variables", "-"), (2, "build", "pack once", "yes")],
+    [(9, "a", "x" * 90, "keep additive migrations; else restore"), (10, "record", "ledger row", "-")],
+    [(1, "build", "first line\nsecond, longer line", "-"), (2, "s", "", "undo\nit")],
+    [(1, "step", "  padded  ", " - ")],
+    [],
+], ids=["short-rows", "a-wide-cell-and-a-two-digit-number", "cells-of-several-lines", "padding-stripped", "no-rows"])
+def test_the_plans_table_draws_as_tabulates_simple_format(rows):
+    """plain_table (the dry run's table, drawn without importing tabulate) matches tabulate's
+    "simple" format line for line, trailing spaces aside."""
+    from tabulate import tabulate
+
+    headers = ("#", "step", "what it does", "undo")
+    want = [line.rstrip() for line in tabulate(rows, headers=headers, tablefmt="simple").splitlines()]
+    assert display.plain_table(rows, headers).splitlines() == want

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace as _with
 from typing import Any, Callable
 
+from deploy.display import plain_table
 from deploy.errors import DeployError
 from deploy.ledger import RunStatus
 from deploy.redact import redact
@@ -106,8 +107,6 @@ class Plan:
         return redact("\n".join(out))
 
     def table(self) -> str:
-        from tabulate import tabulate
-
         rows = []
         for i, s in enumerate(self.steps, 1):
             if s.skip:
@@ -116,5 +115,5 @@ class Plan:
                 undo, action = (s.undo_does or ("yes" if s.undo else "-")), s.does
             rows.append((i, s.name, redact(action), redact(undo)))
         head = "\n".join(f"{k}: {redact(v)}" for k, v in self.header)
-        body = tabulate(rows, headers=("#", "step", "what it does", "undo"), tablefmt="simple")
+        body = plain_table(rows, ("#", "step", "what it does", "undo"))   # tabulate's look, not its import time
         return (head + "\n\n" if head else "") + body
