@@ -130,8 +130,9 @@ def exported_names(path: Path) -> dict[str, list[str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found: dict[str, list[str]] = {}
     for n in ast.walk(tree):
-        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "exports" and len(n.args) == 2
-                and isinstance(n.args[1], ast.Dict)):
+        name = n.func.id if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) else (
+            n.func.attr if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) else "")
+        if isinstance(n, ast.Call) and name == "exports" and len(n.args) == 2 and isinstance(n.args[1], ast.Dict):
             for key, value in zip(n.args[1].keys, n.args[1].values):
                 assert isinstance(key, ast.Constant) and isinstance(value, (ast.Tuple, ast.List)), ast.unparse(n)
                 found.setdefault(key.value, []).extend(e.value for e in value.elts if isinstance(e, ast.Constant))
@@ -165,9 +166,11 @@ def test_a_deferred_name_counts_as_an_import_for_the_layers_and_loops(tmp_path):
 
 def test_a_packages_deferred_re_exports_count_as_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text('from deploy.deferred import exports\n__getattr__, __dir__ = exports(__name__, {\n'
-                 '    "deploy.hosts._lock": ("acquire_lock",), "deploy.hosts._views": ["check", "releases"]})\n')
-    assert exported_names(f) == {"deploy.hosts._lock": ["acquire_lock"], "deploy.hosts._views": ["check", "releases"]}
+    f.write_text('from deploy import deferred\n__getattr__, __dir__ = deferred.exports(__name__, {\n'
+                 '    "deploy.hosts._lock": ("acquire_lock",), "deploy.hosts._views": ["check", "releases"]})\n'
+                 'from deploy.deferred import exports\nexports(__name__, {"deploy.hosts._app": ("hook_env",)})\n')
+    assert exported_names(f) == {"deploy.hosts._lock": ["acquire_lock"], "deploy.hosts._views": ["check", "releases"],
+                                 "deploy.hosts._app": ["hook_env"]}
     graph = import_graph()
     assert {"deploy.backups.store", "deploy.build.packing", "deploy.migrations._runner"} <= (
         graph["deploy.backups"] | graph["deploy.build"] | graph["deploy.migrations"])

@@ -16,9 +16,9 @@ environment.
     provisioning  db.provision: a database and its login role
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.backups.operations import RestoreResult, TableCount, VerifyResult, backup, restore, verify
     from deploy.backups.postgres import SchemaFacts, dump_schemas, pg_dump_argv, restore_sql, schema_facts
     from deploy.backups.provisioning import ProvisionResult, provision
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from deploy.backups.tools import check_tool_version, find_tool, parse_tool_major
     from deploy.backups.writes import TableWrites, Writes, app_rows, written_since
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.backups.operations": ("RestoreResult", "TableCount", "VerifyResult", "backup", "restore", "verify"),
         "deploy.backups.postgres": ("SchemaFacts", "dump_schemas", "pg_dump_argv", "restore_sql", "schema_facts"),
         "deploy.backups.provisioning": ("ProvisionResult", "provision"),

@@ -23,9 +23,9 @@ Which commit and its release id are deploy.source's; how the app starts is deplo
 (re-exported here for callers of the build).
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.build.artifact import (CONTRACT_FIELDS, DEFAULT_ARTIFACTS_DIR, MANIFEST, Artifact, BuildKey, build_key,
                                        contract_digest, find, prune, read_manifest, verify)
     from deploy.build.cache import DepsCache, deps_cache_dir, prune_deps_cache, prune_deps_cache_to_size
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from deploy.source import git_dirty, git_head, git_is_clean, new_release_id
     from deploy.startup import package_json, start_argv, start_command, start_path
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.build.artifact": ("CONTRACT_FIELDS", "DEFAULT_ARTIFACTS_DIR", "MANIFEST", "Artifact", "BuildKey",
                                   "build_key", "contract_digest", "find", "prune", "read_manifest", "verify"),
         "deploy.build.cache": ("DepsCache", "deps_cache_dir", "prune_deps_cache", "prune_deps_cache_to_size"),

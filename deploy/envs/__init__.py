@@ -25,9 +25,9 @@ Everything is pure over its inputs except `load_matrix`, the file reads in
 `resolve`/`check`, and the two writers (`write_matrix_doc`, `write_dotenv`).
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.envs._checks import (ERROR_STATUSES, CheckReport, CheckRow, ParityReport, ParityRow, Status, check,
                                      parity, parity_from_files, render_check, render_parity)
     from deploy.envs._matrix import (DOC_FILE, KINDS, MATRIX_FILE, PARITY_RULES, REGENERATE, SOURCE_TEXT, SOURCES,
@@ -37,9 +37,9 @@ if TYPE_CHECKING:
                                      write_matrix_doc)
     from deploy.envs._values import EnvValues, app_values, deployer_environ, resolve
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.envs._checks": ("ERROR_STATUSES", "CheckReport", "CheckRow", "ParityReport", "ParityRow", "Status",
                                 "check", "parity", "parity_from_files", "render_check", "render_parity"),
         "deploy.envs._matrix": ("DOC_FILE", "KINDS", "MATRIX_FILE", "PARITY_RULES", "REGENERATE", "SOURCE_TEXT",

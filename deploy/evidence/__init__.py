@@ -7,9 +7,9 @@ for this exact commit are present, intact, fresh and passing.
     _manifest   evidence/manifest.json (collect) and the gate that reads it (gate, require)
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.evidence._manifest import (MANIFEST, Manifest, ManifestEntry, check_sha, collect, evidence_dir,
                                            gate, read_manifest, render_manifest, require, write_manifest)
     from deploy.evidence._policy import (GateRow, GateVerdict, error_row, judge, judge_lighthouse, judge_tests,
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
                                           Report, TestCounts, TestReport, detect, load_json, parse_junit, parse_lhci,
                                           parse_lhr, parse_playwright, parse_report, parse_vitest, representative_run)
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.evidence._manifest": ("MANIFEST", "Manifest", "ManifestEntry", "check_sha", "collect",
                                       "evidence_dir", "gate", "read_manifest", "render_manifest", "require",
                                       "write_manifest"),

@@ -48,9 +48,9 @@ Remote commands are built as strings of quoted argv in one module (`_commands`, 
     _views      releases, current_release, check (read-only)
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.hosts._app import hook_env, http_health
     from deploy.hosts._commands import (LOCK_DIR, LOCK_HELD_EXIT, CHECKSUM_EXIT, SHARED_MISSING_EXIT, DELTA_MISMATCH_EXIT,
                                         SWITCH_FAILED_EXIT, HOOK_FAILED_EXIT, HEALTH_PENDING_EXIT, FENCED_EXIT,
@@ -98,9 +98,9 @@ if TYPE_CHECKING:
     from deploy.hosts._slots import (slot_ports, slot_command, slots_state_command, parse_slots_state, start_slot_command,
                                      slot_health_command, stop_slot_command, converge)
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.hosts._app": ("hook_env", "http_health"),
         "deploy.hosts._commands": ("LOCK_DIR", "LOCK_HELD_EXIT", "CHECKSUM_EXIT", "SHARED_MISSING_EXIT",
                                    "DELTA_MISMATCH_EXIT", "SWITCH_FAILED_EXIT", "HOOK_FAILED_EXIT",

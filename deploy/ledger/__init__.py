@@ -14,18 +14,18 @@ when a ledger is opened, never at start-up.
 `Ledger` (in _locks) is the three layers in one: open it with `Ledger.open(root)`.
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.ledger._locks import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Ledger
     from deploy.ledger._rows import (RUN_ACTIVE, RUN_FINAL, ApprovalRow, DrillRow, LockRow, ReleaseRow, ReleaseStatus,
                                      RunRow, RunStatus, StepRow, StepStatus, UndoStatus)
     from deploy.ledger._schema import MIGRATIONS, SCHEMA_VERSION
     from deploy.ledger._store import NOW, default_url, whoami
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.ledger._locks": ("HEARTBEAT_SECONDS", "STALE_AFTER_SECONDS", "Ledger"),
         "deploy.ledger._rows": ("RUN_ACTIVE", "RUN_FINAL", "ApprovalRow", "DrillRow", "LockRow", "ReleaseRow",
                                 "ReleaseStatus", "RunRow", "RunStatus", "StepRow", "StepStatus", "UndoStatus"),

@@ -83,9 +83,9 @@ changes the database runs inside one `_Session`: parse -> provider check -> open
 then unlock and close whatever happens.
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.migrations._backend import (DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, MIGRATIONS_TABLE,
                                             PARTIAL_NOTE, TIMEOUT_HINT, Db, Timeouts, connection_error, db_error_text,
                                             is_db_error, timeout_note)
@@ -103,9 +103,9 @@ if TYPE_CHECKING:
                                            prisma_deploy_argv, backend_for, open_db, status, migrate, rollback, resolve,
                                            footprint, empty_database)
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.migrations._backend": ("DEFAULT_LOCK_TIMEOUT", "DEFAULT_STATEMENT_TIMEOUT", "MIGRATIONS_TABLE",
                                        "PARTIAL_NOTE", "TIMEOUT_HINT", "Db", "Timeouts", "connection_error",
                                        "db_error_text", "is_db_error", "timeout_note"),

@@ -12,9 +12,9 @@ token only in the child's environment.
     push       running the CLI: deploy, release (the undo), versions, rollback
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from deploy.shopify.commands import (AUTOMATION_TOKEN_VAR, LISTED_MAX, MESSAGE_MAX, PARTNERS_TOKEN_VAR, VERSION_MAX,
                                          clean_source_url, clip_message, config_file_name, deploy_argv, release_argv,
                                          skip_reason, validate_version, versions_argv)
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from deploy.shopify.push import (ShopifyDeployResult, ShopifyReleaseResult, deploy, prepare, release, rollback, undo,
                                      versions)
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
-    from deploy.deferred import exports
+    from deploy import deferred
 
-    __getattr__, __dir__ = exports(__name__, {
+    __getattr__, __dir__ = deferred.exports(__name__, {
         "deploy.shopify.commands": ("AUTOMATION_TOKEN_VAR", "LISTED_MAX", "MESSAGE_MAX", "PARTNERS_TOKEN_VAR",
                                     "VERSION_MAX", "clean_source_url", "clip_message", "config_file_name",
                                     "deploy_argv", "release_argv", "skip_reason", "validate_version", "versions_argv"),
