@@ -31,7 +31,7 @@ SUITE = ("tests/test_kill_points.py", "tests/test_secret_leaks.py", "tests/test_
          "tests/test_reliability_trust_data.py", "tests/test_reliability_trust_rights.py",
          "tests/test_reliability_trust_liveness.py", "tests/test_reliability_trust_rollback.py",
          "tests/test_reliability_trust_supervisor.py", "tests/test_dotenv_dialect.py",
-         "tests/test_reliability_trust_build.py")
+         "tests/test_reliability_trust_build.py", "tests/test_reliability_attacks_fence.py")
 DOC = "docs/reliability.md"
 
 
@@ -130,10 +130,10 @@ ATTACKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-TD, TR, TL, TB, TS, TDD, TBU = ("test_reliability_trust_data.py", "test_reliability_trust_rights.py",
-                                "test_reliability_trust_liveness.py", "test_reliability_trust_rollback.py",
-                                "test_reliability_trust_supervisor.py", "test_dotenv_dialect.py",
-                                "test_reliability_trust_build.py")
+TD, TR, TL, TB, TS, TDD, TBU, TF = ("test_reliability_trust_data.py", "test_reliability_trust_rights.py",
+                                    "test_reliability_trust_liveness.py", "test_reliability_trust_rollback.py",
+                                    "test_reliability_trust_supervisor.py", "test_dotenv_dialect.py",
+                                    "test_reliability_trust_build.py", "test_reliability_attacks_fence.py")
 # The second attack on a production-shaped setup (data, rights, live runs, stale code), case by case.
 TRUST: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("1 an undo never discards rows written during the run", (
@@ -189,6 +189,9 @@ TRUST: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (TR, "test_promotion_rechecks_that_the_required_roles"))),
     ("16 a migration's own COMMIT never leaves it half applied", (
         (TD, "test_failure_after_a_migrations_own_commit"),)),
+    ("17 a killed run's command still running on a host changes nothing after the next run acts", (
+        (TF, "test_fence_a_killed_runs_restart_hook"), (TF, "test_fence_a_killed_runs_health_wait"),
+        (TF, "test_fence_a_killed_releases_drain"))),
 )
 
 
