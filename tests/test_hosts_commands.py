@@ -453,16 +453,16 @@ EXACT = [
                  '( bin/restart ) || { rc=$?; echo __hook_exit=$rc >&2; exit 81; }',
                  id='go-live-no-switch-no-health'),
     pytest.param(lambda: hosts.take_fence_command(T, "run-7"),
-                 "mkdir -p /srv/occ && { flock -w 20 9 || { echo 'the fence /srv/occ/.deploy-fence stayed locked 20s: a change of an earlier run (a restart hook, a stop) is still running on this host; wait for it to end or stop it, then run again (or flock, from util-linux, is missing)' >&2; exit 85; }; printf '%s\\n' run-7 > /srv/occ/.deploy-fence; } 9>>/srv/occ/.deploy-fence",
+                 "mkdir -p /srv/occ && { { command -v flock >/dev/null 2>&1 || { echo 'flock is not installed on this host, and every change of a release runs under it (the fence against a killed run'\"'\"'s commands); install util-linux (Debian, RHEL) or busybox'\"'\"'s flock (Alpine)' >&2; exit 85; }; } && { flock -w 20 9 || { echo 'the fence /srv/occ/.deploy-fence stayed locked 20s: a change of an earlier run (a restart hook, a stop) is still running on this host; wait for it to end or stop it, then run again' >&2; exit 85; }; }; printf '%s\\n' run-7 > /srv/occ/.deploy-fence; } 9>>/srv/occ/.deploy-fence",
                  id='take-fence'),
     pytest.param(lambda: hosts.fenced(T, "run-7", "rm -rf /srv/occ/releases/r0"),
-                 '{ flock -w 20 9 || { echo \'the fence /srv/occ/.deploy-fence stayed locked 20s: a change of an earlier run (a restart hook, a stop) is still running on this host; wait for it to end or stop it, then run again (or flock, from util-linux, is missing)\' >&2; exit 85; }; f=$(cat /srv/occ/.deploy-fence 2>/dev/null); [ "$f" = run-7 ] || { printf \'%s%s); this command changed nothing\\n\' \'deploy@web1:22: run run-7 no longer holds this host (its fence names run \' "${f:-none}" >&2; exit 84; }; { rm -rf /srv/occ/releases/r0\n} 9>&-; } 9>>/srv/occ/.deploy-fence',
+                 '{ { command -v flock >/dev/null 2>&1 || { echo \'flock is not installed on this host, and every change of a release runs under it (the fence against a killed run\'"\'"\'s commands); install util-linux (Debian, RHEL) or busybox\'"\'"\'s flock (Alpine)\' >&2; exit 85; }; } && { flock -w 20 9 || { echo \'the fence /srv/occ/.deploy-fence stayed locked 20s: a change of an earlier run (a restart hook, a stop) is still running on this host; wait for it to end or stop it, then run again\' >&2; exit 85; }; }; f=$(cat /srv/occ/.deploy-fence 2>/dev/null); [ "$f" = run-7 ] || { printf \'%s%s); this command changed nothing\\n\' \'deploy@web1:22: run run-7 no longer holds this host (its fence names run \' "${f:-none}" >&2; exit 84; }; { rm -rf /srv/occ/releases/r0\n} 9>&-; } 9>>/srv/occ/.deploy-fence',
                  id='fenced-change'),
     pytest.param(lambda: hosts.fenced(T, "", "rm -rf /srv/occ/releases/r0"),
                  'rm -rf /srv/occ/releases/r0',
                  id='no-token-no-fence'),
     pytest.param(lambda: hosts.go_live_command(T, "r2", True, "cd /srv/occ/current && bin/restart", "curl -fs localhost", "run-7"),
-                 '{ flock -w 20 9 || { echo \'the fence /srv/occ/.deploy-fence stayed locked 20s: a change of an earlier run (a restart hook, a stop) is still running on this host; wait for it to end or stop it, then run again (or flock, from util-linux, is missing)\' >&2; exit 85; }; f=$(cat /srv/occ/.deploy-fence 2>/dev/null); [ "$f" = run-7 ] || { printf \'%s%s); this command changed nothing\\n\' \'deploy@web1:22: run run-7 no longer holds this host (its fence names run \' "${f:-none}" >&2; exit 84; }; { { test -d /srv/occ/releases/r2 && ln -sfn releases/r2 /srv/occ/.current-r2 && mv -T /srv/occ/.current-r2 /srv/occ/current; } || exit 79; ( cd /srv/occ/current && bin/restart ) || { rc=$?; echo __hook_exit=$rc >&2; exit 81; }\n} 9>&-; } 9>>/srv/occ/.deploy-fence; ( cd /srv/occ/current && curl -fs localhost ) >/dev/null 2>&1 || exit 82',
+                 '{ { command -v flock >/dev/null 2>&1 || { echo \'flock is not installed on this host, and every change of a release runs under it (the fence against a killed run\'"\'"\'s commands); install util-linux (Debian, RHEL) or busybox\'"\'"\'s flock (Alpine)\' >&2; exit 85; }; } && { flock -w 20 9 || { echo \'the fence /srv/occ/.deploy-fence stayed locked 20s: a change of an earlier run (a restart hook, a stop) is still running on this host; wait for it to end or stop it, then run again\' >&2; exit 85; }; }; f=$(cat /srv/occ/.deploy-fence 2>/dev/null); [ "$f" = run-7 ] || { printf \'%s%s); this command changed nothing\\n\' \'deploy@web1:22: run run-7 no longer holds this host (its fence names run \' "${f:-none}" >&2; exit 84; }; { { test -d /srv/occ/releases/r2 && ln -sfn releases/r2 /srv/occ/.current-r2 && mv -T /srv/occ/.current-r2 /srv/occ/current; } || exit 79; ( cd /srv/occ/current && bin/restart ) || { rc=$?; echo __hook_exit=$rc >&2; exit 81; }\n} 9>&-; } 9>>/srv/occ/.deploy-fence; ( cd /srv/occ/current && curl -fs localhost ) >/dev/null 2>&1 || exit 82',
                  id='go-live-fenced-health-after'),
     pytest.param(lambda: hosts.read_lock_command(T),
                  'cat /srv/occ/.deploy-lock/details 2>/dev/null || { test -d /srv/occ/.deploy-lock && echo holder=unknown; } || true',
@@ -535,3 +535,28 @@ def test_the_package_exports_exactly_its_modules_public_names():
                 defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     assert set(hosts.__all__) == {n for n in defined if not n.startswith("_")}
     assert all(hasattr(hosts, n) for n in hosts.__all__)
+
+
+@pytest.mark.parametrize("build", ["take", "change"])
+def test_a_host_without_flock_is_told_to_install_it_and_nothing_changes(tmp_path, build):
+    """A team's own host may lack util-linux: the fence then says what is missing, not that it stayed locked."""
+    import os
+    import shutil
+    import subprocess
+
+    t = _t(str(tmp_path / "app"))
+    (tmp_path / "app").mkdir()
+    victim = tmp_path / "app" / "victim"
+    victim.write_text("kept\n")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("cat", "mkdir", "rm"):
+        os.symlink(shutil.which(tool), tools / tool)
+    cmd = (hosts.take_fence_command(t, "run-1") if build == "take"
+           else hosts.fenced(t, "run-1", f"rm -f {victim}"))
+    r = subprocess.run(["/bin/sh", "-c", cmd], env={"PATH": str(tools)}, capture_output=True, text=True)
+    assert r.returncode == hosts.FENCE_BUSY_EXIT, r.stderr
+    assert "flock is not installed on this host" in r.stderr and "install util-linux" in r.stderr
+    assert "stayed locked" not in r.stderr
+    assert victim.read_text() == "kept\n"
+    assert not (tmp_path / "app" / ".deploy-fence").read_text()

@@ -89,9 +89,11 @@ def fence_token(run_id: str, *, undo: bool = False) -> str:
 
 def _flock(t: Target, wait: int) -> str:
     busy = (f"the fence {_p(t, FENCE_FILE)} stayed locked {wait}s: a change of an earlier run (a restart hook, "
-            "a stop) is still running on this host; wait for it to end or stop it, then run again (or flock, "
-            "from util-linux, is missing)")
-    return f"flock -w {wait} 9 || {{ echo {sh(busy)} >&2; exit {FENCE_BUSY_EXIT}; }}"
+            "a stop) is still running on this host; wait for it to end or stop it, then run again")
+    missing = ("flock is not installed on this host, and every change of a release runs under it (the fence "
+               "against a killed run's commands); install util-linux (Debian, RHEL) or busybox's flock (Alpine)")
+    return (f"{{ command -v flock >/dev/null 2>&1 || {{ echo {sh(missing)} >&2; exit {FENCE_BUSY_EXIT}; }}; }} && "
+            f"{{ flock -w {wait} 9 || {{ echo {sh(busy)} >&2; exit {FENCE_BUSY_EXIT}; }}; }}")
 
 
 def take_fence_command(t: Target, token: str, wait: int = FENCE_WAIT) -> str:
