@@ -11,7 +11,7 @@ import pytest
 
 from deploy import hosts
 from deploy.hosts import _ssh
-from deploy.testing.sshd import _descendants, make_artifact
+from deploy.testing.sshd import SshdFarm, _descendants, make_artifact
 from deploy.testing.stage import free_port
 
 pytestmark = pytest.mark.sshd
@@ -60,8 +60,20 @@ class Fleet:
         return make_artifact(self.tmp / "artifacts", rid)
 
 
+@pytest.fixture(scope="module")
+def sshd_farm():
+    """This file counts every connection to its hosts, so its hosts are its own: on the shared
+    farm, a session another test left (a killed client's command still running on the host, a
+    connection another run kept) would be counted too."""
+    farm = SshdFarm(1)
+    yield farm
+    farm.stop()
+
+
 @pytest.fixture
 def fleet(sshd_hosts, sshd_farm, tmp_path):
+    _ssh._drop_all()
+
     def make(n: int) -> Fleet:
         f = Fleet(sshd_farm, sshd_hosts(n), tmp_path)
         assert _until(lambda: f.sessions() == [set()] * n)
