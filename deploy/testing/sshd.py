@@ -281,7 +281,15 @@ class SshdFarm:
         return HostsSection(**values)
 
     def reset(self, host: SshHost) -> None:
-        """Kill what a test started on `host` (pid files under its root) and wipe its disk."""
+        """Kill what a test started on `host` (its sessions and their commands, and what pid
+        files under its root name) and wipe its disk: the next test gets a host with nothing
+        left running from this one (a killed client's hook, a port still held)."""
+        proc = self._procs.get(host.port)
+        for pid in _descendants(proc.pid) if proc else []:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for pidfile in glob.glob(str(host.root / "**" / "*.pid"), recursive=True):
             try:
                 # The supervisor's run/app.pid has the pid on its first line, then its start
