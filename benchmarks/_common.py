@@ -80,6 +80,18 @@ def on_each(items, fn: Callable[..., object]) -> None:
         raise errors[0]
 
 
+def ssh_options(farm) -> list[str]:
+    """`ssh` with the farm's key and known hosts, as an operator's bare command runs: each call
+    opens its own connection (and pays for it, as the toolkit's run does)."""
+    return ["ssh", "-i", str(farm.key_file), "-o", f"UserKnownHostsFile={farm.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+
+
+def ssh_argv(farm, h) -> list[str]:
+    """`ssh_options` aimed at host `h` (a remote command goes after it)."""
+    return [*ssh_options(farm), "-p", str(h.port), f"{h.user}@{h.host}"]
+
+
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import claim, on_each, print_claims, write_claims  # noqa: E402
+from benchmarks._common import claim, on_each, print_claims, ssh_argv, ssh_options, write_claims  # noqa: E402
 from deploy import build as B  # noqa: E402
 from deploy import hosts as H  # noqa: E402
 from deploy import proc, source  # noqa: E402
@@ -140,11 +140,6 @@ def unpack_tree(art, dest: Path) -> Path:
     return dest
 
 
-def ssh_argv(farm, h) -> list[str]:
-    return ["ssh", "-i", str(farm.key_file), "-p", str(h.port), "-o", f"UserKnownHostsFile={farm.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
-
-
 def switch_script(deploy_to: str, rid: str) -> str:
     """What the bare sides run after the tree is there: RELEASE, the shared link, the switch,
     then the same restart hook and health command as the toolkit."""
@@ -158,10 +153,10 @@ def rsync_release(farm, hs, sub: str, tree: Path, rid: str, prev: str | None) ->
     def one(h):
         d = str(h.root / sub)
         link = [f"--link-dest={d}/releases/{prev}"] if prev else []
-        r = subprocess.run(["rsync", "-a", "--delete", *link, "-e", " ".join(ssh_argv(farm, h)),
+        r = subprocess.run(["rsync", "-a", "--delete", *link, "-e", " ".join([*ssh_options(farm), "-p", str(h.port)]),
                             f"{tree}/", f"{h.user}@{h.host}:{d}/releases/{rid}/"], capture_output=True, text=True)
         if r.returncode == 0:
-            r = subprocess.run([*ssh_argv(farm, h), f"{h.user}@{h.host}", switch_script(d, rid)],
+            r = subprocess.run([*ssh_argv(farm, h), switch_script(d, rid)],
                                capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{h.name}: {r.stderr[-500:]}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import claim, print_claims, write_claims  # noqa: E402
+from benchmarks._common import claim, print_claims, ssh_argv, write_claims  # noqa: E402
 from deploy import hosts  # noqa: E402
 from deploy.build import build  # noqa: E402
 from deploy.config import AppSection, ProxySection  # noqa: E402
@@ -44,12 +44,6 @@ from deploy.testing.traffic import Traffic  # noqa: E402
 
 SUB = "srv/occ"
 RIDS = [f"2024050112{i:02d}00-abc{i:04d}" for i in range(40)]
-
-
-def ssh_argv(farm, h) -> list[str]:
-    return ["ssh", "-i", str(farm.key_file), "-p", str(h.port), "-o", f"UserKnownHostsFile={farm.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-            f"{h.user}@{h.host}"]
 
 
 def served(port: int) -> str:
