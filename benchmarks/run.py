@@ -47,7 +47,7 @@ SUITE = {
     "pack": ("bench_pack.py", ["--runs", "3"], ["--runs", "1", "--max-mb", "40"]),
     "fast": ("bench_fast.py", ["--runs", "3"], ["--runs", "1", "--hosts", "1,16"]),
     "zero": ("bench_zero.py", ["--runs", "5"], ["--runs", "3"]),
-    "image": ("bench_image.py", ["--runs", "3"], ["--runs", "1"]),
+    "image": ("bench_image.py", ["--runs", "5"], ["--runs", "3"]),
 }
 
 

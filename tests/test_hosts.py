@@ -984,6 +984,7 @@ def _app_pid(f: Fleet, h) -> str:
     return (f.deploy_to(h) / "shared" / "app.pid").read_text().strip()
 
 
+@pytest.mark.serial
 def test_rolling_release_restarts_batch_after_batch(fleet):
     f = fleet(4)
     hosts.release(f.section, f.artifact(R1), run_id="run-1", now=T0)

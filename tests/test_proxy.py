@@ -23,7 +23,7 @@ from deploy.testing.ports import free_port
 from deploy.testing.sshd import make_artifact
 from deploy.testing.traffic import Traffic
 
-pytestmark = pytest.mark.sshd
+pytestmark = [pytest.mark.sshd, pytest.mark.serial]
 
 SUB = "srv/occ"
 # The app: Python's http.server on $PORT serving the release dir (GET /RELEASE names the release).

@@ -14,7 +14,7 @@ from deploy.testing.ports import free_port
 from deploy.testing.stage import stage_toml
 from deploy.testing.traffic import Traffic
 
-pytestmark = [pytest.mark.slow, pytest.mark.sshd]
+pytestmark = [pytest.mark.slow, pytest.mark.sshd, pytest.mark.serial]
 
 
 @pytest.mark.parametrize("kind", ["nginx", "caddy"])

@@ -17,7 +17,7 @@ from deploy.testing.balancer import Loop, Nginx
 from deploy.testing.sshd import make_artifact
 from deploy.testing.stage import free_port
 
-pytestmark = pytest.mark.sshd
+pytestmark = [pytest.mark.sshd, pytest.mark.serial]
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 SUB = "srv/occ"
