@@ -80,7 +80,7 @@ if typing.TYPE_CHECKING:
     from deploy.hosts._values import (RELEASE_ID, Target, HostResult, HostCheck, HostReleases, LockInfo, HostState,
                                       validate_release_id)
     from deploy.hosts._views import releases, current_release, check
-    from deploy.hosts._setup import ProxyResult, setup_proxy, remove_proxy
+    from deploy.hosts._setup import ProxyResult, setup_proxy, remove_proxy, proxy_unready
     from deploy.hosts._containers import (IMAGE_DIR, IMAGE_REF, RUNTIMES, ENV_UNCARRIED_EXIT, NO_FREE_PORT_EXIT,
                                           HEALTH_FAILED_EXIT, NO_RUNTIME_EXIT, Runtime, Record, ImageHostState, app_key,
                                           container_name, check_ref, registry_of, fill_args, detect_command, parse_detect,
@@ -131,7 +131,7 @@ else:   # each module imported when one of its names is first used (deploy/defer
         "deploy.hosts._values": ("RELEASE_ID", "Target", "HostResult", "HostCheck", "HostReleases", "LockInfo",
                                  "HostState", "validate_release_id"),
         "deploy.hosts._views": ("releases", "current_release", "check"),
-        "deploy.hosts._setup": ("ProxyResult", "setup_proxy", "remove_proxy"),
+        "deploy.hosts._setup": ("ProxyResult", "setup_proxy", "remove_proxy", "proxy_unready"),
         "deploy.hosts._containers": ("IMAGE_DIR", "IMAGE_REF", "RUNTIMES", "ENV_UNCARRIED_EXIT", "NO_FREE_PORT_EXIT",
                                      "HEALTH_FAILED_EXIT", "NO_RUNTIME_EXIT", "Runtime", "Record", "ImageHostState",
                                      "app_key", "container_name", "check_ref", "registry_of", "fill_args",
@@ -174,7 +174,7 @@ __all__ = [
     "hook_env", "http_health",
     "release", "undo_release", "rollback", "previous_of", "judge_target", "Judgement",
     "releases", "current_release", "check",
-    "ProxyResult", "setup_proxy", "remove_proxy",
+    "ProxyResult", "setup_proxy", "remove_proxy", "proxy_unready",
     "UPSTREAM_ID", "UPSTREAM_NAME", "PROBE_HEADER", "SEEN_HEADER", "PROXY_SWITCH_FAILED_EXIT", "upstream_command",
     "caddy_config", "nginx_config", "proxy_setup_command", "proxy_remove_command", "proxy_status_command",
     "parse_proxy_status",

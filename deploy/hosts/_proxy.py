@@ -211,6 +211,12 @@ def migrate_req_check(path: str = MIGRATE_REQ) -> str:
             f"if [ \"$(cat {sh(path)})\" != 1 ]; then echo {sh(off + fix)} >&2; exit 1; fi")
 
 
+def migrate_req_probe(path: str = MIGRATE_REQ) -> str:
+    """Prints `ok`, or the line migrate_req_check refuses with (exit 0 either way): what a
+    promotion asks each caddy host before anything changes."""
+    return f"( {migrate_req_check(path)} ) 2>&1 && echo ok || true"
+
+
 def proxy_setup_command(p: ProxySection, port: int) -> str:
     """Install and start the proxy (idempotent): its config (first pointed at 127.0.0.1:`port`,
     the host's app port) and its process. A proxy that already runs keeps its live upstream.

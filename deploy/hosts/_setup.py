@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deploy.errors import HostFailed, SettingsError
-from deploy.hosts._group import _close, _Host, _now, _open_all, _parallel
-from deploy.hosts._proxy import parse_proxy_status, proxy_remove_command, proxy_setup_command, proxy_status_command
+from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _parallel
+from deploy.hosts._envfile import _each
+from deploy.hosts._proxy import (MIGRATE_REQ, migrate_req_probe, parse_proxy_status, proxy_remove_command, proxy_setup_command,
+                                  proxy_status_command)
 from deploy.hosts._ssh import _HostError, _run
 from deploy.hosts._targets import targets
 
@@ -97,3 +99,18 @@ def remove_proxy(section: HostsSection, proxy: ProxySection, app: AppSection | N
         raise HostFailed(f"{proxy.kind} could not be removed on some hosts:\n{_table(results)}",
                          "Run hosts.setup --remove again; it is safe to repeat.", results=results)
     return results
+
+
+def proxy_unready(section: HostsSection, proxy: ProxySection, path: str = MIGRATE_REQ) -> list[str]:
+    """`host: why` for each host whose proxy would drop connections at a switch (caddy on a host
+    without net.ipv4.tcp_migrate_req = 1: deploy/hosts/_proxy.py), asked before a promotion
+    changes anything, since a host may lose the setting after hosts.setup (set, not kept across a
+    reboot). nginx keeps its socket: nothing to ask. HostFailed when a host cannot be asked.
+    `path`: the kernel's file; another is for a test of this function only."""
+    if proxy.kind != "caddy":
+        return []
+    what = "checking the kernel setting caddy's switches need"
+    hs = _each(section, what, lambda t: migrate_req_probe(path))
+    if any(h.error for h in hs):
+        raise _failed(what, hs, "before anything was changed")
+    return [f"{h.t.name}: {h.pending}" for h in hs if h.pending != "ok"]

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deploy import hosts
+from deploy.errors import SettingsError
 from deploy.targets._base import Command, PlaceLock, ReleaseTarget, Unlocked
 
 
@@ -24,6 +25,20 @@ class OnHosts(ReleaseTarget):
 
     def places(self) -> list[str]:
         return [t.name for t in self._targets()] if self.s.hosts.hosts else []
+
+    def _proxy_ready(self) -> str:
+        """Before a promotion changes anything: every host's proxy can switch without dropping a
+        connection (hosts.proxy_unready); SettingsError naming the hosts and what to run."""
+        s = self.s
+        if not (s.hosts.hosts and s.proxy.enabled):
+            return ""
+        unready = hosts.proxy_unready(s.hosts, s.proxy)
+        if unready:
+            raise SettingsError(
+                f"{s.proxy.kind} on {len(unready)} host(s) would drop connections at the switch; nothing was "
+                "changed:\n" + "\n".join(f"  {u}" for u in unready),
+                "Run what each line says on that host, then promote again (invoke hosts.setup checks it too).")
+        return f"{s.proxy.kind} switches keep queued connections"
 
     # ------------------------------------------------------------ the hosts' deploy lock
 

@@ -51,7 +51,8 @@ class HostsTree(OnHosts):
             note = "shared/.env pushed by this run" if s.hosts.push_env else "hosts answer"
         if s.hosts.hook_env:
             self._hook_env(environ)   # an unset or secret hook variable fails before anything changes
-        return note
+        ready = self._proxy_ready()
+        return "; ".join(x for x in (note, ready) if x)
 
     # the hosts' deploy lock, shared/.env and the smoke origins: OnHosts (deploy/targets/_hosts.py)
 
