@@ -94,7 +94,8 @@ if typing.TYPE_CHECKING:
     # _proxy.switch_command (the proxy's switch) keeps its module's name: deploy.hosts.switch_command is `current`'s.
     from deploy.hosts._proxy import (UPSTREAM_ID, UPSTREAM_NAME, PROBE_HEADER, SEEN_HEADER, PROXY_SWITCH_FAILED_EXIT,
                                      upstream_command, caddy_config, nginx_config, proxy_setup_command,
-                                     proxy_remove_command, proxy_status_command, parse_proxy_status)
+                                     proxy_remove_command, proxy_status_command, parse_proxy_status, MIGRATE_REQ,
+                                     migrate_req_check, migrate_req_probe)
     from deploy.hosts._slots import (slot_ports, slot_command, slots_state_command, parse_slots_state, start_slot_command,
                                      slot_health_command, stop_slot_command, converge)
 else:   # each module imported when one of its names is first used (deploy/deferred.py, exports)
@@ -146,7 +147,7 @@ else:   # each module imported when one of its names is first used (deploy/defer
         "deploy.hosts._proxy": ("UPSTREAM_ID", "UPSTREAM_NAME", "PROBE_HEADER", "SEEN_HEADER",
                                 "PROXY_SWITCH_FAILED_EXIT", "upstream_command", "caddy_config", "nginx_config",
                                 "proxy_setup_command", "proxy_remove_command", "proxy_status_command",
-                                "parse_proxy_status"),
+                                "parse_proxy_status", "MIGRATE_REQ", "migrate_req_check", "migrate_req_probe"),
         "deploy.hosts._slots": ("slot_ports", "slot_command", "slots_state_command", "parse_slots_state",
                                 "start_slot_command", "slot_health_command", "stop_slot_command", "converge"),
     })
@@ -177,7 +178,7 @@ __all__ = [
     "ProxyResult", "setup_proxy", "remove_proxy", "proxy_unready",
     "UPSTREAM_ID", "UPSTREAM_NAME", "PROBE_HEADER", "SEEN_HEADER", "PROXY_SWITCH_FAILED_EXIT", "upstream_command",
     "caddy_config", "nginx_config", "proxy_setup_command", "proxy_remove_command", "proxy_status_command",
-    "parse_proxy_status",
+    "parse_proxy_status", "MIGRATE_REQ", "migrate_req_check", "migrate_req_probe",
     "slot_ports", "slot_command", "slots_state_command", "parse_slots_state", "start_slot_command",
     "slot_health_command", "stop_slot_command", "converge",
     "IMAGE_DIR", "IMAGE_REF", "RUNTIMES", "ENV_UNCARRIED_EXIT", "NO_FREE_PORT_EXIT", "HEALTH_FAILED_EXIT",
