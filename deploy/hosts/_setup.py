@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deploy.errors import HostFailed, SettingsError
-from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _parallel
-from deploy.hosts._envfile import _each
+from deploy.hosts._group import _close, _failed, _Host, _now, _open_all, _parallel, _read_all
 from deploy.hosts._proxy import (MIGRATE_REQ, migrate_req_probe, parse_proxy_status, proxy_remove_command, proxy_setup_command,
                                   proxy_status_command)
 from deploy.hosts._ssh import _HostError, _run
@@ -110,7 +109,11 @@ def proxy_unready(section: HostsSection, proxy: ProxySection, path: str = MIGRAT
     if proxy.kind != "caddy":
         return []
     what = "checking the kernel setting caddy's switches need"
-    hs = _each(section, what, lambda t: migrate_req_probe(path))
+
+    def one(h: _Host) -> None:
+        h.note = _run(h.conn, h.t, migrate_req_probe(path), section, what).stdout.strip()
+
+    hs = _read_all(section, one, read=False)
     if any(h.error for h in hs):
         raise _failed(what, hs, "before anything was changed")
-    return [f"{h.t.name}: {h.pending}" for h in hs if h.pending != "ok"]
+    return [f"{h.t.name}: {h.note}" for h in hs if h.note != "ok"]

@@ -125,8 +125,8 @@ class HostsImage(OnHosts):
                     "The container gets its variables from it.",
                     f"Write it with `invoke env.push --env={s.name}`, or set push_env = true under [hosts].")
         found = ops.check_image_hosts(s.hosts, self._containers(environ), s.image.registry, s.app)
-        ready = self._proxy_ready()
-        return "; ".join([*found, *([ready] if ready else [])]) + (f"; logged in to {s.image.registry}" if s.image.username_var else "")
+        notes = [*found, f"logged in to {s.image.registry}" if s.image.username_var else "", self._proxy_ready()]
+        return "; ".join(n for n in notes if n)
 
     # the hosts' deploy lock and shared/.env: OnHosts (deploy/targets/_hosts.py)
 
