@@ -57,7 +57,7 @@ _PRISMA_ONLY = {
     "application_name_suffix": "Prisma",
 }
 # A Postgres identifier Prisma's `schema` may name (quoted: case is kept).
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")
 DEFAULT_CONNECT_TIMEOUT = 5
 # Supabase's (Supavisor) and most PgBouncer set-ups' transaction-mode port.
 TRANSACTION_POOLER_PORT = 6543

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 #: what a deferred name looks like; tests/test_layers.py finds them in the source by it
-REF = re.compile(r"^deploy(\.[a-z_][a-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*$")
+REF = re.compile(r"^deploy(\.[a-z_][a-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def resolve(ref: str) -> Any:

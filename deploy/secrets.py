@@ -30,7 +30,7 @@ __all__ = [
 
 ROTATION_LOG = "env/rotations.log"
 DUE_SOON_DAYS = 14
-_WHO = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+_WHO = re.compile(r"^[^\x00-\x1f\x7f]{1,100}\Z")
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,11 @@ def test_release_id_validation_lets_nothing_unsafe_through(rid):
     r = result_or_deploy_error(hosts.validate_release_id, rid)
     if not isinstance(r, DeployError):
         assert ".." not in r and "/" not in r and r == r.strip() and not set(r) & set(" ;$`'\"|&<>(){}\\\n*?!~")
+
+
+@pytest.mark.parametrize("value", ["0\n", "20240501120000-abc1234\n", "r1\n"])
+def test_a_trailing_newline_is_not_a_valid_release_id(value):
+    """`$` matches before a final newline: every validator anchors at the very end (\\Z)."""
+    from deploy import hosts
+
+    assert isinstance(result_or_deploy_error(hosts.validate_release_id, value), DeployError)

@@ -153,7 +153,7 @@ class SchemaFacts:
 _CREATE_SCHEMA = re.compile(r'^CREATE SCHEMA (?P<name>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*);$', re.M)
 
 
-SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema)$")
+SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema)\Z")
 
 
 _SCHEMAS_SQL = """

@@ -13,7 +13,7 @@ from deploy.backups.postgres import connect
 from deploy.errors import BackupFailed, SettingsError
 from deploy.redact import Secret, mask_url, reveal
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from deploy.errors import BackupFailed, SettingsError
 from deploy.private import make_private, private_dir, write_private
 
 STAMP = "%Y%m%dT%H%M%SZ"
-_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<sha>[0-9a-zA-Z]{1,40}|nosha)\.(?P<ext>dump|sqlite)$")
+_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<sha>[0-9a-zA-Z]{1,40}|nosha)\.(?P<ext>dump|sqlite)\Z")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from deploy.config._sections import Settings
 from deploy.errors import SettingsError
 
 
-ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 
 
 def read_text(path: Path) -> str:

@@ -35,8 +35,8 @@ SOURCE_TEXT = {
     "shopify-partners": "the Shopify Dev Dashboard (app > Settings)",
 }
 
-_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*\Z")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 
 
 # ---------------------------------------------------------------- the matrix

@@ -85,7 +85,7 @@ class DotenvResult:
     unset: tuple[str, ...]
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~-]*$")
+_BARE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~-]*\Z")
 
 
 def _dotenv_quote(value: str) -> str:

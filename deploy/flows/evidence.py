@@ -10,7 +10,7 @@ from deploy import evidence
 from deploy.flows.common import app_sha, git_sha
 from deploy.services import Services
 
-FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+FULL_SHA = re.compile(r"^[0-9a-f]{40}\Z")
 
 
 def collect(svc: Services, sha: str, files: list[str], out: str | None, env: str | None) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from deploy.errors import SettingsError
 
-RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 
 
 # ---------------------------------------------------------------- values

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deploy.facts import ImageRef
 
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def images_dir(root: Path) -> Path:

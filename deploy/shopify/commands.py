@@ -29,7 +29,7 @@ PARTNERS_TOKEN_VAR = "SHOPIFY_CLI_PARTNERS_TOKEN"
 VERSION_MAX = 100     # validations/version-name.ts
 LISTED_MAX = 20       # `app versions list` asks for `versions(first: 20)`: only the newest 20 come back
 MESSAGE_MAX = 200     # validations/message.ts (a JavaScript length: UTF-16 code units)
-VERSION_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
+VERSION_CHARS = re.compile(r"^[a-zA-Z0-9._-]+\Z")
 
 
 def skip_reason(settings) -> str | None:
