@@ -83,3 +83,27 @@ def test_hook_env_passes_named_variables_and_refuses_unset_or_secret_ones():
         hosts.hook_env(section, {"APP_BANNER": Secret("hook-secret-value")})
     with pytest.raises(SettingsError, match="holds a secret"):
         hosts.hook_env(section, {"APP_BANNER": "postgresql://u:pw-in-url@db/x"})
+
+
+def test_wait_exit_returns_the_exit_code_and_raises_on_timeout():
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(7)"])
+    assert proc.wait_exit(p, 30) == 7
+    assert proc.wait_exit(p, 30) == 7          # reaped already: Popen's own answer
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait_exit(p, 0.2)
+        assert p.poll() is None                 # a timeout never kills: the caller decides
+    finally:
+        p.kill()
+        p.wait()
+    assert proc.wait_exit(subprocess.Popen(["true"]), None) == 0
+
+
+def test_streamed_run_keeps_exit_code_output_and_times_out(tmp_path):
+    r = proc.run([sys.executable, "-c", "print('one'); import sys; sys.exit(5)"], timeout=30, stream="t")
+    assert r.returncode == 5 and r.stdout == "one\n"
+    r = proc.run(["sh", "-c", "echo start; sleep 30"], timeout=0.5, stream="t")
+    assert r.returncode == 124 and "timed out after 0.5s" in r.stderr and r.stdout == "start\n"
