@@ -48,6 +48,8 @@ SUITE = {
     "fast": ("bench_fast.py", ["--runs", "3"], ["--runs", "1", "--hosts", "1,16"]),
     "zero": ("bench_zero.py", ["--runs", "5"], ["--runs", "3"]),
     "image": ("bench_image.py", ["--runs", "5"], ["--runs", "3"]),
+    # [image] previous_running: a rollback is a health look and the switch, against a bare switch
+    "image-warm": ("bench_image.py", ["--runs", "5", "--previous-running"], ["--runs", "3", "--previous-running"]),
 }
 
 

@@ -173,6 +173,51 @@ def test_with_previous_running_the_container_served_before_stays_up_and_a_rollba
               what="both containers after the rollback")
 
 
+@pytest.fixture
+def env1(sshd_farm, sshd_hosts, registry, tmp_path):
+    """One host, `[image] previous_running` on: a one-server team's rollback."""
+    hosts = sshd_hosts(1)
+    e = Env(sshd_farm, hosts, registry, tmp_path)
+    e.raw["image"]["previous_running"] = True
+    e.raw["app"]["ready_timeout"] = 3.0
+    hosts[0].write("srv/occ/shared/.env", f"APP_SECRET={e.secret}\n", 0o600)
+    setup_proxy(e.s.hosts, e.s.proxy, e.s.app)
+    yield e
+    remove_all_containers(hosts[0], e.deploy_to(hosts[0]))
+
+
+@pytest.mark.parametrize("healthy", [True, False], ids=["healthy", "frozen"])
+def test_one_host_rollback_to_the_running_previous_container_checks_its_health_before_the_switch(env1, images,
+                                                                                                 healthy):
+    """On one host the kept container's health check shares the switch's round trip: the proxy
+    moves only after the check passed; a container that does not answer (frozen) is not switched
+    to, the live release keeps serving, and the rollback says nothing switched."""
+    e, h = env1, env1.hosts[0]
+    t = hosts.targets(e.s.hosts, e.s.app)[0]
+    _release(e, "run-1", "20260101000000-aaaaaaa", images["v1"])
+    _release(e, "run-2", "20260101000100-bbbbbbb", images["v2"])
+    prev = f"occ-{app_key(t)}-20260101000000-aaaaaaa"
+    _wait(lambda: prev in _ps(e, h), what="the previous container kept running")
+    started = host_podman(h, e.deploy_to(h), "inspect", "--format", "{{.State.StartedAt}}", prev).stdout.strip()
+    if healthy:
+        e.target().rollback(e.state("run-rb"), "20260101000000-aaaaaaa", expect="20260101000100-bbbbbbb",
+                            environ=e.environ)
+        assert e.versions() == ["v1"]
+        assert e.target().serving() == {h.address: "20260101000000-aaaaaaa"}
+        assert host_podman(h, e.deploy_to(h), "inspect", "--format", "{{.State.StartedAt}}",
+                           prev).stdout.strip() == started   # switched to, not started again
+        return
+    assert host_podman(h, e.deploy_to(h), "kill", "--signal", "STOP", prev).returncode == 0
+    with pytest.raises(HostFailed) as err:
+        e.target().rollback(e.state("run-rb"), "20260101000000-aaaaaaa", expect="20260101000100-bbbbbbb",
+                            environ=e.environ)
+    msg = " ".join(err.value.message.split())   # the table wraps its cells
+    assert "checking 20260101000000-aaaaaaa's container on port" in msg and "within 3s" in msg
+    assert "before any proxy switched; nothing changed" in msg
+    assert e.versions() == ["v2"]
+    assert e.target().serving() == {h.address: "20260101000100-bbbbbbb"}
+
+
 def test_a_release_whose_health_fails_is_undone_and_the_old_container_keeps_serving(env, images):
     _release(env, "run-1", "20260101000000-aaaaaaa", images["v1"])
     ctx = env.state("run-2", images["v3-broken"])

@@ -281,14 +281,21 @@ def _start(h: _H, release_id: str, ref: str, *, before: str = "",
     return port
 
 
-def _switch(h: _H, release_id: str | None, port: int | None, line: str) -> None:
+def _switch(h: _H, release_id: str | None, port: int | None, line: str, health: str = "") -> None:
     """The proxy to `port`, then image/current, in one round trip (the proxy first: current
-    never names a release the proxy does not serve for long, and a re-run repeats both)."""
+    never names a release the proxy does not serve for long, and a re-run repeats both).
+    `health`: a health check of `port` that must pass first, in the same round trip (a
+    subshell: the check ends its shell)."""
     current = set_current_command(h.t, release_id, port, line)
+    first = [(("healthy",), f"checking {release_id}'s container on port {port}")] if health else []
     if port is not None and h.c.proxy is not None:
         cmd = f"{{ {h.c.proxy.switch(h.t, port)}\n}} && echo switched && {{ {current}; }}"
-        _steps(h, fenced(h.t, h.fence, cmd), [(("switched",), f"switching the proxy to port {port}")],
+        if health:
+            cmd = f"( {health} ) && {cmd}"
+        _steps(h, fenced(h.t, h.fence, cmd), [*first, (("switched",), f"switching the proxy to port {port}")],
                "writing image/current")
+    elif health:
+        _steps(h, fenced(h.t, h.fence, f"( {health} ) && {{ {current}; }}"), first, "writing image/current")
     else:
         h.change(current, "writing image/current")
 
@@ -579,8 +586,18 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
             if h not in todo:
                 h.release = to
 
+        # One host whose container of `to` still runs ([image] previous_running): its health
+        # check goes in the switch's round trip (nothing else waits on it), not one of its own.
+        checks: dict[str, str] = {}
+
         def prepare(h: _H) -> None:
-            h.new_port = _ensure_running(h, to)
+            port = _container_port(h, to) if len(todo) == 1 else None
+            if port is None:
+                h.new_port = _ensure_running(h, to)
+                return
+            assert h.rt is not None
+            h.new_port = port
+            checks[h.t.name] = health_command(h.t, h.rt, to, port, h.c.health_path, h.c.health_timeout, h.tool)
 
         _each(todo, prepare, section.max_parallel)
         if any(h.error for h in hs):
@@ -594,11 +611,13 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
 
         def switch(h: _H) -> None:
             _switch(h, to, h.new_port, f"{now.isoformat()} rollback {h.known.current or '-'} -> {to} "
-                                       f"by {_holder()} run {run_id}")
+                                       f"by {_holder()} run {run_id}", health=checks.get(h.t.name, ""))
             h.switched, h.release = True, to
 
         _each(todo, switch, section.max_parallel)
         if any(h.error for h in hs):
+            switched_any = any(h.switched for h in todo)
+
             def back(h: _H) -> None:
                 prev = h.known.current
                 if h.switched:
@@ -613,7 +632,8 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
                         back(h)
                     except _HostError as e:
                         h.error = (h.error + f"; switching back failed: {e}").lstrip("; ")
-            raise _failed(what, hs, "while switching; the switched hosts are back on their old containers")
+            raise _failed(what, hs, "while switching; the switched hosts are back on their old containers"
+                          if switched_any else "before any proxy switched; nothing changed")
 
         def finish(h: _H) -> None:
             _finish(h, to, drain=h.known.current)
