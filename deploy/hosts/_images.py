@@ -610,13 +610,17 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
             raise _failed(what, hs, "before any proxy switched; nothing changed")
 
         def switch(h: _H) -> None:
+            h.output = ""   # what the command printed, read below when it fails
             _switch(h, to, h.new_port, f"{now.isoformat()} rollback {h.known.current or '-'} -> {to} "
                                        f"by {_holder()} run {run_id}", health=checks.get(h.t.name, ""))
             h.switched, h.release = True, to
 
         _each(todo, switch, section.max_parallel)
         if any(h.error for h in hs):
-            switched_any = any(h.switched for h in todo)
+            # Nothing moved only when every failed host failed its health check, which runs
+            # before its switch; any other failure may have come after the proxy moved.
+            switched_any = any(h.switched or h.error and not (h.t.name in checks and "healthy" not in h.output.split())
+                               for h in todo)
 
             def back(h: _H) -> None:
                 prev = h.known.current
