@@ -128,6 +128,9 @@ class _H:
     section: Any = None
 
 
+_NO_ANSWER = "\0"   # in _H.output: the command did not return (timed out, connection lost)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -610,16 +613,18 @@ def rollback_image(section: HostsSection, c: Containers, to: str, *, run_id: str
             raise _failed(what, hs, "before any proxy switched; nothing changed")
 
         def switch(h: _H) -> None:
-            h.output = ""   # what the command printed, read below when it fails
+            h.output = _NO_ANSWER   # _steps puts the command's output here once it returns
             _switch(h, to, h.new_port, f"{now.isoformat()} rollback {h.known.current or '-'} -> {to} "
                                        f"by {_holder()} run {run_id}", health=checks.get(h.t.name, ""))
             h.switched, h.release = True, to
 
         _each(todo, switch, section.max_parallel)
         if any(h.error for h in hs):
-            # Nothing moved only when every failed host failed its health check, which runs
-            # before its switch; any other failure may have come after the proxy moved.
-            switched_any = any(h.switched or h.error and not (h.t.name in checks and "healthy" not in h.output.split())
+            # Nothing moved only when every failed host answered that its health check, which
+            # runs before its switch, failed; any other failure (one after the check, a host that
+            # stopped answering) may have come after the proxy moved.
+            switched_any = any(h.switched or h.error and not (h.t.name in checks and h.output != _NO_ANSWER
+                                                              and "healthy" not in h.output.split())
                                for h in todo)
 
             def back(h: _H) -> None:
